@@ -1,0 +1,313 @@
+/*
+ * sparrow.h: the only public header of sparrow, an engine that trains very wide
+ * neural networks on CPUs by computing only the neurons that matter for each input.
+ *
+ * Locality-sensitive hash (LSH) tables over each sampled layer's neurons pick, per
+ * input, the few neurons likely to fire; forward, backward and the optimizer step
+ * touch only those (the SLIDE idea). This header is also the API documentation.
+ *
+ * Conventions
+ *   - Every call that can fail returns an spr_status (SPR_STATUS_OK == 0) and hands
+ *     results out through pointers. On failure a human-readable message naming the
+ *     file, line and problem (where there is one) is kept per thread: spr_last_error().
+ *   - Handles are opaque. Whoever gets a handle from a *_create / *_read / *_load call
+ *     owns it and releases it with the matching *_free (NULL is accepted).
+ *   - Pointers returned by accessors are borrowed: valid until the owning handle is
+ *     freed, never to be freed by the caller.
+ *   - The library never prints and never calls exit(); logging goes through a callback.
+ *   - Shapes are written (rows, cols), row-major.
+ */
+#ifndef SPARROW_H
+#define SPARROW_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(SPR_BUILDING_LIBRARY) && defined(__GNUC__)
+#define SPR_API __attribute__((visibility("default")))
+#else
+#define SPR_API
+#endif
+
+#define SPR_VERSION_MAJOR 0
+#define SPR_VERSION_MINOR 1
+#define SPR_VERSION_PATCH 0
+#define SPR_VERSION_STRING "0.1.0"
+
+/* "0.1.0": the version of the library actually linked. */
+SPR_API const char *spr_version(void);
+
+/* ------------------------------------------------------------------ status */
+
+typedef enum spr_status {
+    SPR_STATUS_OK = 0,
+    SPR_STATUS_BAD_INPUT = 1,   /* malformed data, bad parameter, bad model file: the caller's fault */
+    SPR_STATUS_IO_ERROR = 2,    /* a file could not be opened, read, written or renamed */
+    SPR_STATUS_NO_MEMORY = 3,   /* an allocation failed */
+    SPR_STATUS_INTERNAL = 4,    /* a bug in sparrow */
+} spr_status;
+
+/* A constant name for the status ("bad input", ...). */
+SPR_API const char *spr_status_to_string(spr_status status);
+
+/* The message of the last failed call made by this thread ("" if none). The pointer
+ * stays valid until the next sparrow call on this thread. */
+SPR_API const char *spr_last_error(void);
+
+/* ------------------------------------------------------------------ data sets */
+
+/* A multi-label data set in CSR form: the features of point i are
+ * feature_indices[feature_indptr[i] .. feature_indptr[i+1]) with their values, sorted by
+ * feature id and without duplicates; its labels are labels[label_indptr[i] .. label_indptr[i+1]),
+ * sorted and without duplicates. Ids are 0-based. */
+typedef struct spr_dataset spr_dataset;
+
+typedef struct spr_dataset_view {
+    int64_t n_points;
+    int64_t n_features;          /* every feature id is < n_features */
+    int64_t n_labels;            /* every label id is < n_labels */
+    const int64_t *feature_indptr; /* (n_points + 1) */
+    const int32_t *feature_indices; /* (nnz) */
+    const float *feature_values;   /* (nnz) */
+    const int64_t *label_indptr;   /* (n_points + 1) */
+    const int32_t *labels;         /* (n_label_entries) */
+} spr_dataset_view;
+
+typedef enum spr_format {
+    SPR_FORMAT_AUTO = 0,     /* XMC if the first line is a header "N D L", else svmlight */
+    SPR_FORMAT_XMC = 1,      /* Extreme Classification Repository: header "N D L" then points */
+    SPR_FORMAT_SVMLIGHT = 2, /* svmlight / libsvm: no header */
+} spr_format;
+
+typedef struct spr_read_options {
+    spr_format format;
+    int one_based;        /* feature ids in the file start at 1 (svmlight convention); labels are unchanged */
+    int64_t n_features;   /* 0: from the header, else max id + 1; > 0: ids must be below it */
+    int64_t n_labels;     /* likewise for labels */
+} spr_read_options;
+
+SPR_API spr_read_options spr_read_options_default(void);
+
+/* Reads a whole file. Lines: "l1,l2,... f:v f:v ..." (a point may have no labels: the
+ * line then starts with a space or directly with "f:v"). Features of a line may come in
+ * any order and are sorted; a feature id repeated on one line is an error. Blank lines,
+ * CRLF line ends and a missing final newline are accepted. Every error names the file,
+ * the line and the problem. Cost: one pass over the file, O(nnz) memory. */
+SPR_API spr_status spr_dataset_read(const char *path, const spr_read_options *options,
+                                    spr_dataset **out);
+
+/* Wraps caller-owned CSR arrays without copying; they must outlive the handle. The
+ * arrays are validated (sorted, in range); O(nnz). */
+SPR_API spr_status spr_dataset_wrap(const spr_dataset_view *view, spr_dataset **out);
+
+/* Writes the data set in XMC format (with header), atomically (temporary file + rename). */
+SPR_API spr_status spr_dataset_write(const spr_dataset *data, const char *path);
+
+SPR_API spr_dataset_view spr_dataset_get_view(const spr_dataset *data);
+SPR_API void spr_dataset_free(spr_dataset *data);
+
+/* ------------------------------------------------------------------ synthetic data */
+
+/* A synthetic extreme-classification data set shaped like a public one. Labels follow a
+ * power law, co-occur in clusters, and each label owns a sparse feature prototype: a
+ * point's features are drawn from its labels' prototypes plus noise, so the data is
+ * learnable. Deterministic for a given seed, whatever the thread count. */
+typedef struct spr_synth_config {
+    char name[32];
+    int64_t n_train, n_test;
+    int64_t n_features, n_labels;
+    double labels_per_point;   /* mean */
+    double nnz_per_point;      /* mean */
+    double zipf_exponent;      /* label popularity ~ rank^-exponent */
+    int64_t cluster_size;      /* labels per co-occurrence cluster */
+    int64_t prototype_nnz;     /* features per label prototype */
+    double noise;              /* fraction of a point's features drawn uniformly at random */
+} spr_synth_config;
+
+/* Presets: "tiny", "small", "amazon670k", "delicious200k", "wiki325k". */
+SPR_API spr_status spr_synth_preset(const char *name, spr_synth_config *out);
+
+/* Writes train_path and test_path in XMC format (atomically). threads <= 0: all cores. */
+SPR_API spr_status spr_synth_generate(const spr_synth_config *config, uint64_t seed,
+                                      const char *train_path, const char *test_path,
+                                      int threads);
+
+/* ------------------------------------------------------------------ model */
+
+#define SPR_MAX_LAYERS 8
+
+typedef enum spr_hash_family {
+    SPR_HASH_DWTA = 0,    /* densified winner-take-all (SLIDE's default) */
+    SPR_HASH_SIMHASH = 1, /* signed random projections */
+    SPR_HASH_WTA = 2,     /* winner-take-all */
+    SPR_HASH_DOPH = 3,    /* densified one-permutation minhash */
+} spr_hash_family;
+
+SPR_API const char *spr_hash_family_to_string(spr_hash_family family);
+/* "dwta", "simhash", "wta", "doph" -> family; SPR_STATUS_BAD_INPUT otherwise. */
+SPR_API spr_status spr_hash_family_parse(const char *name, spr_hash_family *out);
+
+typedef enum spr_bucket_policy {
+    SPR_BUCKET_FIFO = 0,      /* a full bucket keeps the newest neurons inserted */
+    SPR_BUCKET_RESERVOIR = 1, /* a full bucket keeps a uniform sample of those inserted */
+} spr_bucket_policy;
+
+/* One fully connected layer. Layer 0 reads the sparse input (an embedding bag: the sum
+ * of the weight rows of the input's non-zero features) and is never sampled. Hidden
+ * layers use ReLU; the last layer is the softmax output. */
+typedef struct spr_layer_config {
+    int64_t size;             /* neurons */
+    float sparsity;           /* fraction of neurons active per sample in training; 1 = all */
+    spr_hash_family hash;
+    int hash_k;               /* codes per table key; 0 = chosen from sparsity and hash_l */
+    int hash_l;               /* tables */
+    int bucket_capacity;      /* neurons kept per bucket */
+    spr_bucket_policy bucket_policy;
+} spr_layer_config;
+
+typedef struct spr_model_config {
+    int64_t n_features;       /* input dimension */
+    int n_layers;             /* hidden layers + the output layer, 2..SPR_MAX_LAYERS */
+    spr_layer_config layers[SPR_MAX_LAYERS]; /* layers[n_layers-1].size = number of labels */
+    float init_std;           /* weights ~ N(0, init_std^2), biases 0 */
+    uint64_t seed;            /* weights, hash functions and sampling all derive from it */
+} spr_model_config;
+
+/* n_features -> 128 ReLU -> n_labels softmax sampled at sparsity 0.01 with DWTA. */
+SPR_API spr_model_config spr_model_config_default(int64_t n_features, int64_t n_labels);
+
+/* Checks a configuration; SPR_STATUS_BAD_INPUT with a message naming the field if wrong. */
+SPR_API spr_status spr_model_config_check(const spr_model_config *config);
+
+typedef struct spr_train_options {
+    int batch_size;           /* samples per optimizer step (the gradient is a batch mean) */
+    float lr, beta1, beta2, eps; /* Adam, as torch.optim.Adam */
+    int threads;              /* <= 0: all cores */
+    int dense;                /* 1: every neuron active (the exact reference) */
+    /* Rehash schedule (SLIDE's paper): the t-th rehash of the tables happens after
+     * sum_{i<t} rehash_first * exp(rehash_growth * i) batches, each gap capped at
+     * rehash_max batches; every rebuild_every-th rehash draws new hash functions. */
+    int64_t rehash_first;
+    float rehash_growth;
+    int64_t rehash_max;
+    int rebuild_every;
+} spr_train_options;
+
+SPR_API spr_train_options spr_train_options_default(void);
+
+typedef struct spr_model spr_model;
+
+typedef void (*spr_log_fn)(void *user, const char *message);
+
+/* Allocates and initialises every parameter, the optimizer state and the hash tables.
+ * Cost: O(parameters) memory, one hashing pass over each sampled layer. */
+SPR_API spr_status spr_model_create(const spr_model_config *config, spr_model **out);
+SPR_API void spr_model_free(spr_model *model);
+SPR_API spr_model_config spr_model_get_config(const spr_model *model);
+
+/* Log lines (rehash times, table sizes) go to fn; NULL silences them (the default). */
+SPR_API void spr_model_set_logger(spr_model *model, spr_log_fn fn, void *user);
+
+/* Allocates per-thread scratch for training with these options on points with up to
+ * max_labels labels. Training calls it on its own when needed, but calling it first
+ * keeps every allocation out of the training steps. */
+SPR_API spr_status spr_model_prepare(spr_model *model, const spr_train_options *options,
+                                     int64_t max_labels);
+
+typedef struct spr_batch_stats {
+    double loss;                        /* mean cross-entropy over the batch */
+    double active[SPR_MAX_LAYERS];      /* mean active neurons per sample, per layer */
+    double rehash_seconds;              /* time spent rehashing after this batch */
+} spr_batch_stats;
+
+/* One optimizer step on the points rows[0..n) of data (n <= batch_size): forward,
+ * backward, lazy Adam on the touched rows, then a rehash if the schedule says so.
+ * Cost: O(n x active neurons x fan-in), never O(#labels). stats may be NULL. */
+SPR_API spr_status spr_model_train_batch(spr_model *model, const spr_dataset *data,
+                                         const int64_t *rows, int64_t n,
+                                         const spr_train_options *options,
+                                         spr_batch_stats *stats);
+
+/* The two halves of spr_model_train_batch, for tests and custom loops: accumulate the
+ * batch gradients (readable with spr_model_param), then apply Adam to the touched rows
+ * and clear the gradients. */
+SPR_API spr_status spr_model_compute_gradients(spr_model *model, const spr_dataset *data,
+                                               const int64_t *rows, int64_t n,
+                                               const spr_train_options *options,
+                                               spr_batch_stats *stats);
+SPR_API spr_status spr_model_apply_gradients(spr_model *model, const spr_train_options *options);
+
+/* Top-k labels of each of rows[0..n) (all points if rows is NULL, n ignored):
+ * ids_out and scores_out are (n, k), best first, ties broken by the lower label id.
+ * Scores are output logits. sparse = 1 ranks only the LSH candidates (sublinear). */
+SPR_API spr_status spr_model_predict(const spr_model *model, const spr_dataset *data,
+                                     const int64_t *rows, int64_t n, int k, int sparse,
+                                     int threads, int32_t *ids_out, float *scores_out);
+
+typedef struct spr_eval_result {
+    int64_t n_points;
+    double p_at[6];      /* p_at[k] = precision@k for k = 1, 3, 5 (others 0) */
+    double seconds;
+} spr_eval_result;
+
+/* P@1, P@3, P@5 on rows[0..n) of data (all if rows is NULL). */
+SPR_API spr_status spr_model_evaluate(const spr_model *model, const spr_dataset *data,
+                                      const int64_t *rows, int64_t n, int sparse,
+                                      int threads, spr_eval_result *out);
+
+typedef enum spr_param {
+    SPR_PARAM_WEIGHT = 0,      /* layer 0: (n_features, size); others: (size, fan_in) */
+    SPR_PARAM_BIAS = 1,        /* (1, size) */
+    SPR_PARAM_WEIGHT_GRAD = 2,
+    SPR_PARAM_BIAS_GRAD = 3,
+    SPR_PARAM_WEIGHT_ADAM_M = 4,
+    SPR_PARAM_WEIGHT_ADAM_V = 5,
+    SPR_PARAM_BIAS_ADAM_M = 6,
+    SPR_PARAM_BIAS_ADAM_V = 7,
+} spr_param;
+
+/* A borrowed pointer to a parameter array of a layer. Rows are stride floats apart
+ * (stride >= cols, rows 64-byte aligned). Writing weights is allowed between steps;
+ * the hash tables see the change at the next rehash (or spr_model_rehash). */
+SPR_API spr_status spr_model_param(spr_model *model, int layer, spr_param which,
+                                   float **data, int64_t *rows, int64_t *cols,
+                                   int64_t *stride);
+
+/* Re-inserts every neuron of every sampled layer into its tables (rebuild = 1 first
+ * draws new hash functions). */
+SPR_API spr_status spr_model_rehash(spr_model *model, int rebuild, int threads);
+
+typedef struct spr_model_info {
+    int64_t steps;            /* optimizer steps taken */
+    int64_t samples;          /* training samples seen */
+    int64_t epoch;            /* completed epochs, as set by the caller */
+    int64_t parameters;       /* weights + biases */
+    int64_t parameter_bytes;  /* weights + biases + optimizer state + gradients */
+    int64_t table_bytes;      /* hash tables of all sampled layers */
+    int64_t rehashes, rebuilds;
+    int hash_k[SPR_MAX_LAYERS]; /* effective K per layer (0 for layers not sampled) */
+    int key_bits[SPR_MAX_LAYERS]; /* log2 of buckets per table */
+} spr_model_info;
+
+SPR_API spr_model_info spr_model_get_info(const spr_model *model);
+SPR_API void spr_model_set_epoch(spr_model *model, int64_t epoch);
+
+/* Saves the whole model (configuration, weights, biases, optimizer state, step and
+ * schedule) in a versioned binary format with a magic number and a CRC-32 per section,
+ * atomically: a temporary file in the same directory, fsync, rename. A failed save
+ * leaves any previous file at path untouched. */
+SPR_API spr_status spr_model_save(const spr_model *model, const char *path);
+
+/* Loads a model written by spr_model_save. Section sizes are checked against the file
+ * length before anything is allocated; a damaged file is SPR_STATUS_BAD_INPUT. */
+SPR_API spr_status spr_model_load(const char *path, spr_model **out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SPARROW_H */

@@ -1,0 +1,75 @@
+/* common.c: per-thread error messages, aligned allocation, clock. */
+#define _GNU_SOURCE
+#include "common.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+static _Thread_local char last_error[1024];
+
+const char *spr_version(void) { return SPR_VERSION_STRING; }
+
+const char *spr_last_error(void) { return last_error; }
+
+const char *spr_status_to_string(spr_status status) {
+    switch (status) {
+    case SPR_STATUS_OK: return "ok";
+    case SPR_STATUS_BAD_INPUT: return "bad input";
+    case SPR_STATUS_IO_ERROR: return "i/o error";
+    case SPR_STATUS_NO_MEMORY: return "out of memory";
+    case SPR_STATUS_INTERNAL: return "internal error";
+    }
+    return "unknown status";
+}
+
+spr_status spr_fail(spr_status status, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(last_error, sizeof last_error, fmt, ap);
+    va_end(ap);
+    return status;
+}
+
+void *spr_alloc(size_t n) {
+    if (n == 0) n = SPR_ALIGN;
+    size_t rounded = (n + SPR_ALIGN - 1) / SPR_ALIGN * SPR_ALIGN;
+    void *p = NULL;
+    /* Blocks of 2 MB and more go on 2 MB boundaries so that transparent huge pages can
+     * back them: fewer TLB misses and, on these VMs, far fewer (slow) page faults. Huge
+     * pages are only advised, never required. */
+    size_t align = rounded >= (2u << 20) ? (2u << 20) : SPR_ALIGN;
+    if (posix_memalign(&p, align, rounded) != 0) {
+        spr_fail(SPR_STATUS_NO_MEMORY, "out of memory allocating %zu bytes", n);
+        return NULL;
+    }
+#ifdef MADV_HUGEPAGE
+    if (align > SPR_ALIGN) madvise(p, rounded, MADV_HUGEPAGE);
+#endif
+    memset(p, 0, rounded);
+    return p;
+}
+
+void spr_free(void *p) { free(p); }
+
+double spr_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+int spr_threads(int n) {
+    if (n > 0) return n;
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}

@@ -1,0 +1,90 @@
+/*
+ * common.h: what every source file of the library needs: the error message kept per
+ * thread, aligned allocation, a small deterministic random number generator, a clock.
+ * Internal: nothing here is part of the public API.
+ */
+#ifndef SPR_COMMON_H
+#define SPR_COMMON_H
+
+#include "sparrow.h"
+
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define SPR_ALIGN 64 /* bytes: one cache line, one AVX-512 register */
+
+/* Records a printf-style message for spr_last_error() and returns status, so that a
+ * failure reads `return spr_fail(SPR_STATUS_BAD_INPUT, "%s:%lld: ...", ...);`. */
+spr_status spr_fail(spr_status status, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Zeroed, SPR_ALIGN-aligned memory of n bytes (NULL on failure, message recorded);
+ * release with spr_free. Large blocks are advised to use transparent huge pages. */
+void *spr_alloc(size_t n);
+void spr_free(void *p);
+
+/* Floats per row so that every row starts on a SPR_ALIGN boundary. */
+static inline int64_t spr_row_stride(int64_t cols) {
+    const int64_t per_line = SPR_ALIGN / (int64_t)sizeof(float);
+    return (cols + per_line - 1) / per_line * per_line;
+}
+
+/* splitmix64: seeds and hashes. A bijection of 64-bit words with good avalanche. */
+static inline uint64_t spr_mix64(uint64_t x) {
+    x += 0x9E3779B97F4A7C15ull;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+    return x ^ (x >> 31);
+}
+
+/* xoshiro256**: the per-thread and per-sample generator. */
+typedef struct spr_rng {
+    uint64_t s[4];
+} spr_rng;
+
+static inline void spr_rng_seed(spr_rng *r, uint64_t seed) {
+    for (int i = 0; i < 4; i++) {
+        seed = spr_mix64(seed);
+        r->s[i] = seed;
+    }
+}
+
+static inline uint64_t spr_rng_next(spr_rng *r) {
+    uint64_t *s = r->s;
+    uint64_t x = s[1] * 5;
+    uint64_t result = ((x << 7) | (x >> 57)) * 9;
+    uint64_t t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = (s[3] << 45) | (s[3] >> 19);
+    return result;
+}
+
+/* Uniform in [0, n) (Lemire's multiply-shift; the bias is below 2^-32 for n < 2^32). */
+static inline uint64_t spr_rng_below(spr_rng *r, uint64_t n) {
+    return (uint64_t)(((unsigned __int128)spr_rng_next(r) * n) >> 64);
+}
+
+/* Uniform in [0, 1). */
+static inline double spr_rng_uniform(spr_rng *r) {
+    return (double)(spr_rng_next(r) >> 11) * (1.0 / 9007199254740992.0);
+}
+
+/* Standard normal (Box-Muller, one value per call: simple and deterministic). */
+static inline double spr_rng_normal(spr_rng *r) {
+    double u1 = spr_rng_uniform(r), u2 = spr_rng_uniform(r);
+    if (u1 < 1e-300) u1 = 1e-300;
+    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
+
+/* Seconds on a monotonic clock. */
+double spr_now(void);
+
+/* Threads to use: n if n > 0, else every core OpenMP offers. */
+int spr_threads(int n);
+
+#endif /* SPR_COMMON_H */

@@ -1,0 +1,37 @@
+/*
+ * hash.h: locality-sensitive hash families behind one interface.
+ *
+ * A hasher maps a vector of dimension dim to L table keys, each the concatenation of K
+ * codes of bits_per_code bits (exact widths: DWTA/WTA codes are positions 0..7 in a bin
+ * of 8, 3 bits; SimHash codes are signs, 1 bit). When K * bits exceeds the key width the
+ * tables were sized for, the concatenation is folded by a multiplicative hash.
+ */
+#ifndef SPR_HASH_H
+#define SPR_HASH_H
+
+#include "sparrow.h"
+
+#include <stdint.h>
+
+typedef struct spr_hasher spr_hasher;
+
+/* Bits one code of the family takes (3 for DWTA/WTA bins of 8, 1 for SimHash). */
+int spr_hash_code_bits(spr_hash_family family);
+
+/* Draws the hash functions from seed. key_bits_max caps the key width (table size). */
+spr_status spr_hasher_create(spr_hash_family family, int64_t dim, int k, int l,
+                             int key_bits_max, uint64_t seed, spr_hasher **out);
+void spr_hasher_free(spr_hasher *h);
+
+/* log2 of the number of buckets per table. */
+int spr_hasher_key_bits(const spr_hasher *h);
+
+/* int32 slots of scratch spr_hasher_keys needs. */
+int64_t spr_hasher_work_len(const spr_hasher *h);
+
+/* keys[0..L) of the dense vector x (dim): every key < 2^key_bits, deterministic.
+ * work: spr_hasher_work_len(h) int32 of caller scratch. Cost O(K L bin + dim) for
+ * DWTA/WTA, O(K L dim / 3) for SimHash. */
+void spr_hasher_keys(const spr_hasher *h, const float *x, uint32_t *keys, int32_t *work);
+
+#endif /* SPR_HASH_H */

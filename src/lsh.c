@@ -1,0 +1,1 @@
+/* lsh.c: being written. */

@@ -1,0 +1,40 @@
+/*
+ * metrics.h: top-k selection and precision@k. Internal.
+ */
+#ifndef SPR_METRICS_H
+#define SPR_METRICS_H
+
+#include "sparrow.h"
+
+#include <stdint.h>
+
+/* A running top-k: ids/scores sorted best first, ties broken by the lower id.
+ * spr_topk_init sets *filled = 0; push is O(k) worst case, O(1) for a rejected score. */
+static inline int spr_topk_better(float s1, int32_t id1, float s2, int32_t id2) {
+    return s1 > s2 || (s1 == s2 && id1 < id2);
+}
+
+static inline void spr_topk_push(int32_t *ids, float *scores, int k, int *filled,
+                                 int32_t id, float score) {
+    int n = *filled;
+    if (n == k && !spr_topk_better(score, id, scores[k - 1], ids[k - 1])) return;
+    int pos = n < k ? n : k - 1;
+    while (pos > 0 && spr_topk_better(score, id, scores[pos - 1], ids[pos - 1])) {
+        ids[pos] = ids[pos - 1];
+        scores[pos] = scores[pos - 1];
+        pos--;
+    }
+    ids[pos] = id;
+    scores[pos] = score;
+    if (n < k) *filled = n + 1;
+}
+
+/* Precision@k of predictions topk (n, k_stride), best first, for k = 1..k_max
+ * (k_max <= k_stride): p_at[k] = mean over the n points of |top k ∩ labels| / k.
+ * Point i's labels are row rows[i] of data (row i if rows is NULL). A point without
+ * labels counts as 0 (the convention of the XMC repository's tools). Slots with id -1
+ * (fewer than k candidates) never match. p_at has k_max + 1 entries; p_at[0] = 0. */
+void spr_precision_at_k(const int32_t *topk, int64_t n, int k_stride, int k_max,
+                        const spr_dataset_view *data, const int64_t *rows, double *p_at);
+
+#endif /* SPR_METRICS_H */

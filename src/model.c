@@ -1,0 +1,456 @@
+/*
+ * model.c: a model's life outside the training step: configuration defaults and
+ * checks, allocation, initialisation, hash tables, per-thread scratch, accessors.
+ */
+#include "model.h"
+
+#include "common.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#define SPR_KEY_BITS_MAX 20 /* at most 2^20 buckets (4 MB) per table */
+
+/* ------------------------------------------------------------ defaults */
+
+spr_model_config spr_model_config_default(int64_t n_features, int64_t n_labels) {
+    spr_model_config c;
+    memset(&c, 0, sizeof c);
+    c.n_features = n_features;
+    c.n_layers = 2;
+    for (int l = 0; l < SPR_MAX_LAYERS; l++) {
+        c.layers[l].size = 0;
+        c.layers[l].sparsity = 1.0f;
+        c.layers[l].hash = SPR_HASH_DWTA;
+        c.layers[l].hash_k = 0;
+        c.layers[l].hash_l = 50;
+        c.layers[l].bucket_capacity = 128;
+        c.layers[l].bucket_policy = SPR_BUCKET_FIFO;
+    }
+    c.layers[0].size = 128;
+    c.layers[1].size = n_labels;
+    c.layers[1].sparsity = 0.01f;
+    c.init_std = 0.01f;
+    c.seed = 1;
+    return c;
+}
+
+spr_train_options spr_train_options_default(void) {
+    spr_train_options o;
+    memset(&o, 0, sizeof o);
+    o.batch_size = 128;
+    o.lr = 1e-3f;
+    o.beta1 = 0.9f;
+    o.beta2 = 0.999f;
+    o.eps = 1e-8f;
+    o.threads = 0;
+    o.dense = 0;
+    o.rehash_first = 50;
+    o.rehash_growth = 0.1f;
+    o.rehash_max = 1000;
+    o.rebuild_every = 10;
+    return o;
+}
+
+const char *spr_hash_family_to_string(spr_hash_family family) {
+    switch (family) {
+    case SPR_HASH_DWTA: return "dwta";
+    case SPR_HASH_SIMHASH: return "simhash";
+    case SPR_HASH_WTA: return "wta";
+    case SPR_HASH_DOPH: return "doph";
+    }
+    return "unknown";
+}
+
+spr_status spr_hash_family_parse(const char *name, spr_hash_family *out) {
+    static const spr_hash_family all[] = {SPR_HASH_DWTA, SPR_HASH_SIMHASH, SPR_HASH_WTA,
+                                          SPR_HASH_DOPH};
+    for (size_t i = 0; name && i < sizeof all / sizeof all[0]; i++)
+        if (strcmp(name, spr_hash_family_to_string(all[i])) == 0) {
+            *out = all[i];
+            return SPR_STATUS_OK;
+        }
+    return spr_fail(SPR_STATUS_BAD_INPUT, "unknown hash family '%s' (dwta, simhash, wta, doph)",
+                    name ? name : "(null)");
+}
+
+spr_status spr_model_config_check(const spr_model_config *c) {
+    if (!c) return spr_fail(SPR_STATUS_BAD_INPUT, "model configuration is NULL");
+    if (c->n_features < 1 || c->n_features > INT32_MAX)
+        return spr_fail(SPR_STATUS_BAD_INPUT, "n_features must be in [1, 2^31), got %lld",
+                        (long long)c->n_features);
+    if (c->n_layers < 2 || c->n_layers > SPR_MAX_LAYERS)
+        return spr_fail(SPR_STATUS_BAD_INPUT, "n_layers must be in [2, %d], got %d", SPR_MAX_LAYERS,
+                        c->n_layers);
+    if (!(c->init_std >= 0.0f && c->init_std < 10.0f))
+        return spr_fail(SPR_STATUS_BAD_INPUT, "init_std must be in [0, 10), got %g",
+                        (double)c->init_std);
+    for (int l = 0; l < c->n_layers; l++) {
+        const spr_layer_config *lc = &c->layers[l];
+        if (lc->size < 1 || lc->size > INT32_MAX)
+            return spr_fail(SPR_STATUS_BAD_INPUT, "layer %d: size must be in [1, 2^31), got %lld", l,
+                            (long long)lc->size);
+        if (!(lc->sparsity > 0.0f && lc->sparsity <= 1.0f))
+            return spr_fail(SPR_STATUS_BAD_INPUT, "layer %d: sparsity must be in (0, 1], got %g", l,
+                            (double)lc->sparsity);
+        if (l == 0 && lc->sparsity < 1.0f)
+            return spr_fail(SPR_STATUS_BAD_INPUT,
+                            "layer 0 reads the sparse input and cannot be sampled (sparsity %g)",
+                            (double)lc->sparsity);
+        if (lc->sparsity < 1.0f) {
+            if ((int)lc->hash < 0 || lc->hash > SPR_HASH_DOPH)
+                return spr_fail(SPR_STATUS_BAD_INPUT, "layer %d: unknown hash family %d", l,
+                                (int)lc->hash);
+            if (lc->hash_l < 1 || lc->hash_l > 1024)
+                return spr_fail(SPR_STATUS_BAD_INPUT, "layer %d: tables (L) must be in [1, 1024], got %d",
+                                l, lc->hash_l);
+            int bits = spr_hash_code_bits(lc->hash);
+            if (lc->hash_k < 0 || lc->hash_k * bits > 64)
+                return spr_fail(SPR_STATUS_BAD_INPUT, "layer %d: K must be in [0, %d] for %s, got %d", l,
+                                64 / bits, spr_hash_family_to_string(lc->hash), lc->hash_k);
+            if (lc->bucket_capacity < 1 || lc->bucket_capacity > (1 << 20))
+                return spr_fail(SPR_STATUS_BAD_INPUT,
+                                "layer %d: bucket capacity must be in [1, 2^20], got %d", l,
+                                lc->bucket_capacity);
+            if (lc->bucket_policy != SPR_BUCKET_FIFO && lc->bucket_policy != SPR_BUCKET_RESERVOIR)
+                return spr_fail(SPR_STATUS_BAD_INPUT, "layer %d: unknown bucket policy %d", l,
+                                (int)lc->bucket_policy);
+        }
+    }
+    return SPR_STATUS_OK;
+}
+
+/* K when the configuration leaves it to us: buckets of about target/L neurons each,
+ * so that the union of the L buckets a query hits is about the target active set if
+ * neurons spread evenly. 2^(K bits) = size L / target = L / sparsity. */
+static int auto_hash_k(const spr_layer_config *lc) {
+    int bits = spr_hash_code_bits(lc->hash);
+    double want_bits = log2((double)lc->hash_l / (double)lc->sparsity);
+    int k = (int)lround(want_bits / bits);
+    if (k < 1) k = 1;
+    if (k * bits > 64) k = 64 / bits;
+    return k;
+}
+
+/* ------------------------------------------------------------ allocation */
+
+static spr_status layer_alloc(spr_layer *L, const spr_layer_config *lc, int index, int64_t fan_in) {
+    L->cfg = *lc;
+    L->size = lc->size;
+    L->fan_in = fan_in;
+    L->rows = index == 0 ? fan_in : lc->size;
+    L->cols = index == 0 ? lc->size : fan_in;
+    L->stride = spr_row_stride(L->cols);
+    size_t wbytes = (size_t)L->rows * (size_t)L->stride * sizeof(float);
+    size_t bbytes = (size_t)spr_row_stride(L->size) * sizeof(float);
+    size_t tbytes = ((size_t)L->rows + SPR_ALIGN) / SPR_ALIGN * SPR_ALIGN;
+    size_t lbytes = ((size_t)L->rows * sizeof(int32_t) + SPR_ALIGN) / SPR_ALIGN * SPR_ALIGN;
+    char *p = spr_alloc(4 * wbytes + 4 * bbytes + tbytes + lbytes);
+    if (!p)
+        return spr_fail(SPR_STATUS_NO_MEMORY, "out of memory: layer %d needs %.1f MB", index,
+                        (4.0 * (double)wbytes + 4.0 * (double)bbytes) / 1e6);
+    L->block = p;
+    L->w = (float *)p, p += wbytes;
+    L->gw = (float *)p, p += wbytes;
+    L->mw = (float *)p, p += wbytes;
+    L->vw = (float *)p, p += wbytes;
+    L->b = (float *)p, p += bbytes;
+    L->gb = (float *)p, p += bbytes;
+    L->mb = (float *)p, p += bbytes;
+    L->vb = (float *)p, p += bbytes;
+    L->touched = (atomic_uchar *)p, p += tbytes;
+    L->touched_list = (int32_t *)p;
+    atomic_init(&L->n_touched, 0);
+    L->sampled = index > 0 && lc->sparsity < 1.0f;
+    /* ceil(sparsity x size), but 0.05f x 200 = 10.0000001 must give 10, not 11 */
+    double want = (double)lc->sparsity * (double)lc->size;
+    L->target_active = fabs(want - nearbyint(want)) < 1e-3 ? (int64_t)nearbyint(want)
+                                                          : (int64_t)ceil(want);
+    if (L->target_active < 1) L->target_active = 1;
+    if (L->target_active > L->size) L->target_active = L->size;
+    L->hash_k = L->sampled ? (lc->hash_k > 0 ? lc->hash_k : auto_hash_k(lc)) : 0;
+    return SPR_STATUS_OK;
+}
+
+static void layer_free(spr_layer *L) {
+    spr_free(L->block);
+    spr_hasher_free(L->hasher);
+    spr_lsh_free(L->tables);
+    spr_free(L->keys);
+    memset(L, 0, sizeof *L);
+}
+
+static void scratch_free(spr_model *m) {
+    for (int t = 0; t < m->n_scratch; t++) spr_free(m->scratch[t].block);
+    spr_free(m->scratch);
+    spr_free(m->sample_loss);
+    spr_free(m->sample_active);
+    m->scratch = NULL;
+    m->sample_loss = NULL;
+    m->sample_active = NULL;
+    m->n_scratch = 0;
+    m->scratch_batch = 0;
+}
+
+spr_status spr_model_alloc(const spr_model_config *cfg, spr_model **out) {
+    *out = NULL;
+    spr_status st = spr_model_config_check(cfg);
+    if (st) return st;
+    spr_model *m = spr_alloc(sizeof *m);
+    if (!m) return SPR_STATUS_NO_MEMORY;
+    m->cfg = *cfg;
+    m->n_layers = cfg->n_layers;
+    int64_t fan_in = cfg->n_features;
+    for (int l = 0; l < m->n_layers; l++) {
+        st = layer_alloc(&m->layers[l], &cfg->layers[l], l, fan_in);
+        if (st) goto fail;
+        fan_in = cfg->layers[l].size;
+    }
+    *out = m;
+    return SPR_STATUS_OK;
+fail:
+    spr_model_free(m);
+    return st;
+}
+
+void spr_model_free(spr_model *m) {
+    if (!m) return;
+    scratch_free(m);
+    for (int l = 0; l < m->n_layers; l++) layer_free(&m->layers[l]);
+    spr_free(m);
+}
+
+/* ------------------------------------------------------------ hash tables */
+
+uint64_t spr_model_hash_seed(const spr_model *m, int layer, int64_t rebuilds) {
+    return spr_mix64(spr_mix64(m->cfg.seed ^ 0x5bd1e995ull) + (uint64_t)layer * 0x100000001b3ull +
+                     (uint64_t)rebuilds * 0x9E3779B97F4A7C15ull);
+}
+
+/* Hashes every neuron's weight row and rebuilds the tables: O(size x hash cost),
+ * parallel over neurons, then over tables. */
+static void layer_rehash(spr_model *m, spr_layer *L, int index, int threads) {
+    int64_t work_len = spr_hasher_work_len(L->hasher);
+    int nl = L->cfg.hash_l;
+#pragma omp parallel num_threads(threads)
+    {
+        int32_t work_small[4096];
+        int32_t *work = work_len <= 4096 ? work_small : spr_alloc((size_t)work_len * sizeof(int32_t));
+        if (work) {
+#pragma omp for schedule(static)
+            for (int64_t j = 0; j < L->size; j++)
+                spr_hasher_keys(L->hasher, L->w + j * L->stride, L->keys + j * nl, work);
+        }
+        if (work != work_small) spr_free(work);
+    }
+    spr_lsh_build(L->tables, L->keys, spr_model_hash_seed(m, index, m->rehashes) ^ 0xabcdefull,
+                  threads);
+}
+
+spr_status spr_model_build_tables(spr_model *m, int threads) {
+    threads = spr_threads(threads);
+    for (int l = 1; l < m->n_layers; l++) {
+        spr_layer *L = &m->layers[l];
+        if (!L->sampled) continue;
+        spr_hasher_free(L->hasher);
+        L->hasher = NULL;
+        spr_status st = spr_hasher_create(L->cfg.hash, L->fan_in, L->hash_k, L->cfg.hash_l,
+                                          SPR_KEY_BITS_MAX, spr_model_hash_seed(m, l, m->rebuilds),
+                                          &L->hasher);
+        if (st) return st;
+        int key_bits = spr_hasher_key_bits(L->hasher);
+        if (!L->tables || L->tables->key_bits != key_bits) {
+            spr_lsh_free(L->tables);
+            L->tables = NULL;
+            st = spr_lsh_create(L->cfg.hash_l, key_bits, L->size, L->cfg.bucket_capacity,
+                                L->cfg.bucket_policy, &L->tables);
+            if (st) return st;
+        }
+        if (!L->keys) {
+            L->keys = spr_alloc((size_t)L->size * (size_t)L->cfg.hash_l * sizeof(uint32_t));
+            if (!L->keys) return SPR_STATUS_NO_MEMORY;
+        }
+        layer_rehash(m, L, l, threads);
+    }
+    return SPR_STATUS_OK;
+}
+
+spr_status spr_model_rehash(spr_model *m, int rebuild, int threads) {
+    if (!m) return spr_fail(SPR_STATUS_BAD_INPUT, "model is NULL");
+    threads = spr_threads(threads);
+    if (rebuild) {
+        m->rebuilds++;
+        return spr_model_build_tables(m, threads);
+    }
+    for (int l = 1; l < m->n_layers; l++)
+        if (m->layers[l].sampled && m->layers[l].hasher) layer_rehash(m, &m->layers[l], l, threads);
+    return SPR_STATUS_OK;
+}
+
+/* ------------------------------------------------------------ create */
+
+spr_status spr_model_create(const spr_model_config *cfg, spr_model **out) {
+    if (!out) return spr_fail(SPR_STATUS_BAD_INPUT, "spr_model_create: out is NULL");
+    spr_model *m = NULL;
+    spr_status st = spr_model_alloc(cfg, &m);
+    if (st) return st;
+    /* Weights ~ N(0, init_std^2), drawn per row from (seed, layer, row) so that the
+     * draw is the same whatever the thread count. */
+    for (int l = 0; l < m->n_layers; l++) {
+        spr_layer *L = &m->layers[l];
+#pragma omp parallel for schedule(static)
+        for (int64_t r = 0; r < L->rows; r++) {
+            spr_rng rng;
+            spr_rng_seed(&rng, spr_mix64(cfg->seed * 0x2545F4914F6CDD1Dull + (uint64_t)l) ^
+                                   spr_mix64((uint64_t)r));
+            float *row = L->w + r * L->stride;
+            for (int64_t c = 0; c < L->cols; c++)
+                row[c] = (float)(cfg->init_std * spr_rng_normal(&rng));
+        }
+    }
+    st = spr_model_build_tables(m, 0);
+    if (st) goto fail;
+    *out = m;
+    return SPR_STATUS_OK;
+fail:
+    spr_model_free(m);
+    return st;
+}
+
+/* ------------------------------------------------------------ scratch */
+
+/* Per-thread scratch for training: capacities follow the layers (all neurons for dense
+ * layers or dense mode; target + labels for sampled ones). Reallocated only when a call
+ * needs more than what exists: once, before the first step. */
+spr_status spr_model_prepare(spr_model *m, const spr_train_options *o, int64_t max_labels) {
+    if (!m || !o) return spr_fail(SPR_STATUS_BAD_INPUT, "spr_model_prepare: NULL argument");
+    int threads = spr_threads(o->threads);
+    int dense = o->dense ? 1 : 0;
+    if (max_labels < 0) max_labels = 0;
+    if (m->scratch && m->n_scratch >= threads && m->scratch_labels >= max_labels &&
+        m->scratch_dense >= dense && m->scratch_batch >= o->batch_size)
+        return SPR_STATUS_OK;
+    if (m->scratch) {
+        if (m->n_scratch > threads) threads = m->n_scratch;
+        if (m->scratch_labels > max_labels) max_labels = m->scratch_labels;
+        if (m->scratch_dense > dense) dense = m->scratch_dense;
+    }
+    int64_t batch = o->batch_size > m->scratch_batch ? o->batch_size : m->scratch_batch;
+    scratch_free(m);
+    m->scratch = spr_alloc((size_t)threads * sizeof(spr_scratch));
+    m->sample_loss = spr_alloc((size_t)batch * sizeof(float));
+    m->sample_active = spr_alloc((size_t)batch * SPR_MAX_LAYERS * sizeof(int64_t));
+    if (!m->scratch || !m->sample_loss || !m->sample_active) goto nomem;
+    m->n_scratch = threads;
+    m->scratch_labels = max_labels;
+    m->scratch_dense = dense;
+    m->scratch_batch = batch;
+
+    int64_t cap[SPR_MAX_LAYERS] = {0}, max_fan_in = 1, max_sampled = 1, max_cand = 1, max_l = 1,
+            work_len = 1;
+    for (int l = 0; l < m->n_layers; l++) {
+        const spr_layer *L = &m->layers[l];
+        if (L->sampled && !dense) {
+            cap[l] = L->target_active + (l == m->n_layers - 1 ? max_labels : 0);
+            if (cap[l] > L->size) cap[l] = L->size;
+        } else {
+            cap[l] = L->size;
+        }
+        if (L->fan_in > max_fan_in && l > 0) max_fan_in = L->fan_in;
+        if (L->sampled) {
+            if (L->size > max_sampled) max_sampled = L->size;
+            /* candidates, and later the radix sort's buffer for the active set */
+            int64_t c = (int64_t)L->cfg.hash_l * L->cfg.bucket_capacity;
+            if (cap[l] > c) c = cap[l];
+            if (c > max_cand) max_cand = c;
+            if (L->cfg.hash_l > max_l) max_l = L->cfg.hash_l;
+            if (L->hasher && spr_hasher_work_len(L->hasher) > work_len)
+                work_len = spr_hasher_work_len(L->hasher);
+        }
+    }
+    for (int t = 0; t < threads; t++) {
+        spr_scratch *s = &m->scratch[t];
+        size_t bytes = 0;
+        for (int l = 0; l < m->n_layers; l++)
+            bytes += 3 * (size_t)spr_row_stride(cap[l]) * 4; /* ids, act, delta */
+        bytes += (size_t)spr_row_stride(max_fan_in) * 4;    /* dense_in */
+        bytes += (size_t)spr_row_stride(max_sampled) * 4;   /* mark */
+        bytes += (size_t)spr_row_stride(max_sampled) * 2 + SPR_ALIGN; /* count */
+        bytes += (size_t)spr_row_stride(max_cand) * 4;      /* cand, then radix buffer */
+        bytes += (size_t)spr_row_stride(max_l) * 4;         /* keys */
+        bytes += (size_t)spr_row_stride(work_len) * 4;      /* hash work */
+        char *p = spr_alloc(bytes);
+        if (!p) goto nomem;
+        s->block = p;
+        for (int l = 0; l < m->n_layers; l++) {
+            size_t n = (size_t)spr_row_stride(cap[l]) * 4;
+            s->cap[l] = cap[l];
+            s->ids[l] = (int32_t *)p, p += n;
+            s->act[l] = (float *)p, p += n;
+            s->delta[l] = (float *)p, p += n;
+        }
+        s->dense_in = (float *)p, p += (size_t)spr_row_stride(max_fan_in) * 4;
+        s->mark = (uint32_t *)p, p += (size_t)spr_row_stride(max_sampled) * 4;
+        s->count = (uint16_t *)p, p += (size_t)spr_row_stride(max_sampled) * 2 + SPR_ALIGN;
+        s->cand = (int32_t *)p, p += (size_t)spr_row_stride(max_cand) * 4;
+        s->keys = (uint32_t *)p, p += (size_t)spr_row_stride(max_l) * 4;
+        s->hash_work = (int32_t *)p;
+        s->stamp = 0;
+        s->cand_cap = max_cand;
+    }
+    return SPR_STATUS_OK;
+nomem:
+    scratch_free(m);
+    return spr_fail(SPR_STATUS_NO_MEMORY, "out of memory allocating training scratch");
+}
+
+/* ------------------------------------------------------------ accessors */
+
+spr_model_config spr_model_get_config(const spr_model *m) { return m->cfg; }
+
+void spr_model_set_logger(spr_model *m, spr_log_fn fn, void *user) {
+    m->log = fn;
+    m->log_user = user;
+}
+
+void spr_model_set_epoch(spr_model *m, int64_t epoch) { m->epoch = epoch; }
+
+spr_model_info spr_model_get_info(const spr_model *m) {
+    spr_model_info info;
+    memset(&info, 0, sizeof info);
+    info.steps = m->steps;
+    info.samples = m->samples;
+    info.epoch = m->epoch;
+    info.rehashes = m->rehashes;
+    info.rebuilds = m->rebuilds;
+    for (int l = 0; l < m->n_layers; l++) {
+        const spr_layer *L = &m->layers[l];
+        info.parameters += L->rows * L->cols + L->size;
+        info.parameter_bytes += 4 * (L->rows * L->stride + spr_row_stride(L->size)) * 4;
+        if (L->tables) {
+            info.table_bytes += spr_lsh_bytes(L->tables);
+            info.key_bits[l] = L->tables->key_bits;
+        }
+        info.hash_k[l] = L->hash_k;
+    }
+    return info;
+}
+
+spr_status spr_model_param(spr_model *m, int layer, spr_param which, float **data, int64_t *rows,
+                           int64_t *cols, int64_t *stride) {
+    if (!m || !data) return spr_fail(SPR_STATUS_BAD_INPUT, "spr_model_param: NULL argument");
+    if (layer < 0 || layer >= m->n_layers)
+        return spr_fail(SPR_STATUS_BAD_INPUT, "layer %d out of range [0, %d)", layer, m->n_layers);
+    spr_layer *L = &m->layers[layer];
+    float *weights[] = {L->w, NULL, L->gw, NULL, L->mw, L->vw, NULL, NULL};
+    float *biases[] = {NULL, L->b, NULL, L->gb, NULL, NULL, L->mb, L->vb};
+    if ((int)which < 0 || (int)which > SPR_PARAM_BIAS_ADAM_V)
+        return spr_fail(SPR_STATUS_BAD_INPUT, "unknown parameter %d", (int)which);
+    int is_bias = biases[which] != NULL;
+    *data = is_bias ? biases[which] : weights[which];
+    if (rows) *rows = is_bias ? 1 : L->rows;
+    if (cols) *cols = is_bias ? L->size : L->cols;
+    if (stride) *stride = is_bias ? L->size : L->stride;
+    return SPR_STATUS_OK;
+}

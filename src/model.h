@@ -1,0 +1,102 @@
+/*
+ * model.h: the layout of a model in memory. Internal: shared by the model's own files
+ * (model.c, train.c, predict.c) and the checkpoint writer/reader (checkpoint.c).
+ *
+ * Parameters of a layer live in one allocation carved into named arrays. Layer 0 is an
+ * embedding bag: its weight is (n_features, size), one row per input feature, so a
+ * sparse input costs O(nnz x size). Every other layer stores one row per neuron,
+ * (size, fan_in), so a sampled neuron is one contiguous row.
+ */
+#ifndef SPR_MODEL_H
+#define SPR_MODEL_H
+
+#include "hash.h"
+#include "lsh.h"
+#include "sparrow.h"
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+typedef struct spr_layer {
+    spr_layer_config cfg;
+    int64_t size;            /* neurons */
+    int64_t fan_in;          /* input dimension (n_features for layer 0) */
+    int64_t rows, cols;      /* weight shape: (n_features, size) for layer 0, else (size, fan_in) */
+    int64_t stride;          /* floats between weight rows (cols rounded up to 64 bytes) */
+    float *w;                /* (rows, stride) */
+    float *gw;               /* (rows, stride) gradient, zero outside touched rows */
+    float *mw, *vw;          /* (rows, stride) Adam moments */
+    float *b, *gb, *mb, *vb; /* (size) bias, its gradient and moments */
+    void *block;             /* the one allocation the arrays above are carved from */
+
+    /* Rows that received gradient in the current batch (lazy Adam updates only these). */
+    atomic_uchar *touched;   /* (rows) 1 if in touched_list */
+    int32_t *touched_list;   /* (rows) */
+    atomic_llong n_touched;
+
+    /* Sampling (layers > 0 with sparsity < 1 only). */
+    int sampled;
+    int64_t target_active;   /* ceil(sparsity x size): neurons active per sample */
+    int hash_k;              /* effective K */
+    spr_hasher *hasher;
+    spr_lsh *tables;
+    uint32_t *keys;          /* (size, L) scratch for rehashing */
+} spr_layer;
+
+/* Per-thread scratch for one sample in flight, allocated before training. */
+typedef struct spr_scratch {
+    int64_t cap[SPR_MAX_LAYERS];   /* capacity of the arrays of each layer */
+    int32_t *ids[SPR_MAX_LAYERS];  /* (cap) active neuron ids; unused for dense layers */
+    float *act[SPR_MAX_LAYERS];    /* (cap) activations (logits then probabilities for the output) */
+    float *delta[SPR_MAX_LAYERS];  /* (cap) dLoss/d pre-activation */
+    float *dense_in;               /* (max fan_in) a sparse activation scattered densely */
+    uint32_t *mark;                /* (max size) stamp per neuron: in the candidate set? */
+    uint16_t *count;               /* (max size) tables that returned the neuron */
+    uint32_t stamp;
+    int32_t *cand;                 /* (cand_cap) LSH candidates, then the radix sort's buffer */
+    int64_t cand_cap;              /* max(L x bucket capacity, active capacity) */
+    uint32_t *keys;                /* (L max) */
+    int32_t *hash_work;            /* hasher scratch */
+    void *block;
+} spr_scratch;
+
+struct spr_model {
+    spr_model_config cfg;
+    spr_layer layers[SPR_MAX_LAYERS];
+    int n_layers;
+
+    int64_t steps, samples, epoch;
+    int64_t next_rehash;      /* step at which the next rehash happens */
+    int64_t rehashes, rebuilds;
+
+    spr_scratch *scratch;     /* (n_scratch) */
+    int n_scratch;
+    int64_t scratch_labels;   /* max labels per point the scratch was sized for */
+    int scratch_dense;        /* scratch sized for dense mode */
+    float *sample_loss;       /* (scratch_batch) per-sample loss of the current batch */
+    int64_t *sample_active;   /* (scratch_batch, SPR_MAX_LAYERS) active neurons per sample */
+    int64_t scratch_batch;
+
+    spr_log_fn log;
+    void *log_user;
+};
+
+/* Allocates a model's arrays for cfg (validated) without initialising weights or tables. */
+spr_status spr_model_alloc(const spr_model_config *cfg, spr_model **out);
+
+/* Draws hash functions for the sampled layers from (seed, layer, rebuilds) and fills the
+ * tables from the current weights. */
+spr_status spr_model_build_tables(spr_model *m, int threads);
+
+/* Seed of the hash functions of `layer` after `rebuilds` redraws. */
+uint64_t spr_model_hash_seed(const spr_model *m, int layer, int64_t rebuilds);
+
+/* Clears the gradients and touched lists without an optimizer step (tests). */
+void spr_model_zero_gradients(spr_model *m);
+
+/* Hidden forward pass for one point (layers 0..n_layers-2, all neurons): the output
+ * layer's input, fan_in of the output layer floats. */
+void spr_model_hidden_dense(const spr_model *m, const spr_dataset_view *d, int64_t row,
+                            float *h_a, float *h_b, float **out);
+
+#endif /* SPR_MODEL_H */

@@ -1,0 +1,209 @@
+/*
+ * predict.c: inference. Hidden layers are computed whole (exact); the output layer is
+ * either scored whole (exact top-k) or only over the LSH candidates of the point
+ * (sparse inference: O(L x bucket) per point instead of O(#labels)).
+ *
+ * Exact inference streams the output weights once per block of points: each weight
+ * row is read from memory once and dotted with the hidden vectors of the whole block
+ * (kept in cache), so the cost is bound by arithmetic, not by memory bandwidth.
+ */
+#include "common.h"
+#include "data.h"
+#include "kernels.h"
+#include "metrics.h"
+#include "model.h"
+
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#define BLOCK 16 /* points per block in exact inference */
+
+void spr_model_hidden_dense(const spr_model *m, const spr_dataset_view *d, int64_t row,
+                            float *h_a, float *h_b, float **out) {
+    const spr_layer *L0 = &m->layers[0];
+    memcpy(h_a, L0->b, (size_t)L0->size * sizeof(float));
+    for (int64_t k = d->feature_indptr[row]; k < d->feature_indptr[row + 1]; k++)
+        spr_axpy(d->feature_values[k], L0->w + (int64_t)d->feature_indices[k] * L0->stride, h_a,
+                 L0->size);
+    for (int64_t j = 0; j < L0->size; j++)
+        if (h_a[j] < 0.0f) h_a[j] = 0.0f;
+    for (int l = 1; l < m->n_layers - 1; l++) {
+        const spr_layer *L = &m->layers[l];
+        for (int64_t j = 0; j < L->size; j++) {
+            float z = L->b[j] + spr_dot(L->w + j * L->stride, h_a, L->fan_in);
+            h_b[j] = z > 0.0f ? z : 0.0f;
+        }
+        float *t = h_a;
+        h_a = h_b;
+        h_b = t;
+    }
+    *out = h_a;
+}
+
+static int64_t max_hidden(const spr_model *m) {
+    int64_t h = 1;
+    for (int l = 0; l < m->n_layers - 1; l++)
+        if (m->layers[l].size > h) h = m->layers[l].size;
+    return h;
+}
+
+/* Exact top-k of the points rows[b0..b1) (at most BLOCK): hidden vectors into hid
+ * (BLOCK, stride), then one pass over the output rows. */
+static void predict_block_exact(const spr_model *m, const spr_dataset_view *d, const int64_t *rows,
+                                int64_t b0, int64_t b1, int k, float *ha, float *hb, float *hid,
+                                int32_t *ids_out, float *scores_out) {
+    const spr_layer *Lo = &m->layers[m->n_layers - 1];
+    const int64_t stride = spr_row_stride(Lo->fan_in);
+    int filled[BLOCK];
+    const int64_t nb = b1 - b0;
+    for (int64_t i = 0; i < nb; i++) {
+        float *h;
+        spr_model_hidden_dense(m, d, rows ? rows[b0 + i] : b0 + i, ha, hb, &h);
+        memcpy(hid + i * stride, h, (size_t)Lo->fan_in * sizeof(float));
+        filled[i] = 0;
+    }
+    for (int64_t j = 0; j < Lo->size; j++) {
+        const float *w = Lo->w + j * Lo->stride;
+        for (int64_t i = 0; i < nb; i++) {
+            float z = Lo->b[j] + spr_dot(w, hid + i * stride, Lo->fan_in);
+            spr_topk_push(ids_out + (b0 + i) * k, scores_out + (b0 + i) * k, k, &filled[i],
+                          (int32_t)j, z);
+        }
+    }
+    for (int64_t i = 0; i < nb; i++)
+        for (int s = filled[i]; s < k; s++) {
+            ids_out[(b0 + i) * k + s] = -1;
+            scores_out[(b0 + i) * k + s] = -INFINITY;
+        }
+}
+
+/* Sparse top-k of one point: only the neurons its hidden vector hashes to. */
+static void predict_point_sparse(const spr_model *m, const spr_dataset_view *d, int64_t row, int k,
+                                 float *ha, float *hb, uint32_t *mark, uint32_t stamp,
+                                 uint32_t *keys, int32_t *work, int32_t *ids_out,
+                                 float *scores_out) {
+    const spr_layer *Lo = &m->layers[m->n_layers - 1];
+    float *h;
+    spr_model_hidden_dense(m, d, row, ha, hb, &h);
+    spr_hasher_keys(Lo->hasher, h, keys, work);
+    int filled = 0;
+    for (int t = 0; t < Lo->cfg.hash_l; t++) {
+        int64_t bn;
+        const int32_t *bucket = spr_lsh_bucket(Lo->tables, t, keys[t], &bn);
+        for (int64_t q = 0; q < bn; q++) {
+            int32_t j = bucket[q];
+            if (mark[j] == stamp) continue;
+            mark[j] = stamp;
+            float z = Lo->b[j] + spr_dot(Lo->w + (int64_t)j * Lo->stride, h, Lo->fan_in);
+            spr_topk_push(ids_out, scores_out, k, &filled, j, z);
+        }
+    }
+    for (int s = filled; s < k; s++) ids_out[s] = -1, scores_out[s] = -INFINITY;
+}
+
+spr_status spr_model_predict(const spr_model *m, const spr_dataset *data, const int64_t *rows,
+                             int64_t n, int k, int sparse, int threads, int32_t *ids_out,
+                             float *scores_out) {
+    if (!m || !data || !ids_out || !scores_out)
+        return spr_fail(SPR_STATUS_BAD_INPUT, "predict: NULL argument");
+    const spr_dataset_view *d = &data->view;
+    if (!rows) n = d->n_points;
+    const spr_layer *Lo = &m->layers[m->n_layers - 1];
+    if (k < 1 || k > 1000) return spr_fail(SPR_STATUS_BAD_INPUT, "k must be in [1, 1000], got %d", k);
+    if (d->n_features > m->cfg.n_features)
+        return spr_fail(SPR_STATUS_BAD_INPUT, "data has %lld features, the model %lld",
+                        (long long)d->n_features, (long long)m->cfg.n_features);
+    for (int64_t i = 0; rows && i < n; i++)
+        if (rows[i] < 0 || rows[i] >= d->n_points)
+            return spr_fail(SPR_STATUS_BAD_INPUT, "row %lld out of range [0, %lld)",
+                            (long long)rows[i], (long long)d->n_points);
+    if (sparse && !(Lo->sampled && Lo->tables))
+        return spr_fail(SPR_STATUS_BAD_INPUT,
+                        "sparse inference needs a sampled output layer (sparsity < 1)");
+    if (n <= 0) return SPR_STATUS_OK;
+    threads = spr_threads(threads);
+    const int64_t h = max_hidden(m), hstride = spr_row_stride(h);
+    int failed = 0;
+
+#pragma omp parallel num_threads(threads)
+    {
+        /* Per-thread buffers: inference is not a training step, it may allocate. */
+        float *ha = spr_alloc((size_t)hstride * 4), *hb = spr_alloc((size_t)hstride * 4);
+        float *hid = sparse ? NULL : spr_alloc((size_t)BLOCK * spr_row_stride(Lo->fan_in) * 4);
+        uint32_t *mark = sparse ? spr_alloc((size_t)Lo->size * 4) : NULL;
+        uint32_t *keys = sparse ? spr_alloc((size_t)Lo->cfg.hash_l * 4) : NULL;
+        int32_t *work = sparse ? spr_alloc((size_t)spr_hasher_work_len(Lo->hasher) * 4) : NULL;
+        int ok = ha && hb && (sparse ? mark && keys && work : hid != NULL);
+        if (!ok) {
+#pragma omp atomic write
+            failed = 1;
+        }
+        if (sparse) {
+            uint32_t stamp = 0;
+#pragma omp for schedule(dynamic, 16)
+            for (int64_t i = 0; i < n; i++) {
+                if (!ok) continue;
+                if (++stamp == 0) memset(mark, 0, (size_t)Lo->size * 4), stamp = 1;
+                predict_point_sparse(m, d, rows ? rows[i] : i, k, ha, hb, mark, stamp, keys, work,
+                                     ids_out + i * k, scores_out + i * k);
+            }
+        } else {
+#pragma omp for schedule(dynamic, 1)
+            for (int64_t b0 = 0; b0 < n; b0 += BLOCK) {
+                if (!ok) continue;
+                int64_t b1 = b0 + BLOCK < n ? b0 + BLOCK : n;
+                predict_block_exact(m, d, rows, b0, b1, k, ha, hb, hid, ids_out, scores_out);
+            }
+        }
+        spr_free(ha);
+        spr_free(hb);
+        spr_free(hid);
+        spr_free(mark);
+        spr_free(keys);
+        spr_free(work);
+    }
+    if (failed) return spr_fail(SPR_STATUS_NO_MEMORY, "out of memory in predict");
+    return SPR_STATUS_OK;
+}
+
+spr_status spr_model_evaluate(const spr_model *m, const spr_dataset *data, const int64_t *rows,
+                              int64_t n, int sparse, int threads, spr_eval_result *out) {
+    if (!m || !data || !out) return spr_fail(SPR_STATUS_BAD_INPUT, "evaluate: NULL argument");
+    const spr_dataset_view *d = &data->view;
+    if (!rows) n = d->n_points;
+    memset(out, 0, sizeof *out);
+    out->n_points = n;
+    if (d->n_labels > m->layers[m->n_layers - 1].size)
+        return spr_fail(SPR_STATUS_BAD_INPUT, "data has %lld labels, the model's output %lld",
+                        (long long)d->n_labels, (long long)m->layers[m->n_layers - 1].size);
+    double t0 = spr_now();
+    enum { K = 5, CHUNK = 4096 };
+    int32_t *ids = spr_alloc((size_t)CHUNK * K * sizeof(int32_t));
+    float *scores = spr_alloc((size_t)CHUNK * K * sizeof(float));
+    int64_t *chunk_rows = spr_alloc((size_t)CHUNK * sizeof(int64_t));
+    spr_status st = SPR_STATUS_OK;
+    if (!ids || !scores || !chunk_rows) {
+        st = spr_fail(SPR_STATUS_NO_MEMORY, "out of memory in evaluate");
+        goto done;
+    }
+    double sum[K + 1] = {0};
+    for (int64_t c0 = 0; c0 < n; c0 += CHUNK) {
+        int64_t c = n - c0 < CHUNK ? n - c0 : CHUNK;
+        for (int64_t i = 0; i < c; i++) chunk_rows[i] = rows ? rows[c0 + i] : c0 + i;
+        st = spr_model_predict(m, data, chunk_rows, c, K, sparse, threads, ids, scores);
+        if (st) goto done;
+        double p[K + 1];
+        spr_precision_at_k(ids, c, K, K, d, chunk_rows, p);
+        for (int q = 1; q <= K; q++) sum[q] += p[q] * (double)c;
+    }
+    for (int q = 1; q <= K && n > 0; q++) out->p_at[q] = sum[q] / (double)n;
+    out->seconds = spr_now() - t0;
+done:
+    spr_free(ids);
+    spr_free(scores);
+    spr_free(chunk_rows);
+    return st;
+}

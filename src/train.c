@@ -1,0 +1,458 @@
+/*
+ * train.c: the training step. For every sample of a batch, in parallel (one sample per
+ * thread at a time, HOGWILD):
+ *
+ *   layer 0      h0 = relu(b0 + sum_f x_f W0[f])             embedding bag, O(nnz x size0)
+ *   layer l > 0  active set S_l (all neurons, or LSH-sampled), z_j = b_j + W_j . h_{l-1}
+ *                for j in S_l; relu on hidden layers, softmax over S_l on the output
+ *   loss         cross-entropy with the target 1/|labels| on each label (labels are
+ *                always in the output's active set during training)
+ *   backward     through the active neurons only; gradients are added into the shared
+ *                gradient rows and the rows are recorded as touched
+ *
+ * then lazy Adam on the touched rows only, and a rehash when the schedule says so.
+ * Nothing here allocates: all scratch is made by spr_model_prepare.
+ *
+ * Benign races (HOGWILD, as SLIDE): two threads may add into the same gradient row at
+ * once (a frequent feature's embedding row, the shared bias of layer 0, an output
+ * neuron active for two samples); one addition can then be lost. This perturbs the
+ * gradient slightly, like the noise SGD already tolerates; with threads = 1 there is no
+ * race and results are bit-for-bit reproducible. The touched list itself is race-free
+ * (an atomic exchange on the row's flag admits each row once).
+ *
+ * Active sets are kept sorted by neuron id. Sorting costs a radix pass per layer, and
+ * buys two things: rows are visited in memory order, and a sampled layer whose active
+ * set happens to be every neuron computes exactly what the dense path computes, in
+ * the same order, so the two are bit-identical (the test of the sampled path).
+ */
+#include "common.h"
+#include "data.h"
+#include "kernels.h"
+#include "model.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* One layer's activation for one sample: n values; ids == NULL means value a belongs to
+ * neuron a (the whole layer is active). */
+typedef struct act_view {
+    int64_t n;
+    const int32_t *ids; /* (n) ascending, or NULL */
+    float *val;         /* (n) */
+    float *delta;       /* (n) dLoss/d pre-activation */
+} act_view;
+
+/* Sorts n non-negative ids below `limit` ascending: LSD radix sort, 11 bits a pass,
+ * O(n + 2048) per pass, as many passes as limit needs. tmp holds n ints. */
+static void sort_ids(int32_t *ids, int64_t n, int64_t limit, int32_t *tmp) {
+    if (n < 48) { /* insertion sort beats the passes on short lists */
+        for (int64_t i = 1; i < n; i++) {
+            int32_t v = ids[i];
+            int64_t k = i;
+            while (k > 0 && ids[k - 1] > v) {
+                ids[k] = ids[k - 1];
+                k--;
+            }
+            ids[k] = v;
+        }
+        return;
+    }
+    int32_t *src = ids, *dst = tmp;
+    for (int shift = 0; shift < 33 && ((int64_t)1 << shift) < limit; shift += 11) {
+        uint32_t count[2048];
+        memset(count, 0, sizeof count);
+        for (int64_t i = 0; i < n; i++) count[((uint32_t)src[i] >> shift) & 2047]++;
+        uint32_t sum = 0;
+        for (int b = 0; b < 2048; b++) {
+            uint32_t c = count[b];
+            count[b] = sum;
+            sum += c;
+        }
+        for (int64_t i = 0; i < n; i++) dst[count[((uint32_t)src[i] >> shift) & 2047]++] = src[i];
+        int32_t *t = src;
+        src = dst;
+        dst = t;
+    }
+    if (src != ids) memcpy(ids, src, (size_t)n * sizeof(int32_t));
+}
+
+/* A fresh stamp: neurons marked with it are in the set being built. */
+static uint32_t next_stamp(spr_scratch *s, int64_t size) {
+    if (++s->stamp == 0) {
+        memset(s->mark, 0, (size_t)size * sizeof(uint32_t));
+        s->stamp = 1;
+    }
+    return s->stamp;
+}
+
+/* The active set of a sampled layer for one sample, sorted: the labels (output layer,
+ * training), then the LSH candidates most tables agree on, then random neurons, up to
+ * target_active (+ labels). in_dense is the layer's input (fan_in). Returns the count.
+ * Cost O(L x bucket + target), independent of the layer size. */
+static int64_t select_active(const spr_layer *L, const float *in_dense, const int32_t *labels,
+                             int64_t n_labels, spr_scratch *s, spr_rng *rng, int32_t *ids) {
+    const uint32_t stamp = next_stamp(s, L->size);
+    uint32_t *mark = s->mark;
+    uint16_t *count = s->count;
+    int64_t n = 0;
+    for (int64_t i = 0; i < n_labels; i++) {
+        ids[n++] = labels[i];
+        mark[labels[i]] = stamp;
+        count[labels[i]] = UINT16_MAX; /* already taken, never a candidate */
+    }
+    const int64_t target = L->target_active + n_labels;
+
+    /* Union of the L buckets, counting how many tables returned each neuron. */
+    spr_hasher_keys(L->hasher, in_dense, s->keys, s->hash_work);
+    int64_t nc = 0;
+    int32_t *cand = s->cand;
+    for (int t = 0; t < L->cfg.hash_l; t++) {
+        int64_t bn;
+        const int32_t *bucket = spr_lsh_bucket(L->tables, t, s->keys[t], &bn);
+        for (int64_t k = 0; k < bn; k++) {
+            int32_t id = bucket[k];
+            if (mark[id] != stamp) {
+                mark[id] = stamp;
+                count[id] = 1;
+                cand[nc++] = id;
+            } else if (count[id] != UINT16_MAX) {
+                count[id]++;
+            }
+        }
+    }
+
+    int64_t room = target - n;
+    if (nc <= room) {
+        memcpy(ids + n, cand, (size_t)nc * sizeof(int32_t));
+        n += nc;
+    } else if (room > 0) {
+        /* Keep the candidates returned by the most tables: find the count c such that
+         * fewer than `room` candidates have a higher count, take all of those, then
+         * those with count c in the order the tables returned them. */
+        int64_t hist[1026];
+        int top = L->cfg.hash_l;
+        memset(hist, 0, (size_t)(top + 2) * sizeof(int64_t));
+        for (int64_t k = 0; k < nc; k++) hist[count[cand[k]]]++;
+        int c = top;
+        int64_t above = 0;
+        while (c > 1 && above + hist[c] <= room) above += hist[c--];
+        int64_t at_c = room - above;
+        for (int64_t k = 0; k < nc; k++) {
+            int cnt = count[cand[k]];
+            if (cnt > c) ids[n++] = cand[k];
+            else if (cnt == c && at_c > 0) ids[n++] = cand[k], at_c--;
+        }
+    }
+
+    /* Random neurons up to the target (SLIDE's top-up): rejection sampling, then a scan
+     * from a random start if the layer is nearly full. */
+    int64_t tries = 0;
+    while (n < target && tries < 8 * target) {
+        int32_t id = (int32_t)spr_rng_below(rng, (uint64_t)L->size);
+        tries++;
+        if (mark[id] != stamp) {
+            mark[id] = stamp;
+            ids[n++] = id;
+        }
+    }
+    if (n < target) {
+        int64_t start = (int64_t)spr_rng_below(rng, (uint64_t)L->size);
+        for (int64_t k = 0; k < L->size && n < target; k++) {
+            int32_t id = (int32_t)((start + k) % L->size);
+            if (mark[id] != stamp) mark[id] = stamp, ids[n++] = id;
+        }
+    }
+    sort_ids(ids, n, L->size, s->cand);
+    return n;
+}
+
+static inline void mark_touched(spr_layer *L, int32_t row) {
+    if (atomic_load_explicit(&L->touched[row], memory_order_relaxed)) return;
+    if (!atomic_exchange_explicit(&L->touched[row], 1, memory_order_relaxed)) {
+        long long slot = atomic_fetch_add_explicit(&L->n_touched, 1, memory_order_relaxed);
+        L->touched_list[slot] = row;
+    }
+}
+
+/* z_j = b_j + W_j . input for the active neurons of layer L. */
+static void layer_forward(const spr_layer *L, const act_view *in, act_view *out) {
+    for (int64_t a = 0; a < out->n; a++) {
+        int32_t j = out->ids ? out->ids[a] : (int32_t)a;
+        const float *w = L->w + (int64_t)j * L->stride;
+        float z = in->ids ? spr_dot_sparse(w, in->ids, in->val, in->n) : spr_dot(w, in->val, in->n);
+        out->val[a] = L->b[j] + z;
+    }
+}
+
+/* Adds the gradients of the active neurons of L (out->delta) into the shared rows and,
+ * if in->delta is not NULL, the gradient with respect to the input into in->delta. */
+static void layer_backward(spr_layer *L, const act_view *in, const act_view *out) {
+    for (int64_t a = 0; a < out->n; a++) {
+        int32_t j = out->ids ? out->ids[a] : (int32_t)a;
+        float d = out->delta[a];
+        const float *w = L->w + (int64_t)j * L->stride;
+        float *gw = L->gw + (int64_t)j * L->stride;
+        mark_touched(L, j);
+        L->gb[j] += d;
+        if (in->ids) {
+            for (int64_t p = 0; p < in->n; p++) gw[in->ids[p]] += d * in->val[p];
+            if (in->delta)
+                for (int64_t p = 0; p < in->n; p++) in->delta[p] += d * w[in->ids[p]];
+        } else {
+            spr_axpy(d, in->val, gw, in->n);
+            if (in->delta) spr_axpy(d, w, in->delta, in->n);
+        }
+    }
+}
+
+/* Softmax over the active output neurons, the loss, and delta = (p - target) / batch.
+ * labels are sorted and all active (training injects them). Returns the loss. */
+static float softmax_loss(act_view *out, const int32_t *labels, int64_t n_labels, float inv_batch) {
+    float zmax = -INFINITY;
+    for (int64_t a = 0; a < out->n; a++)
+        if (out->val[a] > zmax) zmax = out->val[a];
+    float sum = 0.0f;
+    for (int64_t a = 0; a < out->n; a++) {
+        out->delta[a] = out->val[a]; /* keep z for the loss */
+        out->val[a] = expf(out->val[a] - zmax);
+        sum += out->val[a];
+    }
+    const float log_sum = logf(sum), inv_sum = 1.0f / sum, target = 1.0f / (float)n_labels;
+    float loss = 0.0f;
+    int64_t li = 0;
+    for (int64_t a = 0; a < out->n; a++) {
+        int32_t j = out->ids ? out->ids[a] : (int32_t)a;
+        float p = out->val[a] * inv_sum, t = 0.0f;
+        while (li < n_labels && labels[li] < j) li++;
+        if (li < n_labels && labels[li] == j) {
+            t = target;
+            loss -= target * (out->delta[a] - zmax - log_sum);
+        }
+        out->val[a] = p;
+        out->delta[a] = (p - t) * inv_batch;
+    }
+    return loss;
+}
+
+/* Forward and backward of one sample; gradients go into the shared rows. */
+static void train_sample(spr_model *m, const spr_dataset_view *d, int64_t row, spr_scratch *s,
+                         int dense, float inv_batch, uint64_t seed, float *loss_out,
+                         int64_t *active_out) {
+    const int nl = m->n_layers;
+    const int32_t *labels = d->labels + d->label_indptr[row];
+    const int64_t n_labels = d->label_indptr[row + 1] - d->label_indptr[row];
+    act_view act[SPR_MAX_LAYERS];
+    spr_rng rng;
+    spr_rng_seed(&rng, seed);
+
+    /* Layer 0: embedding bag over the sparse input. */
+    spr_layer *L0 = &m->layers[0];
+    const int64_t f0 = d->feature_indptr[row], f1 = d->feature_indptr[row + 1];
+    act[0] = (act_view){L0->size, NULL, s->act[0], s->delta[0]};
+    memcpy(act[0].val, L0->b, (size_t)L0->size * sizeof(float));
+    for (int64_t k = f0; k < f1; k++)
+        spr_axpy(d->feature_values[k], L0->w + (int64_t)d->feature_indices[k] * L0->stride,
+                 act[0].val, L0->size);
+    for (int64_t j = 0; j < L0->size; j++)
+        if (act[0].val[j] < 0.0f) act[0].val[j] = 0.0f;
+    active_out[0] = L0->size;
+
+    for (int l = 1; l < nl; l++) {
+        spr_layer *L = &m->layers[l];
+        const int is_out = l == nl - 1;
+        act[l] = (act_view){L->size, NULL, s->act[l], s->delta[l]};
+        if (L->sampled && !dense) {
+            const float *in_dense = act[l - 1].val;
+            if (act[l - 1].ids) { /* hash functions take a dense vector */
+                memset(s->dense_in, 0, (size_t)L->fan_in * sizeof(float));
+                for (int64_t p = 0; p < act[l - 1].n; p++)
+                    s->dense_in[act[l - 1].ids[p]] = act[l - 1].val[p];
+                in_dense = s->dense_in;
+            }
+            act[l].n = select_active(L, in_dense, labels, is_out ? n_labels : 0, s, &rng, s->ids[l]);
+            act[l].ids = s->ids[l];
+        }
+        layer_forward(L, &act[l - 1], &act[l]);
+        if (!is_out)
+            for (int64_t a = 0; a < act[l].n; a++)
+                if (act[l].val[a] < 0.0f) act[l].val[a] = 0.0f;
+        active_out[l] = act[l].n;
+    }
+
+    /* A point without labels has an all-zero target: no loss, no gradient. */
+    if (n_labels == 0) {
+        *loss_out = 0.0f;
+        return;
+    }
+    *loss_out = softmax_loss(&act[nl - 1], labels, n_labels, inv_batch);
+
+    for (int l = nl - 1; l >= 1; l--) {
+        act_view in = act[l - 1];
+        memset(in.delta, 0, (size_t)in.n * sizeof(float));
+        layer_backward(&m->layers[l], &in, &act[l]);
+        for (int64_t p = 0; p < in.n; p++) /* relu' */
+            if (in.val[p] <= 0.0f) in.delta[p] = 0.0f;
+    }
+    for (int64_t j = 0; j < L0->size; j++) L0->gb[j] += act[0].delta[j];
+    for (int64_t k = f0; k < f1; k++) {
+        int32_t f = d->feature_indices[k];
+        mark_touched(L0, f);
+        spr_axpy(d->feature_values[k], act[0].delta, L0->gw + (int64_t)f * L0->stride, L0->size);
+    }
+}
+
+static spr_status check_batch(const spr_model *m, const spr_dataset *data, const int64_t *rows,
+                              int64_t n, const spr_train_options *o) {
+    if (!m || !data || !rows || !o)
+        return spr_fail(SPR_STATUS_BAD_INPUT, "train: NULL argument");
+    if (o->batch_size < 1)
+        return spr_fail(SPR_STATUS_BAD_INPUT, "batch size must be >= 1, got %d", o->batch_size);
+    if (n < 1 || n > o->batch_size)
+        return spr_fail(SPR_STATUS_BAD_INPUT, "batch of %lld points: must be in [1, batch size %d]",
+                        (long long)n, o->batch_size);
+    if (!(o->lr > 0.0f) || !(o->beta1 >= 0.0f && o->beta1 < 1.0f) ||
+        !(o->beta2 >= 0.0f && o->beta2 < 1.0f) || !(o->eps > 0.0f))
+        return spr_fail(SPR_STATUS_BAD_INPUT, "Adam: need lr > 0, betas in [0, 1), eps > 0");
+    const spr_dataset_view *d = &data->view;
+    if (d->n_features > m->cfg.n_features)
+        return spr_fail(SPR_STATUS_BAD_INPUT, "data has %lld features, the model %lld",
+                        (long long)d->n_features, (long long)m->cfg.n_features);
+    if (d->n_labels > m->layers[m->n_layers - 1].size)
+        return spr_fail(SPR_STATUS_BAD_INPUT, "data has %lld labels, the model's output %lld",
+                        (long long)d->n_labels, (long long)m->layers[m->n_layers - 1].size);
+    for (int64_t i = 0; i < n; i++)
+        if (rows[i] < 0 || rows[i] >= d->n_points)
+            return spr_fail(SPR_STATUS_BAD_INPUT, "batch row %lld out of range [0, %lld)",
+                            (long long)rows[i], (long long)d->n_points);
+    return SPR_STATUS_OK;
+}
+
+spr_status spr_model_compute_gradients(spr_model *m, const spr_dataset *data, const int64_t *rows,
+                                       int64_t n, const spr_train_options *o,
+                                       spr_batch_stats *stats) {
+    spr_status st = check_batch(m, data, rows, n, o);
+    if (st) return st;
+    st = spr_model_prepare(m, o, spr_dataset_max_labels(data));
+    if (st) return st;
+    const spr_dataset_view *d = &data->view;
+    const int threads = spr_threads(o->threads);
+    const float inv_batch = 1.0f / (float)n;
+    const uint64_t step_seed = spr_mix64(m->cfg.seed ^ 0x7f4a7c159e3779b9ull) ^
+                               spr_mix64((uint64_t)m->steps);
+    const int dense = o->dense != 0;
+
+#pragma omp parallel num_threads(threads)
+    {
+#ifdef _OPENMP
+        spr_scratch *s = &m->scratch[omp_get_thread_num()];
+#else
+        spr_scratch *s = &m->scratch[0];
+#endif
+#pragma omp for schedule(dynamic, 4)
+        for (int64_t i = 0; i < n; i++)
+            train_sample(m, d, rows[i], s, dense, inv_batch, step_seed ^ spr_mix64((uint64_t)rows[i]),
+                         &m->sample_loss[i], &m->sample_active[i * SPR_MAX_LAYERS]);
+    }
+
+    m->samples += n;
+    if (stats) {
+        memset(stats, 0, sizeof *stats);
+        double loss = 0.0;
+        for (int64_t i = 0; i < n; i++) loss += m->sample_loss[i];
+        stats->loss = loss / (double)n;
+        for (int l = 0; l < m->n_layers; l++) {
+            double a = 0.0;
+            for (int64_t i = 0; i < n; i++) a += (double)m->sample_active[i * SPR_MAX_LAYERS + l];
+            stats->active[l] = a / (double)n;
+        }
+    }
+    return SPR_STATUS_OK;
+}
+
+spr_status spr_model_apply_gradients(spr_model *m, const spr_train_options *o) {
+    if (!m || !o) return spr_fail(SPR_STATUS_BAD_INPUT, "apply_gradients: NULL argument");
+    const int threads = spr_threads(o->threads);
+    const double t = (double)(m->steps + 1);
+    const float bc1 = (float)(1.0 - pow(o->beta1, t)), bc2 = (float)(1.0 - pow(o->beta2, t));
+    for (int l = 0; l < m->n_layers; l++) {
+        spr_layer *L = &m->layers[l];
+        const int64_t nt = atomic_load(&L->n_touched);
+#pragma omp parallel for schedule(static) num_threads(threads)
+        for (int64_t k = 0; k < nt; k++) {
+            int32_t r = L->touched_list[k];
+            int64_t off = (int64_t)r * L->stride;
+            spr_adam_row(L->w + off, L->gw + off, L->mw + off, L->vw + off, L->cols, o->lr,
+                         o->beta1, o->beta2, o->eps, bc1, bc2);
+            if (l > 0)
+                spr_adam_row(L->b + r, L->gb + r, L->mb + r, L->vb + r, 1, o->lr, o->beta1,
+                             o->beta2, o->eps, bc1, bc2);
+            atomic_store_explicit(&L->touched[r], 0, memory_order_relaxed);
+        }
+        atomic_store(&L->n_touched, 0);
+    }
+    /* Layer 0's bias is shared by every sample: a dense update. */
+    spr_layer *L0 = &m->layers[0];
+    spr_adam_row(L0->b, L0->gb, L0->mb, L0->vb, L0->size, o->lr, o->beta1, o->beta2, o->eps, bc1,
+                 bc2);
+    m->steps++;
+    return SPR_STATUS_OK;
+}
+
+void spr_model_zero_gradients(spr_model *m) {
+    for (int l = 0; l < m->n_layers; l++) {
+        spr_layer *L = &m->layers[l];
+        const int64_t nt = atomic_load(&L->n_touched);
+        for (int64_t k = 0; k < nt; k++) {
+            int32_t r = L->touched_list[k];
+            memset(L->gw + (int64_t)r * L->stride, 0, (size_t)L->cols * sizeof(float));
+            if (l > 0) L->gb[r] = 0.0f;
+            atomic_store(&L->touched[r], 0);
+        }
+        atomic_store(&L->n_touched, 0);
+    }
+    memset(m->layers[0].gb, 0, (size_t)m->layers[0].size * sizeof(float));
+}
+
+/* The t-th gap between rehashes: rehash_first * exp(rehash_growth * t) batches, at most
+ * rehash_max, at least 1. */
+static int64_t rehash_gap(const spr_train_options *o, int64_t t) {
+    double gap = (double)o->rehash_first * exp((double)o->rehash_growth * (double)t);
+    if (gap > (double)o->rehash_max) gap = (double)o->rehash_max;
+    return gap < 1.0 ? 1 : (int64_t)gap;
+}
+
+spr_status spr_model_train_batch(spr_model *m, const spr_dataset *data, const int64_t *rows,
+                                 int64_t n, const spr_train_options *o, spr_batch_stats *stats) {
+    spr_status st = spr_model_compute_gradients(m, data, rows, n, o, stats);
+    if (st) return st;
+    st = spr_model_apply_gradients(m, o);
+    if (st) return st;
+
+    int any_sampled = 0;
+    for (int l = 1; l < m->n_layers; l++) any_sampled |= m->layers[l].sampled;
+    if (!any_sampled || o->dense) return SPR_STATUS_OK;
+    if (m->next_rehash <= 0) m->next_rehash = m->steps + rehash_gap(o, 0);
+    if (m->steps < m->next_rehash) return SPR_STATUS_OK;
+
+    double t0 = spr_now();
+    int rebuild = o->rebuild_every > 0 && (m->rehashes + 1) % o->rebuild_every == 0;
+    m->rehashes++;
+    st = spr_model_rehash(m, rebuild, o->threads);
+    if (st) return st;
+    m->next_rehash = m->steps + rehash_gap(o, m->rehashes);
+    double dt = spr_now() - t0;
+    if (stats) stats->rehash_seconds = dt;
+    if (m->log) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "step %lld: %s %lld in %.3f s, next at step %lld",
+                 (long long)m->steps, rebuild ? "rebuild" : "rehash", (long long)m->rehashes, dt,
+                 (long long)m->next_rehash);
+        m->log(m->log_user, msg);
+    }
+    return SPR_STATUS_OK;
+}

@@ -1,0 +1,392 @@
+/*
+ * test_network.c: the training step.
+ *   - sampled mode with every neuron active equals dense mode bit for bit (threads 1)
+ *   - finite-difference gradient check of the sampled path (sampled hidden and output)
+ *   - lazy Adam: rows outside the batch's active sets are untouched, bit for bit
+ *   - the active set has exactly the target size plus the labels, labels included
+ *   - same seed, same result; a learnable toy problem is learnt, also with 2 threads,
+ *     and sparse inference finds the same top-1 most of the time
+ */
+#include "common.h"
+#include "model.h"
+#include "sparrow.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int passed, failed;
+
+#define CHECK(cond, ...)                                                                         \
+    do {                                                                                         \
+        if (cond) {                                                                              \
+            passed++;                                                                            \
+        } else {                                                                                 \
+            failed++;                                                                            \
+            printf("FAIL %s:%d: ", __FILE__, __LINE__);                                          \
+            printf(__VA_ARGS__);                                                                 \
+            printf("\n");                                                                        \
+        }                                                                                        \
+    } while (0)
+
+#define OK(call)                                                                                 \
+    do {                                                                                         \
+        spr_status st_ = (call);                                                                 \
+        if (st_) {                                                                               \
+            printf("FAIL %s:%d: %s -> %s: %s\n", __FILE__, __LINE__, #call,                       \
+                   spr_status_to_string(st_), spr_last_error());                                 \
+            exit(1);                                                                             \
+        }                                                                                        \
+    } while (0)
+
+/* A toy data set in CSR arrays: point i belongs to class c = i % n_classes (plus, for
+ * some points, a second class); its features are drawn from the class's own block of
+ * features plus a little noise, so the problem is learnable. */
+typedef struct toy {
+    int64_t n, d, l;
+    int64_t *fp, *lp;
+    int32_t *fi, *li;
+    float *fv;
+    spr_dataset *data;
+} toy;
+
+static void toy_make(toy *t, int64_t n, int64_t n_classes, int block, uint64_t seed) {
+    spr_rng rng;
+    spr_rng_seed(&rng, seed);
+    t->n = n;
+    t->l = n_classes;
+    t->d = n_classes * block + 20;
+    t->fp = calloc((size_t)n + 1, sizeof(int64_t));
+    t->lp = calloc((size_t)n + 1, sizeof(int64_t));
+    t->fi = calloc((size_t)n * 8, sizeof(int32_t));
+    t->fv = calloc((size_t)n * 8, sizeof(float));
+    t->li = calloc((size_t)n * 2, sizeof(int32_t));
+    int64_t nf = 0, nl = 0;
+    for (int64_t i = 0; i < n; i++) {
+        int32_t c = (int32_t)(i % n_classes);
+        /* features: 5 of the class block (distinct, sorted since the block is ordered),
+         * then up to 2 noise features from the tail */
+        int32_t feats[8];
+        int nfe = 0;
+        for (int b = 0; b < block && nfe < 5; b++)
+            if (spr_rng_below(&rng, (uint64_t)(block - b)) < (uint64_t)(5 - nfe)) feats[nfe++] = c * block + b;
+        int32_t noise = (int32_t)(n_classes * block + spr_rng_below(&rng, 20));
+        feats[nfe++] = noise;
+        for (int q = 0; q < nfe; q++) {
+            t->fi[nf] = feats[q];
+            t->fv[nf] = 0.4f + 0.1f * (float)spr_rng_uniform(&rng);
+            nf++;
+        }
+        t->fp[i + 1] = nf;
+        if (i % 7 == 3) { /* no labels: must be harmless */
+        } else if (i % 5 == 0 && c + 1 < n_classes) {
+            t->li[nl++] = c;
+            t->li[nl++] = c + 1;
+        } else {
+            t->li[nl++] = c;
+        }
+        t->lp[i + 1] = nl;
+    }
+    spr_dataset_view v = {n, t->d, t->l, t->fp, t->fi, t->fv, t->lp, t->li};
+    OK(spr_dataset_wrap(&v, &t->data));
+}
+
+static void toy_free(toy *t) {
+    spr_dataset_free(t->data);
+    free(t->fp), free(t->lp), free(t->fi), free(t->fv), free(t->li);
+}
+
+static spr_model_config small_config(int64_t d, int64_t l, float out_sparsity) {
+    spr_model_config c = spr_model_config_default(d, l);
+    c.layers[0].size = 16;
+    c.layers[1].sparsity = out_sparsity;
+    c.layers[1].hash_l = 8;
+    c.init_std = 0.1f;
+    c.seed = 42;
+    return c;
+}
+
+static int params_equal(spr_model *a, spr_model *b, int layers) {
+    for (int l = 0; l < layers; l++)
+        for (int p = SPR_PARAM_WEIGHT; p <= SPR_PARAM_BIAS_ADAM_V; p++) {
+            if (p == SPR_PARAM_WEIGHT_GRAD || p == SPR_PARAM_BIAS_GRAD) continue;
+            float *x, *y;
+            int64_t r, c, s;
+            OK(spr_model_param(a, l, (spr_param)p, &x, &r, &c, &s));
+            OK(spr_model_param(b, l, (spr_param)p, &y, NULL, NULL, NULL));
+            for (int64_t i = 0; i < r; i++)
+                if (memcmp(x + i * s, y + i * s, (size_t)c * sizeof(float)) != 0) {
+                    printf("  layer %d param %d row %lld differs\n", l, p, (long long)i);
+                    return 0;
+                }
+        }
+    return 1;
+}
+
+/* Sampled with sparsity so close to 1 that every neuron is active must equal --dense
+ * bit for bit: same kernels, same order (active sets are sorted). */
+static void test_sampled_equals_dense(void) {
+    toy t;
+    toy_make(&t, 64, 40, 6, 7);
+    spr_model_config c = small_config(t.d, t.l, 0.999f); /* ceil(0.999 x 40) = 40: all */
+    spr_model *ms, *md;
+    OK(spr_model_create(&c, &ms));
+    OK(spr_model_create(&c, &md));
+    CHECK(ms->layers[1].sampled && ms->layers[1].target_active == 40, "layer sampled, target 40");
+    spr_train_options o = spr_train_options_default();
+    o.threads = 1;
+    o.batch_size = 8;
+    o.rehash_first = 2; /* rehashes must not change anything either */
+    spr_train_options od = o;
+    od.dense = 1;
+    for (int step = 0; step < 6; step++) {
+        int64_t rows[8];
+        for (int i = 0; i < 8; i++) rows[i] = (step * 8 + i) % t.n;
+        spr_batch_stats ss, sd;
+        OK(spr_model_train_batch(ms, t.data, rows, 8, &o, &ss));
+        OK(spr_model_train_batch(md, t.data, rows, 8, &od, &sd));
+        CHECK(ss.loss == sd.loss, "step %d: sampled loss %.9g == dense loss %.9g", step, ss.loss,
+              sd.loss);
+        CHECK(ss.active[1] == 40.0, "step %d: all 40 output neurons active, got %g", step,
+              ss.active[1]);
+    }
+    CHECK(params_equal(ms, md, 2), "sampled(all active) and dense weights, moments bit-identical");
+    CHECK(ms->rehashes > 0, "the sampled model rehashed (%lld times)", (long long)ms->rehashes);
+    spr_model_free(ms);
+    spr_model_free(md);
+    toy_free(&t);
+}
+
+static double batch_loss(spr_model *m, const spr_dataset *data, const int64_t *rows, int64_t n,
+                         const spr_train_options *o) {
+    spr_batch_stats s;
+    OK(spr_model_compute_gradients(m, data, rows, n, o, &s));
+    spr_model_zero_gradients(m);
+    return s.loss;
+}
+
+/* Central differences against the analytic gradient of the sampled path, on a network
+ * whose hidden layer 2 and output are both sampled. A perturbation may move an input
+ * across a hash boundary and change an active set: the loss then jumps, and the two
+ * one-sided differences disagree; such coordinates are skipped (and counted). */
+static void test_gradient_check(void) {
+    toy t;
+    toy_make(&t, 16, 30, 5, 11);
+    spr_model_config c = spr_model_config_default(t.d, t.l);
+    c.n_layers = 3;
+    c.layers[0].size = 12;
+    c.layers[1].size = 24;
+    c.layers[1].sparsity = 0.5f;
+    c.layers[1].hash = SPR_HASH_SIMHASH;
+    c.layers[1].hash_l = 6;
+    c.layers[2].size = t.l;
+    c.layers[2].sparsity = 0.3f;
+    c.layers[2].hash_l = 6;
+    c.init_std = 0.3f;
+    c.seed = 5;
+    spr_model *m;
+    OK(spr_model_create(&c, &m));
+    spr_train_options o = spr_train_options_default();
+    o.threads = 1;
+    o.batch_size = 4;
+    int64_t rows[4] = {0, 1, 2, 5};
+    spr_batch_stats st;
+    OK(spr_model_compute_gradients(m, t.data, rows, 4, &o, &st));
+    CHECK(st.active[1] == 12.0, "hidden sampled layer: 12 of 24 active, got %g", st.active[1]);
+
+    /* keep a copy of the analytic gradients, then probe coordinates */
+    int checked = 0, skipped = 0, bad = 0;
+    const float eps = 1e-3f;
+    spr_rng rng;
+    spr_rng_seed(&rng, 99);
+    for (int l = 0; l < 3; l++)
+        for (int which = 0; which < 2; which++) {
+            float *p, *g;
+            int64_t r, cc, s;
+            OK(spr_model_param(m, l, which ? SPR_PARAM_BIAS : SPR_PARAM_WEIGHT, &p, &r, &cc, &s));
+            OK(spr_model_param(m, l, which ? SPR_PARAM_BIAS_GRAD : SPR_PARAM_WEIGHT_GRAD, &g, NULL,
+                               NULL, NULL));
+            spr_model_zero_gradients(m); /* probing below clears the gradients: redo them */
+            OK(spr_model_compute_gradients(m, t.data, rows, 4, &o, &st));
+            float *gcopy = malloc((size_t)(r * s) * sizeof(float));
+            memcpy(gcopy, g, (size_t)(r * s) * sizeof(float));
+            /* probe coordinates with a gradient large enough to be measured */
+            int64_t *cand = malloc((size_t)(r * cc) * sizeof(int64_t)), ncand = 0;
+            for (int64_t i = 0; i < r; i++)
+                for (int64_t j = 0; j < cc; j++)
+                    if (fabsf(gcopy[i * s + j]) >= 1e-3f) cand[ncand++] = i * s + j;
+            for (int probe = 0; probe < 12 && ncand > 0; probe++) {
+                int64_t pick = cand[spr_rng_below(&rng, (uint64_t)ncand)];
+                int64_t i = pick / s, j = pick % s;
+                float ga = gcopy[pick];
+                spr_model_zero_gradients(m);
+                float keep = p[i * s + j];
+                double l0 = batch_loss(m, t.data, rows, 4, &o);
+                p[i * s + j] = keep + eps;
+                double lp = batch_loss(m, t.data, rows, 4, &o);
+                p[i * s + j] = keep - eps;
+                double lm = batch_loss(m, t.data, rows, 4, &o);
+                p[i * s + j] = keep;
+                double fwd = (lp - l0) / eps, bwd = (l0 - lm) / eps, cen = (lp - lm) / (2 * eps);
+                if (fabs(fwd - bwd) > 0.1 * fabs(cen) + 5e-3) {
+                    skipped++;
+                    continue;
+                }
+                checked++;
+                if (fabs(cen - ga) > 2e-2 * fabs(ga) + 3e-4) {
+                    bad++;
+                    printf("  layer %d %s[%lld,%lld]: analytic %.6g, numeric %.6g\n", l,
+                           which ? "b" : "W", (long long)i, (long long)j, ga, cen);
+                }
+            }
+            free(gcopy);
+            free(cand);
+        }
+    CHECK(bad == 0, "finite differences agree with the sampled backward pass (%d bad of %d)", bad,
+          checked);
+    CHECK(checked >= 40 && skipped * 4 <= checked,
+          "enough coordinates checked (%d checked, %d skipped at a hash boundary)", checked, skipped);
+    spr_model_free(m);
+    toy_free(&t);
+}
+
+/* One sampled step: output rows that were in no active set keep weights and moments
+ * bit for bit; the active set is exactly target + labels, labels included. */
+static void test_lazy_adam_and_active_sets(void) {
+    toy t;
+    toy_make(&t, 64, 200, 3, 3);
+    spr_model_config c = small_config(t.d, t.l, 0.05f); /* target 10 of 200 */
+    spr_model *m;
+    OK(spr_model_create(&c, &m));
+    spr_train_options o = spr_train_options_default();
+    o.threads = 1;
+    o.batch_size = 4;
+    o.rehash_first = 1000;
+    spr_layer *Lo = &m->layers[1];
+    float *before = malloc((size_t)(Lo->rows * Lo->stride) * sizeof(float));
+    memcpy(before, Lo->w, (size_t)(Lo->rows * Lo->stride) * sizeof(float));
+    int64_t rows[4] = {10, 11, 12, 13}; /* point 10: 2 labels, 11..13: 1 label */
+    spr_batch_stats st;
+    OK(spr_model_compute_gradients(m, t.data, rows, 4, &o, &st));
+    double labels = 0;
+    for (int i = 0; i < 4; i++) labels += (double)(t.lp[rows[i] + 1] - t.lp[rows[i]]);
+    CHECK(st.active[1] == 10.0 + labels / 4, "active = target 10 + labels: want %g, got %g",
+          10.0 + labels / 4, st.active[1]);
+    int64_t n_touched = atomic_load(&Lo->n_touched);
+    CHECK(n_touched > 0 && n_touched <= 4 * 12, "touched rows %lld in (0, 48]", (long long)n_touched);
+    for (int i = 0; i < 4; i++)
+        for (int64_t k = t.lp[rows[i]]; k < t.lp[rows[i] + 1]; k++)
+            CHECK(atomic_load(&Lo->touched[t.li[k]]), "label %d of row %lld is touched", t.li[k],
+                  (long long)rows[i]);
+    OK(spr_model_apply_gradients(m, &o));
+    int64_t changed = 0, wrong = 0;
+    for (int64_t r = 0; r < Lo->rows; r++) {
+        int diff = memcmp(before + r * Lo->stride, Lo->w + r * Lo->stride,
+                          (size_t)Lo->cols * sizeof(float)) != 0;
+        int moments = 0;
+        for (int64_t q = 0; q < Lo->cols; q++) moments |= Lo->mw[r * Lo->stride + q] != 0.0f;
+        changed += diff;
+        if (!diff && moments) wrong++;
+    }
+    CHECK(changed == n_touched, "rows changed by Adam (%lld) == rows touched (%lld)",
+          (long long)changed, (long long)n_touched);
+    CHECK(wrong == 0, "untouched rows have no moments (%lld wrong)", (long long)wrong);
+    CHECK(atomic_load(&Lo->n_touched) == 0, "touched list cleared after the step");
+    free(before);
+    spr_model_free(m);
+    toy_free(&t);
+}
+
+static double train_toy(spr_model *m, toy *t, int threads, int epochs, int sparse_eval,
+                        double *p1_sparse) {
+    spr_train_options o = spr_train_options_default();
+    o.threads = threads;
+    o.batch_size = 16;
+    o.lr = 5e-3f;
+    o.rehash_first = 5;
+    int64_t rows[16];
+    for (int e = 0; e < epochs; e++)
+        for (int64_t b = 0; b < t->n; b += 16) {
+            int64_t n = 0;
+            for (int64_t i = b; i < t->n && n < 16; i++) rows[n++] = (i * 7919) % t->n;
+            OK(spr_model_train_batch(m, t->data, rows, n, &o, NULL));
+        }
+    spr_eval_result r;
+    OK(spr_model_evaluate(m, t->data, NULL, 0, 0, threads, &r));
+    if (sparse_eval) {
+        spr_eval_result rs;
+        OK(spr_model_rehash(m, 0, threads));
+        OK(spr_model_evaluate(m, t->data, NULL, 0, 1, threads, &rs));
+        *p1_sparse = rs.p_at[1];
+    }
+    return r.p_at[1];
+}
+
+static void test_learns_and_reproduces(void) {
+    toy t;
+    toy_make(&t, 2000, 100, 8, 21);
+    /* P@1 counts label-less points as 0: 1/7 of the points have none. */
+    const double ceiling = 1.0 - 1.0 / 7.0;
+    spr_model_config c = small_config(t.d, t.l, 0.1f);
+    c.layers[0].size = 32;
+    c.layers[1].hash_l = 20;
+    spr_model *a, *b, *p;
+    OK(spr_model_create(&c, &a));
+    OK(spr_model_create(&c, &b));
+    OK(spr_model_create(&c, &p));
+    double p1s = 0;
+    double p1a = train_toy(a, &t, 1, 4, 1, &p1s);
+    double p1b = train_toy(b, &t, 1, 4, 0, NULL);
+    CHECK(p1a > 0.8 * ceiling, "sampled training learns the toy problem: P@1 %.3f > %.3f", p1a,
+          0.8 * ceiling);
+    CHECK(p1s > p1a - 0.1, "sparse inference P@1 %.3f within 0.1 of exact %.3f", p1s, p1a);
+    CHECK(params_equal(a, b, 2), "threads 1, same seed: identical models");
+    CHECK(p1a == p1b, "threads 1, same seed: identical P@1 (%.4f, %.4f)", p1a, p1b);
+    double p1p = train_toy(p, &t, 2, 4, 0, NULL);
+    CHECK(p1p > 0.8 * ceiling, "2 threads (HOGWILD) learn too: P@1 %.3f", p1p);
+    spr_model_free(a);
+    spr_model_free(b);
+    spr_model_free(p);
+    toy_free(&t);
+}
+
+static void test_bad_arguments(void) {
+    toy t;
+    toy_make(&t, 8, 10, 3, 1);
+    spr_model_config c = small_config(t.d, t.l, 0.5f);
+    c.layers[1].sparsity = 1.5f;
+    spr_model *m = NULL;
+    CHECK(spr_model_create(&c, &m) == SPR_STATUS_BAD_INPUT && m == NULL,
+          "sparsity 1.5 rejected");
+    CHECK(strstr(spr_last_error(), "sparsity") != NULL, "message names sparsity: %s",
+          spr_last_error());
+    c = small_config(t.d, 5, 0.5f); /* fewer outputs than the data's labels */
+    OK(spr_model_create(&c, &m));
+    spr_train_options o = spr_train_options_default();
+    int64_t rows[2] = {0, 1};
+    CHECK(spr_model_train_batch(m, t.data, rows, 2, &o, NULL) == SPR_STATUS_BAD_INPUT,
+          "data with more labels than outputs rejected");
+    spr_model_free(m);
+    c = small_config(t.d, t.l, 0.5f);
+    OK(spr_model_create(&c, &m));
+    rows[1] = 99;
+    CHECK(spr_model_train_batch(m, t.data, rows, 2, &o, NULL) == SPR_STATUS_BAD_INPUT,
+          "row out of range rejected");
+    o.batch_size = 1;
+    rows[1] = 1;
+    CHECK(spr_model_train_batch(m, t.data, rows, 2, &o, NULL) == SPR_STATUS_BAD_INPUT,
+          "batch larger than batch_size rejected");
+    spr_model_free(m);
+    toy_free(&t);
+}
+
+int main(void) {
+    test_sampled_equals_dense();
+    test_gradient_check();
+    test_lazy_adam_and_active_sets();
+    test_learns_and_reproduces();
+    test_bad_arguments();
+    printf("test_network: %d passed, %d failed\n", passed, failed);
+    return failed ? 1 : 0;
+}

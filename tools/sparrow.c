@@ -1,0 +1,2 @@
+/* sparrow.c: being written. */
+int main(void) { return 1; }
