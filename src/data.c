@@ -1,1 +1,849 @@
-/* data.c: being written. */
+/*
+ * data.c: reading and writing multi-label data sets (the Extreme Classification
+ * Repository text format and svmlight/libsvm), and wrapping caller-owned CSR arrays.
+ *
+ * The reader streams the file through one growing read() buffer (no line length limit),
+ * parses integers by hand and values with a fast decimal path that falls back to strtof,
+ * and appends into geometrically growing CSR arrays: the file is never held in memory,
+ * only the parsed arrays (about 8 bytes per non-zero).
+ *
+ * Decisions the header leaves open, made here:
+ *   - Options override the header: a positive options->n_features (n_labels) is the
+ *     data set's size even when the header says otherwise, and ids must be below it.
+ *   - A label repeated on one line is merged silently (the set of labels is what
+ *     matters); a feature repeated on one line is an error (its value is ambiguous).
+ *   - An empty line (nothing before the line end, CR ignored) is skipped: it is not a
+ *     point. A line holding only spaces or tabs IS a point with no labels and no
+ *     features; spr_dataset_write writes such points as " " so that they round-trip.
+ *     In svmlight files a line holding only a "# comment" is skipped too.
+ *   - A file with no header and no points is an error ("PATH: empty file"): an empty
+ *     training file is far more likely a mistake (a truncated download, a wrong path)
+ *     than an intended data set. A header "0 D L" alone is a valid empty data set.
+ *   - The header is recognised on the first non-empty line only: exactly three
+ *     non-negative integers separated by spaces or tabs.
+ *   - Comments ("#" to the end of the line) and "qid:N" tokens are accepted in svmlight
+ *     files only; in XMC files they are errors.
+ */
+#define _GNU_SOURCE
+#include "data.h"
+#include "common.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define SPR_MAX_ID_COUNT ((int64_t)INT32_MAX + 1) /* ids are int32: at most 2^31 distinct */
+
+spr_read_options spr_read_options_default(void) {
+    spr_read_options o;
+    memset(&o, 0, sizeof o);
+    o.format = SPR_FORMAT_AUTO;
+    o.one_based = 0;
+    o.n_features = 0;
+    o.n_labels = 0;
+    return o;
+}
+
+int64_t spr_dataset_max_labels(const spr_dataset *data) {
+    return data ? data->max_labels_per_point : 0;
+}
+
+spr_dataset_view spr_dataset_get_view(const spr_dataset *data) {
+    spr_dataset_view v;
+    memset(&v, 0, sizeof v);
+    if (data) v = data->view;
+    return v;
+}
+
+/* Owned arrays come from malloc/realloc (the reader grows them in place); spr_free is
+ * free(), so the same call releases them and arrays other modules made with spr_alloc. */
+void spr_dataset_free(spr_dataset *data) {
+    if (!data) return;
+    if (data->owns_arrays) {
+        spr_free(data->feature_indptr);
+        spr_free(data->feature_indices);
+        spr_free(data->feature_values);
+        spr_free(data->label_indptr);
+        spr_free(data->labels);
+    }
+    spr_free(data);
+}
+
+/* ------------------------------------------------------------------ numbers */
+
+static const double spr_pow10[23] = {
+    1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+    1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+};
+
+/* m * 10^e as the correctly rounded float, for m < 2^53 and |e| <= 22 (Clinger's fast
+ * path: m and 10^|e| are exact doubles, so one multiply or divide gives the correctly
+ * rounded double). Rounding that double again to float is wrong only when it lands
+ * exactly on the midpoint between two floats; then 0 is returned and the caller must
+ * use strtof. Returns 1 on success. */
+static inline int spr_decimal_to_float(uint64_t m, int e, float *out) {
+    double d = e >= 0 ? (double)m * spr_pow10[e] : (double)m / spr_pow10[-e];
+    if (d != 0.0) {
+        uint64_t bits;
+        memcpy(&bits, &d, sizeof bits);
+        int exp = (int)((bits >> 52) & 0x7ff);
+        /* Within the float normal range a float keeps the top 23 of the double's 52
+         * fraction bits; the midpoint has exactly bit 28 set below them. */
+        if (exp < 1023 - 126 || exp > 1023 + 127) return 0;
+        if ((bits & 0x1fffffffull) == 0x10000000ull) return 0;
+    }
+    *out = (float)d;
+    return 1;
+}
+
+static inline int spr_is_space(char c) { return c == ' ' || c == '\t'; }
+static inline int spr_is_digit(char c) { return (unsigned)(c - '0') < 10u; }
+
+/* Parses a float value at p ("0.1234", "-1.5e-3", also what strtof accepts). On success
+ * *end is the first byte after it; returns 0 if no number starts at p. The buffer always
+ * holds a '\n' after the line, so strtof cannot run off its end. */
+static inline int spr_parse_value(char *p, char **end, float *out) {
+    char *q = p;
+    int neg = 0;
+    if (*q == '-' || *q == '+') neg = *q++ == '-';
+    uint64_t m = 0;
+    int digits = 0, e = 0, any = 0;
+    while (spr_is_digit(*q)) {
+        any = 1;
+        if (m == 0 && *q == '0') { q++; continue; } /* leading zeros cost no precision */
+        if (digits < 18) { m = m * 10 + (uint64_t)(*q - '0'); digits++; }
+        else { e++; if (*q != '0') digits = 99; } /* too many significant digits */
+        q++;
+    }
+    if (*q == '.') {
+        q++;
+        while (spr_is_digit(*q)) {
+            any = 1;
+            if (m == 0 && *q == '0') { e--; q++; continue; }
+            if (digits < 18) { m = m * 10 + (uint64_t)(*q - '0'); digits++; e--; }
+            else if (*q != '0') digits = 99;
+            q++;
+        }
+    }
+    if (any && (*q == 'e' || *q == 'E')) {
+        char *r = q + 1;
+        int eneg = 0, ev = 0, edig = 0;
+        if (*r == '-' || *r == '+') eneg = *r++ == '-';
+        while (spr_is_digit(*r)) {
+            if (ev < 10000) ev = ev * 10 + (*r - '0');
+            edig++;
+            r++;
+        }
+        if (edig) { e += eneg ? -ev : ev; q = r; }
+    }
+    float v;
+    /* The fast path only where the number clearly ends; anything else ("0x1p-3") goes
+     * to strtof, and the caller rejects what strtof does not end cleanly either. */
+    if (any && digits <= 18 && m < (1ull << 53) && e >= -22 && e <= 22 &&
+        (*q == '\n' || spr_is_space(*q) || *q == '#') && spr_decimal_to_float(m, e, &v)) {
+        *out = neg ? -v : v;
+        *end = q;
+        return 1;
+    }
+    /* Slow but exact: long mantissas, large exponents, midpoints, "inf", "nan", hex. */
+    errno = 0;
+    char *r;
+    v = strtof(p, &r);
+    if (r == p || spr_is_space(*p)) return 0; /* strtof would skip leading blanks */
+    *out = v;
+    *end = r;
+    return 1;
+}
+
+/* ------------------------------------------------------------------ reader */
+
+typedef struct spr_reader {
+    const char *path;
+    int fd;
+    char *buf;       /* (cap + 1): the extra byte holds a '\n' after an unterminated last line */
+    size_t cap, len; /* bytes allocated (less the extra one), bytes held */
+    size_t pos;      /* start of the next line in buf */
+    int eof;
+    int64_t line;    /* 1-based number of the line last returned */
+} spr_reader;
+
+/* The next line as [*start, *end) with *end == '\n' (a CR before it is turned into
+ * '\n' too). Returns 1 for a line, 0 at end of file, or a negative spr_status. */
+static int spr_reader_next(spr_reader *r, char **start, char **end) {
+    for (;;) {
+        char *nl = r->len > r->pos ? memchr(r->buf + r->pos, '\n', r->len - r->pos) : NULL;
+        if (nl || (r->eof && r->pos < r->len)) {
+            char *s = r->buf + r->pos;
+            if (!nl) { /* last line without a final newline: the spare byte ends it */
+                nl = r->buf + r->len;
+                *nl = '\n';
+                r->pos = r->len;
+            } else {
+                r->pos = (size_t)(nl - r->buf) + 1;
+            }
+            if (nl > s && nl[-1] == '\r') *--nl = '\n';
+            r->line++;
+            *start = s;
+            *end = nl;
+            return 1;
+        }
+        if (r->eof) return 0;
+        /* Keep the partial line, moved to the front; grow when it fills the buffer. */
+        if (r->pos > 0) {
+            memmove(r->buf, r->buf + r->pos, r->len - r->pos);
+            r->len -= r->pos;
+            r->pos = 0;
+        }
+        if (r->len == r->cap) {
+            size_t ncap = r->cap * 2;
+            char *nb = realloc(r->buf, ncap + 1);
+            if (!nb) return -(int)spr_fail(SPR_STATUS_NO_MEMORY, "%s:%lld: out of memory for a line of %zu bytes",
+                                           r->path, (long long)r->line + 1, r->len);
+            r->buf = nb;
+            r->cap = ncap;
+        }
+        ssize_t got;
+        do got = read(r->fd, r->buf + r->len, r->cap - r->len);
+        while (got < 0 && errno == EINTR);
+        if (got < 0)
+            return -(int)spr_fail(SPR_STATUS_IO_ERROR, "%s: read failed: %s", r->path, strerror(errno));
+        if (got == 0) r->eof = 1;
+        r->len += (size_t)got;
+    }
+}
+
+/* A growing array of n elements of size elem (capacity cap). */
+static int spr_grow(void **p, int64_t *cap, int64_t need, size_t elem) {
+    if (need <= *cap) return 1;
+    int64_t ncap = *cap < 1024 ? 1024 : *cap;
+    while (ncap < need) ncap += ncap / 2 + 1; /* 1.5x: realloc of big blocks remaps pages */
+    void *np = realloc(*p, (size_t)ncap * elem);
+    if (!np) return 0;
+    *p = np;
+    *cap = ncap;
+    return 1;
+}
+
+/* Shrinks an array to n elements (at least one, so that the pointer is never NULL). */
+static void *spr_shrink(void *p, int64_t n, size_t elem) {
+    void *np = realloc(p, (size_t)(n > 0 ? n : 1) * elem);
+    return np ? np : p;
+}
+
+/* Copies a token (up to the next blank or line end, at most 40 bytes) for a message. */
+static const char *spr_token(const char *p, char out[48]) {
+    int n = 0;
+    while (n < 40 && p[n] != '\n' && !spr_is_space(p[n])) { out[n] = p[n]; n++; }
+    if (n == 40) { memcpy(out + n, "...", 3); n += 3; }
+    out[n] = '\0';
+    return out;
+}
+
+/* Parses a non-negative integer id at *pp (digits only) into *out; the id may be at
+ * most max. Returns 0 if no digits, -1 if it exceeds max; advances *pp. */
+static inline int spr_parse_id(char **pp, int64_t max, int64_t *out) {
+    char *p = *pp;
+    if (!spr_is_digit(*p)) return 0;
+    int64_t v = 0;
+    while (spr_is_digit(*p)) {
+        v = v * 10 + (*p++ - '0');
+        if (v > max) {
+            while (spr_is_digit(*p)) p++;
+            *pp = p;
+            *out = v;
+            return -1;
+        }
+    }
+    *pp = p;
+    *out = v;
+    return 1;
+}
+
+/* Recognises a header "N D L": three non-negative integers and nothing else. */
+static int spr_parse_header(char *p, int64_t hdr[3]) {
+    for (int i = 0; i < 3; i++) {
+        while (spr_is_space(*p)) p++;
+        if (!spr_is_digit(*p)) return 0;
+        int64_t v = 0;
+        while (spr_is_digit(*p)) {
+            if (v > (INT64_MAX - 9) / 10) return 0;
+            v = v * 10 + (*p++ - '0');
+        }
+        if (*p != '\n' && !spr_is_space(*p)) return 0;
+        hdr[i] = v;
+    }
+    while (spr_is_space(*p)) p++;
+    return *p == '\n';
+}
+
+static int spr_cmp_u64(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+static int spr_cmp_i32(const void *a, const void *b) {
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Sorts n (id, value) pairs by id; scratch holds n words. */
+static void spr_sort_pairs(int32_t *ids, float *vals, int64_t n, uint64_t *scratch) {
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t vb;
+        memcpy(&vb, &vals[i], sizeof vb);
+        scratch[i] = (uint64_t)(uint32_t)ids[i] << 32 | vb;
+    }
+    qsort(scratch, (size_t)n, sizeof *scratch, spr_cmp_u64);
+    for (int64_t i = 0; i < n; i++) {
+        ids[i] = (int32_t)(scratch[i] >> 32);
+        uint32_t vb = (uint32_t)scratch[i];
+        memcpy(&vals[i], &vb, sizeof vb);
+    }
+}
+
+spr_status spr_dataset_read(const char *path, const spr_read_options *options,
+                            spr_dataset **out) {
+    spr_status st = SPR_STATUS_OK;
+    spr_reader r = {0};
+    r.fd = -1;
+    spr_dataset *ds = NULL;
+    int64_t *findptr = NULL, *lindptr = NULL;
+    int32_t *fidx = NULL, *lab = NULL;
+    float *fval = NULL;
+    uint64_t *scratch = NULL;
+    int64_t cap_fptr = 0, cap_lptr = 0, cap_fi = 0, cap_fv = 0, cap_l = 0, cap_scratch = 0;
+    int64_t n = 0, nnz = 0, nlab = 0, max_labels = 0;
+    char tok[48];
+
+    if (!out) return spr_fail(SPR_STATUS_BAD_INPUT, "spr_dataset_read: out is NULL");
+    *out = NULL;
+    if (!path) return spr_fail(SPR_STATUS_BAD_INPUT, "spr_dataset_read: path is NULL");
+    spr_read_options opt = options ? *options : spr_read_options_default();
+    if (opt.format != SPR_FORMAT_AUTO && opt.format != SPR_FORMAT_XMC && opt.format != SPR_FORMAT_SVMLIGHT)
+        return spr_fail(SPR_STATUS_BAD_INPUT, "%s: unknown format %d", path, (int)opt.format);
+    if (opt.n_features < 0 || opt.n_features > SPR_MAX_ID_COUNT || opt.n_labels < 0 ||
+        opt.n_labels > SPR_MAX_ID_COUNT)
+        return spr_fail(SPR_STATUS_BAD_INPUT, "%s: options n_features/n_labels must be in [0, 2^31]", path);
+
+    r.path = path;
+    r.fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (r.fd < 0) return spr_fail(SPR_STATUS_IO_ERROR, "%s: cannot open: %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(r.fd, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        st = spr_fail(SPR_STATUS_IO_ERROR, "%s: is a directory", path);
+        goto fail;
+    }
+#ifdef POSIX_FADV_SEQUENTIAL
+    posix_fadvise(r.fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+#endif
+    r.cap = (size_t)16 << 20; /* 16 MB reads: few syscalls, fits in L3-ish territory */
+    if (S_ISREG(sb.st_mode) && (size_t)sb.st_size + 1 < r.cap) r.cap = (size_t)sb.st_size + 1;
+    if (r.cap < 4096) r.cap = 4096;
+    r.buf = malloc(r.cap + 1);
+    if (!r.buf) { st = spr_fail(SPR_STATUS_NO_MEMORY, "%s: out of memory", path); goto fail; }
+
+    /* Limits: options, else the header, else none (max id + 1 at the end). A header
+     * "N 0 0" is a limit too: no id may appear. */
+    int64_t lim_f = opt.n_features, lim_l = opt.n_labels;
+    int known_f = lim_f > 0, known_l = lim_l > 0;
+    const char *lim_f_src = "options say", *lim_l_src = "options say";
+    int have_header = 0;
+    int64_t hdr[3] = {0, 0, 0}, hdr_line = 0;
+    int svm = opt.format == SPR_FORMAT_SVMLIGHT;
+    int first = 1;
+    int64_t max_f = -1, max_l = -1;
+
+    if (!spr_grow((void **)&findptr, &cap_fptr, 1, sizeof *findptr) ||
+        !spr_grow((void **)&lindptr, &cap_lptr, 1, sizeof *lindptr) ||
+        !spr_grow((void **)&fidx, &cap_fi, 1, sizeof *fidx) ||
+        !spr_grow((void **)&fval, &cap_fv, 1, sizeof *fval) ||
+        !spr_grow((void **)&lab, &cap_l, 1, sizeof *lab)) {
+        st = spr_fail(SPR_STATUS_NO_MEMORY, "%s: out of memory", path);
+        goto fail;
+    }
+    findptr[0] = 0;
+    lindptr[0] = 0;
+
+    /* The largest id accepted as written (before the one-based shift). */
+    int64_t id_max_feat = (known_f ? lim_f - 1 : INT32_MAX) + (opt.one_based ? 1 : 0);
+    int64_t id_max_lab = known_l ? lim_l - 1 : INT32_MAX;
+    for (;;) {
+        char *p = NULL, *e = NULL;
+        int got = spr_reader_next(&r, &p, &e);
+        if (got < 0) { st = (spr_status)-got; goto fail; }
+        if (got == 0) break;
+        if (p == e) continue; /* empty line: not a point */
+        const long long ln = (long long)r.line;
+
+        if (first) {
+            first = 0;
+            if (opt.format != SPR_FORMAT_SVMLIGHT && spr_parse_header(p, hdr)) {
+                have_header = 1;
+                hdr_line = r.line;
+                if (hdr[1] > SPR_MAX_ID_COUNT || hdr[2] > SPR_MAX_ID_COUNT) {
+                    st = spr_fail(SPR_STATUS_BAD_INPUT, "%s:%lld: header counts %lld features and %lld labels; at most 2^31 supported",
+                                  path, ln, (long long)hdr[1], (long long)hdr[2]);
+                    goto fail;
+                }
+                if (!known_f) { lim_f = hdr[1]; lim_f_src = "header says"; known_f = 1; }
+                if (!known_l) { lim_l = hdr[2]; lim_l_src = "header says"; known_l = 1; }
+                id_max_feat = lim_f - 1 + (opt.one_based ? 1 : 0);
+                id_max_lab = lim_l - 1;
+                continue;
+            }
+            svm = opt.format != SPR_FORMAT_XMC; /* AUTO without a header: svmlight */
+        }
+
+        /* Whitespace; in svmlight a comment-only line is not a point. */
+        char *q = p;
+        while (spr_is_space(*q)) q++;
+        if (svm && *q == '#') continue;
+        if (have_header && n >= hdr[0]) {
+            st = spr_fail(SPR_STATUS_BAD_INPUT, "%s:%lld: header says %lld points, file has more",
+                          path, ln, (long long)hdr[0]);
+            goto fail;
+        }
+
+        /* Labels: a first token without ':' that starts the line. */
+        int64_t lstart = nlab;
+        if (!spr_is_space(*p)) {
+            char *t = p;
+            while (*t != '\n' && !spr_is_space(*t) && *t != ':') t++;
+            if (*t != ':') {
+                q = p;
+                for (;;) {
+                    int64_t v;
+                    char *s = q;
+                    int rc = spr_parse_id(&q, id_max_lab, &v);
+                    if (rc == 0) {
+                        if (*s == '-' && spr_is_digit(s[1]))
+                            st = spr_fail(SPR_STATUS_BAD_INPUT, "%s:%lld: negative label id '%s'", path, ln, spr_token(s, tok));
+                        else if (*s == ',' || *s == '\n' || spr_is_space(*s))
+                            st = spr_fail(SPR_STATUS_BAD_INPUT, "%s:%lld: empty label in the label list", path, ln);
+                        else
+                            st = spr_fail(SPR_STATUS_BAD_INPUT, "%s:%lld: bad label '%s' (expected a non-negative integer)",
+                                          path, ln, spr_token(s, tok));
+                        goto fail;
+                    }
+                    if (rc < 0) {
+                        if (known_l)
+                            st = spr_fail(SPR_STATUS_BAD_INPUT, "%s:%lld: label id %lld out of range (%s %lld labels)",
+                                          path, ln, (long long)v, lim_l_src, (long long)lim_l);
+                        else
+                            st = spr_fail(SPR_STATUS_BAD_INPUT, "%s:%lld: label id %lld too large (ids are 32-bit)", path, ln, (long long)v);
+                        goto fail;
+                    }
+                    if (nlab + 1 > cap_l && !spr_grow((void **)&lab, &cap_l, nlab + 1, sizeof *lab)) {
+                        st = spr_fail(SPR_STATUS_NO_MEMORY, "%s:%lld: out of memory", path, ln);
+                        goto fail;
+                    }
+                    lab[nlab++] = (int32_t)v;
+                    if (v > max_l) max_l = v;
+                    if (*q == ',') { q++; continue; }
+                    if (*q == '\n' || spr_is_space(*q)) break;
+                    st = spr_fail(SPR_STATUS_BAD_INPUT, "%s:%lld: bad label list near '%s'", path, ln, spr_token(s, tok));
+                    goto fail;
+                }
+            } else {
+                q = p;
+            }
+        }
+        /* Sort the line's labels and merge repeats (documented at the top). */
+        int64_t nl_line = nlab - lstart;
+        if (nl_line > 1) {
+            int sorted = 1;
+            for (int64_t i = lstart + 1; i < nlab; i++)
+                if (lab[i] <= lab[i - 1]) { sorted = 0; break; }
+            if (!sorted) {
+                qsort(lab + lstart, (size_t)nl_line, sizeof *lab, spr_cmp_i32);
+                int64_t w = lstart + 1;
+                for (int64_t i = lstart + 1; i < nlab; i++)
+                    if (lab[i] != lab[w - 1]) lab[w++] = lab[i];
+                nlab = w;
+                nl_line = nlab - lstart;
+            }
+        }
+        if (nl_line > max_labels) max_labels = nl_line;
+
+        /* Features "f:v", separated by blanks. */
+        int64_t fstart = nnz;
+        int sorted = 1;
+        int64_t prev = -1;
+        for (;;) {
+            while (spr_is_space(*q)) q++;
+            if (*q == '\n') break;
+            if (svm && *q == '#') break;
+            if (svm && q[0] == 'q' && q[1] == 'i' && q[2] == 'd' && q[3] == ':') {
+                while (*q != '\n' && !spr_is_space(*q)) q++;
+                continue;
+            }
+            char *s = q;
+            int64_t id;
+            int rc = spr_parse_id(&q, id_max_feat, &id);
+            if (rc == 0) {
+                if (*s == '-' && spr_is_digit(s[1]))
+                    st = spr_fail(SPR_STATUS_BAD_INPUT, "%s:%lld: negative feature id in '%s'", path, ln, spr_token(s, tok));
+                else
+                    st = spr_fail(SPR_STATUS_BAD_INPUT, "%s:%lld: bad feature '%s' (expected id:value)", path, ln, spr_token(s, tok));
+                goto fail;
+            }
+            if (rc < 0) {
+                if (known_f)
+                    st = spr_fail(SPR_STATUS_BAD_INPUT, "%s:%lld: feature id %lld out of range (%s %lld features%s)",
+                                  path, ln, (long long)id, lim_f_src, (long long)lim_f, opt.one_based ? ", ids one-based" : "");
+                else
+                    st = spr_fail(SPR_STATUS_BAD_INPUT, "%s:%lld: feature id %lld too large (ids are 32-bit)", path, ln, (long long)id);
+                goto fail;
+            }
+            if (*q != ':') {
+                if (*q == '\n' || spr_is_space(*q))
+                    st = spr_fail(SPR_STATUS_BAD_INPUT, "%s:%lld: missing ':' in feature '%s'", path, ln, spr_token(s, tok));
+                else
+                    st = spr_fail(SPR_STATUS_BAD_INPUT, "%s:%lld: bad feature '%s' (expected id:value)", path, ln, spr_token(s, tok));
+                goto fail;
+            }
+            q++;
+            if (opt.one_based) {
+                if (id == 0) {
+                    st = spr_fail(SPR_STATUS_BAD_INPUT, "%s:%lld: feature id 0 in a one-based file", path, ln);
+                    goto fail;
+                }
+                id--;
+            }
+            float v;
+            char *ve;
+            if (!spr_parse_value(q, &ve, &v) || (*ve != '\n' && !spr_is_space(*ve) && !(svm && *ve == '#'))) {
+                st = spr_fail(SPR_STATUS_BAD_INPUT, "%s:%lld: bad value in feature '%s'", path, ln, spr_token(s, tok));
+                goto fail;
+            }
+            if (!isfinite(v)) {
+                st = spr_fail(SPR_STATUS_BAD_INPUT, "%s:%lld: value of feature '%s' is not finite", path, ln, spr_token(s, tok));
+                goto fail;
+            }
+            q = ve;
+            if (nnz + 1 > cap_fi || nnz + 1 > cap_fv) {
+                if (!spr_grow((void **)&fidx, &cap_fi, nnz + 1, sizeof *fidx) ||
+                    !spr_grow((void **)&fval, &cap_fv, nnz + 1, sizeof *fval)) {
+                    st = spr_fail(SPR_STATUS_NO_MEMORY, "%s:%lld: out of memory", path, ln);
+                    goto fail;
+                }
+            }
+            fidx[nnz] = (int32_t)id;
+            fval[nnz] = v;
+            nnz++;
+            if (id <= prev) sorted = 0;
+            prev = id;
+            if (id > max_f) max_f = id;
+        }
+        if (!sorted) {
+            int64_t m = nnz - fstart;
+            if (m > cap_scratch && !spr_grow((void **)&scratch, &cap_scratch, m, sizeof *scratch)) {
+                st = spr_fail(SPR_STATUS_NO_MEMORY, "%s:%lld: out of memory", path, ln);
+                goto fail;
+            }
+            spr_sort_pairs(fidx + fstart, fval + fstart, m, scratch);
+            for (int64_t i = fstart + 1; i < nnz; i++)
+                if (fidx[i] == fidx[i - 1]) {
+                    st = spr_fail(SPR_STATUS_BAD_INPUT, "%s:%lld: feature id %lld repeated",
+                                  path, ln, (long long)fidx[i] + (opt.one_based ? 1 : 0));
+                    goto fail;
+                }
+        }
+
+        if (n + 2 > cap_fptr || n + 2 > cap_lptr) {
+            if (!spr_grow((void **)&findptr, &cap_fptr, n + 2, sizeof *findptr) ||
+                !spr_grow((void **)&lindptr, &cap_lptr, n + 2, sizeof *lindptr)) {
+                st = spr_fail(SPR_STATUS_NO_MEMORY, "%s:%lld: out of memory", path, ln);
+                goto fail;
+            }
+        }
+        n++;
+        findptr[n] = nnz;
+        lindptr[n] = nlab;
+    }
+
+    if (!have_header && n == 0) {
+        st = spr_fail(SPR_STATUS_BAD_INPUT, "%s: empty file", path);
+        goto fail;
+    }
+    if (have_header && n != hdr[0]) {
+        st = spr_fail(SPR_STATUS_BAD_INPUT, "%s:%lld: header says %lld points, file has %lld",
+                      path, (long long)hdr_line, (long long)hdr[0], (long long)n);
+        goto fail;
+    }
+
+    ds = spr_alloc(sizeof *ds);
+    if (!ds) { st = SPR_STATUS_NO_MEMORY; goto fail; }
+    ds->owns_arrays = 1;
+    ds->feature_indptr = spr_shrink(findptr, n + 1, sizeof *findptr);
+    ds->label_indptr = spr_shrink(lindptr, n + 1, sizeof *lindptr);
+    ds->feature_indices = spr_shrink(fidx, nnz, sizeof *fidx);
+    ds->feature_values = spr_shrink(fval, nnz, sizeof *fval);
+    ds->labels = spr_shrink(lab, nlab, sizeof *lab);
+    ds->max_labels_per_point = max_labels;
+    ds->view.n_points = n;
+    ds->view.n_features = known_f ? lim_f : max_f + 1;
+    ds->view.n_labels = known_l ? lim_l : max_l + 1;
+    ds->view.feature_indptr = ds->feature_indptr;
+    ds->view.feature_indices = ds->feature_indices;
+    ds->view.feature_values = ds->feature_values;
+    ds->view.label_indptr = ds->label_indptr;
+    ds->view.labels = ds->labels;
+    free(scratch);
+    free(r.buf);
+    close(r.fd);
+    *out = ds;
+    return SPR_STATUS_OK;
+
+fail:
+    free(findptr);
+    free(lindptr);
+    free(fidx);
+    free(fval);
+    free(lab);
+    free(scratch);
+    free(r.buf);
+    if (r.fd >= 0) close(r.fd);
+    return st;
+}
+
+/* ------------------------------------------------------------------ wrap */
+
+/* Checks a view: shapes, indptr monotone from 0, ids sorted, unique and in range,
+ * values finite. O(nnz). */
+static spr_status spr_view_check(const spr_dataset_view *v, int64_t *max_labels) {
+    if (v->n_points < 0 || v->n_features < 0 || v->n_labels < 0 ||
+        v->n_features > SPR_MAX_ID_COUNT || v->n_labels > SPR_MAX_ID_COUNT)
+        return spr_fail(SPR_STATUS_BAD_INPUT, "dataset view: bad sizes (%lld points, %lld features, %lld labels)",
+                        (long long)v->n_points, (long long)v->n_features, (long long)v->n_labels);
+    if (!v->feature_indptr || !v->label_indptr)
+        return spr_fail(SPR_STATUS_BAD_INPUT, "dataset view: indptr arrays must not be NULL");
+    if (v->feature_indptr[0] != 0 || v->label_indptr[0] != 0)
+        return spr_fail(SPR_STATUS_BAD_INPUT, "dataset view: indptr[0] must be 0");
+    const int64_t n = v->n_points;
+    if (v->feature_indptr[n] > 0 && (!v->feature_indices || !v->feature_values))
+        return spr_fail(SPR_STATUS_BAD_INPUT, "dataset view: feature arrays are NULL but nnz = %lld",
+                        (long long)v->feature_indptr[n]);
+    if (v->label_indptr[n] > 0 && !v->labels)
+        return spr_fail(SPR_STATUS_BAD_INPUT, "dataset view: labels is NULL but %lld label entries",
+                        (long long)v->label_indptr[n]);
+    int64_t ml = 0;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t a = v->feature_indptr[i], b = v->feature_indptr[i + 1];
+        if (b < a)
+            return spr_fail(SPR_STATUS_BAD_INPUT, "dataset view: point %lld: feature_indptr decreases", (long long)i);
+        for (int64_t j = a; j < b; j++) {
+            int32_t f = v->feature_indices[j];
+            if (f < 0 || f >= v->n_features)
+                return spr_fail(SPR_STATUS_BAD_INPUT, "dataset view: point %lld: feature id %d out of range (%lld features)",
+                                (long long)i, (int)f, (long long)v->n_features);
+            if (j > a && f <= v->feature_indices[j - 1])
+                return spr_fail(SPR_STATUS_BAD_INPUT, "dataset view: point %lld: feature ids not sorted and unique (%d after %d)",
+                                (long long)i, (int)f, (int)v->feature_indices[j - 1]);
+            if (!isfinite(v->feature_values[j]))
+                return spr_fail(SPR_STATUS_BAD_INPUT, "dataset view: point %lld: value of feature %d is not finite",
+                                (long long)i, (int)f);
+        }
+        a = v->label_indptr[i];
+        b = v->label_indptr[i + 1];
+        if (b < a)
+            return spr_fail(SPR_STATUS_BAD_INPUT, "dataset view: point %lld: label_indptr decreases", (long long)i);
+        for (int64_t j = a; j < b; j++) {
+            int32_t l = v->labels[j];
+            if (l < 0 || l >= v->n_labels)
+                return spr_fail(SPR_STATUS_BAD_INPUT, "dataset view: point %lld: label %d out of range (%lld labels)",
+                                (long long)i, (int)l, (long long)v->n_labels);
+            if (j > a && l <= v->labels[j - 1])
+                return spr_fail(SPR_STATUS_BAD_INPUT, "dataset view: point %lld: labels not sorted and unique (%d after %d)",
+                                (long long)i, (int)l, (int)v->labels[j - 1]);
+        }
+        if (b - a > ml) ml = b - a;
+    }
+    *max_labels = ml;
+    return SPR_STATUS_OK;
+}
+
+spr_status spr_dataset_wrap(const spr_dataset_view *view, spr_dataset **out) {
+    if (!out) return spr_fail(SPR_STATUS_BAD_INPUT, "spr_dataset_wrap: out is NULL");
+    *out = NULL;
+    if (!view) return spr_fail(SPR_STATUS_BAD_INPUT, "spr_dataset_wrap: view is NULL");
+    int64_t ml = 0;
+    spr_status st = spr_view_check(view, &ml);
+    if (st != SPR_STATUS_OK) return st;
+    spr_dataset *ds = spr_alloc(sizeof *ds);
+    if (!ds) return SPR_STATUS_NO_MEMORY;
+    ds->view = *view;
+    ds->owns_arrays = 0; /* borrowed: the owned pointers stay NULL */
+    ds->max_labels_per_point = ml;
+    *out = ds;
+    return SPR_STATUS_OK;
+}
+
+/* ------------------------------------------------------------------ writer */
+
+typedef struct spr_writer {
+    int fd;
+    char *buf; /* (SPR_WBUF) */
+    size_t len;
+    int err;   /* errno of the first failed write, 0 if none */
+} spr_writer;
+
+#define SPR_WBUF ((size_t)1 << 20)
+
+static void spr_writer_flush(spr_writer *w) {
+    size_t off = 0;
+    while (off < w->len && !w->err) {
+        ssize_t k = write(w->fd, w->buf + off, w->len - off);
+        if (k < 0) {
+            if (errno == EINTR) continue;
+            w->err = errno;
+        } else {
+            off += (size_t)k;
+        }
+    }
+    w->len = 0;
+}
+
+/* Makes room for up to 64 more bytes. */
+static inline char *spr_writer_room(spr_writer *w) {
+    if (w->len + 64 > SPR_WBUF) spr_writer_flush(w);
+    return w->buf + w->len;
+}
+
+static char *spr_put_u64(char *p, uint64_t v) {
+    char tmp[24];
+    int n = 0;
+    do { tmp[n++] = (char)('0' + v % 10); v /= 10; } while (v);
+    while (n) *p++ = tmp[--n];
+    return p;
+}
+
+/* Writes v with the fewest decimals (up to 9) that read back to exactly v through the
+ * reader's own fast path; otherwise "%.9g", which always round-trips a float. */
+static char *spr_put_float(char *p, float v) {
+    double a = fabs((double)v);
+    if (a == 0.0) { *p++ = '0'; return p; }
+    if (a >= 1e-4 && a < 1e9) {
+        for (int d = 0; d <= 9; d++) {
+            double s = a * spr_pow10[d];
+            if (s >= 9007199254740992.0) break;
+            uint64_t m = (uint64_t)(s + 0.5);
+            /* Cheap filter before the exact check: m / 10^d can only round to v if it
+             * lies within half a float ulp of it (2^-24 relative; 2^-22 leaves slack). */
+            double diff = s - (double)m;
+            if (diff < 0) diff = -diff;
+            if (diff > s * (1.0 / 4194304.0)) continue;
+            float back;
+            if (!spr_decimal_to_float(m, -d, &back) || back != (float)a) continue;
+            if (v < 0) *p++ = '-';
+            uint64_t ip = m, fp = 0;
+            uint64_t p10 = 1;
+            for (int i = 0; i < d; i++) p10 *= 10;
+            ip = m / p10;
+            fp = m % p10;
+            p = spr_put_u64(p, ip);
+            if (d > 0) {
+                *p++ = '.';
+                for (int i = d - 1; i >= 0; i--) {
+                    p[i] = (char)('0' + fp % 10);
+                    fp /= 10;
+                }
+                p += d;
+            }
+            return p;
+        }
+    }
+    return p + snprintf(p, 32, "%.9g", (double)v);
+}
+
+spr_status spr_dataset_write(const spr_dataset *data, const char *path) {
+    if (!data || !path) return spr_fail(SPR_STATUS_BAD_INPUT, "spr_dataset_write: data or path is NULL");
+    const spr_dataset_view *v = &data->view;
+    spr_status st = SPR_STATUS_OK;
+    size_t plen = strlen(path);
+    char *tmp = malloc(plen + 32);
+    spr_writer w = {.fd = -1, .buf = NULL, .len = 0, .err = 0};
+    if (!tmp) return spr_fail(SPR_STATUS_NO_MEMORY, "%s: out of memory", path);
+    snprintf(tmp, plen + 32, "%s.tmp.%ld", path, (long)getpid());
+    w.buf = malloc(SPR_WBUF);
+    if (!w.buf) { free(tmp); return spr_fail(SPR_STATUS_NO_MEMORY, "%s: out of memory", path); }
+    w.fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+    if (w.fd < 0) {
+        st = spr_fail(SPR_STATUS_IO_ERROR, "%s: cannot create: %s", tmp, strerror(errno));
+        free(tmp);
+        free(w.buf);
+        return st;
+    }
+
+    char *p = spr_writer_room(&w);
+    p = spr_put_u64(p, (uint64_t)v->n_points);
+    *p++ = ' ';
+    p = spr_put_u64(p, (uint64_t)v->n_features);
+    *p++ = ' ';
+    p = spr_put_u64(p, (uint64_t)v->n_labels);
+    *p++ = '\n';
+    w.len = (size_t)(p - w.buf);
+    for (int64_t i = 0; i < v->n_points && !w.err; i++) {
+        int64_t la = v->label_indptr[i], lb = v->label_indptr[i + 1];
+        int64_t fa = v->feature_indptr[i], fb = v->feature_indptr[i + 1];
+        for (int64_t j = la; j < lb; j++) {
+            p = spr_writer_room(&w);
+            if (j > la) *p++ = ',';
+            p = spr_put_u64(p, (uint64_t)v->labels[j]);
+            w.len = (size_t)(p - w.buf);
+        }
+        /* A point without labels starts with a blank; a point with nothing at all is
+         * the line " ", which the reader takes as an empty point (not a blank line). */
+        if (la == lb && fa == fb) {
+            p = spr_writer_room(&w);
+            *p++ = ' ';
+            w.len = (size_t)(p - w.buf);
+        }
+        for (int64_t j = fa; j < fb; j++) {
+            p = spr_writer_room(&w);
+            *p++ = ' ';
+            p = spr_put_u64(p, (uint64_t)v->feature_indices[j]);
+            *p++ = ':';
+            p = spr_put_float(p, v->feature_values[j]);
+            w.len = (size_t)(p - w.buf);
+        }
+        p = spr_writer_room(&w);
+        *p++ = '\n';
+        w.len = (size_t)(p - w.buf);
+    }
+    spr_writer_flush(&w);
+    if (w.err) {
+        st = spr_fail(SPR_STATUS_IO_ERROR, "%s: write failed: %s", tmp, strerror(w.err));
+        goto fail;
+    }
+    if (fsync(w.fd) != 0) {
+        st = spr_fail(SPR_STATUS_IO_ERROR, "%s: fsync failed: %s", tmp, strerror(errno));
+        goto fail;
+    }
+    int fd = w.fd;
+    w.fd = -1;
+    if (close(fd) != 0) {
+        st = spr_fail(SPR_STATUS_IO_ERROR, "%s: close failed: %s", tmp, strerror(errno));
+        goto fail;
+    }
+    if (rename(tmp, path) != 0) {
+        st = spr_fail(SPR_STATUS_IO_ERROR, "%s: cannot rename %s into place: %s", path, tmp, strerror(errno));
+        goto fail;
+    }
+    free(tmp);
+    free(w.buf);
+    return SPR_STATUS_OK;
+
+fail:
+    if (w.fd >= 0) close(w.fd);
+    unlink(tmp);
+    free(tmp);
+    free(w.buf);
+    return st;
+}

@@ -1,1 +1,125 @@
-/* lsh.c: being written. */
+/*
+ * lsh.c: packed LSH tables (lsh.h). Each rebuild is a counting sort per table: count
+ * the items of every bucket, cap the counts at the capacity, prefix sums give the
+ * offsets, then the kept items are placed. O(2^key_bits + n_items) per table, no
+ * allocation (the counters live in `fill`, made once by create).
+ */
+#include "lsh.h"
+
+#include "common.h"
+
+#include <string.h>
+
+spr_status spr_lsh_create(int l, int key_bits, int64_t n_items, int capacity,
+                          spr_bucket_policy policy, spr_lsh **out) {
+    spr_lsh *t = NULL;
+    if (!out) return spr_fail(SPR_STATUS_BAD_INPUT, "lsh.c: out is NULL");
+    *out = NULL;
+    if (l < 1 || l > 1024)
+        return spr_fail(SPR_STATUS_BAD_INPUT, "lsh.c: L (tables) must be in 1..1024, got %d", l);
+    if (key_bits < 1 || key_bits > 30)
+        return spr_fail(SPR_STATUS_BAD_INPUT, "lsh.c: key_bits must be in 1..30, got %d",
+                        key_bits);
+    /* ids are int32 and offsets uint32. */
+    if (n_items < 1 || n_items > INT32_MAX)
+        return spr_fail(SPR_STATUS_BAD_INPUT, "lsh.c: n_items must be in 1..%d, got %lld",
+                        (int)INT32_MAX, (long long)n_items);
+    if (capacity < 1)
+        return spr_fail(SPR_STATUS_BAD_INPUT, "lsh.c: bucket capacity must be >= 1, got %d",
+                        capacity);
+    if (policy != SPR_BUCKET_FIFO && policy != SPR_BUCKET_RESERVOIR)
+        return spr_fail(SPR_STATUS_BAD_INPUT, "lsh.c: unknown bucket policy %d", (int)policy);
+
+    t = spr_alloc(sizeof *t);
+    if (!t) return SPR_STATUS_NO_MEMORY;
+    t->l = l;
+    t->key_bits = key_bits;
+    t->n_items = n_items;
+    t->capacity = capacity;
+    t->policy = policy;
+    const size_t buckets = (size_t)1 << key_bits;
+    /* Zeroed offsets: every bucket is empty until the first build. */
+    t->offsets = spr_alloc((size_t)l * (buckets + 1) * sizeof(uint32_t));
+    t->ids = spr_alloc((size_t)l * (size_t)n_items * sizeof(int32_t));
+    t->fill = spr_alloc((size_t)l * buckets * sizeof(uint32_t));
+    if (!t->offsets || !t->ids || !t->fill) {
+        spr_lsh_free(t);
+        return SPR_STATUS_NO_MEMORY;
+    }
+    *out = t;
+    return SPR_STATUS_OK;
+}
+
+void spr_lsh_free(spr_lsh *t) {
+    if (!t) return;
+    spr_free(t->offsets);
+    spr_free(t->ids);
+    spr_free(t->fill);
+    spr_free(t);
+}
+
+/* Table `table` from column `table` of keys (n_items, l). Keys are masked to key_bits,
+ * so a key out of range lands in a wrong bucket but never writes out of bounds. */
+static void build_table(spr_lsh *t, int table, const uint32_t *keys, uint64_t seed) {
+    const size_t buckets = (size_t)1 << t->key_bits;
+    const uint32_t mask = (uint32_t)(buckets - 1);
+    const int64_t n = t->n_items;
+    const int l = t->l;
+    const uint32_t cap = (uint32_t)t->capacity;
+    uint32_t *off = t->offsets + (size_t)table * (buckets + 1); /* (buckets + 1) */
+    int32_t *ids = t->ids + (size_t)table * (size_t)n;          /* (n_items) */
+    uint32_t *cnt = t->fill + (size_t)table * buckets;           /* (buckets) */
+    const uint32_t *key = keys + table;                          /* stride l */
+
+    memset(cnt, 0, buckets * sizeof *cnt);
+    for (int64_t i = 0; i < n; i++) cnt[key[i * l] & mask]++;
+    off[0] = 0;
+    for (size_t b = 0; b < buckets; b++) {
+        uint32_t c = cnt[b] < cap ? cnt[b] : cap;
+        off[b + 1] = off[b] + c;
+        cnt[b] = c;
+    }
+
+    if (t->policy == SPR_BUCKET_FIFO) {
+        /* Newest first: walking the items backwards, a bucket takes items while it has
+         * free slots, i.e. exactly its last `capacity` items, filled from the end so that
+         * they end up in increasing id order. cnt drains back to all zeros. */
+        for (int64_t i = n - 1; i >= 0; i--) {
+            uint32_t b = key[i * l] & mask;
+            if (cnt[b] == 0) continue;
+            cnt[b]--;
+            ids[off[b] + cnt[b]] = (int32_t)i;
+        }
+    } else {
+        /* Algorithm R per bucket, cnt counting the items seen so far: the first
+         * `capacity` fill the slots, the i-th (0-based) after that replaces slot j,
+         * j uniform in 0..i, when j < capacity. */
+        spr_rng rng;
+        spr_rng_seed(&rng, spr_mix64(seed) ^ (uint64_t)table);
+        memset(cnt, 0, buckets * sizeof *cnt);
+        for (int64_t i = 0; i < n; i++) {
+            uint32_t b = key[i * l] & mask;
+            uint32_t seen = cnt[b]++;
+            if (seen < cap) {
+                ids[off[b] + seen] = (int32_t)i;
+            } else {
+                uint64_t j = spr_rng_below(&rng, (uint64_t)seen + 1);
+                if (j < cap) ids[off[b] + j] = (int32_t)i;
+            }
+        }
+    }
+}
+
+void spr_lsh_build(spr_lsh *t, const uint32_t *keys, uint64_t seed, int threads) {
+    /* Tables are independent and each draws from (seed, table): the result does not
+     * depend on the number of threads. */
+#pragma omp parallel for num_threads(spr_threads(threads)) schedule(dynamic, 1)
+    for (int table = 0; table < t->l; table++) build_table(t, table, keys, seed);
+}
+
+int64_t spr_lsh_bytes(const spr_lsh *t) {
+    const int64_t buckets = (int64_t)1 << t->key_bits;
+    return (int64_t)sizeof(uint32_t) * t->l * (buckets + 1) /* offsets */
+           + (int64_t)sizeof(int32_t) * t->l * t->n_items   /* ids */
+           + (int64_t)sizeof(uint32_t) * t->l * buckets;    /* fill (build counters) */
+}

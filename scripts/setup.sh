@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs what building and testing sparrow needs on Debian 12, skipping what is there.
+# Idempotent; needs root (or sudo) only when something is missing.
+set -euo pipefail
+
+need=()
+for pkg in gcc make cmake python3 python3-numpy python3-torch; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
+done
+if ((${#need[@]})); then
+  echo "setup: installing ${need[*]}" >&2
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi

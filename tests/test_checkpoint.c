@@ -1,0 +1,656 @@
+/*
+ * test_checkpoint.c: spr_model_save / spr_model_load.
+ *
+ * A tiny trained model (50 features -> 16 ReLU -> 40 labels sampled at 0.25) goes
+ * through a save/load round trip that must give every array back bit for bit, then
+ * the saved file is damaged in many ways (single-byte flips over the header, every
+ * section header and CRC and samples of every payload; truncations; trailing bytes;
+ * crafted files with valid checksums but lying sizes), each of which must be refused
+ * with SPR_STATUS_BAD_INPUT and a message naming the file. Saving is checked to be
+ * atomic: a failed save (missing directory, file size limit) leaves no temporary
+ * file and no change to an existing model.
+ *
+ * Seed: SPR_TEST_SEED in the environment, else a fixed one; printed either way.
+ */
+#define _GNU_SOURCE
+#include "sparrow.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static int n_pass, n_fail;
+
+#define CHECK(cond, ...)                                                                           \
+    do {                                                                                           \
+        if (cond) {                                                                                \
+            n_pass++;                                                                              \
+        } else {                                                                                   \
+            n_fail++;                                                                              \
+            printf("FAIL %s:%d: ", __FILE__, __LINE__);                                            \
+            printf(__VA_ARGS__);                                                                   \
+            printf("\n");                                                                          \
+        }                                                                                          \
+    } while (0)
+
+/* ------------------------------------------------------------------ helpers */
+
+/* Bitwise CRC-32 (IEEE), independent of the table-driven one in checkpoint.c. */
+static uint32_t crc32_bitwise(const unsigned char *p, size_t n) {
+    uint32_t c = 0xFFFFFFFFu;
+    for (size_t i = 0; i < n; i++) {
+        c ^= p[i];
+        for (int k = 0; k < 8; k++) c = (c >> 1) ^ (0xEDB88320u & (0u - (c & 1u)));
+    }
+    return ~c;
+}
+
+static uint32_t rd32(const unsigned char *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static uint64_t rd64(const unsigned char *p) { return (uint64_t)rd32(p) | (uint64_t)rd32(p + 4) << 32; }
+static void wr32(unsigned char *p, uint32_t v) {
+    for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+static void wr64(unsigned char *p, uint64_t v) {
+    wr32(p, (uint32_t)v);
+    wr32(p + 4, (uint32_t)(v >> 32));
+}
+
+static unsigned char *slurp(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *b = malloc((size_t)n + 1);
+    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
+        free(b);
+        b = NULL;
+    }
+    fclose(f);
+    *len = (size_t)n;
+    return b;
+}
+
+static int spit(const char *path, const unsigned char *b, size_t n) {
+    FILE *f = fopen(path, "wb");
+    if (!f) return -1;
+    int ok = fwrite(b, 1, n, f) == n;
+    return (fclose(f) == 0 && ok) ? 0 : -1;
+}
+
+/* Names in dir other than . and .., joined by spaces, sorted by readdir order. */
+static int list_dir(const char *dir, char *names, size_t cap) {
+    DIR *d = opendir(dir);
+    int n = 0;
+    names[0] = 0;
+    if (!d) return -1;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        n++;
+        strncat(names, e->d_name, cap - strlen(names) - 2);
+        strcat(names, " ");
+    }
+    closedir(d);
+    return n;
+}
+
+static void remove_tree(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    char p[4096];
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        struct stat sb;
+        if (lstat(p, &sb) == 0 && S_ISDIR(sb.st_mode)) remove_tree(p);
+        else unlink(p);
+    }
+    closedir(d);
+    rmdir(dir);
+}
+
+static uint64_t rng_state;
+static uint64_t rnd(void) {
+    uint64_t z = (rng_state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* ------------------------------------------------------------------ the data set */
+
+enum { N_POINTS = 64, N_FEATURES = 50, N_LABELS = 40, HIDDEN = 16, NNZ = 6, K = 5 };
+
+static int64_t f_indptr[N_POINTS + 1], l_indptr[N_POINTS + 1];
+static int32_t f_idx[N_POINTS * NNZ], labels[N_POINTS * 3];
+static float f_val[N_POINTS * NNZ];
+
+/* Random points: NNZ distinct sorted features each, 1 to 3 distinct sorted labels. */
+static spr_dataset *make_data(void) {
+    int64_t nf = 0, nl = 0;
+    for (int i = 0; i < N_POINTS; i++) {
+        f_indptr[i] = nf;
+        l_indptr[i] = nl;
+        int used[N_FEATURES] = {0};
+        for (int k = 0; k < NNZ;) {
+            int f = (int)(rnd() % N_FEATURES);
+            if (!used[f]) used[f] = 1, k++;
+        }
+        for (int f = 0; f < N_FEATURES; f++)
+            if (used[f]) {
+                f_idx[nf] = f;
+                f_val[nf++] = 0.1f + (float)(rnd() % 1000) / 1000.0f;
+            }
+        int lused[N_LABELS] = {0};
+        int nlab = 1 + (int)(rnd() % 3);
+        for (int k = 0; k < nlab;) {
+            int l = (int)(rnd() % N_LABELS);
+            if (!lused[l]) lused[l] = 1, k++;
+        }
+        for (int l = 0; l < N_LABELS; l++)
+            if (lused[l]) labels[nl++] = l;
+    }
+    f_indptr[N_POINTS] = nf;
+    l_indptr[N_POINTS] = nl;
+    spr_dataset_view v = {N_POINTS, N_FEATURES, N_LABELS, f_indptr, f_idx, f_val, l_indptr, labels};
+    spr_dataset *d = NULL;
+    spr_status st = spr_dataset_wrap(&v, &d);
+    CHECK(st == SPR_STATUS_OK, "spr_dataset_wrap: expected ok, got %d (%s)", st, spr_last_error());
+    return d;
+}
+
+static spr_status train_batches(spr_model *m, const spr_dataset *d, int batches, int first, int threads) {
+    spr_train_options o = spr_train_options_default();
+    o.batch_size = 16;
+    o.threads = threads;
+    o.rehash_first = 1;   /* rehash after every few batches so that rehashes > 0 */
+    o.rehash_growth = 0.5f;
+    o.rebuild_every = 2;  /* and rebuilds > 0: the loaded hash functions depend on it */
+    int64_t rows[16];
+    for (int b = 0; b < batches; b++) {
+        for (int i = 0; i < 16; i++) rows[i] = ((first + b) * 16 + i) % N_POINTS;
+        spr_status st = spr_model_train_batch(m, d, rows, 16, &o, NULL);
+        if (st) return st;
+    }
+    return SPR_STATUS_OK;
+}
+
+/* ------------------------------------------------------------------ comparisons */
+
+static const char *param_names[] = {"W", "B", "GW", "GB", "MW", "VW", "MB", "VB"};
+
+/* Every array of every layer equal bit for bit; returns the number of differing arrays. */
+static int compare_params(spr_model *a, spr_model *b, const char *what) {
+    int bad = 0, nonzero_adam = 0;
+    int n_layers = spr_model_get_config(a).n_layers;
+    for (int l = 0; l < n_layers; l++)
+        for (int p = SPR_PARAM_WEIGHT; p <= SPR_PARAM_BIAS_ADAM_V; p++) {
+            float *x, *y;
+            int64_t ra, ca, sa, rb, cb, sb;
+            spr_status s1 = spr_model_param(a, l, (spr_param)p, &x, &ra, &ca, &sa);
+            spr_status s2 = spr_model_param(b, l, (spr_param)p, &y, &rb, &cb, &sb);
+            CHECK(s1 == SPR_STATUS_OK && s2 == SPR_STATUS_OK, "%s: spr_model_param(%d, %s) failed: %s", what,
+                  l, param_names[p], spr_last_error());
+            if (s1 || s2) continue;
+            CHECK(ra == rb && ca == cb, "%s: layer %d %s: expected shape (%lld, %lld), got (%lld, %lld)", what, l,
+                  param_names[p], (long long)ra, (long long)ca, (long long)rb, (long long)cb);
+            if (ra != rb || ca != cb) continue;
+            int64_t diff = -1;
+            for (int64_t r = 0; r < ra && diff < 0; r++)
+                if (memcmp(x + r * sa, y + r * sb, (size_t)ca * sizeof(float)) != 0)
+                    for (int64_t c = 0; c < ca; c++)
+                        if (memcmp(&x[r * sa + c], &y[r * sb + c], sizeof(float))) {
+                            diff = r * ca + c;
+                            break;
+                        }
+            if (diff >= 0) {
+                bad++;
+                int64_t r = diff / ca, c = diff % ca;
+                CHECK(0, "%s: layer %d %s[%lld][%lld]: expected %.9g, got %.9g", what, l, param_names[p],
+                      (long long)r, (long long)c, (double)x[r * sa + c], (double)y[r * sb + c]);
+            } else {
+                n_pass++;
+            }
+            if (p == SPR_PARAM_WEIGHT_ADAM_V)
+                for (int64_t r = 0; r < ra; r++)
+                    for (int64_t c = 0; c < ca; c++) nonzero_adam += x[r * sa + c] != 0.0f;
+        }
+    CHECK(nonzero_adam > 0, "%s: expected some non-zero Adam second moments after training, got none", what);
+    return bad;
+}
+
+static void compare_predictions(const spr_model *a, const spr_model *b, const spr_dataset *d, int sparse,
+                                const char *what) {
+    int32_t ia[N_POINTS * K], ib[N_POINTS * K];
+    float sa[N_POINTS * K], sb[N_POINTS * K];
+    spr_status s1 = spr_model_predict(a, d, NULL, 0, K, sparse, 1, ia, sa);
+    spr_status s2 = spr_model_predict(b, d, NULL, 0, K, sparse, 1, ib, sb);
+    CHECK(s1 == SPR_STATUS_OK && s2 == SPR_STATUS_OK, "%s: spr_model_predict: expected ok, got %d, %d (%s)", what,
+          s1, s2, spr_last_error());
+    if (s1 || s2) return;
+    int first = -1;
+    for (int i = 0; i < N_POINTS * K && first < 0; i++)
+        if (ia[i] != ib[i] || memcmp(&sa[i], &sb[i], sizeof(float))) first = i;
+    CHECK(first < 0, "%s: point %d rank %d: expected label %d score %.9g, got label %d score %.9g", what,
+          first / K, first % K, ia[first < 0 ? 0 : first], (double)sa[first < 0 ? 0 : first],
+          ib[first < 0 ? 0 : first], (double)sb[first < 0 ? 0 : first]);
+}
+
+static void compare_config_info(const spr_model *a, const spr_model *b) {
+    spr_model_config x = spr_model_get_config(a), y = spr_model_get_config(b);
+    CHECK(x.n_features == y.n_features && x.n_layers == y.n_layers && x.seed == y.seed &&
+              memcmp(&x.init_std, &y.init_std, sizeof(float)) == 0,
+          "config: expected n_features %lld n_layers %d seed %llu init_std %g, got %lld %d %llu %g",
+          (long long)x.n_features, x.n_layers, (unsigned long long)x.seed, (double)x.init_std,
+          (long long)y.n_features, y.n_layers, (unsigned long long)y.seed, (double)y.init_std);
+    for (int l = 0; l < x.n_layers && l < SPR_MAX_LAYERS; l++) {
+        const spr_layer_config *p = &x.layers[l], *q = &y.layers[l];
+        CHECK(p->size == q->size && memcmp(&p->sparsity, &q->sparsity, sizeof(float)) == 0 &&
+                  p->hash == q->hash && p->hash_k == q->hash_k && p->hash_l == q->hash_l &&
+                  p->bucket_capacity == q->bucket_capacity && p->bucket_policy == q->bucket_policy,
+              "config layer %d: expected size %lld sparsity %g hash %d K %d L %d cap %d policy %d, "
+              "got %lld %g %d %d %d %d %d",
+              l, (long long)p->size, (double)p->sparsity, p->hash, p->hash_k, p->hash_l, p->bucket_capacity,
+              p->bucket_policy, (long long)q->size, (double)q->sparsity, q->hash, q->hash_k, q->hash_l,
+              q->bucket_capacity, q->bucket_policy);
+    }
+    spr_model_info i = spr_model_get_info(a), j = spr_model_get_info(b);
+    CHECK(i.steps == j.steps && i.samples == j.samples && i.epoch == j.epoch && i.rehashes == j.rehashes &&
+              i.rebuilds == j.rebuilds && i.parameters == j.parameters,
+          "info: expected steps %lld samples %lld epoch %lld rehashes %lld rebuilds %lld parameters %lld, "
+          "got %lld %lld %lld %lld %lld %lld",
+          (long long)i.steps, (long long)i.samples, (long long)i.epoch, (long long)i.rehashes,
+          (long long)i.rebuilds, (long long)i.parameters, (long long)j.steps, (long long)j.samples,
+          (long long)j.epoch, (long long)j.rehashes, (long long)j.rebuilds, (long long)j.parameters);
+    for (int l = 0; l < x.n_layers && l < SPR_MAX_LAYERS; l++)
+        CHECK(i.hash_k[l] == j.hash_k[l] && i.key_bits[l] == j.key_bits[l],
+              "info layer %d: expected K %d key bits %d, got %d %d", l, i.hash_k[l], i.key_bits[l], j.hash_k[l],
+              j.key_bits[l]);
+}
+
+/* ------------------------------------------------------------------ damaged files */
+
+typedef struct section {
+    uint32_t tag;
+    size_t off, len; /* header offset, payload length */
+} section;
+
+/* Parses the saved file with an independent reader and checks the documented layout.
+ * Returns the number of sections found (0 if the layout is wrong). */
+static int parse_layout(const unsigned char *b, size_t n, section *sec, int max) {
+    CHECK(n >= 16 && memcmp(b, "SPRMODEL", 8) == 0, "layout: expected magic SPRMODEL, got %.8s", (const char *)b);
+    CHECK(rd32(b + 8) == 1, "layout: expected version 1, got %u", rd32(b + 8));
+    int count = (int)rd32(b + 12);
+    CHECK(count == 2 + 6 * 2, "layout: expected %d sections, got %d", 2 + 6 * 2, count);
+    if (count != 14 || count > max) return 0;
+    const uint32_t want_tags[14] = {0x100, 0x200, 0x300, 0x400, 0x500, 0x600, 0x700,
+                                    0x800, 0x301, 0x401, 0x501, 0x601, 0x701, 0x801};
+    const size_t w0 = (size_t)N_FEATURES * HIDDEN * 4, w1 = (size_t)N_LABELS * HIDDEN * 4;
+    const size_t want_len[14] = {24 + 32 * 2, 48, w0, HIDDEN * 4, w0, w0, HIDDEN * 4, HIDDEN * 4,
+                                 w1, N_LABELS * 4, w1, w1, N_LABELS * 4, N_LABELS * 4};
+    size_t off = 16;
+    for (int i = 0; i < count; i++) {
+        if (off + 16 > n) {
+            CHECK(0, "layout: section %d header past the end", i);
+            return 0;
+        }
+        sec[i].off = off;
+        sec[i].tag = rd32(b + off);
+        sec[i].len = (size_t)rd64(b + off + 4);
+        CHECK(sec[i].tag == want_tags[i] && sec[i].len == want_len[i],
+              "layout: section %d: expected tag 0x%x length %zu, got 0x%x %zu", i, want_tags[i], want_len[i],
+              sec[i].tag, sec[i].len);
+        if (off + 16 + sec[i].len > n) return 0;
+        uint32_t crc = crc32_bitwise(b + off + 12, sec[i].len), stored = rd32(b + off + 12 + sec[i].len);
+        CHECK(crc == stored, "layout: section %d: expected CRC 0x%08x, file has 0x%08x", i, crc, stored);
+        off += 16 + sec[i].len;
+    }
+    CHECK(off == n, "layout: expected the file to end at %zu, it has %zu bytes", off, n);
+    return count;
+}
+
+/* Loads path: expects BAD_INPUT, no model, a message naming path. Returns 1 if so. */
+static int load_rejected(const char *path, const char *what) {
+    spr_model *m = (spr_model *)(uintptr_t)1;
+    spr_status st = spr_model_load(path, &m);
+    int ok = st == SPR_STATUS_BAD_INPUT && m == NULL && strstr(spr_last_error(), path) != NULL;
+    if (!ok) {
+        CHECK(0, "%s: expected BAD_INPUT, no model and a message naming the file; got status %d, model %p, \"%s\"",
+              what, st, (void *)m, spr_last_error());
+        if (st == SPR_STATUS_OK) spr_model_free(m);
+    }
+    return ok;
+}
+
+/* The same for the content b[0..n) written to path first. */
+static int rejected(const char *path, const unsigned char *b, size_t n, const char *what) {
+    if (spit(path, b, n) != 0) {
+        CHECK(0, "%s: cannot write %s", what, path);
+        return 0;
+    }
+    return load_rejected(path, what);
+}
+
+/* The same for one byte of the file at path changed in place (rewriting a whole file
+ * per case costs a truncation each, which is slow on some file systems). */
+static int flip_rejected(const char *path, size_t off, unsigned char was, unsigned char now, const char *what) {
+    int ok = 0;
+    FILE *f = fopen(path, "r+b");
+    if (!f || fseek(f, (long)off, SEEK_SET) || fputc(now, f) == EOF || fclose(f)) {
+        CHECK(0, "%s: cannot change byte %zu of %s", what, off, path);
+        return 0;
+    }
+    ok = load_rejected(path, what);
+    f = fopen(path, "r+b");
+    if (!f || fseek(f, (long)off, SEEK_SET) || fputc(was, f) == EOF || fclose(f))
+        CHECK(0, "%s: cannot restore byte %zu of %s", what, off, path);
+    return ok;
+}
+
+static void test_damage(const char *dir, const char *good_path) {
+    size_t n;
+    unsigned char *orig = slurp(good_path, &n);
+    CHECK(orig != NULL, "cannot read back %s", good_path);
+    if (!orig) return;
+    unsigned char *b = malloc(n + 16);
+    section sec[64];
+    int count = parse_layout(orig, n, sec, 64);
+    char bad[4096], what[128];
+    snprintf(bad, sizeof bad, "%s/damaged.bin", dir);
+
+    /* Offsets to flip: the whole file header, every section's header and CRC in full,
+     * and the first, middle and last payload bytes plus a few random ones. */
+    size_t offs[2048];
+    int n_offs = 0;
+    for (size_t o = 0; o < 16; o++) offs[n_offs++] = o;
+    for (int i = 0; i < count; i++) {
+        for (size_t o = 0; o < 12; o++) offs[n_offs++] = sec[i].off + o;
+        size_t p = sec[i].off + 12, len = sec[i].len;
+        offs[n_offs++] = p;
+        offs[n_offs++] = p + len / 2;
+        offs[n_offs++] = p + len - 1;
+        for (int k = 0; k < 4; k++) offs[n_offs++] = p + (size_t)(rnd() % len);
+        for (size_t o = 0; o < 4; o++) offs[n_offs++] = p + len + o;
+    }
+    const unsigned char flips[] = {0x01, 0x80, 0xFF, 0x10};
+    int flips_ok = 0, flips_tried = 0;
+    spit(bad, orig, n);
+    for (int i = 0; i < n_offs; i++)
+        for (size_t f = 0; f < sizeof flips; f++) {
+            snprintf(what, sizeof what, "byte %zu xor 0x%02x", offs[i], flips[f]);
+            flips_tried++;
+            flips_ok += flip_rejected(bad, offs[i], orig[offs[i]], orig[offs[i]] ^ flips[f], what);
+        }
+    printf("  single-byte corruptions rejected: %d of %d\n", flips_ok, flips_tried);
+
+    /* Truncations: empty, inside the magic, at every section boundary and one byte
+     * either side, inside each payload, one byte short. */
+    size_t cuts[256];
+    int n_cuts = 0;
+    const size_t fixed[] = {0, 1, 7, 8, 12, 15, 16, 20, 27, n - 1};
+    for (size_t k = 0; k < sizeof fixed / sizeof fixed[0]; k++) cuts[n_cuts++] = fixed[k];
+    for (int i = 0; i < count; i++) {
+        cuts[n_cuts++] = sec[i].off + 12 + sec[i].len / 2;
+        cuts[n_cuts++] = sec[i].off + 12 + sec[i].len + 2;
+        if (i > 0) {
+            cuts[n_cuts++] = sec[i].off - 1;
+            cuts[n_cuts++] = sec[i].off;
+            cuts[n_cuts++] = sec[i].off + 1;
+        }
+    }
+    int cuts_ok = 0;
+    for (int i = 0; i < n_cuts; i++) {
+        snprintf(what, sizeof what, "truncated to %zu bytes", cuts[i]);
+        cuts_ok += rejected(bad, orig, cuts[i], what);
+    }
+    printf("  truncations rejected: %d of %d\n", cuts_ok, n_cuts);
+
+    /* Trailing bytes. */
+    memcpy(b, orig, n);
+    b[n] = 0;
+    rejected(bad, b, n + 1, "one trailing byte");
+
+    /* The exact messages for a foreign file, a future version and a damaged payload. */
+    char want[4600];
+    memcpy(b, orig, n);
+    memcpy(b, "SPRMODEX", 8);
+    if (rejected(bad, b, n, "bad magic")) {
+        snprintf(want, sizeof want, "%s: not a sparrow model file (bad magic)", bad);
+        CHECK(!strcmp(spr_last_error(), want), "bad magic: expected \"%s\", got \"%s\"", want, spr_last_error());
+    }
+    memcpy(b, orig, n);
+    wr32(b + 8, 7);
+    if (rejected(bad, b, n, "version 7")) {
+        snprintf(want, sizeof want, "%s: model format version 7 is newer than this sparrow (1)", bad);
+        CHECK(!strcmp(spr_last_error(), want), "version 7: expected \"%s\", got \"%s\"", want, spr_last_error());
+    }
+    if (count == 14) {
+        const section *w1 = &sec[8]; /* W[1] */
+        memcpy(b, orig, n);
+        b[w1->off + 12 + 5] ^= 0x04;
+        if (rejected(bad, b, n, "W[1] payload")) {
+            snprintf(want, sizeof want, "%s: section W[1] at byte offset %zu: checksum mismatch (file damaged)", bad,
+                     w1->off);
+            CHECK(!strcmp(spr_last_error(), want), "W[1] payload: expected \"%s\", got \"%s\"", want,
+                  spr_last_error());
+        }
+
+        /* Files whose checksums are right but whose content lies: these reach the
+         * structural checks behind the CRC. */
+        const size_t conf = sec[0].off + 12;
+        struct {
+            const char *what;
+            size_t at;
+            int width; /* 4 or 8 */
+            uint64_t value;
+        } lies[] = {
+            {"CONF: 9 layers", conf + 8, 4, 9},
+            {"CONF: 1 layer", conf + 8, 4, 1},
+            {"CONF: n_features 0", conf, 8, 0},
+            {"CONF: n_features 51 (W[0] too short)", conf, 8, 51},
+            {"CONF: huge layers (must fail before allocating)", conf, 8, 0x7FFFFFFFull},
+            {"CONF: hidden size 2^31-1", conf + 24, 8, 0x7FFFFFFFull},
+            {"CONF: hidden size -1", conf + 24, 8, UINT64_MAX},
+            {"CONF: hash family 9", conf + 24 + 32 + 12, 4, 9},
+            {"CONF: output sparsity 0", conf + 24 + 32 + 8, 4, 0},
+            {"CONF: output tables 0", conf + 24 + 32 + 20, 4, 0},
+            {"STAT: steps -1", sec[1].off + 12, 8, UINT64_MAX},
+        };
+        for (size_t k = 0; k < sizeof lies / sizeof lies[0]; k++) {
+            memcpy(b, orig, n);
+            if (lies[k].width == 4) wr32(b + lies[k].at, (uint32_t)lies[k].value);
+            else wr64(b + lies[k].at, lies[k].value);
+            int s = lies[k].at < sec[1].off ? 0 : 1;
+            wr32(b + sec[s].off + 12 + sec[s].len, crc32_bitwise(b + sec[s].off + 12, sec[s].len));
+            rejected(bad, b, n, lies[k].what);
+        }
+        /* Two sections swapped in place: still a valid file (order is free). */
+        memcpy(b, orig, n);
+        {
+            size_t a0 = sec[2].off, a1 = sec[3].off, a2 = sec[4].off; /* W[0], B[0] */
+            memcpy(b + a0, orig + a1, a2 - a1);
+            memcpy(b + a0 + (a2 - a1), orig + a0, a1 - a0);
+            spit(bad, b, n);
+            spr_model *m = NULL;
+            spr_status st = spr_model_load(bad, &m);
+            CHECK(st == SPR_STATUS_OK, "W[0] and B[0] swapped: expected ok, got %d (%s)", st, spr_last_error());
+            spr_model_free(m);
+        }
+        /* A section tag renamed to another layer's kind: a duplicate. */
+        memcpy(b, orig, n);
+        wr32(b + sec[9].off, 0x400); /* B[1] -> B[0] */
+        rejected(bad, b, n, "B[1] renamed B[0]");
+        /* One section fewer, with the count adjusted: a missing section. */
+        memcpy(b, orig, n);
+        wr32(b + 12, 13);
+        rejected(bad, b, sec[13].off, "VB[1] dropped");
+    }
+    unlink(bad);
+    free(b);
+    free(orig);
+}
+
+/* ------------------------------------------------------------------ saving */
+
+static int count_tmp(const char *dir) {
+    char names[8192];
+    list_dir(dir, names, sizeof names);
+    return strstr(names, ".tmp.") != NULL;
+}
+
+static void test_save_failures(const char *dir, spr_model *m, spr_model *other, const char *path) {
+    char p[4096], names[8192];
+
+    /* A missing directory. */
+    snprintf(p, sizeof p, "%s/no/such/dir/model.bin", dir);
+    spr_status st = spr_model_save(m, p);
+    CHECK(st == SPR_STATUS_IO_ERROR && strstr(spr_last_error(), p) && strstr(spr_last_error(), "cannot write"),
+          "save into a missing directory: expected IO_ERROR \"%s: cannot write: ...\", got %d \"%s\"", p, st,
+          spr_last_error());
+    CHECK(!count_tmp(dir), "save into a missing directory: a temporary file was left");
+
+    /* A directory as the target: the rename fails, the temp file must go. */
+    snprintf(p, sizeof p, "%s/adir", dir);
+    mkdir(p, 0755);
+    st = spr_model_save(m, p);
+    CHECK(st == SPR_STATUS_IO_ERROR, "save onto a directory: expected IO_ERROR, got %d (%s)", st, spr_last_error());
+    CHECK(!count_tmp(dir), "save onto a directory: a temporary file was left");
+    spr_model *x = NULL;
+    st = spr_model_load(p, &x);
+    CHECK(st == SPR_STATUS_IO_ERROR && x == NULL, "load a directory: expected IO_ERROR, got %d (%s)", st,
+          spr_last_error());
+    rmdir(p);
+
+    /* A missing file. */
+    snprintf(p, sizeof p, "%s/missing.bin", dir);
+    st = spr_model_load(p, &x);
+    CHECK(st == SPR_STATUS_IO_ERROR && x == NULL && strstr(spr_last_error(), "cannot open"),
+          "load a missing file: expected IO_ERROR \"cannot open\", got %d \"%s\"", st, spr_last_error());
+
+    /* Running out of room mid-write (a file size limit stands in for ENOSPC): the old
+     * model must survive byte for byte and no temp file remain. */
+    size_t n0, n1;
+    unsigned char *before = slurp(path, &n0);
+    struct rlimit old, lim;
+    getrlimit(RLIMIT_FSIZE, &old);
+    lim = old;
+    lim.rlim_cur = 4096;
+    signal(SIGXFSZ, SIG_IGN);
+    if (setrlimit(RLIMIT_FSIZE, &lim) == 0) {
+        st = spr_model_save(other, path);
+        setrlimit(RLIMIT_FSIZE, &old);
+        CHECK(st == SPR_STATUS_IO_ERROR && strstr(spr_last_error(), "cannot write"),
+              "save past the file size limit: expected IO_ERROR, got %d \"%s\"", st, spr_last_error());
+        unsigned char *after = slurp(path, &n1);
+        CHECK(before && after && n0 == n1 && memcmp(before, after, n0) == 0,
+              "save past the file size limit: the old model changed (%zu -> %zu bytes)", n0, n1);
+        CHECK(!count_tmp(dir), "save past the file size limit: a temporary file was left");
+        free(after);
+    } else {
+        printf("  (setrlimit failed: %s; the out-of-room test is skipped)\n", strerror(errno));
+    }
+    free(before);
+
+    /* Replacing an existing model: the new one is there, nothing else. */
+    st = spr_model_save(other, path);
+    CHECK(st == SPR_STATUS_OK, "save over an existing model: expected ok, got %d (%s)", st, spr_last_error());
+    int entries = list_dir(dir, names, sizeof names);
+    CHECK(entries == 1 && !count_tmp(dir), "after replacing: expected only model.bin in %s, got %d entries: %s",
+          dir, entries, names);
+    st = spr_model_load(path, &x);
+    CHECK(st == SPR_STATUS_OK, "load the replaced model: expected ok, got %d (%s)", st, spr_last_error());
+    if (st == SPR_STATUS_OK) {
+        spr_model_info a = spr_model_get_info(other), b = spr_model_get_info(x);
+        CHECK(a.steps == b.steps, "replaced model: expected steps %lld, got %lld", (long long)a.steps,
+              (long long)b.steps);
+        compare_params(other, x, "replaced model");
+        spr_model_free(x);
+    }
+
+    st = spr_model_save(NULL, path);
+    CHECK(st == SPR_STATUS_BAD_INPUT, "save a NULL model: expected BAD_INPUT, got %d", st);
+    st = spr_model_load(NULL, &x);
+    CHECK(st == SPR_STATUS_BAD_INPUT, "load a NULL path: expected BAD_INPUT, got %d", st);
+}
+
+int main(void) {
+    uint64_t seed = 20240601;
+    const char *env = getenv("SPR_TEST_SEED");
+    if (env && *env) seed = strtoull(env, NULL, 10);
+    printf("test_checkpoint: seed %llu (set SPR_TEST_SEED to change)\n", (unsigned long long)seed);
+    rng_state = seed;
+
+    char dir[] = "/tmp/spr_test_checkpoint.XXXXXX";
+    if (!mkdtemp(dir)) {
+        printf("FAIL: mkdtemp: %s\n", strerror(errno));
+        return 1;
+    }
+    char path[4096];
+    snprintf(path, sizeof path, "%s/model.bin", dir);
+
+    spr_dataset *data = make_data();
+    spr_model_config cfg = spr_model_config_default(N_FEATURES, N_LABELS);
+    cfg.layers[0].size = HIDDEN;
+    cfg.layers[1].sparsity = 0.25f;
+    cfg.layers[1].hash_l = 4;
+    cfg.layers[1].bucket_capacity = 16;
+    cfg.init_std = 0.1f;
+    cfg.seed = seed;
+    spr_model *m = NULL, *loaded = NULL;
+    spr_status st = spr_model_create(&cfg, &m);
+    CHECK(st == SPR_STATUS_OK, "spr_model_create: expected ok, got %d (%s)", st, spr_last_error());
+    if (st || !data) goto done;
+    st = train_batches(m, data, 5, 0, 2);
+    CHECK(st == SPR_STATUS_OK, "training: expected ok, got %d (%s)", st, spr_last_error());
+    spr_model_set_epoch(m, 3);
+
+    /* Round trip. */
+    st = spr_model_save(m, path);
+    CHECK(st == SPR_STATUS_OK, "save: expected ok, got %d (%s)", st, spr_last_error());
+    char names[8192];
+    int entries = list_dir(dir, names, sizeof names);
+    CHECK(entries == 1 && strcmp(names, "model.bin ") == 0, "after save: expected only model.bin, got \"%s\"",
+          names);
+    st = spr_model_load(path, &loaded);
+    CHECK(st == SPR_STATUS_OK && loaded, "load: expected ok, got %d (%s)", st, spr_last_error());
+    if (st) goto done;
+    compare_config_info(m, loaded);
+    compare_params(m, loaded, "round trip");
+    compare_predictions(m, loaded, data, 0, "dense prediction after load");
+    /* The loaded tables come from the current weights; the original's tables from the
+     * last rehash. Rehashing the original with the same hash functions must make the
+     * two identical, and so the sparse predictions and the next training step. */
+    st = spr_model_rehash(m, 0, 1);
+    CHECK(st == SPR_STATUS_OK, "rehash: expected ok, got %d (%s)", st, spr_last_error());
+    compare_predictions(m, loaded, data, 1, "sparse prediction after load and rehash");
+    st = train_batches(m, data, 1, 5, 1);
+    spr_status st2 = train_batches(loaded, data, 1, 5, 1);
+    CHECK(st == SPR_STATUS_OK && st2 == SPR_STATUS_OK, "training after load: expected ok, got %d, %d (%s)", st, st2,
+          spr_last_error());
+    compare_params(m, loaded, "one more step on both");
+    compare_config_info(m, loaded);
+
+    test_damage(dir, path);
+    test_save_failures(dir, m, loaded, path);
+
+done:
+    spr_model_free(m);
+    spr_model_free(loaded);
+    spr_dataset_free(data);
+    remove_tree(dir);
+    struct stat sb;
+    CHECK(stat(dir, &sb) != 0, "temporary directory %s was not removed", dir);
+    printf("test_checkpoint: %d passed, %d failed\n", n_pass, n_fail);
+    return n_fail ? 1 : 0;
+}

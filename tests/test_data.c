@@ -1,0 +1,451 @@
+/*
+ * test_data.c: the data set reader, writer and wrapper.
+ *
+ * Hand-written files in tests/data/ (run from tests/) are checked field by field; every
+ * malformed file must give SPR_STATUS_BAD_INPUT with "FILE:LINE:" in the message; a
+ * random data set must survive write -> read bit for bit; values parsed by the reader
+ * must equal strtof's; a bad view must be refused by spr_dataset_wrap.
+ */
+#define _GNU_SOURCE
+#include "common.h"
+#include "data.h"
+#include "sparrow.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+static int passed, failed;
+
+#define CHECK(cond, ...)                                                         \
+    do {                                                                         \
+        if (cond) {                                                              \
+            passed++;                                                            \
+        } else {                                                                 \
+            failed++;                                                            \
+            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);     \
+            fprintf(stderr, __VA_ARGS__);                                        \
+            fputc('\n', stderr);                                                 \
+        }                                                                        \
+    } while (0)
+
+#define CHECK_EQ(expected, got, what)                                            \
+    CHECK((long long)(expected) == (long long)(got), "%s: expected %lld, got %lld", \
+          what, (long long)(expected), (long long)(got))
+
+/* What a data set should hold: n points, CSR features and labels. */
+typedef struct expect {
+    int64_t n, d, l;
+    const int64_t *fptr;
+    const int32_t *fidx;
+    const float *fval;
+    const int64_t *lptr;
+    const int32_t *lab;
+} expect;
+
+static void check_dataset(const char *name, const spr_dataset *ds, const expect *e) {
+    char what[256];
+    spr_dataset_view v = spr_dataset_get_view(ds);
+    snprintf(what, sizeof what, "%s n_points", name);
+    CHECK_EQ(e->n, v.n_points, what);
+    snprintf(what, sizeof what, "%s n_features", name);
+    CHECK_EQ(e->d, v.n_features, what);
+    snprintf(what, sizeof what, "%s n_labels", name);
+    CHECK_EQ(e->l, v.n_labels, what);
+    if (v.n_points != e->n) return;
+    int64_t maxl = 0;
+    for (int64_t i = 0; i <= e->n; i++) {
+        snprintf(what, sizeof what, "%s feature_indptr[%lld]", name, (long long)i);
+        CHECK_EQ(e->fptr[i], v.feature_indptr[i], what);
+        snprintf(what, sizeof what, "%s label_indptr[%lld]", name, (long long)i);
+        CHECK_EQ(e->lptr[i], v.label_indptr[i], what);
+        if (i < e->n && e->lptr[i + 1] - e->lptr[i] > maxl) maxl = e->lptr[i + 1] - e->lptr[i];
+    }
+    snprintf(what, sizeof what, "%s max labels", name);
+    CHECK_EQ(maxl, spr_dataset_max_labels(ds), what);
+    if (v.feature_indptr[e->n] != e->fptr[e->n] || v.label_indptr[e->n] != e->lptr[e->n]) return;
+    for (int64_t j = 0; j < e->fptr[e->n]; j++) {
+        snprintf(what, sizeof what, "%s feature_indices[%lld]", name, (long long)j);
+        CHECK_EQ(e->fidx[j], v.feature_indices[j], what);
+        CHECK(e->fval[j] == v.feature_values[j], "%s feature_values[%lld]: expected %.9g, got %.9g",
+              name, (long long)j, (double)e->fval[j], (double)v.feature_values[j]);
+    }
+    for (int64_t j = 0; j < e->lptr[e->n]; j++) {
+        snprintf(what, sizeof what, "%s labels[%lld]", name, (long long)j);
+        CHECK_EQ(e->lab[j], v.labels[j], what);
+    }
+}
+
+/* Reads a good file and checks it against e. */
+static void good(const char *path, const spr_read_options *o, const expect *e) {
+    spr_dataset *ds = NULL;
+    spr_status st = spr_dataset_read(path, o, &ds);
+    CHECK(st == SPR_STATUS_OK, "%s: expected ok, got %s: %s", path, spr_status_to_string(st), spr_last_error());
+    if (st == SPR_STATUS_OK) check_dataset(path, ds, e);
+    spr_dataset_free(ds);
+}
+
+/* Reads a bad file: expects status and a message containing want. */
+static void bad(const char *path, const spr_read_options *o, spr_status status, const char *want) {
+    spr_dataset *ds = (spr_dataset *)1;
+    spr_status st = spr_dataset_read(path, o, &ds);
+    CHECK(st == status, "%s: expected %s, got %s (%s)", path, spr_status_to_string(status),
+          spr_status_to_string(st), spr_last_error());
+    CHECK(ds == NULL, "%s: *out should be NULL after a failure", path);
+    CHECK(strstr(spr_last_error(), want) != NULL, "%s: expected a message containing \"%s\", got \"%s\"",
+          path, want, spr_last_error());
+    if (st == SPR_STATUS_OK) spr_dataset_free(ds);
+}
+
+static void test_good_files(void) {
+    spr_read_options o = spr_read_options_default();
+    {
+        const int64_t fptr[] = {0, 2, 4, 5}, lptr[] = {0, 2, 3, 3};
+        const int32_t fidx[] = {1, 3, 0, 9, 2}, lab[] = {0, 2, 4};
+        const float fval[] = {0.5f, 1.25f, -2.0f, 0.3f, 7.0f};
+        expect e = {3, 10, 5, fptr, fidx, fval, lptr, lab};
+        good("data/header.txt", &o, &e);
+        spr_read_options x = o;
+        x.format = SPR_FORMAT_XMC;
+        good("data/header.txt", &x, &e);
+    }
+    { /* no header: sizes are max id + 1; the blank line is not a point */
+        const int64_t fptr[] = {0, 2, 3, 4}, lptr[] = {0, 2, 3, 3};
+        const int32_t fidx[] = {0, 4, 5, 1}, lab[] = {1, 3, 2};
+        const float fval[] = {1.0f, 2.5f, 0.125f, 1.0f};
+        expect e = {3, 6, 4, fptr, fidx, fval, lptr, lab};
+        good("data/noheader.txt", &o, &e);
+        /* options give the sizes */
+        spr_read_options x = o;
+        x.n_features = 100;
+        x.n_labels = 50;
+        expect e2 = e;
+        e2.d = 100;
+        e2.l = 50;
+        good("data/noheader.txt", &x, &e2);
+    }
+    {
+        const int64_t fptr[] = {0, 2, 3}, lptr[] = {0, 1, 3};
+        const int32_t fidx[] = {0, 5, 2}, lab[] = {1, 0, 3};
+        const float fval[] = {1.5f, 2.0f, 0.25f};
+        expect e = {2, 6, 4, fptr, fidx, fval, lptr, lab};
+        good("data/crlf.txt", &o, &e);
+    }
+    {
+        const int64_t fptr[] = {0, 1, 2}, lptr[] = {0, 1, 2};
+        const int32_t fidx[] = {0, 3}, lab[] = {1, 2};
+        const float fval[] = {1.0f, 0.5f};
+        expect e = {2, 4, 3, fptr, fidx, fval, lptr, lab};
+        good("data/nofinal.txt", &o, &e);
+    }
+    { /* one-based svmlight with a comment line, qid and a trailing comment */
+        spr_read_options x = o;
+        x.one_based = 1;
+        const int64_t fptr[] = {0, 2, 3}, lptr[] = {0, 1, 2};
+        const int32_t fidx[] = {0, 2, 1}, lab[] = {1, 0};
+        const float fval[] = {0.5f, 1.5f, 2.0f};
+        expect e = {2, 3, 2, fptr, fidx, fval, lptr, lab};
+        good("data/svm_onebased.txt", &x, &e);
+        x.format = SPR_FORMAT_SVMLIGHT;
+        good("data/svm_onebased.txt", &x, &e);
+    }
+    { /* unsorted features are sorted; repeated labels merged */
+        const int64_t fptr[] = {0, 3, 5}, lptr[] = {0, 3, 4};
+        const int32_t fidx[] = {2, 5, 7, 1, 4}, lab[] = {1, 3, 5, 0};
+        const float fval[] = {0.2f, 0.5f, 0.7f, 1.0f, 4.0f};
+        expect e = {2, 8, 6, fptr, fidx, fval, lptr, lab};
+        good("data/unsorted.txt", &o, &e);
+    }
+    { /* labels only, a whitespace-only line (an empty point), features only */
+        const int64_t fptr[] = {0, 0, 0, 1}, lptr[] = {0, 2, 2, 3};
+        const int32_t fidx[] = {4}, lab[] = {1, 2, 3};
+        const float fval[] = {1.0f};
+        expect e = {3, 5, 4, fptr, fidx, fval, lptr, lab};
+        good("data/nolabels_nofeatures.txt", &o, &e);
+    }
+    {
+        const int64_t fptr[] = {0}, lptr[] = {0};
+        expect e = {0, 7, 4, fptr, NULL, NULL, lptr, NULL};
+        good("data/header_only.txt", &o, &e);
+    }
+}
+
+static void test_bad_files(void) {
+    spr_read_options o = spr_read_options_default();
+    bad("data/bad_value.txt", &o, SPR_STATUS_BAD_INPUT, "data/bad_value.txt:3:");
+    bad("data/bad_token.txt", &o, SPR_STATUS_BAD_INPUT, "data/bad_token.txt:3:");
+    bad("data/neg_feature.txt", &o, SPR_STATUS_BAD_INPUT, "data/neg_feature.txt:4: negative feature id");
+    bad("data/neg_label.txt", &o, SPR_STATUS_BAD_INPUT, "data/neg_label.txt:3: negative label id");
+    bad("data/feature_range.txt", &o, SPR_STATUS_BAD_INPUT,
+        "data/feature_range.txt:3: feature id 5 out of range (header says 5 features)");
+    bad("data/label_range.txt", &o, SPR_STATUS_BAD_INPUT,
+        "data/label_range.txt:3: label id 3 out of range (header says 3 labels)");
+    bad("data/nan_value.txt", &o, SPR_STATUS_BAD_INPUT, "data/nan_value.txt:3:");
+    bad("data/inf_value.txt", &o, SPR_STATUS_BAD_INPUT, "data/inf_value.txt:3:");
+    bad("data/missing_colon.txt", &o, SPR_STATUS_BAD_INPUT, "data/missing_colon.txt:3: missing ':'");
+    bad("data/count_short.txt", &o, SPR_STATUS_BAD_INPUT, "data/count_short.txt:1: header says 3 points, file has 2");
+    bad("data/count_long.txt", &o, SPR_STATUS_BAD_INPUT, "data/count_long.txt:3: header says 1 points");
+    bad("data/repeated_feature.txt", &o, SPR_STATUS_BAD_INPUT, "data/repeated_feature.txt:3: feature id 2 repeated");
+    bad("data/empty.txt", &o, SPR_STATUS_BAD_INPUT, "data/empty.txt: empty file");
+    bad("data/does_not_exist.txt", &o, SPR_STATUS_IO_ERROR, "data/does_not_exist.txt: cannot open:");
+    bad("data", &o, SPR_STATUS_IO_ERROR, "data: is a directory");
+    /* options smaller than the header win: ids must be below them */
+    spr_read_options x = o;
+    x.n_features = 4;
+    bad("data/header.txt", &x, SPR_STATUS_BAD_INPUT, "data/header.txt:3: feature id 9 out of range (options say 4 features)");
+    /* a forced svmlight format does not take the header as a header */
+    x = o;
+    x.format = SPR_FORMAT_SVMLIGHT;
+    bad("data/header.txt", &x, SPR_STATUS_BAD_INPUT, "data/header.txt:1:");
+    /* one-based: id 0 is an error, and the limit counts ids as written */
+    x = o;
+    x.one_based = 1;
+    bad("data/svm_zero_onebased.txt", &x, SPR_STATUS_BAD_INPUT, "data/svm_zero_onebased.txt:2: feature id 0");
+    x.n_features = 1;
+    bad("data/svm_zero_onebased.txt", &x, SPR_STATUS_BAD_INPUT, "data/svm_zero_onebased.txt:1: feature id 2 out of range");
+}
+
+/* A unique temporary path under /tmp (the file is created empty, then removed). */
+static void temp_path(char *out, size_t n, const char *tag) {
+    snprintf(out, n, "/tmp/test_data_%s_XXXXXX", tag);
+    int fd = mkstemp(out);
+    if (fd >= 0) close(fd);
+    unlink(out);
+}
+
+static uint64_t rng_state;
+static uint64_t next_u64(void) { return rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull, spr_mix64(rng_state); }
+
+/* A float with a random bit pattern (finite), or a "typical" short decimal. */
+static float random_value(void) {
+    uint64_t r = next_u64();
+    switch (r % 4) {
+    case 0: return (float)((int)(r >> 8) % 100000) / 10000.0f;
+    case 1: return (float)((double)(r >> 11) / 9007199254740992.0);
+    case 2: return -(float)((r >> 20) % 1000) * 0.001f;
+    default: {
+        uint32_t b = (uint32_t)(r >> 32);
+        float f;
+        memcpy(&f, &b, sizeof f);
+        return isfinite(f) ? f : 1.0f;
+    }
+    }
+}
+
+static void test_round_trip(uint64_t seed) {
+    rng_state = seed;
+    const int64_t n = 300, d = 1000, l = 50;
+    int64_t *fptr = calloc(n + 1, sizeof *fptr), *lptr = calloc(n + 1, sizeof *lptr);
+    int32_t *fidx = malloc(n * 40 * sizeof *fidx), *lab = malloc(n * 8 * sizeof *lab);
+    float *fval = malloc(n * 40 * sizeof *fval);
+    int64_t nnz = 0, nl = 0;
+    for (int64_t i = 0; i < n; i++) {
+        int nf = (int)(next_u64() % 40); /* some points with no features */
+        int32_t id = -1;
+        for (int k = 0; k < nf; k++) {
+            id += 1 + (int32_t)(next_u64() % 20);
+            if (id >= d) break;
+            fidx[nnz] = id;
+            fval[nnz++] = random_value();
+        }
+        int nlab = (int)(next_u64() % 8); /* some with no labels, a few with neither */
+        int32_t lb = -1;
+        for (int k = 0; k < nlab; k++) {
+            lb += 1 + (int32_t)(next_u64() % 5);
+            if (lb >= l) break;
+            lab[nl++] = lb;
+        }
+        fptr[i + 1] = nnz;
+        lptr[i + 1] = nl;
+    }
+    spr_dataset_view v = {n, d, l, fptr, fidx, fval, lptr, lab};
+    spr_dataset *w = NULL, *r = NULL;
+    spr_status st = spr_dataset_wrap(&v, &w);
+    CHECK(st == SPR_STATUS_OK, "wrap of a valid view: %s", spr_last_error());
+    char path[64];
+    temp_path(path, sizeof path, "rt");
+    if (st == SPR_STATUS_OK) {
+        st = spr_dataset_write(w, path);
+        CHECK(st == SPR_STATUS_OK, "write %s: %s", path, spr_last_error());
+        st = spr_dataset_read(path, NULL, &r);
+        CHECK(st == SPR_STATUS_OK, "read back %s: %s", path, spr_last_error());
+        if (st == SPR_STATUS_OK) {
+            expect e = {n, d, l, fptr, fidx, fval, lptr, lab};
+            check_dataset("round trip", r, &e);
+            /* and again: the written file reads back to the same file */
+            char path2[64];
+            temp_path(path2, sizeof path2, "rt2");
+            CHECK(spr_dataset_write(r, path2) == SPR_STATUS_OK, "second write: %s", spr_last_error());
+            FILE *a = fopen(path, "rb"), *b = fopen(path2, "rb");
+            int same = a && b;
+            while (same) {
+                int ca = fgetc(a), cb = fgetc(b);
+                if (ca != cb) same = 0;
+                if (ca == EOF || cb == EOF) break;
+            }
+            CHECK(same, "second write differs from the first (%s vs %s)", path, path2);
+            if (a) fclose(a);
+            if (b) fclose(b);
+            unlink(path2);
+        }
+        unlink(path);
+    }
+    spr_dataset_free(r);
+    spr_dataset_free(w);
+
+    /* A write into a missing directory fails cleanly. */
+    w = NULL;
+    spr_dataset_wrap(&v, &w);
+    st = spr_dataset_write(w, "/tmp/test_data_no_such_dir_zz/x.txt");
+    CHECK(st == SPR_STATUS_IO_ERROR, "write into a missing directory: expected i/o error, got %s",
+          spr_status_to_string(st));
+    CHECK(strstr(spr_last_error(), "/tmp/test_data_no_such_dir_zz/x.txt") != NULL, "message names the path: %s",
+          spr_last_error());
+    spr_dataset_free(w);
+    free(fptr);
+    free(lptr);
+    free(fidx);
+    free(lab);
+    free(fval);
+}
+
+static void test_wrap_rejects(void) {
+    const int64_t fptr[] = {0, 2, 3}, lptr[] = {0, 1, 2};
+    int32_t fidx[] = {1, 3, 2}, lab[] = {0, 1};
+    float fval[] = {1, 2, 3};
+    spr_dataset_view v = {2, 4, 2, fptr, fidx, fval, lptr, lab};
+    spr_dataset *ds = NULL;
+    CHECK(spr_dataset_wrap(&v, &ds) == SPR_STATUS_OK, "valid view: %s", spr_last_error());
+    CHECK(ds && spr_dataset_max_labels(ds) == 1, "max labels of wrapped view: expected 1");
+    CHECK(ds && spr_dataset_get_view(ds).feature_indices == fidx, "wrap keeps the caller's pointer");
+    spr_dataset_free(ds);
+
+    /* unsorted features */
+    fidx[0] = 3; fidx[1] = 1;
+    ds = (spr_dataset *)1;
+    CHECK(spr_dataset_wrap(&v, &ds) == SPR_STATUS_BAD_INPUT && ds == NULL, "unsorted features accepted");
+    CHECK(strstr(spr_last_error(), "point 0") != NULL, "message names the point: %s", spr_last_error());
+    fidx[0] = 1; fidx[1] = 3;
+    /* repeated feature */
+    fidx[1] = 1;
+    CHECK(spr_dataset_wrap(&v, &ds) == SPR_STATUS_BAD_INPUT, "repeated feature accepted");
+    fidx[1] = 3;
+    /* feature out of range */
+    fidx[2] = 4;
+    CHECK(spr_dataset_wrap(&v, &ds) == SPR_STATUS_BAD_INPUT, "feature id 4 of 4 accepted");
+    fidx[2] = 2;
+    /* label out of range */
+    lab[1] = 2;
+    CHECK(spr_dataset_wrap(&v, &ds) == SPR_STATUS_BAD_INPUT, "label 2 of 2 accepted");
+    lab[1] = 1;
+    /* non-finite value */
+    fval[1] = NAN;
+    CHECK(spr_dataset_wrap(&v, &ds) == SPR_STATUS_BAD_INPUT, "NaN value accepted");
+    fval[1] = 2;
+    /* decreasing indptr, indptr not starting at 0 */
+    const int64_t bad_ptr[] = {0, 3, 2}, bad_start[] = {1, 2, 3};
+    spr_dataset_view b = v;
+    b.feature_indptr = bad_ptr;
+    CHECK(spr_dataset_wrap(&b, &ds) == SPR_STATUS_BAD_INPUT, "decreasing indptr accepted");
+    b = v;
+    b.label_indptr = bad_start;
+    CHECK(spr_dataset_wrap(&b, &ds) == SPR_STATUS_BAD_INPUT, "indptr[0] = 1 accepted");
+    b = v;
+    b.n_features = -1;
+    CHECK(spr_dataset_wrap(&b, &ds) == SPR_STATUS_BAD_INPUT, "negative n_features accepted");
+    CHECK(spr_dataset_wrap(&v, &ds) == SPR_STATUS_OK, "restored view: %s", spr_last_error());
+    spr_dataset_free(ds);
+}
+
+/* Values as people write them, parsed by the reader, must equal strtof's reading. */
+static void test_values(uint64_t seed) {
+    rng_state = seed ^ 0x5bd1e995;
+    char path[64];
+    temp_path(path, sizeof path, "val");
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL, "cannot create %s", path);
+    if (!f) return;
+    const int n = 20000;
+    char (*text)[40] = malloc((size_t)n * sizeof *text);
+    static const char *fixed[] = {"0", "-0", "1", "0.1234", "1e-3", "1E+2", "+2.5", ".5", "5.",
+                                  "3.4028235e38", "1.17549435e-38", "1e-45", "123456789012345678901234",
+                                  "0.000000000000000000000000000001", "0.30000001192092896",
+                                  "16777217", "2.00000011920928955078125", "0x1p-3"};
+    const int nfixed = (int)(sizeof fixed / sizeof *fixed);
+    fprintf(f, "%d 1 1\n", n);
+    for (int i = 0; i < n; i++) {
+        if (i < nfixed) {
+            snprintf(text[i], sizeof text[i], "%s", fixed[i]);
+        } else {
+            float v = random_value();
+            int digits = 1 + (int)(next_u64() % 12);
+            if (next_u64() % 2) snprintf(text[i], sizeof text[i], "%.*g", digits, (double)v);
+            else snprintf(text[i], sizeof text[i], "%.*f", digits, (double)v);
+            if (!isfinite(strtof(text[i], NULL))) snprintf(text[i], sizeof text[i], "1");
+        }
+        fprintf(f, "0 0:%s\n", text[i]);
+    }
+    fclose(f);
+    spr_dataset *ds = NULL;
+    spr_status st = spr_dataset_read(path, NULL, &ds);
+    CHECK(st == SPR_STATUS_OK, "read values: %s", spr_last_error());
+    if (st == SPR_STATUS_OK) {
+        int wrong = 0;
+        for (int i = 0; i < n; i++) {
+            float want = strtof(text[i], NULL), got = ds->view.feature_values[i];
+            if (memcmp(&want, &got, sizeof want) != 0) {
+                if (wrong++ < 5)
+                    fprintf(stderr, "FAIL value \"%s\": expected %.9g, got %.9g\n", text[i], (double)want, (double)got);
+            }
+        }
+        CHECK(wrong == 0, "%d of %d values differ from strtof", wrong, n);
+    }
+    spr_dataset_free(ds);
+    free(text);
+    unlink(path);
+}
+
+/* A line longer than the reader's buffer (16 MB) must still be read. */
+static void test_long_line(void) {
+    char path[64];
+    temp_path(path, sizeof path, "long");
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL, "cannot create %s", path);
+    if (!f) return;
+    const int nf = 2000000; /* "1234567:1 " ~ 10 bytes each: ~20 MB */
+    fputs("7", f);
+    for (int i = 0; i < nf; i++) fprintf(f, " %d:%d", 1000000 + i, i % 7);
+    fputs("\n3 5:1\n", f);
+    fclose(f);
+    spr_dataset *ds = NULL;
+    spr_status st = spr_dataset_read(path, NULL, &ds);
+    CHECK(st == SPR_STATUS_OK, "read long line: %s", spr_last_error());
+    if (st == SPR_STATUS_OK) {
+        CHECK_EQ(2, ds->view.n_points, "long line n_points");
+        CHECK_EQ(nf, ds->view.feature_indptr[1], "long line nnz");
+        CHECK_EQ(1000000 + nf, ds->view.n_features, "long line n_features");
+        CHECK_EQ(1000000 + nf - 1, ds->view.feature_indices[nf - 1], "last id of the long line");
+        CHECK(ds->view.feature_values[nf - 1] == (float)((nf - 1) % 7), "last value of the long line");
+        CHECK_EQ(5, ds->view.feature_indices[nf], "id after the long line");
+    }
+    spr_dataset_free(ds);
+    unlink(path);
+}
+
+int main(int argc, char **argv) {
+    uint64_t seed = argc > 1 ? strtoull(argv[1], NULL, 10) : (uint64_t)time(NULL);
+    printf("test_data: seed %llu\n", (unsigned long long)seed);
+    test_good_files();
+    test_bad_files();
+    test_wrap_rejects();
+    test_round_trip(seed);
+    test_values(seed);
+    test_long_line();
+    printf("test_data: %d passed, %d failed\n", passed, failed);
+    return failed ? 1 : 0;
+}

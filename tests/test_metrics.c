@@ -1,0 +1,124 @@
+/*
+ * test_metrics.c: top-k selection (ties broken by the lower id) and precision@k against
+ * values computed by hand, label-less points and short candidate lists included.
+ */
+#include "metrics.h"
+#include "sparrow.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+static int passed, failed;
+
+#define CHECK(cond, ...)                                                                         \
+    do {                                                                                         \
+        if (cond) {                                                                              \
+            passed++;                                                                            \
+        } else {                                                                                 \
+            failed++;                                                                            \
+            printf("FAIL %s:%d: ", __FILE__, __LINE__);                                          \
+            printf(__VA_ARGS__);                                                                 \
+            printf("\n");                                                                        \
+        }                                                                                        \
+    } while (0)
+
+static void test_topk(void) {
+    /* scores by id:       0    1    2    3    4    5    6 */
+    const float s[7] = {0.5f, 0.9f, 0.5f, 0.9f, 0.1f, 0.7f, 0.5f};
+    int32_t ids[4];
+    float sc[4];
+    int filled = 0;
+    for (int32_t j = 6; j >= 0; j--) spr_topk_push(ids, sc, 4, &filled, j, s[j]); /* any order */
+    /* 0.9 ties: 1 before 3; then 0.7 (5); then the 0.5 tie: 0 beats 2 and 6 */
+    const int32_t want[4] = {1, 3, 5, 0};
+    CHECK(filled == 4, "filled 4, got %d", filled);
+    for (int i = 0; i < 4; i++)
+        CHECK(ids[i] == want[i], "top-4 slot %d: want id %d, got %d", i, want[i], ids[i]);
+    filled = 0;
+    spr_topk_push(ids, sc, 4, &filled, 2, 1.0f);
+    spr_topk_push(ids, sc, 4, &filled, 1, 1.0f);
+    CHECK(filled == 2 && ids[0] == 1 && ids[1] == 2, "partial top-k keeps lower id first");
+    filled = 0;
+    for (int32_t j = 0; j < 100; j++) spr_topk_push(ids, sc, 1, &filled, j, 0.0f);
+    CHECK(ids[0] == 0, "100 equal scores: top-1 is id 0, got %d", ids[0]);
+}
+
+static void test_precision(void) {
+    /* point 0: labels {1, 3}; point 1: {2}; point 2: no labels; point 3: {0, 4, 7} */
+    const int64_t lp[5] = {0, 2, 3, 3, 6};
+    const int32_t lab[6] = {1, 3, 2, 0, 4, 7};
+    const int64_t fp[5] = {0, 0, 0, 0, 0};
+    spr_dataset_view d = {4, 1, 8, fp, NULL, NULL, lp, lab};
+    const int32_t top[4 * 5] = {
+        3, 5, 1, 6, 0,  /* hits at 1, 3       -> P@1 1, P@3 2/3, P@5 2/5 */
+        0, 1, 4, 2, 3,  /* hit at 4           -> P@1 0, P@3 0,   P@5 1/5 */
+        1, 2, 3, 4, 5,  /* no labels          -> all 0 */
+        7, 4, -1, -1, -1, /* short list: 2 hits -> P@1 1, P@3 2/3, P@5 2/5 */
+    };
+    double p[6];
+    spr_precision_at_k(top, 4, 5, 5, &d, NULL, p);
+    const double want1 = (1 + 0 + 0 + 1) / 4.0;
+    const double want3 = (2.0 / 3 + 0 + 0 + 2.0 / 3) / 4.0;
+    const double want5 = (0.4 + 0.2 + 0 + 0.4) / 4.0;
+    CHECK(fabs(p[1] - want1) < 1e-12, "P@1 want %.6f got %.6f", want1, p[1]);
+    CHECK(fabs(p[3] - want3) < 1e-12, "P@3 want %.6f got %.6f", want3, p[3]);
+    CHECK(fabs(p[5] - want5) < 1e-12, "P@5 want %.6f got %.6f", want5, p[5]);
+    /* a subset through rows: points 3 and 0 */
+    const int64_t rows[2] = {3, 0};
+    const int32_t top2[2 * 5] = {7, 4, -1, -1, -1, 3, 5, 1, 6, 0};
+    spr_precision_at_k(top2, 2, 5, 5, &d, rows, p);
+    CHECK(fabs(p[1] - 1.0) < 1e-12 && fabs(p[5] - 0.4) < 1e-12, "rows: P@1 1 and P@5 0.4, got %g %g",
+          p[1], p[5]);
+}
+
+/* A model whose output weights and biases are all zero scores every label the same:
+ * exact prediction must return ids 0..k-1 (the tie rule), and P@k follows. */
+static void test_predict_ties(void) {
+    spr_model_config c = spr_model_config_default(4, 10);
+    c.layers[0].size = 8;
+    c.layers[1].sparsity = 1.0f;
+    spr_model *m;
+    if (spr_model_create(&c, &m)) {
+        CHECK(0, "create: %s", spr_last_error());
+        return;
+    }
+    float *w, *b;
+    int64_t r, cols, stride;
+    spr_model_param(m, 1, SPR_PARAM_WEIGHT, &w, &r, &cols, &stride);
+    memset(w, 0, (size_t)(r * stride) * sizeof(float));
+    spr_model_param(m, 1, SPR_PARAM_BIAS, &b, NULL, &cols, NULL);
+    memset(b, 0, (size_t)cols * sizeof(float));
+    const int64_t fp[3] = {0, 1, 2}, lp[3] = {0, 1, 3};
+    const int32_t fi[2] = {0, 3}, lab[3] = {2, 0, 9};
+    const float fv[2] = {1.0f, 0.5f};
+    spr_dataset_view v = {2, 4, 10, fp, fi, fv, lp, lab};
+    spr_dataset *data;
+    if (spr_dataset_wrap(&v, &data)) {
+        CHECK(0, "wrap: %s", spr_last_error());
+        spr_model_free(m);
+        return;
+    }
+    int32_t ids[2 * 3];
+    float sc[2 * 3];
+    spr_status st = spr_model_predict(m, data, NULL, 0, 3, 0, 1, ids, sc);
+    CHECK(st == SPR_STATUS_OK, "predict ok");
+    for (int i = 0; i < 6; i++) CHECK(ids[i] == i % 3, "tied scores: slot %d id %d", i, ids[i]);
+    spr_eval_result e;
+    st = spr_model_evaluate(m, data, NULL, 0, 0, 1, &e);
+    /* point 0 {2}: top 0,1,2,3,4 -> P@1 0, P@3 1/3, P@5 1/5; point 1 {0,9}: P@1 1, P@3 1/3, P@5 1/5 */
+    CHECK(st == SPR_STATUS_OK && fabs(e.p_at[1] - 0.5) < 1e-12 && fabs(e.p_at[3] - 1.0 / 3) < 1e-12 &&
+              fabs(e.p_at[5] - 0.2) < 1e-12,
+          "evaluate on ties: P@1 0.5 P@3 0.333 P@5 0.2, got %g %g %g", e.p_at[1], e.p_at[3],
+          e.p_at[5]);
+    spr_dataset_free(data);
+    spr_model_free(m);
+}
+
+int main(void) {
+    test_topk();
+    test_precision();
+    test_predict_ties();
+    printf("test_metrics: %d passed, %d failed\n", passed, failed);
+    return failed ? 1 : 0;
+}
