@@ -156,6 +156,22 @@ typedef enum spr_bucket_policy {
     SPR_BUCKET_RESERVOIR = 1, /* a full bucket keeps a uniform sample of those inserted */
 } spr_bucket_policy;
 
+/* How a sampled layer turns the L buckets a query hits into its active set. Every
+ * strategy tops the set up with random neurons to ceil(sparsity x size) when it has
+ * fewer, and training adds the sample's labels to the output layer's set. */
+typedef enum spr_select {
+    SPR_SELECT_TOPK = 0,      /* the target number of candidates, those returned by the most
+                                 tables first: exactly ceil(sparsity x size) active (default) */
+    SPR_SELECT_UNION = 1,     /* every neuron of the L buckets (SLIDE): at least the target,
+                                 at most L x bucket_capacity */
+    SPR_SELECT_THRESHOLD = 2, /* neurons returned by at least select_threshold tables, the most
+                                 returned first, at most the target */
+} spr_select;
+
+SPR_API const char *spr_select_to_string(spr_select select);
+/* "topk", "union", "threshold" -> strategy; SPR_STATUS_BAD_INPUT otherwise. */
+SPR_API spr_status spr_select_parse(const char *name, spr_select *out);
+
 /* One fully connected layer. Layer 0 reads the sparse input (an embedding bag: the sum
  * of the weight rows of the input's non-zero features) and is never sampled. Hidden
  * layers use ReLU; the last layer is the softmax output. */
@@ -167,6 +183,8 @@ typedef struct spr_layer_config {
     int hash_l;               /* tables */
     int bucket_capacity;      /* neurons kept per bucket */
     spr_bucket_policy bucket_policy;
+    spr_select select;
+    int select_threshold;     /* SPR_SELECT_THRESHOLD: tables that must return a neuron */
 } spr_layer_config;
 
 typedef struct spr_model_config {
@@ -177,7 +195,8 @@ typedef struct spr_model_config {
     uint64_t seed;            /* weights, hash functions and sampling all derive from it */
 } spr_model_config;
 
-/* n_features -> 128 ReLU -> n_labels softmax sampled at sparsity 0.01 with DWTA. */
+/* n_features -> 128 ReLU -> n_labels softmax sampled at sparsity 0.01 with SimHash,
+ * L = 50 tables, K chosen from the sparsity, bucket capacity 128, top-k selection. */
 SPR_API spr_model_config spr_model_config_default(int64_t n_features, int64_t n_labels);
 
 /* Checks a configuration; SPR_STATUS_BAD_INPUT with a message naming the field if wrong. */
@@ -250,7 +269,7 @@ SPR_API spr_status spr_model_predict(const spr_model *model, const spr_dataset *
 
 typedef struct spr_eval_result {
     int64_t n_points;
-    double p_at[6];      /* p_at[k] = precision@k for k = 1, 3, 5 (others 0) */
+    double p_at[6];      /* p_at[k] = precision@k for k = 1..5 (p_at[0] unused) */
     double seconds;
 } spr_eval_result;
 
@@ -258,6 +277,15 @@ typedef struct spr_eval_result {
 SPR_API spr_status spr_model_evaluate(const spr_model *model, const spr_dataset *data,
                                       const int64_t *rows, int64_t n, int sparse,
                                       int threads, spr_eval_result *out);
+
+/* Sampling quality of the output layer: for each of rows[0..n) (all if rows is NULL),
+ * the fraction of its exact top-`top` outputs that the sampler puts in the active set
+ * (as in training: the layer's strategy and random top-up, without labels); *recall is
+ * the mean over the points. Costs an exact inference. A low value (below 0.5 for the
+ * top 10 at 1% sparsity) means a bug or a bad K / L. */
+SPR_API spr_status spr_model_sampling_recall(const spr_model *model, const spr_dataset *data,
+                                             const int64_t *rows, int64_t n, int top,
+                                             int threads, double *recall);
 
 typedef enum spr_param {
     SPR_PARAM_WEIGHT = 0,      /* layer 0: (n_features, size); others: (size, fan_in) */

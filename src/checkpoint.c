@@ -20,11 +20,11 @@
  *        value and final xor 0xFFFFFFFF; the crc32 of zlib, PNG and gzip)
  *
  * Kinds and payloads:
- *   1 CONF  the spr_model_config, field by field, 24 + 32 x n_layers bytes:
+ *   1 CONF  the spr_model_config, field by field, 24 + 40 x n_layers bytes:
  *             i64 n_features, u32 n_layers, f32 init_std, u64 seed,
  *             then for each of the n_layers layers:
- *             i64 size, f32 sparsity, u32 hash, i32 hash_k, i32 hash_l,
- *             i32 bucket_capacity, u32 bucket_policy
+ *             i64 size, f32 sparsity, i32 hash, i32 hash_k, i32 hash_l,
+ *             i32 bucket_capacity, i32 bucket_policy, i32 select, i32 select_threshold
  *   2 STAT  i64 steps, samples, epoch, next_rehash, rehashes, rebuilds (48 bytes)
  *   3 W     the layer's weights, rows x cols f32 written row by row without the
  *           in-memory row padding: layer 0 is (n_features, size_0), layer l > 0 is
@@ -63,7 +63,7 @@
 #define CKPT_SECTION_HEAD 12u /* tag + length */
 #define CKPT_SECTION_TAIL 4u  /* CRC */
 #define CKPT_CONF_BASE 24u
-#define CKPT_CONF_LAYER 32u
+#define CKPT_CONF_LAYER 40u
 #define CKPT_CONF_MAX (CKPT_CONF_BASE + CKPT_CONF_LAYER * SPR_MAX_LAYERS)
 #define CKPT_STAT_BYTES 48u
 #define CKPT_MAX_SECTIONS (2 + 6 * SPR_MAX_LAYERS)
@@ -291,6 +291,8 @@ static void w_model(writer *w, const spr_model *m) {
         put_u32(p + 20, (uint32_t)lc->hash_l);
         put_u32(p + 24, (uint32_t)lc->bucket_capacity);
         put_u32(p + 28, (uint32_t)lc->bucket_policy);
+        put_u32(p + 32, (uint32_t)lc->select);
+        put_u32(p + 36, (uint32_t)lc->select_threshold);
     }
     w_section_begin(w, make_tag(KIND_CONF, 0), (uint64_t)(p - c));
     w_bytes(w, c, (size_t)(p - c), 1);
@@ -543,17 +545,16 @@ static spr_status read_config(reader *r, const section *s, spr_model_config *cfg
         spr_layer_config *lc = &cfg->layers[l];
         lc->size = (int64_t)get_u64(p);
         lc->sparsity = get_f32(p + 8);
-        uint32_t hash = get_u32(p + 12), policy = get_u32(p + 28);
-        /* Range-check the enums before they become enums. */
-        if (hash > SPR_HASH_DOPH || policy > SPR_BUCKET_RESERVOIR) {
-            snprintf(msg, sizeof msg, "layer %u: unknown hash family %u or bucket policy %u", l, hash, policy);
-            return bad(r, s, msg);
-        }
-        lc->hash = (spr_hash_family)hash;
+        /* The enums are taken as they come: spr_model_config_check judges them where
+         * they matter (sampled layers), and a layer that is not sampled keeps whatever
+         * its configuration said, so that a round trip changes nothing. */
+        lc->hash = (spr_hash_family)(int32_t)get_u32(p + 12);
         lc->hash_k = (int32_t)get_u32(p + 16);
         lc->hash_l = (int32_t)get_u32(p + 20);
         lc->bucket_capacity = (int32_t)get_u32(p + 24);
-        lc->bucket_policy = (spr_bucket_policy)policy;
+        lc->bucket_policy = (spr_bucket_policy)(int32_t)get_u32(p + 28);
+        lc->select = (spr_select)(int32_t)get_u32(p + 32);
+        lc->select_threshold = (int32_t)get_u32(p + 36);
     }
     if (spr_model_config_check(cfg) != SPR_STATUS_OK) {
         snprintf(msg, sizeof msg, "invalid configuration: %s", spr_last_error());

@@ -14,7 +14,31 @@
  *          index out of range).
  *  - SimHash: C sparse random projections (+1 and -1 with probability 1/6 each, 0
  *          otherwise); a code is 1 when the dot product is >= 0.
- *  - DOPH: not implemented yet (create says so).
+ *  - DOPH: densified one-permutation minhash of a binarised input. The set S is the
+ *          top-32 non-zeros by value (ties by a hash of the index, so truncating a
+ *          binary input keeps a consistent random sample; NaNs are ignored). The C
+ *          bins come in groups of 8; each group has its own random hash of the
+ *          indices (a pseudo-random permutation of the index space, not of 0..dim-1,
+ *          so dim < C needs nothing special), whose top 3 bits pick the bin and
+ *          whose value ranks the elements inside it. A code is the low 4 bits of the
+ *          minimum's hash (a 4-bit hash of the argmin index). Empty bins are filled
+ *          as in DWTA. Why groups of 8 rather than one permutation cut into C bins:
+ *          |S| <= 32 elements reach at most 32 of C (~200-300) bins, so most codes
+ *          would be copies made by densification and the L tables would share them;
+ *          with groups of 8 a 32-element set fills almost every bin (a bin is empty
+ *          with probability (7/8)^32 = 1.4%), at a cost of |S| * C / 8 hashes. Codes
+ *          depend only on the code index, not on how K and L group them.
+ *          Per code, P[collision] = J + (1 - J) / 16 for sets with Jaccard
+ *          similarity J (minhash with optimal densification is exact in J; two
+ *          different argmins agree on 4 hash bits 1 time in 16).
+ *
+ * spr_hasher_keys_sparse gives bit-identical keys from (index, value) lists:
+ *  - WTA/DWTA keep an inverse map (index, permutation) -> slot, visit each slot that
+ *    holds a non-zero, and treat the slots they did not visit as the zeros they are
+ *    (a bin whose non-zeros are all negative has its argmax at its first zero slot).
+ *  - SimHash accumulates the same axpys in the same order (one shared function, so
+ *    the floating-point sums are the same bits).
+ *  - DOPH only ever looks at the non-zeros.
  */
 #include "hash.h"
 
@@ -25,17 +49,25 @@
 #define SPR_WTA_BIN 8        /* positions per WTA bin: codes 0..7, 3 bits */
 #define SPR_DWTA_ATTEMPTS 100 /* densification tries before an empty bin takes code 0 */
 #define SPR_FOLD_MULT 0x9E3779B97F4A7C15ull /* 2^64 / golden ratio: Fibonacci hashing */
+#define SPR_DOPH_TOP 32   /* DOPH keeps the top 32 non-zeros: the binarised set */
+#define SPR_DOPH_GROUP 8  /* DOPH bins per hash function (top 3 bits of the hash) */
+#define SPR_DOPH_BITS 4   /* DOPH code: 4 bits of the argmin's hash */
 
 struct spr_hasher {
     spr_hash_family family;
     int64_t dim;
     int k, l;
-    int code_bits;   /* bits per code: 3 (WTA/DWTA) or 1 (SimHash) */
+    int code_bits;   /* bits per code: 3 (WTA/DWTA), 1 (SimHash), 4 (DOPH) */
     int key_bits;    /* min(k * code_bits, key_bits_max) */
     int fold;        /* 1 when k * code_bits > key_bits: keys are folded */
     int64_t n_codes; /* C = k * l */
-    uint64_t salt;   /* seeds the DWTA densification hash, so it differs per seed */
+    uint64_t salt;   /* seeds the densification and DOPH hashes, so they differ per seed */
     int32_t *bins;   /* WTA/DWTA: (C, 8) input positions of each bin */
+    /* WTA/DWTA, for the sparse path: (dim, n_perm) position q in bins (bin q / 8, slot
+     * q % 8) of index i in permutation p, -1 where the last, partly used permutation
+     * does not reach i. About C * 8 + dim entries. */
+    int32_t *inv;
+    int64_t n_perm;  /* permutations concatenated into bins: ceil(C * 8 / dim) */
     /* SimHash: the projections stored transposed, (dim, proj_stride) with entries
      * +1, -1 or 0, so that the dot products of all C codes are one pass of axpys over
      * the input's non-zeros (contiguous, vectorisable, and ReLU zeros cost nothing). */
@@ -48,9 +80,10 @@ int spr_hash_code_bits(spr_hash_family family) {
     case SPR_HASH_DWTA:
     case SPR_HASH_WTA: return 3;
     case SPR_HASH_SIMHASH: return 1;
-    /* DOPH is planned with bins of 8 too (the minimum's position), 3 bits; it is not
-     * implemented, create refuses it. */
-    case SPR_HASH_DOPH: return 3;
+    /* 4 bits: at a fixed key width, fewer wider codes separate similar from dissimilar
+     * sets better ((J + (1-J)/16)^K beats (J + (1-J)/8)^(4K/3)), and 4 keeps K >= 3 at
+     * SLIDE's 2^12..2^18 buckets. */
+    case SPR_HASH_DOPH: return SPR_DOPH_BITS;
     }
     return 0;
 }
@@ -58,6 +91,7 @@ int spr_hash_code_bits(spr_hash_family family) {
 void spr_hasher_free(spr_hasher *h) {
     if (!h) return;
     spr_free(h->bins);
+    spr_free(h->inv);
     spr_free(h->proj);
     spr_free(h);
 }
@@ -84,6 +118,13 @@ static void draw_bins(spr_hasher *h, spr_rng *rng, int32_t *perm) {
     }
 }
 
+/* The inverse of bins, per permutation (see struct spr_hasher). */
+static void invert_bins(spr_hasher *h) {
+    const int64_t need = h->n_codes * SPR_WTA_BIN, np = h->n_perm;
+    for (int64_t i = 0; i < h->dim * np; i++) h->inv[i] = -1;
+    for (int64_t q = 0; q < need; q++) h->inv[(int64_t)h->bins[q] * np + q / h->dim] = (int32_t)q;
+}
+
 /* SimHash projections: entry (code c, dim j) is +1 or -1 with probability 1/6 each and
  * 0 with 2/3, drawn code by code so the functions do not depend on the storage layout. */
 static void draw_projections(spr_hasher *h, spr_rng *rng) {
@@ -102,9 +143,8 @@ spr_status spr_hasher_create(spr_hash_family family, int64_t dim, int k, int l,
     spr_status st = SPR_STATUS_OK;
     if (!out) return spr_fail(SPR_STATUS_BAD_INPUT, "hash.c: out is NULL");
     *out = NULL;
-    if (family == SPR_HASH_DOPH)
-        return spr_fail(SPR_STATUS_BAD_INPUT, "hash.c: doph hashing is not implemented yet");
-    if (family != SPR_HASH_DWTA && family != SPR_HASH_WTA && family != SPR_HASH_SIMHASH)
+    if (family != SPR_HASH_DWTA && family != SPR_HASH_WTA && family != SPR_HASH_SIMHASH &&
+        family != SPR_HASH_DOPH)
         return spr_fail(SPR_STATUS_BAD_INPUT, "hash.c: unknown hash family %d", (int)family);
     /* Positions are stored as int32. */
     if (dim < 1 || dim > INT32_MAX)
@@ -115,7 +155,10 @@ spr_status spr_hasher_create(spr_hash_family family, int64_t dim, int k, int l,
         return spr_fail(SPR_STATUS_BAD_INPUT,
                         "hash.c: K must be in 1..%d for %s (%d bits per code, keys of at "
                         "most 64 bits), got %d",
-                        64 / code_bits, family == SPR_HASH_SIMHASH ? "simhash" : "wta/dwta",
+                        64 / code_bits,
+                        family == SPR_HASH_SIMHASH ? "simhash"
+                        : family == SPR_HASH_DOPH  ? "doph"
+                                                   : "wta/dwta",
                         code_bits, k);
     if (l < 1 || l > 1024)
         return spr_fail(SPR_STATUS_BAD_INPUT, "hash.c: L (tables) must be in 1..1024, got %d", l);
@@ -142,11 +185,14 @@ spr_status spr_hasher_create(spr_hash_family family, int64_t dim, int k, int l,
         h->proj = spr_alloc((size_t)dim * (size_t)h->proj_stride * sizeof(float));
         if (!h->proj) { st = SPR_STATUS_NO_MEMORY; goto fail; }
         draw_projections(h, &rng);
-    } else {
+    } else if (family != SPR_HASH_DOPH) { /* DOPH's hashes are all derived from salt */
+        h->n_perm = (h->n_codes * SPR_WTA_BIN + dim - 1) / dim;
         h->bins = spr_alloc((size_t)h->n_codes * SPR_WTA_BIN * sizeof(int32_t));
+        h->inv = spr_alloc((size_t)dim * (size_t)h->n_perm * sizeof(int32_t));
         perm = spr_alloc((size_t)dim * sizeof(int32_t));
-        if (!h->bins || !perm) { st = SPR_STATUS_NO_MEMORY; goto fail; }
+        if (!h->bins || !h->inv || !perm) { st = SPR_STATUS_NO_MEMORY; goto fail; }
         draw_bins(h, &rng, perm);
+        invert_bins(h);
     }
     spr_free(perm);
     *out = h;
@@ -159,8 +205,9 @@ fail:
 
 int spr_hasher_key_bits(const spr_hasher *h) { return h->key_bits; }
 
-/* One int32 per code (SimHash keeps its float dot products there). */
-int64_t spr_hasher_work_len(const spr_hasher *h) { return h->n_codes; }
+/* Three int32 per code: the codes (SimHash keeps its float dot products there) and, for
+ * sparse WTA/DWTA, each bin's best (value, slot) so far as an int64. */
+int64_t spr_hasher_work_len(const spr_hasher *h) { return 3 * h->n_codes; }
 
 /* WTA codes: argmax position within each bin, first on ties. With `densify`, a bin of
  * eight exact zeros is marked -1 for fill_empty. Returns the number of empty bins. */
@@ -195,12 +242,158 @@ wta_codes(const spr_hasher *h, const float *x, int32_t *codes, const int densify
     return empty;
 }
 
-/* DWTA densification: empty bin b takes the code of bin mix(salt, b, attempt) mod C,
- * for the first attempt that lands on a bin that was non-empty in the input (borrowed
- * codes are stored as code + 8 meanwhile, so a fill never copies another fill and the
- * result does not depend on the order bins are visited). */
+/* Sparse WTA codes. Per bin: seen (in codes[b] until the end) has bit s set when slot s
+ * holds a non-zero, and bit 8 when slot 0 holds a NaN (the dense scan then keeps slot 0
+ * whatever follows; a NaN elsewhere never wins); best (int64 in the scratch after the
+ * codes) is the maximum of value * 8 + (7 - slot) over the non-NaN non-zeros, with the
+ * value as an order-preserving int32 (float_order): the larger value wins, and on a tie
+ * the lower slot, as in the dense scan, with one max per update although slots arrive in
+ * index order rather than slot order. The slots not seen hold zeros, so a bin whose
+ * non-zeros are all negative has its argmax at its first unseen slot. The result is the
+ * dense scan's, bin for bin; the cost is O(C) plus O(nnz * n_perm). */
+static inline int32_t float_order(float v) {
+    int32_t b;
+    memcpy(&b, &v, sizeof b);
+    return b ^ ((b >> 31) & INT32_MAX); /* negatives: reverse the magnitude order */
+}
+
+static int64_t wta_codes_sparse(const spr_hasher *h, const int32_t *idx, const float *val,
+                                int64_t nnz, int32_t *codes, int32_t *scratch,
+                                const int densify) {
+    const int64_t c = h->n_codes, np = h->n_perm;
+    int32_t *seen = codes; /* becomes the codes in place */
+    /* int64 through memcpy: the caller's scratch is int32 (compiles to plain moves) */
+    unsigned char *best = (unsigned char *)scratch;
+    const int64_t none = INT64_MIN;
+    for (int64_t b = 0; b < c; b++) {
+        seen[b] = 0;
+        memcpy(best + 8 * b, &none, 8);
+    }
+    for (int64_t j = 0; j < nnz; j++) {
+        const float v = val[j];
+        if (v == 0.0f) continue; /* an explicit zero (or -0) is a zero */
+        const int32_t *q = h->inv + (int64_t)idx[j] * np;
+        if (v != v) {
+            for (int64_t p = 0; p < np; p++)
+                if (q[p] >= 0) seen[q[p] >> 3] |= (1 << (q[p] & 7)) | ((q[p] & 7) == 0) << 8;
+            continue;
+        }
+        const int64_t key = (int64_t)float_order(v) * 8 + 7;
+        for (int64_t p = 0; p < np; p++) {
+            if (q[p] < 0) continue; /* only in the last permutation: predictable */
+            const int64_t b = q[p] >> 3;
+            const int32_t s = q[p] & (SPR_WTA_BIN - 1);
+            int64_t cur;
+            memcpy(&cur, best + 8 * b, 8);
+            const int64_t cand = key - s;
+            cur = cand > cur ? cand : cur;
+            memcpy(best + 8 * b, &cur, 8);
+            seen[b] |= 1 << s;
+        }
+    }
+    int64_t empty = 0;
+    for (int64_t b = 0; b < c; b++) {
+        const int32_t sn = seen[b];
+        int64_t cur;
+        memcpy(&cur, best + 8 * b, 8);
+        int32_t arg = 7 - (int32_t)(cur & 7);
+        if (sn & 0x100)
+            arg = 0;
+        else if ((sn & 0xFF) != 0xFF && cur < 0) /* no non-zero above 0: the first zero */
+            arg = __builtin_ctz((unsigned)~sn & 0xFFu);
+        if (densify && sn == 0) {
+            arg = -1;
+            empty++;
+        }
+        codes[b] = arg;
+    }
+    return empty;
+}
+
+/* DOPH's binarisation: the top SPR_DOPH_TOP non-zeros by value, ties broken by a hash of
+ * the index (so a binary input longer than the top keeps a consistent random sample of
+ * itself, like a bottom-k sketch, rather than its lowest indices). NaNs are skipped.
+ * (value, hash) is a strict total order, so the kept set does not depend on the order
+ * the non-zeros arrive in. A heap with the worst kept element at the root: O(log 32)
+ * per element that enters, O(1) for one that does not. */
+typedef struct doph_top {
+    int n;
+    float v[SPR_DOPH_TOP];
+    uint64_t pri[SPR_DOPH_TOP]; /* the tie-break: a lower hash wins */
+    int32_t idx[SPR_DOPH_TOP];
+} doph_top;
+
+static inline int doph_worse(const doph_top *t, int a, int b) {
+    return t->v[a] < t->v[b] || (t->v[a] == t->v[b] && t->pri[a] > t->pri[b]);
+}
+
+static inline void doph_swap(doph_top *t, int a, int b) {
+    float v = t->v[a];
+    uint64_t pri = t->pri[a];
+    int32_t i = t->idx[a];
+    t->v[a] = t->v[b], t->pri[a] = t->pri[b], t->idx[a] = t->idx[b];
+    t->v[b] = v, t->pri[b] = pri, t->idx[b] = i;
+}
+
+static inline void doph_push(doph_top *t, uint64_t salt, int32_t i, float v) {
+    if (v == 0.0f || v != v) return;
+    if (t->n == SPR_DOPH_TOP && v < t->v[0]) return; /* the common exit */
+    const uint64_t pri = spr_mix64(salt ^ (uint64_t)(uint32_t)i);
+    if (t->n < SPR_DOPH_TOP) { /* append and sift up */
+        int c = t->n++;
+        t->v[c] = v, t->pri[c] = pri, t->idx[c] = i;
+        while (c > 0 && doph_worse(t, c, (c - 1) / 2)) {
+            doph_swap(t, c, (c - 1) / 2);
+            c = (c - 1) / 2;
+        }
+        return;
+    }
+    if (v == t->v[0] && pri > t->pri[0]) return;
+    t->v[0] = v, t->pri[0] = pri, t->idx[0] = i; /* replace the worst and sift down */
+    for (int c = 0;;) {
+        int w = c, l = 2 * c + 1, r = l + 1;
+        if (l < SPR_DOPH_TOP && doph_worse(t, l, w)) w = l;
+        if (r < SPR_DOPH_TOP && doph_worse(t, r, w)) w = r;
+        if (w == c) break;
+        doph_swap(t, c, w);
+        c = w;
+    }
+}
+
+/* DOPH codes of the kept set: group g of 8 bins hashes every element with its own salt;
+ * the top 3 bits pick the bin, the smallest hash in a bin is its minimum, and the code is
+ * that hash's low 4 bits. -1 marks an empty bin. Cost |S| * C / 8 hashes. */
+static int64_t doph_codes(const spr_hasher *h, const doph_top *t, int32_t *codes) {
+    const int64_t c = h->n_codes;
+    const uint64_t low = (1u << SPR_DOPH_BITS) - 1;
+    int64_t empty = 0;
+    for (int64_t g = 0; g * SPR_DOPH_GROUP < c; g++) {
+        const uint64_t salt = spr_mix64(h->salt + 0x632BE59BD9B4E019ull * (uint64_t)(g + 1));
+        uint64_t min[SPR_DOPH_GROUP];
+        unsigned seen = 0;
+        for (int b = 0; b < SPR_DOPH_GROUP; b++) min[b] = UINT64_MAX;
+        for (int e = 0; e < t->n; e++) {
+            const uint64_t r = spr_mix64(salt ^ (uint64_t)(uint32_t)t->idx[e]);
+            const int b = (int)(r >> 61);
+            seen |= 1u << b;
+            min[b] = r < min[b] ? r : min[b];
+        }
+        for (int b = 0; b < SPR_DOPH_GROUP && g * SPR_DOPH_GROUP + b < c; b++) {
+            const int in = (seen >> b) & 1;
+            codes[g * SPR_DOPH_GROUP + b] = in ? (int32_t)(min[b] & low) : -1;
+            empty += !in;
+        }
+    }
+    return empty;
+}
+
+/* Densification (DWTA and DOPH): empty bin b takes the code of bin mix(salt, b, attempt)
+ * mod C, for the first attempt that lands on a bin that was non-empty in the input
+ * (borrowed codes are stored as code + 2^bits meanwhile, so a fill never copies another
+ * fill and the result does not depend on the order bins are visited). */
 static void fill_empty(const spr_hasher *h, int32_t *codes, int64_t empty) {
     const int64_t c = h->n_codes;
+    const int32_t width = 1 << h->code_bits;
     if (empty == c) { /* nothing to borrow from: the zero vector and its like */
         memset(codes, 0, (size_t)c * sizeof *codes);
         return;
@@ -212,13 +405,20 @@ static void fill_empty(const spr_hasher *h, int32_t *codes, int64_t empty) {
             uint64_t r = spr_mix64(h->salt ^ ((uint64_t)b << 32) ^ a);
             int64_t o = (int64_t)(((unsigned __int128)r * (uint64_t)c) >> 64);
             if (codes[o] >= 0) {
-                code = codes[o] & (SPR_WTA_BIN - 1);
+                code = codes[o] & (width - 1);
                 break;
             }
         }
-        codes[b] = code + SPR_WTA_BIN;
+        codes[b] = code + width;
     }
-    for (int64_t b = 0; b < c; b++) codes[b] &= SPR_WTA_BIN - 1;
+    for (int64_t b = 0; b < c; b++) codes[b] &= width - 1;
+}
+
+/* acc += v * p. One out-of-line copy shared by the dense and the sparse path, so that both
+ * make the same floating-point operations (same contraction, same vector/tail split). */
+static __attribute__((noinline)) void simhash_axpy(float *restrict acc, const float *restrict p,
+                                                   float v, int64_t c) {
+    for (int64_t i = 0; i < c; i++) acc[i] += v * p[i];
 }
 
 /* SimHash codes: acc = P^T x over the non-zeros of x, code = acc >= 0. */
@@ -228,12 +428,39 @@ static void simhash_codes(const spr_hasher *h, const float *x, int32_t *codes, f
     for (int64_t j = 0; j < h->dim; j++) {
         const float v = x[j];
         if (v == 0.0f) continue;
-        const float *restrict p = h->proj + j * h->proj_stride;
-        for (int64_t i = 0; i < c; i++) acc[i] += v * p[i];
+        simhash_axpy(acc, h->proj + j * h->proj_stride, v, c);
     }
     /* NaN compares false: code 0, still a valid code. */
     for (int64_t i = 0; i < c; i++) codes[i] = acc[i] >= 0.0f;
 }
+
+/* The same over (idx, val): the same non-zeros in the same order, so the same sums. */
+static void simhash_codes_sparse(const spr_hasher *h, const int32_t *idx, const float *val,
+                                 int64_t nnz, int32_t *codes, float *acc) {
+    const int64_t c = h->n_codes;
+    for (int64_t i = 0; i < c; i++) acc[i] = 0.0f;
+    for (int64_t j = 0; j < nnz; j++) {
+        const float v = val[j];
+        if (v == 0.0f) continue;
+        simhash_axpy(acc, h->proj + (int64_t)idx[j] * h->proj_stride, v, c);
+    }
+    for (int64_t i = 0; i < c; i++) codes[i] = acc[i] >= 0.0f;
+}
+
+/* Key t: codes t*K .. t*K+K-1 concatenated, first in the highest bits, maybe folded. */
+static void pack_keys(const spr_hasher *h, const int32_t *codes, uint32_t *keys) {
+    const int cb = h->code_bits;
+    for (int t = 0; t < h->l; t++) {
+        const int32_t *c = codes + (int64_t)t * h->k;
+        uint64_t key = 0;
+        for (int j = 0; j < h->k; j++) key = (key << cb) | (uint64_t)c[j];
+        if (h->fold) key = (key * SPR_FOLD_MULT) >> (64 - h->key_bits);
+        keys[t] = (uint32_t)key;
+    }
+}
+
+/* The DOPH salt of the binarisation's tie-break (the bins use salts of their own). */
+static inline uint64_t doph_top_salt(const spr_hasher *h) { return spr_mix64(h->salt ^ 0x7E5ull); }
 
 void spr_hasher_keys(const spr_hasher *h, const float *x, uint32_t *keys, int32_t *work) {
     int32_t *codes = work;
@@ -248,14 +475,43 @@ void spr_hasher_keys(const spr_hasher *h, const float *x, uint32_t *keys, int32_
         if (empty) fill_empty(h, codes, empty);
         break;
     }
+    case SPR_HASH_DOPH: {
+        doph_top t;
+        t.n = 0;
+        const uint64_t salt = doph_top_salt(h);
+        for (int64_t i = 0; i < h->dim; i++)
+            if (x[i] != 0.0f) doph_push(&t, salt, (int32_t)i, x[i]);
+        int64_t empty = doph_codes(h, &t, codes);
+        if (empty) fill_empty(h, codes, empty);
+        break;
+    }
     default: wta_codes(h, x, codes, 0); break;
     }
-    const int cb = h->code_bits;
-    for (int t = 0; t < h->l; t++) {
-        const int32_t *c = codes + (int64_t)t * h->k;
-        uint64_t key = 0;
-        for (int j = 0; j < h->k; j++) key = (key << cb) | (uint64_t)c[j];
-        if (h->fold) key = (key * SPR_FOLD_MULT) >> (64 - h->key_bits);
-        keys[t] = (uint32_t)key;
+    pack_keys(h, codes, keys);
+}
+
+void spr_hasher_keys_sparse(const spr_hasher *h, const int32_t *idx, const float *val,
+                            int64_t nnz, uint32_t *keys, int32_t *work) {
+    int32_t *codes = work;
+    switch (h->family) {
+    case SPR_HASH_SIMHASH:
+        simhash_codes_sparse(h, idx, val, nnz, codes, (float *)(void *)work);
+        break;
+    case SPR_HASH_DWTA: {
+        int64_t empty = wta_codes_sparse(h, idx, val, nnz, codes, work + h->n_codes, 1);
+        if (empty) fill_empty(h, codes, empty);
+        break;
     }
+    case SPR_HASH_DOPH: {
+        doph_top t;
+        t.n = 0;
+        const uint64_t salt = doph_top_salt(h);
+        for (int64_t j = 0; j < nnz; j++) doph_push(&t, salt, idx[j], val[j]);
+        int64_t empty = doph_codes(h, &t, codes);
+        if (empty) fill_empty(h, codes, empty);
+        break;
+    }
+    default: wta_codes_sparse(h, idx, val, nnz, codes, work + h->n_codes, 0); break;
+    }
+    pack_keys(h, codes, keys);
 }

@@ -34,4 +34,11 @@ int64_t spr_hasher_work_len(const spr_hasher *h);
  * DWTA/WTA, O(K L dim / 3) for SimHash. */
 void spr_hasher_keys(const spr_hasher *h, const float *x, uint32_t *keys, int32_t *work);
 
+/* The same keys for a sparse vector: nnz values val at ascending, distinct indices idx
+ * (< dim), every other coordinate 0. Gives exactly the keys spr_hasher_keys gives for
+ * the dense vector; costs O(nnz x permutations) for DWTA/WTA/DOPH, O(nnz x K L) for
+ * SimHash, instead of O(dim). */
+void spr_hasher_keys_sparse(const spr_hasher *h, const int32_t *idx, const float *val,
+                            int64_t nnz, uint32_t *keys, int32_t *work);
+
 #endif /* SPR_HASH_H */

@@ -10,6 +10,7 @@
 #ifndef SPR_MODEL_H
 #define SPR_MODEL_H
 
+#include "common.h"
 #include "hash.h"
 #include "lsh.h"
 #include "sparrow.h"
@@ -90,6 +91,16 @@ spr_status spr_model_build_tables(spr_model *m, int threads);
 
 /* Seed of the hash functions of `layer` after `rebuilds` redraws. */
 uint64_t spr_model_hash_seed(const spr_model *m, int layer, int64_t rebuilds);
+
+/* The active set of sampled layer L for one input, sorted ascending into ids: the
+ * labels (output layer in training), then LSH candidates chosen by the layer's
+ * strategy, then random neurons up to target_active + n_labels. With inference = 1:
+ * every LSH candidate (the union of the L buckets) and nothing else. in_dense is the
+ * layer's input (fan_in floats). Uses s->mark, count, cand, keys, hash_work. Returns
+ * the count. */
+int64_t spr_layer_select(const spr_layer *L, const float *in_dense, const int32_t *labels,
+                         int64_t n_labels, int inference, spr_scratch *s, spr_rng *rng,
+                         int32_t *ids);
 
 /* Clears the gradients and touched lists without an optimizer step (tests). */
 void spr_model_zero_gradients(spr_model *m);

@@ -80,28 +80,43 @@ static void predict_block_exact(const spr_model *m, const spr_dataset_view *d, c
         }
 }
 
-/* Sparse top-k of one point: only the neurons its hidden vector hashes to. */
+/* Per-thread scratch for sampling at inference: what spr_layer_select reads. */
+static int sampler_scratch(const spr_layer *Lo, spr_scratch *s) {
+    memset(s, 0, sizeof *s);
+    int64_t cand = (int64_t)Lo->cfg.hash_l * Lo->cfg.bucket_capacity;
+    if (cand < Lo->target_active) cand = Lo->target_active;
+    if (cand > Lo->size) cand = Lo->size;
+    s->cand_cap = cand;
+    s->mark = spr_alloc((size_t)Lo->size * 4);
+    s->count = spr_alloc((size_t)Lo->size * 2);
+    s->cand = spr_alloc((size_t)cand * 4);
+    s->keys = spr_alloc((size_t)Lo->cfg.hash_l * 4);
+    s->hash_work = spr_alloc((size_t)spr_hasher_work_len(Lo->hasher) * 4);
+    s->ids[0] = spr_alloc((size_t)cand * 4);
+    return s->mark && s->count && s->cand && s->keys && s->hash_work && s->ids[0];
+}
+
+static void sampler_scratch_free(spr_scratch *s) {
+    spr_free(s->mark), spr_free(s->count), spr_free(s->cand), spr_free(s->keys);
+    spr_free(s->hash_work), spr_free(s->ids[0]);
+}
+
+/* Sparse top-k of one point: only the neurons in the L buckets its hidden vector hashes
+ * to (no random neurons, no labels). */
 static void predict_point_sparse(const spr_model *m, const spr_dataset_view *d, int64_t row, int k,
-                                 float *ha, float *hb, uint32_t *mark, uint32_t stamp,
-                                 uint32_t *keys, int32_t *work, int32_t *ids_out,
+                                 float *ha, float *hb, spr_scratch *s, int32_t *ids_out,
                                  float *scores_out) {
     const spr_layer *Lo = &m->layers[m->n_layers - 1];
     float *h;
     spr_model_hidden_dense(m, d, row, ha, hb, &h);
-    spr_hasher_keys(Lo->hasher, h, keys, work);
+    int64_t n = spr_layer_select(Lo, h, NULL, 0, 1, s, NULL, s->ids[0]);
     int filled = 0;
-    for (int t = 0; t < Lo->cfg.hash_l; t++) {
-        int64_t bn;
-        const int32_t *bucket = spr_lsh_bucket(Lo->tables, t, keys[t], &bn);
-        for (int64_t q = 0; q < bn; q++) {
-            int32_t j = bucket[q];
-            if (mark[j] == stamp) continue;
-            mark[j] = stamp;
-            float z = Lo->b[j] + spr_dot(Lo->w + (int64_t)j * Lo->stride, h, Lo->fan_in);
-            spr_topk_push(ids_out, scores_out, k, &filled, j, z);
-        }
+    for (int64_t a = 0; a < n; a++) {
+        int32_t j = s->ids[0][a];
+        float z = Lo->b[j] + spr_dot(Lo->w + (int64_t)j * Lo->stride, h, Lo->fan_in);
+        spr_topk_push(ids_out, scores_out, k, &filled, j, z);
     }
-    for (int s = filled; s < k; s++) ids_out[s] = -1, scores_out[s] = -INFINITY;
+    for (int q = filled; q < k; q++) ids_out[q] = -1, scores_out[q] = -INFINITY;
 }
 
 spr_status spr_model_predict(const spr_model *m, const spr_dataset *data, const int64_t *rows,
@@ -133,22 +148,19 @@ spr_status spr_model_predict(const spr_model *m, const spr_dataset *data, const 
         /* Per-thread buffers: inference is not a training step, it may allocate. */
         float *ha = spr_alloc((size_t)hstride * 4), *hb = spr_alloc((size_t)hstride * 4);
         float *hid = sparse ? NULL : spr_alloc((size_t)BLOCK * spr_row_stride(Lo->fan_in) * 4);
-        uint32_t *mark = sparse ? spr_alloc((size_t)Lo->size * 4) : NULL;
-        uint32_t *keys = sparse ? spr_alloc((size_t)Lo->cfg.hash_l * 4) : NULL;
-        int32_t *work = sparse ? spr_alloc((size_t)spr_hasher_work_len(Lo->hasher) * 4) : NULL;
-        int ok = ha && hb && (sparse ? mark && keys && work : hid != NULL);
+        spr_scratch samp;
+        memset(&samp, 0, sizeof samp);
+        int ok = ha && hb && (sparse ? sampler_scratch(Lo, &samp) : hid != NULL);
         if (!ok) {
 #pragma omp atomic write
             failed = 1;
         }
         if (sparse) {
-            uint32_t stamp = 0;
 #pragma omp for schedule(dynamic, 16)
             for (int64_t i = 0; i < n; i++) {
                 if (!ok) continue;
-                if (++stamp == 0) memset(mark, 0, (size_t)Lo->size * 4), stamp = 1;
-                predict_point_sparse(m, d, rows ? rows[i] : i, k, ha, hb, mark, stamp, keys, work,
-                                     ids_out + i * k, scores_out + i * k);
+                predict_point_sparse(m, d, rows ? rows[i] : i, k, ha, hb, &samp, ids_out + i * k,
+                                     scores_out + i * k);
             }
         } else {
 #pragma omp for schedule(dynamic, 1)
@@ -161,9 +173,7 @@ spr_status spr_model_predict(const spr_model *m, const spr_dataset *data, const 
         spr_free(ha);
         spr_free(hb);
         spr_free(hid);
-        spr_free(mark);
-        spr_free(keys);
-        spr_free(work);
+        if (sparse) sampler_scratch_free(&samp);
     }
     if (failed) return spr_fail(SPR_STATUS_NO_MEMORY, "out of memory in predict");
     return SPR_STATUS_OK;
@@ -206,4 +216,71 @@ done:
     spr_free(scores);
     spr_free(chunk_rows);
     return st;
+}
+
+static int sorted_contains(const int32_t *ids, int64_t n, int32_t id) {
+    int64_t lo = 0, hi = n;
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo) / 2;
+        if (ids[mid] < id) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo < n && ids[lo] == id;
+}
+
+spr_status spr_model_sampling_recall(const spr_model *m, const spr_dataset *data,
+                                     const int64_t *rows, int64_t n, int top, int threads,
+                                     double *recall) {
+    if (!m || !data || !recall) return spr_fail(SPR_STATUS_BAD_INPUT, "recall: NULL argument");
+    const spr_dataset_view *d = &data->view;
+    const spr_layer *Lo = &m->layers[m->n_layers - 1];
+    if (!rows) n = d->n_points;
+    if (!(Lo->sampled && Lo->tables))
+        return spr_fail(SPR_STATUS_BAD_INPUT, "recall needs a sampled output layer (sparsity < 1)");
+    if (top < 1 || top > 1000 || top > Lo->size)
+        return spr_fail(SPR_STATUS_BAD_INPUT, "top must be in [1, min(1000, outputs)], got %d", top);
+    if (d->n_features > m->cfg.n_features)
+        return spr_fail(SPR_STATUS_BAD_INPUT, "data has %lld features, the model %lld",
+                        (long long)d->n_features, (long long)m->cfg.n_features);
+    *recall = 0.0;
+    if (n <= 0) return SPR_STATUS_OK;
+    threads = spr_threads(threads);
+    const int64_t hstride = spr_row_stride(max_hidden(m));
+    double total = 0.0;
+    int failed = 0;
+#pragma omp parallel num_threads(threads) reduction(+ : total)
+    {
+        float *ha = spr_alloc((size_t)hstride * 4), *hb = spr_alloc((size_t)hstride * 4);
+        int32_t *best = spr_alloc((size_t)top * 4);
+        float *best_scores = spr_alloc((size_t)top * 4);
+        spr_scratch samp;
+        memset(&samp, 0, sizeof samp);
+        int ok = ha && hb && best && best_scores && sampler_scratch(Lo, &samp);
+        if (!ok) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(dynamic, 8)
+        for (int64_t i = 0; i < n; i++) {
+            if (!ok) continue;
+            int64_t row = rows ? rows[i] : i;
+            float *h;
+            spr_model_hidden_dense(m, d, row, ha, hb, &h);
+            int filled = 0;
+            for (int64_t j = 0; j < Lo->size; j++)
+                spr_topk_push(best, best_scores, top, &filled, (int32_t)j,
+                              Lo->b[j] + spr_dot(Lo->w + j * Lo->stride, h, Lo->fan_in));
+            spr_rng rng;
+            spr_rng_seed(&rng, spr_mix64(m->cfg.seed ^ 0x2ec411ull) ^ spr_mix64((uint64_t)row));
+            int64_t na = spr_layer_select(Lo, h, NULL, 0, 0, &samp, &rng, samp.ids[0]);
+            int hits = 0;
+            for (int q = 0; q < filled; q++) hits += sorted_contains(samp.ids[0], na, best[q]);
+            total += (double)hits / (double)filled;
+        }
+        spr_free(ha), spr_free(hb), spr_free(best), spr_free(best_scores);
+        sampler_scratch_free(&samp);
+    }
+    if (failed) return spr_fail(SPR_STATUS_NO_MEMORY, "out of memory in recall");
+    *recall = total / (double)n;
+    return SPR_STATUS_OK;
 }

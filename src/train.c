@@ -20,10 +20,10 @@
  * race and results are bit-for-bit reproducible. The touched list itself is race-free
  * (an atomic exchange on the row's flag admits each row once).
  *
- * Active sets are kept sorted by neuron id. Sorting costs a radix pass per layer, and
- * buys two things: rows are visited in memory order, and a sampled layer whose active
- * set happens to be every neuron computes exactly what the dense path computes, in
- * the same order, so the two are bit-identical (the test of the sampled path).
+ * Active sets come sorted by neuron id from spr_layer_select (sample.c): rows are
+ * visited in memory order, and a sampled layer whose active set happens to be every
+ * neuron computes exactly what the dense path computes, in the same order, so the two
+ * are bit-identical (the test of the sampled path).
  */
 #include "common.h"
 #include "data.h"
@@ -46,130 +46,6 @@ typedef struct act_view {
     float *val;         /* (n) */
     float *delta;       /* (n) dLoss/d pre-activation */
 } act_view;
-
-/* Sorts n non-negative ids below `limit` ascending: LSD radix sort, 11 bits a pass,
- * O(n + 2048) per pass, as many passes as limit needs. tmp holds n ints. */
-static void sort_ids(int32_t *ids, int64_t n, int64_t limit, int32_t *tmp) {
-    if (n < 48) { /* insertion sort beats the passes on short lists */
-        for (int64_t i = 1; i < n; i++) {
-            int32_t v = ids[i];
-            int64_t k = i;
-            while (k > 0 && ids[k - 1] > v) {
-                ids[k] = ids[k - 1];
-                k--;
-            }
-            ids[k] = v;
-        }
-        return;
-    }
-    int32_t *src = ids, *dst = tmp;
-    for (int shift = 0; shift < 33 && ((int64_t)1 << shift) < limit; shift += 11) {
-        uint32_t count[2048];
-        memset(count, 0, sizeof count);
-        for (int64_t i = 0; i < n; i++) count[((uint32_t)src[i] >> shift) & 2047]++;
-        uint32_t sum = 0;
-        for (int b = 0; b < 2048; b++) {
-            uint32_t c = count[b];
-            count[b] = sum;
-            sum += c;
-        }
-        for (int64_t i = 0; i < n; i++) dst[count[((uint32_t)src[i] >> shift) & 2047]++] = src[i];
-        int32_t *t = src;
-        src = dst;
-        dst = t;
-    }
-    if (src != ids) memcpy(ids, src, (size_t)n * sizeof(int32_t));
-}
-
-/* A fresh stamp: neurons marked with it are in the set being built. */
-static uint32_t next_stamp(spr_scratch *s, int64_t size) {
-    if (++s->stamp == 0) {
-        memset(s->mark, 0, (size_t)size * sizeof(uint32_t));
-        s->stamp = 1;
-    }
-    return s->stamp;
-}
-
-/* The active set of a sampled layer for one sample, sorted: the labels (output layer,
- * training), then the LSH candidates most tables agree on, then random neurons, up to
- * target_active (+ labels). in_dense is the layer's input (fan_in). Returns the count.
- * Cost O(L x bucket + target), independent of the layer size. */
-static int64_t select_active(const spr_layer *L, const float *in_dense, const int32_t *labels,
-                             int64_t n_labels, spr_scratch *s, spr_rng *rng, int32_t *ids) {
-    const uint32_t stamp = next_stamp(s, L->size);
-    uint32_t *mark = s->mark;
-    uint16_t *count = s->count;
-    int64_t n = 0;
-    for (int64_t i = 0; i < n_labels; i++) {
-        ids[n++] = labels[i];
-        mark[labels[i]] = stamp;
-        count[labels[i]] = UINT16_MAX; /* already taken, never a candidate */
-    }
-    const int64_t target = L->target_active + n_labels;
-
-    /* Union of the L buckets, counting how many tables returned each neuron. */
-    spr_hasher_keys(L->hasher, in_dense, s->keys, s->hash_work);
-    int64_t nc = 0;
-    int32_t *cand = s->cand;
-    for (int t = 0; t < L->cfg.hash_l; t++) {
-        int64_t bn;
-        const int32_t *bucket = spr_lsh_bucket(L->tables, t, s->keys[t], &bn);
-        for (int64_t k = 0; k < bn; k++) {
-            int32_t id = bucket[k];
-            if (mark[id] != stamp) {
-                mark[id] = stamp;
-                count[id] = 1;
-                cand[nc++] = id;
-            } else if (count[id] != UINT16_MAX) {
-                count[id]++;
-            }
-        }
-    }
-
-    int64_t room = target - n;
-    if (nc <= room) {
-        memcpy(ids + n, cand, (size_t)nc * sizeof(int32_t));
-        n += nc;
-    } else if (room > 0) {
-        /* Keep the candidates returned by the most tables: find the count c such that
-         * fewer than `room` candidates have a higher count, take all of those, then
-         * those with count c in the order the tables returned them. */
-        int64_t hist[1026];
-        int top = L->cfg.hash_l;
-        memset(hist, 0, (size_t)(top + 2) * sizeof(int64_t));
-        for (int64_t k = 0; k < nc; k++) hist[count[cand[k]]]++;
-        int c = top;
-        int64_t above = 0;
-        while (c > 1 && above + hist[c] <= room) above += hist[c--];
-        int64_t at_c = room - above;
-        for (int64_t k = 0; k < nc; k++) {
-            int cnt = count[cand[k]];
-            if (cnt > c) ids[n++] = cand[k];
-            else if (cnt == c && at_c > 0) ids[n++] = cand[k], at_c--;
-        }
-    }
-
-    /* Random neurons up to the target (SLIDE's top-up): rejection sampling, then a scan
-     * from a random start if the layer is nearly full. */
-    int64_t tries = 0;
-    while (n < target && tries < 8 * target) {
-        int32_t id = (int32_t)spr_rng_below(rng, (uint64_t)L->size);
-        tries++;
-        if (mark[id] != stamp) {
-            mark[id] = stamp;
-            ids[n++] = id;
-        }
-    }
-    if (n < target) {
-        int64_t start = (int64_t)spr_rng_below(rng, (uint64_t)L->size);
-        for (int64_t k = 0; k < L->size && n < target; k++) {
-            int32_t id = (int32_t)((start + k) % L->size);
-            if (mark[id] != stamp) mark[id] = stamp, ids[n++] = id;
-        }
-    }
-    sort_ids(ids, n, L->size, s->cand);
-    return n;
-}
 
 static inline void mark_touched(spr_layer *L, int32_t row) {
     if (atomic_load_explicit(&L->touched[row], memory_order_relaxed)) return;
@@ -274,7 +150,8 @@ static void train_sample(spr_model *m, const spr_dataset_view *d, int64_t row, s
                     s->dense_in[act[l - 1].ids[p]] = act[l - 1].val[p];
                 in_dense = s->dense_in;
             }
-            act[l].n = select_active(L, in_dense, labels, is_out ? n_labels : 0, s, &rng, s->ids[l]);
+            act[l].n = spr_layer_select(L, in_dense, labels, is_out ? n_labels : 0, 0, s, &rng,
+                                        s->ids[l]);
             act[l].ids = s->ids[l];
         }
         layer_forward(L, &act[l - 1], &act[l]);

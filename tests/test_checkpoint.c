@@ -297,7 +297,7 @@ static int parse_layout(const unsigned char *b, size_t n, section *sec, int max)
     const uint32_t want_tags[14] = {0x100, 0x200, 0x300, 0x400, 0x500, 0x600, 0x700,
                                     0x800, 0x301, 0x401, 0x501, 0x601, 0x701, 0x801};
     const size_t w0 = (size_t)N_FEATURES * HIDDEN * 4, w1 = (size_t)N_LABELS * HIDDEN * 4;
-    const size_t want_len[14] = {24 + 32 * 2, 48, w0, HIDDEN * 4, w0, w0, HIDDEN * 4, HIDDEN * 4,
+    const size_t want_len[14] = {24 + 40 * 2, 48, w0, HIDDEN * 4, w0, w0, HIDDEN * 4, HIDDEN * 4,
                                  w1, N_LABELS * 4, w1, w1, N_LABELS * 4, N_LABELS * 4};
     size_t off = 16;
     for (int i = 0; i < count; i++) {
@@ -462,9 +462,9 @@ static void test_damage(const char *dir, const char *good_path) {
             {"CONF: huge layers (must fail before allocating)", conf, 8, 0x7FFFFFFFull},
             {"CONF: hidden size 2^31-1", conf + 24, 8, 0x7FFFFFFFull},
             {"CONF: hidden size -1", conf + 24, 8, UINT64_MAX},
-            {"CONF: hash family 9", conf + 24 + 32 + 12, 4, 9},
-            {"CONF: output sparsity 0", conf + 24 + 32 + 8, 4, 0},
-            {"CONF: output tables 0", conf + 24 + 32 + 20, 4, 0},
+            {"CONF: hash family 9", conf + 24 + 40 + 12, 4, 9},
+            {"CONF: output sparsity 0", conf + 24 + 40 + 8, 4, 0},
+            {"CONF: output tables 0", conf + 24 + 40 + 20, 4, 0},
             {"STAT: steps -1", sec[1].off + 12, 8, UINT64_MAX},
         };
         for (size_t k = 0; k < sizeof lies / sizeof lies[0]; k++) {
@@ -584,12 +584,72 @@ static void test_save_failures(const char *dir, spr_model *m, spr_model *other, 
     CHECK(st == SPR_STATUS_BAD_INPUT, "load a NULL path: expected BAD_INPUT, got %d", st);
 }
 
+/* A deeper model (two sampled layers, one with SimHash and reservoir buckets) whose
+ * arrays are filled through spr_model_param, untrained: every tag of layer 2 and
+ * every config field other than the defaults go through the file. */
+static void test_three_layers(const char *dir, const spr_dataset *data, uint64_t seed) {
+    spr_model_config cfg = spr_model_config_default(N_FEATURES, N_LABELS);
+    cfg.n_layers = 3;
+    cfg.layers[0].size = HIDDEN;
+    cfg.layers[1] = cfg.layers[0];
+    cfg.layers[1].size = 24;
+    cfg.layers[1].sparsity = 0.5f;
+    cfg.layers[1].hash = SPR_HASH_SIMHASH;
+    cfg.layers[1].hash_k = 3;
+    cfg.layers[1].hash_l = 5;
+    cfg.layers[1].bucket_capacity = 8;
+    cfg.layers[1].bucket_policy = SPR_BUCKET_RESERVOIR;
+    cfg.layers[2] = cfg.layers[0];
+    cfg.layers[2].size = N_LABELS;
+    cfg.layers[2].sparsity = 0.3f;
+    cfg.layers[2].hash_l = 6;
+    cfg.layers[2].bucket_capacity = 12;
+    cfg.init_std = 0.2f;
+    cfg.seed = seed ^ 0x1234;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/deep.bin", dir);
+    spr_model *m = NULL, *x = NULL;
+    spr_status st = spr_model_create(&cfg, &m);
+    CHECK(st == SPR_STATUS_OK, "3 layers: spr_model_create: expected ok, got %d (%s)", st, spr_last_error());
+    if (st) return;
+    for (int l = 0; l < 3; l++)
+        for (int p = SPR_PARAM_BIAS; p <= SPR_PARAM_BIAS_ADAM_V; p++) {
+            if (p == SPR_PARAM_WEIGHT_GRAD || p == SPR_PARAM_BIAS_GRAD) continue;
+            float *a;
+            int64_t rows, cols, stride;
+            if (spr_model_param(m, l, (spr_param)p, &a, &rows, &cols, &stride)) continue;
+            for (int64_t r = 0; r < rows; r++)
+                for (int64_t c = 0; c < cols; c++)
+                    a[r * stride + c] = (float)(rnd() % 2001) / 1000.0f - (p == SPR_PARAM_WEIGHT_ADAM_V ? -0.01f : 1.0f);
+        }
+    spr_model_set_epoch(m, 11);
+    st = spr_model_rehash(m, 1, 1); /* rebuilds = 1: new hash functions, recorded */
+    CHECK(st == SPR_STATUS_OK, "3 layers: rehash: expected ok, got %d (%s)", st, spr_last_error());
+    st = spr_model_save(m, path);
+    CHECK(st == SPR_STATUS_OK, "3 layers: save: expected ok, got %d (%s)", st, spr_last_error());
+    st = spr_model_load(path, &x);
+    CHECK(st == SPR_STATUS_OK, "3 layers: load: expected ok, got %d (%s)", st, spr_last_error());
+    if (st == SPR_STATUS_OK) {
+        compare_config_info(m, x);
+        compare_params(m, x, "3 layers");
+        compare_predictions(m, x, data, 0, "3 layers, dense prediction");
+        compare_predictions(m, x, data, 1, "3 layers, sparse prediction");
+    }
+    spr_model_free(m);
+    spr_model_free(x);
+    unlink(path);
+}
+
 int main(void) {
     uint64_t seed = 20240601;
     const char *env = getenv("SPR_TEST_SEED");
     if (env && *env) seed = strtoull(env, NULL, 10);
     printf("test_checkpoint: seed %llu (set SPR_TEST_SEED to change)\n", (unsigned long long)seed);
     rng_state = seed;
+    /* The reference CRC this test checks the file against: the standard check value. */
+    CHECK(crc32_bitwise((const unsigned char *)"123456789", 9) == 0xCBF43926u,
+          "crc32(\"123456789\"): expected 0xcbf43926, got 0x%08x",
+          crc32_bitwise((const unsigned char *)"123456789", 9));
 
     char dir[] = "/tmp/spr_test_checkpoint.XXXXXX";
     if (!mkdtemp(dir)) {
@@ -641,6 +701,7 @@ int main(void) {
     compare_params(m, loaded, "one more step on both");
     compare_config_info(m, loaded);
 
+    test_three_layers(dir, data, seed);
     test_damage(dir, path);
     test_save_failures(dir, m, loaded, path);
 

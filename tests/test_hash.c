@@ -1,7 +1,9 @@
 /*
  * test_hash.c: the hash families of src/hash.c. Statistical checks (SimHash's collision
- * probability, WTA/DWTA's monotonicity in similarity), exact properties (DWTA == WTA on
- * dense inputs, exact-width key packing, folding), and adversarial inputs.
+ * probability, WTA/DWTA's monotonicity in similarity, DOPH's collision probability in
+ * Jaccard similarity), exact properties (DWTA == WTA on dense inputs, sparse keys ==
+ * dense keys for every family, DOPH's binarisation, exact-width key packing, folding),
+ * and adversarial inputs.
  * Prints its seed (SPR_TEST_SEED overrides it) and exits non-zero on any failure.
  */
 #include "common.h"
@@ -192,11 +194,11 @@ static void test_dwta_equals_wta(uint64_t seed) {
 
 /* Every family on hostile inputs: keys in range and deterministic. */
 static void test_adversarial(uint64_t seed) {
-    const spr_hash_family fams[] = {SPR_HASH_DWTA, SPR_HASH_WTA, SPR_HASH_SIMHASH};
+    const spr_hash_family fams[] = {SPR_HASH_DWTA, SPR_HASH_WTA, SPR_HASH_SIMHASH, SPR_HASH_DOPH};
     const int64_t big = 100000;
     float *x = calloc((size_t)big, sizeof *x);
     uint32_t k1[64], k2[64];
-    for (int fi = 0; fi < 3; fi++) {
+    for (int fi = 0; fi < 4; fi++) {
         spr_hash_family f = fams[fi];
         int kk = f == SPR_HASH_SIMHASH ? 13 : 6;
         for (int c = 0; c < 8; c++) {
@@ -237,13 +239,13 @@ static void test_adversarial(uint64_t seed) {
 }
 
 static void test_seeds_differ(uint64_t seed) {
-    const spr_hash_family fams[] = {SPR_HASH_DWTA, SPR_HASH_WTA, SPR_HASH_SIMHASH};
+    const spr_hash_family fams[] = {SPR_HASH_DWTA, SPR_HASH_WTA, SPR_HASH_SIMHASH, SPR_HASH_DOPH};
     spr_rng r;
     spr_rng_seed(&r, seed ^ 5);
     float x[128];
     for (int i = 0; i < 128; i++) x[i] = (float)spr_rng_normal(&r);
     uint32_t a[50], b[50];
-    for (int fi = 0; fi < 3; fi++) {
+    for (int fi = 0; fi < 4; fi++) {
         spr_hasher *h1 = make(fams[fi], 128, 6, 50, 18, seed);
         spr_hasher *h2 = make(fams[fi], 128, 6, 50, 18, seed + 1);
         keys_of(h1, x, a);
@@ -288,11 +290,11 @@ static void test_reachable(uint64_t seed) {
 /* Packing: a hasher with (K, L=1) sees the same C = K codes as one with (1, L=K) and
  * the same seed, so its key must be those codes concatenated (or folded). */
 static void test_packing(uint64_t seed) {
-    const spr_hash_family fams[] = {SPR_HASH_DWTA, SPR_HASH_WTA, SPR_HASH_SIMHASH};
+    const spr_hash_family fams[] = {SPR_HASH_DWTA, SPR_HASH_WTA, SPR_HASH_SIMHASH, SPR_HASH_DOPH};
     spr_rng r;
     spr_rng_seed(&r, seed ^ 11);
     float x[64];
-    for (int fi = 0; fi < 3; fi++) {
+    for (int fi = 0; fi < 4; fi++) {
         spr_hash_family f = fams[fi];
         int cb = spr_hash_code_bits(f);
         const int ks[] = {2, 5, 7, 13};
@@ -347,7 +349,7 @@ static void test_packing(uint64_t seed) {
 static void test_bad_input(void) {
     spr_hasher *h = (spr_hasher *)1;
     struct { spr_hash_family f; int64_t dim; int k, l, kbm; const char *what; } bad[] = {
-        {SPR_HASH_DOPH, 64, 4, 4, 18, "doph"},
+        {SPR_HASH_DOPH, 64, 17, 4, 18, "doph K*4 > 64"},
         {SPR_HASH_DWTA, 0, 4, 4, 18, "dim 0"},
         {SPR_HASH_DWTA, 64, 0, 4, 18, "K 0"},
         {SPR_HASH_DWTA, 64, 22, 4, 18, "K*3 > 64"},
@@ -364,9 +366,9 @@ static void test_bad_input(void) {
               "%s: BAD_INPUT, NULL handle and a message expected, got status %d, message '%s'",
               bad[i].what, (int)st, spr_last_error());
     }
-    spr_hasher_create(SPR_HASH_DOPH, 64, 4, 4, 18, 1, &h);
-    CHECK(strstr(spr_last_error(), "doph hashing is not implemented yet") != NULL,
-          "doph message expected, got '%s'", spr_last_error());
+    spr_hasher_create(SPR_HASH_DOPH, 64, 17, 4, 18, 1, &h);
+    CHECK(strstr(spr_last_error(), "doph") != NULL, "doph K message expected, got '%s'",
+          spr_last_error());
     /* The edges that are allowed. */
     spr_status st = spr_hasher_create(SPR_HASH_SIMHASH, 1, 64, 1024, 30, 1, &h);
     CHECK(st == SPR_STATUS_OK, "simhash K=64 L=1024 dim 1: ok expected, got %d (%s)", (int)st,
@@ -376,9 +378,226 @@ static void test_bad_input(void) {
     CHECK(st == SPR_STATUS_OK, "dwta K=21 key bits 1: ok expected, got %d (%s)", (int)st,
           spr_last_error());
     spr_hasher_free(h);
+    st = spr_hasher_create(SPR_HASH_DOPH, 1, 16, 1024, 30, 1, &h);
+    CHECK(st == SPR_STATUS_OK && spr_hash_code_bits(SPR_HASH_DOPH) == 4,
+          "doph K=16 L=1024 dim 1: ok and 4-bit codes expected, got %d (%s), %d bits", (int)st,
+          spr_last_error(), spr_hash_code_bits(SPR_HASH_DOPH));
+    spr_hasher_free(h);
     spr_hasher_free(NULL);
 }
 
+/* A random sparse vector of the given kind: ascending distinct indices < dim, n of them
+ * returned. `density` is the chance of each index for the random kinds. */
+enum { SV_EMPTY, SV_SINGLE, SV_EQUAL, SV_NORMAL, SV_NEGATIVE, SV_RELU, SV_FULL, SV_SPECIAL,
+       SV_TIES, SV_KINDS };
+static const char *sv_name[SV_KINDS] = {"empty", "single non-zero", "all equal", "normal",
+                                        "all negative", "relu", "every coordinate",
+                                        "zeros/-0/inf/nan in the list", "few distinct values"};
+
+static int64_t random_sparse(spr_rng *r, int kind, int64_t dim, double density, int32_t *idx,
+                             float *val) {
+    int64_t n = 0;
+    if (kind == SV_EMPTY) return 0;
+    if (kind == SV_SINGLE) {
+        idx[0] = (int32_t)spr_rng_below(r, (uint64_t)dim);
+        val[0] = spr_rng_uniform(r) < 0.5 ? -1.5f : 0.75f;
+        return 1;
+    }
+    for (int64_t i = 0; i < dim; i++) {
+        if (kind != SV_FULL && spr_rng_uniform(r) >= density) continue;
+        double g = spr_rng_normal(r);
+        float v = (float)g;
+        switch (kind) {
+        case SV_EQUAL: v = 0.5f; break;
+        case SV_NEGATIVE: v = -(float)fabs(g) - 0.01f; break;
+        case SV_RELU: v = (float)fabs(g) + 0.01f; break;
+        case SV_SPECIAL: {
+            const float sp[] = {0.0f, -0.0f, INFINITY, -INFINITY, NAN, 1.0f, -1.0f};
+            uint64_t c = spr_rng_below(r, 14);
+            if (c < 7) v = sp[c];
+            break;
+        }
+        case SV_TIES: v = (float)((int)spr_rng_below(r, 3) - 1) * 0.5f; if (v == 0) v = 2; break;
+        default: break;
+        }
+        idx[n] = (int32_t)i;
+        val[n++] = v;
+    }
+    return n;
+}
+
+/* Exact: for every family, keys_sparse(idx, val) == keys(scattered dense vector), on
+ * random vectors of every kind, dims 1 .. 100000, folded keys and not. The work buffer is
+ * filled with garbage first: neither path may depend on what it held. */
+static void test_sparse_equals_dense(uint64_t seed) {
+    const spr_hash_family fams[] = {SPR_HASH_DWTA, SPR_HASH_WTA, SPR_HASH_SIMHASH, SPR_HASH_DOPH};
+    const int64_t dims[] = {1, 7, 128, 1000, 100000};
+    const int64_t maxdim = 100000;
+    float *x = calloc((size_t)maxdim, sizeof *x), *val = malloc((size_t)maxdim * sizeof *val);
+    int32_t *idx = malloc((size_t)maxdim * sizeof *idx);
+    spr_rng r;
+    spr_rng_seed(&r, seed ^ 17);
+    for (int fi = 0; fi < 4; fi++) {
+        spr_hash_family f = fams[fi];
+        for (int di = 0; di < 5; di++) {
+            const int64_t dim = dims[di];
+            int k = f == SPR_HASH_SIMHASH ? 13 : f == SPR_HASH_DOPH ? 4 : 6;
+            int l = 50;
+            if (f == SPR_HASH_SIMHASH && dim == maxdim) k = 4, l = 8; /* dim x C floats */
+            const int kbm = di % 2 ? 10 : 18;
+            spr_hasher *h = make(f, dim, k, l, kbm, seed + 31 + (uint64_t)di);
+            const int64_t wl = spr_hasher_work_len(h);
+            int32_t *w1 = spr_alloc((size_t)wl * sizeof(int32_t));
+            int32_t *w2 = spr_alloc((size_t)wl * sizeof(int32_t));
+            uint32_t kd[50], ks[50];
+            int vectors = 0, bad = 0, first_bad = -1;
+            const double dens[] = {0.5, 0.05, 75.0 / (double)dim};
+            for (int kind = 0; kind < SV_KINDS; kind++) {
+                if (kind == SV_FULL && dim == maxdim && f != SPR_HASH_SIMHASH) continue;
+                const int reps = kind <= SV_SINGLE || kind == SV_FULL ? 3 : 8;
+                for (int rep = 0; rep < reps; rep++) {
+                    double d = dens[rep % 3];
+                    if (d > 1) d = 1;
+                    int64_t n = random_sparse(&r, kind, dim, d, idx, val);
+                    for (int64_t j = 0; j < n; j++) x[idx[j]] = val[j];
+                    memset(w1, 0xA5, (size_t)wl * sizeof(int32_t));
+                    memset(w2, 0x5A, (size_t)wl * sizeof(int32_t));
+                    spr_hasher_keys(h, x, kd, w1);
+                    spr_hasher_keys_sparse(h, idx, val, n, ks, w2);
+                    int diff = memcmp(kd, ks, (size_t)l * sizeof *kd) != 0;
+                    int range = 0;
+                    for (int t = 0; t < l; t++) range += ks[t] >= (1u << spr_hasher_key_bits(h));
+                    if ((diff || range) && first_bad < 0) first_bad = kind;
+                    bad += diff || range;
+                    vectors++;
+                    for (int64_t j = 0; j < n; j++) x[idx[j]] = 0.0f;
+                }
+            }
+            CHECK(bad == 0,
+                  "%s dim %lld K %d L %d: keys_sparse == keys (and in range) expected on %d "
+                  "vectors, %d differ (first: %s)",
+                  fam_name(f), (long long)dim, k, l, vectors, bad,
+                  first_bad >= 0 ? sv_name[first_bad] : "-");
+            spr_free(w1);
+            spr_free(w2);
+            spr_hasher_free(h);
+        }
+    }
+    free(x);
+    free(val);
+    free(idx);
+}
+
+/* Two random sets of n indices each (< dim) sharing m: J = m / (2n - m). Sorted. */
+static void jaccard_pair(spr_rng *r, int64_t dim, int n, int m, int32_t *a, int32_t *b) {
+    int32_t all[64];
+    int got = 0;
+    while (got < 2 * n - m) {
+        int32_t c = (int32_t)spr_rng_below(r, (uint64_t)dim);
+        int dup = 0;
+        for (int i = 0; i < got; i++) dup |= all[i] == c;
+        if (!dup) all[got++] = c;
+    }
+    for (int i = 0; i < n; i++) a[i] = all[i];                            /* shared + own */
+    for (int i = 0; i < n; i++) b[i] = i < m ? all[i] : all[i + n - m]; /* shared + other */
+    for (int s = 0; s < 2; s++) {
+        int32_t *v = s ? b : a;
+        for (int i = 1; i < n; i++)
+            for (int j = i; j > 0 && v[j - 1] > v[j]; j--) {
+                int32_t t = v[j];
+                v[j] = v[j - 1];
+                v[j - 1] = t;
+            }
+    }
+}
+
+/* DOPH: with K = 1 every key is one 4-bit code, and per code
+ *   P[collision] = J + (1 - J) / 16
+ * (densified minhash is exact in J; different argmins agree on 4 bits 1 time in 16).
+ * Sets of 32 (the whole binarised set) rarely leave a bin empty, so the codes of a pair
+ * are close to independent: the rate over `pairs` x 1024 codes is checked against
+ * binomial(pairs x 1024, p) at 4 sigma. Sets of 6 leave most bins to densification,
+ * whose copies repeat codes: there the bound is 4 sigma of binomial(n / 4). The rate
+ * must also grow with J. */
+static void test_doph_jaccard(uint64_t seed) {
+    enum { L = 1024 };
+    spr_rng r;
+    spr_rng_seed(&r, seed ^ 19);
+    int32_t a[32], b[32];
+    float ones[32];
+    uint32_t ka[L], kb[L];
+    for (int i = 0; i < 32; i++) ones[i] = 1.0f;
+    struct { int n, pairs, shrink; int m[7]; } cases[] = {
+        {32, 4, 1, {6, 11, 16, 21, 26, 29, 31}}, /* J = 0.10 .. 0.94 */
+        {6, 8, 4, {1, 2, 3, 4, 5, -1, -1}},      /* J = 0.09 .. 0.71 */
+    };
+    int32_t *work = NULL;
+    for (int ci = 0; ci < 2; ci++) {
+        double prev = -1;
+        int mono = 1;
+        for (int mi = 0; mi < 7 && cases[ci].m[mi] >= 0; mi++) {
+            const int n = cases[ci].n, m = cases[ci].m[mi];
+            const double j = (double)m / (2 * n - m), p = j + (1 - j) / 16;
+            int same = 0, total = 0;
+            for (int pr = 0; pr < cases[ci].pairs; pr++) {
+                spr_hasher *h = make(SPR_HASH_DOPH, 100000, 1, L, 30,
+                                     seed + 1000 * (uint64_t)ci + 10 * (uint64_t)mi + (uint64_t)pr);
+                if (!work) work = spr_alloc((size_t)spr_hasher_work_len(h) * sizeof(int32_t));
+                jaccard_pair(&r, 100000, n, m, a, b);
+                spr_hasher_keys_sparse(h, a, ones, n, ka, work);
+                spr_hasher_keys_sparse(h, b, ones, n, kb, work);
+                for (int t = 0; t < L; t++) same += ka[t] == kb[t];
+                total += L;
+                spr_hasher_free(h);
+            }
+            const double got = (double)same / total;
+            const double sigma = sqrt(p * (1 - p) / (total / cases[ci].shrink));
+            CHECK(fabs(got - p) <= 4 * sigma,
+                  "doph |S| = %d, J = %.3f: collision J + (1-J)/16 = %.4f +- %.4f (4 sigma) "
+                  "expected, got %.4f",
+                  n, j, p, 4 * sigma, got);
+            mono &= got > prev;
+            prev = got;
+        }
+        CHECK(mono, "doph |S| = %d: collision rate increasing in J expected, it was not",
+              cases[ci].n);
+    }
+    spr_free(work);
+}
+
+/* DOPH's binarisation keeps the top 32 non-zeros by value: a vector whose 32 largest
+ * values sit on a set S hashes like the binary indicator of S, whatever the other
+ * values, negative ones included. */
+static void test_doph_binarise(uint64_t seed) {
+    const int64_t dim = 1000;
+    spr_hasher *h = make(SPR_HASH_DOPH, dim, 4, 50, 18, seed + 41);
+    float *x = calloc((size_t)dim, sizeof *x), *xs = calloc((size_t)dim, sizeof *xs);
+    uint32_t kx[50], ks[50];
+    spr_rng r;
+    spr_rng_seed(&r, seed ^ 23);
+    int bad = 0;
+    for (int v = 0; v < 20; v++) {
+        memset(x, 0, (size_t)dim * sizeof *x);
+        memset(xs, 0, (size_t)dim * sizeof *xs);
+        const int n = 33 + (int)spr_rng_below(&r, 100), neg = v % 2;
+        for (int i = 0; i < n; i++) {
+            int64_t j;
+            do j = (int64_t)spr_rng_below(&r, (uint64_t)dim); while (x[j] != 0);
+            /* ranks 0..31 are the top: values 10 - i (or -1 - i when all negative) */
+            x[j] = neg ? -1.0f - (float)i : i < 32 ? 10.0f - 0.1f * (float)i : 0.5f - 0.001f * (float)i;
+            if (i < 32) xs[j] = 1.0f;
+        }
+        keys_of(h, x, kx);
+        keys_of(h, xs, ks);
+        bad += memcmp(kx, ks, sizeof kx) != 0;
+    }
+    CHECK(bad == 0, "doph: keys of x == keys of its top-32 indicator expected, %d of 20 differ", bad);
+    free(x);
+    free(xs);
+    spr_hasher_free(h);
+}
+
+/* Not a check: the cost per vector the model pays at every sampled layer. */
 /* Not a check: the cost per vector the model pays at every sampled layer. */
 static void report_timing(uint64_t seed) {
     struct { spr_hash_family f; int k; } cfg[] = {{SPR_HASH_DWTA, 6}, {SPR_HASH_SIMHASH, 13}};
@@ -410,6 +629,78 @@ static void report_timing(uint64_t seed) {
     free(x);
 }
 
+/* Not a check: keys (dense) vs keys_sparse per vector for DWTA (K=6) and DOPH (K=4),
+ * L=50, on dim-128 ReLU activations (half zeros) and on dim-100000 inputs with 75
+ * non-zeros. The answers are compared before timing. */
+static void report_timing_sparse(uint64_t seed) {
+    struct { spr_hash_family f; int k; } cfg[] = {{SPR_HASH_DWTA, 6}, {SPR_HASH_DOPH, 4}};
+    struct { int64_t dim; int nv; } shapes[] = {{128, 256}, {100000, 16}};
+    spr_rng r;
+    spr_rng_seed(&r, seed ^ 29);
+    for (int si = 0; si < 2; si++) {
+        const int64_t dim = shapes[si].dim;
+        const int nv = shapes[si].nv;
+        float *x = calloc((size_t)nv * (size_t)dim, sizeof *x);
+        int32_t *idx = malloc((size_t)nv * 128 * sizeof *idx);
+        float *val = malloc((size_t)nv * 128 * sizeof *val);
+        int64_t nnz[256];
+        for (int v = 0; v < nv; v++) {
+            float *xv = x + (int64_t)v * dim;
+            if (dim == 128) {
+                for (int i = 0; i < 128; i++) {
+                    double g = spr_rng_normal(&r);
+                    xv[i] = g > 0 ? (float)g : 0.0f;
+                }
+            } else {
+                for (int i = 0; i < 75; i++) {
+                    int64_t j;
+                    do j = (int64_t)spr_rng_below(&r, (uint64_t)dim); while (xv[j] != 0);
+                    xv[j] = (float)spr_rng_uniform(&r) + 0.1f;
+                }
+            }
+            nnz[v] = 0;
+            for (int64_t i = 0; i < dim; i++)
+                if (xv[i] != 0) idx[v * 128 + nnz[v]] = (int32_t)i, val[v * 128 + nnz[v]++] = xv[i];
+        }
+        for (int c = 0; c < 2; c++) {
+            spr_hasher *h = make(cfg[c].f, dim, cfg[c].k, 50, 18, seed);
+            int32_t *work = spr_alloc((size_t)spr_hasher_work_len(h) * sizeof(int32_t));
+            uint32_t kd[50], ks[50], sum = 0;
+            int bad = 0;
+            for (int v = 0; v < nv; v++) {
+                spr_hasher_keys(h, x + (int64_t)v * dim, kd, work);
+                spr_hasher_keys_sparse(h, idx + v * 128, val + v * 128, nnz[v], ks, work);
+                bad += memcmp(kd, ks, sizeof kd) != 0;
+            }
+            CHECK(bad == 0, "timing inputs %s dim %lld: sparse == dense keys expected, %d differ",
+                  fam_name(cfg[c].f), (long long)dim, bad);
+            double us[2];
+            for (int sp = 0; sp < 2; sp++) {
+                const int reps = (dim == 128 ? 8 : 4) * (sp ? 16 : 1);
+                double t0 = spr_now();
+                for (int rep = 0; rep < reps; rep++)
+                    for (int v = 0; v < nv; v++) {
+                        if (sp)
+                            spr_hasher_keys_sparse(h, idx + v * 128, val + v * 128, nnz[v], kd, work);
+                        else
+                            spr_hasher_keys(h, x + (int64_t)v * dim, kd, work);
+                        sum += kd[v % 50];
+                    }
+                us[sp] = (spr_now() - t0) / (reps * nv) * 1e6;
+            }
+            printf("time: %s K=%d L=50 dim=%lld (%s): keys %.2f us, keys_sparse %.2f us per "
+                   "vector (%u)\n",
+                   fam_name(cfg[c].f), cfg[c].k, (long long)dim,
+                   dim == 128 ? "ReLU, half zeros" : "75 non-zeros", us[0], us[1], sum & 1);
+            spr_free(work);
+            spr_hasher_free(h);
+        }
+        free(x);
+        free(idx);
+        free(val);
+    }
+}
+
 int main(void) {
     uint64_t seed = 20240601;
     const char *env = getenv("SPR_TEST_SEED");
@@ -426,7 +717,11 @@ int main(void) {
     test_seeds_differ(seed);
     test_reachable(seed);
     test_packing(seed);
+    test_sparse_equals_dense(seed);
+    test_doph_jaccard(seed);
+    test_doph_binarise(seed);
     report_timing(seed);
+    report_timing_sparse(seed);
 
     printf("test_hash: %d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;

@@ -370,6 +370,12 @@ static const char TRAIN_HELP[] =
     "  --tables L            hash tables of the output layer\n"
     "  --bits K              codes per table key (0: chosen from sparsity and L)\n"
     "  --bucket-capacity C   neurons kept per bucket\n"
+    "  --bucket-policy P     fifo (a full bucket keeps the newest) or reservoir (a\n"
+    "                        uniform sample)\n"
+    "  --select S            topk: the target count of candidates most tables agree\n"
+    "                        on (default); union: every candidate (SLIDE); threshold:\n"
+    "                        candidates returned by >= --threshold M tables\n"
+    "  --threshold M         tables that must return a neuron (--select threshold)\n"
     "  --seed S              seed of weights, hashes, sampling and the epoch shuffles\n"
     "training\n"
     "  --epochs N            passes over the training set (default 1)\n"
@@ -407,6 +413,11 @@ typedef struct train_args {
     int tables, have_tables;
     int bits, have_bits;
     int bucket_capacity, have_bucket_capacity;
+    spr_bucket_policy bucket_policy;
+    int have_bucket_policy;
+    spr_select select;
+    int have_select;
+    int threshold, have_threshold;
     int threads, have_threads;
     uint64_t seed;
     int have_seed;
@@ -450,7 +461,7 @@ static int parse_hidden(const char *cmd, const char *text, train_args *a) {
 enum {
     T_TRAIN = 256, T_TEST, T_HIDDEN, T_EPOCHS, T_BATCH, T_LR, T_SPARSITY, T_HASH, T_TABLES,
     T_BITS, T_BUCKET, T_THREADS, T_SEED, T_DENSE, T_SAVE, T_METRICS, T_EVAL_MAX,
-    T_MAX_BATCHES, T_ONE_BASED, T_QUIET, T_VERBOSE
+    T_MAX_BATCHES, T_ONE_BASED, T_QUIET, T_VERBOSE, T_POLICY, T_SELECT, T_THRESHOLD
 };
 
 /* Fills a from the command line; returns an exit code (EXIT_OK to go on, or -1 after
@@ -479,6 +490,9 @@ static int parse_train_args(int argc, char **argv, train_args *a) {
         {"one-based", no_argument, 0, T_ONE_BASED},
         {"quiet", no_argument, 0, T_QUIET},
         {"verbose", no_argument, 0, T_VERBOSE},
+        {"bucket-policy", required_argument, 0, T_POLICY},
+        {"select", required_argument, 0, T_SELECT},
+        {"threshold", required_argument, 0, T_THRESHOLD},
         {"help", no_argument, 0, OPT_HELP},
         {0, 0, 0, 0}};
     memset(a, 0, sizeof *a);
@@ -543,6 +557,21 @@ static int parse_train_args(int argc, char **argv, train_args *a) {
         case T_ONE_BASED: a->one_based = 1; break;
         case T_QUIET: a->quiet = 1; break;
         case T_VERBOSE: a->verbose = 1; break;
+        case T_POLICY:
+            if (strcmp(optarg, "fifo") == 0) a->bucket_policy = SPR_BUCKET_FIFO;
+            else if (strcmp(optarg, "reservoir") == 0) a->bucket_policy = SPR_BUCKET_RESERVOIR;
+            else rc = usage_error(cmd, "--bucket-policy must be fifo or reservoir, got %s", optarg);
+            a->have_bucket_policy = 1;
+            break;
+        case T_SELECT:
+            if (spr_select_parse(optarg, &a->select) != SPR_STATUS_OK)
+                rc = usage_error(cmd, "--select must be topk, union or threshold, got %s", optarg);
+            a->have_select = 1;
+            break;
+        case T_THRESHOLD:
+            rc = parse_int(cmd, "--threshold", optarg, 1, 1024, &a->threshold);
+            a->have_threshold = 1;
+            break;
         case OPT_HELP: fputs(TRAIN_HELP, stdout); return -1;
         default: return bad_option(cmd);
         }
@@ -577,6 +606,9 @@ static spr_model_config train_model_config(const train_args *a, int64_t n_featur
     if (a->have_tables) out->hash_l = a->tables;
     if (a->have_bits) out->hash_k = a->bits;
     if (a->have_bucket_capacity) out->bucket_capacity = a->bucket_capacity;
+    if (a->have_bucket_policy) out->bucket_policy = a->bucket_policy;
+    if (a->have_select) out->select = a->select;
+    if (a->have_threshold) out->select_threshold = a->threshold;
     if (a->have_seed) cfg.seed = a->seed;
     return cfg;
 }
@@ -597,10 +629,13 @@ static void print_layers(FILE *f, const spr_model_config *cfg, const spr_model_i
         if (l->sparsity >= 1.0f) continue;
         fprintf(f,
                 "  layer %d sampled: sparsity %g, hash %s, K %d (effective %d), L %d, key "
-                "bits %d, bucket capacity %d %s\n",
+                "bits %d, bucket capacity %d %s, select %s",
                 i, l->sparsity, spr_hash_family_to_string(l->hash), l->hash_k,
                 info ? info->hash_k[i] : 0, l->hash_l, info ? info->key_bits[i] : 0,
-                l->bucket_capacity, l->bucket_policy == SPR_BUCKET_FIFO ? "fifo" : "reservoir");
+                l->bucket_capacity, l->bucket_policy == SPR_BUCKET_FIFO ? "fifo" : "reservoir",
+                spr_select_to_string(l->select));
+        if (l->select == SPR_SELECT_THRESHOLD) fprintf(f, " >= %d tables", l->select_threshold);
+        fputc('\n', f);
     }
 }
 
@@ -608,12 +643,14 @@ static void print_layers(FILE *f, const spr_model_config *cfg, const spr_model_i
 typedef struct window {
     double loss_sum;   /* sum over batches of loss x samples */
     double active_sum; /* sum over batches of active output neurons x samples */
+    double rehash_seconds; /* time spent rehashing the tables (inside train_seconds) */
     int64_t samples;
 } window;
 
 static void window_add(window *w, const spr_batch_stats *s, int last_layer, int64_t n) {
     w->loss_sum += s->loss * (double)n;
     w->active_sum += s->active[last_layer] * (double)n;
+    w->rehash_seconds += s->rehash_seconds;
     w->samples += n;
 }
 
@@ -681,6 +718,8 @@ static int train_report(train_state *s, int64_t epoch, int partial, window *w) {
         }
         fputs(", \"active_out\": ", f);
         json_number(f, active);
+        fputs(", \"rehash_seconds\": ", f);
+        json_number(f, w->rehash_seconds);
         fprintf(f, ", \"eval_points\": %lld, \"eval_seconds\": ",
                 (long long)(s->test ? s->eval_n : 0));
         json_number(f, eval_seconds);
@@ -926,6 +965,8 @@ static const char EVAL_HELP[] =
     "  --test FILE           test set\n"
     "  --k K                 also report p_at_K when K is not 1, 3 or 5 (default 5)\n"
     "  --sparse-inference    rank only the LSH candidates (sublinear) instead of all labels\n"
+    "  --recall N            also report sampling_recall_at_N: the mean fraction of each\n"
+    "                        point's exact top-N outputs that the sampler makes active\n"
     "  --eval-max N          evaluate on N points drawn uniformly at random without\n"
     "                        replacement with a fixed seed (the same subset as\n"
     "                        'sparrow train --eval-max N')\n"
@@ -980,14 +1021,15 @@ done:
 static int cmd_eval(int argc, char **argv) {
     const char *cmd = "eval";
     const char *model_path = NULL, *test_path = NULL;
-    int k = 5, sparse = 0, threads = 0, one_based = 0;
+    int k = 5, sparse = 0, threads = 0, one_based = 0, recall_top = 0;
     int64_t eval_max = 0;
-    enum { E_MODEL = 256, E_TEST, E_K, E_SPARSE, E_THREADS, E_EVAL_MAX, E_ONE_BASED };
+    enum { E_MODEL = 256, E_TEST, E_K, E_SPARSE, E_THREADS, E_EVAL_MAX, E_ONE_BASED, E_RECALL };
     static const struct option opts[] = {
         {"model", required_argument, 0, E_MODEL},
         {"test", required_argument, 0, E_TEST},
         {"k", required_argument, 0, E_K},
         {"sparse-inference", no_argument, 0, E_SPARSE},
+        {"recall", required_argument, 0, E_RECALL},
         {"threads", required_argument, 0, E_THREADS},
         {"eval-max", required_argument, 0, E_EVAL_MAX},
         {"one-based", no_argument, 0, E_ONE_BASED},
@@ -1002,6 +1044,7 @@ static int cmd_eval(int argc, char **argv) {
         case E_TEST: test_path = optarg; break;
         case E_K: rc = parse_int(cmd, "--k", optarg, 1, 1 << 20, &k); break;
         case E_SPARSE: sparse = 1; break;
+        case E_RECALL: rc = parse_int(cmd, "--recall", optarg, 1, 1000, &recall_top); break;
         case E_THREADS: rc = parse_int(cmd, "--threads", optarg, 0, INT_MAX, &threads); break;
         case E_EVAL_MAX: rc = parse_int64(cmd, "--eval-max", optarg, 1, INT64_MAX, &eval_max); break;
         case E_ONE_BASED: one_based = 1; break;
@@ -1046,6 +1089,15 @@ static int cmd_eval(int argc, char **argv) {
     if (extra) {
         printf(", \"p_at_%d\": ", k);
         json_number(stdout, p_extra);
+    }
+    if (recall_top > 0) {
+        double recall = 0;
+        if ((st = spr_model_sampling_recall(model, test, rows, n, recall_top, threads, &recall))) {
+            rc = library_error(st);
+            goto done;
+        }
+        printf(", \"sampling_recall_at_%d\": ", recall_top);
+        json_number(stdout, recall);
     }
     printf(", \"points\": %lld, \"seconds\": ", (long long)n);
     json_number(stdout, seconds);

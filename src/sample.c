@@ -1,0 +1,143 @@
+/*
+ * sample.c: which neurons of a sampled layer are active for one input. Hash the input,
+ * gather the L buckets with a count of the tables that returned each neuron, keep the
+ * candidates the layer's strategy wants, add random neurons up to the target, sort.
+ * Per-sample cost O(L x bucket + target), independent of the layer size: the sets of
+ * seen neurons are stamps in a per-thread array, never cleared.
+ */
+#include "common.h"
+#include "model.h"
+
+#include <string.h>
+
+/* Sorts n non-negative ids below `limit` ascending: LSD radix sort, 11 bits a pass,
+ * O(n + 2048) per pass, as many passes as limit needs. tmp holds n ints. */
+static void sort_ids(int32_t *ids, int64_t n, int64_t limit, int32_t *tmp) {
+    if (n < 48) { /* insertion sort beats the passes on short lists */
+        for (int64_t i = 1; i < n; i++) {
+            int32_t v = ids[i];
+            int64_t k = i;
+            while (k > 0 && ids[k - 1] > v) {
+                ids[k] = ids[k - 1];
+                k--;
+            }
+            ids[k] = v;
+        }
+        return;
+    }
+    int32_t *src = ids, *dst = tmp;
+    for (int shift = 0; shift < 33 && ((int64_t)1 << shift) < limit; shift += 11) {
+        uint32_t count[2048];
+        memset(count, 0, sizeof count);
+        for (int64_t i = 0; i < n; i++) count[((uint32_t)src[i] >> shift) & 2047]++;
+        uint32_t sum = 0;
+        for (int b = 0; b < 2048; b++) {
+            uint32_t c = count[b];
+            count[b] = sum;
+            sum += c;
+        }
+        for (int64_t i = 0; i < n; i++) dst[count[((uint32_t)src[i] >> shift) & 2047]++] = src[i];
+        int32_t *t = src;
+        src = dst;
+        dst = t;
+    }
+    if (src != ids) memcpy(ids, src, (size_t)n * sizeof(int32_t));
+}
+
+/* A fresh stamp: neurons marked with it are in the set being built. */
+static uint32_t next_stamp(spr_scratch *s, int64_t size) {
+    if (++s->stamp == 0) {
+        memset(s->mark, 0, (size_t)size * sizeof(uint32_t));
+        s->stamp = 1;
+    }
+    return s->stamp;
+}
+
+int64_t spr_layer_select(const spr_layer *L, const float *in_dense, const int32_t *labels,
+                         int64_t n_labels, int inference, spr_scratch *s, spr_rng *rng,
+                         int32_t *ids) {
+    const uint32_t stamp = next_stamp(s, L->size);
+    uint32_t *mark = s->mark;
+    uint16_t *count = s->count;
+    int64_t n = 0;
+    for (int64_t i = 0; i < n_labels; i++) {
+        ids[n++] = labels[i];
+        mark[labels[i]] = stamp;
+        count[labels[i]] = UINT16_MAX; /* already taken, never a candidate */
+    }
+    const int64_t target = L->target_active + n_labels;
+
+    /* Union of the L buckets, counting how many tables returned each neuron. */
+    spr_hasher_keys(L->hasher, in_dense, s->keys, s->hash_work);
+    int64_t nc = 0;
+    int32_t *cand = s->cand;
+    for (int t = 0; t < L->cfg.hash_l; t++) {
+        int64_t bn;
+        const int32_t *bucket = spr_lsh_bucket(L->tables, t, s->keys[t], &bn);
+        for (int64_t k = 0; k < bn; k++) {
+            int32_t id = bucket[k];
+            if (mark[id] != stamp) {
+                mark[id] = stamp;
+                count[id] = 1;
+                cand[nc++] = id;
+            } else if (count[id] != UINT16_MAX) {
+                count[id]++;
+            }
+        }
+    }
+
+    /* Which candidates join: TOPK keeps the target number, most-returned first; UNION
+     * keeps them all; THRESHOLD keeps those returned by >= select_threshold tables, at
+     * most the target, most-returned first. Ties keep the order the tables gave. */
+    const spr_select how = inference ? SPR_SELECT_UNION : L->cfg.select;
+    const int min_count = how == SPR_SELECT_THRESHOLD ? L->cfg.select_threshold : 1;
+    int64_t limit = how == SPR_SELECT_UNION ? nc : target - n;
+    int64_t hist[1026];
+    const int top = L->cfg.hash_l;
+    memset(hist, 0, (size_t)(top + 2) * sizeof(int64_t));
+    for (int64_t k = 0; k < nc; k++) hist[count[cand[k]]]++;
+    int64_t eligible = 0;
+    for (int c = min_count; c <= top; c++) eligible += hist[c];
+    if (eligible <= limit) {
+        if (min_count <= 1) {
+            memcpy(ids + n, cand, (size_t)nc * sizeof(int32_t));
+            n += nc;
+        } else {
+            for (int64_t k = 0; k < nc; k++)
+                if (count[cand[k]] >= min_count) ids[n++] = cand[k];
+        }
+    } else if (limit > 0) {
+        /* the count c such that fewer than `limit` candidates have a higher one: take
+         * all of those, then candidates with count c until the limit */
+        int c = top;
+        int64_t above = 0;
+        while (c > min_count && above + hist[c] <= limit) above += hist[c--];
+        int64_t at_c = limit - above;
+        for (int64_t k = 0; k < nc; k++) {
+            int cnt = count[cand[k]];
+            if (cnt > c) ids[n++] = cand[k];
+            else if (cnt == c && at_c > 0) ids[n++] = cand[k], at_c--;
+        }
+    }
+
+    /* Random neurons up to the target (SLIDE's top-up): rejection sampling, then a scan
+     * from a random start if the layer is nearly full. */
+    int64_t tries = inference ? 8 * target : 0; /* inference wants no random neurons */
+    while (n < target && tries < 8 * target) {
+        int32_t id = (int32_t)spr_rng_below(rng, (uint64_t)L->size);
+        tries++;
+        if (mark[id] != stamp) {
+            mark[id] = stamp;
+            ids[n++] = id;
+        }
+    }
+    if (!inference && n < target) {
+        int64_t start = (int64_t)spr_rng_below(rng, (uint64_t)L->size);
+        for (int64_t k = 0; k < L->size && n < target; k++) {
+            int32_t id = (int32_t)((start + k) % L->size);
+            if (mark[id] != stamp) mark[id] = stamp, ids[n++] = id;
+        }
+    }
+    sort_ids(ids, n, L->size, s->cand);
+    return n;
+}
