@@ -14,6 +14,9 @@
 #endif
 
 static _Thread_local char last_error[1024];
+static _Atomic long long alloc_calls;
+
+long long spr_alloc_calls(void) { return alloc_calls; }
 
 const char *spr_version(void) { return SPR_VERSION_STRING; }
 
@@ -39,6 +42,7 @@ spr_status spr_fail(spr_status status, const char *fmt, ...) {
 }
 
 void *spr_alloc(size_t n) {
+    alloc_calls++;
     if (n == 0) n = SPR_ALIGN;
     size_t rounded = (n + SPR_ALIGN - 1) / SPR_ALIGN * SPR_ALIGN;
     void *p = NULL;

@@ -24,6 +24,10 @@ spr_status spr_fail(spr_status status, const char *fmt, ...)
 void *spr_alloc(size_t n);
 void spr_free(void *p);
 
+/* Calls to spr_alloc so far (all threads): lets a test prove that a training step
+ * allocates nothing. */
+long long spr_alloc_calls(void);
+
 /* Floats per row so that every row starts on a SPR_ALIGN boundary. */
 static inline int64_t spr_row_stride(int64_t cols) {
     const int64_t per_line = SPR_ALIGN / (int64_t)sizeof(float);

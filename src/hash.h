@@ -3,7 +3,8 @@
  *
  * A hasher maps a vector of dimension dim to L table keys, each the concatenation of K
  * codes of bits_per_code bits (exact widths: DWTA/WTA codes are positions 0..7 in a bin
- * of 8, 3 bits; SimHash codes are signs, 1 bit). When K * bits exceeds the key width the
+ * of 8, 3 bits; SimHash codes are signs, 1 bit; DOPH codes are 4 low bits of a bin's
+ * minimum hash). When K * bits exceeds the key width the
  * tables were sized for, the concatenation is folded by a multiplicative hash.
  */
 #ifndef SPR_HASH_H
@@ -15,7 +16,7 @@
 
 typedef struct spr_hasher spr_hasher;
 
-/* Bits one code of the family takes (3 for DWTA/WTA bins of 8, 1 for SimHash). */
+/* Bits one code of the family takes (3 for DWTA/WTA bins of 8, 1 for SimHash, 4 for DOPH). */
 int spr_hash_code_bits(spr_hash_family family);
 
 /* Draws the hash functions from seed. key_bits_max caps the key width (table size). */
@@ -26,12 +27,12 @@ void spr_hasher_free(spr_hasher *h);
 /* log2 of the number of buckets per table. */
 int spr_hasher_key_bits(const spr_hasher *h);
 
-/* int32 slots of scratch spr_hasher_keys needs. */
+/* int32 slots of scratch spr_hasher_keys and spr_hasher_keys_sparse need (3 K L). */
 int64_t spr_hasher_work_len(const spr_hasher *h);
 
 /* keys[0..L) of the dense vector x (dim): every key < 2^key_bits, deterministic.
  * work: spr_hasher_work_len(h) int32 of caller scratch. Cost O(K L bin + dim) for
- * DWTA/WTA, O(K L dim / 3) for SimHash. */
+ * DWTA/WTA, O(K L dim / 3) for SimHash, O(dim + 32 K L / 8) for DOPH. */
 void spr_hasher_keys(const spr_hasher *h, const float *x, uint32_t *keys, int32_t *work);
 
 /* The same keys for a sparse vector: nnz values val at ascending, distinct indices idx

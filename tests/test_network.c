@@ -335,6 +335,16 @@ static void test_learns_and_reproduces(void) {
     OK(spr_model_create(&c, &a));
     OK(spr_model_create(&c, &b));
     OK(spr_model_create(&c, &p));
+    /* After the first batch (which prepares the scratch), steps allocate nothing. */
+    spr_train_options o = spr_train_options_default();
+    o.batch_size = 16;
+    o.threads = 2;
+    int64_t rows[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+    OK(spr_model_train_batch(p, t.data, rows, 16, &o, NULL));
+    long long before = spr_alloc_calls();
+    for (int i = 0; i < 20; i++) OK(spr_model_train_batch(p, t.data, rows, 16, &o, NULL));
+    CHECK(spr_alloc_calls() == before, "no allocation in 20 training steps (%lld calls)",
+          spr_alloc_calls() - before);
     double p1s = 0;
     double p1a = train_toy(a, &t, 1, 4, 1, &p1s);
     double p1b = train_toy(b, &t, 1, 4, 0, NULL);

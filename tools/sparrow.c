@@ -376,6 +376,8 @@ static const char TRAIN_HELP[] =
     "                        on (default); union: every candidate (SLIDE); threshold:\n"
     "                        candidates returned by >= --threshold M tables\n"
     "  --threshold M         tables that must return a neuron (--select threshold)\n"
+    "  --hidden-sparsity F   sample the hidden layers after the first too (same hash\n"
+    "                        options as the output layer); default 1 (dense)\n"
     "  --seed S              seed of weights, hashes, sampling and the epoch shuffles\n"
     "training\n"
     "  --epochs N            passes over the training set (default 1)\n"
@@ -384,6 +386,10 @@ static const char TRAIN_HELP[] =
     "  --dense               compute every output neuron (the exact reference)\n"
     "  --max-batches N       stop after N batches in total (benchmarks), then evaluate\n"
     "  --threads T           worker threads (0: all cores)\n"
+    "  --rehash-first N      batches before the first rehash of the tables\n"
+    "  --rehash-growth G     the t-th gap between rehashes is N x exp(G t) batches\n"
+    "  --rehash-max M        longest gap between rehashes, in batches\n"
+    "  --rebuild-every R     draw new hash functions at every R-th rehash (0: never)\n"
     "output\n"
     "  --save MODEL          save the model at the end (atomically; nothing on failure)\n"
     "  --metrics FILE        JSON Lines, one object per evaluation (the file is\n"
@@ -418,6 +424,12 @@ typedef struct train_args {
     spr_select select;
     int have_select;
     int threshold, have_threshold;
+    double hidden_sparsity;
+    int have_hidden_sparsity;
+    int64_t rehash_first, rehash_max;
+    double rehash_growth;
+    int rebuild_every;
+    int have_rehash_first, have_rehash_max, have_rehash_growth, have_rebuild_every;
     int threads, have_threads;
     uint64_t seed;
     int have_seed;
@@ -461,7 +473,8 @@ static int parse_hidden(const char *cmd, const char *text, train_args *a) {
 enum {
     T_TRAIN = 256, T_TEST, T_HIDDEN, T_EPOCHS, T_BATCH, T_LR, T_SPARSITY, T_HASH, T_TABLES,
     T_BITS, T_BUCKET, T_THREADS, T_SEED, T_DENSE, T_SAVE, T_METRICS, T_EVAL_MAX,
-    T_MAX_BATCHES, T_ONE_BASED, T_QUIET, T_VERBOSE, T_POLICY, T_SELECT, T_THRESHOLD
+    T_MAX_BATCHES, T_ONE_BASED, T_QUIET, T_VERBOSE, T_POLICY, T_SELECT, T_THRESHOLD,
+    T_HIDDEN_SPARSITY, T_REHASH_FIRST, T_REHASH_GROWTH, T_REHASH_MAX, T_REBUILD
 };
 
 /* Fills a from the command line; returns an exit code (EXIT_OK to go on, or -1 after
@@ -493,6 +506,11 @@ static int parse_train_args(int argc, char **argv, train_args *a) {
         {"bucket-policy", required_argument, 0, T_POLICY},
         {"select", required_argument, 0, T_SELECT},
         {"threshold", required_argument, 0, T_THRESHOLD},
+        {"hidden-sparsity", required_argument, 0, T_HIDDEN_SPARSITY},
+        {"rehash-first", required_argument, 0, T_REHASH_FIRST},
+        {"rehash-growth", required_argument, 0, T_REHASH_GROWTH},
+        {"rehash-max", required_argument, 0, T_REHASH_MAX},
+        {"rebuild-every", required_argument, 0, T_REBUILD},
         {"help", no_argument, 0, OPT_HELP},
         {0, 0, 0, 0}};
     memset(a, 0, sizeof *a);
@@ -568,6 +586,30 @@ static int parse_train_args(int argc, char **argv, train_args *a) {
                 rc = usage_error(cmd, "--select must be topk, union or threshold, got %s", optarg);
             a->have_select = 1;
             break;
+        case T_HIDDEN_SPARSITY:
+            if ((rc = parse_double(cmd, "--hidden-sparsity", optarg, &a->hidden_sparsity))) break;
+            if (!(a->hidden_sparsity > 0 && a->hidden_sparsity <= 1))
+                rc = usage_error(cmd, "--hidden-sparsity must be in (0, 1], got %s", optarg);
+            a->have_hidden_sparsity = 1;
+            break;
+        case T_REHASH_FIRST:
+            rc = parse_int64(cmd, "--rehash-first", optarg, 1, INT64_MAX, &a->rehash_first);
+            a->have_rehash_first = 1;
+            break;
+        case T_REHASH_MAX:
+            rc = parse_int64(cmd, "--rehash-max", optarg, 1, INT64_MAX, &a->rehash_max);
+            a->have_rehash_max = 1;
+            break;
+        case T_REHASH_GROWTH:
+            if ((rc = parse_double(cmd, "--rehash-growth", optarg, &a->rehash_growth))) break;
+            if (!(a->rehash_growth >= 0 && a->rehash_growth <= 10))
+                rc = usage_error(cmd, "--rehash-growth must be in [0, 10], got %s", optarg);
+            a->have_rehash_growth = 1;
+            break;
+        case T_REBUILD:
+            rc = parse_int(cmd, "--rebuild-every", optarg, 0, INT_MAX, &a->rebuild_every);
+            a->have_rebuild_every = 1;
+            break;
         case T_THRESHOLD:
             rc = parse_int(cmd, "--threshold", optarg, 1, 1024, &a->threshold);
             a->have_threshold = 1;
@@ -609,6 +651,14 @@ static spr_model_config train_model_config(const train_args *a, int64_t n_featur
     if (a->have_bucket_policy) out->bucket_policy = a->bucket_policy;
     if (a->have_select) out->select = a->select;
     if (a->have_threshold) out->select_threshold = a->threshold;
+    /* Hidden layers after the first share the output layer's sampling options. */
+    if (a->have_hidden_sparsity)
+        for (int i = 1; i < cfg.n_layers - 1; i++) {
+            int64_t size = cfg.layers[i].size;
+            cfg.layers[i] = *out;
+            cfg.layers[i].size = size;
+            cfg.layers[i].sparsity = (float)a->hidden_sparsity;
+        }
     if (a->have_seed) cfg.seed = a->seed;
     return cfg;
 }
@@ -834,6 +884,10 @@ static int cmd_train(int argc, char **argv) {
     if (a.have_lr) topt.lr = (float)a.lr;
     if (a.have_threads) topt.threads = a.threads;
     topt.dense = a.dense;
+    if (a.have_rehash_first) topt.rehash_first = a.rehash_first;
+    if (a.have_rehash_growth) topt.rehash_growth = (float)a.rehash_growth;
+    if (a.have_rehash_max) topt.rehash_max = a.rehash_max;
+    if (a.have_rebuild_every) topt.rebuild_every = a.rebuild_every;
 
     if (a.metrics_path && !(metrics = fopen(a.metrics_path, "w"))) {
         fprintf(stderr, "sparrow: %s: cannot open for writing: %s\n", a.metrics_path,
