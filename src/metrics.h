@@ -29,6 +29,17 @@ static inline void spr_topk_push(int32_t *ids, float *scores, int k, int *filled
     if (n < k) *filled = n + 1;
 }
 
+/* Whether the ascending ids[0..n) hold id: binary search, O(log n). */
+static inline int spr_sorted_contains(const int32_t *ids, int64_t n, int32_t id) {
+    int64_t lo = 0, hi = n;
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo) / 2;
+        if (ids[mid] < id) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo < n && ids[lo] == id;
+}
+
 /* Precision@k of predictions topk (n, k_stride), best first, for k = 1..k_max
  * (k_max <= k_stride): p_at[k] = mean over the n points of |top k ∩ labels| / k.
  * Point i's labels are row rows[i] of data (row i if rows is NULL). A point without

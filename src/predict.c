@@ -218,16 +218,6 @@ done:
     return st;
 }
 
-static int sorted_contains(const int32_t *ids, int64_t n, int32_t id) {
-    int64_t lo = 0, hi = n;
-    while (lo < hi) {
-        int64_t mid = lo + (hi - lo) / 2;
-        if (ids[mid] < id) lo = mid + 1;
-        else hi = mid;
-    }
-    return lo < n && ids[lo] == id;
-}
-
 spr_status spr_model_sampling_recall(const spr_model *m, const spr_dataset *data,
                                      const int64_t *rows, int64_t n, int top, int threads,
                                      double *recall) {
@@ -274,7 +264,7 @@ spr_status spr_model_sampling_recall(const spr_model *m, const spr_dataset *data
             spr_rng_seed(&rng, spr_mix64(m->cfg.seed ^ 0x2ec411ull) ^ spr_mix64((uint64_t)row));
             int64_t na = spr_layer_select(Lo, h, NULL, 0, 0, &samp, &rng, samp.ids[0]);
             int hits = 0;
-            for (int q = 0; q < filled; q++) hits += sorted_contains(samp.ids[0], na, best[q]);
+            for (int q = 0; q < filled; q++) hits += spr_sorted_contains(samp.ids[0], na, best[q]);
             total += (double)hits / (double)filled;
         }
         spr_free(ha), spr_free(hb), spr_free(best), spr_free(best_scores);

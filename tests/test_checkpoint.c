@@ -13,6 +13,7 @@
  * Seed: SPR_TEST_SEED in the environment, else a fixed one; printed either way.
  */
 #define _GNU_SOURCE
+#include "check.h"
 #include "sparrow.h"
 
 #include <dirent.h>
@@ -25,20 +26,6 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-static int n_pass, n_fail;
-
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (cond) {                                                                                \
-            n_pass++;                                                                              \
-        } else {                                                                                   \
-            n_fail++;                                                                              \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);                                            \
-            printf(__VA_ARGS__);                                                                   \
-            printf("\n");                                                                          \
-        }                                                                                          \
-    } while (0)
 
 /* ------------------------------------------------------------------ helpers */
 
@@ -220,7 +207,7 @@ static int compare_params(spr_model *a, spr_model *b, const char *what) {
                 CHECK(0, "%s: layer %d %s[%lld][%lld]: expected %.9g, got %.9g", what, l, param_names[p],
                       (long long)r, (long long)c, (double)x[r * sa + c], (double)y[r * sb + c]);
             } else {
-                n_pass++;
+                check_passed++;
             }
             if (p == SPR_PARAM_WEIGHT_ADAM_V)
                 for (int64_t r = 0; r < ra; r++)
@@ -712,6 +699,5 @@ done:
     remove_tree(dir);
     struct stat sb;
     CHECK(stat(dir, &sb) != 0, "temporary directory %s was not removed", dir);
-    printf("test_checkpoint: %d passed, %d failed\n", n_pass, n_fail);
-    return n_fail ? 1 : 0;
+    return CHECK_DONE("test_checkpoint");
 }

@@ -7,6 +7,7 @@
  * must equal strtof's; a bad view must be refused by spr_dataset_wrap.
  */
 #define _GNU_SOURCE
+#include "check.h"
 #include "common.h"
 #include "data.h"
 #include "sparrow.h"
@@ -19,20 +20,6 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-
-static int passed, failed;
-
-#define CHECK(cond, ...)                                                         \
-    do {                                                                         \
-        if (cond) {                                                              \
-            passed++;                                                            \
-        } else {                                                                 \
-            failed++;                                                            \
-            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);     \
-            fprintf(stderr, __VA_ARGS__);                                        \
-            fputc('\n', stderr);                                                 \
-        }                                                                        \
-    } while (0)
 
 #define CHECK_EQ(expected, got, what)                                            \
     CHECK((long long)(expected) == (long long)(got), "%s: expected %lld, got %lld", \
@@ -446,6 +433,5 @@ int main(int argc, char **argv) {
     test_round_trip(seed);
     test_values(seed);
     test_long_line();
-    printf("test_data: %d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
+    return CHECK_DONE("test_data");
 }

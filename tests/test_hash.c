@@ -6,6 +6,7 @@
  * and adversarial inputs.
  * Prints its seed (SPR_TEST_SEED overrides it) and exits non-zero on any failure.
  */
+#include "check.h"
 #include "common.h"
 #include "hash.h"
 
@@ -13,20 +14,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static int passed, failed;
-
-#define CHECK(cond, ...)                                                          \
-    do {                                                                          \
-        if (cond) {                                                               \
-            passed++;                                                             \
-        } else {                                                                  \
-            failed++;                                                             \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);                           \
-            printf(__VA_ARGS__);                                                  \
-            printf("\n");                                                         \
-        }                                                                         \
-    } while (0)
 
 static const char *fam_name(spr_hash_family f) {
     switch (f) {
@@ -723,6 +710,5 @@ int main(void) {
     report_timing(seed);
     report_timing_sparse(seed);
 
-    printf("test_hash: %d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
+    return CHECK_DONE("test_hash");
 }

@@ -4,6 +4,7 @@
  * results independent of the thread count, memory as the layout says.
  * Prints its seed (SPR_TEST_SEED overrides it) and exits non-zero on any failure.
  */
+#include "check.h"
 #include "common.h"
 #include "lsh.h"
 
@@ -11,20 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static int passed, failed;
-
-#define CHECK(cond, ...)                                                          \
-    do {                                                                          \
-        if (cond) {                                                               \
-            passed++;                                                             \
-        } else {                                                                  \
-            failed++;                                                             \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);                           \
-            printf(__VA_ARGS__);                                                  \
-            printf("\n");                                                         \
-        }                                                                         \
-    } while (0)
 
 static spr_lsh *make(int l, int key_bits, int64_t n, int cap, spr_bucket_policy p) {
     spr_lsh *t = NULL;
@@ -255,6 +242,5 @@ int main(void) {
     test_threads(SPR_BUCKET_RESERVOIR, seed);
     report_timing(seed);
 
-    printf("test_lsh: %d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
+    return CHECK_DONE("test_lsh");
 }

@@ -2,26 +2,13 @@
  * test_metrics.c: top-k selection (ties broken by the lower id) and precision@k against
  * values computed by hand, label-less points and short candidate lists included.
  */
+#include "check.h"
 #include "metrics.h"
 #include "sparrow.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
-
-static int passed, failed;
-
-#define CHECK(cond, ...)                                                                         \
-    do {                                                                                         \
-        if (cond) {                                                                              \
-            passed++;                                                                            \
-        } else {                                                                                 \
-            failed++;                                                                            \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);                                          \
-            printf(__VA_ARGS__);                                                                 \
-            printf("\n");                                                                        \
-        }                                                                                        \
-    } while (0)
 
 static void test_topk(void) {
     /* scores by id:       0    1    2    3    4    5    6 */
@@ -119,6 +106,5 @@ int main(void) {
     test_topk();
     test_precision();
     test_predict_ties();
-    printf("test_metrics: %d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
+    return CHECK_DONE("test_metrics");
 }

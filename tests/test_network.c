@@ -7,6 +7,7 @@
  *   - same seed, same result; a learnable toy problem is learnt, also with 2 threads,
  *     and sparse inference finds the same top-1 most of the time
  */
+#include "check.h"
 #include "common.h"
 #include "model.h"
 #include "sparrow.h"
@@ -15,20 +16,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static int passed, failed;
-
-#define CHECK(cond, ...)                                                                         \
-    do {                                                                                         \
-        if (cond) {                                                                              \
-            passed++;                                                                            \
-        } else {                                                                                 \
-            failed++;                                                                            \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);                                          \
-            printf(__VA_ARGS__);                                                                 \
-            printf("\n");                                                                        \
-        }                                                                                        \
-    } while (0)
 
 #define OK(call)                                                                                 \
     do {                                                                                         \
@@ -421,6 +408,5 @@ int main(void) {
     test_learns_and_reproduces();
     test_sparse_inference_covers_exact();
     test_bad_arguments();
-    printf("test_network: %d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
+    return CHECK_DONE("test_network");
 }

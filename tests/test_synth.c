@@ -7,6 +7,7 @@
  * the test does not depend on the reader in data.c.
  */
 #define _GNU_SOURCE
+#include "check.h"
 #include "sparrow.h"
 
 #include <dirent.h>
@@ -18,20 +19,6 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-
-static int passed, failed;
-
-#define CHECK(cond, ...)                                                                     \
-    do {                                                                                     \
-        if (cond) {                                                                          \
-            passed++;                                                                        \
-        } else {                                                                             \
-            failed++;                                                                        \
-            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);                  \
-            fprintf(stderr, __VA_ARGS__);                                                    \
-            fputc('\n', stderr);                                                             \
-        }                                                                                    \
-    } while (0)
 
 static double now(void) {
     struct timespec ts;
@@ -282,7 +269,7 @@ static void test_bad_arguments(const char *dir) {
     CHECK(st == SPR_STATUS_IO_ERROR, "unwritable path: expected i/o error, got %d", st);
     CHECK(strstr(spr_last_error(), nodir) != NULL, "expected a message naming %s, got \"%s\"", nodir,
           spr_last_error());
-    CHECK(access(a, F_OK) != 0, "train file must not exist after a failed generate");
+    CHECK(access(a, F_OK) != 0, "train file must not exist after a check_failed generate");
     CHECK(count_temps(dir) == 0, "expected no temporaries left, found %d", count_temps(dir));
 }
 
@@ -445,6 +432,5 @@ int main(int argc, char **argv) {
     test_bad_arguments(dir);
     test_generated(dir, seed);
     remove_dir(dir);
-    printf("test_synth: %d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
+    return CHECK_DONE("test_synth");
 }

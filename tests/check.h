@@ -1,0 +1,31 @@
+/*
+ * check.h: the assertion every C test program uses. CHECK(cond, fmt, ...) counts a pass
+ * or prints "FAIL file:line: <message>" (say what was expected and what came) and counts
+ * a failure; CHECK_DONE("test_x") prints "test_x: N passed, M failed" and gives the exit
+ * status (non-zero on any failure). Include it once per test program.
+ */
+#ifndef SPR_TEST_CHECK_H
+#define SPR_TEST_CHECK_H
+
+#include <stdio.h>
+
+static int check_passed, check_failed;
+
+#define CHECK(cond, ...)                                                                         \
+    do {                                                                                         \
+        if (cond) {                                                                              \
+            check_passed++;                                                                      \
+        } else {                                                                                 \
+            check_failed++;                                                                      \
+            printf("FAIL %s:%d: ", __FILE__, __LINE__);                                          \
+            printf(__VA_ARGS__);                                                                 \
+            printf("\n");                                                                        \
+            fflush(stdout);                                                                      \
+        }                                                                                        \
+    } while (0)
+
+#define CHECK_DONE(name)                                                                         \
+    (printf("%s: %d passed, %d failed\n", (name), check_passed, check_failed),                   \
+     check_failed ? 1 : 0)
+
+#endif /* SPR_TEST_CHECK_H */
