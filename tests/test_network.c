@@ -371,6 +371,49 @@ static void test_sparse_inference_covers_exact(void) {
     toy_free(&t);
 }
 
+/* The three selection strategies: topk gives exactly target + labels; union every
+ * bucket neuron (with K = 1 and 50 tables: nearly the whole layer); threshold at least
+ * the target after the top-up, at most target + labels. */
+static void test_selection_strategies(void) {
+    toy t;
+    toy_make(&t, 64, 100, 4, 9);
+    const spr_select how[3] = {SPR_SELECT_TOPK, SPR_SELECT_UNION, SPR_SELECT_THRESHOLD};
+    double active[3];
+    int64_t rows[8] = {0, 1, 2, 4, 5, 6, 7, 8}; /* no label-less point (3) */
+    double labels = 0;
+    for (int i = 0; i < 8; i++) labels += (double)(t.lp[rows[i] + 1] - t.lp[rows[i]]);
+    for (int k = 0; k < 3; k++) {
+        spr_model_config c = small_config(t.d, t.l, 0.1f); /* target 10 */
+        c.layers[1].select = how[k];
+        c.layers[1].hash_k = how[k] == SPR_SELECT_UNION ? 1 : 0;
+        c.layers[1].hash_l = 50;
+        c.layers[1].select_threshold = 3;
+        spr_model *m;
+        OK(spr_model_create(&c, &m));
+        spr_train_options o = spr_train_options_default();
+        o.threads = 1;
+        o.batch_size = 8;
+        spr_batch_stats st;
+        OK(spr_model_compute_gradients(m, t.data, rows, 8, &o, &st));
+        active[k] = st.active[1];
+        spr_model_free(m);
+    }
+    CHECK(active[0] == 10.0 + labels / 8, "topk: active %g == 10 + labels", active[0]);
+    CHECK(active[1] > 90.0, "union with K = 1: nearly every neuron active, got %g", active[1]);
+    CHECK(active[2] >= 10.0 && active[2] <= 10.0 + labels / 8,
+          "threshold: active %g in [10, 10 + labels]", active[2]);
+    spr_select sel;
+    CHECK(spr_select_parse("threshold", &sel) == SPR_STATUS_OK && sel == SPR_SELECT_THRESHOLD,
+          "parse 'threshold'");
+    CHECK(spr_select_parse("bogus", &sel) == SPR_STATUS_BAD_INPUT, "parse 'bogus' fails");
+    spr_model_config c = small_config(t.d, t.l, 0.1f);
+    c.layers[1].select = SPR_SELECT_THRESHOLD;
+    c.layers[1].select_threshold = 51;
+    c.layers[1].hash_l = 50;
+    CHECK(spr_model_config_check(&c) == SPR_STATUS_BAD_INPUT, "threshold above L rejected");
+    toy_free(&t);
+}
+
 static void test_bad_arguments(void) {
     toy t;
     toy_make(&t, 8, 10, 3, 1);
@@ -407,6 +450,7 @@ int main(void) {
     test_lazy_adam_and_active_sets();
     test_learns_and_reproduces();
     test_sparse_inference_covers_exact();
+    test_selection_strategies();
     test_bad_arguments();
     return CHECK_DONE("test_network");
 }

@@ -1279,11 +1279,13 @@ static void info_json(const spr_model_config *cfg, const spr_model_info *info) {
         int sampled = i > 0 && l->sparsity < 1.0f;
         printf("%s{\"size\": %lld, \"activation\": \"%s\", \"sampled\": %s, \"sparsity\": %.7g, "
                "\"hash\": \"%s\", \"hash_k\": %d, \"effective_k\": %d, \"hash_l\": %d, "
-               "\"key_bits\": %d, \"bucket_capacity\": %d, \"bucket_policy\": \"%s\"}",
+               "\"key_bits\": %d, \"bucket_capacity\": %d, \"bucket_policy\": \"%s\", "
+               "\"select\": \"%s\", \"select_threshold\": %d}",
                i ? ", " : "", (long long)l->size, i == cfg->n_layers - 1 ? "softmax" : "relu",
                sampled ? "true" : "false", l->sparsity, spr_hash_family_to_string(l->hash),
                l->hash_k, info->hash_k[i], l->hash_l, info->key_bits[i], l->bucket_capacity,
-               l->bucket_policy == SPR_BUCKET_FIFO ? "fifo" : "reservoir");
+               l->bucket_policy == SPR_BUCKET_FIFO ? "fifo" : "reservoir",
+               spr_select_to_string(l->select), l->select_threshold);
     }
     printf("], \"init_std\": %.7g, \"seed\": %llu, \"steps\": %lld, \"samples\": %lld, "
            "\"epoch\": %lld, \"parameters\": %lld, \"parameter_bytes\": %lld, "
@@ -1303,10 +1305,11 @@ static void info_text(const char *path, const spr_model_config *cfg, const spr_m
                i == cfg->n_layers - 1 ? "softmax output" : "relu");
         if (i > 0 && l->sparsity < 1.0f)
             printf(", sampled: sparsity %g, hash %s, K %d, L %d, key bits %d, bucket "
-                   "capacity %d (%s)\n",
+                   "capacity %d (%s), select %s\n",
                    l->sparsity, spr_hash_family_to_string(l->hash), info->hash_k[i], l->hash_l,
                    info->key_bits[i], l->bucket_capacity,
-                   l->bucket_policy == SPR_BUCKET_FIFO ? "fifo" : "reservoir");
+                   l->bucket_policy == SPR_BUCKET_FIFO ? "fifo" : "reservoir",
+                   spr_select_to_string(l->select));
         else
             printf(", dense\n");
     }

@@ -1,0 +1,110 @@
+/*
+ * fuzz_checkpoint.c: libFuzzer target for the model reader, spr_model_load.
+ *
+ * Each input is loaded twice: as it is, and with the CRC-32 of every section that fits
+ * in the input recomputed. Random mutations almost never keep a checksum right, so the
+ * second load is what lets the fuzzer reach the configuration checks, the allocation
+ * and the hash table rebuild with hostile values. A model that loads must have a valid
+ * configuration and must answer a one-point prediction (exact and sparse).
+ *
+ * The seed corpus (valid models and damaged copies) comes from make_checkpoint_seeds;
+ * see README.md.
+ *
+ *   build-fuzz/fuzz_checkpoint -max_total_time=600 CORPUS_DIR
+ */
+#include "fuzz_util.h"
+#include "sparrow.h"
+
+#include <omp.h>
+
+/* The CRC-32 of zlib (see checkpoint.c), bit by bit: inputs are small. */
+static uint32_t crc32_of(const uint8_t *p, size_t n) {
+    uint32_t c = 0xFFFFFFFFu;
+    for (size_t i = 0; i < n; i++) {
+        c ^= p[i];
+        for (int k = 0; k < 8; k++) c = (c >> 1) ^ (0xEDB88320u & (0u - (c & 1u)));
+    }
+    return c ^ 0xFFFFFFFFu;
+}
+
+static uint32_t get_u32(const uint8_t *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* Rewrites, in place, the CRC of each section whose header, payload and CRC fit in
+ * buf[0..size), walking the sections as the reader does. Returns 1 if anything changed. */
+static int fix_crcs(uint8_t *buf, size_t size) {
+    if (size < 16 || memcmp(buf, "SPRMODEL", 8) != 0) return 0;
+    uint32_t n = get_u32(buf + 12);
+    size_t off = 16;
+    int changed = 0;
+    for (uint32_t i = 0; i < n && i < 64; i++) {
+        if (size - off < 12) break;
+        uint64_t len = (uint64_t)get_u32(buf + off + 4) | (uint64_t)get_u32(buf + off + 8) << 32;
+        if (len > size - off - 12 || size - off - 12 - len < 4) break;
+        uint8_t *crc = buf + off + 12 + len;
+        uint32_t want = crc32_of(buf + off + 12, (size_t)len);
+        if (get_u32(crc) != want) {
+            for (int k = 0; k < 4; k++) crc[k] = (uint8_t)(want >> (8 * k));
+            changed = 1;
+        }
+        off += 12 + (size_t)len + 4;
+    }
+    return changed;
+}
+
+static void use_model(const spr_model *m) {
+    spr_model_config cfg = spr_model_get_config(m);
+    FUZZ_CHECK(spr_model_config_check(&cfg) == SPR_STATUS_OK, "loaded an invalid configuration: %s",
+               spr_last_error());
+    int64_t n_labels = cfg.layers[cfg.n_layers - 1].size;
+    /* One point with the first and the last feature. */
+    int64_t fptr[2] = {0, cfg.n_features > 1 ? 2 : 1}, lptr[2] = {0, 0};
+    int32_t fidx[2] = {0, (int32_t)(cfg.n_features - 1)};
+    float fval[2] = {1.0f, -0.5f};
+    spr_dataset_view v = {.n_points = 1, .n_features = cfg.n_features, .n_labels = n_labels,
+                          .feature_indptr = fptr, .feature_indices = fidx, .feature_values = fval,
+                          .label_indptr = lptr, .labels = fidx};
+    spr_dataset *ds = NULL;
+    FUZZ_CHECK(spr_dataset_wrap(&v, &ds) == SPR_STATUS_OK, "wrap: %s", spr_last_error());
+    int k = n_labels < 5 ? (int)n_labels : 5;
+    int32_t ids[5];
+    float scores[5];
+    for (int sparse = 0; sparse <= 1; sparse++) {
+        spr_status st = spr_model_predict(m, ds, NULL, 0, k, sparse, 1, ids, scores);
+        FUZZ_CHECK(st == SPR_STATUS_OK, "predict (sparse %d) on a loaded model: %s", sparse, spr_last_error());
+        for (int j = 0; j < k; j++)
+            FUZZ_CHECK(ids[j] >= 0 && ids[j] < n_labels, "predicted label %d of %lld", ids[j], (long long)n_labels);
+    }
+    spr_dataset_free(ds);
+}
+
+static void load(const char *path) {
+    spr_model *m = (spr_model *)&m; /* must be overwritten with NULL on failure */
+    spr_status st = spr_model_load(path, &m);
+    if (st == SPR_STATUS_OK) {
+        FUZZ_CHECK(m != NULL, "OK but no model");
+        use_model(m);
+        spr_model_free(m);
+    } else {
+        FUZZ_CHECK(m == NULL, "status %d but *out not NULL", (int)st);
+        FUZZ_CHECK(spr_last_error()[0] != '\0', "status %d without a message", (int)st);
+    }
+}
+
+int LLVMFuzzerInitialize(int *argc, char ***argv) {
+    (void)argc;
+    (void)argv;
+    omp_set_num_threads(1); /* the table rebuild: deterministic and cheap */
+    return 0;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    load(fuzz_write_input(data, size));
+    uint8_t *copy = malloc(size ? size : 1);
+    if (!copy) abort();
+    memcpy(copy, data, size);
+    if (fix_crcs(copy, size)) load(fuzz_write_input(copy, size));
+    free(copy);
+    return 0;
+}
