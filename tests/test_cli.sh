@@ -274,6 +274,24 @@ run sparsity train --train "$TRAIN" --sparsity 2
 expect_rc sparsity 2
 expect_grep sparsity sparsity.err "sparrow train: --sparsity must be in (0, 1], got 2"
 
+# sampling options reach the model: train with them, save, and read them back
+run opts train --train "$TRAIN" --test "$TEST" --select threshold --threshold 3 --hash doph \
+    --bucket-policy reservoir --hidden 32,24 --hidden-sparsity 0.5 --rehash-first 2 \
+    --max-batches 5 --save opts.model --quiet
+expect_rc opts 0
+run opts_info info --model opts.model --json
+expect_rc opts_info 0
+expect_grep opts_info opts_info.out '"select": "threshold", "select_threshold": 3'
+expect_grep opts_info opts_info.out '"hash": "doph"'
+expect_grep opts_info opts_info.out '"bucket_policy": "reservoir"'
+expect_grep opts_info opts_info.out '{"size": 24, "activation": "relu", "sampled": true, "sparsity": 0.5'
+run opts_recall eval --model opts.model --test "$TEST" --recall 10
+expect_rc opts_recall 0
+expect_grep opts_recall opts_recall.out '"sampling_recall_at_10": '
+run bad_select train --train "$TRAIN" --select most
+expect_rc bad_select 2
+expect_grep bad_select bad_select.err "--select"
+
 run lr train --train "$TRAIN" --lr abc
 expect_rc lr 2
 expect_grep lr lr.err "--lr"
