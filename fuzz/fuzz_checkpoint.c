@@ -5,7 +5,8 @@
  * in the input recomputed. Random mutations almost never keep a checksum right, so the
  * second load is what lets the fuzzer reach the configuration checks, the allocation
  * and the hash table rebuild with hostile values. A model that loads must have a valid
- * configuration and must answer a one-point prediction (exact and sparse).
+ * configuration and must answer a one-point prediction (exact, and sparse if the
+ * output layer is sampled).
  *
  * The seed corpus (valid models and damaged copies) comes from make_checkpoint_seeds;
  * see README.md.
@@ -70,11 +71,18 @@ static void use_model(const spr_model *m) {
     int k = n_labels < 5 ? (int)n_labels : 5;
     int32_t ids[5];
     float scores[5];
-    for (int sparse = 0; sparse <= 1; sparse++) {
+    int sampled = cfg.layers[cfg.n_layers - 1].sparsity < 1.0f; /* sparse inference needs it */
+    for (int sparse = 0; sparse <= sampled; sparse++) {
         spr_status st = spr_model_predict(m, ds, NULL, 0, k, sparse, 1, ids, scores);
         FUZZ_CHECK(st == SPR_STATUS_OK, "predict (sparse %d) on a loaded model: %s", sparse, spr_last_error());
-        for (int j = 0; j < k; j++)
-            FUZZ_CHECK(ids[j] >= 0 && ids[j] < n_labels, "predicted label %d of %lld", ids[j], (long long)n_labels);
+        /* Fewer than k candidates (sparse, or NaN scores) leave trailing -1 ids. */
+        for (int j = 0; j < k; j++) {
+            FUZZ_CHECK(ids[j] >= -1 && ids[j] < n_labels, "predicted label %d of %lld", ids[j],
+                       (long long)n_labels);
+            FUZZ_CHECK(j == 0 || ids[j - 1] != -1 || ids[j] == -1, "a label after a -1 at %d", j);
+            for (int q = 0; q < j; q++)
+                FUZZ_CHECK(ids[j] == -1 || ids[q] != ids[j], "label %d predicted twice", ids[j]);
+        }
     }
     spr_dataset_free(ds);
 }

@@ -62,11 +62,11 @@ static int emit(const char *dir, const char *name, spr_model_config cfg) {
     for (int i = 0; i < N; i++) {
         fptr[i] = i * F;
         lptr[i] = i;
+        /* Features i, i+7, i+14 mod 20: distinct; sorted below, as a data set wants. */
         for (int j = 0; j < F; j++) {
-            fidx[i * F + j] = (int32_t)((i + j * 7) % cfg.n_features) + 0;
+            fidx[i * F + j] = (int32_t)((i + j * 7) % cfg.n_features);
             fval[i * F + j] = 0.25f * (float)(j + 1);
         }
-        /* sorted, distinct: i, i+7, i+14 mod 20 are distinct for 20 features */
         for (int a = 1; a < F; a++)
             for (int b = a; b > 0 && fidx[i * F + b - 1] > fidx[i * F + b]; b--) {
                 int32_t t = fidx[i * F + b];

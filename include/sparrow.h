@@ -160,12 +160,13 @@ typedef enum spr_bucket_policy {
  * strategy tops the set up with random neurons to ceil(sparsity x size) when it has
  * fewer, and training adds the sample's labels to the output layer's set. */
 typedef enum spr_select {
-    SPR_SELECT_TOPK = 0,      /* the target number of candidates, those returned by the most
-                                 tables first: exactly ceil(sparsity x size) active (default) */
+    SPR_SELECT_TOPK = 0,      /* (1 - random_fraction) x target candidates, those returned by
+                                 the most tables first, then random neurons: exactly
+                                 ceil(sparsity x size) active (default) */
     SPR_SELECT_UNION = 1,     /* every neuron of the L buckets (SLIDE): at least the target,
                                  at most L x bucket_capacity */
     SPR_SELECT_THRESHOLD = 2, /* neurons returned by at least select_threshold tables, the most
-                                 returned first, at most the target */
+                                 returned first, at most (1 - random_fraction) x target */
 } spr_select;
 
 SPR_API const char *spr_select_to_string(spr_select select);
@@ -185,6 +186,9 @@ typedef struct spr_layer_config {
     spr_bucket_policy bucket_policy;
     spr_select select;
     int select_threshold;     /* SPR_SELECT_THRESHOLD: tables that must return a neuron */
+    float random_fraction;    /* share of the target kept for uniformly random neurons even
+                                 when LSH returns more (topk, threshold): hard negatives from
+                                 the tables and random ones together train best (0.5) */
 } spr_layer_config;
 
 typedef struct spr_model_config {
@@ -262,7 +266,9 @@ SPR_API spr_status spr_model_apply_gradients(spr_model *model, const spr_train_o
 
 /* Top-k labels of each of rows[0..n) (all points if rows is NULL, n ignored):
  * ids_out and scores_out are (n, k), best first, ties broken by the lower label id.
- * Scores are output logits. sparse = 1 ranks only the LSH candidates (sublinear). */
+ * Scores are output logits. sparse = 1 ranks only the LSH candidates (sublinear); a
+ * point with fewer than k candidates (or a model with fewer than k labels) gets its
+ * row padded at the end with id -1 and score -INFINITY. */
 SPR_API spr_status spr_model_predict(const spr_model *model, const spr_dataset *data,
                                      const int64_t *rows, int64_t n, int k, int sparse,
                                      int threads, int32_t *ids_out, float *scores_out);

@@ -3,8 +3,12 @@
 # Idempotent; needs root (or sudo) only when something is missing.
 set -euo pipefail
 
+# clang-14 + libclang-rt-14-dev (the libFuzzer and sanitizer runtimes; only a
+# recommendation of clang, so named here) + libomp-14-dev (OpenMP for clang) build the
+# fuzz targets; valgrind runs the tool in scripts/test.sh.
 need=()
-for pkg in gcc make cmake python3 python3-numpy python3-torch; do
+for pkg in gcc make cmake python3 python3-numpy python3-torch \
+    clang-14 libclang-rt-14-dev libomp-14-dev valgrind; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if ((${#need[@]})); then

@@ -1,9 +1,79 @@
 #!/usr/bin/env bash
-# The whole test suite: install what is missing, build with warnings as errors, run
-# every test program (ctest: C unit tests, the PyTorch comparison, the end-to-end CLI test).
+# The whole test suite, as CI runs it (.ci/run calls this script):
+#   1. install what is missing, build with warnings as errors, run every test program
+#      (ctest: C unit tests, the PyTorch comparison, the end-to-end CLI test);
+#   2. the same tests built with AddressSanitizer + UndefinedBehaviorSanitizer (gcc)
+#      in build-asan/;
+#   3. each libFuzzer target (clang, ASan + UBSan) for SPR_FUZZ_SECONDS (default 20)
+#      from its seed corpus, in build-fuzz/; a crash fails the script and its input is
+#      kept as build-fuzz/crash-<target>-*;
+#   4. gen, a short training run, eval and predict of the command-line tool under
+#      valgrind (errors and leaks fail the script).
+# README.md, "Fuzzing and sanitizers", says how to run each part longer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+root=$PWD
+jobs=$(nproc)
+fuzz_seconds=${SPR_FUZZ_SECONDS:-20}
+start=$SECONDS
+
+section() { printf '\n========== %s (at %ds)\n' "$*" $((SECONDS - start)); }
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/sparrow_test.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+
+section "setup"
 bash scripts/setup.sh
+
+section "build (Release, -Werror) and ctest"
 bash scripts/build.sh
-cd build
-ctest --output-on-failure --timeout 600
+(cd build && ctest --output-on-failure --timeout 600)
+
+# -O1 -g without -DNDEBUG: the level ASan recommends, with assertions on. All tests run
+# here: the torch test only runs the sanitized test_torch as a child of Python, and the
+# cli test runs the sanitized tool.
+section "AddressSanitizer + UndefinedBehaviorSanitizer build (gcc) in build-asan/ and ctest"
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_FLAGS_RELWITHDEBINFO="-O1 -g" \
+    -DSPR_SANITIZE=ON -DSPR_WERROR=ON >/dev/null
+cmake --build build-asan -j"$jobs" >/dev/null
+(cd build-asan &&
+    ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+        ctest --output-on-failure --timeout 600)
+
+section "fuzzing (libFuzzer + ASan + UBSan, clang) in build-fuzz/: ${fuzz_seconds}s per target"
+CC=clang-14 cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSPR_FUZZ=ON -DSPR_BUILD_TESTS=OFF >/dev/null
+cmake --build build-fuzz -j"$jobs" --target fuzz_data fuzz_checkpoint make_checkpoint_seeds >/dev/null
+# The fuzzer adds what it finds to its corpus directory: work on copies, so the
+# repository is left as it was.
+mkdir -p "$work/corpus/data" "$work/corpus/checkpoint"
+cp fuzz/corpus/data/* "$work/corpus/data/"
+build-fuzz/make_checkpoint_seeds "$work/corpus/checkpoint"
+for t in data checkpoint; do
+    rm -f build-fuzz/crash-"$t"-* build-fuzz/timeout-"$t"-* build-fuzz/oom-"$t"-*
+    log=$work/fuzz_$t.log
+    if ! build-fuzz/fuzz_"$t" -max_total_time="$fuzz_seconds" -timeout=10 -rss_limit_mb=2048 \
+        -print_final_stats=1 -artifact_prefix="$root/build-fuzz/crash-$t-" "$work/corpus/$t" >"$log" 2>&1; then
+        grep -m1 'INFO: Seed:' "$log" || true
+        tail -n 80 "$log"
+        echo "FAIL: fuzz_$t found a crash; the input is in build-fuzz/crash-$t-*;" \
+            "reproduce with: build-fuzz/fuzz_$t build-fuzz/crash-$t-..." >&2
+        exit 1
+    fi
+    runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
+    echo "fuzz_$t: ${runs:-?} inputs ran clean in ${fuzz_seconds}s, corpus now $(ls "$work/corpus/$t" | wc -l) files"
+done
+
+# --threads 1 everywhere; libgomp still starts its pool once, whose threads' TLS is
+# "possibly lost" at exit: fuzz/valgrind-libgomp.supp suppresses exactly that.
+section "valgrind: gen, train 1 epoch, save, eval, predict"
+vg=(valgrind --quiet --error-exitcode=1 --leak-check=full --suppressions=fuzz/valgrind-libgomp.supp)
+"${vg[@]}" build/sparrow gen --preset tiny --out "$work/vg" --seed 1
+"${vg[@]}" build/sparrow train --train "$work/vg/train.txt" --test "$work/vg/test.txt" --hidden 32 \
+    --epochs 1 --threads 1 --sparsity 0.1 --tables 8 --eval-max 200 --save "$work/vg/model" --quiet
+"${vg[@]}" build/sparrow eval --model "$work/vg/model" --test "$work/vg/test.txt" --threads 1 \
+    --sparse-inference --eval-max 200
+"${vg[@]}" build/sparrow predict --model "$work/vg/model" --input "$work/vg/test.txt" --k 3 --threads 1 \
+    >"$work/vg/predictions.txt"
+echo "valgrind: no errors, no leaks"
+
+section "all tests passed in $((SECONDS - start))s"

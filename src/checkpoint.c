@@ -20,11 +20,12 @@
  *        value and final xor 0xFFFFFFFF; the crc32 of zlib, PNG and gzip)
  *
  * Kinds and payloads:
- *   1 CONF  the spr_model_config, field by field, 24 + 40 x n_layers bytes:
+ *   1 CONF  the spr_model_config, field by field, 24 + 44 x n_layers bytes:
  *             i64 n_features, u32 n_layers, f32 init_std, u64 seed,
  *             then for each of the n_layers layers:
  *             i64 size, f32 sparsity, i32 hash, i32 hash_k, i32 hash_l,
- *             i32 bucket_capacity, i32 bucket_policy, i32 select, i32 select_threshold
+ *             i32 bucket_capacity, i32 bucket_policy, i32 select, i32 select_threshold,
+ *             f32 random_fraction
  *   2 STAT  i64 steps, samples, epoch, next_rehash, rehashes, rebuilds (48 bytes)
  *   3 W     the layer's weights, rows x cols f32 written row by row without the
  *           in-memory row padding: layer 0 is (n_features, size_0), layer l > 0 is
@@ -63,7 +64,7 @@
 #define CKPT_SECTION_HEAD 12u /* tag + length */
 #define CKPT_SECTION_TAIL 4u  /* CRC */
 #define CKPT_CONF_BASE 24u
-#define CKPT_CONF_LAYER 40u
+#define CKPT_CONF_LAYER 44u
 #define CKPT_CONF_MAX (CKPT_CONF_BASE + CKPT_CONF_LAYER * SPR_MAX_LAYERS)
 #define CKPT_STAT_BYTES 48u
 #define CKPT_MAX_SECTIONS (2 + 6 * SPR_MAX_LAYERS)
@@ -293,6 +294,7 @@ static void w_model(writer *w, const spr_model *m) {
         put_u32(p + 28, (uint32_t)lc->bucket_policy);
         put_u32(p + 32, (uint32_t)lc->select);
         put_u32(p + 36, (uint32_t)lc->select_threshold);
+        put_f32(p + 40, lc->random_fraction);
     }
     w_section_begin(w, make_tag(KIND_CONF, 0), (uint64_t)(p - c));
     w_bytes(w, c, (size_t)(p - c), 1);
@@ -555,6 +557,7 @@ static spr_status read_config(reader *r, const section *s, spr_model_config *cfg
         lc->bucket_policy = (spr_bucket_policy)(int32_t)get_u32(p + 28);
         lc->select = (spr_select)(int32_t)get_u32(p + 32);
         lc->select_threshold = (int32_t)get_u32(p + 36);
+        lc->random_fraction = get_f32(p + 40);
     }
     if (spr_model_config_check(cfg) != SPR_STATUS_OK) {
         snprintf(msg, sizeof msg, "invalid configuration: %s", spr_last_error());

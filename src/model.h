@@ -38,6 +38,7 @@ typedef struct spr_layer {
     /* Sampling (layers > 0 with sparsity < 1 only). */
     int sampled;
     int64_t target_active;   /* ceil(sparsity x size): neurons active per sample */
+    int64_t random_reserve;  /* random_fraction x target_active: slots kept for random neurons */
     int hash_k;              /* effective K */
     spr_hasher *hasher;
     spr_lsh *tables;

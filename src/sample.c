@@ -53,6 +53,8 @@ static uint32_t next_stamp(spr_scratch *s, int64_t size) {
     return s->stamp;
 }
 
+#define TAKEN UINT16_MAX /* count of a neuron already in the active set */
+
 int64_t spr_layer_select(const spr_layer *L, const float *in_dense, const int32_t *labels,
                          int64_t n_labels, int inference, spr_scratch *s, spr_rng *rng,
                          int32_t *ids) {
@@ -63,7 +65,7 @@ int64_t spr_layer_select(const spr_layer *L, const float *in_dense, const int32_
     for (int64_t i = 0; i < n_labels; i++) {
         ids[n++] = labels[i];
         mark[labels[i]] = stamp;
-        count[labels[i]] = UINT16_MAX; /* already taken, never a candidate */
+        count[labels[i]] = TAKEN; /* already in the set, never a candidate */
     }
     const int64_t target = L->target_active + n_labels;
 
@@ -80,7 +82,7 @@ int64_t spr_layer_select(const spr_layer *L, const float *in_dense, const int32_
                 mark[id] = stamp;
                 count[id] = 1;
                 cand[nc++] = id;
-            } else if (count[id] != UINT16_MAX) {
+            } else if (count[id] != TAKEN) {
                 count[id]++;
             }
         }
@@ -91,21 +93,20 @@ int64_t spr_layer_select(const spr_layer *L, const float *in_dense, const int32_
      * most the target, most-returned first. Ties keep the order the tables gave. */
     const spr_select how = inference ? SPR_SELECT_UNION : L->cfg.select;
     const int min_count = how == SPR_SELECT_THRESHOLD ? L->cfg.select_threshold : 1;
-    int64_t limit = how == SPR_SELECT_UNION ? nc : target - n;
+    int64_t limit = how == SPR_SELECT_UNION ? nc : target - n - L->random_reserve;
+    if (inference) limit = nc;
+    if (limit < 0) limit = 0;
     int64_t hist[1026];
     const int top = L->cfg.hash_l;
     memset(hist, 0, (size_t)(top + 2) * sizeof(int64_t));
     for (int64_t k = 0; k < nc; k++) hist[count[cand[k]]]++;
     int64_t eligible = 0;
     for (int c = min_count; c <= top; c++) eligible += hist[c];
+    /* A neuron taken into the set gets count TAKEN, so that the random top-up can tell
+     * it from a candidate that was seen but left out (and may still be drawn). */
     if (eligible <= limit) {
-        if (min_count <= 1) {
-            memcpy(ids + n, cand, (size_t)nc * sizeof(int32_t));
-            n += nc;
-        } else {
-            for (int64_t k = 0; k < nc; k++)
-                if (count[cand[k]] >= min_count) ids[n++] = cand[k];
-        }
+        for (int64_t k = 0; k < nc; k++)
+            if (count[cand[k]] >= min_count) ids[n++] = cand[k], count[cand[k]] = TAKEN;
     } else if (limit > 0) {
         /* the count c such that fewer than `limit` candidates have a higher one: take
          * all of those, then candidates with count c until the limit */
@@ -115,27 +116,29 @@ int64_t spr_layer_select(const spr_layer *L, const float *in_dense, const int32_
         int64_t at_c = limit - above;
         for (int64_t k = 0; k < nc; k++) {
             int cnt = count[cand[k]];
-            if (cnt > c) ids[n++] = cand[k];
-            else if (cnt == c && at_c > 0) ids[n++] = cand[k], at_c--;
+            if (cnt > c || (cnt == c && at_c-- > 0)) ids[n++] = cand[k], count[cand[k]] = TAKEN;
         }
     }
+    if (inference) {
+        sort_ids(ids, n, L->size, s->cand);
+        return n;
+    }
 
-    /* Random neurons up to the target (SLIDE's top-up): rejection sampling, then a scan
-     * from a random start if the layer is nearly full. */
-    int64_t tries = inference ? 8 * target : 0; /* inference wants no random neurons */
-    while (n < target && tries < 8 * target) {
+    /* Random neurons up to the target (SLIDE's top-up, and the reserved random share):
+     * rejection sampling, then a scan from a random start if the layer is nearly full. */
+    for (int64_t tries = 0; n < target && tries < 8 * target; tries++) {
         int32_t id = (int32_t)spr_rng_below(rng, (uint64_t)L->size);
-        tries++;
-        if (mark[id] != stamp) {
-            mark[id] = stamp;
+        if (mark[id] != stamp || count[id] != TAKEN) {
+            mark[id] = stamp, count[id] = TAKEN;
             ids[n++] = id;
         }
     }
-    if (!inference && n < target) {
+    if (n < target) {
         int64_t start = (int64_t)spr_rng_below(rng, (uint64_t)L->size);
         for (int64_t k = 0; k < L->size && n < target; k++) {
             int32_t id = (int32_t)((start + k) % L->size);
-            if (mark[id] != stamp) mark[id] = stamp, ids[n++] = id;
+            if (mark[id] != stamp || count[id] != TAKEN)
+                mark[id] = stamp, count[id] = TAKEN, ids[n++] = id;
         }
     }
     sort_ids(ids, n, L->size, s->cand);

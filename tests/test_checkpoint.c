@@ -284,7 +284,7 @@ static int parse_layout(const unsigned char *b, size_t n, section *sec, int max)
     const uint32_t want_tags[14] = {0x100, 0x200, 0x300, 0x400, 0x500, 0x600, 0x700,
                                     0x800, 0x301, 0x401, 0x501, 0x601, 0x701, 0x801};
     const size_t w0 = (size_t)N_FEATURES * HIDDEN * 4, w1 = (size_t)N_LABELS * HIDDEN * 4;
-    const size_t want_len[14] = {24 + 40 * 2, 48, w0, HIDDEN * 4, w0, w0, HIDDEN * 4, HIDDEN * 4,
+    const size_t want_len[14] = {24 + 44 * 2, 48, w0, HIDDEN * 4, w0, w0, HIDDEN * 4, HIDDEN * 4,
                                  w1, N_LABELS * 4, w1, w1, N_LABELS * 4, N_LABELS * 4};
     size_t off = 16;
     for (int i = 0; i < count; i++) {
@@ -449,9 +449,9 @@ static void test_damage(const char *dir, const char *good_path) {
             {"CONF: huge layers (must fail before allocating)", conf, 8, 0x7FFFFFFFull},
             {"CONF: hidden size 2^31-1", conf + 24, 8, 0x7FFFFFFFull},
             {"CONF: hidden size -1", conf + 24, 8, UINT64_MAX},
-            {"CONF: hash family 9", conf + 24 + 40 + 12, 4, 9},
-            {"CONF: output sparsity 0", conf + 24 + 40 + 8, 4, 0},
-            {"CONF: output tables 0", conf + 24 + 40 + 20, 4, 0},
+            {"CONF: hash family 9", conf + 24 + 44 + 12, 4, 9},
+            {"CONF: output sparsity 0", conf + 24 + 44 + 8, 4, 0},
+            {"CONF: output tables 0", conf + 24 + 44 + 20, 4, 0},
             {"STAT: steps -1", sec[1].off + 12, 8, UINT64_MAX},
         };
         for (size_t k = 0; k < sizeof lies / sizeof lies[0]; k++) {

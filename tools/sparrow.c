@@ -376,6 +376,8 @@ static const char TRAIN_HELP[] =
     "                        on (default); union: every candidate (SLIDE); threshold:\n"
     "                        candidates returned by >= --threshold M tables\n"
     "  --threshold M         tables that must return a neuron (--select threshold)\n"
+    "  --random-fraction F   share of the active set kept for random neurons (topk,\n"
+    "                        threshold), in [0, 1]\n"
     "  --hidden-sparsity F   sample the hidden layers after the first too (same hash\n"
     "                        options as the output layer); default 1 (dense)\n"
     "  --seed S              seed of weights, hashes, sampling and the epoch shuffles\n"
@@ -424,7 +426,8 @@ typedef struct train_args {
     spr_select select;
     int have_select;
     int threshold, have_threshold;
-    double hidden_sparsity;
+    double hidden_sparsity, random_fraction;
+    int have_random_fraction;
     int have_hidden_sparsity;
     int64_t rehash_first, rehash_max;
     double rehash_growth;
@@ -474,7 +477,7 @@ enum {
     T_TRAIN = 256, T_TEST, T_HIDDEN, T_EPOCHS, T_BATCH, T_LR, T_SPARSITY, T_HASH, T_TABLES,
     T_BITS, T_BUCKET, T_THREADS, T_SEED, T_DENSE, T_SAVE, T_METRICS, T_EVAL_MAX,
     T_MAX_BATCHES, T_ONE_BASED, T_QUIET, T_VERBOSE, T_POLICY, T_SELECT, T_THRESHOLD,
-    T_HIDDEN_SPARSITY, T_REHASH_FIRST, T_REHASH_GROWTH, T_REHASH_MAX, T_REBUILD
+    T_HIDDEN_SPARSITY, T_REHASH_FIRST, T_REHASH_GROWTH, T_REHASH_MAX, T_REBUILD, T_RANDOM_FRACTION
 };
 
 /* Fills a from the command line; returns an exit code (EXIT_OK to go on, or -1 after
@@ -507,6 +510,7 @@ static int parse_train_args(int argc, char **argv, train_args *a) {
         {"select", required_argument, 0, T_SELECT},
         {"threshold", required_argument, 0, T_THRESHOLD},
         {"hidden-sparsity", required_argument, 0, T_HIDDEN_SPARSITY},
+        {"random-fraction", required_argument, 0, T_RANDOM_FRACTION},
         {"rehash-first", required_argument, 0, T_REHASH_FIRST},
         {"rehash-growth", required_argument, 0, T_REHASH_GROWTH},
         {"rehash-max", required_argument, 0, T_REHASH_MAX},
@@ -592,6 +596,12 @@ static int parse_train_args(int argc, char **argv, train_args *a) {
                 rc = usage_error(cmd, "--hidden-sparsity must be in (0, 1], got %s", optarg);
             a->have_hidden_sparsity = 1;
             break;
+        case T_RANDOM_FRACTION:
+            if ((rc = parse_double(cmd, "--random-fraction", optarg, &a->random_fraction))) break;
+            if (!(a->random_fraction >= 0 && a->random_fraction <= 1))
+                rc = usage_error(cmd, "--random-fraction must be in [0, 1], got %s", optarg);
+            a->have_random_fraction = 1;
+            break;
         case T_REHASH_FIRST:
             rc = parse_int64(cmd, "--rehash-first", optarg, 1, INT64_MAX, &a->rehash_first);
             a->have_rehash_first = 1;
@@ -651,6 +661,7 @@ static spr_model_config train_model_config(const train_args *a, int64_t n_featur
     if (a->have_bucket_policy) out->bucket_policy = a->bucket_policy;
     if (a->have_select) out->select = a->select;
     if (a->have_threshold) out->select_threshold = a->threshold;
+    if (a->have_random_fraction) out->random_fraction = (float)a->random_fraction;
     /* Hidden layers after the first share the output layer's sampling options. */
     if (a->have_hidden_sparsity)
         for (int i = 1; i < cfg.n_layers - 1; i++) {
@@ -1280,12 +1291,12 @@ static void info_json(const spr_model_config *cfg, const spr_model_info *info) {
         printf("%s{\"size\": %lld, \"activation\": \"%s\", \"sampled\": %s, \"sparsity\": %.7g, "
                "\"hash\": \"%s\", \"hash_k\": %d, \"effective_k\": %d, \"hash_l\": %d, "
                "\"key_bits\": %d, \"bucket_capacity\": %d, \"bucket_policy\": \"%s\", "
-               "\"select\": \"%s\", \"select_threshold\": %d}",
+               "\"select\": \"%s\", \"select_threshold\": %d, \"random_fraction\": %.7g}",
                i ? ", " : "", (long long)l->size, i == cfg->n_layers - 1 ? "softmax" : "relu",
                sampled ? "true" : "false", l->sparsity, spr_hash_family_to_string(l->hash),
                l->hash_k, info->hash_k[i], l->hash_l, info->key_bits[i], l->bucket_capacity,
                l->bucket_policy == SPR_BUCKET_FIFO ? "fifo" : "reservoir",
-               spr_select_to_string(l->select), l->select_threshold);
+               spr_select_to_string(l->select), l->select_threshold, l->random_fraction);
     }
     printf("], \"init_std\": %.7g, \"seed\": %llu, \"steps\": %lld, \"samples\": %lld, "
            "\"epoch\": %lld, \"parameters\": %lld, \"parameter_bytes\": %lld, "
