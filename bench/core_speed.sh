@@ -3,6 +3,8 @@
 # epoch (P@k on a fixed random subset of the test set, peak memory), then --dense over
 # the first 50 batches (a full dense epoch would take hours), and the ratio per sample.
 # Usage: bench/core_speed.sh [OUT_DIR]   (needs ~2 GB of disk for the data)
+# DENSE=0 skips the dense run and reuses OUT_DIR/dense.* from an earlier run (its speed
+# does not depend on the sampling options).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-out/bench_core}
@@ -18,8 +20,10 @@ S=build/sparrow
 common=(--train "$data/train.txt" --batch "$batch" --threads "$threads" --seed 1 --quiet)
 /usr/bin/time -v $S train "${common[@]}" --test "$data/test.txt" --eval-max 10000 --epochs 1 \
   --sparsity "$sparsity" --metrics "$out/sampled.jsonl" 2> "$out/sampled.time" | tee "$out/sampled.txt"
-/usr/bin/time -v $S train "${common[@]}" --dense --max-batches 50 \
-  --metrics "$out/dense.jsonl" 2> "$out/dense.time" | tee "$out/dense.txt"
+if [ "${DENSE:-1}" != 0 ]; then
+  /usr/bin/time -v $S train "${common[@]}" --dense --max-batches 50 \
+    --metrics "$out/dense.jsonl" 2> "$out/dense.time" | tee "$out/dense.txt"
+fi
 
 /usr/bin/python3 - "$out" <<'PY'
 import json, re, sys

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Sampled against --dense on the `small` preset, same seed and epochs (issue 2, item 1),
 # plus the majority-label baseline: prints a Markdown table and writes summary.json.
-# Usage: bench/small_compare.sh [OUT_DIR]   (EPOCHS=5, SPARSITY=0.05 by default)
+# Usage: bench/small_compare.sh [OUT_DIR]   (EPOCHS=5, SPARSITY=0.05, THREADS=0: all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-out/bench_small}
 epochs=${EPOCHS:-5}
 sparsity=${SPARSITY:-0.05}
+threads=${THREADS:-0}
 mkdir -p "$out"
 bash scripts/build.sh
 S=build/sparrow
@@ -15,7 +16,7 @@ for mode in dense sampled; do
   flag=--dense
   [ $mode = sampled ] && flag="--sparsity $sparsity"
   $S train --train out/small/train.txt --test out/small/test.txt --epochs "$epochs" --seed 1 \
-    $flag --sparsity "$sparsity" --metrics "$out/$mode.jsonl" --quiet > "$out/$mode.txt"
+    --threads "$threads" $flag --sparsity "$sparsity" --metrics "$out/$mode.jsonl" --quiet > "$out/$mode.txt"
 done
 /usr/bin/python3 - "$out" <<'PY'
 import json, sys

@@ -21,7 +21,7 @@ typedef struct spr_lsh {
     spr_bucket_policy policy;
     uint32_t *offsets;     /* (l, 2^key_bits + 1): bucket b of table t is ids[t][offsets[t][b] .. offsets[t][b+1]) */
     int32_t *ids;          /* (l, n_items): only the first offsets[t][2^key_bits] of each row are used */
-    uint32_t *fill;        /* (threads-free scratch for build) (l, 2^key_bits) counters */
+    uint32_t *fill;        /* (l, 2^key_bits) per-bucket counters, scratch of spr_lsh_build */
 } spr_lsh;
 
 spr_status spr_lsh_create(int l, int key_bits, int64_t n_items, int capacity,
