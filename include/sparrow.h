@@ -249,7 +249,9 @@ typedef struct spr_batch_stats {
 
 /* One optimizer step on the points rows[0..n) of data (n <= batch_size): forward,
  * backward, lazy Adam on the touched rows, then a rehash if the schedule says so.
- * Cost: O(n x active neurons x fan-in), never O(#labels). stats may be NULL. */
+ * Cost: O(n x active neurons x fan-in), never O(#labels). stats may be NULL. A batch
+ * whose loss is not finite returns SPR_STATUS_BAD_INPUT ("training diverged ...")
+ * without applying the step: the model stays as it was before the call. */
 SPR_API spr_status spr_model_train_batch(spr_model *model, const spr_dataset *data,
                                          const int64_t *rows, int64_t n,
                                          const spr_train_options *options,

@@ -35,12 +35,25 @@
  *   6 VW    Adam second moment of W, like W
  *   7 MB    Adam first moment of B, like B
  *   8 VB    Adam second moment of B, like B
+ *   9 TBL   optional, sampled layers only: the layer's LSH tables as they are in memory
+ *           (lsh.h), u32 each: the offsets, L x (2^key_bits + 1), then the ids,
+ *           L x size_l (only the first offsets[t][2^key_bits] of each table's row are
+ *           in use; the rest is whatever earlier rebuilds left, kept so that a resumed
+ *           run is bit for bit the run it continues). L and key_bits are not stored:
+ *           they follow from the configuration and the hash family (the reader checks
+ *           the length against them before reading).
  *
- * The writer emits CONF, STAT, then W B MW VW MB VB of layer 0, of layer 1, ... The
- * reader accepts the sections in any order but wants each of the 2 + 6 x n_layers
- * exactly once and nothing else. Not stored: gradients (zero between steps), the
- * per-thread scratch, and the hash tables, which the reader rebuilds from the loaded
- * weights with the hash functions that (seed, layer, rebuilds) determine.
+ * The writer emits CONF, STAT, then W B MW VW MB VB (TBL) of layer 0, of layer 1, ...
+ * The reader accepts the sections in any order but wants each of the 2 + 6 x n_layers
+ * exactly once, TBL at most once per sampled layer, and nothing else. Not stored:
+ * gradients (zero between steps) and the per-thread scratch. The reader draws the hash
+ * functions that (seed, layer, rebuilds) determine and fills the tables from the loaded
+ * weights, then, where a TBL section exists, replaces them with the saved ones: the
+ * tables of a training run were built from the weights of its last rehash, not from
+ * the current ones, and continuing the run exactly needs those. Files written before
+ * TBL existed (same version 1) load as before, tables rebuilt from the weights; an
+ * older reader refuses a file with TBL sections (unknown section tag) rather than
+ * misreading it.
  *
  * A later format may add kinds; it then bumps the version, and this reader refuses it
  * by name rather than misreading it.
@@ -67,7 +80,7 @@
 #define CKPT_CONF_LAYER 44u
 #define CKPT_CONF_MAX (CKPT_CONF_BASE + CKPT_CONF_LAYER * SPR_MAX_LAYERS)
 #define CKPT_STAT_BYTES 48u
-#define CKPT_MAX_SECTIONS (2 + 6 * SPR_MAX_LAYERS)
+#define CKPT_MAX_SECTIONS (2 + 7 * SPR_MAX_LAYERS)
 /* I/O buffer: big enough that a 1.3 GB model is a few hundred system calls, small
  * enough not to matter next to the model. */
 #define CKPT_BUFFER ((size_t)4 << 20)
@@ -81,10 +94,11 @@ enum {
     KIND_VW = 6,
     KIND_MB = 7,
     KIND_VB = 8,
-    KIND_END = 9,
+    KIND_TBL = 9,
+    KIND_END = 10,
 };
 
-static const char *const kind_names[KIND_END] = {"?", "CONF", "STAT", "W", "B", "MW", "VW", "MB", "VB"};
+static const char *const kind_names[KIND_END] = {"?", "CONF", "STAT", "W", "B", "MW", "VW", "MB", "VB", "TBL"};
 
 static uint32_t make_tag(int kind, int layer) { return (uint32_t)kind << 8 | (uint32_t)layer; }
 
@@ -248,6 +262,21 @@ static void w_floats(writer *w, const float *x, int64_t n) {
     }
 }
 
+/* Appends n u32 of payload, encoded in place in the buffer. */
+static void w_words(writer *w, const uint32_t *x, int64_t n) {
+    while (n > 0 && !w->err) {
+        if (w->cap - w->len < sizeof(uint32_t)) w_flush(w);
+        int64_t k = (int64_t)((w->cap - w->len) / sizeof(uint32_t));
+        if (k > n) k = n;
+        unsigned char *q = w->buf + w->len;
+        for (int64_t i = 0; i < k; i++) put_u32(q + 4 * i, x[i]);
+        w->crc = crc32_update(w->crc, q, (size_t)k * sizeof(uint32_t));
+        w->len += (size_t)k * sizeof(uint32_t);
+        x += k;
+        n -= k;
+    }
+}
+
 static void w_section_begin(writer *w, uint32_t tag, uint64_t len) {
     unsigned char h[CKPT_SECTION_HEAD];
     put_u32(h, tag);
@@ -269,12 +298,31 @@ static void w_matrix(writer *w, uint32_t tag, const float *a, int64_t rows, int6
     w_section_end(w);
 }
 
+/* u32 in the offsets and in the ids arrays of a layer's tables. */
+static void table_words(const spr_lsh *t, int64_t *n_offsets, int64_t *n_ids) {
+    *n_offsets = (int64_t)t->l * (((int64_t)1 << t->key_bits) + 1);
+    *n_ids = (int64_t)t->l * t->n_items;
+}
+
+/* The TBL section of a sampled layer: the packed tables exactly as they are in memory. */
+static void w_tables(writer *w, uint32_t tag, const spr_lsh *t) {
+    int64_t n_off, n_ids;
+    table_words(t, &n_off, &n_ids);
+    w_section_begin(w, tag, (uint64_t)(n_off + n_ids) * sizeof(uint32_t));
+    w_words(w, t->offsets, n_off);
+    /* ids are int32: the u32 of the same bits (a signed and an unsigned type may alias). */
+    w_words(w, (const uint32_t *)t->ids, n_ids);
+    w_section_end(w);
+}
+
 static void w_model(writer *w, const spr_model *m) {
     const spr_model_config *cfg = &m->cfg;
     unsigned char h[CKPT_HEADER_BYTES];
+    int n_tables = 0;
+    for (int l = 0; l < cfg->n_layers; l++) n_tables += m->layers[l].sampled && m->layers[l].tables;
     memcpy(h, CKPT_MAGIC, 8);
     put_u32(h + 8, CKPT_VERSION);
-    put_u32(h + 12, (uint32_t)(2 + 6 * cfg->n_layers));
+    put_u32(h + 12, (uint32_t)(2 + 6 * cfg->n_layers + n_tables));
     w_bytes(w, h, sizeof h, 0);
 
     unsigned char c[CKPT_CONF_MAX], *p = c;
@@ -315,6 +363,7 @@ static void w_model(writer *w, const spr_model *m) {
         w_matrix(w, make_tag(KIND_VW, l), L->vw, L->rows, L->cols, L->stride);
         w_matrix(w, make_tag(KIND_MB, l), L->mb, 1, L->size, L->size);
         w_matrix(w, make_tag(KIND_VB, l), L->vb, 1, L->size, L->size);
+        if (L->sampled && L->tables) w_tables(w, make_tag(KIND_TBL, l), L->tables);
     }
     w_flush(w);
 }
@@ -500,6 +549,35 @@ static spr_status r_skip(reader *r, uint64_t n, uint32_t *crc) {
     return SPR_STATUS_OK;
 }
 
+/* Moves n bytes forward without reading them (a section read later, out of order). */
+static void r_jump(reader *r, uint64_t n) {
+    if (n <= r->end - r->start) {
+        r->start += (size_t)n;
+    } else {
+        r->start = r->end = 0;
+    }
+    r->pos += n;
+}
+
+/* n u32 of payload at file offset off into x, decoded, CRC accumulated; through the
+ * buffer in cap-sized pieces (random access: the buffer's read-ahead is dropped). */
+static spr_status r_words_at(reader *r, uint64_t off, uint32_t *x, int64_t n, uint32_t *crc) {
+    r->start = r->end = 0;
+    while (n > 0) {
+        int64_t k = (int64_t)(r->cap / sizeof(uint32_t));
+        if (k > n) k = n;
+        size_t bytes = (size_t)k * sizeof(uint32_t);
+        spr_status st = r_pread(r, off, r->buf, bytes);
+        if (st) return st;
+        *crc = crc32_update(*crc, r->buf, bytes);
+        for (int64_t i = 0; i < k; i++) x[i] = get_u32(r->buf + 4 * i);
+        off += bytes;
+        x += k;
+        n -= k;
+    }
+    return SPR_STATUS_OK;
+}
+
 static spr_status r_matrix(reader *r, float *a, int64_t rows, int64_t cols, int64_t stride, uint32_t *crc) {
     for (int64_t i = 0; i < rows; i++) {
         spr_status st = r_floats(r, a + i * stride, cols, crc);
@@ -562,6 +640,48 @@ static spr_status read_config(reader *r, const section *s, spr_model_config *cfg
     if (spr_model_config_check(cfg) != SPR_STATUS_OK) {
         snprintf(msg, sizeof msg, "invalid configuration: %s", spr_last_error());
         return bad(r, s, msg);
+    }
+    return SPR_STATUS_OK;
+}
+
+/* The TBL section s of layer l into the tables spr_model_build_tables made (hash
+ * functions drawn, tables filled from the loaded weights), replacing them bit for bit.
+ * The length is checked against the tables before anything is read, the CRC and the
+ * contents after: offsets must be ascending from 0 with no bucket over the capacity
+ * (the samplers size their candidate buffers by it) and every used id a neuron. */
+static spr_status read_tables(reader *r, const section *s, spr_layer *L) {
+    char msg[300];
+    spr_lsh *t = L->tables;
+    if (!L->sampled || !t) return bad(r, s, "tables of a layer that is not sampled");
+    int64_t n_off, n_ids;
+    table_words(t, &n_off, &n_ids);
+    uint64_t want = (uint64_t)(n_off + n_ids) * sizeof(uint32_t);
+    if (s->len != want) {
+        snprintf(msg, sizeof msg, "%llu bytes, %d tables of 2^%d buckets over %lld neurons take %llu",
+                 (unsigned long long)s->len, t->l, t->key_bits, (long long)t->n_items,
+                 (unsigned long long)want);
+        return bad(r, s, msg);
+    }
+    uint32_t crc = 0;
+    uint64_t at = s->off + CKPT_SECTION_HEAD;
+    spr_status st = r_words_at(r, at, t->offsets, n_off, &crc);
+    if (!st) st = r_words_at(r, at + (uint64_t)n_off * sizeof(uint32_t), (uint32_t *)t->ids, n_ids, &crc);
+    if (st) return st;
+    unsigned char tail[CKPT_SECTION_TAIL];
+    if ((st = r_pread(r, at + s->len, tail, sizeof tail))) return st;
+    if (get_u32(tail) != crc) return bad(r, s, "checksum mismatch (file damaged)");
+
+    const int64_t buckets = (int64_t)1 << t->key_bits;
+    for (int tb = 0; tb < t->l; tb++) {
+        const uint32_t *off = t->offsets + tb * (buckets + 1);
+        const int32_t *ids = t->ids + (int64_t)tb * t->n_items;
+        if (off[0] != 0) return bad(r, s, "a table does not start at offset 0 (file damaged)");
+        for (int64_t b = 0; b < buckets; b++)
+            if (off[b + 1] < off[b] || off[b + 1] - off[b] > (uint32_t)t->capacity)
+                return bad(r, s, "bucket offsets out of order or over the bucket capacity (file damaged)");
+        if ((int64_t)off[buckets] > t->n_items) return bad(r, s, "a table holds more ids than neurons (file damaged)");
+        for (uint32_t i = 0; i < off[buckets]; i++)
+            if (ids[i] < 0 || ids[i] >= L->size) return bad(r, s, "a neuron id out of range (file damaged)");
     }
     return SPR_STATUS_OK;
 }
@@ -688,6 +808,15 @@ spr_status spr_model_load(const char *path, spr_model **out) {
             st = bad(&r, &sec[i], msg);
             goto done;
         }
+        if (kind == KIND_TBL) {
+            /* Its exact length needs the tables' key width, known once the hash
+             * functions are drawn: read_tables checks it then, before reading. */
+            if (layer == 0 || !(cfg.layers[layer].sparsity < 1.0f)) {
+                st = bad(&r, &sec[i], "tables of a layer that is not sampled");
+                goto done;
+            }
+            continue;
+        }
         uint64_t want = section_bytes(&cfg, (int)kind, (int)layer);
         if (sec[i].len != want) {
             snprintf(msg, sizeof msg, "%llu bytes, the configuration calls for %llu", (unsigned long long)sec[i].len,
@@ -696,7 +825,7 @@ spr_status spr_model_load(const char *path, spr_model **out) {
             goto done;
         }
     }
-    for (int kind = KIND_CONF; kind < KIND_END; kind++)
+    for (int kind = KIND_CONF; kind < KIND_TBL; kind++) /* TBL is optional */
         for (int l = 0; l < (kind <= KIND_STAT ? 1 : cfg.n_layers); l++) {
             uint32_t tag = make_tag(kind, l);
             uint32_t i = 0;
@@ -738,6 +867,10 @@ spr_status spr_model_load(const char *path, spr_model **out) {
         spr_layer *L = &m->layers[l];
         uint32_t crc = 0;
         const unsigned char *p;
+        if (kind == KIND_TBL) { /* read after the hash functions are drawn */
+            r_jump(&r, CKPT_SECTION_HEAD + s->len + CKPT_SECTION_TAIL);
+            continue;
+        }
         if ((st = r_skip(&r, CKPT_SECTION_HEAD, NULL))) goto done;
         switch (kind) {
         case KIND_CONF: st = r_skip(&r, s->len, &crc); break;
@@ -774,6 +907,9 @@ spr_status spr_model_load(const char *path, spr_model **out) {
     m->rehashes = stat[4];
     m->rebuilds = stat[5];
     if ((st = spr_model_build_tables(m, 0))) goto done;
+    for (uint32_t i = 0; i < n_sections; i++)
+        if (sec[i].tag >> 8 == KIND_TBL && (st = read_tables(&r, &sec[i], &m->layers[sec[i].tag & 0xFFu])))
+            goto done;
 
 done:
     if (r.fd >= 0) close(r.fd);

@@ -307,6 +307,24 @@ spr_status spr_model_train_batch(spr_model *m, const spr_dataset *data, const in
                                  int64_t n, const spr_train_options *o, spr_batch_stats *stats) {
     spr_status st = spr_model_compute_gradients(m, data, rows, n, o, stats);
     if (st) return st;
+
+    /* A loss that is not finite means the weights (or the gradients about to be applied)
+     * have blown up: one Adam step with them would turn every touched row into NaN.
+     * Stop before the step, so the model stays at the last good state and a caller can
+     * still save or evaluate it. The per-sample losses exist already: summing them is
+     * n additions. */
+    double loss = 0.0;
+    if (stats) {
+        loss = stats->loss;
+    } else {
+        for (int64_t i = 0; i < n; i++) loss += m->sample_loss[i];
+    }
+    if (!isfinite(loss)) {
+        spr_model_zero_gradients(m);
+        m->samples -= n;
+        return spr_fail(SPR_STATUS_BAD_INPUT, "training diverged at step %lld: loss is %s (try a lower --lr)",
+                        (long long)m->steps + 1, isnan(loss) ? "nan" : "inf");
+    }
     st = spr_model_apply_gradients(m, o);
     if (st) return st;
 

@@ -6,7 +6,10 @@
  * the saved file is damaged in many ways (single-byte flips over the header, every
  * section header and CRC and samples of every payload; truncations; trailing bytes;
  * crafted files with valid checksums but lying sizes), each of which must be refused
- * with SPR_STATUS_BAD_INPUT and a message naming the file. Saving is checked to be
+ * with SPR_STATUS_BAD_INPUT and a message naming the file. The LSH tables (the
+ * optional TBL sections) come back bit for bit too, a file without them still loads
+ * (tables rebuilt from the weights), and tables whose checksum is right but whose
+ * content would make the samplers read out of bounds are refused. Saving is checked to be
  * atomic: a failed save (missing directory, file size limit) leaves no temporary
  * file and no change to an existing model.
  *
@@ -14,6 +17,7 @@
  */
 #define _GNU_SOURCE
 #include "check.h"
+#include "model.h" /* the LSH tables, which the public API does not show */
 #include "sparrow.h"
 
 #include <dirent.h>
@@ -217,6 +221,30 @@ static int compare_params(spr_model *a, spr_model *b, const char *what) {
     return bad;
 }
 
+/* The packed tables of every sampled layer equal bit for bit, the unused tails of the
+ * id rows included (they are saved as they are). */
+static void compare_tables(const spr_model *a, const spr_model *b, const char *what) {
+    for (int l = 1; l < a->n_layers; l++) {
+        const spr_lsh *x = a->layers[l].tables, *y = b->layers[l].tables;
+        if (!a->layers[l].sampled) continue;
+        CHECK(x && y && x->l == y->l && x->key_bits == y->key_bits && x->n_items == y->n_items,
+              "%s: layer %d: expected tables of the same shape, got %p %p", what, l, (const void *)x,
+              (const void *)y);
+        if (!x || !y || x->l != y->l || x->key_bits != y->key_bits || x->n_items != y->n_items) continue;
+        size_t n_off = (size_t)x->l * (((size_t)1 << x->key_bits) + 1), n_ids = (size_t)x->l * (size_t)x->n_items;
+        size_t first = n_off;
+        for (size_t i = 0; i < n_off && first == n_off; i++)
+            if (x->offsets[i] != y->offsets[i]) first = i;
+        CHECK(first == n_off, "%s: layer %d offsets[%zu]: expected %u, got %u", what, l, first,
+              first < n_off ? x->offsets[first] : 0, first < n_off ? y->offsets[first] : 0);
+        first = n_ids;
+        for (size_t i = 0; i < n_ids && first == n_ids; i++)
+            if (x->ids[i] != y->ids[i]) first = i;
+        CHECK(first == n_ids, "%s: layer %d ids[%zu]: expected %d, got %d", what, l, first,
+              first < n_ids ? x->ids[first] : 0, first < n_ids ? y->ids[first] : 0);
+    }
+}
+
 static void compare_predictions(const spr_model *a, const spr_model *b, const spr_dataset *d, int sparse,
                                 const char *what) {
     int32_t ia[N_POINTS * K], ib[N_POINTS * K];
@@ -275,17 +303,17 @@ typedef struct section {
 
 /* Parses the saved file with an independent reader and checks the documented layout.
  * Returns the number of sections found (0 if the layout is wrong). */
-static int parse_layout(const unsigned char *b, size_t n, section *sec, int max) {
+static int parse_layout(const unsigned char *b, size_t n, size_t tbl_len, section *sec, int max) {
     CHECK(n >= 16 && memcmp(b, "SPRMODEL", 8) == 0, "layout: expected magic SPRMODEL, got %.8s", (const char *)b);
     CHECK(rd32(b + 8) == 1, "layout: expected version 1, got %u", rd32(b + 8));
     int count = (int)rd32(b + 12);
-    CHECK(count == 2 + 6 * 2, "layout: expected %d sections, got %d", 2 + 6 * 2, count);
-    if (count != 14 || count > max) return 0;
-    const uint32_t want_tags[14] = {0x100, 0x200, 0x300, 0x400, 0x500, 0x600, 0x700,
-                                    0x800, 0x301, 0x401, 0x501, 0x601, 0x701, 0x801};
+    CHECK(count == 2 + 6 * 2 + 1, "layout: expected %d sections, got %d", 2 + 6 * 2 + 1, count);
+    if (count != 15 || count > max) return 0;
+    const uint32_t want_tags[15] = {0x100, 0x200, 0x300, 0x400, 0x500, 0x600, 0x700, 0x800,
+                                    0x301, 0x401, 0x501, 0x601, 0x701, 0x801, 0x901};
     const size_t w0 = (size_t)N_FEATURES * HIDDEN * 4, w1 = (size_t)N_LABELS * HIDDEN * 4;
-    const size_t want_len[14] = {24 + 44 * 2, 48, w0, HIDDEN * 4, w0, w0, HIDDEN * 4, HIDDEN * 4,
-                                 w1, N_LABELS * 4, w1, w1, N_LABELS * 4, N_LABELS * 4};
+    const size_t want_len[15] = {24 + 44 * 2, 48, w0, HIDDEN * 4, w0, w0, HIDDEN * 4, HIDDEN * 4,
+                                 w1, N_LABELS * 4, w1, w1, N_LABELS * 4, N_LABELS * 4, tbl_len};
     size_t off = 16;
     for (int i = 0; i < count; i++) {
         if (off + 16 > n) {
@@ -345,14 +373,16 @@ static int flip_rejected(const char *path, size_t off, unsigned char was, unsign
     return ok;
 }
 
-static void test_damage(const char *dir, const char *good_path) {
+static void test_damage(const char *dir, const char *good_path, const spr_model *good) {
     size_t n;
     unsigned char *orig = slurp(good_path, &n);
     CHECK(orig != NULL, "cannot read back %s", good_path);
     if (!orig) return;
     unsigned char *b = malloc(n + 16);
     section sec[64];
-    int count = parse_layout(orig, n, sec, 64);
+    const spr_lsh *tl = good->layers[1].tables;
+    const size_t n_off = (size_t)tl->l * (((size_t)1 << tl->key_bits) + 1);
+    int count = parse_layout(orig, n, 4 * (n_off + (size_t)tl->l * N_LABELS), sec, 64);
     char bad[4096], what[128];
     snprintf(bad, sizeof bad, "%s/damaged.bin", dir);
 
@@ -422,7 +452,7 @@ static void test_damage(const char *dir, const char *good_path) {
         snprintf(want, sizeof want, "%s: model format version 7 is newer than this sparrow (1)", bad);
         CHECK(!strcmp(spr_last_error(), want), "version 7: expected \"%s\", got \"%s\"", want, spr_last_error());
     }
-    if (count == 14) {
+    if (count == 15) {
         const section *w1 = &sec[8]; /* W[1] */
         memcpy(b, orig, n);
         b[w1->off + 12 + 5] ^= 0x04;
@@ -481,7 +511,64 @@ static void test_damage(const char *dir, const char *good_path) {
         /* One section fewer, with the count adjusted: a missing section. */
         memcpy(b, orig, n);
         wr32(b + 12, 13);
-        rejected(bad, b, sec[13].off, "VB[1] dropped");
+        rejected(bad, b, sec[13].off, "VB[1] and TBL[1] dropped");
+
+        /* The tables section damaged behind a valid checksum, or misplaced. */
+        const section *tb = &sec[14];
+        const size_t tp = tb->off + 12;
+        const int64_t buckets = (int64_t)1 << tl->key_bits;
+        struct {
+            const char *what;
+            size_t at;
+            uint32_t value;
+        } tlies[] = {
+            {"TBL: first offset 1", tp, 1},
+            {"TBL: a bucket over the capacity", tp + 4, (uint32_t)tl->capacity + 1},
+            {"TBL: offsets past the ids", tp + 4 * (size_t)buckets, (uint32_t)N_LABELS + 1},
+            {"TBL: offsets descending", tp + 4 * (size_t)buckets, 0xFFFFFFFFu},
+            {"TBL: neuron id -1", tp + 4 * n_off, 0xFFFFFFFFu},
+            {"TBL: neuron id N_LABELS", tp + 4 * n_off, (uint32_t)N_LABELS},
+        };
+        for (size_t k = 0; k < sizeof tlies / sizeof tlies[0]; k++) {
+            memcpy(b, orig, n);
+            wr32(b + tlies[k].at, tlies[k].value);
+            wr32(b + tp + tb->len, crc32_bitwise(b + tp, tb->len));
+            rejected(bad, b, n, tlies[k].what);
+        }
+        memcpy(b, orig, n);
+        b[tp + tb->len / 2] ^= 0x20;
+        if (rejected(bad, b, n, "TBL[1] payload")) {
+            snprintf(want, sizeof want, "%s: section TBL[1] at byte offset %zu: checksum mismatch (file damaged)",
+                     bad, tb->off);
+            CHECK(!strcmp(spr_last_error(), want), "TBL[1] payload: expected \"%s\", got \"%s\"", want,
+                  spr_last_error());
+        }
+        memcpy(b, orig, n); /* one id fewer, the length and checksum adjusted */
+        wr64(b + tb->off + 4, tb->len - 4);
+        wr32(b + tp + tb->len - 4, crc32_bitwise(b + tp, tb->len - 4));
+        rejected(bad, b, n - 4, "TBL[1] 4 bytes short");
+        memcpy(b, orig, n);
+        wr32(b + tb->off, 0x900); /* TBL[1] -> TBL[0]: layer 0 is never sampled */
+        rejected(bad, b, n, "TBL[1] renamed TBL[0]");
+
+        /* Without the tables (a file from before they were saved): loads, the tables
+         * rebuilt from the weights, which is what rehashing the original gives. */
+        memcpy(b, orig, n);
+        wr32(b + 12, 14);
+        spit(bad, b, tb->off);
+        spr_model *old = NULL, *again = NULL;
+        spr_status st = spr_model_load(bad, &old);
+        CHECK(st == SPR_STATUS_OK, "file without TBL: expected ok, got %d (%s)", st, spr_last_error());
+        st = spr_model_load(good_path, &again);
+        CHECK(st == SPR_STATUS_OK, "reload: expected ok, got %d (%s)", st, spr_last_error());
+        if (old && again) {
+            compare_params(again, old, "file without TBL");
+            st = spr_model_rehash(again, 0, 1);
+            CHECK(st == SPR_STATUS_OK, "rehash: expected ok, got %d (%s)", st, spr_last_error());
+            compare_tables(again, old, "file without TBL against a rehash");
+        }
+        spr_model_free(old);
+        spr_model_free(again);
     }
     unlink(bad);
     free(b);
@@ -619,6 +706,7 @@ static void test_three_layers(const char *dir, const spr_dataset *data, uint64_t
     if (st == SPR_STATUS_OK) {
         compare_config_info(m, x);
         compare_params(m, x, "3 layers");
+        compare_tables(m, x, "3 layers");
         compare_predictions(m, x, data, 0, "3 layers, dense prediction");
         compare_predictions(m, x, data, 1, "3 layers, sparse prediction");
     }
@@ -674,22 +762,22 @@ int main(void) {
     if (st) goto done;
     compare_config_info(m, loaded);
     compare_params(m, loaded, "round trip");
+    /* The tables are the original's, built from the weights of its last rehash (not
+     * from the current weights): sparse predictions and the next training steps (with
+     * their rehashes) must be the same, not just close. */
+    compare_tables(m, loaded, "round trip");
     compare_predictions(m, loaded, data, 0, "dense prediction after load");
-    /* The loaded tables come from the current weights; the original's tables from the
-     * last rehash. Rehashing the original with the same hash functions must make the
-     * two identical, and so the sparse predictions and the next training step. */
-    st = spr_model_rehash(m, 0, 1);
-    CHECK(st == SPR_STATUS_OK, "rehash: expected ok, got %d (%s)", st, spr_last_error());
-    compare_predictions(m, loaded, data, 1, "sparse prediction after load and rehash");
-    st = train_batches(m, data, 1, 5, 1);
-    spr_status st2 = train_batches(loaded, data, 1, 5, 1);
+    compare_predictions(m, loaded, data, 1, "sparse prediction after load");
+    st = train_batches(m, data, 4, 5, 1);
+    spr_status st2 = train_batches(loaded, data, 4, 5, 1);
     CHECK(st == SPR_STATUS_OK && st2 == SPR_STATUS_OK, "training after load: expected ok, got %d, %d (%s)", st, st2,
           spr_last_error());
-    compare_params(m, loaded, "one more step on both");
+    compare_params(m, loaded, "four more steps on both");
+    compare_tables(m, loaded, "four more steps on both");
     compare_config_info(m, loaded);
 
     test_three_layers(dir, data, seed);
-    test_damage(dir, path);
+    test_damage(dir, path, m);
     test_save_failures(dir, m, loaded, path);
 
 done:

@@ -331,5 +331,88 @@ printf '0 1:1 3:1\n1 2:1 4:1\n0 1:1 3:0.5\n1 2:0.5 4:1\n' >svm.txt
 run svm train --train svm.txt --one-based --hidden 8 --epochs 2 --batch 2 --sparsity 1 --quiet
 expect_rc svm 0
 
+# ---------------------------------------------------------------- resume
+# An interrupted run (--max-batches 7 stops inside epoch 1), resumed, must give the
+# uninterrupted run's model file byte for byte and its final metrics (timings aside).
+# The rehash every 5 batches puts the last rebuild of the tables before the stop (step
+# 6), so the resumed run needs the saved tables, not ones rebuilt from the weights.
+RES_OPTS="--train $TRAIN --test $TEST --threads 1 --seed 5 --batch 64 --lr 0.01 --sparsity 0.1 --rehash-first 5 --rebuild-every 2 --quiet"
+# strip_times FILE: the last metrics line without the fields that measure time.
+strip_times() {
+    "$PY" -c 'import json,sys; o=json.loads([l for l in open(sys.argv[1]) if l.strip()][-1]); [o.pop(k) for k in ("train_seconds","samples_per_second","rehash_seconds","eval_seconds")]; print(json.dumps(o, sort_keys=True))' "$1"
+}
+run res_a train $RES_OPTS --epochs 2 --save resA.model --metrics resA.jsonl
+expect_rc res_a 0
+run res_b1 train $RES_OPTS --epochs 2 --max-batches 7 --save resB.model
+expect_rc res_b1 0
+run res_b2 train $RES_OPTS --epochs 2 --resume resB.model --save resB.model --metrics resB.jsonl
+expect_rc res_b2 0
+expect_grep res_b2 res_b2.err "resuming resB.model: step 7, epoch 1 at batch 8"
+if cmp -s resA.model resB.model; then pass; else fail "resume: expected resB.model identical to the uninterrupted resA.model, $(cmp resA.model resB.model 2>&1)"; fi
+MA=$(strip_times resA.jsonl 2>&1)
+MB=$(strip_times resB.jsonl 2>&1)
+if [ -n "$MA" ] && [ "$MA" = "$MB" ]; then pass; else fail "resume: expected the final metrics $MA, got $MB"; fi
+PA=$(cut -d' ' -f1-4 res_a.out)
+PB=$(cut -d' ' -f1-4 res_b2.out)
+if [ -n "$PA" ] && [ "$PA" = "$PB" ]; then pass; else fail "resume: expected the summary '$PA', got '$PB'"; fi
+# Nothing left to do, conflicting model options, a batch size that does not fit.
+run res_done train $RES_OPTS --epochs 2 --resume resA.model
+expect_rc res_done 0
+expect_grep res_done res_done.err "nothing to train"
+run res_conflict train $RES_OPTS --resume resB.model --epochs 3 --hidden 32
+expect_rc res_conflict 2
+expect_grep res_conflict res_conflict.err "--hidden differs from the model in resB.model"
+run res_seed train --train "$TRAIN" --resume resB.model --epochs 3 --seed 6 --quiet
+expect_rc res_seed 2
+expect_grep res_seed res_seed.err "--seed"
+run res_batch train $RES_OPTS --resume resB.model --epochs 3 --batch 1000
+expect_rc res_batch 2
+expect_grep res_batch res_batch.err "--batch of the first run"
+run res_missing train --train "$TRAIN" --resume no_such.model --epochs 3
+expect_rc res_missing 2
+expect_grep res_missing res_missing.err "no_such.model"
+
+# ---------------------------------------------------------------- signals
+# SIGINT / SIGTERM: the batch finishes, a partial metrics line, the model is saved,
+# exit 128 + the signal, no temporary file. The run (small batches, many epochs) would
+# take minutes; the signal comes once training has started.
+for sig in INT TERM; do
+    rm -f sig.model sig.jsonl
+    "$BIN" train --train "$TRAIN" --batch 2 --epochs 500 --threads 1 --save sig.model \
+        --metrics sig.jsonl >sig_$sig.out 2>sig_$sig.err &
+    pid=$!
+    for _ in $(seq 100); do
+        grep -q "^  training:" sig_$sig.err 2>/dev/null && break
+        sleep 0.1
+    done
+    sleep 1
+    kill -$sig $pid
+    wait $pid
+    RC=$?
+    want=130
+    [ $sig = TERM ] && want=143
+    expect_rc sig_$sig $want
+    expect_grep sig_$sig sig_$sig.err "sparrow: interrupted at step "
+    expect_grep sig_$sig sig_$sig.err ", model saved to sig.model"
+    expect_grep sig_$sig sig.jsonl '"partial_epoch": true'
+    run sig_info_$sig info --model sig.model
+    expect_rc sig_info_$sig 0
+    if ls sig.model.tmp* >/dev/null 2>&1; then fail "signal $sig: left $(ls sig.model.tmp*)"; else pass; fi
+done
+
+# ---------------------------------------------------------------- divergence
+# An absurd learning rate: the loss becomes NaN within a few steps; training stops with
+# a clear message and exit 1, and neither writes a new model nor replaces an old one.
+run div_new train --train "$TRAIN" --lr 1e30 --batch 64 --epochs 3 --save div.model --quiet
+expect_rc div_new 1
+expect_grep div_new div_new.err "training diverged at step "
+expect_grep div_new div_new.err "(try a lower --lr)"
+if ls div.model* >/dev/null 2>&1; then fail "divergence: expected no div.model, found $(ls div.model*)"; else pass; fi
+cp resA.model div.model
+run div_old train --train "$TRAIN" --lr 1e30 --batch 64 --epochs 3 --save div.model --quiet
+expect_rc div_old 1
+expect_grep div_old div_old.err "div.model is left as it was"
+if cmp -s resA.model div.model; then pass; else fail "divergence: expected div.model left unchanged"; fi
+
 echo "test_cli: $PASSED passed, $FAILED failed"
 [ "$FAILED" -eq 0 ]

@@ -6,7 +6,10 @@
  *   0  success
  *   2  usage errors (unknown option, missing or malformed value) and the library's
  *      SPR_STATUS_BAD_INPUT / SPR_STATUS_IO_ERROR (the message names file:line)
- *   1  SPR_STATUS_NO_MEMORY / SPR_STATUS_INTERNAL
+ *   1  SPR_STATUS_NO_MEMORY / SPR_STATUS_INTERNAL, and a training run that diverged
+ *      (loss NaN or infinite; nothing is saved)
+ *   130 / 143  train stopped by SIGINT / SIGTERM (128 + the signal, as a shell reports
+ *      a process killed by it) after finishing the batch, reporting and saving
  * Machine-readable output (metrics JSON Lines, eval's last line, predict's lines) goes
  * to files or stdout; progress and the effective configuration go to stderr.
  */
@@ -16,6 +19,7 @@
 #include <getopt.h>
 #include <limits.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -25,7 +29,7 @@
 #include <time.h>
 #include <unistd.h>
 
-enum { EXIT_OK = 0, EXIT_INTERNAL = 1, EXIT_USAGE = 2 };
+enum { EXIT_OK = 0, EXIT_INTERNAL = 1, EXIT_USAGE = 2, EXIT_SIGNAL_BASE = 128 };
 
 /* The seed of the --eval-max subset. Independent of --seed on purpose: runs that differ
  * only in their seed (or dense vs sampled) are then judged on the same test points, and
@@ -382,7 +386,14 @@ static const char TRAIN_HELP[] =
     "                        options as the output layer); default 1 (dense)\n"
     "  --seed S              seed of weights, hashes, sampling and the epoch shuffles\n"
     "training\n"
-    "  --epochs N            passes over the training set (default 1)\n"
+    "  --resume MODEL        continue the run that saved MODEL where it stopped: the\n"
+    "                        model options above come from MODEL (giving one that\n"
+    "                        differs is an error); --train, --batch, --lr, --threads,\n"
+    "                        --dense and the --rehash-* options must be those of the\n"
+    "                        first run for an exact continuation (with --threads 1 the\n"
+    "                        result is then bit for bit that of an uninterrupted run)\n"
+    "  --epochs N            passes over the training set (default 1); with --resume\n"
+    "                        the total, counting the epochs MODEL has done\n"
     "  --batch B             samples per optimizer step\n"
     "  --lr X                Adam learning rate\n"
     "  --dense               compute every output neuron (the exact reference)\n"
@@ -401,12 +412,19 @@ static const char TRAIN_HELP[] =
     "  --quiet               no progress lines on stderr\n"
     "  --verbose             also print the library's log lines (rehashes)\n"
     "\n"
-    "Each epoch visits the training rows in a shuffled order that depends only on the\n"
+"Each epoch visits the training rows in a shuffled order that depends only on the\n"
     "seed and the epoch number. train_seconds counts training only (no evaluation, no\n"
-    "I/O). stdout gets a one-line summary at the end.\n";
+    "I/O). stdout gets a one-line summary at the end.\n"
+    "\n"
+    "SIGINT (Ctrl-C) or SIGTERM: the current batch is finished, the model evaluated and\n"
+    "reported as after --max-batches, saved if --save was given (continue it with\n"
+    "--resume), and sparrow exits with 130 (SIGINT) or 143 (SIGTERM); a second signal\n"
+    "ends it at once. A loss that becomes NaN or infinite stops training before the\n"
+    "step that would apply it: nothing is saved (an existing MODEL is left as it was)\n"
+    "and the exit status is 1; try a lower --lr.\n";
 
 typedef struct train_args {
-    const char *train_path, *test_path, *save_path, *metrics_path;
+    const char *train_path, *test_path, *save_path, *metrics_path, *resume_path;
     int n_hidden;
     int64_t hidden[SPR_MAX_LAYERS];
     int64_t epochs;
@@ -477,7 +495,8 @@ enum {
     T_TRAIN = 256, T_TEST, T_HIDDEN, T_EPOCHS, T_BATCH, T_LR, T_SPARSITY, T_HASH, T_TABLES,
     T_BITS, T_BUCKET, T_THREADS, T_SEED, T_DENSE, T_SAVE, T_METRICS, T_EVAL_MAX,
     T_MAX_BATCHES, T_ONE_BASED, T_QUIET, T_VERBOSE, T_POLICY, T_SELECT, T_THRESHOLD,
-    T_HIDDEN_SPARSITY, T_REHASH_FIRST, T_REHASH_GROWTH, T_REHASH_MAX, T_REBUILD, T_RANDOM_FRACTION
+    T_HIDDEN_SPARSITY, T_REHASH_FIRST, T_REHASH_GROWTH, T_REHASH_MAX, T_REBUILD, T_RANDOM_FRACTION,
+    T_RESUME
 };
 
 /* Fills a from the command line; returns an exit code (EXIT_OK to go on, or -1 after
@@ -515,6 +534,7 @@ static int parse_train_args(int argc, char **argv, train_args *a) {
         {"rehash-growth", required_argument, 0, T_REHASH_GROWTH},
         {"rehash-max", required_argument, 0, T_REHASH_MAX},
         {"rebuild-every", required_argument, 0, T_REBUILD},
+        {"resume", required_argument, 0, T_RESUME},
         {"help", no_argument, 0, OPT_HELP},
         {0, 0, 0, 0}};
     memset(a, 0, sizeof *a);
@@ -527,6 +547,7 @@ static int parse_train_args(int argc, char **argv, train_args *a) {
         case T_TRAIN: a->train_path = optarg; break;
         case T_TEST: a->test_path = optarg; break;
         case T_SAVE: a->save_path = optarg; break;
+        case T_RESUME: a->resume_path = optarg; break;
         case T_METRICS: a->metrics_path = optarg; break;
         case T_HIDDEN: rc = parse_hidden(cmd, optarg, a); break;
         case T_EPOCHS: rc = parse_int64(cmd, "--epochs", optarg, 1, INT64_MAX, &a->epochs); break;
@@ -674,6 +695,70 @@ static spr_model_config train_model_config(const train_args *a, int64_t n_featur
     return cfg;
 }
 
+/* With --resume the model options come from the model: one given on the command line
+ * must agree with it, or the run would silently not be what the user asked for. */
+static int resume_conflicts(const train_args *a, const spr_model_config *cfg) {
+    const char *cmd = "train";
+    const spr_layer_config *out = &cfg->layers[cfg->n_layers - 1];
+    int hidden_differs = 0;
+    if (a->n_hidden > 0) {
+        hidden_differs = a->n_hidden != cfg->n_layers - 1;
+        for (int i = 0; i < a->n_hidden && !hidden_differs; i++)
+            hidden_differs = a->hidden[i] != cfg->layers[i].size;
+    }
+    int hidden_sparsity_differs = 0;
+    for (int i = 1; a->have_hidden_sparsity && i < cfg->n_layers - 1; i++)
+        hidden_sparsity_differs |= cfg->layers[i].sparsity != (float)a->hidden_sparsity;
+    const struct {
+        int differs;
+        const char *option;
+    } checks[] = {
+        {hidden_differs, "--hidden"},
+        {a->have_sparsity && out->sparsity != (float)a->sparsity, "--sparsity"},
+        {a->have_hash && out->hash != a->hash, "--hash"},
+        {a->have_tables && out->hash_l != a->tables, "--tables"},
+        {a->have_bits && out->hash_k != a->bits, "--bits"},
+        {a->have_bucket_capacity && out->bucket_capacity != a->bucket_capacity, "--bucket-capacity"},
+        {a->have_bucket_policy && out->bucket_policy != a->bucket_policy, "--bucket-policy"},
+        {a->have_select && out->select != a->select, "--select"},
+        {a->have_threshold && out->select_threshold != a->threshold, "--threshold"},
+        {a->have_random_fraction && out->random_fraction != (float)a->random_fraction, "--random-fraction"},
+        {hidden_sparsity_differs, "--hidden-sparsity"},
+        {a->have_seed && cfg->seed != a->seed, "--seed"},
+    };
+    for (size_t i = 0; i < sizeof checks / sizeof checks[0]; i++)
+        if (checks[i].differs)
+            return usage_error(cmd,
+                               "%s differs from the model in %s: --resume takes the model options "
+                               "from the model (leave %s out)",
+                               checks[i].option, a->resume_path, checks[i].option);
+    return EXIT_OK;
+}
+
+/* The first SIGINT or SIGTERM asks the training loop to stop after its batch (and to
+ * report and save as after --max-batches); a second one ends the process at once, by
+ * the signal's default action. Only async-signal-safe calls here. */
+static volatile sig_atomic_t stop_signal;
+
+static void on_stop_signal(int sig) {
+    if (stop_signal) {
+        signal(sig, SIG_DFL);
+        raise(sig);
+        return;
+    }
+    stop_signal = sig;
+}
+
+static void catch_stop_signals(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART; /* metrics and model writes go on undisturbed */
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
 static void log_to_stderr(void *user, const char *message) {
     (void)user;
     fprintf(stderr, "  [sparrow] %s\n", message);
@@ -727,6 +812,8 @@ typedef struct train_state {
     int last_layer;
     int threads;
     uint64_t seed;            /* of the epoch shuffles: the model's seed */
+    int64_t first_epoch;      /* 1, or the epoch a resumed run continues */
+    int64_t skip_batches;     /* batches of first_epoch done before the resume */
     spr_eval_result last; /* the last evaluation */
     int have_last;
 } train_state;
@@ -762,10 +849,12 @@ static int train_report(train_state *s, int64_t epoch, int partial, window *w) {
 
     if (s->metrics) {
         FILE *f = s->metrics;
+        /* samples: the model's count, so that a resumed run says what an uninterrupted
+         * one would (train_seconds and samples_per_second are this process's). */
         fprintf(f, "{\"epoch\": %lld, \"partial_epoch\": %s, \"step\": %lld, \"samples\": %lld, "
                    "\"train_seconds\": ",
                 (long long)epoch, partial ? "true" : "false", (long long)info.steps,
-                (long long)s->samples);
+                (long long)info.samples);
         json_number(f, s->train_seconds);
         fputs(", \"samples_per_second\": ", f);
         json_number(f, sps);
@@ -796,7 +885,9 @@ static int train_report(train_state *s, int64_t epoch, int partial, window *w) {
 }
 
 /* The training loop: epochs of shuffled batches, an evaluation after each epoch and
- * after an early stop. */
+ * after an early stop (--max-batches or a signal). A resumed run starts in
+ * s->first_epoch after the s->skip_batches batches already done: the epoch's order
+ * depends only on (seed, epoch), so those are exactly the batches it skips. */
 static int train_loop(train_state *s, const spr_dataset *train, const spr_train_options *topt,
                       int64_t *rows) {
     const train_args *a = s->args;
@@ -808,18 +899,27 @@ static int train_loop(train_state *s, const spr_dataset *train, const spr_train_
     double last_print = now_seconds();
     int rc;
 
-    for (int64_t epoch = 1; epoch <= a->epochs; epoch++) {
+    for (int64_t epoch = s->first_epoch; epoch <= a->epochs; epoch++) {
         double t_start = now_seconds();
         shuffle_rows(rows, n, s->seed, (uint64_t)epoch);
-        int64_t b = 0;
+        int64_t b = epoch == s->first_epoch ? s->skip_batches : 0;
         for (; b < per_epoch; b++) {
             if (a->max_batches > 0 && batches_done >= a->max_batches) break;
+            if (stop_signal) break;
             int64_t start = b * bsz;
             int64_t count = (start + bsz <= n) ? bsz : n - start;
             spr_batch_stats stats;
             memset(&stats, 0, sizeof stats);
             spr_status st = spr_model_train_batch(s->model, train, rows + start, count, topt,
                                                   &stats);
+            if (st != SPR_STATUS_OK && !isfinite(stats.loss)) {
+                /* Diverged: the library stopped before the step, but the weights that
+                 * produced a NaN are not worth keeping over an earlier good model. */
+                fprintf(stderr, "sparrow: %s; the model was not saved%s%s%s\n", spr_last_error(),
+                        a->save_path ? " (" : "", a->save_path ? a->save_path : "",
+                        a->save_path ? " is left as it was)" : "");
+                return EXIT_INTERNAL;
+            }
             if (st != SPR_STATUS_OK) return library_error(st);
             batches_done++;
             s->samples += count;
@@ -844,6 +944,7 @@ static int train_loop(train_state *s, const spr_dataset *train, const spr_train_
         if (complete) spr_model_set_epoch(s->model, epoch);
         if ((rc = train_report(s, epoch, !complete, &since_eval))) return rc;
         if (a->max_batches > 0 && batches_done >= a->max_batches) break;
+        if (stop_signal) break;
     }
     return EXIT_OK;
 }
@@ -861,6 +962,16 @@ static int cmd_train(int argc, char **argv) {
     spr_status st;
 
     if (a.save_path && (rc = check_save_dir(a.save_path))) goto done;
+    spr_model_config cfg;
+    if (a.resume_path) {
+        /* Loaded first: a wrong file or option fails before the data is read. */
+        if ((st = spr_model_load(a.resume_path, &model)) != SPR_STATUS_OK) {
+            rc = library_error(st);
+            goto done;
+        }
+        cfg = spr_model_get_config(model);
+        if ((rc = resume_conflicts(&a, &cfg))) goto done;
+    }
     spr_read_options ropt = spr_read_options_default();
     ropt.one_based = a.one_based;
     double t0 = now_seconds();
@@ -874,10 +985,20 @@ static int cmd_train(int argc, char **argv) {
         rc = EXIT_USAGE;
         goto done;
     }
+    int64_t model_labels = model ? cfg.layers[cfg.n_layers - 1].size : tv.n_labels;
+    if (model && (tv.n_features > cfg.n_features || tv.n_labels > model_labels)) {
+        fprintf(stderr, "sparrow: %s: %lld features and %lld labels, more than the %lld and %lld of %s "
+                        "(resume with the training set of the first run)\n",
+                a.train_path, (long long)tv.n_features, (long long)tv.n_labels,
+                (long long)cfg.n_features, (long long)model_labels, a.resume_path);
+        rc = EXIT_USAGE;
+        goto done;
+    }
     if (a.test_path) {
-        /* The model's sizes come from the training set: test ids are checked against them. */
-        ropt.n_features = tv.n_features;
-        ropt.n_labels = tv.n_labels;
+        /* The model's sizes come from the training set (or the resumed model): test ids
+         * are checked against them. */
+        ropt.n_features = model ? cfg.n_features : tv.n_features;
+        ropt.n_labels = model_labels;
         if ((st = spr_dataset_read(a.test_path, &ropt, &test)) != SPR_STATUS_OK) {
             rc = library_error(st);
             goto done;
@@ -885,10 +1006,12 @@ static int cmd_train(int argc, char **argv) {
     }
     double read_seconds = now_seconds() - t0;
 
-    spr_model_config cfg = train_model_config(&a, tv.n_features, tv.n_labels);
-    if ((st = spr_model_config_check(&cfg)) != SPR_STATUS_OK) {
-        rc = library_error(st);
-        goto done;
+    if (!model) {
+        cfg = train_model_config(&a, tv.n_features, tv.n_labels);
+        if ((st = spr_model_config_check(&cfg)) != SPR_STATUS_OK) {
+            rc = library_error(st);
+            goto done;
+        }
     }
     spr_train_options topt = spr_train_options_default();
     if (a.have_batch) topt.batch_size = a.batch;
@@ -900,13 +1023,41 @@ static int cmd_train(int argc, char **argv) {
     if (a.have_rehash_max) topt.rehash_max = a.rehash_max;
     if (a.have_rebuild_every) topt.rebuild_every = a.rebuild_every;
 
+    /* Where a resumed run continues: after info.epoch complete epochs and the batches
+     * of the next one that the step count says were done. The count must fit the batch
+     * size, or this is not the run that saved the model. */
+    int64_t first_epoch = 1, skip_batches = 0;
+    if (model) {
+        spr_model_info mi = spr_model_get_info(model);
+        int64_t per_epoch = (tv.n_points + topt.batch_size - 1) / topt.batch_size;
+        first_epoch = mi.epoch + 1;
+        skip_batches = mi.epoch > mi.steps / per_epoch ? -1 : mi.steps - mi.epoch * per_epoch;
+        if (skip_batches < 0 || skip_batches >= per_epoch) {
+            fprintf(stderr,
+                    "sparrow: %s: %lld steps after %lld complete epochs do not fit %lld batches "
+                    "per epoch (%lld points, --batch %d): resume with the --train and --batch of "
+                    "the first run\n",
+                    a.resume_path, (long long)mi.steps, (long long)mi.epoch, (long long)per_epoch,
+                    (long long)tv.n_points, topt.batch_size);
+            rc = EXIT_USAGE;
+            goto done;
+        }
+        if (mi.epoch >= a.epochs) {
+            fprintf(stderr,
+                    "sparrow: %s has completed %lld epochs, --epochs is %lld: nothing to train "
+                    "(--epochs counts the epochs of the first run too)\n",
+                    a.resume_path, (long long)mi.epoch, (long long)a.epochs);
+            rc = EXIT_OK;
+            goto done;
+        }
+    }
     if (a.metrics_path && !(metrics = fopen(a.metrics_path, "w"))) {
         fprintf(stderr, "sparrow: %s: cannot open for writing: %s\n", a.metrics_path,
                 strerror(errno));
         rc = EXIT_USAGE;
         goto done;
     }
-    if ((st = spr_model_create(&cfg, &model)) != SPR_STATUS_OK) {
+    if (!model && (st = spr_model_create(&cfg, &model)) != SPR_STATUS_OK) {
         rc = library_error(st);
         goto done;
     }
@@ -936,6 +1087,9 @@ static int cmd_train(int argc, char **argv) {
             (long long)info.parameters, (double)info.parameter_bytes / 1e6,
             (double)info.table_bytes / 1e6);
     if (a.max_batches > 0) fprintf(stderr, "  stopping after %lld batches\n", (long long)a.max_batches);
+    if (a.resume_path)
+        fprintf(stderr, "  resuming %s: step %lld, epoch %lld at batch %lld\n", a.resume_path,
+                (long long)info.steps, (long long)first_epoch, (long long)skip_batches + 1);
 
     train_state s;
     memset(&s, 0, sizeof s);
@@ -946,6 +1100,8 @@ static int cmd_train(int argc, char **argv) {
     s.last_layer = cfg.n_layers - 1;
     s.threads = topt.threads;
     s.seed = cfg.seed;
+    s.first_epoch = first_epoch;
+    s.skip_batches = skip_batches;
     if (test) {
         if ((rc = eval_subset(spr_dataset_get_view(test).n_points, a.eval_max, &eval_rows,
                               &s.eval_n)))
@@ -961,6 +1117,9 @@ static int cmd_train(int argc, char **argv) {
         rc = EXIT_INTERNAL;
         goto done;
     }
+    /* From here a signal stops the loop cleanly; before, it ends the process (nothing
+     * to save yet, and reading a large data set should not have to finish first). */
+    catch_stop_signals();
     if ((rc = train_loop(&s, train, &topt, rows))) goto done;
 
     if (a.save_path) {
@@ -977,6 +1136,16 @@ static int cmd_train(int argc, char **argv) {
     else
         printf("P@1 n/a P@5 n/a samples/s %.1f train_seconds %.3f\n", sps, s.train_seconds);
     rc = EXIT_OK;
+    if (stop_signal) {
+        fflush(stdout);
+        if (a.save_path)
+            fprintf(stderr, "sparrow: interrupted at step %lld, model saved to %s\n",
+                    (long long)spr_model_get_info(model).steps, a.save_path);
+        else
+            fprintf(stderr, "sparrow: interrupted at step %lld, model not saved (no --save)\n",
+                    (long long)spr_model_get_info(model).steps);
+        rc = EXIT_SIGNAL_BASE + stop_signal;
+    }
 
 done:
     if (metrics && fclose(metrics) != 0 && rc == EXIT_OK) {
