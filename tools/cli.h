@@ -1,0 +1,90 @@
+/*
+ * cli.h: what the sparrow tool's commands share (tools/sparrow.c is main() and the
+ * command table; cli_gen.c, cli_train.c and cli_eval.c are the commands; cli_common.c
+ * defines what is declared here). Like the rest of the tool, a client of sparrow.h only.
+ *
+ * The tool turns library statuses into messages and exit codes:
+ *   0  success
+ *   2  usage errors (unknown option, missing or malformed value) and the library's
+ *      SPR_STATUS_BAD_INPUT / SPR_STATUS_IO_ERROR (the message names file:line)
+ *   1  SPR_STATUS_NO_MEMORY / SPR_STATUS_INTERNAL, and a training run that diverged
+ *      (loss NaN or infinite; nothing is saved)
+ *   130 / 143  train stopped by SIGINT / SIGTERM (128 + the signal, as a shell reports
+ *      a process killed by it) after finishing the batch, reporting and saving
+ * Machine-readable output (metrics JSON Lines, eval's last line, predict's lines) goes
+ * to files or stdout; progress and the effective configuration go to stderr.
+ */
+#ifndef SPARROW_TOOLS_CLI_H
+#define SPARROW_TOOLS_CLI_H
+
+#include "sparrow.h"
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+/* The exit codes above; a stop by a signal exits with EXIT_SIGNAL_BASE + the signal. */
+enum { EXIT_OK = 0, EXIT_INTERNAL = 1, EXIT_USAGE = 2, EXIT_SIGNAL_BASE = 128 };
+
+/* The seed of the --eval-max subset. Independent of --seed on purpose: runs that differ
+ * only in their seed (or dense vs sampled) are then judged on the same test points, and
+ * `sparrow eval --eval-max N` picks the same points as `sparrow train --eval-max N`. */
+#define EVAL_SUBSET_SEED 0x5eed5eedull
+
+/* Points predicted per spr_model_predict call: bounds the (chunk, k) buffers whatever
+ * the size of the input file. */
+#define PREDICT_CHUNK 4096
+
+/* The commands: argv[0] is the command name; each returns the tool's exit code. */
+int cmd_gen(int argc, char **argv);     /* cli_gen.c */
+int cmd_train(int argc, char **argv);   /* cli_train.c */
+int cmd_eval(int argc, char **argv);    /* cli_eval.c */
+int cmd_predict(int argc, char **argv); /* cli_eval.c */
+int cmd_info(int argc, char **argv);    /* cli_eval.c */
+
+/* Seconds on the monotonic clock, for durations. */
+double now_seconds(void);
+
+/* Prints "sparrow CMD: message" and returns the usage exit code. */
+int usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* A failed library call: prints its message (which names file:line), returns the exit code
+ * for its status. */
+int library_error(spr_status status);
+
+/* Strict integer parsing: the whole text must be a base-10 integer within [lo, hi]. */
+int parse_int64(const char *cmd, const char *opt, const char *text, int64_t lo, int64_t hi,
+                int64_t *out);
+/* parse_int64 for an int. */
+int parse_int(const char *cmd, const char *opt, const char *text, int lo, int hi, int *out);
+/* A non-negative base-10 integer (no sign accepted). */
+int parse_u64(const char *cmd, const char *opt, const char *text, uint64_t *out);
+/* A finite real number; the range check (and its message) is the caller's. */
+int parse_double(const char *cmd, const char *opt, const char *text, double *out);
+
+/* rows[0..n) = a permutation of 0..n-1 that depends only on (seed, stream). */
+void shuffle_rows(int64_t *rows, int64_t n, uint64_t seed, uint64_t stream);
+
+/* The --eval-max subset of m of n points (sorted; *out NULL when all n are used). */
+int eval_subset(int64_t n, int64_t m, int64_t **out, int64_t *count);
+
+/* Writes v as a JSON number, or null for NaN and infinity. */
+void json_number(FILE *f, double v);
+
+/* The getopt_long value of every command's --help (also its short option -h). */
+#define OPT_HELP 'h'
+
+/* Before a command's getopt_long loop: argv[0] becomes "sparrow CMD" (in name_buf) so that
+ * getopt's own messages ("unrecognized option") name the command; getopt is reset. */
+void prepare_getopt(char **argv, char *name_buf, size_t name_size, const char *cmd);
+/* After getopt reported a bad option: points at --help, returns the usage exit code. */
+int bad_option(const char *cmd);
+/* A usage error if arguments are left after the options, else EXIT_OK. */
+int stray_arguments(const char *cmd, int argc, char **argv);
+
+/* Loads a model and a data set whose ids are checked against it (labels too when
+ * check_labels); on failure nothing is left allocated. */
+int load_model_and_data(const char *model_path, const char *data_path, int one_based,
+                        int check_labels, spr_model **model, spr_dataset **data);
+
+#endif

@@ -1,0 +1,206 @@
+/* cli_common.c: the helpers declared in cli.h, shared by the sparrow tool's commands. */
+#include "cli.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Prints "sparrow CMD: message" and returns the usage exit code. */
+int usage_error(const char *cmd, const char *fmt, ...) {
+    va_list ap;
+    fprintf(stderr, "sparrow %s: ", cmd);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    return EXIT_USAGE;
+}
+
+/* A failed library call: its message (which names file:line) and the exit code for its
+ * status. */
+int library_error(spr_status status) {
+    const char *msg = spr_last_error();
+    fprintf(stderr, "sparrow: %s\n", (msg && msg[0]) ? msg : spr_status_to_string(status));
+    return (status == SPR_STATUS_BAD_INPUT || status == SPR_STATUS_IO_ERROR) ? EXIT_USAGE
+                                                                             : EXIT_INTERNAL;
+}
+
+/* Strict integer parsing: the whole text must be a base-10 integer within [lo, hi]. */
+int parse_int64(const char *cmd, const char *opt, const char *text, int64_t lo,
+                int64_t hi, int64_t *out) {
+    char *end = NULL;
+    errno = 0;
+    long long v = strtoll(text, &end, 10);
+    if (end == text || *end != '\0' || errno == ERANGE || v < lo || v > hi) {
+        if (hi == INT64_MAX || hi == INT_MAX)
+            return usage_error(cmd, "%s must be an integer >= %lld, got %s", opt,
+                               (long long)lo, text);
+        return usage_error(cmd, "%s must be an integer in [%lld, %lld], got %s", opt,
+                           (long long)lo, (long long)hi, text);
+    }
+    *out = (int64_t)v;
+    return EXIT_OK;
+}
+
+int parse_int(const char *cmd, const char *opt, const char *text, int lo, int hi,
+              int *out) {
+    int64_t v = 0; /* set on success only: gcc cannot see that usage_error() is non-zero */
+    int rc = parse_int64(cmd, opt, text, lo, hi, &v);
+    if (rc == EXIT_OK) *out = (int)v;
+    return rc;
+}
+
+int parse_u64(const char *cmd, const char *opt, const char *text, uint64_t *out) {
+    char *end = NULL;
+    errno = 0;
+    unsigned long long v = strtoull(text, &end, 10);
+    /* strtoull accepts "-1" and wraps it: refuse any sign. */
+    if (end == text || *end != '\0' || errno == ERANGE || strchr(text, '-') ||
+        strchr(text, '+'))
+        return usage_error(cmd, "%s must be a non-negative integer, got %s", opt, text);
+    *out = (uint64_t)v;
+    return EXIT_OK;
+}
+
+/* A finite real number; the range check (and its message) is the caller's. */
+int parse_double(const char *cmd, const char *opt, const char *text, double *out) {
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(text, &end);
+    if (end == text || *end != '\0' || errno == ERANGE || !isfinite(v))
+        return usage_error(cmd, "%s must be a number, got %s", opt, text);
+    *out = v;
+    return EXIT_OK;
+}
+
+/* A small deterministic generator for the tool's own shuffles (the library's is
+ * internal): splitmix64, which is plenty for permutations. */
+typedef struct tool_rng {
+    uint64_t state;
+} tool_rng;
+
+static uint64_t rng_next(tool_rng *r) {
+    uint64_t x = (r->state += 0x9E3779B97F4A7C15ull);
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+    return x ^ (x >> 31);
+}
+
+/* Uniform in [0, n), without modulo bias (Lemire's multiply-and-reject). */
+static uint64_t rng_below(tool_rng *r, uint64_t n) {
+    unsigned __int128 m = (unsigned __int128)rng_next(r) * n;
+    uint64_t low = (uint64_t)m;
+    if (low < n) {
+        uint64_t threshold = (0 - n) % n;
+        while (low < threshold) {
+            m = (unsigned __int128)rng_next(r) * n;
+            low = (uint64_t)m;
+        }
+    }
+    return (uint64_t)(m >> 64);
+}
+
+/* rows[0..n) = a permutation of 0..n-1 that depends only on (seed, stream): Fisher-Yates
+ * from the identity, so an epoch's order does not depend on the previous epochs. */
+void shuffle_rows(int64_t *rows, int64_t n, uint64_t seed, uint64_t stream) {
+    tool_rng r = {seed ^ (0xD1B54A32D192ED03ull * (stream + 1))};
+    rng_next(&r);
+    for (int64_t i = 0; i < n; i++) rows[i] = i;
+    for (int64_t i = n - 1; i > 0; i--) {
+        int64_t j = (int64_t)rng_below(&r, (uint64_t)i + 1);
+        int64_t t = rows[i];
+        rows[i] = rows[j];
+        rows[j] = t;
+    }
+}
+
+static int cmp_int64(const void *a, const void *b) {
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* The --eval-max subset: m of n points drawn uniformly without replacement (a partial
+ * Fisher-Yates with EVAL_SUBSET_SEED), sorted for locality. *out is NULL when every point
+ * is used (m <= 0 or m >= n); *count is the number of points evaluated. */
+int eval_subset(int64_t n, int64_t m, int64_t **out, int64_t *count) {
+    *out = NULL;
+    *count = n;
+    if (m <= 0 || m >= n) return EXIT_OK;
+    int64_t *all = malloc((size_t)n * sizeof *all);
+    if (!all) {
+        fprintf(stderr, "sparrow: out of memory for the evaluation subset\n");
+        return EXIT_INTERNAL;
+    }
+    tool_rng r = {EVAL_SUBSET_SEED};
+    for (int64_t i = 0; i < n; i++) all[i] = i;
+    for (int64_t i = 0; i < m; i++) {
+        int64_t j = i + (int64_t)rng_below(&r, (uint64_t)(n - i));
+        int64_t t = all[i];
+        all[i] = all[j];
+        all[j] = t;
+    }
+    qsort(all, (size_t)m, sizeof *all, cmp_int64);
+    *out = all; /* only the first m entries are used */
+    *count = m;
+    return EXIT_OK;
+}
+
+/* JSON has no NaN or infinity: those become null. */
+void json_number(FILE *f, double v) {
+    if (isfinite(v)) fprintf(f, "%.10g", v);
+    else fputs("null", f);
+}
+
+void prepare_getopt(char **argv, char *name_buf, size_t name_size, const char *cmd) {
+    snprintf(name_buf, name_size, "sparrow %s", cmd);
+    argv[0] = name_buf;
+    optind = 0; /* glibc: a full re-initialisation */
+    opterr = 1;
+}
+
+int bad_option(const char *cmd) {
+    fprintf(stderr, "sparrow %s: see 'sparrow %s --help'\n", cmd, cmd);
+    return EXIT_USAGE;
+}
+
+int stray_arguments(const char *cmd, int argc, char **argv) {
+    if (optind < argc)
+        return usage_error(cmd, "unexpected argument '%s' (see 'sparrow %s --help')",
+                           argv[optind], cmd);
+    return EXIT_OK;
+}
+
+/* ------------------------------------------------------------------ model + data loading */
+
+/* Loads a model and a data set whose ids are checked against it. check_labels = 0 lets
+ * the file carry labels the model does not know (predict ignores labels). */
+int load_model_and_data(const char *model_path, const char *data_path, int one_based,
+                        int check_labels, spr_model **model, spr_dataset **data) {
+    spr_status st = spr_model_load(model_path, model);
+    if (st != SPR_STATUS_OK) return library_error(st);
+    spr_model_config cfg = spr_model_get_config(*model);
+    spr_read_options ropt = spr_read_options_default();
+    ropt.one_based = one_based;
+    ropt.n_features = cfg.n_features;
+    if (check_labels) ropt.n_labels = cfg.layers[cfg.n_layers - 1].size;
+    st = spr_dataset_read(data_path, &ropt, data);
+    if (st != SPR_STATUS_OK) {
+        spr_model_free(*model);
+        *model = NULL;
+        return library_error(st);
+    }
+    return EXIT_OK;
+}

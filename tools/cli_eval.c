@@ -1,0 +1,365 @@
+/* cli_eval.c: the commands that use a saved model: `sparrow eval`, `predict` and `info`. */
+#include "cli.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int64_t model_labels(const spr_model *model) {
+    spr_model_config cfg = spr_model_get_config(model);
+    return cfg.layers[cfg.n_layers - 1].size;
+}
+
+/* ------------------------------------------------------------------ eval */
+
+static const char EVAL_HELP[] =
+    "usage: sparrow eval --model MODEL --test FILE [options]\n"
+    "\n"
+    "Evaluates a saved model; the last line of stdout is a JSON object with p_at_1,\n"
+    "p_at_3, p_at_5, points, seconds and inference (\"exact\" or \"sparse\").\n"
+    "\n"
+    "  --model MODEL         a model saved by 'sparrow train --save'\n"
+    "  --test FILE           test set\n"
+    "  --k K                 also report p_at_K when K is not 1, 3 or 5 (default 5)\n"
+    "  --sparse-inference    rank only the LSH candidates (sublinear) instead of all labels\n"
+    "  --recall N            also report sampling_recall_at_N: the mean fraction of each\n"
+    "                        point's exact top-N outputs that the sampler makes active\n"
+    "  --eval-max N          evaluate on N points drawn uniformly at random without\n"
+    "                        replacement with a fixed seed (the same subset as\n"
+    "                        'sparrow train --eval-max N')\n"
+    "  --threads T           worker threads (default 0: all cores)\n"
+    "  --one-based           feature ids in the file start at 1\n";
+
+/* Precision@k for k outside the library's 1/3/5: top-k in chunks, hits / k per point. */
+static int precision_at_k(const spr_model *model, const spr_dataset *data, const int64_t *rows,
+                          int64_t n, int k, int sparse, int threads, double *out) {
+    spr_dataset_view v = spr_dataset_get_view(data);
+    int64_t chunk = n < PREDICT_CHUNK ? n : PREDICT_CHUNK;
+    int64_t *ids_rows = malloc((size_t)(chunk > 0 ? chunk : 1) * sizeof *ids_rows);
+    int32_t *ids = malloc((size_t)(chunk > 0 ? chunk : 1) * (size_t)k * sizeof *ids);
+    float *scores = malloc((size_t)(chunk > 0 ? chunk : 1) * (size_t)k * sizeof *scores);
+    int rc = EXIT_OK;
+    double total = 0;
+    if (!ids_rows || !ids || !scores) {
+        fprintf(stderr, "sparrow: out of memory\n");
+        rc = EXIT_INTERNAL;
+        goto done;
+    }
+    for (int64_t start = 0; start < n; start += chunk) {
+        int64_t m = (start + chunk <= n) ? chunk : n - start;
+        for (int64_t i = 0; i < m; i++) ids_rows[i] = rows ? rows[start + i] : start + i;
+        spr_status st = spr_model_predict(model, data, ids_rows, m, k, sparse, threads, ids,
+                                          scores);
+        if (st != SPR_STATUS_OK) {
+            rc = library_error(st);
+            goto done;
+        }
+        for (int64_t i = 0; i < m; i++) {
+            const int32_t *labels = v.labels + v.label_indptr[ids_rows[i]];
+            int64_t nl = v.label_indptr[ids_rows[i] + 1] - v.label_indptr[ids_rows[i]];
+            int hits = 0;
+            for (int j = 0; j < k; j++)
+                for (int64_t t = 0; t < nl; t++)
+                    if (labels[t] == ids[i * k + j]) {
+                        hits++;
+                        break;
+                    }
+            total += (double)hits / k;
+        }
+    }
+    *out = n > 0 ? total / (double)n : 0;
+done:
+    free(ids_rows);
+    free(ids);
+    free(scores);
+    return rc;
+}
+
+int cmd_eval(int argc, char **argv) {
+    const char *cmd = "eval";
+    const char *model_path = NULL, *test_path = NULL;
+    int k = 5, sparse = 0, threads = 0, one_based = 0, recall_top = 0;
+    int64_t eval_max = 0;
+    enum { E_MODEL = 256, E_TEST, E_K, E_SPARSE, E_THREADS, E_EVAL_MAX, E_ONE_BASED, E_RECALL };
+    static const struct option opts[] = {
+        {"model", required_argument, 0, E_MODEL},
+        {"test", required_argument, 0, E_TEST},
+        {"k", required_argument, 0, E_K},
+        {"sparse-inference", no_argument, 0, E_SPARSE},
+        {"recall", required_argument, 0, E_RECALL},
+        {"threads", required_argument, 0, E_THREADS},
+        {"eval-max", required_argument, 0, E_EVAL_MAX},
+        {"one-based", no_argument, 0, E_ONE_BASED},
+        {"help", no_argument, 0, OPT_HELP},
+        {0, 0, 0, 0}};
+    char name[64];
+    prepare_getopt(argv, name, sizeof name, cmd);
+    int c, rc = EXIT_OK;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case E_MODEL: model_path = optarg; break;
+        case E_TEST: test_path = optarg; break;
+        case E_K: rc = parse_int(cmd, "--k", optarg, 1, 1 << 20, &k); break;
+        case E_SPARSE: sparse = 1; break;
+        case E_RECALL: rc = parse_int(cmd, "--recall", optarg, 1, 1000, &recall_top); break;
+        case E_THREADS: rc = parse_int(cmd, "--threads", optarg, 0, INT_MAX, &threads); break;
+        case E_EVAL_MAX: rc = parse_int64(cmd, "--eval-max", optarg, 1, INT64_MAX, &eval_max); break;
+        case E_ONE_BASED: one_based = 1; break;
+        case OPT_HELP: fputs(EVAL_HELP, stdout); return EXIT_OK;
+        default: return bad_option(cmd);
+        }
+        if (rc) return rc;
+    }
+    if ((rc = stray_arguments(cmd, argc, argv))) return rc;
+    if (!model_path) return usage_error(cmd, "--model is required (see 'sparrow eval --help')");
+    if (!test_path) return usage_error(cmd, "--test is required (see 'sparrow eval --help')");
+
+    spr_model *model = NULL;
+    spr_dataset *test = NULL;
+    int64_t *rows = NULL, n = 0;
+    if ((rc = load_model_and_data(model_path, test_path, one_based, 1, &model, &test)))
+        return rc;
+    if ((rc = eval_subset(spr_dataset_get_view(test).n_points, eval_max, &rows, &n))) goto done;
+
+    spr_eval_result res;
+    double t0 = now_seconds();
+    spr_status st = spr_model_evaluate(model, test, rows, n, sparse, threads, &res);
+    double seconds = now_seconds() - t0;
+    if (st != SPR_STATUS_OK) {
+        rc = library_error(st);
+        goto done;
+    }
+    double p_extra = 0;
+    int extra = (k != 1 && k != 3 && k != 5);
+    if (extra) {
+        int kk = (int64_t)k > model_labels(model) ? (int)model_labels(model) : k;
+        if ((rc = precision_at_k(model, test, rows, n, kk, sparse, threads, &p_extra)))
+            goto done;
+        if (kk < k) p_extra = p_extra * kk / k; /* fewer labels than k: the rest are misses */
+    }
+    printf("{\"p_at_1\": ");
+    json_number(stdout, res.p_at[1]);
+    printf(", \"p_at_3\": ");
+    json_number(stdout, res.p_at[3]);
+    printf(", \"p_at_5\": ");
+    json_number(stdout, res.p_at[5]);
+    if (extra) {
+        printf(", \"p_at_%d\": ", k);
+        json_number(stdout, p_extra);
+    }
+    if (recall_top > 0) {
+        double recall = 0;
+        if ((st = spr_model_sampling_recall(model, test, rows, n, recall_top, threads, &recall))) {
+            rc = library_error(st);
+            goto done;
+        }
+        printf(", \"sampling_recall_at_%d\": ", recall_top);
+        json_number(stdout, recall);
+    }
+    printf(", \"points\": %lld, \"seconds\": ", (long long)n);
+    json_number(stdout, seconds);
+    printf(", \"inference\": \"%s\"}\n", sparse ? "sparse" : "exact");
+    rc = EXIT_OK;
+done:
+    free(rows);
+    spr_dataset_free(test);
+    spr_model_free(model);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ predict */
+
+static const char PREDICT_HELP[] =
+    "usage: sparrow predict --model MODEL --input FILE [options]\n"
+    "\n"
+    "Writes one line per input point to stdout: \"label:score label:score ...\", best\n"
+    "first (scores are output logits). Labels in the input file are ignored.\n"
+    "\n"
+    "  --model MODEL         a model saved by 'sparrow train --save'\n"
+    "  --input FILE          points to predict (XMC or svmlight format)\n"
+    "  --k K                 labels per point (default 5; at most the number of labels)\n"
+    "  --sparse-inference    rank only the LSH candidates (sublinear)\n"
+    "  --threads T           worker threads (default 0: all cores)\n"
+    "  --one-based           feature ids in the file start at 1\n";
+
+int cmd_predict(int argc, char **argv) {
+    const char *cmd = "predict";
+    const char *model_path = NULL, *input_path = NULL;
+    int k = 5, sparse = 0, threads = 0, one_based = 0;
+    enum { P_MODEL = 256, P_INPUT, P_K, P_SPARSE, P_THREADS, P_ONE_BASED };
+    static const struct option opts[] = {
+        {"model", required_argument, 0, P_MODEL},
+        {"input", required_argument, 0, P_INPUT},
+        {"k", required_argument, 0, P_K},
+        {"sparse-inference", no_argument, 0, P_SPARSE},
+        {"threads", required_argument, 0, P_THREADS},
+        {"one-based", no_argument, 0, P_ONE_BASED},
+        {"help", no_argument, 0, OPT_HELP},
+        {0, 0, 0, 0}};
+    char name[64];
+    prepare_getopt(argv, name, sizeof name, cmd);
+    int c, rc = EXIT_OK;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case P_MODEL: model_path = optarg; break;
+        case P_INPUT: input_path = optarg; break;
+        case P_K: rc = parse_int(cmd, "--k", optarg, 1, 1 << 20, &k); break;
+        case P_SPARSE: sparse = 1; break;
+        case P_THREADS: rc = parse_int(cmd, "--threads", optarg, 0, INT_MAX, &threads); break;
+        case P_ONE_BASED: one_based = 1; break;
+        case OPT_HELP: fputs(PREDICT_HELP, stdout); return EXIT_OK;
+        default: return bad_option(cmd);
+        }
+        if (rc) return rc;
+    }
+    if ((rc = stray_arguments(cmd, argc, argv))) return rc;
+    if (!model_path) return usage_error(cmd, "--model is required (see 'sparrow predict --help')");
+    if (!input_path) return usage_error(cmd, "--input is required (see 'sparrow predict --help')");
+
+    spr_model *model = NULL;
+    spr_dataset *data = NULL;
+    if ((rc = load_model_and_data(model_path, input_path, one_based, 0, &model, &data)))
+        return rc;
+    if ((int64_t)k > model_labels(model)) k = (int)model_labels(model);
+
+    int64_t n = spr_dataset_get_view(data).n_points;
+    int64_t *rows = malloc(PREDICT_CHUNK * sizeof *rows);
+    int32_t *ids = malloc((size_t)PREDICT_CHUNK * (size_t)k * sizeof *ids);
+    float *scores = malloc((size_t)PREDICT_CHUNK * (size_t)k * sizeof *scores);
+    if (!rows || !ids || !scores) {
+        fprintf(stderr, "sparrow: out of memory\n");
+        rc = EXIT_INTERNAL;
+        goto done;
+    }
+    for (int64_t start = 0; start < n; start += PREDICT_CHUNK) {
+        int64_t m = (start + PREDICT_CHUNK <= n) ? PREDICT_CHUNK : n - start;
+        for (int64_t i = 0; i < m; i++) rows[i] = start + i;
+        spr_status st = spr_model_predict(model, data, rows, m, k, sparse, threads, ids, scores);
+        if (st != SPR_STATUS_OK) {
+            rc = library_error(st);
+            goto done;
+        }
+        for (int64_t i = 0; i < m; i++) {
+            for (int j = 0; j < k; j++) {
+                if (j) putchar(' ');
+                printf("%d:%.6g", ids[i * k + j], scores[i * k + j]);
+            }
+            putchar('\n');
+        }
+    }
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        fprintf(stderr, "sparrow: writing the predictions failed: %s\n", strerror(errno));
+        rc = EXIT_USAGE;
+        goto done;
+    }
+    rc = EXIT_OK;
+done:
+    free(rows);
+    free(ids);
+    free(scores);
+    spr_dataset_free(data);
+    spr_model_free(model);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ info */
+
+static const char INFO_HELP[] =
+    "usage: sparrow info --model MODEL [--json]\n"
+    "\n"
+    "Prints a saved model's configuration (layers, sizes, sparsity, hash family, K, L,\n"
+    "key bits, bucket capacity), training progress (steps, samples, epoch), parameter\n"
+    "count and memory.\n"
+    "\n"
+    "  --model MODEL   a model saved by 'sparrow train --save'\n"
+    "  --json          print one JSON object instead of text\n";
+
+static void info_json(const spr_model_config *cfg, const spr_model_info *info) {
+    printf("{\"n_features\": %lld, \"n_labels\": %lld, \"layers\": [",
+           (long long)cfg->n_features, (long long)cfg->layers[cfg->n_layers - 1].size);
+    for (int i = 0; i < cfg->n_layers; i++) {
+        const spr_layer_config *l = &cfg->layers[i];
+        int sampled = i > 0 && l->sparsity < 1.0f;
+        printf("%s{\"size\": %lld, \"activation\": \"%s\", \"sampled\": %s, \"sparsity\": %.7g, "
+               "\"hash\": \"%s\", \"hash_k\": %d, \"effective_k\": %d, \"hash_l\": %d, "
+               "\"key_bits\": %d, \"bucket_capacity\": %d, \"bucket_policy\": \"%s\", "
+               "\"select\": \"%s\", \"select_threshold\": %d, \"random_fraction\": %.7g}",
+               i ? ", " : "", (long long)l->size, i == cfg->n_layers - 1 ? "softmax" : "relu",
+               sampled ? "true" : "false", l->sparsity, spr_hash_family_to_string(l->hash),
+               l->hash_k, info->hash_k[i], l->hash_l, info->key_bits[i], l->bucket_capacity,
+               l->bucket_policy == SPR_BUCKET_FIFO ? "fifo" : "reservoir",
+               spr_select_to_string(l->select), l->select_threshold, l->random_fraction);
+    }
+    printf("], \"init_std\": %.7g, \"seed\": %llu, \"steps\": %lld, \"samples\": %lld, "
+           "\"epoch\": %lld, \"parameters\": %lld, \"parameter_bytes\": %lld, "
+           "\"table_bytes\": %lld, \"rehashes\": %lld, \"rebuilds\": %lld}\n",
+           cfg->init_std, (unsigned long long)cfg->seed, (long long)info->steps,
+           (long long)info->samples, (long long)info->epoch, (long long)info->parameters,
+           (long long)info->parameter_bytes, (long long)info->table_bytes,
+           (long long)info->rehashes, (long long)info->rebuilds);
+}
+
+static void info_text(const char *path, const spr_model_config *cfg, const spr_model_info *info) {
+    printf("model %s\n", path);
+    printf("input: %lld features\n", (long long)cfg->n_features);
+    for (int i = 0; i < cfg->n_layers; i++) {
+        const spr_layer_config *l = &cfg->layers[i];
+        printf("layer %d: %lld neurons, %s", i, (long long)l->size,
+               i == cfg->n_layers - 1 ? "softmax output" : "relu");
+        if (i > 0 && l->sparsity < 1.0f)
+            printf(", sampled: sparsity %g, hash %s, K %d, L %d, key bits %d, bucket "
+                   "capacity %d (%s), select %s\n",
+                   l->sparsity, spr_hash_family_to_string(l->hash), info->hash_k[i], l->hash_l,
+                   info->key_bits[i], l->bucket_capacity,
+                   l->bucket_policy == SPR_BUCKET_FIFO ? "fifo" : "reservoir",
+                   spr_select_to_string(l->select));
+        else
+            printf(", dense\n");
+    }
+    printf("init_std %g, seed %llu\n", cfg->init_std, (unsigned long long)cfg->seed);
+    printf("trained: %lld steps, %lld samples, epoch %lld, %lld rehashes, %lld rebuilds\n",
+           (long long)info->steps, (long long)info->samples, (long long)info->epoch,
+           (long long)info->rehashes, (long long)info->rebuilds);
+    printf("parameters: %lld (%lld bytes with gradients and optimizer state)\n",
+           (long long)info->parameters, (long long)info->parameter_bytes);
+    printf("hash tables: %lld bytes\n", (long long)info->table_bytes);
+}
+
+int cmd_info(int argc, char **argv) {
+    const char *cmd = "info";
+    const char *model_path = NULL;
+    int json = 0;
+    enum { I_MODEL = 256, I_JSON };
+    static const struct option opts[] = {{"model", required_argument, 0, I_MODEL},
+                                         {"json", no_argument, 0, I_JSON},
+                                         {"help", no_argument, 0, OPT_HELP},
+                                         {0, 0, 0, 0}};
+    char name[64];
+    prepare_getopt(argv, name, sizeof name, cmd);
+    int c, rc;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case I_MODEL: model_path = optarg; break;
+        case I_JSON: json = 1; break;
+        case OPT_HELP: fputs(INFO_HELP, stdout); return EXIT_OK;
+        default: return bad_option(cmd);
+        }
+    }
+    if ((rc = stray_arguments(cmd, argc, argv))) return rc;
+    if (!model_path) return usage_error(cmd, "--model is required (see 'sparrow info --help')");
+
+    spr_model *model = NULL;
+    spr_status st = spr_model_load(model_path, &model);
+    if (st != SPR_STATUS_OK) return library_error(st);
+    spr_model_config cfg = spr_model_get_config(model);
+    spr_model_info info = spr_model_get_info(model);
+    if (json) info_json(&cfg, &info);
+    else info_text(model_path, &cfg, &info);
+    spr_model_free(model);
+    return EXIT_OK;
+}

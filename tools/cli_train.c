@@ -1,0 +1,850 @@
+/* cli_train.c: `sparrow train`: options, the training loop, progress and metrics. */
+#include "cli.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <math.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Fails early (before hours of training) when the model could not be saved: the
+ * directory of path must exist and be writable. The save itself stays atomic. */
+static int check_save_dir(const char *path) {
+    const char *slash = strrchr(path, '/');
+    char dir[4096];
+    if (!slash) snprintf(dir, sizeof dir, ".");
+    else if (slash == path) snprintf(dir, sizeof dir, "/");
+    else snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+    struct stat st;
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode) || access(dir, W_OK | X_OK) != 0) {
+        fprintf(stderr, "sparrow: %s: cannot save there: directory %s is missing or not writable\n",
+                path, dir);
+        return EXIT_USAGE;
+    }
+    return EXIT_OK;
+}
+
+static int64_t max_labels_per_point(const spr_dataset_view *v) {
+    int64_t best = 0;
+    for (int64_t i = 0; i < v->n_points; i++) {
+        int64_t c = v->label_indptr[i + 1] - v->label_indptr[i];
+        if (c > best) best = c;
+    }
+    return best;
+}
+
+/* ------------------------------------------------------------------ train */
+
+static const char TRAIN_HELP[] =
+    "usage: sparrow train --train FILE [options]\n"
+    "\n"
+    "Trains a model: sparse input -> hidden ReLU layer(s) (dense) -> softmax output layer\n"
+    "sampled with LSH. Defaults not listed here come from the library\n"
+    "(spr_model_config_default, spr_train_options_default); the effective configuration\n"
+    "is printed on stderr at the start.\n"
+    "\n"
+    "data\n"
+    "  --train FILE          training set (XMC format with header, or svmlight)\n"
+    "  --test FILE           test set, evaluated after every epoch (exact inference)\n"
+    "  --one-based           feature ids in the files start at 1 (svmlight convention)\n"
+    "  --eval-max N          evaluate on N test points drawn uniformly at random without\n"
+    "                        replacement with a fixed seed: the same subset every epoch\n"
+    "                        (and the same as 'sparrow eval --eval-max N'); default: all\n"
+    "model\n"
+    "  --hidden N[,N...]     hidden layer sizes, e.g. 128 or 256,128 (default 128)\n"
+    "  --sparsity F          fraction of output neurons active per sample, in (0, 1]\n"
+    "  --hash NAME           output layer hash family: dwta, simhash, wta, doph\n"
+    "  --tables L            hash tables of the output layer\n"
+    "  --bits K              codes per table key (0: chosen from sparsity and L)\n"
+    "  --bucket-capacity C   neurons kept per bucket\n"
+    "  --bucket-policy P     fifo (a full bucket keeps the newest) or reservoir (a\n"
+    "                        uniform sample)\n"
+    "  --select S            topk: the target count of candidates most tables agree\n"
+    "                        on (default); union: every candidate (SLIDE); threshold:\n"
+    "                        candidates returned by >= --threshold M tables\n"
+    "  --threshold M         tables that must return a neuron (--select threshold)\n"
+    "  --random-fraction F   share of the active set kept for random neurons (topk,\n"
+    "                        threshold), in [0, 1]\n"
+    "  --hidden-sparsity F   sample the hidden layers after the first too (same hash\n"
+    "                        options as the output layer); default 1 (dense)\n"
+    "  --seed S              seed of weights, hashes, sampling and the epoch shuffles\n"
+    "training\n"
+    "  --resume MODEL        continue the run that saved MODEL where it stopped: the\n"
+    "                        model options above come from MODEL (giving one that\n"
+    "                        differs is an error); --train, --batch, --lr, --threads,\n"
+    "                        --dense and the --rehash-* options must be those of the\n"
+    "                        first run for an exact continuation (with --threads 1 the\n"
+    "                        result is then bit for bit that of an uninterrupted run)\n"
+    "  --epochs N            passes over the training set (default 1); with --resume\n"
+    "                        the total, counting the epochs MODEL has done\n"
+    "  --batch B             samples per optimizer step\n"
+    "  --lr X                Adam learning rate\n"
+    "  --dense               compute every output neuron (the exact reference)\n"
+    "  --max-batches N       stop after N batches in total (benchmarks), then evaluate\n"
+    "  --threads T           worker threads (0: all cores)\n"
+    "  --rehash-first N      batches before the first rehash of the tables\n"
+    "  --rehash-growth G     the t-th gap between rehashes is N x exp(G t) batches\n"
+    "  --rehash-max M        longest gap between rehashes, in batches\n"
+    "  --rebuild-every R     draw new hash functions at every R-th rehash (0: never)\n"
+    "output\n"
+    "  --save MODEL          save the model at the end (atomically; nothing on failure)\n"
+    "  --metrics FILE        JSON Lines, one object per evaluation (the file is\n"
+    "                        truncated at start): epoch, step, train_seconds,\n"
+    "                        samples_per_second, loss, p_at_1, p_at_3, p_at_5,\n"
+    "                        active_out, eval_points, eval_seconds, partial_epoch\n"
+    "  --quiet               no progress lines on stderr\n"
+    "  --verbose             also print the library's log lines (rehashes)\n"
+    "\n"
+"Each epoch visits the training rows in a shuffled order that depends only on the\n"
+    "seed and the epoch number. train_seconds counts training only (no evaluation, no\n"
+    "I/O). stdout gets a one-line summary at the end.\n"
+    "\n"
+    "SIGINT (Ctrl-C) or SIGTERM: the current batch is finished, the model evaluated and\n"
+    "reported as after --max-batches, saved if --save was given (continue it with\n"
+    "--resume), and sparrow exits with 130 (SIGINT) or 143 (SIGTERM); a second signal\n"
+    "ends it at once. A loss that becomes NaN or infinite stops training before the\n"
+    "step that would apply it: nothing is saved (an existing MODEL is left as it was)\n"
+    "and the exit status is 1; try a lower --lr.\n";
+
+typedef struct train_args {
+    const char *train_path, *test_path, *save_path, *metrics_path, *resume_path;
+    int n_hidden;
+    int64_t hidden[SPR_MAX_LAYERS];
+    int64_t epochs;
+    int batch;
+    int have_batch;
+    double lr;
+    int have_lr;
+    double sparsity;
+    int have_sparsity;
+    spr_hash_family hash;
+    int have_hash;
+    int tables, have_tables;
+    int bits, have_bits;
+    int bucket_capacity, have_bucket_capacity;
+    spr_bucket_policy bucket_policy;
+    int have_bucket_policy;
+    spr_select select;
+    int have_select;
+    int threshold, have_threshold;
+    double hidden_sparsity, random_fraction;
+    int have_random_fraction;
+    int have_hidden_sparsity;
+    int64_t rehash_first, rehash_max;
+    double rehash_growth;
+    int rebuild_every;
+    int have_rehash_first, have_rehash_max, have_rehash_growth, have_rebuild_every;
+    int threads, have_threads;
+    uint64_t seed;
+    int have_seed;
+    int dense;
+    int64_t eval_max;
+    int64_t max_batches;
+    int one_based;
+    int quiet, verbose;
+} train_args;
+
+/* "256,128" -> hidden sizes; at most SPR_MAX_LAYERS - 1 of them. */
+static int parse_hidden(const char *cmd, const char *text, train_args *a) {
+    a->n_hidden = 0;
+    const char *p = text;
+    for (;;) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        char piece[32];
+        if (len == 0 || len >= sizeof piece || a->n_hidden >= SPR_MAX_LAYERS - 1)
+            return usage_error(cmd,
+                               "--hidden must be 1 to %d positive integers separated by "
+                               "commas, got %s",
+                               SPR_MAX_LAYERS - 1, text);
+        memcpy(piece, p, len);
+        piece[len] = '\0';
+        char *end = NULL;
+        errno = 0;
+        long long v = strtoll(piece, &end, 10);
+        if (end == piece || *end != '\0' || errno == ERANGE || v < 1)
+            return usage_error(cmd,
+                               "--hidden must be 1 to %d positive integers separated by "
+                               "commas, got %s",
+                               SPR_MAX_LAYERS - 1, text);
+        a->hidden[a->n_hidden++] = (int64_t)v;
+        if (!comma) break;
+        p = comma + 1;
+    }
+    return EXIT_OK;
+}
+
+enum {
+    T_TRAIN = 256, T_TEST, T_HIDDEN, T_EPOCHS, T_BATCH, T_LR, T_SPARSITY, T_HASH, T_TABLES,
+    T_BITS, T_BUCKET, T_THREADS, T_SEED, T_DENSE, T_SAVE, T_METRICS, T_EVAL_MAX,
+    T_MAX_BATCHES, T_ONE_BASED, T_QUIET, T_VERBOSE, T_POLICY, T_SELECT, T_THRESHOLD,
+    T_HIDDEN_SPARSITY, T_REHASH_FIRST, T_REHASH_GROWTH, T_REHASH_MAX, T_REBUILD, T_RANDOM_FRACTION,
+    T_RESUME
+};
+
+/* Fills a from the command line; returns an exit code (EXIT_OK to go on, or -1 after
+ * --help). */
+static int parse_train_args(int argc, char **argv, train_args *a) {
+    const char *cmd = "train";
+    static const struct option opts[] = {
+        {"train", required_argument, 0, T_TRAIN},
+        {"test", required_argument, 0, T_TEST},
+        {"hidden", required_argument, 0, T_HIDDEN},
+        {"epochs", required_argument, 0, T_EPOCHS},
+        {"batch", required_argument, 0, T_BATCH},
+        {"lr", required_argument, 0, T_LR},
+        {"sparsity", required_argument, 0, T_SPARSITY},
+        {"hash", required_argument, 0, T_HASH},
+        {"tables", required_argument, 0, T_TABLES},
+        {"bits", required_argument, 0, T_BITS},
+        {"bucket-capacity", required_argument, 0, T_BUCKET},
+        {"threads", required_argument, 0, T_THREADS},
+        {"seed", required_argument, 0, T_SEED},
+        {"dense", no_argument, 0, T_DENSE},
+        {"save", required_argument, 0, T_SAVE},
+        {"metrics", required_argument, 0, T_METRICS},
+        {"eval-max", required_argument, 0, T_EVAL_MAX},
+        {"max-batches", required_argument, 0, T_MAX_BATCHES},
+        {"one-based", no_argument, 0, T_ONE_BASED},
+        {"quiet", no_argument, 0, T_QUIET},
+        {"verbose", no_argument, 0, T_VERBOSE},
+        {"bucket-policy", required_argument, 0, T_POLICY},
+        {"select", required_argument, 0, T_SELECT},
+        {"threshold", required_argument, 0, T_THRESHOLD},
+        {"hidden-sparsity", required_argument, 0, T_HIDDEN_SPARSITY},
+        {"random-fraction", required_argument, 0, T_RANDOM_FRACTION},
+        {"rehash-first", required_argument, 0, T_REHASH_FIRST},
+        {"rehash-growth", required_argument, 0, T_REHASH_GROWTH},
+        {"rehash-max", required_argument, 0, T_REHASH_MAX},
+        {"rebuild-every", required_argument, 0, T_REBUILD},
+        {"resume", required_argument, 0, T_RESUME},
+        {"help", no_argument, 0, OPT_HELP},
+        {0, 0, 0, 0}};
+    memset(a, 0, sizeof *a);
+    a->epochs = 1;
+    char name[64];
+    prepare_getopt(argv, name, sizeof name, cmd);
+    int c, rc = EXIT_OK;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case T_TRAIN: a->train_path = optarg; break;
+        case T_TEST: a->test_path = optarg; break;
+        case T_SAVE: a->save_path = optarg; break;
+        case T_RESUME: a->resume_path = optarg; break;
+        case T_METRICS: a->metrics_path = optarg; break;
+        case T_HIDDEN: rc = parse_hidden(cmd, optarg, a); break;
+        case T_EPOCHS: rc = parse_int64(cmd, "--epochs", optarg, 1, INT64_MAX, &a->epochs); break;
+        case T_BATCH:
+            rc = parse_int(cmd, "--batch", optarg, 1, INT_MAX, &a->batch);
+            a->have_batch = 1;
+            break;
+        case T_LR:
+            if ((rc = parse_double(cmd, "--lr", optarg, &a->lr))) break;
+            if (!(a->lr > 0)) rc = usage_error(cmd, "--lr must be > 0, got %s", optarg);
+            a->have_lr = 1;
+            break;
+        case T_SPARSITY:
+            if ((rc = parse_double(cmd, "--sparsity", optarg, &a->sparsity))) break;
+            if (!(a->sparsity > 0 && a->sparsity <= 1))
+                rc = usage_error(cmd, "--sparsity must be in (0, 1], got %s", optarg);
+            a->have_sparsity = 1;
+            break;
+        case T_HASH:
+            if (spr_hash_family_parse(optarg, &a->hash) != SPR_STATUS_OK)
+                rc = usage_error(cmd, "--hash must be dwta, simhash, wta or doph, got %s",
+                                 optarg);
+            a->have_hash = 1;
+            break;
+        case T_TABLES:
+            rc = parse_int(cmd, "--tables", optarg, 1, INT_MAX, &a->tables);
+            a->have_tables = 1;
+            break;
+        case T_BITS:
+            rc = parse_int(cmd, "--bits", optarg, 0, 64, &a->bits);
+            a->have_bits = 1;
+            break;
+        case T_BUCKET:
+            rc = parse_int(cmd, "--bucket-capacity", optarg, 1, INT_MAX, &a->bucket_capacity);
+            a->have_bucket_capacity = 1;
+            break;
+        case T_THREADS:
+            rc = parse_int(cmd, "--threads", optarg, 0, INT_MAX, &a->threads);
+            a->have_threads = 1;
+            break;
+        case T_SEED:
+            rc = parse_u64(cmd, "--seed", optarg, &a->seed);
+            a->have_seed = 1;
+            break;
+        case T_EVAL_MAX: rc = parse_int64(cmd, "--eval-max", optarg, 1, INT64_MAX, &a->eval_max); break;
+        case T_MAX_BATCHES:
+            rc = parse_int64(cmd, "--max-batches", optarg, 1, INT64_MAX, &a->max_batches);
+            break;
+        case T_DENSE: a->dense = 1; break;
+        case T_ONE_BASED: a->one_based = 1; break;
+        case T_QUIET: a->quiet = 1; break;
+        case T_VERBOSE: a->verbose = 1; break;
+        case T_POLICY:
+            if (strcmp(optarg, "fifo") == 0) a->bucket_policy = SPR_BUCKET_FIFO;
+            else if (strcmp(optarg, "reservoir") == 0) a->bucket_policy = SPR_BUCKET_RESERVOIR;
+            else rc = usage_error(cmd, "--bucket-policy must be fifo or reservoir, got %s", optarg);
+            a->have_bucket_policy = 1;
+            break;
+        case T_SELECT:
+            if (spr_select_parse(optarg, &a->select) != SPR_STATUS_OK)
+                rc = usage_error(cmd, "--select must be topk, union or threshold, got %s", optarg);
+            a->have_select = 1;
+            break;
+        case T_HIDDEN_SPARSITY:
+            if ((rc = parse_double(cmd, "--hidden-sparsity", optarg, &a->hidden_sparsity))) break;
+            if (!(a->hidden_sparsity > 0 && a->hidden_sparsity <= 1))
+                rc = usage_error(cmd, "--hidden-sparsity must be in (0, 1], got %s", optarg);
+            a->have_hidden_sparsity = 1;
+            break;
+        case T_RANDOM_FRACTION:
+            if ((rc = parse_double(cmd, "--random-fraction", optarg, &a->random_fraction))) break;
+            if (!(a->random_fraction >= 0 && a->random_fraction <= 1))
+                rc = usage_error(cmd, "--random-fraction must be in [0, 1], got %s", optarg);
+            a->have_random_fraction = 1;
+            break;
+        case T_REHASH_FIRST:
+            rc = parse_int64(cmd, "--rehash-first", optarg, 1, INT64_MAX, &a->rehash_first);
+            a->have_rehash_first = 1;
+            break;
+        case T_REHASH_MAX:
+            rc = parse_int64(cmd, "--rehash-max", optarg, 1, INT64_MAX, &a->rehash_max);
+            a->have_rehash_max = 1;
+            break;
+        case T_REHASH_GROWTH:
+            if ((rc = parse_double(cmd, "--rehash-growth", optarg, &a->rehash_growth))) break;
+            if (!(a->rehash_growth >= 0 && a->rehash_growth <= 10))
+                rc = usage_error(cmd, "--rehash-growth must be in [0, 10], got %s", optarg);
+            a->have_rehash_growth = 1;
+            break;
+        case T_REBUILD:
+            rc = parse_int(cmd, "--rebuild-every", optarg, 0, INT_MAX, &a->rebuild_every);
+            a->have_rebuild_every = 1;
+            break;
+        case T_THRESHOLD:
+            rc = parse_int(cmd, "--threshold", optarg, 1, 1024, &a->threshold);
+            a->have_threshold = 1;
+            break;
+        case OPT_HELP: fputs(TRAIN_HELP, stdout); return -1;
+        default: return bad_option(cmd);
+        }
+        if (rc) return rc;
+    }
+    if ((rc = stray_arguments(cmd, argc, argv))) return rc;
+    if (!a->train_path)
+        return usage_error(cmd, "--train is required (see 'sparrow train --help')");
+    return EXIT_OK;
+}
+
+/* The model configuration: the library's defaults, then the options given. The hidden
+ * layers copy the default hidden layer (dense); the sampling options apply to the
+ * output layer. */
+static spr_model_config train_model_config(const train_args *a, int64_t n_features,
+                                           int64_t n_labels) {
+    spr_model_config cfg = spr_model_config_default(n_features, n_labels);
+    if (a->n_hidden > 0) {
+        spr_layer_config hidden = cfg.layers[0];
+        spr_layer_config output = cfg.layers[cfg.n_layers - 1];
+        cfg.n_layers = a->n_hidden + 1;
+        for (int i = 0; i < a->n_hidden; i++) {
+            cfg.layers[i] = hidden;
+            cfg.layers[i].size = a->hidden[i];
+        }
+        cfg.layers[a->n_hidden] = output;
+    }
+    spr_layer_config *out = &cfg.layers[cfg.n_layers - 1];
+    out->size = n_labels;
+    if (a->have_sparsity) out->sparsity = (float)a->sparsity;
+    if (a->have_hash) out->hash = a->hash;
+    if (a->have_tables) out->hash_l = a->tables;
+    if (a->have_bits) out->hash_k = a->bits;
+    if (a->have_bucket_capacity) out->bucket_capacity = a->bucket_capacity;
+    if (a->have_bucket_policy) out->bucket_policy = a->bucket_policy;
+    if (a->have_select) out->select = a->select;
+    if (a->have_threshold) out->select_threshold = a->threshold;
+    if (a->have_random_fraction) out->random_fraction = (float)a->random_fraction;
+    /* Hidden layers after the first share the output layer's sampling options. */
+    if (a->have_hidden_sparsity)
+        for (int i = 1; i < cfg.n_layers - 1; i++) {
+            int64_t size = cfg.layers[i].size;
+            cfg.layers[i] = *out;
+            cfg.layers[i].size = size;
+            cfg.layers[i].sparsity = (float)a->hidden_sparsity;
+        }
+    if (a->have_seed) cfg.seed = a->seed;
+    return cfg;
+}
+
+/* With --resume the model options come from the model: one given on the command line
+ * must agree with it, or the run would silently not be what the user asked for. */
+static int resume_conflicts(const train_args *a, const spr_model_config *cfg) {
+    const char *cmd = "train";
+    const spr_layer_config *out = &cfg->layers[cfg->n_layers - 1];
+    int hidden_differs = 0;
+    if (a->n_hidden > 0) {
+        hidden_differs = a->n_hidden != cfg->n_layers - 1;
+        for (int i = 0; i < a->n_hidden && !hidden_differs; i++)
+            hidden_differs = a->hidden[i] != cfg->layers[i].size;
+    }
+    int hidden_sparsity_differs = 0;
+    for (int i = 1; a->have_hidden_sparsity && i < cfg->n_layers - 1; i++)
+        hidden_sparsity_differs |= cfg->layers[i].sparsity != (float)a->hidden_sparsity;
+    const struct {
+        int differs;
+        const char *option;
+    } checks[] = {
+        {hidden_differs, "--hidden"},
+        {a->have_sparsity && out->sparsity != (float)a->sparsity, "--sparsity"},
+        {a->have_hash && out->hash != a->hash, "--hash"},
+        {a->have_tables && out->hash_l != a->tables, "--tables"},
+        {a->have_bits && out->hash_k != a->bits, "--bits"},
+        {a->have_bucket_capacity && out->bucket_capacity != a->bucket_capacity, "--bucket-capacity"},
+        {a->have_bucket_policy && out->bucket_policy != a->bucket_policy, "--bucket-policy"},
+        {a->have_select && out->select != a->select, "--select"},
+        {a->have_threshold && out->select_threshold != a->threshold, "--threshold"},
+        {a->have_random_fraction && out->random_fraction != (float)a->random_fraction, "--random-fraction"},
+        {hidden_sparsity_differs, "--hidden-sparsity"},
+        {a->have_seed && cfg->seed != a->seed, "--seed"},
+    };
+    for (size_t i = 0; i < sizeof checks / sizeof checks[0]; i++)
+        if (checks[i].differs)
+            return usage_error(cmd,
+                               "%s differs from the model in %s: --resume takes the model options "
+                               "from the model (leave %s out)",
+                               checks[i].option, a->resume_path, checks[i].option);
+    return EXIT_OK;
+}
+
+/* The first SIGINT or SIGTERM asks the training loop to stop after its batch (and to
+ * report and save as after --max-batches); a second one ends the process at once, by
+ * the signal's default action. Only async-signal-safe calls here. */
+static volatile sig_atomic_t stop_signal;
+
+static void on_stop_signal(int sig) {
+    if (stop_signal) {
+        signal(sig, SIG_DFL);
+        raise(sig);
+        return;
+    }
+    stop_signal = sig;
+}
+
+static void catch_stop_signals(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART; /* metrics and model writes go on undisturbed */
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
+static void log_to_stderr(void *user, const char *message) {
+    (void)user;
+    fprintf(stderr, "  [sparrow] %s\n", message);
+}
+
+static void print_layers(FILE *f, const spr_model_config *cfg, const spr_model_info *info) {
+    fprintf(f, "  model: %lld features", (long long)cfg->n_features);
+    for (int i = 0; i < cfg->n_layers; i++)
+        fprintf(f, " -> %lld %s", (long long)cfg->layers[i].size,
+                i == cfg->n_layers - 1 ? "softmax" : "relu");
+    fprintf(f, ", init_std %g, seed %llu\n", cfg->init_std, (unsigned long long)cfg->seed);
+    for (int i = 1; i < cfg->n_layers; i++) {
+        const spr_layer_config *l = &cfg->layers[i];
+        if (l->sparsity >= 1.0f) continue;
+        fprintf(f,
+                "  layer %d sampled: sparsity %g, hash %s, K %d (effective %d), L %d, key "
+                "bits %d, bucket capacity %d %s, select %s",
+                i, l->sparsity, spr_hash_family_to_string(l->hash), l->hash_k,
+                info ? info->hash_k[i] : 0, l->hash_l, info ? info->key_bits[i] : 0,
+                l->bucket_capacity, l->bucket_policy == SPR_BUCKET_FIFO ? "fifo" : "reservoir",
+                spr_select_to_string(l->select));
+        if (l->select == SPR_SELECT_THRESHOLD) fprintf(f, " >= %d tables", l->select_threshold);
+        fputc('\n', f);
+    }
+}
+
+/* Running sums between two evaluations (or two progress lines). */
+typedef struct window {
+    double loss_sum;   /* sum over batches of loss x samples */
+    double active_sum; /* sum over batches of active output neurons x samples */
+    double rehash_seconds; /* time spent rehashing the tables (inside train_seconds) */
+    int64_t samples;
+} window;
+
+static void window_add(window *w, const spr_batch_stats *s, int last_layer, int64_t n) {
+    w->loss_sum += s->loss * (double)n;
+    w->active_sum += s->active[last_layer] * (double)n;
+    w->rehash_seconds += s->rehash_seconds;
+    w->samples += n;
+}
+
+typedef struct train_state {
+    const train_args *args;
+    spr_model *model;
+    const spr_dataset *test;
+    const int64_t *eval_rows; /* (eval_n) or NULL for the whole test set */
+    int64_t eval_n;
+    FILE *metrics;
+    double train_seconds;
+    int64_t samples;
+    int last_layer;
+    int threads;
+    uint64_t seed;            /* of the epoch shuffles: the model's seed */
+    int64_t first_epoch;      /* 1, or the epoch a resumed run continues */
+    int64_t skip_batches;     /* batches of first_epoch done before the resume */
+    spr_eval_result last; /* the last evaluation */
+    int have_last;
+} train_state;
+
+/* Evaluates (if there is a test set), prints a line on stderr and appends a metrics
+ * line. Not counted in train_seconds. */
+static int train_report(train_state *s, int64_t epoch, int partial, window *w) {
+    spr_eval_result res;
+    memset(&res, 0, sizeof res);
+    double eval_seconds = 0;
+    if (s->test) {
+        double t0 = now_seconds();
+        spr_status st = spr_model_evaluate(s->model, s->test, s->eval_rows, s->eval_n, 0,
+                                           s->threads, &res);
+        eval_seconds = now_seconds() - t0;
+        if (st != SPR_STATUS_OK) return library_error(st);
+        s->last = res;
+        s->have_last = 1;
+    }
+    spr_model_info info = spr_model_get_info(s->model);
+    double loss = w->samples ? w->loss_sum / (double)w->samples : NAN;
+    double active = w->samples ? w->active_sum / (double)w->samples : NAN;
+    double sps = s->train_seconds > 0 ? (double)s->samples / s->train_seconds : 0;
+    fprintf(stderr, "epoch %lld%s: step %lld, loss %.4f, %.0f samples/s, train %.2f s, "
+                    "active out %.1f",
+            (long long)epoch, partial ? " (partial)" : "", (long long)info.steps, loss, sps,
+            s->train_seconds, active);
+    if (s->test)
+        fprintf(stderr, ", P@1 %.4f P@3 %.4f P@5 %.4f on %lld points (%.2f s)\n",
+                res.p_at[1], res.p_at[3], res.p_at[5], (long long)s->eval_n, eval_seconds);
+    else
+        fputc('\n', stderr);
+
+    if (s->metrics) {
+        FILE *f = s->metrics;
+        /* samples: the model's count, so that a resumed run says what an uninterrupted
+         * one would (train_seconds and samples_per_second are this process's). */
+        fprintf(f, "{\"epoch\": %lld, \"partial_epoch\": %s, \"step\": %lld, \"samples\": %lld, "
+                   "\"train_seconds\": ",
+                (long long)epoch, partial ? "true" : "false", (long long)info.steps,
+                (long long)info.samples);
+        json_number(f, s->train_seconds);
+        fputs(", \"samples_per_second\": ", f);
+        json_number(f, sps);
+        fputs(", \"loss\": ", f);
+        json_number(f, loss);
+        static const int ks[3] = {1, 3, 5};
+        for (int i = 0; i < 3; i++) {
+            fprintf(f, ", \"p_at_%d\": ", ks[i]);
+            if (s->test) json_number(f, res.p_at[ks[i]]);
+            else fputs("null", f);
+        }
+        fputs(", \"active_out\": ", f);
+        json_number(f, active);
+        fputs(", \"rehash_seconds\": ", f);
+        json_number(f, w->rehash_seconds);
+        fprintf(f, ", \"eval_points\": %lld, \"eval_seconds\": ",
+                (long long)(s->test ? s->eval_n : 0));
+        json_number(f, eval_seconds);
+        fputs(", \"inference\": \"exact\"}\n", f);
+        if (fflush(f) != 0 || ferror(f)) {
+            fprintf(stderr, "sparrow: %s: write failed: %s\n", s->args->metrics_path,
+                    strerror(errno));
+            return EXIT_USAGE;
+        }
+    }
+    memset(w, 0, sizeof *w);
+    return EXIT_OK;
+}
+
+/* The training loop: epochs of shuffled batches, an evaluation after each epoch and
+ * after an early stop (--max-batches or a signal). A resumed run starts in
+ * s->first_epoch after the s->skip_batches batches already done: the epoch's order
+ * depends only on (seed, epoch), so those are exactly the batches it skips. */
+static int train_loop(train_state *s, const spr_dataset *train, const spr_train_options *topt,
+                      int64_t *rows) {
+    const train_args *a = s->args;
+    spr_dataset_view v = spr_dataset_get_view(train);
+    int64_t n = v.n_points, bsz = topt->batch_size;
+    int64_t per_epoch = (n + bsz - 1) / bsz;
+    int64_t batches_done = 0;
+    window since_eval = {0}, since_print = {0};
+    double last_print = now_seconds();
+    int rc;
+
+    for (int64_t epoch = s->first_epoch; epoch <= a->epochs; epoch++) {
+        double t_start = now_seconds();
+        shuffle_rows(rows, n, s->seed, (uint64_t)epoch);
+        int64_t b = epoch == s->first_epoch ? s->skip_batches : 0;
+        for (; b < per_epoch; b++) {
+            if (a->max_batches > 0 && batches_done >= a->max_batches) break;
+            if (stop_signal) break;
+            int64_t start = b * bsz;
+            int64_t count = (start + bsz <= n) ? bsz : n - start;
+            spr_batch_stats stats;
+            memset(&stats, 0, sizeof stats);
+            spr_status st = spr_model_train_batch(s->model, train, rows + start, count, topt,
+                                                  &stats);
+            if (st != SPR_STATUS_OK && !isfinite(stats.loss)) {
+                /* Diverged: the library stopped before the step, but the weights that
+                 * produced a NaN are not worth keeping over an earlier good model. */
+                fprintf(stderr, "sparrow: %s; the model was not saved%s%s%s\n", spr_last_error(),
+                        a->save_path ? " (" : "", a->save_path ? a->save_path : "",
+                        a->save_path ? " is left as it was)" : "");
+                return EXIT_INTERNAL;
+            }
+            if (st != SPR_STATUS_OK) return library_error(st);
+            batches_done++;
+            s->samples += count;
+            window_add(&since_eval, &stats, s->last_layer, count);
+            window_add(&since_print, &stats, s->last_layer, count);
+            if (!a->quiet) {
+                double t = now_seconds();
+                if (t - last_print >= 2.0) {
+                    double so_far = s->train_seconds + (t - t_start);
+                    fprintf(stderr, "epoch %lld/%lld batch %lld/%lld: %.0f samples/s, loss %.4f\n",
+                            (long long)epoch, (long long)a->epochs, (long long)(b + 1),
+                            (long long)per_epoch,
+                            so_far > 0 ? (double)s->samples / so_far : 0.0,
+                            since_print.loss_sum / (double)since_print.samples);
+                    memset(&since_print, 0, sizeof since_print);
+                    last_print = t;
+                }
+            }
+        }
+        s->train_seconds += now_seconds() - t_start;
+        int complete = (b == per_epoch);
+        if (complete) spr_model_set_epoch(s->model, epoch);
+        if ((rc = train_report(s, epoch, !complete, &since_eval))) return rc;
+        if (a->max_batches > 0 && batches_done >= a->max_batches) break;
+        if (stop_signal) break;
+    }
+    return EXIT_OK;
+}
+
+int cmd_train(int argc, char **argv) {
+    train_args a;
+    int rc = parse_train_args(argc, argv, &a);
+    if (rc == -1) return EXIT_OK;
+    if (rc) return rc;
+
+    spr_dataset *train = NULL, *test = NULL;
+    spr_model *model = NULL;
+    int64_t *rows = NULL, *eval_rows = NULL;
+    FILE *metrics = NULL;
+    spr_status st;
+
+    if (a.save_path && (rc = check_save_dir(a.save_path))) goto done;
+    spr_model_config cfg;
+    if (a.resume_path) {
+        /* Loaded first: a wrong file or option fails before the data is read. */
+        if ((st = spr_model_load(a.resume_path, &model)) != SPR_STATUS_OK) {
+            rc = library_error(st);
+            goto done;
+        }
+        cfg = spr_model_get_config(model);
+        if ((rc = resume_conflicts(&a, &cfg))) goto done;
+    }
+    spr_read_options ropt = spr_read_options_default();
+    ropt.one_based = a.one_based;
+    double t0 = now_seconds();
+    if ((st = spr_dataset_read(a.train_path, &ropt, &train)) != SPR_STATUS_OK) {
+        rc = library_error(st);
+        goto done;
+    }
+    spr_dataset_view tv = spr_dataset_get_view(train);
+    if (tv.n_points == 0) {
+        fprintf(stderr, "sparrow: %s: no training points\n", a.train_path);
+        rc = EXIT_USAGE;
+        goto done;
+    }
+    int64_t model_labels = model ? cfg.layers[cfg.n_layers - 1].size : tv.n_labels;
+    if (model && (tv.n_features > cfg.n_features || tv.n_labels > model_labels)) {
+        fprintf(stderr, "sparrow: %s: %lld features and %lld labels, more than the %lld and %lld of %s "
+                        "(resume with the training set of the first run)\n",
+                a.train_path, (long long)tv.n_features, (long long)tv.n_labels,
+                (long long)cfg.n_features, (long long)model_labels, a.resume_path);
+        rc = EXIT_USAGE;
+        goto done;
+    }
+    if (a.test_path) {
+        /* The model's sizes come from the training set (or the resumed model): test ids
+         * are checked against them. */
+        ropt.n_features = model ? cfg.n_features : tv.n_features;
+        ropt.n_labels = model_labels;
+        if ((st = spr_dataset_read(a.test_path, &ropt, &test)) != SPR_STATUS_OK) {
+            rc = library_error(st);
+            goto done;
+        }
+    }
+    double read_seconds = now_seconds() - t0;
+
+    if (!model) {
+        cfg = train_model_config(&a, tv.n_features, tv.n_labels);
+        if ((st = spr_model_config_check(&cfg)) != SPR_STATUS_OK) {
+            rc = library_error(st);
+            goto done;
+        }
+    }
+    spr_train_options topt = spr_train_options_default();
+    if (a.have_batch) topt.batch_size = a.batch;
+    if (a.have_lr) topt.lr = (float)a.lr;
+    if (a.have_threads) topt.threads = a.threads;
+    topt.dense = a.dense;
+    if (a.have_rehash_first) topt.rehash_first = a.rehash_first;
+    if (a.have_rehash_growth) topt.rehash_growth = (float)a.rehash_growth;
+    if (a.have_rehash_max) topt.rehash_max = a.rehash_max;
+    if (a.have_rebuild_every) topt.rebuild_every = a.rebuild_every;
+
+    /* Where a resumed run continues: after info.epoch complete epochs and the batches
+     * of the next one that the step count says were done. The count must fit the batch
+     * size, or this is not the run that saved the model. */
+    int64_t first_epoch = 1, skip_batches = 0;
+    if (model) {
+        spr_model_info mi = spr_model_get_info(model);
+        int64_t per_epoch = (tv.n_points + topt.batch_size - 1) / topt.batch_size;
+        first_epoch = mi.epoch + 1;
+        skip_batches = mi.epoch > mi.steps / per_epoch ? -1 : mi.steps - mi.epoch * per_epoch;
+        if (skip_batches < 0 || skip_batches >= per_epoch) {
+            fprintf(stderr,
+                    "sparrow: %s: %lld steps after %lld complete epochs do not fit %lld batches "
+                    "per epoch (%lld points, --batch %d): resume with the --train and --batch of "
+                    "the first run\n",
+                    a.resume_path, (long long)mi.steps, (long long)mi.epoch, (long long)per_epoch,
+                    (long long)tv.n_points, topt.batch_size);
+            rc = EXIT_USAGE;
+            goto done;
+        }
+        if (mi.epoch >= a.epochs) {
+            fprintf(stderr,
+                    "sparrow: %s has completed %lld epochs, --epochs is %lld: nothing to train "
+                    "(--epochs counts the epochs of the first run too)\n",
+                    a.resume_path, (long long)mi.epoch, (long long)a.epochs);
+            rc = EXIT_OK;
+            goto done;
+        }
+    }
+    if (a.metrics_path && !(metrics = fopen(a.metrics_path, "w"))) {
+        fprintf(stderr, "sparrow: %s: cannot open for writing: %s\n", a.metrics_path,
+                strerror(errno));
+        rc = EXIT_USAGE;
+        goto done;
+    }
+    if (!model && (st = spr_model_create(&cfg, &model)) != SPR_STATUS_OK) {
+        rc = library_error(st);
+        goto done;
+    }
+    if (a.verbose) spr_model_set_logger(model, log_to_stderr, NULL);
+    if ((st = spr_model_prepare(model, &topt, max_labels_per_point(&tv))) != SPR_STATUS_OK) {
+        rc = library_error(st);
+        goto done;
+    }
+
+    spr_model_info info = spr_model_get_info(model);
+    fprintf(stderr, "sparrow train: %s: %lld points, %lld features, %lld labels",
+            a.train_path, (long long)tv.n_points, (long long)tv.n_features,
+            (long long)tv.n_labels);
+    if (test)
+        fprintf(stderr, "; %s: %lld points", a.test_path,
+                (long long)spr_dataset_get_view(test).n_points);
+    fprintf(stderr, " (read in %.2f s)\n", read_seconds);
+    print_layers(stderr, &cfg, &info);
+    fprintf(stderr,
+            "  training: %s, epochs %lld, batch %d, lr %g, adam (%g, %g, %g), threads %d%s, "
+            "rehash first %lld growth %g max %lld, rebuild every %d\n",
+            topt.dense ? "dense" : "sampled", (long long)a.epochs, topt.batch_size, topt.lr,
+            topt.beta1, topt.beta2, topt.eps, topt.threads,
+            topt.threads <= 0 ? " (all cores)" : "", (long long)topt.rehash_first,
+            topt.rehash_growth, (long long)topt.rehash_max, topt.rebuild_every);
+    fprintf(stderr, "  parameters %lld (%.1f MB with optimizer state), tables %.1f MB\n",
+            (long long)info.parameters, (double)info.parameter_bytes / 1e6,
+            (double)info.table_bytes / 1e6);
+    if (a.max_batches > 0) fprintf(stderr, "  stopping after %lld batches\n", (long long)a.max_batches);
+    if (a.resume_path)
+        fprintf(stderr, "  resuming %s: step %lld, epoch %lld at batch %lld\n", a.resume_path,
+                (long long)info.steps, (long long)first_epoch, (long long)skip_batches + 1);
+
+    train_state s;
+    memset(&s, 0, sizeof s);
+    s.args = &a;
+    s.model = model;
+    s.test = test;
+    s.metrics = metrics;
+    s.last_layer = cfg.n_layers - 1;
+    s.threads = topt.threads;
+    s.seed = cfg.seed;
+    s.first_epoch = first_epoch;
+    s.skip_batches = skip_batches;
+    if (test) {
+        if ((rc = eval_subset(spr_dataset_get_view(test).n_points, a.eval_max, &eval_rows,
+                              &s.eval_n)))
+            goto done;
+        s.eval_rows = eval_rows;
+        if (eval_rows)
+            fprintf(stderr, "  evaluating on %lld test points drawn at random (fixed seed)\n",
+                    (long long)s.eval_n);
+    }
+    rows = malloc((size_t)tv.n_points * sizeof *rows);
+    if (!rows) {
+        fprintf(stderr, "sparrow: out of memory for %lld row ids\n", (long long)tv.n_points);
+        rc = EXIT_INTERNAL;
+        goto done;
+    }
+    /* From here a signal stops the loop cleanly; before, it ends the process (nothing
+     * to save yet, and reading a large data set should not have to finish first). */
+    catch_stop_signals();
+    if ((rc = train_loop(&s, train, &topt, rows))) goto done;
+
+    if (a.save_path) {
+        if ((st = spr_model_save(model, a.save_path)) != SPR_STATUS_OK) {
+            rc = library_error(st);
+            goto done;
+        }
+        fprintf(stderr, "saved %s\n", a.save_path);
+    }
+    double sps = s.train_seconds > 0 ? (double)s.samples / s.train_seconds : 0;
+    if (s.have_last)
+        printf("P@1 %.4f P@5 %.4f samples/s %.1f train_seconds %.3f\n", s.last.p_at[1],
+               s.last.p_at[5], sps, s.train_seconds);
+    else
+        printf("P@1 n/a P@5 n/a samples/s %.1f train_seconds %.3f\n", sps, s.train_seconds);
+    rc = EXIT_OK;
+    if (stop_signal) {
+        fflush(stdout);
+        if (a.save_path)
+            fprintf(stderr, "sparrow: interrupted at step %lld, model saved to %s\n",
+                    (long long)spr_model_get_info(model).steps, a.save_path);
+        else
+            fprintf(stderr, "sparrow: interrupted at step %lld, model not saved (no --save)\n",
+                    (long long)spr_model_get_info(model).steps);
+        rc = EXIT_SIGNAL_BASE + stop_signal;
+    }
+
+done:
+    if (metrics && fclose(metrics) != 0 && rc == EXIT_OK) {
+        fprintf(stderr, "sparrow: %s: write failed: %s\n", a.metrics_path, strerror(errno));
+        rc = EXIT_USAGE;
+    }
+    free(rows);
+    free(eval_rows);
+    spr_model_free(model);
+    spr_dataset_free(test);
+    spr_dataset_free(train);
+    return rc;
+}
