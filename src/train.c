@@ -322,7 +322,8 @@ spr_status spr_model_train_batch(spr_model *m, const spr_dataset *data, const in
     if (!isfinite(loss)) {
         spr_model_zero_gradients(m);
         m->samples -= n;
-        return spr_fail(SPR_STATUS_BAD_INPUT, "training diverged at step %lld: loss is %s (try a lower --lr)",
+        return spr_fail(SPR_STATUS_BAD_INPUT,
+                        "training diverged at step %lld: loss is %s (try a lower --lr)",
                         (long long)m->steps + 1, isnan(loss) ? "nan" : "inf");
     }
     st = spr_model_apply_gradients(m, o);
