@@ -62,7 +62,9 @@
 #include "common.h"
 #include "model.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -389,9 +391,40 @@ static int sync_directory_of(const char *path) {
     return err;
 }
 
+/* Removes "path.tmp.<pid>" files left by saves of processes that no longer exist (a
+ * save killed with SIGKILL cannot clean up after itself). Called after a successful
+ * save, so that the directory again holds only the model. Best effort: errors are
+ * ignored, and a temporary file of a live process (a save in progress) is left alone. */
+static void remove_stale_temporaries(const char *path) {
+    const char *slash = strrchr(path, '/');
+    const char *base = slash ? slash + 1 : path;
+    size_t base_len = strlen(base);
+    char dir[4096];
+    if (!slash) snprintf(dir, sizeof dir, ".");
+    else if (slash == path) snprintf(dir, sizeof dir, "/");
+    else snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        const char *name = e->d_name;
+        if (strncmp(name, base, base_len) != 0 || strncmp(name + base_len, ".tmp.", 5) != 0)
+            continue;
+        char *end;
+        long pid = strtol(name + base_len + 5, &end, 10);
+        if (*end || pid <= 0 || pid == (long)getpid()) continue;
+        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue; /* alive, or not ours */
+        char full[8192];
+        snprintf(full, sizeof full, "%s/%s", dir, name);
+        unlink(full);
+    }
+    closedir(d);
+}
+
 /* Streams the model to "path.tmp.<pid>" (no copy of the model in memory), syncs it and
  * renames it onto path, so that a reader sees either the old file or the whole new one.
- * On failure the temporary file is removed and path is left as it was. */
+ * On failure the temporary file is removed and path is left as it was; temporaries of
+ * killed saves are removed by the next successful save. */
 spr_status spr_model_save(const spr_model *model, const char *path) {
     if (!model || !path || !*path)
         return spr_fail(SPR_STATUS_BAD_INPUT, "spr_model_save: model and path must be given");
@@ -437,6 +470,7 @@ spr_status spr_model_save(const spr_model *model, const char *path) {
     created = 0;
     free(tmp);
     free(w.buf);
+    remove_stale_temporaries(path);
     err = sync_directory_of(path);
     if (err)
         return spr_fail(SPR_STATUS_IO_ERROR, "%s: cannot write: syncing its directory: %s", path,

@@ -29,6 +29,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 /* ------------------------------------------------------------------ helpers */
@@ -583,6 +584,48 @@ static int count_tmp(const char *dir) {
     return strstr(names, ".tmp.") != NULL;
 }
 
+/* SIGKILL at random moments during repeated saves: whatever the moment, the file at
+ * path is always a complete model equal to the one being saved (the rename is atomic),
+ * and the next successful save removes the killed saves' temporary files. */
+static void test_killed_saves(const char *dir, spr_model *m) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/killed.bin", dir);
+    CHECK(spr_model_save(m, path) == SPR_STATUS_OK, "first save: %s", spr_last_error());
+    int kills = 0, loads = 0;
+    for (int round = 0; round < 25; round++) {
+        pid_t child = fork();
+        if (child == 0) {
+            for (;;) /* save again and again until killed */
+                if (spr_model_save(m, path) != SPR_STATUS_OK) _exit(3);
+        }
+        if (child < 0) {
+            CHECK(0, "fork: %s", strerror(errno));
+            return;
+        }
+        usleep((useconds_t)(rnd() % 40000)); /* 0..40 ms: mid-write most of the time */
+        kill(child, SIGKILL);
+        int status = 0;
+        waitpid(child, &status, 0);
+        kills += WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;
+        spr_model *back = NULL;
+        spr_status st = spr_model_load(path, &back);
+        CHECK(st == SPR_STATUS_OK, "round %d: the model file loads after SIGKILL: %s", round,
+              spr_last_error());
+        if (back) {
+            loads += compare_params(m, back, "after SIGKILL") == 0;
+            spr_model_free(back);
+        }
+    }
+    CHECK(kills == 25, "every child was killed by SIGKILL (%d of 25)", kills);
+    CHECK(loads == 25, "every load after a kill equals the saved model (%d of 25)", loads);
+    CHECK(spr_model_save(m, path) == SPR_STATUS_OK, "save after the kills: %s", spr_last_error());
+    char names[8192];
+    list_dir(dir, names, sizeof names);
+    CHECK(strstr(names, "killed.bin.tmp.") == NULL,
+          "a successful save removes the killed saves' temporaries; directory: %s", names);
+    unlink(path);
+}
+
 static void test_save_failures(const char *dir, spr_model *m, spr_model *other, const char *path) {
     char p[4096], names[8192];
 
@@ -779,6 +822,7 @@ int main(void) {
     test_three_layers(dir, data, seed);
     test_damage(dir, path, m);
     test_save_failures(dir, m, loaded, path);
+    test_killed_saves(dir, m);
 
 done:
     spr_model_free(m);
