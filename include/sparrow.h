@@ -206,6 +206,12 @@ SPR_API spr_model_config spr_model_config_default(int64_t n_features, int64_t n_
 /* Checks a configuration; SPR_STATUS_BAD_INPUT with a message naming the field if wrong. */
 SPR_API spr_status spr_model_config_check(const spr_model_config *config);
 
+/* Bytes spr_model_create will allocate for this configuration: parameters, gradients,
+ * Adam moments, touched-row lists, hash tables and their rehash keys (per-thread
+ * training scratch, a few MB, not included). Lets a caller refuse a model that does not
+ * fit before allocating anything. */
+SPR_API spr_status spr_model_config_memory(const spr_model_config *config, int64_t *bytes);
+
 typedef struct spr_train_options {
     int batch_size;           /* samples per optimizer step (the gradient is a batch mean) */
     float lr, beta1, beta2, eps; /* Adam, as torch.optim.Adam */

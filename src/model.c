@@ -177,6 +177,34 @@ static int auto_hash_k(const spr_layer_config *lc) {
     return k;
 }
 
+spr_status spr_model_config_memory(const spr_model_config *c, int64_t *bytes) {
+    if (!bytes) return spr_fail(SPR_STATUS_BAD_INPUT, "spr_model_config_memory: bytes is NULL");
+    spr_status st = spr_model_config_check(c);
+    if (st) return st;
+    double total = 0.0; /* double: a config may describe more than 2^63 bytes */
+    int64_t fan_in = c->n_features;
+    for (int l = 0; l < c->n_layers; l++) {
+        const spr_layer_config *lc = &c->layers[l];
+        double rows = (double)(l == 0 ? fan_in : lc->size);
+        double stride = (double)spr_row_stride(l == 0 ? lc->size : fan_in);
+        total += 4.0 * rows * stride * 4.0;                      /* w, gw, mw, vw */
+        total += 4.0 * (double)spr_row_stride(lc->size) * 4.0;   /* b, gb, mb, vb */
+        total += rows * (1.0 + 4.0) + 2.0 * SPR_ALIGN;           /* touched flags and list */
+        if (l > 0 && lc->sparsity < 1.0f) {
+            int k = lc->hash_k > 0 ? lc->hash_k : auto_hash_k(lc);
+            int bits = k * spr_hash_code_bits(lc->hash);
+            if (bits > SPR_KEY_BITS_MAX) bits = SPR_KEY_BITS_MAX;
+            double buckets = (double)((int64_t)1 << bits);
+            total += (double)lc->hash_l * (2.0 * buckets + 1.0 + (double)lc->size) * 4.0;
+            total += (double)lc->size * (double)lc->hash_l * 4.0; /* rehash keys */
+        }
+        fan_in = lc->size;
+    }
+    if (total > 9.2e18) return spr_fail(SPR_STATUS_BAD_INPUT, "model of %.3g bytes", total);
+    *bytes = (int64_t)total;
+    return SPR_STATUS_OK;
+}
+
 /* ------------------------------------------------------------ allocation */
 
 static spr_status layer_alloc(spr_layer *L, const spr_layer_config *lc, int index, int64_t fan_in) {

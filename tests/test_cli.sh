@@ -288,6 +288,15 @@ expect_grep opts_info opts_info.out '{"size": 24, "activation": "relu", "sampled
 run opts_recall eval --model opts.model --test "$TEST" --recall 10
 expect_rc opts_recall 0
 expect_grep opts_recall opts_recall.out '"sampling_recall_at_10": '
+run maxmem train --train "$TRAIN" --max-memory 100K --save maxmem.model --quiet
+expect_rc maxmem 2
+expect_grep maxmem maxmem.err "more than --max-memory"
+if [ -e maxmem.model ]; then fail "maxmem: expected no model file"; else pass; fi
+run maxmem_ok train --train "$TRAIN" --max-memory 1G --max-batches 1 --quiet
+expect_rc maxmem_ok 0
+run maxmem_bad train --train "$TRAIN" --max-memory lots
+expect_rc maxmem_bad 2
+
 run bad_select train --train "$TRAIN" --select most
 expect_rc bad_select 2
 expect_grep bad_select bad_select.err "--select"

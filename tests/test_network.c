@@ -414,6 +414,26 @@ static void test_selection_strategies(void) {
     toy_free(&t);
 }
 
+/* The memory estimate covers what create allocates, without overshooting much. */
+static void test_memory_estimate(void) {
+    spr_model_config c = spr_model_config_default(5000, 20000);
+    c.n_layers = 3;
+    c.layers[1].size = 64;
+    c.layers[2] = c.layers[1];
+    c.layers[2].size = 20000;
+    c.layers[2].sparsity = 0.01f;
+    int64_t est = 0;
+    OK(spr_model_config_memory(&c, &est));
+    spr_model *m;
+    OK(spr_model_create(&c, &m));
+    spr_model_info info = spr_model_get_info(m);
+    int64_t have = info.parameter_bytes + info.table_bytes;
+    CHECK(est >= have && est < have * 3 / 2,
+          "estimate %lld bytes covers parameters + tables %lld, within 1.5x", (long long)est,
+          (long long)have);
+    spr_model_free(m);
+}
+
 static void test_bad_arguments(void) {
     toy t;
     toy_make(&t, 8, 10, 3, 1);
@@ -451,6 +471,7 @@ int main(void) {
     test_learns_and_reproduces();
     test_sparse_inference_covers_exact();
     test_selection_strategies();
+    test_memory_estimate();
     test_bad_arguments();
     return CHECK_DONE("test_network");
 }

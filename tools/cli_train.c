@@ -69,6 +69,8 @@ static const char TRAIN_HELP[] =
     "                        on (default); union: every candidate (SLIDE); threshold:\n"
     "                        candidates returned by >= --threshold M tables\n"
     "  --threshold M         tables that must return a neuron (--select threshold)\n"
+    "  --max-memory SIZE     refuse a model that needs more (bytes; K, M, G suffixes);\n"
+    "                        default: the memory the system reports available\n"
     "  --random-fraction F   share of the active set kept for random neurons (topk,\n"
     "                        threshold), in [0, 1]\n"
     "  --hidden-sparsity F   sample the hidden layers after the first too (same hash\n"
@@ -135,6 +137,7 @@ typedef struct train_args {
     int threshold, have_threshold;
     double hidden_sparsity, random_fraction;
     int have_random_fraction;
+    int64_t max_memory; /* 0: what /proc/meminfo says is available */
     int have_hidden_sparsity;
     int64_t rehash_first, rehash_max;
     double rehash_growth;
@@ -185,8 +188,35 @@ enum {
     T_BITS, T_BUCKET, T_THREADS, T_SEED, T_DENSE, T_SAVE, T_METRICS, T_EVAL_MAX,
     T_MAX_BATCHES, T_ONE_BASED, T_QUIET, T_VERBOSE, T_POLICY, T_SELECT, T_THRESHOLD,
     T_HIDDEN_SPARSITY, T_REHASH_FIRST, T_REHASH_GROWTH, T_REHASH_MAX, T_REBUILD, T_RANDOM_FRACTION,
-    T_RESUME
+    T_RESUME, T_MAX_MEMORY
 };
+
+/* "512M", "4G", "1000000" -> bytes (K, M, G are powers of 1024). */
+static int parse_size(const char *cmd, const char *opt, const char *text, int64_t *out) {
+    char *end;
+    errno = 0;
+    double v = strtod(text, &end);
+    double scale = 1.0;
+    if (*end == 'K' || *end == 'k') scale = 1024.0, end++;
+    else if (*end == 'M' || *end == 'm') scale = 1048576.0, end++;
+    else if (*end == 'G' || *end == 'g') scale = 1073741824.0, end++;
+    if (end == text || *end || errno || !(v > 0) || v * scale > 9e18)
+        return usage_error(cmd, "%s must be a size like 512M or 4G, got %s", opt, text);
+    *out = (int64_t)(v * scale);
+    return EXIT_OK;
+}
+
+/* MemAvailable from /proc/meminfo in bytes, 0 if unknown. */
+static int64_t available_memory(void) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f) return 0;
+    char line[256];
+    long long kb = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %lld kB", &kb) == 1) break;
+    fclose(f);
+    return (int64_t)kb * 1024;
+}
 
 /* Fills a from the command line; returns an exit code (EXIT_OK to go on, or -1 after
  * --help). */
@@ -219,6 +249,7 @@ static int parse_train_args(int argc, char **argv, train_args *a) {
         {"threshold", required_argument, 0, T_THRESHOLD},
         {"hidden-sparsity", required_argument, 0, T_HIDDEN_SPARSITY},
         {"random-fraction", required_argument, 0, T_RANDOM_FRACTION},
+        {"max-memory", required_argument, 0, T_MAX_MEMORY},
         {"rehash-first", required_argument, 0, T_REHASH_FIRST},
         {"rehash-growth", required_argument, 0, T_REHASH_GROWTH},
         {"rehash-max", required_argument, 0, T_REHASH_MAX},
@@ -306,6 +337,7 @@ static int parse_train_args(int argc, char **argv, train_args *a) {
                 rc = usage_error(cmd, "--hidden-sparsity must be in (0, 1], got %s", optarg);
             a->have_hidden_sparsity = 1;
             break;
+        case T_MAX_MEMORY: rc = parse_size(cmd, "--max-memory", optarg, &a->max_memory); break;
         case T_RANDOM_FRACTION:
             if ((rc = parse_double(cmd, "--random-fraction", optarg, &a->random_fraction))) break;
             if (!(a->random_fraction >= 0 && a->random_fraction <= 1))
@@ -745,6 +777,22 @@ int cmd_train(int argc, char **argv) {
                 strerror(errno));
         rc = EXIT_USAGE;
         goto done;
+    }
+    if (!model) { /* refuse, with the figure, a model that does not fit */
+        int64_t need = 0, limit = a.max_memory ? a.max_memory : available_memory();
+        if ((st = spr_model_config_memory(&cfg, &need)) != SPR_STATUS_OK) {
+            rc = library_error(st);
+            goto done;
+        }
+        if (limit > 0 && need > limit) {
+            fprintf(stderr,
+                    "sparrow train: the model needs %.1f MB (parameters, gradients, Adam state, "
+                    "hash tables), more than %s %.1f MB\n",
+                    (double)need / 1e6, a.max_memory ? "--max-memory" : "the available",
+                    (double)limit / 1e6);
+            rc = EXIT_USAGE;
+            goto done;
+        }
     }
     if (!model && (st = spr_model_create(&cfg, &model)) != SPR_STATUS_OK) {
         rc = library_error(st);
