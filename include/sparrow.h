@@ -224,6 +224,8 @@ typedef struct spr_train_options {
     float rehash_growth;
     int64_t rehash_max;
     int rebuild_every;
+    float clip_norm;          /* > 0: scale the batch gradient so that its L2 norm (over all
+                                 touched rows and biases) is at most this; 0: off */
 } spr_train_options;
 
 SPR_API spr_train_options spr_train_options_default(void);

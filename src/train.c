@@ -195,6 +195,8 @@ static spr_status check_batch(const spr_model *m, const spr_dataset *data, const
     if (!(o->lr > 0.0f) || !(o->beta1 >= 0.0f && o->beta1 < 1.0f) ||
         !(o->beta2 >= 0.0f && o->beta2 < 1.0f) || !(o->eps > 0.0f))
         return spr_fail(SPR_STATUS_BAD_INPUT, "Adam: need lr > 0, betas in [0, 1), eps > 0");
+    if (!(o->clip_norm >= 0.0f))
+        return spr_fail(SPR_STATUS_BAD_INPUT, "clip_norm must be >= 0, got %g", (double)o->clip_norm);
     const spr_dataset_view *d = &data->view;
     if (d->n_features > m->cfg.n_features)
         return spr_fail(SPR_STATUS_BAD_INPUT, "data has %lld features, the model %lld",
@@ -251,9 +253,46 @@ spr_status spr_model_compute_gradients(spr_model *m, const spr_dataset *data, co
     return SPR_STATUS_OK;
 }
 
+/* Scales the batch gradient so that its L2 norm is at most max_norm: one pass over the
+ * touched rows (the rows Adam reads next), so it costs what the step costs. */
+static void clip_gradients(spr_model *m, float max_norm, int threads) {
+    double sq = 0.0;
+    for (int l = 0; l < m->n_layers; l++) {
+        spr_layer *L = &m->layers[l];
+        const int64_t nt = atomic_load(&L->n_touched);
+#pragma omp parallel for schedule(static) num_threads(threads) reduction(+ : sq)
+        for (int64_t k = 0; k < nt; k++) {
+            int32_t r = L->touched_list[k];
+            const float *g = L->gw + (int64_t)r * L->stride;
+            double row = 0.0;
+            for (int64_t c = 0; c < L->cols; c++) row += (double)g[c] * g[c];
+            if (l > 0) row += (double)L->gb[r] * L->gb[r];
+            sq += row;
+        }
+    }
+    const float *gb0 = m->layers[0].gb;
+    for (int64_t j = 0; j < m->layers[0].size; j++) sq += (double)gb0[j] * gb0[j];
+    const double norm = sqrt(sq);
+    if (!(norm > max_norm)) return;
+    const float scale = (float)(max_norm / norm);
+    for (int l = 0; l < m->n_layers; l++) {
+        spr_layer *L = &m->layers[l];
+        const int64_t nt = atomic_load(&L->n_touched);
+#pragma omp parallel for schedule(static) num_threads(threads)
+        for (int64_t k = 0; k < nt; k++) {
+            int32_t r = L->touched_list[k];
+            float *g = L->gw + (int64_t)r * L->stride;
+            for (int64_t c = 0; c < L->cols; c++) g[c] *= scale;
+            if (l > 0) L->gb[r] *= scale;
+        }
+    }
+    for (int64_t j = 0; j < m->layers[0].size; j++) m->layers[0].gb[j] *= scale;
+}
+
 spr_status spr_model_apply_gradients(spr_model *m, const spr_train_options *o) {
     if (!m || !o) return spr_fail(SPR_STATUS_BAD_INPUT, "apply_gradients: NULL argument");
     const int threads = spr_threads(o->threads);
+    if (o->clip_norm > 0.0f) clip_gradients(m, o->clip_norm, threads);
     const double t = (double)(m->steps + 1);
     const float bc1 = (float)(1.0 - pow(o->beta1, t)), bc2 = (float)(1.0 - pow(o->beta2, t));
     for (int l = 0; l < m->n_layers; l++) {

@@ -294,6 +294,10 @@ expect_grep maxmem maxmem.err "more than --max-memory"
 if [ -e maxmem.model ]; then fail "maxmem: expected no model file"; else pass; fi
 run maxmem_ok train --train "$TRAIN" --max-memory 1G --max-batches 1 --quiet
 expect_rc maxmem_ok 0
+run clip train --train "$TRAIN" --clip-norm 0.5 --max-batches 3 --quiet
+expect_rc clip 0
+run clip_bad train --train "$TRAIN" --clip-norm -1
+expect_rc clip_bad 2
 run maxmem_bad train --train "$TRAIN" --max-memory lots
 expect_rc maxmem_bad 2
 

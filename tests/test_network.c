@@ -414,6 +414,37 @@ static void test_selection_strategies(void) {
     toy_free(&t);
 }
 
+/* Clipping: after one step from zero moments m = (1 - beta1) g, so the norm of all the
+ * first moments is 0.1 x the clipped gradient norm. */
+static void test_gradient_clipping(void) {
+    toy t;
+    toy_make(&t, 32, 40, 6, 5);
+    spr_model_config c = small_config(t.d, t.l, 0.5f);
+    spr_model *m;
+    OK(spr_model_create(&c, &m));
+    spr_train_options o = spr_train_options_default();
+    o.threads = 1;
+    o.batch_size = 8;
+    o.clip_norm = 1e-3f; /* far below the gradient norm of an untrained model */
+    int64_t rows[8] = {0, 1, 2, 4, 5, 6, 7, 8};
+    OK(spr_model_train_batch(m, t.data, rows, 8, &o, NULL));
+    double sq = 0.0;
+    for (int l = 0; l < 2; l++)
+        for (int p = SPR_PARAM_WEIGHT_ADAM_M; p <= SPR_PARAM_BIAS_ADAM_M; p += 2) {
+            float *x;
+            int64_t r, cc, s;
+            OK(spr_model_param(m, l, (spr_param)p, &x, &r, &cc, &s));
+            for (int64_t i = 0; i < r; i++)
+                for (int64_t j = 0; j < cc; j++) sq += (double)x[i * s + j] * x[i * s + j];
+        }
+    CHECK(fabs(sqrt(sq) - 1e-4) < 1e-6, "first moments' norm %.9g == 0.1 x clip 1e-3", sqrt(sq));
+    o.clip_norm = -1.0f;
+    CHECK(spr_model_train_batch(m, t.data, rows, 8, &o, NULL) == SPR_STATUS_BAD_INPUT,
+          "negative clip_norm rejected");
+    spr_model_free(m);
+    toy_free(&t);
+}
+
 /* The memory estimate covers what create allocates, without overshooting much. */
 static void test_memory_estimate(void) {
     spr_model_config c = spr_model_config_default(5000, 20000);
@@ -472,6 +503,7 @@ int main(void) {
     test_sparse_inference_covers_exact();
     test_selection_strategies();
     test_memory_estimate();
+    test_gradient_clipping();
     test_bad_arguments();
     return CHECK_DONE("test_network");
 }

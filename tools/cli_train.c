@@ -69,6 +69,7 @@ static const char TRAIN_HELP[] =
     "                        on (default); union: every candidate (SLIDE); threshold:\n"
     "                        candidates returned by >= --threshold M tables\n"
     "  --threshold M         tables that must return a neuron (--select threshold)\n"
+    "  --clip-norm X         scale each batch gradient to an L2 norm of at most X\n"
     "  --max-memory SIZE     refuse a model that needs more (bytes; K, M, G suffixes);\n"
     "                        default: the memory the system reports available\n"
     "  --random-fraction F   share of the active set kept for random neurons (topk,\n"
@@ -138,6 +139,7 @@ typedef struct train_args {
     double hidden_sparsity, random_fraction;
     int have_random_fraction;
     int64_t max_memory; /* 0: what /proc/meminfo says is available */
+    double clip_norm;   /* 0: no clipping */
     int have_hidden_sparsity;
     int64_t rehash_first, rehash_max;
     double rehash_growth;
@@ -188,7 +190,7 @@ enum {
     T_BITS, T_BUCKET, T_THREADS, T_SEED, T_DENSE, T_SAVE, T_METRICS, T_EVAL_MAX,
     T_MAX_BATCHES, T_ONE_BASED, T_QUIET, T_VERBOSE, T_POLICY, T_SELECT, T_THRESHOLD,
     T_HIDDEN_SPARSITY, T_REHASH_FIRST, T_REHASH_GROWTH, T_REHASH_MAX, T_REBUILD, T_RANDOM_FRACTION,
-    T_RESUME, T_MAX_MEMORY
+    T_RESUME, T_MAX_MEMORY, T_CLIP_NORM
 };
 
 /* "512M", "4G", "1000000" -> bytes (K, M, G are powers of 1024). */
@@ -250,6 +252,7 @@ static int parse_train_args(int argc, char **argv, train_args *a) {
         {"hidden-sparsity", required_argument, 0, T_HIDDEN_SPARSITY},
         {"random-fraction", required_argument, 0, T_RANDOM_FRACTION},
         {"max-memory", required_argument, 0, T_MAX_MEMORY},
+        {"clip-norm", required_argument, 0, T_CLIP_NORM},
         {"rehash-first", required_argument, 0, T_REHASH_FIRST},
         {"rehash-growth", required_argument, 0, T_REHASH_GROWTH},
         {"rehash-max", required_argument, 0, T_REHASH_MAX},
@@ -336,6 +339,10 @@ static int parse_train_args(int argc, char **argv, train_args *a) {
             if (!(a->hidden_sparsity > 0 && a->hidden_sparsity <= 1))
                 rc = usage_error(cmd, "--hidden-sparsity must be in (0, 1], got %s", optarg);
             a->have_hidden_sparsity = 1;
+            break;
+        case T_CLIP_NORM:
+            if ((rc = parse_double(cmd, "--clip-norm", optarg, &a->clip_norm))) break;
+            if (!(a->clip_norm > 0)) rc = usage_error(cmd, "--clip-norm must be > 0, got %s", optarg);
             break;
         case T_MAX_MEMORY: rc = parse_size(cmd, "--max-memory", optarg, &a->max_memory); break;
         case T_RANDOM_FRACTION:
@@ -743,6 +750,7 @@ int cmd_train(int argc, char **argv) {
     if (a.have_rehash_growth) topt.rehash_growth = (float)a.rehash_growth;
     if (a.have_rehash_max) topt.rehash_max = a.rehash_max;
     if (a.have_rebuild_every) topt.rebuild_every = a.rebuild_every;
+    topt.clip_norm = (float)a.clip_norm;
 
     /* Where a resumed run continues: after info.epoch complete epochs and the batches
      * of the next one that the step count says were done. The count must fit the batch
