@@ -169,6 +169,7 @@ typedef struct spr_reader {
     char *buf;       /* (cap + 1): the extra byte holds a '\n' after an unterminated last line */
     size_t cap, len; /* bytes allocated (less the extra one), bytes held */
     size_t pos;      /* start of the next line in buf */
+    long long total; /* bytes read so far */
     int eof;
     int64_t line;    /* 1-based number of the line last returned */
 } spr_reader;
@@ -215,6 +216,7 @@ static int spr_reader_next(spr_reader *r, char **start, char **end) {
             return -(int)spr_fail(SPR_STATUS_IO_ERROR, "%s: read failed: %s", r->path, strerror(errno));
         if (got == 0) r->eof = 1;
         r->len += (size_t)got;
+        r->total += got;
     }
 }
 
@@ -566,6 +568,18 @@ spr_status spr_dataset_read(const char *path, const spr_read_options *options,
         n++;
         findptr[n] = nnz;
         lindptr[n] = nlab;
+    }
+
+    /* A regular file that another process writes while we read it gives a data set
+     * that never existed on disk: refuse it rather than train on half a file. */
+    struct stat sb_end;
+    if (S_ISREG(sb.st_mode) && fstat(r.fd, &sb_end) == 0 &&
+        (sb_end.st_size != sb.st_size || r.total != (long long)sb.st_size)) {
+        st = spr_fail(SPR_STATUS_BAD_INPUT,
+                      "%s: the file changed while being read (%lld bytes when opened, %lld read, "
+                      "%lld now)",
+                      path, (long long)sb.st_size, r.total, (long long)sb_end.st_size);
+        goto fail;
     }
 
     if (!have_header && n == 0) {

@@ -13,6 +13,7 @@
 #include "sparrow.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -424,6 +425,53 @@ static void test_long_line(void) {
     unlink(path);
 }
 
+/* A file that grows while it is read must be refused, not half-read. A writer thread
+ * appends to a 48 MB file 30 ms after the reader started; the read takes far longer.
+ * Timing-based, so the attempt is repeated (up to 3 times) before it counts as failed. */
+typedef struct appender {
+    const char *path;
+} appender;
+
+static void *append_later(void *arg) {
+    const appender *a = arg;
+    usleep(30000);
+    FILE *f = fopen(a->path, "a");
+    if (f) {
+        fputs("1 0:1\n", f);
+        fclose(f);
+    }
+    return NULL;
+}
+
+static void test_file_changes_while_read(void) {
+    char path[] = "/tmp/spr_test_data_grow.XXXXXX";
+    int fd = mkstemp(path);
+    if (fd < 0) {
+        CHECK(0, "mkstemp: %s", strerror(errno));
+        return;
+    }
+    FILE *f = fdopen(fd, "w");
+    for (int i = 0; i < 1200000; i++) /* ~48 MB, no header: three 16 MB reads at least */
+        fprintf(f, "%d 1:0.5 7:0.25 19:0.125 23:1\n", i % 100);
+    fclose(f);
+    int detected = 0;
+    for (int attempt = 0; attempt < 3 && !detected; attempt++) {
+        pthread_t t;
+        appender a = {path};
+        pthread_create(&t, NULL, append_later, &a);
+        spr_read_options o = spr_read_options_default();
+        spr_dataset *d = NULL;
+        spr_status st = spr_dataset_read(path, &o, &d);
+        pthread_join(t, NULL);
+        detected = st == SPR_STATUS_BAD_INPUT && d == NULL &&
+                   strstr(spr_last_error(), "changed while being read") != NULL;
+        spr_dataset_free(d);
+    }
+    CHECK(detected, "a file appended to while read is refused (last message: %s)",
+          spr_last_error());
+    unlink(path);
+}
+
 int main(int argc, char **argv) {
     uint64_t seed = argc > 1 ? strtoull(argv[1], NULL, 10) : (uint64_t)time(NULL);
     printf("test_data: seed %llu\n", (unsigned long long)seed);
@@ -433,5 +481,6 @@ int main(int argc, char **argv) {
     test_round_trip(seed);
     test_values(seed);
     test_long_line();
+    test_file_changes_while_read();
     return CHECK_DONE("test_data");
 }
