@@ -241,7 +241,10 @@ static spr_status layer_alloc(spr_layer *L, const spr_layer_config *lc, int inde
                                                           : (int64_t)ceil(want);
     if (L->target_active < 1) L->target_active = 1;
     if (L->target_active > L->size) L->target_active = L->size;
-    L->random_reserve = (int64_t)((double)lc->random_fraction * (double)L->target_active);
+    /* Only a sampled layer's sampling fields are checked (and used): a dense layer may
+     * carry anything there, as a checkpoint fuzzer showed (random_fraction 1e39). */
+    L->random_reserve =
+        L->sampled ? (int64_t)((double)lc->random_fraction * (double)L->target_active) : 0;
     L->hash_k = L->sampled ? (lc->hash_k > 0 ? lc->hash_k : auto_hash_k(lc)) : 0;
     return SPR_STATUS_OK;
 }

@@ -493,6 +493,20 @@ static void test_damage(const char *dir, const char *good_path, const spr_model 
             wr32(b + sec[s].off + 12 + sec[s].len, crc32_bitwise(b + sec[s].off + 12, sec[s].len));
             rejected(bad, b, n, lies[k].what);
         }
+        /* Sampling fields of a dense layer are not checked (nor used): a huge random
+         * fraction there must load without undefined behaviour (found by fuzzing:
+         * a float-to-integer overflow; the sanitizer build turns it into a failure). */
+        memcpy(b, orig, n);
+        {
+            wr32(b + sec[0].off + 12 + 24 + 40, 0x7F000000u); /* layer 0 random_fraction 1.7e38 */
+            wr32(b + sec[0].off + 12 + sec[0].len, crc32_bitwise(b + sec[0].off + 12, sec[0].len));
+            spit(bad, b, n);
+            spr_model *m = NULL;
+            spr_status st = spr_model_load(bad, &m);
+            CHECK(st == SPR_STATUS_OK, "dense layer with random_fraction 1.7e38: expected ok, got %d (%s)",
+                  st, spr_last_error());
+            spr_model_free(m);
+        }
         /* Two sections swapped in place: still a valid file (order is free). */
         memcpy(b, orig, n);
         {
