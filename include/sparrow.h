@@ -283,6 +283,29 @@ SPR_API spr_status spr_model_predict(const spr_model *model, const spr_dataset *
                                      const int64_t *rows, int64_t n, int k, int sparse,
                                      int threads, int32_t *ids_out, float *scores_out);
 
+/* The output layer driven by inputs computed outside sparrow (the PyTorch layer, dense
+ * features): input is (n, fan_in) row-major, fan_in = the output layer's input width
+ * (the last hidden layer's size); the layers below the output are not used.
+ *
+ * spr_model_output_train: one optimizer step of the output layer on n <= batch_size rows.
+ * Row i's labels are labels[label_indptr[i] .. label_indptr[i+1]), ascending, without
+ * duplicates, below the number of outputs (labels may be NULL if there are none). The
+ * loss is the batch mean of softmax cross-entropy with the target spread evenly over a
+ * row's labels, over the sampled active set (all outputs with sparsity 1 or dense = 1).
+ * grad_input (n, fan_in) receives dLoss/dinput, computed with the weights before the
+ * step; then lazy Adam updates the touched output rows and the rehash schedule runs.
+ * Cost: O(n x active x fan_in). A loss that is not finite fails without a step. */
+SPR_API spr_status spr_model_output_train(spr_model *model, const float *input, int64_t n,
+                                          const int64_t *label_indptr, const int32_t *labels,
+                                          const spr_train_options *options, float *grad_input,
+                                          spr_batch_stats *stats);
+
+/* Top-k outputs of each of the n input rows (n, fan_in): ids_out and scores_out (n, k),
+ * as spr_model_predict (exact, or among the LSH candidates with sparse = 1). */
+SPR_API spr_status spr_model_output_predict(const spr_model *model, const float *input, int64_t n,
+                                            int k, int sparse, int threads, int32_t *ids_out,
+                                            float *scores_out);
+
 typedef struct spr_eval_result {
     int64_t n_points;
     double p_at[6];      /* p_at[k] = precision@k for k = 1..5 (p_at[0] unused) */

@@ -1,0 +1,142 @@
+"""ctypes declarations of the C API (include/sparrow.h) and the library loader.
+
+The structures below mirror the C structs field by field; tests/python/test_api.py
+checks them against the library's own defaults. ctypes releases the GIL around every
+call into a CDLL, so training and prediction run while other Python threads go on.
+"""
+import ctypes
+import os
+from ctypes import (POINTER, Structure, c_char_p, c_double, c_float, c_int, c_int32, c_int64,
+                    c_uint64, c_void_p)
+
+MAX_LAYERS = 8
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _candidates():
+    """Where the shared library may be, most specific first."""
+    env = os.environ.get("SPARROW_LIBRARY")
+    if env:
+        yield env
+    yield os.path.join(_HERE, "libsparrow.so")  # bundled by `pip install`
+    # A source checkout: python/sparrow/ next to build/ (scripts/build.sh).
+    root = os.path.dirname(os.path.dirname(_HERE))
+    yield os.path.join(root, "build", "libsparrow.so")
+
+
+def _load():
+    tried = []
+    for path in _candidates():
+        if not os.path.exists(path):
+            tried.append(path + " (missing)")
+            continue
+        try:
+            return ctypes.CDLL(path), path
+        except OSError as e:
+            tried.append("%s (%s)" % (path, e))
+    raise ImportError(
+        "sparrow: cannot find the shared library libsparrow.so. Tried:\n  " + "\n  ".join(tried) +
+        "\nInstall the package with `pip install ./python` (it builds and bundles the library), "
+        "or build it with `bash scripts/build.sh` and use this source tree, or set "
+        "SPARROW_LIBRARY to the path of libsparrow.so.")
+
+
+lib, library_path = _load()
+
+# ------------------------------------------------------------------ structures
+
+
+class DatasetView(Structure):
+    _fields_ = [("n_points", c_int64), ("n_features", c_int64), ("n_labels", c_int64),
+                ("feature_indptr", c_void_p), ("feature_indices", c_void_p),
+                ("feature_values", c_void_p), ("label_indptr", c_void_p), ("labels", c_void_p)]
+
+
+class ReadOptions(Structure):
+    _fields_ = [("format", c_int), ("one_based", c_int), ("n_features", c_int64),
+                ("n_labels", c_int64)]
+
+
+class LayerConfig(Structure):
+    _fields_ = [("size", c_int64), ("sparsity", c_float), ("hash", c_int), ("hash_k", c_int),
+                ("hash_l", c_int), ("bucket_capacity", c_int), ("bucket_policy", c_int),
+                ("select", c_int), ("select_threshold", c_int), ("random_fraction", c_float)]
+
+
+class ModelConfig(Structure):
+    _fields_ = [("n_features", c_int64), ("n_layers", c_int), ("layers", LayerConfig * MAX_LAYERS),
+                ("init_std", c_float), ("seed", c_uint64)]
+
+
+class TrainOptions(Structure):
+    _fields_ = [("batch_size", c_int), ("lr", c_float), ("beta1", c_float), ("beta2", c_float),
+                ("eps", c_float), ("threads", c_int), ("dense", c_int), ("rehash_first", c_int64),
+                ("rehash_growth", c_float), ("rehash_max", c_int64), ("rebuild_every", c_int),
+                ("clip_norm", c_float)]
+
+
+class BatchStats(Structure):
+    _fields_ = [("loss", c_double), ("active", c_double * MAX_LAYERS), ("rehash_seconds", c_double)]
+
+
+class EvalResult(Structure):
+    _fields_ = [("n_points", c_int64), ("p_at", c_double * 6), ("seconds", c_double)]
+
+
+class ModelInfo(Structure):
+    _fields_ = [("steps", c_int64), ("samples", c_int64), ("epoch", c_int64),
+                ("parameters", c_int64), ("parameter_bytes", c_int64), ("table_bytes", c_int64),
+                ("rehashes", c_int64), ("rebuilds", c_int64), ("hash_k", c_int * MAX_LAYERS),
+                ("key_bits", c_int * MAX_LAYERS)]
+
+
+# ------------------------------------------------------------------ functions
+
+_p = c_void_p
+_i64p = POINTER(c_int64)
+
+
+def _fn(name, restype, *argtypes):
+    f = getattr(lib, name)
+    f.restype = restype
+    f.argtypes = list(argtypes)
+    return f
+
+
+spr_version = _fn("spr_version", c_char_p)
+spr_status_to_string = _fn("spr_status_to_string", c_char_p, c_int)
+spr_last_error = _fn("spr_last_error", c_char_p)
+spr_read_options_default = _fn("spr_read_options_default", ReadOptions)
+spr_dataset_read = _fn("spr_dataset_read", c_int, c_char_p, POINTER(ReadOptions), POINTER(_p))
+spr_dataset_wrap = _fn("spr_dataset_wrap", c_int, POINTER(DatasetView), POINTER(_p))
+spr_dataset_get_view = _fn("spr_dataset_get_view", DatasetView, _p)
+spr_dataset_free = _fn("spr_dataset_free", None, _p)
+spr_hash_family_parse = _fn("spr_hash_family_parse", c_int, c_char_p, POINTER(c_int))
+spr_hash_family_to_string = _fn("spr_hash_family_to_string", c_char_p, c_int)
+spr_select_parse = _fn("spr_select_parse", c_int, c_char_p, POINTER(c_int))
+spr_select_to_string = _fn("spr_select_to_string", c_char_p, c_int)
+spr_model_config_default = _fn("spr_model_config_default", ModelConfig, c_int64, c_int64)
+spr_model_config_check = _fn("spr_model_config_check", c_int, POINTER(ModelConfig))
+spr_model_config_memory = _fn("spr_model_config_memory", c_int, POINTER(ModelConfig), _i64p)
+spr_train_options_default = _fn("spr_train_options_default", TrainOptions)
+spr_model_create = _fn("spr_model_create", c_int, POINTER(ModelConfig), POINTER(_p))
+spr_model_free = _fn("spr_model_free", None, _p)
+spr_model_get_config = _fn("spr_model_get_config", ModelConfig, _p)
+spr_model_train_batch = _fn("spr_model_train_batch", c_int, _p, _p, _p, c_int64,
+                            POINTER(TrainOptions), POINTER(BatchStats))
+spr_model_predict = _fn("spr_model_predict", c_int, _p, _p, _p, c_int64, c_int, c_int, c_int, _p, _p)
+spr_model_evaluate = _fn("spr_model_evaluate", c_int, _p, _p, _p, c_int64, c_int, c_int,
+                         POINTER(EvalResult))
+spr_model_sampling_recall = _fn("spr_model_sampling_recall", c_int, _p, _p, _p, c_int64, c_int,
+                                c_int, POINTER(c_double))
+spr_model_param = _fn("spr_model_param", c_int, _p, c_int, c_int, POINTER(ctypes.POINTER(c_float)),
+                      _i64p, _i64p, _i64p)
+spr_model_rehash = _fn("spr_model_rehash", c_int, _p, c_int, c_int)
+spr_model_get_info = _fn("spr_model_get_info", ModelInfo, _p)
+spr_model_set_epoch = _fn("spr_model_set_epoch", None, _p, c_int64)
+spr_model_save = _fn("spr_model_save", c_int, _p, c_char_p)
+spr_model_load = _fn("spr_model_load", c_int, c_char_p, POINTER(_p))
+spr_model_output_train = _fn("spr_model_output_train", c_int, _p, _p, c_int64, _p, _p,
+                             POINTER(TrainOptions), _p, POINTER(BatchStats))
+spr_model_output_predict = _fn("spr_model_output_predict", c_int, _p, _p, c_int64, c_int, c_int,
+                               c_int, _p, _p)

@@ -1,0 +1,152 @@
+"""Data: reading XMC / svmlight files into scipy CSR matrices, and handing scipy CSR
+(or numpy dense) matrices to the library without per-row copies."""
+import ctypes
+
+import numpy as np
+import scipy.sparse as sp
+
+from . import _lib
+from .errors import check
+
+_FORMATS = {"auto": 0, "xmc": 1, "svmlight": 2}
+
+
+def _array(ptr, n, dtype):
+    """A numpy copy of n elements of a C array (one memcpy, not a per-row loop)."""
+    if n == 0:
+        return np.zeros(0, dtype=dtype)
+    buf = (ctypes.c_char * (n * np.dtype(dtype).itemsize)).from_address(ptr)
+    return np.frombuffer(buf, dtype=dtype).copy()
+
+
+def load_xmc(path, format="auto", one_based=False, n_features=0, n_labels=0):
+    """Reads an Extreme Classification Repository file (header "N D L", then
+    "l1,l2 f:v f:v" lines) or an svmlight/libsvm file with the C reader.
+
+    Returns (X, Y): X a scipy.sparse.csr_matrix (N, D) of float32 features, Y a
+    csr_matrix (N, L) of float32 ones, one per label of each point. Errors (a missing
+    file, a malformed line) raise sparrow.errors.SparrowError subclasses whose message
+    names the file and line. n_features / n_labels > 0 fix the widths (ids must be
+    below them), as the C reader's options do."""
+    if format not in _FORMATS:
+        raise ValueError("format must be one of %s, got %r" % (sorted(_FORMATS), format))
+    opts = _lib.spr_read_options_default()
+    opts.format = _FORMATS[format]
+    opts.one_based = 1 if one_based else 0
+    opts.n_features = int(n_features)
+    opts.n_labels = int(n_labels)
+    handle = ctypes.c_void_p()
+    check(_lib.spr_dataset_read(str(path).encode(), ctypes.byref(opts), ctypes.byref(handle)))
+    try:
+        v = _lib.spr_dataset_get_view(handle)
+        n = v.n_points
+        fptr = _array(v.feature_indptr, n + 1, np.int64)
+        lptr = _array(v.label_indptr, n + 1, np.int64)
+        nnz, nl = int(fptr[-1]), int(lptr[-1])
+        X = sp.csr_matrix((_array(v.feature_values, nnz, np.float32),
+                           _array(v.feature_indices, nnz, np.int32), fptr),
+                          shape=(n, v.n_features))
+        Y = sp.csr_matrix((np.ones(nl, dtype=np.float32), _array(v.labels, nl, np.int32), lptr),
+                          shape=(n, v.n_labels))
+    finally:
+        _lib.spr_dataset_free(handle)
+    return X, Y
+
+
+def as_features(X, n_features=None):
+    """X as a canonical float32 CSR matrix (a dense numpy array or another scipy format
+    is converted once; a float32 CSR with sorted indices is used as it is)."""
+    if sp.issparse(X):
+        X = X.tocsr()
+    else:
+        X = np.asarray(X)
+        if X.ndim != 2:
+            raise ValueError("X must be 2-D (points, features), got shape %s" % (X.shape,))
+        if not (np.issubdtype(X.dtype, np.floating) or np.issubdtype(X.dtype, np.integer)):
+            raise TypeError("X must hold numbers, got dtype %s" % X.dtype)
+        X = sp.csr_matrix(X.astype(np.float32, copy=False))
+    if X.dtype != np.float32:
+        if not (np.issubdtype(X.dtype, np.floating) or np.issubdtype(X.dtype, np.integer)):
+            raise TypeError("X must hold numbers, got dtype %s" % X.dtype)
+        X = X.astype(np.float32)
+    if not X.has_canonical_format:
+        X = X.copy()
+        X.sum_duplicates()  # also sorts the indices
+    if n_features is not None and X.shape[1] > n_features:
+        raise ValueError("X has %d features, the model %d" % (X.shape[1], n_features))
+    return X
+
+
+def as_labels(Y, n_points, n_labels=None):
+    """Labels as a CSR (n_points, L) whose column ids are each point's labels: from a
+    CSR/sparse label matrix, a 1-D integer array (one label per point), a dense 0/1
+    matrix, or a list of label lists."""
+    if sp.issparse(Y):
+        Y = Y.tocsr()
+    elif isinstance(Y, (list, tuple)) and (len(Y) == 0 or not np.isscalar(Y[0])):
+        indptr = np.zeros(len(Y) + 1, dtype=np.int64)
+        indptr[1:] = np.cumsum([len(r) for r in Y])
+        idx = np.fromiter((int(l) for r in Y for l in r), dtype=np.int64, count=int(indptr[-1]))
+        if idx.size and idx.min() < 0:
+            raise ValueError("label ids must be >= 0, got %d" % idx.min())
+        width = n_labels if n_labels is not None else (int(idx.max()) + 1 if idx.size else 0)
+        if idx.size and idx.max() >= width:
+            raise ValueError("label id %d out of range [0, %d)" % (idx.max(), width))
+        Y = sp.csr_matrix((np.ones(idx.size, np.float32), idx, indptr), shape=(len(Y), width))
+    else:
+        Y = np.asarray(Y)
+        if Y.ndim == 1:
+            if not np.issubdtype(Y.dtype, np.integer):
+                raise TypeError("1-D labels must be integer ids, got dtype %s" % Y.dtype)
+            if Y.size and Y.min() < 0:
+                raise ValueError("label ids must be >= 0, got %d" % Y.min())
+            width = n_labels if n_labels is not None else (int(Y.max()) + 1 if Y.size else 0)
+            if Y.size and Y.max() >= width:
+                raise ValueError("label id %d out of range [0, %d)" % (Y.max(), width))
+            Y = sp.csr_matrix((np.ones(Y.size, np.float32), Y.astype(np.int64),
+                               np.arange(Y.size + 1)), shape=(Y.size, width))
+        elif Y.ndim == 2:
+            Y = sp.csr_matrix(Y)
+        else:
+            raise ValueError("labels must be 1-D ids or a 2-D matrix, got shape %s" % (Y.shape,))
+    if Y.shape[0] != n_points:
+        raise ValueError("X has %d points but the labels %d" % (n_points, Y.shape[0]))
+    if not Y.has_canonical_format:
+        Y = Y.copy()
+        Y.sum_duplicates()
+    if n_labels is not None and Y.shape[1] > n_labels:
+        raise ValueError("labels have %d columns, the model %d outputs" % (Y.shape[1], n_labels))
+    return Y
+
+
+class Dataset:
+    """A C spr_dataset over the arrays of a feature CSR and a label CSR, without copying
+    them (only int32 offsets are widened to the int64 the C API takes: O(points)).
+    The numpy arrays are kept alive as long as this object."""
+
+    def __init__(self, X, Y=None, n_features=None, n_labels=None):
+        X = as_features(X, n_features)
+        n = X.shape[0]
+        if Y is None:
+            Y = sp.csr_matrix((n, n_labels or 0), dtype=np.float32)
+        Y = as_labels(Y, n, n_labels)
+        self.X, self.Y = X, Y
+        self._keep = [np.ascontiguousarray(X.indptr, dtype=np.int64),
+                      np.ascontiguousarray(X.indices, dtype=np.int32),
+                      np.ascontiguousarray(X.data, dtype=np.float32),
+                      np.ascontiguousarray(Y.indptr, dtype=np.int64),
+                      np.ascontiguousarray(Y.indices, dtype=np.int32)]
+        view = _lib.DatasetView(n, X.shape[1], Y.shape[1], *[a.ctypes.data for a in self._keep])
+        self._handle = ctypes.c_void_p()
+        check(_lib.spr_dataset_wrap(ctypes.byref(view), ctypes.byref(self._handle)))
+        self.n_points = n
+
+    @property
+    def handle(self):
+        return self._handle
+
+    def __del__(self):
+        h = getattr(self, "_handle", None)
+        if h:
+            _lib.spr_dataset_free(h)
+            self._handle = None

@@ -1,0 +1,355 @@
+"""sparrow.Model: a network trained by the C library, configured from Python."""
+import ctypes
+import sys
+import time
+
+import numpy as np
+
+from . import _lib
+from .data import Dataset, as_features
+from .errors import check
+
+_POLICIES = {"fifo": 0, "reservoir": 1}
+
+
+def _parse(fn, name, what):
+    out = ctypes.c_int()
+    if not isinstance(name, str) or fn(name.encode(), ctypes.byref(out)) != 0:
+        raise ValueError("unknown %s %r" % (what, name))
+    return out.value
+
+
+class _Progress:
+    """Progress on stderr: a bar redrawn in place on a terminal, a line every
+    `every` seconds otherwise (logs, notebooks' captured output), nothing if quiet."""
+
+    def __init__(self, quiet, stream=None, every=10.0):
+        self.stream = stream or sys.stderr
+        self.quiet = quiet
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.every = 0.2 if self.tty else every
+        self.last = time.monotonic()
+
+    def update(self, epoch, epochs, done, total, samples_per_s, loss, force=False):
+        if self.quiet:
+            return
+        t = time.monotonic()
+        if not force and t - self.last < self.every:
+            return
+        self.last = t
+        if self.tty:
+            width = 30
+            fill = int(width * done / max(total, 1))
+            self.stream.write("\repoch %d/%d [%s%s] %d/%d  %.0f samples/s  loss %.4f " % (
+                epoch, epochs, "=" * fill, " " * (width - fill), done, total, samples_per_s, loss))
+        else:
+            self.stream.write("epoch %d/%d batch %d/%d: %.0f samples/s, loss %.4f\n" % (
+                epoch, epochs, done, total, samples_per_s, loss))
+        self.stream.flush()
+
+    def line(self, text):
+        if self.quiet:
+            return
+        if self.tty:
+            self.stream.write("\r\033[K")
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+
+class Model:
+    """A sparrow network: sparse input -> embedding-bag layer 0 (ReLU) -> optional more
+    hidden ReLU layers -> a softmax output over n_labels, sampled with LSH.
+
+    The options are those of `sparrow train` (README, "The command-line tool"):
+    hidden (sizes of the hidden layers, (128,)), sparsity (fraction of output neurons
+    active per sample, 0.01), hash ("simhash", "dwta", "wta", "doph"), tables (L, 50),
+    bits (K, 0 = automatic), bucket_capacity (128), bucket_policy ("fifo",
+    "reservoir"), select ("topk", "union", "threshold"), threshold (2),
+    random_fraction (0.5), hidden_sparsity (sample the hidden layers after the first
+    too, with the output's hash options), init_std (0.01), seed (1), and max_memory
+    (bytes; refuse a model that needs more before allocating anything).
+
+    The C handle is freed by close() (or `with Model(...) as m:`, or garbage
+    collection); a closed model raises ValueError when used."""
+
+    def __init__(self, n_features, n_labels, hidden=(128,), sparsity=0.01, hash="simhash",
+                 tables=50, bits=0, bucket_capacity=128, bucket_policy="fifo", select="topk",
+                 threshold=2, random_fraction=0.5, hidden_sparsity=None, init_std=0.01, seed=1,
+                 max_memory=None):
+        self._handle = None
+        hidden = (hidden,) if np.isscalar(hidden) else tuple(hidden)
+        if not 1 <= len(hidden) <= _lib.MAX_LAYERS - 1:
+            raise ValueError("hidden must have 1 to %d sizes, got %r" % (_lib.MAX_LAYERS - 1, hidden))
+        if int(n_features) < 1 or int(n_labels) < 1:
+            raise ValueError("n_features and n_labels must be >= 1")
+        cfg = _lib.spr_model_config_default(int(n_features), int(n_labels))
+        cfg.n_layers = len(hidden) + 1
+        for i, size in enumerate(hidden):
+            cfg.layers[i].size = int(size)
+            cfg.layers[i].sparsity = 1.0
+        out = cfg.layers[cfg.n_layers - 1]
+        out.size = int(n_labels)
+        out.sparsity = float(sparsity)
+        out.hash = _parse(_lib.spr_hash_family_parse, hash, "hash family")
+        out.hash_l = int(tables)
+        out.hash_k = int(bits)
+        out.bucket_capacity = int(bucket_capacity)
+        if bucket_policy not in _POLICIES:
+            raise ValueError("bucket_policy must be 'fifo' or 'reservoir', got %r" % (bucket_policy,))
+        out.bucket_policy = _POLICIES[bucket_policy]
+        out.select = _parse(_lib.spr_select_parse, select, "selection strategy")
+        out.select_threshold = int(threshold)
+        out.random_fraction = float(random_fraction)
+        if hidden_sparsity is not None:
+            for i in range(1, cfg.n_layers - 1):
+                size = cfg.layers[i].size
+                ctypes.memmove(ctypes.byref(cfg.layers[i]), ctypes.byref(out), ctypes.sizeof(out))
+                cfg.layers[i].size = size
+                cfg.layers[i].sparsity = float(hidden_sparsity)
+        cfg.init_std = float(init_std)
+        cfg.seed = int(seed)
+        check(_lib.spr_model_config_check(ctypes.byref(cfg)))
+        if max_memory is not None:
+            need = ctypes.c_int64()
+            check(_lib.spr_model_config_memory(ctypes.byref(cfg), ctypes.byref(need)))
+            if need.value > max_memory:
+                raise MemoryError("the model needs %.1f MB, more than max_memory %.1f MB" % (
+                    need.value / 1e6, max_memory / 1e6))
+        handle = ctypes.c_void_p()
+        check(_lib.spr_model_create(ctypes.byref(cfg), ctypes.byref(handle)))
+        self._handle = handle
+        self.history = []
+
+    # ---------------------------------------------------------------- life cycle
+
+    @classmethod
+    def load(cls, path):
+        """Loads a model written by save() or by `sparrow train --save`."""
+        handle = ctypes.c_void_p()
+        check(_lib.spr_model_load(str(path).encode(), ctypes.byref(handle)))
+        m = cls.__new__(cls)
+        m._handle = handle
+        m.history = []
+        return m
+
+    def save(self, path):
+        """Writes the whole model (weights, optimizer state, step) atomically, in the
+        format `sparrow eval --model` reads."""
+        check(_lib.spr_model_save(self._h(), str(path).encode()))
+
+    def close(self):
+        """Frees the C model; later calls raise ValueError."""
+        if self._handle:
+            _lib.spr_model_free(self._handle)
+        self._handle = None
+
+    def __del__(self):
+        self.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _h(self):
+        if not self._handle:
+            raise ValueError("the model is closed")
+        return self._handle
+
+    # ---------------------------------------------------------------- properties
+
+    @property
+    def config(self):
+        """The configuration as a dict (sizes, sparsity and hashing per layer)."""
+        c = _lib.spr_model_get_config(self._h())
+        layers = []
+        for i in range(c.n_layers):
+            L = c.layers[i]
+            layers.append({"size": L.size, "sparsity": L.sparsity,
+                           "hash": _lib.spr_hash_family_to_string(L.hash).decode(),
+                           "bits": L.hash_k, "tables": L.hash_l,
+                           "bucket_capacity": L.bucket_capacity,
+                           "bucket_policy": "fifo" if L.bucket_policy == 0 else "reservoir",
+                           "select": _lib.spr_select_to_string(L.select).decode(),
+                           "threshold": L.select_threshold, "random_fraction": L.random_fraction})
+        return {"n_features": c.n_features, "layers": layers, "init_std": c.init_std,
+                "seed": c.seed}
+
+    @property
+    def n_features(self):
+        return _lib.spr_model_get_config(self._h()).n_features
+
+    @property
+    def n_labels(self):
+        c = _lib.spr_model_get_config(self._h())
+        return c.layers[c.n_layers - 1].size
+
+    @property
+    def info(self):
+        """Steps, samples, epoch, parameter and table sizes, rehashes (a dict)."""
+        i = _lib.spr_model_get_info(self._h())
+        return {k: getattr(i, k) for k in ("steps", "samples", "epoch", "parameters",
+                                            "parameter_bytes", "table_bytes", "rehashes",
+                                            "rebuilds")}
+
+    def weights(self, layer, bias=False):
+        """A numpy view (not a copy) of a layer's weights: layer 0 (n_features, size),
+        others (size, fan_in); bias=True gives the (size,) bias. Valid while the model
+        is open; writing it changes the model (the tables see it at the next rehash)."""
+        ptr = ctypes.POINTER(ctypes.c_float)()
+        rows, cols, stride = ctypes.c_int64(), ctypes.c_int64(), ctypes.c_int64()
+        check(_lib.spr_model_param(self._h(), int(layer), 1 if bias else 0, ctypes.byref(ptr),
+                                   ctypes.byref(rows), ctypes.byref(cols), ctypes.byref(stride)))
+        flat = np.ctypeslib.as_array(ptr, shape=(rows.value * stride.value,))
+        a = flat.reshape(rows.value, stride.value)[:, :cols.value]
+        return a[0] if bias else a
+
+    # ---------------------------------------------------------------- training
+
+    def fit(self, X, Y, epochs=1, batch_size=128, lr=1e-3, validation_data=None, callbacks=(),
+            dense=False, threads=0, shuffle=True, beta1=0.9, beta2=0.999, eps=1e-8,
+            rehash_first=50, rehash_growth=0.1, rehash_max=1000, rebuild_every=10, clip_norm=0.0,
+            eval_max=None, sparse_inference=False, quiet=False, max_batches=None):
+        """Trains on X (scipy CSR or numpy dense, (points, features)) and Y (CSR label
+        matrix, 1-D label ids, or a list of label lists) for `epochs` epochs of shuffled
+        batches (the order depends only on the model's seed and the epoch).
+
+        After each epoch: the epoch's metrics (the keys of the CLI's metrics file:
+        epoch, step, train_seconds, samples_per_second, loss, active_out and, with
+        validation_data=(X_val, Y_val), p_at_1/3/5 on at most eval_max of its points)
+        are appended to self.history, printed on stderr unless quiet, and passed to
+        each callback(metrics); a callback returning True stops training. The GIL is
+        released while a batch trains. Returns self.history."""
+        h = self._h()
+        cfg = _lib.spr_model_get_config(h)
+        n_labels = cfg.layers[cfg.n_layers - 1].size
+        data = Dataset(X, Y, cfg.n_features, n_labels)
+        val = None
+        if validation_data is not None:
+            Xv, Yv = validation_data
+            val = Dataset(Xv, Yv, cfg.n_features, n_labels)
+        n = data.n_points
+        if n == 0:
+            raise ValueError("no training points")
+        opts = _lib.spr_train_options_default()
+        opts.batch_size, opts.lr, opts.beta1, opts.beta2, opts.eps = (
+            int(batch_size), float(lr), float(beta1), float(beta2), float(eps))
+        opts.threads, opts.dense = int(threads), 1 if dense else 0
+        opts.rehash_first, opts.rehash_growth = int(rehash_first), float(rehash_growth)
+        opts.rehash_max, opts.rebuild_every, opts.clip_norm = (
+            int(rehash_max), int(rebuild_every), float(clip_norm))
+        if opts.batch_size < 1:
+            raise ValueError("batch_size must be >= 1, got %d" % opts.batch_size)
+        eval_rows = None
+        if val is not None and eval_max is not None and eval_max < val.n_points:
+            rng = np.random.default_rng(12345)
+            eval_rows = np.sort(rng.choice(val.n_points, int(eval_max), replace=False)).astype(np.int64)
+        bar = _Progress(quiet)
+        per_epoch = (n + opts.batch_size - 1) // opts.batch_size
+        stats = _lib.BatchStats()
+        last = cfg.n_layers - 1
+        first_epoch = self.info["epoch"] + 1
+        train_seconds, samples_done, batches_done = 0.0, 0, 0
+        for epoch in range(first_epoch, first_epoch + int(epochs)):
+            if shuffle:
+                rows = np.random.default_rng([cfg.seed, epoch]).permutation(n).astype(np.int64)
+            else:
+                rows = np.arange(n, dtype=np.int64)
+            base = rows.ctypes.data
+            loss_sum = active_sum = 0.0
+            seen = 0
+            t0 = time.perf_counter()
+            b = 0
+            for b in range(per_epoch):
+                if max_batches is not None and batches_done >= max_batches:
+                    break
+                start = b * opts.batch_size
+                count = min(opts.batch_size, n - start)
+                check(_lib.spr_model_train_batch(h, data.handle, base + 8 * start, count,
+                                                 ctypes.byref(opts), ctypes.byref(stats)))
+                loss_sum += stats.loss * count
+                active_sum += stats.active[last] * count
+                seen += count
+                batches_done += 1
+                el = train_seconds + time.perf_counter() - t0
+                bar.update(epoch, first_epoch + epochs - 1, b + 1, per_epoch,
+                           (samples_done + seen) / el if el > 0 else 0.0, loss_sum / seen)
+            else:
+                b = per_epoch
+            train_seconds += time.perf_counter() - t0
+            samples_done += seen
+            complete = b == per_epoch
+            if complete:
+                _lib.spr_model_set_epoch(h, epoch)
+            metrics = {"epoch": epoch, "partial_epoch": not complete, "step": self.info["steps"],
+                       "train_seconds": train_seconds,
+                       "samples_per_second": samples_done / train_seconds if train_seconds else 0.0,
+                       "loss": loss_sum / seen if seen else float("nan"),
+                       "active_out": active_sum / seen if seen else float("nan")}
+            text = "epoch %d: step %d, loss %.4f, %.0f samples/s, train %.2f s, active out %.1f" % (
+                epoch, metrics["step"], metrics["loss"], metrics["samples_per_second"],
+                train_seconds, metrics["active_out"])
+            if val is not None:
+                r = self._evaluate(val, eval_rows, sparse_inference, threads)
+                metrics.update({"p_at_1": r.p_at[1], "p_at_3": r.p_at[3], "p_at_5": r.p_at[5],
+                                "eval_points": r.n_points, "eval_seconds": r.seconds})
+                text += ", P@1 %.4f P@3 %.4f P@5 %.4f on %d points" % (
+                    r.p_at[1], r.p_at[3], r.p_at[5], r.n_points)
+            bar.line(text)
+            self.history.append(metrics)
+            stop = False
+            for cb in callbacks:
+                stop = bool(cb(metrics)) or stop
+            if stop or not complete:
+                break
+        return self.history
+
+    # ---------------------------------------------------------------- inference
+
+    def predict(self, X, k=5, sparse=False, threads=0):
+        """Top-k labels of every row of X (CSR or dense): (ids int32 (n, k), scores
+        float32 (n, k)), best first; scores are output logits. sparse=True ranks only
+        the LSH candidates (sublinear); short rows are padded with id -1, -inf."""
+        h = self._h()
+        k = int(k)
+        if not 1 <= k <= 1000:
+            raise ValueError("k must be in [1, 1000], got %d" % k)
+        data = Dataset(X, None, self.n_features, 0)
+        ids = np.empty((data.n_points, k), dtype=np.int32)
+        scores = np.empty((data.n_points, k), dtype=np.float32)
+        if data.n_points:
+            check(_lib.spr_model_predict(h, data.handle, None, data.n_points, k,
+                                         1 if sparse else 0, int(threads), ids.ctypes.data,
+                                         scores.ctypes.data))
+        return ids, scores
+
+    def _evaluate(self, data, rows, sparse, threads):
+        r = _lib.EvalResult()
+        check(_lib.spr_model_evaluate(self._h(), data.handle,
+                                      None if rows is None else rows.ctypes.data,
+                                      0 if rows is None else rows.size, 1 if sparse else 0,
+                                      int(threads), ctypes.byref(r)))
+        return r
+
+    def evaluate(self, X, Y, k=(1, 3, 5), sparse=False, threads=0):
+        """Precision@k (k in 1..5) on (X, Y): a dict {"p_at_1": ..., ...} plus
+        "n_points" and "seconds"."""
+        ks = (k,) if np.isscalar(k) else tuple(k)
+        for q in ks:
+            if not 1 <= int(q) <= 5:
+                raise ValueError("k must be in 1..5, got %r" % (q,))
+        data = Dataset(X, Y, self.n_features, self.n_labels)
+        r = self._evaluate(data, None, sparse, threads)
+        out = {"p_at_%d" % int(q): r.p_at[int(q)] for q in ks}
+        out.update({"n_points": r.n_points, "seconds": r.seconds})
+        return out
+
+    def sampling_recall(self, X, top=10, threads=0):
+        """Mean fraction of each point's exact top-`top` outputs that the sampler puts
+        in the active set (a health check of the hash tables)."""
+        data = Dataset(X, None, self.n_features, 0)
+        out = ctypes.c_double()
+        check(_lib.spr_model_sampling_recall(self._h(), data.handle, None, data.n_points, int(top),
+                                             int(threads), ctypes.byref(out)))
+        return out.value
