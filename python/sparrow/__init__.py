@@ -11,7 +11,7 @@ a huge label set (needs torch). The C library is found next to this package (pip
 install), in ../build/ of a source checkout, or at $SPARROW_LIBRARY.
 """
 from . import _lib
-from .data import Dataset, load_xmc
+from .data import Dataset, generate, load_xmc
 from .errors import (BadInputError, InternalError, SparrowError, SparrowIOError,
                      SparrowMemoryError)
 from .model import Model
@@ -19,5 +19,5 @@ from .model import Model
 __version__ = _lib.spr_version().decode()
 library_path = _lib.library_path
 
-__all__ = ["Model", "Dataset", "load_xmc", "SparrowError", "BadInputError", "SparrowIOError",
+__all__ = ["Model", "Dataset", "generate", "load_xmc", "SparrowError", "BadInputError", "SparrowIOError",
            "SparrowMemoryError", "InternalError", "library_path", "__version__"]

@@ -16,8 +16,9 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 def _candidates():
     """Where the shared library may be, most specific first."""
     env = os.environ.get("SPARROW_LIBRARY")
-    if env:
+    if env:  # an explicit choice: nothing else is tried
         yield env
+        return
     yield os.path.join(_HERE, "libsparrow.so")  # bundled by `pip install`
     # A source checkout: python/sparrow/ next to build/ (scripts/build.sh).
     root = os.path.dirname(os.path.dirname(_HERE))
@@ -55,6 +56,13 @@ class DatasetView(Structure):
 class ReadOptions(Structure):
     _fields_ = [("format", c_int), ("one_based", c_int), ("n_features", c_int64),
                 ("n_labels", c_int64)]
+
+
+class SynthConfig(Structure):
+    _fields_ = [("name", ctypes.c_char * 32), ("n_train", c_int64), ("n_test", c_int64),
+                ("n_features", c_int64), ("n_labels", c_int64), ("labels_per_point", c_double),
+                ("nnz_per_point", c_double), ("zipf_exponent", c_double), ("cluster_size", c_int64),
+                ("prototype_nnz", c_int64), ("noise", c_double)]
 
 
 class LayerConfig(Structure):
@@ -110,7 +118,11 @@ spr_read_options_default = _fn("spr_read_options_default", ReadOptions)
 spr_dataset_read = _fn("spr_dataset_read", c_int, c_char_p, POINTER(ReadOptions), POINTER(_p))
 spr_dataset_wrap = _fn("spr_dataset_wrap", c_int, POINTER(DatasetView), POINTER(_p))
 spr_dataset_get_view = _fn("spr_dataset_get_view", DatasetView, _p)
+spr_dataset_write = _fn("spr_dataset_write", c_int, _p, c_char_p)
 spr_dataset_free = _fn("spr_dataset_free", None, _p)
+spr_synth_preset = _fn("spr_synth_preset", c_int, c_char_p, POINTER(SynthConfig))
+spr_synth_generate = _fn("spr_synth_generate", c_int, POINTER(SynthConfig), c_uint64, c_char_p,
+                         c_char_p, c_int)
 spr_hash_family_parse = _fn("spr_hash_family_parse", c_int, c_char_p, POINTER(c_int))
 spr_hash_family_to_string = _fn("spr_hash_family_to_string", c_char_p, c_int)
 spr_select_parse = _fn("spr_select_parse", c_int, c_char_p, POINTER(c_int))

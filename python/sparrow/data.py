@@ -145,8 +145,26 @@ class Dataset:
     def handle(self):
         return self._handle
 
+    def write(self, path):
+        """Writes the data set in XMC format with the C writer (atomically)."""
+        check(_lib.spr_dataset_write(self._handle, str(path).encode()))
+
     def __del__(self):
         h = getattr(self, "_handle", None)
         if h:
             _lib.spr_dataset_free(h)
             self._handle = None
+
+
+def generate(preset, out_dir, seed=1, threads=0):
+    """Writes out_dir/train.txt and out_dir/test.txt: the synthetic data set of a preset
+    ("tiny", "small", "amazon670k", "delicious200k", "wiki325k"), exactly what
+    `sparrow gen --preset NAME --seed S` writes. Returns the two paths."""
+    import os
+    cfg = _lib.SynthConfig()
+    check(_lib.spr_synth_preset(str(preset).encode(), ctypes.byref(cfg)))
+    os.makedirs(out_dir, exist_ok=True)
+    train, test = os.path.join(out_dir, "train.txt"), os.path.join(out_dir, "test.txt")
+    check(_lib.spr_synth_generate(ctypes.byref(cfg), int(seed), train.encode(), test.encode(),
+                                  int(threads)))
+    return train, test

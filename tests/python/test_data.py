@@ -1,0 +1,95 @@
+"""load_xmc against sklearn's svmlight reader and the C writer; Dataset wrapping."""
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import sparrow
+
+LINES = [
+    "3,7 0:1.5 4:2 9:0.25",
+    "5 2:1",
+    " 1:3 8:-1",           # no labels
+    "0,1,2,9 0:0.5 3:1 4:1 6:2",
+    "4 9:1e-3",
+]
+
+
+def write(path, lines, header=None):
+    with open(path, "w") as f:
+        if header:
+            f.write(header + "\n")
+        f.write("\n".join(lines) + "\n")
+
+
+def test_load_xmc_matches_sklearn(tmp_path):
+    from sklearn.datasets import load_svmlight_file
+    plain = tmp_path / "plain.txt"
+    write(plain, LINES)
+    X, Y = sparrow.load_xmc(plain)
+    Xs, ys = load_svmlight_file(str(plain), multilabel=True, zero_based=True, n_features=10)
+    assert X.shape == (5, 10) and Y.shape == (5, 10)
+    assert isinstance(X, sp.csr_matrix) and isinstance(Y, sp.csr_matrix)
+    np.testing.assert_allclose(X.toarray(), Xs.toarray(), rtol=1e-6)
+    assert [sorted(int(v) for v in r) for r in ys] == [Y.indices[Y.indptr[i]:Y.indptr[i + 1]].tolist()
+                                                       for i in range(5)]
+    # With the XMC header: the same matrices, widths from the header.
+    xmc = tmp_path / "xmc.txt"
+    write(xmc, LINES, header="5 12 11")
+    X2, Y2 = sparrow.load_xmc(xmc)
+    assert X2.shape == (5, 12) and Y2.shape == (5, 11)
+    np.testing.assert_array_equal(X2.toarray()[:, :10], X.toarray())
+    np.testing.assert_array_equal(Y2.toarray()[:, :10], Y.toarray())
+
+
+def test_load_xmc_round_trips_through_c_writer(tmp_path):
+    from conftest import make_xmc
+    X, Y = make_xmc(200, seed=3)
+    path = tmp_path / "d.txt"
+    sparrow.Dataset(X, Y).write(path)
+    X2, Y2 = sparrow.load_xmc(path)
+    assert X2.shape == X.shape and Y2.shape == Y.shape
+    np.testing.assert_allclose(X2.toarray(), X.toarray(), rtol=1e-6)
+    assert (Y2 != Y).nnz == 0
+
+
+def test_load_xmc_one_based(tmp_path):
+    path = tmp_path / "one.txt"
+    write(path, ["1 1:2 3:4", "0 2:1"])
+    X, _ = sparrow.load_xmc(path, one_based=True)
+    np.testing.assert_array_equal(X.toarray(), [[2, 0, 4], [0, 1, 0]])
+
+
+def test_load_errors_name_file_and_line(tmp_path):
+    with pytest.raises(sparrow.SparrowIOError) as e:
+        sparrow.load_xmc(tmp_path / "missing.txt")
+    assert "missing.txt" in str(e.value)
+    bad = tmp_path / "bad.txt"
+    write(bad, ["1 0:1", "2 3:x"])
+    with pytest.raises(sparrow.BadInputError) as e:
+        sparrow.load_xmc(bad)
+    assert "bad.txt:2" in str(e.value)
+    with pytest.raises(ValueError):
+        sparrow.load_xmc(bad, format="csv")
+
+
+def test_dataset_wraps_without_copying():
+    from conftest import make_xmc
+    X, Y = make_xmc(50, seed=4)
+    X = X.astype(np.float32)
+    d = sparrow.Dataset(X, Y)
+    # float32 CSR with sorted indices: the data and index arrays are used in place.
+    assert d.X.data is X.data and d.X.indices.__array_interface__["data"] == X.indices.__array_interface__["data"]
+    assert d._keep[2].__array_interface__["data"][0] == X.data.__array_interface__["data"][0]
+
+
+def test_generate_is_the_cli_generator(tmp_path):
+    import subprocess
+    from conftest import ROOT
+    train, test = sparrow.generate("tiny", tmp_path / "py", seed=7)
+    cli = tmp_path / "cli"
+    subprocess.run([f"{ROOT}/build/sparrow", "gen", "--preset", "tiny", "--out", str(cli),
+                    "--seed", "7"], check=True, capture_output=True)
+    assert open(train, "rb").read() == open(cli / "train.txt", "rb").read()
+    assert open(test, "rb").read() == open(cli / "test.txt", "rb").read()
+    with pytest.raises(sparrow.BadInputError, match="preset"):
+        sparrow.generate("huge", tmp_path / "x")

@@ -1,0 +1,158 @@
+"""sparrow.Model: training, evaluation, prediction, save/load, errors, the GIL."""
+import ctypes
+import io
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import sparrow
+from sparrow import _lib
+
+
+def test_struct_layouts_match_the_library():
+    c = _lib.spr_model_config_default(10, 20)
+    assert (c.n_features, c.n_layers, c.layers[0].size, c.layers[1].size) == (10, 2, 128, 20)
+    assert abs(c.layers[1].sparsity - 0.01) < 1e-7 and c.layers[1].hash_l == 50
+    assert c.layers[1].bucket_capacity == 128 and abs(c.layers[1].random_fraction - 0.5) < 1e-7
+    assert abs(c.init_std - 0.01) < 1e-7 and c.seed == 1
+    o = _lib.spr_train_options_default()
+    assert (o.batch_size, o.rehash_first, o.rehash_max, o.rebuild_every) == (128, 50, 1000, 10)
+    assert abs(o.lr - 1e-3) < 1e-9 and abs(o.beta2 - 0.999) < 1e-7 and o.clip_norm == 0.0
+
+
+def test_fit_evaluate_predict_save_load(xmc_data, tmp_path):
+    X, Y, Xt, Yt = xmc_data
+    m = sparrow.Model(X.shape[1], Y.shape[1], hidden=64, sparsity=0.3, tables=10, seed=3)
+    seen = []
+    hist = m.fit(X, Y, epochs=4, batch_size=32, lr=5e-3, validation_data=(Xt, Yt),
+                 callbacks=[seen.append], quiet=True, threads=1)
+    assert len(hist) == 4 and seen == hist
+    for key in ("epoch", "step", "train_seconds", "samples_per_second", "loss", "p_at_1",
+                "p_at_3", "p_at_5", "active_out"):
+        assert key in hist[-1], key
+    assert hist[-1]["loss"] < hist[0]["loss"], (hist[0]["loss"], hist[-1]["loss"])
+    assert hist[-1]["step"] == 4 * 32 and m.info["epoch"] == 4
+    res = m.evaluate(Xt, Yt, k=(1, 3, 5))
+    assert res["p_at_1"] > 0.6, res  # 20 labels, 1-3 per point: chance is ~0.1
+    ids, scores = m.predict(Xt, k=5)
+    assert ids.shape == (200, 5) and ids.dtype == np.int32 and scores.dtype == np.float32
+    assert (np.diff(scores, axis=1) <= 0).all()
+    # P@1 from predict agrees with evaluate
+    hits = [ids[i, 0] in Yt.indices[Yt.indptr[i]:Yt.indptr[i + 1]] for i in range(200)]
+    assert abs(np.mean(hits) - res["p_at_1"]) < 1e-9
+    path = tmp_path / "model.bin"
+    m.save(path)
+    m2 = sparrow.Model.load(path)
+    ids2, scores2 = m2.predict(Xt, k=5)
+    np.testing.assert_array_equal(ids2, ids)
+    np.testing.assert_array_equal(scores2, scores)
+    assert m2.info["steps"] == m.info["steps"]
+    # dense numpy input gives the same predictions as CSR
+    ids3, _ = m.predict(Xt.toarray(), k=5)
+    np.testing.assert_array_equal(ids3, ids)
+    # sparse inference runs and ranks real labels
+    ids4, _ = m.predict(Xt, k=3, sparse=True)
+    assert ids4.shape == (200, 3)
+
+
+def test_fit_continues_epochs_and_callback_stops(xmc_data):
+    X, Y, _, _ = xmc_data
+    m = sparrow.Model(X.shape[1], Y.shape[1], hidden=16, sparsity=0.5, tables=4)
+    m.fit(X, Y, epochs=1, quiet=True)
+    hist = m.fit(X, Y, epochs=3, quiet=True, callbacks=[lambda metrics: metrics["epoch"] == 2])
+    assert [h["epoch"] for h in hist] == [1, 2]
+
+
+def test_labels_as_ids_and_lists(xmc_data):
+    X, _, _, _ = xmc_data
+    m = sparrow.Model(X.shape[1], 5, hidden=8, sparsity=1.0)
+    y = np.arange(X.shape[0]) % 5
+    m.fit(X, y, epochs=1, quiet=True)
+    m.fit(X, [[int(v)] for v in y], epochs=1, quiet=True)
+
+
+def test_progress_lines_when_not_a_tty(xmc_data, capsys):
+    X, Y, _, _ = xmc_data
+    m = sparrow.Model(X.shape[1], Y.shape[1], hidden=8, sparsity=1.0)
+    m.fit(X, Y, epochs=1)
+    err = capsys.readouterr().err
+    assert "epoch 1: step 8, loss" in err and "\r" not in err
+    m.fit(X, Y, epochs=1, quiet=True)
+    assert capsys.readouterr().err == ""
+
+
+def test_bad_arguments_raise(xmc_data, tmp_path):
+    X, Y, _, _ = xmc_data
+    m = sparrow.Model(X.shape[1], Y.shape[1], hidden=8, sparsity=1.0)
+    with pytest.raises(ValueError, match="features"):  # wrong shape
+        m.predict(sp.random(3, X.shape[1] + 5, density=0.1, format="csr"))
+    with pytest.raises(ValueError, match="2-D"):
+        m.predict(np.zeros(X.shape[1]))
+    with pytest.raises(TypeError, match="dtype"):
+        m.predict(np.array([["a"] * X.shape[1]]))
+    with pytest.raises(ValueError, match="out of range"):
+        m.fit(X, np.full(X.shape[0], Y.shape[1] + 3), quiet=True)
+    with pytest.raises(ValueError, match="points"):
+        m.fit(X, Y[:10], quiet=True)
+    with pytest.raises(ValueError, match="k must"):
+        m.predict(X, k=0)
+    with pytest.raises(ValueError, match="k must"):
+        m.evaluate(X, Y, k=7)
+    with pytest.raises(ValueError, match="batch_size"):
+        m.fit(X, Y, batch_size=0, quiet=True)
+    with pytest.raises(sparrow.BadInputError, match="Adam"):  # the C check's message
+        m.fit(X, Y, lr=-1.0, quiet=True)
+    with pytest.raises(sparrow.BadInputError, match="sparse inference"):
+        m.predict(X, sparse=True)
+    with pytest.raises(ValueError, match="unknown hash"):
+        sparrow.Model(10, 10, hash="md5")
+    with pytest.raises(sparrow.BadInputError, match="sparsity"):
+        sparrow.Model(10, 10, sparsity=1.5)
+    with pytest.raises(MemoryError):
+        sparrow.Model(10, 10**6, max_memory=1000)
+    bad = tmp_path / "not_a_model"
+    bad.write_bytes(b"garbage" * 100)
+    with pytest.raises(sparrow.BadInputError):
+        sparrow.Model.load(bad)
+    with pytest.raises(sparrow.SparrowIOError):
+        m.save(tmp_path / "no" / "such" / "dir" / "m.bin")
+    m.close()
+    for call in (lambda: m.predict(X), lambda: m.fit(X, Y), lambda: m.save(tmp_path / "x"),
+                 lambda: m.evaluate(X, Y), lambda: m.info):
+        with pytest.raises(ValueError, match="closed"):
+            call()
+    m.close()  # twice is fine
+
+
+def test_gil_released_during_a_call():
+    # One long C call (exact prediction over 200k outputs) while this thread counts.
+    m = sparrow.Model(50, 200_000, hidden=64, sparsity=1.0)
+    X = sp.random(400, 50, density=0.2, format="csr", random_state=1, dtype=np.float32)
+    done = threading.Event()
+    t = threading.Thread(target=lambda: (m.predict(X, k=5, threads=1), done.set()))
+    t0 = time.perf_counter()
+    t.start()
+    ticks = 0
+    while not done.is_set():
+        ticks += 1
+        time.sleep(0.001)
+    t.join()
+    elapsed = time.perf_counter() - t0
+    assert elapsed > 0.05, "the call was too short to tell (%.3f s)" % elapsed
+    # With the GIL held during the call, this loop could not tick until it returned.
+    assert ticks >= 10, (ticks, elapsed)
+
+
+def test_import_error_names_the_library(tmp_path):
+    env = dict(os.environ, SPARROW_LIBRARY=str(tmp_path / "nowhere" / "libsparrow.so"))
+    code = "import sys; sys.path.insert(0, %r); import sparrow" % os.path.join(
+        os.path.dirname(__file__), "..", "..", "python")
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert r.returncode != 0
+    assert "ImportError" in r.stderr and "libsparrow.so" in r.stderr and "pip install" in r.stderr
