@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (.ci/run calls this script):
 #   1. install what is missing, build with warnings as errors, run every test program
-#      (ctest: C unit tests, the PyTorch comparison, the end-to-end CLI test);
+#      (ctest: C unit tests, the PyTorch comparison, the end-to-end CLI test), then the
+#      Python package's pytest tests;
 #   2. the same tests built with AddressSanitizer + UndefinedBehaviorSanitizer (gcc)
 #      in build-asan/;
 #   3. each libFuzzer target (clang, ASan + UBSan) for SPR_FUZZ_SECONDS (default 20)
@@ -32,6 +33,11 @@ bash scripts/setup.sh
 section "build (Release, -Werror) and ctest"
 bash scripts/build.sh
 (cd build && ctest --output-on-failure --timeout 600)
+
+# The Python package from this tree (python/, over build/libsparrow.so), with Debian's
+# interpreter and packages: README.md, "Python and PyTorch", says why.
+section "Python package: pytest tests/python (/usr/bin/python3)"
+/usr/bin/python3 -m pytest -q -p no:cacheprovider tests/python
 
 # -O1 -g without -DNDEBUG: the level ASan recommends, with assertions on. All tests run
 # here: the torch test only runs the sanitized test_torch as a child of Python, and the

@@ -1,0 +1,154 @@
+/*
+ * test_external.c: the output layer driven by dense inputs (src/external.c, used by
+ * sparrow.torch): loss and dLoss/dinput against a double-precision reference and
+ * finite differences, the Adam step, the sampled active-set size, exact and sparse
+ * prediction against brute force, and bad arguments. Seeds are fixed and printed.
+ */
+#include "check.h"
+#include "common.h"
+#include "sparrow.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { IN = 12, OUT = 40, N = 5 };
+
+static spr_model *make(float sparsity, uint64_t seed) {
+    spr_model_config c = spr_model_config_default(1, OUT);
+    c.layers[0].size = IN; /* placeholder: only the output layer is used */
+    c.layers[1].sparsity = sparsity;
+    c.layers[1].hash_l = 8;
+    c.init_std = 0.3f;
+    c.seed = seed;
+    spr_model *m = NULL;
+    if (spr_model_create(&c, &m)) printf("create: %s\n", spr_last_error());
+    return m;
+}
+
+/* Exact loss (batch mean, target spread over the labels) in double. */
+static double ref_loss(spr_model *m, const float *x, const int64_t *ptr, const int32_t *lab) {
+    float *w, *b;
+    int64_t r, c, stride, bs;
+    spr_model_param(m, 1, SPR_PARAM_WEIGHT, &w, &r, &c, &stride);
+    spr_model_param(m, 1, SPR_PARAM_BIAS, &b, NULL, NULL, &bs);
+    double total = 0.0;
+    for (int i = 0; i < N; i++) {
+        double z[OUT], zmax = -INFINITY, sum = 0.0;
+        for (int j = 0; j < OUT; j++) {
+            z[j] = b[j];
+            for (int k = 0; k < IN; k++) z[j] += (double)w[j * stride + k] * x[i * IN + k];
+            if (z[j] > zmax) zmax = z[j];
+        }
+        for (int j = 0; j < OUT; j++) sum += exp(z[j] - zmax);
+        int64_t nl = ptr[i + 1] - ptr[i];
+        for (int64_t p = ptr[i]; p < ptr[i + 1]; p++)
+            total -= (z[lab[p]] - zmax - log(sum)) / (double)nl;
+    }
+    return total / N;
+}
+
+int main(void) {
+    const uint64_t seed = 20261125;
+    printf("test_external: seed %llu\n", (unsigned long long)seed);
+    spr_rng rng;
+    spr_rng_seed(&rng, seed);
+    float x[N * IN], grad[N * IN];
+    for (int i = 0; i < N * IN; i++) x[i] = (float)spr_rng_normal(&rng);
+    const int64_t ptr[N + 1] = {0, 1, 3, 3, 4, 7}; /* row 2 has no labels */
+    const int32_t lab[7] = {5, 0, 39, 17, 2, 3, 30};
+
+    /* Dense (sparsity 1): loss and gradient against the reference and finite differences. */
+    spr_model *m = make(1.0f, seed);
+    spr_train_options o = spr_train_options_default();
+    o.threads = 2;
+    o.lr = 0.01f;
+    const double want = ref_loss(m, x, ptr, lab);
+    float w_before = 0.0f, *w;
+    int64_t stride;
+    spr_model_param(m, 1, SPR_PARAM_WEIGHT, &w, NULL, NULL, &stride);
+    w_before = w[5 * stride + 3];
+    double fd[N * IN];
+    for (int i = 0; i < N * IN; i++) {
+        const float h = 1e-2f, keep = x[i];
+        x[i] = keep + h;
+        double up = ref_loss(m, x, ptr, lab);
+        x[i] = keep - h;
+        double down = ref_loss(m, x, ptr, lab);
+        x[i] = keep;
+        fd[i] = (up - down) / (2.0 * h);
+    }
+    spr_batch_stats st;
+    spr_status s = spr_model_output_train(m, x, N, ptr, lab, &o, grad, &st);
+    CHECK(s == SPR_STATUS_OK, "output_train: expected OK, got %d (%s)", s, spr_last_error());
+    CHECK(fabs(st.loss - want) < 1e-5, "loss: expected %.7f, got %.7f", want, st.loss);
+    double worst = 0.0;
+    for (int i = 0; i < N * IN; i++) worst = fmax(worst, fabs(grad[i] - fd[i]));
+    CHECK(worst < 1e-3, "dLoss/dinput against finite differences: max error %.2e, expected < 1e-3", worst);
+    for (int k = 0; k < IN; k++)
+        CHECK(grad[2 * IN + k] == 0.0f, "row without labels: expected zero gradient, got %g", grad[2 * IN + k]);
+    /* Adam's first step moves every touched weight by lr (|m / sqrt(v)| = 1). */
+    CHECK(fabs(fabs(w[5 * stride + 3] - w_before) - 0.01) < 1e-4,
+          "first Adam step: expected |dw| = 0.01, got %g", fabs(w[5 * stride + 3] - w_before));
+    CHECK(spr_model_get_info(m).steps == 1, "steps: expected 1, got %lld",
+          (long long)spr_model_get_info(m).steps);
+
+    /* Exact prediction against brute force. */
+    int32_t ids[N * 3];
+    float scores[N * 3];
+    s = spr_model_output_predict(m, x, N, 3, 0, 2, ids, scores);
+    CHECK(s == SPR_STATUS_OK, "predict: expected OK, got %d", s);
+    float *b;
+    spr_model_param(m, 1, SPR_PARAM_BIAS, &b, NULL, NULL, NULL);
+    for (int i = 0; i < N; i++) {
+        int best = 0;
+        float best_z = -INFINITY;
+        for (int j = 0; j < OUT; j++) {
+            float z = b[j];
+            for (int k = 0; k < IN; k++) z += w[j * stride + k] * x[i * IN + k];
+            if (z > best_z) best_z = z, best = j;
+        }
+        CHECK(ids[i * 3] == best, "row %d top 1: expected %d, got %d", i, best, ids[i * 3]);
+        CHECK(scores[i * 3] >= scores[i * 3 + 1] && scores[i * 3 + 1] >= scores[i * 3 + 2],
+              "row %d: scores not descending", i);
+    }
+
+    /* Bad arguments. */
+    const int32_t bad_range[7] = {5, 0, 40, 17, 2, 3, 30}, bad_order[7] = {5, 7, 7, 17, 2, 3, 30};
+    s = spr_model_output_train(m, x, N, ptr, bad_range, &o, grad, NULL);
+    CHECK(s == SPR_STATUS_BAD_INPUT && strstr(spr_last_error(), "out of range"),
+          "label 40 of 40: expected BAD_INPUT 'out of range', got %d '%s'", s, spr_last_error());
+    s = spr_model_output_train(m, x, N, ptr, bad_order, &o, grad, NULL);
+    CHECK(s == SPR_STATUS_BAD_INPUT && strstr(spr_last_error(), "ascending"),
+          "repeated label: expected BAD_INPUT 'ascending', got %d '%s'", s, spr_last_error());
+    o.batch_size = 2;
+    s = spr_model_output_train(m, x, N, ptr, lab, &o, grad, NULL);
+    CHECK(s == SPR_STATUS_BAD_INPUT, "batch above batch_size: expected BAD_INPUT, got %d", s);
+    o.batch_size = 128;
+    s = spr_model_output_predict(m, x, N, 3, 1, 1, ids, scores);
+    CHECK(s == SPR_STATUS_BAD_INPUT, "sparse predict on a dense layer: expected BAD_INPUT, got %d", s);
+    x[0] = NAN;
+    s = spr_model_output_train(m, x, N, ptr, lab, &o, grad, NULL);
+    CHECK(s == SPR_STATUS_BAD_INPUT && strstr(spr_last_error(), "diverged"),
+          "NaN input: expected BAD_INPUT 'diverged', got %d '%s'", s, spr_last_error());
+    CHECK(spr_model_get_info(m).steps == 1, "a refused step must not count: steps %lld",
+          (long long)spr_model_get_info(m).steps);
+    x[0] = 0.5f;
+    spr_model_free(m);
+
+    /* Sampled (25%): active set = ceil(0.25 x 40) + labels; sparse prediction returns
+     * candidates sorted by score (or -1 padding). */
+    m = make(0.25f, seed + 1);
+    for (int step = 0; step < 3; step++) {
+        s = spr_model_output_train(m, x, N, ptr, lab, &o, grad, &st);
+        CHECK(s == SPR_STATUS_OK, "sampled step %d: %s", step, spr_last_error());
+    }
+    const double want_active = 10.0 + 7.0 / N;
+    CHECK(fabs(st.active[1] - want_active) < 1e-9, "active: expected %.2f, got %.2f", want_active, st.active[1]);
+    s = spr_model_output_predict(m, x, N, 3, 1, 2, ids, scores);
+    CHECK(s == SPR_STATUS_OK, "sparse predict: %s", spr_last_error());
+    for (int i = 0; i < N * 3; i++)
+        CHECK(ids[i] >= -1 && ids[i] < OUT, "sparse predict id %d out of range", ids[i]);
+    spr_model_free(m);
+    return CHECK_DONE("test_external");
+}
