@@ -278,7 +278,8 @@ spr_status spr_model_output_predict(const spr_model *m, const float *input, int6
             s.keys = spr_alloc((size_t)Lo->cfg.hash_l * 4);
             s.hash_work = spr_alloc((size_t)spr_hasher_work_len(Lo->hasher) * 4);
             s.ids[0] = spr_alloc((size_t)cand * 4);
-            ok = s.mark && s.count && s.cand && s.keys && s.hash_work && s.ids[0];
+            s.hist = spr_alloc((size_t)(spr_select_top(Lo) + 2) * 4);
+            ok = s.mark && s.count && s.cand && s.keys && s.hash_work && s.ids[0] && s.hist;
         }
         if (!ok) {
 #pragma omp atomic write
@@ -314,7 +315,7 @@ spr_status spr_model_output_predict(const spr_model *m, const float *input, int6
                 }
         }
         spr_free(s.mark), spr_free(s.count), spr_free(s.cand), spr_free(s.keys);
-        spr_free(s.hash_work), spr_free(s.ids[0]);
+        spr_free(s.hash_work), spr_free(s.ids[0]), spr_free(s.hist);
     }
     if (failed) return spr_fail(SPR_STATUS_NO_MEMORY, "out of memory in output_predict");
     return SPR_STATUS_OK;

@@ -64,7 +64,7 @@ class Model:
     hidden (sizes of the hidden layers, (128,)), sparsity (fraction of output neurons
     active per sample, 0.01), hash ("simhash", "dwta", "wta", "doph"), tables (L, 50),
     bits (K, 0 = automatic), bucket_capacity (128), bucket_policy ("fifo",
-    "reservoir"), select ("topk", "union", "threshold"), threshold (2),
+    "reservoir"), select ("topk", "union", "threshold", "rank"), threshold (2),
     random_fraction (0.5), hidden_sparsity (sample the hidden layers after the first
     too, with the output's hash options), init_std (0.01), seed (1), and max_memory
     (bytes; refuse a model that needs more before allocating anything).
