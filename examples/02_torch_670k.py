@@ -4,7 +4,7 @@ sparrow.torch.SampledSoftmaxLinear (LSH-sampled).
 
     build/sparrow gen --preset amazon670k --out /tmp/a670     # once (a few minutes)
     PYTHONPATH=python python3 examples/02_torch_670k.py --data /tmp/a670 \
-        [--train-points 20000] [--test-points 2000] [--epochs 1] [--heads sampled,dense]
+        [--train-points 5000] [--test-points 1000] [--epochs 1] [--heads sampled,dense]
 
 Model: an embedding-bag encoder over the 135,909 sparse features (sum of the feature
 rows weighted by the feature values, + bias, ReLU: 128 wide), then the output layer
@@ -147,8 +147,8 @@ def train(kind, X, Y, Xt, Yt, args):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="/tmp/a670", help="directory with train.txt and test.txt")
-    ap.add_argument("--train-points", type=int, default=20000)
-    ap.add_argument("--test-points", type=int, default=2000)
+    ap.add_argument("--train-points", type=int, default=5000)
+    ap.add_argument("--test-points", type=int, default=1000)
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--lr", type=float, default=1e-3)

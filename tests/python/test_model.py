@@ -156,3 +156,19 @@ def test_import_error_names_the_library(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert r.returncode != 0
     assert "ImportError" in r.stderr and "libsparrow.so" in r.stderr and "pip install" in r.stderr
+
+
+def test_progress_bar_on_a_terminal():
+    from sparrow.model import _Progress
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    out = Tty()
+    p = _Progress(False, stream=out)
+    p.update(1, 2, 5, 10, 100.0, 1.5, force=True)
+    p.line("epoch 1: done")
+    text = out.getvalue()
+    assert text.startswith("\repoch 1/2 [===============               ] 5/10"), repr(text)
+    assert text.endswith("\r\033[Kepoch 1: done\n"), repr(text)
