@@ -1,6 +1,7 @@
 """sparrow.Model: a network trained by the C library, configured from Python."""
 import ctypes
 import sys
+import threading
 import time
 
 import numpy as np
@@ -70,13 +71,16 @@ class Model:
     (bytes; refuse a model that needs more before allocating anything).
 
     The C handle is freed by close() (or `with Model(...) as m:`, or garbage
-    collection); a closed model raises ValueError when used."""
+    collection); a closed model raises ValueError when used. Calls on one model from
+    several threads take turns (a lock per model); calls on different models run at
+    the same time."""
 
     def __init__(self, n_features, n_labels, hidden=(128,), sparsity=0.01, hash="simhash",
                  tables=50, bits=0, bucket_capacity=128, bucket_policy="fifo", select="topk",
                  threshold=2, random_fraction=0.5, hidden_sparsity=None, init_std=0.01, seed=1,
                  max_memory=None):
         self._handle = None
+        self._lock = threading.RLock()
         hidden = (hidden,) if np.isscalar(hidden) else tuple(hidden)
         if not 1 <= len(hidden) <= _lib.MAX_LAYERS - 1:
             raise ValueError("hidden must have 1 to %d sizes, got %r" % (_lib.MAX_LAYERS - 1, hidden))
@@ -128,6 +132,7 @@ class Model:
         handle = ctypes.c_void_p()
         check(_lib.spr_model_load(str(path).encode(), ctypes.byref(handle)))
         m = cls.__new__(cls)
+        m._lock = threading.RLock()
         m._handle = handle
         m.history = []
         return m
@@ -135,13 +140,18 @@ class Model:
     def save(self, path):
         """Writes the whole model (weights, optimizer state, step) atomically, in the
         format `sparrow eval --model` reads."""
-        check(_lib.spr_model_save(self._h(), str(path).encode()))
+        with self._lock:
+            check(_lib.spr_model_save(self._h(), str(path).encode()))
 
     def close(self):
         """Frees the C model; later calls raise ValueError."""
-        if self._handle:
-            _lib.spr_model_free(self._handle)
-        self._handle = None
+        lock = getattr(self, "_lock", None)
+        if lock is None:
+            return
+        with lock:  # waits for a call on another thread (a batch, a prediction) to end
+            if self._handle:
+                _lib.spr_model_free(self._handle)
+            self._handle = None
 
     def __del__(self):
         self.close()
@@ -266,8 +276,9 @@ class Model:
                     break
                 start = b * opts.batch_size
                 count = min(opts.batch_size, n - start)
-                check(_lib.spr_model_train_batch(h, data.handle, base + 8 * start, count,
-                                                 ctypes.byref(opts), ctypes.byref(stats)))
+                with self._lock:
+                    check(_lib.spr_model_train_batch(self._h(), data.handle, base + 8 * start,
+                                                     count, ctypes.byref(opts), ctypes.byref(stats)))
                 loss_sum += stats.loss * count
                 active_sum += stats.active[last] * count
                 seen += count
@@ -281,7 +292,8 @@ class Model:
             samples_done += seen
             complete = b == per_epoch
             if complete:
-                _lib.spr_model_set_epoch(h, epoch)
+                with self._lock:
+                    _lib.spr_model_set_epoch(self._h(), epoch)
             metrics = {"epoch": epoch, "partial_epoch": not complete, "step": self.info["steps"],
                        "train_seconds": train_seconds,
                        "samples_per_second": samples_done / train_seconds if train_seconds else 0.0,
@@ -318,18 +330,20 @@ class Model:
         data = Dataset(X, None, self.n_features, 0)
         ids = np.empty((data.n_points, k), dtype=np.int32)
         scores = np.empty((data.n_points, k), dtype=np.float32)
-        if data.n_points:
-            check(_lib.spr_model_predict(h, data.handle, None, data.n_points, k,
-                                         1 if sparse else 0, int(threads), ids.ctypes.data,
-                                         scores.ctypes.data))
+        with self._lock:
+            if data.n_points:
+                check(_lib.spr_model_predict(self._h(), data.handle, None, data.n_points, k,
+                                             1 if sparse else 0, int(threads), ids.ctypes.data,
+                                             scores.ctypes.data))
         return ids, scores
 
     def _evaluate(self, data, rows, sparse, threads):
         r = _lib.EvalResult()
-        check(_lib.spr_model_evaluate(self._h(), data.handle,
-                                      None if rows is None else rows.ctypes.data,
-                                      0 if rows is None else rows.size, 1 if sparse else 0,
-                                      int(threads), ctypes.byref(r)))
+        with self._lock:
+            check(_lib.spr_model_evaluate(self._h(), data.handle,
+                                          None if rows is None else rows.ctypes.data,
+                                          0 if rows is None else rows.size, 1 if sparse else 0,
+                                          int(threads), ctypes.byref(r)))
         return r
 
     def evaluate(self, X, Y, k=(1, 3, 5), sparse=False, threads=0):
@@ -350,6 +364,7 @@ class Model:
         in the active set (a health check of the hash tables)."""
         data = Dataset(X, None, self.n_features, 0)
         out = ctypes.c_double()
-        check(_lib.spr_model_sampling_recall(self._h(), data.handle, None, data.n_points, int(top),
-                                             int(threads), ctypes.byref(out)))
+        with self._lock:
+            check(_lib.spr_model_sampling_recall(self._h(), data.handle, None, data.n_points, int(top),
+                                                 int(threads), ctypes.byref(out)))
         return out.value

@@ -7,6 +7,7 @@
     ids, scores = head.predict(hidden, k=5)
 """
 import ctypes
+import threading
 
 import numpy as np
 import scipy.sparse as sp
@@ -142,7 +143,7 @@ class SampledSoftmaxLinear(torch.nn.Module):
         o.rehash_max, o.rebuild_every = int(rehash_max), int(rebuild_every)
 
     def _init_from_model(self, model, handle):
-        model._handle, model.history = handle, []
+        model._handle, model.history, model._lock = handle, [], threading.RLock()
         self.model = model  # owns the C handle (freed with it)
         c = _lib.spr_model_get_config(handle)
         if c.n_layers != 2:
