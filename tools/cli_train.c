@@ -67,13 +67,14 @@ static const char TRAIN_HELP[] =
     "                        uniform sample)\n"
     "  --select S            topk: the target count of candidates most tables agree\n"
     "                        on (default); union: every candidate (SLIDE); threshold:\n"
-    "                        candidates returned by >= --threshold M tables\n"
+    "                        candidates returned by >= --threshold M tables; rank:\n"
+    "                        like topk, ranked by the hash codes shared with the input\n"
     "  --threshold M         tables that must return a neuron (--select threshold)\n"
     "  --clip-norm X         scale each batch gradient to an L2 norm of at most X\n"
     "  --max-memory SIZE     refuse a model that needs more (bytes; K, M, G suffixes);\n"
     "                        default: the memory the system reports available\n"
     "  --random-fraction F   share of the active set kept for random neurons (topk,\n"
-    "                        threshold), in [0, 1]\n"
+    "                        threshold, rank), in [0, 1]\n"
     "  --hidden-sparsity F   sample the hidden layers after the first too (same hash\n"
     "                        options as the output layer); default 1 (dense)\n"
     "  --seed S              seed of weights, hashes, sampling and the epoch shuffles\n"
@@ -331,7 +332,7 @@ static int parse_train_args(int argc, char **argv, train_args *a) {
             break;
         case T_SELECT:
             if (spr_select_parse(optarg, &a->select) != SPR_STATUS_OK)
-                rc = usage_error(cmd, "--select must be topk, union or threshold, got %s", optarg);
+                rc = usage_error(cmd, "--select must be topk, union, threshold or rank, got %s", optarg);
             a->have_select = 1;
             break;
         case T_HIDDEN_SPARSITY:
