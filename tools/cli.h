@@ -45,6 +45,7 @@ int cmd_train(int argc, char **argv);   /* cli_train.c */
 int cmd_eval(int argc, char **argv);    /* cli_eval.c */
 int cmd_predict(int argc, char **argv); /* cli_eval.c */
 int cmd_info(int argc, char **argv);    /* cli_eval.c */
+int cmd_plot(int argc, char **argv);    /* cli_plot.c */
 
 /* Seconds on the monotonic clock, for durations. */
 double now_seconds(void);
@@ -85,6 +86,10 @@ void prepare_getopt(char **argv, char *name_buf, size_t name_size, const char *c
 int bad_option(const char *cmd);
 /* A usage error if arguments are left after the options, else EXIT_OK. */
 int stray_arguments(const char *cmd, int argc, char **argv);
+
+/* spr_dataset_read with a progress display on stderr (progress.h) unless quiet. */
+spr_status read_dataset(const char *path, const spr_read_options *options, int quiet,
+                        spr_dataset **out);
 
 /* Loads a model and a data set whose ids are checked against it (labels too when
  * check_labels); on failure nothing is left allocated. */

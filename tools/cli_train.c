@@ -832,13 +832,15 @@ static int print_train_config(const train_args *a) {
 
 /* The metrics file's first line: what produced the numbers below it, so that a file
  * found months later says how to reproduce it (its "config" is a --config file). */
-static int write_metrics_header(FILE *f, const train_args *a) {
-    struct cJSON *run = config_object(), *head = config_object();
+static int write_metrics_header(FILE *f, const train_args *a, const spr_dataset *train,
+                                const spr_dataset *test) {
+    struct cJSON *run = config_object(), *head = config_object(), *data = config_object();
     struct cJSON *cfg = train_config_json(a);
-    if (!run || !head || !cfg) {
+    if (!run || !head || !cfg || !data) {
         config_free(run);
         config_free(head);
         config_free(cfg);
+        config_free(data);
         fprintf(stderr, "sparrow train: out of memory\n");
         return EXIT_INTERNAL;
     }
@@ -851,6 +853,14 @@ static int write_metrics_header(FILE *f, const train_args *a) {
     config_put_string(run, "library_version", spr_version());
     config_put_string(run, "started", started);
     config_put_object(run, "config", cfg);
+    /* The sizes, so that a plot can turn samples into epochs. */
+    spr_dataset_view tv = spr_dataset_get_view(train);
+    config_put_int(data, "train_points", tv.n_points);
+    config_put_int(data, "features", tv.n_features);
+    config_put_int(data, "labels", tv.n_labels);
+    if (test) config_put_int(data, "test_points", spr_dataset_get_view(test).n_points);
+    else config_put_null(data, "test_points");
+    config_put_object(run, "data", data);
     config_put_object(head, "run", run);
     int bad = config_write(f, head, 0);
     config_free(head);
@@ -898,7 +908,7 @@ static int train_run(const train_args *args) {
     spr_read_options ropt = spr_read_options_default();
     ropt.one_based = a.one_based;
     double t0 = now_seconds();
-    if ((st = spr_dataset_read(a.train_path, &ropt, &train)) != SPR_STATUS_OK) {
+    if ((st = read_dataset(a.train_path, &ropt, a.quiet, &train)) != SPR_STATUS_OK) {
         rc = library_error(st);
         goto done;
     }
@@ -922,7 +932,7 @@ static int train_run(const train_args *args) {
          * are checked against them. */
         ropt.n_features = model ? cfg.n_features : tv.n_features;
         ropt.n_labels = model_labels;
-        if ((st = spr_dataset_read(a.test_path, &ropt, &test)) != SPR_STATUS_OK) {
+        if ((st = read_dataset(a.test_path, &ropt, a.quiet, &test)) != SPR_STATUS_OK) {
             rc = library_error(st);
             goto done;
         }
@@ -981,7 +991,7 @@ static int train_run(const train_args *args) {
         rc = EXIT_USAGE;
         goto done;
     }
-    if (metrics && (rc = write_metrics_header(metrics, &a))) goto done;
+    if (metrics && (rc = write_metrics_header(metrics, &a, train, test))) goto done;
     if (!model) { /* refuse, with the figure, a model that does not fit */
         int64_t need = 0, limit = a.max_memory ? a.max_memory : available_memory();
         if ((st = spr_model_config_memory(&cfg, &need)) != SPR_STATUS_OK) {

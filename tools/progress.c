@@ -22,7 +22,7 @@ static int terminal_width(void) {
 void progress_start(progress *p, const char *label, const char *unit, int64_t total,
                     int quiet) {
     memset(p, 0, sizeof *p);
-    p->label = label;
+    snprintf(p->label, sizeof p->label, "%s", label);
     p->unit = unit;
     p->total = total;
     p->unit_scale = 1.0;
@@ -31,10 +31,24 @@ void progress_start(progress *p, const char *label, const char *unit, int64_t to
     if (mode && !strcmp(mode, "bar")) p->tty = 1;
     else if (mode && !strcmp(mode, "plain")) p->tty = 0;
     else p->tty = isatty(STDERR_FILENO);
+    p->plain_seconds = PROGRESS_PLAIN_SECONDS;
+    const char *every = getenv("SPARROW_PROGRESS_SECONDS");
+    if (every && *every) {
+        char *end;
+        double v = strtod(every, &end);
+        if (!*end && v >= 0 && v < 1e6) p->plain_seconds = v;
+    }
     p->start = p->last_draw = now_seconds();
 }
 
 /* "1.2M", "8.2k", "950": rates at a glance. */
+/* The library's progress callback (spr_progress_fn) for a progress. */
+void progress_callback(void *user, int64_t done, int64_t total) {
+    progress *p = user;
+    if (total > 0) p->total = total;
+    progress_update(p, done, NULL);
+}
+
 static void human(char *buf, size_t n, double v) {
     if (v >= 1e6) snprintf(buf, n, "%.1fM", v / 1e6);
     else if (v >= 1e4) snprintf(buf, n, "%.0fk", v / 1e3);
@@ -68,8 +82,9 @@ static void draw(progress *p, double t) {
     if (!p->tty) {
         /* One plain line: a log file gets what a person would want to grep. */
         if (frac >= 0)
-            fprintf(stderr, "%s: %.1f%% (%lld/%lld), %s %s/s%s%s, elapsed %s%s%s\n", p->label,
-                    100 * frac, (long long)p->done, (long long)p->total, rate_text, p->unit,
+            fprintf(stderr, "%s: %.1f%% (%.0f/%.0f %s), %s %s/s%s%s, elapsed %s%s%s\n", p->label,
+                    100 * frac, (double)p->done / p->unit_scale, (double)p->total / p->unit_scale,
+                    p->unit, rate_text, p->unit,
                     p->extra[0] ? ", " : "", p->extra, elapsed_text, eta_text[0] ? ", ETA " : "",
                     eta_text);
         else
@@ -107,7 +122,7 @@ void progress_update(progress *p, int64_t done, const char *extra) {
     p->done = done;
     if (extra) snprintf(p->extra, sizeof p->extra, "%s", extra);
     double t = now_seconds();
-    double gap = p->tty ? BAR_SECONDS : PROGRESS_PLAIN_SECONDS;
+    double gap = p->tty ? BAR_SECONDS : p->plain_seconds;
     if (t - p->last_draw < gap) return;
     p->last_draw = t;
     draw(p, t);

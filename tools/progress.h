@@ -15,11 +15,11 @@
 
 #include <stdint.h>
 
-/* Seconds between two plain lines when stderr is not a terminal. */
+/* Seconds between two plain lines when stderr is not a terminal (by default). */
 #define PROGRESS_PLAIN_SECONDS 5.0
 
 typedef struct progress {
-    const char *label; /* "train", "gen", "read" */
+    char label[64];    /* "train", "gen", "read train.txt" */
     const char *unit;  /* what done counts, per second: "samples", "points", "MB" */
     int64_t total;     /* units in the whole task; <= 0: unknown (no bar, no ETA) */
     int64_t done;
@@ -27,15 +27,19 @@ typedef struct progress {
     int tty, quiet;
     int drawn;         /* a bar line is on the terminal and must be erased first */
     double start, last_draw;
+    double plain_seconds; /* PROGRESS_PLAIN_SECONDS or $SPARROW_PROGRESS_SECONDS */
     char extra[160];   /* shown after the rate: "loss 3.127  P@1 0.412" */
 } progress;
 
 /* Starts a display; tty is detected on stderr (SPARROW_PROGRESS=plain or =bar forces a
- * mode, for tests and for terminals that mishandle \r). */
+ * mode, for tests and for terminals that mishandle \r; SPARROW_PROGRESS_SECONDS sets the
+ * seconds between plain lines). */
 void progress_start(progress *p, const char *label, const char *unit, int64_t total,
                     int quiet);
 /* Sets the count done (and optionally the extra text; NULL keeps it) and draws if due. */
 void progress_update(progress *p, int64_t done, const char *extra);
+/* An spr_progress_fn whose user is a progress: the library's long calls drive it. */
+void progress_callback(void *user, int64_t done, int64_t total);
 /* Erases the bar line (a terminal only) so that a normal line can follow. */
 void progress_clear(progress *p);
 /* The final state: on a terminal the bar is erased; nothing is printed otherwise. */
