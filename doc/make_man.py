@@ -52,6 +52,7 @@ def page(binary):
     main = help_text(binary)
     out = [
         f'.TH SPARROW 1 "" "sparrow {version}" "User Commands"',
+        ".nh",  # no hyphenation: option names must stay whole
         ".SH NAME",
         "sparrow \\- train very wide neural networks on CPUs with LSH\\-sampled neurons",
         ".SH SYNOPSIS",
@@ -80,7 +81,7 @@ def page(binary):
         "(by default a bar redrawn in place when stderr is a terminal, else plain lines).",
         ".TP",
         ".B SPARROW_PROGRESS_SECONDS",
-        "seconds between two plain progress lines (default 5).",
+        "seconds between two progress updates (default 0.1 for the bar, 5 for plain lines).",
         ".TP",
         ".B SPARROW_PLOT_SCRIPT",
         "the plot.py that \\fBsparrow plot\\fR runs (default: the installed one).",

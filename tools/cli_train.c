@@ -58,9 +58,9 @@ static const char TRAIN_HELP[] =
     "  --eval-max N          evaluate on N test points drawn uniformly at random without\n"
     "                        replacement with a fixed seed: the same subset every epoch\n"
     "                        (and the same as 'sparrow eval --eval-max N'); default: all\n"
-    "  --eval-every N        also evaluate every N batches within an epoch, on the\n"
-    "                        --eval-max subset (default: 1000 test points drawn the\n"
-    "                        same way); end-of-epoch evaluations are unchanged\n"
+    "  --eval-every N        also evaluate at every N-th step (batch) within an epoch,\n"
+    "                        on the --eval-max subset (default: 1000 test points drawn\n"
+    "                        the same way); end-of-epoch evaluations are unchanged\n"
     "model\n"
     "  --hidden N[,N...]     hidden layer sizes, e.g. 128 or 256,128 (default 128)\n"
     "  --sparsity F          fraction of output neurons active per sample, in (0, 1]\n"
@@ -680,6 +680,9 @@ static int train_loop(train_state *s, const spr_dataset *train, const spr_train_
     window since_eval = {0};
     int rc;
 
+    /* --eval-every counts the model's steps: a resumed run evaluates where an
+     * uninterrupted one would. */
+    int64_t first_step = spr_model_get_info(s->model).steps;
     /* The bar counts the samples this process will train on. */
     int64_t total = (a->epochs - s->first_epoch + 1) * n - s->skip_batches * bsz;
     if (a->max_batches > 0 && a->max_batches * bsz < total) total = a->max_batches * bsz;
@@ -722,9 +725,9 @@ static int train_loop(train_state *s, const spr_dataset *train, const spr_train_
             if (s->have_last && en > 0 && en < (int)sizeof extra)
                 snprintf(extra + en, sizeof extra - (size_t)en, "  P@1 %.4f", s->last.p_at[1]);
             progress_update(&s->bar, s->samples, extra);
-            /* --eval-every: an evaluation within the epoch (not after its last batch,
-             * which the end-of-epoch evaluation covers). */
-            if (a->eval_every > 0 && s->test && batches_done % a->eval_every == 0 &&
+            /* --eval-every: an evaluation within the epoch at every N-th step (not after
+             * the epoch's last batch, which the end-of-epoch evaluation covers). */
+            if (a->eval_every > 0 && s->test && (first_step + batches_done) % a->eval_every == 0 &&
                 b + 1 < per_epoch && !(a->max_batches > 0 && batches_done >= a->max_batches)) {
                 double t = now_seconds();
                 s->train_seconds += t - t_start;

@@ -32,13 +32,17 @@ void progress_start(progress *p, const char *label, const char *unit, int64_t to
     else if (mode && !strcmp(mode, "plain")) p->tty = 0;
     else p->tty = isatty(STDERR_FILENO);
     p->plain_seconds = PROGRESS_PLAIN_SECONDS;
+    p->bar_seconds = BAR_SECONDS;
     const char *every = getenv("SPARROW_PROGRESS_SECONDS");
     if (every && *every) {
         char *end;
         double v = strtod(every, &end);
-        if (!*end && v >= 0 && v < 1e6) p->plain_seconds = v;
+        if (!*end && v >= 0 && v < 1e6) p->plain_seconds = p->bar_seconds = v;
     }
-    p->start = p->last_draw = now_seconds();
+    p->start = now_seconds();
+    /* The bar appears at the first update; plain lines only after a while (a short
+     * task does not need one). */
+    p->last_draw = p->tty ? p->start - p->bar_seconds : p->start;
 }
 
 /* "1.2M", "8.2k", "950": rates at a glance. */
@@ -122,7 +126,7 @@ void progress_update(progress *p, int64_t done, const char *extra) {
     p->done = done;
     if (extra) snprintf(p->extra, sizeof p->extra, "%s", extra);
     double t = now_seconds();
-    double gap = p->tty ? BAR_SECONDS : p->plain_seconds;
+    double gap = p->tty ? p->bar_seconds : p->plain_seconds;
     if (t - p->last_draw < gap) return;
     p->last_draw = t;
     draw(p, t);

@@ -27,13 +27,13 @@ typedef struct progress {
     int tty, quiet;
     int drawn;         /* a bar line is on the terminal and must be erased first */
     double start, last_draw;
-    double plain_seconds; /* PROGRESS_PLAIN_SECONDS or $SPARROW_PROGRESS_SECONDS */
+    double plain_seconds, bar_seconds; /* between two draws ($SPARROW_PROGRESS_SECONDS) */
     char extra[160];   /* shown after the rate: "loss 3.127  P@1 0.412" */
 } progress;
 
 /* Starts a display; tty is detected on stderr (SPARROW_PROGRESS=plain or =bar forces a
  * mode, for tests and for terminals that mishandle \r; SPARROW_PROGRESS_SECONDS sets the
- * seconds between plain lines). */
+ * seconds between two draws in either mode). */
 void progress_start(progress *p, const char *label, const char *unit, int64_t total,
                     int quiet);
 /* Sets the count done (and optionally the extra text; NULL keeps it) and draws if due. */
