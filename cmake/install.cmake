@@ -30,7 +30,16 @@ add_custom_target(sparrow_man ALL DEPENDS ${CMAKE_CURRENT_BINARY_DIR}/sparrow.1)
 install(FILES ${CMAKE_CURRENT_BINARY_DIR}/sparrow.1 DESTINATION ${CMAKE_INSTALL_MANDIR}/man1)
 install(FILES python/sparrow/plot.py DESTINATION ${CMAKE_INSTALL_DATADIR}/sparrow)
 
-# pkg-config: absolute directories (a relative CMAKE_INSTALL_LIBDIR is under the prefix).
+# pkg-config: relocatable like the CMake package: the prefix is found from the .pc
+# file's own place (${pcfiledir}), so `cmake --install --prefix P` works whatever
+# CMAKE_INSTALL_PREFIX was at configure time.
+if(IS_ABSOLUTE "${CMAKE_INSTALL_LIBDIR}")
+  set(SPR_PC_PREFIX "${CMAKE_INSTALL_PREFIX}")
+else()
+  file(RELATIVE_PATH SPR_PC_UP "/${CMAKE_INSTALL_LIBDIR}/pkgconfig" "/")
+  string(REGEX REPLACE "/$" "" SPR_PC_UP "${SPR_PC_UP}")
+  set(SPR_PC_PREFIX "\${pcfiledir}/${SPR_PC_UP}")
+endif()
 if(IS_ABSOLUTE "${CMAKE_INSTALL_LIBDIR}")
   set(SPR_PC_LIBDIR "${CMAKE_INSTALL_LIBDIR}")
 else()

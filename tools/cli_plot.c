@@ -11,7 +11,7 @@
 #include <unistd.h>
 
 static const char PLOT_HELP[] =
-    "usage: sparrow plot METRICS.jsonl [METRICS.jsonl ...] [--out curve.png] [--title T]\n"
+    "usage: sparrow plot METRICS.jsonl [...] [--out curve.png] [--title T]\n"
     "\n"
     "Draws the learning curves of one or more runs into a PNG: P@1 (solid) and P@5\n"
     "(dashed) on the test set, and the training loss, each against training time\n"
