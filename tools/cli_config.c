@@ -75,11 +75,11 @@ static char *read_text(const char *cmd, const char *path) {
         buf = grown;
         cap *= 2;
     }
-    int bad = !buf || ferror(f);
+    int no_memory = !buf, bad = !buf || ferror(f);
     fclose(f);
     if (bad) {
         free(buf);
-        usage_error(cmd, "%s: cannot read: %s", path, buf ? strerror(errno) : "out of memory");
+        usage_error(cmd, "%s: cannot read: %s", path, no_memory ? "out of memory" : strerror(errno));
         return NULL;
     }
     buf[len] = '\0';
@@ -139,7 +139,8 @@ int config_to_argv(const char *cmd, const char *path, const struct option *opts,
             continue;
         }
         if (cJSON_IsString(item)) {
-            snprintf(value, sizeof value, "%s", item->valuestring);
+            if (push(out, flag) || push(out, item->valuestring)) goto oom;
+            continue;
         } else if (cJSON_IsNumber(item)) {
             number_text(value, sizeof value, item->valuedouble);
         } else if (cJSON_IsArray(item) && cJSON_GetArraySize(item) > 0) {

@@ -211,12 +211,12 @@ static int label_names_read(const char *path, int64_t n_labels, label_names *out
         text = grown;
         cap *= 2;
     }
-    int bad = !text || ferror(f);
+    int no_memory = !text, bad = !text || ferror(f);
     fclose(f);
     if (bad) {
         free(text);
-        fprintf(stderr, "sparrow: %s: cannot read: %s\n", path, text ? strerror(errno) : "out of memory");
-        return text ? EXIT_USAGE : EXIT_INTERNAL;
+        fprintf(stderr, "sparrow: %s: cannot read: %s\n", path, no_memory ? "out of memory" : strerror(errno));
+        return no_memory ? EXIT_INTERNAL : EXIT_USAGE;
     }
     text[len] = '\0';
     int64_t lines = 0;

@@ -286,7 +286,9 @@ static int parse_train_args(int argc, char **argv, train_args *a) {
     char name[64];
     prepare_getopt(argv, name, sizeof name, cmd);
     int c, rc = EXIT_OK;
-    /* --config first: its options go before the command line's (which then win). */
+    /* --config first: its options go before the command line's (which then win). Quiet:
+     * the second pass reports bad options. */
+    opterr = 0;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1)
         if (c == T_CONFIG) a->config_path = optarg;
     int n_from_file = 0;
