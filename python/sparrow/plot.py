@@ -159,6 +159,10 @@ def plot(paths, out, title):
     if versions:
         suptitle += f"   (library {', '.join(versions)})"
     fig.suptitle(suptitle)
+    if min(len(e) for _, _, e, _ in runs) < 3:
+        # A curve needs points: say how to get more than one per epoch.
+        fig.text(0.99, 0.005, "few evaluations: 'sparrow train --eval-every N' adds some "
+                 "within each epoch", ha="right", va="bottom", fontsize=8, color="gray")
     legend_rows = (len(labels) + 2) // 3
     fig.tight_layout(rect=(0, 0.03 + 0.03 * legend_rows, 1, 0.97))
     source = "; ".join(f"{p} sha256={digest} evaluations={len(e)}" for p, _, e, digest in runs)
