@@ -49,7 +49,7 @@ spr_dist_stats spr_dist_get_stats(const spr_dist *d) {
 
 void spr_dist_finalize(spr_dist *d) {
     if (!d) return;
-    if (d->impl) spr_dist_transport_finalize(d);
+    if (d->transport) spr_dist_transport_finalize(d);
     spr_free(d);
 }
 

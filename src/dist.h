@@ -20,7 +20,7 @@ struct spr_dist {
     int rank, size;
     double timeout;          /* seconds a collective may take before it fails */
     int own_mpi;             /* spr_dist_init called MPI_Init: finalize calls MPI_Finalize */
-    void *impl;              /* transport state (dist_mpi.c); NULL for spr_dist_self */
+    int transport;           /* 1: collectives go through dist_mpi.c; 0: spr_dist_self */
     spr_dist_stats stats;
 };
 

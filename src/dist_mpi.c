@@ -40,7 +40,7 @@ spr_status spr_dist_init(int *argc, char ***argv, double timeout_seconds, spr_di
     if (!d) return spr_fail(SPR_STATUS_NO_MEMORY, "out of memory");
     d->own_mpi = !inited;
     d->timeout = timeout_seconds;
-    d->impl = (void *)(intptr_t)1; /* MPI_COMM_WORLD: nothing to keep */
+    d->transport = 1; /* on MPI_COMM_WORLD */
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
     MPI_Comm_rank(MPI_COMM_WORLD, &d->rank);
     MPI_Comm_size(MPI_COMM_WORLD, &d->size);

@@ -871,31 +871,31 @@ int cmd_train(int argc, char **argv) {
     spr_model_info info = spr_model_get_info(model);
     if (!cli_is_root()) a.quiet = 1;
     if (cli_is_root()) {
-    fprintf(stderr, "sparrow train: %s: %lld points, %lld features, %lld labels",
-            a.train_path, (long long)tv.n_points, (long long)tv.n_features,
-            (long long)tv.n_labels);
-    if (test)
-        fprintf(stderr, "; %s: %lld points", a.test_path,
-                (long long)spr_dataset_get_view(test).n_points);
-    fprintf(stderr, " (read in %.2f s)\n", read_seconds);
-    print_layers(stderr, &cfg, &info);
-    fprintf(stderr,
-            "  training: %s, epochs %lld, batch %d, lr %g, adam (%g, %g, %g), threads %d%s, "
-            "rehash first %lld growth %g max %lld, rebuild every %d\n",
-            topt.dense ? "dense" : "sampled", (long long)a.epochs, topt.batch_size, topt.lr,
-            topt.beta1, topt.beta2, topt.eps, topt.threads,
-            topt.threads <= 0 ? " (all cores)" : "", (long long)topt.rehash_first,
-            topt.rehash_growth, (long long)topt.rehash_max, topt.rebuild_every);
-    fprintf(stderr, "  parameters %lld (%.1f MB with optimizer state), tables %.1f MB\n",
-            (long long)info.parameters, (double)info.parameter_bytes / 1e6,
-            (double)info.table_bytes / 1e6);
-    if (a.max_batches > 0) fprintf(stderr, "  stopping after %lld batches\n", (long long)a.max_batches);
-    if (a.resume_path)
-        fprintf(stderr, "  resuming %s: step %lld, epoch %lld at batch %lld\n", a.resume_path,
-                (long long)info.steps, (long long)first_epoch, (long long)skip_batches + 1);
-    if (cli_dist)
-        fprintf(stderr, "  %d MPI ranks: the output layer split by label range, one shard per "
-                        "rank (this rank's shown above)\n", spr_dist_size(cli_dist));
+        fprintf(stderr, "sparrow train: %s: %lld points, %lld features, %lld labels",
+                a.train_path, (long long)tv.n_points, (long long)tv.n_features,
+                (long long)tv.n_labels);
+        if (test)
+            fprintf(stderr, "; %s: %lld points", a.test_path,
+                    (long long)spr_dataset_get_view(test).n_points);
+        fprintf(stderr, " (read in %.2f s)\n", read_seconds);
+        print_layers(stderr, &cfg, &info);
+        fprintf(stderr,
+                "  training: %s, epochs %lld, batch %d, lr %g, adam (%g, %g, %g), threads %d%s, "
+                "rehash first %lld growth %g max %lld, rebuild every %d\n",
+                topt.dense ? "dense" : "sampled", (long long)a.epochs, topt.batch_size, topt.lr,
+                topt.beta1, topt.beta2, topt.eps, topt.threads,
+                topt.threads <= 0 ? " (all cores)" : "", (long long)topt.rehash_first,
+                topt.rehash_growth, (long long)topt.rehash_max, topt.rebuild_every);
+        fprintf(stderr, "  parameters %lld (%.1f MB with optimizer state), tables %.1f MB\n",
+                (long long)info.parameters, (double)info.parameter_bytes / 1e6,
+                (double)info.table_bytes / 1e6);
+        if (a.max_batches > 0) fprintf(stderr, "  stopping after %lld batches\n", (long long)a.max_batches);
+        if (a.resume_path)
+            fprintf(stderr, "  resuming %s: step %lld, epoch %lld at batch %lld\n", a.resume_path,
+                    (long long)info.steps, (long long)first_epoch, (long long)skip_batches + 1);
+        if (cli_dist)
+            fprintf(stderr, "  %d MPI ranks: the output layer split by label range, one shard per "
+                            "rank (this rank's shown above)\n", spr_dist_size(cli_dist));
     }
 
     train_state s;
