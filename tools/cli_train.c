@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Fails early (before hours of training) when the model could not be saved: the
@@ -543,6 +544,7 @@ typedef struct train_state {
     int64_t eval_n;
     FILE *metrics;
     double train_seconds;
+    double train_cpu_seconds; /* CPU time of this process while training (all threads) */
     int64_t samples;
     int last_layer;
     int threads;
@@ -552,6 +554,13 @@ typedef struct train_state {
     spr_eval_result last; /* the last evaluation */
     int have_last;
 } train_state;
+
+/* CPU seconds of this process, all threads (per-step costs on a shared machine). */
+static double cpu_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 
 /* Peak resident memory of this process (VmHWM), bytes; 0 if unknown. */
 static int64_t peak_rss(void) {
@@ -575,11 +584,12 @@ static void print_rank_summary(const spr_model *model, const train_state *s) {
     spr_model_config_memory(&cfg, &need);
     fprintf(stderr,
             "rank %d of %d: labels [%lld, %lld) of %lld, model %.1f MB, peak RSS %.1f MB, "
-            "collectives %.2f s (training and evaluation) of %.2f s training, %.1f KB per step\n",
+            "collectives %.2f s (training and evaluation) of %.2f s training (%.2f s CPU), %.1f KB "
+            "per step\n",
             info.rank, info.ranks, (long long)info.label_lo,
             (long long)(info.label_lo + cfg.layers[cfg.n_layers - 1].size),
             (long long)info.labels_total, (double)need / 1e6, (double)peak_rss() / 1e6, ds.seconds,
-            s->train_seconds, info.steps > 0 ? (double)ds.bytes / 1024.0 / (double)info.steps : 0.0);
+            s->train_seconds, s->train_cpu_seconds, info.steps > 0 ? (double)ds.bytes / 1024.0 / (double)info.steps : 0.0);
 }
 
 /* Evaluates (if there is a test set), prints a line on stderr and appends a metrics
@@ -624,6 +634,8 @@ static int train_report(train_state *s, int64_t epoch, int partial, window *w) {
                 (long long)epoch, partial ? "true" : "false", (long long)info.steps,
                 (long long)info.samples);
         json_number(f, s->train_seconds);
+        fputs(", \"train_cpu_seconds\": ", f); /* robust to a busy machine */
+        json_number(f, s->train_cpu_seconds);
         fputs(", \"samples_per_second\": ", f);
         json_number(f, sps);
         fputs(", \"loss\": ", f);
@@ -676,7 +688,7 @@ static int train_loop(train_state *s, const spr_dataset *train, const spr_train_
     int rc;
 
     for (int64_t epoch = s->first_epoch; epoch <= a->epochs; epoch++) {
-        double t_start = now_seconds();
+        double t_start = now_seconds(), c_start = cpu_seconds();
         shuffle_rows(rows, n, s->seed, (uint64_t)epoch);
         int64_t b = epoch == s->first_epoch ? s->skip_batches : 0;
         for (; b < per_epoch; b++) {
@@ -718,6 +730,7 @@ static int train_loop(train_state *s, const spr_dataset *train, const spr_train_
             }
         }
         s->train_seconds += now_seconds() - t_start;
+        s->train_cpu_seconds += cpu_seconds() - c_start;
         int complete = (b == per_epoch);
         if (complete) spr_model_set_epoch(s->model, epoch);
         if ((rc = train_report(s, epoch, !complete, &since_eval))) return rc;
