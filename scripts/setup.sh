@@ -5,12 +5,15 @@ set -euo pipefail
 
 # clang-14 + libclang-rt-14-dev (the libFuzzer and sanitizer runtimes; only a
 # recommendation of clang, so named here) + libomp-14-dev (OpenMP for clang) build the
-# fuzz targets; valgrind runs the tool in scripts/test.sh. openmpi-bin +
-# libopenmpi-dev: model-parallel training over MPI ranks (optional for a build, used by
-# the tests).
+# fuzz targets; valgrind runs the tool in scripts/test.sh. libcjson-dev: the tool reads
+# train --config files with it; python3-matplotlib draws `sparrow plot`; pkg-config and
+# man-db: the install test compiles against sparrow.pc and renders the man page.
+# openmpi-bin + libopenmpi-dev: model-parallel training over MPI ranks (optional for a
+# build, used by the tests).
 need=()
 for pkg in gcc make cmake python3 python3-numpy python3-torch \
-    clang-14 libclang-rt-14-dev libomp-14-dev valgrind openmpi-bin libopenmpi-dev; do
+    clang-14 libclang-rt-14-dev libomp-14-dev valgrind \
+    libcjson-dev python3-matplotlib pkg-config man-db openmpi-bin libopenmpi-dev; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if ((${#need[@]})); then
