@@ -185,6 +185,8 @@ spr_status spr_model_output_train(spr_model *m, const float *input, int64_t n,
     if (!(o->lr > 0.0f) || !(o->beta1 >= 0.0f && o->beta1 < 1.0f) ||
         !(o->beta2 >= 0.0f && o->beta2 < 1.0f) || !(o->eps > 0.0f) || !(o->clip_norm >= 0.0f))
         return spr_fail(SPR_STATUS_BAD_INPUT, "Adam: need lr > 0, betas in [0, 1), eps > 0, clip_norm >= 0");
+    if (spr_model_get_info(m).ranks > 1) /* the softmax would cover one shard's labels only */
+        return spr_fail(SPR_STATUS_BAD_INPUT, "output_train: a sharded (MPI) model is not supported");
     const int lo_index = m->n_layers - 1;
     spr_layer *Lo = &m->layers[lo_index];
     if (!labels && label_indptr[n] > 0)
@@ -254,6 +256,8 @@ spr_status spr_model_output_predict(const spr_model *m, const float *input, int6
     if (!m || (n > 0 && (!input || !ids_out || !scores_out)))
         return spr_fail(SPR_STATUS_BAD_INPUT, "output_predict: NULL argument");
     if (k < 1 || k > 1000) return spr_fail(SPR_STATUS_BAD_INPUT, "k must be in [1, 1000], got %d", k);
+    if (spr_model_get_info(m).ranks > 1)
+        return spr_fail(SPR_STATUS_BAD_INPUT, "output_predict: a sharded (MPI) model is not supported");
     const spr_layer *Lo = &m->layers[m->n_layers - 1];
     if (sparse && !(Lo->sampled && Lo->tables))
         return spr_fail(SPR_STATUS_BAD_INPUT,

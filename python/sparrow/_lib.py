@@ -1,7 +1,9 @@
 """ctypes declarations of the C API (include/sparrow.h) and the library loader.
 
-The structures below mirror the C structs field by field; tests/python/test_api.py
-checks them against the library's own defaults. ctypes releases the GIL around every
+The structures below mirror the C structs field by field and must change with them:
+a struct the C side fills (BatchStats, ModelInfo, EvalResult) that is shorter here
+than in C is a buffer overflow. tests/python/test_model.py checks the layouts it can
+(defaults, the info of a model). ctypes releases the GIL around every
 call into a CDLL, so training and prediction run while other Python threads go on.
 """
 import ctypes
@@ -84,7 +86,8 @@ class TrainOptions(Structure):
 
 
 class BatchStats(Structure):
-    _fields_ = [("loss", c_double), ("active", c_double * MAX_LAYERS), ("rehash_seconds", c_double)]
+    _fields_ = [("loss", c_double), ("active", c_double * MAX_LAYERS), ("rehash_seconds", c_double),
+                ("comm_seconds", c_double), ("comm_bytes", c_int64)]
 
 
 class EvalResult(Structure):
@@ -95,7 +98,8 @@ class ModelInfo(Structure):
     _fields_ = [("steps", c_int64), ("samples", c_int64), ("epoch", c_int64),
                 ("parameters", c_int64), ("parameter_bytes", c_int64), ("table_bytes", c_int64),
                 ("rehashes", c_int64), ("rebuilds", c_int64), ("hash_k", c_int * MAX_LAYERS),
-                ("key_bits", c_int * MAX_LAYERS)]
+                ("key_bits", c_int * MAX_LAYERS), ("label_lo", c_int64), ("labels_total", c_int64),
+                ("rank", c_int), ("ranks", c_int)]
 
 
 # ------------------------------------------------------------------ functions

@@ -24,6 +24,11 @@ def test_struct_layouts_match_the_library():
     o = _lib.spr_train_options_default()
     assert (o.batch_size, o.rehash_first, o.rehash_max, o.rebuild_every) == (128, 50, 1000, 10)
     assert abs(o.lr - 1e-3) < 1e-9 and abs(o.beta2 - 0.999) < 1e-7 and o.clip_norm == 0.0
+    # spr_model_info's last fields: an unsharded model holds all labels, rank 0 of 1
+    m = sparrow.Model(10, 37, hidden=4, sparsity=1.0)
+    i = _lib.spr_model_get_info(m._h())
+    assert (i.label_lo, i.labels_total, i.rank, i.ranks) == (0, 37, 0, 1), (
+        i.label_lo, i.labels_total, i.rank, i.ranks)
 
 
 def test_fit_evaluate_predict_save_load(xmc_data, tmp_path):
