@@ -81,7 +81,14 @@ struct spr_model {
 
     spr_log_fn log;
     void *log_user;
+
+    /* The output layer's batch gradient kept as (sample, neuron, delta) entries until the
+     * optimizer forms each touched row's gradient and steps it in one pass (train.c). */
+    struct spr_deferred *deferred;
 };
+
+/* Frees what train.c allocated for a model (the deferred output gradient). */
+void spr_train_free(spr_model *m);
 
 /* Allocates a model's arrays for cfg (validated) without initialising weights or tables. */
 spr_status spr_model_alloc(const spr_model_config *cfg, spr_model **out);

@@ -65,9 +65,16 @@ static void layer_forward(const spr_layer *L, const act_view *in, act_view *out)
     }
 }
 
-/* Adds the gradients of the active neurons of L (out->delta) into the shared rows and,
- * if in->delta is not NULL, the gradient with respect to the input into in->delta. */
-static void layer_backward(spr_layer *L, const act_view *in, const act_view *out) {
+/* Adds the gradients of the active neurons of L (out->delta) into the shared rows (unless
+ * rows_deferred: the optimizer forms them later from the deferred entries) and, if
+ * in->delta is not NULL, the gradient with respect to the input into in->delta. */
+static void layer_backward(spr_layer *L, const act_view *in, const act_view *out,
+                           int rows_deferred) {
+    if (rows_deferred) { /* input dense here (deferred_usable): only in->delta */
+        for (int64_t a = 0; a < out->n; a++)
+            spr_axpy(out->delta[a], L->w + (int64_t)out->ids[a] * L->stride, in->delta, in->n);
+        return;
+    }
     for (int64_t a = 0; a < out->n; a++) {
         int32_t j = out->ids ? out->ids[a] : (int32_t)a;
         float d = out->delta[a];
@@ -115,10 +122,163 @@ static float softmax_loss(act_view *out, const int32_t *labels, int64_t n_labels
     return loss;
 }
 
+/* The output layer's gradient, deferred. Accumulating it sample by sample into the
+ * gradient rows costs a read and a write of every active row per sample (random rows,
+ * out of cache) and then the optimizer reads and clears them again. Instead each sample
+ * leaves its active ids, their deltas and its input (the hidden vector) here; the
+ * optimizer groups the entries by row (a counting sort in sample order) and, row by
+ * row, forms the gradient in a cache-resident buffer and applies Adam to it: the
+ * gradient rows of the output layer are never touched, and rows are written by one
+ * thread only (no HOGWILD race on this layer). The sums are formed in sample order with
+ * the same kernels, so with one thread the result is bit for bit the accumulated one. */
+typedef struct spr_deferred {
+    int64_t batch, cap, in_stride; /* capacity: samples, entries per sample, input floats */
+    int64_t rows;                  /* output neurons */
+    int64_t n_samples;             /* samples of the pending batch */
+    int pending;                   /* a batch's output gradient waits here */
+    int64_t *n;                    /* (batch) active neurons of each sample */
+    int32_t *ids;                  /* (batch, cap) */
+    float *delta;                  /* (batch, cap) */
+    float *in;                     /* (batch, in_stride) the output layer's input */
+    uint32_t *count;               /* (rows) entries per row; zero outside the batch */
+    uint32_t *end;                 /* (rows) end of the row's entries after the scatter */
+    int32_t *ent_sample;           /* (batch * cap) entries grouped by row */
+    float *ent_delta;              /* (batch * cap) */
+    void *block;
+} spr_deferred;
+
+void spr_train_free(spr_model *m) {
+    if (!m || !m->deferred) return;
+    spr_free(m->deferred->block);
+    spr_free(m->deferred);
+    m->deferred = NULL;
+}
+
+/* Deferring applies to a sampled output layer whose input is a dense vector. */
+static int deferred_usable(const spr_model *m, int dense) {
+    const int nl = m->n_layers;
+    return !dense && m->layers[nl - 1].sampled && !(nl > 2 && m->layers[nl - 2].sampled);
+}
+
+/* Sizes the deferred store for the scratch made by spr_model_prepare (same moment: before
+ * the first step, and again only when the batch or the labels grow). */
+static spr_status deferred_prepare(spr_model *m) {
+    const spr_layer *Lo = &m->layers[m->n_layers - 1];
+    const int64_t batch = m->scratch_batch, cap = m->scratch[0].cap[m->n_layers - 1];
+    const int64_t in_stride = spr_row_stride(Lo->fan_in);
+    spr_deferred *f = m->deferred;
+    if (f && f->batch >= batch && f->cap >= cap && f->in_stride >= in_stride) return SPR_STATUS_OK;
+    spr_train_free(m);
+    f = spr_alloc(sizeof *f);
+    if (!f) return spr_fail(SPR_STATUS_NO_MEMORY, "train: out of memory for the deferred gradient");
+    memset(f, 0, sizeof *f);
+    const size_t entries = (size_t)batch * (size_t)cap;
+    const size_t bytes = (size_t)batch * 8 + entries * 8 + (size_t)batch * in_stride * 4 +
+                         (size_t)Lo->size * 8 + entries * 8 + 6 * SPR_ALIGN;
+    char *p = spr_alloc(bytes);
+    if (!p) {
+        spr_free(f);
+        return spr_fail(SPR_STATUS_NO_MEMORY, "train: out of memory for the deferred gradient");
+    }
+    memset(p, 0, bytes);
+    f->block = p;
+#define CARVE(field, type, count)                                                      \
+    f->field = (type *)p;                                                              \
+    p += (((size_t)(count) * sizeof(type) + SPR_ALIGN - 1) / SPR_ALIGN) * SPR_ALIGN;
+    CARVE(n, int64_t, batch);
+    CARVE(ids, int32_t, entries);
+    CARVE(delta, float, entries);
+    CARVE(in, float, (size_t)batch * in_stride);
+    CARVE(count, uint32_t, Lo->size);
+    CARVE(end, uint32_t, Lo->size);
+#undef CARVE
+    /* the entry arrays, after the aligned carving above */
+    f->ent_sample = (int32_t *)p;
+    f->ent_delta = (float *)(p + entries * 4);
+    f->batch = batch, f->cap = cap, f->in_stride = in_stride, f->rows = Lo->size;
+    m->deferred = f;
+    return SPR_STATUS_OK;
+}
+
+/* Adds the pending output gradient into the layer's gradient rows (and touched list), in
+ * sample order, as the per-sample path would have: for callers that want the gradient
+ * itself (spr_model_compute_gradients, clipping). */
+static void deferred_materialize(spr_model *m) {
+    spr_deferred *f = m->deferred;
+    if (!f || !f->pending) return;
+    spr_layer *L = &m->layers[m->n_layers - 1];
+    for (int64_t i = 0; i < f->n_samples; i++) {
+        const int32_t *ids = f->ids + i * f->cap;
+        const float *dl = f->delta + i * f->cap;
+        const float *in = f->in + i * f->in_stride;
+        for (int64_t a = 0; a < f->n[i]; a++) {
+            mark_touched(L, ids[a]);
+            L->gb[ids[a]] += dl[a];
+            spr_axpy(dl[a], in, L->gw + (int64_t)ids[a] * L->stride, L->fan_in);
+        }
+    }
+    f->pending = 0;
+}
+
+/* Adam on the output rows the pending batch touched, each row's gradient formed from its
+ * entries just before its step. */
+static void deferred_adam(spr_model *m, const spr_train_options *o, float bc1, float bc2,
+                          int threads) {
+    spr_deferred *f = m->deferred;
+    spr_layer *L = &m->layers[m->n_layers - 1];
+    int32_t *list = L->touched_list;
+    int64_t nt = 0;
+    /* group the entries by row, keeping sample order inside a row */
+    for (int64_t i = 0; i < f->n_samples; i++) {
+        const int32_t *ids = f->ids + i * f->cap;
+        for (int64_t a = 0; a < f->n[i]; a++)
+            if (f->count[ids[a]]++ == 0) list[nt++] = ids[a];
+    }
+    uint32_t pos = 0;
+    for (int64_t k = 0; k < nt; k++) f->end[list[k]] = pos, pos += f->count[list[k]];
+    for (int64_t i = 0; i < f->n_samples; i++) {
+        const int32_t *ids = f->ids + i * f->cap;
+        const float *dl = f->delta + i * f->cap;
+        for (int64_t a = 0; a < f->n[i]; a++) {
+            uint32_t e = f->end[ids[a]]++;
+            f->ent_sample[e] = (int32_t)i;
+            f->ent_delta[e] = dl[a];
+        }
+    }
+#pragma omp parallel num_threads(threads)
+    {
+#ifdef _OPENMP
+        float *g = m->scratch[omp_get_thread_num()].dense_in; /* (fan_in) gradient of one row */
+#else
+        float *g = m->scratch[0].dense_in;
+#endif
+#pragma omp for schedule(dynamic, 256)
+        for (int64_t k = 0; k < nt; k++) {
+            const int32_t r = list[k];
+            const uint32_t e1 = f->end[r], e0 = e1 - f->count[r];
+            memset(g, 0, (size_t)L->fan_in * sizeof(float));
+            float gb = 0.0f;
+            for (uint32_t e = e0; e < e1; e++) {
+                spr_axpy(f->ent_delta[e], f->in + (int64_t)f->ent_sample[e] * f->in_stride, g,
+                         L->fan_in);
+                gb += f->ent_delta[e];
+            }
+            const int64_t off = (int64_t)r * L->stride;
+            spr_adam_row(L->w + off, g, L->mw + off, L->vw + off, L->cols, o->lr, o->beta1,
+                         o->beta2, o->eps, bc1, bc2);
+            L->gb[r] = gb;
+            spr_adam_row(L->b + r, L->gb + r, L->mb + r, L->vb + r, 1, o->lr, o->beta1, o->beta2,
+                         o->eps, bc1, bc2);
+            f->count[r] = 0;
+        }
+    }
+    f->pending = 0;
+}
+
 /* Forward and backward of one sample; gradients go into the shared rows. */
 static void train_sample(spr_model *m, const spr_dataset_view *d, int64_t row, spr_scratch *s,
                          int dense, float inv_batch, uint64_t seed, float *loss_out,
-                         int64_t *active_out) {
+                         int64_t *active_out, spr_deferred *f, int64_t bi) {
     const int nl = m->n_layers;
     const int32_t *labels = d->labels + d->label_indptr[row];
     const int64_t n_labels = d->label_indptr[row + 1] - d->label_indptr[row];
@@ -162,16 +322,25 @@ static void train_sample(spr_model *m, const spr_dataset_view *d, int64_t row, s
     }
 
     /* A point without labels has an all-zero target: no loss, no gradient. */
+    if (f) f->n[bi] = 0;
     if (n_labels == 0) {
         *loss_out = 0.0f;
         return;
     }
     *loss_out = softmax_loss(&act[nl - 1], labels, n_labels, inv_batch);
+    if (f) { /* the output rows' gradient waits for the optimizer (spr_deferred) */
+        const act_view *o = &act[nl - 1];
+        f->n[bi] = o->n;
+        memcpy(f->ids + bi * f->cap, o->ids, (size_t)o->n * sizeof(int32_t));
+        memcpy(f->delta + bi * f->cap, o->delta, (size_t)o->n * sizeof(float));
+        memcpy(f->in + bi * f->in_stride, act[nl - 2].val,
+               (size_t)m->layers[nl - 1].fan_in * sizeof(float));
+    }
 
     for (int l = nl - 1; l >= 1; l--) {
         act_view in = act[l - 1];
         memset(in.delta, 0, (size_t)in.n * sizeof(float));
-        layer_backward(&m->layers[l], &in, &act[l]);
+        layer_backward(&m->layers[l], &in, &act[l], f && l == nl - 1);
         for (int64_t p = 0; p < in.n; p++) /* relu' */
             if (in.val[p] <= 0.0f) in.delta[p] = 0.0f;
     }
@@ -211,13 +380,25 @@ static spr_status check_batch(const spr_model *m, const spr_dataset *data, const
     return SPR_STATUS_OK;
 }
 
-spr_status spr_model_compute_gradients(spr_model *m, const spr_dataset *data, const int64_t *rows,
-                                       int64_t n, const spr_train_options *o,
-                                       spr_batch_stats *stats) {
+/* The batch's forward and backward passes. With defer, the output layer's gradient is
+ * left in m->deferred for spr_model_apply_gradients (when deferred_usable); without, all
+ * gradients are in the gradient rows on return. */
+static spr_status compute_gradients(spr_model *m, const spr_dataset *data, const int64_t *rows,
+                                    int64_t n, const spr_train_options *o, spr_batch_stats *stats,
+                                    int defer) {
     spr_status st = check_batch(m, data, rows, n, o);
     if (st) return st;
     st = spr_model_prepare(m, o, spr_dataset_max_labels(data));
     if (st) return st;
+    spr_deferred *f = NULL;
+    if (deferred_usable(m, o->dense != 0)) {
+        st = deferred_prepare(m);
+        if (st) return st;
+        f = m->deferred;
+        deferred_materialize(m); /* a batch still pending (no step between): keep its gradient */
+        f->n_samples = n;
+        f->pending = 1;
+    }
     const spr_dataset_view *d = &data->view;
     const int threads = spr_threads(o->threads);
     const float inv_batch = 1.0f / (float)n;
@@ -235,8 +416,9 @@ spr_status spr_model_compute_gradients(spr_model *m, const spr_dataset *data, co
 #pragma omp for schedule(dynamic, 4)
         for (int64_t i = 0; i < n; i++)
             train_sample(m, d, rows[i], s, dense, inv_batch, step_seed ^ spr_mix64((uint64_t)rows[i]),
-                         &m->sample_loss[i], &m->sample_active[i * SPR_MAX_LAYERS]);
+                         &m->sample_loss[i], &m->sample_active[i * SPR_MAX_LAYERS], f, i);
     }
+    if (f && !defer) deferred_materialize(m);
 
     m->samples += n;
     if (stats) {
@@ -251,6 +433,12 @@ spr_status spr_model_compute_gradients(spr_model *m, const spr_dataset *data, co
         }
     }
     return SPR_STATUS_OK;
+}
+
+spr_status spr_model_compute_gradients(spr_model *m, const spr_dataset *data, const int64_t *rows,
+                                       int64_t n, const spr_train_options *o,
+                                       spr_batch_stats *stats) {
+    return compute_gradients(m, data, rows, n, o, stats, 0);
 }
 
 /* Scales the batch gradient so that its L2 norm is at most max_norm: one pass over the
@@ -292,7 +480,10 @@ static void clip_gradients(spr_model *m, float max_norm, int threads) {
 spr_status spr_model_apply_gradients(spr_model *m, const spr_train_options *o) {
     if (!m || !o) return spr_fail(SPR_STATUS_BAD_INPUT, "apply_gradients: NULL argument");
     const int threads = spr_threads(o->threads);
-    if (o->clip_norm > 0.0f) clip_gradients(m, o->clip_norm, threads);
+    if (o->clip_norm > 0.0f) {
+        deferred_materialize(m); /* the norm needs every gradient row */
+        clip_gradients(m, o->clip_norm, threads);
+    }
     const double t = (double)(m->steps + 1);
     const float bc1 = (float)(1.0 - pow(o->beta1, t)), bc2 = (float)(1.0 - pow(o->beta2, t));
     for (int l = 0; l < m->n_layers; l++) {
@@ -311,6 +502,7 @@ spr_status spr_model_apply_gradients(spr_model *m, const spr_train_options *o) {
         }
         atomic_store(&L->n_touched, 0);
     }
+    if (m->deferred && m->deferred->pending) deferred_adam(m, o, bc1, bc2, threads);
     /* Layer 0's bias is shared by every sample: a dense update. */
     spr_layer *L0 = &m->layers[0];
     spr_adam_row(L0->b, L0->gb, L0->mb, L0->vb, L0->size, o->lr, o->beta1, o->beta2, o->eps, bc1,
@@ -320,6 +512,7 @@ spr_status spr_model_apply_gradients(spr_model *m, const spr_train_options *o) {
 }
 
 void spr_model_zero_gradients(spr_model *m) {
+    if (m->deferred) m->deferred->pending = 0;
     for (int l = 0; l < m->n_layers; l++) {
         spr_layer *L = &m->layers[l];
         const int64_t nt = atomic_load(&L->n_touched);
@@ -344,7 +537,7 @@ static int64_t rehash_gap(const spr_train_options *o, int64_t t) {
 
 spr_status spr_model_train_batch(spr_model *m, const spr_dataset *data, const int64_t *rows,
                                  int64_t n, const spr_train_options *o, spr_batch_stats *stats) {
-    spr_status st = spr_model_compute_gradients(m, data, rows, n, o, stats);
+    spr_status st = compute_gradients(m, data, rows, n, o, stats, 1);
     if (st) return st;
 
     /* A loss that is not finite means the weights (or the gradients about to be applied)
