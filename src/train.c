@@ -56,9 +56,19 @@ static inline void mark_touched(spr_layer *L, int32_t row) {
 }
 
 /* z_j = b_j + W_j . input for the active neurons of layer L. */
+/* Sampled rows are scattered over the layer (about size / active rows apart): the
+ * hardware prefetchers do not follow them, and each row would cost a full memory
+ * latency. Asking for the row PREFETCH_AHEAD places ahead keeps several in flight. */
+#define PREFETCH_AHEAD 4
+static inline void prefetch_row(const float *row, int64_t n) {
+    for (int64_t c = 0; c < n; c += 16) __builtin_prefetch(row + c, 0, 3);
+}
+
 static void layer_forward(const spr_layer *L, const act_view *in, act_view *out) {
     for (int64_t a = 0; a < out->n; a++) {
         int32_t j = out->ids ? out->ids[a] : (int32_t)a;
+        if (out->ids && a + PREFETCH_AHEAD < out->n)
+            prefetch_row(L->w + (int64_t)out->ids[a + PREFETCH_AHEAD] * L->stride, L->cols);
         const float *w = L->w + (int64_t)j * L->stride;
         float z = in->ids ? spr_dot_sparse(w, in->ids, in->val, in->n) : spr_dot(w, in->val, in->n);
         out->val[a] = L->b[j] + z;
@@ -71,8 +81,11 @@ static void layer_forward(const spr_layer *L, const act_view *in, act_view *out)
 static void layer_backward(spr_layer *L, const act_view *in, const act_view *out,
                            int rows_deferred) {
     if (rows_deferred) { /* input dense here (deferred_usable): only in->delta */
-        for (int64_t a = 0; a < out->n; a++)
+        for (int64_t a = 0; a < out->n; a++) {
+            if (a + PREFETCH_AHEAD < out->n)
+                prefetch_row(L->w + (int64_t)out->ids[a + PREFETCH_AHEAD] * L->stride, L->cols);
             spr_axpy(out->delta[a], L->w + (int64_t)out->ids[a] * L->stride, in->delta, in->n);
+        }
         return;
     }
     for (int64_t a = 0; a < out->n; a++) {
@@ -142,6 +155,7 @@ typedef struct spr_deferred {
     float *in;                     /* (batch, in_stride) the output layer's input */
     uint32_t *count;               /* (rows) entries per row; zero outside the batch */
     uint32_t *end;                 /* (rows) end of the row's entries after the scatter */
+    int32_t *sort_tmp;             /* (rows) the radix sort's buffer */
     int32_t *ent_sample;           /* (batch * cap) entries grouped by row */
     float *ent_delta;              /* (batch * cap) */
     void *block;
@@ -174,7 +188,7 @@ static spr_status deferred_prepare(spr_model *m) {
     memset(f, 0, sizeof *f);
     const size_t entries = (size_t)batch * (size_t)cap;
     const size_t bytes = (size_t)batch * 8 + entries * 8 + (size_t)batch * in_stride * 4 +
-                         (size_t)Lo->size * 8 + entries * 8 + 6 * SPR_ALIGN;
+                         (size_t)Lo->size * 12 + entries * 8 + 8 * SPR_ALIGN;
     char *p = spr_alloc(bytes);
     if (!p) {
         spr_free(f);
@@ -191,6 +205,7 @@ static spr_status deferred_prepare(spr_model *m) {
     CARVE(in, float, (size_t)batch * in_stride);
     CARVE(count, uint32_t, Lo->size);
     CARVE(end, uint32_t, Lo->size);
+    CARVE(sort_tmp, int32_t, Lo->size);
 #undef CARVE
     /* the entry arrays, after the aligned carving above */
     f->ent_sample = (int32_t *)p;
@@ -220,6 +235,27 @@ static void deferred_materialize(spr_model *m) {
     f->pending = 0;
 }
 
+/* Sorts n distinct row ids below limit ascending: LSD radix sort, 11 bits a pass. */
+static void sort_rows(int32_t *ids, int64_t n, int64_t limit, int32_t *tmp) {
+    int32_t *src = ids, *dst = tmp;
+    for (int shift = 0; shift < 33 && ((int64_t)1 << shift) < limit; shift += 11) {
+        uint32_t count[2048];
+        memset(count, 0, sizeof count);
+        for (int64_t i = 0; i < n; i++) count[((uint32_t)src[i] >> shift) & 2047]++;
+        uint32_t sum = 0;
+        for (int b = 0; b < 2048; b++) {
+            uint32_t c = count[b];
+            count[b] = sum;
+            sum += c;
+        }
+        for (int64_t i = 0; i < n; i++) dst[count[((uint32_t)src[i] >> shift) & 2047]++] = src[i];
+        int32_t *t = src;
+        src = dst;
+        dst = t;
+    }
+    if (src != ids) memcpy(ids, src, (size_t)n * sizeof(int32_t));
+}
+
 /* Adam on the output rows the pending batch touched, each row's gradient formed from its
  * entries just before its step. */
 static void deferred_adam(spr_model *m, const spr_train_options *o, float bc1, float bc2,
@@ -234,6 +270,9 @@ static void deferred_adam(spr_model *m, const spr_train_options *o, float bc1, f
         for (int64_t a = 0; a < f->n[i]; a++)
             if (f->count[ids[a]]++ == 0) list[nt++] = ids[a];
     }
+    /* rows in memory order: at batch 256 and 0.5% most rows are touched, so the step
+     * becomes a near-sequential stream the hardware prefetchers follow */
+    sort_rows(list, nt, f->rows, f->sort_tmp);
     uint32_t pos = 0;
     for (int64_t k = 0; k < nt; k++) f->end[list[k]] = pos, pos += f->count[list[k]];
     for (int64_t i = 0; i < f->n_samples; i++) {
