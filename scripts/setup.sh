@@ -7,8 +7,11 @@ set -euo pipefail
 # recommendation of clang, so named here) + libomp-14-dev (OpenMP for clang) build the
 # fuzz targets; valgrind runs the tool in scripts/test.sh.
 need=()
+# libopenblas0-pthread (PyTorch's BLAS), libtcmalloc-minimal4 and python3-matplotlib: the
+# peer benchmark bench/peers.sh (../shared/BENCHMARKING.md).
 for pkg in gcc make cmake python3 python3-numpy python3-torch \
-    clang-14 libclang-rt-14-dev libomp-14-dev valgrind; do
+    clang-14 libclang-rt-14-dev libomp-14-dev valgrind \
+    libopenblas0-pthread libtcmalloc-minimal4 python3-matplotlib; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if ((${#need[@]})); then

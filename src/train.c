@@ -144,6 +144,7 @@ static float softmax_loss(act_view *out, const int32_t *labels, int64_t n_labels
  * gradient rows of the output layer are never touched, and rows are written by one
  * thread only (no HOGWILD race on this layer). The sums are formed in sample order with
  * the same kernels, so with one thread the result is bit for bit the accumulated one. */
+#define SPR_DEFER_THREADS 256 /* threads the optimizer's output pass uses at most */
 typedef struct spr_deferred {
     int64_t batch, cap, in_stride; /* capacity: samples, entries per sample, input floats */
     int64_t rows;                  /* output neurons */
@@ -156,6 +157,7 @@ typedef struct spr_deferred {
     uint32_t *count;               /* (rows) entries per row; zero outside the batch */
     uint32_t *end;                 /* (rows) end of the row's entries after the scatter */
     int32_t *sort_tmp;             /* (rows) the radix sort's buffer */
+    int64_t thread_entries[SPR_DEFER_THREADS]; /* entries of each thread's rows */
     int32_t *ent_sample;           /* (batch * cap) entries grouped by row */
     float *ent_delta;              /* (batch * cap) */
     void *block;
@@ -262,36 +264,51 @@ static void deferred_adam(spr_model *m, const spr_train_options *o, float bc1, f
                           int threads) {
     spr_deferred *f = m->deferred;
     spr_layer *L = &m->layers[m->n_layers - 1];
-    int32_t *list = L->touched_list;
-    int64_t nt = 0;
-    /* group the entries by row, keeping sample order inside a row */
-    for (int64_t i = 0; i < f->n_samples; i++) {
-        const int32_t *ids = f->ids + i * f->cap;
-        for (int64_t a = 0; a < f->n[i]; a++)
-            if (f->count[ids[a]]++ == 0) list[nt++] = ids[a];
-    }
-    /* rows in memory order: at batch 256 and 0.5% most rows are touched, so the step
-     * becomes a near-sequential stream the hardware prefetchers follow */
-    sort_rows(list, nt, f->rows, f->sort_tmp);
-    uint32_t pos = 0;
-    for (int64_t k = 0; k < nt; k++) f->end[list[k]] = pos, pos += f->count[list[k]];
-    for (int64_t i = 0; i < f->n_samples; i++) {
-        const int32_t *ids = f->ids + i * f->cap;
-        const float *dl = f->delta + i * f->cap;
-        for (int64_t a = 0; a < f->n[i]; a++) {
-            uint32_t e = f->end[ids[a]]++;
-            f->ent_sample[e] = (int32_t)i;
-            f->ent_delta[e] = dl[a];
-        }
-    }
+    if (threads > SPR_DEFER_THREADS) threads = SPR_DEFER_THREADS;
 #pragma omp parallel num_threads(threads)
     {
 #ifdef _OPENMP
-        float *g = m->scratch[omp_get_thread_num()].dense_in; /* (fan_in) gradient of one row */
+        const int t = omp_get_thread_num(), nth = omp_get_num_threads();
 #else
-        float *g = m->scratch[0].dense_in;
+        const int t = 0, nth = 1;
 #endif
-#pragma omp for schedule(dynamic, 256)
+        float *g = m->scratch[t].dense_in; /* (fan_in) the gradient of one row */
+        /* Thread t owns the rows [lo, hi): it groups their entries (scanning every
+         * sample's ids, which is sequential and cheap) and steps them, so no two threads
+         * write the same row or counter. Its touched rows go to list[lo, lo + nt). */
+        const int64_t lo = f->rows * t / nth, hi = f->rows * (t + 1) / nth;
+        int32_t *list = L->touched_list + lo;
+        int64_t nt = 0, entries = 0;
+        for (int64_t i = 0; i < f->n_samples; i++) {
+            const int32_t *ids = f->ids + i * f->cap;
+            for (int64_t a = 0; a < f->n[i]; a++) {
+                const int32_t r = ids[a];
+                if (r < lo || r >= hi) continue;
+                if (f->count[r]++ == 0) list[nt++] = r;
+                entries++;
+            }
+        }
+        /* rows in memory order: at batch 256 and 0.5% most rows are touched, so the step
+         * is a near-sequential stream the hardware prefetchers follow */
+        sort_rows(list, nt, hi, f->sort_tmp + lo);
+        f->thread_entries[t] = entries;
+#pragma omp barrier
+        uint32_t pos = 0;
+        for (int u = 0; u < t; u++) pos += (uint32_t)f->thread_entries[u];
+        for (int64_t k = 0; k < nt; k++) f->end[list[k]] = pos, pos += f->count[list[k]];
+        /* entries of a row in sample order: the sums below add in the order the
+         * per-sample path would */
+        for (int64_t i = 0; i < f->n_samples; i++) {
+            const int32_t *ids = f->ids + i * f->cap;
+            const float *dl = f->delta + i * f->cap;
+            for (int64_t a = 0; a < f->n[i]; a++) {
+                const int32_t r = ids[a];
+                if (r < lo || r >= hi) continue;
+                uint32_t e = f->end[r]++;
+                f->ent_sample[e] = (int32_t)i;
+                f->ent_delta[e] = dl[a];
+            }
+        }
         for (int64_t k = 0; k < nt; k++) {
             const int32_t r = list[k];
             const uint32_t e1 = f->end[r], e0 = e1 - f->count[r];
