@@ -182,10 +182,14 @@ typedef enum spr_select {
                                  at most L x bucket_capacity */
     SPR_SELECT_THRESHOLD = 2, /* neurons returned by at least select_threshold tables, the most
                                  returned first, at most (1 - random_fraction) x target */
+    SPR_SELECT_RANK = 3,      /* like topk, but the candidates of the L buckets are ranked by
+                                 how many of the K x L hash codes they share with the input
+                                 (every code of every table, not only whole keys): a finer
+                                 similarity estimate, about twice the top-10 recall of topk */
 } spr_select;
 
 SPR_API const char *spr_select_to_string(spr_select select);
-/* "topk", "union", "threshold" -> strategy; SPR_STATUS_BAD_INPUT otherwise. */
+/* "topk", "union", "threshold", "rank" -> strategy; SPR_STATUS_BAD_INPUT otherwise. */
 SPR_API spr_status spr_select_parse(const char *name, spr_select *out);
 
 /* One fully connected layer. Layer 0 reads the sparse input (an embedding bag: the sum

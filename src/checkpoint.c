@@ -717,6 +717,8 @@ static spr_status read_tables(reader *r, const section *s, spr_layer *L) {
         for (uint32_t i = 0; i < off[buckets]; i++)
             if (ids[i] < 0 || ids[i] >= L->size) return bad(r, s, "a neuron id out of range (file damaged)");
     }
+    /* rank selection compares with the keys the restored tables hold */
+    if (L->cfg.select == SPR_SELECT_RANK) spr_lsh_item_keys(t, L->keys, 0);
     return SPR_STATUS_OK;
 }
 

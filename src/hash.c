@@ -462,6 +462,14 @@ static void pack_keys(const spr_hasher *h, const int32_t *codes, uint32_t *keys)
     }
 }
 
+spr_agree spr_hasher_agree(const spr_hasher *h) {
+    spr_agree a;
+    a.k = h->k, a.bits = h->code_bits, a.exact = h->fold, a.low = 0;
+    if (!h->fold)
+        for (int j = 0; j < h->k; j++) a.low |= 1u << (j * h->code_bits);
+    return a;
+}
+
 /* The DOPH salt of the binarisation's tie-break (the bins use salts of their own). */
 static inline uint64_t doph_top_salt(const spr_hasher *h) { return spr_mix64(h->salt ^ 0x7E5ull); }
 

@@ -42,4 +42,27 @@ void spr_hasher_keys(const spr_hasher *h, const float *x, uint32_t *keys, int32_
 void spr_hasher_keys_sparse(const spr_hasher *h, const int32_t *idx, const float *val,
                             int64_t nnz, uint32_t *keys, int32_t *work);
 
+/* How to count the codes two keys of a hasher share (for ranking candidates by code
+ * agreement rather than whole-key collisions): k codes of `bits` bits, `low` has the
+ * lowest bit of each code set; `exact` when keys are folded and only whole keys compare. */
+typedef struct spr_agree {
+    uint32_t low;
+    int bits, k, exact;
+} spr_agree;
+
+#define SPR_KEY_ABSENT UINT32_MAX /* a neuron's key in a table that does not hold it */
+
+spr_agree spr_hasher_agree(const spr_hasher *h);
+
+/* Codes of key x (a query's) equal to those of key y (a neuron's): 0..k; 0 when y is
+ * SPR_KEY_ABSENT. A code differs when any of its bits differs: OR the bits of each code
+ * of x ^ y down onto its lowest bit and count those. */
+static inline int spr_agree_count(spr_agree a, uint32_t x, uint32_t y) {
+    if (x == y) return a.k;
+    if (a.exact || y == SPR_KEY_ABSENT) return 0;
+    uint32_t d = x ^ y, m = d;
+    for (int i = 1; i < a.bits; i++) m |= d >> i;
+    return a.k - __builtin_popcount(m & a.low);
+}
+
 #endif /* SPR_HASH_H */

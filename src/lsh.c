@@ -7,6 +7,7 @@
 #include "lsh.h"
 
 #include "common.h"
+#include "hash.h"
 
 #include <string.h>
 
@@ -115,6 +116,18 @@ void spr_lsh_build(spr_lsh *t, const uint32_t *keys, uint64_t seed, int threads)
      * depend on the number of threads. */
 #pragma omp parallel for num_threads(spr_threads(threads)) schedule(dynamic, 1)
     for (int table = 0; table < t->l; table++) build_table(t, table, keys, seed);
+}
+
+void spr_lsh_item_keys(const spr_lsh *t, uint32_t *keys, int threads) {
+    const int64_t buckets = (int64_t)1 << t->key_bits;
+#pragma omp parallel for num_threads(spr_threads(threads)) schedule(dynamic, 1)
+    for (int table = 0; table < t->l; table++) {
+        const uint32_t *off = t->offsets + (size_t)table * (size_t)(buckets + 1);
+        const int32_t *ids = t->ids + (size_t)table * (size_t)t->n_items;
+        for (int64_t i = 0; i < t->n_items; i++) keys[i * t->l + table] = SPR_KEY_ABSENT;
+        for (int64_t b = 0; b < buckets; b++)
+            for (uint32_t k = off[b]; k < off[b + 1]; k++) keys[(int64_t)ids[k] * t->l + table] = (uint32_t)b;
+    }
 }
 
 int64_t spr_lsh_bytes(const spr_lsh *t) {

@@ -41,6 +41,12 @@ static inline const int32_t *spr_lsh_bucket(const spr_lsh *t, int table, uint32_
     return t->ids + (size_t)table * (size_t)t->n_items + off[key];
 }
 
+/* What the tables hold, per item: keys (n_items, l) gets the bucket of item i in table t,
+ * or SPR_KEY_ABSENT (hash.h) where an overfull bucket dropped it. Lets rank selection
+ * compare a query's codes with exactly the codes the tables were built from (also after
+ * a checkpoint restored the tables). Parallel over tables. */
+void spr_lsh_item_keys(const spr_lsh *t, uint32_t *keys, int threads);
+
 /* Bytes held by the tables. */
 int64_t spr_lsh_bytes(const spr_lsh *t);
 

@@ -87,18 +87,20 @@ const char *spr_select_to_string(spr_select select) {
     case SPR_SELECT_TOPK: return "topk";
     case SPR_SELECT_UNION: return "union";
     case SPR_SELECT_THRESHOLD: return "threshold";
+    case SPR_SELECT_RANK: return "rank";
     }
     return "unknown";
 }
 
 spr_status spr_select_parse(const char *name, spr_select *out) {
-    static const spr_select all[] = {SPR_SELECT_TOPK, SPR_SELECT_UNION, SPR_SELECT_THRESHOLD};
+    static const spr_select all[] = {SPR_SELECT_TOPK, SPR_SELECT_UNION, SPR_SELECT_THRESHOLD,
+                                     SPR_SELECT_RANK};
     for (size_t i = 0; name && i < sizeof all / sizeof all[0]; i++)
         if (strcmp(name, spr_select_to_string(all[i])) == 0) {
             *out = all[i];
             return SPR_STATUS_OK;
         }
-    return spr_fail(SPR_STATUS_BAD_INPUT, "unknown selection '%s' (topk, union, threshold)",
+    return spr_fail(SPR_STATUS_BAD_INPUT, "unknown selection '%s' (topk, union, threshold, rank)",
                     name ? name : "(null)");
 }
 
@@ -143,7 +145,7 @@ spr_status spr_model_config_check(const spr_model_config *c) {
             if (!(lc->random_fraction >= 0.0f && lc->random_fraction <= 1.0f))
                 return spr_fail(SPR_STATUS_BAD_INPUT, "layer %d: random fraction must be in [0, 1], got %g",
                                 l, (double)lc->random_fraction);
-            if ((int)lc->select < 0 || lc->select > SPR_SELECT_THRESHOLD)
+            if ((int)lc->select < 0 || lc->select > SPR_SELECT_RANK)
                 return spr_fail(SPR_STATUS_BAD_INPUT, "layer %d: unknown selection %d", l,
                                 (int)lc->select);
             if (lc->select == SPR_SELECT_THRESHOLD &&
@@ -151,6 +153,11 @@ spr_status spr_model_config_check(const spr_model_config *c) {
                 return spr_fail(SPR_STATUS_BAD_INPUT,
                                 "layer %d: selection threshold must be in [1, L = %d], got %d", l,
                                 lc->hash_l, lc->select_threshold);
+            /* rank scores (codes shared, at most K x L) live in the 16-bit counts */
+            if (lc->select == SPR_SELECT_RANK && (int64_t)lc->hash_k * lc->hash_l > 60000)
+                return spr_fail(SPR_STATUS_BAD_INPUT,
+                                "layer %d: selection rank needs K x L <= 60000, got %d x %d", l,
+                                lc->hash_k, lc->hash_l);
             if (lc->bucket_policy != SPR_BUCKET_FIFO && lc->bucket_policy != SPR_BUCKET_RESERVOIR)
                 return spr_fail(SPR_STATUS_BAD_INPUT, "layer %d: unknown bucket policy %d", l,
                                 (int)lc->bucket_policy);
@@ -323,6 +330,8 @@ static void layer_rehash(spr_model *m, spr_layer *L, int index, int threads) {
     }
     spr_lsh_build(L->tables, L->keys, spr_model_hash_seed(m, index, m->rehashes) ^ 0xabcdefull,
                   threads);
+    /* rank selection reads every neuron's keys: exactly what the tables hold */
+    if (L->cfg.select == SPR_SELECT_RANK) spr_lsh_item_keys(L->tables, L->keys, threads);
 }
 
 spr_status spr_model_build_tables(spr_model *m, int threads) {
@@ -424,7 +433,7 @@ spr_status spr_model_prepare(spr_model *m, const spr_train_options *o, int64_t m
     m->scratch_dense = dense;
     m->scratch_batch = batch;
 
-    int64_t cap[SPR_MAX_LAYERS] = {0}, max_fan_in = 1, max_sampled = 1, max_cand = 1, max_l = 1,
+    int64_t cap[SPR_MAX_LAYERS] = {0}, max_fan_in = 1, max_sampled = 1, max_cand = 1, max_l = 1, max_top = 1,
             work_len = 1;
     for (int l = 0; l < m->n_layers; l++) {
         const spr_layer *L = &m->layers[l];
@@ -446,6 +455,7 @@ spr_status spr_model_prepare(spr_model *m, const spr_train_options *o, int64_t m
             if (cap[l] > c) c = cap[l];
             if (c > max_cand) max_cand = c;
             if (L->cfg.hash_l > max_l) max_l = L->cfg.hash_l;
+            if (spr_select_top(L) > max_top) max_top = spr_select_top(L);
             if (L->hasher && spr_hasher_work_len(L->hasher) > work_len)
                 work_len = spr_hasher_work_len(L->hasher);
         }
@@ -461,6 +471,7 @@ spr_status spr_model_prepare(spr_model *m, const spr_train_options *o, int64_t m
         bytes += (size_t)spr_row_stride(max_cand) * 4;      /* cand, then radix buffer */
         bytes += (size_t)spr_row_stride(max_l) * 4;         /* keys */
         bytes += (size_t)spr_row_stride(work_len) * 4;      /* hash work */
+        bytes += (size_t)spr_row_stride(max_top + 2) * 4;   /* selection histogram */
         char *p = spr_alloc(bytes);
         if (!p) goto nomem;
         s->block = p;
@@ -476,7 +487,8 @@ spr_status spr_model_prepare(spr_model *m, const spr_train_options *o, int64_t m
         s->count = (uint16_t *)p, p += (size_t)spr_row_stride(max_sampled) * 2 + SPR_ALIGN;
         s->cand = (int32_t *)p, p += (size_t)spr_row_stride(max_cand) * 4;
         s->keys = (uint32_t *)p, p += (size_t)spr_row_stride(max_l) * 4;
-        s->hash_work = (int32_t *)p;
+        s->hash_work = (int32_t *)p, p += (size_t)spr_row_stride(work_len) * 4;
+        s->hist = (uint32_t *)p;
         s->stamp = 0;
         s->cand_cap = max_cand;
     }

@@ -59,6 +59,7 @@ typedef struct spr_scratch {
     int64_t cand_cap;              /* max(L x bucket capacity, active capacity) */
     uint32_t *keys;                /* (L max) */
     int32_t *hash_work;            /* hasher scratch */
+    uint32_t *hist;                /* (spr_select_top + 2) selection histogram of scores */
     void *block;
 } spr_scratch;
 
@@ -104,11 +105,17 @@ uint64_t spr_model_hash_seed(const spr_model *m, int layer, int64_t rebuilds);
  * labels (output layer in training), then LSH candidates chosen by the layer's
  * strategy, then random neurons up to target_active + n_labels. With inference = 1:
  * every LSH candidate (the union of the L buckets) and nothing else. in_dense is the
- * layer's input (fan_in floats). Uses s->mark, count, cand, keys, hash_work. Returns
+ * layer's input (fan_in floats). Uses s->mark, count, cand, keys, hash_work, hist. Returns
  * the count. */
 int64_t spr_layer_select(const spr_layer *L, const float *in_dense, const int32_t *labels,
                          int64_t n_labels, int inference, spr_scratch *s, spr_rng *rng,
                          int32_t *ids);
+
+/* Highest score a candidate of L can have in selection: K x L codes shared (rank) or L
+ * tables returning it (the other strategies). */
+static inline int spr_select_top(const spr_layer *L) {
+    return L->cfg.select == SPR_SELECT_RANK ? L->hash_k * L->cfg.hash_l : L->cfg.hash_l;
+}
 
 /* Clears the gradients and touched lists without an optimizer step (tests). */
 void spr_model_zero_gradients(spr_model *m);

@@ -93,12 +93,13 @@ static int sampler_scratch(const spr_layer *Lo, spr_scratch *s) {
     s->keys = spr_alloc((size_t)Lo->cfg.hash_l * 4);
     s->hash_work = spr_alloc((size_t)spr_hasher_work_len(Lo->hasher) * 4);
     s->ids[0] = spr_alloc((size_t)cand * 4);
-    return s->mark && s->count && s->cand && s->keys && s->hash_work && s->ids[0];
+    s->hist = spr_alloc((size_t)(spr_select_top(Lo) + 2) * 4);
+    return s->mark && s->count && s->cand && s->keys && s->hash_work && s->ids[0] && s->hist;
 }
 
 static void sampler_scratch_free(spr_scratch *s) {
     spr_free(s->mark), spr_free(s->count), spr_free(s->cand), spr_free(s->keys);
-    spr_free(s->hash_work), spr_free(s->ids[0]);
+    spr_free(s->hash_work), spr_free(s->ids[0]), spr_free(s->hist);
 }
 
 /* Sparse top-k of one point: only the neurons in the L buckets its hidden vector hashes

@@ -10,6 +10,40 @@
 
 #include <string.h>
 
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(SPR_NO_CLONES)
+#define SPR_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define SPR_CLONES
+#endif
+
+/* Bits set in x (SWAR). Not the textbook multiply at the end: GCC recognises that form
+ * as a popcount and then cannot vectorise the loop (no vector popcount before AVX-512). */
+static inline uint32_t popcount32(uint32_t x) {
+    x = x - ((x >> 1) & 0x55555555u);
+    x = (x & 0x33333333u) + ((x >> 2) & 0x33333333u);
+    x = (x + (x >> 4)) & 0x0F0F0F0Fu;
+    x = x + (x >> 8);
+    return (x + (x >> 16)) & 0x3Fu;
+}
+
+/* Rank score of a candidate: how many of the K x L codes of its keys nk (L) equal those
+ * of the query's keys qk (spr_agree_count summed over the tables, written branch-free
+ * so that the compiler vectorises it over the tables). */
+static SPR_CLONES int rank_score(spr_agree a, const uint32_t *qk, const uint32_t *nk, int nl) {
+    const uint32_t s1 = a.bits > 1 ? ~0u : 0u, s2 = a.bits > 2 ? ~0u : 0u, s3 = a.bits > 3 ? ~0u : 0u;
+    const uint32_t k = (uint32_t)a.k, exact = a.exact ? ~0u : 0u;
+    uint32_t miss = 0;
+    for (int t = 0; t < nl; t++) {
+        const uint32_t y = nk[t], d = qk[t] ^ y;
+        const uint32_t m = d | ((d >> 1) & s1) | ((d >> 2) & s2) | ((d >> 3) & s3);
+        const uint32_t partial = popcount32(m & a.low);
+        const uint32_t whole = (uint32_t) - (d != 0) & k; /* folded keys: only whole keys compare */
+        const uint32_t special = exact | (uint32_t) - (y == SPR_KEY_ABSENT);
+        miss += (special & whole) | (~special & partial);
+    }
+    return (int)(k * (uint32_t)nl - miss);
+}
+
 /* Sorts n non-negative ids below `limit` ascending: LSD radix sort, 11 bits a pass,
  * O(n + 2048) per pass, as many passes as limit needs. tmp holds n ints. */
 static void sort_ids(int32_t *ids, int64_t n, int64_t limit, int32_t *tmp) {
@@ -88,25 +122,41 @@ int64_t spr_layer_select(const spr_layer *L, const float *in_dense, const int32_
         }
     }
 
-    /* Which candidates join: TOPK keeps the target number, most-returned first; UNION
-     * keeps them all; THRESHOLD keeps those returned by >= select_threshold tables, at
-     * most the target, most-returned first. Ties keep the order the tables gave. */
+    /* rank: a candidate's score becomes the number of the K x L codes it shares with the
+     * input, read from the keys the tables were built from (L->keys, spr_lsh_item_keys).
+     * Every candidate collided whole in at least one table, so it scores >= K. */
     const spr_select how = inference ? SPR_SELECT_UNION : L->cfg.select;
+    if (how == SPR_SELECT_RANK) {
+        const spr_agree a = spr_hasher_agree(L->hasher);
+        const int nl = L->cfg.hash_l;
+        for (int64_t k = 0; k < nc; k++) {
+            const int32_t id = cand[k];
+            if (count[id] != TAKEN)
+                count[id] = (uint16_t)rank_score(a, s->keys, L->keys + (int64_t)id * nl, nl);
+        }
+    }
+
+    /* Which candidates join: TOPK keeps the target number, most-returned first; RANK the
+     * same, highest score first; UNION keeps them all; THRESHOLD keeps those returned by
+     * >= select_threshold tables, at most the target, most-returned first. Ties keep the
+     * order the tables gave. */
     const int min_count = how == SPR_SELECT_THRESHOLD ? L->cfg.select_threshold : 1;
     int64_t limit = how == SPR_SELECT_UNION ? nc : target - n - L->random_reserve;
     if (inference) limit = nc;
     if (limit < 0) limit = 0;
-    int64_t hist[1026];
-    const int top = L->cfg.hash_l;
-    memset(hist, 0, (size_t)(top + 2) * sizeof(int64_t));
-    for (int64_t k = 0; k < nc; k++) hist[count[cand[k]]]++;
+    uint32_t *hist = s->hist;
+    const int top = spr_select_top(L);
+    memset(hist, 0, (size_t)(top + 2) * sizeof(uint32_t));
+    for (int64_t k = 0; k < nc; k++)
+        if (count[cand[k]] != TAKEN) hist[count[cand[k]]]++;
     int64_t eligible = 0;
     for (int c = min_count; c <= top; c++) eligible += hist[c];
     /* A neuron taken into the set gets count TAKEN, so that the random top-up can tell
      * it from a candidate that was seen but left out (and may still be drawn). */
     if (eligible <= limit) {
         for (int64_t k = 0; k < nc; k++)
-            if (count[cand[k]] >= min_count) ids[n++] = cand[k], count[cand[k]] = TAKEN;
+            if (count[cand[k]] >= min_count && count[cand[k]] != TAKEN)
+                ids[n++] = cand[k], count[cand[k]] = TAKEN;
     } else if (limit > 0) {
         /* the count c such that fewer than `limit` candidates have a higher one: take
          * all of those, then candidates with count c until the limit */
@@ -116,6 +166,7 @@ int64_t spr_layer_select(const spr_layer *L, const float *in_dense, const int32_
         int64_t at_c = limit - above;
         for (int64_t k = 0; k < nc; k++) {
             int cnt = count[cand[k]];
+            if (cnt == TAKEN) continue;
             if (cnt > c || (cnt == c && at_c-- > 0)) ids[n++] = cand[k], count[cand[k]] = TAKEN;
         }
     }

@@ -371,6 +371,15 @@ if [ -n "$MA" ] && [ "$MA" = "$MB" ]; then pass; else fail "resume: expected the
 PA=$(cut -d' ' -f1-4 res_a.out)
 PB=$(cut -d' ' -f1-4 res_b2.out)
 if [ -n "$PA" ] && [ "$PA" = "$PB" ]; then pass; else fail "resume: expected the summary '$PA', got '$PB'"; fi
+# The same with rank selection, which also reads every neuron's keys: a resumed run
+# must compare with the keys of the restored tables, not with ones from the weights.
+run res_ra train $RES_OPTS --select rank --epochs 2 --save resRA.model
+expect_rc res_ra 0
+run res_rb1 train $RES_OPTS --select rank --epochs 2 --max-batches 7 --save resRB.model
+expect_rc res_rb1 0
+run res_rb2 train $RES_OPTS --select rank --epochs 2 --resume resRB.model --save resRB.model
+expect_rc res_rb2 0
+if cmp -s resRA.model resRB.model; then pass; else fail "resume (rank): expected resRB.model identical to resRA.model, $(cmp resRA.model resRB.model 2>&1)"; fi
 # Nothing left to do, conflicting model options, a batch size that does not fit.
 run res_done train $RES_OPTS --epochs 2 --resume resA.model
 expect_rc res_done 0

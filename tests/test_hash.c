@@ -333,6 +333,54 @@ static void test_packing(uint64_t seed) {
     spr_hasher_free(h);
 }
 
+/* Code agreement (rank selection): spr_agree_count of two inputs' keys == the number of
+ * the K codes that are equal (codes from a hasher with one code per table, same seed),
+ * or K / 0 for folded keys; SPR_KEY_ABSENT agrees with nothing. */
+static void test_agreement(uint64_t seed) {
+    const spr_hash_family fams[] = {SPR_HASH_DWTA, SPR_HASH_WTA, SPR_HASH_SIMHASH, SPR_HASH_DOPH};
+    spr_rng r;
+    spr_rng_seed(&r, seed ^ 0xa9);
+    float x[64], y[64];
+    for (int fi = 0; fi < 4; fi++) {
+        spr_hash_family f = fams[fi];
+        const int ks[] = {1, 3, 7};
+        for (int ki = 0; ki < 3; ki++) {
+            int k = ks[ki];
+            for (int kbm = 12; kbm <= 30; kbm += 18) { /* 12 folds 7 x 3 and 7 x 4 bits */
+                spr_hasher *one = make(f, 64, 1, k, 30, seed + 31);
+                spr_hasher *cat = make(f, 64, k, 1, kbm, seed + 31);
+                spr_agree a = spr_hasher_agree(cat);
+                int folded = k * spr_hash_code_bits(f) > kbm, bad = 0, partial = 0;
+                for (int v = 0; v < 200; v++) {
+                    /* y: x with a share of its coordinates redrawn, so agreements vary */
+                    for (int i = 0; i < 64; i++) {
+                        x[i] = (float)spr_rng_normal(&r);
+                        y[i] = spr_rng_below(&r, 100) < (uint64_t)(v % 100) ? (float)spr_rng_normal(&r) : x[i];
+                    }
+                    uint32_t cx[16], cy[16], kx, ky;
+                    keys_of(one, x, cx), keys_of(one, y, cy);
+                    keys_of(cat, x, &kx), keys_of(cat, y, &ky);
+                    int same = 0;
+                    for (int j = 0; j < k; j++) same += cx[j] == cy[j];
+                    int want = folded ? (kx == ky ? k : 0) : same;
+                    int got = spr_agree_count(a, kx, ky);
+                    partial += got > 0 && got < k;
+                    if (got != want && bad++ < 3)
+                        printf("  %s K=%d bits %d: keys %x %x, %d codes agree expected, got %d\n",
+                               fam_name(f), k, kbm, kx, ky, want, got);
+                    bad += spr_agree_count(a, kx, SPR_KEY_ABSENT) != 0;
+                }
+                CHECK(bad == 0, "%s K=%d max bits %d: agreement == equal codes expected, %d differ",
+                      fam_name(f), k, kbm, bad);
+                if (!folded && k > 1)
+                    CHECK(partial > 0, "%s K=%d: some pairs agree partly expected, none did", fam_name(f), k);
+                spr_hasher_free(one);
+                spr_hasher_free(cat);
+            }
+        }
+    }
+}
+
 static void test_bad_input(void) {
     spr_hasher *h = (spr_hasher *)1;
     struct { spr_hash_family f; int64_t dim; int k, l, kbm; const char *what; } bad[] = {
@@ -704,6 +752,7 @@ int main(void) {
     test_seeds_differ(seed);
     test_reachable(seed);
     test_packing(seed);
+    test_agreement(seed);
     test_sparse_equals_dense(seed);
     test_doph_jaccard(seed);
     test_doph_binarise(seed);

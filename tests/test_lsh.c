@@ -6,6 +6,7 @@
  */
 #include "check.h"
 #include "common.h"
+#include "hash.h"
 #include "lsh.h"
 
 #include <math.h>
@@ -226,6 +227,40 @@ static void report_timing(uint64_t seed) {
     spr_lsh_free(t);
 }
 
+/* spr_lsh_item_keys: every id a table holds gets its bucket, every id an overfull bucket
+ * dropped gets SPR_KEY_ABSENT; as many present per table as the table holds. */
+static void test_item_keys(spr_bucket_policy policy, uint64_t seed) {
+    const int l = 4, bits = 6, cap = 5;
+    const int64_t n = 600; /* about 9 per bucket: many overfull */
+    spr_lsh *t = make(l, bits, n, cap, policy);
+    uint32_t *keys = malloc(sizeof(uint32_t) * n * l), *held = malloc(sizeof(uint32_t) * n * l);
+    random_keys(keys, n, l, bits, seed ^ 99);
+    spr_lsh_build(t, keys, seed, 1);
+    spr_lsh_item_keys(t, held, 2);
+    int bad = 0;
+    int64_t absent = 0;
+    for (int tb = 0; tb < l; tb++) {
+        int64_t present = 0;
+        for (int64_t i = 0; i < n; i++) {
+            uint32_t k = held[i * l + tb];
+            if (k == SPR_KEY_ABSENT) { absent++; continue; }
+            present++;
+            bad += k != keys[i * l + tb];
+            int64_t c, in = 0;
+            const int32_t *ids = spr_lsh_bucket(t, tb, k, &c);
+            for (int64_t j = 0; j < c; j++) in += ids[j] == i;
+            bad += in != 1;
+        }
+        int64_t c_all = 0, c;
+        for (uint32_t b = 0; b < 1u << bits; b++) spr_lsh_bucket(t, tb, b, &c), c_all += c;
+        bad += present != c_all;
+    }
+    CHECK(bad == 0, "item keys: held ids have their bucket, dropped ones absent: %d mismatches", bad);
+    CHECK(absent > 0, "item keys: overfull buckets dropped some ids expected, none absent");
+    free(keys), free(held);
+    spr_lsh_free(t);
+}
+
 int main(void) {
     uint64_t seed = 20240601;
     const char *env = getenv("SPR_TEST_SEED");
@@ -238,6 +273,8 @@ int main(void) {
     test_capped(SPR_BUCKET_FIFO, seed);
     test_capped(SPR_BUCKET_RESERVOIR, seed);
     test_reservoir_uniform(seed);
+    test_item_keys(SPR_BUCKET_FIFO, seed);
+    test_item_keys(SPR_BUCKET_RESERVOIR, seed);
     test_threads(SPR_BUCKET_FIFO, seed);
     test_threads(SPR_BUCKET_RESERVOIR, seed);
     report_timing(seed);

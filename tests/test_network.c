@@ -377,12 +377,13 @@ static void test_sparse_inference_covers_exact(void) {
 static void test_selection_strategies(void) {
     toy t;
     toy_make(&t, 64, 100, 4, 9);
-    const spr_select how[3] = {SPR_SELECT_TOPK, SPR_SELECT_UNION, SPR_SELECT_THRESHOLD};
-    double active[3];
+    const spr_select how[4] = {SPR_SELECT_TOPK, SPR_SELECT_UNION, SPR_SELECT_THRESHOLD,
+                               SPR_SELECT_RANK};
+    double active[4];
     int64_t rows[8] = {0, 1, 2, 4, 5, 6, 7, 8}; /* no label-less point (3) */
     double labels = 0;
     for (int i = 0; i < 8; i++) labels += (double)(t.lp[rows[i] + 1] - t.lp[rows[i]]);
-    for (int k = 0; k < 3; k++) {
+    for (int k = 0; k < 4; k++) {
         spr_model_config c = small_config(t.d, t.l, 0.1f); /* target 10 */
         c.layers[1].select = how[k];
         c.layers[1].hash_k = how[k] == SPR_SELECT_UNION ? 1 : 0;
@@ -399,6 +400,7 @@ static void test_selection_strategies(void) {
         spr_model_free(m);
     }
     CHECK(active[0] == 10.0 + labels / 8, "topk: active %g == 10 + labels", active[0]);
+    CHECK(active[3] == 10.0 + labels / 8, "rank: active %g == 10 + labels", active[3]);
     CHECK(active[1] > 90.0, "union with K = 1: nearly every neuron active, got %g", active[1]);
     CHECK(active[2] >= 10.0 && active[2] <= 10.0 + labels / 8,
           "threshold: active %g in [10, 10 + labels]", active[2]);
@@ -412,6 +414,84 @@ static void test_selection_strategies(void) {
     c.layers[1].hash_l = 50;
     CHECK(spr_model_config_check(&c) == SPR_STATUS_BAD_INPUT, "threshold above L rejected");
     toy_free(&t);
+}
+
+/* Rank selection takes the bucket candidates sharing the most hash codes with the
+ * input: with no random share, every chosen neuron scores at least as high as every
+ * candidate left out (scores recomputed by brute force from the keys the tables hold),
+ * and exactly the target is chosen when the union is larger. */
+static void test_rank_selection(uint64_t seed) {
+    const spr_hash_family fams[3] = {SPR_HASH_SIMHASH, SPR_HASH_DWTA, SPR_HASH_DOPH};
+    for (int fi = 0; fi < 3; fi++) {
+        spr_model_config c = spr_model_config_default(50, 2000);
+        c.layers[0].size = 32;
+        c.layers[1].sparsity = 0.01f; /* target 20 */
+        c.layers[1].hash = fams[fi];
+        c.layers[1].hash_l = 16;
+        c.layers[1].hash_k = fams[fi] == SPR_HASH_SIMHASH ? 5 : 2;
+        c.layers[1].random_fraction = 0.0f;
+        c.layers[1].select = SPR_SELECT_RANK;
+        c.init_std = 0.1f;
+        c.seed = seed;
+        spr_model *m;
+        OK(spr_model_create(&c, &m));
+        spr_layer *L = &m->layers[1];
+        spr_scratch s;
+        memset(&s, 0, sizeof s);
+        int64_t cand_cap = (int64_t)L->cfg.hash_l * L->cfg.bucket_capacity;
+        s.mark = calloc((size_t)L->size, 4);
+        s.count = calloc((size_t)L->size, 2);
+        s.cand = calloc((size_t)cand_cap, 4);
+        s.cand_cap = cand_cap;
+        s.keys = calloc((size_t)L->cfg.hash_l, 4);
+        s.hash_work = spr_alloc((size_t)spr_hasher_work_len(L->hasher) * 4);
+        s.hist = calloc((size_t)spr_select_top(L) + 2, 4);
+        int32_t *ids = calloc((size_t)cand_cap, 4);
+        char *in_set = calloc((size_t)L->size, 1), *in_union = calloc((size_t)L->size, 1);
+        uint32_t *qk = calloc((size_t)L->cfg.hash_l, 4);
+        int32_t *work = spr_alloc((size_t)spr_hasher_work_len(L->hasher) * 4);
+        spr_rng r;
+        spr_rng_seed(&r, seed ^ 0x5e1);
+        spr_agree a = spr_hasher_agree(L->hasher);
+        int bad_order = 0, bad_size = 0, bigger = 0;
+        float h[32];
+        for (int v = 0; v < 50; v++) {
+            for (int i = 0; i < 32; i++) h[i] = spr_rng_below(&r, 3) ? (float)spr_rng_normal(&r) : 0.0f;
+            if (fams[fi] == SPR_HASH_DWTA)
+                for (int i = 0; i < 32; i++) h[i] = h[i] < 0 ? 0 : h[i]; /* a ReLU output */
+            int64_t n = spr_layer_select(L, h, NULL, 0, 0, &s, &r, ids);
+            memset(in_set, 0, (size_t)L->size), memset(in_union, 0, (size_t)L->size);
+            for (int64_t k = 0; k < n; k++) in_set[ids[k]] = 1;
+            spr_hasher_keys(L->hasher, h, qk, work);
+            int64_t nu = 0;
+            for (int t = 0; t < L->cfg.hash_l; t++) {
+                int64_t bn;
+                const int32_t *b = spr_lsh_bucket(L->tables, t, qk[t], &bn);
+                for (int64_t k = 0; k < bn; k++) nu += !in_union[b[k]], in_union[b[k]] = 1;
+            }
+            int min_in = 1 << 30, max_out = -1;
+            for (int64_t j = 0; j < L->size; j++) {
+                if (!in_union[j]) continue;
+                int sc = 0;
+                for (int t = 0; t < L->cfg.hash_l; t++)
+                    sc += spr_agree_count(a, qk[t], L->keys[j * L->cfg.hash_l + t]);
+                if (in_set[j] && sc < min_in) min_in = sc;
+                if (!in_set[j] && sc > max_out) max_out = sc;
+            }
+            bad_order += max_out > min_in;
+            bad_size += n != L->target_active;
+            bigger += nu > L->target_active;
+        }
+        CHECK(bad_order == 0, "rank %s: chosen neurons outscore the ones left out, %d of 50 inputs not",
+              spr_hash_family_to_string(fams[fi]), bad_order);
+        CHECK(bad_size == 0, "rank %s: exactly %lld active expected, %d of 50 inputs differ",
+              spr_hash_family_to_string(fams[fi]), (long long)L->target_active, bad_size);
+        CHECK(bigger > 10, "rank %s: unions larger than the target expected (a real choice), %d of 50",
+              spr_hash_family_to_string(fams[fi]), bigger);
+        free(s.mark), free(s.count), free(s.cand), free(s.keys), spr_free(s.hash_work), free(s.hist);
+        free(ids), free(in_set), free(in_union), free(qk), spr_free(work);
+        spr_model_free(m);
+    }
 }
 
 /* Clipping: after one step from zero moments m = (1 - beta1) g, so the norm of all the
@@ -546,6 +626,7 @@ int main(void) {
     test_learns_and_reproduces();
     test_sparse_inference_covers_exact();
     test_selection_strategies();
+    test_rank_selection(42);
     test_memory_estimate();
     test_gradient_clipping();
     test_bad_arguments();
