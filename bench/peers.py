@@ -132,7 +132,12 @@ def thirdai_run(tr, te, batches, name):
            "--hidden", str(HIDDEN), "--lr", str(LR), "--sparsity", SPARSITY, "--threads", str(THREADS)]
     out, rss, wall = run(cmd, None, name)
     if not out:
-        return {"name": name, "system": "thirdai", "error": open(os.path.join(OUT, name + ".out")).read()[-800:]}
+        text = open(os.path.join(OUT, name + ".out")).read()
+        try:
+            err = json.loads(text.split("\n--- stderr")[0].strip().splitlines()[-1])["error"]
+        except Exception:
+            err = text[-800:]
+        return {"name": name, "system": "thirdai", "error": err}
     r = json.loads(out.strip().splitlines()[-1])
     r.update(name=name, peak_rss_gb=rss, wall_seconds=wall, per_batches=batches)
     return r
