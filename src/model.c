@@ -172,13 +172,19 @@ spr_status spr_model_config_check(const spr_model_config *c) {
  * also stay under half their capacity on average (2^(K bits) >= 2 size / capacity), or
  * the rebuild drops neurons. Measured on the small preset at 1% (SimHash): K = 7 (this
  * rule) gives a top-10 recall of 0.44 and P@1 0.720; K = 12 (buckets of target / L)
- * 0.709 with a recall of 0.24. */
+ * 0.709 with a recall of 0.24. The rule assumes keys spread evenly over the buckets,
+ * which SimHash's do; WTA, DWTA and DOPH codes of dense vectors pile into a few buckets
+ * (the argmax of a bin, the minimum of a set, favour the same coordinates), so those
+ * families take one code more than the rule: on the small preset at 1%, 5 epochs
+ * (dense 0.687), DWTA K = 2 -> 3 raised P@1 0.658 -> 0.667, WTA 0.659 -> 0.669, DOPH
+ * 0.608 -> 0.671 (K = 4: 0.669). */
 static int auto_hash_k(const spr_layer_config *lc) {
     int bits = spr_hash_code_bits(lc->hash);
     double buckets = (double)lc->hash_l / (32.0 * (double)lc->sparsity);
     double min_buckets = 2.0 * (double)lc->size / (double)lc->bucket_capacity;
     if (buckets < min_buckets) buckets = min_buckets;
     int k = (int)lround(log2(buckets) / bits);
+    if (lc->hash != SPR_HASH_SIMHASH) k++;
     if (k < 1) k = 1;
     if (k * bits > 64) k = 64 / bits;
     return k;
@@ -522,7 +528,8 @@ spr_model_info spr_model_get_info(const spr_model *m) {
         info.parameters += L->rows * L->cols + L->size;
         info.parameter_bytes += 4 * (L->rows * L->stride + spr_row_stride(L->size)) * 4;
         if (L->tables) {
-            info.table_bytes += spr_lsh_bytes(L->tables);
+            /* + every neuron's L keys: rehash scratch, and what rank selection reads */
+            info.table_bytes += spr_lsh_bytes(L->tables) + L->size * L->cfg.hash_l * 4;
             info.key_bits[l] = L->tables->key_bits;
         }
         info.hash_k[l] = L->hash_k;
