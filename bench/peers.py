@@ -31,6 +31,7 @@ SLOW_BATCHES = int(E("SLOW_BATCHES", "4"))      # pytorch without tcmalloc, spar
 THREADS = int(E("THREADS", str(os.cpu_count())))
 LABELS = [int(x) for x in E("LABELS", "10000 100000 670091 2000000").split()]
 SWEEP_BATCHES, SWEEP_SLOW = int(E("SWEEP_BATCHES", "30")), int(E("SWEEP_SLOW", "2"))
+SWEEP_ACTIVE = int(E("SWEEP_ACTIVE", "3350"))  # active output neurons a sample in the sweep
 TCMALLOC = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"
 SPARROW = os.path.join(ROOT, "build", "sparrow")
 PY = "/usr/bin/python3"
@@ -106,12 +107,12 @@ def torch_run(tr, te, batches, tcmalloc, name, python=PY, labels=0):
     return r
 
 
-def sparrow_run(tr, te, batches, name, dense=False, threads=THREADS):
+def sparrow_run(tr, te, batches, name, dense=False, threads=THREADS, sparsity=None):
     mfile = os.path.join(OUT, name + ".jsonl")
     cmd = [SPARROW, "train", "--train", tr, "--test", te, "--batch", str(BATCH),
            "--hidden", str(HIDDEN), "--lr", str(LR), "--threads", str(threads), "--seed", "1",
            "--max-batches", str(batches), "--metrics", mfile, "--quiet"]
-    cmd += ["--dense"] if dense else ["--sparsity", SPARSITY]
+    cmd += ["--dense"] if dense else ["--sparsity", sparsity or SPARSITY]
     out, rss, wall = run(cmd, None, name)
     if out is None:
         return None
@@ -150,7 +151,8 @@ def main():
            "settings": {"batch": BATCH, "hidden": HIDDEN, "lr": LR, "sparsity": SPARSITY,
                         "subset": SUBSET, "eval": EVAL, "threads": THREADS, "batches": BATCHES,
                         "slow_batches": SLOW_BATCHES, "train": TRAIN, "test": TEST}}
-    subprocess.run(["bash", os.path.join(ROOT, "scripts", "build.sh")], check=True)
+    if not os.path.exists(SPARROW):  # bench/peers.sh builds first
+        subprocess.run(["bash", os.path.join(ROOT, "scripts", "build.sh")], check=True)
     res["kernels"] = subprocess.run([SPARROW, "info", "--cpu"], capture_output=True, text=True).stdout.strip()
     alt = subprocess.run(["update-alternatives", "--display", "libblas.so.3-x86_64-linux-gnu"],
                          capture_output=True, text=True).stdout
@@ -206,7 +208,11 @@ def main():
         for L in LABELS:
             trL, teL = subset_files(L)
             row = {"labels": L}
-            r = sparrow_run(trL, teL, SWEEP_BATCHES, f"sweep-{L}-sampled")
+            # the same number of active neurons at every size (SLIDE's claim: the cost
+            # follows the active set, not the layer); SWEEP_ACTIVE=0: the same fraction
+            sp = f"{min(1.0, SWEEP_ACTIVE / L):.6g}" if SWEEP_ACTIVE else SPARSITY
+            row["sparrow_sparsity"] = sp
+            r = sparrow_run(trL, teL, SWEEP_BATCHES, f"sweep-{L}-sampled", sparsity=sp)
             if r: row["sparrow_sampled_ms_per_sample"] = 1e3 / r["samples_per_second"]
             if E("SWEEP_DENSE", "1") != "0":
                 r = sparrow_run(trL, teL, SWEEP_SLOW, f"sweep-{L}-dense", dense=True)
@@ -246,7 +252,7 @@ def fmt(x, f="{:.3g}"):
 def write_md(res):
     s = res["settings"]
     md = [f"# sparrow against its peers\n",
-          f"{res['kernels']}; BLAS: {res['blas']}; {res['machine']['cpus']} CPUs, load average "
+          f"sparrow {res['kernels']}; PyTorch's BLAS: {res['blas']}; {res['machine']['cpus']} CPUs, load average "
           f"{res['machine']['loadavg_start'][0]:.1f} at start, {res['machine']['loadavg_end'][0]:.1f} at end.\n",
           f"Data: {s['subset']} random training points of {s['train']}, P@k on {s['eval']} random test "
           f"points; batch {s['batch']}, hidden {s['hidden']}, Adam lr {s['lr']}, sampled sparsity "
@@ -270,11 +276,12 @@ def write_md(res):
                   f"STREAM copy of {res['stream']['stream_copy_gb_per_s']:.2f} GB/s in the same run "
                   f"({100 * o['fraction_of_stream']:.0f}%).")
     if res.get("label_sweep"):
-        md += ["\n| labels | PyTorch ms/sample | sparrow dense ms/sample | sparrow sampled ms/sample |",
-               "|---|---|---|---|"]
+        md += ["\n| labels | PyTorch ms/sample | sparrow dense ms/sample | sparrow sampled ms/sample | sampled sparsity |",
+               "|---|---|---|---|---|"]
         for r in res["label_sweep"]:
             md.append(f"| {r['labels']} | {fmt(r.get('pytorch_ms_per_sample'))} | "
-                      f"{fmt(r.get('sparrow_dense_ms_per_sample'))} | {fmt(r.get('sparrow_sampled_ms_per_sample'))} |")
+                      f"{fmt(r.get('sparrow_dense_ms_per_sample'))} | {fmt(r.get('sparrow_sampled_ms_per_sample'))} | "
+                      f"{r.get('sparrow_sparsity', SPARSITY)} |")
         md.append("\n![label sweep](label_sweep.png)")
     open(os.path.join(OUT, "results.md"), "w").write("\n".join(md) + "\n")
     print("\n".join(md))
