@@ -32,7 +32,8 @@ freq = Counter(l for ls in labels("out/small/train.txt") for l in ls)
 top = freq.most_common(1)[0][0]
 test = list(labels("out/small/test.txt"))
 base = sum(top in ls for ls in test) / len(test)
-rows = {m: [json.loads(l) for l in open(f"{out}/{m}.jsonl")] for m in ("dense", "sampled")}
+# The first line is the run header ({"run": ...}): evaluations are the lines with a step.
+rows = {m: [r for r in map(json.loads, open(f"{out}/{m}.jsonl")) if "step" in r] for m in ("dense", "sampled")}
 print("| mode | epoch | P@1 | P@3 | P@5 | samples/s | active out |")
 print("|---|---|---|---|---|---|---|")
 for m, rs in rows.items():

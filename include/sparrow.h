@@ -41,6 +41,12 @@ extern "C" {
 /* "0.1.0": the version of the library actually linked. */
 SPR_API const char *spr_version(void);
 
+/* Progress of a long call, for a progress bar: done of total units so far (bytes for
+ * reading, points for generating; total 0 if unknown). Called a few dozen to a few
+ * hundred times per call, never concurrently, possibly from a worker thread; it must be
+ * cheap and must not call back into sparrow. */
+typedef void (*spr_progress_fn)(void *user, int64_t done, int64_t total);
+
 /* ------------------------------------------------------------------ status */
 
 typedef enum spr_status {
@@ -114,6 +120,10 @@ SPR_API spr_read_options spr_read_options_default(void);
  * the line and the problem. Cost: one pass over the file, O(nnz) memory. */
 SPR_API spr_status spr_dataset_read(const char *path, const spr_read_options *options,
                                     spr_dataset **out);
+/* spr_dataset_read reporting the bytes read of the file's size to progress (NULL: none). */
+SPR_API spr_status spr_dataset_read_progress(const char *path, const spr_read_options *options,
+                                             spr_progress_fn progress, void *user,
+                                             spr_dataset **out);
 
 /* Wraps caller-owned CSR arrays without copying; they must outlive the handle. The
  * arrays are validated (sorted, in range); O(nnz). */
@@ -150,6 +160,12 @@ SPR_API spr_status spr_synth_preset(const char *name, spr_synth_config *out);
 SPR_API spr_status spr_synth_generate(const spr_synth_config *config, uint64_t seed,
                                       const char *train_path, const char *test_path,
                                       int threads);
+/* spr_synth_generate reporting the points written (train then test) of n_train + n_test
+ * to progress (NULL: none); called from one worker at a time, in order. */
+SPR_API spr_status spr_synth_generate_progress(const spr_synth_config *config, uint64_t seed,
+                                               const char *train_path, const char *test_path,
+                                               int threads, spr_progress_fn progress,
+                                               void *user);
 
 /* ------------------------------------------------------------------ model */
 

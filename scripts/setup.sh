@@ -5,13 +5,16 @@ set -euo pipefail
 
 # clang-14 + libclang-rt-14-dev (the libFuzzer and sanitizer runtimes; only a
 # recommendation of clang, so named here) + libomp-14-dev (OpenMP for clang) build the
-# fuzz targets; valgrind runs the tool in scripts/test.sh.
+# fuzz targets; valgrind runs the tool in scripts/test.sh. libcjson-dev: the tool reads
+# train --config files with it; python3-matplotlib draws `sparrow plot`; pkg-config and
+# man-db: the install test compiles against sparrow.pc and renders the man page.
 need=()
-# libopenblas0-pthread (PyTorch's BLAS), libtcmalloc-minimal4 and python3-matplotlib: the
-# peer benchmark bench/peers.sh (../shared/BENCHMARKING.md).
+# libopenblas0-pthread (PyTorch's BLAS) and libtcmalloc-minimal4: the peer benchmark
+# bench/peers.sh (../shared/BENCHMARKING.md).
 for pkg in gcc make cmake python3 python3-numpy python3-torch \
     clang-14 libclang-rt-14-dev libomp-14-dev valgrind \
-    libopenblas0-pthread libtcmalloc-minimal4 python3-matplotlib; do
+    libcjson-dev python3-matplotlib pkg-config man-db \
+    libopenblas0-pthread libtcmalloc-minimal4; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if ((${#need[@]})); then

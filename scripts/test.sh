@@ -8,7 +8,7 @@
 #      from its seed corpus, in build-fuzz/; a crash fails the script and its input is
 #      kept as build-fuzz/crash-<target>-*;
 #   4. gen, a short training run, eval and predict of the command-line tool under
-#      valgrind (errors and leaks fail the script).
+#      valgrind (errors and leaks fail the script), also with --config and --labels.
 # README.md, "Fuzzing and sanitizers", says how to run each part longer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -78,6 +78,14 @@ vg=(valgrind --quiet --error-exitcode=1 --leak-check=full --suppressions=fuzz/va
     --sparse-inference --eval-max 200
 "${vg[@]}" build/sparrow predict --model "$work/vg/model" --input "$work/vg/test.txt" --k 3 --threads 1 \
     >"$work/vg/predictions.txt"
+# The tool's own parts: a configuration file (libcjson), evaluations within the epoch,
+# the metrics header, label names.
+build/sparrow train --train "$work/vg/train.txt" --test "$work/vg/test.txt" --hidden 16 --threads 1 \
+    --eval-every 5 --eval-max 50 --metrics "$work/vg/m.jsonl" --quiet --print-config >"$work/vg/run.json"
+"${vg[@]}" build/sparrow train --config "$work/vg/run.json" --max-batches 12 >/dev/null
+seq 0 999 | sed 's/^/label /' >"$work/vg/names.txt"
+"${vg[@]}" build/sparrow predict --model "$work/vg/model" --input "$work/vg/test.txt" --k 3 --threads 1 \
+    --labels "$work/vg/names.txt" >/dev/null
 echo "valgrind: no errors, no leaks"
 
 section "all tests passed in $((SECONDS - start))s"

@@ -172,6 +172,9 @@ typedef struct spr_reader {
     long long total; /* bytes read so far */
     int eof;
     int64_t line;    /* 1-based number of the line last returned */
+    spr_progress_fn progress; /* told r->total of size after each read (NULL: nobody) */
+    void *progress_user;
+    int64_t size;    /* of a regular file, else 0 (unknown) */
 } spr_reader;
 
 /* The next line as [*start, *end) with *end == '\n' (a CR before it is turned into
@@ -217,6 +220,7 @@ static int spr_reader_next(spr_reader *r, char **start, char **end) {
         if (got == 0) r->eof = 1;
         r->len += (size_t)got;
         r->total += got;
+        if (r->progress) r->progress(r->progress_user, r->total, r->size);
     }
 }
 
@@ -311,6 +315,11 @@ static void spr_sort_pairs(int32_t *ids, float *vals, int64_t n, uint64_t *scrat
 
 spr_status spr_dataset_read(const char *path, const spr_read_options *options,
                             spr_dataset **out) {
+    return spr_dataset_read_progress(path, options, NULL, NULL, out);
+}
+
+spr_status spr_dataset_read_progress(const char *path, const spr_read_options *options,
+                                     spr_progress_fn progress, void *user, spr_dataset **out) {
     spr_status st = SPR_STATUS_OK;
     spr_reader r = {0};
     r.fd = -1;
@@ -341,6 +350,9 @@ spr_status spr_dataset_read(const char *path, const spr_read_options *options,
         st = spr_fail(SPR_STATUS_IO_ERROR, "%s: is a directory", path);
         goto fail;
     }
+    r.progress = progress;
+    r.progress_user = user;
+    r.size = S_ISREG(sb.st_mode) ? (int64_t)sb.st_size : 0;
 #ifdef POSIX_FADV_SEQUENTIAL
     posix_fadvise(r.fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 #endif

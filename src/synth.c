@@ -416,8 +416,15 @@ static int write_all(int fd, const char *p, size_t n) {
 /* Writes one split into the open file fd: header, then every point in order. On failure
  * returns the status (and errno of a failed write in *err_errno); the caller words the
  * message, since spr_fail inside the parallel region would land in a worker's slot. */
+/* Who to tell how many points are written (spr_synth_generate_progress). */
+typedef struct synth_progress {
+    spr_progress_fn fn; /* NULL: nobody */
+    void *user;
+    int64_t before, total; /* points of the earlier split, of both splits */
+} synth_progress;
+
 static spr_status write_split(const synth_model *m, int split, int64_t n_points, int fd,
-                              int threads, int *err_errno) {
+                              int threads, const synth_progress *progress, int *err_errno) {
     const spr_synth_config *c = m->cfg;
     char header[96];
     int hn = snprintf(header, sizeof header, "%lld %lld %lld\n", (long long)n_points,
@@ -462,6 +469,12 @@ static spr_status write_split(const synth_model *m, int split, int64_t n_points,
                     saved_errno = errno;
 #pragma omp atomic write
                     failed = SPR_STATUS_IO_ERROR;
+                }
+                /* In the ordered block: one call at a time, in chunk order. */
+                if (!bad && progress->fn) {
+                    int64_t end = (chunk + 1) * CHUNK_POINTS;
+                    progress->fn(progress->user, progress->before + (end < n_points ? end : n_points),
+                                 progress->total);
                 }
             }
         }
@@ -509,6 +522,12 @@ static void sync_parent(const char *path) {
 
 spr_status spr_synth_generate(const spr_synth_config *config, uint64_t seed,
                               const char *train_path, const char *test_path, int threads) {
+    return spr_synth_generate_progress(config, seed, train_path, test_path, threads, NULL, NULL);
+}
+
+spr_status spr_synth_generate_progress(const spr_synth_config *config, uint64_t seed,
+                                       const char *train_path, const char *test_path,
+                                       int threads, spr_progress_fn progress_fn, void *user) {
     if (!config || !train_path || !test_path)
         return spr_fail(SPR_STATUS_BAD_INPUT, "spr_synth_generate: NULL config or path");
     if (!*train_path || !*test_path)
@@ -584,7 +603,9 @@ spr_status spr_synth_generate(const spr_synth_config *config, uint64_t seed,
             goto fail;
         }
         int64_t n_points = which == 0 ? c->n_train : c->n_test;
-        st = write_split(&m, which, n_points, fds[which], threads, &err);
+        synth_progress progress = {progress_fn, user, which == 0 ? 0 : c->n_train,
+                                   c->n_train + c->n_test};
+        st = write_split(&m, which, n_points, fds[which], threads, &progress, &err);
         if (st == SPR_STATUS_NO_MEMORY) {
             st = spr_fail(st, "%s: out of memory generating points", path[which]);
             goto fail;

@@ -56,7 +56,7 @@ expect_grep help help.out "train"
 run version --version
 expect_rc version 0
 expect_grep version version.out "sparrow"
-for c in gen train eval predict info; do
+for c in gen train eval predict info plot; do
     run "help_$c" "$c" --help
     expect_rc "help_$c" 0
     expect_grep "help_$c" "help_$c.out" "usage: sparrow $c"
@@ -129,6 +129,17 @@ keys = ["epoch", "step", "train_seconds", "samples_per_second", "loss", "p_at_1"
         "p_at_3", "p_at_5", "active_out", "eval_points", "eval_seconds"]
 lines = [l for l in open(path) if l.strip()]
 problems = []
+# The first line says what produced the file: versions, the options, the data's sizes.
+try:
+    run = json.loads(lines[0])["run"]
+    for k in ["sparrow_version", "library_version", "started", "config", "data"]:
+        if k not in run:
+            problems.append("line 1 ({\"run\": ...}) lacks %s" % k)
+    if not isinstance(run.get("config"), dict) or "train" not in run["config"]:
+        problems.append("line 1: expected the options in config, got %r" % run.get("config"))
+    lines = lines[1:]
+except (ValueError, KeyError, IndexError, TypeError) as e:
+    problems.append("line 1 is not a {\"run\": ...} header (%r): %r" % (e, lines[:1]))
 if len(lines) != epochs:
     problems.append("expected %d lines, got %d" % (epochs, len(lines)))
 for i, line in enumerate(lines):
@@ -438,6 +449,216 @@ run div_old train --train "$TRAIN" --lr 1e30 --batch 64 --epochs 3 --save div.mo
 expect_rc div_old 1
 expect_grep div_old div_old.err "div.model is left as it was"
 if cmp -s resA.model div.model; then pass; else fail "divergence: expected div.model left unchanged"; fi
+
+# ---------------------------------------------------------------- progress display
+# Plain lines (stderr not a terminal), forced to every batch; --quiet silences them;
+# the bar (forced, then through a real terminal with script(1)); stdout stays clean.
+export SPARROW_PROGRESS_SECONDS=0
+SPARROW_PROGRESS=plain run prog_plain train --train "$TRAIN" --test "$TEST" --hidden 16 --batch 64 --threads 1
+expect_rc prog_plain 0
+expect_grep prog_plain prog_plain.err "read train.txt: 100.0% ("
+expect_grep prog_plain prog_plain.err "train: 100.0% (2000/2000 samples)"
+expect_grep prog_plain prog_plain.err "samples/s, epoch 1/1  loss "
+if grep -q $'\r' prog_plain.err; then fail "progress plain: expected no carriage return in stderr"; else pass; fi
+got=$(wc -l <prog_plain.out)
+if [ "$got" -eq 1 ]; then pass; else fail "progress: expected 1 line on stdout, got $got"; fi
+SPARROW_PROGRESS=plain run prog_quiet train --train "$TRAIN" --test "$TEST" --hidden 16 --batch 64 --threads 1 --quiet
+expect_rc prog_quiet 0
+if grep -qE '^(train|read [^:]*): ' prog_quiet.err; then fail "progress: --quiet still printed $(grep -m1 -E '^(train|read)' prog_quiet.err)"; else pass; fi
+SPARROW_PROGRESS=plain run prog_gen gen --preset tiny --out dprog
+expect_rc prog_gen 0
+expect_grep prog_gen prog_gen.err "gen: 100.0% (2500/2500 points)"
+SPARROW_PROGRESS=bar run prog_bar train --train "$TRAIN" --test "$TEST" --hidden 16 --batch 64 --threads 1 --epochs 2
+expect_rc prog_bar 0
+expect_grep prog_bar prog_bar.err $'\rtrain ['
+expect_grep prog_bar prog_bar.err "samples/s  epoch 2/2  loss "
+expect_grep prog_bar prog_bar.err "  P@1 0."
+expect_grep prog_bar prog_bar.err $'\r\033[Kepoch 1: step 32'
+unset SPARROW_PROGRESS_SECONDS
+if command -v script >/dev/null 2>&1; then
+    script -qec "'$BIN' train --train '$TRAIN' --hidden 16 --batch 64 --threads 1 --max-batches 40" /dev/null \
+        >prog_tty.txt 2>&1 </dev/null
+    expect_grep prog_tty prog_tty.txt $'\rtrain ['
+    expect_grep prog_tty prog_tty.txt "samples/s"
+else
+    echo "test_cli: script(1) missing: the terminal detection is not tested"
+fi
+
+# ---------------------------------------------------------------- --eval-every
+# tiny: 2000 points, batch 64 -> 32 batches an epoch; at every 10th step (10, 20, 30,
+# 40, 50, 60) plus each epoch's end (32, 64), all on the same 100 points.
+run ee train --train "$TRAIN" --test "$TEST" --hidden 16 --batch 64 --epochs 2 --eval-every 10 \
+    --eval-max 100 --metrics ee.jsonl --threads 1 --quiet
+expect_rc ee 0
+out=$("$PY" - ee.jsonl <<'PYEOF' 2>&1
+import json, sys
+lines = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+evals = [l for l in lines if "step" in l]
+want = [(1, 10, True), (1, 20, True), (1, 30, True), (1, 32, False),
+        (2, 40, True), (2, 50, True), (2, 60, True), (2, 64, False)]
+got = [(e["epoch"], e["step"], e["partial_epoch"]) for e in evals]
+problems = []
+if got != want:
+    problems.append("expected (epoch, step, partial) %s, got %s" % (want, got))
+if any(e["eval_points"] != 100 for e in evals):
+    problems.append("expected eval_points 100 everywhere, got %s" % [e["eval_points"] for e in evals])
+if lines[0]["run"]["config"]["eval-every"] != 10:
+    problems.append("expected config eval-every 10, got %r" % lines[0]["run"]["config"].get("eval-every"))
+print("; ".join(problems))
+PYEOF
+)
+if [ -z "$out" ]; then pass; else fail "eval-every: $out"; fi
+expect_grep ee ee.err "evaluating every 10 batches on 100 test points"
+# Without --eval-max: EVAL_EVERY_POINTS (1000) or the whole test set if smaller.
+run ee2 train --train "$TRAIN" --test "$TEST" --hidden 16 --batch 64 --eval-every 10 --max-batches 12 --quiet
+expect_rc ee2 0
+expect_grep ee2 ee2.err "evaluating every 10 batches on $N_TEST test points"
+run ee_bad train --train "$TRAIN" --eval-every 0
+expect_rc ee_bad 2
+
+# ---------------------------------------------------------------- metrics header
+run hdr_version --version
+lib_version=$(sed -n 's/.*(library \(.*\))$/\1/p' hdr_version.out)
+out=$("$PY" - ee.jsonl "$lib_version" "$TRAIN" <<'PYEOF' 2>&1
+import json, sys
+run = json.loads(open(sys.argv[1]).readline())["run"]
+problems = []
+if run["library_version"] != sys.argv[2]:
+    problems.append("expected library_version %r, got %r" % (sys.argv[2], run["library_version"]))
+if run["config"]["train"] != sys.argv[3] or run["config"]["hidden"] != [16] or run["config"]["batch"] != 64:
+    problems.append("expected the run's options in config, got %r" % run["config"])
+if run["data"]["train_points"] != 2000:
+    problems.append("expected data.train_points 2000, got %r" % run["data"])
+print("; ".join(problems))
+PYEOF
+)
+if [ -z "$out" ]; then pass; else fail "metrics header: $out"; fi
+
+# ---------------------------------------------------------------- --config / --print-config
+CFG_OPTS="--train $TRAIN --test $TEST --hidden 24,12 --batch 32 --lr 0.005 --sparsity 0.2 --tables 6 --epochs 2 --threads 1 --seed 9 --eval-max 200"
+run pc train $CFG_OPTS --print-config
+expect_rc pc 0
+cp pc.out run.json
+# The same run from the file and from the command line: the same model, bit for bit.
+run cfg_file train --config run.json --save cfg1.model --metrics cfg1.jsonl --quiet
+expect_rc cfg_file 0
+run cfg_cli train $CFG_OPTS --save cfg2.model --metrics cfg2.jsonl --quiet
+expect_rc cfg_cli 0
+if cmp -s cfg1.model cfg2.model; then pass; else fail "config: expected the model of --config run.json identical to the command line's"; fi
+M1=$(strip_times cfg1.jsonl 2>&1)
+M2=$(strip_times cfg2.jsonl 2>&1)
+if [ -n "$M1" ] && [ "$M1" = "$M2" ]; then pass; else fail "config: expected the final metrics $M2, got $M1"; fi
+# print-config of the file gives the file back; the metrics header holds the same object.
+run pc2 train --config run.json --print-config
+if cmp -s run.json pc2.out; then pass; else fail "config: print-config of run.json differs from it: $(diff run.json pc2.out | head -5)"; fi
+out=$("$PY" -c 'import json,sys; a=json.load(open(sys.argv[1])); b=json.loads(open(sys.argv[2]).readline())["run"]["config"]; b["save"]=None; b["metrics"]=None; b["quiet"]=False; print("" if a==b else "expected %r, got %r" % (a, b))' run.json cfg1.jsonl 2>&1)
+if [ -z "$out" ]; then pass; else fail "config: metrics header config: $out"; fi
+# The command line wins over the file; lists, strings for numbers and nulls are accepted.
+run cfg_over train --config run.json --epochs 1 --print-config
+expect_grep cfg_over cfg_over.out '"epochs": 1,'
+printf '{"train": "%s", "hidden": [8, 4], "seed": "18446744073709551615", "test": null, "dense": true,\n "max-batches": 2, "quiet": true}\n' "$TRAIN" >list.json
+run cfg_list train --config list.json --print-config
+expect_rc cfg_list 0
+expect_grep cfg_list cfg_list.out '"seed": "18446744073709551615"'
+expect_grep cfg_list cfg_list.out '"dense": true'
+run cfg_list_run train --config list.json
+expect_rc cfg_list_run 0
+expect_grep cfg_list_run cfg_list_run.err "-> 8 relu -> 4 relu ->"
+# Bad files: a clear message naming the file (and the line for JSON syntax), exit 2.
+printf '{"train": "%s",\n "lr": 0.01,\n "epochs": 2,,\n}\n' "$TRAIN" >syntax.json
+run cfg_syntax train --config syntax.json
+expect_rc cfg_syntax 2
+expect_grep cfg_syntax cfg_syntax.err "syntax.json:3: not valid JSON"
+printf '{"train": "%s", "learning-rate": 0.1}\n' "$TRAIN" >unknown.json
+run cfg_unknown train --config unknown.json
+expect_rc cfg_unknown 2
+expect_grep cfg_unknown cfg_unknown.err 'unknown.json: "learning-rate" is not an option'
+printf '{"train": "%s", "lr": -1}\n' "$TRAIN" >badval.json
+run cfg_badval train --config badval.json
+expect_rc cfg_badval 2
+expect_grep cfg_badval cfg_badval.err "--lr must be > 0, got -1"
+expect_grep cfg_badval cfg_badval.err "(that value comes from badval.json)"
+printf '{"train": "%s", "dense": 1}\n' "$TRAIN" >badflag.json
+run cfg_badflag train --config badflag.json
+expect_rc cfg_badflag 2
+expect_grep cfg_badflag cfg_badflag.err '"dense" is a flag: true, false or null'
+printf '[1, 2]\n' >array.json
+run cfg_array train --config array.json
+expect_rc cfg_array 2
+run cfg_missing train --config no_such.json
+expect_rc cfg_missing 2
+expect_grep cfg_missing cfg_missing.err "no_such.json: cannot open"
+
+# ---------------------------------------------------------------- predict --labels
+"$PY" -c 'import sys; [print("name %d" % i) for i in range(int(sys.argv[1]))]' "$N_LABELS" >names.txt
+run pl_ids predict --model dense.model --input "$TEST" --k 3 --threads 1
+run pl_names predict --model dense.model --input "$TEST" --k 3 --threads 1 --labels names.txt
+expect_rc pl_names 0
+# Each "id:score" becomes "name id:score", tab-separated.
+sed -e 's/\([0-9][0-9]*\):/name \1:/g' -e 's/ name/\tname/g' pl_ids.out >pl_expected.txt
+if cmp -s pl_expected.txt pl_names.out; then pass; else fail "predict --labels: expected $(head -n 1 pl_expected.txt | cat -A), got $(head -n 1 pl_names.out | cat -A)"; fi
+head -n 3 names.txt >short_names.txt
+run pl_short predict --model dense.model --input "$TEST" --labels short_names.txt
+expect_rc pl_short 2
+expect_grep pl_short pl_short.err "short_names.txt: 3 names for the model's $N_LABELS labels"
+printf 'a\n\nb\n' >blank_names.txt
+run pl_blank predict --model dense.model --input "$TEST" --labels blank_names.txt
+expect_rc pl_blank 2
+expect_grep pl_blank pl_blank.err "blank_names.txt:2: empty label name"
+
+# ---------------------------------------------------------------- plot
+# The PNG exists, is a real picture (many colours, not blank), and records the SHA-256
+# of the very files it was drawn from; a changed log gives another picture.
+check_png() {
+    "$PY" - "$@" <<'PYEOF' 2>&1
+import hashlib, struct, sys
+png, logs = sys.argv[1], sys.argv[2:]
+data = open(png, "rb").read()
+problems = []
+if data[:8] != b"\x89PNG\r\n\x1a\n":
+    problems.append("not a PNG (starts %r)" % data[:8])
+if len(data) < 30000:
+    problems.append("expected a picture of more than 30 kB, got %d bytes" % len(data))
+text, i = {}, 8
+while i + 8 <= len(data):
+    n, kind = struct.unpack(">I4s", data[i:i + 8])
+    if kind == b"tEXt":
+        key, _, value = data[i + 8:i + 8 + n].partition(b"\0")
+        text[key.decode()] = value.decode("latin-1")
+    i += 12 + n
+for log in logs:
+    digest = hashlib.sha256(open(log, "rb").read()).hexdigest()
+    if "%s sha256=%s" % (log, digest) not in text.get("Source", ""):
+        problems.append("expected Source to name %s sha256=%s, got %r" % (log, digest, text.get("Source")))
+import matplotlib.image
+img = matplotlib.image.imread(png)
+colours = len({tuple(p) for p in (img[::4, ::4, :3] * 255).astype(int).reshape(-1, 3).tolist()})
+inked = float((img[:, :, :3].sum(axis=2) < 2.9).mean())
+if colours < 20 or inked < 0.02:
+    problems.append("expected a drawn picture, got %d colours and %.3f of the pixels inked" % (colours, inked))
+print("; ".join(problems))
+PYEOF
+}
+run plot2 plot dense.jsonl sampled.jsonl --out curve.png
+expect_rc plot2 0
+expect_grep plot2 plot2.out "wrote curve.png: 2 run(s)"
+out=$(check_png curve.png dense.jsonl sampled.jsonl)
+if [ -z "$out" ]; then pass; else fail "plot: $out"; fi
+head -n 3 ee.jsonl >ee_short.jsonl
+run plot_a plot ee.jsonl --out a.png
+run plot_b plot ee_short.jsonl --out b.png
+expect_rc plot_b 0
+out=$(check_png b.png ee_short.jsonl)
+if [ -z "$out" ]; then pass; else fail "plot: $out"; fi
+if cmp -s a.png b.png; then fail "plot: expected different pictures for different logs"; else pass; fi
+printf '{"run": {}}\nnot json\n' >bad.jsonl
+run plot_bad plot bad.jsonl --out bad.png
+expect_rc plot_bad 2
+expect_grep plot_bad plot_bad.err "bad.jsonl:2: not a JSON object"
+run plot_missing plot no_such.jsonl
+expect_rc plot_missing 2
+run plot_none plot
+expect_rc plot_none 2
 
 echo "test_cli: $PASSED passed, $FAILED failed"
 [ "$FAILED" -eq 0 ]

@@ -31,6 +31,10 @@ enum { EXIT_OK = 0, EXIT_INTERNAL = 1, EXIT_USAGE = 2, EXIT_SIGNAL_BASE = 128 };
  * `sparrow eval --eval-max N` picks the same points as `sparrow train --eval-max N`. */
 #define EVAL_SUBSET_SEED 0x5eed5eedull
 
+/* Test points of `train --eval-every`'s evaluations within an epoch when --eval-max is
+ * not given (drawn like --eval-max's subset): enough for a P@1 within about +-0.03. */
+#define EVAL_EVERY_POINTS 1000
+
 /* Points predicted per spr_model_predict call: bounds the (chunk, k) buffers whatever
  * the size of the input file. */
 #define PREDICT_CHUNK 4096
@@ -41,6 +45,7 @@ int cmd_train(int argc, char **argv);   /* cli_train.c */
 int cmd_eval(int argc, char **argv);    /* cli_eval.c */
 int cmd_predict(int argc, char **argv); /* cli_eval.c */
 int cmd_info(int argc, char **argv);    /* cli_eval.c */
+int cmd_plot(int argc, char **argv);    /* cli_plot.c */
 
 /* Seconds on the monotonic clock, for durations. */
 double now_seconds(void);
@@ -82,9 +87,51 @@ int bad_option(const char *cmd);
 /* A usage error if arguments are left after the options, else EXIT_OK. */
 int stray_arguments(const char *cmd, int argc, char **argv);
 
+/* spr_dataset_read with a progress display on stderr (progress.h) unless quiet. */
+spr_status read_dataset(const char *path, const spr_read_options *options, int quiet,
+                        spr_dataset **out);
+
 /* Loads a model and a data set whose ids are checked against it (labels too when
  * check_labels); on failure nothing is left allocated. */
 int load_model_and_data(const char *model_path, const char *data_path, int one_based,
                         int check_labels, spr_model **model, spr_dataset **data);
+
+/* ------------------------------------------------------------------ configuration files
+ * (cli_config.c: the format is described there and in 'sparrow train --help'). */
+
+struct option;
+struct cJSON;
+
+/* Command-line options made from a configuration file (owned; config_argv_free). */
+typedef struct config_argv {
+    int argc;
+    char **argv; /* (argc + 1), NULL-terminated; without a program name */
+} config_argv;
+
+/* Reads the JSON object in path and turns it into "--key value" options, checking each
+ * key against opts (the command's getopt_long table); returns an exit code. */
+int config_to_argv(const char *cmd, const char *path, const struct option *opts,
+                   config_argv *out);
+void config_argv_free(config_argv *c);
+/* argv[0], then cfg's options, then argv[1..argc): the file first, so that the command
+ * line wins. *argv_out (free() it) borrows the strings. -1 when out of memory. */
+int config_merge_argv(int argc, char **argv, const config_argv *cfg, int *argc_out,
+                      char ***argv_out);
+
+/* Writing a configuration (--print-config, the metrics file's first line). */
+struct cJSON *config_object(void);
+void config_put_string(struct cJSON *obj, const char *key, const char *value); /* NULL: null */
+void config_put_float(struct cJSON *obj, const char *key, double value);
+void config_put_double(struct cJSON *obj, const char *key, double value);
+void config_put_int(struct cJSON *obj, const char *key, int64_t value);
+void config_put_u64(struct cJSON *obj, const char *key, uint64_t value);
+void config_put_bool(struct cJSON *obj, const char *key, int value);
+void config_put_int_list(struct cJSON *obj, const char *key, const int64_t *values, int n);
+/* Moves value (an object of config_object) into obj. */
+void config_put_object(struct cJSON *obj, const char *key, struct cJSON *value);
+void config_put_null(struct cJSON *obj, const char *key);
+/* Writes obj as JSON (indented when pretty, else on one line); -1 when out of memory. */
+int config_write(FILE *f, const struct cJSON *obj, int pretty);
+void config_free(struct cJSON *obj);
 
 #endif

@@ -1,5 +1,6 @@
 /* cli_common.c: the helpers declared in cli.h, shared by the sparrow tool's commands. */
 #include "cli.h"
+#include "progress.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -185,6 +186,19 @@ int stray_arguments(const char *cmd, int argc, char **argv) {
 
 /* ------------------------------------------------------------------ model + data loading */
 
+spr_status read_dataset(const char *path, const spr_read_options *options, int quiet,
+                        spr_dataset **out) {
+    progress p;
+    const char *slash = strrchr(path, '/');
+    char label[64];
+    snprintf(label, sizeof label, "read %.40s", slash ? slash + 1 : path);
+    progress_start(&p, label, "MB", 0, quiet);
+    p.unit_scale = 1e6;
+    spr_status st = spr_dataset_read_progress(path, options, progress_callback, &p, out);
+    progress_finish(&p);
+    return st;
+}
+
 /* Loads a model and a data set whose ids are checked against it. check_labels = 0 lets
  * the file carry labels the model does not know (predict ignores labels). */
 int load_model_and_data(const char *model_path, const char *data_path, int one_based,
@@ -196,7 +210,7 @@ int load_model_and_data(const char *model_path, const char *data_path, int one_b
     ropt.one_based = one_based;
     ropt.n_features = cfg.n_features;
     if (check_labels) ropt.n_labels = cfg.layers[cfg.n_layers - 1].size;
-    st = spr_dataset_read(data_path, &ropt, data);
+    st = read_dataset(data_path, &ropt, 0, data);
     if (st != SPR_STATUS_OK) {
         spr_model_free(*model);
         *model = NULL;

@@ -174,24 +174,109 @@ done:
 
 /* ------------------------------------------------------------------ predict */
 
+/* predict --labels: line i of the file (1-based line i + 1) names label i. */
+typedef struct label_names {
+    char *text;    /* the file, each line end replaced by a NUL */
+    char **names;  /* (count) pointers into text */
+    int64_t count;
+} label_names;
+
+static void label_names_free(label_names *n) {
+    free(n->text);
+    free(n->names);
+    memset(n, 0, sizeof *n);
+}
+
+/* Reads one name per line (CRLF accepted, a missing final newline too); a tab or an
+ * empty name is refused with its line number, since neither could be read back from
+ * predict's tab-separated output. At least n_labels names are needed. */
+static int label_names_read(const char *path, int64_t n_labels, label_names *out) {
+    memset(out, 0, sizeof *out);
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "sparrow: %s: cannot open: %s\n", path, strerror(errno));
+        return EXIT_USAGE;
+    }
+    size_t cap = 1 << 16, len = 0;
+    char *text = malloc(cap + 1);
+    while (text) {
+        len += fread(text + len, 1, cap - len, f);
+        if (ferror(f) || len < cap) break;
+        char *grown = realloc(text, cap * 2 + 1);
+        if (!grown) {
+            free(text);
+            text = NULL;
+            break;
+        }
+        text = grown;
+        cap *= 2;
+    }
+    int no_memory = !text, bad = !text || ferror(f);
+    fclose(f);
+    if (bad) {
+        free(text);
+        fprintf(stderr, "sparrow: %s: cannot read: %s\n", path, no_memory ? "out of memory" : strerror(errno));
+        return no_memory ? EXIT_INTERNAL : EXIT_USAGE;
+    }
+    text[len] = '\0';
+    int64_t lines = 0;
+    for (size_t i = 0; i < len; i++) lines += text[i] == '\n';
+    if (len > 0 && text[len - 1] != '\n') lines++;
+    out->text = text;
+    out->names = malloc((size_t)(lines > 0 ? lines : 1) * sizeof *out->names);
+    if (!out->names) {
+        label_names_free(out);
+        fprintf(stderr, "sparrow: out of memory for %lld label names\n", (long long)lines);
+        return EXIT_INTERNAL;
+    }
+    char *p = text, *end = text + len;
+    while (p < end) {
+        char *nl = memchr(p, '\n', (size_t)(end - p));
+        char *e = nl ? nl : end;
+        *e = '\0';
+        if (e > p && e[-1] == '\r') e[-1] = '\0';
+        int64_t line = out->count + 1;
+        if (!*p || strchr(p, '\t')) {
+            fprintf(stderr, "sparrow: %s:%lld: %s (line i names label i - 1)\n", path,
+                    (long long)line, *p ? "a name may not contain a tab" : "empty label name");
+            label_names_free(out);
+            return EXIT_USAGE;
+        }
+        out->names[out->count++] = p;
+        p = e + 1;
+    }
+    if (out->count < n_labels) {
+        fprintf(stderr, "sparrow: %s: %lld names for the model's %lld labels (one name per "
+                        "line, line i for label i - 1)\n",
+                path, (long long)out->count, (long long)n_labels);
+        label_names_free(out);
+        return EXIT_USAGE;
+    }
+    return EXIT_OK;
+}
+
 static const char PREDICT_HELP[] =
     "usage: sparrow predict --model MODEL --input FILE [options]\n"
     "\n"
     "Writes one line per input point to stdout: \"label:score label:score ...\", best\n"
     "first (scores are output logits). Labels in the input file are ignored.\n"
+    "With --labels the labels are written by name and the fields separated by tabs\n"
+    "(\"name:score<TAB>name:score ...\"; the score follows the last colon).\n"
     "\n"
     "  --model MODEL         a model saved by 'sparrow train --save'\n"
     "  --input FILE          points to predict (XMC or svmlight format)\n"
     "  --k K                 labels per point (default 5; at most the number of labels)\n"
     "  --sparse-inference    rank only the LSH candidates (sublinear)\n"
     "  --threads T           worker threads (default 0: all cores)\n"
-    "  --one-based           feature ids in the file start at 1\n";
+    "  --one-based           feature ids in the file start at 1\n"
+    "  --labels NAMES        a text file with one label name per line: line 1 names\n"
+    "                        label 0, line 2 label 1, ...\n";
 
 int cmd_predict(int argc, char **argv) {
     const char *cmd = "predict";
-    const char *model_path = NULL, *input_path = NULL;
+    const char *model_path = NULL, *input_path = NULL, *labels_path = NULL;
     int k = 5, sparse = 0, threads = 0, one_based = 0;
-    enum { P_MODEL = 256, P_INPUT, P_K, P_SPARSE, P_THREADS, P_ONE_BASED };
+    enum { P_MODEL = 256, P_INPUT, P_K, P_SPARSE, P_THREADS, P_ONE_BASED, P_LABELS };
     static const struct option opts[] = {
         {"model", required_argument, 0, P_MODEL},
         {"input", required_argument, 0, P_INPUT},
@@ -199,6 +284,7 @@ int cmd_predict(int argc, char **argv) {
         {"sparse-inference", no_argument, 0, P_SPARSE},
         {"threads", required_argument, 0, P_THREADS},
         {"one-based", no_argument, 0, P_ONE_BASED},
+        {"labels", required_argument, 0, P_LABELS},
         {"help", no_argument, 0, OPT_HELP},
         {0, 0, 0, 0}};
     char name[64];
@@ -206,6 +292,7 @@ int cmd_predict(int argc, char **argv) {
     int c, rc = EXIT_OK;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
+        case P_LABELS: labels_path = optarg; break;
         case P_MODEL: model_path = optarg; break;
         case P_INPUT: input_path = optarg; break;
         case P_K: rc = parse_int(cmd, "--k", optarg, 1, 1 << 20, &k); break;
@@ -223,9 +310,15 @@ int cmd_predict(int argc, char **argv) {
 
     spr_model *model = NULL;
     spr_dataset *data = NULL;
+    label_names names = {0};
     if ((rc = load_model_and_data(model_path, input_path, one_based, 0, &model, &data)))
         return rc;
     if ((int64_t)k > model_labels(model)) k = (int)model_labels(model);
+    if (labels_path && (rc = label_names_read(labels_path, model_labels(model), &names))) {
+        spr_dataset_free(data);
+        spr_model_free(model);
+        return rc;
+    }
 
     int64_t n = spr_dataset_get_view(data).n_points;
     int64_t *rows = malloc(PREDICT_CHUNK * sizeof *rows);
@@ -246,8 +339,9 @@ int cmd_predict(int argc, char **argv) {
         }
         for (int64_t i = 0; i < m; i++) {
             for (int j = 0; j < k; j++) {
-                if (j) putchar(' ');
-                printf("%d:%.6g", ids[i * k + j], scores[i * k + j]);
+                if (j) putchar(names.names ? '\t' : ' ');
+                if (names.names) printf("%s:%.6g", names.names[ids[i * k + j]], scores[i * k + j]);
+                else printf("%d:%.6g", ids[i * k + j], scores[i * k + j]);
             }
             putchar('\n');
         }
@@ -262,6 +356,7 @@ done:
     free(rows);
     free(ids);
     free(scores);
+    label_names_free(&names);
     spr_dataset_free(data);
     spr_model_free(model);
     return rc;

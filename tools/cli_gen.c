@@ -1,5 +1,6 @@
 /* cli_gen.c: `sparrow gen`, a synthetic data set written to a directory. */
 #include "cli.h"
+#include "progress.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -44,17 +45,19 @@ static const char GEN_HELP[] =
     "  --out DIR       output directory\n"
     "  --seed S        random seed (default 1); the same seed gives the same files\n"
     "  --threads T     worker threads (default 0: all cores); the output does not\n"
-    "                  depend on it\n";
+    "                  depend on it\n"
+    "  --quiet         no progress on stderr\n";
 
 int cmd_gen(int argc, char **argv) {
     const char *cmd = "gen";
     const char *preset = NULL, *out_dir = NULL;
     uint64_t seed = 1;
-    int threads = 0;
+    int threads = 0, quiet = 0;
     static const struct option opts[] = {
         {"preset", required_argument, 0, 'p'}, {"out", required_argument, 0, 'o'},
         {"seed", required_argument, 0, 's'},   {"threads", required_argument, 0, 't'},
-        {"help", no_argument, 0, OPT_HELP},    {0, 0, 0, 0}};
+        {"quiet", no_argument, 0, 'q'},        {"help", no_argument, 0, OPT_HELP},
+        {0, 0, 0, 0}};
     char name[64];
     prepare_getopt(argv, name, sizeof name, cmd);
     int c, rc;
@@ -68,6 +71,7 @@ int cmd_gen(int argc, char **argv) {
         case 't':
             if ((rc = parse_int(cmd, "--threads", optarg, 0, INT_MAX, &threads))) return rc;
             break;
+        case 'q': quiet = 1; break;
         case OPT_HELP: fputs(GEN_HELP, stdout); return EXIT_OK;
         default: return bad_option(cmd);
         }
@@ -96,7 +100,11 @@ int cmd_gen(int argc, char **argv) {
     snprintf(test_path, len, "%s/test.txt", out_dir);
 
     double t0 = now_seconds();
-    st = spr_synth_generate(&config, seed, train_path, test_path, threads);
+    progress bar;
+    progress_start(&bar, "gen", "points", config.n_train + config.n_test, quiet);
+    st = spr_synth_generate_progress(&config, seed, train_path, test_path, threads,
+                                     progress_callback, &bar);
+    progress_finish(&bar);
     double seconds = now_seconds() - t0;
     if (st != SPR_STATUS_OK) {
         rc = library_error(st);

@@ -1,5 +1,6 @@
 /* cli_train.c: `sparrow train`: options, the training loop, progress and metrics. */
 #include "cli.h"
+#include "progress.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -11,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Fails early (before hours of training) when the model could not be saved: the
@@ -56,6 +58,9 @@ static const char TRAIN_HELP[] =
     "  --eval-max N          evaluate on N test points drawn uniformly at random without\n"
     "                        replacement with a fixed seed: the same subset every epoch\n"
     "                        (and the same as 'sparrow eval --eval-max N'); default: all\n"
+    "  --eval-every N        also evaluate at every N-th step within an epoch, on the\n"
+    "                        --eval-max subset (default: 1000 test points drawn the\n"
+    "                        same way); end-of-epoch evaluations are unchanged\n"
     "model\n"
     "  --hidden N[,N...]     hidden layer sizes, e.g. 128 or 256,128 (default 128)\n"
     "  --sparsity F          fraction of output neurons active per sample, in (0, 1]\n"
@@ -67,13 +72,14 @@ static const char TRAIN_HELP[] =
     "                        uniform sample)\n"
     "  --select S            topk: the target count of candidates most tables agree\n"
     "                        on (default); union: every candidate (SLIDE); threshold:\n"
-    "                        candidates returned by >= --threshold M tables\n"
+    "                        candidates returned by >= --threshold M tables; rank:\n"
+    "                        like topk, ranked by the hash codes shared with the input\n"
     "  --threshold M         tables that must return a neuron (--select threshold)\n"
     "  --clip-norm X         scale each batch gradient to an L2 norm of at most X\n"
     "  --max-memory SIZE     refuse a model that needs more (bytes; K, M, G suffixes);\n"
     "                        default: the memory the system reports available\n"
     "  --random-fraction F   share of the active set kept for random neurons (topk,\n"
-    "                        threshold), in [0, 1]\n"
+    "                        threshold, rank), in [0, 1]\n"
     "  --hidden-sparsity F   sample the hidden layers after the first too (same hash\n"
     "                        options as the output layer); default 1 (dense)\n"
     "  --seed S              seed of weights, hashes, sampling and the epoch shuffles\n"
@@ -95,13 +101,21 @@ static const char TRAIN_HELP[] =
     "  --rehash-growth G     the t-th gap between rehashes is N x exp(G t) batches\n"
     "  --rehash-max M        longest gap between rehashes, in batches\n"
     "  --rebuild-every R     draw new hash functions at every R-th rehash (0: never)\n"
+    "configuration\n"
+    "  --config FILE         read options from a JSON object {\"option\": value}: keys\n"
+    "                        are the long options without --, flags take true/false,\n"
+    "                        null leaves an option out; the command line wins\n"
+    "  --print-config        print the effective options as such a file and exit\n"
     "output\n"
     "  --save MODEL          save the model at the end (atomically; nothing on failure)\n"
     "  --metrics FILE        JSON Lines, one object per evaluation (the file is\n"
     "                        truncated at start): epoch, step, train_seconds,\n"
     "                        samples_per_second, loss, p_at_1, p_at_3, p_at_5,\n"
-    "                        active_out, eval_points, eval_seconds, partial_epoch\n"
-    "  --quiet               no progress lines on stderr\n"
+    "                        active_out, eval_points, eval_seconds, partial_epoch;\n"
+    "                        its first line is {\"run\": {...}}: versions, start time\n"
+    "                        and the options (\"config\": a --config file)\n"
+    "  --quiet               no progress on stderr (a bar redrawn in place on a\n"
+    "                        terminal, else a plain line every 5 s)\n"
     "  --verbose             also print the library's log lines (rehashes)\n"
     "\n"
 "Each epoch visits the training rows in a shuffled order that depends only on the\n"
@@ -153,6 +167,11 @@ typedef struct train_args {
     int64_t max_batches;
     int one_based;
     int quiet, verbose;
+    int64_t eval_every;      /* batches between evaluations within an epoch; 0: none */
+    const char *config_path; /* --config */
+    int print_config;
+    config_argv config;      /* the options read from config_path (owns their text) */
+    char **merged_argv;      /* the argv parsed when there is a config file (owned) */
 } train_args;
 
 /* "256,128" -> hidden sizes; at most SPR_MAX_LAYERS - 1 of them. */
@@ -190,7 +209,7 @@ enum {
     T_BITS, T_BUCKET, T_THREADS, T_SEED, T_DENSE, T_SAVE, T_METRICS, T_EVAL_MAX,
     T_MAX_BATCHES, T_ONE_BASED, T_QUIET, T_VERBOSE, T_POLICY, T_SELECT, T_THRESHOLD,
     T_HIDDEN_SPARSITY, T_REHASH_FIRST, T_REHASH_GROWTH, T_REHASH_MAX, T_REBUILD, T_RANDOM_FRACTION,
-    T_RESUME, T_MAX_MEMORY, T_CLIP_NORM
+    T_RESUME, T_MAX_MEMORY, T_CLIP_NORM, T_EVAL_EVERY, T_CONFIG, T_PRINT_CONFIG
 };
 
 /* "512M", "4G", "1000000" -> bytes (K, M, G are powers of 1024). */
@@ -258,6 +277,9 @@ static int parse_train_args(int argc, char **argv, train_args *a) {
         {"rehash-max", required_argument, 0, T_REHASH_MAX},
         {"rebuild-every", required_argument, 0, T_REBUILD},
         {"resume", required_argument, 0, T_RESUME},
+        {"eval-every", required_argument, 0, T_EVAL_EVERY},
+        {"config", required_argument, 0, T_CONFIG},
+        {"print-config", no_argument, 0, T_PRINT_CONFIG},
         {"help", no_argument, 0, OPT_HELP},
         {0, 0, 0, 0}};
     memset(a, 0, sizeof *a);
@@ -265,8 +287,31 @@ static int parse_train_args(int argc, char **argv, train_args *a) {
     char name[64];
     prepare_getopt(argv, name, sizeof name, cmd);
     int c, rc = EXIT_OK;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    /* --config first: its options go before the command line's (which then win). Quiet:
+     * the second pass reports bad options. */
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1)
+        if (c == T_CONFIG) a->config_path = optarg;
+    int n_from_file = 0;
+    if (a->config_path) {
+        if ((rc = config_to_argv(cmd, a->config_path, opts, &a->config))) return rc;
+        n_from_file = a->config.argc;
+        if (config_merge_argv(argc, argv, &a->config, &argc, &argv)) {
+            fprintf(stderr, "sparrow train: out of memory\n");
+            return EXIT_INTERNAL;
+        }
+        a->merged_argv = argv;
+    }
+    prepare_getopt(argv, name, sizeof name, cmd);
+    for (;;) {
+        int at = optind ? optind : 1; /* argv index of the option about to be parsed */
+        if ((c = getopt_long(argc, argv, "h", opts, NULL)) == -1) break;
         switch (c) {
+        case T_CONFIG: break; /* read above */
+        case T_PRINT_CONFIG: a->print_config = 1; break;
+        case T_EVAL_EVERY:
+            rc = parse_int64(cmd, "--eval-every", optarg, 1, INT64_MAX, &a->eval_every);
+            break;
         case T_TRAIN: a->train_path = optarg; break;
         case T_TEST: a->test_path = optarg; break;
         case T_SAVE: a->save_path = optarg; break;
@@ -331,7 +376,7 @@ static int parse_train_args(int argc, char **argv, train_args *a) {
             break;
         case T_SELECT:
             if (spr_select_parse(optarg, &a->select) != SPR_STATUS_OK)
-                rc = usage_error(cmd, "--select must be topk, union or threshold, got %s", optarg);
+                rc = usage_error(cmd, "--select must be topk, union, threshold or rank, got %s", optarg);
             a->have_select = 1;
             break;
         case T_HIDDEN_SPARSITY:
@@ -376,10 +421,15 @@ static int parse_train_args(int argc, char **argv, train_args *a) {
         case OPT_HELP: fputs(TRAIN_HELP, stdout); return -1;
         default: return bad_option(cmd);
         }
-        if (rc) return rc;
+        if (rc) {
+            /* The message names the option, not where it came from. */
+            if (at <= n_from_file)
+                fprintf(stderr, "sparrow train: (that value comes from %s)\n", a->config_path);
+            return rc;
+        }
     }
     if ((rc = stray_arguments(cmd, argc, argv))) return rc;
-    if (!a->train_path)
+    if (!a->train_path && !a->print_config)
         return usage_error(cmd, "--train is required (see 'sparrow train --help')");
     return EXIT_OK;
 }
@@ -534,6 +584,9 @@ typedef struct train_state {
     const spr_dataset *test;
     const int64_t *eval_rows; /* (eval_n) or NULL for the whole test set */
     int64_t eval_n;
+    const int64_t *within_rows; /* (within_n): --eval-every's subset, NULL for all */
+    int64_t within_n;
+    progress bar;
     FILE *metrics;
     double train_seconds;
     int64_t samples;
@@ -548,13 +601,17 @@ typedef struct train_state {
 
 /* Evaluates (if there is a test set), prints a line on stderr and appends a metrics
  * line. Not counted in train_seconds. */
-static int train_report(train_state *s, int64_t epoch, int partial, window *w) {
+static int train_report(train_state *s, int64_t epoch, int partial, window *w, int within) {
     spr_eval_result res;
     memset(&res, 0, sizeof res);
     double eval_seconds = 0;
+    /* Within an epoch (--eval-every): the smaller fixed subset. */
+    const int64_t *eval_rows = within ? s->within_rows : s->eval_rows;
+    int64_t eval_n = within ? s->within_n : s->eval_n;
+    progress_clear(&s->bar);
     if (s->test) {
         double t0 = now_seconds();
-        spr_status st = spr_model_evaluate(s->model, s->test, s->eval_rows, s->eval_n, 0,
+        spr_status st = spr_model_evaluate(s->model, s->test, eval_rows, eval_n, 0,
                                            s->threads, &res);
         eval_seconds = now_seconds() - t0;
         if (st != SPR_STATUS_OK) return library_error(st);
@@ -567,11 +624,11 @@ static int train_report(train_state *s, int64_t epoch, int partial, window *w) {
     double sps = s->train_seconds > 0 ? (double)s->samples / s->train_seconds : 0;
     fprintf(stderr, "epoch %lld%s: step %lld, loss %.4f, %.0f samples/s, train %.2f s, "
                     "active out %.1f",
-            (long long)epoch, partial ? " (partial)" : "", (long long)info.steps, loss, sps,
+            (long long)epoch, within ? " (within)" : partial ? " (partial)" : "", (long long)info.steps, loss, sps,
             s->train_seconds, active);
     if (s->test)
         fprintf(stderr, ", P@1 %.4f P@3 %.4f P@5 %.4f on %lld points (%.2f s)\n",
-                res.p_at[1], res.p_at[3], res.p_at[5], (long long)s->eval_n, eval_seconds);
+                res.p_at[1], res.p_at[3], res.p_at[5], (long long)eval_n, eval_seconds);
     else
         fputc('\n', stderr);
 
@@ -599,7 +656,7 @@ static int train_report(train_state *s, int64_t epoch, int partial, window *w) {
         fputs(", \"rehash_seconds\": ", f);
         json_number(f, w->rehash_seconds);
         fprintf(f, ", \"eval_points\": %lld, \"eval_seconds\": ",
-                (long long)(s->test ? s->eval_n : 0));
+                (long long)(s->test ? eval_n : 0));
         json_number(f, eval_seconds);
         fputs(", \"inference\": \"exact\"}\n", f);
         if (fflush(f) != 0 || ferror(f)) {
@@ -623,9 +680,17 @@ static int train_loop(train_state *s, const spr_dataset *train, const spr_train_
     int64_t n = v.n_points, bsz = topt->batch_size;
     int64_t per_epoch = (n + bsz - 1) / bsz;
     int64_t batches_done = 0;
-    window since_eval = {0}, since_print = {0};
-    double last_print = now_seconds();
+    window since_eval = {0};
     int rc;
+
+    /* --eval-every counts the model's steps: a resumed run evaluates where an
+     * uninterrupted one would. */
+    int64_t first_step = spr_model_get_info(s->model).steps;
+    /* The bar counts the samples this process will train on. */
+    int64_t total = (a->epochs - s->first_epoch + 1) * n - s->skip_batches * bsz;
+    if (a->max_batches > 0 && a->max_batches * bsz < total) total = a->max_batches * bsz;
+    progress_start(&s->bar, "train", "samples", total, a->quiet);
+    double loss_avg = NAN; /* a moving average of the batch losses, for the bar */
 
     for (int64_t epoch = s->first_epoch; epoch <= a->epochs; epoch++) {
         double t_start = now_seconds();
@@ -643,49 +708,195 @@ static int train_loop(train_state *s, const spr_dataset *train, const spr_train_
             if (st != SPR_STATUS_OK && !isfinite(stats.loss)) {
                 /* Diverged: the library stopped before the step, but the weights that
                  * produced a NaN are not worth keeping over an earlier good model. */
+                progress_clear(&s->bar);
                 fprintf(stderr, "sparrow: %s; the model was not saved%s%s%s\n", spr_last_error(),
                         a->save_path ? " (" : "", a->save_path ? a->save_path : "",
                         a->save_path ? " is left as it was)" : "");
                 return EXIT_INTERNAL;
             }
-            if (st != SPR_STATUS_OK) return library_error(st);
+            if (st != SPR_STATUS_OK) {
+                progress_clear(&s->bar);
+                return library_error(st);
+            }
             batches_done++;
             s->samples += count;
             window_add(&since_eval, &stats, s->last_layer, count);
-            window_add(&since_print, &stats, s->last_layer, count);
-            if (!a->quiet) {
+            loss_avg = isfinite(loss_avg) ? 0.95 * loss_avg + 0.05 * stats.loss : stats.loss;
+            char extra[128];
+            int en = snprintf(extra, sizeof extra, "epoch %lld/%lld  loss %.4f", (long long)epoch,
+                              (long long)a->epochs, loss_avg);
+            if (s->have_last && en > 0 && en < (int)sizeof extra)
+                snprintf(extra + en, sizeof extra - (size_t)en, "  P@1 %.4f", s->last.p_at[1]);
+            progress_update(&s->bar, s->samples, extra);
+            /* --eval-every: an evaluation within the epoch at every N-th step (not after
+             * the epoch's last batch, which the end-of-epoch evaluation covers). */
+            if (a->eval_every > 0 && s->test && (first_step + batches_done) % a->eval_every == 0 &&
+                b + 1 < per_epoch && !(a->max_batches > 0 && batches_done >= a->max_batches)) {
                 double t = now_seconds();
-                if (t - last_print >= 2.0) {
-                    double so_far = s->train_seconds + (t - t_start);
-                    fprintf(stderr, "epoch %lld/%lld batch %lld/%lld: %.0f samples/s, loss %.4f\n",
-                            (long long)epoch, (long long)a->epochs, (long long)(b + 1),
-                            (long long)per_epoch,
-                            so_far > 0 ? (double)s->samples / so_far : 0.0,
-                            since_print.loss_sum / (double)since_print.samples);
-                    memset(&since_print, 0, sizeof since_print);
-                    last_print = t;
-                }
+                s->train_seconds += t - t_start;
+                if ((rc = train_report(s, epoch, 1, &since_eval, 1))) return rc;
+                t_start = now_seconds(); /* the evaluation is not training time */
             }
         }
         s->train_seconds += now_seconds() - t_start;
         int complete = (b == per_epoch);
         if (complete) spr_model_set_epoch(s->model, epoch);
-        if ((rc = train_report(s, epoch, !complete, &since_eval))) return rc;
+        if ((rc = train_report(s, epoch, !complete, &since_eval, 0))) return rc;
         if (a->max_batches > 0 && batches_done >= a->max_batches) break;
         if (stop_signal) break;
+    }
+    progress_finish(&s->bar);
+    return EXIT_OK;
+}
+
+/* The effective options as a configuration object (cli_config.c): what --print-config
+ * prints and the metrics file records. Options left to the library get the library's
+ * defaults written out; those whose absence means something (no test set, no clipping,
+ * the available memory) are null. With --resume the model options are null: they
+ * come from the model. */
+static struct cJSON *train_config_json(const train_args *a) {
+    struct cJSON *o = config_object();
+    if (!o) return NULL;
+    spr_model_config mc = spr_model_config_default(1, 1);
+    spr_layer_config out = mc.layers[mc.n_layers - 1];
+    spr_train_options t = spr_train_options_default();
+    config_put_string(o, "train", a->train_path);
+    config_put_string(o, "test", a->test_path);
+    config_put_bool(o, "one-based", a->one_based);
+    if (a->eval_max) config_put_int(o, "eval-max", a->eval_max);
+    else config_put_null(o, "eval-max");
+    if (a->eval_every) config_put_int(o, "eval-every", a->eval_every);
+    else config_put_null(o, "eval-every");
+    if (a->resume_path) {
+        static const char *const model_keys[] = {
+            "hidden", "sparsity", "hash", "tables", "bits", "bucket-capacity", "bucket-policy",
+            "select", "threshold", "random-fraction", "hidden-sparsity", "seed"};
+        for (size_t i = 0; i < sizeof model_keys / sizeof model_keys[0]; i++)
+            config_put_null(o, model_keys[i]);
+    } else {
+        int64_t hidden[SPR_MAX_LAYERS];
+        int n_hidden = a->n_hidden;
+        if (n_hidden > 0) memcpy(hidden, a->hidden, sizeof hidden);
+        else
+            for (n_hidden = 0; n_hidden < mc.n_layers - 1; n_hidden++)
+                hidden[n_hidden] = mc.layers[n_hidden].size;
+        config_put_int_list(o, "hidden", hidden, n_hidden);
+        config_put_float(o, "sparsity", a->have_sparsity ? a->sparsity : out.sparsity);
+        config_put_string(o, "hash", spr_hash_family_to_string(a->have_hash ? a->hash : out.hash));
+        config_put_int(o, "tables", a->have_tables ? a->tables : out.hash_l);
+        config_put_int(o, "bits", a->have_bits ? a->bits : out.hash_k);
+        config_put_int(o, "bucket-capacity",
+                       a->have_bucket_capacity ? a->bucket_capacity : out.bucket_capacity);
+        spr_bucket_policy policy = a->have_bucket_policy ? a->bucket_policy : out.bucket_policy;
+        config_put_string(o, "bucket-policy", policy == SPR_BUCKET_FIFO ? "fifo" : "reservoir");
+        config_put_string(o, "select", spr_select_to_string(a->have_select ? a->select : out.select));
+        config_put_int(o, "threshold", a->have_threshold ? a->threshold : out.select_threshold);
+        config_put_float(o, "random-fraction",
+                         a->have_random_fraction ? a->random_fraction : out.random_fraction);
+        if (a->have_hidden_sparsity) config_put_float(o, "hidden-sparsity", a->hidden_sparsity);
+        else config_put_null(o, "hidden-sparsity");
+        config_put_u64(o, "seed", a->have_seed ? a->seed : mc.seed);
+    }
+    config_put_string(o, "resume", a->resume_path);
+    config_put_int(o, "epochs", a->epochs);
+    config_put_int(o, "batch", a->have_batch ? a->batch : t.batch_size);
+    config_put_float(o, "lr", a->have_lr ? a->lr : t.lr);
+    config_put_bool(o, "dense", a->dense);
+    if (a->max_batches) config_put_int(o, "max-batches", a->max_batches);
+    else config_put_null(o, "max-batches");
+    config_put_int(o, "threads", a->have_threads ? a->threads : t.threads);
+    config_put_int(o, "rehash-first", a->have_rehash_first ? a->rehash_first : t.rehash_first);
+    config_put_float(o, "rehash-growth", a->have_rehash_growth ? a->rehash_growth : t.rehash_growth);
+    config_put_int(o, "rehash-max", a->have_rehash_max ? a->rehash_max : t.rehash_max);
+    config_put_int(o, "rebuild-every", a->have_rebuild_every ? a->rebuild_every : t.rebuild_every);
+    if (a->clip_norm > 0) config_put_float(o, "clip-norm", a->clip_norm);
+    else config_put_null(o, "clip-norm");
+    if (a->max_memory) config_put_int(o, "max-memory", a->max_memory);
+    else config_put_null(o, "max-memory");
+    config_put_string(o, "save", a->save_path);
+    config_put_string(o, "metrics", a->metrics_path);
+    config_put_bool(o, "quiet", a->quiet);
+    config_put_bool(o, "verbose", a->verbose);
+    return o;
+}
+
+static int print_train_config(const train_args *a) {
+    struct cJSON *o = train_config_json(a);
+    if (!o || config_write(stdout, o, 1)) {
+        config_free(o);
+        fprintf(stderr, "sparrow train: out of memory\n");
+        return EXIT_INTERNAL;
+    }
+    config_free(o);
+    putchar('\n');
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        fprintf(stderr, "sparrow train: writing the configuration failed: %s\n", strerror(errno));
+        return EXIT_USAGE;
     }
     return EXIT_OK;
 }
 
+/* The metrics file's first line: what produced the numbers below it, so that a file
+ * found months later says how to reproduce it (its "config" is a --config file). */
+static int write_metrics_header(FILE *f, const train_args *a, const spr_dataset *train,
+                                const spr_dataset *test) {
+    struct cJSON *run = config_object(), *head = config_object(), *data = config_object();
+    struct cJSON *cfg = train_config_json(a);
+    if (!run || !head || !cfg || !data) {
+        config_free(run);
+        config_free(head);
+        config_free(cfg);
+        config_free(data);
+        fprintf(stderr, "sparrow train: out of memory\n");
+        return EXIT_INTERNAL;
+    }
+    char started[64] = "";
+    time_t now = time(NULL);
+    struct tm tm;
+    if (gmtime_r(&now, &tm)) strftime(started, sizeof started, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    config_put_string(run, "command", "train");
+    config_put_string(run, "sparrow_version", SPR_VERSION_STRING);
+    config_put_string(run, "library_version", spr_version());
+    config_put_string(run, "started", started);
+    config_put_object(run, "config", cfg);
+    /* The sizes, so that a plot can turn samples into epochs. */
+    spr_dataset_view tv = spr_dataset_get_view(train);
+    config_put_int(data, "train_points", tv.n_points);
+    config_put_int(data, "features", tv.n_features);
+    config_put_int(data, "labels", tv.n_labels);
+    if (test) config_put_int(data, "test_points", spr_dataset_get_view(test).n_points);
+    else config_put_null(data, "test_points");
+    config_put_object(run, "data", data);
+    config_put_object(head, "run", run);
+    int bad = config_write(f, head, 0);
+    config_free(head);
+    fputc('\n', f);
+    if (bad || fflush(f) != 0 || ferror(f)) {
+        fprintf(stderr, "sparrow: %s: write failed: %s\n", a->metrics_path, strerror(errno));
+        return EXIT_USAGE;
+    }
+    return EXIT_OK;
+}
+
+static int train_run(const train_args *args);
+
 int cmd_train(int argc, char **argv) {
     train_args a;
     int rc = parse_train_args(argc, argv, &a);
-    if (rc == -1) return EXIT_OK;
-    if (rc) return rc;
+    if (rc == EXIT_OK) rc = a.print_config ? print_train_config(&a) : train_run(&a);
+    else if (rc == -1) rc = EXIT_OK;
+    config_argv_free(&a.config);
+    free(a.merged_argv);
+    return rc;
+}
 
+/* A training run with the parsed options. */
+static int train_run(const train_args *args) {
+    train_args a = *args;
+    int rc;
     spr_dataset *train = NULL, *test = NULL;
     spr_model *model = NULL;
-    int64_t *rows = NULL, *eval_rows = NULL;
+    int64_t *rows = NULL, *eval_rows = NULL, *within_rows = NULL;
     FILE *metrics = NULL;
     spr_status st;
 
@@ -703,7 +914,7 @@ int cmd_train(int argc, char **argv) {
     spr_read_options ropt = spr_read_options_default();
     ropt.one_based = a.one_based;
     double t0 = now_seconds();
-    if ((st = spr_dataset_read(a.train_path, &ropt, &train)) != SPR_STATUS_OK) {
+    if ((st = read_dataset(a.train_path, &ropt, a.quiet, &train)) != SPR_STATUS_OK) {
         rc = library_error(st);
         goto done;
     }
@@ -727,7 +938,7 @@ int cmd_train(int argc, char **argv) {
          * are checked against them. */
         ropt.n_features = model ? cfg.n_features : tv.n_features;
         ropt.n_labels = model_labels;
-        if ((st = spr_dataset_read(a.test_path, &ropt, &test)) != SPR_STATUS_OK) {
+        if ((st = read_dataset(a.test_path, &ropt, a.quiet, &test)) != SPR_STATUS_OK) {
             rc = library_error(st);
             goto done;
         }
@@ -786,6 +997,7 @@ int cmd_train(int argc, char **argv) {
         rc = EXIT_USAGE;
         goto done;
     }
+    if (metrics && (rc = write_metrics_header(metrics, &a, train, test))) goto done;
     if (!model) { /* refuse, with the figure, a model that does not fit */
         int64_t need = 0, limit = a.max_memory ? a.max_memory : available_memory();
         if ((st = spr_model_config_memory(&cfg, &need)) != SPR_STATUS_OK) {
@@ -855,6 +1067,20 @@ int cmd_train(int argc, char **argv) {
         if (eval_rows)
             fprintf(stderr, "  evaluating on %lld test points drawn at random (fixed seed)\n",
                     (long long)s.eval_n);
+        s.within_rows = s.eval_rows;
+        s.within_n = s.eval_n;
+        if (a.eval_every > 0 && !a.eval_max) {
+            /* The default subset of the evaluations within an epoch: drawn like
+             * --eval-max's (the same fixed seed), EVAL_EVERY_POINTS points. */
+            if ((rc = eval_subset(spr_dataset_get_view(test).n_points, EVAL_EVERY_POINTS,
+                                  &within_rows, &s.within_n)))
+                goto done;
+            s.within_rows = within_rows;
+        }
+        if (a.eval_every > 0)
+            fprintf(stderr, "  evaluating every %lld batches on %lld test points drawn at random "
+                            "(fixed seed)\n",
+                    (long long)a.eval_every, (long long)s.within_n);
     }
     rows = malloc((size_t)tv.n_points * sizeof *rows);
     if (!rows) {
@@ -899,6 +1125,7 @@ done:
     }
     free(rows);
     free(eval_rows);
+    free(within_rows);
     spr_model_free(model);
     spr_dataset_free(test);
     spr_dataset_free(train);

@@ -23,6 +23,7 @@ static const command COMMANDS[] = {
     {"eval", cmd_eval, "precision@1/3/5 of a saved model on a test set"},
     {"predict", cmd_predict, "top-k labels of every point of a file"},
     {"info", cmd_info, "configuration and size of a saved model"},
+    {"plot", cmd_plot, "learning curves of metrics files as a PNG (matplotlib)"},
 };
 
 static void main_help(FILE *f) {

@@ -1,0 +1,195 @@
+#!/usr/bin/python3
+"""Learning curves of sparrow runs: P@k and training loss against time and epochs.
+
+    sparrow plot METRICS.jsonl [METRICS.jsonl ...] [--out curve.png]
+    python3 plot.py METRICS.jsonl ... [--out curve.png]
+
+Reads the metrics files that `sparrow train --metrics FILE` writes (JSON Lines: a first
+line {"run": {...}} with the run's configuration, then one object per evaluation) and
+draws one PNG with four panels: P@1 (solid) and P@5 (dashed) against training time and
+against epochs, and the training loss against both. Each file is one run, one colour,
+so that runs can be compared (sampled against dense, two sparsities, two hash
+families). Training time is train_seconds: evaluation and I/O excluded.
+
+A stand-alone script: it imports only json, sys, argparse, hashlib, os and matplotlib
+(Agg backend, no display needed), so that the command-line tool can run it with
+/usr/bin/python3 and Debian's python3-matplotlib, without the sparrow package.
+
+The PNG records where it came from in its text chunks: "Source" lists each file with
+the SHA-256 of its bytes and the number of evaluations drawn from it.
+
+Exit status: 0 success, 2 bad input (a missing file, a line that is not JSON, a file
+without evaluations), 1 anything else.
+"""
+import argparse
+import hashlib
+import json
+import os
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+
+
+class BadInput(Exception):
+    """A problem with the user's files: reported as 'file:line: problem', exit 2."""
+
+
+def read_run(path):
+    """The header (a dict, {} if absent) and the evaluations (a list of dicts) of one
+    metrics file, and the SHA-256 of its bytes."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise BadInput(f"{path}: cannot read: {e.strerror}")
+    header, evals = {}, []
+    for number, line in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError as e:
+            raise BadInput(f"{path}:{number}: not a JSON object ({e.msg})")
+        if not isinstance(obj, dict):
+            raise BadInput(f"{path}:{number}: not a JSON object")
+        if "run" in obj:
+            header = obj["run"] if isinstance(obj["run"], dict) else {}
+        elif "step" in obj:
+            evals.append(obj)
+    if not evals:
+        raise BadInput(f"{path}: no evaluations (is this a 'sparrow train --metrics' file?)")
+    return header, evals, hashlib.sha256(data).hexdigest()
+
+
+def run_label(path, header):
+    """A legend entry: the file name and what distinguishes runs (dense or sampled at
+    which sparsity, hash family, tables)."""
+    name = os.path.basename(path)
+    if name.endswith(".jsonl"):
+        name = name[: -len(".jsonl")]
+    config = header.get("config") or {}
+    if not config:
+        return name
+    if config.get("dense"):
+        return name if name == "dense" else f"{name}: dense"
+    parts = []
+    if config.get("sparsity") is not None:
+        parts.append(f"sparsity {config['sparsity']:g}")
+    if config.get("hash"):
+        parts.append(config["hash"])
+    if config.get("tables") is not None:
+        parts.append(f"L {config['tables']}")
+    return f"{name}: {', '.join(parts)}" if parts else name
+
+
+def epochs_axis(header, evals):
+    """Fractional epochs at each evaluation: samples / training points when the header
+    says how many points the training set has, else the epoch number."""
+    points = (header.get("data") or {}).get("train_points")
+    xs = []
+    for e in evals:
+        if points and e.get("samples") is not None:
+            xs.append(e["samples"] / points)
+        else:
+            xs.append(float(e.get("epoch", 0)))
+    return xs
+
+
+def series(evals, key):
+    """The values of key, None (a gap in the line) where missing or null."""
+    return [e.get(key) if isinstance(e.get(key), (int, float)) else None for e in evals]
+
+
+def has_values(values):
+    return any(v is not None for v in values)
+
+
+def plot(paths, out, title):
+    runs = [(p,) + read_run(p) for p in paths]
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8), sharex="col")
+    (ax_pt, ax_pe), (ax_lt, ax_le) = axes
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    any_p = False
+    for i, (path, header, evals, _) in enumerate(runs):
+        color = colors[i % len(colors)]
+        label = run_label(path, header)
+        t = series(evals, "train_seconds")
+        ep = epochs_axis(header, evals)
+        p1, p5, loss = series(evals, "p_at_1"), series(evals, "p_at_5"), series(evals, "loss")
+        # A marker per evaluation: a run with one or two evaluations still shows up.
+        style = dict(color=color, marker="o", markersize=3, linewidth=1.6)
+        if has_values(p1):
+            any_p = True
+            ax_pt.plot(t, p1, label=label, **style)
+            ax_pe.plot(ep, p1, label=label, **style)
+        if has_values(p5):
+            ax_pt.plot(t, p5, linestyle="--", **dict(style, linewidth=1.1))
+            ax_pe.plot(ep, p5, linestyle="--", **dict(style, linewidth=1.1))
+        ax_lt.plot(t, loss, label=label, **style)
+        ax_le.plot(ep, loss, label=label, **style)
+
+    ax_pt.set_title("precision on the test set (P@1 solid, P@5 dashed)")
+    ax_pe.set_title("the same against epochs")
+    # A sampled run's loss is the softmax over its active outputs only: lower than a
+    # dense run's at the same quality, so compare P@k across modes, loss within one.
+    ax_lt.set_title("training loss since the previous evaluation\n"
+                    "(sampled: over the active outputs only)", fontsize=11)
+    ax_le.set_title("the same against epochs\n ", fontsize=11)
+    for ax in (ax_pt, ax_pe):
+        ax.set_ylabel("precision")
+        ax.set_ylim(bottom=0)
+        if not any_p:
+            ax.text(0.5, 0.5, "no test set in these runs", transform=ax.transAxes,
+                    ha="center", va="center", color="gray")
+    for ax in (ax_lt, ax_le):
+        ax.set_ylabel("loss (softmax cross-entropy)")
+    ax_lt.set_xlabel("training time (s, evaluation excluded)")
+    ax_le.set_xlabel("epochs")
+    for ax in axes.flat:
+        ax.grid(True, alpha=0.3)
+        ax.set_xlim(left=0)
+    # One legend for the figure: the runs are the same in every panel.
+    handles, labels = ax_lt.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 3), frameon=False)
+    versions = sorted({h.get("library_version") for _, h, _, _ in runs if h.get("library_version")})
+    suptitle = title or ("sparrow: " + ", ".join(os.path.basename(p) for p in paths))
+    if versions:
+        suptitle += f"   (library {', '.join(versions)})"
+    fig.suptitle(suptitle)
+    if min(len(e) for _, _, e, _ in runs) < 3:
+        # A curve needs points: say how to get more than one per epoch.
+        fig.text(0.99, 0.005, "few evaluations: 'sparrow train --eval-every N' adds some "
+                 "within each epoch", ha="right", va="bottom", fontsize=8, color="gray")
+    legend_rows = (len(labels) + 2) // 3
+    fig.tight_layout(rect=(0, 0.03 + 0.03 * legend_rows, 1, 0.97))
+    source = "; ".join(f"{p} sha256={digest} evaluations={len(e)}" for p, _, e, digest in runs)
+    fig.savefig(out, dpi=110, metadata={"Software": "sparrow plot", "Source": source})
+    plt.close(fig)
+    return sum(len(e) for _, _, e, _ in runs)
+
+
+def main(argv):
+    parser = argparse.ArgumentParser(
+        prog="sparrow plot",
+        description="Draws P@k and loss against time and epochs for sparrow metrics files.")
+    parser.add_argument("metrics", nargs="+", help="metrics files (sparrow train --metrics)")
+    parser.add_argument("--out", default="curve.png", help="PNG to write (default curve.png)")
+    parser.add_argument("--title", default=None, help="figure title")
+    args = parser.parse_args(argv)
+    try:
+        n = plot(args.metrics, args.out, args.title)
+    except BadInput as e:
+        print(f"sparrow plot: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"sparrow plot: {args.out}: cannot write: {e.strerror}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out}: {len(args.metrics)} run(s), {n} evaluations")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
