@@ -288,6 +288,9 @@ typedef struct spr_batch_stats {
     double loss;                        /* mean cross-entropy over the batch */
     double active[SPR_MAX_LAYERS];      /* mean active neurons per sample, per layer */
     double rehash_seconds;              /* time spent rehashing after this batch */
+    /* Model-parallel step only (a sharded model), else 0: */
+    double comm_seconds;                /* waiting in collectives (MPI_Allreduce) this batch */
+    int64_t comm_bytes;                 /* bytes this rank handed to collectives this batch */
 } spr_batch_stats;
 
 /* One optimizer step on the points rows[0..n) of data (n <= batch_size): forward,
@@ -370,6 +373,10 @@ typedef struct spr_model_info {
     int64_t rehashes, rebuilds;
     int hash_k[SPR_MAX_LAYERS]; /* effective K per layer (0 for layers not sampled) */
     int key_bits[SPR_MAX_LAYERS]; /* log2 of buckets per table */
+    /* A sharded model (spr_model_create_sharded) holds the output rows of labels
+     * [label_lo, label_lo + output size) of labels_total; otherwise 0 and the output size. */
+    int64_t label_lo, labels_total;
+    int rank, ranks;              /* 0 and 1 without sharding */
 } spr_model_info;
 
 SPR_API spr_model_info spr_model_get_info(const spr_model *model);
@@ -381,9 +388,67 @@ SPR_API void spr_model_set_epoch(spr_model *model, int64_t epoch);
  * leaves any previous file at path untouched. */
 SPR_API spr_status spr_model_save(const spr_model *model, const char *path);
 
-/* Loads a model written by spr_model_save. Section sizes are checked against the file
+/* A sharded model (spr_model_create_sharded) is saved collectively: each rank writes
+ * "path.rank<r>of<N>" (a complete model of its rows, atomically), then rank 0 writes
+ * the manifest at path (labels and file of every shard), atomically, last. */
+
+/* Loads a model written by spr_model_save; a manifest of a sharded model is assembled
+ * into one whole model (its shards' files must sit next to it). Section sizes are checked against the file
  * length before anything is allocated; a damaged file is SPR_STATUS_BAD_INPUT. */
 SPR_API spr_status spr_model_load(const char *path, spr_model **out);
+
+/* ------------------------------------------------------------------ model parallelism (MPI) */
+
+/* One model over several processes (MPI ranks): the output layer, its hash tables and
+ * its Adam state are split by label range over the ranks (rank r holds labels
+ * [total r / N, total (r + 1) / N)), each rank samples among its own neurons; the input
+ * and hidden layers are replicated. A training step moves O(batch x hidden) floats
+ * (the softmax normaliser and the gradient of the last hidden layer), evaluation
+ * O(batch x k) (each rank's top-k): never O(#labels). See README, "Several machines". */
+typedef struct spr_dist spr_dist;
+
+/* 1 if this library was built with MPI (CMake found it), else 0: then spr_dist_init
+ * fails and everything else runs on one process as before. */
+SPR_API int spr_dist_compiled(void);
+
+/* MPI_Init_thread (funneled: only the calling thread talks to MPI) on MPI_COMM_WORLD,
+ * errors returned rather than fatal. A collective that does not complete within
+ * timeout_seconds (> 0) fails with SPR_STATUS_IO_ERROR naming the step: a rank that died
+ * or hangs then stops the others instead of blocking them forever. */
+SPR_API spr_status spr_dist_init(int *argc, char ***argv, double timeout_seconds, spr_dist **out);
+SPR_API int spr_dist_rank(const spr_dist *dist);
+SPR_API int spr_dist_size(const spr_dist *dist);
+/* MPI_Finalize and free (NULL accepted). After a failed collective, use spr_dist_abort. */
+SPR_API void spr_dist_finalize(spr_dist *dist);
+/* MPI_Abort: ends every rank of the job with exit code code. Does not return. */
+SPR_API void spr_dist_abort(spr_dist *dist, int code);
+
+typedef struct spr_dist_stats {
+    int64_t collectives;      /* collective calls so far */
+    int64_t bytes;            /* bytes this rank handed to them */
+    double seconds;           /* wall time spent in them */
+} spr_dist_stats;
+SPR_API spr_dist_stats spr_dist_get_stats(const spr_dist *dist);
+
+/* Rank spr_dist_rank(dist)'s part of the model config describes (collective in spirit:
+ * every rank calls it with the same config; no communication). The weights are those
+ * spr_model_create draws for the same rows, so 2 ranks start where 1 process starts.
+ * The model keeps dist (borrowed: it must outlive the model), and then
+ * spr_model_train_batch, spr_model_predict, spr_model_evaluate and spr_model_save are
+ * collective: every rank calls them with the same arguments. Hidden layers must be
+ * dense (sparsity 1). */
+SPR_API spr_status spr_model_create_sharded(const spr_model_config *config, spr_dist *dist,
+                                            spr_model **out);
+
+/* This rank's shard of a model saved by spr_model_save on any number of ranks (or by
+ * one process): the shard file directly when the rank counts agree, else the whole
+ * model is assembled and cut (it must then fit each rank's memory once). */
+SPR_API spr_status spr_model_load_sharded(const char *path, spr_dist *dist, spr_model **out);
+
+/* Bytes rank `rank` of `ranks` needs for its part of config (spr_model_config_memory of
+ * the shard). */
+SPR_API spr_status spr_model_config_memory_sharded(const spr_model_config *config, int rank,
+                                                   int ranks, int64_t *bytes);
 
 #ifdef __cplusplus
 }

@@ -8,7 +8,10 @@
 #      from its seed corpus, in build-fuzz/; a crash fails the script and its input is
 #      kept as build-fuzz/crash-<target>-*;
 #   4. gen, a short training run, eval and predict of the command-line tool under
-#      valgrind (errors and leaks fail the script), also with --config and --labels.
+#      valgrind (errors and leaks fail the script), also with --config and --labels;
+#   5. model parallelism on 2 MPI ranks (tests/test_dist.sh) when build/ has MPI.
+# build/ uses MPI when CMake finds it; build-asan/ is built without MPI (-DSPR_MPI=OFF),
+# so both the MPI and the one-process-only builds are tested.
 # README.md, "Fuzzing and sanitizers", says how to run each part longer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,7 +41,7 @@ bash scripts/build.sh
 # cli test runs the sanitized tool.
 section "AddressSanitizer + UndefinedBehaviorSanitizer build (gcc) in build-asan/ and ctest"
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_FLAGS_RELWITHDEBINFO="-O1 -g" \
-    -DSPR_SANITIZE=ON -DSPR_WERROR=ON >/dev/null
+    -DSPR_SANITIZE=ON -DSPR_WERROR=ON -DSPR_MPI=OFF >/dev/null
 cmake --build build-asan -j"$jobs" >/dev/null
 (cd build-asan &&
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
@@ -87,5 +90,14 @@ seq 0 999 | sed 's/^/label /' >"$work/vg/names.txt"
 "${vg[@]}" build/sparrow predict --model "$work/vg/model" --input "$work/vg/test.txt" --k 3 --threads 1 \
     --labels "$work/vg/names.txt" >/dev/null
 echo "valgrind: no errors, no leaks"
+
+section "MPI: model parallelism on 2 ranks (mpirun --oversubscribe -np 2)"
+if grep -q '^SPR_HAVE_MPI:INTERNAL=ON' build/CMakeCache.txt 2>/dev/null; then
+    mpirun_cmd=(mpirun --oversubscribe -np 2)
+    [ "$(id -u)" -ne 0 ] || mpirun_cmd+=(--allow-run-as-root)
+    bash tests/test_dist.sh build "${mpirun_cmd[@]}"
+else
+    echo "build/ has no MPI (CMake did not find it): skipped"
+fi
 
 section "all tests passed in $((SECONDS - start))s"

@@ -60,6 +60,7 @@
  */
 #define _GNU_SOURCE
 #include "common.h"
+#include "dist.h"
 #include "model.h"
 
 #include <dirent.h>
@@ -425,7 +426,7 @@ static void remove_stale_temporaries(const char *path) {
  * renames it onto path, so that a reader sees either the old file or the whole new one.
  * On failure the temporary file is removed and path is left as it was; temporaries of
  * killed saves are removed by the next successful save. */
-spr_status spr_model_save(const spr_model *model, const char *path) {
+spr_status spr_checkpoint_save(const spr_model *model, const char *path) {
     if (!model || !path || !*path)
         return spr_fail(SPR_STATUS_BAD_INPUT, "spr_model_save: model and path must be given");
     pthread_once(&crc_once, crc_init);
@@ -725,7 +726,7 @@ static spr_status read_tables(reader *r, const section *s, spr_layer *L) {
 /* Validates the whole file structure (header, every section's length against the file
  * and against the configuration, the set of sections) before allocating anything, then
  * streams the arrays into a freshly allocated model and rebuilds its hash tables. */
-spr_status spr_model_load(const char *path, spr_model **out) {
+spr_status spr_checkpoint_load(const char *path, spr_model **out) {
     if (!path || !out) return spr_fail(SPR_STATUS_BAD_INPUT, "spr_model_load: path and out must be given");
     *out = NULL;
     pthread_once(&crc_once, crc_init);
@@ -956,4 +957,16 @@ done:
     }
     *out = m;
     return SPR_STATUS_OK;
+}
+
+/* A sharded model is saved collectively as shard files and a manifest; a manifest is
+ * loaded by assembling its shards (dist.c). */
+spr_status spr_model_save(const spr_model *model, const char *path) {
+    if (model && model->dist) return spr_dist_save_sharded(model, path);
+    return spr_checkpoint_save(model, path);
+}
+
+spr_status spr_model_load(const char *path, spr_model **out) {
+    if (path && out && spr_dist_is_manifest(path)) return spr_dist_load_manifest(path, out);
+    return spr_checkpoint_load(path, out);
 }

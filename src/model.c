@@ -275,6 +275,9 @@ static void scratch_free(spr_model *m) {
     spr_free(m->scratch);
     spr_free(m->sample_loss);
     spr_free(m->sample_active);
+    if (m->bb) spr_free(m->bb->block);
+    spr_free(m->bb);
+    m->bb = NULL;
     m->scratch = NULL;
     m->sample_loss = NULL;
     m->sample_active = NULL;
@@ -296,6 +299,7 @@ spr_status spr_model_alloc(const spr_model_config *cfg, spr_model **out) {
         if (st) goto fail;
         fan_in = cfg->layers[l].size;
     }
+    m->label_total = cfg->layers[cfg->n_layers - 1].size;
     *out = m;
     return SPR_STATUS_OK;
 fail:
@@ -382,20 +386,33 @@ spr_status spr_model_rehash(spr_model *m, int rebuild, int threads) {
 
 /* ------------------------------------------------------------ create */
 
-spr_status spr_model_create(const spr_model_config *cfg, spr_model **out) {
+spr_status spr_model_create_rows(const spr_model_config *cfg, int64_t lo, int64_t hi,
+                                 spr_model **out) {
     if (!out) return spr_fail(SPR_STATUS_BAD_INPUT, "spr_model_create: out is NULL");
-    spr_model *m = NULL;
-    spr_status st = spr_model_alloc(cfg, &m);
+    *out = NULL;
+    spr_status st = spr_model_config_check(cfg);
     if (st) return st;
-    /* Weights ~ N(0, init_std^2), drawn per row from (seed, layer, row) so that the
-     * draw is the same whatever the thread count. */
+    const int last = cfg->n_layers - 1;
+    if (lo < 0 || hi <= lo || hi > cfg->layers[last].size)
+        return spr_fail(SPR_STATUS_BAD_INPUT, "output rows [%lld, %lld) out of [0, %lld)",
+                        (long long)lo, (long long)hi, (long long)cfg->layers[last].size);
+    spr_model_config local = *cfg;
+    local.layers[last].size = hi - lo;
+    spr_model *m = NULL;
+    st = spr_model_alloc(&local, &m);
+    if (st) return st;
+    m->label_lo = lo;
+    m->label_total = cfg->layers[last].size;
+    /* Weights ~ N(0, init_std^2), drawn per row from (seed, layer, row of the whole
+     * model) so that the draw is the same whatever the thread count or the shard. */
     for (int l = 0; l < m->n_layers; l++) {
         spr_layer *L = &m->layers[l];
+        const int64_t first = l == last ? lo : 0;
 #pragma omp parallel for schedule(static)
         for (int64_t r = 0; r < L->rows; r++) {
             spr_rng rng;
             spr_rng_seed(&rng, spr_mix64(cfg->seed * 0x2545F4914F6CDD1Dull + (uint64_t)l) ^
-                                   spr_mix64((uint64_t)r));
+                                   spr_mix64((uint64_t)(first + r)));
             float *row = L->w + r * L->stride;
             for (int64_t c = 0; c < L->cols; c++)
                 row[c] = (float)(cfg->init_std * spr_rng_normal(&rng));
@@ -410,6 +427,13 @@ fail:
     return st;
 }
 
+spr_status spr_model_create(const spr_model_config *cfg, spr_model **out) {
+    if (!out) return spr_fail(SPR_STATUS_BAD_INPUT, "spr_model_create: out is NULL");
+    spr_status st = spr_model_config_check(cfg);
+    if (st) return st;
+    return spr_model_create_rows(cfg, 0, cfg->layers[cfg->n_layers - 1].size, out);
+}
+
 /* ------------------------------------------------------------ scratch */
 
 /* Per-thread scratch for training: capacities follow the layers (all neurons for dense
@@ -421,7 +445,7 @@ spr_status spr_model_prepare(spr_model *m, const spr_train_options *o, int64_t m
     int dense = o->dense ? 1 : 0;
     if (max_labels < 0) max_labels = 0;
     if (m->scratch && m->n_scratch >= threads && m->scratch_labels >= max_labels &&
-        m->scratch_dense >= dense && m->scratch_batch >= o->batch_size)
+        m->scratch_dense >= dense && m->scratch_batch >= o->batch_size && (!m->dist || m->bb))
         return SPR_STATUS_OK;
     if (m->scratch) {
         if (m->n_scratch > threads) threads = m->n_scratch;
@@ -498,6 +522,36 @@ spr_status spr_model_prepare(spr_model *m, const spr_train_options *o, int64_t m
         s->stamp = 0;
         s->cand_cap = max_cand;
     }
+    if (m->dist) { /* the sharded step keeps the whole batch (model.h, spr_batch_buf) */
+        spr_batch_buf *bb = m->bb = spr_alloc(sizeof *bb);
+        if (!bb) goto nomem;
+        memset(bb, 0, sizeof *bb);
+        const int last = m->n_layers - 1;
+        bb->batch = batch;
+        bb->out_cap = spr_row_stride(cap[last]);
+        bb->label_cap = spr_row_stride(max_labels > 0 ? max_labels : 1);
+        const int64_t lab = spr_row_stride(max_labels > 0 ? max_labels : 1);
+        size_t bytes = 0;
+        for (int l = 0; l < last; l++) bytes += 2 * (size_t)batch * spr_row_stride(m->layers[l].size) * 4;
+        bytes += 3 * (size_t)batch * bb->out_cap * 4 + (size_t)batch * 8 * 2 + (size_t)batch + SPR_ALIGN;
+        bytes += (size_t)batch * lab * 4 + (size_t)spr_row_stride(4 * batch) * 4 + 8 * SPR_ALIGN;
+        char *p = bb->block = spr_alloc(bytes);
+        if (!p) goto nomem;
+        for (int l = 0; l < last; l++) {
+            size_t n = (size_t)batch * spr_row_stride(m->layers[l].size) * 4;
+            bb->h[l] = (float *)p, p += n;
+            bb->dh[l] = (float *)p, p += n;
+        }
+        size_t no = (size_t)batch * bb->out_cap * 4;
+        bb->out_ids = (int32_t *)p, p += no;
+        bb->out_z = (float *)p, p += no;
+        bb->out_delta = (float *)p, p += no;
+        bb->out_n = (int64_t *)p, p += (size_t)batch * 8;
+        bb->n_local = (int64_t *)p, p += (size_t)batch * 8;
+        bb->labels = (int32_t *)p, p += (size_t)batch * lab * 4;
+        bb->has_labels = (uint8_t *)p, p += ((size_t)batch + SPR_ALIGN) / SPR_ALIGN * SPR_ALIGN;
+        bb->red = (float *)p;
+    }
     return SPR_STATUS_OK;
 nomem:
     scratch_free(m);
@@ -534,6 +588,10 @@ spr_model_info spr_model_get_info(const spr_model *m) {
         }
         info.hash_k[l] = L->hash_k;
     }
+    info.label_lo = m->label_lo;
+    info.labels_total = m->label_total;
+    info.rank = m->dist ? spr_dist_rank(m->dist) : 0;
+    info.ranks = m->dist ? spr_dist_size(m->dist) : 1;
     return info;
 }
 

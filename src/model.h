@@ -63,6 +63,27 @@ typedef struct spr_scratch {
     void *block;
 } spr_scratch;
 
+/* The whole batch of the model-parallel step (train.c, "sharded step"): the step stops
+ * twice for collectives, so every sample's activations live until the end of the batch
+ * (the one-process step keeps them in per-thread scratch instead). Made by
+ * spr_model_prepare when the model is sharded. */
+typedef struct spr_batch_buf {
+    int64_t batch;                /* samples it holds */
+    int64_t out_cap;              /* output activations per sample */
+    float *h[SPR_MAX_LAYERS];     /* (batch, size_l) hidden activations, l < n_layers - 1 */
+    float *dh[SPR_MAX_LAYERS];    /* (batch, size_l) dLoss/d pre-activation */
+    int32_t *out_ids;             /* (batch, out_cap) active output rows (local ids) */
+    float *out_z;                 /* (batch, out_cap) logits, then probabilities */
+    float *out_delta;             /* (batch, out_cap) */
+    int64_t *out_n;               /* (batch) active output rows */
+    int64_t label_cap;            /* labels per sample in `labels` */
+    int32_t *labels;              /* (batch, label_cap) the sample's labels in this shard, local */
+    int64_t *n_local;             /* (batch) labels of the sample in this shard */
+    uint8_t *has_labels;          /* (batch) the sample has labels (in any shard) */
+    float *red;                   /* (4 batch) max; sum-exp, label-logit sum, active */
+    void *block;
+} spr_batch_buf;
+
 struct spr_model {
     spr_model_config cfg;
     spr_layer layers[SPR_MAX_LAYERS];
@@ -86,10 +107,27 @@ struct spr_model {
     /* The output layer's batch gradient kept as (sample, neuron, delta) entries until the
      * optimizer forms each touched row's gradient and steps it in one pass (train.c). */
     struct spr_deferred *deferred;
+
+    /* Model parallelism (dist.c): the output layer holds the rows of labels
+     * [label_lo, label_lo + its size) of label_total; 0 and its size on one process. */
+    int64_t label_lo, label_total;
+    struct spr_dist *dist;    /* borrowed; NULL: one process */
+    spr_batch_buf *bb;        /* the sharded step's batch (NULL on one process) */
 };
 
 /* Frees what train.c allocated for a model (the deferred output gradient). */
 void spr_train_free(spr_model *m);
+
+/* spr_model_create for the output rows [lo, hi) of cfg's output layer: the model's own
+ * config has an output of hi - lo neurons; weights are those of the same rows of the
+ * whole model. */
+spr_status spr_model_create_rows(const spr_model_config *cfg, int64_t lo, int64_t hi,
+                                 spr_model **out);
+
+/* The sharded step (train.c): spr_model_compute_gradients when m->dist is set. */
+spr_status spr_model_compute_gradients_sharded(spr_model *m, const spr_dataset_view *d,
+                                               const int64_t *rows, int64_t n,
+                                               const spr_train_options *o, spr_batch_stats *stats);
 
 /* Allocates a model's arrays for cfg (validated) without initialising weights or tables. */
 spr_status spr_model_alloc(const spr_model_config *cfg, spr_model **out);

@@ -9,6 +9,7 @@
  */
 #include "common.h"
 #include "data.h"
+#include "dist.h"
 #include "kernels.h"
 #include "metrics.h"
 #include "model.h"
@@ -177,6 +178,11 @@ spr_status spr_model_predict(const spr_model *m, const spr_dataset *data, const 
         if (sparse) sampler_scratch_free(&samp);
     }
     if (failed) return spr_fail(SPR_STATUS_NO_MEMORY, "out of memory in predict");
+    if (m->dist) { /* a sharded model: this rank's top-k in global ids, then all ranks' */
+        for (int64_t q = 0; q < n * k; q++)
+            if (ids_out[q] >= 0) ids_out[q] += (int32_t)m->label_lo;
+        return spr_dist_merge_topk(m->dist, ids_out, scores_out, n, k);
+    }
     return SPR_STATUS_OK;
 }
 
@@ -187,9 +193,9 @@ spr_status spr_model_evaluate(const spr_model *m, const spr_dataset *data, const
     if (!rows) n = d->n_points;
     memset(out, 0, sizeof *out);
     out->n_points = n;
-    if (d->n_labels > m->layers[m->n_layers - 1].size)
+    if (d->n_labels > m->label_total)
         return spr_fail(SPR_STATUS_BAD_INPUT, "data has %lld labels, the model's output %lld",
-                        (long long)d->n_labels, (long long)m->layers[m->n_layers - 1].size);
+                        (long long)d->n_labels, (long long)m->label_total);
     double t0 = spr_now();
     enum { K = 5, CHUNK = 4096 };
     int32_t *ids = spr_alloc((size_t)CHUNK * K * sizeof(int32_t));

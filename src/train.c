@@ -27,6 +27,7 @@
  */
 #include "common.h"
 #include "data.h"
+#include "dist.h"
 #include "kernels.h"
 #include "model.h"
 
@@ -426,9 +427,9 @@ static spr_status check_batch(const spr_model *m, const spr_dataset *data, const
     if (d->n_features > m->cfg.n_features)
         return spr_fail(SPR_STATUS_BAD_INPUT, "data has %lld features, the model %lld",
                         (long long)d->n_features, (long long)m->cfg.n_features);
-    if (d->n_labels > m->layers[m->n_layers - 1].size)
+    if (d->n_labels > m->label_total)
         return spr_fail(SPR_STATUS_BAD_INPUT, "data has %lld labels, the model's output %lld",
-                        (long long)d->n_labels, (long long)m->layers[m->n_layers - 1].size);
+                        (long long)d->n_labels, (long long)m->label_total);
     for (int64_t i = 0; i < n; i++)
         if (rows[i] < 0 || rows[i] >= d->n_points)
             return spr_fail(SPR_STATUS_BAD_INPUT, "batch row %lld out of range [0, %lld)",
@@ -446,6 +447,7 @@ static spr_status compute_gradients(spr_model *m, const spr_dataset *data, const
     if (st) return st;
     st = spr_model_prepare(m, o, spr_dataset_max_labels(data));
     if (st) return st;
+    if (m->dist) return spr_model_compute_gradients_sharded(m, &data->view, rows, n, o, stats);
     spr_deferred *f = NULL;
     if (deferred_usable(m, o->dense != 0)) {
         st = deferred_prepare(m);
@@ -499,25 +501,37 @@ spr_status spr_model_compute_gradients(spr_model *m, const spr_dataset *data, co
 
 /* Scales the batch gradient so that its L2 norm is at most max_norm: one pass over the
  * touched rows (the rows Adam reads next), so it costs what the step costs. */
-static void clip_gradients(spr_model *m, float max_norm, int threads) {
-    double sq = 0.0;
+static spr_status clip_gradients(spr_model *m, float max_norm, int threads) {
+    double sq = 0.0, sq_out = 0.0; /* the layers before the output, the output layer */
     for (int l = 0; l < m->n_layers; l++) {
         spr_layer *L = &m->layers[l];
         const int64_t nt = atomic_load(&L->n_touched);
-#pragma omp parallel for schedule(static) num_threads(threads) reduction(+ : sq)
+        double part = 0.0;
+#pragma omp parallel for schedule(static) num_threads(threads) reduction(+ : part)
         for (int64_t k = 0; k < nt; k++) {
             int32_t r = L->touched_list[k];
             const float *g = L->gw + (int64_t)r * L->stride;
             double row = 0.0;
             for (int64_t c = 0; c < L->cols; c++) row += (double)g[c] * g[c];
             if (l > 0) row += (double)L->gb[r] * L->gb[r];
-            sq += row;
+            part += row;
         }
+        if (l == m->n_layers - 1) sq_out = part;
+        else sq += part;
     }
+    /* A sharded model: the output layer's part is the sum over the ranks' rows; the
+     * replicated layers' part is the same on every rank. */
+    if (m->dist) {
+        float part = (float)sq_out;
+        spr_status st = spr_dist_allreduce(m->dist, &part, 1, SPR_DIST_SUM, "gradient norm");
+        if (st) return st;
+        sq_out = part;
+    }
+    sq += sq_out;
     const float *gb0 = m->layers[0].gb;
     for (int64_t j = 0; j < m->layers[0].size; j++) sq += (double)gb0[j] * gb0[j];
     const double norm = sqrt(sq);
-    if (!(norm > max_norm)) return;
+    if (!(norm > max_norm)) return SPR_STATUS_OK;
     const float scale = (float)(max_norm / norm);
     for (int l = 0; l < m->n_layers; l++) {
         spr_layer *L = &m->layers[l];
@@ -531,6 +545,7 @@ static void clip_gradients(spr_model *m, float max_norm, int threads) {
         }
     }
     for (int64_t j = 0; j < m->layers[0].size; j++) m->layers[0].gb[j] *= scale;
+    return SPR_STATUS_OK;
 }
 
 spr_status spr_model_apply_gradients(spr_model *m, const spr_train_options *o) {
@@ -538,7 +553,8 @@ spr_status spr_model_apply_gradients(spr_model *m, const spr_train_options *o) {
     const int threads = spr_threads(o->threads);
     if (o->clip_norm > 0.0f) {
         deferred_materialize(m); /* the norm needs every gradient row */
-        clip_gradients(m, o->clip_norm, threads);
+        spr_status st = clip_gradients(m, o->clip_norm, threads);
+        if (st) return st;
     }
     const double t = (double)(m->steps + 1);
     const float bc1 = (float)(1.0 - pow(o->beta1, t)), bc2 = (float)(1.0 - pow(o->beta2, t));
@@ -637,6 +653,279 @@ spr_status spr_model_train_batch(spr_model *m, const spr_dataset *data, const in
                  (long long)m->steps, rebuild ? "rebuild" : "rehash", (long long)m->rehashes, dt,
                  (long long)m->next_rehash);
         m->log(m->log_user, msg);
+    }
+    return SPR_STATUS_OK;
+}
+
+/* ------------------------------------------------------------------ sharded step */
+/*
+ * The model-parallel step (m->dist set, dist.c): this rank's output layer holds the rows
+ * of labels [label_lo, label_lo + size); the hidden layers are replicated. Phases:
+ *
+ *   1  per sample (parallel): hidden layers forward (the same on every rank: same data,
+ *      same weights), the active set among this rank's output rows (the sample's labels
+ *      that fall here, LSH candidates, random rows), their logits, the local max
+ *   2  allreduce MAX of the per-sample max (n floats); then per sample the sum of
+ *      exp(z - max), the sum of the labels' logits and the active count: allreduce SUM
+ *      (3n floats). Together they give the softmax normaliser and the loss of the whole
+ *      output layer.
+ *   3  per sample (parallel): probabilities, deltas, backward through this rank's
+ *      output rows, and this rank's part of dLoss/dh (h: the last hidden layer)
+ *   4  allreduce SUM of dLoss/dh (n x hidden floats)
+ *   5  backward through the replicated layers, the same on every rank and race-free
+ *      (each thread owns whole gradient rows): the replicas get bit-identical gradients
+ *      and stay identical without exchanging them. HOGWILD there would let them drift.
+ *
+ * Communication per step: (4n + n x hidden) floats, never O(#labels). With one rank the
+ * collectives are no-ops and, threads = 1, the step computes what the one-process step
+ * computes in the same order (test_dist).
+ */
+typedef struct sharded_ctx {
+    spr_model *m;
+    const spr_dataset_view *d;
+    const int64_t *rows;
+    int64_t n;
+    int dense;
+    uint64_t step_seed;
+} sharded_ctx;
+
+static int64_t stride_of(const spr_layer *L) { return spr_row_stride(L->size); }
+
+/* Phase 1 for sample i. */
+static void sharded_forward(const sharded_ctx *c, int64_t i, spr_scratch *s) {
+    spr_model *m = c->m;
+    spr_batch_buf *bb = m->bb;
+    const spr_dataset_view *d = c->d;
+    const int last = m->n_layers - 1;
+    const int64_t row = c->rows[i];
+    spr_layer *Lo = &m->layers[last];
+
+    /* the labels of the sample that are rows of this rank, as local ids (sorted) */
+    const int64_t lo = m->label_lo, hi = lo + Lo->size;
+    int32_t *loc = bb->labels + i * bb->label_cap;
+    int64_t nloc = 0;
+    for (int64_t k = d->label_indptr[row]; k < d->label_indptr[row + 1]; k++)
+        if (d->labels[k] >= lo && d->labels[k] < hi) loc[nloc++] = (int32_t)(d->labels[k] - lo);
+    bb->n_local[i] = nloc;
+
+    spr_layer *L0 = &m->layers[0];
+    float *h0 = bb->h[0] + i * stride_of(L0);
+    memcpy(h0, L0->b, (size_t)L0->size * sizeof(float));
+    for (int64_t k = d->feature_indptr[row]; k < d->feature_indptr[row + 1]; k++)
+        spr_axpy(d->feature_values[k], L0->w + (int64_t)d->feature_indices[k] * L0->stride, h0,
+                 L0->size);
+    for (int64_t j = 0; j < L0->size; j++)
+        if (h0[j] < 0.0f) h0[j] = 0.0f;
+    int64_t *active = &m->sample_active[i * SPR_MAX_LAYERS];
+    active[0] = L0->size;
+    for (int l = 1; l < last; l++) {
+        spr_layer *L = &m->layers[l];
+        act_view in = {m->layers[l - 1].size, NULL, bb->h[l - 1] + i * stride_of(&m->layers[l - 1]), NULL};
+        act_view out = {L->size, NULL, bb->h[l] + i * stride_of(L), NULL};
+        layer_forward(L, &in, &out);
+        for (int64_t j = 0; j < L->size; j++)
+            if (out.val[j] < 0.0f) out.val[j] = 0.0f;
+        active[l] = L->size;
+    }
+
+    const float *h = bb->h[last - 1] + i * stride_of(&m->layers[last - 1]);
+    act_view in = {Lo->fan_in, NULL, (float *)h, NULL};
+    act_view out = {Lo->size, NULL, bb->out_z + i * bb->out_cap, NULL};
+    if (Lo->sampled && !c->dense) {
+        spr_rng rng; /* ranks draw their random rows independently */
+        spr_rng_seed(&rng, c->step_seed ^ spr_mix64((uint64_t)row) ^
+                               (lo ? spr_mix64((uint64_t)lo * 0x9E3779B97F4A7C15ull) : 0));
+        out.n = spr_layer_select(Lo, h, loc, nloc, 0, s, &rng, bb->out_ids + i * bb->out_cap);
+        out.ids = bb->out_ids + i * bb->out_cap;
+    }
+    layer_forward(Lo, &in, &out);
+    bb->out_n[i] = out.n;
+    active[last] = out.n;
+    float zmax = -INFINITY;
+    for (int64_t a = 0; a < out.n; a++)
+        if (out.val[a] > zmax) zmax = out.val[a];
+    bb->red[i] = zmax;
+}
+
+/* Phase 2's local part for sample i (after the MAX): exp(z - max) in place, and the
+ * three sums of the SUM allreduce. */
+static void sharded_local_sums(const sharded_ctx *c, int64_t i) {
+    spr_model *m = c->m;
+    spr_batch_buf *bb = m->bb;
+    const int last = m->n_layers - 1;
+    const int32_t *ids = (m->layers[last].sampled && !c->dense) ? bb->out_ids + i * bb->out_cap : NULL;
+    float *z = bb->out_z + i * bb->out_cap;
+    const int32_t *loc = bb->labels + i * bb->label_cap;
+    const int64_t nloc = bb->n_local[i], na = bb->out_n[i], n = c->n;
+    const float zmax = bb->red[i];
+    float sum = 0.0f, lz = 0.0f;
+    int64_t li = 0;
+    for (int64_t a = 0; a < na; a++) {
+        int32_t j = ids ? ids[a] : (int32_t)a;
+        while (li < nloc && loc[li] < j) li++;
+        if (li < nloc && loc[li] == j) lz += z[a];
+        z[a] = expf(z[a] - zmax);
+        sum += z[a];
+    }
+    bb->red[n + i] = sum;
+    bb->red[2 * n + i] = lz;
+    bb->red[3 * n + i] = (float)na;
+}
+
+/* Phase 3 for sample i: loss, deltas, this rank's output rows' gradients and its part
+ * of dLoss/dh. */
+static void sharded_output_backward(const sharded_ctx *c, int64_t i, float inv_batch) {
+    spr_model *m = c->m;
+    spr_batch_buf *bb = m->bb;
+    const spr_dataset_view *d = c->d;
+    const int last = m->n_layers - 1;
+    spr_layer *Lo = &m->layers[last];
+    const int64_t n = c->n, row = c->rows[i];
+    const int64_t n_labels = d->label_indptr[row + 1] - d->label_indptr[row];
+    const spr_layer *Lh = &m->layers[last - 1];
+    float *dh = bb->dh[last - 1] + i * stride_of(Lh);
+    memset(dh, 0, (size_t)Lh->size * sizeof(float));
+    if (n_labels == 0) { /* an all-zero target: no loss, no gradient */
+        m->sample_loss[i] = 0.0f;
+        return;
+    }
+    const float zmax = bb->red[i], sum = bb->red[n + i], lz = bb->red[2 * n + i];
+    const float target = 1.0f / (float)n_labels, inv_sum = 1.0f / sum;
+    m->sample_loss[i] = -target * lz + zmax + logf(sum);
+    const int32_t *ids = (Lo->sampled && !c->dense) ? bb->out_ids + i * bb->out_cap : NULL;
+    const int32_t *loc = bb->labels + i * bb->label_cap;
+    const int64_t nloc = bb->n_local[i];
+    float *p = bb->out_z + i * bb->out_cap, *delta = bb->out_delta + i * bb->out_cap;
+    int64_t li = 0;
+    for (int64_t a = 0; a < bb->out_n[i]; a++) {
+        int32_t j = ids ? ids[a] : (int32_t)a;
+        while (li < nloc && loc[li] < j) li++;
+        float t = (li < nloc && loc[li] == j) ? target : 0.0f;
+        p[a] *= inv_sum;
+        delta[a] = (p[a] - t) * inv_batch;
+    }
+    act_view in = {Lo->fan_in, NULL, bb->h[last - 1] + i * stride_of(Lh), dh};
+    act_view out = {bb->out_n[i], ids, p, delta};
+    layer_backward(Lo, &in, &out, 0);
+}
+
+/* Phase 5: the replicated layers, each gradient row owned by one thread. */
+static void sharded_replicated_backward(const sharded_ctx *c, const uint8_t *has_labels, int threads) {
+    spr_model *m = c->m;
+    spr_batch_buf *bb = m->bb;
+    const spr_dataset_view *d = c->d;
+    const int64_t n = c->n;
+    int any = 0;
+    for (int64_t i = 0; i < n; i++) any |= has_labels[i];
+    if (!any) return;
+    for (int l = m->n_layers - 2; l >= 0; l--) {
+        spr_layer *L = &m->layers[l];
+        const int64_t st = stride_of(L);
+#pragma omp parallel for schedule(static) num_threads(threads)
+        for (int64_t i = 0; i < n; i++) /* relu' */
+            for (int64_t j = 0; j < L->size; j++)
+                if (bb->h[l][i * st + j] <= 0.0f) bb->dh[l][i * st + j] = 0.0f;
+        if (l == 0) break;
+        const spr_layer *Lp = &m->layers[l - 1];
+        const int64_t sp = stride_of(Lp);
+#pragma omp parallel for schedule(static) num_threads(threads)
+        for (int64_t j = 0; j < L->size; j++) {
+            float *gw = L->gw + j * L->stride;
+            mark_touched(L, (int32_t)j);
+            for (int64_t i = 0; i < n; i++) {
+                if (!has_labels[i]) continue;
+                float dj = bb->dh[l][i * st + j];
+                L->gb[j] += dj;
+                spr_axpy(dj, bb->h[l - 1] + i * sp, gw, L->fan_in);
+            }
+        }
+#pragma omp parallel for schedule(static) num_threads(threads)
+        for (int64_t i = 0; i < n; i++) {
+            float *dp = bb->dh[l - 1] + i * sp;
+            memset(dp, 0, (size_t)Lp->size * sizeof(float));
+            if (!has_labels[i]) continue;
+            for (int64_t j = 0; j < L->size; j++)
+                spr_axpy(bb->dh[l][i * st + j], L->w + j * L->stride, dp, L->fan_in);
+        }
+    }
+    /* layer 0: its bias, then the embedding rows of the batch's features, feature f
+     * owned by thread f mod T (every thread scans the batch's non-zeros: O(T nnz)
+     * index reads beside O(nnz x size) arithmetic) */
+    spr_layer *L0 = &m->layers[0];
+    const int64_t s0 = stride_of(L0);
+    for (int64_t i = 0; i < n; i++)
+        if (has_labels[i])
+            for (int64_t j = 0; j < L0->size; j++) L0->gb[j] += bb->dh[0][i * s0 + j];
+#pragma omp parallel num_threads(threads)
+    {
+#ifdef _OPENMP
+        const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+#else
+        const int t = 0, nt = 1;
+#endif
+        for (int64_t i = 0; i < n; i++) {
+            if (!has_labels[i]) continue;
+            const int64_t row = c->rows[i];
+            for (int64_t k = d->feature_indptr[row]; k < d->feature_indptr[row + 1]; k++) {
+                int32_t f = d->feature_indices[k];
+                if (f % nt != t) continue;
+                mark_touched(L0, f);
+                spr_axpy(d->feature_values[k], bb->dh[0] + i * s0, L0->gw + (int64_t)f * L0->stride,
+                         L0->size);
+            }
+        }
+    }
+}
+
+spr_status spr_model_compute_gradients_sharded(spr_model *m, const spr_dataset_view *d,
+                                               const int64_t *rows, int64_t n,
+                                               const spr_train_options *o, spr_batch_stats *stats) {
+    struct spr_dist *dist = m->dist;
+    const spr_dist_stats before = spr_dist_get_stats(dist);
+    const int threads = spr_threads(o->threads);
+    const int last = m->n_layers - 1;
+    spr_batch_buf *bb = m->bb;
+    sharded_ctx c = {m, d, rows, n, o->dense != 0,
+                     spr_mix64(m->cfg.seed ^ 0x7f4a7c159e3779b9ull) ^ spr_mix64((uint64_t)m->steps)};
+    spr_status st;
+
+#pragma omp parallel num_threads(threads)
+    {
+#ifdef _OPENMP
+        spr_scratch *s = &m->scratch[omp_get_thread_num()];
+#else
+        spr_scratch *s = &m->scratch[0];
+#endif
+#pragma omp for schedule(dynamic, 4)
+        for (int64_t i = 0; i < n; i++) sharded_forward(&c, i, s);
+    }
+    if ((st = spr_dist_allreduce(dist, bb->red, n, SPR_DIST_MAX, "softmax max"))) return st;
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int64_t i = 0; i < n; i++) sharded_local_sums(&c, i);
+    if ((st = spr_dist_allreduce(dist, bb->red + n, 3 * n, SPR_DIST_SUM, "softmax sums"))) return st;
+    const float inv_batch = 1.0f / (float)n;
+#pragma omp parallel for schedule(dynamic, 4) num_threads(threads)
+    for (int64_t i = 0; i < n; i++) sharded_output_backward(&c, i, inv_batch);
+    const spr_layer *Lh = &m->layers[last - 1];
+    if ((st = spr_dist_allreduce(dist, bb->dh[last - 1], n * stride_of(Lh), SPR_DIST_SUM,
+                                 "hidden gradient")))
+        return st;
+    uint8_t *has_labels = bb->has_labels;
+    for (int64_t i = 0; i < n; i++)
+        has_labels[i] = d->label_indptr[rows[i] + 1] > d->label_indptr[rows[i]];
+    sharded_replicated_backward(&c, has_labels, threads);
+
+    m->samples += n;
+    if (stats) {
+        memset(stats, 0, sizeof *stats);
+        double loss = 0.0, act = 0.0;
+        for (int64_t i = 0; i < n; i++) loss += m->sample_loss[i], act += bb->red[3 * n + i];
+        stats->loss = loss / (double)n;
+        for (int l = 0; l < last; l++) stats->active[l] = (double)m->layers[l].size;
+        stats->active[last] = act / (double)n; /* over all ranks */
+        const spr_dist_stats after = spr_dist_get_stats(dist);
+        stats->comm_seconds = after.seconds - before.seconds;
+        stats->comm_bytes = after.bytes - before.bytes;
     }
     return SPR_STATUS_OK;
 }

@@ -47,6 +47,15 @@ int cmd_predict(int argc, char **argv); /* cli_eval.c */
 int cmd_info(int argc, char **argv);    /* cli_eval.c */
 int cmd_plot(int argc, char **argv);    /* cli_plot.c */
 
+/* MPI (README, "Several machines"): cli_dist is set when the tool runs as one of
+ * several ranks under mpirun (and NULL on one process). cli_dist_start joins them
+ * (ranks > 0 send stdout to /dev/null: rank 0 speaks for all); cli_dist_stop leaves,
+ * and after a failure (rc != 0) ends every rank, which may be waiting for this one. */
+extern spr_dist *cli_dist;
+int cli_dist_start(int *argc, char ***argv);
+void cli_dist_stop(int rc);
+int cli_is_root(void);
+
 /* Seconds on the monotonic clock, for durations. */
 double now_seconds(void);
 

@@ -184,6 +184,61 @@ int stray_arguments(const char *cmd, int argc, char **argv) {
     return EXIT_OK;
 }
 
+/* ------------------------------------------------------------------ MPI */
+
+spr_dist *cli_dist;
+
+int cli_is_root(void) { return !cli_dist || spr_dist_rank(cli_dist) == 0; }
+
+/* The rank count a launcher announces (Open MPI, PMIx, MPICH's PMI), 0 if none. */
+static int launcher_ranks(void) {
+    static const char *vars[] = {"OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "PMI_SIZE"};
+    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
+        const char *v = getenv(vars[i]);
+        if (v && atoi(v) > 0) return atoi(v);
+    }
+    return 0;
+}
+
+int cli_dist_start(int *argc, char ***argv) {
+    int ranks = launcher_ranks();
+    if (ranks <= 1) return EXIT_OK; /* one process: no MPI at all */
+    if (!spr_dist_compiled()) {
+        fprintf(stderr, "sparrow: started as one of %d MPI ranks, but this sparrow was built "
+                        "without MPI (install libopenmpi-dev and rebuild)\n", ranks);
+        return EXIT_USAGE;
+    }
+    double timeout = 120.0;
+    const char *t = getenv("SPARROW_MPI_TIMEOUT");
+    if (t) {
+        char *end;
+        timeout = strtod(t, &end);
+        if (end == t || *end || !(timeout > 0)) {
+            fprintf(stderr, "sparrow: SPARROW_MPI_TIMEOUT must be a number of seconds > 0, got %s\n", t);
+            return EXIT_USAGE;
+        }
+    }
+    spr_status st = spr_dist_init(argc, argv, timeout, &cli_dist);
+    if (st != SPR_STATUS_OK) return library_error(st);
+    if (spr_dist_rank(cli_dist) > 0 && !freopen("/dev/null", "w", stdout)) {
+        fprintf(stderr, "sparrow: rank %d: cannot silence stdout\n", spr_dist_rank(cli_dist));
+        return EXIT_INTERNAL;
+    }
+    return EXIT_OK;
+}
+
+void cli_dist_stop(int rc) {
+    if (!cli_dist) return;
+    if (rc != EXIT_OK && rc < EXIT_SIGNAL_BASE) {
+        /* The other ranks may be waiting in a collective for this one: end them all. */
+        fflush(stdout);
+        fflush(stderr);
+        spr_dist_abort(cli_dist, rc);
+    }
+    spr_dist_finalize(cli_dist);
+    cli_dist = NULL;
+}
+
 /* ------------------------------------------------------------------ model + data loading */
 
 spr_status read_dataset(const char *path, const spr_read_options *options, int quiet,
@@ -203,13 +258,14 @@ spr_status read_dataset(const char *path, const spr_read_options *options, int q
  * the file carry labels the model does not know (predict ignores labels). */
 int load_model_and_data(const char *model_path, const char *data_path, int one_based,
                         int check_labels, spr_model **model, spr_dataset **data) {
-    spr_status st = spr_model_load(model_path, model);
+    spr_status st = cli_dist ? spr_model_load_sharded(model_path, cli_dist, model)
+                             : spr_model_load(model_path, model);
     if (st != SPR_STATUS_OK) return library_error(st);
     spr_model_config cfg = spr_model_get_config(*model);
     spr_read_options ropt = spr_read_options_default();
     ropt.one_based = one_based;
     ropt.n_features = cfg.n_features;
-    if (check_labels) ropt.n_labels = cfg.layers[cfg.n_layers - 1].size;
+    if (check_labels) ropt.n_labels = spr_model_get_info(*model).labels_total;
     st = read_dataset(data_path, &ropt, 0, data);
     if (st != SPR_STATUS_OK) {
         spr_model_free(*model);

@@ -11,8 +11,7 @@
 #include <string.h>
 
 static int64_t model_labels(const spr_model *model) {
-    spr_model_config cfg = spr_model_get_config(model);
-    return cfg.layers[cfg.n_layers - 1].size;
+    return spr_model_get_info(model).labels_total; /* all ranks' labels if sharded */
 }
 
 /* ------------------------------------------------------------------ eval */

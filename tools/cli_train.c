@@ -568,6 +568,10 @@ typedef struct window {
     double loss_sum;   /* sum over batches of loss x samples */
     double active_sum; /* sum over batches of active output neurons x samples */
     double rehash_seconds; /* time spent rehashing the tables (inside train_seconds) */
+    double comm_seconds;   /* in collectives (several ranks; inside train_seconds) */
+    double step_seconds;   /* wall time of the training steps */
+    int64_t comm_bytes;    /* handed to collectives by this rank */
+    int64_t batches;
     int64_t samples;
 } window;
 
@@ -575,6 +579,9 @@ static void window_add(window *w, const spr_batch_stats *s, int last_layer, int6
     w->loss_sum += s->loss * (double)n;
     w->active_sum += s->active[last_layer] * (double)n;
     w->rehash_seconds += s->rehash_seconds;
+    w->comm_seconds += s->comm_seconds;
+    w->comm_bytes += s->comm_bytes;
+    w->batches++;
     w->samples += n;
 }
 
@@ -589,6 +596,7 @@ typedef struct train_state {
     progress bar;
     FILE *metrics;
     double train_seconds;
+    double train_cpu_seconds; /* CPU time of this process while training (all threads) */
     int64_t samples;
     int last_layer;
     int threads;
@@ -598,6 +606,43 @@ typedef struct train_state {
     spr_eval_result last; /* the last evaluation */
     int have_last;
 } train_state;
+
+/* CPU seconds of this process, all threads (per-step costs on a shared machine). */
+static double cpu_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Peak resident memory of this process (VmHWM), bytes; 0 if unknown. */
+static int64_t peak_rss(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return 0;
+    char line[256];
+    long long kb = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "VmHWM: %lld kB", &kb) == 1) break;
+    fclose(f);
+    return (int64_t)kb * 1024;
+}
+
+/* One line per rank on stderr at the end of a run on several ranks: its labels, its
+ * model's bytes, its peak memory and its communication. */
+static void print_rank_summary(const spr_model *model, const train_state *s) {
+    spr_model_info info = spr_model_get_info(model);
+    spr_model_config cfg = spr_model_get_config(model);
+    spr_dist_stats ds = spr_dist_get_stats(cli_dist);
+    int64_t need = 0;
+    spr_model_config_memory(&cfg, &need);
+    fprintf(stderr,
+            "rank %d of %d: labels [%lld, %lld) of %lld, model %.1f MB, peak RSS %.1f MB, "
+            "collectives %.2f s (training and evaluation) of %.2f s training (%.2f s CPU), %.1f KB "
+            "per step\n",
+            info.rank, info.ranks, (long long)info.label_lo,
+            (long long)(info.label_lo + cfg.layers[cfg.n_layers - 1].size),
+            (long long)info.labels_total, (double)need / 1e6, (double)peak_rss() / 1e6, ds.seconds,
+            s->train_seconds, s->train_cpu_seconds, info.steps > 0 ? (double)ds.bytes / 1024.0 / (double)info.steps : 0.0);
+}
 
 /* Evaluates (if there is a test set), prints a line on stderr and appends a metrics
  * line. Not counted in train_seconds. */
@@ -622,6 +667,10 @@ static int train_report(train_state *s, int64_t epoch, int partial, window *w, i
     double loss = w->samples ? w->loss_sum / (double)w->samples : NAN;
     double active = w->samples ? w->active_sum / (double)w->samples : NAN;
     double sps = s->train_seconds > 0 ? (double)s->samples / s->train_seconds : 0;
+    if (!cli_is_root()) { /* rank 0 reports for all ranks (the evaluation was collective) */
+        memset(w, 0, sizeof *w);
+        return EXIT_OK;
+    }
     fprintf(stderr, "epoch %lld%s: step %lld, loss %.4f, %.0f samples/s, train %.2f s, "
                     "active out %.1f",
             (long long)epoch, within ? " (within)" : partial ? " (partial)" : "", (long long)info.steps, loss, sps,
@@ -641,6 +690,8 @@ static int train_report(train_state *s, int64_t epoch, int partial, window *w, i
                 (long long)epoch, partial ? "true" : "false", (long long)info.steps,
                 (long long)info.samples);
         json_number(f, s->train_seconds);
+        fputs(", \"train_cpu_seconds\": ", f); /* robust to a busy machine */
+        json_number(f, s->train_cpu_seconds);
         fputs(", \"samples_per_second\": ", f);
         json_number(f, sps);
         fputs(", \"loss\": ", f);
@@ -658,6 +709,14 @@ static int train_report(train_state *s, int64_t epoch, int partial, window *w, i
         fprintf(f, ", \"eval_points\": %lld, \"eval_seconds\": ",
                 (long long)(s->test ? eval_n : 0));
         json_number(f, eval_seconds);
+        if (cli_dist) { /* per step of this window, rank 0's view */
+            double steps = w->batches > 0 ? (double)w->batches : 1.0;
+            fprintf(f, ", \"ranks\": %d, \"comm_seconds_per_step\": ", spr_dist_size(cli_dist));
+            json_number(f, w->comm_seconds / steps);
+            fputs(", \"compute_seconds_per_step\": ", f);
+            json_number(f, (w->step_seconds - w->comm_seconds) / steps);
+            fprintf(f, ", \"comm_bytes_per_step\": %lld", (long long)(w->comm_bytes / (int64_t)steps));
+        }
         fputs(", \"inference\": \"exact\"}\n", f);
         if (fflush(f) != 0 || ferror(f)) {
             fprintf(stderr, "sparrow: %s: write failed: %s\n", s->args->metrics_path,
@@ -693,7 +752,7 @@ static int train_loop(train_state *s, const spr_dataset *train, const spr_train_
     double loss_avg = NAN; /* a moving average of the batch losses, for the bar */
 
     for (int64_t epoch = s->first_epoch; epoch <= a->epochs; epoch++) {
-        double t_start = now_seconds();
+        double t_start = now_seconds(), c_start = cpu_seconds();
         shuffle_rows(rows, n, s->seed, (uint64_t)epoch);
         int64_t b = epoch == s->first_epoch ? s->skip_batches : 0;
         for (; b < per_epoch; b++) {
@@ -703,8 +762,10 @@ static int train_loop(train_state *s, const spr_dataset *train, const spr_train_
             int64_t count = (start + bsz <= n) ? bsz : n - start;
             spr_batch_stats stats;
             memset(&stats, 0, sizeof stats);
+            double t_step = now_seconds();
             spr_status st = spr_model_train_batch(s->model, train, rows + start, count, topt,
                                                   &stats);
+            since_eval.step_seconds += now_seconds() - t_step;
             if (st != SPR_STATUS_OK && !isfinite(stats.loss)) {
                 /* Diverged: the library stopped before the step, but the weights that
                  * produced a NaN are not worth keeping over an earlier good model. */
@@ -739,6 +800,7 @@ static int train_loop(train_state *s, const spr_dataset *train, const spr_train_
             }
         }
         s->train_seconds += now_seconds() - t_start;
+        s->train_cpu_seconds += cpu_seconds() - c_start;
         int complete = (b == per_epoch);
         if (complete) spr_model_set_epoch(s->model, epoch);
         if ((rc = train_report(s, epoch, !complete, &since_eval, 0))) return rc;
@@ -904,7 +966,8 @@ static int train_run(const train_args *args) {
     spr_model_config cfg;
     if (a.resume_path) {
         /* Loaded first: a wrong file or option fails before the data is read. */
-        if ((st = spr_model_load(a.resume_path, &model)) != SPR_STATUS_OK) {
+        if ((st = cli_dist ? spr_model_load_sharded(a.resume_path, cli_dist, &model)
+                           : spr_model_load(a.resume_path, &model)) != SPR_STATUS_OK) {
             rc = library_error(st);
             goto done;
         }
@@ -924,7 +987,7 @@ static int train_run(const train_args *args) {
         rc = EXIT_USAGE;
         goto done;
     }
-    int64_t model_labels = model ? cfg.layers[cfg.n_layers - 1].size : tv.n_labels;
+    int64_t model_labels = model ? spr_model_get_info(model).labels_total : tv.n_labels;
     if (model && (tv.n_features > cfg.n_features || tv.n_labels > model_labels)) {
         fprintf(stderr, "sparrow: %s: %lld features and %lld labels, more than the %lld and %lld of %s "
                         "(resume with the training set of the first run)\n",
@@ -991,7 +1054,7 @@ static int train_run(const train_args *args) {
             goto done;
         }
     }
-    if (a.metrics_path && !(metrics = fopen(a.metrics_path, "w"))) {
+    if (a.metrics_path && cli_is_root() && !(metrics = fopen(a.metrics_path, "w"))) {
         fprintf(stderr, "sparrow: %s: cannot open for writing: %s\n", a.metrics_path,
                 strerror(errno));
         rc = EXIT_USAGE;
@@ -1000,21 +1063,26 @@ static int train_run(const train_args *args) {
     if (metrics && (rc = write_metrics_header(metrics, &a, train, test))) goto done;
     if (!model) { /* refuse, with the figure, a model that does not fit */
         int64_t need = 0, limit = a.max_memory ? a.max_memory : available_memory();
-        if ((st = spr_model_config_memory(&cfg, &need)) != SPR_STATUS_OK) {
+        /* Several ranks: each holds its shard, and --max-memory is per rank (the
+         * available memory is shared out as if all ranks ran on this machine). */
+        int rank = cli_dist ? spr_dist_rank(cli_dist) : 0, ranks = cli_dist ? spr_dist_size(cli_dist) : 1;
+        if (!a.max_memory) limit /= ranks;
+        if ((st = spr_model_config_memory_sharded(&cfg, rank, ranks, &need)) != SPR_STATUS_OK) {
             rc = library_error(st);
             goto done;
         }
         if (limit > 0 && need > limit) {
             fprintf(stderr,
                     "sparrow train: the model needs %.1f MB (parameters, gradients, Adam state, "
-                    "hash tables), more than %s %.1f MB\n",
-                    (double)need / 1e6, a.max_memory ? "--max-memory" : "the available",
-                    (double)limit / 1e6);
+                    "hash tables)%s, more than %s %.1f MB\n",
+                    (double)need / 1e6, ranks > 1 ? " on this rank" : "",
+                    a.max_memory ? "--max-memory" : "the available", (double)limit / 1e6);
             rc = EXIT_USAGE;
             goto done;
         }
     }
-    if (!model && (st = spr_model_create(&cfg, &model)) != SPR_STATUS_OK) {
+    if (!model && (st = cli_dist ? spr_model_create_sharded(&cfg, cli_dist, &model)
+                                 : spr_model_create(&cfg, &model)) != SPR_STATUS_OK) {
         rc = library_error(st);
         goto done;
     }
@@ -1025,28 +1093,34 @@ static int train_run(const train_args *args) {
     }
 
     spr_model_info info = spr_model_get_info(model);
-    fprintf(stderr, "sparrow train: %s: %lld points, %lld features, %lld labels",
-            a.train_path, (long long)tv.n_points, (long long)tv.n_features,
-            (long long)tv.n_labels);
-    if (test)
-        fprintf(stderr, "; %s: %lld points", a.test_path,
-                (long long)spr_dataset_get_view(test).n_points);
-    fprintf(stderr, " (read in %.2f s)\n", read_seconds);
-    print_layers(stderr, &cfg, &info);
-    fprintf(stderr,
-            "  training: %s, epochs %lld, batch %d, lr %g, adam (%g, %g, %g), threads %d%s, "
-            "rehash first %lld growth %g max %lld, rebuild every %d\n",
-            topt.dense ? "dense" : "sampled", (long long)a.epochs, topt.batch_size, topt.lr,
-            topt.beta1, topt.beta2, topt.eps, topt.threads,
-            topt.threads <= 0 ? " (all cores)" : "", (long long)topt.rehash_first,
-            topt.rehash_growth, (long long)topt.rehash_max, topt.rebuild_every);
-    fprintf(stderr, "  parameters %lld (%.1f MB with optimizer state), tables %.1f MB\n",
-            (long long)info.parameters, (double)info.parameter_bytes / 1e6,
-            (double)info.table_bytes / 1e6);
-    if (a.max_batches > 0) fprintf(stderr, "  stopping after %lld batches\n", (long long)a.max_batches);
-    if (a.resume_path)
-        fprintf(stderr, "  resuming %s: step %lld, epoch %lld at batch %lld\n", a.resume_path,
-                (long long)info.steps, (long long)first_epoch, (long long)skip_batches + 1);
+    if (!cli_is_root()) a.quiet = 1;
+    if (cli_is_root()) {
+        fprintf(stderr, "sparrow train: %s: %lld points, %lld features, %lld labels",
+                a.train_path, (long long)tv.n_points, (long long)tv.n_features,
+                (long long)tv.n_labels);
+        if (test)
+            fprintf(stderr, "; %s: %lld points", a.test_path,
+                    (long long)spr_dataset_get_view(test).n_points);
+        fprintf(stderr, " (read in %.2f s)\n", read_seconds);
+        print_layers(stderr, &cfg, &info);
+        fprintf(stderr,
+                "  training: %s, epochs %lld, batch %d, lr %g, adam (%g, %g, %g), threads %d%s, "
+                "rehash first %lld growth %g max %lld, rebuild every %d\n",
+                topt.dense ? "dense" : "sampled", (long long)a.epochs, topt.batch_size, topt.lr,
+                topt.beta1, topt.beta2, topt.eps, topt.threads,
+                topt.threads <= 0 ? " (all cores)" : "", (long long)topt.rehash_first,
+                topt.rehash_growth, (long long)topt.rehash_max, topt.rebuild_every);
+        fprintf(stderr, "  parameters %lld (%.1f MB with optimizer state), tables %.1f MB\n",
+                (long long)info.parameters, (double)info.parameter_bytes / 1e6,
+                (double)info.table_bytes / 1e6);
+        if (a.max_batches > 0) fprintf(stderr, "  stopping after %lld batches\n", (long long)a.max_batches);
+        if (a.resume_path)
+            fprintf(stderr, "  resuming %s: step %lld, epoch %lld at batch %lld\n", a.resume_path,
+                    (long long)info.steps, (long long)first_epoch, (long long)skip_batches + 1);
+        if (cli_dist)
+            fprintf(stderr, "  %d MPI ranks: the output layer split by label range, one shard per "
+                            "rank (this rank's shown above)\n", spr_dist_size(cli_dist));
+    }
 
     train_state s;
     memset(&s, 0, sizeof s);
@@ -1098,9 +1172,10 @@ static int train_run(const train_args *args) {
             rc = library_error(st);
             goto done;
         }
-        fprintf(stderr, "saved %s\n", a.save_path);
+        if (cli_is_root()) fprintf(stderr, "saved %s\n", a.save_path);
     }
     double sps = s.train_seconds > 0 ? (double)s.samples / s.train_seconds : 0;
+    if (cli_dist) print_rank_summary(model, &s);
     if (s.have_last)
         printf("P@1 %.4f P@5 %.4f samples/s %.1f train_seconds %.3f\n", s.last.p_at[1],
                s.last.p_at[5], sps, s.train_seconds);

@@ -50,7 +50,13 @@ int main(int argc, char **argv) {
         return EXIT_OK;
     }
     for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
-        if (!strcmp(name, COMMANDS[i].name)) return COMMANDS[i].run(argc - 1, argv + 1);
+        if (!strcmp(name, COMMANDS[i].name)) {
+            int rc = cli_dist_start(&argc, &argv);
+            if (rc != EXIT_OK) return rc;
+            rc = COMMANDS[i].run(argc - 1, argv + 1);
+            cli_dist_stop(rc);
+            return rc;
+        }
     fprintf(stderr, "sparrow: unknown command '%s' (see 'sparrow --help')\n", name);
     return EXIT_USAGE;
 }

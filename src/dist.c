@@ -1,0 +1,460 @@
+/*
+ * dist.c: model parallelism without the transport. The collectives (timed, counted,
+ * done locally on one rank), the label range of each rank, sharded models: creation,
+ * cutting a whole model into a shard, assembling shards into a whole model, and the
+ * manifest that ties a sharded checkpoint's files together.
+ *
+ * Manifest (text, at the path the user gave):
+ *   sparrow sharded model 1
+ *   ranks N
+ *   labels TOTAL
+ *   shard R LO HI FILE        (N lines, R = 0..N-1, FILE next to the manifest)
+ */
+#include "dist.h"
+
+#include "metrics.h"
+#include "model.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define MANIFEST_MAGIC "sparrow sharded model 1"
+
+/* ------------------------------------------------------------ communicator */
+
+spr_status spr_dist_self(spr_dist **out) {
+    spr_dist *d = spr_alloc(sizeof *d);
+    if (!d) return spr_fail(SPR_STATUS_NO_MEMORY, "out of memory");
+    memset(d, 0, sizeof *d);
+    d->size = 1;
+    d->timeout = 1e9;
+    *out = d;
+    return SPR_STATUS_OK;
+}
+
+int spr_dist_rank(const spr_dist *d) { return d ? d->rank : 0; }
+int spr_dist_size(const spr_dist *d) { return d ? d->size : 1; }
+
+spr_dist_stats spr_dist_get_stats(const spr_dist *d) {
+    spr_dist_stats s;
+    memset(&s, 0, sizeof s);
+    if (d) s = d->stats;
+    return s;
+}
+
+void spr_dist_finalize(spr_dist *d) {
+    if (!d) return;
+    if (d->transport) spr_dist_transport_finalize(d);
+    spr_free(d);
+}
+
+spr_status spr_dist_allreduce(spr_dist *d, float *buf, int64_t n, spr_dist_op op, const char *what) {
+    d->stats.collectives++;
+    d->stats.bytes += n * (int64_t)sizeof(float);
+    if (d->size == 1) return SPR_STATUS_OK;
+    double t0 = spr_now();
+    spr_status st = spr_dist_transport_allreduce(d, buf, n, op, what);
+    d->stats.seconds += spr_now() - t0;
+    return st;
+}
+
+spr_status spr_dist_allgather(spr_dist *d, const void *send, void *recv, int64_t bytes,
+                              const char *what) {
+    d->stats.collectives++;
+    d->stats.bytes += bytes;
+    if (d->size == 1) {
+        memmove(recv, send, (size_t)bytes);
+        return SPR_STATUS_OK;
+    }
+    double t0 = spr_now();
+    spr_status st = spr_dist_transport_allgather(d, send, recv, bytes, what);
+    d->stats.seconds += spr_now() - t0;
+    return st;
+}
+
+spr_status spr_dist_barrier(spr_dist *d, const char *what) {
+    float x = 0.0f;
+    return spr_dist_allreduce(d, &x, 1, SPR_DIST_SUM, what);
+}
+
+/* Every rank's status agreed on: the worst (highest) one. The message of a rank that
+ * failed stays with that rank; the others say which rank to look at. */
+static spr_status agree(spr_dist *d, spr_status mine, const char *what) {
+    float v[2] = {(float)mine, mine ? (float)d->rank : -1.0f};
+    spr_status st = spr_dist_allreduce(d, v, 2, SPR_DIST_MAX, what);
+    if (st) return st;
+    if (mine) return mine;
+    if (v[0] > 0.0f)
+        return spr_fail((spr_status)(int)v[0], "%s failed on rank %d (see its message)", what,
+                        (int)v[1]);
+    return SPR_STATUS_OK;
+}
+
+void spr_dist_shard_range(int64_t total, int rank, int size, int64_t *lo, int64_t *hi) {
+    *lo = (int64_t)((__int128)total * rank / size);
+    *hi = (int64_t)((__int128)total * (rank + 1) / size);
+}
+
+spr_status spr_dist_merge_topk(spr_dist *d, int32_t *ids, float *scores, int64_t n, int k) {
+    if (d->size == 1 || n == 0) return SPR_STATUS_OK;
+    const int64_t per = n * k;
+    int32_t *all_ids = spr_alloc((size_t)(per * d->size) * sizeof(int32_t));
+    float *all_scores = spr_alloc((size_t)(per * d->size) * sizeof(float));
+    spr_status st = SPR_STATUS_OK;
+    if (!all_ids || !all_scores) {
+        st = spr_fail(SPR_STATUS_NO_MEMORY, "out of memory merging the ranks' top-k");
+        goto done;
+    }
+    if ((st = spr_dist_allgather(d, ids, all_ids, per * 4, "gathering the top-k ids"))) goto done;
+    if ((st = spr_dist_allgather(d, scores, all_scores, per * 4, "gathering the top-k scores")))
+        goto done;
+    for (int64_t i = 0; i < n; i++) {
+        int filled = 0;
+        for (int r = 0; r < d->size; r++)
+            for (int q = 0; q < k; q++) {
+                int64_t at = r * per + i * k + q;
+                if (all_ids[at] >= 0)
+                    spr_topk_push(ids + i * k, scores + i * k, k, &filled, all_ids[at], all_scores[at]);
+            }
+        for (int q = filled; q < k; q++) ids[i * k + q] = -1, scores[i * k + q] = -INFINITY;
+    }
+done:
+    spr_free(all_ids);
+    spr_free(all_scores);
+    return st;
+}
+
+/* ------------------------------------------------------------ shards */
+
+/* The config of the shard of rows [lo, hi) of the output layer. */
+static spr_model_config shard_config(const spr_model_config *cfg, int64_t lo, int64_t hi) {
+    spr_model_config c = *cfg;
+    c.layers[c.n_layers - 1].size = hi - lo;
+    return c;
+}
+
+static spr_status check_shardable(const spr_model_config *cfg, int size) {
+    spr_status st = spr_model_config_check(cfg);
+    if (st) return st;
+    for (int l = 1; l < cfg->n_layers - 1; l++)
+        if (cfg->layers[l].sparsity < 1.0f)
+            return spr_fail(SPR_STATUS_BAD_INPUT,
+                            "a sharded model needs dense hidden layers: layer %d has sparsity %g "
+                            "(leave --hidden-sparsity out with several ranks)",
+                            l, (double)cfg->layers[l].sparsity);
+    if (cfg->layers[cfg->n_layers - 1].size < size)
+        return spr_fail(SPR_STATUS_BAD_INPUT, "%lld labels cannot be split over %d ranks",
+                        (long long)cfg->layers[cfg->n_layers - 1].size, size);
+    return SPR_STATUS_OK;
+}
+
+spr_status spr_model_config_memory_sharded(const spr_model_config *cfg, int rank, int ranks,
+                                           int64_t *bytes) {
+    if (ranks < 1 || rank < 0 || rank >= ranks)
+        return spr_fail(SPR_STATUS_BAD_INPUT, "rank %d of %d", rank, ranks);
+    if (ranks == 1) return spr_model_config_memory(cfg, bytes); /* not sharded: any model */
+    spr_status st = check_shardable(cfg, ranks);
+    if (st) return st;
+    int64_t lo, hi;
+    spr_dist_shard_range(cfg->layers[cfg->n_layers - 1].size, rank, ranks, &lo, &hi);
+    spr_model_config c = shard_config(cfg, lo, hi);
+    return spr_model_config_memory(&c, bytes);
+}
+
+spr_status spr_model_create_sharded(const spr_model_config *cfg, spr_dist *d, spr_model **out) {
+    if (!cfg || !d || !out) return spr_fail(SPR_STATUS_BAD_INPUT, "spr_model_create_sharded: NULL argument");
+    *out = NULL;
+    spr_status st = check_shardable(cfg, d->size);
+    if (st) return st;
+    int64_t lo, hi;
+    spr_dist_shard_range(cfg->layers[cfg->n_layers - 1].size, d->rank, d->size, &lo, &hi);
+    if ((st = spr_model_create_rows(cfg, lo, hi, out))) return st;
+    (*out)->dist = d;
+    return SPR_STATUS_OK;
+}
+
+/* Copies rows [r0, r0 + n) of every array of src layer l into rows [t0, ...) of dst
+ * (same fan-in): weights, Adam moments, biases and theirs. */
+static void copy_rows(spr_layer *dst, int64_t t0, const spr_layer *src, int64_t r0, int64_t n,
+                      int is_bias_per_row) {
+    const float *from[] = {src->w, src->mw, src->vw};
+    float *to[] = {dst->w, dst->mw, dst->vw};
+    for (int a = 0; a < 3; a++)
+        for (int64_t r = 0; r < n; r++)
+            memcpy(to[a] + (t0 + r) * dst->stride, from[a] + (r0 + r) * src->stride,
+                   (size_t)src->cols * sizeof(float));
+    if (is_bias_per_row) {
+        memcpy(dst->b + t0, src->b + r0, (size_t)n * sizeof(float));
+        memcpy(dst->mb + t0, src->mb + r0, (size_t)n * sizeof(float));
+        memcpy(dst->vb + t0, src->vb + r0, (size_t)n * sizeof(float));
+    }
+}
+
+/* Layers 0 .. n_layers - 2 and the counters of src into dst (same hidden shapes). */
+static void copy_replicated(spr_model *dst, const spr_model *src) {
+    for (int l = 0; l < src->n_layers - 1; l++) {
+        spr_layer *D = &dst->layers[l];
+        const spr_layer *S = &src->layers[l];
+        copy_rows(D, 0, S, 0, S->rows, 0);
+        memcpy(D->b, S->b, (size_t)S->size * sizeof(float));
+        memcpy(D->mb, S->mb, (size_t)S->size * sizeof(float));
+        memcpy(D->vb, S->vb, (size_t)S->size * sizeof(float));
+    }
+    dst->steps = src->steps;
+    dst->samples = src->samples;
+    dst->epoch = src->epoch;
+    dst->next_rehash = src->next_rehash;
+    dst->rehashes = src->rehashes;
+    dst->rebuilds = src->rebuilds;
+}
+
+/* The shard of rank/size cut from a whole model (hash tables rebuilt for its rows). */
+static spr_status cut_shard(const spr_model *whole, spr_dist *d, spr_model **out) {
+    *out = NULL;
+    spr_status st = check_shardable(&whole->cfg, d->size);
+    if (st) return st;
+    const int last = whole->n_layers - 1;
+    int64_t lo, hi;
+    spr_dist_shard_range(whole->layers[last].size, d->rank, d->size, &lo, &hi);
+    spr_model_config c = shard_config(&whole->cfg, lo, hi);
+    spr_model *m = NULL;
+    if ((st = spr_model_alloc(&c, &m))) return st;
+    copy_replicated(m, whole);
+    copy_rows(&m->layers[last], 0, &whole->layers[last], lo, hi - lo, 1);
+    m->label_lo = lo;
+    m->label_total = whole->layers[last].size;
+    if ((st = spr_model_build_tables(m, 0))) {
+        spr_model_free(m);
+        return st;
+    }
+    m->dist = d;
+    *out = m;
+    return SPR_STATUS_OK;
+}
+
+/* ------------------------------------------------------------ manifest */
+
+typedef struct manifest {
+    int ranks;
+    int64_t labels;
+    int64_t *lo, *hi;   /* (ranks) */
+    char **files;       /* (ranks) full paths */
+} manifest;
+
+static void manifest_free(manifest *mf) {
+    for (int r = 0; mf->files && r < mf->ranks; r++) free(mf->files[r]);
+    free(mf->files);
+    free(mf->lo);
+    free(mf->hi);
+    memset(mf, 0, sizeof *mf);
+}
+
+int spr_dist_is_manifest(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    char head[sizeof MANIFEST_MAGIC];
+    size_t n = fread(head, 1, sizeof head - 1, f);
+    fclose(f);
+    head[n] = '\0';
+    return strcmp(head, MANIFEST_MAGIC) == 0;
+}
+
+/* "dir/of/path/" + name */
+static char *sibling(const char *path, const char *name) {
+    const char *slash = strrchr(path, '/');
+    size_t dl = slash ? (size_t)(slash - path + 1) : 0;
+    char *p = malloc(dl + strlen(name) + 1);
+    if (!p) return NULL;
+    memcpy(p, path, dl);
+    strcpy(p + dl, name);
+    return p;
+}
+
+static spr_status manifest_read(const char *path, manifest *mf) {
+    memset(mf, 0, sizeof *mf);
+    FILE *f = fopen(path, "r");
+    if (!f) return spr_fail(SPR_STATUS_IO_ERROR, "%s: cannot open: %s", path, strerror(errno));
+    char line[4096];
+    int ln = 0, have = 0;
+    long long v;
+    spr_status st = SPR_STATUS_OK;
+#define BAD(...)                                                                            \
+    do {                                                                                    \
+        st = spr_fail(SPR_STATUS_BAD_INPUT, __VA_ARGS__);                                   \
+        goto done;                                                                          \
+    } while (0)
+    if (!fgets(line, sizeof line, f) || strncmp(line, MANIFEST_MAGIC, strlen(MANIFEST_MAGIC)) != 0)
+        BAD("%s:1: not a sharded model manifest", path);
+    ln = 1;
+    if (!fgets(line, sizeof line, f) || sscanf(line, "ranks %lld", &v) != 1 || v < 1 || v > 65536)
+        BAD("%s:2: expected 'ranks N' with N in [1, 65536]", path);
+    mf->ranks = (int)v;
+    ln = 2;
+    if (!fgets(line, sizeof line, f) || sscanf(line, "labels %lld", &v) != 1 || v < mf->ranks ||
+        v > INT32_MAX)
+        BAD("%s:3: expected 'labels L' with L in [ranks, 2^31)", path);
+    mf->labels = v;
+    ln = 3;
+    mf->lo = calloc((size_t)mf->ranks, sizeof(int64_t));
+    mf->hi = calloc((size_t)mf->ranks, sizeof(int64_t));
+    mf->files = calloc((size_t)mf->ranks, sizeof(char *));
+    if (!mf->lo || !mf->hi || !mf->files) {
+        st = spr_fail(SPR_STATUS_NO_MEMORY, "out of memory");
+        goto done;
+    }
+    for (; have < mf->ranks; have++) {
+        long long r, lo, hi;
+        char name[1024];
+        ln++;
+        if (!fgets(line, sizeof line, f) ||
+            sscanf(line, "shard %lld %lld %lld %1023s", &r, &lo, &hi, name) != 4)
+            BAD("%s:%d: expected 'shard RANK LO HI FILE'", path, ln);
+        if (r != have || lo != (have ? mf->hi[have - 1] : 0) || hi <= lo || hi > mf->labels ||
+            strchr(name, '/'))
+            BAD("%s:%d: shard %lld [%lld, %lld) %s: shards must be 0.. in order, cover the labels "
+                "contiguously, and sit next to the manifest",
+                path, ln, r, lo, hi, name);
+        mf->lo[have] = lo;
+        mf->hi[have] = hi;
+        if (!(mf->files[have] = sibling(path, name))) {
+            st = spr_fail(SPR_STATUS_NO_MEMORY, "out of memory");
+            goto done;
+        }
+    }
+    if (mf->hi[mf->ranks - 1] != mf->labels)
+        BAD("%s:%d: the shards end at label %lld, not at %lld", path, ln,
+            (long long)mf->hi[mf->ranks - 1], (long long)mf->labels);
+#undef BAD
+done:
+    fclose(f);
+    if (st) manifest_free(mf);
+    return st;
+}
+
+/* Shard r's file, checked against the manifest and against shard 0's hidden layers. */
+static spr_status load_shard_file(const manifest *mf, int r, const spr_model *first,
+                                  spr_model **out) {
+    spr_status st = spr_checkpoint_load(mf->files[r], out);
+    if (st) return st;
+    const spr_model *s = *out;
+    const int last = s->n_layers - 1;
+    int same = 1;
+    if (first) {
+        same = s->n_layers == first->n_layers && s->cfg.n_features == first->cfg.n_features;
+        for (int l = 0; same && l < last; l++) same = s->layers[l].size == first->layers[l].size;
+    }
+    if (s->layers[last].size != mf->hi[r] - mf->lo[r] || !same) {
+        spr_model_free(*out);
+        *out = NULL;
+        return spr_fail(SPR_STATUS_BAD_INPUT,
+                        "%s: does not match its manifest (shard %d: %lld labels expected)",
+                        mf->files[r], r, (long long)(mf->hi[r] - mf->lo[r]));
+    }
+    return SPR_STATUS_OK;
+}
+
+spr_status spr_dist_load_manifest(const char *path, spr_model **out) {
+    *out = NULL;
+    manifest mf;
+    spr_status st = manifest_read(path, &mf);
+    if (st) return st;
+    spr_model *first = NULL, *whole = NULL, *shard = NULL;
+    if ((st = load_shard_file(&mf, 0, NULL, &first))) goto done;
+    spr_model_config c = first->cfg;
+    c.layers[c.n_layers - 1].size = mf.labels;
+    if ((st = spr_model_alloc(&c, &whole))) goto done;
+    const int last = c.n_layers - 1;
+    copy_replicated(whole, first);
+    copy_rows(&whole->layers[last], 0, &first->layers[last], 0, mf.hi[0], 1);
+    for (int r = 1; r < mf.ranks; r++) { /* one shard in memory at a time, beside the whole */
+        if ((st = load_shard_file(&mf, r, first, &shard))) goto done;
+        copy_rows(&whole->layers[last], mf.lo[r], &shard->layers[last], 0, mf.hi[r] - mf.lo[r], 1);
+        spr_model_free(shard);
+        shard = NULL;
+    }
+    if ((st = spr_model_build_tables(whole, 0))) goto done;
+    *out = whole;
+    whole = NULL;
+done:
+    spr_model_free(first);
+    spr_model_free(whole);
+    spr_model_free(shard);
+    manifest_free(&mf);
+    return st;
+}
+
+spr_status spr_model_load_sharded(const char *path, spr_dist *d, spr_model **out) {
+    if (!path || !d || !out) return spr_fail(SPR_STATUS_BAD_INPUT, "spr_model_load_sharded: NULL argument");
+    *out = NULL;
+    spr_status st;
+    if (spr_dist_is_manifest(path)) {
+        manifest mf;
+        if ((st = manifest_read(path, &mf))) return st;
+        if (mf.ranks == d->size) { /* the same split: this rank's file is its shard */
+            int64_t lo, hi;
+            spr_dist_shard_range(mf.labels, d->rank, d->size, &lo, &hi);
+            if (lo == mf.lo[d->rank] && hi == mf.hi[d->rank]) {
+                st = load_shard_file(&mf, d->rank, NULL, out);
+                if (!st) {
+                    (*out)->label_lo = lo;
+                    (*out)->label_total = mf.labels;
+                    (*out)->dist = d;
+                }
+                manifest_free(&mf);
+                return st;
+            }
+        }
+        manifest_free(&mf);
+    }
+    spr_model *whole = NULL;
+    if ((st = spr_model_load(path, &whole))) return st;
+    st = cut_shard(whole, d, out);
+    spr_model_free(whole);
+    return st;
+}
+
+/* Each rank writes its shard (a complete model of its rows), all agree that every
+ * shard is written, then rank 0 writes the manifest, atomically (temporary + rename),
+ * and all agree again: the manifest appears only when every shard is on disk. */
+spr_status spr_dist_save_sharded(const spr_model *m, const char *path) {
+    spr_dist *d = m->dist;
+    if (!path || !*path) return spr_fail(SPR_STATUS_BAD_INPUT, "spr_model_save: path must be given");
+    const char *slash = strrchr(path, '/');
+    const char *base = slash ? slash + 1 : path;
+    char name[1024], *file = NULL;
+    snprintf(name, sizeof name, "%s.rank%dof%d", base, d->rank, d->size);
+    spr_status st = (file = sibling(path, name)) ? SPR_STATUS_OK
+                                                 : spr_fail(SPR_STATUS_NO_MEMORY, "out of memory");
+    if (!st) st = spr_checkpoint_save(m, file);
+    free(file);
+    if ((st = agree(d, st, "saving the shards"))) return st;
+    if (d->rank == 0) {
+        char tmp[4200];
+        snprintf(tmp, sizeof tmp, "%s.tmp.manifest", path);
+        FILE *f = fopen(tmp, "w");
+        if (!f) {
+            st = spr_fail(SPR_STATUS_IO_ERROR, "%s: cannot write: %s", tmp, strerror(errno));
+        } else {
+            fprintf(f, "%s\nranks %d\nlabels %lld\n", MANIFEST_MAGIC, d->size,
+                    (long long)m->label_total);
+            for (int r = 0; r < d->size; r++) {
+                int64_t lo, hi;
+                spr_dist_shard_range(m->label_total, r, d->size, &lo, &hi);
+                fprintf(f, "shard %d %lld %lld %s.rank%dof%d\n", r, (long long)lo, (long long)hi,
+                        base, r, d->size);
+            }
+            int bad = ferror(f) | (fflush(f) != 0) | (fsync(fileno(f)) != 0);
+            bad |= fclose(f) != 0;
+            if (bad || rename(tmp, path) != 0) {
+                st = spr_fail(SPR_STATUS_IO_ERROR, "%s: cannot write: %s", path, strerror(errno));
+                unlink(tmp);
+            }
+        }
+    }
+    return agree(d, st, "writing the manifest");
+}

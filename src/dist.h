@@ -1,0 +1,68 @@
+/*
+ * dist.h: model parallelism, internal. A communicator (struct spr_dist) with the few
+ * collectives the sharded step and inference need, each timed and counted; the label
+ * range of a rank; shards cut from and assembled into whole models.
+ *
+ * Transport: dist_mpi.c (MPI, when CMake finds it) or dist_serial.c (no MPI: only the
+ * one-rank communicator of spr_dist_self exists). CMake picks the file; no #ifdef here.
+ * A one-rank communicator does every collective locally, so the sharded step can be
+ * tested against the one-process step in any build.
+ */
+#ifndef SPR_DIST_H
+#define SPR_DIST_H
+
+#include "common.h"
+#include "sparrow.h"
+
+#include <stdint.h>
+
+struct spr_dist {
+    int rank, size;
+    double timeout;          /* seconds a collective may take before it fails */
+    int own_mpi;             /* spr_dist_init called MPI_Init: finalize calls MPI_Finalize */
+    int transport;           /* 1: collectives go through dist_mpi.c; 0: spr_dist_self */
+    spr_dist_stats stats;
+};
+
+typedef enum spr_dist_op { SPR_DIST_SUM = 0, SPR_DIST_MAX = 1 } spr_dist_op;
+
+/* A one-rank communicator without MPI (tests; release with spr_dist_finalize). */
+spr_status spr_dist_self(spr_dist **out);
+
+/* In place over all ranks: buf[i] = op over ranks of buf[i]; n floats. what names the
+ * step in a timeout message. */
+spr_status spr_dist_allreduce(spr_dist *d, float *buf, int64_t n, spr_dist_op op, const char *what);
+
+/* recv (size x bytes) = every rank's send (bytes), in rank order. */
+spr_status spr_dist_allgather(spr_dist *d, const void *send, void *recv, int64_t bytes,
+                              const char *what);
+
+/* Every rank reaches this point (or the timeout). */
+spr_status spr_dist_barrier(spr_dist *d, const char *what);
+
+/* Transport entry points, called only for size > 1 (dist_mpi.c; dist_serial.c fails). */
+spr_status spr_dist_transport_allreduce(spr_dist *d, float *buf, int64_t n, spr_dist_op op,
+                                        const char *what);
+spr_status spr_dist_transport_allgather(spr_dist *d, const void *send, void *recv, int64_t bytes,
+                                        const char *what);
+void spr_dist_transport_finalize(spr_dist *d);
+
+/* Labels [lo, hi) of rank r of size over total labels: lo = total r / size, so shards
+ * differ by at most one label. */
+void spr_dist_shard_range(int64_t total, int rank, int size, int64_t *lo, int64_t *hi);
+
+/* The top-k lists of all ranks (ids already global, best first, -1 padded) merged into
+ * each rank's ids/scores (n, k): O(n k size) values gathered. */
+spr_status spr_dist_merge_topk(spr_dist *d, int32_t *ids, float *scores, int64_t n, int k);
+
+/* One model file (checkpoint.c): spr_model_save and spr_model_load without the
+ * manifest of a sharded model. */
+spr_status spr_checkpoint_save(const spr_model *model, const char *path);
+spr_status spr_checkpoint_load(const char *path, spr_model **out);
+
+/* The manifest of a sharded model (checkpoint.c's spr_model_load asks). */
+int spr_dist_is_manifest(const char *path);
+spr_status spr_dist_load_manifest(const char *path, spr_model **out);
+spr_status spr_dist_save_sharded(const spr_model *m, const char *path);
+
+#endif /* SPR_DIST_H */

@@ -1,0 +1,407 @@
+/*
+ * test_dist.c: model parallelism (dist.c, the sharded step in train.c).
+ *
+ * Without arguments (ctest, any build, no MPI needed):
+ *   - the sharded step on a one-rank communicator computes what the one-process step
+ *     computes (threads 1, dense and sampled, two hidden layers, with and without
+ *     gradient clipping) after several steps
+ *   - the shard of rows [lo, hi) starts with the rows [lo, hi) of the whole model
+ *   - a rank of 2 needs about half the output layer's memory of one process
+ *   - a sharded save (manifest + shard file) loads back as the same model; a damaged
+ *     manifest is refused naming file:line
+ * With --mpi DIR under `mpirun -np N` (scripts/test.sh):
+ *   - dense training on N ranks equals dense training on one process (computed on
+ *     every rank beside it) to 1e-5 after several steps, clipping included; losses too
+ *   - merged top-k predictions equal the whole model's
+ *   - a model saved on N ranks loads on 1 process (the manifest assembled) and a
+ *     one-process model loads on N ranks, equal to the reference
+ * With --mpi-die / --mpi-hang under mpirun -np 2: rank 1 dies (SIGKILL) or hangs after
+ * two steps; rank 0 must fail with a clear error within its timeout (3 s), not hang.
+ * The shell script checks the exit status and the message.
+ */
+#include "check.h"
+#include "common.h"
+#include "dist.h"
+#include "model.h"
+#include "sparrow.h"
+
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define OK(call)                                                                                 \
+    do {                                                                                         \
+        spr_status st_ = (call);                                                                 \
+        if (st_) {                                                                               \
+            printf("FAIL %s:%d: %s -> %s: %s\n", __FILE__, __LINE__, #call,                       \
+                   spr_status_to_string(st_), spr_last_error());                                 \
+            fflush(stdout);                                                                      \
+            exit(1);                                                                             \
+        }                                                                                        \
+    } while (0)
+
+/* Toy multi-label data: point i has class i % L (and for some points the next class;
+ * every 7th point none), features from the class's block plus noise. */
+typedef struct toy {
+    int64_t *fp, *lp;
+    int32_t *fi, *li;
+    float *fv;
+    spr_dataset *data;
+} toy;
+
+static void toy_make(toy *t, int64_t n, int64_t n_classes, uint64_t seed) {
+    const int block = 6;
+    spr_rng rng;
+    spr_rng_seed(&rng, seed);
+    t->fp = calloc((size_t)n + 1, sizeof(int64_t));
+    t->lp = calloc((size_t)n + 1, sizeof(int64_t));
+    t->fi = calloc((size_t)n * 8, sizeof(int32_t));
+    t->fv = calloc((size_t)n * 8, sizeof(float));
+    t->li = calloc((size_t)n * 2, sizeof(int32_t));
+    int64_t nf = 0, nl = 0;
+    for (int64_t i = 0; i < n; i++) {
+        int32_t c = (int32_t)(i % n_classes);
+        for (int b = 0; b < block; b++)
+            if (spr_rng_below(&rng, 2)) t->fi[nf] = c * block + b, t->fv[nf++] = 0.3f + 0.2f * (float)spr_rng_uniform(&rng);
+        t->fi[nf] = (int32_t)(n_classes * block + spr_rng_below(&rng, 20));
+        t->fv[nf++] = 0.5f;
+        t->fp[i + 1] = nf;
+        if (i % 7 != 3) t->li[nl++] = c;
+        if (i % 5 == 0 && c + 1 < n_classes) t->li[nl++] = c + 1;
+        t->lp[i + 1] = nl;
+    }
+    spr_dataset_view v = {n, n_classes * block + 20, n_classes, t->fp, t->fi, t->fv, t->lp, t->li};
+    OK(spr_dataset_wrap(&v, &t->data));
+}
+
+static void toy_free(toy *t) {
+    spr_dataset_free(t->data);
+    free(t->fp), free(t->lp), free(t->fi), free(t->fv), free(t->li);
+}
+
+static spr_model_config toy_config(const toy *t, float sparsity) {
+    spr_dataset_view v = spr_dataset_get_view(t->data);
+    spr_model_config c = spr_model_config_default(v.n_features, v.n_labels);
+    c.n_layers = 3;
+    c.layers[2] = c.layers[1];
+    c.layers[0].size = 16;
+    c.layers[1] = c.layers[0];
+    c.layers[1].size = 12;
+    c.layers[2].size = v.n_labels;
+    c.layers[2].sparsity = sparsity;
+    c.layers[2].hash_l = 8;
+    c.init_std = 0.1f;
+    c.seed = 7;
+    return c;
+}
+
+/* Largest |a - b| over rows [lo, lo + rows of `part`) of `whole`'s layer l array `which`
+ * and the rows of part (layer l of both: same columns). */
+static double max_diff(spr_model *whole, spr_model *part, int l, spr_param which, int64_t lo) {
+    float *a, *b;
+    int64_t ra, ca, sa, rb, cb, sb;
+    OK(spr_model_param(whole, l, which, &a, &ra, &ca, &sa));
+    OK(spr_model_param(part, l, which, &b, &rb, &cb, &sb));
+    int is_bias = which == SPR_PARAM_BIAS || which == SPR_PARAM_BIAS_ADAM_M || which == SPR_PARAM_BIAS_ADAM_V;
+    double worst = 0.0;
+    if (is_bias) { /* (1, size): the shard's biases are columns lo.. of the whole's */
+        for (int64_t j = 0; j < cb; j++) worst = fmax(worst, fabs((double)a[lo + j] - b[j]));
+        return worst;
+    }
+    for (int64_t r = 0; r < rb; r++)
+        for (int64_t c = 0; c < cb; c++)
+            worst = fmax(worst, fabs((double)a[(lo + r) * sa + c] - b[r * sb + c]));
+    return worst;
+}
+
+/* Worst difference over every layer and array (weights, biases, Adam moments). */
+static double model_diff(spr_model *whole, spr_model *part) {
+    spr_model_info pi = spr_model_get_info(part);
+    int nl = spr_model_get_config(part).n_layers;
+    double worst = 0.0;
+    static const spr_param arrays[] = {SPR_PARAM_WEIGHT, SPR_PARAM_BIAS, SPR_PARAM_WEIGHT_ADAM_M,
+                                       SPR_PARAM_WEIGHT_ADAM_V, SPR_PARAM_BIAS_ADAM_M,
+                                       SPR_PARAM_BIAS_ADAM_V};
+    for (int l = 0; l < nl; l++)
+        for (size_t p = 0; p < sizeof arrays / sizeof arrays[0]; p++)
+            worst = fmax(worst, max_diff(whole, part, l, arrays[p], l == nl - 1 ? pi.label_lo : 0));
+    return worst;
+}
+
+/* Trains `whole` (one process) and `part` (sharded) side by side on the same batches;
+ * returns the worst loss difference. */
+static double train_both(spr_model *whole, spr_model *part, const toy *t, spr_train_options o,
+                         int steps) {
+    spr_dataset_view v = spr_dataset_get_view(t->data);
+    int64_t rows[64];
+    double worst = 0.0;
+    for (int s = 0; s < steps; s++) {
+        int64_t n = o.batch_size;
+        for (int64_t i = 0; i < n; i++) rows[i] = (s * 37 + i * 11) % v.n_points;
+        spr_batch_stats a, b;
+        OK(spr_model_train_batch(whole, t->data, rows, n, &o, &a));
+        OK(spr_model_train_batch(part, t->data, rows, n, &o, &b));
+        worst = fmax(worst, fabs(a.loss - b.loss));
+    }
+    return worst;
+}
+
+/* ------------------------------------------------------------------ one process */
+
+static void test_one_rank_step(void) {
+    toy t;
+    toy_make(&t, 300, 40, 11);
+    spr_dist *self;
+    OK(spr_dist_self(&self));
+    const float sparsities[] = {1.0f, 0.25f};
+    const float clips[] = {0.0f, 0.05f};
+    for (int si = 0; si < 2; si++)
+        for (int ci = 0; ci < 2; ci++) {
+            spr_model_config c = toy_config(&t, sparsities[si]);
+            spr_model *whole, *part;
+            OK(spr_model_create(&c, &whole));
+            OK(spr_model_create_sharded(&c, self, &part));
+            spr_train_options o = spr_train_options_default();
+            o.batch_size = 24;
+            o.threads = 1;
+            o.lr = 0.01f;
+            o.rehash_first = 3; /* rehashes inside the run */
+            o.clip_norm = clips[ci];
+            o.dense = si == 0;
+            double dl = train_both(whole, part, &t, o, 8);
+            double dw = model_diff(whole, part);
+            CHECK(dl <= 1e-6 && dw <= 1e-6,
+                  "one-rank sharded step, sparsity %g clip %g: expected the one-process "
+                  "result, got loss diff %g, parameter diff %g",
+                  (double)sparsities[si], (double)clips[ci], dl, dw);
+            spr_model_free(whole);
+            spr_model_free(part);
+        }
+    spr_dist_finalize(self);
+    toy_free(&t);
+}
+
+static void test_shard_rows_and_memory(void) {
+    toy t;
+    toy_make(&t, 50, 40, 12);
+    spr_model_config c = toy_config(&t, 0.25f);
+    spr_model *whole, *part;
+    OK(spr_model_create(&c, &whole));
+    OK(spr_model_create_rows(&c, 13, 29, &part));
+    double d = model_diff(whole, part);
+    CHECK(d == 0.0, "rows [13, 29) of a whole model: expected identical weights, got diff %g", d);
+    spr_model_info pi = spr_model_get_info(part);
+    CHECK(pi.label_lo == 13 && pi.labels_total == 40, "shard info: expected labels 13 of 40, got %lld of %lld",
+          (long long)pi.label_lo, (long long)pi.labels_total);
+    spr_model_free(whole);
+    spr_model_free(part);
+
+    /* memory: an output layer that dominates (100k labels, 64 hidden) */
+    spr_model_config big = spr_model_config_default(1000, 100000);
+    big.layers[0].size = 64;
+    int64_t one = 0, r0 = 0, r1 = 0;
+    OK(spr_model_config_memory(&big, &one));
+    OK(spr_model_config_memory_sharded(&big, 0, 2, &r0));
+    OK(spr_model_config_memory_sharded(&big, 1, 2, &r1));
+    double f0 = (double)r0 / (double)one, f1 = (double)r1 / (double)one;
+    CHECK(f0 > 0.45 && f0 < 0.56 && f1 > 0.45 && f1 < 0.56,
+          "memory per rank of 2: expected about half of %lld bytes, got %lld and %lld (%.3f, %.3f)",
+          (long long)one, (long long)r0, (long long)r1, f0, f1);
+    spr_status st = spr_model_config_memory_sharded(&big, 2, 2, &r0);
+    CHECK(st == SPR_STATUS_BAD_INPUT, "rank 2 of 2: expected bad input, got %s", spr_status_to_string(st));
+    toy_free(&t);
+}
+
+static void test_manifest_one_rank(const char *dir) {
+    toy t;
+    toy_make(&t, 200, 40, 13);
+    spr_dist *self;
+    OK(spr_dist_self(&self));
+    spr_model_config c = toy_config(&t, 0.25f);
+    spr_model *part, *back;
+    OK(spr_model_create_sharded(&c, self, &part));
+    spr_train_options o = spr_train_options_default();
+    o.batch_size = 20;
+    o.threads = 1;
+    int64_t rows[20];
+    for (int s = 0; s < 3; s++) {
+        for (int i = 0; i < 20; i++) rows[i] = s * 20 + i;
+        OK(spr_model_train_batch(part, t.data, rows, 20, &o, NULL));
+    }
+    char path[512];
+    snprintf(path, sizeof path, "%s/m1", dir);
+    OK(spr_model_save(part, path));
+    OK(spr_model_load(path, &back));
+    double d = model_diff(back, part);
+    CHECK(d == 0.0, "a one-rank sharded save loaded back: expected identical, got diff %g", d);
+    CHECK(spr_model_get_info(back).steps == 3, "steps after load: expected 3, got %lld",
+          (long long)spr_model_get_info(back).steps);
+    spr_model_free(back);
+
+    /* damaged manifests */
+    static const char *bad[] = {
+        "sparrow sharded model 1\nranks 2\nlabels 40\nshard 0 0 20 m1.rank0of1\n",
+        "sparrow sharded model 1\nranks 1\nlabels 40\nshard 0 0 30 m1.rank0of1\n",
+        "sparrow sharded model 1\nranks 1\nlabels 40\nshard 0 0 40 ../m1.rank0of1\n",
+    };
+    static const char *want[] = {":5:", ":4:", ":4:"};
+    for (int b = 0; b < 3; b++) {
+        char bp[600];
+        snprintf(bp, sizeof bp, "%s/bad%d", dir, b);
+        FILE *f = fopen(bp, "w");
+        fputs(bad[b], f);
+        fclose(f);
+        spr_model *x = NULL;
+        spr_status st = spr_model_load(bp, &x);
+        CHECK(st == SPR_STATUS_BAD_INPUT && strstr(spr_last_error(), want[b]) && !x,
+              "damaged manifest %d: expected bad input naming line %s, got %s: %s", b, want[b],
+              spr_status_to_string(st), spr_last_error());
+        spr_model_free(x);
+        unlink(bp);
+    }
+    char f0[600];
+    snprintf(f0, sizeof f0, "%s/m1.rank0of1", dir);
+    unlink(f0);
+    unlink(path);
+    spr_model_free(part);
+    spr_dist_finalize(self);
+    toy_free(&t);
+}
+
+/* ------------------------------------------------------------------ several ranks */
+
+static int mpi_main(const char *dir) {
+    spr_dist *d;
+    OK(spr_dist_init(NULL, NULL, 60.0, &d));
+    const int rank = spr_dist_rank(d), size = spr_dist_size(d);
+    toy t;
+    toy_make(&t, 300, 41, 21); /* 41 labels: shards of unequal size */
+    spr_dataset_view v = spr_dataset_get_view(t.data);
+    spr_model_config c = toy_config(&t, 1.0f);
+    spr_train_options o = spr_train_options_default();
+    o.batch_size = 32;
+    o.threads = 1;
+    o.lr = 0.01f;
+    o.dense = 1;
+    for (int ci = 0; ci < 2; ci++) {
+        o.clip_norm = ci ? 0.05f : 0.0f;
+        spr_model *whole, *part;
+        OK(spr_model_create(&c, &whole));
+        OK(spr_model_create_sharded(&c, d, &part));
+        double dl = train_both(whole, part, &t, o, 6);
+        double dw = model_diff(whole, part);
+        CHECK(dl <= 1e-5 && dw <= 1e-5,
+              "rank %d of %d, dense, clip %g: expected the one-process model to 1e-5, got loss "
+              "diff %g, parameter diff %g",
+              rank, size, (double)o.clip_norm, dl, dw);
+
+        /* merged top-5 equals the whole model's */
+        int64_t n = v.n_points;
+        int32_t *ia = malloc((size_t)n * 5 * 4), *ib = malloc((size_t)n * 5 * 4);
+        float *sa = malloc((size_t)n * 5 * 4), *sb = malloc((size_t)n * 5 * 4);
+        OK(spr_model_predict(whole, t.data, NULL, 0, 5, 0, 1, ia, sa));
+        OK(spr_model_predict(part, t.data, NULL, 0, 5, 0, 1, ib, sb));
+        int64_t same = 0;
+        double ds = 0.0;
+        for (int64_t q = 0; q < n * 5; q++) same += ia[q] == ib[q], ds = fmax(ds, fabs((double)sa[q] - sb[q]));
+        CHECK(same >= n * 5 - 2 && ds <= 1e-4,
+              "rank %d: merged top-5: expected the whole model's, got %lld of %lld ids equal, "
+              "score diff %g",
+              rank, (long long)same, (long long)(n * 5), ds);
+        free(ia), free(ib), free(sa), free(sb);
+
+        if (ci == 1) { /* checkpoints N -> 1, 1 -> N, N -> N */
+            char mpath[512], wpath[512];
+            snprintf(mpath, sizeof mpath, "%s/sharded", dir);
+            snprintf(wpath, sizeof wpath, "%s/whole", dir);
+            OK(spr_model_save(part, mpath));
+            if (rank == 0) {
+                spr_model *back;
+                OK(spr_model_load(mpath, &back));
+                double db = model_diff(back, whole);
+                CHECK(db <= 1e-5, "a model saved on %d ranks, loaded on 1: expected the reference "
+                                  "to 1e-5, got %g", size, db);
+                spr_model_free(back);
+                OK(spr_model_save(whole, wpath));
+            }
+            OK(spr_dist_barrier(d, "test"));
+            spr_model *cut, *own;
+            OK(spr_model_load_sharded(wpath, d, &cut));
+            double dc = model_diff(whole, cut);
+            CHECK(dc == 0.0, "rank %d: a one-process model loaded on %d ranks: expected its rows, "
+                             "got diff %g", rank, size, dc);
+            OK(spr_model_load_sharded(mpath, d, &own));
+            double dn = model_diff(whole, own);
+            CHECK(dn <= 1e-5 && spr_model_get_info(own).label_lo == spr_model_get_info(part).label_lo,
+                  "rank %d: a %d-rank model loaded on %d ranks: expected its shard, got diff %g",
+                  rank, size, size, dn);
+            /* the loaded shard trains on, in step with the reference */
+            double dl2 = train_both(whole, own, &t, o, 2);
+            CHECK(dl2 <= 1e-5, "rank %d: training after loading: loss diff %g", rank, dl2);
+            spr_model_free(cut);
+            spr_model_free(own);
+        }
+        spr_model_free(whole);
+        spr_model_free(part);
+    }
+    toy_free(&t);
+    int rc = CHECK_DONE("test_dist (MPI)");
+    float fail = (float)rc;
+    spr_dist_allreduce(d, &fail, 1, SPR_DIST_MAX, "result");
+    spr_dist_finalize(d);
+    return fail > 0.0f ? 1 : 0;
+}
+
+/* Rank 1 dies (die = 1) or hangs after two steps; rank 0 goes on and must get an error
+ * from the next collective within its 3 s timeout. */
+static int mpi_failure_main(int die) {
+    spr_dist *d;
+    OK(spr_dist_init(NULL, NULL, 3.0, &d));
+    toy t;
+    toy_make(&t, 300, 40, 22);
+    spr_model_config c = toy_config(&t, 0.25f);
+    spr_model *m;
+    OK(spr_model_create_sharded(&c, d, &m));
+    spr_train_options o = spr_train_options_default();
+    o.batch_size = 16;
+    o.threads = 1;
+    int64_t rows[16];
+    double t0 = spr_now();
+    for (int s = 0; s < 50; s++) {
+        if (s == 2 && spr_dist_rank(d) == 1) {
+            fflush(stdout);
+            if (die) raise(SIGKILL);
+            for (;;) pause();
+        }
+        for (int i = 0; i < 16; i++) rows[i] = s * 16 + i;
+        spr_status st = spr_model_train_batch(m, t.data, rows, 16, &o, NULL);
+        if (st) {
+            printf("rank %d: step %d failed after %.1f s: %s\n", spr_dist_rank(d), s, spr_now() - t0,
+                   spr_last_error());
+            fflush(stdout);
+            spr_dist_abort(d, 3);
+        }
+    }
+    printf("FAIL: rank %d trained 50 steps without its peer: expected an error\n", spr_dist_rank(d));
+    return 1;
+}
+
+int main(int argc, char **argv) {
+    if (argc == 3 && strcmp(argv[1], "--mpi") == 0) return mpi_main(argv[2]);
+    if (argc == 2 && strcmp(argv[1], "--mpi-die") == 0) return mpi_failure_main(1);
+    if (argc == 2 && strcmp(argv[1], "--mpi-hang") == 0) return mpi_failure_main(0);
+    char dir[] = "/tmp/sparrow_test_dist.XXXXXX";
+    if (!mkdtemp(dir)) {
+        printf("FAIL: cannot make a temporary directory\n");
+        return 1;
+    }
+    test_one_rank_step();
+    test_shard_rows_and_memory();
+    test_manifest_one_rank(dir);
+    rmdir(dir);
+    printf("MPI compiled in: %s\n", spr_dist_compiled() ? "yes" : "no");
+    return CHECK_DONE("test_dist");
+}

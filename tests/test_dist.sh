@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Model parallelism on 2 MPI ranks, end to end (scripts/test.sh runs it when the build
+# has MPI). Usage: tests/test_dist.sh BUILD_DIR MPIRUN [MPIRUN OPTIONS...]
+#   e.g. tests/test_dist.sh build mpirun --oversubscribe -np 2 --allow-run-as-root
+#   1. test_dist --mpi: dense on 2 ranks == 1 process to 1e-5, merged top-k, checkpoints
+#      N -> 1, 1 -> N, N -> N
+#   2. a rank that dies (SIGKILL) or hangs: the job ends with an error within 60 s
+#      (hang: rank 0's own timeout message), it does not hang
+#   3. the small preset, sampled, 2 epochs: P@1 on 2 ranks within 0.02 of 1 process;
+#      the 2-rank model saved and evaluated on 1 process gives the 2-rank P@1; a
+#      1-process model evaluated on 2 ranks gives the 1-process P@1
+#   4. a model whose output layer does not fit --max-memory on 1 process trains on 2
+#      ranks that each fit it
+set -euo pipefail
+build=$1
+shift
+mpi=("$@")
+sparrow=$build/sparrow
+work=$(mktemp -d "${TMPDIR:-/tmp}/sparrow_dist.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+fail() {
+    echo "FAIL test_dist.sh: $*" >&2
+    exit 1
+}
+start=$SECONDS
+
+echo "-- test_dist --mpi on ${mpi[*]}"
+"${mpi[@]}" "$build/test_dist" --mpi "$work"
+
+for mode in die hang; do
+    echo "-- a rank that ${mode}s"
+    t0=$SECONDS
+    set +e
+    timeout 60 "${mpi[@]}" "$build/test_dist" --mpi-$mode >"$work/$mode.log" 2>&1
+    rc=$?
+    set -e
+    dt=$((SECONDS - t0))
+    [ "$rc" -ne 124 ] || fail "$mode: the job hung (killed after 60 s)"
+    [ "$rc" -ne 0 ] || fail "$mode: expected a non-zero exit, got 0"
+    if [ "$mode" = hang ]; then
+        grep -q "no answer from the other ranks in 3 s" "$work/$mode.log" ||
+            { cat "$work/$mode.log"; fail "hang: expected rank 0's timeout message"; }
+    else
+        grep -Eq "no answer from the other ranks|exited on signal 9|killed" "$work/$mode.log" ||
+            { cat "$work/$mode.log"; fail "die: expected a message naming the dead rank"; }
+    fi
+    echo "   exit $rc after ${dt}s: $(grep -Eo 'no answer from the other ranks in [0-9]+ s|exited on signal 9 \(Killed\)' "$work/$mode.log" | head -1)"
+done
+
+echo "-- small preset, sampled, 2 epochs: 1 process and 2 ranks"
+"$sparrow" gen --preset small --out "$work/small" --seed 1 >/dev/null
+common=(--train "$work/small/train.txt" --test "$work/small/test.txt" --epochs 2 --threads 1
+    --seed 1 --eval-max 2000 --quiet)
+p1_one=$("$sparrow" train "${common[@]}" --save "$work/one.model" 2>/dev/null | awk '{print $2}')
+p1_two=$("${mpi[@]}" "$sparrow" train "${common[@]}" --save "$work/two.model" \
+    --metrics "$work/two.jsonl" 2>"$work/two.log" | awk '{print $2}')
+echo "   P@1: 1 process $p1_one, 2 ranks $p1_two"
+awk -v a="$p1_one" -v b="$p1_two" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d <= 0.02) }' ||
+    fail "P@1 on 2 ranks $p1_two is not within 0.02 of 1 process $p1_one"
+grep -q '"ranks": 2, "comm_seconds_per_step": [0-9.e-]*, "compute_seconds_per_step": [0-9.e-]*, "comm_bytes_per_step": [0-9]' \
+    "$work/two.jsonl" || { cat "$work/two.jsonl"; fail "metrics: expected ranks, comm and compute time, bytes"; }
+grep -q "^rank 1 of 2: labels \[2500, 5000) of 5000" "$work/two.log" ||
+    { cat "$work/two.log"; fail "expected rank 1's summary line"; }
+
+# ev MODEL [LAUNCHER...]: P@1 of `sparrow eval`
+ev() {
+    local model=$1
+    shift
+    "$@" "$sparrow" eval --model "$model" --test "$work/small/test.txt" --threads 1 --eval-max 2000 |
+        tail -1 | sed 's/.*"p_at_1": \([0-9.]*\).*/\1/'
+}
+p1_two_on_one=$(ev "$work/two.model")
+p1_one_on_two=$(ev "$work/one.model" "${mpi[@]}")
+echo "   2-rank model on 1 process: P@1 $p1_two_on_one; 1-process model on 2 ranks: $p1_one_on_two"
+awk -v a="$p1_two_on_one" -v b="$p1_two" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d <= 1e-4) }' ||
+    fail "the 2-rank model evaluated on 1 process: P@1 $p1_two_on_one, expected $p1_two"
+awk -v a="$p1_one_on_two" -v b="$p1_one" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d <= 1e-4) }' ||
+    fail "the 1-process model evaluated on 2 ranks: P@1 $p1_one_on_two, expected $p1_one"
+
+echo "-- --max-memory per rank: 300,000 labels, hidden 32"
+# A tiny data set whose header declares 300,000 labels: the output layer dominates.
+{
+    echo "64 500 300000"
+    for i in $(seq 0 63); do echo "$((i * 4651 % 300000)) $((i % 500)):1 $(((i * 7 + 3) % 500)):0.5"; done
+} | awk 'NR == 1 || !seen[$0]++' >"$work/wide.txt"
+wide=(--train "$work/wide.txt" --hidden 32 --epochs 1 --batch 16 --threads 1 --quiet)
+# (both refused at 1K: the message says what the model needs)
+need_one=$("$sparrow" train "${wide[@]}" --max-memory 1K 2>&1 | sed -n 's/.*needs \([0-9.]*\) MB.*/\1/p' || true)
+need_rank=$("${mpi[@]}" "$sparrow" train "${wide[@]}" --max-memory 1K 2>&1 |
+    sed -n 's/.*needs \([0-9.]*\) MB.*/\1/p' | head -1 || true)
+[ -n "$need_one" ] && [ -n "$need_rank" ] || fail "expected --max-memory 1K to be refused with the figure"
+limit=$(awk -v a="$need_one" -v b="$need_rank" 'BEGIN { printf "%dM", (a + b) / 2 / 1.048576 }')
+echo "   needs $need_one MB on 1 process, $need_rank MB per rank of 2; --max-memory $limit"
+if "$sparrow" train "${wide[@]}" --max-memory "$limit" >/dev/null 2>"$work/mem1.log"; then
+    fail "1 process: expected --max-memory $limit to refuse a model of $need_one MB"
+fi
+"${mpi[@]}" "$sparrow" train "${wide[@]}" --max-memory "$limit" >/dev/null 2>"$work/mem2.log" ||
+    { cat "$work/mem2.log"; fail "2 ranks: expected the model to train within --max-memory $limit per rank"; }
+grep "^rank" "$work/mem2.log" | sed 's/^/   /'
+
+echo "test_dist.sh: all passed in $((SECONDS - start))s"
