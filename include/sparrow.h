@@ -64,6 +64,21 @@ SPR_API const char *spr_status_to_string(spr_status status);
  * stays valid until the next sparrow call on this thread. */
 SPR_API const char *spr_last_error(void);
 
+/* ------------------------------------------------------------------ kernels */
+
+/* The kernel set the hot loops use: "portable" (the reference), "avx2" (AVX2 + FMA) or
+ * "avx512" (AVX-512F). Chosen when the library loads: the widest this CPU and OS run,
+ * unless the environment variable SPARROW_KERNELS names another supported one. */
+SPR_API const char *spr_kernels_name(void);
+
+/* One line for people: the set in use, the CPU's vector features, the sets this build
+ * and CPU support, and why SPARROW_KERNELS was ignored if it was. Static storage. */
+SPR_API const char *spr_kernels_describe(void);
+
+/* Switches to the named set (SPR_STATUS_BAD_INPUT if unknown or the CPU cannot run
+ * it). Not while another thread is training. */
+SPR_API spr_status spr_kernels_select(const char *name);
+
 /* ------------------------------------------------------------------ data sets */
 
 /* A multi-label data set in CSR form: the features of point i are

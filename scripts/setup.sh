@@ -11,11 +11,14 @@ set -euo pipefail
 # openmpi-bin + libopenmpi-dev: model-parallel training over MPI ranks (optional for a
 # build, used by the tests).
 need=()
-# python3-scipy, python3-sklearn, python3-pytest: the Python package and its tests (Debian's
-# interpreter runs them: no download); dataset-fashion-mnist: examples/03_fashion_mnist.py.
+# libopenblas0-pthread (PyTorch's BLAS) and libtcmalloc-minimal4: the peer benchmark
+# bench/peers.sh (../shared/BENCHMARKING.md). python3-scipy, python3-sklearn,
+# python3-pytest: the Python package and its tests (Debian's interpreter runs them: no
+# download); dataset-fashion-mnist: examples/03_fashion_mnist.py.
 for pkg in gcc make cmake python3 python3-numpy python3-torch \
     clang-14 libclang-rt-14-dev libomp-14-dev valgrind \
     libcjson-dev python3-matplotlib pkg-config man-db openmpi-bin libopenmpi-dev \
+    libopenblas0-pthread libtcmalloc-minimal4 \
     python3-scipy python3-sklearn python3-pytest dataset-fashion-mnist; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done

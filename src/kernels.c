@@ -1,23 +1,20 @@
-/* kernels.c: portable kernels, vectorised by the compiler.
+/* kernels.c: the portable reference kernels and the choice of a kernel set at load time.
  *
- * SPR_KERNEL asks GCC for two clones of each kernel, one for x86-64-v3 (AVX2 + FMA)
- * and a baseline one; the loader picks the clone for the CPU at start-up (ifunc). An
- * explicit dispatch table with hand-written AVX2/AVX-512 kernels and a way to force
- * a choice is the next step (issue: performance). Every caller uses the same kernels,
- * so the dense and sampled paths stay bit-identical on any one machine. */
+ * The references are plain C, compiled for the baseline ISA: they define the result the
+ * fast sets are tested against. Choosing: the widest set that cpuid and the OS (XCR0,
+ * which __builtin_cpu_supports checks) allow, unless SPARROW_KERNELS names another one. */
 #include "kernels.h"
 
+#include "common.h"
+#include "sparrow.h"
+
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(SPR_NO_CLONES)
-#define SPR_KERNEL __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define SPR_KERNEL
-#endif
-
-/* Eight partial sums: vectorisable without -ffast-math, and a fixed summation order
- * (the same for every caller, which the dense/sampled equality relies on). */
-SPR_KERNEL float spr_dot(const float *a, const float *b, int64_t n) {
+/* Eight partial sums in a fixed order: vectorisable without -ffast-math. */
+static float dot_ref(const float *a, const float *b, int64_t n) {
     float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)
@@ -28,18 +25,18 @@ SPR_KERNEL float spr_dot(const float *a, const float *b, int64_t n) {
            tail;
 }
 
-SPR_KERNEL void spr_axpy(float alpha, const float *x, float *y, int64_t n) {
+static void axpy_ref(float alpha, const float *x, float *y, int64_t n) {
     for (int64_t i = 0; i < n; i++) y[i] += alpha * x[i];
 }
 
-SPR_KERNEL float spr_dot_sparse(const float *w, const int32_t *idx, const float *val, int64_t nnz) {
+static float dot_sparse_ref(const float *w, const int32_t *idx, const float *val, int64_t nnz) {
     float acc = 0.0f;
     for (int64_t j = 0; j < nnz; j++) acc += w[idx[j]] * val[j];
     return acc;
 }
 
-SPR_KERNEL void spr_adam_row(float *w, float *g, float *m, float *v, int64_t n, float lr, float b1,
-                  float b2, float eps, float bc1, float bc2) {
+static void adam_row_ref(float *w, float *g, float *m, float *v, int64_t n, float lr, float b1,
+                         float b2, float eps, float bc1, float bc2) {
     const float step = lr / bc1;
     const float sqrt_bc2 = sqrtf(bc2);
     for (int64_t i = 0; i < n; i++) {
@@ -51,4 +48,88 @@ SPR_KERNEL void spr_adam_row(float *w, float *g, float *m, float *v, int64_t n, 
         w[i] -= step * mi / (sqrtf(vi) / sqrt_bc2 + eps);
         g[i] = 0.0f;
     }
+}
+
+const spr_kernel_set spr_kernels_portable = {"portable", dot_ref, axpy_ref, dot_sparse_ref,
+                                             adam_row_ref};
+const spr_kernel_set *spr_kernels = &spr_kernels_portable;
+
+static const char *cpu_features(void) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    static char buf[128];
+    if (!buf[0]) {
+        __builtin_cpu_init();
+        snprintf(buf, sizeof buf, "x86-64%s%s%s%s%s", __builtin_cpu_supports("avx2") ? " avx2" : "",
+                 __builtin_cpu_supports("fma") ? " fma" : "",
+                 __builtin_cpu_supports("avx512f") ? " avx512f" : "",
+                 __builtin_cpu_supports("avx512bw") ? " avx512bw" : "",
+                 __builtin_cpu_supports("avx512bf16") ? " avx512bf16" : "");
+    }
+    return buf;
+#else
+    return "no x86-64 vector extensions detected";
+#endif
+}
+
+int spr_kernel_set_supported(const char *name) {
+    if (!name) return 0;
+    if (!strcmp(name, "portable")) return 1;
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    if (!strcmp(name, "avx2"))
+        return spr_kernel_set_avx2() && __builtin_cpu_supports("avx2") &&
+               __builtin_cpu_supports("fma");
+    if (!strcmp(name, "avx512"))
+        return spr_kernel_set_avx512() && __builtin_cpu_supports("avx512f");
+#endif
+    return 0;
+}
+
+static const spr_kernel_set *set_by_name(const char *name) {
+    if (!strcmp(name, "portable")) return &spr_kernels_portable;
+    if (!strcmp(name, "avx2")) return spr_kernel_set_avx2();
+    if (!strcmp(name, "avx512")) return spr_kernel_set_avx512();
+    return NULL;
+}
+
+static char env_note[160]; /* why SPARROW_KERNELS was not followed, or "" */
+
+static void choose(void) {
+    const spr_kernel_set *best = &spr_kernels_portable;
+    if (spr_kernel_set_supported("avx2")) best = spr_kernel_set_avx2();
+    if (spr_kernel_set_supported("avx512")) best = spr_kernel_set_avx512();
+    spr_kernels = best;
+    const char *env = getenv("SPARROW_KERNELS");
+    if (!env || !env[0]) return;
+    if (!set_by_name(env) && strcmp(env, "avx2") && strcmp(env, "avx512"))
+        snprintf(env_note, sizeof env_note,
+                 "SPARROW_KERNELS=%.40s ignored: not one of portable, avx2, avx512", env);
+    else if (!spr_kernel_set_supported(env))
+        snprintf(env_note, sizeof env_note,
+                 "SPARROW_KERNELS=%.40s ignored: this CPU (or build) cannot run it", env);
+    else
+        spr_kernels = set_by_name(env);
+}
+
+/* Runs before main (and when the shared library is loaded): the set is fixed before any
+ * training thread exists. */
+__attribute__((constructor)) static void spr_kernels_init(void) { choose(); }
+
+const char *spr_kernels_name(void) { return spr_kernels->name; }
+
+const char *spr_kernels_describe(void) {
+    static char buf[400];
+    snprintf(buf, sizeof buf, "kernels: %s (cpu: %s; supported sets: portable%s%s)%s%s",
+             spr_kernels->name, cpu_features(), spr_kernel_set_supported("avx2") ? " avx2" : "",
+             spr_kernel_set_supported("avx512") ? " avx512" : "", env_note[0] ? "; " : "",
+             env_note);
+    return buf;
+}
+
+spr_status spr_kernels_select(const char *name) {
+    if (!name || !set_by_name(name) || !spr_kernel_set_supported(name))
+        return spr_fail(SPR_STATUS_BAD_INPUT, "kernel set '%s' is unknown or this CPU cannot run it",
+                        name ? name : "(null)");
+    spr_kernels = set_by_name(name);
+    return SPR_STATUS_OK;
 }

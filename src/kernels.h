@@ -1,30 +1,62 @@
 /*
  * kernels.h: the arithmetic of the hot loops: dot products and row updates.
  *
- * Every kernel has a portable reference version. The dense and sampled paths of the
- * network call the same kernels, so with the same active neurons they produce
- * bit-identical results: that is what lets the sampled path be tested against its
- * dense twin exactly.
+ * Every kernel has a portable reference version (spr_*_ref, kernels.c) and, on x86-64,
+ * hand-written AVX2 + FMA (kernels_avx2.c) and AVX-512F (kernels_avx512.c) versions. One
+ * set is chosen once at load time from cpuid (the widest the CPU and the OS support),
+ * or forced with the environment variable SPARROW_KERNELS=portable|avx2|avx512 (a set
+ * the CPU cannot run is refused and the best one kept; spr_kernels_describe says so).
+ * The fast versions are tested against the references (tests/test_kernels.c).
+ *
+ * Every caller in one process uses the same set, so the dense and sampled paths of the
+ * network, given the same active neurons, still produce bit-identical results: that is
+ * what lets the sampled path be tested against its dense twin exactly. Different sets
+ * differ in the last bits (FMA, summation order).
  */
 #ifndef SPR_KERNELS_H
 #define SPR_KERNELS_H
 
 #include <stdint.h>
 
-/* sum_i a[i] * b[i], accumulated in float in a fixed order. */
-float spr_dot(const float *a, const float *b, int64_t n);
+typedef struct spr_kernel_set {
+    const char *name; /* "portable", "avx2", "avx512" */
+    /* sum_i a[i] * b[i] */
+    float (*dot)(const float *a, const float *b, int64_t n);
+    /* y[i] += alpha * x[i] */
+    void (*axpy)(float alpha, const float *x, float *y, int64_t n);
+    /* sum_j w[idx[j]] * val[j]: a dense row against a sparse vector */
+    float (*dot_sparse)(const float *w, const int32_t *idx, const float *val, int64_t nnz);
+    /* One Adam step on a row, as torch.optim.Adam computes it:
+     *   m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
+     *   w -= (lr / bc1) * m / (sqrt(v) / sqrt(bc2) + eps)
+     * with bc1 = 1 - b1^t, bc2 = 1 - b2^t; then g = 0 (the gradient is consumed). */
+    void (*adam_row)(float *w, float *g, float *m, float *v, int64_t n, float lr, float b1,
+                     float b2, float eps, float bc1, float bc2);
+} spr_kernel_set;
 
-/* y[i] += alpha * x[i]. */
-void spr_axpy(float alpha, const float *x, float *y, int64_t n);
+/* The set in use (never NULL after load; not to be changed while another thread runs). */
+extern const spr_kernel_set *spr_kernels;
 
-/* sum_j w[idx[j]] * val[j]: a dense row against a sparse vector. */
-float spr_dot_sparse(const float *w, const int32_t *idx, const float *val, int64_t nnz);
+static inline float spr_dot(const float *a, const float *b, int64_t n) {
+    return spr_kernels->dot(a, b, n);
+}
+static inline void spr_axpy(float alpha, const float *x, float *y, int64_t n) {
+    spr_kernels->axpy(alpha, x, y, n);
+}
+static inline float spr_dot_sparse(const float *w, const int32_t *idx, const float *val,
+                                   int64_t nnz) {
+    return spr_kernels->dot_sparse(w, idx, val, nnz);
+}
+static inline void spr_adam_row(float *w, float *g, float *m, float *v, int64_t n, float lr,
+                                float b1, float b2, float eps, float bc1, float bc2) {
+    spr_kernels->adam_row(w, g, m, v, n, lr, b1, b2, eps, bc1, bc2);
+}
 
-/* One Adam step on a row, exactly as torch.optim.Adam computes it:
- *   m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
- *   w -= (lr / bc1) * m / (sqrt(v) / sqrt(bc2) + eps)
- * with bc1 = 1 - b1^t, bc2 = 1 - b2^t; then g = 0 (the gradient is consumed). */
-void spr_adam_row(float *w, float *g, float *m, float *v, int64_t n, float lr, float b1,
-                  float b2, float eps, float bc1, float bc2);
+/* The portable reference set, and the x86 sets (NULL where not compiled in). Whether
+ * the CPU can run one: spr_kernel_set_supported. */
+extern const spr_kernel_set spr_kernels_portable;
+const spr_kernel_set *spr_kernel_set_avx2(void);
+const spr_kernel_set *spr_kernel_set_avx512(void);
+int spr_kernel_set_supported(const char *name);
 
 #endif /* SPR_KERNELS_H */

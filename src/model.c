@@ -310,6 +310,7 @@ fail:
 void spr_model_free(spr_model *m) {
     if (!m) return;
     scratch_free(m);
+    spr_train_free(m);
     for (int l = 0; l < m->n_layers; l++) layer_free(&m->layers[l]);
     spr_free(m);
 }

@@ -104,12 +104,19 @@ struct spr_model {
     spr_log_fn log;
     void *log_user;
 
+    /* The output layer's batch gradient kept as (sample, neuron, delta) entries until the
+     * optimizer forms each touched row's gradient and steps it in one pass (train.c). */
+    struct spr_deferred *deferred;
+
     /* Model parallelism (dist.c): the output layer holds the rows of labels
      * [label_lo, label_lo + its size) of label_total; 0 and its size on one process. */
     int64_t label_lo, label_total;
     struct spr_dist *dist;    /* borrowed; NULL: one process */
     spr_batch_buf *bb;        /* the sharded step's batch (NULL on one process) */
 };
+
+/* Frees what train.c allocated for a model (the deferred output gradient). */
+void spr_train_free(spr_model *m);
 
 /* spr_model_create for the output rows [lo, hi) of cfg's output layer: the model's own
  * config has an output of hi - lo neurons; weights are those of the same rows of the

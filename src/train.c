@@ -57,18 +57,38 @@ static inline void mark_touched(spr_layer *L, int32_t row) {
 }
 
 /* z_j = b_j + W_j . input for the active neurons of layer L. */
+/* Sampled rows are scattered over the layer (about size / active rows apart): the
+ * hardware prefetchers do not follow them, and each row would cost a full memory
+ * latency. Asking for the row PREFETCH_AHEAD places ahead keeps several in flight. */
+#define PREFETCH_AHEAD 4
+static inline void prefetch_row(const float *row, int64_t n) {
+    for (int64_t c = 0; c < n; c += 16) __builtin_prefetch(row + c, 0, 3);
+}
+
 static void layer_forward(const spr_layer *L, const act_view *in, act_view *out) {
     for (int64_t a = 0; a < out->n; a++) {
         int32_t j = out->ids ? out->ids[a] : (int32_t)a;
+        if (out->ids && a + PREFETCH_AHEAD < out->n)
+            prefetch_row(L->w + (int64_t)out->ids[a + PREFETCH_AHEAD] * L->stride, L->cols);
         const float *w = L->w + (int64_t)j * L->stride;
         float z = in->ids ? spr_dot_sparse(w, in->ids, in->val, in->n) : spr_dot(w, in->val, in->n);
         out->val[a] = L->b[j] + z;
     }
 }
 
-/* Adds the gradients of the active neurons of L (out->delta) into the shared rows and,
- * if in->delta is not NULL, the gradient with respect to the input into in->delta. */
-static void layer_backward(spr_layer *L, const act_view *in, const act_view *out) {
+/* Adds the gradients of the active neurons of L (out->delta) into the shared rows (unless
+ * rows_deferred: the optimizer forms them later from the deferred entries) and, if
+ * in->delta is not NULL, the gradient with respect to the input into in->delta. */
+static void layer_backward(spr_layer *L, const act_view *in, const act_view *out,
+                           int rows_deferred) {
+    if (rows_deferred) { /* input dense here (deferred_usable): only in->delta */
+        for (int64_t a = 0; a < out->n; a++) {
+            if (a + PREFETCH_AHEAD < out->n)
+                prefetch_row(L->w + (int64_t)out->ids[a + PREFETCH_AHEAD] * L->stride, L->cols);
+            spr_axpy(out->delta[a], L->w + (int64_t)out->ids[a] * L->stride, in->delta, in->n);
+        }
+        return;
+    }
     for (int64_t a = 0; a < out->n; a++) {
         int32_t j = out->ids ? out->ids[a] : (int32_t)a;
         float d = out->delta[a];
@@ -116,10 +136,206 @@ static float softmax_loss(act_view *out, const int32_t *labels, int64_t n_labels
     return loss;
 }
 
+/* The output layer's gradient, deferred. Accumulating it sample by sample into the
+ * gradient rows costs a read and a write of every active row per sample (random rows,
+ * out of cache) and then the optimizer reads and clears them again. Instead each sample
+ * leaves its active ids, their deltas and its input (the hidden vector) here; the
+ * optimizer groups the entries by row (a counting sort in sample order) and, row by
+ * row, forms the gradient in a cache-resident buffer and applies Adam to it: the
+ * gradient rows of the output layer are never touched, and rows are written by one
+ * thread only (no HOGWILD race on this layer). The sums are formed in sample order with
+ * the same kernels, so with one thread the result is bit for bit the accumulated one. */
+#define SPR_DEFER_THREADS 256 /* threads the optimizer's output pass uses at most */
+typedef struct spr_deferred {
+    int64_t batch, cap, in_stride; /* capacity: samples, entries per sample, input floats */
+    int64_t rows;                  /* output neurons */
+    int64_t n_samples;             /* samples of the pending batch */
+    int pending;                   /* a batch's output gradient waits here */
+    int64_t *n;                    /* (batch) active neurons of each sample */
+    int32_t *ids;                  /* (batch, cap) */
+    float *delta;                  /* (batch, cap) */
+    float *in;                     /* (batch, in_stride) the output layer's input */
+    uint32_t *count;               /* (rows) entries per row; zero outside the batch */
+    uint32_t *end;                 /* (rows) end of the row's entries after the scatter */
+    int32_t *sort_tmp;             /* (rows) the radix sort's buffer */
+    int64_t thread_entries[SPR_DEFER_THREADS]; /* entries of each thread's rows */
+    int32_t *ent_sample;           /* (batch * cap) entries grouped by row */
+    float *ent_delta;              /* (batch * cap) */
+    void *block;
+} spr_deferred;
+
+void spr_train_free(spr_model *m) {
+    if (!m || !m->deferred) return;
+    spr_free(m->deferred->block);
+    spr_free(m->deferred);
+    m->deferred = NULL;
+}
+
+/* Deferring applies to a sampled output layer whose input is a dense vector. */
+static int deferred_usable(const spr_model *m, int dense) {
+    const int nl = m->n_layers;
+    return !dense && m->layers[nl - 1].sampled && !(nl > 2 && m->layers[nl - 2].sampled);
+}
+
+/* Sizes the deferred store for the scratch made by spr_model_prepare (same moment: before
+ * the first step, and again only when the batch or the labels grow). */
+static spr_status deferred_prepare(spr_model *m) {
+    const spr_layer *Lo = &m->layers[m->n_layers - 1];
+    const int64_t batch = m->scratch_batch, cap = m->scratch[0].cap[m->n_layers - 1];
+    const int64_t in_stride = spr_row_stride(Lo->fan_in);
+    spr_deferred *f = m->deferred;
+    if (f && f->batch >= batch && f->cap >= cap && f->in_stride >= in_stride) return SPR_STATUS_OK;
+    spr_train_free(m);
+    f = spr_alloc(sizeof *f);
+    if (!f) return spr_fail(SPR_STATUS_NO_MEMORY, "train: out of memory for the deferred gradient");
+    memset(f, 0, sizeof *f);
+    const size_t entries = (size_t)batch * (size_t)cap;
+    const size_t bytes = (size_t)batch * 8 + entries * 8 + (size_t)batch * in_stride * 4 +
+                         (size_t)Lo->size * 12 + entries * 8 + 8 * SPR_ALIGN;
+    char *p = spr_alloc(bytes);
+    if (!p) {
+        spr_free(f);
+        return spr_fail(SPR_STATUS_NO_MEMORY, "train: out of memory for the deferred gradient");
+    }
+    memset(p, 0, bytes);
+    f->block = p;
+#define CARVE(field, type, count)                                                      \
+    f->field = (type *)p;                                                              \
+    p += (((size_t)(count) * sizeof(type) + SPR_ALIGN - 1) / SPR_ALIGN) * SPR_ALIGN;
+    CARVE(n, int64_t, batch);
+    CARVE(ids, int32_t, entries);
+    CARVE(delta, float, entries);
+    CARVE(in, float, (size_t)batch * in_stride);
+    CARVE(count, uint32_t, Lo->size);
+    CARVE(end, uint32_t, Lo->size);
+    CARVE(sort_tmp, int32_t, Lo->size);
+#undef CARVE
+    /* the entry arrays, after the aligned carving above */
+    f->ent_sample = (int32_t *)p;
+    f->ent_delta = (float *)(p + entries * 4);
+    f->batch = batch, f->cap = cap, f->in_stride = in_stride, f->rows = Lo->size;
+    m->deferred = f;
+    return SPR_STATUS_OK;
+}
+
+/* Adds the pending output gradient into the layer's gradient rows (and touched list), in
+ * sample order, as the per-sample path would have: for callers that want the gradient
+ * itself (spr_model_compute_gradients, clipping). */
+static void deferred_materialize(spr_model *m) {
+    spr_deferred *f = m->deferred;
+    if (!f || !f->pending) return;
+    spr_layer *L = &m->layers[m->n_layers - 1];
+    for (int64_t i = 0; i < f->n_samples; i++) {
+        const int32_t *ids = f->ids + i * f->cap;
+        const float *dl = f->delta + i * f->cap;
+        const float *in = f->in + i * f->in_stride;
+        for (int64_t a = 0; a < f->n[i]; a++) {
+            mark_touched(L, ids[a]);
+            L->gb[ids[a]] += dl[a];
+            spr_axpy(dl[a], in, L->gw + (int64_t)ids[a] * L->stride, L->fan_in);
+        }
+    }
+    f->pending = 0;
+}
+
+/* Sorts n distinct row ids below limit ascending: LSD radix sort, 11 bits a pass. */
+static void sort_rows(int32_t *ids, int64_t n, int64_t limit, int32_t *tmp) {
+    int32_t *src = ids, *dst = tmp;
+    for (int shift = 0; shift < 33 && ((int64_t)1 << shift) < limit; shift += 11) {
+        uint32_t count[2048];
+        memset(count, 0, sizeof count);
+        for (int64_t i = 0; i < n; i++) count[((uint32_t)src[i] >> shift) & 2047]++;
+        uint32_t sum = 0;
+        for (int b = 0; b < 2048; b++) {
+            uint32_t c = count[b];
+            count[b] = sum;
+            sum += c;
+        }
+        for (int64_t i = 0; i < n; i++) dst[count[((uint32_t)src[i] >> shift) & 2047]++] = src[i];
+        int32_t *t = src;
+        src = dst;
+        dst = t;
+    }
+    if (src != ids) memcpy(ids, src, (size_t)n * sizeof(int32_t));
+}
+
+/* Adam on the output rows the pending batch touched, each row's gradient formed from its
+ * entries just before its step. */
+static void deferred_adam(spr_model *m, const spr_train_options *o, float bc1, float bc2,
+                          int threads) {
+    spr_deferred *f = m->deferred;
+    spr_layer *L = &m->layers[m->n_layers - 1];
+    if (threads > SPR_DEFER_THREADS) threads = SPR_DEFER_THREADS;
+#pragma omp parallel num_threads(threads)
+    {
+#ifdef _OPENMP
+        const int t = omp_get_thread_num(), nth = omp_get_num_threads();
+#else
+        const int t = 0, nth = 1;
+#endif
+        float *g = m->scratch[t].dense_in; /* (fan_in) the gradient of one row */
+        /* Thread t owns the rows [lo, hi): it groups their entries (scanning every
+         * sample's ids, which is sequential and cheap) and steps them, so no two threads
+         * write the same row or counter. Its touched rows go to list[lo, lo + nt). */
+        const int64_t lo = f->rows * t / nth, hi = f->rows * (t + 1) / nth;
+        int32_t *list = L->touched_list + lo;
+        int64_t nt = 0, entries = 0;
+        for (int64_t i = 0; i < f->n_samples; i++) {
+            const int32_t *ids = f->ids + i * f->cap;
+            for (int64_t a = 0; a < f->n[i]; a++) {
+                const int32_t r = ids[a];
+                if (r < lo || r >= hi) continue;
+                if (f->count[r]++ == 0) list[nt++] = r;
+                entries++;
+            }
+        }
+        /* rows in memory order: at batch 256 and 0.5% most rows are touched, so the step
+         * is a near-sequential stream the hardware prefetchers follow */
+        sort_rows(list, nt, hi, f->sort_tmp + lo);
+        f->thread_entries[t] = entries;
+#pragma omp barrier
+        uint32_t pos = 0;
+        for (int u = 0; u < t; u++) pos += (uint32_t)f->thread_entries[u];
+        for (int64_t k = 0; k < nt; k++) f->end[list[k]] = pos, pos += f->count[list[k]];
+        /* entries of a row in sample order: the sums below add in the order the
+         * per-sample path would */
+        for (int64_t i = 0; i < f->n_samples; i++) {
+            const int32_t *ids = f->ids + i * f->cap;
+            const float *dl = f->delta + i * f->cap;
+            for (int64_t a = 0; a < f->n[i]; a++) {
+                const int32_t r = ids[a];
+                if (r < lo || r >= hi) continue;
+                uint32_t e = f->end[r]++;
+                f->ent_sample[e] = (int32_t)i;
+                f->ent_delta[e] = dl[a];
+            }
+        }
+        for (int64_t k = 0; k < nt; k++) {
+            const int32_t r = list[k];
+            const uint32_t e1 = f->end[r], e0 = e1 - f->count[r];
+            memset(g, 0, (size_t)L->fan_in * sizeof(float));
+            float gb = 0.0f;
+            for (uint32_t e = e0; e < e1; e++) {
+                spr_axpy(f->ent_delta[e], f->in + (int64_t)f->ent_sample[e] * f->in_stride, g,
+                         L->fan_in);
+                gb += f->ent_delta[e];
+            }
+            const int64_t off = (int64_t)r * L->stride;
+            spr_adam_row(L->w + off, g, L->mw + off, L->vw + off, L->cols, o->lr, o->beta1,
+                         o->beta2, o->eps, bc1, bc2);
+            L->gb[r] = gb;
+            spr_adam_row(L->b + r, L->gb + r, L->mb + r, L->vb + r, 1, o->lr, o->beta1, o->beta2,
+                         o->eps, bc1, bc2);
+            f->count[r] = 0;
+        }
+    }
+    f->pending = 0;
+}
+
 /* Forward and backward of one sample; gradients go into the shared rows. */
 static void train_sample(spr_model *m, const spr_dataset_view *d, int64_t row, spr_scratch *s,
                          int dense, float inv_batch, uint64_t seed, float *loss_out,
-                         int64_t *active_out) {
+                         int64_t *active_out, spr_deferred *f, int64_t bi) {
     const int nl = m->n_layers;
     const int32_t *labels = d->labels + d->label_indptr[row];
     const int64_t n_labels = d->label_indptr[row + 1] - d->label_indptr[row];
@@ -163,16 +379,25 @@ static void train_sample(spr_model *m, const spr_dataset_view *d, int64_t row, s
     }
 
     /* A point without labels has an all-zero target: no loss, no gradient. */
+    if (f) f->n[bi] = 0;
     if (n_labels == 0) {
         *loss_out = 0.0f;
         return;
     }
     *loss_out = softmax_loss(&act[nl - 1], labels, n_labels, inv_batch);
+    if (f) { /* the output rows' gradient waits for the optimizer (spr_deferred) */
+        const act_view *o = &act[nl - 1];
+        f->n[bi] = o->n;
+        memcpy(f->ids + bi * f->cap, o->ids, (size_t)o->n * sizeof(int32_t));
+        memcpy(f->delta + bi * f->cap, o->delta, (size_t)o->n * sizeof(float));
+        memcpy(f->in + bi * f->in_stride, act[nl - 2].val,
+               (size_t)m->layers[nl - 1].fan_in * sizeof(float));
+    }
 
     for (int l = nl - 1; l >= 1; l--) {
         act_view in = act[l - 1];
         memset(in.delta, 0, (size_t)in.n * sizeof(float));
-        layer_backward(&m->layers[l], &in, &act[l]);
+        layer_backward(&m->layers[l], &in, &act[l], f && l == nl - 1);
         for (int64_t p = 0; p < in.n; p++) /* relu' */
             if (in.val[p] <= 0.0f) in.delta[p] = 0.0f;
     }
@@ -212,14 +437,26 @@ static spr_status check_batch(const spr_model *m, const spr_dataset *data, const
     return SPR_STATUS_OK;
 }
 
-spr_status spr_model_compute_gradients(spr_model *m, const spr_dataset *data, const int64_t *rows,
-                                       int64_t n, const spr_train_options *o,
-                                       spr_batch_stats *stats) {
+/* The batch's forward and backward passes. With defer, the output layer's gradient is
+ * left in m->deferred for spr_model_apply_gradients (when deferred_usable); without, all
+ * gradients are in the gradient rows on return. */
+static spr_status compute_gradients(spr_model *m, const spr_dataset *data, const int64_t *rows,
+                                    int64_t n, const spr_train_options *o, spr_batch_stats *stats,
+                                    int defer) {
     spr_status st = check_batch(m, data, rows, n, o);
     if (st) return st;
     st = spr_model_prepare(m, o, spr_dataset_max_labels(data));
     if (st) return st;
     if (m->dist) return spr_model_compute_gradients_sharded(m, &data->view, rows, n, o, stats);
+    spr_deferred *f = NULL;
+    if (deferred_usable(m, o->dense != 0)) {
+        st = deferred_prepare(m);
+        if (st) return st;
+        f = m->deferred;
+        deferred_materialize(m); /* a batch still pending (no step between): keep its gradient */
+        f->n_samples = n;
+        f->pending = 1;
+    }
     const spr_dataset_view *d = &data->view;
     const int threads = spr_threads(o->threads);
     const float inv_batch = 1.0f / (float)n;
@@ -237,8 +474,9 @@ spr_status spr_model_compute_gradients(spr_model *m, const spr_dataset *data, co
 #pragma omp for schedule(dynamic, 4)
         for (int64_t i = 0; i < n; i++)
             train_sample(m, d, rows[i], s, dense, inv_batch, step_seed ^ spr_mix64((uint64_t)rows[i]),
-                         &m->sample_loss[i], &m->sample_active[i * SPR_MAX_LAYERS]);
+                         &m->sample_loss[i], &m->sample_active[i * SPR_MAX_LAYERS], f, i);
     }
+    if (f && !defer) deferred_materialize(m);
 
     m->samples += n;
     if (stats) {
@@ -253,6 +491,12 @@ spr_status spr_model_compute_gradients(spr_model *m, const spr_dataset *data, co
         }
     }
     return SPR_STATUS_OK;
+}
+
+spr_status spr_model_compute_gradients(spr_model *m, const spr_dataset *data, const int64_t *rows,
+                                       int64_t n, const spr_train_options *o,
+                                       spr_batch_stats *stats) {
+    return compute_gradients(m, data, rows, n, o, stats, 0);
 }
 
 /* Scales the batch gradient so that its L2 norm is at most max_norm: one pass over the
@@ -308,6 +552,7 @@ spr_status spr_model_apply_gradients(spr_model *m, const spr_train_options *o) {
     if (!m || !o) return spr_fail(SPR_STATUS_BAD_INPUT, "apply_gradients: NULL argument");
     const int threads = spr_threads(o->threads);
     if (o->clip_norm > 0.0f) {
+        deferred_materialize(m); /* the norm needs every gradient row */
         spr_status st = clip_gradients(m, o->clip_norm, threads);
         if (st) return st;
     }
@@ -329,6 +574,7 @@ spr_status spr_model_apply_gradients(spr_model *m, const spr_train_options *o) {
         }
         atomic_store(&L->n_touched, 0);
     }
+    if (m->deferred && m->deferred->pending) deferred_adam(m, o, bc1, bc2, threads);
     /* Layer 0's bias is shared by every sample: a dense update. */
     spr_layer *L0 = &m->layers[0];
     spr_adam_row(L0->b, L0->gb, L0->mb, L0->vb, L0->size, o->lr, o->beta1, o->beta2, o->eps, bc1,
@@ -338,6 +584,7 @@ spr_status spr_model_apply_gradients(spr_model *m, const spr_train_options *o) {
 }
 
 void spr_model_zero_gradients(spr_model *m) {
+    if (m->deferred) m->deferred->pending = 0;
     for (int l = 0; l < m->n_layers; l++) {
         spr_layer *L = &m->layers[l];
         const int64_t nt = atomic_load(&L->n_touched);
@@ -362,7 +609,7 @@ static int64_t rehash_gap(const spr_train_options *o, int64_t t) {
 
 spr_status spr_model_train_batch(spr_model *m, const spr_dataset *data, const int64_t *rows,
                                  int64_t n, const spr_train_options *o, spr_batch_stats *stats) {
-    spr_status st = spr_model_compute_gradients(m, data, rows, n, o, stats);
+    spr_status st = compute_gradients(m, data, rows, n, o, stats, 1);
     if (st) return st;
 
     /* A loss that is not finite means the weights (or the gradients about to be applied)
@@ -559,7 +806,7 @@ static void sharded_output_backward(const sharded_ctx *c, int64_t i, float inv_b
     }
     act_view in = {Lo->fan_in, NULL, bb->h[last - 1] + i * stride_of(Lh), dh};
     act_view out = {bb->out_n[i], ids, p, delta};
-    layer_backward(Lo, &in, &out);
+    layer_backward(Lo, &in, &out, 0);
 }
 
 /* Phase 5: the replicated layers, each gradient row owned by one thread. */

@@ -259,6 +259,9 @@ run info info --model dense.model
 expect_rc info 0
 expect_grep info info.out "64"
 expect_grep info info.out "$N_LABELS"
+run info_cpu info --cpu
+expect_rc info_cpu 0
+expect_grep info_cpu info_cpu.out "kernels: "
 run info_json info --model deep.model --json
 expect_rc info_json 0
 sizes=$("$PY" -c 'import json,sys; print(",".join(str(l["size"]) for l in json.load(open(sys.argv[1]))["layers"]))' info_json.out 2>&1)

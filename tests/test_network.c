@@ -575,8 +575,52 @@ static void test_bad_arguments(void) {
     toy_free(&t);
 }
 
+/* spr_model_train_batch defers the output layer's gradient and forms it row by row in
+ * the optimizer (train.c, spr_deferred); compute_gradients + apply_gradients accumulate
+ * it sample by sample into the gradient rows. With one thread both must give the same
+ * model bit for bit, and the deferred path must leave no gradient behind. */
+static void test_deferred_equals_accumulated(void) {
+    toy t;
+    toy_make(&t, 64, 200, 3, 11);
+    spr_model_config c = small_config(t.d, t.l, 0.1f);
+    spr_model *ma, *mb;
+    OK(spr_model_create(&c, &ma));
+    OK(spr_model_create(&c, &mb));
+    spr_train_options o = spr_train_options_default();
+    o.threads = 1;
+    o.batch_size = 8;
+    o.rehash_first = 3;
+    for (int step = 0; step < 8; step++) {
+        int64_t rows[8];
+        for (int i = 0; i < 8; i++) rows[i] = (step * 8 + i) % t.n;
+        spr_batch_stats sa, sb;
+        OK(spr_model_train_batch(ma, t.data, rows, 8, &o, &sa));
+        OK(spr_model_compute_gradients(mb, t.data, rows, 8, &o, &sb));
+        OK(spr_model_apply_gradients(mb, &o));
+        CHECK(sa.loss == sb.loss, "step %d: deferred loss %.9g == accumulated loss %.9g", step,
+              sa.loss, sb.loss);
+        /* keep mb's rehash schedule in step with train_batch's */
+        if (ma->rehashes != mb->rehashes) {
+            OK(spr_model_rehash(mb, 0, 1));
+            mb->rehashes = ma->rehashes, mb->next_rehash = ma->next_rehash;
+        }
+    }
+    CHECK(ma->rehashes > 0, "rehashed during the test (%lld)", (long long)ma->rehashes);
+    CHECK(params_equal(ma, mb, 2), "deferred and accumulated output gradients: models bit-identical");
+    const spr_layer *Lo = &ma->layers[1];
+    int64_t nonzero = 0;
+    for (int64_t i = 0; i < Lo->rows * Lo->stride; i++) nonzero += Lo->gw[i] != 0.0f;
+    for (int64_t i = 0; i < Lo->size; i++) nonzero += Lo->gb[i] != 0.0f;
+    CHECK(nonzero == 0, "deferred path: output gradient rows all zero after the step, got %lld non-zero",
+          (long long)nonzero);
+    spr_model_free(ma);
+    spr_model_free(mb);
+    toy_free(&t);
+}
+
 int main(void) {
     test_sampled_equals_dense();
+    test_deferred_equals_accumulated();
     test_gradient_check();
     test_lazy_adam_and_active_sets();
     test_learns_and_reproduces();

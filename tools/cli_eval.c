@@ -365,13 +365,17 @@ done:
 
 static const char INFO_HELP[] =
     "usage: sparrow info --model MODEL [--json]\n"
+    "       sparrow info --cpu\n"
     "\n"
     "Prints a saved model's configuration (layers, sizes, sparsity, hash family, K, L,\n"
     "key bits, bucket capacity), training progress (steps, samples, epoch), parameter\n"
     "count and memory.\n"
     "\n"
     "  --model MODEL   a model saved by 'sparrow train --save'\n"
-    "  --json          print one JSON object instead of text\n";
+    "  --json          print one JSON object instead of text\n"
+    "  --cpu           print the kernel set in use (portable, avx2, avx512), the CPU's\n"
+    "                  vector features and the sets it supports; SPARROW_KERNELS=NAME\n"
+    "                  forces a supported set\n";
 
 static void info_json(const spr_model_config *cfg, const spr_model_info *info) {
     printf("{\"n_features\": %lld, \"n_labels\": %lld, \"layers\": [",
@@ -427,10 +431,11 @@ static void info_text(const char *path, const spr_model_config *cfg, const spr_m
 int cmd_info(int argc, char **argv) {
     const char *cmd = "info";
     const char *model_path = NULL;
-    int json = 0;
-    enum { I_MODEL = 256, I_JSON };
+    int json = 0, cpu = 0;
+    enum { I_MODEL = 256, I_JSON, I_CPU };
     static const struct option opts[] = {{"model", required_argument, 0, I_MODEL},
                                          {"json", no_argument, 0, I_JSON},
+                                         {"cpu", no_argument, 0, I_CPU},
                                          {"help", no_argument, 0, OPT_HELP},
                                          {0, 0, 0, 0}};
     char name[64];
@@ -440,11 +445,16 @@ int cmd_info(int argc, char **argv) {
         switch (c) {
         case I_MODEL: model_path = optarg; break;
         case I_JSON: json = 1; break;
+        case I_CPU: cpu = 1; break;
         case OPT_HELP: fputs(INFO_HELP, stdout); return EXIT_OK;
         default: return bad_option(cmd);
         }
     }
     if ((rc = stray_arguments(cmd, argc, argv))) return rc;
+    if (cpu && !model_path) {
+        printf("%s\n", spr_kernels_describe());
+        return EXIT_OK;
+    }
     if (!model_path) return usage_error(cmd, "--model is required (see 'sparrow info --help')");
 
     spr_model *model = NULL;

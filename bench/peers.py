@@ -1,0 +1,291 @@
+#!/usr/bin/env python3
+"""sparrow against its peers, one command (bench/peers.sh calls this).
+
+Same data, same network (sparse input -> 128 ReLU -> softmax over all labels), same batch,
+Adam with the same hyper-parameters, for every system; each is run in this process tree
+one after the other, its answers (P@1/P@5 on the same test points) checked before its
+speed is quoted. Systems:
+  pytorch-tcmalloc   Debian python3-torch, OpenBLAS, LD_PRELOAD tcmalloc (BENCHMARKING.md)
+  pytorch-glibc      the same without tcmalloc (fewer batches: it is much slower)
+  pytorch-pypi       the PyPI release in a venv, if VENV_TORCH names one
+  thirdai            ThirdAI's BOLT, if VENV_THIRDAI names a venv where it imports
+  sparrow-dense      sparrow --dense (few batches: it computes every output)
+  sparrow-sampled    sparrow's LSH-sampled training, all threads and 1 thread
+Then a label sweep (time per sample at several output sizes), a thread sweep, and a
+STREAM copy against the bytes the sampled output layer moves.
+
+Where a full epoch would take too long the figures are per batch over the first N
+batches (stated in the table). Results: OUT/results.json, OUT/results.md,
+OUT/label_sweep.png. Everything is configurable by environment variables (peers.sh)."""
+import json, math, os, re, subprocess, sys, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+E = os.environ.get
+OUT = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "out", "peers")
+TRAIN, TEST = E("TRAIN", "/tmp/a670/train.txt"), E("TEST", "/tmp/a670/test.txt")
+SUBSET, EVAL = int(E("SUBSET", "60000")), int(E("EVAL", "2000"))
+BATCH, HIDDEN, LR = int(E("BATCH", "256")), int(E("HIDDEN", "128")), float(E("LR", "1e-3"))
+SPARSITY = E("SPARSITY", "0.005")
+BATCHES = int(E("BATCHES", "100"))              # sampled and pytorch-tcmalloc
+SLOW_BATCHES = int(E("SLOW_BATCHES", "4"))      # pytorch without tcmalloc, sparrow dense
+THREADS = int(E("THREADS", str(os.cpu_count())))
+LABELS = [int(x) for x in E("LABELS", "10000 100000 670091 2000000").split()]
+SWEEP_BATCHES, SWEEP_SLOW = int(E("SWEEP_BATCHES", "30")), int(E("SWEEP_SLOW", "2"))
+SWEEP_ACTIVE = int(E("SWEEP_ACTIVE", "3350"))  # active output neurons a sample in the sweep
+TCMALLOC = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"
+SPARROW = os.path.join(ROOT, "build", "sparrow")
+PY = "/usr/bin/python3"
+os.makedirs(OUT, exist_ok=True)
+log = open(os.path.join(OUT, "log.txt"), "a")
+
+
+def say(*a):
+    msg = " ".join(str(x) for x in a)
+    print(msg, flush=True)
+    log.write(msg + "\n"); log.flush()
+
+
+def run(cmd, env=None, name="run"):
+    """Runs cmd under /usr/bin/time -v; returns (stdout, peak RSS GB, wall s)."""
+    full_env = dict(os.environ)
+    for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
+        full_env.pop(k, None)
+    full_env.update(env or {})
+    tfile = os.path.join(OUT, name + ".time")
+    say("$", " ".join(cmd))
+    t0 = time.time()
+    p = subprocess.run(["/usr/bin/time", "-v", "-o", tfile] + cmd, env=full_env,
+                       capture_output=True, text=True)
+    wall = time.time() - t0
+    open(os.path.join(OUT, name + ".out"), "w").write(p.stdout + "\n--- stderr\n" + p.stderr)
+    if p.returncode != 0:
+        say(f"  {name}: exit {p.returncode}: {p.stderr.strip()[-600:]}")
+        return None, None, wall
+    rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", open(tfile).read()).group(1)) / 1e6
+    return p.stdout, rss, wall
+
+
+def subset_files(labels=None):
+    """A random SUBSET of the training points and EVAL test points (fixed seed), with
+    labels folded to `labels` outputs (label mod labels) or the output grown to it."""
+    tag = f"{SUBSET}_{EVAL}_{labels or 'orig'}"
+    tr, te = os.path.join(OUT, f"train_{tag}.txt"), os.path.join(OUT, f"test_{tag}.txt")
+    if os.path.exists(tr) and os.path.exists(te):
+        return tr, te
+    import random
+    for src, dst, n in ((TRAIN, tr, SUBSET), (TEST, te, EVAL)):
+        with open(src) as f:
+            head = f.readline().split()
+            lines = f.readlines()
+        rnd = random.Random(1)
+        pick = sorted(rnd.sample(range(len(lines)), min(n, len(lines))))
+        L = int(head[2]) if labels is None else labels
+        with open(dst, "w") as g:
+            g.write(f"{len(pick)} {head[1]} {L}\n")
+            for k in pick:
+                line = lines[k]
+                if labels is not None and labels < int(head[2]):
+                    lab, sp, rest = line.partition(" ")
+                    if ":" not in lab and lab:
+                        ls = sorted({int(x) % labels for x in lab.split(",")})
+                        line = ",".join(map(str, ls)) + sp + rest
+                g.write(line)
+        del lines
+    return tr, te
+
+
+def torch_run(tr, te, batches, tcmalloc, name, python=PY, labels=0):
+    env = {"LD_PRELOAD": TCMALLOC} if tcmalloc else {}
+    cmd = [python, os.path.join(ROOT, "bench", "torch_peer.py"), "--train", tr, "--test", te,
+           "--batches", str(batches), "--batch", str(BATCH), "--hidden", str(HIDDEN),
+           "--lr", str(LR), "--threads", str(THREADS), "--eval-max", str(EVAL)]
+    out, rss, wall = run(cmd, env, name)
+    if not out:
+        return None
+    r = json.loads(out.strip().splitlines()[-1])
+    r.update(name=name, peak_rss_gb=rss, wall_seconds=wall, per_batches=batches)
+    return r
+
+
+def sparrow_run(tr, te, batches, name, dense=False, threads=THREADS, sparsity=None):
+    mfile = os.path.join(OUT, name + ".jsonl")
+    cmd = [SPARROW, "train", "--train", tr, "--test", te, "--batch", str(BATCH),
+           "--hidden", str(HIDDEN), "--lr", str(LR), "--threads", str(threads), "--seed", "1",
+           "--max-batches", str(batches), "--metrics", mfile, "--quiet"]
+    cmd += ["--dense"] if dense else ["--sparsity", sparsity or SPARSITY]
+    out, rss, wall = run(cmd, None, name)
+    if out is None:
+        return None
+    m = [json.loads(l) for l in open(mfile)][-1]
+    return {"name": name, "system": "sparrow", "dense": dense, "threads": threads,
+            "batches": m["step"], "per_batches": batches, "samples_per_second": m["samples_per_second"],
+            "median_batch_seconds": BATCH / m["samples_per_second"], "train_seconds": m["train_seconds"],
+            "rehash_seconds": m.get("rehash_seconds"), "p_at_1": m["p_at_1"], "p_at_5": m["p_at_5"],
+            "active_out": m["active_out"], "peak_rss_gb": rss, "wall_seconds": wall}
+
+
+def thirdai_run(tr, te, batches, name):
+    venv = E("VENV_THIRDAI")
+    if not venv:
+        return None
+    cmd = [os.path.join(venv, "bin", "python"), os.path.join(ROOT, "bench", "thirdai_peer.py"),
+           "--train", tr, "--test", te, "--batches", str(batches), "--batch", str(BATCH),
+           "--hidden", str(HIDDEN), "--lr", str(LR), "--sparsity", SPARSITY, "--threads", str(THREADS)]
+    out, rss, wall = run(cmd, None, name)
+    if not out:
+        text = open(os.path.join(OUT, name + ".out")).read()
+        try:
+            err = json.loads(text.split("\n--- stderr")[0].strip().splitlines()[-1])["error"]
+        except Exception:
+            err = text[-800:]
+        return {"name": name, "system": "thirdai", "error": err}
+    r = json.loads(out.strip().splitlines()[-1])
+    r.update(name=name, peak_rss_gb=rss, wall_seconds=wall, per_batches=batches)
+    return r
+
+
+def main():
+    t_start = time.time()
+    res = {"machine": {"cpus": os.cpu_count(), "loadavg_start": os.getloadavg(),
+                       "uname": os.uname().release},
+           "settings": {"batch": BATCH, "hidden": HIDDEN, "lr": LR, "sparsity": SPARSITY,
+                        "subset": SUBSET, "eval": EVAL, "threads": THREADS, "batches": BATCHES,
+                        "slow_batches": SLOW_BATCHES, "train": TRAIN, "test": TEST}}
+    if not os.path.exists(SPARROW):  # bench/peers.sh builds first
+        subprocess.run(["bash", os.path.join(ROOT, "scripts", "build.sh")], check=True)
+    res["kernels"] = subprocess.run([SPARROW, "info", "--cpu"], capture_output=True, text=True).stdout.strip()
+    alt = subprocess.run(["update-alternatives", "--display", "libblas.so.3-x86_64-linux-gnu"],
+                         capture_output=True, text=True).stdout
+    res["blas"] = "openblas" if "currently points to" in alt and "openblas" in alt.split("currently points to")[1].splitlines()[0] else "NOT openblas: " + alt[:200]
+    say("kernels:", res["kernels"], "| blas:", res["blas"])
+
+    # STREAM copy
+    stream = os.path.join(OUT, "stream")
+    subprocess.run(["gcc", "-O2", "-fopenmp", os.path.join(ROOT, "bench", "stream.c"), "-o", stream], check=True)
+    res["stream"] = json.loads(subprocess.run([stream, E("STREAM_MB", "1024")], capture_output=True, text=True).stdout)
+    say("stream:", res["stream"])
+
+    # the main comparison at the data set's own label count
+    tr, te = subset_files()
+    sysres = []
+    only = set(E("SYSTEMS", "pytorch-tcmalloc pytorch-glibc pytorch-pypi thirdai sparrow-dense sparrow-sampled sparrow-sampled-1t").split())
+    if "sparrow-sampled" in only: sysres.append(sparrow_run(tr, te, BATCHES, "sparrow-sampled"))
+    if "sparrow-sampled-1t" in only: sysres.append(sparrow_run(tr, te, BATCHES, "sparrow-sampled-1t", threads=1))
+    if "pytorch-tcmalloc" in only: sysres.append(torch_run(tr, te, BATCHES, True, "pytorch-tcmalloc"))
+    if "pytorch-glibc" in only: sysres.append(torch_run(tr, te, SLOW_BATCHES, False, "pytorch-glibc"))
+    if "pytorch-pypi" in only and E("VENV_TORCH"):
+        sysres.append(torch_run(tr, te, BATCHES, True, "pytorch-pypi", python=os.path.join(E("VENV_TORCH"), "bin", "python")))
+    if "thirdai" in only: sysres.append(thirdai_run(tr, te, BATCHES, "thirdai"))
+    if "sparrow-dense" in only: sysres.append(sparrow_run(tr, te, SLOW_BATCHES, "sparrow-dense", dense=True))
+    sysres = [r for r in sysres if r]
+    res["systems"] = sysres
+    torch_best = max((r for r in sysres if r.get("system") == "pytorch" and "samples_per_second" in r),
+                     key=lambda r: r["samples_per_second"], default=None)
+    for r in sysres:
+        if torch_best and "samples_per_second" in r:
+            r["speed_vs_best_pytorch"] = r["samples_per_second"] / torch_best["samples_per_second"]
+    s2 = next((r for r in sysres if r["name"] == "sparrow-sampled"), None)
+    s1 = next((r for r in sysres if r["name"] == "sparrow-sampled-1t"), None)
+    if s1 and s2:
+        res["thread_speedup"] = s2["samples_per_second"] / s1["samples_per_second"]
+    # bytes the sampled output layer moves per batch (estimate): forward and input-gradient
+    # reads of the active rows, then Adam reading and writing w, m, v of the touched rows
+    if s2:
+        L = int(open(tr).readline().split()[2])
+        row = 4 * math.ceil(HIDDEN / 16) * 16
+        act = s2["active_out"]
+        touched = L * (1 - (1 - act / L) ** BATCH)
+        per_batch = BATCH * act * row * 2 + touched * row * 6
+        res["output_layer"] = {"active_per_sample": act, "touched_rows_per_batch_est": touched,
+                               "bytes_per_batch_est": per_batch,
+                               "gb_per_s": per_batch / s2["median_batch_seconds"] / 1e9}
+        res["output_layer"]["fraction_of_stream"] = res["output_layer"]["gb_per_s"] / res["stream"]["stream_copy_gb_per_s"]
+    json.dump(res, open(os.path.join(OUT, "results.json"), "w"), indent=1)
+
+    # label sweep
+    sweep = []
+    if E("SWEEP", "1") != "0":
+        for L in LABELS:
+            trL, teL = subset_files(L)
+            row = {"labels": L}
+            # the same number of active neurons at every size (SLIDE's claim: the cost
+            # follows the active set, not the layer); SWEEP_ACTIVE=0: the same fraction
+            sp = f"{min(1.0, SWEEP_ACTIVE / L):.6g}" if SWEEP_ACTIVE else SPARSITY
+            row["sparrow_sparsity"] = sp
+            r = sparrow_run(trL, teL, SWEEP_BATCHES, f"sweep-{L}-sampled", sparsity=sp)
+            if r: row["sparrow_sampled_ms_per_sample"] = 1e3 / r["samples_per_second"]
+            if E("SWEEP_DENSE", "1") != "0":
+                r = sparrow_run(trL, teL, SWEEP_SLOW, f"sweep-{L}-dense", dense=True)
+                if r: row["sparrow_dense_ms_per_sample"] = 1e3 / r["samples_per_second"]
+            if L <= int(E("SWEEP_TORCH_MAX", "2000000")):
+                r = torch_run(trL, teL, SWEEP_SLOW + 2, True, f"sweep-{L}-pytorch")
+                if r: row["pytorch_ms_per_sample"] = 1e3 / r["samples_per_second"]
+            say("sweep:", row)
+            sweep.append(row)
+        res["label_sweep"] = sweep
+        try:
+            import matplotlib
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+            fig, ax = plt.subplots(figsize=(6, 4))
+            for key, lab in (("pytorch_ms_per_sample", "PyTorch (OpenBLAS, tcmalloc)"),
+                             ("sparrow_dense_ms_per_sample", "sparrow --dense"),
+                             ("sparrow_sampled_ms_per_sample", "sparrow sampled")):
+                pts = [(r["labels"], r[key]) for r in sweep if key in r]
+                if pts: ax.plot(*zip(*pts), marker="o", label=lab)
+            ax.set_xscale("log"); ax.set_yscale("log")
+            ax.set_xlabel("output labels"); ax.set_ylabel("ms per training sample")
+            ax.set_title(f"batch {BATCH}, hidden {HIDDEN}, {THREADS} threads"); ax.legend()
+            fig.tight_layout(); fig.savefig(os.path.join(OUT, "label_sweep.png"), dpi=120)
+        except Exception as e:  # the table still stands
+            say("no PNG:", e)
+    res["machine"]["loadavg_end"] = os.getloadavg()
+    res["wall_seconds"] = time.time() - t_start
+    json.dump(res, open(os.path.join(OUT, "results.json"), "w"), indent=1)
+    write_md(res)
+
+
+def fmt(x, f="{:.3g}"):
+    return "-" if x is None else f.format(x)
+
+
+def write_md(res):
+    s = res["settings"]
+    md = [f"# sparrow against its peers\n",
+          f"sparrow {res['kernels']}; PyTorch's BLAS: {res['blas']}; {res['machine']['cpus']} CPUs, load average "
+          f"{res['machine']['loadavg_start'][0]:.1f} at start, {res['machine']['loadavg_end'][0]:.1f} at end.\n",
+          f"Data: {s['subset']} random training points of {s['train']}, P@k on {s['eval']} random test "
+          f"points; batch {s['batch']}, hidden {s['hidden']}, Adam lr {s['lr']}, sampled sparsity "
+          f"{s['sparsity']}. Speeds are per batch over the first N batches (column), not full epochs.\n",
+          "| system | batches | samples/s | ms/sample | x best PyTorch | P@1 | P@5 | peak RSS GB |",
+          "|---|---|---|---|---|---|---|---|"]
+    for r in res["systems"]:
+        if "error" in r:
+            md.append(f"| {r['name']} | did not run: {r['error'][-200:].strip().replace(chr(10), ' ')} | | | | | | |")
+            continue
+        md.append(f"| {r['name']} | {r['per_batches']} | {fmt(r['samples_per_second'], '{:.1f}')} | "
+                  f"{fmt(1e3 / r['samples_per_second'], '{:.2f}')} | {fmt(r.get('speed_vs_best_pytorch'), '{:.2f}')} | "
+                  f"{fmt(r.get('p_at_1'), '{:.4f}')} | {fmt(r.get('p_at_5'), '{:.4f}')} | {fmt(r.get('peak_rss_gb'), '{:.2f}')} |")
+    if "thread_speedup" in res:
+        md.append(f"\nThreads: sampled with {s['threads']} threads is {res['thread_speedup']:.2f}x 1 thread.")
+    if "output_layer" in res:
+        o = res["output_layer"]
+        md.append(f"\nSampled output layer: {o['active_per_sample']:.0f} active rows a sample, about "
+                  f"{o['touched_rows_per_batch_est']:.0f} rows touched a batch; about "
+                  f"{o['bytes_per_batch_est'] / 1e9:.2f} GB moved a batch = {o['gb_per_s']:.2f} GB/s against a "
+                  f"STREAM copy of {res['stream']['stream_copy_gb_per_s']:.2f} GB/s in the same run "
+                  f"({100 * o['fraction_of_stream']:.0f}%).")
+    if res.get("label_sweep"):
+        md += ["\n| labels | PyTorch ms/sample | sparrow dense ms/sample | sparrow sampled ms/sample | sampled sparsity |",
+               "|---|---|---|---|---|"]
+        for r in res["label_sweep"]:
+            md.append(f"| {r['labels']} | {fmt(r.get('pytorch_ms_per_sample'))} | "
+                      f"{fmt(r.get('sparrow_dense_ms_per_sample'))} | {fmt(r.get('sparrow_sampled_ms_per_sample'))} | "
+                      f"{r.get('sparrow_sparsity', SPARSITY)} |")
+        md.append("\n![label sweep](label_sweep.png)")
+    open(os.path.join(OUT, "results.md"), "w").write("\n".join(md) + "\n")
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+#!/usr/bin/env python3
+"""The PyTorch peer of bench/peers.py: the same network as sparrow's
+(sparse input -> EmbeddingBag(sum, weighted) + bias -> ReLU -> Linear -> softmax over all
+labels), the same loss (soft-target cross-entropy, 1/|labels| on each label), Adam with
+the same hyper-parameters, the same batches (the order sparrow would not reproduce, but
+the same points, shuffled with a fixed seed). Trains --batches batches (0: one epoch),
+times each batch (forward+backward and the Adam step apart), evaluates P@1/P@5 on the
+test file, prints one JSON object.
+
+Run it as ../shared/BENCHMARKING.md says: OpenBLAS selected, OPENBLAS_CORETYPE and
+OPENBLAS_L2_SIZE unset, LD_PRELOAD=libtcmalloc_minimal.so.4 (peers.py does)."""
+import argparse, json, os, resource, statistics, sys, time
+
+import numpy as np
+import torch
+
+
+def read_xmc(path, limit=None):
+    """XMC text file -> (indptr, indices, values, label lists, n_features, n_labels)."""
+    with open(path) as f:
+        n, d, l = map(int, f.readline().split())
+        indptr, idx, val, labels = [0], [], [], []
+        for k, line in enumerate(f):
+            if limit is not None and k >= limit:
+                break
+            head, _, rest = line.rstrip("\n").partition(" ")
+            if ":" in head:  # no labels
+                rest, head = line.strip(), ""
+            labels.append([int(x) for x in head.split(",") if x])
+            for tok in rest.split():
+                i, v = tok.split(":")
+                idx.append(int(i))
+                val.append(float(v))
+            indptr.append(len(idx))
+    return (np.array(indptr, np.int64), np.array(idx, np.int64), np.array(val, np.float32),
+            labels, d, l)
+
+
+class Net(torch.nn.Module):
+    def __init__(self, d, hidden, l, std):
+        super().__init__()
+        self.emb = torch.nn.EmbeddingBag(d, hidden, mode="sum")
+        self.b0 = torch.nn.Parameter(torch.zeros(hidden))
+        self.out = torch.nn.Linear(hidden, l)
+        with torch.no_grad():
+            self.emb.weight.normal_(0, std)
+            self.out.weight.normal_(0, std)
+            self.out.bias.zero_()
+
+    def forward(self, idx, offsets, vals):
+        h = torch.relu(self.emb(idx, offsets, per_sample_weights=vals) + self.b0)
+        return self.out(h)
+
+
+def batch_tensors(data, rows):
+    indptr, idx, val, labels = data[:4]
+    parts_i, parts_v, offs = [], [], []
+    o = 0
+    for r in rows:
+        a, b = indptr[r], indptr[r + 1]
+        parts_i.append(idx[a:b]); parts_v.append(val[a:b]); offs.append(o); o += b - a
+    return (torch.from_numpy(np.concatenate(parts_i)), torch.from_numpy(np.array(offs, np.int64)),
+            torch.from_numpy(np.concatenate(parts_v)))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--train", required=True)
+    ap.add_argument("--test", required=True)
+    ap.add_argument("--batches", type=int, default=100, help="0: one full epoch")
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--hidden", type=int, default=128)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--std", type=float, default=0.01)
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--eval-max", type=int, default=2000)
+    ap.add_argument("--labels", type=int, default=0, help="output size (0: the file's)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--seed", type=int, default=1)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(a.seed)
+    t0 = time.time()
+    tr = read_xmc(a.train)
+    te = read_xmc(a.test, a.eval_max)
+    load_s = time.time() - t0
+    d = max(tr[4], te[4])
+    l = a.labels or max(tr[5], te[5])
+    dev = torch.device(a.device)
+    net = Net(d, a.hidden, l, a.std).to(dev)
+    opt = torch.optim.Adam(net.parameters(), lr=a.lr, betas=(0.9, 0.999), eps=1e-8)
+    n = len(tr[3])
+    order = np.random.default_rng(a.seed).permutation(n)
+    nb = n // a.batch if a.batches == 0 else a.batches
+    fwdbwd, step, total = [], [], []
+    sync = (lambda: torch.cuda.synchronize()) if dev.type == "cuda" else (lambda: None)
+    for b in range(nb):
+        rows = order[(b * a.batch) % n:(b * a.batch) % n + a.batch]
+        if len(rows) < a.batch:
+            rows = order[:a.batch]
+        idx, offs, vals = (t.to(dev) for t in batch_tensors(tr, rows))
+        target = torch.zeros(len(rows), l, device=dev)
+        for i, r in enumerate(rows):
+            lab = tr[3][r]
+            if lab:
+                target[i, lab] = 1.0 / len(lab)
+        sync(); t1 = time.time()
+        z = net(idx, offs, vals)
+        loss = -(target * torch.log_softmax(z, dim=1)).sum(1).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        sync(); t2 = time.time()
+        opt.step()
+        sync(); t3 = time.time()
+        fwdbwd.append(t2 - t1); step.append(t3 - t2); total.append(t3 - t1)
+        if not np.isfinite(loss.item()):
+            print(json.dumps({"error": "loss not finite"})); sys.exit(1)
+    # P@k on the test points
+    hits1 = hits5 = 0
+    net.eval()
+    with torch.no_grad():
+        for s0 in range(0, len(te[3]), 256):
+            rows = list(range(s0, min(s0 + 256, len(te[3]))))
+            idx, offs, vals = (t.to(dev) for t in batch_tensors(te, rows))
+            top = torch.topk(net(idx, offs, vals), 5, dim=1).indices.cpu().numpy()
+            for i, r in enumerate(rows):
+                lab = set(te[3][r])
+                hits1 += top[i, 0] in lab
+                hits5 += sum(int(t in lab) for t in top[i])
+    warm = min(3, len(total) - 1) if len(total) > 1 else 0
+    med = statistics.median(total[warm:])
+    print(json.dumps({
+        "system": "pytorch", "torch": torch.__version__, "device": a.device, "threads": a.threads,
+        "labels": l, "batches": nb, "batch": a.batch, "load_seconds": load_s,
+        "median_batch_seconds": med, "median_fwd_bwd_seconds": statistics.median(fwdbwd[warm:]),
+        "median_adam_seconds": statistics.median(step[warm:]),
+        "samples_per_second": a.batch / med, "train_seconds": sum(total),
+        "p_at_1": hits1 / len(te[3]), "p_at_5": hits5 / (5 * len(te[3])), "eval_points": len(te[3]),
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
+        "ld_preload": os.environ.get("LD_PRELOAD", ""),
+        "blas": torch.__config__.show().count("openblas") > 0 and "openblas" or "see torch config"}))
+
+
+if __name__ == "__main__":
+    main()

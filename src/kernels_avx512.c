@@ -1,0 +1,78 @@
+/* kernels_avx512.c: the kernels in AVX-512F intrinsics (16 lanes, masked tails). This
+ * file alone is compiled with -mavx512f (CMakeLists.txt); kernels.c calls in here only
+ * when cpuid and the OS (XCR0) say the CPU can run it. The project's own machine has no
+ * AVX-512: these are tested against the references by tests/test_kernels.c wherever the
+ * CPU has it, and skipped (saying so) elsewhere. */
+#include "kernels.h"
+
+#if defined(__x86_64__) && defined(__AVX512F__)
+#include <immintrin.h>
+#include <math.h>
+
+static inline __mmask16 tail_mask(int64_t left) {
+    return (__mmask16)(left >= 16 ? 0xFFFF : (1u << left) - 1u);
+}
+
+static float dot_avx512(const float *a, const float *b, int64_t n) {
+    __m512 s0 = _mm512_setzero_ps(), s1 = s0;
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
+        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), s1);
+    }
+    for (; i < n; i += 16) {
+        __mmask16 k = tail_mask(n - i);
+        s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, a + i), _mm512_maskz_loadu_ps(k, b + i), s0);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+}
+
+static void axpy_avx512(float alpha, const float *x, float *y, int64_t n) {
+    const __m512 va = _mm512_set1_ps(alpha);
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 k = tail_mask(n - i);
+        __m512 r = _mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(k, x + i), _mm512_maskz_loadu_ps(k, y + i));
+        _mm512_mask_storeu_ps(y + i, k, r);
+    }
+}
+
+static float dot_sparse_avx512(const float *w, const int32_t *idx, const float *val, int64_t nnz) {
+    __m512 s = _mm512_setzero_ps();
+    for (int64_t j = 0; j < nnz; j += 16) {
+        __mmask16 k = tail_mask(nnz - j);
+        __m512i vi = _mm512_maskz_loadu_epi32(k, idx + j);
+        __m512 wv = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), k, vi, w, 4);
+        s = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(k, val + j), s);
+    }
+    return _mm512_reduce_add_ps(s);
+}
+
+static void adam_row_avx512(float *w, float *g, float *m, float *v, int64_t n, float lr, float b1,
+                            float b2, float eps, float bc1, float bc2) {
+    const float step = lr / bc1, inv_sqrt_bc2 = 1.0f / sqrtf(bc2);
+    const __m512 vb1 = _mm512_set1_ps(b1), vc1 = _mm512_set1_ps(1.0f - b1);
+    const __m512 vb2 = _mm512_set1_ps(b2), vc2 = _mm512_set1_ps(1.0f - b2);
+    const __m512 vstep = _mm512_set1_ps(step), vinv = _mm512_set1_ps(inv_sqrt_bc2);
+    const __m512 veps = _mm512_set1_ps(eps);
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 k = tail_mask(n - i);
+        __m512 gi = _mm512_maskz_loadu_ps(k, g + i);
+        __m512 mi = _mm512_fmadd_ps(vb1, _mm512_maskz_loadu_ps(k, m + i), _mm512_mul_ps(vc1, gi));
+        __m512 vi = _mm512_fmadd_ps(vb2, _mm512_maskz_loadu_ps(k, v + i),
+                                    _mm512_mul_ps(vc2, _mm512_mul_ps(gi, gi)));
+        __m512 den = _mm512_fmadd_ps(_mm512_sqrt_ps(vi), vinv, veps);
+        __m512 wi = _mm512_sub_ps(_mm512_maskz_loadu_ps(k, w + i),
+                                  _mm512_div_ps(_mm512_mul_ps(vstep, mi), den));
+        _mm512_mask_storeu_ps(m + i, k, mi);
+        _mm512_mask_storeu_ps(v + i, k, vi);
+        _mm512_mask_storeu_ps(w + i, k, wi);
+        _mm512_mask_storeu_ps(g + i, k, _mm512_setzero_ps());
+    }
+}
+
+static const spr_kernel_set set = {"avx512", dot_avx512, axpy_avx512, dot_sparse_avx512,
+                                   adam_row_avx512};
+const spr_kernel_set *spr_kernel_set_avx512(void) { return &set; }
+#else
+const spr_kernel_set *spr_kernel_set_avx512(void) { return 0; }
+#endif

@@ -1,0 +1,147 @@
+/* test_kernels: every fast kernel set against the portable references, on random rows of
+ * every length 0..300 (all tail cases) at unaligned offsets; the choice of a set (cpuid,
+ * SPARROW_KERNELS, spr_kernels_select). A set this CPU cannot run is reported as
+ * skipped, never as passed. Usage: test_kernels [seed]. */
+#include "check.h"
+#include "common.h"
+#include "kernels.h"
+#include "sparrow.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define MAXN 300
+
+static float frand(spr_rng *r) { return (float)(spr_rng_uniform(r) * 2.0 - 1.0); }
+
+static void test_set(const spr_kernel_set *k, uint64_t seed) {
+    const spr_kernel_set *ref = &spr_kernels_portable;
+    spr_rng r;
+    spr_rng_seed(&r, seed);
+    static float a[MAXN + 8], b[MAXN + 8], y1[MAXN + 8], y2[MAXN + 8];
+    static float w1[MAXN + 8], g1[MAXN + 8], m1[MAXN + 8], v1[MAXN + 8];
+    static float w2[MAXN + 8], g2[MAXN + 8], m2[MAXN + 8], v2[MAXN + 8];
+    static int32_t idx[MAXN + 8];
+    int bad_dot = 0, bad_axpy = 0, bad_sparse = 0, bad_adam = 0;
+    for (int n = 0; n <= MAXN; n++) {
+        const int off = n % 7; /* unaligned starts */
+        float *pa = a + off, *pb = b + 1, *py1 = y1 + off, *py2 = y2 + off;
+        double mag = 0.0;
+        for (int i = 0; i < n; i++) {
+            pa[i] = frand(&r), pb[i] = frand(&r), py1[i] = py2[i] = frand(&r);
+            mag += fabs((double)pa[i] * pb[i]);
+        }
+        const float tol = 1e-5f * (float)mag + 1e-6f;
+        float d1 = ref->dot(pa, pb, n), d2 = k->dot(pa, pb, n);
+        if (!(fabsf(d1 - d2) <= tol) && bad_dot++ < 3)
+            CHECK(0, "%s dot n=%d: expected %.9g (reference), got %.9g", k->name, n, d1, d2);
+        float alpha = frand(&r);
+        ref->axpy(alpha, pa, py1, n), k->axpy(alpha, pa, py2, n);
+        for (int i = 0; i < n; i++)
+            if (!(fabsf(py1[i] - py2[i]) <= 1e-6f * (1.0f + fabsf(py1[i]))) && bad_axpy++ < 3)
+                CHECK(0, "%s axpy n=%d i=%d: expected %.9g, got %.9g", k->name, n, i, py1[i], py2[i]);
+        int nnz = n / 3;
+        for (int j = 0; j < nnz; j++) idx[j] = (int32_t)spr_rng_below(&r, (uint64_t)(n ? n : 1));
+        float s1 = ref->dot_sparse(pa, idx, pb, nnz), s2 = k->dot_sparse(pa, idx, pb, nnz);
+        if (!(fabsf(s1 - s2) <= tol) && bad_sparse++ < 3)
+            CHECK(0, "%s dot_sparse nnz=%d: expected %.9g, got %.9g", k->name, nnz, s1, s2);
+        for (int i = 0; i < n; i++) {
+            w1[i] = w2[i] = frand(&r);
+            g1[i] = g2[i] = frand(&r) * 0.1f;
+            m1[i] = m2[i] = frand(&r) * 0.01f;
+            v1[i] = v2[i] = (float)spr_rng_uniform(&r) * 1e-3f;
+        }
+        /* m = b1 m + (1 - b1) g can cancel: the tolerance scales with its terms. */
+        static float mscale[MAXN + 8];
+        for (int i = 0; i < n; i++) mscale[i] = 0.9f * fabsf(m1[i]) + 0.1f * fabsf(g1[i]);
+        ref->adam_row(w1, g1, m1, v1, n, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.271f, 0.00399f);
+        k->adam_row(w2, g2, m2, v2, n, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.271f, 0.00399f);
+        for (int i = 0; i < n; i++) {
+            const float den = sqrtf(v1[i]) / sqrtf(0.00399f) + 1e-8f;
+            const float wtol = 1e-6f * (fabsf(w1[i]) + 1e-3f / 0.271f * mscale[i] / den) + 1e-9f;
+            int ok = fabsf(w1[i] - w2[i]) <= wtol &&
+                     fabsf(m1[i] - m2[i]) <= 1e-6f * mscale[i] + 1e-12f &&
+                     fabsf(v1[i] - v2[i]) <= 1e-6f * fabsf(v1[i]) + 1e-15f && g2[i] == 0.0f;
+            if (!ok && bad_adam++ < 3)
+                CHECK(0, "%s adam_row n=%d i=%d: expected w %.9g m %.9g v %.9g g 0, got %.9g %.9g %.9g %g",
+                      k->name, n, i, w1[i], m1[i], v1[i], w2[i], m2[i], v2[i], g2[i]);
+        }
+    }
+    CHECK(bad_dot + bad_axpy + bad_sparse + bad_adam == 0,
+          "%s: %d dot, %d axpy, %d dot_sparse, %d adam mismatches (expected 0)", k->name, bad_dot,
+          bad_axpy, bad_sparse, bad_adam);
+}
+
+/* Runs this program again with SPARROW_KERNELS=value and returns the set it reports. */
+static void child_name(const char *self, const char *value, char *out, size_t cap) {
+    int fd[2];
+    out[0] = 0;
+    if (pipe(fd)) return;
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(fd[1], 1);
+        setenv("SPARROW_KERNELS", value, 1);
+        execl(self, self, "--print-kernels", (char *)NULL);
+        _exit(127);
+    }
+    close(fd[1]);
+    ssize_t got = read(fd[0], out, cap - 1);
+    out[got > 0 ? got : 0] = 0;
+    close(fd[0]);
+    int status;
+    waitpid(pid, &status, 0);
+}
+
+int main(int argc, char **argv) {
+    if (argc > 1 && !strcmp(argv[1], "--print-kernels")) {
+        printf("%s|%s", spr_kernels_name(), spr_kernels_describe());
+        return 0;
+    }
+    uint64_t seed = argc > 1 ? strtoull(argv[1], NULL, 10) : 20261125;
+    printf("test_kernels: seed %llu; %s\n", (unsigned long long)seed, spr_kernels_describe());
+
+    const char *names[] = {"avx2", "avx512"};
+    const spr_kernel_set *sets[] = {spr_kernel_set_avx2(), spr_kernel_set_avx512()};
+    for (int i = 0; i < 2; i++) {
+        if (!sets[i]) printf("  %s: not compiled in this build: skipped\n", names[i]);
+        else if (!spr_kernel_set_supported(names[i]))
+            printf("  %s: this CPU cannot run it: SKIPPED (not tested here)\n", names[i]);
+        else {
+            test_set(sets[i], seed + (uint64_t)i);
+            printf("  %s: tested against the reference\n", names[i]);
+        }
+    }
+
+    /* The default is the widest supported set. */
+    const char *best = spr_kernel_set_supported("avx512") ? "avx512"
+                       : spr_kernel_set_supported("avx2") ? "avx2" : "portable";
+    char self[4096];
+    ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
+    CHECK(len > 0, "readlink /proc/self/exe: expected a path");
+    if (len > 0) {
+        self[len] = 0;
+        char got[1024];
+        child_name(self, "", got, sizeof got);
+        CHECK(!strncmp(got, best, strlen(best)) && got[strlen(best)] == '|',
+              "no SPARROW_KERNELS: expected set %s, got '%s'", best, got);
+        child_name(self, "portable", got, sizeof got);
+        CHECK(!strncmp(got, "portable|", 9), "SPARROW_KERNELS=portable: expected portable, got '%s'", got);
+        child_name(self, "bogus", got, sizeof got);
+        CHECK(!strncmp(got, best, strlen(best)) && strstr(got, "ignored"),
+              "SPARROW_KERNELS=bogus: expected %s and a note 'ignored', got '%s'", best, got);
+        if (!spr_kernel_set_supported("avx512")) {
+            child_name(self, "avx512", got, sizeof got);
+            CHECK(!strncmp(got, best, strlen(best)) && strstr(got, "cannot run"),
+                  "SPARROW_KERNELS=avx512 on a CPU without it: expected %s and a note, got '%s'",
+                  best, got);
+        }
+    }
+    CHECK(spr_kernels_select("bogus") != SPR_STATUS_OK, "select bogus: expected an error");
+    CHECK(spr_kernels_select("portable") == SPR_STATUS_OK && !strcmp(spr_kernels_name(), "portable"),
+          "select portable: expected portable, got %s", spr_kernels_name());
+    return CHECK_DONE("test_kernels");
+}
