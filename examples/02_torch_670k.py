@@ -74,7 +74,9 @@ class DenseHead(torch.nn.Module):
         return -(logp[rows, torch.from_numpy(ids)] * weight).sum() / hidden.shape[0]
 
     def predict(self, hidden, k):
-        return torch.topk(self.linear(hidden), k, dim=1)
+        """(ids, scores) of the top k, the order SampledSoftmaxLinear.predict uses."""
+        scores, ids = torch.topk(self.linear(hidden), k, dim=1)
+        return ids, scores
 
 
 def make_head(kind, dim, n_labels, args):
