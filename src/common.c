@@ -77,3 +77,37 @@ int spr_threads(int n) {
     return 1;
 #endif
 }
+
+/* Sorts n non-negative ids below `limit` ascending: LSD radix sort, 11 bits a pass,
+ * O(n + 2048) per pass, as many passes as limit needs. tmp holds n ints. */
+void spr_sort_ids(int32_t *ids, int64_t n, int64_t limit, int32_t *tmp) {
+    if (n < 48) { /* insertion sort beats the passes on short lists */
+        for (int64_t i = 1; i < n; i++) {
+            int32_t v = ids[i];
+            int64_t k = i;
+            while (k > 0 && ids[k - 1] > v) {
+                ids[k] = ids[k - 1];
+                k--;
+            }
+            ids[k] = v;
+        }
+        return;
+    }
+    int32_t *src = ids, *dst = tmp;
+    for (int shift = 0; shift < 33 && ((int64_t)1 << shift) < limit; shift += 11) {
+        uint32_t count[2048];
+        memset(count, 0, sizeof count);
+        for (int64_t i = 0; i < n; i++) count[((uint32_t)src[i] >> shift) & 2047]++;
+        uint32_t sum = 0;
+        for (int b = 0; b < 2048; b++) {
+            uint32_t c = count[b];
+            count[b] = sum;
+            sum += c;
+        }
+        for (int64_t i = 0; i < n; i++) dst[count[((uint32_t)src[i] >> shift) & 2047]++] = src[i];
+        int32_t *t = src;
+        src = dst;
+        dst = t;
+    }
+    if (src != ids) memcpy(ids, src, (size_t)n * sizeof(int32_t));
+}

@@ -91,4 +91,8 @@ double spr_now(void);
 /* Threads to use: n if n > 0, else every core OpenMP offers. */
 int spr_threads(int n);
 
+/* Sorts n distinct non-negative ids below `limit` ascending (LSD radix sort, 11 bits a
+ * pass; insertion sort for short lists). tmp holds n ints. */
+void spr_sort_ids(int32_t *ids, int64_t n, int64_t limit, int32_t *tmp);
+
 #endif /* SPR_COMMON_H */

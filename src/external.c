@@ -8,7 +8,7 @@
  * The arithmetic is the same as train.c's for the output layer (same kernels, same
  * order, same sampler), so with sparsity 1 a step matches softmax cross-entropy over a
  * dense linear layer (the test against torch.nn.functional.cross_entropy). The lazy
- * Adam step and the rehash schedule are done here for the output layer only: calling
+ * Adam step is done here for the output layer only (the rehash schedule is train.c's): calling
  * spr_model_apply_gradients would also move layer 0's bias (its dense Adam update runs
  * even with a zero gradient once its moments are non-zero).
  */
@@ -165,14 +165,6 @@ static void output_step(spr_model *m, spr_layer *Lo, const spr_train_options *o,
     m->steps++;
 }
 
-/* The rehash schedule of train.c (SLIDE's): gap t is rehash_first * exp(growth * t)
- * batches, capped at rehash_max, at least 1. */
-static int64_t rehash_gap(const spr_train_options *o, int64_t t) {
-    double gap = (double)o->rehash_first * exp((double)o->rehash_growth * (double)t);
-    if (gap > (double)o->rehash_max) gap = (double)o->rehash_max;
-    return gap < 1.0 ? 1 : (int64_t)gap;
-}
-
 spr_status spr_model_output_train(spr_model *m, const float *input, int64_t n,
                                   const int64_t *label_indptr, const int32_t *labels,
                                   const spr_train_options *o, float *grad_input,
@@ -205,11 +197,7 @@ spr_status spr_model_output_train(spr_model *m, const float *input, int64_t n,
 
 #pragma omp parallel num_threads(threads)
     {
-#ifdef _OPENMP
-        spr_scratch *s = &m->scratch[omp_get_thread_num()];
-#else
-        spr_scratch *s = &m->scratch[0];
-#endif
+        spr_scratch *s = spr_thread_scratch(m);
 #pragma omp for schedule(dynamic, 4)
         for (int64_t i = 0; i < n; i++) {
             const int64_t a = label_indptr[i];
@@ -239,16 +227,7 @@ spr_status spr_model_output_train(spr_model *m, const float *input, int64_t n,
     m->samples += n;
 
     if (!Lo->sampled || dense) return SPR_STATUS_OK;
-    if (m->next_rehash <= 0) m->next_rehash = m->steps + rehash_gap(o, 0);
-    if (m->steps < m->next_rehash) return SPR_STATUS_OK;
-    double t0 = spr_now();
-    int rebuild = o->rebuild_every > 0 && (m->rehashes + 1) % o->rebuild_every == 0;
-    m->rehashes++;
-    st = spr_model_rehash(m, rebuild, o->threads);
-    if (st) return st;
-    m->next_rehash = m->steps + rehash_gap(o, m->rehashes);
-    if (stats) stats->rehash_seconds = spr_now() - t0;
-    return SPR_STATUS_OK;
+    return spr_model_rehash_if_due(m, o, stats);
 }
 
 spr_status spr_model_output_predict(const spr_model *m, const float *input, int64_t n, int k,

@@ -16,6 +16,9 @@
 #include "sparrow.h"
 
 #include <stdatomic.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #include <stdint.h>
 
 typedef struct spr_layer {
@@ -129,6 +132,15 @@ spr_status spr_model_compute_gradients_sharded(spr_model *m, const spr_dataset_v
                                                const int64_t *rows, int64_t n,
                                                const spr_train_options *o, spr_batch_stats *stats);
 
+/* The calling OpenMP thread's training scratch (spr_model_prepare made one per thread). */
+static inline spr_scratch *spr_thread_scratch(const spr_model *m) {
+#ifdef _OPENMP
+    return &m->scratch[omp_get_thread_num()];
+#else
+    return &m->scratch[0];
+#endif
+}
+
 /* Allocates a model's arrays for cfg (validated) without initialising weights or tables. */
 spr_status spr_model_alloc(const spr_model_config *cfg, spr_model **out);
 
@@ -154,6 +166,10 @@ int64_t spr_layer_select(const spr_layer *L, const float *in_dense, const int32_
 static inline int spr_select_top(const spr_layer *L) {
     return L->cfg.select == SPR_SELECT_RANK ? L->hash_k * L->cfg.hash_l : L->cfg.hash_l;
 }
+
+/* After a training step: rehash (or rebuild) the sampled layers' tables when the
+ * schedule in o says so (SLIDE's growing gaps); records the time in stats. */
+spr_status spr_model_rehash_if_due(spr_model *m, const spr_train_options *o, spr_batch_stats *stats);
 
 /* Clears the gradients and touched lists without an optimizer step (tests). */
 void spr_model_zero_gradients(spr_model *m);

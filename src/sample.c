@@ -44,40 +44,6 @@ static SPR_CLONES int rank_score(spr_agree a, const uint32_t *qk, const uint32_t
     return (int)(k * (uint32_t)nl - miss);
 }
 
-/* Sorts n non-negative ids below `limit` ascending: LSD radix sort, 11 bits a pass,
- * O(n + 2048) per pass, as many passes as limit needs. tmp holds n ints. */
-static void sort_ids(int32_t *ids, int64_t n, int64_t limit, int32_t *tmp) {
-    if (n < 48) { /* insertion sort beats the passes on short lists */
-        for (int64_t i = 1; i < n; i++) {
-            int32_t v = ids[i];
-            int64_t k = i;
-            while (k > 0 && ids[k - 1] > v) {
-                ids[k] = ids[k - 1];
-                k--;
-            }
-            ids[k] = v;
-        }
-        return;
-    }
-    int32_t *src = ids, *dst = tmp;
-    for (int shift = 0; shift < 33 && ((int64_t)1 << shift) < limit; shift += 11) {
-        uint32_t count[2048];
-        memset(count, 0, sizeof count);
-        for (int64_t i = 0; i < n; i++) count[((uint32_t)src[i] >> shift) & 2047]++;
-        uint32_t sum = 0;
-        for (int b = 0; b < 2048; b++) {
-            uint32_t c = count[b];
-            count[b] = sum;
-            sum += c;
-        }
-        for (int64_t i = 0; i < n; i++) dst[count[((uint32_t)src[i] >> shift) & 2047]++] = src[i];
-        int32_t *t = src;
-        src = dst;
-        dst = t;
-    }
-    if (src != ids) memcpy(ids, src, (size_t)n * sizeof(int32_t));
-}
-
 /* A fresh stamp: neurons marked with it are in the set being built. */
 static uint32_t next_stamp(spr_scratch *s, int64_t size) {
     if (++s->stamp == 0) {
@@ -171,7 +137,7 @@ int64_t spr_layer_select(const spr_layer *L, const float *in_dense, const int32_
         }
     }
     if (inference) {
-        sort_ids(ids, n, L->size, s->cand);
+        spr_sort_ids(ids, n, L->size, s->cand);
         return n;
     }
 
@@ -192,6 +158,6 @@ int64_t spr_layer_select(const spr_layer *L, const float *in_dense, const int32_
                 mark[id] = stamp, count[id] = TAKEN, ids[n++] = id;
         }
     }
-    sort_ids(ids, n, L->size, s->cand);
+    spr_sort_ids(ids, n, L->size, s->cand);
     return n;
 }

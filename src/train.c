@@ -238,27 +238,6 @@ static void deferred_materialize(spr_model *m) {
     f->pending = 0;
 }
 
-/* Sorts n distinct row ids below limit ascending: LSD radix sort, 11 bits a pass. */
-static void sort_rows(int32_t *ids, int64_t n, int64_t limit, int32_t *tmp) {
-    int32_t *src = ids, *dst = tmp;
-    for (int shift = 0; shift < 33 && ((int64_t)1 << shift) < limit; shift += 11) {
-        uint32_t count[2048];
-        memset(count, 0, sizeof count);
-        for (int64_t i = 0; i < n; i++) count[((uint32_t)src[i] >> shift) & 2047]++;
-        uint32_t sum = 0;
-        for (int b = 0; b < 2048; b++) {
-            uint32_t c = count[b];
-            count[b] = sum;
-            sum += c;
-        }
-        for (int64_t i = 0; i < n; i++) dst[count[((uint32_t)src[i] >> shift) & 2047]++] = src[i];
-        int32_t *t = src;
-        src = dst;
-        dst = t;
-    }
-    if (src != ids) memcpy(ids, src, (size_t)n * sizeof(int32_t));
-}
-
 /* Adam on the output rows the pending batch touched, each row's gradient formed from its
  * entries just before its step. */
 static void deferred_adam(spr_model *m, const spr_train_options *o, float bc1, float bc2,
@@ -291,7 +270,7 @@ static void deferred_adam(spr_model *m, const spr_train_options *o, float bc1, f
         }
         /* rows in memory order: at batch 256 and 0.5% most rows are touched, so the step
          * is a near-sequential stream the hardware prefetchers follow */
-        sort_rows(list, nt, hi, f->sort_tmp + lo);
+        spr_sort_ids(list, nt, hi, f->sort_tmp + lo);
         f->thread_entries[t] = entries;
 #pragma omp barrier
         uint32_t pos = 0;
@@ -466,11 +445,7 @@ static spr_status compute_gradients(spr_model *m, const spr_dataset *data, const
 
 #pragma omp parallel num_threads(threads)
     {
-#ifdef _OPENMP
-        spr_scratch *s = &m->scratch[omp_get_thread_num()];
-#else
-        spr_scratch *s = &m->scratch[0];
-#endif
+        spr_scratch *s = spr_thread_scratch(m);
 #pragma omp for schedule(dynamic, 4)
         for (int64_t i = 0; i < n; i++)
             train_sample(m, d, rows[i], s, dense, inv_batch, step_seed ^ spr_mix64((uint64_t)rows[i]),
@@ -636,13 +611,17 @@ spr_status spr_model_train_batch(spr_model *m, const spr_dataset *data, const in
     int any_sampled = 0;
     for (int l = 1; l < m->n_layers; l++) any_sampled |= m->layers[l].sampled;
     if (!any_sampled || o->dense) return SPR_STATUS_OK;
+    return spr_model_rehash_if_due(m, o, stats);
+}
+
+spr_status spr_model_rehash_if_due(spr_model *m, const spr_train_options *o, spr_batch_stats *stats) {
     if (m->next_rehash <= 0) m->next_rehash = m->steps + rehash_gap(o, 0);
     if (m->steps < m->next_rehash) return SPR_STATUS_OK;
 
     double t0 = spr_now();
     int rebuild = o->rebuild_every > 0 && (m->rehashes + 1) % o->rebuild_every == 0;
     m->rehashes++;
-    st = spr_model_rehash(m, rebuild, o->threads);
+    spr_status st = spr_model_rehash(m, rebuild, o->threads);
     if (st) return st;
     m->next_rehash = m->steps + rehash_gap(o, m->rehashes);
     double dt = spr_now() - t0;
@@ -891,11 +870,7 @@ spr_status spr_model_compute_gradients_sharded(spr_model *m, const spr_dataset_v
 
 #pragma omp parallel num_threads(threads)
     {
-#ifdef _OPENMP
-        spr_scratch *s = &m->scratch[omp_get_thread_num()];
-#else
-        spr_scratch *s = &m->scratch[0];
-#endif
+        spr_scratch *s = spr_thread_scratch(m);
 #pragma omp for schedule(dynamic, 4)
         for (int64_t i = 0; i < n; i++) sharded_forward(&c, i, s);
     }
