@@ -53,6 +53,9 @@
 #define SPR_DOPH_TOP 32   /* DOPH keeps the top 32 non-zeros: the binarised set */
 #define SPR_DOPH_GROUP 8  /* DOPH bins per hash function (top 3 bits of the hash) */
 #define SPR_DOPH_BITS 4   /* DOPH code: 4 bits of the argmin's hash */
+/* SimHash rows per pass over the panels in spr_hasher_keys_rows: a panel (dim x 64 bytes,
+ * 8 KB at dim 128) and 24 rows (12 KB) share L1. */
+#define SPR_HASH_ROWS 24
 
 struct spr_hasher {
     spr_hash_family family;
@@ -74,6 +77,12 @@ struct spr_hasher {
      * the input's non-zeros (contiguous, vectorisable, and ReLU zeros cost nothing). */
     float *proj;
     int64_t proj_stride; /* floats per row of proj: C rounded up to a cache line */
+    /* SimHash, for spr_hasher_keys_rows: the same projections as n_panels panels of
+     * (dim, SPR_PANEL), codes 16 q .. 16 q + 15 in panel q, zeros past C. A panel is
+     * contiguous (proj's column blocks are 4 * proj_stride bytes apart, which maps them
+     * onto a handful of L1 sets) and is what kernels.h's matmul_panels reads. */
+    float *panels;
+    int64_t n_panels; /* ceil(C / SPR_PANEL) */
 };
 
 int spr_hash_code_bits(spr_hash_family family) {
@@ -94,6 +103,7 @@ void spr_hasher_free(spr_hasher *h) {
     spr_free(h->bins);
     spr_free(h->inv);
     spr_free(h->proj);
+    spr_free(h->panels);
     spr_free(h);
 }
 
@@ -186,6 +196,14 @@ spr_status spr_hasher_create(spr_hash_family family, int64_t dim, int k, int l,
         h->proj = spr_alloc((size_t)dim * (size_t)h->proj_stride * sizeof(float));
         if (!h->proj) { st = SPR_STATUS_NO_MEMORY; goto fail; }
         draw_projections(h, &rng);
+        h->n_panels = (h->n_codes + SPR_PANEL - 1) / SPR_PANEL;
+        h->panels = spr_alloc((size_t)h->n_panels * (size_t)dim * SPR_PANEL * sizeof(float));
+        if (!h->panels) { st = SPR_STATUS_NO_MEMORY; goto fail; }
+        for (int64_t q = 0; q < h->n_panels; q++)
+            for (int64_t j = 0; j < dim; j++)
+                for (int64_t i = 0; i < SPR_PANEL && q * SPR_PANEL + i < h->n_codes; i++)
+                    h->panels[(q * dim + j) * SPR_PANEL + i] =
+                        h->proj[j * h->proj_stride + q * SPR_PANEL + i];
     } else if (family != SPR_HASH_DOPH) { /* DOPH's hashes are all derived from salt */
         h->n_perm = (h->n_codes * SPR_WTA_BIN + dim - 1) / dim;
         h->bins = spr_alloc((size_t)h->n_codes * SPR_WTA_BIN * sizeof(int32_t));
@@ -207,8 +225,12 @@ fail:
 int spr_hasher_key_bits(const spr_hasher *h) { return h->key_bits; }
 
 /* Three int32 per code: the codes (SimHash keeps its float dot products there) and, for
- * sparse WTA/DWTA, each bin's best (value, slot) so far as an int64. */
-int64_t spr_hasher_work_len(const spr_hasher *h) { return 3 * h->n_codes; }
+ * sparse WTA/DWTA, each bin's best (value, slot) so far as an int64; for SimHash at least
+ * one row of spr_hasher_keys_rows's panels (C rounded up to 16, more than 3 C for C < 8). */
+int64_t spr_hasher_work_len(const spr_hasher *h) {
+    int64_t n = 3 * h->n_codes;
+    return h->n_panels * SPR_PANEL > n ? h->n_panels * SPR_PANEL : n;
+}
 
 /* WTA codes: argmax position within each bin, first on ties. With `densify`, a bin of
  * eight exact zeros is marked -1 for fill_empty. Returns the number of empty bins. */
@@ -499,6 +521,54 @@ void spr_hasher_keys(const spr_hasher *h, const float *x, uint32_t *keys, int32_
     default: wta_codes(h, x, codes, 0); break;
     }
     pack_keys(h, codes, keys);
+}
+
+int64_t spr_hasher_rows_work_len(const spr_hasher *h) {
+    int64_t n = spr_hasher_work_len(h), rows = SPR_HASH_ROWS * h->n_panels * SPR_PANEL;
+    return rows > n ? rows : n;
+}
+
+/* SimHash of rows x (n, dim; row stride `stride`) a block at a time: acc (block,
+ * 16 n_panels) = x P by the kernel set's matmul_panels, P read once per block instead of
+ * once per row (a 128-dim hasher with C = 750 codes has a 384 KB P: the one-row path
+ * streamed it from L2 for every neuron), then codes and keys row by row as in
+ * spr_hasher_keys.
+ *
+ * Why the sums are those of simhash_codes, bit for bit: per code, both make the chain
+ * acc = +0; acc += x[j] P[j][c] over ascending j with the same rounding (matmul_panels's
+ * contract, kernels.h). The one difference is that simhash_codes skips the j with
+ * x[j] == 0 (either sign), where this path adds 0 * P[j][c]. P's entries are +1, -1 and
+ * 0, so that product is +0 or -0 (exact, fused or not), and acc + (+-0) == acc for every
+ * acc except acc = -0 (-0 + +0 = +0). acc is never -0: it starts at +0, and a rounded sum
+ * (or fused multiply-add) is -0 only when both terms are -0 (round to nearest); a NaN or
+ * infinity stays itself. (Even a -0 would give the same code: -0 >= 0.) Non-finite
+ * x[j] are not skipped by either path, so they give the same NaN or infinity. */
+static void simhash_keys_rows(const spr_hasher *h, const float *x, int64_t n, int64_t stride,
+                              uint32_t *keys, int32_t *work, int64_t work_len) {
+    const int64_t ld = h->n_panels * SPR_PANEL, c = h->n_codes;
+    int64_t block = work_len / ld;
+    if (block > SPR_HASH_ROWS) block = SPR_HASH_ROWS;
+    float *acc = (float *)(void *)work; /* (block, ld), becomes the codes in place */
+    for (int64_t r0 = 0; r0 < n; r0 += block) {
+        const int64_t m = n - r0 < block ? n - r0 : block;
+        spr_matmul_panels(x + r0 * stride, stride, m, h->dim, h->panels, h->n_panels, acc, ld);
+        for (int64_t r = 0; r < m; r++) {
+            const float *a = acc + r * ld;
+            int32_t *codes = work + r * ld;
+            for (int64_t i = 0; i < c; i++) codes[i] = a[i] >= 0.0f;
+            pack_keys(h, codes, keys + (r0 + r) * h->l);
+        }
+    }
+}
+
+void spr_hasher_keys_rows(const spr_hasher *h, const float *x, int64_t n, int64_t stride,
+                          uint32_t *keys, int32_t *work, int64_t work_len) {
+    if (h->family == SPR_HASH_SIMHASH) {
+        simhash_keys_rows(h, x, n, stride, keys, work, work_len);
+        return;
+    }
+    /* The other families cost O(C) lookups per row, not a pass over a matrix: row by row. */
+    for (int64_t r = 0; r < n; r++) spr_hasher_keys(h, x + r * stride, keys + r * h->l, work);
 }
 
 void spr_hasher_keys_sparse(const spr_hasher *h, const int32_t *idx, const float *val,

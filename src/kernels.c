@@ -50,8 +50,25 @@ static void adam_row_ref(float *w, float *g, float *m, float *v, int64_t n, floa
     }
 }
 
+/* Written as axpy_ref writes its update (acc += x * p, one rounding for the product and
+ * one for the sum), so that the chains are the ones axpy_ref makes. */
+static void matmul_panels_ref(const float *x, int64_t ldx, int64_t n, int64_t d, const float *p,
+                              int64_t np, float *acc, int64_t ldacc) {
+    for (int64_t q = 0; q < np; q++) {
+        const float *pq = p + q * d * SPR_PANEL; /* (d, SPR_PANEL) */
+        for (int64_t r = 0; r < n; r++) {
+            float a[SPR_PANEL] = {0};
+            for (int64_t j = 0; j < d; j++) {
+                const float xv = x[r * ldx + j];
+                for (int i = 0; i < SPR_PANEL; i++) a[i] += xv * pq[j * SPR_PANEL + i];
+            }
+            memcpy(acc + r * ldacc + q * SPR_PANEL, a, sizeof a);
+        }
+    }
+}
+
 const spr_kernel_set spr_kernels_portable = {"portable", dot_ref, axpy_ref, dot_sparse_ref,
-                                             adam_row_ref};
+                                             adam_row_ref, matmul_panels_ref};
 const spr_kernel_set *spr_kernels = &spr_kernels_portable;
 
 static const char *cpu_features(void) {

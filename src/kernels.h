@@ -32,7 +32,19 @@ typedef struct spr_kernel_set {
      * with bc1 = 1 - b1^t, bc2 = 1 - b2^t; then g = 0 (the gradient is consumed). */
     void (*adam_row)(float *w, float *g, float *m, float *v, int64_t n, float lr, float b1,
                      float b2, float eps, float bc1, float bc2);
+    /* acc (n, 16 np; row stride ldacc) = x (n, d; row stride ldx) times a (d, 16 np) matrix
+     * P stored as np panels of (d, SPR_PANEL) floats, one after the other (panel q at
+     * p + q d SPR_PANEL, 64-byte aligned). Every acc[r][i] is the chain acc = +0; for j =
+     * 0..d-1: acc += x[r][j] P[j][i], in ascending j, each step rounded as this set's axpy
+     * rounds it (fused in avx2/avx512, not in portable), so it is bit for bit what d axpys
+     * of the rows of P into acc give: the SimHash keys of many rows at once (hash.c) are
+     * those of the one-row path. Register-blocked: a few rows by 16 or 32 columns stay in
+     * registers over the whole of j, so P is read once per block of rows. */
+    void (*matmul_panels)(const float *x, int64_t ldx, int64_t n, int64_t d, const float *p,
+                          int64_t np, float *acc, int64_t ldacc);
 } spr_kernel_set;
+
+#define SPR_PANEL 16 /* columns per panel of matmul_panels: one cache line of floats */
 
 /* The set in use (never NULL after load; not to be changed while another thread runs). */
 extern const spr_kernel_set *spr_kernels;
@@ -50,6 +62,11 @@ static inline float spr_dot_sparse(const float *w, const int32_t *idx, const flo
 static inline void spr_adam_row(float *w, float *g, float *m, float *v, int64_t n, float lr,
                                 float b1, float b2, float eps, float bc1, float bc2) {
     spr_kernels->adam_row(w, g, m, v, n, lr, b1, b2, eps, bc1, bc2);
+}
+
+static inline void spr_matmul_panels(const float *x, int64_t ldx, int64_t n, int64_t d,
+                                     const float *p, int64_t np, float *acc, int64_t ldacc) {
+    spr_kernels->matmul_panels(x, ldx, n, d, p, np, acc, ldacc);
 }
 
 /* The portable reference set, and the x86 sets (NULL where not compiled in). Whether

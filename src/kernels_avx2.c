@@ -89,7 +89,52 @@ static void adam_row_avx2(float *w, float *g, float *m, float *v, int64_t n, flo
     }
 }
 
-static const spr_kernel_set set = {"avx2", dot_avx2, axpy_avx2, dot_sparse_avx2, adam_row_avx2};
+/* MR rows x one panel (16 columns, two registers) of acc held in registers over all of j:
+ * per j two loads of P and MR broadcasts of x feed 2 MR fused multiply-adds (MR = 6: 12
+ * accumulators + 2 + 1 of the 16 ymm registers, the FMA units rather than the loads
+ * bound it). Fused like axpy_avx2 (its scalar tail too: GCC contracts it under -mfma). */
+#define MR_AVX2 6
+static inline __attribute__((always_inline)) void
+panel_block_avx2(const float *x, int64_t ldx, const int rows, int64_t d, const float *p,
+                 float *acc, int64_t ldacc) {
+    __m256 a0[MR_AVX2], a1[MR_AVX2];
+    for (int r = 0; r < rows; r++) a0[r] = a1[r] = _mm256_setzero_ps();
+    for (int64_t j = 0; j < d; j++) {
+        const __m256 p0 = _mm256_load_ps(p + j * 16), p1 = _mm256_load_ps(p + j * 16 + 8);
+        for (int r = 0; r < rows; r++) {
+            const __m256 xb = _mm256_broadcast_ss(x + r * ldx + j);
+            a0[r] = _mm256_fmadd_ps(xb, p0, a0[r]);
+            a1[r] = _mm256_fmadd_ps(xb, p1, a1[r]);
+        }
+    }
+    for (int r = 0; r < rows; r++) {
+        _mm256_storeu_ps(acc + r * ldacc, a0[r]);
+        _mm256_storeu_ps(acc + r * ldacc + 8, a1[r]);
+    }
+}
+
+/* Panel by panel (its d x 64 bytes stay in L1 while every block of rows passes over it). */
+static void matmul_panels_avx2(const float *x, int64_t ldx, int64_t n, int64_t d, const float *p,
+                               int64_t np, float *acc, int64_t ldacc) {
+    for (int64_t q = 0; q < np; q++) {
+        const float *pq = p + q * d * SPR_PANEL;
+        float *aq = acc + q * SPR_PANEL;
+        int64_t r = 0;
+        for (; r + MR_AVX2 <= n; r += MR_AVX2)
+            panel_block_avx2(x + r * ldx, ldx, MR_AVX2, d, pq, aq + r * ldacc, ldacc);
+        switch (n - r) { /* constant row counts: each call unrolls into registers */
+        case 5: panel_block_avx2(x + r * ldx, ldx, 5, d, pq, aq + r * ldacc, ldacc); break;
+        case 4: panel_block_avx2(x + r * ldx, ldx, 4, d, pq, aq + r * ldacc, ldacc); break;
+        case 3: panel_block_avx2(x + r * ldx, ldx, 3, d, pq, aq + r * ldacc, ldacc); break;
+        case 2: panel_block_avx2(x + r * ldx, ldx, 2, d, pq, aq + r * ldacc, ldacc); break;
+        case 1: panel_block_avx2(x + r * ldx, ldx, 1, d, pq, aq + r * ldacc, ldacc); break;
+        default: break;
+        }
+    }
+}
+
+static const spr_kernel_set set = {"avx2", dot_avx2, axpy_avx2, dot_sparse_avx2, adam_row_avx2,
+                                   matmul_panels_avx2};
 const spr_kernel_set *spr_kernel_set_avx2(void) { return &set; }
 #else
 const spr_kernel_set *spr_kernel_set_avx2(void) { return 0; }

@@ -70,8 +70,62 @@ static void adam_row_avx512(float *w, float *g, float *m, float *v, int64_t n, f
     }
 }
 
+/* MR rows x two panels (32 columns, one register each) of acc in registers over all of
+ * j: 16 accumulators + 2 + 1 of the 32 zmm registers; per j two loads of P and MR
+ * broadcasts feed 2 MR fused multiply-adds (fused like axpy_avx512). */
+#define MR_AVX512 8
+static inline __attribute__((always_inline)) void
+panel_block_avx512(const float *x, int64_t ldx, const int rows, const int panels, int64_t d,
+                   const float *p, float *acc, int64_t ldacc) {
+    __m512 a0[MR_AVX512], a1[MR_AVX512];
+    const float *p1 = p + (panels > 1 ? d * SPR_PANEL : 0);
+    for (int r = 0; r < rows; r++) a0[r] = a1[r] = _mm512_setzero_ps();
+    for (int64_t j = 0; j < d; j++) {
+        const __m512 v0 = _mm512_load_ps(p + j * 16);
+        const __m512 v1 = panels > 1 ? _mm512_load_ps(p1 + j * 16) : v0;
+        for (int r = 0; r < rows; r++) {
+            const __m512 xb = _mm512_set1_ps(x[r * ldx + j]);
+            a0[r] = _mm512_fmadd_ps(xb, v0, a0[r]);
+            if (panels > 1) a1[r] = _mm512_fmadd_ps(xb, v1, a1[r]);
+        }
+    }
+    for (int r = 0; r < rows; r++) {
+        _mm512_storeu_ps(acc + r * ldacc, a0[r]);
+        if (panels > 1) _mm512_storeu_ps(acc + r * ldacc + 16, a1[r]);
+    }
+}
+
+static inline __attribute__((always_inline)) void
+panel_rows_avx512(const float *x, int64_t ldx, int64_t n, const int panels, int64_t d,
+                  const float *p, float *acc, int64_t ldacc) {
+    int64_t r = 0;
+    for (; r + MR_AVX512 <= n; r += MR_AVX512)
+        panel_block_avx512(x + r * ldx, ldx, MR_AVX512, panels, d, p, acc + r * ldacc, ldacc);
+    const float *xr = x + r * ldx;
+    float *ar = acc + r * ldacc;
+    switch (n - r) { /* constant row counts: each call unrolls into registers */
+    case 7: panel_block_avx512(xr, ldx, 7, panels, d, p, ar, ldacc); break;
+    case 6: panel_block_avx512(xr, ldx, 6, panels, d, p, ar, ldacc); break;
+    case 5: panel_block_avx512(xr, ldx, 5, panels, d, p, ar, ldacc); break;
+    case 4: panel_block_avx512(xr, ldx, 4, panels, d, p, ar, ldacc); break;
+    case 3: panel_block_avx512(xr, ldx, 3, panels, d, p, ar, ldacc); break;
+    case 2: panel_block_avx512(xr, ldx, 2, panels, d, p, ar, ldacc); break;
+    case 1: panel_block_avx512(xr, ldx, 1, panels, d, p, ar, ldacc); break;
+    default: break;
+    }
+}
+
+/* Two panels at a time (2 d x 64 bytes stay in L1 while the blocks of rows pass). */
+static void matmul_panels_avx512(const float *x, int64_t ldx, int64_t n, int64_t d,
+                                 const float *p, int64_t np, float *acc, int64_t ldacc) {
+    int64_t q = 0;
+    for (; q + 2 <= np; q += 2)
+        panel_rows_avx512(x, ldx, n, 2, d, p + q * d * SPR_PANEL, acc + q * SPR_PANEL, ldacc);
+    if (q < np) panel_rows_avx512(x, ldx, n, 1, d, p + q * d * SPR_PANEL, acc + q * SPR_PANEL, ldacc);
+}
+
 static const spr_kernel_set set = {"avx512", dot_avx512, axpy_avx512, dot_sparse_avx512,
-                                   adam_row_avx512};
+                                   adam_row_avx512, matmul_panels_avx512};
 const spr_kernel_set *spr_kernel_set_avx512(void) { return &set; }
 #else
 const spr_kernel_set *spr_kernel_set_avx512(void) { return 0; }

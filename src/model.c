@@ -323,25 +323,37 @@ uint64_t spr_model_hash_seed(const spr_model *m, int layer, int64_t rebuilds) {
 }
 
 /* Hashes every neuron's weight row and rebuilds the tables: O(size x hash cost),
- * parallel over neurons, then over tables. */
-static void layer_rehash(spr_model *m, spr_layer *L, int index, int threads) {
-    int64_t work_len = spr_hasher_work_len(L->hasher);
-    int nl = L->cfg.hash_l;
+ * parallel over blocks of neurons (spr_hasher_keys_rows: SimHash reads its projections
+ * once per block of rows), then over tables. Scratch: 32 KB on each thread's stack when
+ * that holds SimHash's whole block of rows (small layers: no allocation, so a training
+ * step that rehashes allocates nothing), else one allocation per rehash. */
+static spr_status layer_rehash(spr_model *m, spr_layer *L, int index, int threads) {
+    const int64_t work_len = spr_hasher_rows_work_len(L->hasher);
+    const int nl = L->cfg.hash_l;
+    const int64_t chunk = 240; /* neurons per task: 10 blocks of 24 */
+    int32_t *big = NULL;       /* (threads, work_len) when the stack buffer is too small */
+    if (work_len > 8192) {
+        big = spr_alloc((size_t)threads * (size_t)work_len * sizeof(int32_t));
+        if (!big)
+            return spr_fail(SPR_STATUS_NO_MEMORY, "model.c: out of memory for the rehash "
+                            "scratch (%lld bytes)", (long long)threads * work_len * 4);
+    }
 #pragma omp parallel num_threads(threads)
     {
-        int32_t work_small[4096];
-        int32_t *work = work_len <= 4096 ? work_small : spr_alloc((size_t)work_len * sizeof(int32_t));
-        if (work) {
-#pragma omp for schedule(static)
-            for (int64_t j = 0; j < L->size; j++)
-                spr_hasher_keys(L->hasher, L->w + j * L->stride, L->keys + j * nl, work);
-        }
-        if (work != work_small) spr_free(work);
+        int32_t work_small[8192];
+        int32_t *work = big ? big + (int64_t)omp_get_thread_num() * work_len : work_small;
+#pragma omp for schedule(dynamic, 16)
+        for (int64_t j = 0; j < L->size; j += chunk)
+            spr_hasher_keys_rows(L->hasher, L->w + j * L->stride,
+                                 L->size - j < chunk ? L->size - j : chunk, L->stride,
+                                 L->keys + j * nl, work, work_len);
     }
+    spr_free(big);
     spr_lsh_build(L->tables, L->keys, spr_model_hash_seed(m, index, m->rehashes) ^ 0xabcdefull,
                   threads);
     /* rank selection reads every neuron's keys: exactly what the tables hold */
     if (L->cfg.select == SPR_SELECT_RANK) spr_lsh_item_keys(L->tables, L->keys, threads);
+    return SPR_STATUS_OK;
 }
 
 spr_status spr_model_build_tables(spr_model *m, int threads) {
@@ -367,7 +379,8 @@ spr_status spr_model_build_tables(spr_model *m, int threads) {
             L->keys = spr_alloc((size_t)L->size * (size_t)L->cfg.hash_l * sizeof(uint32_t));
             if (!L->keys) return SPR_STATUS_NO_MEMORY;
         }
-        layer_rehash(m, L, l, threads);
+        st = layer_rehash(m, L, l, threads);
+        if (st) return st;
     }
     return SPR_STATUS_OK;
 }
@@ -380,7 +393,10 @@ spr_status spr_model_rehash(spr_model *m, int rebuild, int threads) {
         return spr_model_build_tables(m, threads);
     }
     for (int l = 1; l < m->n_layers; l++)
-        if (m->layers[l].sampled && m->layers[l].hasher) layer_rehash(m, &m->layers[l], l, threads);
+        if (m->layers[l].sampled && m->layers[l].hasher) {
+            spr_status st = layer_rehash(m, &m->layers[l], l, threads);
+            if (st) return st;
+        }
     return SPR_STATUS_OK;
 }
 

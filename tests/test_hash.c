@@ -9,6 +9,7 @@
 #include "check.h"
 #include "common.h"
 #include "hash.h"
+#include "kernels.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -24,6 +25,15 @@ static const char *fam_name(spr_hash_family f) {
     }
     return "?";
 }
+
+#define OK_SET(name)                                                                             \
+    do {                                                                                         \
+        if (spr_kernels_select(name) != SPR_STATUS_OK) {                                         \
+            printf("FAIL %s:%d: select kernel set %s: %s\n", __FILE__, __LINE__, (name),        \
+                   spr_last_error());                                                            \
+            exit(1);                                                                             \
+        }                                                                                        \
+    } while (0)
 
 static const double PI = 3.14159265358979323846;
 
@@ -523,6 +533,115 @@ static void test_sparse_equals_dense(uint64_t seed) {
     free(idx);
 }
 
+/* spr_hasher_keys_rows == spr_hasher_keys row by row, key by key, under every kernel set
+ * this CPU runs (the SimHash path uses the set's matmul_panels), for every family: odd
+ * and even row counts (tails of the kernels' 6- and 8-row blocks and of the 24-row
+ * passes), odd C, a row stride wider than dim with NaNs in the gap (never read), and
+ * rows that are zero, ReLU-like (most entries +0 or -0), negative, wide in scale, or
+ * hold a NaN or an infinity. The work given is the full block, the minimum (one row per
+ * pass) and something between. SimHash's products are exact (P is +-1 or 0), so every
+ * set must also give the portable set's keys: that is checked too. */
+static void fill_row(spr_rng *r, int kind, float *x, int64_t dim) {
+    for (int64_t j = 0; j < dim; j++) {
+        double g = spr_rng_normal(r);
+        switch (kind) {
+        case 0: x[j] = (float)g; break;                                  /* normal */
+        case 1: x[j] = 0.0f; break;                                      /* zero row */
+        case 2: x[j] = g > 0.8 ? (float)g : (g > 0 ? 0.0f : -0.0f); break; /* ReLU-like */
+        case 3: x[j] = -(float)fabs(g); break;                           /* negative */
+        case 4: x[j] = (float)(g * pow(10.0, (double)spr_rng_below(r, 13) - 6.0)); break;
+        case 5: x[j] = (float)g * 0.01f; break;                          /* init scale */
+        default: /* one NaN or infinity in a normal row */
+            x[j] = (float)g;
+            break;
+        }
+    }
+    if (kind == 6) x[spr_rng_below(r, (uint64_t)dim)] = NAN;
+    if (kind == 7) x[spr_rng_below(r, (uint64_t)dim)] = -INFINITY;
+}
+enum { ROW_KINDS = 8 };
+
+static void test_rows_equal_one_row(uint64_t seed) {
+    const char *sets[] = {"portable", "avx2", "avx512"};
+    const char *was = spr_kernels_name();
+    struct { spr_hash_family f; int64_t dim; int k, l, kbm; } cfg[] = {
+        {SPR_HASH_SIMHASH, 128, 15, 50, 20}, /* the 670K / 2M-label output layer: C = 750 */
+        {SPR_HASH_SIMHASH, 128, 13, 7, 18},  /* C = 91, odd */
+        {SPR_HASH_SIMHASH, 7, 3, 5, 10},     /* C = 15, dim 7 */
+        {SPR_HASH_SIMHASH, 129, 17, 3, 12},  /* C = 51, folded keys, odd dim */
+        {SPR_HASH_SIMHASH, 1, 1, 1, 1},      /* C = 1 */
+        {SPR_HASH_SIMHASH, 33, 16, 2, 20},   /* C = 32: whole panels */
+        {SPR_HASH_DWTA, 128, 6, 50, 18},
+        {SPR_HASH_WTA, 31, 5, 9, 12},
+        {SPR_HASH_DOPH, 128, 4, 50, 16},
+    };
+    const int64_t counts[] = {1, 5, 6, 7, 8, 9, 23, 24, 25, 61};
+    const int ncfg = (int)(sizeof cfg / sizeof cfg[0]), ncounts = 10;
+    const int64_t maxn = 61;
+    for (int ci = 0; ci < ncfg; ci++) {
+        spr_rng r;
+        spr_rng_seed(&r, seed ^ (0x7011ull + (uint64_t)ci));
+        const int64_t dim = cfg[ci].dim, stride = dim + 5;
+        const int l = cfg[ci].l;
+        spr_hasher *h = make(cfg[ci].f, dim, cfg[ci].k, l, cfg[ci].kbm, seed + 77 + (uint64_t)ci);
+        float *x = malloc((size_t)(maxn * stride) * sizeof *x);
+        for (int64_t i = 0; i < maxn * stride; i++) x[i] = NAN; /* the gaps stay NaN */
+        for (int64_t i = 0; i < maxn; i++) fill_row(&r, (int)(i % ROW_KINDS), x + i * stride, dim);
+        const int64_t wfull = spr_hasher_rows_work_len(h), wmin = spr_hasher_work_len(h);
+        const int64_t wlens[] = {wfull, wmin, (wfull + wmin) / 2};
+        int32_t *work = spr_alloc((size_t)wfull * sizeof(int32_t));
+        uint32_t *ref = malloc((size_t)(maxn * l) * sizeof *ref);     /* portable, one row */
+        uint32_t *one = malloc((size_t)(maxn * l) * sizeof *one);
+        uint32_t *rows = malloc((size_t)(maxn * l) * sizeof *rows);
+        OK_SET("portable");
+        for (int64_t i = 0; i < maxn; i++) spr_hasher_keys(h, x + i * stride, ref + i * l, work);
+        for (int si = 0; si < 3; si++) {
+            if (!spr_kernel_set_supported(sets[si])) {
+                if (ci == 0) printf("rows == one row: kernel set %s skipped (this CPU or build "
+                                    "cannot run it)\n", sets[si]);
+                continue;
+            }
+            OK_SET(sets[si]);
+            for (int64_t i = 0; i < maxn; i++) spr_hasher_keys(h, x + i * stride, one + i * l, work);
+            int bad_one = 0;
+            for (int64_t t = 0; t < maxn * l; t++) bad_one += one[t] != ref[t];
+            if (cfg[ci].f == SPR_HASH_SIMHASH)
+                CHECK(bad_one == 0, "%s %s dim %lld K %d L %d: one-row keys equal the portable "
+                      "set's expected, %d of %lld differ", sets[si], fam_name(cfg[ci].f),
+                      (long long)dim, cfg[ci].k, l, bad_one, (long long)(maxn * l));
+            for (int wi = 0; wi < 3; wi++)
+                for (int ni = 0; ni < ncounts; ni++) {
+                    const int64_t n = counts[ni];
+                    memset(rows, 0xEE, (size_t)(maxn * l) * sizeof *rows);
+                    memset(work, 0xA5, (size_t)wfull * sizeof(int32_t));
+                    spr_hasher_keys_rows(h, x, n, stride, rows, work, wlens[wi]);
+                    int64_t bad = 0, first = -1;
+                    for (int64_t t = 0; t < n * l; t++)
+                        if (rows[t] != one[t]) bad++, first = first < 0 ? t : first;
+                    int past = 0; /* nothing written past row n */
+                    for (int64_t t = n * l; t < maxn * l; t++) past += rows[t] != 0xEEEEEEEEu;
+                    CHECK(bad == 0 && past == 0,
+                          "%s %s dim %lld K %d L %d, %lld rows, work %lld: keys_rows == keys "
+                          "expected; %lld of %lld differ (first: row %lld (kind %lld) table "
+                          "%lld: expected %u, got %u); %d written past the rows",
+                          sets[si], fam_name(cfg[ci].f), (long long)dim, cfg[ci].k, l,
+                          (long long)n, (long long)wlens[wi], (long long)bad,
+                          (long long)(n * l), (long long)(first < 0 ? -1 : first / l),
+                          (long long)(first < 0 ? -1 : first / l % ROW_KINDS),
+                          (long long)(first < 0 ? -1 : first % l), first < 0 ? 0 : one[first],
+                          first < 0 ? 0 : rows[first], past);
+                }
+        }
+        spr_free(work);
+        free(x);
+        free(ref);
+        free(one);
+        free(rows);
+        spr_hasher_free(h);
+    }
+    OK_SET(was);
+}
+
 /* Two random sets of n indices each (< dim) sharing m: J = m / (2n - m). Sorted. */
 static void jaccard_pair(spr_rng *r, int64_t dim, int n, int m, int32_t *a, int32_t *b) {
     int32_t all[64];
@@ -754,6 +873,7 @@ int main(void) {
     test_packing(seed);
     test_agreement(seed);
     test_sparse_equals_dense(seed);
+    test_rows_equal_one_row(seed);
     test_doph_jaccard(seed);
     test_doph_binarise(seed);
     report_timing(seed);
