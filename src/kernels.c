@@ -67,8 +67,34 @@ static void matmul_panels_ref(const float *x, int64_t ldx, int64_t n, int64_t d,
     }
 }
 
+/* xt (d + 1, 2, SPR_SUM_ROWS): x transposed, then negated; row d and the rows past n are
+ * zeros. Shared by every set (the transposition is a small part of the work). */
+void spr_signed_sums_transpose(const float *x, int64_t ldx, int64_t n, int64_t d, float *xt) {
+    for (int64_t j = 0; j < d; j++)
+        for (int r = 0; r < SPR_SUM_ROWS; r++) {
+            const float v = r < n ? x[r * ldx + j] : 0.0f;
+            xt[(2 * j) * SPR_SUM_ROWS + r] = v;
+            xt[(2 * j + 1) * SPR_SUM_ROWS + r] = -v;
+        }
+    for (int r = 0; r < 2 * SPR_SUM_ROWS; r++) xt[2 * d * SPR_SUM_ROWS + r] = 0.0f;
+}
+
+static void signed_sums_ref(const float *x, int64_t ldx, int64_t n, int64_t d, const int32_t *ent,
+                            const int64_t *gstart, int64_t ngroups, float *acc, float *xt) {
+    spr_signed_sums_transpose(x, ldx, n, d, xt);
+    for (int64_t g = 0; g < ngroups; g++) {
+        float a[4][SPR_SUM_ROWS] = {{0}};
+        for (int64_t e = gstart[g]; e < gstart[g + 1]; e += 4)
+            for (int q = 0; q < 4; q++) {
+                const float *v = xt + (int64_t)ent[e + q] * SPR_SUM_ROWS;
+                for (int r = 0; r < SPR_SUM_ROWS; r++) a[q][r] += v[r];
+            }
+        memcpy(acc + 4 * g * SPR_SUM_ROWS, a, sizeof a);
+    }
+}
+
 const spr_kernel_set spr_kernels_portable = {"portable", dot_ref, axpy_ref, dot_sparse_ref,
-                                             adam_row_ref, matmul_panels_ref};
+                                             adam_row_ref, matmul_panels_ref, signed_sums_ref};
 const spr_kernel_set *spr_kernels = &spr_kernels_portable;
 
 static const char *cpu_features(void) {

@@ -42,8 +42,21 @@ typedef struct spr_kernel_set {
      * registers over the whole of j, so P is read once per block of rows. */
     void (*matmul_panels)(const float *x, int64_t ldx, int64_t n, int64_t d, const float *p,
                           int64_t np, float *acc, int64_t ldacc);
+    /* Signed sums of SPR_SUM_ROWS rows at once, for projections whose entries are +1, -1
+     * and 0 (SimHash): acc (4 ngroups, SPR_SUM_ROWS), code-major: acc[i][r] for row
+     * r < n (n <= SPR_SUM_ROWS) of x (n, d; row stride ldx) is the chain acc = +0; acc +=
+     * (+-x[r][j]) over code i's entries in order. Codes come in groups of 4 whose entry
+     * lists are interleaved: group g's entries are ent[gstart[g] .. gstart[g + 1]), entry
+     * e of code 4 g + q at gstart[g] + 4 e + q, each 2 j + (1 if -x[r][j] is added), and
+     * 2 d for "add +0" (pads a shorter list). Only adds, one rounding each: the same sums
+     * as fused or unfused multiply-adds by +-1 in the same order (hash.c says why the
+     * skipped zeros change nothing). xt: 2 (d + 1) SPR_SUM_ROWS floats of 64-byte
+     * aligned scratch (the rows transposed, and negated). */
+    void (*signed_sums)(const float *x, int64_t ldx, int64_t n, int64_t d, const int32_t *ent,
+                        const int64_t *gstart, int64_t ngroups, float *acc, float *xt);
 } spr_kernel_set;
 
+#define SPR_SUM_ROWS 16 /* rows per call of signed_sums: two AVX2 registers, one AVX-512 */
 #define SPR_PANEL 16 /* columns per panel of matmul_panels: one cache line of floats */
 
 /* The set in use (never NULL after load; not to be changed while another thread runs). */
@@ -68,6 +81,15 @@ static inline void spr_matmul_panels(const float *x, int64_t ldx, int64_t n, int
                                      const float *p, int64_t np, float *acc, int64_t ldacc) {
     spr_kernels->matmul_panels(x, ldx, n, d, p, np, acc, ldacc);
 }
+
+static inline void spr_signed_sums(const float *x, int64_t ldx, int64_t n, int64_t d,
+                                   const int32_t *ent, const int64_t *gstart, int64_t ngroups,
+                                   float *acc, float *xt) {
+    spr_kernels->signed_sums(x, ldx, n, d, ent, gstart, ngroups, acc, xt);
+}
+
+/* signed_sums's transposition of x into xt (kernels.c; every set uses it). */
+void spr_signed_sums_transpose(const float *x, int64_t ldx, int64_t n, int64_t d, float *xt);
 
 /* The portable reference set, and the x86 sets (NULL where not compiled in). Whether
  * the CPU can run one: spr_kernel_set_supported. */

@@ -124,8 +124,28 @@ static void matmul_panels_avx512(const float *x, int64_t ldx, int64_t n, int64_t
     if (q < np) panel_rows_avx512(x, ldx, n, 1, d, p + q * d * SPR_PANEL, acc + q * SPR_PANEL, ldacc);
 }
 
+/* Four codes x 16 rows in four registers; per entry of the four lists, four adds straight
+ * from the transposed rows in L1. */
+static void signed_sums_avx512(const float *x, int64_t ldx, int64_t n, int64_t d,
+                               const int32_t *ent, const int64_t *gstart, int64_t ngroups,
+                               float *acc, float *xt) {
+    spr_signed_sums_transpose(x, ldx, n, d, xt);
+    for (int64_t g = 0; g < ngroups; g++) {
+        __m512 a = _mm512_setzero_ps(), b = a, c = a, e4 = a;
+        for (int64_t e = gstart[g]; e < gstart[g + 1]; e += 4) {
+            a = _mm512_add_ps(a, _mm512_load_ps(xt + (int64_t)ent[e] * 16));
+            b = _mm512_add_ps(b, _mm512_load_ps(xt + (int64_t)ent[e + 1] * 16));
+            c = _mm512_add_ps(c, _mm512_load_ps(xt + (int64_t)ent[e + 2] * 16));
+            e4 = _mm512_add_ps(e4, _mm512_load_ps(xt + (int64_t)ent[e + 3] * 16));
+        }
+        float *o = acc + 4 * g * 16;
+        _mm512_storeu_ps(o, a), _mm512_storeu_ps(o + 16, b);
+        _mm512_storeu_ps(o + 32, c), _mm512_storeu_ps(o + 48, e4);
+    }
+}
+
 static const spr_kernel_set set = {"avx512", dot_avx512, axpy_avx512, dot_sparse_avx512,
-                                   adam_row_avx512, matmul_panels_avx512};
+                                   adam_row_avx512, matmul_panels_avx512, signed_sums_avx512};
 const spr_kernel_set *spr_kernel_set_avx512(void) { return &set; }
 #else
 const spr_kernel_set *spr_kernel_set_avx512(void) { return 0; }

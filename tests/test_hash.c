@@ -535,11 +535,12 @@ static void test_sparse_equals_dense(uint64_t seed) {
 
 /* spr_hasher_keys_rows == spr_hasher_keys row by row, key by key, under every kernel set
  * this CPU runs (the SimHash path uses the set's matmul_panels), for every family: odd
- * and even row counts (tails of the kernels' 6- and 8-row blocks and of the 24-row
+ * and even row counts (tails of the kernels' 6-, 8- and 16-row blocks and of the 24-row
  * passes), odd C, a row stride wider than dim with NaNs in the gap (never read), and
  * rows that are zero, ReLU-like (most entries +0 or -0), negative, wide in scale, or
- * hold a NaN or an infinity. The work given is the full block, the minimum (one row per
- * pass) and something between. SimHash's products are exact (P is +-1 or 0), so every
+ * hold a NaN or an infinity (blocks of finite rows take the signed sums, the others the
+ * dense products). The work given is the full block, the minimum (one row per pass,
+ * dense products only), something between and one short of the full block. SimHash's products are exact (P is +-1 or 0), so every
  * set must also give the portable set's keys: that is checked too. */
 static void fill_row(spr_rng *r, int kind, float *x, int64_t dim) {
     for (int64_t j = 0; j < dim; j++) {
@@ -575,8 +576,8 @@ static void test_rows_equal_one_row(uint64_t seed) {
         {SPR_HASH_WTA, 31, 5, 9, 12},
         {SPR_HASH_DOPH, 128, 4, 50, 16},
     };
-    const int64_t counts[] = {1, 5, 6, 7, 8, 9, 23, 24, 25, 61};
-    const int ncfg = (int)(sizeof cfg / sizeof cfg[0]), ncounts = 10;
+    const int64_t counts[] = {1, 5, 6, 7, 8, 9, 15, 16, 17, 23, 24, 25, 32, 61};
+    const int ncfg = (int)(sizeof cfg / sizeof cfg[0]), ncounts = 14;
     const int64_t maxn = 61;
     for (int ci = 0; ci < ncfg; ci++) {
         spr_rng r;
@@ -586,9 +587,12 @@ static void test_rows_equal_one_row(uint64_t seed) {
         spr_hasher *h = make(cfg[ci].f, dim, cfg[ci].k, l, cfg[ci].kbm, seed + 77 + (uint64_t)ci);
         float *x = malloc((size_t)(maxn * stride) * sizeof *x);
         for (int64_t i = 0; i < maxn * stride; i++) x[i] = NAN; /* the gaps stay NaN */
-        for (int64_t i = 0; i < maxn; i++) fill_row(&r, (int)(i % ROW_KINDS), x + i * stride, dim);
+        /* Rows 0..31 finite (two whole blocks for the signed sums), NaNs and infinities
+         * after (those blocks take the dense products). */
+        for (int64_t i = 0; i < maxn; i++)
+            fill_row(&r, (int)(i < 32 ? i % 6 : i % ROW_KINDS), x + i * stride, dim);
         const int64_t wfull = spr_hasher_rows_work_len(h), wmin = spr_hasher_work_len(h);
-        const int64_t wlens[] = {wfull, wmin, (wfull + wmin) / 2};
+        const int64_t wlens[] = {wfull, wmin, (wfull + wmin) / 2, wfull - 1};
         int32_t *work = spr_alloc((size_t)wfull * sizeof(int32_t));
         uint32_t *ref = malloc((size_t)(maxn * l) * sizeof *ref);     /* portable, one row */
         uint32_t *one = malloc((size_t)(maxn * l) * sizeof *one);
@@ -609,7 +613,7 @@ static void test_rows_equal_one_row(uint64_t seed) {
                 CHECK(bad_one == 0, "%s %s dim %lld K %d L %d: one-row keys equal the portable "
                       "set's expected, %d of %lld differ", sets[si], fam_name(cfg[ci].f),
                       (long long)dim, cfg[ci].k, l, bad_one, (long long)(maxn * l));
-            for (int wi = 0; wi < 3; wi++)
+            for (int wi = 0; wi < 4; wi++)
                 for (int ni = 0; ni < ncounts; ni++) {
                     const int64_t n = counts[ni];
                     memset(rows, 0xEE, (size_t)(maxn * l) * sizeof *rows);
