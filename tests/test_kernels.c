@@ -76,6 +76,77 @@ static void test_set(const spr_kernel_set *k, uint64_t seed) {
           bad_axpy, bad_sparse, bad_adam);
 }
 
+/* matmul_panels and signed_sums of set k against the references, bit for bit (both are
+ * defined as fixed chains of roundings), and signed_sums against matmul_panels: with P's
+ * entries in {-1, 0, +1} and finite x the two give the same bits (hash.c says why).
+ * Shapes cover the row tails of every set's blocks and odd d. */
+static void test_panels(const spr_kernel_set *k, uint64_t seed) {
+    const spr_kernel_set *ref = &spr_kernels_portable;
+    spr_rng r;
+    spr_rng_seed(&r, seed ^ 0x9a9e1);
+    enum { MAXR = 17, MAXD = 41, MAXP = 3 };
+    static float x[MAXR * (MAXD + 3)], p[MAXP * MAXD * SPR_PANEL];
+    static float a1[MAXR * MAXP * SPR_PANEL], a2[MAXR * MAXP * SPR_PANEL];
+    static float s1[4 * 12 * SPR_SUM_ROWS], s2[4 * 12 * SPR_SUM_ROWS];
+    static int32_t ent[4 * 12 * MAXD];
+    static int64_t start[13];
+    float *xt = spr_alloc(2 * (MAXD + 1) * SPR_SUM_ROWS * sizeof(float));
+    int bad_mm = 0, bad_ss = 0, bad_cross = 0;
+    for (int trial = 0; trial < 60; trial++) {
+        const int64_t n = 1 + (int64_t)spr_rng_below(&r, MAXR - 1); /* 1..16 */
+        const int64_t d = 1 + (int64_t)spr_rng_below(&r, MAXD), ldx = d + 3;
+        const int64_t np = 1 + (int64_t)spr_rng_below(&r, MAXP), c = np * SPR_PANEL;
+        for (int64_t i = 0; i < n * ldx; i++)
+            x[i] = (float)(spr_rng_normal(&r) * pow(10.0, (double)spr_rng_below(&r, 9) - 4.0));
+        for (int64_t i = 0; i < np * d * SPR_PANEL; i++) {
+            uint64_t u = spr_rng_below(&r, 6);
+            p[i] = u == 0 ? 1.0f : u == 1 ? -1.0f : 0.0f;
+        }
+        ref->matmul_panels(x, ldx, n, d, p, np, a1, c);
+        k->matmul_panels(x, ldx, n, d, p, np, a2, c);
+        for (int64_t i = 0; i < n * c; i++)
+            if (memcmp(&a1[i], &a2[i], 4) && bad_mm++ < 3)
+                CHECK(0, "%s matmul_panels n %lld d %lld np %lld at %lld: expected %.9g, got %.9g",
+                      k->name, (long long)n, (long long)d, (long long)np, (long long)i, a1[i], a2[i]);
+        /* the same P as signed_sums entry lists: groups of 4 codes, padded with 2 d */
+        const int64_t ng = c / 4;
+        int64_t tot = 0;
+        for (int64_t g = 0; g < ng; g++) {
+            int64_t longest = 0, len[4] = {0};
+            for (int q = 0; q < 4; q++) {
+                const int64_t col = 4 * g + q, pq = col / SPR_PANEL, iq = col % SPR_PANEL;
+                for (int64_t j = 0; j < d; j++) {
+                    const float v = p[(pq * d + j) * SPR_PANEL + iq];
+                    if (v != 0.0f) ent[tot + 4 * len[q]++ + q] = (int32_t)(2 * j + (v < 0.0f));
+                }
+                longest = len[q] > longest ? len[q] : longest;
+            }
+            for (int q = 0; q < 4; q++)
+                for (int64_t e = len[q]; e < longest; e++) ent[tot + 4 * e + q] = (int32_t)(2 * d);
+            start[g] = tot;
+            tot += 4 * longest;
+        }
+        start[ng] = tot;
+        ref->signed_sums(x, ldx, n, d, ent, start, ng, s1, xt);
+        k->signed_sums(x, ldx, n, d, ent, start, ng, s2, xt);
+        for (int64_t i = 0; i < c; i++)
+            for (int64_t row = 0; row < n; row++) {
+                const float e1 = s1[i * SPR_SUM_ROWS + row], e2 = s2[i * SPR_SUM_ROWS + row];
+                if (memcmp(&e1, &e2, 4) && bad_ss++ < 3)
+                    CHECK(0, "%s signed_sums n %lld d %lld code %lld row %lld: expected %.9g, got %.9g",
+                          k->name, (long long)n, (long long)d, (long long)i, (long long)row, e1, e2);
+                if (memcmp(&e1, &a1[row * c + i], 4) && bad_cross++ < 3)
+                    CHECK(0, "signed_sums == matmul_panels (portable) n %lld d %lld code %lld row %lld: "
+                          "expected %.9g, got %.9g", (long long)n, (long long)d, (long long)i,
+                          (long long)row, a1[row * c + i], e1);
+            }
+    }
+    CHECK(bad_mm + bad_ss + bad_cross == 0,
+          "%s: %d matmul_panels, %d signed_sums, %d cross mismatches (expected 0)", k->name,
+          bad_mm, bad_ss, bad_cross);
+    spr_free(xt);
+}
+
 /* Runs this program again with SPARROW_KERNELS=value and returns the set it reports. */
 static void child_name(const char *self, const char *value, char *out, size_t cap) {
     int fd[2];
@@ -104,6 +175,7 @@ int main(int argc, char **argv) {
     uint64_t seed = argc > 1 ? strtoull(argv[1], NULL, 10) : 20261125;
     printf("test_kernels: seed %llu; %s\n", (unsigned long long)seed, spr_kernels_describe());
 
+    test_panels(&spr_kernels_portable, seed); /* its own signed sums vs its products */
     const char *names[] = {"avx2", "avx512"};
     const spr_kernel_set *sets[] = {spr_kernel_set_avx2(), spr_kernel_set_avx512()};
     for (int i = 0; i < 2; i++) {
@@ -112,6 +184,7 @@ int main(int argc, char **argv) {
             printf("  %s: this CPU cannot run it: SKIPPED (not tested here)\n", names[i]);
         else {
             test_set(sets[i], seed + (uint64_t)i);
+            test_panels(sets[i], seed + (uint64_t)i);
             printf("  %s: tested against the reference\n", names[i]);
         }
     }
