@@ -95,6 +95,9 @@ static void build_tables(spr_lsh *t, int t0, int g, const uint32_t *keys, uint64
             cnt[q][b] = c;
         }
     }
+    /* ids past the last bucket (items that full buckets dropped) are zero, so that a
+     * rebuild gives the same bytes as a fresh build (checkpoints save them as they are) */
+    memset(ids + off[buckets], 0, (size_t)(n - (int64_t)off[buckets]) * sizeof *ids);
 
     if (t->policy == SPR_BUCKET_FIFO) {
         /* Newest first: walking the items backwards, a bucket takes items while it has
