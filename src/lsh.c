@@ -94,10 +94,10 @@ static void build_tables(spr_lsh *t, int t0, int g, const uint32_t *keys, uint64
             off[q][b + 1] = off[q][b] + c;
             cnt[q][b] = c;
         }
+        /* ids past the last bucket (items that full buckets dropped) are zero, so that a
+         * rebuild gives the same bytes as a fresh build (checkpoints save them as they are) */
+        memset(ids[q] + off[q][buckets], 0, (size_t)(n - (int64_t)off[q][buckets]) * sizeof *ids[q]);
     }
-    /* ids past the last bucket (items that full buckets dropped) are zero, so that a
-     * rebuild gives the same bytes as a fresh build (checkpoints save them as they are) */
-    memset(ids + off[buckets], 0, (size_t)(n - (int64_t)off[buckets]) * sizeof *ids);
 
     if (t->policy == SPR_BUCKET_FIFO) {
         /* Newest first: walking the items backwards, a bucket takes items while it has

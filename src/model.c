@@ -337,7 +337,7 @@ uint64_t spr_model_hash_seed(const spr_model *m, int layer, int64_t rebuilds) {
 static spr_status layer_rehash(spr_model *m, spr_layer *L, int index, int threads) {
     const int64_t work_len = spr_hasher_rows_work_len(L->hasher);
     const int nl = L->cfg.hash_l;
-    const int64_t chunk = 240; /* neurons per task: 10 blocks of 24 */
+    const int64_t chunk = 240; /* neurons per task: 15 blocks of 16 rows (10 of 24) */
     int32_t *big = NULL;       /* (threads, work_len) when the stack buffer is too small */
     if (work_len > 8192) {
         big = spr_alloc((size_t)threads * (size_t)work_len * sizeof(int32_t));
