@@ -85,7 +85,8 @@ static void test_panels(const spr_kernel_set *k, uint64_t seed) {
     spr_rng r;
     spr_rng_seed(&r, seed ^ 0x9a9e1);
     enum { MAXR = 17, MAXD = 41, MAXP = 3 };
-    static float x[MAXR * (MAXD + 3)], p[MAXP * MAXD * SPR_PANEL];
+    static float x[MAXR * (MAXD + 3)];
+    static _Alignas(64) float p[MAXP * MAXD * SPR_PANEL]; /* the kernels load panels aligned */
     static float a1[MAXR * MAXP * SPR_PANEL], a2[MAXR * MAXP * SPR_PANEL];
     static float s1[4 * 12 * SPR_SUM_ROWS], s2[4 * 12 * SPR_SUM_ROWS];
     static int32_t ent[4 * 12 * MAXD];
