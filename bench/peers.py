@@ -30,7 +30,8 @@ BATCHES = int(E("BATCHES", "100"))              # sampled and pytorch-tcmalloc
 SLOW_BATCHES = int(E("SLOW_BATCHES", "4"))      # pytorch without tcmalloc, sparrow dense
 THREADS = int(E("THREADS", str(os.cpu_count())))
 LABELS = [int(x) for x in E("LABELS", "10000 100000 670091 2000000").split()]
-SWEEP_BATCHES, SWEEP_SLOW = int(E("SWEEP_BATCHES", "30")), int(E("SWEEP_SLOW", "2"))
+# SWEEP_BATCHES 0: one whole epoch of the subset, rehashes included (what an epoch costs)
+SWEEP_BATCHES, SWEEP_SLOW = int(E("SWEEP_BATCHES", "0")), int(E("SWEEP_SLOW", "2"))
 SWEEP_ACTIVE = int(E("SWEEP_ACTIVE", "3350"))  # active output neurons a sample in the sweep
 TCMALLOC = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"
 SPARROW = os.path.join(ROOT, "build", "sparrow")
@@ -111,7 +112,8 @@ def sparrow_run(tr, te, batches, name, dense=False, threads=THREADS, sparsity=No
     mfile = os.path.join(OUT, name + ".jsonl")
     cmd = [SPARROW, "train", "--train", tr, "--test", te, "--batch", str(BATCH),
            "--hidden", str(HIDDEN), "--lr", str(LR), "--threads", str(threads), "--seed", "1",
-           "--max-batches", str(batches), "--metrics", mfile, "--quiet"]
+           "--metrics", mfile, "--quiet"] + (["--max-batches", str(batches)] if batches else [])
+    cmd += E("SPARROW_ARGS", "").split()
     cmd += ["--dense"] if dense else ["--sparsity", sparsity or SPARSITY]
     out, rss, wall = run(cmd, None, name)
     if out is None:
@@ -213,7 +215,10 @@ def main():
             sp = f"{min(1.0, SWEEP_ACTIVE / L):.6g}" if SWEEP_ACTIVE else SPARSITY
             row["sparrow_sparsity"] = sp
             r = sparrow_run(trL, teL, SWEEP_BATCHES, f"sweep-{L}-sampled", sparsity=sp)
-            if r: row["sparrow_sampled_ms_per_sample"] = 1e3 / r["samples_per_second"]
+            if r:
+                row["sparrow_sampled_ms_per_sample"] = 1e3 / r["samples_per_second"]
+                row["sparrow_sampled_batches"] = r["batches"]
+                row["sparrow_sampled_rehash_share"] = (r["rehash_seconds"] or 0) / r["train_seconds"]
             if E("SWEEP_DENSE", "1") != "0":
                 r = sparrow_run(trL, teL, SWEEP_SLOW, f"sweep-{L}-dense", dense=True)
                 if r: row["sparrow_dense_ms_per_sample"] = 1e3 / r["samples_per_second"]
@@ -223,6 +228,9 @@ def main():
             say("sweep:", row)
             sweep.append(row)
         res["label_sweep"] = sweep
+        by = {r["labels"]: r.get("sparrow_sampled_ms_per_sample") for r in sweep}
+        if by.get(100000) and by.get(2000000):
+            res["sweep_growth_100k_to_2m"] = by[2000000] / by[100000]
         try:
             import matplotlib
             matplotlib.use("Agg")
@@ -276,12 +284,17 @@ def write_md(res):
                   f"STREAM copy of {res['stream']['stream_copy_gb_per_s']:.2f} GB/s in the same run "
                   f"({100 * o['fraction_of_stream']:.0f}%).")
     if res.get("label_sweep"):
-        md += ["\n| labels | PyTorch ms/sample | sparrow dense ms/sample | sparrow sampled ms/sample | sampled sparsity |",
-               "|---|---|---|---|---|"]
+        md += ["\n| labels | PyTorch ms/sample | sparrow dense ms/sample | sparrow sampled ms/sample | "
+               "sampled: batches (rehash share) | sampled sparsity |",
+               "|---|---|---|---|---|---|"]
         for r in res["label_sweep"]:
+            share = r.get("sparrow_sampled_rehash_share")
             md.append(f"| {r['labels']} | {fmt(r.get('pytorch_ms_per_sample'))} | "
                       f"{fmt(r.get('sparrow_dense_ms_per_sample'))} | {fmt(r.get('sparrow_sampled_ms_per_sample'))} | "
+                      f"{r.get('sparrow_sampled_batches', '')} ({fmt(100 * share if share is not None else None, '{:.0f}')}%) | "
                       f"{r.get('sparrow_sparsity', SPARSITY)} |")
+        if res.get("sweep_growth_100k_to_2m"):
+            md.append(f"\nsparrow sampled, 100K -> 2M labels: time per sample x{res['sweep_growth_100k_to_2m']:.2f}.")
         md.append("\n![label sweep](label_sweep.png)")
     open(os.path.join(OUT, "results.md"), "w").write("\n".join(md) + "\n")
     print("\n".join(md))
