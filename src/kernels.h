@@ -17,6 +17,26 @@
 #define SPR_KERNELS_H
 
 #include <stdint.h>
+#include <string.h>
+
+/* BF16 ("brain float"): the top 16 bits of an IEEE binary32 (sign, the 8 exponent bits,
+ * 7 mantissa bits): same range as float, 8 significant bits. Widening is exact; narrowing
+ * rounds to nearest, ties to even, and keeps a NaN a (quiet) NaN rather than letting the
+ * rounding carry turn it into an infinity or a sign flip. Used for the output layer's
+ * Adam moments when a model asks for it (spr_model_config.bf16_state). */
+static inline uint16_t spr_bf16_from_f32(float x) {
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    if ((u & 0x7FFFFFFFu) > 0x7F800000u) return (uint16_t)((u >> 16) | 0x0040u);
+    u += 0x7FFFu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+static inline float spr_f32_from_bf16(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
 
 typedef struct spr_kernel_set {
     const char *name; /* "portable", "avx2", "avx512" */
@@ -32,6 +52,12 @@ typedef struct spr_kernel_set {
      * with bc1 = 1 - b1^t, bc2 = 1 - b2^t; then g = 0 (the gradient is consumed). */
     void (*adam_row)(float *w, float *g, float *m, float *v, int64_t n, float lr, float b1,
                      float b2, float eps, float bc1, float bc2);
+    /* adam_row with the moments stored as BF16: m and v are widened to float, the float
+     * step above is taken (w moves by the unrounded moments), then m and v are rounded
+     * to nearest even into BF16 (v >= 0 stays >= 0). Half the moment bytes of adam_row:
+     * the step is memory-bound, so the bytes are the time. */
+    void (*adam_row_bf16)(float *w, float *g, uint16_t *m, uint16_t *v, int64_t n, float lr,
+                          float b1, float b2, float eps, float bc1, float bc2);
 } spr_kernel_set;
 
 /* The set in use (never NULL after load; not to be changed while another thread runs). */
@@ -50,6 +76,12 @@ static inline float spr_dot_sparse(const float *w, const int32_t *idx, const flo
 static inline void spr_adam_row(float *w, float *g, float *m, float *v, int64_t n, float lr,
                                 float b1, float b2, float eps, float bc1, float bc2) {
     spr_kernels->adam_row(w, g, m, v, n, lr, b1, b2, eps, bc1, bc2);
+}
+
+static inline void spr_adam_row_bf16(float *w, float *g, uint16_t *m, uint16_t *v, int64_t n,
+                                     float lr, float b1, float b2, float eps, float bc1,
+                                     float bc2) {
+    spr_kernels->adam_row_bf16(w, g, m, v, n, lr, b1, b2, eps, bc1, bc2);
 }
 
 /* The portable reference set, and the x86 sets (NULL where not compiled in). Whether
