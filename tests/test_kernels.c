@@ -76,6 +76,164 @@ static void test_set(const spr_kernel_set *k, uint64_t seed) {
           bad_axpy, bad_sparse, bad_adam);
 }
 
+static uint32_t f32_bits(float x) {
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    return u;
+}
+static float bits_f32(uint32_t u) {
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+static int bf16_is_nan(uint16_t h) { return (h & 0x7F80u) == 0x7F80u && (h & 0x7Fu); }
+
+/* The conversions on the cases that matter: exact values, ties both ways, just above a
+ * tie, the carry into the exponent and into infinity, signs, NaN, subnormals. */
+static void test_bf16_convert(void) {
+    static const struct {
+        uint32_t in;
+        uint16_t out;
+    } cases[] = {
+        {0x3F800000u, 0x3F80u}, /* 1.0 */
+        {0x3F808000u, 0x3F80u}, /* tie, even below: down */
+        {0x3F818000u, 0x3F82u}, /* tie, odd below: up */
+        {0x3F808001u, 0x3F81u}, /* above the tie: up */
+        {0x3F807FFFu, 0x3F80u}, /* below the tie: down */
+        {0x3FFFFFFFu, 0x4000u}, /* carry into the exponent */
+        {0x7F7FFFFFu, 0x7F80u}, /* FLT_MAX rounds to infinity */
+        {0x7F800000u, 0x7F80u}, /* +inf */
+        {0xFF800000u, 0xFF80u}, /* -inf */
+        {0x00000000u, 0x0000u}, /* +0 */
+        {0x80000000u, 0x8000u}, /* -0 */
+        {0xBF818000u, 0xBF82u}, /* negative tie, odd: away from zero */
+        {0x00018000u, 0x0002u}, /* subnormal tie, odd: up */
+        {0x7FC00000u, 0x7FC0u}, /* quiet NaN */
+        {0x7FFFFFFFu, 0x7FFFu}, /* NaN that a plain rounding would carry into -0 */
+        {0x7F800001u, 0x7FC0u}, /* signalling NaN, payload below bit 16: stays a NaN */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        uint16_t got = spr_bf16_from_f32(bits_f32(cases[i].in));
+        CHECK(got == cases[i].out, "bf16 of 0x%08x: expected 0x%04x, got 0x%04x", cases[i].in,
+              cases[i].out, got);
+    }
+    for (uint32_t h = 0; h < 0x10000u; h++) { /* widening is exact and round-trips */
+        float x = spr_f32_from_bf16((uint16_t)h);
+        if (f32_bits(x) != h << 16 || (!bf16_is_nan((uint16_t)h) && spr_bf16_from_f32(x) != h)) {
+            CHECK(0, "bf16 0x%04x: expected to widen to 0x%08x and back, got 0x%08x -> 0x%04x", h,
+                  h << 16, f32_bits(x), spr_bf16_from_f32(x));
+            break;
+        }
+    }
+}
+
+/* Random Adam inputs of n entries with moments that are BF16 values: m of either sign,
+ * v >= 0 (a few exact zeros, as in rows never touched before). */
+static void adam_inputs(spr_rng *r, int n, float *w, float *g, uint16_t *m, uint16_t *v) {
+    for (int i = 0; i < n; i++) {
+        w[i] = frand(r);
+        g[i] = frand(r) * 0.1f;
+        m[i] = spr_bf16_from_f32(frand(r) * 0.01f);
+        v[i] = i % 17 == 3 ? 0 : spr_bf16_from_f32((float)spr_rng_uniform(r) * 1e-3f);
+    }
+}
+
+/* The portable BF16 twin is, bit for bit, the float reference on the widened moments
+ * followed by rounding the moments (w moves by the unrounded ones). */
+static void test_bf16_reference(uint64_t seed) {
+    const spr_kernel_set *ref = &spr_kernels_portable;
+    spr_rng r;
+    spr_rng_seed(&r, seed);
+    static float w1[MAXN + 8], g1[MAXN + 8], m1[MAXN + 8], v1[MAXN + 8];
+    static float w2[MAXN + 8], g2[MAXN + 8];
+    static uint16_t m2[MAXN + 8], v2[MAXN + 8];
+    int bad = 0, negative = 0;
+    for (int n = 0; n <= MAXN; n++) {
+        const int off = n % 5;
+        float *pw = w2 + off, *pg = g2 + off;
+        uint16_t *pm = m2 + (n % 3), *pv = v2 + (n % 3);
+        adam_inputs(&r, n, pw, pg, pm, pv);
+        for (int i = 0; i < n; i++) {
+            w1[i] = pw[i], g1[i] = pg[i];
+            m1[i] = spr_f32_from_bf16(pm[i]), v1[i] = spr_f32_from_bf16(pv[i]);
+        }
+        const float bc1 = n % 2 ? 0.1f : 0.271f, bc2 = n % 2 ? 0.001f : 0.00399f;
+        ref->adam_row(w1, g1, m1, v1, n, 1e-3f, 0.9f, 0.999f, 1e-8f, bc1, bc2);
+        ref->adam_row_bf16(pw, pg, pm, pv, n, 1e-3f, 0.9f, 0.999f, 1e-8f, bc1, bc2);
+        for (int i = 0; i < n; i++) {
+            int ok = f32_bits(w1[i]) == f32_bits(pw[i]) && pm[i] == spr_bf16_from_f32(m1[i]) &&
+                     pv[i] == spr_bf16_from_f32(v1[i]) && f32_bits(pg[i]) == 0;
+            negative += (pv[i] & 0x8000u) != 0;
+            if (!ok && bad++ < 3)
+                CHECK(0, "portable adam_row_bf16 n=%d i=%d: expected w %.9g m 0x%04x v 0x%04x g 0 "
+                      "(float Adam, then rounding), got %.9g 0x%04x 0x%04x %g",
+                      n, i, w1[i], spr_bf16_from_f32(m1[i]), spr_bf16_from_f32(v1[i]), pw[i], pm[i],
+                      pv[i], pg[i]);
+        }
+    }
+    CHECK(bad == 0, "portable adam_row_bf16: %d mismatches against float Adam + rounding (expected 0)", bad);
+    CHECK(negative == 0, "portable adam_row_bf16: %d second moments with the sign bit set (expected 0)",
+          negative);
+}
+
+/* A fast set's BF16 Adam against the portable twin: w as for adam_row; the moments within
+ * one BF16 step (a last-bit float difference can move a rounding), and almost always equal. */
+static void test_bf16_set(const spr_kernel_set *k, uint64_t seed) {
+    const spr_kernel_set *ref = &spr_kernels_portable;
+    spr_rng r;
+    spr_rng_seed(&r, seed);
+    static float w1[MAXN + 8], g1[MAXN + 8], w2[MAXN + 8], g2[MAXN + 8];
+    static uint16_t m1[MAXN + 8], v1[MAXN + 8], m2[MAXN + 8], v2[MAXN + 8];
+    int bad = 0;
+    long total = 0, differ = 0;
+    for (int n = 0; n <= MAXN; n++) {
+        const int off = n % 7, off16 = n % 9; /* unaligned starts */
+        float *pw = w2 + off, *pg = g2 + off;
+        uint16_t *pm = m2 + off16, *pv = v2 + off16;
+        adam_inputs(&r, n, w1, g1, m1, v1);
+        float mscale[MAXN + 8];
+        for (int i = 0; i < n; i++) {
+            pw[i] = w1[i], pg[i] = g1[i], pm[i] = m1[i], pv[i] = v1[i];
+            mscale[i] = 0.9f * fabsf(spr_f32_from_bf16(m1[i])) + 0.1f * fabsf(g1[i]);
+        }
+        /* guards: the kernel must not write outside [0, n) */
+        pm[n] = pv[n] = 0xABCDu;
+        pw[n] = 7.0f;
+        ref->adam_row_bf16(w1, g1, m1, v1, n, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.271f, 0.00399f);
+        k->adam_row_bf16(pw, pg, pm, pv, n, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.271f, 0.00399f);
+        CHECK(pm[n] == 0xABCDu && pv[n] == 0xABCDu && pw[n] == 7.0f,
+              "%s adam_row_bf16 n=%d: wrote past the row (guards 0x%04x 0x%04x %g)", k->name, n,
+              pm[n], pv[n], pw[n]);
+        for (int i = 0; i < n; i++) {
+            const float v = spr_f32_from_bf16(v1[i]);
+            const float den = sqrtf(v) / sqrtf(0.00399f) + 1e-8f;
+            const float wtol = 1e-6f * (fabsf(w1[i]) + 1e-3f / 0.271f * mscale[i] / den) + 1e-9f;
+            int dm = abs((int)pm[i] - (int)m1[i]), dv = abs((int)pv[i] - (int)v1[i]);
+            total++;
+            differ += dm != 0 || dv != 0;
+            int ok = fabsf(w1[i] - pw[i]) <= wtol && dm <= 1 && dv <= 1 && pg[i] == 0.0f;
+            if (!ok && bad++ < 3)
+                CHECK(0, "%s adam_row_bf16 n=%d i=%d: expected w %.9g m 0x%04x v 0x%04x g 0, got "
+                      "%.9g 0x%04x 0x%04x %g", k->name, n, i, w1[i], m1[i], v1[i], pw[i], pm[i],
+                      pv[i], pg[i]);
+        }
+    }
+    CHECK(bad == 0, "%s adam_row_bf16: %d mismatches (expected 0)", k->name, bad);
+    CHECK(differ * 100 <= total, "%s adam_row_bf16: %ld of %ld moments one BF16 step off the "
+          "reference (expected at most 1%%)", k->name, differ, total);
+    /* a NaN gradient gives NaN moments (not an infinity, not -0), as in the reference */
+    float w[20], g[20];
+    uint16_t m[20], v[20];
+    adam_inputs(&r, 20, w, g, m, v);
+    g[3] = g[17] = NAN;
+    k->adam_row_bf16(w, g, m, v, 20, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.271f, 0.00399f);
+    CHECK(bf16_is_nan(m[3]) && bf16_is_nan(v[3]) && bf16_is_nan(m[17]) && bf16_is_nan(v[17]) &&
+              !bf16_is_nan(m[4]) && !bf16_is_nan(v[16]),
+          "%s adam_row_bf16 with NaN gradients at 3 and 17: expected NaN moments there only, got "
+          "m 0x%04x 0x%04x v 0x%04x 0x%04x (neighbours 0x%04x 0x%04x)", k->name, m[3], m[17], v[3],
+          v[17], m[4], v[16]);
+}
+
 /* Runs this program again with SPARROW_KERNELS=value and returns the set it reports. */
 static void child_name(const char *self, const char *value, char *out, size_t cap) {
     int fd[2];
@@ -104,6 +262,11 @@ int main(int argc, char **argv) {
     uint64_t seed = argc > 1 ? strtoull(argv[1], NULL, 10) : 20261125;
     printf("test_kernels: seed %llu; %s\n", (unsigned long long)seed, spr_kernels_describe());
 
+    test_bf16_convert();
+    test_bf16_reference(seed);
+    test_bf16_set(&spr_kernels_portable, seed); /* the checks themselves, on the reference */
+    printf("  bf16 conversions and the portable BF16 Adam: tested\n");
+
     const char *names[] = {"avx2", "avx512"};
     const spr_kernel_set *sets[] = {spr_kernel_set_avx2(), spr_kernel_set_avx512()};
     for (int i = 0; i < 2; i++) {
@@ -112,6 +275,7 @@ int main(int argc, char **argv) {
             printf("  %s: this CPU cannot run it: SKIPPED (not tested here)\n", names[i]);
         else {
             test_set(sets[i], seed + (uint64_t)i);
+            test_bf16_set(sets[i], seed + 10 + (uint64_t)i);
             printf("  %s: tested against the reference\n", names[i]);
         }
     }
