@@ -121,14 +121,18 @@ struct spr_model {
     spr_batch_buf *bb;        /* the sharded step's batch (NULL on one process) */
 };
 
-/* One Adam step on weight row r of L with gradient g (fan_in floats, cleared), in the
- * precision L keeps its moments in: every path that steps a layer goes through here. */
-static inline void spr_layer_adam_row(spr_layer *L, int64_t r, float *g, const spr_train_options *o,
-                                      float bc1, float bc2) {
+/* One Adam step on weight row r of model m's layer L with gradient g (fan_in floats,
+ * cleared), in the precision L keeps its moments in: every path that steps a layer goes
+ * through here. BF16 moments take their rounding bits from the step and the row's global
+ * label (a shard's row r is label label_lo + r), so a run is the same on any thread or
+ * rank count and a resumed run continues it exactly. */
+static inline void spr_layer_adam_row(const spr_model *m, spr_layer *L, int64_t r, float *g,
+                                      const spr_train_options *o, float bc1, float bc2) {
     const int64_t off = r * L->stride;
     if (L->mw16)
         spr_adam_row_bf16(L->w + off, g, L->mw16 + off, L->vw16 + off, L->cols, o->lr, o->beta1,
-                          o->beta2, o->eps, bc1, bc2);
+                          o->beta2, o->eps, bc1, bc2,
+                          (uint32_t)spr_mix64((uint64_t)m->steps << 32 ^ (uint64_t)(m->label_lo + r)));
     else
         spr_adam_row(L->w + off, g, L->mw + off, L->vw + off, L->cols, o->lr, o->beta1, o->beta2,
                      o->eps, bc1, bc2);
