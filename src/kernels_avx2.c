@@ -133,16 +133,8 @@ static inline __m256i bf16_round8_sr(__m256 x, __m256i noise) {
                               nan);
 }
 
-/* spr_bf16_noise of the 8 entries idx (salt added) */
-static inline __m256i bf16_noise8(__m256i salt_plus_idx_k) {
-    __m256i h = salt_plus_idx_k;
-    h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 15));
-    h = _mm256_mullo_epi32(h, _mm256_set1_epi32(0x2C1B3C6D));
-    h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 12));
-    h = _mm256_mullo_epi32(h, _mm256_set1_epi32(0x297A2D39));
-    h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 15));
-    return _mm256_srli_epi32(h, 16);
-}
+/* spr_bf16_noise of 8 entries, given salt + index x golden ratio in each lane */
+static inline __m256i bf16_noise8(__m256i h) { return _mm256_srli_epi32(h, 16); }
 
 /* 2 x 8 lanes (each in the low half of a 32-bit lane, at most 0xFFFF) -> 16 BF16: the
  * unsigned saturating pack is exact; it works within 128-bit halves, and one permute

@@ -80,14 +80,7 @@ static inline __m512 bf16_load16(const uint16_t *p) {
 }
 
 /* spr_bf16_noise of 16 lanes, given salt + index x golden ratio in each */
-static inline __m512i bf16_noise16(__m512i h) {
-    h = _mm512_xor_si512(h, _mm512_srli_epi32(h, 15));
-    h = _mm512_mullo_epi32(h, _mm512_set1_epi32(0x2C1B3C6D));
-    h = _mm512_xor_si512(h, _mm512_srli_epi32(h, 12));
-    h = _mm512_mullo_epi32(h, _mm512_set1_epi32(0x297A2D39));
-    h = _mm512_xor_si512(h, _mm512_srli_epi32(h, 15));
-    return _mm512_srli_epi32(h, 16);
-}
+static inline __m512i bf16_noise16(__m512i h) { return _mm512_srli_epi32(h, 16); }
 
 /* stochastic rounding with 16 random bits a lane, as spr_bf16_from_f32_sr */
 static inline void bf16_store16_sr(uint16_t *p, __m512 x, __m512i noise) {
