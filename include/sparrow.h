@@ -265,6 +265,11 @@ typedef struct spr_train_options {
     int rebuild_every;
     float clip_norm;          /* > 0: scale the batch gradient so that its L2 norm (over all
                                  touched rows and biases) is at most this; 0: off */
+    int random_pool;          /* 0: each sample draws its random neurons (the random_fraction
+                                 share) from the whole layer (SLIDE); G >= 1: the batch draws a
+                                 pool of G x the share once and each sample draws its share
+                                 from the pool, so the batch reads and steps far fewer rows
+                                 (G = 1: every sample takes the whole pool) */
 } spr_train_options;
 
 SPR_API spr_train_options spr_train_options_default(void);

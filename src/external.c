@@ -71,7 +71,7 @@ static float output_sample(spr_layer *Lo, const float *h, const int32_t *labels,
     int64_t n = Lo->size;
     if (Lo->sampled && !dense) {
         ids = s->ids[lo_index];
-        n = spr_layer_select(Lo, h, labels, n_labels, 0, s, &rng, ids);
+        n = spr_layer_select(Lo, h, labels, n_labels, 0, s, &rng, ids, Lo->shared_ids, Lo->n_shared);
     }
     float *z = s->act[lo_index], *delta = s->delta[lo_index];
     float zmax = -INFINITY;
@@ -192,6 +192,9 @@ spr_status spr_model_output_train(spr_model *m, const float *input, int64_t n,
     const uint64_t step_seed = spr_mix64(m->cfg.seed ^ 0x3c6ef372fe94f82bull) ^
                                spr_mix64((uint64_t)m->steps);
     const int64_t fan_in = Lo->fan_in;
+    Lo->n_shared = 0; /* the batch's shared random rows, as in train.c */
+    if (Lo->sampled && !dense && o->random_pool > 0)
+        spr_layer_draw_shared(Lo, o->random_pool, step_seed ^ spr_mix64(0x5eed0000u + (uint64_t)(m->n_layers - 1)));
 
 #pragma omp parallel num_threads(threads)
     {
@@ -274,7 +277,7 @@ spr_status spr_model_output_predict(const spr_model *m, const float *input, int6
             if (sparse) {
                 for (int64_t i = b0; i < b1; i++) {
                     const float *h = input + i * fan_in;
-                    int64_t na = spr_layer_select(Lo, h, NULL, 0, 1, &s, NULL, s.ids[0]);
+                    int64_t na = spr_layer_select(Lo, h, NULL, 0, 1, &s, NULL, s.ids[0], NULL, 0);
                     for (int64_t a = 0; a < na; a++) {
                         int32_t j = s.ids[0][a];
                         spr_topk_push(ids_out + i * k, scores_out + i * k, k, &filled[i - b0], j,

@@ -80,6 +80,9 @@ static void build_table(spr_lsh *t, int table, const uint32_t *keys, uint64_t se
         off[b + 1] = off[b] + c;
         cnt[b] = c;
     }
+    /* ids past the last bucket (items that full buckets dropped) are zero, so that a
+     * rebuild gives the same bytes as a fresh build (checkpoints save them as they are) */
+    memset(ids + off[buckets], 0, (size_t)(n - (int64_t)off[buckets]) * sizeof *ids);
 
     if (t->policy == SPR_BUCKET_FIFO) {
         /* Newest first: walking the items backwards, a bucket takes items while it has

@@ -290,12 +290,19 @@ static void scratch_free(spr_model *m) {
     spr_free(m->sample_active);
     if (m->bb) spr_free(m->bb->block);
     spr_free(m->bb);
+    spr_free(m->shared_block);
+    m->shared_block = NULL;
+    for (int l = 0; l < m->n_layers; l++) {
+        m->layers[l].shared_ids = m->layers[l].shared_tmp = NULL;
+        m->layers[l].n_shared = 0;
+    }
     m->bb = NULL;
     m->scratch = NULL;
     m->sample_loss = NULL;
     m->sample_active = NULL;
     m->n_scratch = 0;
     m->scratch_batch = 0;
+    m->scratch_pool = 0;
 }
 
 spr_status spr_model_alloc(const spr_model_config *cfg, spr_model **out) {
@@ -459,7 +466,8 @@ spr_status spr_model_prepare(spr_model *m, const spr_train_options *o, int64_t m
     int dense = o->dense ? 1 : 0;
     if (max_labels < 0) max_labels = 0;
     if (m->scratch && m->n_scratch >= threads && m->scratch_labels >= max_labels &&
-        m->scratch_dense >= dense && m->scratch_batch >= o->batch_size && (!m->dist || m->bb))
+        m->scratch_dense >= dense && m->scratch_batch >= o->batch_size && (!m->dist || m->bb) &&
+        m->scratch_pool >= o->random_pool)
         return SPR_STATUS_OK;
     if (m->scratch) {
         if (m->n_scratch > threads) threads = m->n_scratch;
@@ -467,6 +475,8 @@ spr_status spr_model_prepare(spr_model *m, const spr_train_options *o, int64_t m
         if (m->scratch_dense > dense) dense = m->scratch_dense;
     }
     int64_t batch = o->batch_size > m->scratch_batch ? o->batch_size : m->scratch_batch;
+    int pool = o->random_pool > m->scratch_pool ? o->random_pool : m->scratch_pool;
+    if (pool < 1) pool = 1;
     scratch_free(m);
     m->scratch = spr_alloc((size_t)threads * sizeof(spr_scratch));
     m->sample_loss = spr_alloc((size_t)batch * sizeof(float));
@@ -476,6 +486,7 @@ spr_status spr_model_prepare(spr_model *m, const spr_train_options *o, int64_t m
     m->scratch_labels = max_labels;
     m->scratch_dense = dense;
     m->scratch_batch = batch;
+    m->scratch_pool = pool;
 
     int64_t cap[SPR_MAX_LAYERS] = {0}, max_fan_in = 1, max_sampled = 1, max_cand = 1, max_l = 1, max_top = 1,
             work_len = 1;
@@ -535,6 +546,18 @@ spr_status spr_model_prepare(spr_model *m, const spr_train_options *o, int64_t m
         s->hist = (uint32_t *)p;
         s->stamp = 0;
         s->cand_cap = max_cand;
+    }
+    { /* each sampled layer's shared random neurons: ids and the sort's buffer */
+        size_t bytes = SPR_ALIGN;
+        for (int l = 0; l < m->n_layers; l++)
+            bytes += 2 * (size_t)spr_row_stride(pool * m->layers[l].random_reserve + 1) * 4;
+        char *p = m->shared_block = spr_alloc(bytes);
+        if (!p) goto nomem;
+        for (int l = 0; l < m->n_layers; l++) {
+            const size_t n = (size_t)spr_row_stride(pool * m->layers[l].random_reserve + 1) * 4;
+            m->layers[l].shared_ids = (int32_t *)p, p += n;
+            m->layers[l].shared_tmp = (int32_t *)p, p += n;
+        }
     }
     if (m->dist) { /* the sharded step keeps the whole batch (model.h, spr_batch_buf) */
         spr_batch_buf *bb = m->bb = spr_alloc(sizeof *bb);

@@ -49,6 +49,10 @@ typedef struct spr_layer {
     spr_hasher *hasher;
     spr_lsh *tables;
     uint32_t *keys;          /* (size, L) scratch for rehashing */
+    /* The batch's shared random neurons (training, o->random_shared): random_reserve
+     * draws, sorted, without repeats; spr_layer_draw_shared fills them before a batch. */
+    int32_t *shared_ids, *shared_tmp; /* (random_reserve) each; in the model's scratch */
+    int64_t n_shared;
 } spr_layer;
 
 /* Per-thread scratch for one sample in flight, allocated before training. */
@@ -106,6 +110,8 @@ struct spr_model {
     float *sample_loss;       /* (scratch_batch) per-sample loss of the current batch */
     int64_t *sample_active;   /* (scratch_batch, SPR_MAX_LAYERS) active neurons per sample */
     int64_t scratch_batch;
+    int scratch_pool;         /* random_pool the shared ids were sized for */
+    void *shared_block;       /* the sampled layers' shared_ids and shared_tmp */
 
     spr_log_fn log;
     void *log_user;
@@ -179,7 +185,11 @@ uint64_t spr_model_hash_seed(const spr_model *m, int layer, int64_t rebuilds);
  * the count. */
 int64_t spr_layer_select(const spr_layer *L, const float *in_dense, const int32_t *labels,
                          int64_t n_labels, int inference, spr_scratch *s, spr_rng *rng,
-                         int32_t *ids);
+                         int32_t *ids, const int32_t *shared, int64_t n_shared);
+
+/* Draws the batch's shared random neurons of sampled layer L (L->shared_ids, n_shared):
+ * random_reserve uniform draws from seed, sorted, repeats dropped. */
+void spr_layer_draw_shared(spr_layer *L, int pool, uint64_t seed);
 
 /* Highest score a candidate of L can have in selection: K x L codes shared (rank) or L
  * tables returning it (the other strategies). */

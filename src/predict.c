@@ -111,7 +111,7 @@ static void predict_point_sparse(const spr_model *m, const spr_dataset_view *d, 
     const spr_layer *Lo = &m->layers[m->n_layers - 1];
     float *h;
     spr_model_hidden_dense(m, d, row, ha, hb, &h);
-    int64_t n = spr_layer_select(Lo, h, NULL, 0, 1, s, NULL, s->ids[0]);
+    int64_t n = spr_layer_select(Lo, h, NULL, 0, 1, s, NULL, s->ids[0], NULL, 0);
     int filled = 0;
     for (int64_t a = 0; a < n; a++) {
         int32_t j = s->ids[0][a];
@@ -269,7 +269,7 @@ spr_status spr_model_sampling_recall(const spr_model *m, const spr_dataset *data
                               Lo->b[j] + spr_dot(Lo->w + j * Lo->stride, h, Lo->fan_in));
             spr_rng rng;
             spr_rng_seed(&rng, spr_mix64(m->cfg.seed ^ 0x2ec411ull) ^ spr_mix64((uint64_t)row));
-            int64_t na = spr_layer_select(Lo, h, NULL, 0, 0, &samp, &rng, samp.ids[0]);
+            int64_t na = spr_layer_select(Lo, h, NULL, 0, 0, &samp, &rng, samp.ids[0], NULL, 0);
             int hits = 0;
             for (int q = 0; q < filled; q++) hits += spr_sorted_contains(samp.ids[0], na, best[q]);
             total += (double)hits / (double)filled;

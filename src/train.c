@@ -238,8 +238,20 @@ static void deferred_materialize(spr_model *m) {
     f->pending = 0;
 }
 
+/* Index of the first of the n ascending ids that is >= v (n if none). */
+static int64_t first_at_least(const int32_t *ids, int64_t n, int64_t v) {
+    int64_t lo = 0, hi = n;
+    while (lo < hi) {
+        const int64_t mid = lo + (hi - lo) / 2;
+        if (ids[mid] < v) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo;
+}
+
 /* Adam on the output rows the pending batch touched, each row's gradient formed from its
- * entries just before its step. */
+ * entries just before its step. A sample's ids are ascending (spr_layer_select), so a
+ * thread finds the part of each sample in its row range by binary search. */
 static void deferred_adam(spr_model *m, const spr_train_options *o, float bc1, float bc2,
                           int threads) {
     spr_deferred *f = m->deferred;
@@ -253,17 +265,17 @@ static void deferred_adam(spr_model *m, const spr_train_options *o, float bc1, f
         const int t = 0, nth = 1;
 #endif
         float *g = m->scratch[t].dense_in; /* (fan_in) the gradient of one row */
-        /* Thread t owns the rows [lo, hi): it groups their entries (scanning every
-         * sample's ids, which is sequential and cheap) and steps them, so no two threads
-         * write the same row or counter. Its touched rows go to list[lo, lo + nt). */
+        /* Thread t owns the rows [lo, hi): it groups their entries (the part of each
+         * sample's ids in its range) and steps them, so no two threads write the same
+         * row or counter. Its touched rows go to list[lo, lo + nt). */
         const int64_t lo = f->rows * t / nth, hi = f->rows * (t + 1) / nth;
         int32_t *list = L->touched_list + lo;
         int64_t nt = 0, entries = 0;
         for (int64_t i = 0; i < f->n_samples; i++) {
             const int32_t *ids = f->ids + i * f->cap;
-            for (int64_t a = 0; a < f->n[i]; a++) {
+            const int64_t a1 = first_at_least(ids, f->n[i], hi);
+            for (int64_t a = first_at_least(ids, a1, lo); a < a1; a++) {
                 const int32_t r = ids[a];
-                if (r < lo || r >= hi) continue;
                 if (f->count[r]++ == 0) list[nt++] = r;
                 entries++;
             }
@@ -281,9 +293,9 @@ static void deferred_adam(spr_model *m, const spr_train_options *o, float bc1, f
         for (int64_t i = 0; i < f->n_samples; i++) {
             const int32_t *ids = f->ids + i * f->cap;
             const float *dl = f->delta + i * f->cap;
-            for (int64_t a = 0; a < f->n[i]; a++) {
+            const int64_t a1 = first_at_least(ids, f->n[i], hi);
+            for (int64_t a = first_at_least(ids, a1, lo); a < a1; a++) {
                 const int32_t r = ids[a];
-                if (r < lo || r >= hi) continue;
                 uint32_t e = f->end[r]++;
                 f->ent_sample[e] = (int32_t)i;
                 f->ent_delta[e] = dl[a];
@@ -345,7 +357,7 @@ static void train_sample(spr_model *m, const spr_dataset_view *d, int64_t row, s
                 in_dense = s->dense_in;
             }
             act[l].n = spr_layer_select(L, in_dense, labels, is_out ? n_labels : 0, 0, s, &rng,
-                                        s->ids[l]);
+                                        s->ids[l], L->shared_ids, L->n_shared);
             act[l].ids = s->ids[l];
         }
         layer_forward(L, &act[l - 1], &act[l]);
@@ -414,6 +426,17 @@ static spr_status check_batch(const spr_model *m, const spr_dataset *data, const
     return SPR_STATUS_OK;
 }
 
+/* The batch's pool of random neurons of each sampled layer (none with random_pool 0 or
+ * dense). */
+static void draw_shared(spr_model *m, const spr_train_options *o, uint64_t step_seed) {
+    for (int l = 1; l < m->n_layers; l++) {
+        spr_layer *L = &m->layers[l];
+        L->n_shared = 0;
+        if (L->sampled && !o->dense && o->random_pool > 0)
+            spr_layer_draw_shared(L, o->random_pool, step_seed ^ spr_mix64(0x5eed0000u + (uint64_t)l));
+    }
+}
+
 /* The batch's forward and backward passes. With defer, the output layer's gradient is
  * left in m->deferred for spr_model_apply_gradients (when deferred_usable); without, all
  * gradients are in the gradient rows on return. */
@@ -440,6 +463,7 @@ static spr_status compute_gradients(spr_model *m, const spr_dataset *data, const
     const uint64_t step_seed = spr_mix64(m->cfg.seed ^ 0x7f4a7c159e3779b9ull) ^
                                spr_mix64((uint64_t)m->steps);
     const int dense = o->dense != 0;
+    draw_shared(m, o, step_seed);
 
 #pragma omp parallel num_threads(threads)
     {
@@ -710,7 +734,8 @@ static void sharded_forward(const sharded_ctx *c, int64_t i, spr_scratch *s) {
         spr_rng rng; /* ranks draw their random rows independently */
         spr_rng_seed(&rng, c->step_seed ^ spr_mix64((uint64_t)row) ^
                                (lo ? spr_mix64((uint64_t)lo * 0x9E3779B97F4A7C15ull) : 0));
-        out.n = spr_layer_select(Lo, h, loc, nloc, 0, s, &rng, bb->out_ids + i * bb->out_cap);
+        out.n = spr_layer_select(Lo, h, loc, nloc, 0, s, &rng, bb->out_ids + i * bb->out_cap,
+                                 Lo->shared_ids, Lo->n_shared);
         out.ids = bb->out_ids + i * bb->out_cap;
     }
     layer_forward(Lo, &in, &out);
@@ -863,6 +888,8 @@ spr_status spr_model_compute_gradients_sharded(spr_model *m, const spr_dataset_v
     sharded_ctx c = {m, d, rows, n, o->dense != 0,
                      spr_mix64(m->cfg.seed ^ 0x7f4a7c159e3779b9ull) ^ spr_mix64((uint64_t)m->steps)};
     spr_status st;
+    /* ranks draw their shared random rows independently, each among its own rows */
+    draw_shared(m, o, c.step_seed ^ (m->label_lo ? spr_mix64((uint64_t)m->label_lo) : 0));
 
 #pragma omp parallel num_threads(threads)
     {

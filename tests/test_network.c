@@ -459,7 +459,7 @@ static void test_rank_selection(uint64_t seed) {
             for (int i = 0; i < 32; i++) h[i] = spr_rng_below(&r, 3) ? (float)spr_rng_normal(&r) : 0.0f;
             if (fams[fi] == SPR_HASH_DWTA)
                 for (int i = 0; i < 32; i++) h[i] = h[i] < 0 ? 0 : h[i]; /* a ReLU output */
-            int64_t n = spr_layer_select(L, h, NULL, 0, 0, &s, &r, ids);
+            int64_t n = spr_layer_select(L, h, NULL, 0, 0, &s, &r, ids, NULL, 0);
             memset(in_set, 0, (size_t)L->size), memset(in_union, 0, (size_t)L->size);
             for (int64_t k = 0; k < n; k++) in_set[ids[k]] = 1;
             spr_hasher_keys(L->hasher, h, qk, work);
@@ -572,6 +572,89 @@ static void test_bad_arguments(void) {
     CHECK(spr_model_train_batch(m, t.data, rows, 2, &o, NULL) == SPR_STATUS_BAD_INPUT,
           "batch larger than batch_size rejected");
     spr_model_free(m);
+    toy_free(&t);
+}
+
+/* The deferred output step splits the rows between threads (each finds its range in every
+ * sample's ascending ids): after one step the output layer must be bit for bit what one
+ * thread gives (its gradient depends only on the forward pass; the hidden layers' HOGWILD
+ * sums may differ, so they are not compared). */
+static void test_deferred_threads(void) {
+    toy t;
+    toy_make(&t, 64, 300, 2, 13);
+    spr_model_config c = small_config(t.d, t.l, 0.1f);
+    spr_model *m[2];
+    for (int k = 0; k < 2; k++) {
+        OK(spr_model_create(&c, &m[k]));
+        spr_train_options o = spr_train_options_default();
+        o.threads = k + 1;
+        o.batch_size = 16;
+        int64_t rows[16];
+        for (int i = 0; i < 16; i++) rows[i] = (5 * i) % t.n;
+        spr_batch_stats st;
+        OK(spr_model_train_batch(m[k], t.data, rows, 16, &o, &st));
+    }
+    const spr_layer *a = &m[0]->layers[1], *b = &m[1]->layers[1];
+    const size_t bytes = (size_t)(a->rows * a->stride) * sizeof(float);
+    int64_t changed = 0;
+    for (int64_t i = 0; i < a->rows * a->stride; i++) changed += a->mw[i] != 0.0f;
+    CHECK(changed > 0, "the step moved some output rows");
+    CHECK(!memcmp(a->w, b->w, bytes) && !memcmp(a->mw, b->mw, bytes) && !memcmp(a->vw, b->vw, bytes),
+          "output weights and moments after one step: 2 threads == 1 thread bit for bit");
+    CHECK(!memcmp(a->b, b->b, (size_t)a->size * sizeof(float)), "output biases: 2 threads == 1");
+    spr_model_free(m[0]);
+    spr_model_free(m[1]);
+    toy_free(&t);
+}
+
+/* The random share of the active set drawn once per batch (the default): every sample
+ * of the batch gets the same random rows, so the batch touches far fewer rows than with
+ * --random-per-sample; the active sets keep their size either way. */
+static void test_shared_random(void) {
+    toy t;
+    toy_make(&t, 64, 2000, 1, 5);
+    spr_model_config c = small_config(t.d, t.l, 0.05f); /* target 100, random share 50 */
+    int64_t touched[2] = {0, 0};
+    for (int per_sample = 0; per_sample <= 1; per_sample++) {
+        spr_model *m;
+        OK(spr_model_create(&c, &m));
+        spr_train_options o = spr_train_options_default();
+        o.threads = 1;
+        o.batch_size = 8;
+        o.rehash_first = 1000;
+        o.random_pool = per_sample ? 0 : 1;
+        const spr_layer *Lo = &m->layers[1];
+        int64_t rows[8];
+        for (int i = 0; i < 8; i++) rows[i] = 3 * i;
+        spr_batch_stats st;
+        OK(spr_model_compute_gradients(m, t.data, rows, 8, &o, &st));
+        double labels = 0;
+        for (int i = 0; i < 8; i++) labels += (double)(t.lp[rows[i] + 1] - t.lp[rows[i]]);
+        CHECK(st.active[1] == 100.0 + labels / 8, "per_sample %d: active = target 100 + labels: "
+              "want %g, got %g", per_sample, 100.0 + labels / 8, st.active[1]);
+        touched[per_sample] = atomic_load(&Lo->n_touched);
+        if (per_sample) {
+            CHECK(Lo->n_shared == 0, "per-sample random rows: no shared rows, got %lld",
+                  (long long)Lo->n_shared);
+        } else {
+            CHECK(Lo->random_reserve == 50 && Lo->n_shared >= 45 && Lo->n_shared <= 50,
+                  "shared rows: 50 draws less repeats, got %lld of %lld", (long long)Lo->n_shared,
+                  (long long)Lo->random_reserve);
+            int sorted = 1, all_touched = 1;
+            for (int64_t k = 0; k < Lo->n_shared; k++) {
+                const int32_t id = Lo->shared_ids[k];
+                if (id < 0 || id >= Lo->size || (k > 0 && id <= Lo->shared_ids[k - 1])) sorted = 0;
+                else if (!atomic_load(&Lo->touched[id])) all_touched = 0;
+            }
+            CHECK(sorted, "shared rows ascending, distinct, in range");
+            CHECK(all_touched, "every shared row is in the batch's active sets");
+        }
+        spr_model_free(m);
+    }
+    /* 8 samples x 50 random rows each against 50 for the batch (less what LSH leaves to
+     * the per-sample top-up in both modes): clearly fewer rows */
+    CHECK(touched[0] + 150 <= touched[1], "shared random rows: %lld touched rows, per sample %lld",
+          (long long)touched[0], (long long)touched[1]);
     toy_free(&t);
 }
 
@@ -702,6 +785,8 @@ int main(void) {
     test_bf16_state();
     test_sampled_equals_dense();
     test_deferred_equals_accumulated();
+    test_shared_random();
+    test_deferred_threads();
     test_gradient_check();
     test_lazy_adam_and_active_sets();
     test_learns_and_reproduces();

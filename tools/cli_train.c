@@ -80,6 +80,9 @@ static const char TRAIN_HELP[] =
     "                        default: the memory the system reports available\n"
     "  --random-fraction F   share of the active set kept for random neurons (topk,\n"
     "                        threshold, rank), in [0, 1]\n"
+    "  --random-pool G       the batch draws G x the random share once and each sample\n"
+    "                        draws its share from that pool: the batch touches far\n"
+    "                        fewer rows; 0: from the whole layer (SLIDE); default 0\n"
     "  --hidden-sparsity F   sample the hidden layers after the first too (same hash\n"
     "                        options as the output layer); default 1 (dense)\n"
     "  --seed S              seed of weights, hashes, sampling and the epoch shuffles\n"
@@ -91,9 +94,10 @@ static const char TRAIN_HELP[] =
     "  --resume MODEL        continue the run that saved MODEL where it stopped: the\n"
     "                        model options above come from MODEL (giving one that\n"
     "                        differs is an error); --train, --batch, --lr, --threads,\n"
-    "                        --dense and the --rehash-* options must be those of the\n"
-    "                        first run for an exact continuation (with --threads 1 the\n"
-    "                        result is then bit for bit that of an uninterrupted run)\n"
+    "                        --dense, --random-pool and the --rehash-* options\n"
+    "                        must be those of the first run for an exact continuation\n"
+    "                        (with --threads 1 the result is then bit for bit that of\n"
+    "                        an uninterrupted run)\n"
     "  --epochs N            passes over the training set (default 1); with --resume\n"
     "                        the total, counting the epochs MODEL has done\n"
     "  --batch B             samples per optimizer step\n"
@@ -168,6 +172,7 @@ typedef struct train_args {
     int have_seed;
     int dense;
     int bf16_state;          /* --bf16-state given */
+    int random_pool, have_random_pool;
     int64_t eval_max;
     int64_t max_batches;
     int one_based;
@@ -215,7 +220,7 @@ enum {
     T_MAX_BATCHES, T_ONE_BASED, T_QUIET, T_VERBOSE, T_POLICY, T_SELECT, T_THRESHOLD,
     T_HIDDEN_SPARSITY, T_REHASH_FIRST, T_REHASH_GROWTH, T_REHASH_MAX, T_REBUILD, T_RANDOM_FRACTION,
     T_RESUME, T_MAX_MEMORY, T_CLIP_NORM, T_EVAL_EVERY, T_CONFIG, T_PRINT_CONFIG,
-    T_BF16_STATE
+    T_BF16_STATE, T_RANDOM_POOL
 };
 
 /* "512M", "4G", "1000000" -> bytes (K, M, G are powers of 1024). */
@@ -264,6 +269,7 @@ static int parse_train_args(int argc, char **argv, train_args *a) {
         {"threads", required_argument, 0, T_THREADS},
         {"seed", required_argument, 0, T_SEED},
         {"dense", no_argument, 0, T_DENSE},
+        {"random-pool", required_argument, 0, T_RANDOM_POOL},
         {"save", required_argument, 0, T_SAVE},
         {"metrics", required_argument, 0, T_METRICS},
         {"eval-max", required_argument, 0, T_EVAL_MAX},
@@ -373,6 +379,10 @@ static int parse_train_args(int argc, char **argv, train_args *a) {
             break;
         case T_DENSE: a->dense = 1; break;
         case T_BF16_STATE: a->bf16_state = 1; break;
+        case T_RANDOM_POOL:
+            rc = parse_int(cmd, "--random-pool", optarg, 0, 1000000, &a->random_pool);
+            a->have_random_pool = 1;
+            break;
         case T_ONE_BASED: a->one_based = 1; break;
         case T_QUIET: a->quiet = 1; break;
         case T_VERBOSE: a->verbose = 1; break;
@@ -876,6 +886,7 @@ static struct cJSON *train_config_json(const train_args *a) {
     config_put_int(o, "batch", a->have_batch ? a->batch : t.batch_size);
     config_put_float(o, "lr", a->have_lr ? a->lr : t.lr);
     config_put_bool(o, "dense", a->dense);
+    config_put_int(o, "random-pool", a->have_random_pool ? a->random_pool : t.random_pool);
     if (a->max_batches) config_put_int(o, "max-batches", a->max_batches);
     else config_put_null(o, "max-batches");
     config_put_int(o, "threads", a->have_threads ? a->threads : t.threads);
@@ -1037,6 +1048,7 @@ static int train_run(const train_args *args) {
     if (a.have_rehash_max) topt.rehash_max = a.rehash_max;
     if (a.have_rebuild_every) topt.rebuild_every = a.rebuild_every;
     topt.clip_norm = (float)a.clip_norm;
+    if (a.have_random_pool) topt.random_pool = a.random_pool;
 
     /* Where a resumed run continues: after info.epoch complete epochs and the batches
      * of the next one that the step count says were done. The count must fit the batch

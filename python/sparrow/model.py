@@ -222,7 +222,8 @@ class Model:
     def fit(self, X, Y, epochs=1, batch_size=128, lr=1e-3, validation_data=None, callbacks=(),
             dense=False, threads=0, shuffle=True, beta1=0.9, beta2=0.999, eps=1e-8,
             rehash_first=50, rehash_growth=0.1, rehash_max=1000, rebuild_every=10, clip_norm=0.0,
-            eval_max=None, sparse_inference=False, quiet=False, max_batches=None):
+            eval_max=None, sparse_inference=False, quiet=False, max_batches=None,
+            random_pool=None):
         """Trains on X (scipy CSR or numpy dense, (points, features)) and Y (CSR label
         matrix, 1-D label ids, or a list of label lists) for `epochs` epochs of shuffled
         batches (the order depends only on the model's seed and the epoch).
@@ -232,7 +233,8 @@ class Model:
         validation_data=(X_val, Y_val), p_at_1/3/5 on at most eval_max of its points)
         are appended to self.history, printed on stderr unless quiet, and passed to
         each callback(metrics); a callback returning True stops training. The GIL is
-        released while a batch trains. Returns self.history."""
+        released while a batch trains. random_pool: the CLI's --random-pool (None:
+        the library's default). Returns self.history."""
         h = self._h()
         cfg = _lib.spr_model_get_config(h)
         n_labels = cfg.layers[cfg.n_layers - 1].size
@@ -251,6 +253,10 @@ class Model:
         opts.rehash_first, opts.rehash_growth = int(rehash_first), float(rehash_growth)
         opts.rehash_max, opts.rebuild_every, opts.clip_norm = (
             int(rehash_max), int(rebuild_every), float(clip_norm))
+        if random_pool is not None:
+            if int(random_pool) < 0:
+                raise ValueError("random_pool must be >= 0, got %d" % int(random_pool))
+            opts.random_pool = int(random_pool)
         if opts.batch_size < 1:
             raise ValueError("batch_size must be >= 1, got %d" % opts.batch_size)
         eval_rows = None
