@@ -232,6 +232,10 @@ typedef struct spr_model_config {
     spr_layer_config layers[SPR_MAX_LAYERS]; /* layers[n_layers-1].size = number of labels */
     float init_std;           /* weights ~ N(0, init_std^2), biases 0 */
     uint64_t seed;            /* weights, hash functions and sampling all derive from it */
+    int bf16_state;           /* 1: the output layer's Adam moments of the weights are stored as
+                                 BF16 (the top half of a float, rounded to nearest even), half
+                                 the bytes the optimizer step moves there; the step itself
+                                 computes in float. 0: float (default). Saved with the model. */
 } spr_model_config;
 
 /* n_features -> 128 ReLU -> n_labels softmax sampled at sparsity 0.01 with SimHash,
@@ -382,7 +386,9 @@ typedef enum spr_param {
 
 /* A borrowed pointer to a parameter array of a layer. Rows are stride floats apart
  * (stride >= cols, rows 64-byte aligned). Writing weights is allowed between steps;
- * the hash tables see the change at the next rehash (or spr_model_rehash). */
+ * the hash tables see the change at the next rehash (or spr_model_rehash). With
+ * bf16_state the output layer's SPR_PARAM_WEIGHT_ADAM_M and _V are not float arrays:
+ * asking for them is SPR_STATUS_BAD_INPUT. */
 SPR_API spr_status spr_model_param(spr_model *model, int layer, spr_param which,
                                    float **data, int64_t *rows, int64_t *cols,
                                    int64_t *stride);

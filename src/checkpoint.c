@@ -42,6 +42,11 @@
  *           run is bit for bit the run it continues). L and key_bits are not stored:
  *           they follow from the configuration and the hash family (the reader checks
  *           the length against them before reading).
+ *  10 OPT   optional, layer 0: u32 option bits, written only when one is set. Bit 0:
+ *           the output layer's weight moments live in memory as BF16 (bf16_state); its
+ *           MW and VW sections are still f32 (the BF16 values widened, exactly), so the
+ *           moments read the same either way and loading converts back without loss.
+ *           Other bits must be 0.
  *
  * The writer emits CONF, STAT, then W B MW VW MB VB (TBL) of layer 0, of layer 1, ...
  * The reader accepts the sections in any order but wants each of the 2 + 6 x n_layers
@@ -53,7 +58,8 @@
  * the current ones, and continuing the run exactly needs those. Files written before
  * TBL existed (same version 1) load as before, tables rebuilt from the weights; an
  * older reader refuses a file with TBL sections (unknown section tag) rather than
- * misreading it.
+ * misreading it. OPT works the same way: a file without it is the file an older
+ * sparrow wrote (bf16_state 0); an older reader refuses a file with it by name.
  *
  * A later format may add kinds; it then bumps the version, and this reader refuses it
  * by name rather than misreading it.
@@ -83,7 +89,9 @@
 #define CKPT_CONF_LAYER 44u
 #define CKPT_CONF_MAX (CKPT_CONF_BASE + CKPT_CONF_LAYER * SPR_MAX_LAYERS)
 #define CKPT_STAT_BYTES 48u
-#define CKPT_MAX_SECTIONS (2 + 7 * SPR_MAX_LAYERS)
+#define CKPT_MAX_SECTIONS (3 + 7 * SPR_MAX_LAYERS)
+#define CKPT_OPT_BYTES 4u
+#define CKPT_OPT_BF16 1u /* OPT bit 0: bf16_state */
 /* I/O buffer: big enough that a 1.3 GB model is a few hundred system calls, small
  * enough not to matter next to the model. */
 #define CKPT_BUFFER ((size_t)4 << 20)
@@ -98,17 +106,21 @@ enum {
     KIND_MB = 7,
     KIND_VB = 8,
     KIND_TBL = 9,
-    KIND_END = 10,
+    KIND_OPT = 10,
+    KIND_END = 11,
 };
 
-static const char *const kind_names[KIND_END] = {"?", "CONF", "STAT", "W", "B", "MW", "VW", "MB", "VB", "TBL"};
+static const char *const kind_names[KIND_END] = {"?", "CONF", "STAT", "W", "B", "MW", "VW", "MB", "VB", "TBL", "OPT"};
+
+/* The kinds that exist once per file (layer byte 0) rather than once per layer. */
+static int kind_is_global(uint32_t kind) { return kind == KIND_CONF || kind == KIND_STAT || kind == KIND_OPT; }
 
 static uint32_t make_tag(int kind, int layer) { return (uint32_t)kind << 8 | (uint32_t)layer; }
 
 /* A tag as it appears in messages: "CONF", "W[1]", or "0x00abcdef" if unknown. */
 static const char *tag_name(uint32_t tag, char buf[32]) {
     uint32_t kind = tag >> 8, layer = tag & 0xFFu;
-    if (kind == KIND_CONF || kind == KIND_STAT) {
+    if (kind_is_global(kind)) {
         if (layer == 0) return kind_names[kind];
     } else if (kind >= KIND_W && kind < KIND_END) {
         snprintf(buf, 32, "%s[%u]", kind_names[kind], layer);
@@ -205,6 +217,7 @@ static uint64_t section_bytes(const spr_model_config *cfg, int kind, int l) {
     switch (kind) {
     case KIND_CONF: return CKPT_CONF_BASE + CKPT_CONF_LAYER * (uint64_t)cfg->n_layers;
     case KIND_STAT: return CKPT_STAT_BYTES;
+    case KIND_OPT: return CKPT_OPT_BYTES;
     case KIND_W:
     case KIND_MW:
     case KIND_VW: weight_shape(cfg, l, &rows, &cols); break;
@@ -301,6 +314,20 @@ static void w_matrix(writer *w, uint32_t tag, const float *a, int64_t rows, int6
     w_section_end(w);
 }
 
+/* The same for BF16 moments: each row widened to f32 (exact) through a row buffer. */
+static void w_matrix_bf16(writer *w, uint32_t tag, const uint16_t *a, int64_t rows, int64_t cols,
+                          int64_t stride) {
+    float *row = malloc((size_t)(cols > 0 ? cols : 1) * sizeof(float));
+    if (!row && !w->err) w->err = ENOMEM;
+    w_section_begin(w, tag, (uint64_t)rows * (uint64_t)cols * sizeof(float));
+    for (int64_t r = 0; r < rows && !w->err; r++) {
+        for (int64_t c = 0; c < cols; c++) row[c] = spr_f32_from_bf16(a[r * stride + c]);
+        w_floats(w, row, cols);
+    }
+    w_section_end(w);
+    free(row);
+}
+
 /* u32 in the offsets and in the ids arrays of a layer's tables. */
 static void table_words(const spr_lsh *t, int64_t *n_offsets, int64_t *n_ids) {
     *n_offsets = (int64_t)t->l * (((int64_t)1 << t->key_bits) + 1);
@@ -325,7 +352,7 @@ static void w_model(writer *w, const spr_model *m) {
     for (int l = 0; l < cfg->n_layers; l++) n_tables += m->layers[l].sampled && m->layers[l].tables;
     memcpy(h, CKPT_MAGIC, 8);
     put_u32(h + 8, CKPT_VERSION);
-    put_u32(h + 12, (uint32_t)(2 + 6 * cfg->n_layers + n_tables));
+    put_u32(h + 12, (uint32_t)(2 + 6 * cfg->n_layers + n_tables + (cfg->bf16_state ? 1 : 0)));
     w_bytes(w, h, sizeof h, 0);
 
     unsigned char c[CKPT_CONF_MAX], *p = c;
@@ -351,6 +378,14 @@ static void w_model(writer *w, const spr_model *m) {
     w_bytes(w, c, (size_t)(p - c), 1);
     w_section_end(w);
 
+    if (cfg->bf16_state) {
+        unsigned char o[CKPT_OPT_BYTES];
+        put_u32(o, CKPT_OPT_BF16);
+        w_section_begin(w, make_tag(KIND_OPT, 0), sizeof o);
+        w_bytes(w, o, sizeof o, 1);
+        w_section_end(w);
+    }
+
     unsigned char s[CKPT_STAT_BYTES];
     const int64_t stat[6] = {m->steps, m->samples, m->epoch, m->next_rehash, m->rehashes, m->rebuilds};
     for (int i = 0; i < 6; i++) put_u64(s + 8 * i, (uint64_t)stat[i]);
@@ -362,8 +397,13 @@ static void w_model(writer *w, const spr_model *m) {
         const spr_layer *L = &m->layers[l];
         w_matrix(w, make_tag(KIND_W, l), L->w, L->rows, L->cols, L->stride);
         w_matrix(w, make_tag(KIND_B, l), L->b, 1, L->size, L->size);
-        w_matrix(w, make_tag(KIND_MW, l), L->mw, L->rows, L->cols, L->stride);
-        w_matrix(w, make_tag(KIND_VW, l), L->vw, L->rows, L->cols, L->stride);
+        if (L->mw16) {
+            w_matrix_bf16(w, make_tag(KIND_MW, l), L->mw16, L->rows, L->cols, L->stride);
+            w_matrix_bf16(w, make_tag(KIND_VW, l), L->vw16, L->rows, L->cols, L->stride);
+        } else {
+            w_matrix(w, make_tag(KIND_MW, l), L->mw, L->rows, L->cols, L->stride);
+            w_matrix(w, make_tag(KIND_VW, l), L->vw, L->rows, L->cols, L->stride);
+        }
         w_matrix(w, make_tag(KIND_MB, l), L->mb, 1, L->size, L->size);
         w_matrix(w, make_tag(KIND_VB, l), L->vb, 1, L->size, L->size);
         if (L->sampled && L->tables) w_tables(w, make_tag(KIND_TBL, l), L->tables);
@@ -621,6 +661,20 @@ static spr_status r_matrix(reader *r, float *a, int64_t rows, int64_t cols, int6
     return SPR_STATUS_OK;
 }
 
+/* f32 moments into BF16 rows (rounded to nearest even: exact for what the writer wrote). */
+static spr_status r_matrix_bf16(reader *r, uint16_t *a, int64_t rows, int64_t cols, int64_t stride,
+                                uint32_t *crc) {
+    float *row = malloc((size_t)(cols > 0 ? cols : 1) * sizeof(float));
+    if (!row) return spr_fail(SPR_STATUS_NO_MEMORY, "%s: out of memory for a row buffer", r->path);
+    spr_status st = SPR_STATUS_OK;
+    for (int64_t i = 0; i < rows && !st; i++) {
+        st = r_floats(r, row, cols, crc);
+        for (int64_t c = 0; c < cols && !st; c++) a[i * stride + c] = spr_bf16_from_f32(row[c]);
+    }
+    free(row);
+    return st;
+}
+
 static spr_status bad(const reader *r, const section *s, const char *what) {
     char nb[32];
     return spr_fail(SPR_STATUS_BAD_INPUT, "%s: section %s at byte offset %llu: %s", r->path,
@@ -676,6 +730,28 @@ static spr_status read_config(reader *r, const section *s, spr_model_config *cfg
         snprintf(msg, sizeof msg, "invalid configuration: %s", spr_last_error());
         return bad(r, s, msg);
     }
+    return SPR_STATUS_OK;
+}
+
+/* The OPT section (length checked to fit the file): its CRC, then its bits into cfg. */
+static spr_status read_options(reader *r, const section *s, spr_model_config *cfg) {
+    char msg[120];
+    if (s->len != CKPT_OPT_BYTES) {
+        snprintf(msg, sizeof msg, "%llu bytes, options take %u", (unsigned long long)s->len, CKPT_OPT_BYTES);
+        return bad(r, s, msg);
+    }
+    unsigned char c[CKPT_OPT_BYTES + CKPT_SECTION_TAIL];
+    spr_status st = r_pread(r, s->off + CKPT_SECTION_HEAD, c, sizeof c);
+    if (st) return st;
+    if (crc32_update(0, c, CKPT_OPT_BYTES) != get_u32(c + CKPT_OPT_BYTES))
+        return bad(r, s, "checksum mismatch (file damaged)");
+    uint32_t bits = get_u32(c);
+    if (bits & ~CKPT_OPT_BF16) {
+        snprintf(msg, sizeof msg, "unknown option bits 0x%08x (a newer sparrow's file, or damaged)",
+                 bits & ~CKPT_OPT_BF16);
+        return bad(r, s, msg);
+    }
+    cfg->bf16_state = (bits & CKPT_OPT_BF16) ? 1 : 0;
     return SPR_STATUS_OK;
 }
 
@@ -810,7 +886,7 @@ spr_status spr_checkpoint_load(const char *path, spr_model **out) {
             goto done;
         }
         uint32_t kind = s->tag >> 8, layer = s->tag & 0xFFu;
-        int known = (kind == KIND_CONF || kind == KIND_STAT) ? layer == 0
+        int known = kind_is_global(kind) ? layer == 0
                   : kind >= KIND_W && kind < KIND_END && layer < SPR_MAX_LAYERS;
         if (!known) {
             st = bad(&r, s, "unknown section tag (file damaged)");
@@ -836,6 +912,8 @@ spr_status spr_checkpoint_load(const char *path, spr_model **out) {
     }
     spr_model_config cfg;
     if ((st = read_config(&r, conf, &cfg))) goto done;
+    for (uint32_t i = 0; i < n_sections; i++)
+        if (sec[i].tag == make_tag(KIND_OPT, 0) && (st = read_options(&r, &sec[i], &cfg))) goto done;
 
     /* Every section the configuration calls for, with the size it calls for. */
     for (uint32_t i = 0; i < n_sections; i++) {
@@ -910,15 +988,22 @@ spr_status spr_checkpoint_load(const char *path, spr_model **out) {
         }
         if ((st = r_skip(&r, CKPT_SECTION_HEAD, NULL))) goto done;
         switch (kind) {
-        case KIND_CONF: st = r_skip(&r, s->len, &crc); break;
+        case KIND_CONF:
+        case KIND_OPT: st = r_skip(&r, s->len, &crc); break;
         case KIND_STAT:
             if ((st = r_take(&r, CKPT_STAT_BYTES, &p))) break;
             crc = crc32_update(0, p, CKPT_STAT_BYTES);
             for (int k = 0; k < 6; k++) stat[k] = (int64_t)get_u64(p + 8 * k);
             break;
         case KIND_W: st = r_matrix(&r, L->w, L->rows, L->cols, L->stride, &crc); break;
-        case KIND_MW: st = r_matrix(&r, L->mw, L->rows, L->cols, L->stride, &crc); break;
-        case KIND_VW: st = r_matrix(&r, L->vw, L->rows, L->cols, L->stride, &crc); break;
+        case KIND_MW:
+            st = L->mw16 ? r_matrix_bf16(&r, L->mw16, L->rows, L->cols, L->stride, &crc)
+                         : r_matrix(&r, L->mw, L->rows, L->cols, L->stride, &crc);
+            break;
+        case KIND_VW:
+            st = L->vw16 ? r_matrix_bf16(&r, L->vw16, L->rows, L->cols, L->stride, &crc)
+                         : r_matrix(&r, L->vw, L->rows, L->cols, L->stride, &crc);
+            break;
         case KIND_B: st = r_floats(&r, L->b, L->size, &crc); break;
         case KIND_MB: st = r_floats(&r, L->mb, L->size, &crc); break;
         case KIND_VB: st = r_floats(&r, L->vb, L->size, &crc); break;

@@ -154,9 +154,7 @@ static void output_step(spr_model *m, spr_layer *Lo, const spr_train_options *o,
 #pragma omp parallel for schedule(static) num_threads(threads)
     for (int64_t k = 0; k < nt; k++) {
         int32_t r = Lo->touched_list[k];
-        int64_t off = (int64_t)r * Lo->stride;
-        spr_adam_row(Lo->w + off, Lo->gw + off, Lo->mw + off, Lo->vw + off, Lo->cols, o->lr,
-                     o->beta1, o->beta2, o->eps, bc1, bc2);
+        spr_layer_adam_row(m, Lo, r, Lo->gw + (int64_t)r * Lo->stride, o, bc1, bc2);
         spr_adam_row(Lo->b + r, Lo->gb + r, Lo->mb + r, Lo->vb + r, 1, o->lr, o->beta1, o->beta2,
                      o->eps, bc1, bc2);
         atomic_store_explicit(&Lo->touched[r], 0, memory_order_relaxed);

@@ -93,8 +93,27 @@ static void signed_sums_ref(const float *x, int64_t ldx, int64_t n, int64_t d, c
     }
 }
 
+/* adam_row_ref's arithmetic, term for term, on the widened moments; the moments are
+ * rounded only when stored, so the result is exactly adam_row_ref followed by rounding
+ * m and v (tests/test_kernels.c checks that, bit for bit). */
+static void adam_row_bf16_ref(float *w, float *g, uint16_t *m, uint16_t *v, int64_t n, float lr,
+                              float b1, float b2, float eps, float bc1, float bc2, uint32_t salt) {
+    const float step = lr / bc1;
+    const float sqrt_bc2 = sqrtf(bc2);
+    for (int64_t i = 0; i < n; i++) {
+        float gi = g[i];
+        float mi = b1 * spr_f32_from_bf16(m[i]) + (1.0f - b1) * gi;
+        float vi = b2 * spr_f32_from_bf16(v[i]) + (1.0f - b2) * gi * gi;
+        m[i] = spr_bf16_from_f32(mi);
+        v[i] = spr_bf16_from_f32_sr(vi, spr_bf16_noise(salt, i));
+        w[i] -= step * mi / (sqrtf(vi) / sqrt_bc2 + eps);
+        g[i] = 0.0f;
+    }
+}
+
 const spr_kernel_set spr_kernels_portable = {"portable", dot_ref, axpy_ref, dot_sparse_ref,
-                                             adam_row_ref, matmul_panels_ref, signed_sums_ref};
+                                             adam_row_ref, matmul_panels_ref, signed_sums_ref,
+                                             adam_row_bf16_ref};
 const spr_kernel_set *spr_kernels = &spr_kernels_portable;
 
 static const char *cpu_features(void) {

@@ -162,8 +162,129 @@ static void signed_sums_avx2(const float *x, int64_t ldx, int64_t n, int64_t d,
     }
 }
 
+/* 16 BF16 -> 2 x 8 floats: one 256-bit load, the 64-bit quarters reordered (0 2 1 3) so
+ * that interleaving with zeros (which works within 128-bit halves) puts each BF16 in the
+ * top half of its float lane, in order: 3 shuffles for 16 values. Exact. */
+static inline void bf16_load16(const uint16_t *p, __m256 *lo, __m256 *hi) {
+    const __m256i x = _mm256_permute4x64_epi64(_mm256_loadu_si256((const __m256i *)p), 0xD8);
+    *lo = _mm256_castsi256_ps(_mm256_unpacklo_epi16(_mm256_setzero_si256(), x));
+    *hi = _mm256_castsi256_ps(_mm256_unpackhi_epi16(_mm256_setzero_si256(), x));
+}
+
+/* 8 BF16 -> 8 floats (the odd 8 at the end of a row). */
+static inline __m256 bf16_load8(const uint16_t *p) {
+    const __m256i x = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(x, 16));
+}
+
+/* 8 lanes (each at most 0xFFFF in the low half of its 32-bit lane) -> 8 BF16. */
+static inline void bf16_store8(uint16_t *p, __m256i r) {
+    _mm_storeu_si128((__m128i *)p,
+                     _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1)));
+}
+
+/* 8 floats rounded as spr_bf16_from_f32 does, each in the low half of its 32-bit lane:
+ * add 0x7FFF plus the lowest kept bit (ties to even) and shift; a NaN lane keeps its
+ * top half with the quiet bit set instead (plain rounding could carry a NaN into -0). */
+static inline __m256i bf16_round8(__m256 x) {
+    const __m256i u = _mm256_castps_si256(x);
+    const __m256i top = _mm256_srli_epi32(u, 16);
+    const __m256i lsb = _mm256_and_si256(top, _mm256_set1_epi32(1));
+    const __m256i r = _mm256_srli_epi32(
+        _mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7FFF)), lsb), 16);
+    const __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+    return _mm256_blendv_epi8(r, _mm256_or_si256(top, _mm256_set1_epi32(0x0040)), nan);
+}
+
+/* 8 floats rounded stochastically with the 16 random bits of each lane (noise), as
+ * spr_bf16_from_f32_sr, each in the low half of its 32-bit lane. */
+static inline __m256i bf16_round8_sr(__m256 x, __m256i noise) {
+    const __m256i u = _mm256_castps_si256(x);
+    const __m256i r = _mm256_srli_epi32(_mm256_add_epi32(u, noise), 16);
+    const __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+    return _mm256_blendv_epi8(r, _mm256_or_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(0x0040)),
+                              nan);
+}
+
+/* spr_bf16_noise of 8 entries, given salt + index x golden ratio in each lane */
+static inline __m256i bf16_noise8(__m256i h) { return _mm256_srli_epi32(h, 16); }
+
+/* 2 x 8 lanes (each in the low half of a 32-bit lane, at most 0xFFFF) -> 16 BF16: the
+ * unsigned saturating pack is exact; it works within 128-bit halves, and one permute
+ * puts them in order. */
+static inline void bf16_store16(uint16_t *p, __m256i lo, __m256i hi) {
+    const __m256i packed = _mm256_packus_epi32(lo, hi);
+    _mm256_storeu_si256((__m256i *)p, _mm256_permute4x64_epi64(packed, 0xD8));
+}
+
+/* adam_row_avx2 with BF16 moments, 16 entries a step: the same float arithmetic, so its
+ * results differ from the reference's as adam_row_avx2's do (a last float bit now and
+ * then, which may move a rounded moment by one BF16 step). */
+static void adam_row_bf16_avx2(float *w, float *g, uint16_t *m, uint16_t *v, int64_t n, float lr,
+                               float b1, float b2, float eps, float bc1, float bc2, uint32_t salt) {
+    const float step = lr / bc1, inv_sqrt_bc2 = 1.0f / sqrtf(bc2);
+    /* salt + i x golden ratio for the lanes i .. i + 15, advanced by 16 a step */
+    const __m256i golden = _mm256_set1_epi32((int)0x9E3779B1u);
+    __m256i h0 = _mm256_add_epi32(_mm256_set1_epi32((int)salt),
+                                  _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), golden));
+    __m256i h1 = _mm256_add_epi32(h0, _mm256_mullo_epi32(_mm256_set1_epi32(8), golden));
+    const __m256i h16 = _mm256_mullo_epi32(_mm256_set1_epi32(16), golden);
+    const __m256 vb1 = _mm256_set1_ps(b1), vc1 = _mm256_set1_ps(1.0f - b1);
+    const __m256 vb2 = _mm256_set1_ps(b2), vc2 = _mm256_set1_ps(1.0f - b2);
+    const __m256 vstep = _mm256_set1_ps(step), vinv = _mm256_set1_ps(inv_sqrt_bc2);
+    const __m256 veps = _mm256_set1_ps(eps), zero = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m256 m0, m1, v0, v1;
+        bf16_load16(m + i, &m0, &m1);
+        bf16_load16(v + i, &v0, &v1);
+        const __m256 g0 = _mm256_loadu_ps(g + i), g1 = _mm256_loadu_ps(g + i + 8);
+        m0 = _mm256_fmadd_ps(vb1, m0, _mm256_mul_ps(vc1, g0));
+        m1 = _mm256_fmadd_ps(vb1, m1, _mm256_mul_ps(vc1, g1));
+        v0 = _mm256_fmadd_ps(vb2, v0, _mm256_mul_ps(vc2, _mm256_mul_ps(g0, g0)));
+        v1 = _mm256_fmadd_ps(vb2, v1, _mm256_mul_ps(vc2, _mm256_mul_ps(g1, g1)));
+        const __m256 d0 = _mm256_fmadd_ps(_mm256_sqrt_ps(v0), vinv, veps);
+        const __m256 d1 = _mm256_fmadd_ps(_mm256_sqrt_ps(v1), vinv, veps);
+        _mm256_storeu_ps(w + i, _mm256_sub_ps(_mm256_loadu_ps(w + i),
+                                              _mm256_div_ps(_mm256_mul_ps(vstep, m0), d0)));
+        _mm256_storeu_ps(w + i + 8, _mm256_sub_ps(_mm256_loadu_ps(w + i + 8),
+                                                  _mm256_div_ps(_mm256_mul_ps(vstep, m1), d1)));
+        bf16_store16(m + i, bf16_round8(m0), bf16_round8(m1));
+        bf16_store16(v + i, bf16_round8_sr(v0, bf16_noise8(h0)), bf16_round8_sr(v1, bf16_noise8(h1)));
+        h0 = _mm256_add_epi32(h0, h16);
+        h1 = _mm256_add_epi32(h1, h16);
+        _mm256_storeu_ps(g + i, zero);
+        _mm256_storeu_ps(g + i + 8, zero);
+    }
+    /* 8 more where they fit, so that every entry takes the arithmetic adam_row_avx2 gives
+     * it (FMA in the vector part, none in the scalar tail): from the same moments the
+     * two kernels then move w identically */
+    if (i + 8 <= n) {
+        const __m256 g0 = _mm256_loadu_ps(g + i);
+        const __m256 m0 = _mm256_fmadd_ps(vb1, bf16_load8(m + i), _mm256_mul_ps(vc1, g0));
+        const __m256 v0 = _mm256_fmadd_ps(vb2, bf16_load8(v + i), _mm256_mul_ps(vc2, _mm256_mul_ps(g0, g0)));
+        const __m256 d0 = _mm256_fmadd_ps(_mm256_sqrt_ps(v0), vinv, veps);
+        _mm256_storeu_ps(w + i, _mm256_sub_ps(_mm256_loadu_ps(w + i),
+                                              _mm256_div_ps(_mm256_mul_ps(vstep, m0), d0)));
+        bf16_store8(m + i, bf16_round8(m0));
+        bf16_store8(v + i, bf16_round8_sr(v0, bf16_noise8(h0)));
+        _mm256_storeu_ps(g + i, zero);
+        i += 8;
+    }
+    for (; i < n; i++) {
+        float gi = g[i];
+        float mi = b1 * spr_f32_from_bf16(m[i]) + (1.0f - b1) * gi;
+        float vi = b2 * spr_f32_from_bf16(v[i]) + (1.0f - b2) * gi * gi;
+        m[i] = spr_bf16_from_f32(mi);
+        v[i] = spr_bf16_from_f32_sr(vi, spr_bf16_noise(salt, i));
+        w[i] -= step * mi / (sqrtf(vi) * inv_sqrt_bc2 + eps);
+        g[i] = 0.0f;
+    }
+}
+
 static const spr_kernel_set set = {"avx2", dot_avx2, axpy_avx2, dot_sparse_avx2, adam_row_avx2,
-                                   matmul_panels_avx2, signed_sums_avx2};
+                                   matmul_panels_avx2, signed_sums_avx2,
+                                   adam_row_bf16_avx2};
 const spr_kernel_set *spr_kernel_set_avx2(void) { return &set; }
 #else
 const spr_kernel_set *spr_kernel_set_avx2(void) { return 0; }

@@ -8,6 +8,7 @@
 #if defined(__x86_64__) && defined(__AVX512F__)
 #include <immintrin.h>
 #include <math.h>
+#include <string.h>
 
 static inline __mmask16 tail_mask(int64_t left) {
     return (__mmask16)(left >= 16 ? 0xFFFF : (1u << left) - 1u);
@@ -144,8 +145,90 @@ static void signed_sums_avx512(const float *x, int64_t ldx, int64_t n, int64_t d
     }
 }
 
+/* 16 BF16 <-> 16 floats, as in kernels_avx2.c, with AVX-512F only (vpmovzxwd, vpmovdw:
+ * no AVX512-BF16 or AVX512-BW needed; vpmovdw truncates, and the lanes hold at most
+ * 0xFFFF after the rounding, so it is exact). */
+static inline __m512 bf16_load16(const uint16_t *p) {
+    __m512i x = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(x, 16));
+}
+
+/* spr_bf16_noise of 16 lanes, given salt + index x golden ratio in each */
+static inline __m512i bf16_noise16(__m512i h) { return _mm512_srli_epi32(h, 16); }
+
+/* stochastic rounding with 16 random bits a lane, as spr_bf16_from_f32_sr */
+static inline void bf16_store16_sr(uint16_t *p, __m512 x, __m512i noise) {
+    __m512i u = _mm512_castps_si512(x);
+    __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, noise), 16);
+    __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
+    r = _mm512_mask_blend_epi32(nan, r, _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x0040)));
+    _mm256_storeu_si256((__m256i *)p, _mm512_cvtepi32_epi16(r));
+}
+
+static inline void bf16_store16(uint16_t *p, __m512 x) {
+    __m512i u = _mm512_castps_si512(x);
+    __m512i top = _mm512_srli_epi32(u, 16);
+    __m512i r = _mm512_srli_epi32(
+        _mm512_add_epi32(u, _mm512_add_epi32(_mm512_set1_epi32(0x7FFF),
+                                             _mm512_and_si512(top, _mm512_set1_epi32(1)))),
+        16);
+    __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
+    r = _mm512_mask_blend_epi32(nan, r, _mm512_or_si512(top, _mm512_set1_epi32(0x0040)));
+    _mm256_storeu_si256((__m256i *)p, _mm512_cvtepi32_epi16(r));
+}
+
+static inline void adam16_bf16(float *w, float *g, uint16_t *m, uint16_t *v, __m512 vb1,
+                               __m512 vc1, __m512 vb2, __m512 vc2, __m512 vstep, __m512 vinv,
+                               __m512 veps, __m512i h) {
+    __m512 gi = _mm512_loadu_ps(g);
+    __m512 mi = _mm512_fmadd_ps(vb1, bf16_load16(m), _mm512_mul_ps(vc1, gi));
+    __m512 vi = _mm512_fmadd_ps(vb2, bf16_load16(v), _mm512_mul_ps(vc2, _mm512_mul_ps(gi, gi)));
+    __m512 den = _mm512_fmadd_ps(_mm512_sqrt_ps(vi), vinv, veps);
+    __m512 wi = _mm512_sub_ps(_mm512_loadu_ps(w), _mm512_div_ps(_mm512_mul_ps(vstep, mi), den));
+    bf16_store16(m, mi);
+    bf16_store16_sr(v, vi, bf16_noise16(h));
+    _mm512_storeu_ps(w, wi);
+    _mm512_storeu_ps(g, _mm512_setzero_ps());
+}
+
+/* Full blocks of 16 in place; the tail (16-bit masked loads would need AVX512-BW) goes
+ * through a zero-padded copy on the stack: the padding lanes compute a harmless
+ * w -= 0 / eps and are not copied back. */
+static void adam_row_bf16_avx512(float *w, float *g, uint16_t *m, uint16_t *v, int64_t n, float lr,
+                                 float b1, float b2, float eps, float bc1, float bc2,
+                                 uint32_t salt) {
+    const float step = lr / bc1, inv_sqrt_bc2 = 1.0f / sqrtf(bc2);
+    const __m512 vb1 = _mm512_set1_ps(b1), vc1 = _mm512_set1_ps(1.0f - b1);
+    const __m512 vb2 = _mm512_set1_ps(b2), vc2 = _mm512_set1_ps(1.0f - b2);
+    const __m512 vstep = _mm512_set1_ps(step), vinv = _mm512_set1_ps(inv_sqrt_bc2);
+    const __m512 veps = _mm512_set1_ps(eps);
+    const __m512i golden = _mm512_set1_epi32((int)0x9E3779B1u);
+    const __m512i h16 = _mm512_mullo_epi32(_mm512_set1_epi32(16), golden);
+    __m512i h = _mm512_add_epi32(
+        _mm512_set1_epi32((int)salt),
+        _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), golden));
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16, h = _mm512_add_epi32(h, h16))
+        adam16_bf16(w + i, g + i, m + i, v + i, vb1, vc1, vb2, vc2, vstep, vinv, veps, h);
+    if (i < n) {
+        float tw[16] = {0}, tg[16] = {0};
+        uint16_t tm[16] = {0}, tv[16] = {0};
+        const size_t k = (size_t)(n - i);
+        memcpy(tw, w + i, k * sizeof(float));
+        memcpy(tg, g + i, k * sizeof(float));
+        memcpy(tm, m + i, k * sizeof(uint16_t));
+        memcpy(tv, v + i, k * sizeof(uint16_t));
+        adam16_bf16(tw, tg, tm, tv, vb1, vc1, vb2, vc2, vstep, vinv, veps, h);
+        memcpy(w + i, tw, k * sizeof(float));
+        memcpy(g + i, tg, k * sizeof(float));
+        memcpy(m + i, tm, k * sizeof(uint16_t));
+        memcpy(v + i, tv, k * sizeof(uint16_t));
+    }
+}
+
 static const spr_kernel_set set = {"avx512", dot_avx512, axpy_avx512, dot_sparse_avx512,
-                                   adam_row_avx512, matmul_panels_avx512, signed_sums_avx512};
+                                   adam_row_avx512, matmul_panels_avx512, signed_sums_avx512,
+                                   adam_row_bf16_avx512};
 const spr_kernel_set *spr_kernel_set_avx512(void) { return &set; }
 #else
 const spr_kernel_set *spr_kernel_set_avx512(void) { return 0; }

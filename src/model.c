@@ -115,6 +115,8 @@ spr_status spr_model_config_check(const spr_model_config *c) {
     if (!(c->init_std >= 0.0f && c->init_std < 10.0f))
         return spr_fail(SPR_STATUS_BAD_INPUT, "init_std must be in [0, 10), got %g",
                         (double)c->init_std);
+    if (c->bf16_state != 0 && c->bf16_state != 1)
+        return spr_fail(SPR_STATUS_BAD_INPUT, "bf16_state must be 0 or 1, got %d", c->bf16_state);
     for (int l = 0; l < c->n_layers; l++) {
         const spr_layer_config *lc = &c->layers[l];
         if (lc->size < 1 || lc->size > INT32_MAX)
@@ -200,7 +202,9 @@ spr_status spr_model_config_memory(const spr_model_config *c, int64_t *bytes) {
         const spr_layer_config *lc = &c->layers[l];
         double rows = (double)(l == 0 ? fan_in : lc->size);
         double stride = (double)spr_row_stride(l == 0 ? lc->size : fan_in);
-        total += 4.0 * rows * stride * 4.0;                      /* w, gw, mw, vw */
+        /* w, gw, and mw, vw in float (4 bytes) or BF16 (2) */
+        const double moment_bytes = c->bf16_state && l == c->n_layers - 1 ? 2.0 : 4.0;
+        total += rows * stride * (2.0 * 4.0 + 2.0 * moment_bytes);
         total += 4.0 * (double)spr_row_stride(lc->size) * 4.0;   /* b, gb, mb, vb */
         total += rows * (1.0 + 4.0) + 2.0 * SPR_ALIGN;           /* touched flags and list */
         if (l > 0 && lc->sparsity < 1.0f) {
@@ -220,7 +224,9 @@ spr_status spr_model_config_memory(const spr_model_config *c, int64_t *bytes) {
 
 /* ------------------------------------------------------------ allocation */
 
-static spr_status layer_alloc(spr_layer *L, const spr_layer_config *lc, int index, int64_t fan_in) {
+/* bf16: the weights' Adam moments as BF16 (mw16, vw16) instead of float (mw, vw). */
+static spr_status layer_alloc(spr_layer *L, const spr_layer_config *lc, int index, int64_t fan_in,
+                              int bf16) {
     L->cfg = *lc;
     L->size = lc->size;
     L->fan_in = fan_in;
@@ -228,18 +234,25 @@ static spr_status layer_alloc(spr_layer *L, const spr_layer_config *lc, int inde
     L->cols = index == 0 ? lc->size : fan_in;
     L->stride = spr_row_stride(L->cols);
     size_t wbytes = (size_t)L->rows * (size_t)L->stride * sizeof(float);
+    /* the moment arrays: rows start 32-byte aligned as BF16 (stride is a multiple of 16) */
+    size_t mbytes = bf16 ? wbytes / 2 : wbytes;
     size_t bbytes = (size_t)spr_row_stride(L->size) * sizeof(float);
     size_t tbytes = ((size_t)L->rows + SPR_ALIGN) / SPR_ALIGN * SPR_ALIGN;
     size_t lbytes = ((size_t)L->rows * sizeof(int32_t) + SPR_ALIGN) / SPR_ALIGN * SPR_ALIGN;
-    char *p = spr_alloc(4 * wbytes + 4 * bbytes + tbytes + lbytes);
+    char *p = spr_alloc(2 * wbytes + 2 * mbytes + 4 * bbytes + tbytes + lbytes);
     if (!p)
         return spr_fail(SPR_STATUS_NO_MEMORY, "out of memory: layer %d needs %.1f MB", index,
-                        (4.0 * (double)wbytes + 4.0 * (double)bbytes) / 1e6);
+                        (2.0 * (double)wbytes + 2.0 * (double)mbytes + 4.0 * (double)bbytes) / 1e6);
     L->block = p;
     L->w = (float *)p, p += wbytes;
     L->gw = (float *)p, p += wbytes;
-    L->mw = (float *)p, p += wbytes;
-    L->vw = (float *)p, p += wbytes;
+    if (bf16) {
+        L->mw16 = (uint16_t *)p, p += mbytes;
+        L->vw16 = (uint16_t *)p, p += mbytes;
+    } else {
+        L->mw = (float *)p, p += mbytes;
+        L->vw = (float *)p, p += mbytes;
+    }
     L->b = (float *)p, p += bbytes;
     L->gb = (float *)p, p += bbytes;
     L->mb = (float *)p, p += bbytes;
@@ -302,7 +315,8 @@ spr_status spr_model_alloc(const spr_model_config *cfg, spr_model **out) {
     m->n_layers = cfg->n_layers;
     int64_t fan_in = cfg->n_features;
     for (int l = 0; l < m->n_layers; l++) {
-        st = layer_alloc(&m->layers[l], &cfg->layers[l], l, fan_in);
+        st = layer_alloc(&m->layers[l], &cfg->layers[l], l, fan_in,
+                         cfg->bf16_state && l == cfg->n_layers - 1);
         if (st) goto fail;
         fan_in = cfg->layers[l].size;
     }
@@ -619,7 +633,9 @@ spr_model_info spr_model_get_info(const spr_model *m) {
     for (int l = 0; l < m->n_layers; l++) {
         const spr_layer *L = &m->layers[l];
         info.parameters += L->rows * L->cols + L->size;
-        info.parameter_bytes += 4 * (L->rows * L->stride + spr_row_stride(L->size)) * 4;
+        /* w, gw: 4 bytes an entry; mw, vw: 4, or 2 as BF16; the bias and its 3 arrays */
+        info.parameter_bytes += L->rows * L->stride * (8 + (L->mw16 ? 4 : 8)) +
+                                4 * spr_row_stride(L->size) * 4;
         if (L->tables) {
             /* + every neuron's L keys: rehash scratch, and what rank selection reads */
             info.table_bytes += spr_lsh_bytes(L->tables) + L->size * L->cfg.hash_l * 4;
@@ -644,6 +660,10 @@ spr_status spr_model_param(spr_model *m, int layer, spr_param which, float **dat
     float *biases[] = {NULL, L->b, NULL, L->gb, NULL, NULL, L->mb, L->vb};
     if ((int)which < 0 || (int)which > SPR_PARAM_BIAS_ADAM_V)
         return spr_fail(SPR_STATUS_BAD_INPUT, "unknown parameter %d", (int)which);
+    if (L->mw16 && (which == SPR_PARAM_WEIGHT_ADAM_M || which == SPR_PARAM_WEIGHT_ADAM_V))
+        return spr_fail(SPR_STATUS_BAD_INPUT,
+                        "layer %d keeps its weights' Adam moments as BF16 (bf16_state): no float "
+                        "array to hand out", layer);
     int is_bias = biases[which] != NULL;
     *data = is_bias ? biases[which] : weights[which];
     if (rows) *rows = is_bias ? 1 : L->rows;

@@ -12,6 +12,7 @@
 
 #include "common.h"
 #include "hash.h"
+#include "kernels.h"
 #include "lsh.h"
 #include "sparrow.h"
 
@@ -29,7 +30,9 @@ typedef struct spr_layer {
     int64_t stride;          /* floats between weight rows (cols rounded up to 64 bytes) */
     float *w;                /* (rows, stride) */
     float *gw;               /* (rows, stride) gradient, zero outside touched rows */
-    float *mw, *vw;          /* (rows, stride) Adam moments */
+    float *mw, *vw;          /* (rows, stride) Adam moments; NULL when mw16, vw16 hold them */
+    uint16_t *mw16, *vw16;   /* (rows, stride) the moments as BF16: the output layer of a model
+                                with bf16_state (else NULL) */
     float *b, *gb, *mb, *vb; /* (size) bias, its gradient and moments */
     void *block;             /* the one allocation the arrays above are carved from */
 
@@ -123,6 +126,23 @@ struct spr_model {
     struct spr_dist *dist;    /* borrowed; NULL: one process */
     spr_batch_buf *bb;        /* the sharded step's batch (NULL on one process) */
 };
+
+/* One Adam step on weight row r of model m's layer L with gradient g (fan_in floats,
+ * cleared), in the precision L keeps its moments in: every path that steps a layer goes
+ * through here. BF16 moments take their rounding bits from the step and the row's global
+ * label (a shard's row r is label label_lo + r), so a run is the same on any thread or
+ * rank count and a resumed run continues it exactly. */
+static inline void spr_layer_adam_row(const spr_model *m, spr_layer *L, int64_t r, float *g,
+                                      const spr_train_options *o, float bc1, float bc2) {
+    const int64_t off = r * L->stride;
+    if (L->mw16)
+        spr_adam_row_bf16(L->w + off, g, L->mw16 + off, L->vw16 + off, L->cols, o->lr, o->beta1,
+                          o->beta2, o->eps, bc1, bc2,
+                          (uint32_t)spr_mix64((uint64_t)m->steps << 32 ^ (uint64_t)(m->label_lo + r)));
+    else
+        spr_adam_row(L->w + off, g, L->mw + off, L->vw + off, L->cols, o->lr, o->beta1, o->beta2,
+                     o->eps, bc1, bc2);
+}
 
 /* Frees what train.c allocated for a model (the deferred output gradient). */
 void spr_train_free(spr_model *m);

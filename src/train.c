@@ -311,9 +311,7 @@ static void deferred_adam(spr_model *m, const spr_train_options *o, float bc1, f
                          L->fan_in);
                 gb += f->ent_delta[e];
             }
-            const int64_t off = (int64_t)r * L->stride;
-            spr_adam_row(L->w + off, g, L->mw + off, L->vw + off, L->cols, o->lr, o->beta1,
-                         o->beta2, o->eps, bc1, bc2);
+            spr_layer_adam_row(m, L, r, g, o, bc1, bc2);
             L->gb[r] = gb;
             spr_adam_row(L->b + r, L->gb + r, L->mb + r, L->vb + r, 1, o->lr, o->beta1, o->beta2,
                          o->eps, bc1, bc2);
@@ -563,9 +561,7 @@ spr_status spr_model_apply_gradients(spr_model *m, const spr_train_options *o) {
 #pragma omp parallel for schedule(static) num_threads(threads)
         for (int64_t k = 0; k < nt; k++) {
             int32_t r = L->touched_list[k];
-            int64_t off = (int64_t)r * L->stride;
-            spr_adam_row(L->w + off, L->gw + off, L->mw + off, L->vw + off, L->cols, o->lr,
-                         o->beta1, o->beta2, o->eps, bc1, bc2);
+            spr_layer_adam_row(m, L, r, L->gw + (int64_t)r * L->stride, o, bc1, bc2);
             if (l > 0)
                 spr_adam_row(L->b + r, L->gb + r, L->mb + r, L->vb + r, 1, o->lr, o->beta1,
                              o->beta2, o->eps, bc1, bc2);

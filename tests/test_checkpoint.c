@@ -23,6 +23,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -772,6 +773,130 @@ static void test_three_layers(const char *dir, const spr_dataset *data, uint64_t
     unlink(path);
 }
 
+/* Layer l's weight moments of a and b (BF16 or float, as the layer keeps them) equal bit
+ * for bit, and some second moment non-zero. */
+static void compare_bf16_moments(const spr_model *a, const spr_model *b, int l, const char *what) {
+    const spr_layer *x = &a->layers[l], *y = &b->layers[l];
+    CHECK(x->mw16 && y->mw16 && x->vw16 && y->vw16 && !x->mw && !y->mw,
+          "%s: layer %d: expected BF16 moments (and no float ones) in both models", what, l);
+    if (!x->mw16 || !y->mw16 || !x->vw16 || !y->vw16) return;
+    int64_t first = -1, nonzero = 0;
+    for (int64_t r = 0; r < x->rows; r++)
+        for (int64_t c = 0; c < x->cols; c++) {
+            int64_t i = r * x->stride + c;
+            if (first < 0 && (x->mw16[i] != y->mw16[i] || x->vw16[i] != y->vw16[i])) first = i;
+            nonzero += x->vw16[i] != 0;
+        }
+    CHECK(first < 0, "%s: layer %d BF16 moments at %lld: expected m 0x%04x v 0x%04x, got 0x%04x 0x%04x", what,
+          l, (long long)first, first < 0 ? 0 : x->mw16[first], first < 0 ? 0 : x->vw16[first],
+          first < 0 ? 0 : y->mw16[first], first < 0 ? 0 : y->vw16[first]);
+    CHECK(nonzero > 0, "%s: expected some non-zero BF16 second moments after training, got none", what);
+}
+
+/* A model with bf16_state: the mode and the moments survive a round trip (the moments
+ * stored as f32 widened from BF16, the mode in an OPT section), training goes on bit for
+ * bit, the memory figures count 2 bytes a moment, the float accessor refuses the BF16
+ * arrays, and an OPT section with unknown bits is refused. */
+static void test_bf16_state(const char *dir, const spr_dataset *data, spr_model_config cfg) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/bf16.bin", dir);
+    spr_model_config fcfg = cfg;
+    fcfg.bf16_state = 0;
+    cfg.bf16_state = 1;
+    spr_model *m = NULL, *f = NULL, *loaded = NULL;
+    unsigned char *b = NULL;
+    spr_status st = spr_model_create(&cfg, &m);
+    spr_status st2 = spr_model_create(&fcfg, &f);
+    CHECK(st == SPR_STATUS_OK && st2 == SPR_STATUS_OK, "bf16: create: expected ok, got %d %d (%s)", st, st2,
+          spr_last_error());
+    if (st || st2) goto out;
+    const spr_layer *Lo = &m->layers[1];
+    int64_t bytes_b = 0, bytes_f = 0;
+    spr_model_config_memory(&cfg, &bytes_b);
+    spr_model_config_memory(&fcfg, &bytes_f);
+    const int64_t saved = 4 * Lo->rows * Lo->stride; /* 2 arrays x 2 bytes an entry */
+    CHECK(bytes_f - bytes_b == saved, "bf16: config memory: expected %lld bytes less than float, got %lld",
+          (long long)saved, (long long)(bytes_f - bytes_b));
+    int64_t info_diff = spr_model_get_info(f).parameter_bytes - spr_model_get_info(m).parameter_bytes;
+    CHECK(info_diff == saved, "bf16: info parameter_bytes: expected %lld less than float, got %lld",
+          (long long)saved, (long long)info_diff);
+    float *p = NULL;
+    CHECK(spr_model_param(m, 1, SPR_PARAM_WEIGHT_ADAM_M, &p, NULL, NULL, NULL) == SPR_STATUS_BAD_INPUT &&
+              strstr(spr_last_error(), "BF16"),
+          "bf16: spr_model_param(output MW): expected bad input naming BF16, got '%s'", spr_last_error());
+    CHECK(spr_model_param(m, 0, SPR_PARAM_WEIGHT_ADAM_M, &p, NULL, NULL, NULL) == SPR_STATUS_OK && p,
+          "bf16: spr_model_param(layer 0 MW): expected ok (only the output layer is BF16), got '%s'",
+          spr_last_error());
+    st = train_batches(m, data, 5, 0, 1);
+    st2 = train_batches(f, data, 5, 0, 1);
+    CHECK(st == SPR_STATUS_OK && st2 == SPR_STATUS_OK, "bf16: training: expected ok, got %d %d (%s)", st, st2,
+          spr_last_error());
+    /* the BF16 path was taken: the output weights differ from float Adam's, but little */
+    double maxdiff = 0.0;
+    for (int64_t i = 0; i < Lo->rows * Lo->stride; i++) {
+        double d = fabs((double)Lo->w[i] - (double)f->layers[1].w[i]);
+        if (d > maxdiff) maxdiff = d;
+    }
+    CHECK(maxdiff > 0.0 && maxdiff < 1e-3, "bf16: output weights after 5 steps: expected to differ from "
+          "float Adam's by (0, 1e-3), got %g", maxdiff);
+    st = spr_model_save(m, path);
+    CHECK(st == SPR_STATUS_OK, "bf16: save: expected ok, got %d (%s)", st, spr_last_error());
+    st = spr_model_load(path, &loaded);
+    CHECK(st == SPR_STATUS_OK && loaded, "bf16: load: expected ok, got %d (%s)", st, spr_last_error());
+    if (st) goto out;
+    CHECK(spr_model_get_config(loaded).bf16_state == 1, "bf16: loaded bf16_state: expected 1, got %d",
+          spr_model_get_config(loaded).bf16_state);
+    compare_config_info(m, loaded);
+    compare_bf16_moments(m, loaded, 1, "bf16 round trip");
+    CHECK(memcmp(Lo->w, loaded->layers[1].w, (size_t)(Lo->rows * Lo->stride) * sizeof(float)) == 0,
+          "bf16 round trip: expected the output weights bit for bit");
+    st = train_batches(m, data, 4, 5, 1);
+    st2 = train_batches(loaded, data, 4, 5, 1);
+    CHECK(st == SPR_STATUS_OK && st2 == SPR_STATUS_OK, "bf16: training after load: expected ok (%s)",
+          spr_last_error());
+    compare_bf16_moments(m, loaded, 1, "bf16: four more steps on both");
+    CHECK(memcmp(Lo->w, loaded->layers[1].w, (size_t)(Lo->rows * Lo->stride) * sizeof(float)) == 0,
+          "bf16: four more steps on both: expected the output weights bit for bit");
+    compare_predictions(m, loaded, data, 1, "bf16: sparse prediction after load and 4 steps");
+
+    /* The file: an OPT section with bit 0, and MW[1] / VW[1] as f32 with zero low halves. */
+    size_t n = 0;
+    b = slurp(path, &n);
+    int opt = 0, moments = 0, low_bits = 0;
+    for (size_t off = 16; b && off + 12 <= n;) {
+        uint32_t tag = rd32(b + off);
+        uint64_t len = rd64(b + off + 4);
+        if (off + 16 + len > n) break;
+        if (tag == (10u << 8) && len == 4 && rd32(b + off + 12) == 1u) {
+            opt = 1;
+            /* unknown bits, with a right checksum: refused by name */
+            wr32(b + off + 12, 3u);
+            wr32(b + off + 16, crc32_bitwise(b + off + 12, 4));
+            char what[64];
+            snprintf(what, sizeof what, "OPT with bits 0x3");
+            CHECK(rejected(path, b, n, what), "bf16: expected an OPT section with unknown bits refused");
+            CHECK(strstr(spr_last_error(), "unknown option bits 0x00000002") != NULL,
+                  "bf16: OPT with bits 0x3: expected 'unknown option bits 0x00000002', got '%s'", spr_last_error());
+            wr32(b + off + 12, 1u);
+            wr32(b + off + 16, crc32_bitwise(b + off + 12, 4));
+        }
+        if (tag == (5u << 8 | 1u) || tag == (6u << 8 | 1u)) {
+            moments++;
+            for (uint64_t i = 0; i < len; i += 4) low_bits += (rd32(b + off + 12 + i) & 0xFFFFu) != 0;
+        }
+        off += 16 + len;
+    }
+    CHECK(opt == 1 && moments == 2 && low_bits == 0,
+          "bf16 file: expected an OPT section with bit 0 and MW[1], VW[1] of BF16-exact f32, got OPT %d, "
+          "%d moment sections, %d values with low bits", opt, moments, low_bits);
+out:
+    free(b);
+    unlink(path); /* later tests want the directory to themselves */
+    spr_model_free(m);
+    spr_model_free(f);
+    spr_model_free(loaded);
+}
+
 int main(void) {
     uint64_t seed = 20240601;
     const char *env = getenv("SPR_TEST_SEED");
@@ -834,6 +959,7 @@ int main(void) {
     compare_config_info(m, loaded);
 
     test_three_layers(dir, data, seed);
+    test_bf16_state(dir, data, cfg);
     test_damage(dir, path, m);
     test_save_failures(dir, m, loaded, path);
     test_killed_saves(dir, m);

@@ -391,6 +391,29 @@ expect_rc res_rb1 0
 run res_rb2 train $RES_OPTS --select rank --epochs 2 --resume resRB.model --save resRB.model
 expect_rc res_rb2 0
 if cmp -s resRA.model resRB.model; then pass; else fail "resume (rank): expected resRB.model identical to resRA.model, $(cmp resRA.model resRB.model 2>&1)"; fi
+# The same with the output layer's Adam moments in BF16 (--bf16-state): the mode comes
+# back from the model file, and so does every moment, exactly. `info` says so, with the
+# smaller memory figure; a resume that asks for BF16 of a float model is refused.
+run res_fa train $RES_OPTS --bf16-state --epochs 2 --save resFA.model
+expect_rc res_fa 0
+expect_grep res_fa res_fa.err "output Adam moments in BF16"
+run res_fb1 train $RES_OPTS --bf16-state --epochs 2 --max-batches 7 --save resFB.model
+expect_rc res_fb1 0
+run res_fb2 train $RES_OPTS --epochs 2 --resume resFB.model --save resFB.model
+expect_rc res_fb2 0
+if cmp -s resFA.model resFB.model; then pass; else fail "resume (bf16): expected resFB.model identical to resFA.model, $(cmp resFA.model resFB.model 2>&1)"; fi
+if cmp -s resA.model resFA.model; then fail "bf16: expected resFA.model to differ from the float resA.model"; else pass; fi
+run res_finfo info --model resFA.model
+expect_rc res_finfo 0
+expect_grep res_finfo res_finfo.out "moments in BF16"
+run res_ainfo info --model resA.model
+expect_grep res_ainfo res_ainfo.out "moments in float32"
+BA=$(grep -o '^parameters: [0-9]* ([0-9]*' res_ainfo.out | grep -o '[0-9]*$')
+BF=$(grep -o '^parameters: [0-9]* ([0-9]*' res_finfo.out | grep -o '[0-9]*$')
+if [ -n "$BA" ] && [ -n "$BF" ] && [ "$BF" -lt "$BA" ]; then pass; else fail "bf16: expected info's parameter bytes below float's $BA, got $BF"; fi
+run res_fconflict train $RES_OPTS --resume resB.model --epochs 3 --bf16-state
+expect_rc res_fconflict 2
+expect_grep res_fconflict res_fconflict.err "--bf16-state differs from the model in resB.model"
 # Nothing left to do, conflicting model options, a batch size that does not fit.
 run res_done train $RES_OPTS --epochs 2 --resume resA.model
 expect_rc res_done 0
@@ -548,6 +571,15 @@ if cmp -s cfg1.model cfg2.model; then pass; else fail "config: expected the mode
 M1=$(strip_times cfg1.jsonl 2>&1)
 M2=$(strip_times cfg2.jsonl 2>&1)
 if [ -n "$M1" ] && [ "$M1" = "$M2" ]; then pass; else fail "config: expected the final metrics $M2, got $M1"; fi
+# --bf16-state as a config-file key: print-config writes it, a run from the file uses it.
+run pcb train $CFG_OPTS --bf16-state --print-config
+expect_grep pcb pcb.out '"bf16-state": true'
+expect_grep pc pc.out '"bf16-state": false'
+cp pcb.out bf16.json
+run cfg_bf16 train --config bf16.json --max-batches 2 --save cfgb.model --quiet
+expect_rc cfg_bf16 0
+run cfg_bf16_info info --model cfgb.model
+expect_grep cfg_bf16_info cfg_bf16_info.out "moments in BF16"
 # print-config of the file gives the file back; the metrics header holds the same object.
 run pc2 train --config run.json --print-config
 if cmp -s run.json pc2.out; then pass; else fail "config: print-config of run.json differs from it: $(diff run.json pc2.out | head -5)"; fi

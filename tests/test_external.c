@@ -6,6 +6,7 @@
  */
 #include "check.h"
 #include "common.h"
+#include "model.h" /* the BF16 moments, which the public API does not hand out */
 #include "sparrow.h"
 
 #include <math.h>
@@ -14,16 +15,61 @@
 
 enum { IN = 12, OUT = 40, N = 5 };
 
-static spr_model *make(float sparsity, uint64_t seed) {
+static spr_model *make_bf16(float sparsity, uint64_t seed, int bf16) {
     spr_model_config c = spr_model_config_default(1, OUT);
     c.layers[0].size = IN; /* placeholder: only the output layer is used */
     c.layers[1].sparsity = sparsity;
     c.layers[1].hash_l = 8;
     c.init_std = 0.3f;
     c.seed = seed;
+    c.bf16_state = bf16;
     spr_model *m = NULL;
     if (spr_model_create(&c, &m)) printf("create: %s\n", spr_last_error());
     return m;
+}
+
+static spr_model *make(float sparsity, uint64_t seed) { return make_bf16(sparsity, seed, 0); }
+
+/* v16 is a stochastic rounding of the float v: v itself if v is a BF16 value, else one of
+ * its two BF16 neighbours. */
+static int sr_neighbour(uint16_t v16, float v) {
+    uint32_t u;
+    memcpy(&u, &v, sizeof u);
+    return v16 == (uint16_t)(u >> 16) || ((u & 0xFFFFu) && v16 == (uint16_t)((u >> 16) + 1));
+}
+
+/* bf16_state on this path: from zero moments the first step gives the float model's
+ * weights and input gradient bit for bit and its moments rounded to BF16 (v stochastically). */
+static void test_bf16_first_step(const float *x, const int64_t *ptr, const int32_t *lab, uint64_t seed) {
+    spr_model *mf = make_bf16(0.25f, seed, 0), *mb = make_bf16(0.25f, seed, 1);
+    if (!mf || !mb) {
+        CHECK(0, "bf16: expected two models");
+        goto out;
+    }
+    spr_train_options o = spr_train_options_default();
+    o.threads = 1;
+    o.lr = 0.01f;
+    float gf[N * IN], gb[N * IN];
+    spr_status s1 = spr_model_output_train(mf, x, N, ptr, lab, &o, gf, NULL);
+    spr_status s2 = spr_model_output_train(mb, x, N, ptr, lab, &o, gb, NULL);
+    CHECK(s1 == SPR_STATUS_OK && s2 == SPR_STATUS_OK, "bf16: output_train: expected OK, got %d %d (%s)", s1,
+          s2, spr_last_error());
+    const spr_layer *F = &mf->layers[1], *B = &mb->layers[1];
+    int64_t bad_m = 0, nonzero = 0;
+    for (int64_t r = 0; r < F->rows; r++)
+        for (int64_t q = 0; q < F->cols; q++) {
+            int64_t i = r * F->stride + q;
+            bad_m += B->mw16[i] != spr_bf16_from_f32(F->mw[i]) || !sr_neighbour(B->vw16[i], F->vw[i]);
+            nonzero += B->vw16[i] != 0;
+        }
+    CHECK(bad_m == 0 && nonzero > 0, "bf16 first step: expected the float moments rounded (some non-zero), got "
+          "%lld differing, %lld non-zero", (long long)bad_m, (long long)nonzero);
+    CHECK(memcmp(F->w, B->w, (size_t)(F->rows * F->stride) * sizeof(float)) == 0 &&
+              memcmp(gf, gb, sizeof gf) == 0,
+          "bf16 first step: expected the float model's weights and input gradient bit for bit");
+out:
+    spr_model_free(mf);
+    spr_model_free(mb);
 }
 
 /* Exact loss (batch mean, target spread over the labels) in double. */
@@ -57,6 +103,8 @@ int main(void) {
     for (int i = 0; i < N * IN; i++) x[i] = (float)spr_rng_normal(&rng);
     const int64_t ptr[N + 1] = {0, 1, 3, 3, 4, 7}; /* row 2 has no labels */
     const int32_t lab[7] = {5, 0, 39, 17, 2, 3, 30};
+
+    test_bf16_first_step(x, ptr, lab, seed);
 
     /* Dense (sparsity 1): loss and gradient against the reference and finite differences. */
     spr_model *m = make(1.0f, seed);

@@ -148,6 +148,235 @@ static void test_panels(const spr_kernel_set *k, uint64_t seed) {
     spr_free(xt);
 }
 
+static uint32_t f32_bits(float x) {
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    return u;
+}
+static float bits_f32(uint32_t u) {
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+static int bf16_is_nan(uint16_t h) { return (h & 0x7F80u) == 0x7F80u && (h & 0x7Fu); }
+
+/* The conversions on the cases that matter: exact values, ties both ways, just above a
+ * tie, the carry into the exponent and into infinity, signs, NaN, subnormals. */
+static void test_bf16_convert(void) {
+    static const struct {
+        uint32_t in;
+        uint16_t out;
+    } cases[] = {
+        {0x3F800000u, 0x3F80u}, /* 1.0 */
+        {0x3F808000u, 0x3F80u}, /* tie, even below: down */
+        {0x3F818000u, 0x3F82u}, /* tie, odd below: up */
+        {0x3F808001u, 0x3F81u}, /* above the tie: up */
+        {0x3F807FFFu, 0x3F80u}, /* below the tie: down */
+        {0x3FFFFFFFu, 0x4000u}, /* carry into the exponent */
+        {0x7F7FFFFFu, 0x7F80u}, /* FLT_MAX rounds to infinity */
+        {0x7F800000u, 0x7F80u}, /* +inf */
+        {0xFF800000u, 0xFF80u}, /* -inf */
+        {0x00000000u, 0x0000u}, /* +0 */
+        {0x80000000u, 0x8000u}, /* -0 */
+        {0xBF818000u, 0xBF82u}, /* negative tie, odd: away from zero */
+        {0x00018000u, 0x0002u}, /* subnormal tie, odd: up */
+        {0x7FC00000u, 0x7FC0u}, /* quiet NaN */
+        {0x7FFFFFFFu, 0x7FFFu}, /* NaN that a plain rounding would carry into -0 */
+        {0x7F800001u, 0x7FC0u}, /* signalling NaN, payload below bit 16: stays a NaN */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        uint16_t got = spr_bf16_from_f32(bits_f32(cases[i].in));
+        CHECK(got == cases[i].out, "bf16 of 0x%08x: expected 0x%04x, got 0x%04x", cases[i].in,
+              cases[i].out, got);
+    }
+    for (uint32_t h = 0; h < 0x10000u; h++) { /* widening is exact and round-trips */
+        float x = spr_f32_from_bf16((uint16_t)h);
+        if (f32_bits(x) != h << 16 || (!bf16_is_nan((uint16_t)h) && spr_bf16_from_f32(x) != h)) {
+            CHECK(0, "bf16 0x%04x: expected to widen to 0x%08x and back, got 0x%08x -> 0x%04x", h,
+                  h << 16, f32_bits(x), spr_bf16_from_f32(x));
+            break;
+        }
+    }
+}
+
+/* The documented rounding bits and stochastic rounding, written out again here (the
+ * specification in kernels.h: a change there must show up as a failure here). */
+static uint32_t noise_spec(uint32_t salt, int64_t i) { return (salt + (uint32_t)i * 0x9E3779B1u) >> 16; }
+static uint16_t sr_spec(float x, uint32_t noise) {
+    uint32_t u = f32_bits(x);
+    if ((u & 0x7FFFFFFFu) > 0x7F800000u) return (uint16_t)((u >> 16) | 0x0040u);
+    return (uint16_t)((u + noise) >> 16);
+}
+
+/* Stochastic rounding: exact values stay, the mean of many roundings is the value (1 +
+ * 1/512 lies a quarter of the way from 1 to the next BF16 up), and v = 0.999 v decays as
+ * a float would, where nearest-even rounding keeps v where it is forever. */
+static void test_bf16_stochastic(void) {
+    int fixed = 1;
+    for (uint32_t k = 0; k < 1000; k++)
+        fixed &= spr_bf16_from_f32_sr(1.5f, spr_bf16_noise(k, 3)) == 0x3FC0u;
+    CHECK(fixed, "stochastic rounding of 1.5 (a BF16 value): expected always 0x3fc0");
+    double sum = 0.0;
+    int up = 0;
+    for (uint32_t k = 0; k < 20000; k++) {
+        uint16_t h = spr_bf16_from_f32_sr(1.0f + 1.0f / 512.0f,
+                                          spr_bf16_noise((uint32_t)spr_mix64(k), (int64_t)k % 128));
+        sum += spr_f32_from_bf16(h);
+        up += h == 0x3F81u;
+    }
+    CHECK(fabs(sum / 20000.0 - (1.0 + 1.0 / 512.0)) < 2e-4 && up > 4500 && up < 5500,
+          "stochastic rounding of 1 + 1/512: expected mean %.6f with ~5000 of 20000 rounded up, got "
+          "%.6f with %d", 1.0 + 1.0 / 512.0, sum / 20000.0, up);
+    uint16_t v_rne = spr_bf16_from_f32(1e-4f), v_sr = v_rne;
+    for (int t = 0; t < 700; t++) {
+        v_rne = spr_bf16_from_f32(0.999f * spr_f32_from_bf16(v_rne));
+        /* the salt as the library makes it: a hash of the step (and the row) */
+        v_sr = spr_bf16_from_f32_sr(0.999f * spr_f32_from_bf16(v_sr),
+                                    spr_bf16_noise((uint32_t)spr_mix64((uint64_t)t << 32 | 5u), 0));
+    }
+    const double want = 1e-4 * pow(0.999, 700);
+    CHECK(v_rne == spr_bf16_from_f32(1e-4f), "nearest-even v = 0.999 v, 700 times: expected stuck at "
+          "1e-4 (why v is rounded stochastically), got %g", spr_f32_from_bf16(v_rne));
+    CHECK(fabs(spr_f32_from_bf16(v_sr) - want) < 0.1 * want,
+          "stochastic v = 0.999 v, 700 times: expected %g within 10%%, got %g", want,
+          spr_f32_from_bf16(v_sr));
+}
+
+/* Random Adam inputs of n entries with moments that are BF16 values: m of either sign,
+ * v >= 0 (a few exact zeros, as in rows never touched before). */
+static void adam_inputs(spr_rng *r, int n, float *w, float *g, uint16_t *m, uint16_t *v) {
+    for (int i = 0; i < n; i++) {
+        w[i] = frand(r);
+        g[i] = frand(r) * 0.1f;
+        m[i] = spr_bf16_from_f32(frand(r) * 0.01f);
+        v[i] = i % 17 == 3 ? 0 : spr_bf16_from_f32((float)spr_rng_uniform(r) * 1e-3f);
+    }
+}
+
+/* The portable BF16 twin is, bit for bit, the float reference on the widened moments
+ * followed by rounding the moments, m to nearest even and v stochastically with the
+ * documented bits (w moves by the unrounded ones). */
+static void test_bf16_reference(uint64_t seed) {
+    const spr_kernel_set *ref = &spr_kernels_portable;
+    spr_rng r;
+    spr_rng_seed(&r, seed);
+    static float w1[MAXN + 8], g1[MAXN + 8], m1[MAXN + 8], v1[MAXN + 8];
+    static float w2[MAXN + 8], g2[MAXN + 8];
+    static uint16_t m2[MAXN + 8], v2[MAXN + 8];
+    int bad = 0, negative = 0;
+    for (int n = 0; n <= MAXN; n++) {
+        const int off = n % 5;
+        float *pw = w2 + off, *pg = g2 + off;
+        uint16_t *pm = m2 + (n % 3), *pv = v2 + (n % 3);
+        adam_inputs(&r, n, pw, pg, pm, pv);
+        for (int i = 0; i < n; i++) {
+            w1[i] = pw[i], g1[i] = pg[i];
+            m1[i] = spr_f32_from_bf16(pm[i]), v1[i] = spr_f32_from_bf16(pv[i]);
+        }
+        const float bc1 = n % 2 ? 0.1f : 0.271f, bc2 = n % 2 ? 0.001f : 0.00399f;
+        ref->adam_row(w1, g1, m1, v1, n, 1e-3f, 0.9f, 0.999f, 1e-8f, bc1, bc2);
+        const uint32_t salt = (uint32_t)spr_rng_next(&r);
+        ref->adam_row_bf16(pw, pg, pm, pv, n, 1e-3f, 0.9f, 0.999f, 1e-8f, bc1, bc2, salt);
+        for (int i = 0; i < n; i++) {
+            const uint16_t want_v = sr_spec(v1[i], noise_spec(salt, i));
+            int ok = f32_bits(w1[i]) == f32_bits(pw[i]) && pm[i] == spr_bf16_from_f32(m1[i]) &&
+                     pv[i] == want_v && f32_bits(pg[i]) == 0;
+            negative += (pv[i] & 0x8000u) != 0;
+            if (!ok && bad++ < 3)
+                CHECK(0, "portable adam_row_bf16 n=%d i=%d: expected w %.9g m 0x%04x v 0x%04x g 0 "
+                      "(float Adam, then rounding), got %.9g 0x%04x 0x%04x %g",
+                      n, i, w1[i], spr_bf16_from_f32(m1[i]), want_v, pw[i], pm[i],
+                      pv[i], pg[i]);
+        }
+    }
+    CHECK(bad == 0, "portable adam_row_bf16: %d mismatches against float Adam + rounding (expected 0)", bad);
+    CHECK(negative == 0, "portable adam_row_bf16: %d second moments with the sign bit set (expected 0)",
+          negative);
+}
+
+/* A fast set's BF16 Adam against the portable twin: w as for adam_row; the moments within
+ * one BF16 step (a last-bit float difference can move a rounding), and almost always equal. */
+static void test_bf16_set(const spr_kernel_set *k, uint64_t seed) {
+    const spr_kernel_set *ref = &spr_kernels_portable;
+    spr_rng r;
+    spr_rng_seed(&r, seed);
+    static float w1[MAXN + 8], g1[MAXN + 8], w2[MAXN + 8], g2[MAXN + 8];
+    static uint16_t m1[MAXN + 8], v1[MAXN + 8], m2[MAXN + 8], v2[MAXN + 8];
+    int bad = 0;
+    long total = 0, differ = 0;
+    for (int n = 0; n <= MAXN; n++) {
+        const int off = n % 7, off16 = n % 9; /* unaligned starts */
+        float *pw = w2 + off, *pg = g2 + off;
+        uint16_t *pm = m2 + off16, *pv = v2 + off16;
+        adam_inputs(&r, n, w1, g1, m1, v1);
+        float mscale[MAXN + 8];
+        for (int i = 0; i < n; i++) {
+            pw[i] = w1[i], pg[i] = g1[i], pm[i] = m1[i], pv[i] = v1[i];
+            mscale[i] = 0.9f * fabsf(spr_f32_from_bf16(m1[i])) + 0.1f * fabsf(g1[i]);
+        }
+        /* guards: the kernel must not write outside [0, n) */
+        pm[n] = pv[n] = 0xABCDu;
+        pw[n] = 7.0f;
+        const uint32_t salt = (uint32_t)spr_rng_next(&r);
+        ref->adam_row_bf16(w1, g1, m1, v1, n, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.271f, 0.00399f, salt);
+        k->adam_row_bf16(pw, pg, pm, pv, n, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.271f, 0.00399f, salt);
+        CHECK(pm[n] == 0xABCDu && pv[n] == 0xABCDu && pw[n] == 7.0f,
+              "%s adam_row_bf16 n=%d: wrote past the row (guards 0x%04x 0x%04x %g)", k->name, n,
+              pm[n], pv[n], pw[n]);
+        for (int i = 0; i < n; i++) {
+            const float v = spr_f32_from_bf16(v1[i]);
+            const float den = sqrtf(v) / sqrtf(0.00399f) + 1e-8f;
+            const float wtol = 1e-6f * (fabsf(w1[i]) + 1e-3f / 0.271f * mscale[i] / den) + 1e-9f;
+            int dm = abs((int)pm[i] - (int)m1[i]), dv = abs((int)pv[i] - (int)v1[i]);
+            total++;
+            differ += dm != 0 || dv != 0;
+            int ok = fabsf(w1[i] - pw[i]) <= wtol && dm <= 1 && dv <= 1 && pg[i] == 0.0f;
+            if (!ok && bad++ < 3)
+                CHECK(0, "%s adam_row_bf16 n=%d i=%d: expected w %.9g m 0x%04x v 0x%04x g 0, got "
+                      "%.9g 0x%04x 0x%04x %g", k->name, n, i, w1[i], m1[i], v1[i], pw[i], pm[i],
+                      pv[i], pg[i]);
+        }
+    }
+    CHECK(bad == 0, "%s adam_row_bf16: %d mismatches (expected 0)", k->name, bad);
+    CHECK(differ * 100 <= total, "%s adam_row_bf16: %ld of %ld moments one BF16 step off the "
+          "reference (expected at most 1%%)", k->name, differ, total);
+    /* the set's own float Adam on the widened moments moves w exactly as its BF16 Adam
+     * does (same arithmetic per entry), and m rounds to nearest even */
+    int bad_same = 0;
+    for (int n = 0; n <= MAXN; n++) {
+        static float fw[MAXN + 8], fg[MAXN + 8], fm[MAXN + 8], fv[MAXN + 8];
+        adam_inputs(&r, n, w1, g1, m1, v1);
+        for (int i = 0; i < n; i++) {
+            fw[i] = w1[i], fg[i] = g1[i];
+            fm[i] = spr_f32_from_bf16(m1[i]), fv[i] = spr_f32_from_bf16(v1[i]);
+        }
+        k->adam_row(fw, fg, fm, fv, n, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.271f, 0.00399f);
+        k->adam_row_bf16(w1, g1, m1, v1, n, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.271f, 0.00399f, (uint32_t)n);
+        for (int i = 0; i < n; i++) {
+            uint32_t u = f32_bits(fv[i]);
+            int ok = f32_bits(fw[i]) == f32_bits(w1[i]) && m1[i] == spr_bf16_from_f32(fm[i]) &&
+                     (v1[i] == u >> 16 || ((u & 0xFFFFu) && v1[i] == (u >> 16) + 1));
+            if (!ok && bad_same++ < 3)
+                CHECK(0, "%s adam_row_bf16 against its own adam_row, n=%d i=%d: expected w %.9g m 0x%04x "
+                      "v near %.9g, got %.9g 0x%04x 0x%04x", k->name, n, i, fw[i], spr_bf16_from_f32(fm[i]),
+                      fv[i], w1[i], m1[i], v1[i]);
+        }
+    }
+    CHECK(bad_same == 0, "%s adam_row_bf16 against its own adam_row: %d mismatches (expected 0)", k->name,
+          bad_same);
+    /* a NaN gradient gives NaN moments (not an infinity, not -0), as in the reference */
+    float w[20], g[20];
+    uint16_t m[20], v[20];
+    adam_inputs(&r, 20, w, g, m, v);
+    g[3] = g[17] = NAN;
+    k->adam_row_bf16(w, g, m, v, 20, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.271f, 0.00399f, 12345u);
+    CHECK(bf16_is_nan(m[3]) && bf16_is_nan(v[3]) && bf16_is_nan(m[17]) && bf16_is_nan(v[17]) &&
+              !bf16_is_nan(m[4]) && !bf16_is_nan(v[16]),
+          "%s adam_row_bf16 with NaN gradients at 3 and 17: expected NaN moments there only, got "
+          "m 0x%04x 0x%04x v 0x%04x 0x%04x (neighbours 0x%04x 0x%04x)", k->name, m[3], m[17], v[3],
+          v[17], m[4], v[16]);
+}
+
 /* Runs this program again with SPARROW_KERNELS=value and returns the set it reports. */
 static void child_name(const char *self, const char *value, char *out, size_t cap) {
     int fd[2];
@@ -177,6 +406,12 @@ int main(int argc, char **argv) {
     printf("test_kernels: seed %llu; %s\n", (unsigned long long)seed, spr_kernels_describe());
 
     test_panels(&spr_kernels_portable, seed); /* its own signed sums vs its products */
+    test_bf16_convert();
+    test_bf16_stochastic();
+    test_bf16_reference(seed);
+    test_bf16_set(&spr_kernels_portable, seed); /* the checks themselves, on the reference */
+    printf("  bf16 conversions and the portable BF16 Adam: tested\n");
+
     const char *names[] = {"avx2", "avx512"};
     const spr_kernel_set *sets[] = {spr_kernel_set_avx2(), spr_kernel_set_avx512()};
     for (int i = 0; i < 2; i++) {
@@ -186,6 +421,7 @@ int main(int argc, char **argv) {
         else {
             test_set(sets[i], seed + (uint64_t)i);
             test_panels(sets[i], seed + (uint64_t)i);
+            test_bf16_set(sets[i], seed + 10 + (uint64_t)i);
             printf("  %s: tested against the reference\n", names[i]);
         }
     }

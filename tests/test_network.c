@@ -701,7 +701,88 @@ static void test_deferred_equals_accumulated(void) {
     toy_free(&t);
 }
 
+/* v16 is a stochastic rounding of the float v: v itself if v is a BF16 value, else one of
+ * its two BF16 neighbours. */
+static int sr_neighbour(uint16_t v16, float v) {
+    uint32_t u;
+    memcpy(&u, &v, sizeof u);
+    return v16 == (uint16_t)(u >> 16) || ((u & 0xFFFFu) && v16 == (uint16_t)((u >> 16) + 1));
+}
+
+/* bf16_state on every path that steps the output layer (deferred, accumulated + apply,
+ * dense): from zero moments the first step moves the weights by the unrounded moments,
+ * so it must give the float model's weights bit for bit and its moments rounded to BF16
+ * (m to nearest even, v to one of its two neighbours: stochastic rounding);
+ * everything outside the output layer's weight moments is the float model's. Then both
+ * learn the toy problem alike. */
+static void test_bf16_state(void) {
+    toy t;
+    toy_make(&t, 64, 200, 3, 13);
+    const char *paths[] = {"deferred", "compute + apply", "dense"};
+    for (int path = 0; path < 3; path++) {
+        spr_model_config c = small_config(t.d, t.l, 0.1f);
+        spr_model *mf, *mb;
+        OK(spr_model_create(&c, &mf));
+        c.bf16_state = 1;
+        OK(spr_model_create(&c, &mb));
+        spr_train_options o = spr_train_options_default();
+        o.threads = 1;
+        o.batch_size = 8;
+        o.dense = path == 2;
+        int64_t rows[8] = {0, 5, 9, 14, 22, 31, 40, 63};
+        if (path == 1) {
+            OK(spr_model_compute_gradients(mf, t.data, rows, 8, &o, NULL));
+            OK(spr_model_apply_gradients(mf, &o));
+            OK(spr_model_compute_gradients(mb, t.data, rows, 8, &o, NULL));
+            OK(spr_model_apply_gradients(mb, &o));
+        } else {
+            OK(spr_model_train_batch(mf, t.data, rows, 8, &o, NULL));
+            OK(spr_model_train_batch(mb, t.data, rows, 8, &o, NULL));
+        }
+        const spr_layer *F = &mf->layers[1], *B = &mb->layers[1];
+        int64_t bad_m = 0, nonzero = 0;
+        for (int64_t r = 0; r < F->rows; r++)
+            for (int64_t q = 0; q < F->cols; q++) {
+                int64_t i = r * F->stride + q;
+                bad_m += B->mw16[i] != spr_bf16_from_f32(F->mw[i]) || !sr_neighbour(B->vw16[i], F->vw[i]);
+                nonzero += B->vw16[i] != 0;
+            }
+        CHECK(bad_m == 0 && nonzero > 0,
+              "bf16 %s, first step: expected the float moments rounded (and some non-zero), got %lld "
+              "differing, %lld non-zero", paths[path], (long long)bad_m, (long long)nonzero);
+        int same = memcmp(F->w, B->w, (size_t)(F->rows * F->stride) * sizeof(float)) == 0 &&
+                   memcmp(F->b, B->b, (size_t)F->size * sizeof(float)) == 0 &&
+                   memcmp(F->mb, B->mb, (size_t)F->size * sizeof(float)) == 0 &&
+                   memcmp(F->vb, B->vb, (size_t)F->size * sizeof(float)) == 0 &&
+                   memcmp(mf->layers[0].w, mb->layers[0].w,
+                          (size_t)(mf->layers[0].rows * mf->layers[0].stride) * sizeof(float)) == 0 &&
+                   memcmp(mf->layers[0].mw, mb->layers[0].mw,
+                          (size_t)(mf->layers[0].rows * mf->layers[0].stride) * sizeof(float)) == 0;
+        CHECK(same, "bf16 %s, first step: expected the weights, biases and layer 0 moments of the "
+              "float model bit for bit", paths[path]);
+        spr_model_free(mf);
+        spr_model_free(mb);
+    }
+    toy_free(&t);
+
+    toy_make(&t, 2000, 100, 8, 21);
+    spr_model_config c = small_config(t.d, t.l, 0.1f);
+    c.layers[0].size = 32;
+    c.layers[1].hash_l = 50;
+    spr_model *mf, *mb;
+    OK(spr_model_create(&c, &mf));
+    c.bf16_state = 1;
+    OK(spr_model_create(&c, &mb));
+    double pf = train_toy(mf, &t, 1, 4, 0, NULL), pb = train_toy(mb, &t, 1, 4, 0, NULL);
+    CHECK(fabs(pf - pb) < 0.03, "bf16 learns the toy problem like float: P@1 %.3f vs %.3f (expected "
+          "within 0.03)", pb, pf);
+    spr_model_free(mf);
+    spr_model_free(mb);
+    toy_free(&t);
+}
+
 int main(void) {
+    test_bf16_state();
     test_sampled_equals_dense();
     test_deferred_equals_accumulated();
     test_shared_random();

@@ -75,7 +75,7 @@ class LayerConfig(Structure):
 
 class ModelConfig(Structure):
     _fields_ = [("n_features", c_int64), ("n_layers", c_int), ("layers", LayerConfig * MAX_LAYERS),
-                ("init_std", c_float), ("seed", c_uint64)]
+                ("init_std", c_float), ("seed", c_uint64), ("bf16_state", c_int)]
 
 
 class TrainOptions(Structure):

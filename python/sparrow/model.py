@@ -67,8 +67,9 @@ class Model:
     bits (K, 0 = automatic), bucket_capacity (128), bucket_policy ("fifo",
     "reservoir"), select ("topk", "union", "threshold", "rank"), threshold (2),
     random_fraction (0.5), hidden_sparsity (sample the hidden layers after the first
-    too, with the output's hash options), init_std (0.01), seed (1), and max_memory
-    (bytes; refuse a model that needs more before allocating anything).
+    too, with the output's hash options), init_std (0.01), seed (1), bf16_state (False:
+    True keeps the output layer's Adam moments in BF16, `sparrow train --bf16-state`), and
+    max_memory (bytes; refuse a model that needs more before allocating anything).
 
     The C handle is freed by close() (or `with Model(...) as m:`, or garbage
     collection); a closed model raises ValueError when used. Calls on one model from
@@ -78,7 +79,7 @@ class Model:
     def __init__(self, n_features, n_labels, hidden=(128,), sparsity=0.01, hash="simhash",
                  tables=50, bits=0, bucket_capacity=128, bucket_policy="fifo", select="topk",
                  threshold=2, random_fraction=0.5, hidden_sparsity=None, init_std=0.01, seed=1,
-                 max_memory=None):
+                 max_memory=None, bf16_state=False):
         self._handle = None
         self._lock = threading.RLock()
         hidden = (hidden,) if np.isscalar(hidden) else tuple(hidden)
@@ -112,6 +113,7 @@ class Model:
                 cfg.layers[i].sparsity = float(hidden_sparsity)
         cfg.init_std = float(init_std)
         cfg.seed = int(seed)
+        cfg.bf16_state = 1 if bf16_state else 0
         check(_lib.spr_model_config_check(ctypes.byref(cfg)))
         if max_memory is not None:
             need = ctypes.c_int64()
@@ -184,7 +186,7 @@ class Model:
                            "select": _lib.spr_select_to_string(L.select).decode(),
                            "threshold": L.select_threshold, "random_fraction": L.random_fraction})
         return {"n_features": c.n_features, "layers": layers, "init_std": c.init_std,
-                "seed": c.seed}
+                "seed": c.seed, "bf16_state": bool(c.bf16_state)}
 
     @property
     def n_features(self):

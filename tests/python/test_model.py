@@ -21,6 +21,11 @@ def test_struct_layouts_match_the_library():
     assert abs(c.layers[1].sparsity - 0.01) < 1e-7 and c.layers[1].hash_l == 50
     assert c.layers[1].bucket_capacity == 128 and abs(c.layers[1].random_fraction - 0.5) < 1e-7
     assert abs(c.init_std - 0.01) < 1e-7 and c.seed == 1
+    assert c.bf16_state == 0
+    # bf16_state is the last field: the library must see what ctypes writes there
+    c.bf16_state = 2
+    assert _lib.spr_model_config_check(ctypes.byref(c)) != 0
+    assert b"bf16_state must be 0 or 1, got 2" in _lib.spr_last_error()
     o = _lib.spr_train_options_default()
     assert (o.batch_size, o.rehash_first, o.rehash_max, o.rebuild_every) == (128, 50, 1000, 10)
     assert abs(o.lr - 1e-3) < 1e-9 and abs(o.beta2 - 0.999) < 1e-7 and o.clip_norm == 0.0
@@ -29,6 +34,20 @@ def test_struct_layouts_match_the_library():
     i = _lib.spr_model_get_info(m._h())
     assert (i.label_lo, i.labels_total, i.rank, i.ranks) == (0, 37, 0, 1), (
         i.label_lo, i.labels_total, i.rank, i.ranks)
+
+
+def test_bf16_state_trains_saves_and_loads(xmc_data, tmp_path):
+    X, Y, Xt, Yt = xmc_data
+    m = sparrow.Model(X.shape[1], Y.shape[1], hidden=32, sparsity=0.3, tables=10, seed=3,
+                      bf16_state=True)
+    m.fit(X, Y, epochs=2, batch_size=32, lr=5e-3, quiet=True, threads=1)
+    assert _lib.spr_model_get_config(m._h()).bf16_state == 1
+    path = tmp_path / "bf16.bin"
+    m.save(path)
+    m2 = sparrow.Model.load(path)
+    assert _lib.spr_model_get_config(m2._h()).bf16_state == 1
+    np.testing.assert_array_equal(m2.predict(Xt, k=5)[0], m.predict(Xt, k=5)[0])
+    assert m.evaluate(Xt, Yt)["p_at_1"] > 0.5
 
 
 def test_fit_evaluate_predict_save_load(xmc_data, tmp_path):
