@@ -71,7 +71,7 @@ static float output_sample(spr_layer *Lo, const float *h, const int32_t *labels,
     int64_t n = Lo->size;
     if (Lo->sampled && !dense) {
         ids = s->ids[lo_index];
-        n = spr_layer_select(Lo, h, labels, n_labels, 0, s, &rng, ids, Lo->shared_ids, Lo->n_shared);
+        n = spr_layer_select(Lo, h, labels, n_labels, 0, s, &rng, ids, Lo->pool_ids, Lo->n_pool);
     }
     float *z = s->act[lo_index], *delta = s->delta[lo_index];
     float zmax = -INFINITY;
@@ -192,9 +192,7 @@ spr_status spr_model_output_train(spr_model *m, const float *input, int64_t n,
     const uint64_t step_seed = spr_mix64(m->cfg.seed ^ 0x3c6ef372fe94f82bull) ^
                                spr_mix64((uint64_t)m->steps);
     const int64_t fan_in = Lo->fan_in;
-    Lo->n_shared = 0; /* the batch's shared random rows, as in train.c */
-    if (Lo->sampled && !dense && o->random_pool > 0)
-        spr_layer_draw_shared(Lo, o->random_pool, step_seed ^ spr_mix64(0x5eed0000u + (uint64_t)(m->n_layers - 1)));
+    spr_model_draw_pools(m, o, step_seed); /* the batch's random pools, as in train.c */
 
 #pragma omp parallel num_threads(threads)
     {

@@ -290,11 +290,11 @@ static void scratch_free(spr_model *m) {
     spr_free(m->sample_active);
     if (m->bb) spr_free(m->bb->block);
     spr_free(m->bb);
-    spr_free(m->shared_block);
-    m->shared_block = NULL;
+    spr_free(m->pool_block);
+    m->pool_block = NULL;
     for (int l = 0; l < m->n_layers; l++) {
-        m->layers[l].shared_ids = m->layers[l].shared_tmp = NULL;
-        m->layers[l].n_shared = 0;
+        m->layers[l].pool_ids = m->layers[l].pool_tmp = NULL;
+        m->layers[l].n_pool = 0;
     }
     m->bb = NULL;
     m->scratch = NULL;
@@ -563,16 +563,16 @@ spr_status spr_model_prepare(spr_model *m, const spr_train_options *o, int64_t m
         s->stamp = 0;
         s->cand_cap = max_cand;
     }
-    { /* each sampled layer's shared random neurons: ids and the sort's buffer */
+    { /* each sampled layer's random pool: ids and the sort's buffer */
         size_t bytes = SPR_ALIGN;
         for (int l = 0; l < m->n_layers; l++)
             bytes += 2 * (size_t)spr_row_stride(pool * m->layers[l].random_reserve + 1) * 4;
-        char *p = m->shared_block = spr_alloc(bytes);
+        char *p = m->pool_block = spr_alloc(bytes);
         if (!p) goto nomem;
         for (int l = 0; l < m->n_layers; l++) {
             const size_t n = (size_t)spr_row_stride(pool * m->layers[l].random_reserve + 1) * 4;
-            m->layers[l].shared_ids = (int32_t *)p, p += n;
-            m->layers[l].shared_tmp = (int32_t *)p, p += n;
+            m->layers[l].pool_ids = (int32_t *)p, p += n;
+            m->layers[l].pool_tmp = (int32_t *)p, p += n;
         }
     }
     if (m->dist) { /* the sharded step keeps the whole batch (model.h, spr_batch_buf) */

@@ -49,10 +49,11 @@ typedef struct spr_layer {
     spr_hasher *hasher;
     spr_lsh *tables;
     uint32_t *keys;          /* (size, L) scratch for rehashing */
-    /* The batch's shared random neurons (training, o->random_shared): random_reserve
-     * draws, sorted, without repeats; spr_layer_draw_shared fills them before a batch. */
-    int32_t *shared_ids, *shared_tmp; /* (random_reserve) each; in the model's scratch */
-    int64_t n_shared;
+    /* The batch's pool of random neurons (training with o->random_pool = G > 0): G x
+     * random_reserve draws, sorted, without repeats; spr_model_draw_pools fills it before
+     * a batch, spr_layer_select draws each sample's random share from it. */
+    int32_t *pool_ids, *pool_tmp; /* (G x random_reserve) each; in the model's scratch */
+    int64_t n_pool;
 } spr_layer;
 
 /* Per-thread scratch for one sample in flight, allocated before training. */
@@ -111,7 +112,7 @@ struct spr_model {
     int64_t *sample_active;   /* (scratch_batch, SPR_MAX_LAYERS) active neurons per sample */
     int64_t scratch_batch;
     int scratch_pool;         /* random_pool the shared ids were sized for */
-    void *shared_block;       /* the sampled layers' shared_ids and shared_tmp */
+    void *pool_block;       /* the sampled layers' pool_ids and pool_tmp */
 
     spr_log_fn log;
     void *log_user;
@@ -179,17 +180,19 @@ uint64_t spr_model_hash_seed(const spr_model *m, int layer, int64_t rebuilds);
 
 /* The active set of sampled layer L for one input, sorted ascending into ids: the
  * labels (output layer in training), then LSH candidates chosen by the layer's
- * strategy, then random neurons up to target_active + n_labels. With inference = 1:
+ * strategy, then random neurons up to target_active + n_labels (the random share drawn
+ * from pool (n_pool ids, the batch's, spr_model_draw_pools) when given). With inference = 1:
  * every LSH candidate (the union of the L buckets) and nothing else. in_dense is the
  * layer's input (fan_in floats). Uses s->mark, count, cand, keys, hash_work, hist. Returns
  * the count. */
 int64_t spr_layer_select(const spr_layer *L, const float *in_dense, const int32_t *labels,
                          int64_t n_labels, int inference, spr_scratch *s, spr_rng *rng,
-                         int32_t *ids, const int32_t *shared, int64_t n_shared);
+                         int32_t *ids, const int32_t *pool, int64_t n_pool);
 
-/* Draws the batch's shared random neurons of sampled layer L (L->shared_ids, n_shared):
- * random_reserve uniform draws from seed, sorted, repeats dropped. */
-void spr_layer_draw_shared(spr_layer *L, int pool, uint64_t seed);
+/* Draws the batch's random pool of every sampled layer (L->pool_ids, n_pool: random_pool
+ * x random_reserve uniform draws, sorted, repeats dropped); n_pool = 0 where there is
+ * none (random_pool 0, dense). The seed comes from the step (and the rank). */
+void spr_model_draw_pools(spr_model *m, const spr_train_options *o, uint64_t step_seed);
 
 /* Highest score a candidate of L can have in selection: K x L codes shared (rank) or L
  * tables returning it (the other strategies). */

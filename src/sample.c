@@ -57,7 +57,7 @@ static uint32_t next_stamp(spr_scratch *s, int64_t size) {
 
 int64_t spr_layer_select(const spr_layer *L, const float *in_dense, const int32_t *labels,
                          int64_t n_labels, int inference, spr_scratch *s, spr_rng *rng,
-                         int32_t *ids, const int32_t *shared, int64_t n_shared) {
+                         int32_t *ids, const int32_t *pool, int64_t n_pool) {
     const uint32_t stamp = next_stamp(s, L->size);
     uint32_t *mark = s->mark;
     uint16_t *count = s->count;
@@ -141,23 +141,23 @@ int64_t spr_layer_select(const spr_layer *L, const float *in_dense, const int32_
         return n;
     }
 
-    /* The batch's shared random neurons (those not in the set already): every sample of
-     * the batch reads the same rows, so they stay in cache and the optimizer touches
-     * them once, not once per sample. */
-    if (n_shared <= L->random_reserve) {
-        for (int64_t k = 0; k < n_shared && n < target; k++) {
-            const int32_t id = shared[k];
+    /* The batch's random pool (spr_model_draw_pools), if any: the samples of a batch draw
+     * from the same rows, so the batch reads (and the optimizer steps) fewer rows. A
+     * pool no larger than the share is taken whole. */
+    if (n_pool <= L->random_reserve) {
+        for (int64_t k = 0; k < n_pool && n < target; k++) {
+            const int32_t id = pool[k];
             if (mark[id] != stamp || count[id] != TAKEN) mark[id] = stamp, count[id] = TAKEN, ids[n++] = id;
         }
     } else { /* a pool larger than the share: each sample takes its own draws from it */
         for (int64_t tries = 0; n < target && tries < 8 * L->random_reserve; tries++) {
-            const int32_t id = shared[spr_rng_below(rng, (uint64_t)n_shared)];
+            const int32_t id = pool[spr_rng_below(rng, (uint64_t)n_pool)];
             if (mark[id] != stamp || count[id] != TAKEN) mark[id] = stamp, count[id] = TAKEN, ids[n++] = id;
         }
     }
 
     /* Random neurons up to the target (SLIDE's top-up, and the reserved random share
-     * when it is not shared): rejection sampling, then a scan from a random start if the
+     * without a pool): rejection sampling, then a scan from a random start if the
      * layer is nearly full. */
     for (int64_t tries = 0; n < target && tries < 8 * target; tries++) {
         int32_t id = (int32_t)spr_rng_below(rng, (uint64_t)L->size);
@@ -178,16 +178,25 @@ int64_t spr_layer_select(const spr_layer *L, const float *in_dense, const int32_
     return n;
 }
 
-void spr_layer_draw_shared(spr_layer *L, int pool, uint64_t seed) {
+static void layer_draw_pool(spr_layer *L, int pool, uint64_t seed) {
     spr_rng rng;
     spr_rng_seed(&rng, seed);
     int64_t want = (int64_t)pool * L->random_reserve;
     if (want > L->size) want = L->size;
     for (int64_t k = 0; k < want; k++)
-        L->shared_ids[k] = (int32_t)spr_rng_below(&rng, (uint64_t)L->size);
-    spr_sort_ids(L->shared_ids, want, L->size, L->shared_tmp);
+        L->pool_ids[k] = (int32_t)spr_rng_below(&rng, (uint64_t)L->size);
+    spr_sort_ids(L->pool_ids, want, L->size, L->pool_tmp);
     int64_t n = 0;
     for (int64_t k = 0; k < want; k++)
-        if (n == 0 || L->shared_ids[k] != L->shared_ids[n - 1]) L->shared_ids[n++] = L->shared_ids[k];
-    L->n_shared = n;
+        if (n == 0 || L->pool_ids[k] != L->pool_ids[n - 1]) L->pool_ids[n++] = L->pool_ids[k];
+    L->n_pool = n;
+}
+
+void spr_model_draw_pools(spr_model *m, const spr_train_options *o, uint64_t step_seed) {
+    for (int l = 1; l < m->n_layers; l++) {
+        spr_layer *L = &m->layers[l];
+        L->n_pool = 0;
+        if (L->sampled && !o->dense && o->random_pool > 0)
+            layer_draw_pool(L, o->random_pool, step_seed ^ spr_mix64(0x5eed0000u + (uint64_t)l));
+    }
 }

@@ -357,7 +357,7 @@ static void train_sample(spr_model *m, const spr_dataset_view *d, int64_t row, s
                 in_dense = s->dense_in;
             }
             act[l].n = spr_layer_select(L, in_dense, labels, is_out ? n_labels : 0, 0, s, &rng,
-                                        s->ids[l], L->shared_ids, L->n_shared);
+                                        s->ids[l], L->pool_ids, L->n_pool);
             act[l].ids = s->ids[l];
         }
         layer_forward(L, &act[l - 1], &act[l]);
@@ -426,17 +426,6 @@ static spr_status check_batch(const spr_model *m, const spr_dataset *data, const
     return SPR_STATUS_OK;
 }
 
-/* The batch's pool of random neurons of each sampled layer (none with random_pool 0 or
- * dense). */
-static void draw_shared(spr_model *m, const spr_train_options *o, uint64_t step_seed) {
-    for (int l = 1; l < m->n_layers; l++) {
-        spr_layer *L = &m->layers[l];
-        L->n_shared = 0;
-        if (L->sampled && !o->dense && o->random_pool > 0)
-            spr_layer_draw_shared(L, o->random_pool, step_seed ^ spr_mix64(0x5eed0000u + (uint64_t)l));
-    }
-}
-
 /* The batch's forward and backward passes. With defer, the output layer's gradient is
  * left in m->deferred for spr_model_apply_gradients (when deferred_usable); without, all
  * gradients are in the gradient rows on return. */
@@ -463,7 +452,7 @@ static spr_status compute_gradients(spr_model *m, const spr_dataset *data, const
     const uint64_t step_seed = spr_mix64(m->cfg.seed ^ 0x7f4a7c159e3779b9ull) ^
                                spr_mix64((uint64_t)m->steps);
     const int dense = o->dense != 0;
-    draw_shared(m, o, step_seed);
+    spr_model_draw_pools(m, o, step_seed);
 
 #pragma omp parallel num_threads(threads)
     {
@@ -735,7 +724,7 @@ static void sharded_forward(const sharded_ctx *c, int64_t i, spr_scratch *s) {
         spr_rng_seed(&rng, c->step_seed ^ spr_mix64((uint64_t)row) ^
                                (lo ? spr_mix64((uint64_t)lo * 0x9E3779B97F4A7C15ull) : 0));
         out.n = spr_layer_select(Lo, h, loc, nloc, 0, s, &rng, bb->out_ids + i * bb->out_cap,
-                                 Lo->shared_ids, Lo->n_shared);
+                                 Lo->pool_ids, Lo->n_pool);
         out.ids = bb->out_ids + i * bb->out_cap;
     }
     layer_forward(Lo, &in, &out);
@@ -888,8 +877,8 @@ spr_status spr_model_compute_gradients_sharded(spr_model *m, const spr_dataset_v
     sharded_ctx c = {m, d, rows, n, o->dense != 0,
                      spr_mix64(m->cfg.seed ^ 0x7f4a7c159e3779b9ull) ^ spr_mix64((uint64_t)m->steps)};
     spr_status st;
-    /* ranks draw their shared random rows independently, each among its own rows */
-    draw_shared(m, o, c.step_seed ^ (m->label_lo ? spr_mix64((uint64_t)m->label_lo) : 0));
+    /* ranks draw their random pools independently, each among its own rows */
+    spr_model_draw_pools(m, o, c.step_seed ^ (m->label_lo ? spr_mix64((uint64_t)m->label_lo) : 0));
 
 #pragma omp parallel num_threads(threads)
     {

@@ -634,16 +634,16 @@ static void test_shared_random(void) {
               "want %g, got %g", per_sample, 100.0 + labels / 8, st.active[1]);
         touched[per_sample] = atomic_load(&Lo->n_touched);
         if (per_sample) {
-            CHECK(Lo->n_shared == 0, "per-sample random rows: no shared rows, got %lld",
-                  (long long)Lo->n_shared);
+            CHECK(Lo->n_pool == 0, "per-sample random rows: no shared rows, got %lld",
+                  (long long)Lo->n_pool);
         } else {
-            CHECK(Lo->random_reserve == 50 && Lo->n_shared >= 45 && Lo->n_shared <= 50,
-                  "shared rows: 50 draws less repeats, got %lld of %lld", (long long)Lo->n_shared,
+            CHECK(Lo->random_reserve == 50 && Lo->n_pool >= 45 && Lo->n_pool <= 50,
+                  "shared rows: 50 draws less repeats, got %lld of %lld", (long long)Lo->n_pool,
                   (long long)Lo->random_reserve);
             int sorted = 1, all_touched = 1;
-            for (int64_t k = 0; k < Lo->n_shared; k++) {
-                const int32_t id = Lo->shared_ids[k];
-                if (id < 0 || id >= Lo->size || (k > 0 && id <= Lo->shared_ids[k - 1])) sorted = 0;
+            for (int64_t k = 0; k < Lo->n_pool; k++) {
+                const int32_t id = Lo->pool_ids[k];
+                if (id < 0 || id >= Lo->size || (k > 0 && id <= Lo->pool_ids[k - 1])) sorted = 0;
                 else if (!atomic_load(&Lo->touched[id])) all_touched = 0;
             }
             CHECK(sorted, "shared rows ascending, distinct, in range");
