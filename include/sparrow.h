@@ -297,6 +297,7 @@ typedef struct spr_batch_stats {
     double loss;                        /* mean cross-entropy over the batch */
     double active[SPR_MAX_LAYERS];      /* mean active neurons per sample, per layer */
     double rehash_seconds;              /* time spent rehashing after this batch */
+    double optimizer_seconds;           /* time in the Adam step of this batch (train_batch) */
     /* Model-parallel step only (a sharded model), else 0: */
     double comm_seconds;                /* waiting in collectives (MPI_Allreduce) this batch */
     int64_t comm_bytes;                 /* bytes this rank handed to collectives this batch */

@@ -14,6 +14,11 @@
 
 #define SPR_ALIGN 64 /* bytes: one cache line, one AVX-512 register */
 
+/* For helpers made only of __builtin_prefetch: GCC 12 finds such a function free of side
+ * effects ("const") and deletes every call to it unless it was inlined first; forcing
+ * the inlining keeps the prefetches (seen: deferred_adam's prefetches were compiled out). */
+#define SPR_ALWAYS_INLINE __attribute__((always_inline))
+
 /* Records a printf-style message for spr_last_error() and returns status, so that a
  * failure reads `return spr_fail(SPR_STATUS_BAD_INPUT, "%s:%lld: ...", ...);`. */
 spr_status spr_fail(spr_status status, const char *fmt, ...)

@@ -61,7 +61,7 @@ static inline void mark_touched(spr_layer *L, int32_t row) {
  * hardware prefetchers do not follow them, and each row would cost a full memory
  * latency. Asking for the row PREFETCH_AHEAD places ahead keeps several in flight. */
 #define PREFETCH_AHEAD 4
-static inline void prefetch_row(const float *row, int64_t n) {
+static inline SPR_ALWAYS_INLINE void prefetch_row(const float *row, int64_t n) {
     for (int64_t c = 0; c < n; c += 16) __builtin_prefetch(row + c, 0, 3);
 }
 
@@ -238,6 +238,28 @@ static void deferred_materialize(spr_model *m) {
     f->pending = 0;
 }
 
+/* The optimizer's rows are sorted but gapped (at 2M labels a batch touches one row in
+ * three): the hardware prefetchers lose the three streams (w, m, v) at every gap and each
+ * row costs several memory latencies. Asking ADAM_AHEAD rows ahead for everything the
+ * step of a row reads and writes keeps them in flight. */
+#define ADAM_AHEAD 8
+/* The grouping's counters of a sample's rows (random words of a (rows) array: 8 MB at 2M
+ * labels) are asked for GROUP_AHEAD entries ahead. */
+#define GROUP_AHEAD 16
+static inline SPR_ALWAYS_INLINE void prefetch_adam_row(const spr_layer *L, int32_t r) {
+    const int64_t off = (int64_t)r * L->stride;
+    for (int64_t c = 0; c < L->cols; c += 16) {
+        __builtin_prefetch(L->w + off + c, 1, 3);
+        if (L->mw16) {
+            if (c % 32 == 0) __builtin_prefetch(L->mw16 + off + c, 1, 3), __builtin_prefetch(L->vw16 + off + c, 1, 3);
+        } else {
+            __builtin_prefetch(L->mw + off + c, 1, 3), __builtin_prefetch(L->vw + off + c, 1, 3);
+        }
+    }
+    __builtin_prefetch(L->b + r, 1, 3), __builtin_prefetch(L->mb + r, 1, 3);
+    __builtin_prefetch(L->vb + r, 1, 3), __builtin_prefetch(L->gb + r, 1, 3);
+}
+
 /* Index of the first of the n ascending ids that is >= v (n if none). */
 static int64_t first_at_least(const int32_t *ids, int64_t n, int64_t v) {
     int64_t lo = 0, hi = n;
@@ -276,12 +298,13 @@ static void deferred_adam(spr_model *m, const spr_train_options *o, float bc1, f
             const int64_t a1 = first_at_least(ids, f->n[i], hi);
             for (int64_t a = first_at_least(ids, a1, lo); a < a1; a++) {
                 const int32_t r = ids[a];
+                if (a + GROUP_AHEAD < a1) __builtin_prefetch(f->count + ids[a + GROUP_AHEAD], 1, 3);
                 if (f->count[r]++ == 0) list[nt++] = r;
                 entries++;
             }
         }
-        /* rows in memory order: at batch 256 and 0.5% most rows are touched, so the step
-         * is a near-sequential stream the hardware prefetchers follow */
+        /* rows in memory order: the step streams w, m and v forward (with gaps where rows
+         * were not touched: prefetch_adam_row bridges them) */
         spr_sort_ids(list, nt, hi, f->sort_tmp + lo);
         f->thread_entries[t] = entries;
 #pragma omp barrier
@@ -296,6 +319,7 @@ static void deferred_adam(spr_model *m, const spr_train_options *o, float bc1, f
             const int64_t a1 = first_at_least(ids, f->n[i], hi);
             for (int64_t a = first_at_least(ids, a1, lo); a < a1; a++) {
                 const int32_t r = ids[a];
+                if (a + GROUP_AHEAD < a1) __builtin_prefetch(f->end + ids[a + GROUP_AHEAD], 1, 3);
                 uint32_t e = f->end[r]++;
                 f->ent_sample[e] = (int32_t)i;
                 f->ent_delta[e] = dl[a];
@@ -303,6 +327,11 @@ static void deferred_adam(spr_model *m, const spr_train_options *o, float bc1, f
         }
         for (int64_t k = 0; k < nt; k++) {
             const int32_t r = list[k];
+            if (k + ADAM_AHEAD < nt) {
+                const int32_t ahead = list[k + ADAM_AHEAD];
+                prefetch_adam_row(L, ahead);
+                __builtin_prefetch(f->end + ahead, 0, 3), __builtin_prefetch(f->count + ahead, 1, 3);
+            }
             const uint32_t e1 = f->end[r], e0 = e1 - f->count[r];
             memset(g, 0, (size_t)L->fan_in * sizeof(float));
             float gb = 0.0f;
@@ -614,8 +643,10 @@ spr_status spr_model_train_batch(spr_model *m, const spr_dataset *data, const in
                         "training diverged at step %lld: loss is %s (try a lower --lr)",
                         (long long)m->steps + 1, isnan(loss) ? "nan" : "inf");
     }
+    const double t0 = stats ? spr_now() : 0.0;
     st = spr_model_apply_gradients(m, o);
     if (st) return st;
+    if (stats) stats->optimizer_seconds = spr_now() - t0;
 
     int any_sampled = 0;
     for (int l = 1; l < m->n_layers; l++) any_sampled |= m->layers[l].sampled;

@@ -589,6 +589,7 @@ typedef struct window {
     double loss_sum;   /* sum over batches of loss x samples */
     double active_sum; /* sum over batches of active output neurons x samples */
     double rehash_seconds; /* time spent rehashing the tables (inside train_seconds) */
+    double optimizer_seconds; /* in the Adam steps (inside train_seconds) */
     double comm_seconds;   /* in collectives (several ranks; inside train_seconds) */
     double step_seconds;   /* wall time of the training steps */
     int64_t comm_bytes;    /* handed to collectives by this rank */
@@ -600,6 +601,7 @@ static void window_add(window *w, const spr_batch_stats *s, int last_layer, int6
     w->loss_sum += s->loss * (double)n;
     w->active_sum += s->active[last_layer] * (double)n;
     w->rehash_seconds += s->rehash_seconds;
+    w->optimizer_seconds += s->optimizer_seconds;
     w->comm_seconds += s->comm_seconds;
     w->comm_bytes += s->comm_bytes;
     w->batches++;
@@ -727,6 +729,8 @@ static int train_report(train_state *s, int64_t epoch, int partial, window *w, i
         json_number(f, active);
         fputs(", \"rehash_seconds\": ", f);
         json_number(f, w->rehash_seconds);
+        fputs(", \"optimizer_seconds\": ", f);
+        json_number(f, w->optimizer_seconds);
         fprintf(f, ", \"eval_points\": %lld, \"eval_seconds\": ",
                 (long long)(s->test ? eval_n : 0));
         json_number(f, eval_seconds);
