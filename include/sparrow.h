@@ -236,6 +236,13 @@ typedef struct spr_model_config {
                                  BF16 (the top half of a float, rounded to nearest even), half
                                  the bytes the optimizer step moves there; the step itself
                                  computes in float. 0: float (default). Saved with the model. */
+    int bf16_weights;         /* 1: the output layer's weights are stored as BF16 too (needs
+                                 bf16_state; the layer below must be dense): half the bytes
+                                 of every row the forward, backward and optimizer read. Dot
+                                 products widen the weights and compute in float; the Adam
+                                 step rounds the new weight stochastically, so that steps
+                                 below a BF16 step still move it in expectation. 0: float
+                                 (default). Saved with the model. */
 } spr_model_config;
 
 /* n_features -> 128 ReLU -> n_labels softmax sampled at sparsity 0.01 with SimHash,
@@ -388,11 +395,18 @@ typedef enum spr_param {
 /* A borrowed pointer to a parameter array of a layer. Rows are stride floats apart
  * (stride >= cols, rows 64-byte aligned). Writing weights is allowed between steps;
  * the hash tables see the change at the next rehash (or spr_model_rehash). With
- * bf16_state the output layer's SPR_PARAM_WEIGHT_ADAM_M and _V are not float arrays:
- * asking for them is SPR_STATUS_BAD_INPUT. */
+ * bf16_state the output layer's SPR_PARAM_WEIGHT_ADAM_M and _V are not float arrays,
+ * with bf16_weights neither is its SPR_PARAM_WEIGHT: asking for them is
+ * SPR_STATUS_BAD_INPUT (spr_model_weight_rows copies rows out as float). */
 SPR_API spr_status spr_model_param(spr_model *model, int layer, spr_param which,
                                    float **data, int64_t *rows, int64_t *cols,
                                    int64_t *stride);
+
+/* Rows [first, first + n) of a layer's weights into out (n, cols), cols the layer's
+ * fan-in (its size for layer 0), whatever the storage (float, or BF16 widened exactly
+ * with bf16_weights). */
+SPR_API spr_status spr_model_weight_rows(const spr_model *model, int layer, int64_t first,
+                                         int64_t n, float *out);
 
 /* Re-inserts every neuron of every sampled layer into its tables (rebuild = 1 first
  * draws new hash functions). */

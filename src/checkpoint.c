@@ -46,7 +46,8 @@
  *           the output layer's weight moments live in memory as BF16 (bf16_state); its
  *           MW and VW sections are still f32 (the BF16 values widened, exactly), so the
  *           moments read the same either way and loading converts back without loss.
- *           Other bits must be 0.
+ *           Bit 1: the output layer's weights live in memory as BF16 (bf16_weights; it
+ *           comes with bit 0); its W section is f32 in the same way. Other bits must be 0.
  *
  * The writer emits CONF, STAT, then W B MW VW MB VB (TBL) of layer 0, of layer 1, ...
  * The reader accepts the sections in any order but wants each of the 2 + 6 x n_layers
@@ -59,7 +60,8 @@
  * TBL existed (same version 1) load as before, tables rebuilt from the weights; an
  * older reader refuses a file with TBL sections (unknown section tag) rather than
  * misreading it. OPT works the same way: a file without it is the file an older
- * sparrow wrote (bf16_state 0); an older reader refuses a file with it by name.
+ * sparrow wrote (bf16_state 0, bf16_weights 0); an older reader refuses a file with it by
+ * name.
  *
  * A later format may add kinds; it then bumps the version, and this reader refuses it
  * by name rather than misreading it.
@@ -91,7 +93,8 @@
 #define CKPT_STAT_BYTES 48u
 #define CKPT_MAX_SECTIONS (3 + 7 * SPR_MAX_LAYERS)
 #define CKPT_OPT_BYTES 4u
-#define CKPT_OPT_BF16 1u /* OPT bit 0: bf16_state */
+#define CKPT_OPT_BF16 1u  /* OPT bit 0: bf16_state */
+#define CKPT_OPT_BF16W 2u /* OPT bit 1: bf16_weights */
 /* I/O buffer: big enough that a 1.3 GB model is a few hundred system calls, small
  * enough not to matter next to the model. */
 #define CKPT_BUFFER ((size_t)4 << 20)
@@ -352,7 +355,8 @@ static void w_model(writer *w, const spr_model *m) {
     for (int l = 0; l < cfg->n_layers; l++) n_tables += m->layers[l].sampled && m->layers[l].tables;
     memcpy(h, CKPT_MAGIC, 8);
     put_u32(h + 8, CKPT_VERSION);
-    put_u32(h + 12, (uint32_t)(2 + 6 * cfg->n_layers + n_tables + (cfg->bf16_state ? 1 : 0)));
+    const uint32_t opt = (cfg->bf16_state ? CKPT_OPT_BF16 : 0u) | (cfg->bf16_weights ? CKPT_OPT_BF16W : 0u);
+    put_u32(h + 12, (uint32_t)(2 + 6 * cfg->n_layers + n_tables + (opt ? 1 : 0)));
     w_bytes(w, h, sizeof h, 0);
 
     unsigned char c[CKPT_CONF_MAX], *p = c;
@@ -378,9 +382,9 @@ static void w_model(writer *w, const spr_model *m) {
     w_bytes(w, c, (size_t)(p - c), 1);
     w_section_end(w);
 
-    if (cfg->bf16_state) {
+    if (opt) {
         unsigned char o[CKPT_OPT_BYTES];
-        put_u32(o, CKPT_OPT_BF16);
+        put_u32(o, opt);
         w_section_begin(w, make_tag(KIND_OPT, 0), sizeof o);
         w_bytes(w, o, sizeof o, 1);
         w_section_end(w);
@@ -395,7 +399,8 @@ static void w_model(writer *w, const spr_model *m) {
 
     for (int l = 0; l < cfg->n_layers; l++) {
         const spr_layer *L = &m->layers[l];
-        w_matrix(w, make_tag(KIND_W, l), L->w, L->rows, L->cols, L->stride);
+        if (L->w16) w_matrix_bf16(w, make_tag(KIND_W, l), L->w16, L->rows, L->cols, L->stride);
+        else w_matrix(w, make_tag(KIND_W, l), L->w, L->rows, L->cols, L->stride);
         w_matrix(w, make_tag(KIND_B, l), L->b, 1, L->size, L->size);
         if (L->mw16) {
             w_matrix_bf16(w, make_tag(KIND_MW, l), L->mw16, L->rows, L->cols, L->stride);
@@ -746,12 +751,19 @@ static spr_status read_options(reader *r, const section *s, spr_model_config *cf
     if (crc32_update(0, c, CKPT_OPT_BYTES) != get_u32(c + CKPT_OPT_BYTES))
         return bad(r, s, "checksum mismatch (file damaged)");
     uint32_t bits = get_u32(c);
-    if (bits & ~CKPT_OPT_BF16) {
+    const uint32_t known = CKPT_OPT_BF16 | CKPT_OPT_BF16W;
+    if (bits & ~known) {
         snprintf(msg, sizeof msg, "unknown option bits 0x%08x (a newer sparrow's file, or damaged)",
-                 bits & ~CKPT_OPT_BF16);
+                 bits & ~known);
         return bad(r, s, msg);
     }
     cfg->bf16_state = (bits & CKPT_OPT_BF16) ? 1 : 0;
+    cfg->bf16_weights = (bits & CKPT_OPT_BF16W) ? 1 : 0;
+    /* the options against the layers (CONF, read first, was checked without them) */
+    if (spr_model_config_check(cfg) != SPR_STATUS_OK) {
+        snprintf(msg, sizeof msg, "options 0x%08x: %.80s", bits, spr_last_error());
+        return bad(r, s, msg);
+    }
     return SPR_STATUS_OK;
 }
 
@@ -995,7 +1007,10 @@ spr_status spr_checkpoint_load(const char *path, spr_model **out) {
             crc = crc32_update(0, p, CKPT_STAT_BYTES);
             for (int k = 0; k < 6; k++) stat[k] = (int64_t)get_u64(p + 8 * k);
             break;
-        case KIND_W: st = r_matrix(&r, L->w, L->rows, L->cols, L->stride, &crc); break;
+        case KIND_W:
+            st = L->w16 ? r_matrix_bf16(&r, L->w16, L->rows, L->cols, L->stride, &crc)
+                        : r_matrix(&r, L->w, L->rows, L->cols, L->stride, &crc);
+            break;
         case KIND_MW:
             st = L->mw16 ? r_matrix_bf16(&r, L->mw16, L->rows, L->cols, L->stride, &crc)
                          : r_matrix(&r, L->mw, L->rows, L->cols, L->stride, &crc);

@@ -188,10 +188,11 @@ static void copy_rows(spr_layer *dst, int64_t t0, const spr_layer *src, int64_t 
         for (int64_t r = 0; r < n && from[a]; r++)
             memcpy(to[a] + (t0 + r) * dst->stride, from[a] + (r0 + r) * src->stride,
                    (size_t)src->cols * sizeof(float));
-    /* BF16 moments (bf16_state): both models come from one configuration */
-    const uint16_t *from16[] = {src->mw16, src->vw16};
-    uint16_t *to16[] = {dst->mw16, dst->vw16};
-    for (int a = 0; a < 2; a++)
+    /* BF16 moments and weights (bf16_state, bf16_weights): both models come from one
+     * configuration */
+    const uint16_t *from16[] = {src->mw16, src->vw16, src->w16};
+    uint16_t *to16[] = {dst->mw16, dst->vw16, dst->w16};
+    for (int a = 0; a < 3; a++)
         for (int64_t r = 0; r < n && from16[a]; r++)
             memcpy(to16[a] + (t0 + r) * dst->stride, from16[a] + (r0 + r) * src->stride,
                    (size_t)src->cols * sizeof(uint16_t));

@@ -77,7 +77,7 @@ static float output_sample(spr_layer *Lo, const float *h, const int32_t *labels,
     float zmax = -INFINITY;
     for (int64_t a = 0; a < n; a++) {
         int32_t j = ids ? ids[a] : (int32_t)a;
-        z[a] = Lo->b[j] + spr_dot(Lo->w + (int64_t)j * Lo->stride, h, Lo->fan_in);
+        z[a] = Lo->b[j] + spr_layer_dot(Lo, j, h);
         if (z[a] > zmax) zmax = z[a];
     }
     *active = n;
@@ -107,7 +107,7 @@ static float output_sample(spr_layer *Lo, const float *h, const int32_t *labels,
         mark_touched(Lo, j);
         Lo->gb[j] += d;
         spr_axpy(d, h, Lo->gw + (int64_t)j * Lo->stride, Lo->fan_in);
-        spr_axpy(d, Lo->w + (int64_t)j * Lo->stride, grad, Lo->fan_in);
+        spr_layer_axpy(Lo, d, j, grad);
     }
     return loss;
 }
@@ -279,15 +279,14 @@ spr_status spr_model_output_predict(const spr_model *m, const float *input, int6
                     for (int64_t a = 0; a < na; a++) {
                         int32_t j = s.ids[0][a];
                         spr_topk_push(ids_out + i * k, scores_out + i * k, k, &filled[i - b0], j,
-                                      Lo->b[j] + spr_dot(Lo->w + (int64_t)j * Lo->stride, h, fan_in));
+                                      Lo->b[j] + spr_layer_dot(Lo, j, h));
                     }
                 }
             } else {
                 for (int64_t j = 0; j < Lo->size; j++) {
-                    const float *w = Lo->w + j * Lo->stride;
                     for (int64_t i = b0; i < b1; i++)
                         spr_topk_push(ids_out + i * k, scores_out + i * k, k, &filled[i - b0],
-                                      (int32_t)j, Lo->b[j] + spr_dot(w, input + i * fan_in, fan_in));
+                                      (int32_t)j, Lo->b[j] + spr_layer_dot(Lo, j, input + i * fan_in));
                 }
             }
             for (int64_t i = b0; i < b1; i++)

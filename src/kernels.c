@@ -111,9 +111,45 @@ static void adam_row_bf16_ref(float *w, float *g, uint16_t *m, uint16_t *v, int6
     }
 }
 
+/* dot_ref on the widened row: the same partial sums in the same order. */
+static float dot_bf16_ref(const uint16_t *w, const float *x, int64_t n) {
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) acc[j] += spr_f32_from_bf16(w[i + j]) * x[i + j];
+    float tail = 0.0f;
+    for (; i < n; i++) tail += spr_f32_from_bf16(w[i]) * x[i];
+    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) +
+           tail;
+}
+
+static void axpy_bf16_ref(float alpha, const uint16_t *x, float *y, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] += alpha * spr_f32_from_bf16(x[i]);
+}
+
+/* adam_row_bf16_ref with a BF16 weight: the same float arithmetic on the widened weight,
+ * which is then rounded stochastically. */
+static void adam_row_bf16w_ref(uint16_t *w, float *g, uint16_t *m, uint16_t *v, int64_t n,
+                               float lr, float b1, float b2, float eps, float bc1, float bc2,
+                               uint32_t salt) {
+    const float step = lr / bc1;
+    const float sqrt_bc2 = sqrtf(bc2);
+    for (int64_t i = 0; i < n; i++) {
+        float gi = g[i];
+        float mi = b1 * spr_f32_from_bf16(m[i]) + (1.0f - b1) * gi;
+        float vi = b2 * spr_f32_from_bf16(v[i]) + (1.0f - b2) * gi * gi;
+        m[i] = spr_bf16_from_f32(mi);
+        v[i] = spr_bf16_from_f32_sr(vi, spr_bf16_noise(salt, i));
+        float wi = spr_f32_from_bf16(w[i]) - step * mi / (sqrtf(vi) / sqrt_bc2 + eps);
+        w[i] = spr_bf16_from_f32_sr(wi, spr_bf16_noise_w(salt, i));
+        g[i] = 0.0f;
+    }
+}
+
 const spr_kernel_set spr_kernels_portable = {"portable", dot_ref, axpy_ref, dot_sparse_ref,
                                              adam_row_ref, matmul_panels_ref, signed_sums_ref,
-                                             adam_row_bf16_ref};
+                                             adam_row_bf16_ref, dot_bf16_ref, axpy_bf16_ref,
+                                             adam_row_bf16w_ref};
 const spr_kernel_set *spr_kernels = &spr_kernels_portable;
 
 static const char *cpu_features(void) {

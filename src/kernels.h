@@ -56,6 +56,13 @@ static inline uint32_t spr_bf16_noise(uint32_t salt, int64_t i) {
     return (salt + (uint32_t)i * 0x9E3779B1u) >> 16;
 }
 
+/* The bits for rounding a BF16 weight (spr_model_config.bf16_weights) of entry i of a row
+ * whose moments use `salt`: another Weyl sequence (other start, other step), so that a
+ * weight and its second moment are not rounded up together. */
+static inline uint32_t spr_bf16_noise_w(uint32_t salt, int64_t i) {
+    return ((salt ^ 0x6A09E667u) + (uint32_t)i * 0x85EBCA77u) >> 16;
+}
+
 static inline float spr_f32_from_bf16(uint16_t h) {
     uint32_t u = (uint32_t)h << 16;
     float x;
@@ -106,6 +113,16 @@ typedef struct spr_kernel_set {
      * adam_row. */
     void (*adam_row_bf16)(float *w, float *g, uint16_t *m, uint16_t *v, int64_t n, float lr,
                           float b1, float b2, float eps, float bc1, float bc2, uint32_t salt);
+    /* BF16 weights (spr_model_config.bf16_weights): w holds BF16, widened exactly.
+     * dot_bf16: dot with w widened, in dot's order and roundings (so a BF16 row gives what
+     * dot gives on the widened row); axpy_bf16: axpy of the widened x. */
+    float (*dot_bf16)(const uint16_t *w, const float *x, int64_t n);
+    void (*axpy_bf16)(float alpha, const uint16_t *x, float *y, int64_t n);
+    /* adam_row_bf16 with the weights in BF16 too: w is widened, stepped as adam_row_bf16
+     * steps a float w, and rounded stochastically with spr_bf16_noise_w(salt, i): the
+     * expected weight is the float one, so updates far below a BF16 step still add up. */
+    void (*adam_row_bf16w)(uint16_t *w, float *g, uint16_t *m, uint16_t *v, int64_t n, float lr,
+                           float b1, float b2, float eps, float bc1, float bc2, uint32_t salt);
 } spr_kernel_set;
 
 #define SPR_SUM_ROWS 16 /* rows per call of signed_sums: two AVX2 registers, one AVX-512 */
@@ -147,6 +164,18 @@ static inline void spr_adam_row_bf16(float *w, float *g, uint16_t *m, uint16_t *
                                      float lr, float b1, float b2, float eps, float bc1,
                                      float bc2, uint32_t salt) {
     spr_kernels->adam_row_bf16(w, g, m, v, n, lr, b1, b2, eps, bc1, bc2, salt);
+}
+
+static inline float spr_dot_bf16(const uint16_t *w, const float *x, int64_t n) {
+    return spr_kernels->dot_bf16(w, x, n);
+}
+static inline void spr_axpy_bf16(float alpha, const uint16_t *x, float *y, int64_t n) {
+    spr_kernels->axpy_bf16(alpha, x, y, n);
+}
+static inline void spr_adam_row_bf16w(uint16_t *w, float *g, uint16_t *m, uint16_t *v, int64_t n,
+                                      float lr, float b1, float b2, float eps, float bc1,
+                                      float bc2, uint32_t salt) {
+    spr_kernels->adam_row_bf16w(w, g, m, v, n, lr, b1, b2, eps, bc1, bc2, salt);
 }
 
 /* The portable reference set, and the x86 sets (NULL where not compiled in). Whether

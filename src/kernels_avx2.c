@@ -26,7 +26,7 @@ static float dot_avx2(const float *a, const float *b, int64_t n) {
     }
     for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
     float acc = hsum(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
-    for (; i < n; i++) acc += a[i] * b[i];
+    for (; i < n; i++) acc = fmaf(a[i], b[i], acc); /* fused, as dot_bf16_avx2's tail */
     return acc;
 }
 
@@ -41,7 +41,7 @@ static void axpy_avx2(float alpha, const float *x, float *y, int64_t n) {
     }
     for (; i + 8 <= n; i += 8)
         _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
-    for (; i < n; i++) y[i] += alpha * x[i];
+    for (; i < n; i++) y[i] = fmaf(alpha, x[i], y[i]);
 }
 
 static float dot_sparse_avx2(const float *w, const int32_t *idx, const float *val, int64_t nnz) {
@@ -282,9 +282,86 @@ static void adam_row_bf16_avx2(float *w, float *g, uint16_t *m, uint16_t *v, int
     }
 }
 
+/* dot_avx2 on the widened row: the same accumulators, in the same order. */
+static float dot_bf16_avx2(const uint16_t *w, const float *x, int64_t n) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        s0 = _mm256_fmadd_ps(bf16_load8(w + i), _mm256_loadu_ps(x + i), s0);
+        s1 = _mm256_fmadd_ps(bf16_load8(w + i + 8), _mm256_loadu_ps(x + i + 8), s1);
+        s2 = _mm256_fmadd_ps(bf16_load8(w + i + 16), _mm256_loadu_ps(x + i + 16), s2);
+        s3 = _mm256_fmadd_ps(bf16_load8(w + i + 24), _mm256_loadu_ps(x + i + 24), s3);
+    }
+    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(bf16_load8(w + i), _mm256_loadu_ps(x + i), s0);
+    float acc = hsum(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+    for (; i < n; i++) acc = fmaf(spr_f32_from_bf16(w[i]), x[i], acc);
+    return acc;
+}
+
+/* axpy_avx2 of the widened x. */
+static void axpy_bf16_avx2(float alpha, const uint16_t *x, float *y, int64_t n) {
+    const __m256 va = _mm256_set1_ps(alpha);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m256 y0 = _mm256_fmadd_ps(va, bf16_load8(x + i), _mm256_loadu_ps(y + i));
+        __m256 y1 = _mm256_fmadd_ps(va, bf16_load8(x + i + 8), _mm256_loadu_ps(y + i + 8));
+        _mm256_storeu_ps(y + i, y0);
+        _mm256_storeu_ps(y + i + 8, y1);
+    }
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, bf16_load8(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] = fmaf(alpha, spr_f32_from_bf16(x[i]), y[i]);
+}
+
+/* adam_row_bf16_avx2 with a BF16 weight, 8 entries a step (the weight, its two moments
+ * and their roundings); the scalar tail as adam_row_bf16_avx2's. */
+static void adam_row_bf16w_avx2(uint16_t *w, float *g, uint16_t *m, uint16_t *v, int64_t n,
+                                float lr, float b1, float b2, float eps, float bc1, float bc2,
+                                uint32_t salt) {
+    const float step = lr / bc1, inv_sqrt_bc2 = 1.0f / sqrtf(bc2);
+    /* the moments' and the weights' random bits for lanes i .. i + 7, advanced by 8 a step */
+    __m256i hv = _mm256_add_epi32(_mm256_set1_epi32((int)salt),
+                                  _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                                                     _mm256_set1_epi32((int)0x9E3779B1u)));
+    __m256i hw = _mm256_add_epi32(_mm256_set1_epi32((int)(salt ^ 0x6A09E667u)),
+                                  _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                                                     _mm256_set1_epi32((int)0x85EBCA77u)));
+    const __m256i hv8 = _mm256_set1_epi32((int)(8u * 0x9E3779B1u));
+    const __m256i hw8 = _mm256_set1_epi32((int)(8u * 0x85EBCA77u));
+    const __m256 vb1 = _mm256_set1_ps(b1), vc1 = _mm256_set1_ps(1.0f - b1);
+    const __m256 vb2 = _mm256_set1_ps(b2), vc2 = _mm256_set1_ps(1.0f - b2);
+    const __m256 vstep = _mm256_set1_ps(step), vinv = _mm256_set1_ps(inv_sqrt_bc2);
+    const __m256 veps = _mm256_set1_ps(eps), zero = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 g0 = _mm256_loadu_ps(g + i);
+        const __m256 m0 = _mm256_fmadd_ps(vb1, bf16_load8(m + i), _mm256_mul_ps(vc1, g0));
+        const __m256 v0 = _mm256_fmadd_ps(vb2, bf16_load8(v + i), _mm256_mul_ps(vc2, _mm256_mul_ps(g0, g0)));
+        const __m256 d0 = _mm256_fmadd_ps(_mm256_sqrt_ps(v0), vinv, veps);
+        const __m256 w0 = _mm256_sub_ps(bf16_load8(w + i), _mm256_div_ps(_mm256_mul_ps(vstep, m0), d0));
+        bf16_store8(m + i, bf16_round8(m0));
+        bf16_store8(v + i, bf16_round8_sr(v0, bf16_noise8(hv)));
+        bf16_store8(w + i, bf16_round8_sr(w0, bf16_noise8(hw)));
+        hv = _mm256_add_epi32(hv, hv8);
+        hw = _mm256_add_epi32(hw, hw8);
+        _mm256_storeu_ps(g + i, zero);
+    }
+    for (; i < n; i++) {
+        float gi = g[i];
+        float mi = b1 * spr_f32_from_bf16(m[i]) + (1.0f - b1) * gi;
+        float vi = b2 * spr_f32_from_bf16(v[i]) + (1.0f - b2) * gi * gi;
+        m[i] = spr_bf16_from_f32(mi);
+        v[i] = spr_bf16_from_f32_sr(vi, spr_bf16_noise(salt, i));
+        float wi = spr_f32_from_bf16(w[i]) - step * mi / (sqrtf(vi) * inv_sqrt_bc2 + eps);
+        w[i] = spr_bf16_from_f32_sr(wi, spr_bf16_noise_w(salt, i));
+        g[i] = 0.0f;
+    }
+}
+
 static const spr_kernel_set set = {"avx2", dot_avx2, axpy_avx2, dot_sparse_avx2, adam_row_avx2,
                                    matmul_panels_avx2, signed_sums_avx2,
-                                   adam_row_bf16_avx2};
+                                   adam_row_bf16_avx2, dot_bf16_avx2, axpy_bf16_avx2,
+                                   adam_row_bf16w_avx2};
 const spr_kernel_set *spr_kernel_set_avx2(void) { return &set; }
 #else
 const spr_kernel_set *spr_kernel_set_avx2(void) { return 0; }

@@ -226,9 +226,91 @@ static void adam_row_bf16_avx512(float *w, float *g, uint16_t *m, uint16_t *v, i
     }
 }
 
+/* Up to 16 BF16 of a row's tail, zero-padded (16-bit masked loads need AVX512-BW). */
+static inline __m512 bf16_load_tail(const uint16_t *p, int64_t k) {
+    uint16_t t[16] = {0};
+    memcpy(t, p, (size_t)k * sizeof(uint16_t));
+    return bf16_load16(t);
+}
+
+/* dot_avx512 on the widened row: the same accumulators, in the same order; the widened
+ * padding of the tail is +0, as the masked load's zeros are. */
+static float dot_bf16_avx512(const uint16_t *w, const float *x, int64_t n) {
+    __m512 s0 = _mm512_setzero_ps(), s1 = s0;
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        s0 = _mm512_fmadd_ps(bf16_load16(w + i), _mm512_loadu_ps(x + i), s0);
+        s1 = _mm512_fmadd_ps(bf16_load16(w + i + 16), _mm512_loadu_ps(x + i + 16), s1);
+    }
+    for (; i < n; i += 16) {
+        __mmask16 k = tail_mask(n - i);
+        __m512 wv = n - i >= 16 ? bf16_load16(w + i) : bf16_load_tail(w + i, n - i);
+        s0 = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(k, x + i), s0);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+}
+
+static void axpy_bf16_avx512(float alpha, const uint16_t *x, float *y, int64_t n) {
+    const __m512 va = _mm512_set1_ps(alpha);
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 k = tail_mask(n - i);
+        __m512 xv = n - i >= 16 ? bf16_load16(x + i) : bf16_load_tail(x + i, n - i);
+        _mm512_mask_storeu_ps(y + i, k, _mm512_fmadd_ps(va, xv, _mm512_maskz_loadu_ps(k, y + i)));
+    }
+}
+
+static inline void adam16_bf16w(uint16_t *w, float *g, uint16_t *m, uint16_t *v, __m512 vb1,
+                                __m512 vc1, __m512 vb2, __m512 vc2, __m512 vstep, __m512 vinv,
+                                __m512 veps, __m512i hv, __m512i hw) {
+    __m512 gi = _mm512_loadu_ps(g);
+    __m512 mi = _mm512_fmadd_ps(vb1, bf16_load16(m), _mm512_mul_ps(vc1, gi));
+    __m512 vi = _mm512_fmadd_ps(vb2, bf16_load16(v), _mm512_mul_ps(vc2, _mm512_mul_ps(gi, gi)));
+    __m512 den = _mm512_fmadd_ps(_mm512_sqrt_ps(vi), vinv, veps);
+    __m512 wi = _mm512_sub_ps(bf16_load16(w), _mm512_div_ps(_mm512_mul_ps(vstep, mi), den));
+    bf16_store16(m, mi);
+    bf16_store16_sr(v, vi, bf16_noise16(hv));
+    bf16_store16_sr(w, wi, bf16_noise16(hw));
+    _mm512_storeu_ps(g, _mm512_setzero_ps());
+}
+
+/* adam_row_bf16_avx512 with a BF16 weight; the tail through a zero-padded copy as there. */
+static void adam_row_bf16w_avx512(uint16_t *w, float *g, uint16_t *m, uint16_t *v, int64_t n,
+                                  float lr, float b1, float b2, float eps, float bc1, float bc2,
+                                  uint32_t salt) {
+    const float step = lr / bc1, inv_sqrt_bc2 = 1.0f / sqrtf(bc2);
+    const __m512 vb1 = _mm512_set1_ps(b1), vc1 = _mm512_set1_ps(1.0f - b1);
+    const __m512 vb2 = _mm512_set1_ps(b2), vc2 = _mm512_set1_ps(1.0f - b2);
+    const __m512 vstep = _mm512_set1_ps(step), vinv = _mm512_set1_ps(inv_sqrt_bc2);
+    const __m512 veps = _mm512_set1_ps(eps);
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i gv = _mm512_set1_epi32((int)0x9E3779B1u), gw = _mm512_set1_epi32((int)0x85EBCA77u);
+    const __m512i hv16 = _mm512_set1_epi32((int)(16u * 0x9E3779B1u));
+    const __m512i hw16 = _mm512_set1_epi32((int)(16u * 0x85EBCA77u));
+    __m512i hv = _mm512_add_epi32(_mm512_set1_epi32((int)salt), _mm512_mullo_epi32(lane, gv));
+    __m512i hw = _mm512_add_epi32(_mm512_set1_epi32((int)(salt ^ 0x6A09E667u)), _mm512_mullo_epi32(lane, gw));
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16, hv = _mm512_add_epi32(hv, hv16), hw = _mm512_add_epi32(hw, hw16))
+        adam16_bf16w(w + i, g + i, m + i, v + i, vb1, vc1, vb2, vc2, vstep, vinv, veps, hv, hw);
+    if (i < n) {
+        float tg[16] = {0};
+        uint16_t tw[16] = {0}, tm[16] = {0}, tv[16] = {0};
+        const size_t k = (size_t)(n - i);
+        memcpy(tw, w + i, k * sizeof(uint16_t));
+        memcpy(tg, g + i, k * sizeof(float));
+        memcpy(tm, m + i, k * sizeof(uint16_t));
+        memcpy(tv, v + i, k * sizeof(uint16_t));
+        adam16_bf16w(tw, tg, tm, tv, vb1, vc1, vb2, vc2, vstep, vinv, veps, hv, hw);
+        memcpy(w + i, tw, k * sizeof(uint16_t));
+        memcpy(g + i, tg, k * sizeof(float));
+        memcpy(m + i, tm, k * sizeof(uint16_t));
+        memcpy(v + i, tv, k * sizeof(uint16_t));
+    }
+}
+
 static const spr_kernel_set set = {"avx512", dot_avx512, axpy_avx512, dot_sparse_avx512,
                                    adam_row_avx512, matmul_panels_avx512, signed_sums_avx512,
-                                   adam_row_bf16_avx512};
+                                   adam_row_bf16_avx512, dot_bf16_avx512, axpy_bf16_avx512,
+                                   adam_row_bf16w_avx512};
 const spr_kernel_set *spr_kernel_set_avx512(void) { return &set; }
 #else
 const spr_kernel_set *spr_kernel_set_avx512(void) { return 0; }

@@ -117,6 +117,16 @@ spr_status spr_model_config_check(const spr_model_config *c) {
                         (double)c->init_std);
     if (c->bf16_state != 0 && c->bf16_state != 1)
         return spr_fail(SPR_STATUS_BAD_INPUT, "bf16_state must be 0 or 1, got %d", c->bf16_state);
+    if (c->bf16_weights != 0 && c->bf16_weights != 1)
+        return spr_fail(SPR_STATUS_BAD_INPUT, "bf16_weights must be 0 or 1, got %d", c->bf16_weights);
+    if (c->bf16_weights && !c->bf16_state)
+        return spr_fail(SPR_STATUS_BAD_INPUT,
+                        "bf16_weights needs bf16_state (the weights' Adam moments in BF16 too)");
+    /* a sampled layer below the output hands it a sparse input: BF16 rows have no sparse dot */
+    if (c->bf16_weights && c->n_layers > 2 && c->layers[c->n_layers - 2].sparsity < 1.0f)
+        return spr_fail(SPR_STATUS_BAD_INPUT,
+                        "bf16_weights needs the last hidden layer dense (sparsity 1, got %g)",
+                        (double)c->layers[c->n_layers - 2].sparsity);
     for (int l = 0; l < c->n_layers; l++) {
         const spr_layer_config *lc = &c->layers[l];
         if (lc->size < 1 || lc->size > INT32_MAX)
@@ -202,9 +212,11 @@ spr_status spr_model_config_memory(const spr_model_config *c, int64_t *bytes) {
         const spr_layer_config *lc = &c->layers[l];
         double rows = (double)(l == 0 ? fan_in : lc->size);
         double stride = (double)spr_row_stride(l == 0 ? lc->size : fan_in);
-        /* w, gw, and mw, vw in float (4 bytes) or BF16 (2) */
-        const double moment_bytes = c->bf16_state && l == c->n_layers - 1 ? 2.0 : 4.0;
-        total += rows * stride * (2.0 * 4.0 + 2.0 * moment_bytes);
+        /* w (4 bytes, 2 as BF16), gw (4), and mw, vw (4, or 2 as BF16) */
+        const int out = l == c->n_layers - 1;
+        const double moment_bytes = c->bf16_state && out ? 2.0 : 4.0;
+        const double weight_bytes = c->bf16_weights && out ? 2.0 : 4.0;
+        total += rows * stride * (weight_bytes + 4.0 + 2.0 * moment_bytes);
         total += 4.0 * (double)spr_row_stride(lc->size) * 4.0;   /* b, gb, mb, vb */
         total += rows * (1.0 + 4.0) + 2.0 * SPR_ALIGN;           /* touched flags and list */
         if (l > 0 && lc->sparsity < 1.0f) {
@@ -224,9 +236,10 @@ spr_status spr_model_config_memory(const spr_model_config *c, int64_t *bytes) {
 
 /* ------------------------------------------------------------ allocation */
 
-/* bf16: the weights' Adam moments as BF16 (mw16, vw16) instead of float (mw, vw). */
+/* bf16: the weights' Adam moments as BF16 (mw16, vw16) instead of float (mw, vw);
+ * bf16w: the weights too (w16 instead of w). */
 static spr_status layer_alloc(spr_layer *L, const spr_layer_config *lc, int index, int64_t fan_in,
-                              int bf16) {
+                              int bf16, int bf16w) {
     L->cfg = *lc;
     L->size = lc->size;
     L->fan_in = fan_in;
@@ -236,15 +249,18 @@ static spr_status layer_alloc(spr_layer *L, const spr_layer_config *lc, int inde
     size_t wbytes = (size_t)L->rows * (size_t)L->stride * sizeof(float);
     /* the moment arrays: rows start 32-byte aligned as BF16 (stride is a multiple of 16) */
     size_t mbytes = bf16 ? wbytes / 2 : wbytes;
+    size_t w16bytes = bf16w ? wbytes / 2 : 0, wfbytes = bf16w ? 0 : wbytes;
     size_t bbytes = (size_t)spr_row_stride(L->size) * sizeof(float);
     size_t tbytes = ((size_t)L->rows + SPR_ALIGN) / SPR_ALIGN * SPR_ALIGN;
     size_t lbytes = ((size_t)L->rows * sizeof(int32_t) + SPR_ALIGN) / SPR_ALIGN * SPR_ALIGN;
-    char *p = spr_alloc(2 * wbytes + 2 * mbytes + 4 * bbytes + tbytes + lbytes);
+    size_t total = wfbytes + w16bytes + wbytes + 2 * mbytes + 4 * bbytes + tbytes + lbytes;
+    char *p = spr_alloc(total);
     if (!p)
         return spr_fail(SPR_STATUS_NO_MEMORY, "out of memory: layer %d needs %.1f MB", index,
-                        (2.0 * (double)wbytes + 2.0 * (double)mbytes + 4.0 * (double)bbytes) / 1e6);
+                        (double)total / 1e6);
     L->block = p;
-    L->w = (float *)p, p += wbytes;
+    if (bf16w) L->w16 = (uint16_t *)p, p += w16bytes;
+    else L->w = (float *)p, p += wfbytes;
     L->gw = (float *)p, p += wbytes;
     if (bf16) {
         L->mw16 = (uint16_t *)p, p += mbytes;
@@ -315,8 +331,9 @@ spr_status spr_model_alloc(const spr_model_config *cfg, spr_model **out) {
     m->n_layers = cfg->n_layers;
     int64_t fan_in = cfg->n_features;
     for (int l = 0; l < m->n_layers; l++) {
-        st = layer_alloc(&m->layers[l], &cfg->layers[l], l, fan_in,
-                         cfg->bf16_state && l == cfg->n_layers - 1);
+        const int out = l == cfg->n_layers - 1;
+        st = layer_alloc(&m->layers[l], &cfg->layers[l], l, fan_in, cfg->bf16_state && out,
+                         cfg->bf16_weights && out);
         if (st) goto fail;
         fan_in = cfg->layers[l].size;
     }
@@ -343,6 +360,21 @@ uint64_t spr_model_hash_seed(const spr_model *m, int layer, int64_t rebuilds) {
                      (uint64_t)rebuilds * 0x9E3779B97F4A7C15ull);
 }
 
+/* The keys of rows [j, j + n) of a layer with BF16 weights: widened (exactly) into tmp,
+ * cap floats of scratch (at least one row's stride), as many rows at a time as fit, then
+ * hashed as float rows are: the keys of the float rows of the same values. */
+static void keys_rows_bf16(const spr_layer *L, int64_t j, int64_t n, uint32_t *keys, int32_t *work,
+                           int64_t work_len, float *tmp, int64_t cap) {
+    const int64_t per = cap / L->stride;
+    for (int64_t r = 0; r < n; r += per) {
+        const int64_t k = n - r < per ? n - r : per;
+        for (int64_t i = 0; i < k; i++)
+            for (int64_t c = 0; c < L->cols; c++)
+                tmp[i * L->stride + c] = spr_f32_from_bf16(L->w16[(j + r + i) * L->stride + c]);
+        spr_hasher_keys_rows(L->hasher, tmp, k, L->stride, keys + r * L->cfg.hash_l, work, work_len);
+    }
+}
+
 /* Hashes every neuron's weight row and rebuilds the tables: O(size x hash cost),
  * parallel over blocks of neurons (spr_hasher_keys_rows: SimHash reads its projections
  * once per block of rows), then over tables. Scratch: 32 KB on each thread's stack when
@@ -359,17 +391,37 @@ static spr_status layer_rehash(spr_model *m, spr_layer *L, int index, int thread
             return spr_fail(SPR_STATUS_NO_MEMORY, "model.c: out of memory for the rehash "
                             "scratch (%lld bytes)", (long long)threads * work_len * 4);
     }
+    /* BF16 weights are widened into (threads, conv_len) floats: 16 KB on the stack, unless
+     * a row is wider (fan-in > 4096) */
+    enum { CONV_SMALL = 4096 };
+    const int64_t conv_len = L->stride > CONV_SMALL ? L->stride : CONV_SMALL;
+    float *conv_big = NULL;
+    if (L->w16 && conv_len > CONV_SMALL) {
+        conv_big = spr_alloc((size_t)threads * (size_t)conv_len * sizeof(float));
+        if (!conv_big) {
+            spr_free(big);
+            return spr_fail(SPR_STATUS_NO_MEMORY, "model.c: out of memory for the rehash "
+                            "scratch (%lld bytes)", (long long)threads * conv_len * 4);
+        }
+    }
 #pragma omp parallel num_threads(threads)
     {
         int32_t work_small[8192];
+        float conv_small[CONV_SMALL];
         int32_t *work = big ? big + (int64_t)omp_get_thread_num() * work_len : work_small;
+        float *conv = conv_big ? conv_big + (int64_t)omp_get_thread_num() * conv_len : conv_small;
 #pragma omp for schedule(dynamic, 16)
-        for (int64_t j = 0; j < L->size; j += chunk)
-            spr_hasher_keys_rows(L->hasher, L->w + j * L->stride,
-                                 L->size - j < chunk ? L->size - j : chunk, L->stride,
-                                 L->keys + j * nl, work, work_len);
+        for (int64_t j = 0; j < L->size; j += chunk) {
+            const int64_t n = L->size - j < chunk ? L->size - j : chunk;
+            if (L->w16)
+                keys_rows_bf16(L, j, n, L->keys + j * nl, work, work_len, conv, conv_len);
+            else
+                spr_hasher_keys_rows(L->hasher, L->w + j * L->stride, n, L->stride,
+                                     L->keys + j * nl, work, work_len);
+        }
     }
     spr_free(big);
+    spr_free(conv_big);
     spr_lsh_build(L->tables, L->keys, spr_model_hash_seed(m, index, m->rehashes) ^ 0xabcdefull,
                   threads);
     /* rank selection reads every neuron's keys: exactly what the tables hold */
@@ -450,9 +502,15 @@ spr_status spr_model_create_rows(const spr_model_config *cfg, int64_t lo, int64_
             spr_rng rng;
             spr_rng_seed(&rng, spr_mix64(cfg->seed * 0x2545F4914F6CDD1Dull + (uint64_t)l) ^
                                    spr_mix64((uint64_t)(first + r)));
-            float *row = L->w + r * L->stride;
-            for (int64_t c = 0; c < L->cols; c++)
-                row[c] = (float)(cfg->init_std * spr_rng_normal(&rng));
+            if (L->w16) { /* the same draws, rounded to the nearest BF16 */
+                uint16_t *row = L->w16 + r * L->stride;
+                for (int64_t c = 0; c < L->cols; c++)
+                    row[c] = spr_bf16_from_f32((float)(cfg->init_std * spr_rng_normal(&rng)));
+            } else {
+                float *row = L->w + r * L->stride;
+                for (int64_t c = 0; c < L->cols; c++)
+                    row[c] = (float)(cfg->init_std * spr_rng_normal(&rng));
+            }
         }
     }
     st = spr_model_build_tables(m, 0);
@@ -633,8 +691,9 @@ spr_model_info spr_model_get_info(const spr_model *m) {
     for (int l = 0; l < m->n_layers; l++) {
         const spr_layer *L = &m->layers[l];
         info.parameters += L->rows * L->cols + L->size;
-        /* w, gw: 4 bytes an entry; mw, vw: 4, or 2 as BF16; the bias and its 3 arrays */
-        info.parameter_bytes += L->rows * L->stride * (8 + (L->mw16 ? 4 : 8)) +
+        /* w: 4 bytes an entry, or 2 as BF16; gw: 4; mw, vw: 4, or 2 as BF16; the bias and
+         * its 3 arrays */
+        info.parameter_bytes += L->rows * L->stride * ((L->w16 ? 2 : 4) + 4 + (L->mw16 ? 4 : 8)) +
                                 4 * spr_row_stride(L->size) * 4;
         if (L->tables) {
             /* + every neuron's L keys: rehash scratch, and what rank selection reads */
@@ -664,10 +723,31 @@ spr_status spr_model_param(spr_model *m, int layer, spr_param which, float **dat
         return spr_fail(SPR_STATUS_BAD_INPUT,
                         "layer %d keeps its weights' Adam moments as BF16 (bf16_state): no float "
                         "array to hand out", layer);
+    if (L->w16 && which == SPR_PARAM_WEIGHT)
+        return spr_fail(SPR_STATUS_BAD_INPUT,
+                        "layer %d keeps its weights as BF16 (bf16_weights): no float array to hand "
+                        "out (spr_model_weight_rows copies rows)", layer);
     int is_bias = biases[which] != NULL;
     *data = is_bias ? biases[which] : weights[which];
     if (rows) *rows = is_bias ? 1 : L->rows;
     if (cols) *cols = is_bias ? L->size : L->cols;
     if (stride) *stride = is_bias ? L->size : L->stride;
+    return SPR_STATUS_OK;
+}
+
+spr_status spr_model_weight_rows(const spr_model *m, int layer, int64_t first, int64_t n,
+                                 float *out) {
+    if (!m || !out) return spr_fail(SPR_STATUS_BAD_INPUT, "spr_model_weight_rows: NULL argument");
+    if (layer < 0 || layer >= m->n_layers)
+        return spr_fail(SPR_STATUS_BAD_INPUT, "layer %d out of range [0, %d)", layer, m->n_layers);
+    const spr_layer *L = &m->layers[layer];
+    if (first < 0 || n < 0 || first > L->rows - n)
+        return spr_fail(SPR_STATUS_BAD_INPUT, "layer %d: rows [%lld, %lld + %lld) out of [0, %lld)",
+                        layer, (long long)first, (long long)first, (long long)n, (long long)L->rows);
+    for (int64_t r = 0; r < n; r++) {
+        const int64_t off = (first + r) * L->stride;
+        for (int64_t c = 0; c < L->cols; c++)
+            out[r * L->cols + c] = L->w16 ? spr_f32_from_bf16(L->w16[off + c]) : L->w[off + c];
+    }
     return SPR_STATUS_OK;
 }

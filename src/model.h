@@ -28,7 +28,9 @@ typedef struct spr_layer {
     int64_t fan_in;          /* input dimension (n_features for layer 0) */
     int64_t rows, cols;      /* weight shape: (n_features, size) for layer 0, else (size, fan_in) */
     int64_t stride;          /* floats between weight rows (cols rounded up to 64 bytes) */
-    float *w;                /* (rows, stride) */
+    float *w;                /* (rows, stride); NULL when w16 holds the weights */
+    uint16_t *w16;           /* (rows, stride) the weights as BF16: the output layer of a model
+                                with bf16_weights (else NULL) */
     float *gw;               /* (rows, stride) gradient, zero outside touched rows */
     float *mw, *vw;          /* (rows, stride) Adam moments; NULL when mw16, vw16 hold them */
     uint16_t *mw16, *vw16;   /* (rows, stride) the moments as BF16: the output layer of a model
@@ -136,13 +138,35 @@ struct spr_model {
 static inline void spr_layer_adam_row(const spr_model *m, spr_layer *L, int64_t r, float *g,
                                       const spr_train_options *o, float bc1, float bc2) {
     const int64_t off = r * L->stride;
-    if (L->mw16)
+    if (L->w16)
+        spr_adam_row_bf16w(L->w16 + off, g, L->mw16 + off, L->vw16 + off, L->cols, o->lr, o->beta1,
+                           o->beta2, o->eps, bc1, bc2,
+                           (uint32_t)spr_mix64((uint64_t)m->steps << 32 ^ (uint64_t)(m->label_lo + r)));
+    else if (L->mw16)
         spr_adam_row_bf16(L->w + off, g, L->mw16 + off, L->vw16 + off, L->cols, o->lr, o->beta1,
                           o->beta2, o->eps, bc1, bc2,
                           (uint32_t)spr_mix64((uint64_t)m->steps << 32 ^ (uint64_t)(m->label_lo + r)));
     else
         spr_adam_row(L->w + off, g, L->mw + off, L->vw + off, L->cols, o->lr, o->beta1, o->beta2,
                      o->eps, bc1, bc2);
+}
+
+/* Weight row j of L against a dense vector x (fan_in floats), and x += alpha x row j:
+ * every reader of weight rows goes through these, whatever the storage (float or BF16). */
+static inline float spr_layer_dot(const spr_layer *L, int64_t j, const float *x) {
+    return L->w16 ? spr_dot_bf16(L->w16 + j * L->stride, x, L->cols)
+                  : spr_dot(L->w + j * L->stride, x, L->cols);
+}
+static inline void spr_layer_axpy(const spr_layer *L, float alpha, int64_t j, float *y) {
+    if (L->w16) spr_axpy_bf16(alpha, L->w16 + j * L->stride, y, L->cols);
+    else spr_axpy(alpha, L->w + j * L->stride, y, L->cols);
+}
+/* Where row j starts and how many bytes it has (prefetching). */
+static inline const void *spr_layer_row(const spr_layer *L, int64_t j) {
+    return L->w16 ? (const void *)(L->w16 + j * L->stride) : (const void *)(L->w + j * L->stride);
+}
+static inline int64_t spr_layer_row_bytes(const spr_layer *L) {
+    return L->cols * (L->w16 ? 2 : 4);
 }
 
 /* Frees what train.c allocated for a model (the deferred output gradient). */

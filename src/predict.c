@@ -67,9 +67,8 @@ static void predict_block_exact(const spr_model *m, const spr_dataset_view *d, c
         filled[i] = 0;
     }
     for (int64_t j = 0; j < Lo->size; j++) {
-        const float *w = Lo->w + j * Lo->stride;
         for (int64_t i = 0; i < nb; i++) {
-            float z = Lo->b[j] + spr_dot(w, hid + i * stride, Lo->fan_in);
+            float z = Lo->b[j] + spr_layer_dot(Lo, j, hid + i * stride);
             spr_topk_push(ids_out + (b0 + i) * k, scores_out + (b0 + i) * k, k, &filled[i],
                           (int32_t)j, z);
         }
@@ -115,7 +114,7 @@ static void predict_point_sparse(const spr_model *m, const spr_dataset_view *d, 
     int filled = 0;
     for (int64_t a = 0; a < n; a++) {
         int32_t j = s->ids[0][a];
-        float z = Lo->b[j] + spr_dot(Lo->w + (int64_t)j * Lo->stride, h, Lo->fan_in);
+        float z = Lo->b[j] + spr_layer_dot(Lo, j, h);
         spr_topk_push(ids_out, scores_out, k, &filled, j, z);
     }
     for (int q = filled; q < k; q++) ids_out[q] = -1, scores_out[q] = -INFINITY;
@@ -266,7 +265,7 @@ spr_status spr_model_sampling_recall(const spr_model *m, const spr_dataset *data
             int filled = 0;
             for (int64_t j = 0; j < Lo->size; j++)
                 spr_topk_push(best, best_scores, top, &filled, (int32_t)j,
-                              Lo->b[j] + spr_dot(Lo->w + j * Lo->stride, h, Lo->fan_in));
+                              Lo->b[j] + spr_layer_dot(Lo, j, h));
             spr_rng rng;
             spr_rng_seed(&rng, spr_mix64(m->cfg.seed ^ 0x2ec411ull) ^ spr_mix64((uint64_t)row));
             int64_t na = spr_layer_select(Lo, h, NULL, 0, 0, &samp, &rng, samp.ids[0], NULL, 0);

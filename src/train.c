@@ -61,17 +61,18 @@ static inline void mark_touched(spr_layer *L, int32_t row) {
  * hardware prefetchers do not follow them, and each row would cost a full memory
  * latency. Asking for the row PREFETCH_AHEAD places ahead keeps several in flight. */
 #define PREFETCH_AHEAD 4
-static inline SPR_ALWAYS_INLINE void prefetch_row(const float *row, int64_t n) {
-    for (int64_t c = 0; c < n; c += 16) __builtin_prefetch(row + c, 0, 3);
+static inline SPR_ALWAYS_INLINE void prefetch_row(const spr_layer *L, int64_t j) {
+    const char *row = spr_layer_row(L, j);
+    for (int64_t c = 0; c < spr_layer_row_bytes(L); c += 64) __builtin_prefetch(row + c, 0, 3);
 }
 
+/* (A sparse input never meets BF16 rows: spr_model_config_check.) */
 static void layer_forward(const spr_layer *L, const act_view *in, act_view *out) {
     for (int64_t a = 0; a < out->n; a++) {
         int32_t j = out->ids ? out->ids[a] : (int32_t)a;
-        if (out->ids && a + PREFETCH_AHEAD < out->n)
-            prefetch_row(L->w + (int64_t)out->ids[a + PREFETCH_AHEAD] * L->stride, L->cols);
-        const float *w = L->w + (int64_t)j * L->stride;
-        float z = in->ids ? spr_dot_sparse(w, in->ids, in->val, in->n) : spr_dot(w, in->val, in->n);
+        if (out->ids && a + PREFETCH_AHEAD < out->n) prefetch_row(L, out->ids[a + PREFETCH_AHEAD]);
+        float z = in->ids ? spr_dot_sparse(L->w + (int64_t)j * L->stride, in->ids, in->val, in->n)
+                          : spr_layer_dot(L, j, in->val);
         out->val[a] = L->b[j] + z;
     }
 }
@@ -83,26 +84,25 @@ static void layer_backward(spr_layer *L, const act_view *in, const act_view *out
                            int rows_deferred) {
     if (rows_deferred) { /* input dense here (deferred_usable): only in->delta */
         for (int64_t a = 0; a < out->n; a++) {
-            if (a + PREFETCH_AHEAD < out->n)
-                prefetch_row(L->w + (int64_t)out->ids[a + PREFETCH_AHEAD] * L->stride, L->cols);
-            spr_axpy(out->delta[a], L->w + (int64_t)out->ids[a] * L->stride, in->delta, in->n);
+            if (a + PREFETCH_AHEAD < out->n) prefetch_row(L, out->ids[a + PREFETCH_AHEAD]);
+            spr_layer_axpy(L, out->delta[a], out->ids[a], in->delta);
         }
         return;
     }
     for (int64_t a = 0; a < out->n; a++) {
         int32_t j = out->ids ? out->ids[a] : (int32_t)a;
         float d = out->delta[a];
-        const float *w = L->w + (int64_t)j * L->stride;
         float *gw = L->gw + (int64_t)j * L->stride;
         mark_touched(L, j);
         L->gb[j] += d;
-        if (in->ids) {
+        if (in->ids) { /* float rows only (spr_model_config_check) */
+            const float *w = L->w + (int64_t)j * L->stride;
             for (int64_t p = 0; p < in->n; p++) gw[in->ids[p]] += d * in->val[p];
             if (in->delta)
                 for (int64_t p = 0; p < in->n; p++) in->delta[p] += d * w[in->ids[p]];
         } else {
             spr_axpy(d, in->val, gw, in->n);
-            if (in->delta) spr_axpy(d, w, in->delta, in->n);
+            if (in->delta) spr_layer_axpy(L, d, j, in->delta);
         }
     }
 }
@@ -249,7 +249,11 @@ static void deferred_materialize(spr_model *m) {
 static inline SPR_ALWAYS_INLINE void prefetch_adam_row(const spr_layer *L, int32_t r) {
     const int64_t off = (int64_t)r * L->stride;
     for (int64_t c = 0; c < L->cols; c += 16) {
-        __builtin_prefetch(L->w + off + c, 1, 3);
+        if (L->w16) {
+            if (c % 32 == 0) __builtin_prefetch(L->w16 + off + c, 1, 3);
+        } else {
+            __builtin_prefetch(L->w + off + c, 1, 3);
+        }
         if (L->mw16) {
             if (c % 32 == 0) __builtin_prefetch(L->mw16 + off + c, 1, 3), __builtin_prefetch(L->vw16 + off + c, 1, 3);
         } else {

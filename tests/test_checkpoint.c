@@ -797,6 +797,77 @@ static void compare_bf16_moments(const spr_model *a, const spr_model *b, int l, 
  * stored as f32 widened from BF16, the mode in an OPT section), training goes on bit for
  * bit, the memory figures count 2 bytes a moment, the float accessor refuses the BF16
  * arrays, and an OPT section with unknown bits is refused. */
+/* A model with bf16_weights: the weights survive a round trip bit for bit (stored as f32
+ * widened from BF16, the mode in OPT bit 1), training goes on bit for bit, the memory
+ * figures count 2 bytes a weight, and a file with bit 1 but not bit 0 is refused. */
+static void test_bf16_weights(const char *dir, const spr_dataset *data, spr_model_config cfg) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/bf16w.bin", dir);
+    spr_model_config scfg = cfg;
+    scfg.bf16_state = 1;
+    cfg.bf16_state = cfg.bf16_weights = 1;
+    spr_model *m = NULL, *loaded = NULL;
+    unsigned char *b = NULL;
+    spr_status st = spr_model_create(&cfg, &m);
+    CHECK(st == SPR_STATUS_OK, "bf16w: create: expected ok, got %d (%s)", st, spr_last_error());
+    if (st) goto out;
+    const spr_layer *Lo = &m->layers[1];
+    int64_t bytes_w = 0, bytes_s = 0;
+    spr_model_config_memory(&cfg, &bytes_w);
+    spr_model_config_memory(&scfg, &bytes_s);
+    const int64_t saved = 2 * Lo->rows * Lo->stride; /* 2 bytes an entry */
+    CHECK(bytes_s - bytes_w == saved, "bf16w: config memory: expected %lld bytes less than bf16_state "
+          "alone, got %lld", (long long)saved, (long long)(bytes_s - bytes_w));
+    const size_t n16 = (size_t)(Lo->rows * Lo->stride) * sizeof(uint16_t);
+    st = train_batches(m, data, 5, 0, 1);
+    CHECK(st == SPR_STATUS_OK, "bf16w: training: expected ok, got %d (%s)", st, spr_last_error());
+    st = spr_model_save(m, path);
+    CHECK(st == SPR_STATUS_OK, "bf16w: save: expected ok, got %d (%s)", st, spr_last_error());
+    st = spr_model_load(path, &loaded);
+    CHECK(st == SPR_STATUS_OK && loaded, "bf16w: load: expected ok, got %d (%s)", st, spr_last_error());
+    if (st) goto out;
+    CHECK(spr_model_get_config(loaded).bf16_weights == 1 && loaded->layers[1].w16 && !loaded->layers[1].w,
+          "bf16w: loaded: expected bf16_weights 1 and BF16 weights");
+    compare_config_info(m, loaded);
+    compare_bf16_moments(m, loaded, 1, "bf16w round trip");
+    CHECK(memcmp(Lo->w16, loaded->layers[1].w16, n16) == 0, "bf16w round trip: expected the output "
+          "weights bit for bit");
+    st = train_batches(m, data, 4, 5, 1);
+    spr_status st2 = train_batches(loaded, data, 4, 5, 1);
+    CHECK(st == SPR_STATUS_OK && st2 == SPR_STATUS_OK, "bf16w: training after load: expected ok (%s)",
+          spr_last_error());
+    CHECK(memcmp(Lo->w16, loaded->layers[1].w16, n16) == 0, "bf16w: four more steps on both: expected "
+          "the output weights bit for bit");
+    compare_bf16_moments(m, loaded, 1, "bf16w: four more steps on both");
+    compare_predictions(m, loaded, data, 0, "bf16w: dense prediction after load and 4 steps");
+    compare_predictions(m, loaded, data, 1, "bf16w: sparse prediction after load and 4 steps");
+
+    /* OPT bit 1 without bit 0 (bf16_weights without bf16_state): refused */
+    size_t n = 0;
+    b = slurp(path, &n);
+    int opt = 0;
+    for (size_t off = 16; b && off + 12 <= n;) {
+        uint32_t tag = rd32(b + off);
+        uint64_t len = rd64(b + off + 4);
+        if (off + 16 + len > n) break;
+        if (tag == (10u << 8) && len == 4 && rd32(b + off + 12) == 3u) {
+            opt = 1;
+            wr32(b + off + 12, 2u);
+            wr32(b + off + 16, crc32_bitwise(b + off + 12, 4));
+            CHECK(rejected(path, b, n, "OPT with bits 0x2"), "bf16w: expected OPT bit 1 alone refused");
+            CHECK(strstr(spr_last_error(), "bf16_state") != NULL,
+                  "bf16w: OPT with bits 0x2: expected a message naming bf16_state, got '%s'", spr_last_error());
+        }
+        off += 16 + len;
+    }
+    CHECK(opt, "bf16w: expected an OPT section with bits 0x3 in the file");
+out:
+    free(b);
+    spr_model_free(m);
+    spr_model_free(loaded);
+    unlink(path);
+}
+
 static void test_bf16_state(const char *dir, const spr_dataset *data, spr_model_config cfg) {
     char path[4096];
     snprintf(path, sizeof path, "%s/bf16.bin", dir);
@@ -870,13 +941,13 @@ static void test_bf16_state(const char *dir, const spr_dataset *data, spr_model_
         if (tag == (10u << 8) && len == 4 && rd32(b + off + 12) == 1u) {
             opt = 1;
             /* unknown bits, with a right checksum: refused by name */
-            wr32(b + off + 12, 3u);
+            wr32(b + off + 12, 5u);
             wr32(b + off + 16, crc32_bitwise(b + off + 12, 4));
             char what[64];
-            snprintf(what, sizeof what, "OPT with bits 0x3");
+            snprintf(what, sizeof what, "OPT with bits 0x5");
             CHECK(rejected(path, b, n, what), "bf16: expected an OPT section with unknown bits refused");
-            CHECK(strstr(spr_last_error(), "unknown option bits 0x00000002") != NULL,
-                  "bf16: OPT with bits 0x3: expected 'unknown option bits 0x00000002', got '%s'", spr_last_error());
+            CHECK(strstr(spr_last_error(), "unknown option bits 0x00000004") != NULL,
+                  "bf16: OPT with bits 0x5: expected 'unknown option bits 0x00000004', got '%s'", spr_last_error());
             wr32(b + off + 12, 1u);
             wr32(b + off + 16, crc32_bitwise(b + off + 12, 4));
         }
@@ -960,6 +1031,7 @@ int main(void) {
 
     test_three_layers(dir, data, seed);
     test_bf16_state(dir, data, cfg);
+    test_bf16_weights(dir, data, cfg);
     test_damage(dir, path, m);
     test_save_failures(dir, m, loaded, path);
     test_killed_saves(dir, m);

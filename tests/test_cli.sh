@@ -417,6 +417,29 @@ if [ -n "$BA" ] && [ -n "$BF" ] && [ "$BF" -lt "$BA" ]; then pass; else fail "bf
 run res_fconflict train $RES_OPTS --resume resB.model --epochs 3 --bf16-state
 expect_rc res_fconflict 2
 expect_grep res_fconflict res_fconflict.err "--bf16-state differs from the model in resB.model"
+# The same with the weights in BF16 too (--bf16-weights): the mode and every weight come
+# back from the model file; `info` names it; resuming a float model with it is refused.
+run res_wa train $RES_OPTS --bf16-weights --epochs 2 --save resWA.model
+expect_rc res_wa 0
+expect_grep res_wa res_wa.err "output weights and Adam moments in BF16"
+run res_wb1 train $RES_OPTS --bf16-weights --epochs 2 --max-batches 7 --save resWB.model
+expect_rc res_wb1 0
+run res_wb2 train $RES_OPTS --epochs 2 --resume resWB.model --save resWB.model
+expect_rc res_wb2 0
+if cmp -s resWA.model resWB.model; then pass; else fail "resume (bf16 weights): expected resWB.model identical to resWA.model, $(cmp resWA.model resWB.model 2>&1)"; fi
+if cmp -s resFA.model resWA.model; then fail "bf16 weights: expected resWA.model to differ from the bf16-state resFA.model"; else pass; fi
+run res_winfo info --model resWA.model
+expect_rc res_winfo 0
+expect_grep res_winfo res_winfo.out "weights in BF16 (bf16_weights)"
+run res_winfoj info --model resWA.model --json
+expect_grep res_winfoj res_winfoj.out '"bf16_weights": true'
+BW=$(grep -o '^parameters: [0-9]* ([0-9]*' res_winfo.out | grep -o '[0-9]*$')
+if [ -n "$BW" ] && [ -n "$BF" ] && [ "$BW" -lt "$BF" ]; then pass; else fail "bf16 weights: expected info's parameter bytes below bf16-state's $BF, got $BW"; fi
+run res_weval eval --model resWA.model --test "$TEST" --sparse-inference
+expect_rc res_weval 0
+run res_wconflict train $RES_OPTS --resume resB.model --epochs 3 --bf16-weights
+expect_rc res_wconflict 2
+expect_grep res_wconflict res_wconflict.err "--bf16-weights differs from the model in resB.model"
 # Nothing left to do, conflicting model options, a batch size that does not fit.
 run res_done train $RES_OPTS --epochs 2 --resume resA.model
 expect_rc res_done 0

@@ -377,6 +377,84 @@ static void test_bf16_set(const spr_kernel_set *k, uint64_t seed) {
           v[17], m[4], v[16]);
 }
 
+/* The weights' rounding bits as kernels.h documents them, written out again. */
+static uint32_t noise_w_spec(uint32_t salt, int64_t i) {
+    return ((salt ^ 0x6A09E667u) + (uint32_t)i * 0x85EBCA77u) >> 16;
+}
+
+/* The BF16-weight kernels of set k (the portable one included) against k's own float
+ * kernels on the widened weights, bit for bit: dot_bf16 is dot, axpy_bf16 is axpy, and
+ * adam_row_bf16w is adam_row_bf16 on a float copy of w followed by rounding w
+ * stochastically with the documented bits. Every length 0..MAXN, unaligned starts, and
+ * guards past the end. */
+static void test_bf16w_set(const spr_kernel_set *k, uint64_t seed) {
+    spr_rng r;
+    spr_rng_seed(&r, seed);
+    static uint16_t wb[MAXN + 24], mb1[MAXN + 8], vb1[MAXN + 8], mb2[MAXN + 24], vb2[MAXN + 24];
+    static float wf[MAXN + 8], x[MAXN + 8], y1[MAXN + 8], y2[MAXN + 8], g1[MAXN + 8], g2[MAXN + 8];
+    int bad_dot = 0, bad_axpy = 0, bad_adam = 0;
+    for (int n = 0; n <= MAXN; n++) {
+        const int off = n % 9;
+        uint16_t *pw = wb + off, *pm = mb2 + off, *pv = vb2 + off;
+        for (int i = 0; i < n; i++) {
+            pw[i] = spr_bf16_from_f32(frand(&r));
+            wf[i] = spr_f32_from_bf16(pw[i]);
+            x[i] = frand(&r), y1[i] = y2[i] = frand(&r);
+        }
+        const float d1 = k->dot(wf, x, n), d2 = k->dot_bf16(pw, x, n);
+        if (f32_bits(d1) != f32_bits(d2) && bad_dot++ < 3)
+            CHECK(0, "%s dot_bf16 n=%d: expected %.9g (dot on the widened row), got %.9g", k->name, n, d1, d2);
+        k->axpy(0.37f, wf, y1, n);
+        k->axpy_bf16(0.37f, pw, y2, n);
+        for (int i = 0; i < n; i++)
+            if (f32_bits(y1[i]) != f32_bits(y2[i]) && bad_axpy++ < 3)
+                CHECK(0, "%s axpy_bf16 n=%d i=%d: expected %.9g, got %.9g", k->name, n, i, y1[i], y2[i]);
+
+        adam_inputs(&r, n, wf, g1, mb1, vb1);
+        for (int i = 0; i < n; i++) {
+            pw[i] = spr_bf16_from_f32(wf[i]);
+            wf[i] = spr_f32_from_bf16(pw[i]);
+            g2[i] = g1[i], pm[i] = mb1[i], pv[i] = vb1[i];
+        }
+        pw[n] = pm[n] = pv[n] = 0xABCDu;
+        const uint32_t salt = (uint32_t)spr_rng_next(&r);
+        k->adam_row_bf16(wf, g1, mb1, vb1, n, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.271f, 0.00399f, salt);
+        k->adam_row_bf16w(pw, g2, pm, pv, n, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.271f, 0.00399f, salt);
+        CHECK(pw[n] == 0xABCDu && pm[n] == 0xABCDu && pv[n] == 0xABCDu,
+              "%s adam_row_bf16w n=%d: wrote past the row (guards 0x%04x 0x%04x 0x%04x)", k->name, n,
+              pw[n], pm[n], pv[n]);
+        for (int i = 0; i < n; i++) {
+            const uint16_t want_w = sr_spec(wf[i], noise_w_spec(salt, i));
+            if ((pw[i] != want_w || pm[i] != mb1[i] || pv[i] != vb1[i] || f32_bits(g2[i]) != 0) &&
+                bad_adam++ < 3)
+                CHECK(0, "%s adam_row_bf16w n=%d i=%d: expected w 0x%04x m 0x%04x v 0x%04x g 0 "
+                      "(adam_row_bf16, then w rounded stochastically), got 0x%04x 0x%04x 0x%04x %g",
+                      k->name, n, i, want_w, mb1[i], vb1[i], pw[i], pm[i], pv[i], g2[i]);
+        }
+    }
+    CHECK(bad_dot == 0 && bad_axpy == 0 && bad_adam == 0,
+          "%s BF16 weights: %d dot, %d axpy, %d Adam mismatches (expected 0)", k->name, bad_dot,
+          bad_axpy, bad_adam);
+    /* Updates far below a BF16 step add up: 128 weights at 1 (BF16 step 2^-7 there),
+     * 2,000 Adam steps of about lr = 1e-5 each (a 780th of a step): the mean weight follows
+     * the float one; rounding to nearest would leave every weight at 1. */
+    static uint16_t w[128], m[128], v[128];
+    static float fw[128], fm[128], fv[128], g[128], fg[128];
+    for (int i = 0; i < 128; i++) w[i] = spr_bf16_from_f32(1.0f), fw[i] = 1.0f, m[i] = v[i] = 0, fm[i] = fv[i] = 0;
+    for (int t = 1; t <= 2000; t++) {
+        const float bc1 = 1.0f - powf(0.9f, (float)t), bc2 = 1.0f - powf(0.999f, (float)t);
+        for (int i = 0; i < 128; i++) g[i] = fg[i] = 1e-2f;
+        k->adam_row_bf16w(w, g, m, v, 128, 1e-5f, 0.9f, 0.999f, 1e-8f, bc1, bc2,
+                          (uint32_t)spr_mix64((uint64_t)t << 32 | 9u));
+        k->adam_row(fw, fg, fm, fv, 128, 1e-5f, 0.9f, 0.999f, 1e-8f, bc1, bc2);
+    }
+    double mean = 0.0;
+    for (int i = 0; i < 128; i++) mean += spr_f32_from_bf16(w[i]) / 128.0;
+    CHECK(fabs(mean - fw[0]) < 0.1 * (1.0 - fw[0]),
+          "%s adam_row_bf16w, 2000 steps of ~1e-5 on weights at 1: expected the mean near the float "
+          "weight %.6f (moved %.4f), got %.6f", k->name, fw[0], 1.0 - fw[0], mean);
+}
+
 /* Runs this program again with SPARROW_KERNELS=value and returns the set it reports. */
 static void child_name(const char *self, const char *value, char *out, size_t cap) {
     int fd[2];
@@ -410,6 +488,7 @@ int main(int argc, char **argv) {
     test_bf16_stochastic();
     test_bf16_reference(seed);
     test_bf16_set(&spr_kernels_portable, seed); /* the checks themselves, on the reference */
+    test_bf16w_set(&spr_kernels_portable, seed);
     printf("  bf16 conversions and the portable BF16 Adam: tested\n");
 
     const char *names[] = {"avx2", "avx512"};
@@ -422,6 +501,7 @@ int main(int argc, char **argv) {
             test_set(sets[i], seed + (uint64_t)i);
             test_panels(sets[i], seed + (uint64_t)i);
             test_bf16_set(sets[i], seed + 10 + (uint64_t)i);
+            test_bf16w_set(sets[i], seed + 20 + (uint64_t)i);
             printf("  %s: tested against the reference\n", names[i]);
         }
     }

@@ -781,8 +781,158 @@ static void test_bf16_state(void) {
     toy_free(&t);
 }
 
+/* bf16_weights: the output layer's weights in BF16 (with BF16 moments).
+ *   - every path that steps the output layer (deferred, accumulated + apply, dense): a
+ *     bf16_state model given the widened BF16 weights computes the same logits, hence
+ *     the same gradients and moments, bit for bit, and its new float weights rounded
+ *     stochastically with the documented bits are the BF16 model's weights;
+ *   - sampled with every neuron active equals dense, bit for bit (the dense twin);
+ *   - it learns the toy problem as the float model does;
+ *   - the configuration rules, spr_model_param's refusal and spr_model_weight_row. */
+static void test_bf16_weights(void) {
+    toy t;
+    toy_make(&t, 64, 200, 3, 13);
+    const char *paths[] = {"deferred", "compute + apply", "dense"};
+    for (int path = 0; path < 3; path++) {
+        spr_model_config c = small_config(t.d, t.l, 0.1f);
+        c.bf16_state = 1;
+        spr_model *ms, *mw;
+        OK(spr_model_create(&c, &ms));
+        c.bf16_weights = 1;
+        OK(spr_model_create(&c, &mw));
+        spr_layer *S = &ms->layers[1], *W = &mw->layers[1];
+        CHECK(W->w == NULL && W->w16 != NULL && S->w16 == NULL, "bf16_weights: the output layer "
+              "holds BF16 weights only");
+        int64_t not_rounded = 0;
+        for (int64_t r = 0; r < S->rows; r++)
+            for (int64_t q = 0; q < S->cols; q++) {
+                const int64_t i = r * S->stride + q;
+                not_rounded += W->w16[i] != spr_bf16_from_f32(S->w[i]); /* the same draws, rounded */
+                S->w[i] = spr_f32_from_bf16(W->w16[i]);
+            }
+        CHECK(not_rounded == 0, "bf16_weights: expected the float model's initial weights rounded to "
+              "nearest, got %lld others", (long long)not_rounded);
+        OK(spr_model_rehash(ms, 0, 1)); /* its tables from the widened weights, as mw's */
+        spr_train_options o = spr_train_options_default();
+        o.threads = 1;
+        o.batch_size = 8;
+        o.dense = path == 2;
+        int64_t rows[8] = {0, 5, 9, 14, 22, 31, 40, 63};
+        spr_batch_stats bs, bw;
+        if (path == 1) {
+            OK(spr_model_compute_gradients(ms, t.data, rows, 8, &o, &bs));
+            OK(spr_model_apply_gradients(ms, &o));
+            OK(spr_model_compute_gradients(mw, t.data, rows, 8, &o, &bw));
+            OK(spr_model_apply_gradients(mw, &o));
+        } else {
+            OK(spr_model_train_batch(ms, t.data, rows, 8, &o, &bs));
+            OK(spr_model_train_batch(mw, t.data, rows, 8, &o, &bw));
+        }
+        CHECK(bs.loss == bw.loss, "bf16_weights %s: expected the loss of the widened weights %.9g, got "
+              "%.9g", paths[path], bs.loss, bw.loss);
+        int64_t bad_w = 0, bad_mv = 0, moved = 0;
+        for (int64_t r = 0; r < S->rows; r++) {
+            const uint32_t salt = (uint32_t)spr_mix64((uint64_t)0 << 32 ^ (uint64_t)r); /* step 0 */
+            for (int64_t q = 0; q < S->cols; q++) {
+                const int64_t i = r * S->stride + q;
+                const uint16_t want = spr_bf16_from_f32_sr(S->w[i], spr_bf16_noise_w(salt, q));
+                bad_w += W->w16[i] != want;
+                bad_mv += W->mw16[i] != S->mw16[i] || W->vw16[i] != S->vw16[i];
+                moved += S->mw16[i] != 0;
+            }
+        }
+        CHECK(bad_w == 0 && bad_mv == 0 && moved > 0,
+              "bf16_weights %s, first step: expected the float step's weights rounded stochastically "
+              "and the same moments (some moved), got %lld weights and %lld moments differing, %lld moved",
+              paths[path], (long long)bad_w, (long long)bad_mv, (long long)moved);
+        CHECK(memcmp(S->b, W->b, (size_t)S->size * sizeof(float)) == 0 &&
+                  memcmp(ms->layers[0].w, mw->layers[0].w,
+                         (size_t)(ms->layers[0].rows * ms->layers[0].stride) * sizeof(float)) == 0,
+              "bf16_weights %s: expected the biases and layer 0 of the float-weight model bit for bit",
+              paths[path]);
+        spr_model_free(ms);
+        spr_model_free(mw);
+    }
+    toy_free(&t);
+
+    /* the dense twin: all 40 neurons active (sparsity 0.999) against --dense */
+    toy_make(&t, 64, 40, 6, 7);
+    spr_model_config c = small_config(t.d, t.l, 0.999f);
+    c.bf16_state = c.bf16_weights = 1;
+    spr_model *ms, *md;
+    OK(spr_model_create(&c, &ms));
+    OK(spr_model_create(&c, &md));
+    spr_train_options o = spr_train_options_default();
+    o.threads = 1;
+    o.batch_size = 8;
+    o.rehash_first = 2;
+    spr_train_options od = o;
+    od.dense = 1;
+    for (int step = 0; step < 6; step++) {
+        int64_t rows[8];
+        for (int i = 0; i < 8; i++) rows[i] = (step * 8 + i) % t.n;
+        spr_batch_stats ss, sd;
+        OK(spr_model_train_batch(ms, t.data, rows, 8, &o, &ss));
+        OK(spr_model_train_batch(md, t.data, rows, 8, &od, &sd));
+        CHECK(ss.loss == sd.loss, "bf16_weights step %d: sampled loss %.9g == dense loss %.9g", step,
+              ss.loss, sd.loss);
+    }
+    const spr_layer *A = &ms->layers[1], *D = &md->layers[1];
+    const size_t n16 = (size_t)(A->rows * A->stride) * sizeof(uint16_t);
+    CHECK(memcmp(A->w16, D->w16, n16) == 0 && memcmp(A->mw16, D->mw16, n16) == 0 &&
+              memcmp(A->vw16, D->vw16, n16) == 0 && memcmp(A->b, D->b, (size_t)A->size * 4) == 0,
+          "bf16_weights: sampled (all active) and dense weights and moments bit-identical");
+    float *ptr;
+    CHECK(spr_model_param(ms, 1, SPR_PARAM_WEIGHT, &ptr, NULL, NULL, NULL) == SPR_STATUS_BAD_INPUT &&
+              strstr(spr_last_error(), "BF16"),
+          "bf16_weights: spr_model_param(WEIGHT) of the output layer refused, got '%s'", spr_last_error());
+    float row[2 * 16];
+    OK(spr_model_weight_rows(ms, 1, 7, 2, row));
+    int same = 1;
+    for (int q = 0; q < 32; q++) same &= row[q] == spr_f32_from_bf16(A->w16[(7 + q / 16) * A->stride + q % 16]);
+    CHECK(same, "spr_model_weight_rows: expected rows 7 and 8 widened");
+    CHECK(spr_model_weight_rows(ms, 1, 39, 2, row) == SPR_STATUS_BAD_INPUT, "weight_rows 39..41 of 40 refused");
+    OK(spr_model_weight_rows(ms, 0, 0, 1, row)); /* a float layer: copied as it is */
+    CHECK(row[3] == ms->layers[0].w[3], "spr_model_weight_rows of layer 0: expected its row 0");
+    spr_model_free(ms);
+    spr_model_free(md);
+    toy_free(&t);
+
+    /* configuration rules */
+    c = small_config(100, 50, 0.1f);
+    c.bf16_weights = 1;
+    CHECK(spr_model_config_check(&c) == SPR_STATUS_BAD_INPUT && strstr(spr_last_error(), "bf16_state"),
+          "bf16_weights without bf16_state refused, got '%s'", spr_last_error());
+    c.bf16_state = 1;
+    c.n_layers = 3;
+    c.layers[2] = c.layers[1];
+    c.layers[1].size = 32;
+    c.layers[1].sparsity = 0.5f;
+    CHECK(spr_model_config_check(&c) == SPR_STATUS_BAD_INPUT && strstr(spr_last_error(), "dense"),
+          "bf16_weights over a sampled hidden layer refused, got '%s'", spr_last_error());
+    c.layers[1].sparsity = 1.0f;
+    CHECK(spr_model_config_check(&c) == SPR_STATUS_OK, "bf16_weights over a dense hidden layer: ok");
+
+    /* learns like float */
+    toy_make(&t, 2000, 100, 8, 21);
+    c = small_config(t.d, t.l, 0.1f);
+    c.layers[0].size = 32;
+    c.layers[1].hash_l = 50;
+    spr_model *mf, *mb;
+    OK(spr_model_create(&c, &mf));
+    c.bf16_state = c.bf16_weights = 1;
+    OK(spr_model_create(&c, &mb));
+    double pf = train_toy(mf, &t, 1, 4, 0, NULL), pb = train_toy(mb, &t, 1, 4, 0, NULL);
+    CHECK(fabs(pf - pb) < 0.03, "bf16_weights learns the toy problem like float: P@1 %.3f vs %.3f "
+          "(expected within 0.03)", pb, pf);
+    spr_model_free(mf);
+    spr_model_free(mb);
+    toy_free(&t);
+}
+
 int main(void) {
     test_bf16_state();
+    test_bf16_weights();
     test_sampled_equals_dense();
     test_deferred_equals_accumulated();
     test_shared_random();

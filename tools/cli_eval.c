@@ -393,7 +393,8 @@ static void info_json(const spr_model_config *cfg, const spr_model_info *info) {
                l->bucket_policy == SPR_BUCKET_FIFO ? "fifo" : "reservoir",
                spr_select_to_string(l->select), l->select_threshold, l->random_fraction);
     }
-    printf("], \"bf16_state\": %s", cfg->bf16_state ? "true" : "false");
+    printf("], \"bf16_state\": %s, \"bf16_weights\": %s", cfg->bf16_state ? "true" : "false",
+           cfg->bf16_weights ? "true" : "false");
     printf(", \"init_std\": %.7g, \"seed\": %llu, \"steps\": %lld, \"samples\": %lld, "
            "\"epoch\": %lld, \"parameters\": %lld, \"parameter_bytes\": %lld, "
            "\"table_bytes\": %lld, \"rehashes\": %lld, \"rebuilds\": %lld}\n",
@@ -421,7 +422,8 @@ static void info_text(const char *path, const spr_model_config *cfg, const spr_m
             printf(", dense\n");
     }
     printf("init_std %g, seed %llu\n", cfg->init_std, (unsigned long long)cfg->seed);
-    printf("optimizer state: Adam, output layer's moments in %s\n",
+    printf("output layer's weights in %s; optimizer state: Adam, output layer's moments in %s\n",
+           cfg->bf16_weights ? "BF16 (bf16_weights)" : "float32",
            cfg->bf16_state ? "BF16 (bf16_state)" : "float32");
     printf("trained: %lld steps, %lld samples, epoch %lld, %lld rehashes, %lld rebuilds\n",
            (long long)info->steps, (long long)info->samples, (long long)info->epoch,

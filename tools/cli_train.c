@@ -90,6 +90,10 @@ static const char TRAIN_HELP[] =
     "                        a third less memory traffic in the optimizer step, half\n"
     "                        the moments' memory; saved with the model (README, \"BF16\n"
     "                        optimizer state\", for the measured accuracy cost)\n"
+    "  --bf16-weights        keep the output layer's weights in BF16 too (implies\n"
+    "                        --bf16-state): half the bytes of every row read and\n"
+    "                        written; the Adam step rounds weights stochastically\n"
+    "                        (README, \"BF16 weights\", for the measured cost)\n"
     "training\n"
     "  --resume MODEL        continue the run that saved MODEL where it stopped: the\n"
     "                        model options above come from MODEL (giving one that\n"
@@ -171,7 +175,8 @@ typedef struct train_args {
     uint64_t seed;
     int have_seed;
     int dense;
-    int bf16_state;          /* --bf16-state given */
+    int bf16_state;          /* --bf16-state given (or implied by --bf16-weights) */
+    int bf16_weights;        /* --bf16-weights given */
     int random_pool, have_random_pool;
     int64_t eval_max;
     int64_t max_batches;
@@ -220,7 +225,7 @@ enum {
     T_MAX_BATCHES, T_ONE_BASED, T_QUIET, T_VERBOSE, T_POLICY, T_SELECT, T_THRESHOLD,
     T_HIDDEN_SPARSITY, T_REHASH_FIRST, T_REHASH_GROWTH, T_REHASH_MAX, T_REBUILD, T_RANDOM_FRACTION,
     T_RESUME, T_MAX_MEMORY, T_CLIP_NORM, T_EVAL_EVERY, T_CONFIG, T_PRINT_CONFIG,
-    T_BF16_STATE, T_RANDOM_POOL
+    T_BF16_STATE, T_RANDOM_POOL, T_BF16_WEIGHTS
 };
 
 /* "512M", "4G", "1000000" -> bytes (K, M, G are powers of 1024). */
@@ -293,6 +298,7 @@ static int parse_train_args(int argc, char **argv, train_args *a) {
         {"config", required_argument, 0, T_CONFIG},
         {"print-config", no_argument, 0, T_PRINT_CONFIG},
         {"bf16-state", no_argument, 0, T_BF16_STATE},
+        {"bf16-weights", no_argument, 0, T_BF16_WEIGHTS},
         {"help", no_argument, 0, OPT_HELP},
         {0, 0, 0, 0}};
     memset(a, 0, sizeof *a);
@@ -379,6 +385,7 @@ static int parse_train_args(int argc, char **argv, train_args *a) {
             break;
         case T_DENSE: a->dense = 1; break;
         case T_BF16_STATE: a->bf16_state = 1; break;
+        case T_BF16_WEIGHTS: a->bf16_weights = a->bf16_state = 1; break;
         case T_RANDOM_POOL:
             rc = parse_int(cmd, "--random-pool", optarg, 0, 1000000, &a->random_pool);
             a->have_random_pool = 1;
@@ -489,6 +496,7 @@ static spr_model_config train_model_config(const train_args *a, int64_t n_featur
         }
     if (a->have_seed) cfg.seed = a->seed;
     cfg.bf16_state = a->bf16_state;
+    cfg.bf16_weights = a->bf16_weights;
     return cfg;
 }
 
@@ -522,7 +530,8 @@ static int resume_conflicts(const train_args *a, const spr_model_config *cfg) {
         {a->have_random_fraction && out->random_fraction != (float)a->random_fraction, "--random-fraction"},
         {hidden_sparsity_differs, "--hidden-sparsity"},
         {a->have_seed && cfg->seed != a->seed, "--seed"},
-        {a->bf16_state && !cfg->bf16_state, "--bf16-state"},
+        {a->bf16_weights && !cfg->bf16_weights, "--bf16-weights"},
+        {a->bf16_state && !a->bf16_weights && !cfg->bf16_state, "--bf16-state"},
     };
     for (size_t i = 0; i < sizeof checks / sizeof checks[0]; i++)
         if (checks[i].differs)
@@ -568,7 +577,8 @@ static void print_layers(FILE *f, const spr_model_config *cfg, const spr_model_i
         fprintf(f, " -> %lld %s", (long long)cfg->layers[i].size,
                 i == cfg->n_layers - 1 ? "softmax" : "relu");
     fprintf(f, ", init_std %g, seed %llu%s\n", cfg->init_std, (unsigned long long)cfg->seed,
-            cfg->bf16_state ? ", output Adam moments in BF16" : "");
+            cfg->bf16_weights ? ", output weights and Adam moments in BF16"
+            : cfg->bf16_state ? ", output Adam moments in BF16" : "");
     for (int i = 1; i < cfg->n_layers; i++) {
         const spr_layer_config *l = &cfg->layers[i];
         if (l->sparsity >= 1.0f) continue;
@@ -857,7 +867,8 @@ static struct cJSON *train_config_json(const train_args *a) {
     if (a->resume_path) {
         static const char *const model_keys[] = {
             "hidden", "sparsity", "hash", "tables", "bits", "bucket-capacity", "bucket-policy",
-            "select", "threshold", "random-fraction", "hidden-sparsity", "seed", "bf16-state"};
+            "select", "threshold", "random-fraction", "hidden-sparsity", "seed", "bf16-state",
+            "bf16-weights"};
         for (size_t i = 0; i < sizeof model_keys / sizeof model_keys[0]; i++)
             config_put_null(o, model_keys[i]);
     } else {
@@ -884,6 +895,7 @@ static struct cJSON *train_config_json(const train_args *a) {
         else config_put_null(o, "hidden-sparsity");
         config_put_u64(o, "seed", a->have_seed ? a->seed : mc.seed);
         config_put_bool(o, "bf16-state", a->bf16_state);
+        config_put_bool(o, "bf16-weights", a->bf16_weights);
     }
     config_put_string(o, "resume", a->resume_path);
     config_put_int(o, "epochs", a->epochs);

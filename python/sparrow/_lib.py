@@ -75,7 +75,8 @@ class LayerConfig(Structure):
 
 class ModelConfig(Structure):
     _fields_ = [("n_features", c_int64), ("n_layers", c_int), ("layers", LayerConfig * MAX_LAYERS),
-                ("init_std", c_float), ("seed", c_uint64), ("bf16_state", c_int)]
+                ("init_std", c_float), ("seed", c_uint64), ("bf16_state", c_int),
+                ("bf16_weights", c_int)]
 
 
 class TrainOptions(Structure):
@@ -147,6 +148,8 @@ spr_model_sampling_recall = _fn("spr_model_sampling_recall", c_int, _p, _p, _p, 
                                 c_int, POINTER(c_double))
 spr_model_param = _fn("spr_model_param", c_int, _p, c_int, c_int, POINTER(ctypes.POINTER(c_float)),
                       _i64p, _i64p, _i64p)
+spr_model_weight_rows = _fn("spr_model_weight_rows", c_int, _p, c_int, c_int64, c_int64,
+                            ctypes.POINTER(c_float))
 spr_model_rehash = _fn("spr_model_rehash", c_int, _p, c_int, c_int)
 spr_model_get_info = _fn("spr_model_get_info", ModelInfo, _p)
 spr_model_set_epoch = _fn("spr_model_set_epoch", None, _p, c_int64)

@@ -68,8 +68,9 @@ class Model:
     "reservoir"), select ("topk", "union", "threshold", "rank"), threshold (2),
     random_fraction (0.5), hidden_sparsity (sample the hidden layers after the first
     too, with the output's hash options), init_std (0.01), seed (1), bf16_state (False:
-    True keeps the output layer's Adam moments in BF16, `sparrow train --bf16-state`), and
-    max_memory (bytes; refuse a model that needs more before allocating anything).
+    True keeps the output layer's Adam moments in BF16, `sparrow train --bf16-state`),
+    bf16_weights (False: True keeps the output layer's weights in BF16 too, and implies
+    bf16_state, `sparrow train --bf16-weights`), and max_memory (bytes; refuse a model that needs more before allocating anything).
 
     The C handle is freed by close() (or `with Model(...) as m:`, or garbage
     collection); a closed model raises ValueError when used. Calls on one model from
@@ -79,7 +80,7 @@ class Model:
     def __init__(self, n_features, n_labels, hidden=(128,), sparsity=0.01, hash="simhash",
                  tables=50, bits=0, bucket_capacity=128, bucket_policy="fifo", select="topk",
                  threshold=2, random_fraction=0.5, hidden_sparsity=None, init_std=0.01, seed=1,
-                 max_memory=None, bf16_state=False):
+                 max_memory=None, bf16_state=False, bf16_weights=False):
         self._handle = None
         self._lock = threading.RLock()
         hidden = (hidden,) if np.isscalar(hidden) else tuple(hidden)
@@ -113,7 +114,8 @@ class Model:
                 cfg.layers[i].sparsity = float(hidden_sparsity)
         cfg.init_std = float(init_std)
         cfg.seed = int(seed)
-        cfg.bf16_state = 1 if bf16_state else 0
+        cfg.bf16_state = 1 if bf16_state or bf16_weights else 0
+        cfg.bf16_weights = 1 if bf16_weights else 0
         check(_lib.spr_model_config_check(ctypes.byref(cfg)))
         if max_memory is not None:
             need = ctypes.c_int64()
@@ -186,7 +188,8 @@ class Model:
                            "select": _lib.spr_select_to_string(L.select).decode(),
                            "threshold": L.select_threshold, "random_fraction": L.random_fraction})
         return {"n_features": c.n_features, "layers": layers, "init_std": c.init_std,
-                "seed": c.seed, "bf16_state": bool(c.bf16_state)}
+                "seed": c.seed, "bf16_state": bool(c.bf16_state),
+                "bf16_weights": bool(c.bf16_weights)}
 
     @property
     def n_features(self):
@@ -208,7 +211,18 @@ class Model:
     def weights(self, layer, bias=False):
         """A numpy view (not a copy) of a layer's weights: layer 0 (n_features, size),
         others (size, fan_in); bias=True gives the (size,) bias. Valid while the model
-        is open; writing it changes the model (the tables see it at the next rehash)."""
+        is open; writing it changes the model (the tables see it at the next rehash).
+        The output layer of a bf16_weights model has no float array: its weights come as
+        a read-only float32 copy, widened from BF16."""
+        c = _lib.spr_model_get_config(self._h())
+        if c.bf16_weights and not bias and int(layer) == c.n_layers - 1:
+            rows = c.layers[layer].size
+            cols = c.layers[layer - 1].size
+            a = np.empty((rows, cols), np.float32)
+            check(_lib.spr_model_weight_rows(self._h(), int(layer), 0, rows,
+                                             a.ctypes.data_as(ctypes.POINTER(ctypes.c_float))))
+            a.flags.writeable = False
+            return a
         ptr = ctypes.POINTER(ctypes.c_float)()
         rows, cols, stride = ctypes.c_int64(), ctypes.c_int64(), ctypes.c_int64()
         check(_lib.spr_model_param(self._h(), int(layer), 1 if bias else 0, ctypes.byref(ptr),

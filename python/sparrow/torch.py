@@ -111,7 +111,7 @@ class SampledSoftmaxLinear(torch.nn.Module):
                  bucket_capacity=128, bucket_policy="fifo", select="topk", threshold=2,
                  random_fraction=0.5, init_std=0.01, seed=1, lr=1e-3, betas=(0.9, 0.999),
                  eps=1e-8, clip_norm=0.0, threads=0, rehash_first=50, rehash_growth=0.1,
-                 rehash_max=1000, rebuild_every=10, bf16_state=False):
+                 rehash_max=1000, rebuild_every=10, bf16_state=False, bf16_weights=False):
         super().__init__()
         if int(in_features) < 1 or int(n_classes) < 1:
             raise ValueError("in_features and n_classes must be >= 1")
@@ -132,7 +132,8 @@ class SampledSoftmaxLinear(torch.nn.Module):
         out.select_threshold = int(threshold)
         out.random_fraction = float(random_fraction)
         cfg.init_std, cfg.seed = float(init_std), int(seed)
-        cfg.bf16_state = 1 if bf16_state else 0  # the output layer's Adam moments in BF16
+        cfg.bf16_state = 1 if bf16_state or bf16_weights else 0  # the Adam moments in BF16
+        cfg.bf16_weights = 1 if bf16_weights else 0  # and the weights too
         check(_lib.spr_model_config_check(ctypes.byref(cfg)))
         handle = ctypes.c_void_p()
         check(_lib.spr_model_create(ctypes.byref(cfg), ctypes.byref(handle)))

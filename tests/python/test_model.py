@@ -21,8 +21,12 @@ def test_struct_layouts_match_the_library():
     assert abs(c.layers[1].sparsity - 0.01) < 1e-7 and c.layers[1].hash_l == 50
     assert c.layers[1].bucket_capacity == 128 and abs(c.layers[1].random_fraction - 0.5) < 1e-7
     assert abs(c.init_std - 0.01) < 1e-7 and c.seed == 1
-    assert c.bf16_state == 0
-    # bf16_state is the last field: the library must see what ctypes writes there
+    assert c.bf16_state == 0 and c.bf16_weights == 0
+    # bf16_weights is the last field: the library must see what ctypes writes there
+    c.bf16_weights = 2
+    assert _lib.spr_model_config_check(ctypes.byref(c)) != 0
+    assert b"bf16_weights must be 0 or 1, got 2" in _lib.spr_last_error()
+    c.bf16_weights = 0
     c.bf16_state = 2
     assert _lib.spr_model_config_check(ctypes.byref(c)) != 0
     assert b"bf16_state must be 0 or 1, got 2" in _lib.spr_last_error()
@@ -46,6 +50,25 @@ def test_bf16_state_trains_saves_and_loads(xmc_data, tmp_path):
     m.save(path)
     m2 = sparrow.Model.load(path)
     assert _lib.spr_model_get_config(m2._h()).bf16_state == 1
+    np.testing.assert_array_equal(m2.predict(Xt, k=5)[0], m.predict(Xt, k=5)[0])
+    assert m.evaluate(Xt, Yt)["p_at_1"] > 0.5
+
+
+def test_bf16_weights_trains_saves_loads_and_reads(xmc_data, tmp_path):
+    X, Y, Xt, Yt = xmc_data
+    m = sparrow.Model(X.shape[1], Y.shape[1], hidden=32, sparsity=0.3, tables=10, seed=3,
+                      bf16_weights=True)
+    assert m.config["bf16_weights"] and m.config["bf16_state"]
+    m.fit(X, Y, epochs=2, batch_size=32, lr=5e-3, quiet=True, threads=1)
+    w = m.weights(1)
+    assert w.shape == (Y.shape[1], 32) and not w.flags.writeable
+    # every weight is a BF16 value: its low 16 bits are zero
+    assert not (w.view(np.uint32) & 0xFFFF).any() and np.abs(w).sum() > 0
+    path = tmp_path / "bf16w.bin"
+    m.save(path)
+    m2 = sparrow.Model.load(path)
+    assert m2.config["bf16_weights"]
+    np.testing.assert_array_equal(m2.weights(1), w)
     np.testing.assert_array_equal(m2.predict(Xt, k=5)[0], m.predict(Xt, k=5)[0])
     assert m.evaluate(Xt, Yt)["p_at_1"] > 0.5
 
