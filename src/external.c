@@ -249,20 +249,7 @@ spr_status spr_model_output_predict(const spr_model *m, const float *input, int6
         /* Sampler scratch (what spr_layer_select reads); inference may allocate. */
         spr_scratch s;
         memset(&s, 0, sizeof s);
-        int ok = 1;
-        if (sparse) {
-            int64_t cand = (int64_t)Lo->cfg.hash_l * Lo->cfg.bucket_capacity;
-            if (cand > Lo->size) cand = Lo->size;
-            s.cand_cap = cand;
-            s.mark = spr_alloc((size_t)Lo->size * 4);
-            s.count = spr_alloc((size_t)Lo->size * 2);
-            s.cand = spr_alloc((size_t)cand * 4);
-            s.keys = spr_alloc((size_t)Lo->cfg.hash_l * 4);
-            s.hash_work = spr_alloc((size_t)spr_hasher_work_len(Lo->hasher) * 4);
-            s.ids[0] = spr_alloc((size_t)cand * 4);
-            s.hist = spr_alloc((size_t)(spr_select_top(Lo) + 2) * 4);
-            ok = s.mark && s.count && s.cand && s.keys && s.hash_work && s.ids[0] && s.hist;
-        }
+        int ok = sparse ? spr_sampler_scratch(Lo, &s) : 1;
         if (!ok) {
 #pragma omp atomic write
             failed = 1;
@@ -295,8 +282,7 @@ spr_status spr_model_output_predict(const spr_model *m, const float *input, int6
                     scores_out[i * k + q] = -INFINITY;
                 }
         }
-        spr_free(s.mark), spr_free(s.count), spr_free(s.cand), spr_free(s.keys);
-        spr_free(s.hash_work), spr_free(s.ids[0]), spr_free(s.hist);
+        spr_sampler_scratch_free(&s); /* all NULL when not sparse */
     }
     if (failed) return spr_fail(SPR_STATUS_NO_MEMORY, "out of memory in output_predict");
     return SPR_STATUS_OK;

@@ -562,8 +562,9 @@ spr_status spr_model_prepare(spr_model *m, const spr_train_options *o, int64_t m
     m->scratch_batch = batch;
     m->scratch_pool = pool;
 
-    int64_t cap[SPR_MAX_LAYERS] = {0}, max_fan_in = 1, max_sampled = 1, max_cand = 1, max_l = 1, max_top = 1,
+    int64_t cap[SPR_MAX_LAYERS] = {0}, max_fan_in = 1, max_cand = 1, max_l = 1, max_top = 1,
             work_len = 1;
+    int slot_bits = 1;
     for (int l = 0; l < m->n_layers; l++) {
         const spr_layer *L = &m->layers[l];
         if (L->sampled && !dense) {
@@ -578,7 +579,8 @@ spr_status spr_model_prepare(spr_model *m, const spr_train_options *o, int64_t m
         }
         if (L->fan_in > max_fan_in && l > 0) max_fan_in = L->fan_in;
         if (L->sampled) {
-            if (L->size > max_sampled) max_sampled = L->size;
+            const int b = spr_select_slot_bits(L, l == m->n_layers - 1 ? max_labels : 0);
+            if (b > slot_bits) slot_bits = b;
             /* candidates, and later the radix sort's buffer for the active set */
             int64_t c = (int64_t)L->cfg.hash_l * L->cfg.bucket_capacity;
             if (cap[l] > c) c = cap[l];
@@ -595,8 +597,8 @@ spr_status spr_model_prepare(spr_model *m, const spr_train_options *o, int64_t m
         for (int l = 0; l < m->n_layers; l++)
             bytes += 3 * (size_t)spr_row_stride(cap[l]) * 4; /* ids, act, delta */
         bytes += (size_t)spr_row_stride(max_fan_in) * 4;    /* dense_in */
-        bytes += (size_t)spr_row_stride(max_sampled) * 4;   /* mark */
-        bytes += (size_t)spr_row_stride(max_sampled) * 2 + SPR_ALIGN; /* count */
+        bytes += ((size_t)1 << slot_bits) * sizeof(spr_idslot); /* the selection's set */
+        bytes += (size_t)spr_row_stride(max_cand) * 4;      /* cand_slot */
         bytes += (size_t)spr_row_stride(max_cand) * 4;      /* cand, then radix buffer */
         bytes += (size_t)spr_row_stride(max_l) * 4;         /* keys */
         bytes += (size_t)spr_row_stride(work_len) * 4;      /* hash work */
@@ -612,8 +614,9 @@ spr_status spr_model_prepare(spr_model *m, const spr_train_options *o, int64_t m
             s->delta[l] = (float *)p, p += n;
         }
         s->dense_in = (float *)p, p += (size_t)spr_row_stride(max_fan_in) * 4;
-        s->mark = (uint32_t *)p, p += (size_t)spr_row_stride(max_sampled) * 4;
-        s->count = (uint16_t *)p, p += (size_t)spr_row_stride(max_sampled) * 2 + SPR_ALIGN;
+        s->slots = (spr_idslot *)p, p += ((size_t)1 << slot_bits) * sizeof(spr_idslot);
+        s->slot_bits = slot_bits;
+        s->cand_slot = (uint32_t *)p, p += (size_t)spr_row_stride(max_cand) * 4;
         s->cand = (int32_t *)p, p += (size_t)spr_row_stride(max_cand) * 4;
         s->keys = (uint32_t *)p, p += (size_t)spr_row_stride(max_l) * 4;
         s->hash_work = (int32_t *)p, p += (size_t)spr_row_stride(work_len) * 4;

@@ -58,6 +58,15 @@ typedef struct spr_layer {
     int64_t n_pool;
 } spr_layer;
 
+/* One slot of a selection's set of neurons (sample.c): a neuron id and its count (tables
+ * that returned it, its rank score, or SPR_TAKEN once in the active set); the slot
+ * belongs to the selection in progress when its stamp is the scratch's. */
+typedef struct spr_idslot {
+    int32_t id;
+    uint16_t count;
+    uint16_t stamp;
+} spr_idslot;
+
 /* Per-thread scratch for one sample in flight, allocated before training. */
 typedef struct spr_scratch {
     int64_t cap[SPR_MAX_LAYERS];   /* capacity of the arrays of each layer */
@@ -65,9 +74,11 @@ typedef struct spr_scratch {
     float *act[SPR_MAX_LAYERS];    /* (cap) activations (logits then probabilities for the output) */
     float *delta[SPR_MAX_LAYERS];  /* (cap) dLoss/d pre-activation */
     float *dense_in;               /* (max fan_in) a sparse activation scattered densely */
-    uint32_t *mark;                /* (max size) stamp per neuron: in the candidate set? */
-    uint16_t *count;               /* (max size) tables that returned the neuron */
-    uint32_t stamp;
+    spr_idslot *slots;             /* (1 << slot_bits) the selection's neurons: an open-addressing
+                                      set sized by the selection, not the layer (sample.c) */
+    int slot_bits;
+    uint16_t stamp;
+    uint32_t *cand_slot;           /* (cand_cap) the slot of each candidate */
     int32_t *cand;                 /* (cand_cap) LSH candidates, then the radix sort's buffer */
     int64_t cand_cap;              /* max(L x bucket capacity, active capacity) */
     uint32_t *keys;                /* (L max) */
@@ -212,6 +223,18 @@ uint64_t spr_model_hash_seed(const spr_model *m, int layer, int64_t rebuilds);
 int64_t spr_layer_select(const spr_layer *L, const float *in_dense, const int32_t *labels,
                          int64_t n_labels, int inference, spr_scratch *s, spr_rng *rng,
                          int32_t *ids, const int32_t *pool, int64_t n_pool);
+
+/* log2 of the slots a selection of L needs (spr_scratch.slots): at least twice the most
+ * neurons one selection can hold (max_labels labels, L buckets of candidates, the target
+ * of random ones), and at least the layer's size where that is smaller (then a neuron's
+ * slot is its id). */
+int spr_select_slot_bits(const spr_layer *L, int64_t max_labels);
+
+/* Sampler scratch for inference (spr_model_predict, the external layer's predict): what
+ * spr_layer_select reads, allocated (inference may allocate); 0 if out of memory.
+ * spr_sampler_scratch_free releases it (also after a failure). */
+int spr_sampler_scratch(const spr_layer *L, spr_scratch *s);
+void spr_sampler_scratch_free(spr_scratch *s);
 
 /* Draws the batch's random pool of every sampled layer (L->pool_ids, n_pool: random_pool
  * x random_reserve uniform draws, sorted, repeats dropped); n_pool = 0 where there is

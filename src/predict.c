@@ -80,28 +80,6 @@ static void predict_block_exact(const spr_model *m, const spr_dataset_view *d, c
         }
 }
 
-/* Per-thread scratch for sampling at inference: what spr_layer_select reads. */
-static int sampler_scratch(const spr_layer *Lo, spr_scratch *s) {
-    memset(s, 0, sizeof *s);
-    int64_t cand = (int64_t)Lo->cfg.hash_l * Lo->cfg.bucket_capacity;
-    if (cand < Lo->target_active) cand = Lo->target_active;
-    if (cand > Lo->size) cand = Lo->size;
-    s->cand_cap = cand;
-    s->mark = spr_alloc((size_t)Lo->size * 4);
-    s->count = spr_alloc((size_t)Lo->size * 2);
-    s->cand = spr_alloc((size_t)cand * 4);
-    s->keys = spr_alloc((size_t)Lo->cfg.hash_l * 4);
-    s->hash_work = spr_alloc((size_t)spr_hasher_work_len(Lo->hasher) * 4);
-    s->ids[0] = spr_alloc((size_t)cand * 4);
-    s->hist = spr_alloc((size_t)(spr_select_top(Lo) + 2) * 4);
-    return s->mark && s->count && s->cand && s->keys && s->hash_work && s->ids[0] && s->hist;
-}
-
-static void sampler_scratch_free(spr_scratch *s) {
-    spr_free(s->mark), spr_free(s->count), spr_free(s->cand), spr_free(s->keys);
-    spr_free(s->hash_work), spr_free(s->ids[0]), spr_free(s->hist);
-}
-
 /* Sparse top-k of one point: only the neurons in the L buckets its hidden vector hashes
  * to (no random neurons, no labels). */
 static void predict_point_sparse(const spr_model *m, const spr_dataset_view *d, int64_t row, int k,
@@ -151,7 +129,7 @@ spr_status spr_model_predict(const spr_model *m, const spr_dataset *data, const 
         float *hid = sparse ? NULL : spr_alloc((size_t)BLOCK * spr_row_stride(Lo->fan_in) * 4);
         spr_scratch samp;
         memset(&samp, 0, sizeof samp);
-        int ok = ha && hb && (sparse ? sampler_scratch(Lo, &samp) : hid != NULL);
+        int ok = ha && hb && (sparse ? spr_sampler_scratch(Lo, &samp) : hid != NULL);
         if (!ok) {
 #pragma omp atomic write
             failed = 1;
@@ -174,7 +152,7 @@ spr_status spr_model_predict(const spr_model *m, const spr_dataset *data, const 
         spr_free(ha);
         spr_free(hb);
         spr_free(hid);
-        if (sparse) sampler_scratch_free(&samp);
+        if (sparse) spr_sampler_scratch_free(&samp);
     }
     if (failed) return spr_fail(SPR_STATUS_NO_MEMORY, "out of memory in predict");
     if (m->dist) { /* a sharded model: this rank's top-k in global ids, then all ranks' */
@@ -251,7 +229,7 @@ spr_status spr_model_sampling_recall(const spr_model *m, const spr_dataset *data
         float *best_scores = spr_alloc((size_t)top * 4);
         spr_scratch samp;
         memset(&samp, 0, sizeof samp);
-        int ok = ha && hb && best && best_scores && sampler_scratch(Lo, &samp);
+        int ok = ha && hb && best && best_scores && spr_sampler_scratch(Lo, &samp);
         if (!ok) {
 #pragma omp atomic write
             failed = 1;
@@ -274,7 +252,7 @@ spr_status spr_model_sampling_recall(const spr_model *m, const spr_dataset *data
             total += (double)hits / (double)filled;
         }
         spr_free(ha), spr_free(hb), spr_free(best), spr_free(best_scores);
-        sampler_scratch_free(&samp);
+        spr_sampler_scratch_free(&samp);
     }
     if (failed) return spr_fail(SPR_STATUS_NO_MEMORY, "out of memory in recall");
     *recall = total / (double)n;

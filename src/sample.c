@@ -44,46 +44,114 @@ static SPR_CLONES int rank_score(spr_agree a, const uint32_t *qk, const uint32_t
     return (int)(k * (uint32_t)nl - miss);
 }
 
-/* A fresh stamp: neurons marked with it are in the set being built. */
-static uint32_t next_stamp(spr_scratch *s, int64_t size) {
+/* The selection's set of neurons: open addressing over 2^slot_bits slots (linear
+ * probing), the slot of id its multiplicative hash, or id itself when the layer has no
+ * more neurons than slots (no collisions then). A slot is in the set when its stamp is
+ * the selection's: a new selection clears nothing (every 65,535 selections the stamps
+ * wrap and the table is cleared once). It holds at most half its slots (the sizing of
+ * spr_select_slot_bits), so probes are short, and it is a few hundred KB whatever the
+ * layer's size: it stays in L2. (It replaced a stamp and a count per neuron of the
+ * layer, 24 MB for two threads at 2M labels, whose every candidate was a cache miss.) */
+typedef struct idset {
+    spr_idslot *t;
+    uint32_t mask;
+    int shift;  /* 32 - slot_bits: the hash's top bits */
+    int direct; /* the layer fits: slot = id */
+    uint16_t stamp;
+} idset;
+
+static idset idset_begin(spr_scratch *s, int64_t layer_size) {
+    const uint32_t slots = 1u << s->slot_bits;
     if (++s->stamp == 0) {
-        memset(s->mark, 0, (size_t)size * sizeof(uint32_t));
+        memset(s->slots, 0, (size_t)slots * sizeof(spr_idslot));
         s->stamp = 1;
     }
-    return s->stamp;
+    idset set = {s->slots, slots - 1, 32 - s->slot_bits, layer_size <= (int64_t)slots, s->stamp};
+    return set;
+}
+
+/* The slot of id: its own if it is in the set, else the free slot where it goes. */
+static inline uint32_t idset_find(const idset *set, int32_t id) {
+    uint32_t i = set->direct ? (uint32_t)id : ((uint32_t)id * 0x9E3779B1u) >> set->shift;
+    while (set->t[i].stamp == set->stamp && set->t[i].id != id) i = (i + 1) & set->mask;
+    return i;
+}
+
+static inline int idset_has(const idset *set, uint32_t i) { return set->t[i].stamp == set->stamp; }
+
+static inline void idset_put(const idset *set, uint32_t i, int32_t id, uint16_t count) {
+    set->t[i].id = id, set->t[i].count = count, set->t[i].stamp = set->stamp;
 }
 
 #define TAKEN UINT16_MAX /* count of a neuron already in the active set */
 
+/* Takes id into the active set unless it is there already (a candidate seen but left
+ * out may still be taken); returns 1 if taken. */
+static inline int take(const idset *set, int32_t id) {
+    const uint32_t i = idset_find(set, id);
+    if (idset_has(set, i) && set->t[i].count == TAKEN) return 0;
+    idset_put(set, i, id, TAKEN);
+    return 1;
+}
+
+int spr_select_slot_bits(const spr_layer *L, int64_t max_labels) {
+    int64_t most = max_labels + (int64_t)L->cfg.hash_l * L->cfg.bucket_capacity + L->target_active;
+    if (most > L->size) most = L->size;
+    int bits = 10;
+    while (bits < 31 && ((int64_t)1 << bits) < 2 * most) bits++;
+    return bits;
+}
+
+int spr_sampler_scratch(const spr_layer *L, spr_scratch *s) {
+    memset(s, 0, sizeof *s);
+    int64_t cand = (int64_t)L->cfg.hash_l * L->cfg.bucket_capacity;
+    if (cand < L->target_active) cand = L->target_active;
+    if (cand > L->size) cand = L->size;
+    s->cand_cap = cand;
+    s->slot_bits = spr_select_slot_bits(L, 0);
+    s->slots = spr_alloc(((size_t)1 << s->slot_bits) * sizeof(spr_idslot));
+    s->cand_slot = spr_alloc((size_t)cand * 4);
+    s->cand = spr_alloc((size_t)cand * 4);
+    s->keys = spr_alloc((size_t)L->cfg.hash_l * 4);
+    s->hash_work = spr_alloc((size_t)spr_hasher_work_len(L->hasher) * 4);
+    s->ids[0] = spr_alloc((size_t)cand * 4);
+    s->hist = spr_alloc((size_t)(spr_select_top(L) + 2) * 4);
+    return s->slots && s->cand_slot && s->cand && s->keys && s->hash_work && s->ids[0] && s->hist;
+}
+
+void spr_sampler_scratch_free(spr_scratch *s) {
+    spr_free(s->slots), spr_free(s->cand_slot), spr_free(s->cand), spr_free(s->keys);
+    spr_free(s->hash_work), spr_free(s->ids[0]), spr_free(s->hist);
+    memset(s, 0, sizeof *s);
+}
+
 int64_t spr_layer_select(const spr_layer *L, const float *in_dense, const int32_t *labels,
                          int64_t n_labels, int inference, spr_scratch *s, spr_rng *rng,
                          int32_t *ids, const int32_t *pool, int64_t n_pool) {
-    const uint32_t stamp = next_stamp(s, L->size);
-    uint32_t *mark = s->mark;
-    uint16_t *count = s->count;
+    const idset set = idset_begin(s, L->size);
+    spr_idslot *t = set.t;
     int64_t n = 0;
-    for (int64_t i = 0; i < n_labels; i++) {
-        ids[n++] = labels[i];
-        mark[labels[i]] = stamp;
-        count[labels[i]] = TAKEN; /* already in the set, never a candidate */
-    }
+    for (int64_t i = 0; i < n_labels; i++) /* already in the set, never a candidate */
+        if (take(&set, labels[i])) ids[n++] = labels[i];
     const int64_t target = L->target_active + n_labels;
 
     /* Union of the L buckets, counting how many tables returned each neuron. */
     spr_hasher_keys(L->hasher, in_dense, s->keys, s->hash_work);
     int64_t nc = 0;
     int32_t *cand = s->cand;
-    for (int t = 0; t < L->cfg.hash_l; t++) {
+    uint32_t *cslot = s->cand_slot;
+    for (int tb = 0; tb < L->cfg.hash_l; tb++) {
         int64_t bn;
-        const int32_t *bucket = spr_lsh_bucket(L->tables, t, s->keys[t], &bn);
+        const int32_t *bucket = spr_lsh_bucket(L->tables, tb, s->keys[tb], &bn);
         for (int64_t k = 0; k < bn; k++) {
-            int32_t id = bucket[k];
-            if (mark[id] != stamp) {
-                mark[id] = stamp;
-                count[id] = 1;
+            const int32_t id = bucket[k];
+            const uint32_t i = idset_find(&set, id);
+            if (!idset_has(&set, i)) {
+                idset_put(&set, i, id, 1);
+                cslot[nc] = i;
                 cand[nc++] = id;
-            } else if (count[id] != TAKEN) {
-                count[id]++;
+            } else if (t[i].count != TAKEN) {
+                t[i].count++;
             }
         }
     }
@@ -95,11 +163,9 @@ int64_t spr_layer_select(const spr_layer *L, const float *in_dense, const int32_
     if (how == SPR_SELECT_RANK) {
         const spr_agree a = spr_hasher_agree(L->hasher);
         const int nl = L->cfg.hash_l;
-        for (int64_t k = 0; k < nc; k++) {
-            const int32_t id = cand[k];
-            if (count[id] != TAKEN)
-                count[id] = (uint16_t)rank_score(a, s->keys, L->keys + (int64_t)id * nl, nl);
-        }
+        for (int64_t k = 0; k < nc; k++)
+            if (t[cslot[k]].count != TAKEN)
+                t[cslot[k]].count = (uint16_t)rank_score(a, s->keys, L->keys + (int64_t)cand[k] * nl, nl);
     }
 
     /* Which candidates join: TOPK keeps the target number, most-returned first; RANK the
@@ -114,15 +180,16 @@ int64_t spr_layer_select(const spr_layer *L, const float *in_dense, const int32_
     const int top = spr_select_top(L);
     memset(hist, 0, (size_t)(top + 2) * sizeof(uint32_t));
     for (int64_t k = 0; k < nc; k++)
-        if (count[cand[k]] != TAKEN) hist[count[cand[k]]]++;
+        if (t[cslot[k]].count != TAKEN) hist[t[cslot[k]].count]++;
     int64_t eligible = 0;
     for (int c = min_count; c <= top; c++) eligible += hist[c];
     /* A neuron taken into the set gets count TAKEN, so that the random top-up can tell
      * it from a candidate that was seen but left out (and may still be drawn). */
     if (eligible <= limit) {
-        for (int64_t k = 0; k < nc; k++)
-            if (count[cand[k]] >= min_count && count[cand[k]] != TAKEN)
-                ids[n++] = cand[k], count[cand[k]] = TAKEN;
+        for (int64_t k = 0; k < nc; k++) {
+            spr_idslot *c = &t[cslot[k]];
+            if (c->count >= min_count && c->count != TAKEN) ids[n++] = cand[k], c->count = TAKEN;
+        }
     } else if (limit > 0) {
         /* the count c such that fewer than `limit` candidates have a higher one: take
          * all of those, then candidates with count c until the limit */
@@ -131,9 +198,10 @@ int64_t spr_layer_select(const spr_layer *L, const float *in_dense, const int32_
         while (c > min_count && above + hist[c] <= limit) above += hist[c--];
         int64_t at_c = limit - above;
         for (int64_t k = 0; k < nc; k++) {
-            int cnt = count[cand[k]];
+            spr_idslot *x = &t[cslot[k]];
+            int cnt = x->count;
             if (cnt == TAKEN) continue;
-            if (cnt > c || (cnt == c && at_c-- > 0)) ids[n++] = cand[k], count[cand[k]] = TAKEN;
+            if (cnt > c || (cnt == c && at_c-- > 0)) ids[n++] = cand[k], x->count = TAKEN;
         }
     }
     if (inference) {
@@ -145,14 +213,12 @@ int64_t spr_layer_select(const spr_layer *L, const float *in_dense, const int32_
      * from the same rows, so the batch reads (and the optimizer steps) fewer rows. A
      * pool no larger than the share is taken whole. */
     if (n_pool <= L->random_reserve) {
-        for (int64_t k = 0; k < n_pool && n < target; k++) {
-            const int32_t id = pool[k];
-            if (mark[id] != stamp || count[id] != TAKEN) mark[id] = stamp, count[id] = TAKEN, ids[n++] = id;
-        }
+        for (int64_t k = 0; k < n_pool && n < target; k++)
+            if (take(&set, pool[k])) ids[n++] = pool[k];
     } else { /* a pool larger than the share: each sample takes its own draws from it */
         for (int64_t tries = 0; n < target && tries < 8 * L->random_reserve; tries++) {
             const int32_t id = pool[spr_rng_below(rng, (uint64_t)n_pool)];
-            if (mark[id] != stamp || count[id] != TAKEN) mark[id] = stamp, count[id] = TAKEN, ids[n++] = id;
+            if (take(&set, id)) ids[n++] = id;
         }
     }
 
@@ -161,17 +227,13 @@ int64_t spr_layer_select(const spr_layer *L, const float *in_dense, const int32_
      * layer is nearly full. */
     for (int64_t tries = 0; n < target && tries < 8 * target; tries++) {
         int32_t id = (int32_t)spr_rng_below(rng, (uint64_t)L->size);
-        if (mark[id] != stamp || count[id] != TAKEN) {
-            mark[id] = stamp, count[id] = TAKEN;
-            ids[n++] = id;
-        }
+        if (take(&set, id)) ids[n++] = id;
     }
     if (n < target) {
         int64_t start = (int64_t)spr_rng_below(rng, (uint64_t)L->size);
         for (int64_t k = 0; k < L->size && n < target; k++) {
             int32_t id = (int32_t)((start + k) % L->size);
-            if (mark[id] != stamp || count[id] != TAKEN)
-                mark[id] = stamp, count[id] = TAKEN, ids[n++] = id;
+            if (take(&set, id)) ids[n++] = id;
         }
     }
     spr_sort_ids(ids, n, L->size, s->cand);

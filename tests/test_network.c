@@ -437,15 +437,8 @@ static void test_rank_selection(uint64_t seed) {
         OK(spr_model_create(&c, &m));
         spr_layer *L = &m->layers[1];
         spr_scratch s;
-        memset(&s, 0, sizeof s);
+        CHECK(spr_sampler_scratch(L, &s), "sampler scratch allocated");
         int64_t cand_cap = (int64_t)L->cfg.hash_l * L->cfg.bucket_capacity;
-        s.mark = calloc((size_t)L->size, 4);
-        s.count = calloc((size_t)L->size, 2);
-        s.cand = calloc((size_t)cand_cap, 4);
-        s.cand_cap = cand_cap;
-        s.keys = calloc((size_t)L->cfg.hash_l, 4);
-        s.hash_work = spr_alloc((size_t)spr_hasher_work_len(L->hasher) * 4);
-        s.hist = calloc((size_t)spr_select_top(L) + 2, 4);
         int32_t *ids = calloc((size_t)cand_cap, 4);
         char *in_set = calloc((size_t)L->size, 1), *in_union = calloc((size_t)L->size, 1);
         uint32_t *qk = calloc((size_t)L->cfg.hash_l, 4);
@@ -488,7 +481,7 @@ static void test_rank_selection(uint64_t seed) {
               spr_hash_family_to_string(fams[fi]), (long long)L->target_active, bad_size);
         CHECK(bigger > 10, "rank %s: unions larger than the target expected (a real choice), %d of 50",
               spr_hash_family_to_string(fams[fi]), bigger);
-        free(s.mark), free(s.count), free(s.cand), free(s.keys), spr_free(s.hash_work), free(s.hist);
+        spr_sampler_scratch_free(&s);
         free(ids), free(in_set), free(in_union), free(qk), spr_free(work);
         spr_model_free(m);
     }
@@ -699,6 +692,63 @@ static void test_deferred_equals_accumulated(void) {
     spr_model_free(ma);
     spr_model_free(mb);
     toy_free(&t);
+}
+
+/* The selection's set of neurons (sample.c) maps a neuron to its slot by a hash when the
+ * layer has more neurons than slots, and by its id when not. Both must give the same
+ * active sets, draw for draw: a layer of 5,000 neurons with the fewest slots it needs
+ * (1,024: hashed, with collisions) against 8,192 (direct), every strategy, training
+ * (labels, random neurons, a batch pool) and inference, 300 inputs each. */
+static void test_selection_set(void) {
+    const spr_select how[] = {SPR_SELECT_TOPK, SPR_SELECT_RANK, SPR_SELECT_THRESHOLD, SPR_SELECT_UNION};
+    for (int hi = 0; hi < 4; hi++) {
+        spr_model_config c = spr_model_config_default(50, 5000);
+        c.layers[0].size = 32;
+        c.layers[1].sparsity = 0.01f; /* target 50 */
+        c.layers[1].hash_l = 8;
+        c.layers[1].hash_k = 6;
+        c.layers[1].bucket_capacity = 32;
+        c.layers[1].select = how[hi];
+        c.init_std = 0.1f;
+        c.seed = 77;
+        spr_model *m;
+        OK(spr_model_create(&c, &m));
+        spr_layer *L = &m->layers[1];
+        spr_scratch sh, sd;
+        CHECK(spr_sampler_scratch(L, &sh) && spr_sampler_scratch(L, &sd), "sampler scratch allocated");
+        CHECK(sh.slot_bits == 10 && ((int64_t)1 << sh.slot_bits) < L->size,
+              "%s: the fewest slots (1,024) hash the 5,000 neurons, got 2^%d", spr_select_to_string(how[hi]),
+              sh.slot_bits);
+        spr_free(sd.slots);
+        sd.slot_bits = 13;
+        sd.slots = spr_alloc(((size_t)1 << 13) * sizeof(spr_idslot));
+        int32_t *a = calloc(4096, 4), *b = calloc(4096, 4), pool[300];
+        for (int k = 0; k < 300; k++) pool[k] = (int32_t)(k * 16 + 3);
+        spr_rng r, ra, rb;
+        spr_rng_seed(&r, 1234);
+        int differ = 0, checked = 0;
+        float h[32];
+        for (int v = 0; v < 300; v++) {
+            for (int i = 0; i < 32; i++) h[i] = (float)spr_rng_normal(&r);
+            int32_t labels[3] = {(int32_t)(v * 7 % 5000), (int32_t)(v * 7 % 5000 + 1), 4999};
+            const int nl = v % 4 == 0 ? 0 : (v % 4 == 1 ? 1 : 3);
+            const int inference = v % 5 == 0;
+            const int64_t np = v % 3 == 0 ? 300 : (v % 3 == 1 ? 20 : 0);
+            spr_rng_seed(&ra, (uint64_t)v), spr_rng_seed(&rb, (uint64_t)v);
+            int64_t na = spr_layer_select(L, h, inference ? NULL : labels, inference ? 0 : nl, inference,
+                                          &sh, &ra, a, pool, np);
+            int64_t nb = spr_layer_select(L, h, inference ? NULL : labels, inference ? 0 : nl, inference,
+                                          &sd, &rb, b, pool, np);
+            differ += na != nb || memcmp(a, b, (size_t)na * 4) != 0;
+            checked++;
+        }
+        CHECK(differ == 0, "%s: hashed and direct slots give the same active sets, %d of %d inputs differ",
+              spr_select_to_string(how[hi]), differ, checked);
+        spr_sampler_scratch_free(&sh);
+        spr_sampler_scratch_free(&sd);
+        free(a), free(b);
+        spr_model_free(m);
+    }
 }
 
 /* v16 is a stochastic rounding of the float v: v itself if v is a BF16 value, else one of
@@ -931,6 +981,7 @@ static void test_bf16_weights(void) {
 }
 
 int main(void) {
+    test_selection_set();
     test_bf16_state();
     test_bf16_weights();
     test_sampled_equals_dense();
