@@ -140,8 +140,9 @@ static float softmax_loss(act_view *out, const int32_t *labels, int64_t n_labels
  * gradient rows costs a read and a write of every active row per sample (random rows,
  * out of cache) and then the optimizer reads and clears them again. Instead each sample
  * leaves its active ids, their deltas and its input (the hidden vector) here; the
- * optimizer groups the entries by row (a counting sort in sample order) and, row by
- * row, forms the gradient in a cache-resident buffer and applies Adam to it: the
+ * optimizer groups the entries by row (a stable radix sort of (row, sample, delta)
+ * entries, so each row's entries stay in sample order) and, row by row, forms the
+ * gradient in a cache-resident buffer and applies Adam to it: the
  * gradient rows of the output layer are never touched, and rows are written by one
  * thread only (no HOGWILD race on this layer). The sums are formed in sample order with
  * the same kernels, so with one thread the result is bit for bit the accumulated one. */
@@ -155,12 +156,11 @@ typedef struct spr_deferred {
     int32_t *ids;                  /* (batch, cap) */
     float *delta;                  /* (batch, cap) */
     float *in;                     /* (batch, in_stride) the output layer's input */
-    uint32_t *count;               /* (rows) entries per row; zero outside the batch */
-    uint32_t *end;                 /* (rows) end of the row's entries after the scatter */
-    int32_t *sort_tmp;             /* (rows) the radix sort's buffer */
+    /* The optimizer's entries, thread t's at [sum of the entries before it, ...): */
     int64_t thread_entries[SPR_DEFER_THREADS]; /* entries of each thread's rows */
-    int32_t *ent_sample;           /* (batch * cap) entries grouped by row */
-    float *ent_delta;              /* (batch * cap) */
+    uint32_t *key, *key_tmp;       /* (batch * cap) row - the thread's first row; sort buffer */
+    uint64_t *val, *val_tmp;       /* (batch * cap) sample << 32 | the delta's bits; sort buffer */
+    uint32_t *run;                 /* (batch * cap + threads) where each touched row's entries start */
     void *block;
 } spr_deferred;
 
@@ -190,8 +190,9 @@ static spr_status deferred_prepare(spr_model *m) {
     if (!f) return spr_fail(SPR_STATUS_NO_MEMORY, "train: out of memory for the deferred gradient");
     memset(f, 0, sizeof *f);
     const size_t entries = (size_t)batch * (size_t)cap;
+    /* n; ids, delta; in; key, key_tmp, val, val_tmp, run: none of it scales with the layer */
     const size_t bytes = (size_t)batch * 8 + entries * 8 + (size_t)batch * in_stride * 4 +
-                         (size_t)Lo->size * 12 + entries * 8 + 8 * SPR_ALIGN;
+                         entries * 28 + SPR_DEFER_THREADS * 4 + 10 * SPR_ALIGN;
     char *p = spr_alloc(bytes);
     if (!p) {
         spr_free(f);
@@ -206,13 +207,12 @@ static spr_status deferred_prepare(spr_model *m) {
     CARVE(ids, int32_t, entries);
     CARVE(delta, float, entries);
     CARVE(in, float, (size_t)batch * in_stride);
-    CARVE(count, uint32_t, Lo->size);
-    CARVE(end, uint32_t, Lo->size);
-    CARVE(sort_tmp, int32_t, Lo->size);
+    CARVE(key, uint32_t, entries);
+    CARVE(key_tmp, uint32_t, entries);
+    CARVE(val, uint64_t, entries);
+    CARVE(val_tmp, uint64_t, entries);
+    CARVE(run, uint32_t, entries + SPR_DEFER_THREADS);
 #undef CARVE
-    /* the entry arrays, after the aligned carving above */
-    f->ent_sample = (int32_t *)p;
-    f->ent_delta = (float *)(p + entries * 4);
     f->batch = batch, f->cap = cap, f->in_stride = in_stride, f->rows = Lo->size;
     m->deferred = f;
     return SPR_STATUS_OK;
@@ -243,9 +243,6 @@ static void deferred_materialize(spr_model *m) {
  * row costs several memory latencies. Asking ADAM_AHEAD rows ahead for everything the
  * step of a row reads and writes keeps them in flight. */
 #define ADAM_AHEAD 8
-/* The grouping's counters of a sample's rows (random words of a (rows) array: 8 MB at 2M
- * labels) are asked for GROUP_AHEAD entries ahead. */
-#define GROUP_AHEAD 16
 static inline SPR_ALWAYS_INLINE void prefetch_adam_row(const spr_layer *L, int32_t r) {
     const int64_t off = (int64_t)r * L->stride;
     for (int64_t c = 0; c < L->cols; c += 16) {
@@ -262,6 +259,38 @@ static inline SPR_ALWAYS_INLINE void prefetch_adam_row(const spr_layer *L, int32
     }
     __builtin_prefetch(L->b + r, 1, 3), __builtin_prefetch(L->mb + r, 1, 3);
     __builtin_prefetch(L->vb + r, 1, 3), __builtin_prefetch(L->gb + r, 1, 3);
+}
+
+/* Sorts the n entries (key, val) by key < limit, stably (entries of one key keep their
+ * order): least significant digit first, 11 bits a pass, 1 pass below 2^11 rows, 2 below
+ * 2^22. Each pass streams the entries twice (count, scatter), whatever the layer's size:
+ * it replaced counters per row, whose updates were cache misses on large layers. The
+ * sorted entries end in *key, *val, which may now be the buffers (pointers swapped). */
+static void sort_entries(uint32_t **key, uint64_t **val, uint32_t **key_tmp, uint64_t **val_tmp,
+                         int64_t n, uint64_t limit) {
+    for (int shift = 0; shift < 32 && ((uint64_t)1 << shift) < limit; shift += 11) {
+        uint32_t count[2048];
+        memset(count, 0, sizeof count);
+        const uint32_t *ks = *key;
+        const uint64_t *vs = *val;
+        uint32_t *kd = *key_tmp;
+        uint64_t *vd = *val_tmp;
+        for (int64_t i = 0; i < n; i++) count[(ks[i] >> shift) & 2047]++;
+        uint32_t sum = 0;
+        for (int b = 0; b < 2048; b++) {
+            const uint32_t c = count[b];
+            count[b] = sum;
+            sum += c;
+        }
+        for (int64_t i = 0; i < n; i++) {
+            const uint32_t d = count[(ks[i] >> shift) & 2047]++;
+            kd[d] = ks[i], vd[d] = vs[i];
+        }
+        uint32_t *tk = *key;
+        uint64_t *tv = *val;
+        *key = *key_tmp, *val = *val_tmp;
+        *key_tmp = tk, *val_tmp = tv;
+    }
 }
 
 /* Index of the first of the n ascending ids that is >= v (n if none). */
@@ -293,62 +322,57 @@ static void deferred_adam(spr_model *m, const spr_train_options *o, float bc1, f
         float *g = m->scratch[t].dense_in; /* (fan_in) the gradient of one row */
         /* Thread t owns the rows [lo, hi): it groups their entries (the part of each
          * sample's ids in its range) and steps them, so no two threads write the same
-         * row or counter. Its touched rows go to list[lo, lo + nt). */
+         * row. Its touched rows go to list[lo, lo + nt), in memory order. */
         const int64_t lo = f->rows * t / nth, hi = f->rows * (t + 1) / nth;
         int32_t *list = L->touched_list + lo;
-        int64_t nt = 0, entries = 0;
+        int64_t entries = 0;
         for (int64_t i = 0; i < f->n_samples; i++) {
             const int32_t *ids = f->ids + i * f->cap;
             const int64_t a1 = first_at_least(ids, f->n[i], hi);
-            for (int64_t a = first_at_least(ids, a1, lo); a < a1; a++) {
-                const int32_t r = ids[a];
-                if (a + GROUP_AHEAD < a1) __builtin_prefetch(f->count + ids[a + GROUP_AHEAD], 1, 3);
-                if (f->count[r]++ == 0) list[nt++] = r;
-                entries++;
-            }
+            entries += a1 - first_at_least(ids, a1, lo);
         }
-        /* rows in memory order: the step streams w, m and v forward (with gaps where rows
-         * were not touched: prefetch_adam_row bridges them) */
-        spr_sort_ids(list, nt, hi, f->sort_tmp + lo);
         f->thread_entries[t] = entries;
 #pragma omp barrier
-        uint32_t pos = 0;
-        for (int u = 0; u < t; u++) pos += (uint32_t)f->thread_entries[u];
-        for (int64_t k = 0; k < nt; k++) f->end[list[k]] = pos, pos += f->count[list[k]];
-        /* entries of a row in sample order: the sums below add in the order the
-         * per-sample path would */
-        for (int64_t i = 0; i < f->n_samples; i++) {
+        int64_t pos = 0;
+        for (int u = 0; u < t; u++) pos += f->thread_entries[u];
+        uint32_t *key = f->key + pos, *key_tmp = f->key_tmp + pos;
+        uint64_t *val = f->val + pos, *val_tmp = f->val_tmp + pos;
+        uint32_t *run = f->run + pos + t; /* nt + 1 <= entries + 1 starts */
+        int64_t ne = 0;
+        for (int64_t i = 0; i < f->n_samples; i++) { /* in sample order */
             const int32_t *ids = f->ids + i * f->cap;
             const float *dl = f->delta + i * f->cap;
             const int64_t a1 = first_at_least(ids, f->n[i], hi);
             for (int64_t a = first_at_least(ids, a1, lo); a < a1; a++) {
-                const int32_t r = ids[a];
-                if (a + GROUP_AHEAD < a1) __builtin_prefetch(f->end + ids[a + GROUP_AHEAD], 1, 3);
-                uint32_t e = f->end[r]++;
-                f->ent_sample[e] = (int32_t)i;
-                f->ent_delta[e] = dl[a];
+                uint32_t bits;
+                memcpy(&bits, &dl[a], sizeof bits);
+                key[ne] = (uint32_t)(ids[a] - lo);
+                val[ne++] = (uint64_t)i << 32 | bits;
             }
         }
+        sort_entries(&key, &val, &key_tmp, &val_tmp, ne, (uint64_t)(hi - lo));
+        int64_t nt = 0;
+        for (int64_t e = 0; e < ne; e++)
+            if (e == 0 || key[e] != key[e - 1]) list[nt] = (int32_t)(key[e] + lo), run[nt++] = (uint32_t)e;
+        run[nt] = (uint32_t)ne;
         for (int64_t k = 0; k < nt; k++) {
             const int32_t r = list[k];
-            if (k + ADAM_AHEAD < nt) {
-                const int32_t ahead = list[k + ADAM_AHEAD];
-                prefetch_adam_row(L, ahead);
-                __builtin_prefetch(f->end + ahead, 0, 3), __builtin_prefetch(f->count + ahead, 1, 3);
-            }
-            const uint32_t e1 = f->end[r], e0 = e1 - f->count[r];
+            if (k + ADAM_AHEAD < nt) prefetch_adam_row(L, list[k + ADAM_AHEAD]);
             memset(g, 0, (size_t)L->fan_in * sizeof(float));
             float gb = 0.0f;
-            for (uint32_t e = e0; e < e1; e++) {
-                spr_axpy(f->ent_delta[e], f->in + (int64_t)f->ent_sample[e] * f->in_stride, g,
-                         L->fan_in);
-                gb += f->ent_delta[e];
+            /* the row's entries in sample order: the sums add in the order the
+             * per-sample path would */
+            for (uint32_t e = run[k]; e < run[k + 1]; e++) {
+                const uint32_t bits = (uint32_t)val[e];
+                float d;
+                memcpy(&d, &bits, sizeof d);
+                spr_axpy(d, f->in + (int64_t)(val[e] >> 32) * f->in_stride, g, L->fan_in);
+                gb += d;
             }
             spr_layer_adam_row(m, L, r, g, o, bc1, bc2);
             L->gb[r] = gb;
             spr_adam_row(L->b + r, L->gb + r, L->mb + r, L->vb + r, 1, o->lr, o->beta1, o->beta2,
                          o->eps, bc1, bc2);
-            f->count[r] = 0;
         }
     }
     f->pending = 0;
