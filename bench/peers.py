@@ -6,11 +6,16 @@ Adam with the same hyper-parameters, for every system; each is run in this proce
 one after the other, its answers (P@1/P@5 on the same test points) checked before its
 speed is quoted. Systems:
   pytorch-tcmalloc   Debian python3-torch, OpenBLAS, LD_PRELOAD tcmalloc (BENCHMARKING.md)
+  pytorch-tcmalloc-avx512  the same with OPENBLAS_CORETYPE=SKYLAKEX, on CPUs with AVX-512:
+                     Debian's OpenBLAS 0.3.21 does not know AMD Zen 5 and picks its Haswell
+                     (AVX2) kernels there; its AVX-512 ones are 1.3-1.5x faster on it
   pytorch-glibc      the same without tcmalloc (fewer batches: it is much slower)
   pytorch-pypi       the PyPI release in a venv, if VENV_TORCH names one
   thirdai            ThirdAI's BOLT, if VENV_THIRDAI names a venv where it imports
   sparrow-dense      sparrow --dense (few batches: it computes every output)
   sparrow-sampled    sparrow's LSH-sampled training, all threads and 1 thread
+  sparrow-sampled-bf16  the same with the output layer's weights and moments in BF16
+                     (--bf16-weights)
 Then a label sweep (time per sample at several output sizes), a thread sweep, and a
 STREAM copy against the bytes the sampled output layer moves.
 
@@ -95,8 +100,17 @@ def subset_files(labels=None):
     return tr, te
 
 
-def torch_run(tr, te, batches, tcmalloc, name, python=PY, labels=0):
+def has_avx512():
+    try:
+        return " avx512f" in open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+
+
+def torch_run(tr, te, batches, tcmalloc, name, python=PY, labels=0, coretype=None):
     env = {"LD_PRELOAD": TCMALLOC} if tcmalloc else {}
+    if coretype:
+        env["OPENBLAS_CORETYPE"] = coretype
     cmd = [python, os.path.join(ROOT, "bench", "torch_peer.py"), "--train", tr, "--test", te,
            "--batches", str(batches), "--batch", str(BATCH), "--hidden", str(HIDDEN),
            "--lr", str(LR), "--threads", str(THREADS), "--eval-max", str(EVAL)]
@@ -108,12 +122,12 @@ def torch_run(tr, te, batches, tcmalloc, name, python=PY, labels=0):
     return r
 
 
-def sparrow_run(tr, te, batches, name, dense=False, threads=THREADS, sparsity=None):
+def sparrow_run(tr, te, batches, name, dense=False, threads=THREADS, sparsity=None, extra=()):
     mfile = os.path.join(OUT, name + ".jsonl")
     cmd = [SPARROW, "train", "--train", tr, "--test", te, "--batch", str(BATCH),
            "--hidden", str(HIDDEN), "--lr", str(LR), "--threads", str(threads), "--seed", "1",
            "--metrics", mfile, "--quiet"] + (["--max-batches", str(batches)] if batches else [])
-    cmd += E("SPARROW_ARGS", "").split()
+    cmd += E("SPARROW_ARGS", "").split() + list(extra)
     cmd += ["--dense"] if dense else ["--sparsity", sparsity or SPARSITY]
     out, rss, wall = run(cmd, None, name)
     if out is None:
@@ -170,10 +184,15 @@ def main():
     # the main comparison at the data set's own label count
     tr, te = subset_files()
     sysres = []
-    only = set(E("SYSTEMS", "pytorch-tcmalloc pytorch-glibc pytorch-pypi thirdai sparrow-dense sparrow-sampled sparrow-sampled-1t").split())
+    only = set(E("SYSTEMS", "pytorch-tcmalloc pytorch-tcmalloc-avx512 pytorch-glibc pytorch-pypi thirdai "
+                 "sparrow-dense sparrow-sampled sparrow-sampled-bf16 sparrow-sampled-1t").split())
     if "sparrow-sampled" in only: sysres.append(sparrow_run(tr, te, BATCHES, "sparrow-sampled"))
+    if "sparrow-sampled-bf16" in only:
+        sysres.append(sparrow_run(tr, te, BATCHES, "sparrow-sampled-bf16", extra=["--bf16-weights"]))
     if "sparrow-sampled-1t" in only: sysres.append(sparrow_run(tr, te, BATCHES, "sparrow-sampled-1t", threads=1))
     if "pytorch-tcmalloc" in only: sysres.append(torch_run(tr, te, BATCHES, True, "pytorch-tcmalloc"))
+    if "pytorch-tcmalloc-avx512" in only and has_avx512():
+        sysres.append(torch_run(tr, te, BATCHES, True, "pytorch-tcmalloc-avx512", coretype="SKYLAKEX"))
     if "pytorch-glibc" in only: sysres.append(torch_run(tr, te, SLOW_BATCHES, False, "pytorch-glibc"))
     if "pytorch-pypi" in only and E("VENV_TORCH"):
         sysres.append(torch_run(tr, te, BATCHES, True, "pytorch-pypi", python=os.path.join(E("VENV_TORCH"), "bin", "python")))
@@ -219,11 +238,16 @@ def main():
                 row["sparrow_sampled_ms_per_sample"] = 1e3 / r["samples_per_second"]
                 row["sparrow_sampled_batches"] = r["batches"]
                 row["sparrow_sampled_rehash_share"] = (r["rehash_seconds"] or 0) / r["train_seconds"]
+            if E("SWEEP_BF16", "1") != "0":
+                r = sparrow_run(trL, teL, SWEEP_BATCHES, f"sweep-{L}-sampled-bf16", sparsity=sp,
+                                extra=["--bf16-weights"])
+                if r: row["sparrow_sampled_bf16_ms_per_sample"] = 1e3 / r["samples_per_second"]
             if E("SWEEP_DENSE", "1") != "0":
                 r = sparrow_run(trL, teL, SWEEP_SLOW, f"sweep-{L}-dense", dense=True)
                 if r: row["sparrow_dense_ms_per_sample"] = 1e3 / r["samples_per_second"]
             if L <= int(E("SWEEP_TORCH_MAX", "2000000")):
-                r = torch_run(trL, teL, SWEEP_SLOW + 2, True, f"sweep-{L}-pytorch")
+                r = torch_run(trL, teL, SWEEP_SLOW + 2, True, f"sweep-{L}-pytorch",
+                              coretype="SKYLAKEX" if has_avx512() else None)
                 if r: row["pytorch_ms_per_sample"] = 1e3 / r["samples_per_second"]
             say("sweep:", row)
             sweep.append(row)
@@ -231,6 +255,9 @@ def main():
         by = {r["labels"]: r.get("sparrow_sampled_ms_per_sample") for r in sweep}
         if by.get(100000) and by.get(2000000):
             res["sweep_growth_100k_to_2m"] = by[2000000] / by[100000]
+        by = {r["labels"]: r.get("sparrow_sampled_bf16_ms_per_sample") for r in sweep}
+        if by.get(100000) and by.get(2000000):
+            res["sweep_growth_100k_to_2m_bf16"] = by[2000000] / by[100000]
         try:
             import matplotlib
             matplotlib.use("Agg")
@@ -238,7 +265,8 @@ def main():
             fig, ax = plt.subplots(figsize=(6, 4))
             for key, lab in (("pytorch_ms_per_sample", "PyTorch (OpenBLAS, tcmalloc)"),
                              ("sparrow_dense_ms_per_sample", "sparrow --dense"),
-                             ("sparrow_sampled_ms_per_sample", "sparrow sampled")):
+                             ("sparrow_sampled_ms_per_sample", "sparrow sampled"),
+                             ("sparrow_sampled_bf16_ms_per_sample", "sparrow sampled, BF16 weights")):
                 pts = [(r["labels"], r[key]) for r in sweep if key in r]
                 if pts: ax.plot(*zip(*pts), marker="o", label=lab)
             ax.set_xscale("log"); ax.set_yscale("log")
@@ -285,16 +313,19 @@ def write_md(res):
                   f"({100 * o['fraction_of_stream']:.0f}%).")
     if res.get("label_sweep"):
         md += ["\n| labels | PyTorch ms/sample | sparrow dense ms/sample | sparrow sampled ms/sample | "
-               "sampled: batches (rehash share) | sampled sparsity |",
-               "|---|---|---|---|---|---|"]
+               "sampled, BF16 weights | sampled: batches (rehash share) | sampled sparsity |",
+               "|---|---|---|---|---|---|---|"]
         for r in res["label_sweep"]:
             share = r.get("sparrow_sampled_rehash_share")
             md.append(f"| {r['labels']} | {fmt(r.get('pytorch_ms_per_sample'))} | "
                       f"{fmt(r.get('sparrow_dense_ms_per_sample'))} | {fmt(r.get('sparrow_sampled_ms_per_sample'))} | "
+                      f"{fmt(r.get('sparrow_sampled_bf16_ms_per_sample'))} | "
                       f"{r.get('sparrow_sampled_batches', '')} ({fmt(100 * share if share is not None else None, '{:.0f}')}%) | "
                       f"{r.get('sparrow_sparsity', SPARSITY)} |")
         if res.get("sweep_growth_100k_to_2m"):
             md.append(f"\nsparrow sampled, 100K -> 2M labels: time per sample x{res['sweep_growth_100k_to_2m']:.2f}.")
+        if res.get("sweep_growth_100k_to_2m_bf16"):
+            md.append(f"With BF16 weights (--bf16-weights): x{res['sweep_growth_100k_to_2m_bf16']:.2f}.")
         md.append("\n![label sweep](label_sweep.png)")
     open(os.path.join(OUT, "results.md"), "w").write("\n".join(md) + "\n")
     print("\n".join(md))

@@ -8,7 +8,8 @@
 # points), EVAL (2000 test points), THREADS (all), SPARSITY (0.005), LABELS (sweep:
 # "10000 100000 670091 2000000"), SWEEP=0 to skip it, SWEEP_BATCHES (0: one epoch of the
 # subset, rehashes included), SWEEP_SLOW, SPARROW_ARGS (extra sparrow train options),
-# SWEEP_TORCH_MAX, SWEEP_ACTIVE (3350 active outputs at every size; 0: SPARSITY), SYSTEMS (subset of the names in bench/peers.py), VENV_TORCH (a venv
+# SWEEP_TORCH_MAX, SWEEP_ACTIVE (3350 active outputs at every size; 0: SPARSITY), SWEEP_BF16
+# (0: no --bf16-weights runs in the sweep), SYSTEMS (subset of the names in bench/peers.py), VENV_TORCH (a venv
 # with PyPI torch), VENV_THIRDAI (a venv with thirdai).
 # On a GPU machine: `python3 bench/torch_peer.py --device cuda ...` is the GPU peer.
 set -euo pipefail

@@ -77,6 +77,9 @@ def main():
     ap.add_argument("--labels", type=int, default=0, help="output size (0: the file's)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--eval-every", type=int, default=0,
+                    help="also evaluate P@1/P@5 every N batches (not timed) and write them to --curve")
+    ap.add_argument("--curve", default=None, help="JSON lines: batch, train_seconds, p_at_1, p_at_5")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -94,6 +97,23 @@ def main():
     nb = n // a.batch if a.batches == 0 else a.batches
     fwdbwd, step, total = [], [], []
     sync = (lambda: torch.cuda.synchronize()) if dev.type == "cuda" else (lambda: None)
+    curve = open(a.curve, "w") if a.curve else None
+
+    def evaluate():
+        hits1 = hits5 = 0
+        net.eval()
+        with torch.no_grad():
+            for s0 in range(0, len(te[3]), 256):
+                rows = list(range(s0, min(s0 + 256, len(te[3]))))
+                idx, offs, vals = (t.to(dev) for t in batch_tensors(te, rows))
+                top = torch.topk(net(idx, offs, vals), 5, dim=1).indices.cpu().numpy()
+                for i, r in enumerate(rows):
+                    lab = set(te[3][r])
+                    hits1 += top[i, 0] in lab
+                    hits5 += sum(int(t in lab) for t in top[i])
+        net.train()
+        return hits1 / len(te[3]), hits5 / (5 * len(te[3]))
+
     for b in range(nb):
         rows = order[(b * a.batch) % n:(b * a.batch) % n + a.batch]
         if len(rows) < a.batch:
@@ -115,18 +135,13 @@ def main():
         fwdbwd.append(t2 - t1); step.append(t3 - t2); total.append(t3 - t1)
         if not np.isfinite(loss.item()):
             print(json.dumps({"error": "loss not finite"})); sys.exit(1)
+        if curve and a.eval_every and ((b + 1) % a.eval_every == 0 or b + 1 == nb):
+            p1, p5 = evaluate()
+            curve.write(json.dumps({"batch": b + 1, "train_seconds": sum(total), "p_at_1": p1,
+                                    "p_at_5": p5}) + "\n")
+            curve.flush()
     # P@k on the test points
-    hits1 = hits5 = 0
-    net.eval()
-    with torch.no_grad():
-        for s0 in range(0, len(te[3]), 256):
-            rows = list(range(s0, min(s0 + 256, len(te[3]))))
-            idx, offs, vals = (t.to(dev) for t in batch_tensors(te, rows))
-            top = torch.topk(net(idx, offs, vals), 5, dim=1).indices.cpu().numpy()
-            for i, r in enumerate(rows):
-                lab = set(te[3][r])
-                hits1 += top[i, 0] in lab
-                hits5 += sum(int(t in lab) for t in top[i])
+    p1, p5 = evaluate()
     warm = min(3, len(total) - 1) if len(total) > 1 else 0
     med = statistics.median(total[warm:])
     print(json.dumps({
@@ -135,7 +150,7 @@ def main():
         "median_batch_seconds": med, "median_fwd_bwd_seconds": statistics.median(fwdbwd[warm:]),
         "median_adam_seconds": statistics.median(step[warm:]),
         "samples_per_second": a.batch / med, "train_seconds": sum(total),
-        "p_at_1": hits1 / len(te[3]), "p_at_5": hits5 / (5 * len(te[3])), "eval_points": len(te[3]),
+        "p_at_1": p1, "p_at_5": p5, "eval_points": len(te[3]),
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
         "ld_preload": os.environ.get("LD_PRELOAD", ""),
         "blas": torch.__config__.show().count("openblas") > 0 and "openblas" or "see torch config"}))
