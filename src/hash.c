@@ -184,9 +184,9 @@ static spr_status build_sum_entries(spr_hasher *h) {
             int64_t k = 0;
             for (int64_t j = 0; i < c && j < dim; j++) {
                 const float v = h->proj[j * h->proj_stride + i];
-                if (v != 0.0f) e[4 * k++] = (int32_t)(2 * j + (v < 0.0f));
+                if (v != 0.0f) e[4 * k++] = (int32_t)((2 * j + (v < 0.0f)) * SPR_SUM_ROWS);
             }
-            for (; k < len; k++) e[4 * k] = (int32_t)(2 * dim);
+            for (; k < len; k++) e[4 * k] = (int32_t)(2 * dim * SPR_SUM_ROWS);
         }
     }
     return SPR_STATUS_OK;

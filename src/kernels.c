@@ -86,7 +86,7 @@ static void signed_sums_ref(const float *x, int64_t ldx, int64_t n, int64_t d, c
         float a[4][SPR_SUM_ROWS] = {{0}};
         for (int64_t e = gstart[g]; e < gstart[g + 1]; e += 4)
             for (int q = 0; q < 4; q++) {
-                const float *v = xt + (int64_t)ent[e + q] * SPR_SUM_ROWS;
+                const float *v = xt + ent[e + q];
                 for (int r = 0; r < SPR_SUM_ROWS; r++) a[q][r] += v[r];
             }
         memcpy(acc + 4 * g * SPR_SUM_ROWS, a, sizeof a);

@@ -99,8 +99,10 @@ typedef struct spr_kernel_set {
      * r < n (n <= SPR_SUM_ROWS) of x (n, d; row stride ldx) is the chain acc = +0; acc +=
      * (+-x[r][j]) over code i's entries in order. Codes come in groups of 4 whose entry
      * lists are interleaved: group g's entries are ent[gstart[g] .. gstart[g + 1]), entry
-     * e of code 4 g + q at gstart[g] + 4 e + q, each 2 j + (1 if -x[r][j] is added), and
-     * 2 d for "add +0" (pads a shorter list). Only adds, one rounding each: the same sums
+     * e of code 4 g + q at gstart[g] + 4 e + q, each (2 j + (1 if -x[r][j] is added)) x
+     * SPR_SUM_ROWS, and 2 d SPR_SUM_ROWS for "add +0" (pads a shorter list): an entry is
+     * the offset in floats of its row of xt, so that a kernel adds xt + entry with no
+     * multiply (the index arithmetic was a quarter of the loop's instructions). Only adds, one rounding each: the same sums
      * as fused or unfused multiply-adds by +-1 in the same order (hash.c says why the
      * skipped zeros change nothing). xt: 2 (d + 1) SPR_SUM_ROWS floats of 64-byte
      * aligned scratch (the rows transposed, and negated). */

@@ -143,8 +143,8 @@ static void signed_sums_avx2(const float *x, int64_t ldx, int64_t n, int64_t d,
         __m256 a0 = _mm256_setzero_ps(), a1 = a0, b0 = a0, b1 = a0, c0 = a0, c1 = a0, d0 = a0,
                d1 = a0;
         for (int64_t e = gstart[g]; e < gstart[g + 1]; e += 4) {
-            const float *va = xt + (int64_t)ent[e] * 16, *vb = xt + (int64_t)ent[e + 1] * 16;
-            const float *vc = xt + (int64_t)ent[e + 2] * 16, *vd = xt + (int64_t)ent[e + 3] * 16;
+            const float *va = xt + ent[e], *vb = xt + ent[e + 1];
+            const float *vc = xt + ent[e + 2], *vd = xt + ent[e + 3];
             a0 = _mm256_add_ps(a0, _mm256_load_ps(va));
             a1 = _mm256_add_ps(a1, _mm256_load_ps(va + 8));
             b0 = _mm256_add_ps(b0, _mm256_load_ps(vb));

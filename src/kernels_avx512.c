@@ -150,10 +150,10 @@ static void signed_sums_avx512(const float *x, int64_t ldx, int64_t n, int64_t d
     for (int64_t g = 0; g < ngroups; g++) {
         __m512 a = _mm512_setzero_ps(), b = a, c = a, e4 = a;
         for (int64_t e = gstart[g]; e < gstart[g + 1]; e += 4) {
-            a = _mm512_add_ps(a, _mm512_load_ps(xt + (int64_t)ent[e] * 16));
-            b = _mm512_add_ps(b, _mm512_load_ps(xt + (int64_t)ent[e + 1] * 16));
-            c = _mm512_add_ps(c, _mm512_load_ps(xt + (int64_t)ent[e + 2] * 16));
-            e4 = _mm512_add_ps(e4, _mm512_load_ps(xt + (int64_t)ent[e + 3] * 16));
+            a = _mm512_add_ps(a, _mm512_load_ps(xt + ent[e]));
+            b = _mm512_add_ps(b, _mm512_load_ps(xt + ent[e + 1]));
+            c = _mm512_add_ps(c, _mm512_load_ps(xt + ent[e + 2]));
+            e4 = _mm512_add_ps(e4, _mm512_load_ps(xt + ent[e + 3]));
         }
         float *o = acc + 4 * g * 16;
         _mm512_storeu_ps(o, a), _mm512_storeu_ps(o + 16, b);

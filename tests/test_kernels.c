@@ -118,12 +118,12 @@ static void test_panels(const spr_kernel_set *k, uint64_t seed) {
                 const int64_t col = 4 * g + q, pq = col / SPR_PANEL, iq = col % SPR_PANEL;
                 for (int64_t j = 0; j < d; j++) {
                     const float v = p[(pq * d + j) * SPR_PANEL + iq];
-                    if (v != 0.0f) ent[tot + 4 * len[q]++ + q] = (int32_t)(2 * j + (v < 0.0f));
+                    if (v != 0.0f) ent[tot + 4 * len[q]++ + q] = (int32_t)((2 * j + (v < 0.0f)) * SPR_SUM_ROWS);
                 }
                 longest = len[q] > longest ? len[q] : longest;
             }
             for (int q = 0; q < 4; q++)
-                for (int64_t e = len[q]; e < longest; e++) ent[tot + 4 * e + q] = (int32_t)(2 * d);
+                for (int64_t e = len[q]; e < longest; e++) ent[tot + 4 * e + q] = (int32_t)(2 * d * SPR_SUM_ROWS);
             start[g] = tot;
             tot += 4 * longest;
         }
