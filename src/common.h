@@ -19,6 +19,15 @@
  * the inlining keeps the prefetches (seen: deferred_adam's prefetches were compiled out). */
 #define SPR_ALWAYS_INLINE __attribute__((always_inline))
 
+/* Loops the compiler vectorises well but that are no kernels of their own (kernels.h): a
+ * function marked SPR_CLONES is compiled twice, for AVX2 (x86-64-v3) and the baseline,
+ * and the loader picks the one the CPU runs. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(SPR_NO_CLONES)
+#define SPR_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define SPR_CLONES
+#endif
+
 /* Records a printf-style message for spr_last_error() and returns status, so that a
  * failure reads `return spr_fail(SPR_STATUS_BAD_INPUT, "%s:%lld: ...", ...);`. */
 spr_status spr_fail(spr_status status, const char *fmt, ...)

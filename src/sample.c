@@ -10,12 +10,6 @@
 
 #include <string.h>
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(SPR_NO_CLONES)
-#define SPR_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define SPR_CLONES
-#endif
-
 /* Bits set in x (SWAR). Not the textbook multiply at the end: GCC recognises that form
  * as a popcount and then cannot vectorise the loop (no vector popcount before AVX-512). */
 static inline uint32_t popcount32(uint32_t x) {
