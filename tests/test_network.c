@@ -111,16 +111,15 @@ static int params_equal(spr_model *a, spr_model *b, int layers) {
     return 1;
 }
 
-/* Sampled with sparsity so close to 1 that every neuron is active must equal --dense
- * bit for bit: same kernels, same order (active sets are sorted). */
-static void test_sampled_equals_dense(void) {
-    toy t;
-    toy_make(&t, 64, 40, 6, 7);
-    spr_model_config c = small_config(t.d, t.l, 0.999f); /* ceil(0.999 x 40) = 40: all */
-    spr_model *ms, *md;
-    OK(spr_model_create(&c, &ms));
-    OK(spr_model_create(&c, &md));
-    CHECK(ms->layers[1].sampled && ms->layers[1].target_active == 40, "layer sampled, target 40");
+/* Six batches of 8 on two models of config c (toy t of 40 labels, output sparsity 0.999:
+ * every neuron active), sampled on ms and --dense on md, checking each step's loss
+ * equal and every output neuron active; what: the variant, for the messages. */
+static void twin_steps(spr_model **ms, spr_model **md, const spr_model_config *c, const toy *t,
+                       const char *what) {
+    OK(spr_model_create(c, ms));
+    OK(spr_model_create(c, md));
+    CHECK((*ms)->layers[1].sampled && (*ms)->layers[1].target_active == 40,
+          "%s: layer sampled, target 40", what);
     spr_train_options o = spr_train_options_default();
     o.threads = 1;
     o.batch_size = 8;
@@ -129,15 +128,25 @@ static void test_sampled_equals_dense(void) {
     od.dense = 1;
     for (int step = 0; step < 6; step++) {
         int64_t rows[8];
-        for (int i = 0; i < 8; i++) rows[i] = (step * 8 + i) % t.n;
+        for (int i = 0; i < 8; i++) rows[i] = (step * 8 + i) % t->n;
         spr_batch_stats ss, sd;
-        OK(spr_model_train_batch(ms, t.data, rows, 8, &o, &ss));
-        OK(spr_model_train_batch(md, t.data, rows, 8, &od, &sd));
-        CHECK(ss.loss == sd.loss, "step %d: sampled loss %.9g == dense loss %.9g", step, ss.loss,
-              sd.loss);
-        CHECK(ss.active[1] == 40.0, "step %d: all 40 output neurons active, got %g", step,
+        OK(spr_model_train_batch(*ms, t->data, rows, 8, &o, &ss));
+        OK(spr_model_train_batch(*md, t->data, rows, 8, &od, &sd));
+        CHECK(ss.loss == sd.loss, "%s step %d: sampled loss %.9g == dense loss %.9g", what, step,
+              ss.loss, sd.loss);
+        CHECK(ss.active[1] == 40.0, "%s step %d: all 40 output neurons active, got %g", what, step,
               ss.active[1]);
     }
+}
+
+/* Sampled with sparsity so close to 1 that every neuron is active must equal --dense
+ * bit for bit: same kernels, same order (active sets are sorted). */
+static void test_sampled_equals_dense(void) {
+    toy t;
+    toy_make(&t, 64, 40, 6, 7);
+    spr_model_config c = small_config(t.d, t.l, 0.999f); /* ceil(0.999 x 40) = 40: all */
+    spr_model *ms, *md;
+    twin_steps(&ms, &md, &c, &t, "float");
     CHECK(params_equal(ms, md, 2), "sampled(all active) and dense weights, moments bit-identical");
     CHECK(ms->rehashes > 0, "the sampled model rehashed (%lld times)", (long long)ms->rehashes);
     spr_model_free(ms);
@@ -910,23 +919,7 @@ static void test_bf16_weights(void) {
     spr_model_config c = small_config(t.d, t.l, 0.999f);
     c.bf16_state = c.bf16_weights = 1;
     spr_model *ms, *md;
-    OK(spr_model_create(&c, &ms));
-    OK(spr_model_create(&c, &md));
-    spr_train_options o = spr_train_options_default();
-    o.threads = 1;
-    o.batch_size = 8;
-    o.rehash_first = 2;
-    spr_train_options od = o;
-    od.dense = 1;
-    for (int step = 0; step < 6; step++) {
-        int64_t rows[8];
-        for (int i = 0; i < 8; i++) rows[i] = (step * 8 + i) % t.n;
-        spr_batch_stats ss, sd;
-        OK(spr_model_train_batch(ms, t.data, rows, 8, &o, &ss));
-        OK(spr_model_train_batch(md, t.data, rows, 8, &od, &sd));
-        CHECK(ss.loss == sd.loss, "bf16_weights step %d: sampled loss %.9g == dense loss %.9g", step,
-              ss.loss, sd.loss);
-    }
+    twin_steps(&ms, &md, &c, &t, "bf16_weights");
     const spr_layer *A = &ms->layers[1], *D = &md->layers[1];
     const size_t n16 = (size_t)(A->rows * A->stride) * sizeof(uint16_t);
     CHECK(memcmp(A->w16, D->w16, n16) == 0 && memcmp(A->mw16, D->mw16, n16) == 0 &&
