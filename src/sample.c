@@ -2,8 +2,8 @@
  * sample.c: which neurons of a sampled layer are active for one input. Hash the input,
  * gather the L buckets with a count of the tables that returned each neuron, keep the
  * candidates the layer's strategy wants, add random neurons up to the target, sort.
- * Per-sample cost O(L x bucket + target), independent of the layer size: the sets of
- * seen neurons are stamps in a per-thread array, never cleared.
+ * Per-sample cost O(L x bucket + target), independent of the layer size, and so is the
+ * memory it touches: the set of seen neurons is a small hash table (idset below).
  */
 #include "common.h"
 #include "model.h"
