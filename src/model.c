@@ -147,7 +147,7 @@ spr_status spr_model_config_check(const spr_model_config *c) {
                 return spr_fail(SPR_STATUS_BAD_INPUT, "layer %d: tables (L) must be in [1, 1024], got %d",
                                 l, lc->hash_l);
             int bits = spr_hash_code_bits(lc->hash);
-            if (lc->hash_k < 0 || lc->hash_k * bits > 64)
+            if (lc->hash_k < 0 || lc->hash_k > 64 / bits) /* (no product: K may be anything) */
                 return spr_fail(SPR_STATUS_BAD_INPUT, "layer %d: K must be in [0, %d] for %s, got %d", l,
                                 64 / bits, spr_hash_family_to_string(lc->hash), lc->hash_k);
             if (lc->bucket_capacity < 1 || lc->bucket_capacity > (1 << 20))

@@ -557,6 +557,16 @@ static void test_bad_arguments(void) {
           "sparsity 1.5 rejected");
     CHECK(strstr(spr_last_error(), "sparsity") != NULL, "message names sparsity: %s",
           spr_last_error());
+    /* a K whose code bits overflow an int (the checkpoint fuzzer's find): refused, no UB
+     * (the sanitizer build halts on the overflow) */
+    for (int h = 0; h <= (int)SPR_HASH_DOPH; h++) {
+        c = small_config(t.d, t.l, 0.5f);
+        c.layers[1].hash = (spr_hash_family)h;
+        c.layers[1].hash_k = 1023410176;
+        CHECK(spr_model_config_check(&c) == SPR_STATUS_BAD_INPUT && strstr(spr_last_error(), "K must be"),
+              "K 1023410176 (%s) refused, got '%s'", spr_hash_family_to_string((spr_hash_family)h),
+              spr_last_error());
+    }
     c = small_config(t.d, 5, 0.5f); /* fewer outputs than the data's labels */
     OK(spr_model_create(&c, &m));
     spr_train_options o = spr_train_options_default();
