@@ -59,7 +59,7 @@ typedef struct spr_layer {
 } spr_layer;
 
 /* One slot of a selection's set of neurons (sample.c): a neuron id and its count (tables
- * that returned it, its rank score, or SPR_TAKEN once in the active set); the slot
+ * that returned it, its rank score, or sample.c's TAKEN once in the active set); the slot
  * belongs to the selection in progress when its stamp is the scratch's. */
 typedef struct spr_idslot {
     int32_t id;
