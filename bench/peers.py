@@ -136,7 +136,9 @@ def sparrow_run(tr, te, batches, name, dense=False, threads=THREADS, sparsity=No
     return {"name": name, "system": "sparrow", "dense": dense, "threads": threads,
             "batches": m["step"], "per_batches": batches, "samples_per_second": m["samples_per_second"],
             "median_batch_seconds": BATCH / m["samples_per_second"], "train_seconds": m["train_seconds"],
-            "rehash_seconds": m.get("rehash_seconds"), "p_at_1": m["p_at_1"], "p_at_5": m["p_at_5"],
+            "rehash_seconds": m.get("rehash_seconds"), "optimizer_seconds": m.get("optimizer_seconds"),
+            "optimizer_rows_per_step": m.get("optimizer_rows_per_step"),
+            "optimizer_gb_per_s": m.get("optimizer_gb_per_s"), "p_at_1": m["p_at_1"], "p_at_5": m["p_at_5"],
             "active_out": m["active_out"], "peak_rss_gb": rss, "wall_seconds": wall}
 
 
@@ -221,6 +223,15 @@ def main():
                                "bytes_per_batch_est": per_batch,
                                "gb_per_s": per_batch / s2["median_batch_seconds"] / 1e9}
         res["output_layer"]["fraction_of_stream"] = res["output_layer"]["gb_per_s"] / res["stream"]["stream_copy_gb_per_s"]
+        # the optimizer alone, as sparrow measures it: the bytes of weights, moments and
+        # gradient rows its steps read and wrote over the time they took, against an
+        # in-place update (read and write the same lines) of the same run
+        if s2.get("optimizer_gb_per_s"):
+            upd = res["stream"].get("stream_update_gb_per_s")
+            res["optimizer"] = {"rows_per_step": s2["optimizer_rows_per_step"],
+                                "gb_per_s": s2["optimizer_gb_per_s"],
+                                "share_of_train_seconds": s2["optimizer_seconds"] / s2["train_seconds"],
+                                "fraction_of_stream_update": s2["optimizer_gb_per_s"] / upd if upd else None}
     json.dump(res, open(os.path.join(OUT, "results.json"), "w"), indent=1)
 
     # label sweep
@@ -311,6 +322,13 @@ def write_md(res):
                   f"{o['bytes_per_batch_est'] / 1e9:.2f} GB moved a batch = {o['gb_per_s']:.2f} GB/s against a "
                   f"STREAM copy of {res['stream']['stream_copy_gb_per_s']:.2f} GB/s in the same run "
                   f"({100 * o['fraction_of_stream']:.0f}%).")
+    if res.get("optimizer"):
+        o = res["optimizer"]
+        upd = (f" against an in-place STREAM update of {res['stream']['stream_update_gb_per_s']:.2f} GB/s "
+               f"({100 * o['fraction_of_stream_update']:.0f}%)") if o.get("fraction_of_stream_update") else ""
+        md.append(f"\nIts optimizer (measured by sparrow): {o['rows_per_step']:.0f} rows stepped a batch, "
+                  f"{o['gb_per_s']:.2f} GB/s of weights and moments read and written{upd}; "
+                  f"{100 * o['share_of_train_seconds']:.0f}% of the training time.")
     if res.get("label_sweep"):
         md += ["\n| labels | PyTorch ms/sample | sparrow dense ms/sample | sparrow sampled ms/sample | "
                "sampled, BF16 weights | sampled: batches (rehash share) | sampled sparsity |",

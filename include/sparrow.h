@@ -305,6 +305,13 @@ typedef struct spr_batch_stats {
     double active[SPR_MAX_LAYERS];      /* mean active neurons per sample, per layer */
     double rehash_seconds;              /* time spent rehashing after this batch */
     double optimizer_seconds;           /* time in the Adam step of this batch (train_batch) */
+    /* What that step moved (train_batch): the weight rows it stepped (every layer) and the
+     * bytes of parameter state it read and wrote for them: weights, Adam moments and, where
+     * the gradient has rows of its own, the gradient (read, then cleared), biases included.
+     * optimizer_bytes / optimizer_seconds against a STREAM figure says how close the
+     * optimizer runs to the memory bus (bench/peers.py). */
+    int64_t optimizer_rows;
+    int64_t optimizer_bytes;
     /* Model-parallel step only (a sharded model), else 0: */
     double comm_seconds;                /* waiting in collectives (MPI_Allreduce) this batch */
     int64_t comm_bytes;                 /* bytes this rank handed to collectives this batch */

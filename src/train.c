@@ -324,12 +324,14 @@ static int64_t first_at_least(const int32_t *ids, int64_t n, int64_t v) {
 /* Adam on the output rows the pending batch touched, each row's gradient formed from its
  * entries just before its step. A sample's ids are ascending (spr_layer_select), so a
  * thread finds the part of each sample in its row range by binary search. */
-static void deferred_adam(spr_model *m, const spr_train_options *o, float bc1, float bc2,
-                          int threads) {
+/* Returns the rows it stepped. */
+static int64_t deferred_adam(spr_model *m, const spr_train_options *o, float bc1, float bc2,
+                             int threads) {
     spr_deferred *f = m->deferred;
     spr_layer *L = &m->layers[m->n_layers - 1];
     if (threads > SPR_DEFER_THREADS) threads = SPR_DEFER_THREADS;
-#pragma omp parallel num_threads(threads)
+    int64_t stepped = 0;
+#pragma omp parallel num_threads(threads) reduction(+ : stepped)
     {
 #ifdef _OPENMP
         const int t = omp_get_thread_num(), nth = omp_get_num_threads();
@@ -391,8 +393,10 @@ static void deferred_adam(spr_model *m, const spr_train_options *o, float bc1, f
             spr_adam_row(L->b + r, L->gb + r, L->mb + r, L->vb + r, 1, o->lr, o->beta1, o->beta2,
                          o->eps, bc1, bc2);
         }
+        stepped += nt;
     }
     f->pending = 0;
+    return stepped;
 }
 
 /* Forward and backward of one sample; gradients go into the shared rows. */
@@ -608,6 +612,14 @@ static spr_status clip_gradients(spr_model *m, float max_norm, int threads) {
     return SPR_STATUS_OK;
 }
 
+/* Bytes of parameter state the Adam step of one row of L reads and writes: the weights and
+ * both moments, the gradient row unless it was formed in a buffer (deferred), and for a
+ * layer with a bias per row (l > 0) the bias, its gradient and moments. */
+static int64_t step_row_bytes(const spr_layer *L, int l, int gradient_row) {
+    const int64_t per_col = (L->w16 ? 2 : 4) + 2 * (L->mw16 ? 2 : 4) + (gradient_row ? 4 : 0);
+    return 2 * (L->cols * per_col + (l > 0 ? 4 * (int64_t)sizeof(float) : 0));
+}
+
 spr_status spr_model_apply_gradients(spr_model *m, const spr_train_options *o) {
     if (!m || !o) return spr_fail(SPR_STATUS_BAD_INPUT, "apply_gradients: NULL argument");
     const int threads = spr_threads(o->threads);
@@ -618,9 +630,12 @@ spr_status spr_model_apply_gradients(spr_model *m, const spr_train_options *o) {
     }
     const double t = (double)(m->steps + 1);
     const float bc1 = (float)(1.0 - pow(o->beta1, t)), bc2 = (float)(1.0 - pow(o->beta2, t));
+    int64_t rows = 0, bytes = 0;
     for (int l = 0; l < m->n_layers; l++) {
         spr_layer *L = &m->layers[l];
         const int64_t nt = atomic_load(&L->n_touched);
+        rows += nt;
+        bytes += nt * step_row_bytes(L, l, 1);
 #pragma omp parallel for schedule(static) num_threads(threads)
         for (int64_t k = 0; k < nt; k++) {
             int32_t r = L->touched_list[k];
@@ -632,11 +647,18 @@ spr_status spr_model_apply_gradients(spr_model *m, const spr_train_options *o) {
         }
         atomic_store(&L->n_touched, 0);
     }
-    if (m->deferred && m->deferred->pending) deferred_adam(m, o, bc1, bc2, threads);
+    if (m->deferred && m->deferred->pending) {
+        const int64_t nd = deferred_adam(m, o, bc1, bc2, threads);
+        rows += nd;
+        bytes += nd * step_row_bytes(&m->layers[m->n_layers - 1], m->n_layers - 1, 0);
+    }
     /* Layer 0's bias is shared by every sample: a dense update. */
     spr_layer *L0 = &m->layers[0];
     spr_adam_row(L0->b, L0->gb, L0->mb, L0->vb, L0->size, o->lr, o->beta1, o->beta2, o->eps, bc1,
                  bc2);
+    bytes += 2 * L0->size * 4 * (int64_t)sizeof(float);
+    m->step_rows = rows;
+    m->step_bytes = bytes;
     m->steps++;
     return SPR_STATUS_OK;
 }
@@ -691,7 +713,11 @@ spr_status spr_model_train_batch(spr_model *m, const spr_dataset *data, const in
     const double t0 = stats ? spr_now() : 0.0;
     st = spr_model_apply_gradients(m, o);
     if (st) return st;
-    if (stats) stats->optimizer_seconds = spr_now() - t0;
+    if (stats) {
+        stats->optimizer_seconds = spr_now() - t0;
+        stats->optimizer_rows = m->step_rows;
+        stats->optimizer_bytes = m->step_bytes;
+    }
 
     int any_sampled = 0;
     for (int l = 1; l < m->n_layers; l++) any_sampled |= m->layers[l].sampled;

@@ -127,7 +127,7 @@ import json, sys
 path, epochs, has_test = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
 keys = ["epoch", "step", "train_seconds", "samples_per_second", "loss", "p_at_1",
         "p_at_3", "p_at_5", "active_out", "eval_points", "eval_seconds", "rehash_seconds",
-        "optimizer_seconds"]
+        "optimizer_seconds", "optimizer_rows_per_step", "optimizer_gb_per_s"]
 lines = [l for l in open(path) if l.strip()]
 problems = []
 # The first line says what produced the file: versions, the options, the data's sizes.
@@ -165,6 +165,8 @@ for i, line in enumerate(lines):
         problems.append("line %d: expected positive train_seconds, samples_per_second, step: %r" % (i + 1, obj))
     if not (0 < obj["optimizer_seconds"] < obj["train_seconds"]):
         problems.append("line %d: expected 0 < optimizer_seconds < train_seconds: %r" % (i + 1, obj))
+    if not (obj["optimizer_rows_per_step"] > 0 and obj["optimizer_gb_per_s"] > 0):
+        problems.append("line %d: expected positive optimizer_rows_per_step, optimizer_gb_per_s: %r" % (i + 1, obj))
 print("; ".join(problems))
 EOF
 )
@@ -369,7 +371,7 @@ expect_rc svm 0
 RES_OPTS="--train $TRAIN --test $TEST --threads 1 --seed 5 --batch 64 --lr 0.01 --sparsity 0.1 --rehash-first 5 --rebuild-every 2 --quiet"
 # strip_times FILE: the last metrics line without the fields that measure time.
 strip_times() {
-    "$PY" -c 'import json,sys; o=json.loads([l for l in open(sys.argv[1]) if l.strip()][-1]); [o.pop(k) for k in ("train_seconds","train_cpu_seconds","samples_per_second","rehash_seconds","optimizer_seconds","eval_seconds")]; print(json.dumps(o, sort_keys=True))' "$1"
+    "$PY" -c 'import json,sys; o=json.loads([l for l in open(sys.argv[1]) if l.strip()][-1]); [o.pop(k) for k in ("train_seconds","train_cpu_seconds","samples_per_second","rehash_seconds","optimizer_seconds","optimizer_gb_per_s","optimizer_rows_per_step","eval_seconds")]; print(json.dumps(o, sort_keys=True))' "$1"
 }
 run res_a train $RES_OPTS --epochs 2 --save resA.model --metrics resA.jsonl
 expect_rc res_a 0

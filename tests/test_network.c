@@ -6,6 +6,7 @@
  *   - the active set has exactly the target size plus the labels, labels included
  *   - same seed, same result; a learnable toy problem is learnt, also with 2 threads,
  *     and sparse inference finds the same top-1 most of the time
+ *   - the optimizer's rows and bytes in spr_batch_stats, against hand-written figures
  */
 #include "check.h"
 #include "common.h"
@@ -983,6 +984,69 @@ static void test_bf16_weights(void) {
     toy_free(&t);
 }
 
+/* A row of layer L as bytes (its weights, float or BF16), to tell whether a step changed it. */
+static const void *row_bytes_of(const spr_layer *L, int64_t r, size_t *n) {
+    *n = (size_t)L->cols * (L->w16 ? sizeof(uint16_t) : sizeof(float));
+    return L->w16 ? (const void *)(L->w16 + r * L->stride) : (const void *)(L->w + r * L->stride);
+}
+
+/* spr_batch_stats.optimizer_rows is the number of weight rows the step changed (a first
+ * step: every stepped row has a gradient, so it moves), and optimizer_bytes what those rows
+ * hold, read and written: per column of a row, the weight (4 bytes, 2 in BF16), its two
+ * moments (4 + 4, 2 + 2 in BF16) and a gradient row (4) unless the deferred path formed it
+ * in a buffer; per row of a layer past the first, bias, its gradient and moments (16); and
+ * layer 0's dense bias (16 a neuron). The figures below are written out by hand. */
+static void test_optimizer_accounting(void) {
+    toy t;
+    toy_make(&t, 64, 200, 3, 21);
+    /* case: {bf16_state, bf16_weights, clip (gradient rows materialised), output per column} */
+    const int cases[6][4] = {{0, 0, 0, 12}, {0, 0, 1, 16}, {1, 0, 0, 8},
+                             {1, 0, 1, 12}, {1, 1, 0, 6},  {1, 1, 1, 10}};
+    for (int k = 0; k < 6; k++) {
+        spr_model_config c = small_config(t.d, t.l, 0.1f);
+        c.bf16_state = cases[k][0];
+        c.bf16_weights = cases[k][1];
+        spr_model *m;
+        OK(spr_model_create(&c, &m));
+        spr_train_options o = spr_train_options_default();
+        o.threads = 1;
+        o.batch_size = 8;
+        o.lr = 0.01f; /* steps larger than a BF16 weight's spacing */
+        o.rehash_first = 1000;
+        o.clip_norm = cases[k][2] ? 1e6f : 0.0f; /* never clips, but forms the gradient rows */
+        void *before[2];
+        for (int l = 0; l < 2; l++) {
+            size_t n;
+            row_bytes_of(&m->layers[l], 0, &n);
+            before[l] = malloc(n * (size_t)m->layers[l].rows + 1);
+            for (int64_t r = 0; r < m->layers[l].rows; r++)
+                memcpy((char *)before[l] + n * (size_t)r, row_bytes_of(&m->layers[l], r, &n), n);
+        }
+        int64_t rows[8] = {1, 6, 8, 15, 23, 30, 41, 62};
+        spr_batch_stats st;
+        OK(spr_model_train_batch(m, t.data, rows, 8, &o, &st));
+        int64_t changed[2] = {0, 0};
+        for (int l = 0; l < 2; l++)
+            for (int64_t r = 0; r < m->layers[l].rows; r++) {
+                size_t n;
+                const void *now = row_bytes_of(&m->layers[l], r, &n);
+                changed[l] += memcmp((char *)before[l] + n * (size_t)r, now, n) != 0;
+            }
+        const int64_t hid = m->layers[0].cols, out_cols = m->layers[1].cols;
+        const int64_t want_bytes = changed[0] * 2 * (hid * 16) +
+                                   changed[1] * 2 * (out_cols * cases[k][3] + 16) + 2 * 16 * hid;
+        CHECK(changed[0] > 0 && changed[1] > 0 && st.optimizer_rows == changed[0] + changed[1],
+              "case %d: optimizer_rows %lld, expected the rows the step changed, %lld + %lld", k,
+              (long long)st.optimizer_rows, (long long)changed[0], (long long)changed[1]);
+        CHECK(st.optimizer_bytes == want_bytes, "case %d: optimizer_bytes %lld, expected %lld", k,
+              (long long)st.optimizer_bytes, (long long)want_bytes);
+        free(before[0]);
+        free(before[1]);
+        spr_model_free(m);
+    }
+    toy_free(&t);
+}
+
 int main(void) {
     test_selection_set();
     test_bf16_state();
@@ -999,6 +1063,7 @@ int main(void) {
     test_rank_selection(42);
     test_memory_estimate();
     test_gradient_clipping();
+    test_optimizer_accounting();
     test_bad_arguments();
     return CHECK_DONE("test_network");
 }

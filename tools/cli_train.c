@@ -600,6 +600,8 @@ typedef struct window {
     double active_sum; /* sum over batches of active output neurons x samples */
     double rehash_seconds; /* time spent rehashing the tables (inside train_seconds) */
     double optimizer_seconds; /* in the Adam steps (inside train_seconds) */
+    double optimizer_rows;    /* weight rows they stepped */
+    double optimizer_bytes;   /* parameter state they read and wrote */
     double comm_seconds;   /* in collectives (several ranks; inside train_seconds) */
     double step_seconds;   /* wall time of the training steps */
     int64_t comm_bytes;    /* handed to collectives by this rank */
@@ -612,6 +614,8 @@ static void window_add(window *w, const spr_batch_stats *s, int last_layer, int6
     w->active_sum += s->active[last_layer] * (double)n;
     w->rehash_seconds += s->rehash_seconds;
     w->optimizer_seconds += s->optimizer_seconds;
+    w->optimizer_rows += (double)s->optimizer_rows;
+    w->optimizer_bytes += (double)s->optimizer_bytes;
     w->comm_seconds += s->comm_seconds;
     w->comm_bytes += s->comm_bytes;
     w->batches++;
@@ -741,6 +745,10 @@ static int train_report(train_state *s, int64_t epoch, int partial, window *w, i
         json_number(f, w->rehash_seconds);
         fputs(", \"optimizer_seconds\": ", f);
         json_number(f, w->optimizer_seconds);
+        fputs(", \"optimizer_rows_per_step\": ", f);
+        json_number(f, w->batches > 0 ? w->optimizer_rows / (double)w->batches : 0.0);
+        fputs(", \"optimizer_gb_per_s\": ", f);
+        json_number(f, w->optimizer_seconds > 0 ? w->optimizer_bytes / w->optimizer_seconds / 1e9 : 0.0);
         fprintf(f, ", \"eval_points\": %lld, \"eval_seconds\": ",
                 (long long)(s->test ? eval_n : 0));
         json_number(f, eval_seconds);

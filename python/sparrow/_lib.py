@@ -88,7 +88,8 @@ class TrainOptions(Structure):
 
 class BatchStats(Structure):
     _fields_ = [("loss", c_double), ("active", c_double * MAX_LAYERS), ("rehash_seconds", c_double),
-                ("optimizer_seconds", c_double), ("comm_seconds", c_double), ("comm_bytes", c_int64)]
+                ("optimizer_seconds", c_double), ("optimizer_rows", c_int64),
+                ("optimizer_bytes", c_int64), ("comm_seconds", c_double), ("comm_bytes", c_int64)]
 
 
 class EvalResult(Structure):
