@@ -424,7 +424,9 @@ typedef struct spr_model_info {
     int64_t samples;          /* training samples seen */
     int64_t epoch;            /* completed epochs, as set by the caller */
     int64_t parameters;       /* weights + biases */
-    int64_t parameter_bytes;  /* weights + biases + optimizer state + gradients */
+    int64_t parameter_bytes;  /* weights + biases + optimizer state + gradients (a sampled
+                                 output layer's gradient rows included, though they stay
+                                 untouched, not resident, in deferred training) */
     int64_t table_bytes;      /* hash tables of all sampled layers, with each neuron's L keys */
     int64_t rehashes, rebuilds;
     int hash_k[SPR_MAX_LAYERS]; /* effective K per layer (0 for layers not sampled) */

@@ -74,6 +74,46 @@ void *spr_alloc(size_t n) {
 
 void spr_free(void *p) { free(p); }
 
+#define SPR_HUGE ((size_t)2 << 20)
+
+/* The mapping is n rounded up to 2 MB plus 2 MB of slack, so that a 2 MB boundary inside
+ * it can start the block (transparent huge pages); the slack is unmapped again. */
+void *spr_alloc_reserved(size_t n) {
+    alloc_calls++;
+    const size_t rounded = (n + SPR_HUGE - 1) / SPR_HUGE * SPR_HUGE + (n == 0 ? SPR_HUGE : 0);
+    char *map = mmap(NULL, rounded + SPR_HUGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                     -1, 0);
+    if (map == MAP_FAILED) {
+        spr_fail(SPR_STATUS_NO_MEMORY, "out of memory reserving %zu bytes", n);
+        return NULL;
+    }
+    const size_t lead = (SPR_HUGE - (uintptr_t)map % SPR_HUGE) % SPR_HUGE;
+    if (lead) munmap(map, lead);
+    if (SPR_HUGE - lead) munmap(map + lead + rounded, SPR_HUGE - lead);
+    char *p = map + lead;
+#ifdef MADV_HUGEPAGE
+    madvise(p, rounded, MADV_HUGEPAGE);
+#endif
+    return p;
+}
+
+/* Writes back one byte of every 4 KB page as it is: the pages fault in (zeroed by the
+ * kernel if fresh) and whatever was written there already stays. */
+void spr_pages_touch(void *p, size_t n) {
+    const size_t chunks = (n + SPR_HUGE - 1) / SPR_HUGE;
+    volatile char *c = p;
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < chunks; i++)
+        for (size_t off = i * SPR_HUGE; off < n && off < (i + 1) * SPR_HUGE; off += 4096)
+            c[off] = c[off];
+}
+
+void spr_free_reserved(void *p, size_t n) {
+    if (!p) return;
+    const size_t rounded = (n + SPR_HUGE - 1) / SPR_HUGE * SPR_HUGE + (n == 0 ? SPR_HUGE : 0);
+    munmap(p, rounded);
+}
+
 double spr_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

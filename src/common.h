@@ -38,6 +38,15 @@ spr_status spr_fail(spr_status status, const char *fmt, ...)
 void *spr_alloc(size_t n);
 void spr_free(void *p);
 
+/* Zeroed, 2 MB-aligned memory of n bytes whose pages are not touched: the kernel's zero
+ * pages until first written, so it costs no resident memory and no page clearing until
+ * used (NULL on failure, message recorded). spr_pages_touch faults n bytes of it in
+ * (every thread, 2 MB at a time; what is written there stays), for a caller about to use
+ * it in a step. Release with spr_free_reserved(p, n). */
+void *spr_alloc_reserved(size_t n);
+void spr_pages_touch(void *p, size_t n);
+void spr_free_reserved(void *p, size_t n);
+
 /* Calls to spr_alloc so far (all threads): lets a test prove that a training step
  * allocates nothing. */
 long long spr_alloc_calls(void);

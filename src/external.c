@@ -186,6 +186,7 @@ spr_status spr_model_output_train(spr_model *m, const float *input, int64_t n,
     if (st) return st;
     st = spr_model_prepare(m, o, max_labels);
     if (st) return st;
+    spr_layer_gradient_rows(Lo); /* this path accumulates into the gradient rows */
     const int threads = spr_threads(o->threads);
     const int dense = o->dense != 0;
     const float inv_batch = 1.0f / (float)n;

@@ -239,7 +239,7 @@ spr_status spr_model_config_memory(const spr_model_config *c, int64_t *bytes) {
 /* bf16: the weights' Adam moments as BF16 (mw16, vw16) instead of float (mw, vw);
  * bf16w: the weights too (w16 instead of w). */
 static spr_status layer_alloc(spr_layer *L, const spr_layer_config *lc, int index, int64_t fan_in,
-                              int bf16, int bf16w) {
+                              int bf16, int bf16w, int last) {
     L->cfg = *lc;
     L->size = lc->size;
     L->fan_in = fan_in;
@@ -253,7 +253,10 @@ static spr_status layer_alloc(spr_layer *L, const spr_layer_config *lc, int inde
     size_t bbytes = (size_t)spr_row_stride(L->size) * sizeof(float);
     size_t tbytes = ((size_t)L->rows + SPR_ALIGN) / SPR_ALIGN * SPR_ALIGN;
     size_t lbytes = ((size_t)L->rows * sizeof(int32_t) + SPR_ALIGN) / SPR_ALIGN * SPR_ALIGN;
-    size_t total = wfbytes + w16bytes + wbytes + 2 * mbytes + 4 * bbytes + tbytes + lbytes;
+    /* A sampled output layer's gradient rows: reserved, not touched (see gw_reserved). */
+    const int lazy_gw = last && index > 0 && lc->sparsity < 1.0f;
+    size_t gwbytes = lazy_gw ? 0 : wbytes;
+    size_t total = wfbytes + w16bytes + gwbytes + 2 * mbytes + 4 * bbytes + tbytes + lbytes;
     char *p = spr_alloc(total);
     if (!p)
         return spr_fail(SPR_STATUS_NO_MEMORY, "out of memory: layer %d needs %.1f MB", index,
@@ -261,7 +264,15 @@ static spr_status layer_alloc(spr_layer *L, const spr_layer_config *lc, int inde
     L->block = p;
     if (bf16w) L->w16 = (uint16_t *)p, p += w16bytes;
     else L->w = (float *)p, p += wfbytes;
-    L->gw = (float *)p, p += wbytes;
+    if (lazy_gw) {
+        L->gw = spr_alloc_reserved(wbytes);
+        if (!L->gw)
+            return spr_fail(SPR_STATUS_NO_MEMORY, "out of memory: layer %d's gradient needs %.1f MB",
+                            index, (double)wbytes / 1e6);
+        L->gw_reserved = wbytes;
+    } else {
+        L->gw = (float *)p, p += gwbytes;
+    }
     if (bf16) {
         L->mw16 = (uint16_t *)p, p += mbytes;
         L->vw16 = (uint16_t *)p, p += mbytes;
@@ -293,6 +304,7 @@ static spr_status layer_alloc(spr_layer *L, const spr_layer_config *lc, int inde
 
 static void layer_free(spr_layer *L) {
     spr_free(L->block);
+    if (L->gw_reserved) spr_free_reserved(L->gw, L->gw_reserved);
     spr_hasher_free(L->hasher);
     spr_lsh_free(L->tables);
     spr_free(L->keys);
@@ -333,7 +345,7 @@ spr_status spr_model_alloc(const spr_model_config *cfg, spr_model **out) {
     for (int l = 0; l < m->n_layers; l++) {
         const int out = l == cfg->n_layers - 1;
         st = layer_alloc(&m->layers[l], &cfg->layers[l], l, fan_in, cfg->bf16_state && out,
-                         cfg->bf16_weights && out);
+                         cfg->bf16_weights && out, out);
         if (st) goto fail;
         fan_in = cfg->layers[l].size;
     }

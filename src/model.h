@@ -32,6 +32,11 @@ typedef struct spr_layer {
     uint16_t *w16;           /* (rows, stride) the weights as BF16: the output layer of a model
                                 with bf16_weights (else NULL) */
     float *gw;               /* (rows, stride) gradient, zero outside touched rows */
+    size_t gw_reserved;      /* a sampled output layer's gw is reserved untouched (its bytes
+                                here; else 0): training defers its gradient (train.c) and
+                                never writes these rows; a path that does calls
+                                spr_layer_gradient_rows first */
+    int gw_ready;            /* gw's pages are faulted in */
     float *mw, *vw;          /* (rows, stride) Adam moments; NULL when mw16, vw16 hold them */
     uint16_t *mw16, *vw16;   /* (rows, stride) the moments as BF16: the output layer of a model
                                 with bf16_state (else NULL) */
@@ -179,6 +184,12 @@ static inline const void *spr_layer_row(const spr_layer *L, int64_t j) {
 }
 static inline int64_t spr_layer_row_bytes(const spr_layer *L) {
     return L->cols * (L->w16 ? 2 : 4);
+}
+
+/* Faults in L's gradient rows if they were reserved untouched (gw_reserved), once, so that
+ * no step waits on fresh pages: every path that writes gw calls it before its first step. */
+static inline void spr_layer_gradient_rows(spr_layer *L) {
+    if (L->gw_reserved && !L->gw_ready) spr_pages_touch(L->gw, L->gw_reserved), L->gw_ready = 1;
 }
 
 /* Frees what train.c allocated for a model (the deferred output gradient). */

@@ -236,6 +236,7 @@ static void deferred_materialize(spr_model *m) {
     spr_deferred *f = m->deferred;
     if (!f || !f->pending) return;
     spr_layer *L = &m->layers[m->n_layers - 1];
+    spr_layer_gradient_rows(L);
     for (int64_t i = 0; i < f->n_samples; i++) {
         const int32_t *ids = f->ids + i * f->cap;
         const float *dl = f->delta + i * f->cap;
@@ -514,6 +515,10 @@ static spr_status compute_gradients(spr_model *m, const spr_dataset *data, const
     if (st) return st;
     st = spr_model_prepare(m, o, spr_dataset_max_labels(data));
     if (st) return st;
+    /* The output layer's gradient rows, reserved untouched, for the paths that write them:
+     * all but a deferred step without clipping. */
+    if (m->dist || !deferred_usable(m, o->dense != 0) || !defer || o->clip_norm > 0.0f)
+        spr_layer_gradient_rows(&m->layers[m->n_layers - 1]);
     if (m->dist) return spr_model_compute_gradients_sharded(m, &data->view, rows, n, o, stats);
     spr_deferred *f = NULL;
     if (deferred_usable(m, o->dense != 0)) {

@@ -7,6 +7,7 @@
  *   - same seed, same result; a learnable toy problem is learnt, also with 2 threads,
  *     and sparse inference finds the same top-1 most of the time
  *   - the optimizer's rows and bytes in spr_batch_stats, against hand-written figures
+ *   - the output layer's gradient rows stay untouched in deferred training
  */
 #include "check.h"
 #include "common.h"
@@ -17,6 +18,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #define OK(call)                                                                                 \
     do {                                                                                         \
@@ -1047,6 +1050,64 @@ static void test_optimizer_accounting(void) {
     toy_free(&t);
 }
 
+/* Resident 4 KB pages of [p, p + n) (mincore). */
+static int64_t resident_pages(const void *p, size_t n) {
+    const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    const uintptr_t lo = (uintptr_t)p / page * page, hi = ((uintptr_t)p + n + page - 1) / page * page;
+    const size_t pages = (hi - lo) / page;
+    unsigned char *vec = malloc(pages);
+    if (!vec || mincore((void *)lo, hi - lo, vec) != 0) {
+        free(vec);
+        return -1;
+    }
+    int64_t k = 0;
+    for (size_t i = 0; i < pages; i++) k += vec[i] & 1;
+    free(vec);
+    return k;
+}
+
+/* A sampled output layer's gradient rows are reserved, not touched: deferred training
+ * never faults them in (the memory a model costs is its weights and moments); the paths
+ * that write them (clipping, compute_gradients + apply, dense mode) fault them in first and
+ * train as before: the same weights as a model whose rows were touched from the start. */
+static void test_reserved_gradient_rows(void) {
+    toy t;
+    toy_make(&t, 64, 2000, 3, 31);
+    spr_model_config c = small_config(t.d, t.l, 0.01f);
+    c.layers[0].size = 128; /* gw: 2000 x 16 ... x 128 floats = 1 MB, 256 pages */
+    spr_model *m, *ref;
+    OK(spr_model_create(&c, &m));
+    OK(spr_model_create(&c, &ref));
+    spr_layer *Lo = &m->layers[1];
+    CHECK(Lo->gw_reserved > 0 && !Lo->gw_ready, "the output layer's gradient rows are reserved");
+    spr_train_options o = spr_train_options_default();
+    o.threads = 1;
+    o.batch_size = 8;
+    o.rehash_first = 1000;
+    int64_t rows[8] = {2, 7, 11, 19, 25, 33, 47, 60};
+    for (int s = 0; s < 3; s++) OK(spr_model_train_batch(m, t.data, rows, 8, &o, NULL));
+    const int64_t deferred = resident_pages(Lo->gw, Lo->gw_reserved);
+    CHECK(deferred == 0 && !Lo->gw_ready, "3 deferred steps: expected no resident page of the "
+          "gradient rows, got %lld", (long long)deferred);
+    /* ref: its rows faulted in before any step; both then take the same clipped steps */
+    spr_layer_gradient_rows(&ref->layers[1]);
+    for (int s = 0; s < 3; s++) OK(spr_model_train_batch(ref, t.data, rows, 8, &o, NULL));
+    o.clip_norm = 1e6f; /* forms the gradient rows, never clips */
+    for (int s = 0; s < 2; s++) {
+        OK(spr_model_train_batch(m, t.data, rows, 8, &o, NULL));
+        OK(spr_model_train_batch(ref, t.data, rows, 8, &o, NULL));
+    }
+    const int64_t pages = (int64_t)((Lo->gw_reserved + 4095) / 4096);
+    const int64_t clipped = resident_pages(Lo->gw, Lo->gw_reserved);
+    CHECK(Lo->gw_ready && clipped >= pages, "clipping: expected the %lld pages of the gradient "
+          "rows faulted in, got %lld", (long long)pages, (long long)clipped);
+    CHECK(params_equal(m, ref, 2), "reserved gradient rows: the same weights and moments as "
+          "rows touched from the start");
+    spr_model_free(m);
+    spr_model_free(ref);
+    toy_free(&t);
+}
+
 int main(void) {
     test_selection_set();
     test_bf16_state();
@@ -1064,6 +1125,7 @@ int main(void) {
     test_memory_estimate();
     test_gradient_clipping();
     test_optimizer_accounting();
+    test_reserved_gradient_rows();
     test_bad_arguments();
     return CHECK_DONE("test_network");
 }
