@@ -76,11 +76,16 @@ void spr_free(void *p) { free(p); }
 
 #define SPR_HUGE ((size_t)2 << 20)
 
+/* The bytes a reservation of n maps: whole 2 MB pages, at least one. */
+static size_t reserved_span(size_t n) {
+    return n == 0 ? SPR_HUGE : (n + SPR_HUGE - 1) / SPR_HUGE * SPR_HUGE;
+}
+
 /* The mapping is n rounded up to 2 MB plus 2 MB of slack, so that a 2 MB boundary inside
  * it can start the block (transparent huge pages); the slack is unmapped again. */
 void *spr_alloc_reserved(size_t n) {
     alloc_calls++;
-    const size_t rounded = (n + SPR_HUGE - 1) / SPR_HUGE * SPR_HUGE + (n == 0 ? SPR_HUGE : 0);
+    const size_t rounded = reserved_span(n);
     char *map = mmap(NULL, rounded + SPR_HUGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
                      -1, 0);
     if (map == MAP_FAILED) {
@@ -110,8 +115,7 @@ void spr_pages_touch(void *p, size_t n) {
 
 void spr_free_reserved(void *p, size_t n) {
     if (!p) return;
-    const size_t rounded = (n + SPR_HUGE - 1) / SPR_HUGE * SPR_HUGE + (n == 0 ? SPR_HUGE : 0);
-    munmap(p, rounded);
+    munmap(p, reserved_span(n));
 }
 
 double spr_now(void) {

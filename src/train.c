@@ -324,8 +324,8 @@ static int64_t first_at_least(const int32_t *ids, int64_t n, int64_t v) {
 
 /* Adam on the output rows the pending batch touched, each row's gradient formed from its
  * entries just before its step. A sample's ids are ascending (spr_layer_select), so a
- * thread finds the part of each sample in its row range by binary search. */
-/* Returns the rows it stepped. */
+ * thread finds the part of each sample in its row range by binary search. Returns the
+ * rows it stepped. */
 static int64_t deferred_adam(spr_model *m, const spr_train_options *o, float bc1, float bc2,
                              int threads) {
     spr_deferred *f = m->deferred;
