@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "common.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -116,6 +117,19 @@ void spr_pages_touch(void *p, size_t n) {
 void spr_free_reserved(void *p, size_t n) {
     if (!p) return;
     munmap(p, reserved_span(n));
+}
+
+void spr_rng_normals(spr_rng *r, float *out, int64_t n, float scale) {
+    for (int64_t i = 0; i < n; i += 2) {
+        const uint64_t b = spr_rng_next(r);
+        const float u1 = (float)((b >> 40) + 1) * 0x1p-24f;       /* (0, 1] */
+        const float u2 = (float)((b >> 16) & 0xFFFFFF) * 0x1p-24f; /* [0, 1) */
+        const float rad = scale * sqrtf(-2.0f * logf(u1));
+        float s, c;
+        sincosf(6.28318531f * u2, &s, &c);
+        out[i] = rad * c;
+        if (i + 1 < n) out[i + 1] = rad * s;
+    }
 }
 
 double spr_now(void) {

@@ -108,6 +108,14 @@ static inline double spr_rng_normal(spr_rng *r) {
     return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
 }
 
+/* n values of N(0, scale^2) into out, for initialising weights: Box-Muller in float, both
+ * values of a pair used, one 64-bit draw per pair (24 bits for each uniform; u1 in
+ * (0, 1], so no value is infinite and |value| <= 5.77 scale). Deterministic for a given
+ * stream; about 4x faster than n calls of spr_rng_normal (which spends its time in double
+ * log and cos: 29 -> 8 ns a value here), and drawing a 2M x 128 layer took 3.6 s of a
+ * 9 s start-up. For odd n the pair's second value is dropped. */
+void spr_rng_normals(spr_rng *r, float *out, int64_t n, float scale);
+
 /* Seconds on a monotonic clock. */
 double spr_now(void);
 

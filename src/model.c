@@ -516,12 +516,14 @@ spr_status spr_model_create_rows(const spr_model_config *cfg, int64_t lo, int64_
                                    spr_mix64((uint64_t)(first + r)));
             if (L->w16) { /* the same draws, rounded to the nearest BF16 */
                 uint16_t *row = L->w16 + r * L->stride;
-                for (int64_t c = 0; c < L->cols; c++)
-                    row[c] = spr_bf16_from_f32((float)(cfg->init_std * spr_rng_normal(&rng)));
+                float f[256]; /* an even chunk: the pairs fall as for the whole row */
+                for (int64_t c0 = 0; c0 < L->cols; c0 += 256) {
+                    const int64_t nc = L->cols - c0 < 256 ? L->cols - c0 : 256;
+                    spr_rng_normals(&rng, f, nc, (float)cfg->init_std);
+                    for (int64_t c = 0; c < nc; c++) row[c0 + c] = spr_bf16_from_f32(f[c]);
+                }
             } else {
-                float *row = L->w + r * L->stride;
-                for (int64_t c = 0; c < L->cols; c++)
-                    row[c] = (float)(cfg->init_std * spr_rng_normal(&rng));
+                spr_rng_normals(&rng, L->w + r * L->stride, L->cols, (float)cfg->init_std);
             }
         }
     }

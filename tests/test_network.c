@@ -8,6 +8,7 @@
  *     and sparse inference finds the same top-1 most of the time
  *   - the optimizer's rows and bytes in spr_batch_stats, against hand-written figures
  *   - the output layer's gradient rows stay untouched in deferred training
+ *   - the initial weights are N(0, init_std^2) (moments, Kolmogorov-Smirnov), fixed by the seed
  */
 #include "check.h"
 #include "common.h"
@@ -1108,7 +1109,94 @@ static void test_reserved_gradient_rows(void) {
     toy_free(&t);
 }
 
+/* The initial weights: spr_rng_normals against N(0, init_std^2) on a whole layer (mean,
+ * variance, kurtosis and the Kolmogorov-Smirnov distance, each several standard errors
+ * wide yet far tighter than a uniform or a wrongly scaled draw would pass), its pairs
+ * falling the same for any chunking, and a model's weights fixed by its seed. */
+static double normal_cdf(double x) { return 0.5 * erfc(-x / sqrt(2.0)); }
+static int cmp_float(const void *a, const void *b) {
+    const float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+static void test_initial_weights(void) {
+    enum { N = 200001 }; /* odd: the last pair's second value is dropped */
+    float *x = malloc(N * sizeof(float));
+    spr_rng r;
+    spr_rng_seed(&r, 7);
+    spr_rng_normals(&r, x, N, 0.5f);
+    double m1 = 0, m2 = 0, m4 = 0, biggest = 0;
+    for (int i = 0; i < N; i++) m1 += x[i];
+    m1 /= N;
+    for (int i = 0; i < N; i++) {
+        const double d = x[i] - m1;
+        m2 += d * d;
+        m4 += d * d * d * d;
+        if (fabs(x[i]) > biggest) biggest = fabs(x[i]);
+    }
+    m2 /= N;
+    m4 /= N;
+    double lag1 = 0, lag2 = 0; /* the two values of a pair, and neighbouring pairs */
+    for (int i = 0; i + 2 < N; i++) {
+        lag1 += (x[i] - m1) * (x[i + 1] - m1);
+        lag2 += (x[i] - m1) * (x[i + 2] - m1);
+    }
+    lag1 /= (N - 2) * m2;
+    lag2 /= (N - 2) * m2;
+    CHECK(fabs(lag1) < 0.012 && fabs(lag2) < 0.012, "normals: correlation with the next value "
+          "%.4f, with the one after %.4f, expected 0 +- 0.012", lag1, lag2);
+    const double kurt = m4 / (m2 * m2);
+    /* standard errors at N = 2e5: mean 0.5/447 = 0.0011, variance 0.25 x 0.0032 = 0.0008,
+     * kurtosis sqrt(24/N) = 0.011; a uniform draw has kurtosis 1.8 */
+    CHECK(fabs(m1) < 0.006, "normals: mean %.5f, expected 0 +- 0.006", m1);
+    CHECK(fabs(m2 - 0.25) < 0.004, "normals: variance %.5f, expected 0.25 +- 0.004", m2);
+    CHECK(fabs(kurt - 3.0) < 0.06, "normals: kurtosis %.4f, expected 3 +- 0.06", kurt);
+    CHECK(biggest <= 0.5 * 5.78 && biggest > 0.5 * 3.5, "normals: largest |value| %.3f, expected "
+          "within (3.5, 5.78] x 0.5", biggest);
+    qsort(x, N, sizeof(float), cmp_float);
+    double ks = 0;
+    for (int i = 0; i < N; i++) {
+        const double f = normal_cdf(x[i] / 0.5);
+        const double d = fmax(fabs(f - (double)i / N), fabs(f - (double)(i + 1) / N));
+        if (d > ks) ks = d;
+    }
+    /* the 0.1% critical value of the KS distance is 1.95 / sqrt(N) = 0.0044 */
+    CHECK(ks < 0.0044, "normals: Kolmogorov-Smirnov distance %.5f to N(0, 0.25), expected < 0.0044",
+          ks);
+
+    /* any even chunking draws the same values as one call; an odd tail drops one */
+    float whole[300], parts[300];
+    spr_rng_seed(&r, 9);
+    spr_rng_normals(&r, whole, 300, 1.0f);
+    spr_rng_seed(&r, 9);
+    for (int c = 0; c < 300; c += 100) spr_rng_normals(&r, parts + c, 100, 1.0f);
+    CHECK(memcmp(whole, parts, sizeof whole) == 0, "normals: chunks of 100 differ from one call");
+    spr_rng_seed(&r, 9);
+    spr_rng_normals(&r, parts, 5, 1.0f);
+    CHECK(memcmp(whole, parts, 5 * sizeof(float)) == 0, "normals: an odd n differs in its prefix");
+
+    /* a model's initial weights: the configured scale, and the same for the same seed */
+    spr_model_config c = small_config(100, 5000, 0.05f);
+    spr_model *a, *b;
+    OK(spr_model_create(&c, &a));
+    OK(spr_model_create(&c, &b));
+    CHECK(params_equal(a, b, 2), "initial weights: two models of one seed differ");
+    float *w;
+    int64_t rows, cols, stride;
+    OK(spr_model_param(a, 1, SPR_PARAM_WEIGHT, &w, &rows, &cols, &stride));
+    double s2 = 0;
+    for (int64_t i = 0; i < rows; i++)
+        for (int64_t q = 0; q < cols; q++) s2 += (double)w[i * stride + q] * w[i * stride + q];
+    const double sd = sqrt(s2 / (double)(rows * cols));
+    CHECK(fabs(sd - c.init_std) < 0.01 * c.init_std, "initial weights: std %.5f, expected %.3f",
+          sd, (double)c.init_std);
+    spr_model_free(a);
+    spr_model_free(b);
+    free(x);
+}
+
 int main(void) {
+    test_initial_weights();
     test_selection_set();
     test_bf16_state();
     test_bf16_weights();
