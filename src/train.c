@@ -188,6 +188,23 @@ static int deferred_usable(const spr_model *m, int dense) {
     return !dense && m->layers[nl - 1].sampled && !(nl > 2 && m->layers[nl - 2].sampled);
 }
 
+spr_status spr_model_config_memory_training(const spr_model_config *c, const spr_train_options *o,
+                                            int64_t *bytes) {
+    if (!o) return spr_fail(SPR_STATUS_BAD_INPUT, "spr_model_config_memory_training: options is NULL");
+    spr_status st = spr_model_config_memory(c, bytes);
+    if (st) return st;
+    /* deferred_usable's rule and compute_gradients's, from the configuration (a layer past
+     * the first is sampled when its sparsity is below 1): the output layer's gradient rows
+     * stay reserved untouched in a deferred step without clipping. */
+    const int nl = c->n_layers;
+    const int sampled_out = nl > 1 && c->layers[nl - 1].sparsity < 1.0f;
+    const int sampled_in = nl > 2 && c->layers[nl - 2].sparsity < 1.0f;
+    if (!o->dense && sampled_out && !sampled_in && o->clip_norm <= 0.0f)
+        *bytes -= c->layers[nl - 1].size * spr_row_stride(c->layers[nl - 2].size) *
+                  (int64_t)sizeof(float);
+    return SPR_STATUS_OK;
+}
+
 /* Sizes the deferred store for the scratch made by spr_model_prepare (same moment: before
  * the first step, and again only when the batch or the labels grow). */
 static spr_status deferred_prepare(spr_model *m) {

@@ -1085,6 +1085,21 @@ static void test_reserved_gradient_rows(void) {
     o.threads = 1;
     o.batch_size = 8;
     o.rehash_first = 1000;
+    /* the estimate for training: without the gradient rows exactly when they stay untouched */
+    int64_t whole = 0, est_deferred = 0, est_clip = 0, est_dense = 0;
+    OK(spr_model_config_memory(&c, &whole));
+    OK(spr_model_config_memory_training(&c, &o, &est_deferred));
+    spr_train_options oc = o, od = o;
+    oc.clip_norm = 1.0f;
+    od.dense = 1;
+    OK(spr_model_config_memory_training(&c, &oc, &est_clip));
+    OK(spr_model_config_memory_training(&c, &od, &est_dense));
+    CHECK(est_deferred == whole - (int64_t)Lo->gw_reserved && est_clip == whole && est_dense == whole,
+          "training estimates: deferred %lld (expected %lld - %lld), clipped %lld and dense %lld "
+          "(expected %lld)", (long long)est_deferred, (long long)whole, (long long)Lo->gw_reserved,
+          (long long)est_clip, (long long)est_dense, (long long)whole);
+    CHECK(spr_model_config_memory_training(&c, NULL, &whole) == SPR_STATUS_BAD_INPUT,
+          "training estimate: NULL options are refused");
     int64_t rows[8] = {2, 7, 11, 19, 25, 33, 47, 60};
     for (int s = 0; s < 3; s++) OK(spr_model_train_batch(m, t.data, rows, 8, &o, NULL));
     const int64_t deferred = resident_pages(Lo->gw, Lo->gw_reserved);

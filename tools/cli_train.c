@@ -1115,14 +1115,18 @@ static int train_run(const train_args *args) {
          * available memory is shared out as if all ranks ran on this machine). */
         int rank = cli_dist ? spr_dist_rank(cli_dist) : 0, ranks = cli_dist ? spr_dist_size(cli_dist) : 1;
         if (!a.max_memory) limit /= ranks;
-        if ((st = spr_model_config_memory_sharded(&cfg, rank, ranks, &need)) != SPR_STATUS_OK) {
+        /* One process: what training with these options touches (deferred training
+         * leaves the output layer's gradient rows reserved untouched). */
+        st = cli_dist ? spr_model_config_memory_sharded(&cfg, rank, ranks, &need)
+                      : spr_model_config_memory_training(&cfg, &topt, &need);
+        if (st != SPR_STATUS_OK) {
             rc = library_error(st);
             goto done;
         }
         if (limit > 0 && need > limit) {
             fprintf(stderr,
-                    "sparrow train: the model needs %.1f MB (parameters, gradients, Adam state, "
-                    "hash tables)%s, more than %s %.1f MB\n",
+                    "sparrow train: the model needs %.1f MB (parameters, Adam state, hash tables, "
+                    "and gradients where training writes them)%s, more than %s %.1f MB\n",
                     (double)need / 1e6, ranks > 1 ? " on this rank" : "",
                     a.max_memory ? "--max-memory" : "the available", (double)limit / 1e6);
             rc = EXIT_USAGE;
