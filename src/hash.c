@@ -518,15 +518,16 @@ static void simhash_codes_sparse(const spr_hasher *h, const int32_t *idx, const 
     for (int64_t i = 0; i < c; i++) codes[i] = acc[i] >= 0.0f;
 }
 
-/* Key t: codes t*K .. t*K+K-1 concatenated, first in the highest bits, maybe folded. */
-static void pack_keys(const spr_hasher *h, const int32_t *codes, uint32_t *keys) {
+/* Key t (to keys[t ts]): codes t*K .. t*K+K-1 concatenated, first in the highest bits,
+ * maybe folded. */
+static void pack_keys(const spr_hasher *h, const int32_t *codes, uint32_t *keys, int64_t ts) {
     const int cb = h->code_bits;
     for (int t = 0; t < h->l; t++) {
         const int32_t *c = codes + (int64_t)t * h->k;
         uint64_t key = 0;
         for (int j = 0; j < h->k; j++) key = (key << cb) | (uint64_t)c[j];
         if (h->fold) key = (key * SPR_FOLD_MULT) >> (64 - h->key_bits);
-        keys[t] = (uint32_t)key;
+        keys[t * ts] = (uint32_t)key;
     }
 }
 
@@ -566,7 +567,7 @@ void spr_hasher_keys(const spr_hasher *h, const float *x, uint32_t *keys, int32_
     }
     default: wta_codes(h, x, codes, 0); break;
     }
-    pack_keys(h, codes, keys);
+    pack_keys(h, codes, keys, 1);
 }
 
 /* int32 slots of signed-sum scratch: acc (4 n_groups, SPR_SUM_ROWS) and xt (2 (dim + 1),
@@ -631,7 +632,8 @@ static int rows_nonfinite(const float *x, int64_t m, int64_t stride, int64_t dim
  *  - matmul_panels, for a block holding an infinity or a NaN: every j, as a product.
  * Codes and keys: code = (sum >= 0), as in spr_hasher_keys (a NaN gives 0). */
 static void simhash_keys_rows(const spr_hasher *h, const float *x, int64_t n, int64_t stride,
-                              uint32_t *keys, int32_t *work, int64_t work_len) {
+                              uint32_t *keys, int64_t is, int64_t ts, int32_t *work,
+                              int64_t work_len) {
     const int64_t ld = h->n_panels * SPR_PANEL, c = h->n_codes, dim = h->dim;
     const int k = h->k, l = h->l;
     const int sums = work_len >= sums_work_len(h);
@@ -649,8 +651,8 @@ static void simhash_keys_rows(const spr_hasher *h, const float *x, int64_t n, in
             if (!h->fold && k <= 32) { /* the usual case: keys of at most 20 bits */
                 uint32_t *raw = (uint32_t *)(void *)(xt + 2 * (dim + 1) * SPR_SUM_ROWS);
                 sign_keys32(acc, k, l, raw);
-                for (int64_t r = 0; r < m; r++)
-                    for (int t = 0; t < l; t++) keys[(r0 + r) * l + t] = raw[t * SPR_SUM_ROWS + r];
+                for (int t = 0; t < l; t++)
+                    for (int64_t r = 0; r < m; r++) keys[(r0 + r) * is + t * ts] = raw[t * SPR_SUM_ROWS + r];
                 r0 += m;
                 continue;
             }
@@ -660,7 +662,7 @@ static void simhash_keys_rows(const spr_hasher *h, const float *x, int64_t n, in
                     const float *a = acc + ((int64_t)t * k + j) * SPR_SUM_ROWS;
                     for (int r = 0; r < SPR_SUM_ROWS; r++) key[r] = key[r] << 1 | (a[r] >= 0.0f);
                 }
-                for (int64_t r = 0; r < m; r++) keys[(r0 + r) * l + t] = fold_key(h, key[r]);
+                for (int64_t r = 0; r < m; r++) keys[(r0 + r) * is + t * ts] = fold_key(h, key[r]);
             }
         } else {
             if (m > block) m = block;
@@ -669,7 +671,7 @@ static void simhash_keys_rows(const spr_hasher *h, const float *x, int64_t n, in
                 const float *a = acc + r * ld;
                 int32_t *codes = work + r * ld; /* in place */
                 for (int64_t i = 0; i < c; i++) codes[i] = a[i] >= 0.0f;
-                pack_keys(h, codes, keys + (r0 + r) * l);
+                pack_keys(h, codes, keys + (r0 + r) * is, ts);
             }
         }
         r0 += m;
@@ -677,13 +679,20 @@ static void simhash_keys_rows(const spr_hasher *h, const float *x, int64_t n, in
 }
 
 void spr_hasher_keys_rows(const spr_hasher *h, const float *x, int64_t n, int64_t stride,
-                          uint32_t *keys, int32_t *work, int64_t work_len) {
+                          uint32_t *keys, int64_t item_stride, int64_t table_stride, int32_t *work,
+                          int64_t work_len) {
     if (h->family == SPR_HASH_SIMHASH) {
-        simhash_keys_rows(h, x, n, stride, keys, work, work_len);
+        simhash_keys_rows(h, x, n, stride, keys, item_stride, table_stride, work, work_len);
         return;
     }
     /* The other families cost O(C) lookups per row, not a pass over a matrix: row by row. */
-    for (int64_t r = 0; r < n; r++) spr_hasher_keys(h, x + r * stride, keys + r * h->l, work);
+    uint32_t one[1024]; /* a row's keys (L <= 1024, spr_hasher_create) */
+    for (int64_t r = 0; r < n; r++) {
+        uint32_t *out = table_stride == 1 ? keys + r * item_stride : one;
+        spr_hasher_keys(h, x + r * stride, out, work);
+        if (out == one)
+            for (int t = 0; t < h->l; t++) keys[r * item_stride + t * table_stride] = one[t];
+    }
 }
 
 void spr_hasher_keys_sparse(const spr_hasher *h, const int32_t *idx, const float *val,
@@ -709,5 +718,5 @@ void spr_hasher_keys_sparse(const spr_hasher *h, const int32_t *idx, const float
     }
     default: wta_codes_sparse(h, idx, val, nnz, codes, work + h->n_codes, 0); break;
     }
-    pack_keys(h, codes, keys);
+    pack_keys(h, codes, keys, 1);
 }

@@ -36,15 +36,18 @@ int64_t spr_hasher_work_len(const spr_hasher *h);
  * DWTA/WTA, O(K L dim / 3) for SimHash, O(dim + 32 K L / 8) for DOPH. */
 void spr_hasher_keys(const spr_hasher *h, const float *x, uint32_t *keys, int32_t *work);
 
-/* The keys of n rows at once: row r is x + r stride (dim floats), its keys go to
- * keys[r L .. r L + L), bit for bit what spr_hasher_keys gives for that row. work:
+/* The keys of n rows at once: row r is x + r stride (dim floats), its key of table t goes
+ * to keys[r item_stride + t table_stride] (item_stride L, table_stride 1: row by row as
+ * spr_hasher_keys writes them; 1 and the item count: table by table, as spr_lsh_build
+ * reads them fastest), bit for bit what spr_hasher_keys gives for that row. work:
  * work_len >= spr_hasher_work_len(h) int32 of caller scratch; SimHash hashes up to 24
  * rows per pass over its projections with spr_hasher_rows_work_len(h) of it (fewer with
  * less), which is what makes hashing every neuron of a layer compute-bound rather than
  * bound by reading the projections from L2 once per row. */
 int64_t spr_hasher_rows_work_len(const spr_hasher *h);
 void spr_hasher_keys_rows(const spr_hasher *h, const float *x, int64_t n, int64_t stride,
-                          uint32_t *keys, int32_t *work, int64_t work_len);
+                          uint32_t *keys, int64_t item_stride, int64_t table_stride, int32_t *work,
+                          int64_t work_len);
 
 /* The same keys for a sparse vector: nnz values val at ascending, distinct indices idx
  * (< dim), every other coordinate 0. Gives exactly the keys spr_hasher_keys gives for

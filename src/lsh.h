@@ -28,10 +28,13 @@ spr_status spr_lsh_create(int l, int key_bits, int64_t n_items, int capacity,
                           spr_bucket_policy policy, spr_lsh **out);
 void spr_lsh_free(spr_lsh *t);
 
-/* Rebuilds every table from keys (n_items, l): item i goes to bucket keys[i*l + t] of
- * table t, bounded by the capacity. Insertion order is item order (so FIFO keeps the
- * highest ids of an overfull bucket); the reservoir draws from seed. Parallel over tables. */
-void spr_lsh_build(spr_lsh *t, const uint32_t *keys, uint64_t seed, int threads);
+/* Rebuilds every table from keys: item i goes to bucket keys[i item_stride + t
+ * table_stride] of table t, bounded by the capacity. Item by item (item_stride l,
+ * table_stride 1) or table by table (1, n_items: faster, build_tables says why), the same
+ * tables. Insertion order is item order (so FIFO keeps the highest ids of an overfull
+ * bucket); the reservoir draws from seed. Parallel over tables. */
+void spr_lsh_build(spr_lsh *t, const uint32_t *keys, int64_t item_stride, int64_t table_stride,
+                   uint64_t seed, int threads);
 
 /* Bucket `key` of table `table`: *count ids starting at the returned pointer. */
 static inline const int32_t *spr_lsh_bucket(const spr_lsh *t, int table, uint32_t key,

@@ -374,7 +374,8 @@ uint64_t spr_model_hash_seed(const spr_model *m, int layer, int64_t rebuilds) {
 
 /* The keys of rows [j, j + n) of a layer with BF16 weights: widened (exactly) into tmp,
  * cap floats of scratch (at least one row's stride), as many rows at a time as fit, then
- * hashed as float rows are: the keys of the float rows of the same values. */
+ * hashed as float rows are: the keys of the float rows of the same values. keys: row j's
+ * keys, table by table (L->keys + j). */
 static void keys_rows_bf16(const spr_layer *L, int64_t j, int64_t n, uint32_t *keys, int32_t *work,
                            int64_t work_len, float *tmp, int64_t cap) {
     const int64_t per = cap / L->stride;
@@ -383,7 +384,7 @@ static void keys_rows_bf16(const spr_layer *L, int64_t j, int64_t n, uint32_t *k
         for (int64_t i = 0; i < k; i++)
             for (int64_t c = 0; c < L->cols; c++)
                 tmp[i * L->stride + c] = spr_f32_from_bf16(L->w16[(j + r + i) * L->stride + c]);
-        spr_hasher_keys_rows(L->hasher, tmp, k, L->stride, keys + r * L->cfg.hash_l, work, work_len);
+        spr_hasher_keys_rows(L->hasher, tmp, k, L->stride, keys + r, 1, L->size, work, work_len);
     }
 }
 
@@ -394,7 +395,6 @@ static void keys_rows_bf16(const spr_layer *L, int64_t j, int64_t n, uint32_t *k
  * step that rehashes allocates nothing), else one allocation per rehash. */
 static spr_status layer_rehash(spr_model *m, spr_layer *L, int index, int threads) {
     const int64_t work_len = spr_hasher_rows_work_len(L->hasher);
-    const int nl = L->cfg.hash_l;
     const int64_t chunk = 240; /* neurons per task: 15 blocks of 16 rows (10 of 24) */
     int32_t *big = NULL;       /* (threads, work_len) when the stack buffer is too small */
     if (work_len > 8192) {
@@ -426,16 +426,16 @@ static spr_status layer_rehash(spr_model *m, spr_layer *L, int index, int thread
         for (int64_t j = 0; j < L->size; j += chunk) {
             const int64_t n = L->size - j < chunk ? L->size - j : chunk;
             if (L->w16)
-                keys_rows_bf16(L, j, n, L->keys + j * nl, work, work_len, conv, conv_len);
+                keys_rows_bf16(L, j, n, L->keys + j, work, work_len, conv, conv_len);
             else
-                spr_hasher_keys_rows(L->hasher, L->w + j * L->stride, n, L->stride,
-                                     L->keys + j * nl, work, work_len);
+                spr_hasher_keys_rows(L->hasher, L->w + j * L->stride, n, L->stride, L->keys + j,
+                                     1, L->size, work, work_len);
         }
     }
     spr_free(big);
     spr_free(conv_big);
-    spr_lsh_build(L->tables, L->keys, spr_model_hash_seed(m, index, m->rehashes) ^ 0xabcdefull,
-                  threads);
+    spr_lsh_build(L->tables, L->keys, 1, L->size,
+                  spr_model_hash_seed(m, index, m->rehashes) ^ 0xabcdefull, threads);
     /* rank selection reads every neuron's keys: exactly what the tables hold */
     if (L->cfg.select == SPR_SELECT_RANK) spr_lsh_item_keys(L->tables, L->keys, threads);
     return SPR_STATUS_OK;

@@ -55,7 +55,11 @@ typedef struct spr_layer {
     int hash_k;              /* effective K */
     spr_hasher *hasher;
     spr_lsh *tables;
-    uint32_t *keys;          /* (size, L) scratch for rehashing */
+    uint32_t *keys;          /* size x L: a rehash's keys, table by table (keys[t size + i],
+                              * as spr_lsh_build reads them fastest); with rank selection,
+                              * after the build, what the tables hold, neuron by neuron
+                              * (keys[i L + t], spr_lsh_item_keys: rank_score reads a
+                              * neuron's keys together) */
     /* The batch's pool of random neurons (training with o->random_pool = G > 0): G x
      * random_reserve draws, sorted, without repeats; spr_model_draw_pools fills it before
      * a batch, spr_layer_select draws each sample's random share from it. */

@@ -616,24 +616,31 @@ static void test_rows_equal_one_row(uint64_t seed) {
             for (int wi = 0; wi < 4; wi++)
                 for (int ni = 0; ni < ncounts; ni++) {
                     const int64_t n = counts[ni];
+                  for (int by_table = 0; by_table < 2; by_table++) {
+                    /* keys item by item (rows[r l + t]) or table by table (rows[t n + r]) */
                     memset(rows, 0xEE, (size_t)(maxn * l) * sizeof *rows);
                     memset(work, 0xA5, (size_t)wfull * sizeof(int32_t));
-                    spr_hasher_keys_rows(h, x, n, stride, rows, work, wlens[wi]);
+                    spr_hasher_keys_rows(h, x, n, stride, rows, by_table ? 1 : l, by_table ? n : 1,
+                                         work, wlens[wi]);
                     int64_t bad = 0, first = -1;
-                    for (int64_t t = 0; t < n * l; t++)
-                        if (rows[t] != one[t]) bad++, first = first < 0 ? t : first;
+                    for (int64_t t = 0; t < n * l; t++) {
+                        const uint32_t got = by_table ? rows[t % l * n + t / l] : rows[t];
+                        if (got != one[t]) bad++, first = first < 0 ? t : first;
+                    }
                     int past = 0; /* nothing written past row n */
                     for (int64_t t = n * l; t < maxn * l; t++) past += rows[t] != 0xEEEEEEEEu;
                     CHECK(bad == 0 && past == 0,
-                          "%s %s dim %lld K %d L %d, %lld rows, work %lld: keys_rows == keys "
-                          "expected; %lld of %lld differ (first: row %lld (kind %lld) table "
-                          "%lld: expected %u, got %u); %d written past the rows",
+                          "%s %s dim %lld K %d L %d, %lld rows, work %lld, keys %s: keys_rows == "
+                          "keys expected; %lld of %lld differ (first: row %lld (kind %lld) table "
+                          "%lld: expected %u); %d written past the rows",
                           sets[si], fam_name(cfg[ci].f), (long long)dim, cfg[ci].k, l,
-                          (long long)n, (long long)wlens[wi], (long long)bad,
-                          (long long)(n * l), (long long)(first < 0 ? -1 : first / l),
+                          (long long)n, (long long)wlens[wi], by_table ? "by table" : "by item",
+                          (long long)bad, (long long)(n * l),
+                          (long long)(first < 0 ? -1 : first / l),
                           (long long)(first < 0 ? -1 : first / l % ROW_KINDS),
                           (long long)(first < 0 ? -1 : first % l), first < 0 ? 0 : one[first],
-                          first < 0 ? 0 : rows[first], past);
+                          past);
+                  }
                 }
         }
         spr_free(work);

@@ -1,7 +1,8 @@
 /*
  * test_lsh.c: the packed LSH tables of src/lsh.c. No id lost or duplicated, capacity
  * respected, FIFO keeps the newest, reservoir keeps a uniform sample (chi-square),
- * results independent of the thread count, memory as the layout says.
+ * results independent of the thread count and of the keys' layout, memory as the layout
+ * says.
  * Prints its seed (SPR_TEST_SEED overrides it) and exits non-zero on any failure.
  */
 #include "check.h"
@@ -39,7 +40,7 @@ static void test_complete(spr_bucket_policy policy, uint64_t seed) {
     int *seen = malloc(sizeof(int) * n);
     for (int round = 0; round < 2; round++) {
         random_keys(keys, n, l, bits, seed + (uint64_t)round);
-        spr_lsh_build(t, keys, seed, 2);
+        spr_lsh_build(t, keys, l, 1, seed, 2);
         int lost = 0, dup = 0, wrong = 0;
         for (int tb = 0; tb < l; tb++) {
             memset(seen, 0, sizeof(int) * n);
@@ -72,7 +73,7 @@ static void test_capped(spr_bucket_policy policy, uint64_t seed) {
     spr_lsh *t = make(l, bits, n, cap, policy);
     uint32_t *keys = malloc(sizeof(uint32_t) * n * l);
     random_keys(keys, n, l, bits, seed ^ 77);
-    spr_lsh_build(t, keys, seed, 1);
+    spr_lsh_build(t, keys, l, 1, seed, 1);
     int bad_count = 0, bad_member = 0, bad_fifo = 0, dup = 0;
     for (int tb = 0; tb < l; tb++) {
         for (uint32_t b = 0; b < 1u << bits; b++) {
@@ -119,7 +120,7 @@ static void test_reservoir_uniform(uint64_t seed) {
     uint32_t *keys = calloc((size_t)(n * l), sizeof *keys); /* every item in bucket 0 */
     long counts[2][40] = {{0}};
     for (int s = 0; s < builds; s++) {
-        spr_lsh_build(t, keys, seed * 1000003u + (uint64_t)s, 1);
+        spr_lsh_build(t, keys, l, 1, seed * 1000003u + (uint64_t)s, 1);
         for (int tb = 0; tb < l; tb++) {
             int64_t c;
             const int32_t *ids = spr_lsh_bucket(t, tb, 0, &c);
@@ -148,7 +149,7 @@ static void test_reservoir_uniform(uint64_t seed) {
     }
     /* Two tables draw from different streams. */
     int same = 0;
-    spr_lsh_build(t, keys, seed, 1);
+    spr_lsh_build(t, keys, l, 1, seed, 1);
     {
         int64_t c0, c1;
         const int32_t *a = spr_lsh_bucket(t, 0, 0, &c0), *b = spr_lsh_bucket(t, 1, 0, &c1);
@@ -160,27 +161,33 @@ out:
     spr_lsh_free(t);
 }
 
+/* The same tables, byte for byte (offsets, and ids including the zeroed tail), from 1 or
+ * 2 threads and from the keys item by item or table by table (L 7: groups of 4 and a
+ * partial one in the first layout, one table a group in the second). */
 static void test_threads(spr_bucket_policy policy, uint64_t seed) {
     const int l = 7, bits = 10, cap = 3;
     const int64_t n = 20000;
-    spr_lsh *a = make(l, bits, n, cap, policy), *b = make(l, bits, n, cap, policy);
-    uint32_t *keys = malloc(sizeof(uint32_t) * n * l);
+    spr_lsh *t[3];
+    for (int v = 0; v < 3; v++) t[v] = make(l, bits, n, cap, policy);
+    uint32_t *keys = malloc(sizeof(uint32_t) * n * l), *by_table = malloc(sizeof(uint32_t) * n * l);
     random_keys(keys, n, l, bits, seed ^ 99);
-    spr_lsh_build(a, keys, seed, 1);
-    spr_lsh_build(b, keys, seed, 2);
-    size_t off_n = (size_t)l * ((1u << bits) + 1);
-    int same_off = memcmp(a->offsets, b->offsets, off_n * sizeof(uint32_t)) == 0;
-    int same_ids = 1;
-    for (int tb = 0; tb < l && same_off; tb++) {
-        size_t used = a->offsets[(size_t)tb * ((1u << bits) + 1) + (1u << bits)];
-        same_ids &= memcmp(a->ids + (size_t)tb * n, b->ids + (size_t)tb * n, used * 4) == 0;
+    for (int64_t i = 0; i < n; i++)
+        for (int tb = 0; tb < l; tb++) by_table[(int64_t)tb * n + i] = keys[i * l + tb];
+    spr_lsh_build(t[0], keys, l, 1, seed, 1);
+    spr_lsh_build(t[1], keys, l, 1, seed, 2);
+    spr_lsh_build(t[2], by_table, 1, n, seed, 2);
+    const size_t off_n = (size_t)l * ((1u << bits) + 1);
+    const char *what[3] = {"", "2 threads", "2 threads, keys by table"};
+    for (int v = 1; v < 3; v++) {
+        const int same_off = memcmp(t[0]->offsets, t[v]->offsets, off_n * sizeof(uint32_t)) == 0;
+        const int same_ids = memcmp(t[0]->ids, t[v]->ids, (size_t)(n * l) * sizeof(int32_t)) == 0;
+        CHECK(same_off && same_ids, "%s: %s gives the tables of 1 thread (offsets %s, ids %s)",
+              policy == SPR_BUCKET_FIFO ? "fifo" : "reservoir", what[v],
+              same_off ? "same" : "differ", same_ids ? "same" : "differ");
     }
-    CHECK(same_off && same_ids, "%s: 1 and 2 threads give identical tables (offsets %s, ids %s)",
-          policy == SPR_BUCKET_FIFO ? "fifo" : "reservoir", same_off ? "same" : "differ",
-          same_ids ? "same" : "differ");
     free(keys);
-    spr_lsh_free(a);
-    spr_lsh_free(b);
+    free(by_table);
+    for (int v = 0; v < 3; v++) spr_lsh_free(t[v]);
 }
 
 static void test_bytes_and_args(void) {
@@ -218,9 +225,9 @@ static void report_timing(uint64_t seed) {
     spr_lsh *t = make(l, bits, n, 128, SPR_BUCKET_FIFO);
     uint32_t *keys = malloc(sizeof(uint32_t) * n * l);
     random_keys(keys, n, l, bits, seed);
-    spr_lsh_build(t, keys, seed, 2);
+    spr_lsh_build(t, keys, l, 1, seed, 2);
     double t0 = spr_now();
-    spr_lsh_build(t, keys, seed, 2);
+    spr_lsh_build(t, keys, l, 1, seed, 2);
     printf("time: build L=%d 2^%d buckets, %lld items, 2 threads: %.1f ms\n", l, bits,
            (long long)n, (spr_now() - t0) * 1e3);
     free(keys);
@@ -235,7 +242,7 @@ static void test_item_keys(spr_bucket_policy policy, uint64_t seed) {
     spr_lsh *t = make(l, bits, n, cap, policy);
     uint32_t *keys = malloc(sizeof(uint32_t) * n * l), *held = malloc(sizeof(uint32_t) * n * l);
     random_keys(keys, n, l, bits, seed ^ 99);
-    spr_lsh_build(t, keys, seed, 1);
+    spr_lsh_build(t, keys, l, 1, seed, 1);
     spr_lsh_item_keys(t, held, 2);
     int bad = 0;
     int64_t absent = 0;
