@@ -39,7 +39,7 @@ LABELS = [int(x) for x in E("LABELS", "10000 100000 670091 2000000").split()]
 SWEEP_BATCHES, SWEEP_SLOW = int(E("SWEEP_BATCHES", "0")), int(E("SWEEP_SLOW", "2"))
 SWEEP_ACTIVE = int(E("SWEEP_ACTIVE", "3350"))  # active output neurons a sample in the sweep
 TCMALLOC = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"
-SPARROW = os.path.join(ROOT, "build", "sparrow")
+SPARROW = E("SPARROW", os.path.join(ROOT, "build", "sparrow"))
 PY = "/usr/bin/python3"
 os.makedirs(OUT, exist_ok=True)
 log = open(os.path.join(OUT, "log.txt"), "a")
@@ -52,23 +52,29 @@ def say(*a):
 
 
 def run(cmd, env=None, name="run"):
-    """Runs cmd under /usr/bin/time -v; returns (stdout, peak RSS GB, wall s)."""
+    """Runs cmd; returns (stdout, peak RSS GB, wall s). The peak RSS is the child's own
+    (os.wait4's rusage), so no /usr/bin/time is needed (the GPU machine has none)."""
     full_env = dict(os.environ)
     for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
         full_env.pop(k, None)
     full_env.update(env or {})
-    tfile = os.path.join(OUT, name + ".time")
     say("$", " ".join(cmd))
+    ofile, efile = os.path.join(OUT, name + ".stdout"), os.path.join(OUT, name + ".stderr")
     t0 = time.time()
-    p = subprocess.run(["/usr/bin/time", "-v", "-o", tfile] + cmd, env=full_env,
-                       capture_output=True, text=True)
+    with open(ofile, "w") as fo, open(efile, "w") as fe:
+        p = subprocess.Popen(cmd, env=full_env, stdout=fo, stderr=fe, text=True)
+        _, status, ru = os.wait4(p.pid, 0)
+        p.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
     wall = time.time() - t0
-    open(os.path.join(OUT, name + ".out"), "w").write(p.stdout + "\n--- stderr\n" + p.stderr)
-    if p.returncode != 0:
-        say(f"  {name}: exit {p.returncode}: {p.stderr.strip()[-600:]}")
+    rc = p.returncode
+    stdout, stderr = open(ofile).read(), open(efile).read()
+    for f in (ofile, efile):
+        os.remove(f)
+    open(os.path.join(OUT, name + ".out"), "w").write(stdout + "\n--- stderr\n" + stderr)
+    if rc != 0:
+        say(f"  {name}: exit {rc}: {stderr.strip()[-600:]}")
         return None, None, wall
-    rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", open(tfile).read()).group(1)) / 1e6
-    return p.stdout, rss, wall
+    return stdout, ru.ru_maxrss / 1e6, wall  # ru_maxrss: kilobytes on Linux
 
 
 def subset_files(labels=None):

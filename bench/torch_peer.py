@@ -77,6 +77,9 @@ def main():
     ap.add_argument("--labels", type=int, default=0, help="output size (0: the file's)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--tf32", action="store_true",
+                    help="on a GPU, let float32 matrix products use TF32 tensor cores "
+                         "(PyTorch's default is full float32)")
     ap.add_argument("--eval-every", type=int, default=0,
                     help="also evaluate P@1/P@5 every N batches (not timed) and write them to --curve")
     ap.add_argument("--curve", default=None, help="JSON lines: batch, train_seconds, p_at_1, p_at_5")
@@ -90,6 +93,9 @@ def main():
     d = max(tr[4], te[4])
     l = a.labels or max(tr[5], te[5])
     dev = torch.device(a.device)
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = a.tf32
+        torch.backends.cudnn.allow_tf32 = a.tf32
     net = Net(d, a.hidden, l, a.std).to(dev)
     opt = torch.optim.Adam(net.parameters(), lr=a.lr, betas=(0.9, 0.999), eps=1e-8)
     n = len(tr[3])
@@ -152,7 +158,9 @@ def main():
         "samples_per_second": a.batch / med, "train_seconds": sum(total),
         "p_at_1": p1, "p_at_5": p5, "eval_points": len(te[3]),
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
-        "ld_preload": os.environ.get("LD_PRELOAD", ""),
+        "ld_preload": os.environ.get("LD_PRELOAD", ""), "tf32": a.tf32,
+        "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
+        "gpu_peak_gb": torch.cuda.max_memory_allocated(dev) / 1e9 if dev.type == "cuda" else None,
         "blas": torch.__config__.show().count("openblas") > 0 and "openblas" or "see torch config"}))
 
 
