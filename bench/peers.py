@@ -22,7 +22,7 @@ STREAM copy against the bytes the sampled output layer moves.
 Where a full epoch would take too long the figures are per batch over the first N
 batches (stated in the table). Results: OUT/results.json, OUT/results.md,
 OUT/label_sweep.png. Everything is configurable by environment variables (peers.sh)."""
-import json, math, os, re, subprocess, sys, time
+import json, math, os, subprocess, sys, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 E = os.environ.get
@@ -64,9 +64,8 @@ def run(cmd, env=None, name="run"):
     with open(ofile, "w") as fo, open(efile, "w") as fe:
         p = subprocess.Popen(cmd, env=full_env, stdout=fo, stderr=fe, text=True)
         _, status, ru = os.wait4(p.pid, 0)
-        p.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+        rc = p.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
     wall = time.time() - t0
-    rc = p.returncode
     stdout, stderr = open(ofile).read(), open(efile).read()
     for f in (ofile, efile):
         os.remove(f)

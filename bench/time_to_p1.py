@@ -3,19 +3,21 @@
 DEVICE (a GPU: `cuda`; `cpu` works too, for trying the harness), same data, same network
 (sparse input -> 128 ReLU -> softmax over all labels), batch 256, Adam lr 1e-3.
 
-Both train for EPOCHS epochs over a random SUBSET of TRAIN and evaluate P@1 on the same
-EVAL random test points every EVAL_EVERY batches (evaluation time not counted). The
-target is the best P@1 both reach (the smaller of the two maxima); each system's time to
-it is the training time at its first evaluation at or above it. Writes OUT/results.json
-and OUT/results.md, and prints the table.
+Every system trains for EPOCHS epochs over a random SUBSET of TRAIN and is evaluated (P@1
+on the same EVAL random test points) every EVAL_EVERY batches, evaluation time not
+counted. The target is the best P@1 every system reaches (the smallest of their maxima);
+each system's time to it is its training time at its first evaluation at or above it.
+Writes OUT/results.json, OUT/results.md and OUT/time_to_p1.png (P@1 against training
+seconds), and prints the table.
 
-    python3 bench/time_to_p1.py OUT                # environment: TRAIN TEST SUBSET EVAL
-                                                   # EPOCHS EVAL_EVERY DEVICE THREADS
-                                                   # SPARROW_ARGS TORCH_PYTHON
+    python3 bench/time_to_p1.py OUT     # environment: TRAIN TEST SUBSET EVAL EPOCHS
+                                        # EVAL_EVERY DEVICE THREADS SPARROW_ARGS
+                                        # TORCH_PYTHON TORCH_VARIANTS (fp32 tf32)
+                                        # SPARROW_VARIANTS (float bf16) THREAD_SWEEP
+                                        # THREAD_SWEEP_BATCHES
 
-On the GPU machine (README.md, "Against PyTorch on a GPU"): build sparrow, make the data
-with `build/sparrow gen --preset amazon670k --out /tmp/a670`, then
-`DEVICE=cuda THREADS=$(nproc) python3 bench/time_to_p1.py out/gpu`."""
+On a GPU machine, `bash bench/gpu_peer.sh out/gpu` makes the data and runs this with
+DEVICE=cuda and all CPU threads (README.md, "Session 7: against PyTorch on an H200 GPU")."""
 import json, os, subprocess, sys, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -156,6 +158,15 @@ def main():
                       f"{peers.fmt(r['samples_per_second'] / base if base else None, '{:.2f}')} |")
         res["thread_sweep"] = sweep
     json.dump(res, open(os.path.join(OUT, "results.json"), "w"), indent=1)
+    try:
+        import plot_curves
+        plot_curves.plot([(s["name"], [(p["train_seconds"], p["p_at_1"]) for p in s["curve"]])
+                          for s in systems], os.path.join(OUT, "time_to_p1.png"),
+                         f"amazon670k, {n} points, {EPOCHS} epoch(s): sparrow on {THREADS} CPU threads, "
+                         f"PyTorch on {DEVICE}", target)
+        md.append("\n![P@1 against training time](time_to_p1.png)")
+    except Exception as e:  # the table still stands
+        peers.say("no PNG:", e)
     open(os.path.join(OUT, "results.md"), "w").write("\n".join(md) + "\n")
     print("\n".join(md))
 
