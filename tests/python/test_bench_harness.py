@@ -96,3 +96,16 @@ def test_plot_curves_reads_all_three_kinds_of_file(bench):
     png = bench / "c.png"
     pc.plot(series, str(png), "t", target)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_torch_peer_soft_target_spreads_one_over_the_labels(bench):
+    torch = pytest.importorskip("torch")
+    tp = importlib.import_module("torch_peer")
+    labels = [[1, 4], [], [5], [0, 2, 3]]
+    t = tp.soft_target(labels, [3, 1, 0, 2], 6, torch.device("cpu"))
+    want = torch.zeros(4, 6)
+    want[0, [0, 2, 3]] = 1 / 3
+    want[2, [1, 4]] = 0.5
+    want[3, 5] = 1.0
+    assert torch.equal(t, want), t
+    assert tp.soft_target(labels, [1], 6, torch.device("cpu")).abs().sum().item() == 0
