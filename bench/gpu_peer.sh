@@ -11,7 +11,7 @@
 # batches), THREAD_SWEEP ("1 2 4 8 16" capped at the CPU count), LIMIT_S (seconds the
 # comparison may take before it is stopped, default 1800).
 # The training files are written under OUT_DIR (hundreds of MB); the tables are
-# OUT_DIR/results.md and results.json.
+# OUT_DIR/results.md and results.json, the curves OUT_DIR/time_to_p1.png.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-out/gpu}
