@@ -127,11 +127,16 @@ def torch_run(tr, te, batches, tcmalloc, name, python=PY, labels=0, coretype=Non
     return r
 
 
+def sparrow_cmd(tr, te, threads, mfile):
+    """sparrow train on tr with the peers' network and optimizer, metrics to mfile."""
+    return [SPARROW, "train", "--train", tr, "--test", te, "--batch", str(BATCH),
+            "--hidden", str(HIDDEN), "--lr", str(LR), "--threads", str(threads), "--seed", "1",
+            "--metrics", mfile, "--quiet"]
+
+
 def sparrow_run(tr, te, batches, name, dense=False, threads=THREADS, sparsity=None, extra=()):
     mfile = os.path.join(OUT, name + ".jsonl")
-    cmd = [SPARROW, "train", "--train", tr, "--test", te, "--batch", str(BATCH),
-           "--hidden", str(HIDDEN), "--lr", str(LR), "--threads", str(threads), "--seed", "1",
-           "--metrics", mfile, "--quiet"] + (["--max-batches", str(batches)] if batches else [])
+    cmd = sparrow_cmd(tr, te, threads, mfile) + (["--max-batches", str(batches)] if batches else [])
     cmd += E("SPARROW_ARGS", "").split() + list(extra)
     cmd += ["--dense"] if dense else ["--sparsity", sparsity or SPARSITY]
     out, rss, wall = run(cmd, None, name)

@@ -64,11 +64,10 @@ def cpu_name():
 def sparrow_curve(tr, te, variant):
     name = "sparrow-" + variant
     mfile = os.path.join(OUT, name + ".jsonl")
-    cmd = [peers.SPARROW, "train", "--train", tr, "--test", te, "--batch", str(peers.BATCH),
-           "--hidden", str(peers.HIDDEN), "--lr", str(peers.LR), "--threads", str(THREADS),
-           "--seed", "1", "--sparsity", peers.SPARSITY, "--epochs", str(EPOCHS),
-           "--eval-every", str(EVAL_EVERY), "--eval-max", str(peers.EVAL), "--metrics", mfile,
-           "--quiet"] + (["--bf16-weights"] if variant == "bf16" else []) + E("SPARROW_ARGS", "").split()
+    cmd = peers.sparrow_cmd(tr, te, THREADS, mfile) + [
+        "--sparsity", peers.SPARSITY, "--epochs", str(EPOCHS), "--eval-every", str(EVAL_EVERY),
+        "--eval-max", str(peers.EVAL)] + (["--bf16-weights"] if variant == "bf16" else []) + \
+        E("SPARROW_ARGS", "").split()
     out, rss, wall = peers.run(cmd, None, name)
     if out is None:
         return None
