@@ -170,6 +170,7 @@ SPR_API spr_status spr_synth_generate_progress(const spr_synth_config *config, u
 /* ------------------------------------------------------------------ model */
 
 #define SPR_MAX_LAYERS 8
+#define SPR_SIMHASH_ONE_IN_MAX 1024 /* largest spr_layer_config.simhash_one_in */
 
 typedef enum spr_hash_family {
     SPR_HASH_DWTA = 0,    /* densified winner-take-all (SLIDE's default) */
@@ -224,6 +225,11 @@ typedef struct spr_layer_config {
     float random_fraction;    /* share of the target kept for uniformly random neurons even
                                  when LSH returns more (topk, threshold): hard negatives from
                                  the tables and random ones together train best (0.5) */
+    int simhash_one_in;       /* SimHash: each entry of a random projection is non-zero (+1 or
+                                 -1) with probability 1 / simhash_one_in, 1..1024 (3). Sparser
+                                 projections hash faster (a rehash's sums cost dim / s a code);
+                                 Li, Hastie and Church's "very sparse" ones take s ~ sqrt(dim).
+                                 Saved with the model. */
 } spr_layer_config;
 
 typedef struct spr_model_config {

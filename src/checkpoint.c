@@ -48,6 +48,10 @@
  *           moments read the same either way and loading converts back without loss.
  *           Bit 1: the output layer's weights live in memory as BF16 (bf16_weights; it
  *           comes with bit 0); its W section is f32 in the same way. Other bits must be 0.
+ *  11 HASH  optional, layer 0: u32 simhash_one_in of each of the n_layers layers (4 x
+ *           n_layers bytes), written only when a layer's differs from 3. A file
+ *           without it is one whose every layer has 3: the projections' density of
+ *           every sparrow before the option, so older files draw the same functions.
  *
  * The writer emits CONF, STAT, then W B MW VW MB VB (TBL) of layer 0, of layer 1, ...
  * The reader accepts the sections in any order but wants each of the 2 + 6 x n_layers
@@ -59,9 +63,9 @@
  * the current ones, and continuing the run exactly needs those. Files written before
  * TBL existed (same version 1) load as before, tables rebuilt from the weights; an
  * older reader refuses a file with TBL sections (unknown section tag) rather than
- * misreading it. OPT works the same way: a file without it is the file an older
- * sparrow wrote (bf16_state 0, bf16_weights 0); an older reader refuses a file with it by
- * name.
+ * misreading it. OPT and HASH work the same way: a file without them is the file an
+ * older sparrow wrote (bf16_state 0, bf16_weights 0, simhash_one_in 3); an older reader
+ * refuses a file with them by name.
  *
  * A later format may add kinds; it then bumps the version, and this reader refuses it
  * by name rather than misreading it.
@@ -91,10 +95,12 @@
 #define CKPT_CONF_LAYER 44u
 #define CKPT_CONF_MAX (CKPT_CONF_BASE + CKPT_CONF_LAYER * SPR_MAX_LAYERS)
 #define CKPT_STAT_BYTES 48u
-#define CKPT_MAX_SECTIONS (3 + 7 * SPR_MAX_LAYERS)
+#define CKPT_MAX_SECTIONS (4 + 7 * SPR_MAX_LAYERS) /* CONF STAT OPT HASH, W B MW VW MB VB TBL a layer */
 #define CKPT_OPT_BYTES 4u
 #define CKPT_OPT_BF16 1u  /* OPT bit 0: bf16_state */
 #define CKPT_OPT_BF16W 2u /* OPT bit 1: bf16_weights */
+#define CKPT_HASH_LAYER 4u /* HASH bytes a layer: u32 simhash_one_in */
+#define CKPT_SIMHASH_ONE_IN 3 /* simhash_one_in of a file without HASH */
 /* I/O buffer: big enough that a 1.3 GB model is a few hundred system calls, small
  * enough not to matter next to the model. */
 #define CKPT_BUFFER ((size_t)4 << 20)
@@ -110,13 +116,16 @@ enum {
     KIND_VB = 8,
     KIND_TBL = 9,
     KIND_OPT = 10,
-    KIND_END = 11,
+    KIND_HASH = 11,
+    KIND_END = 12,
 };
 
-static const char *const kind_names[KIND_END] = {"?", "CONF", "STAT", "W", "B", "MW", "VW", "MB", "VB", "TBL", "OPT"};
+static const char *const kind_names[KIND_END] = {"?", "CONF", "STAT", "W", "B", "MW", "VW", "MB", "VB", "TBL", "OPT", "HASH"};
 
 /* The kinds that exist once per file (layer byte 0) rather than once per layer. */
-static int kind_is_global(uint32_t kind) { return kind == KIND_CONF || kind == KIND_STAT || kind == KIND_OPT; }
+static int kind_is_global(uint32_t kind) {
+    return kind == KIND_CONF || kind == KIND_STAT || kind == KIND_OPT || kind == KIND_HASH;
+}
 
 static uint32_t make_tag(int kind, int layer) { return (uint32_t)kind << 8 | (uint32_t)layer; }
 
@@ -221,6 +230,7 @@ static uint64_t section_bytes(const spr_model_config *cfg, int kind, int l) {
     case KIND_CONF: return CKPT_CONF_BASE + CKPT_CONF_LAYER * (uint64_t)cfg->n_layers;
     case KIND_STAT: return CKPT_STAT_BYTES;
     case KIND_OPT: return CKPT_OPT_BYTES;
+    case KIND_HASH: return CKPT_HASH_LAYER * (uint64_t)cfg->n_layers;
     case KIND_W:
     case KIND_MW:
     case KIND_VW: weight_shape(cfg, l, &rows, &cols); break;
@@ -356,7 +366,9 @@ static void w_model(writer *w, const spr_model *m) {
     memcpy(h, CKPT_MAGIC, 8);
     put_u32(h + 8, CKPT_VERSION);
     const uint32_t opt = (cfg->bf16_state ? CKPT_OPT_BF16 : 0u) | (cfg->bf16_weights ? CKPT_OPT_BF16W : 0u);
-    put_u32(h + 12, (uint32_t)(2 + 6 * cfg->n_layers + n_tables + (opt ? 1 : 0)));
+    int hash_params = 0; /* a HASH section: some layer's hash parameters are not the default */
+    for (int l = 0; l < cfg->n_layers; l++) hash_params |= cfg->layers[l].simhash_one_in != CKPT_SIMHASH_ONE_IN;
+    put_u32(h + 12, (uint32_t)(2 + 6 * cfg->n_layers + n_tables + (opt ? 1 : 0) + hash_params));
     w_bytes(w, h, sizeof h, 0);
 
     unsigned char c[CKPT_CONF_MAX], *p = c;
@@ -387,6 +399,14 @@ static void w_model(writer *w, const spr_model *m) {
         put_u32(o, opt);
         w_section_begin(w, make_tag(KIND_OPT, 0), sizeof o);
         w_bytes(w, o, sizeof o, 1);
+        w_section_end(w);
+    }
+    if (hash_params) {
+        unsigned char o[CKPT_HASH_LAYER * SPR_MAX_LAYERS];
+        for (int l = 0; l < cfg->n_layers; l++)
+            put_u32(o + CKPT_HASH_LAYER * l, (uint32_t)cfg->layers[l].simhash_one_in);
+        w_section_begin(w, make_tag(KIND_HASH, 0), CKPT_HASH_LAYER * (uint64_t)cfg->n_layers);
+        w_bytes(w, o, CKPT_HASH_LAYER * (size_t)cfg->n_layers, 1);
         w_section_end(w);
     }
 
@@ -730,6 +750,7 @@ static spr_status read_config(reader *r, const section *s, spr_model_config *cfg
         lc->select = (spr_select)(int32_t)get_u32(p + 32);
         lc->select_threshold = (int32_t)get_u32(p + 36);
         lc->random_fraction = get_f32(p + 40);
+        lc->simhash_one_in = CKPT_SIMHASH_ONE_IN; /* a HASH section, if any, says otherwise */
     }
     if (spr_model_config_check(cfg) != SPR_STATUS_OK) {
         snprintf(msg, sizeof msg, "invalid configuration: %s", spr_last_error());
@@ -762,6 +783,29 @@ static spr_status read_options(reader *r, const section *s, spr_model_config *cf
     /* the options against the layers (CONF, read first, was checked without them) */
     if (spr_model_config_check(cfg) != SPR_STATUS_OK) {
         snprintf(msg, sizeof msg, "options 0x%08x: %.80s", bits, spr_last_error());
+        return bad(r, s, msg);
+    }
+    return SPR_STATUS_OK;
+}
+
+/* The HASH section (length checked against the configuration): its CRC, then each
+ * layer's simhash_one_in into cfg. */
+static spr_status read_hash_params(reader *r, const section *s, spr_model_config *cfg) {
+    char msg[160];
+    const uint64_t want = CKPT_HASH_LAYER * (uint64_t)cfg->n_layers;
+    if (s->len != want) {
+        snprintf(msg, sizeof msg, "%llu bytes, the hash parameters of %d layers take %llu",
+                 (unsigned long long)s->len, cfg->n_layers, (unsigned long long)want);
+        return bad(r, s, msg);
+    }
+    unsigned char c[CKPT_HASH_LAYER * SPR_MAX_LAYERS + CKPT_SECTION_TAIL];
+    spr_status st = r_pread(r, s->off + CKPT_SECTION_HEAD, c, (size_t)want + CKPT_SECTION_TAIL);
+    if (st) return st;
+    if (crc32_update(0, c, (size_t)want) != get_u32(c + want)) return bad(r, s, "checksum mismatch (file damaged)");
+    for (int l = 0; l < cfg->n_layers; l++)
+        cfg->layers[l].simhash_one_in = (int32_t)get_u32(c + CKPT_HASH_LAYER * l);
+    if (spr_model_config_check(cfg) != SPR_STATUS_OK) {
+        snprintf(msg, sizeof msg, "hash parameters: %.120s", spr_last_error());
         return bad(r, s, msg);
     }
     return SPR_STATUS_OK;
@@ -926,6 +970,8 @@ spr_status spr_checkpoint_load(const char *path, spr_model **out) {
     if ((st = read_config(&r, conf, &cfg))) goto done;
     for (uint32_t i = 0; i < n_sections; i++)
         if (sec[i].tag == make_tag(KIND_OPT, 0) && (st = read_options(&r, &sec[i], &cfg))) goto done;
+    for (uint32_t i = 0; i < n_sections; i++)
+        if (sec[i].tag == make_tag(KIND_HASH, 0) && (st = read_hash_params(&r, &sec[i], &cfg))) goto done;
 
     /* Every section the configuration calls for, with the size it calls for. */
     for (uint32_t i = 0; i < n_sections; i++) {
@@ -1001,7 +1047,8 @@ spr_status spr_checkpoint_load(const char *path, spr_model **out) {
         if ((st = r_skip(&r, CKPT_SECTION_HEAD, NULL))) goto done;
         switch (kind) {
         case KIND_CONF:
-        case KIND_OPT: st = r_skip(&r, s->len, &crc); break;
+        case KIND_OPT:
+        case KIND_HASH: st = r_skip(&r, s->len, &crc); break;
         case KIND_STAT:
             if ((st = r_take(&r, CKPT_STAT_BYTES, &p))) break;
             crc = crc32_update(0, p, CKPT_STAT_BYTES);

@@ -12,8 +12,10 @@
  *          bin chosen by a hash of (bin, attempt); after 100 empty tries it takes 0, so
  *          every code is valid whatever the input (the original SLIDE could give up and
  *          index out of range).
- *  - SimHash: C sparse random projections (+1 and -1 with probability 1/6 each, 0
- *          otherwise); a code is 1 when the dot product is >= 0.
+ *  - SimHash: C sparse random projections (+1 and -1 with probability 1/(2 s) each, 0
+ *          otherwise; s is the layer's simhash_one_in, 3 by default: the "very sparse"
+ *          projections of Li, Hastie and Church take s ~ sqrt(dim)); a code is 1 when
+ *          the dot product is >= 0 (an all-zero projection gives a constant code).
  *  - DOPH: densified one-permutation minhash of a binarised input. The set S is the
  *          top-32 non-zeros by value (ties by a hash of the index, so truncating a
  *          binary input keeps a consistent random sample; NaNs are ignored). The C
@@ -85,7 +87,7 @@ struct spr_hasher {
     int64_t n_panels; /* ceil(C / SPR_PANEL) */
     /* SimHash, for spr_hasher_keys_rows: P's non-zeros code by code as kernels.h's
      * signed_sums reads them (groups of 4 codes, lists interleaved and padded to the
-     * group's longest). About C d / 3 entries. */
+     * group's longest). About C d / s entries (s = simhash_one_in). */
     int32_t *sum_ent;
     int64_t *sum_start; /* (n_groups + 1) */
     int64_t n_groups;   /* ceil(C / 4) */
@@ -144,12 +146,14 @@ static void invert_bins(spr_hasher *h) {
     for (int64_t q = 0; q < need; q++) h->inv[(int64_t)h->bins[q] * np + q / h->dim] = (int32_t)q;
 }
 
-/* SimHash projections: entry (code c, dim j) is +1 or -1 with probability 1/6 each and
- * 0 with 2/3, drawn code by code so the functions do not depend on the storage layout. */
-static void draw_projections(spr_hasher *h, spr_rng *rng) {
+/* SimHash projections: entry (code c, dim j) is +1 or -1 with probability 1/(2 s) each
+ * and 0 otherwise (s = one_in), drawn code by code so the functions do not depend on
+ * the storage layout. One draw below 2 s per entry: with s = 3 exactly the draws of
+ * the fixed density 1/3 every model before the option was made with. */
+static void draw_projections(spr_hasher *h, spr_rng *rng, int one_in) {
     for (int64_t c = 0; c < h->n_codes; c++) {
         for (int64_t j = 0; j < h->dim; j++) {
-            uint64_t r = spr_rng_below(rng, 6);
+            uint64_t r = spr_rng_below(rng, 2 * (uint64_t)one_in);
             h->proj[j * h->proj_stride + c] = r == 0 ? 1.0f : r == 1 ? -1.0f : 0.0f;
         }
     }
@@ -193,7 +197,8 @@ static spr_status build_sum_entries(spr_hasher *h) {
 }
 
 spr_status spr_hasher_create(spr_hash_family family, int64_t dim, int k, int l,
-                             int key_bits_max, uint64_t seed, spr_hasher **out) {
+                             int key_bits_max, int simhash_one_in, uint64_t seed,
+                             spr_hasher **out) {
     spr_hasher *h = NULL;
     int32_t *perm = NULL;
     spr_status st = SPR_STATUS_OK;
@@ -221,6 +226,9 @@ spr_status spr_hasher_create(spr_hash_family family, int64_t dim, int k, int l,
     if (key_bits_max < 1 || key_bits_max > 30)
         return spr_fail(SPR_STATUS_BAD_INPUT, "hash.c: key_bits_max must be in 1..30, got %d",
                         key_bits_max);
+    if (family == SPR_HASH_SIMHASH && (simhash_one_in < 1 || simhash_one_in > SPR_SIMHASH_ONE_IN_MAX))
+        return spr_fail(SPR_STATUS_BAD_INPUT, "hash.c: simhash_one_in must be in 1..%d, got %d",
+                        SPR_SIMHASH_ONE_IN_MAX, simhash_one_in);
 
     h = spr_alloc(sizeof *h);
     if (!h) return SPR_STATUS_NO_MEMORY;
@@ -240,7 +248,7 @@ spr_status spr_hasher_create(spr_hash_family family, int64_t dim, int k, int l,
         h->proj_stride = spr_row_stride(h->n_codes);
         h->proj = spr_alloc((size_t)dim * (size_t)h->proj_stride * sizeof(float));
         if (!h->proj) { st = SPR_STATUS_NO_MEMORY; goto fail; }
-        draw_projections(h, &rng);
+        draw_projections(h, &rng, simhash_one_in);
         h->n_panels = (h->n_codes + SPR_PANEL - 1) / SPR_PANEL;
         h->panels = spr_alloc((size_t)h->n_panels * (size_t)dim * SPR_PANEL * sizeof(float));
         if (!h->panels) { st = SPR_STATUS_NO_MEMORY; goto fail; }

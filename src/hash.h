@@ -19,9 +19,14 @@ typedef struct spr_hasher spr_hasher;
 /* Bits one code of the family takes (3 for DWTA/WTA bins of 8, 1 for SimHash, 4 for DOPH). */
 int spr_hash_code_bits(spr_hash_family family);
 
-/* Draws the hash functions from seed. key_bits_max caps the key width (table size). */
+/* Draws the hash functions from seed. key_bits_max caps the key width (table size).
+ * simhash_one_in: SimHash only (ignored by the other families), each projection entry
+ * is non-zero (+1 or -1, equally likely) with probability 1 / simhash_one_in, in
+ * 1..SPR_SIMHASH_ONE_IN_MAX; 3 draws exactly the functions every sparrow before the
+ * option drew. */
 spr_status spr_hasher_create(spr_hash_family family, int64_t dim, int k, int l,
-                             int key_bits_max, uint64_t seed, spr_hasher **out);
+                             int key_bits_max, int simhash_one_in, uint64_t seed,
+                             spr_hasher **out);
 void spr_hasher_free(spr_hasher *h);
 
 /* log2 of the number of buckets per table. */

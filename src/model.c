@@ -34,6 +34,7 @@ spr_model_config spr_model_config_default(int64_t n_features, int64_t n_labels) 
         c.layers[l].select = SPR_SELECT_TOPK;
         c.layers[l].select_threshold = 2;
         c.layers[l].random_fraction = 0.5f;
+        c.layers[l].simhash_one_in = 3;
     }
     c.layers[0].size = 128;
     c.layers[1].size = n_labels;
@@ -135,6 +136,10 @@ spr_status spr_model_config_check(const spr_model_config *c) {
         if (!(lc->sparsity > 0.0f && lc->sparsity <= 1.0f))
             return spr_fail(SPR_STATUS_BAD_INPUT, "layer %d: sparsity must be in (0, 1], got %g", l,
                             (double)lc->sparsity);
+        /* every layer, sampled or not: the value is saved with the model */
+        if (lc->simhash_one_in < 1 || lc->simhash_one_in > SPR_SIMHASH_ONE_IN_MAX)
+            return spr_fail(SPR_STATUS_BAD_INPUT, "layer %d: simhash_one_in must be in [1, %d], got %d",
+                            l, SPR_SIMHASH_ONE_IN_MAX, lc->simhash_one_in);
         if (l == 0 && lc->sparsity < 1.0f)
             return spr_fail(SPR_STATUS_BAD_INPUT,
                             "layer 0 reads the sparse input and cannot be sampled (sparsity %g)",
@@ -449,8 +454,8 @@ spr_status spr_model_build_tables(spr_model *m, int threads) {
         spr_hasher_free(L->hasher);
         L->hasher = NULL;
         spr_status st = spr_hasher_create(L->cfg.hash, L->fan_in, L->hash_k, L->cfg.hash_l,
-                                          SPR_KEY_BITS_MAX, spr_model_hash_seed(m, l, m->rebuilds),
-                                          &L->hasher);
+                                          SPR_KEY_BITS_MAX, L->cfg.simhash_one_in,
+                                          spr_model_hash_seed(m, l, m->rebuilds), &L->hasher);
         if (st) return st;
         int key_bits = spr_hasher_key_bits(L->hasher);
         if (!L->tables || L->tables->key_bits != key_bits) {

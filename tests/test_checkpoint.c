@@ -275,12 +275,13 @@ static void compare_config_info(const spr_model *a, const spr_model *b) {
         const spr_layer_config *p = &x.layers[l], *q = &y.layers[l];
         CHECK(p->size == q->size && memcmp(&p->sparsity, &q->sparsity, sizeof(float)) == 0 &&
                   p->hash == q->hash && p->hash_k == q->hash_k && p->hash_l == q->hash_l &&
-                  p->bucket_capacity == q->bucket_capacity && p->bucket_policy == q->bucket_policy,
-              "config layer %d: expected size %lld sparsity %g hash %d K %d L %d cap %d policy %d, "
-              "got %lld %g %d %d %d %d %d",
+                  p->bucket_capacity == q->bucket_capacity && p->bucket_policy == q->bucket_policy &&
+                  p->simhash_one_in == q->simhash_one_in,
+              "config layer %d: expected size %lld sparsity %g hash %d K %d L %d cap %d policy %d one in %d, "
+              "got %lld %g %d %d %d %d %d %d",
               l, (long long)p->size, (double)p->sparsity, p->hash, p->hash_k, p->hash_l, p->bucket_capacity,
-              p->bucket_policy, (long long)q->size, (double)q->sparsity, q->hash, q->hash_k, q->hash_l,
-              q->bucket_capacity, q->bucket_policy);
+              p->bucket_policy, p->simhash_one_in, (long long)q->size, (double)q->sparsity, q->hash, q->hash_k,
+              q->hash_l, q->bucket_capacity, q->bucket_policy, q->simhash_one_in);
     }
     spr_model_info i = spr_model_get_info(a), j = spr_model_get_info(b);
     CHECK(i.steps == j.steps && i.samples == j.samples && i.epoch == j.epoch && i.rehashes == j.rehashes &&
@@ -968,6 +969,94 @@ out:
     spr_model_free(loaded);
 }
 
+/* simhash_one_in other than 3: saved in a HASH section (u32 a layer), read back, and
+ * training goes on bit for bit (the loaded hash functions are the saved model's). A file
+ * without the section reads as 3 (every file before the option); a damaged one is
+ * refused by name. */
+static void test_simhash_one_in(const char *dir, const spr_dataset *data, spr_model_config cfg) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/simhash12.bin", dir);
+    cfg.layers[1].simhash_one_in = 12;
+    spr_model *m = NULL, *loaded = NULL;
+    unsigned char *b = NULL, *cut = NULL;
+    spr_status st = spr_model_create(&cfg, &m);
+    CHECK(st == SPR_STATUS_OK, "one in 12: create: expected ok, got %d (%s)", st, spr_last_error());
+    if (st) goto out;
+    st = train_batches(m, data, 5, 0, 1);
+    CHECK(st == SPR_STATUS_OK, "one in 12: training: expected ok, got %d (%s)", st, spr_last_error());
+    st = spr_model_save(m, path);
+    CHECK(st == SPR_STATUS_OK, "one in 12: save: expected ok, got %d (%s)", st, spr_last_error());
+    st = spr_model_load(path, &loaded);
+    CHECK(st == SPR_STATUS_OK && loaded, "one in 12: load: expected ok, got %d (%s)", st, spr_last_error());
+    if (st) goto out;
+    CHECK(spr_model_get_config(loaded).layers[1].simhash_one_in == 12 &&
+              spr_model_get_config(loaded).layers[0].simhash_one_in == 3,
+          "one in 12: loaded: expected simhash_one_in 3, 12, got %d, %d",
+          spr_model_get_config(loaded).layers[0].simhash_one_in, spr_model_get_config(loaded).layers[1].simhash_one_in);
+    compare_config_info(m, loaded);
+    compare_params(m, loaded, "one in 12 round trip");
+    compare_tables(m, loaded, "one in 12 round trip");
+    compare_predictions(m, loaded, data, 1, "one in 12: sparse prediction after load");
+    st = train_batches(m, data, 4, 5, 1);
+    spr_status st2 = train_batches(loaded, data, 4, 5, 1);
+    CHECK(st == SPR_STATUS_OK && st2 == SPR_STATUS_OK, "one in 12: training after load: expected ok (%s)",
+          spr_last_error());
+    compare_params(m, loaded, "one in 12: four more steps on both");
+    compare_tables(m, loaded, "one in 12: four more steps on both");
+    compare_predictions(m, loaded, data, 1, "one in 12: sparse prediction after 4 more steps");
+    spr_model_free(loaded);
+    loaded = NULL;
+
+    /* The file: one more section than a default model's, HASH (kind 11) of 8 bytes {3, 12}. */
+    size_t n = 0;
+    b = slurp(path, &n);
+    size_t hash_off = 0;
+    for (size_t off = 16; b && off + 12 <= n;) {
+        uint64_t len = rd64(b + off + 4);
+        if (off + 16 + len > n) break;
+        if (rd32(b + off) == (11u << 8)) hash_off = off;
+        off += 16 + len;
+    }
+    CHECK(b && rd32(b + 12) == 2 + 6 * 2 + 1 + 1, "one in 12: expected 16 sections, got %u", b ? rd32(b + 12) : 0);
+    CHECK(hash_off && rd64(b + hash_off + 4) == 8 && rd32(b + hash_off + 12) == 3 && rd32(b + hash_off + 16) == 12,
+          "one in 12: expected a HASH section of 8 bytes holding 3, 12");
+    if (!hash_off) goto out;
+    /* a layer's value out of range, with a good CRC: refused naming the field */
+    wr32(b + hash_off + 16, 0);
+    wr32(b + hash_off + 20, crc32_bitwise(b + hash_off + 12, 8));
+    CHECK(rejected(path, b, n, "HASH with 0"), "one in 12: expected HASH {3, 0} refused");
+    CHECK(strstr(spr_last_error(), "HASH") && strstr(spr_last_error(), "simhash_one_in"),
+          "one in 12: HASH {3, 0}: expected a message naming HASH and simhash_one_in, got '%s'", spr_last_error());
+    /* a bad CRC */
+    wr32(b + hash_off + 16, 12);
+    CHECK(rejected(path, b, n, "HASH with a bad CRC") && strstr(spr_last_error(), "checksum"),
+          "one in 12: expected a HASH with a bad checksum refused, got '%s'", spr_last_error());
+    wr32(b + hash_off + 20, crc32_bitwise(b + hash_off + 12, 8));
+    /* the section without the file: everything reads as 3 (what a file before HASH says) */
+    cut = malloc(n);
+    if (!cut) goto out;
+    memcpy(cut, b, hash_off);
+    memcpy(cut + hash_off, b + hash_off + 24, n - hash_off - 24);
+    wr32(cut + 12, rd32(b + 12) - 1);
+    if (spit(path, cut, n - 24) != 0) goto out;
+    st = spr_model_load(path, &loaded);
+    CHECK(st == SPR_STATUS_OK && loaded && spr_model_get_config(loaded).layers[1].simhash_one_in == 3,
+          "one in 12, HASH removed: expected a model with simhash_one_in 3, got %d (%s)", st, spr_last_error());
+    /* a HASH section of the wrong length: refused */
+    wr32(b + hash_off + 4, 4);
+    wr64(b + hash_off + 4, 4);
+    memmove(b + hash_off + 16, b + hash_off + 20, n - hash_off - 20);
+    wr32(b + hash_off + 16, crc32_bitwise(b + hash_off + 12, 4));
+    CHECK(rejected(path, b, n - 4, "HASH of 4 bytes") && strstr(spr_last_error(), "hash parameters of 2 layers"),
+          "one in 12: expected a 4-byte HASH section refused, got '%s'", spr_last_error());
+out:
+    free(b);
+    free(cut);
+    spr_model_free(m);
+    spr_model_free(loaded);
+    unlink(path);
+}
+
 int main(void) {
     uint64_t seed = 20240601;
     const char *env = getenv("SPR_TEST_SEED");
@@ -1032,6 +1121,7 @@ int main(void) {
     test_three_layers(dir, data, seed);
     test_bf16_state(dir, data, cfg);
     test_bf16_weights(dir, data, cfg);
+    test_simhash_one_in(dir, data, cfg);
     test_damage(dir, path, m);
     test_save_failures(dir, m, loaded, path);
     test_killed_saves(dir, m);

@@ -461,6 +461,29 @@ expect_rc res_weval 0
 run res_wconflict train $RES_OPTS --resume resB.model --epochs 3 --bf16-weights
 expect_rc res_wconflict 2
 expect_grep res_wconflict res_wconflict.err "--bf16-weights differs from the model in resB.model"
+# The same with sparser SimHash projections (--simhash-one-in 12): the density comes back
+# from the model file (the resumed run hashes with the saved run's functions); `info`
+# and `info --json` name it; asking a resume for another one is refused; 0 is refused.
+run res_sa train $RES_OPTS --simhash-one-in 12 --epochs 2 --save resSA.model
+expect_rc res_sa 0
+expect_grep res_sa res_sa.err "projections non-zero 1 in 12"
+run res_sb1 train $RES_OPTS --simhash-one-in 12 --epochs 2 --max-batches 7 --save resSB.model
+expect_rc res_sb1 0
+run res_sb2 train $RES_OPTS --epochs 2 --resume resSB.model --save resSB.model
+expect_rc res_sb2 0
+if cmp -s resSA.model resSB.model; then pass; else fail "resume (simhash 1 in 12): expected resSB.model identical to resSA.model, $(cmp resSA.model resSB.model 2>&1)"; fi
+if cmp -s resA.model resSA.model; then fail "simhash 1 in 12: expected resSA.model to differ from resA.model"; else pass; fi
+run res_sinfo info --model resSA.model
+expect_grep res_sinfo res_sinfo.out "projections non-zero 1 in 12"
+run res_sinfoj info --model resSA.model --json
+expect_grep res_sinfoj res_sinfoj.out '"simhash_one_in": 12}'
+run res_sconflict train $RES_OPTS --resume resSB.model --epochs 3 --simhash-one-in 3
+expect_rc res_sconflict 2
+expect_grep res_sconflict res_sconflict.err "--simhash-one-in differs from the model in resSB.model"
+run res_sbad train $RES_OPTS --simhash-one-in 0 --save bad_s.model
+expect_rc res_sbad 2
+expect_grep res_sbad res_sbad.err "--simhash-one-in must be an integer in [1, 1024], got 0"
+if [ -e bad_s.model ]; then fail "--simhash-one-in 0: expected no model file"; else pass; fi
 # Nothing left to do, conflicting model options, a batch size that does not fit.
 run res_done train $RES_OPTS --epochs 2 --resume resA.model
 expect_rc res_done 0
@@ -622,6 +645,7 @@ if [ -n "$M1" ] && [ "$M1" = "$M2" ]; then pass; else fail "config: expected the
 run pcb train $CFG_OPTS --bf16-state --print-config
 expect_grep pcb pcb.out '"bf16-state": true'
 expect_grep pc pc.out '"bf16-state": false'
+expect_grep pc pc.out '"simhash-one-in": 3,'
 cp pcb.out bf16.json
 run cfg_bf16 train --config bf16.json --max-batches 2 --save cfgb.model --quiet
 expect_rc cfg_bf16 0

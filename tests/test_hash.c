@@ -37,15 +37,21 @@ static const char *fam_name(spr_hash_family f) {
 
 static const double PI = 3.14159265358979323846;
 
-static spr_hasher *make(spr_hash_family f, int64_t dim, int k, int l, int kbm, uint64_t seed) {
+/* A hasher; SimHash projections non-zero one entry in one_in (3: the default). */
+static spr_hasher *make_s(spr_hash_family f, int64_t dim, int k, int l, int kbm, int one_in,
+                          uint64_t seed) {
     spr_hasher *h = NULL;
-    spr_status st = spr_hasher_create(f, dim, k, l, kbm, seed, &h);
+    spr_status st = spr_hasher_create(f, dim, k, l, kbm, one_in, seed, &h);
     if (st != SPR_STATUS_OK) {
-        printf("FAIL create(%s, dim %lld, K %d, L %d, bits %d): %s\n",
-               fam_name(f), (long long)dim, k, l, kbm, spr_last_error());
+        printf("FAIL create(%s, dim %lld, K %d, L %d, bits %d, one in %d): %s\n",
+               fam_name(f), (long long)dim, k, l, kbm, one_in, spr_last_error());
         exit(1);
     }
     return h;
+}
+
+static spr_hasher *make(spr_hash_family f, int64_t dim, int k, int l, int kbm, uint64_t seed) {
+    return make_s(f, dim, k, l, kbm, 3, seed);
 }
 
 static void keys_of(const spr_hasher *h, const float *x, uint32_t *keys) {
@@ -75,7 +81,7 @@ static void at_angle(spr_rng *r, const float *x, float *y, int64_t dim, double t
 
 /* SimHash: with K = 1 every key is one code; over L = 1024 codes of 4 hashers the
  * collision rate of a pair at angle theta is binomial(4096, 1 - theta/pi). */
-static void test_simhash_collisions(uint64_t seed) {
+static void test_simhash_collisions(uint64_t seed, int one_in) {
     const int64_t dim = 256;
     const int l = 1024, hashers = 4;
     spr_rng r;
@@ -83,7 +89,7 @@ static void test_simhash_collisions(uint64_t seed) {
     float x[256], y[256];
     uint32_t kx[1024], ky[1024];
     spr_hasher *h[4];
-    for (int i = 0; i < hashers; i++) h[i] = make(SPR_HASH_SIMHASH, dim, 1, l, 30, seed + 100 + i);
+    for (int i = 0; i < hashers; i++) h[i] = make_s(SPR_HASH_SIMHASH, dim, 1, l, 30, one_in, seed + 100 + i);
     for (int deg = 10; deg <= 170; deg += 20) {
         double theta = deg * PI / 180.0;
         for (int64_t i = 0; i < dim; i++) x[i] = (float)spr_rng_normal(&r);
@@ -99,8 +105,8 @@ static void test_simhash_collisions(uint64_t seed) {
         double p = 1.0 - theta / PI, got = (double)same / n;
         double sigma = sqrt(p * (1 - p) / n);
         CHECK(fabs(got - p) <= 4 * sigma,
-              "simhash collision at %d deg: expected %.4f +- %.4f (4 sigma), got %.4f", deg, p,
-              4 * sigma, got);
+              "simhash (one in %d) collision at %d deg: expected %.4f +- %.4f (4 sigma), got %.4f",
+              one_in, deg, p, 4 * sigma, got);
     }
     for (int i = 0; i < hashers; i++) spr_hasher_free(h[i]);
 }
@@ -406,29 +412,86 @@ static void test_bad_input(void) {
         {(spr_hash_family)9, 64, 4, 4, 18, "family 9"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        spr_status st = spr_hasher_create(bad[i].f, bad[i].dim, bad[i].k, bad[i].l, bad[i].kbm, 1, &h);
+        spr_status st = spr_hasher_create(bad[i].f, bad[i].dim, bad[i].k, bad[i].l, bad[i].kbm, 3, 1, &h);
         CHECK(st == SPR_STATUS_BAD_INPUT && h == NULL && spr_last_error()[0],
               "%s: BAD_INPUT, NULL handle and a message expected, got status %d, message '%s'",
               bad[i].what, (int)st, spr_last_error());
     }
-    spr_hasher_create(SPR_HASH_DOPH, 64, 17, 4, 18, 1, &h);
+    spr_hasher_create(SPR_HASH_DOPH, 64, 17, 4, 18, 3, 1, &h);
     CHECK(strstr(spr_last_error(), "doph") != NULL, "doph K message expected, got '%s'",
           spr_last_error());
     /* The edges that are allowed. */
-    spr_status st = spr_hasher_create(SPR_HASH_SIMHASH, 1, 64, 1024, 30, 1, &h);
+    spr_status st = spr_hasher_create(SPR_HASH_SIMHASH, 1, 64, 1024, 30, 3, 1, &h);
     CHECK(st == SPR_STATUS_OK, "simhash K=64 L=1024 dim 1: ok expected, got %d (%s)", (int)st,
           spr_last_error());
     spr_hasher_free(h);
-    st = spr_hasher_create(SPR_HASH_DWTA, 1, 21, 1, 1, 1, &h);
+    st = spr_hasher_create(SPR_HASH_DWTA, 1, 21, 1, 1, 3, 1, &h);
     CHECK(st == SPR_STATUS_OK, "dwta K=21 key bits 1: ok expected, got %d (%s)", (int)st,
           spr_last_error());
     spr_hasher_free(h);
-    st = spr_hasher_create(SPR_HASH_DOPH, 1, 16, 1024, 30, 1, &h);
+    st = spr_hasher_create(SPR_HASH_DOPH, 1, 16, 1024, 30, 3, 1, &h);
     CHECK(st == SPR_STATUS_OK && spr_hash_code_bits(SPR_HASH_DOPH) == 4,
           "doph K=16 L=1024 dim 1: ok and 4-bit codes expected, got %d (%s), %d bits", (int)st,
           spr_last_error(), spr_hash_code_bits(SPR_HASH_DOPH));
     spr_hasher_free(h);
+    /* simhash_one_in: 1..SPR_SIMHASH_ONE_IN_MAX for SimHash, ignored by the others */
+    const int bad_s[] = {0, -3, SPR_SIMHASH_ONE_IN_MAX + 1};
+    for (int i = 0; i < 3; i++) {
+        h = (spr_hasher *)1;
+        st = spr_hasher_create(SPR_HASH_SIMHASH, 64, 6, 4, 18, bad_s[i], 1, &h);
+        CHECK(st == SPR_STATUS_BAD_INPUT && h == NULL && strstr(spr_last_error(), "simhash_one_in"),
+              "simhash one in %d: BAD_INPUT naming simhash_one_in expected, got %d ('%s')", bad_s[i],
+              (int)st, spr_last_error());
+    }
+    st = spr_hasher_create(SPR_HASH_DWTA, 64, 6, 4, 18, 0, 1, &h);
+    CHECK(st == SPR_STATUS_OK, "dwta ignores simhash_one_in: ok expected, got %d (%s)", (int)st,
+          spr_last_error());
+    spr_hasher_free(h);
     spr_hasher_free(NULL);
+}
+
+/* SimHash projections of density 1 / one_in: the key of table t for the basis vector e_j
+ * is (P[t][j] >= 0) with K = 1, so the share of 0 keys over L tables x dim basis vectors
+ * is the share of -1 entries, 1 / (2 one_in). Checked at 5 sigma of binomial(L dim). */
+static void test_simhash_density(uint64_t seed) {
+    const int64_t dim = 64;
+    const int l = 1024;
+    const int one_ins[] = {1, 2, 3, 12, 100, SPR_SIMHASH_ONE_IN_MAX};
+    float x[64];
+    uint32_t keys[1024];
+    for (int si = 0; si < 6; si++) {
+        spr_hasher *h = make_s(SPR_HASH_SIMHASH, dim, 1, l, 30, one_ins[si], seed + 5 + (uint64_t)si);
+        int64_t minus = 0;
+        for (int64_t j = 0; j < dim; j++) {
+            memset(x, 0, sizeof x);
+            x[j] = 1.0f;
+            keys_of(h, x, keys);
+            for (int t = 0; t < l; t++) minus += keys[t] == 0;
+        }
+        const double n = (double)(dim * l), p = 0.5 / one_ins[si], got = (double)minus / n;
+        const double sigma = sqrt(p * (1 - p) / n);
+        CHECK(fabs(got - p) <= 5 * sigma + 1e-12,
+              "simhash one in %d: share of -1 entries %.5f expected +- %.5f, got %.5f", one_ins[si],
+              p, 5 * sigma, got);
+        spr_hasher_free(h);
+    }
+}
+
+/* With one_in 3 the functions are exactly those sparrow drew before the density became
+ * an option (models saved then are read with it): keys of a fixed vector for a fixed
+ * seed, taken from the code of that time (commit a0794f5). */
+static void test_simhash_default_unchanged(void) {
+    static const uint32_t want[8] = {36u, 57u, 7u, 43u, 29u, 16u, 37u, 33u};
+    spr_hasher *h = make_s(SPR_HASH_SIMHASH, 16, 6, 8, 18, 3, 42);
+    float x[16];
+    uint32_t keys[8];
+    for (int i = 0; i < 16; i++) x[i] = (float)((i * 7) % 11) - 5.0f;
+    keys_of(h, x, keys);
+    int same = 0;
+    for (int t = 0; t < 8; t++) same += keys[t] == want[t];
+    CHECK(same == 8, "simhash one in 3, seed 42: the keys of before the option expected, %d of 8 equal "
+          "(first %u, expected %u)", same, keys[0], want[0]);
+    spr_hasher_free(h);
 }
 
 /* A random sparse vector of the given kind: ascending distinct indices < dim, n of them
@@ -490,7 +553,9 @@ static void test_sparse_equals_dense(uint64_t seed) {
             int l = 50;
             if (f == SPR_HASH_SIMHASH && dim == maxdim) k = 4, l = 8; /* dim x C floats */
             const int kbm = di % 2 ? 10 : 18;
-            spr_hasher *h = make(f, dim, k, l, kbm, seed + 31 + (uint64_t)di);
+            /* SimHash's sparse path reads the projections' non-zeros: odd dims sparser */
+            const int one_in = f == SPR_HASH_SIMHASH && di % 2 ? 12 : 3;
+            spr_hasher *h = make_s(f, dim, k, l, kbm, one_in, seed + 31 + (uint64_t)di);
             const int64_t wl = spr_hasher_work_len(h);
             int32_t *w1 = spr_alloc((size_t)wl * sizeof(int32_t));
             int32_t *w2 = spr_alloc((size_t)wl * sizeof(int32_t));
@@ -565,16 +630,19 @@ enum { ROW_KINDS = 8 };
 static void test_rows_equal_one_row(uint64_t seed) {
     const char *sets[] = {"portable", "avx2", "avx512"};
     const char *was = spr_kernels_name();
-    struct { spr_hash_family f; int64_t dim; int k, l, kbm; } cfg[] = {
-        {SPR_HASH_SIMHASH, 128, 15, 50, 20}, /* the 670K / 2M-label output layer: C = 750 */
-        {SPR_HASH_SIMHASH, 128, 13, 7, 18},  /* C = 91, odd */
-        {SPR_HASH_SIMHASH, 7, 3, 5, 10},     /* C = 15, dim 7 */
-        {SPR_HASH_SIMHASH, 129, 17, 3, 12},  /* C = 51, folded keys, odd dim */
-        {SPR_HASH_SIMHASH, 1, 1, 1, 1},      /* C = 1 */
-        {SPR_HASH_SIMHASH, 33, 16, 2, 20},   /* C = 32: whole panels */
-        {SPR_HASH_DWTA, 128, 6, 50, 18},
-        {SPR_HASH_WTA, 31, 5, 9, 12},
-        {SPR_HASH_DOPH, 128, 4, 50, 16},
+    struct { spr_hash_family f; int64_t dim; int k, l, kbm, one_in; } cfg[] = {
+        {SPR_HASH_SIMHASH, 128, 15, 50, 20, 3}, /* the 670K / 2M-label output layer: C = 750 */
+        {SPR_HASH_SIMHASH, 128, 15, 50, 20, 12}, /* the same, sparser projections */
+        {SPR_HASH_SIMHASH, 128, 13, 7, 18, 3},  /* C = 91, odd */
+        {SPR_HASH_SIMHASH, 7, 3, 5, 10, 3},     /* C = 15, dim 7 */
+        {SPR_HASH_SIMHASH, 7, 3, 5, 10, 1},     /* dense projections */
+        {SPR_HASH_SIMHASH, 129, 17, 3, 12, 3},  /* C = 51, folded keys, odd dim */
+        {SPR_HASH_SIMHASH, 129, 17, 3, 12, 40}, /* some projections all zero */
+        {SPR_HASH_SIMHASH, 1, 1, 1, 1, 3},      /* C = 1 */
+        {SPR_HASH_SIMHASH, 33, 16, 2, 20, 3},   /* C = 32: whole panels */
+        {SPR_HASH_DWTA, 128, 6, 50, 18, 3},
+        {SPR_HASH_WTA, 31, 5, 9, 12, 3},
+        {SPR_HASH_DOPH, 128, 4, 50, 16, 3},
     };
     const int64_t counts[] = {1, 5, 6, 7, 8, 9, 15, 16, 17, 23, 24, 25, 32, 61};
     const int ncfg = (int)(sizeof cfg / sizeof cfg[0]), ncounts = 14;
@@ -584,7 +652,7 @@ static void test_rows_equal_one_row(uint64_t seed) {
         spr_rng_seed(&r, seed ^ (0x7011ull + (uint64_t)ci));
         const int64_t dim = cfg[ci].dim, stride = dim + 5;
         const int l = cfg[ci].l;
-        spr_hasher *h = make(cfg[ci].f, dim, cfg[ci].k, l, cfg[ci].kbm, seed + 77 + (uint64_t)ci);
+        spr_hasher *h = make_s(cfg[ci].f, dim, cfg[ci].k, l, cfg[ci].kbm, cfg[ci].one_in, seed + 77 + (uint64_t)ci);
         float *x = malloc((size_t)(maxn * stride) * sizeof *x);
         for (int64_t i = 0; i < maxn * stride; i++) x[i] = NAN; /* the gaps stay NaN */
         /* Rows 0..31 finite (two whole blocks for the signed sums), NaNs and infinities
@@ -873,7 +941,10 @@ int main(void) {
     printf("test_hash: seed %llu\n", (unsigned long long)seed);
 
     test_bad_input();
-    test_simhash_collisions(seed);
+    test_simhash_default_unchanged();
+    test_simhash_density(seed);
+    test_simhash_collisions(seed, 3);
+    test_simhash_collisions(seed, 12);
     test_wta_monotone(SPR_HASH_WTA, 0, seed);
     test_wta_monotone(SPR_HASH_DWTA, 0, seed);
     test_wta_monotone(SPR_HASH_DWTA, 1, seed);

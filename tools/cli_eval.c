@@ -386,12 +386,14 @@ static void info_json(const spr_model_config *cfg, const spr_model_info *info) {
         printf("%s{\"size\": %lld, \"activation\": \"%s\", \"sampled\": %s, \"sparsity\": %.7g, "
                "\"hash\": \"%s\", \"hash_k\": %d, \"effective_k\": %d, \"hash_l\": %d, "
                "\"key_bits\": %d, \"bucket_capacity\": %d, \"bucket_policy\": \"%s\", "
-               "\"select\": \"%s\", \"select_threshold\": %d, \"random_fraction\": %.7g}",
+               "\"select\": \"%s\", \"select_threshold\": %d, \"random_fraction\": %.7g, "
+               "\"simhash_one_in\": %d}",
                i ? ", " : "", (long long)l->size, i == cfg->n_layers - 1 ? "softmax" : "relu",
                sampled ? "true" : "false", l->sparsity, spr_hash_family_to_string(l->hash),
                l->hash_k, info->hash_k[i], l->hash_l, info->key_bits[i], l->bucket_capacity,
                l->bucket_policy == SPR_BUCKET_FIFO ? "fifo" : "reservoir",
-               spr_select_to_string(l->select), l->select_threshold, l->random_fraction);
+               spr_select_to_string(l->select), l->select_threshold, l->random_fraction,
+               l->simhash_one_in);
     }
     printf("], \"bf16_state\": %s, \"bf16_weights\": %s", cfg->bf16_state ? "true" : "false",
            cfg->bf16_weights ? "true" : "false");
@@ -412,12 +414,16 @@ static void info_text(const char *path, const spr_model_config *cfg, const spr_m
         printf("layer %d: %lld neurons, %s", i, (long long)l->size,
                i == cfg->n_layers - 1 ? "softmax output" : "relu");
         if (i > 0 && l->sparsity < 1.0f)
+        {
             printf(", sampled: sparsity %g, hash %s, K %d, L %d, key bits %d, bucket "
-                   "capacity %d (%s), select %s\n",
+                   "capacity %d (%s), select %s",
                    l->sparsity, spr_hash_family_to_string(l->hash), info->hash_k[i], l->hash_l,
                    info->key_bits[i], l->bucket_capacity,
                    l->bucket_policy == SPR_BUCKET_FIFO ? "fifo" : "reservoir",
                    spr_select_to_string(l->select));
+            if (l->hash == SPR_HASH_SIMHASH) printf(", projections non-zero 1 in %d", l->simhash_one_in);
+            printf("\n");
+        }
         else
             printf(", dense\n");
     }

@@ -68,6 +68,9 @@ static const char TRAIN_HELP[] =
     "  --tables L            hash tables of the output layer\n"
     "  --bits K              codes per table key (0: chosen from sparsity and L)\n"
     "  --bucket-capacity C   neurons kept per bucket\n"
+    "  --simhash-one-in S    SimHash projections: each entry non-zero (+1 or -1) with\n"
+    "                        probability 1/S, in 1..1024 (default 3); sparser ones\n"
+    "                        hash faster (README, \"Sparser SimHash projections\")\n"
     "  --bucket-policy P     fifo (a full bucket keeps the newest) or reservoir (a\n"
     "                        uniform sample)\n"
     "  --select S            topk: the target count of candidates most tables agree\n"
@@ -164,6 +167,7 @@ typedef struct train_args {
     int threshold, have_threshold;
     double hidden_sparsity, random_fraction;
     int have_random_fraction;
+    int simhash_one_in, have_simhash_one_in;
     int64_t max_memory; /* 0: what /proc/meminfo says is available */
     double clip_norm;   /* 0: no clipping */
     int have_hidden_sparsity;
@@ -225,7 +229,7 @@ enum {
     T_MAX_BATCHES, T_ONE_BASED, T_QUIET, T_VERBOSE, T_POLICY, T_SELECT, T_THRESHOLD,
     T_HIDDEN_SPARSITY, T_REHASH_FIRST, T_REHASH_GROWTH, T_REHASH_MAX, T_REBUILD, T_RANDOM_FRACTION,
     T_RESUME, T_MAX_MEMORY, T_CLIP_NORM, T_EVAL_EVERY, T_CONFIG, T_PRINT_CONFIG,
-    T_BF16_STATE, T_RANDOM_POOL, T_BF16_WEIGHTS
+    T_BF16_STATE, T_RANDOM_POOL, T_BF16_WEIGHTS, T_SIMHASH_ONE_IN
 };
 
 /* "512M", "4G", "1000000" -> bytes (K, M, G are powers of 1024). */
@@ -287,6 +291,7 @@ static int parse_train_args(int argc, char **argv, train_args *a) {
         {"threshold", required_argument, 0, T_THRESHOLD},
         {"hidden-sparsity", required_argument, 0, T_HIDDEN_SPARSITY},
         {"random-fraction", required_argument, 0, T_RANDOM_FRACTION},
+        {"simhash-one-in", required_argument, 0, T_SIMHASH_ONE_IN},
         {"max-memory", required_argument, 0, T_MAX_MEMORY},
         {"clip-norm", required_argument, 0, T_CLIP_NORM},
         {"rehash-first", required_argument, 0, T_REHASH_FIRST},
@@ -421,6 +426,10 @@ static int parse_train_args(int argc, char **argv, train_args *a) {
                 rc = usage_error(cmd, "--random-fraction must be in [0, 1], got %s", optarg);
             a->have_random_fraction = 1;
             break;
+        case T_SIMHASH_ONE_IN:
+            rc = parse_int(cmd, "--simhash-one-in", optarg, 1, SPR_SIMHASH_ONE_IN_MAX, &a->simhash_one_in);
+            a->have_simhash_one_in = 1;
+            break;
         case T_REHASH_FIRST:
             rc = parse_int64(cmd, "--rehash-first", optarg, 1, INT64_MAX, &a->rehash_first);
             a->have_rehash_first = 1;
@@ -486,6 +495,7 @@ static spr_model_config train_model_config(const train_args *a, int64_t n_featur
     if (a->have_select) out->select = a->select;
     if (a->have_threshold) out->select_threshold = a->threshold;
     if (a->have_random_fraction) out->random_fraction = (float)a->random_fraction;
+    if (a->have_simhash_one_in) out->simhash_one_in = a->simhash_one_in;
     /* Hidden layers after the first share the output layer's sampling options. */
     if (a->have_hidden_sparsity)
         for (int i = 1; i < cfg.n_layers - 1; i++) {
@@ -528,6 +538,7 @@ static int resume_conflicts(const train_args *a, const spr_model_config *cfg) {
         {a->have_select && out->select != a->select, "--select"},
         {a->have_threshold && out->select_threshold != a->threshold, "--threshold"},
         {a->have_random_fraction && out->random_fraction != (float)a->random_fraction, "--random-fraction"},
+        {a->have_simhash_one_in && out->simhash_one_in != a->simhash_one_in, "--simhash-one-in"},
         {hidden_sparsity_differs, "--hidden-sparsity"},
         {a->have_seed && cfg->seed != a->seed, "--seed"},
         {a->bf16_weights && !cfg->bf16_weights, "--bf16-weights"},
@@ -590,6 +601,7 @@ static void print_layers(FILE *f, const spr_model_config *cfg, const spr_model_i
                 l->bucket_capacity, l->bucket_policy == SPR_BUCKET_FIFO ? "fifo" : "reservoir",
                 spr_select_to_string(l->select));
         if (l->select == SPR_SELECT_THRESHOLD) fprintf(f, " >= %d tables", l->select_threshold);
+        if (l->hash == SPR_HASH_SIMHASH) fprintf(f, ", projections non-zero 1 in %d", l->simhash_one_in);
         fputc('\n', f);
     }
 }
@@ -875,8 +887,8 @@ static struct cJSON *train_config_json(const train_args *a) {
     if (a->resume_path) {
         static const char *const model_keys[] = {
             "hidden", "sparsity", "hash", "tables", "bits", "bucket-capacity", "bucket-policy",
-            "select", "threshold", "random-fraction", "hidden-sparsity", "seed", "bf16-state",
-            "bf16-weights"};
+            "select", "threshold", "random-fraction", "simhash-one-in", "hidden-sparsity", "seed",
+            "bf16-state", "bf16-weights"};
         for (size_t i = 0; i < sizeof model_keys / sizeof model_keys[0]; i++)
             config_put_null(o, model_keys[i]);
     } else {
@@ -899,6 +911,7 @@ static struct cJSON *train_config_json(const train_args *a) {
         config_put_int(o, "threshold", a->have_threshold ? a->threshold : out.select_threshold);
         config_put_float(o, "random-fraction",
                          a->have_random_fraction ? a->random_fraction : out.random_fraction);
+        config_put_int(o, "simhash-one-in", a->have_simhash_one_in ? a->simhash_one_in : out.simhash_one_in);
         if (a->have_hidden_sparsity) config_put_float(o, "hidden-sparsity", a->hidden_sparsity);
         else config_put_null(o, "hidden-sparsity");
         config_put_u64(o, "seed", a->have_seed ? a->seed : mc.seed);

@@ -70,7 +70,8 @@ class SynthConfig(Structure):
 class LayerConfig(Structure):
     _fields_ = [("size", c_int64), ("sparsity", c_float), ("hash", c_int), ("hash_k", c_int),
                 ("hash_l", c_int), ("bucket_capacity", c_int), ("bucket_policy", c_int),
-                ("select", c_int), ("select_threshold", c_int), ("random_fraction", c_float)]
+                ("select", c_int), ("select_threshold", c_int), ("random_fraction", c_float),
+                ("simhash_one_in", c_int)]
 
 
 class ModelConfig(Structure):

@@ -66,7 +66,8 @@ class Model:
     active per sample, 0.01), hash ("simhash", "dwta", "wta", "doph"), tables (L, 50),
     bits (K, 0 = automatic), bucket_capacity (128), bucket_policy ("fifo",
     "reservoir"), select ("topk", "union", "threshold", "rank"), threshold (2),
-    random_fraction (0.5), hidden_sparsity (sample the hidden layers after the first
+    random_fraction (0.5), simhash_one_in (SimHash projections non-zero one entry in
+    this many, 3), hidden_sparsity (sample the hidden layers after the first
     too, with the output's hash options), init_std (0.01), seed (1), bf16_state (False:
     True keeps the output layer's Adam moments in BF16, `sparrow train --bf16-state`),
     bf16_weights (False: True keeps the output layer's weights in BF16 too, and implies
@@ -80,7 +81,7 @@ class Model:
     def __init__(self, n_features, n_labels, hidden=(128,), sparsity=0.01, hash="simhash",
                  tables=50, bits=0, bucket_capacity=128, bucket_policy="fifo", select="topk",
                  threshold=2, random_fraction=0.5, hidden_sparsity=None, init_std=0.01, seed=1,
-                 max_memory=None, bf16_state=False, bf16_weights=False):
+                 max_memory=None, bf16_state=False, bf16_weights=False, simhash_one_in=3):
         self._handle = None
         self._lock = threading.RLock()
         hidden = (hidden,) if np.isscalar(hidden) else tuple(hidden)
@@ -106,6 +107,7 @@ class Model:
         out.select = _parse(_lib.spr_select_parse, select, "selection strategy")
         out.select_threshold = int(threshold)
         out.random_fraction = float(random_fraction)
+        out.simhash_one_in = int(simhash_one_in)
         if hidden_sparsity is not None:
             for i in range(1, cfg.n_layers - 1):
                 size = cfg.layers[i].size
@@ -186,7 +188,8 @@ class Model:
                            "bucket_capacity": L.bucket_capacity,
                            "bucket_policy": "fifo" if L.bucket_policy == 0 else "reservoir",
                            "select": _lib.spr_select_to_string(L.select).decode(),
-                           "threshold": L.select_threshold, "random_fraction": L.random_fraction})
+                           "threshold": L.select_threshold, "random_fraction": L.random_fraction,
+                           "simhash_one_in": L.simhash_one_in})
         return {"n_features": c.n_features, "layers": layers, "init_std": c.init_std,
                 "seed": c.seed, "bf16_state": bool(c.bf16_state),
                 "bf16_weights": bool(c.bf16_weights)}

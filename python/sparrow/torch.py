@@ -111,7 +111,8 @@ class SampledSoftmaxLinear(torch.nn.Module):
                  bucket_capacity=128, bucket_policy="fifo", select="topk", threshold=2,
                  random_fraction=0.5, init_std=0.01, seed=1, lr=1e-3, betas=(0.9, 0.999),
                  eps=1e-8, clip_norm=0.0, threads=0, rehash_first=50, rehash_growth=0.1,
-                 rehash_max=1000, rebuild_every=10, bf16_state=False, bf16_weights=False):
+                 rehash_max=1000, rebuild_every=10, bf16_state=False, bf16_weights=False,
+                 simhash_one_in=3):
         super().__init__()
         if int(in_features) < 1 or int(n_classes) < 1:
             raise ValueError("in_features and n_classes must be >= 1")
@@ -131,6 +132,7 @@ class SampledSoftmaxLinear(torch.nn.Module):
         out.select = _parse(_lib.spr_select_parse, select, "selection strategy")
         out.select_threshold = int(threshold)
         out.random_fraction = float(random_fraction)
+        out.simhash_one_in = int(simhash_one_in)
         cfg.init_std, cfg.seed = float(init_std), int(seed)
         cfg.bf16_state = 1 if bf16_state or bf16_weights else 0  # the Adam moments in BF16
         cfg.bf16_weights = 1 if bf16_weights else 0  # and the weights too

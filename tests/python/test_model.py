@@ -30,6 +30,14 @@ def test_struct_layouts_match_the_library():
     c.bf16_state = 2
     assert _lib.spr_model_config_check(ctypes.byref(c)) != 0
     assert b"bf16_state must be 0 or 1, got 2" in _lib.spr_last_error()
+    c.bf16_state = 0
+    # simhash_one_in is a layer's last field: a wrong LayerConfig size would move layer 1
+    assert c.layers[0].simhash_one_in == 3 and c.layers[1].simhash_one_in == 3
+    c.layers[1].simhash_one_in = 0
+    assert _lib.spr_model_config_check(ctypes.byref(c)) != 0
+    assert b"layer 1: simhash_one_in must be in [1, 1024], got 0" in _lib.spr_last_error()
+    c.layers[1].simhash_one_in = 12
+    assert _lib.spr_model_config_check(ctypes.byref(c)) == 0
     o = _lib.spr_train_options_default()
     assert (o.batch_size, o.rehash_first, o.rehash_max, o.rebuild_every) == (128, 50, 1000, 10)
     assert abs(o.lr - 1e-3) < 1e-9 and abs(o.beta2 - 0.999) < 1e-7 and o.clip_norm == 0.0
@@ -52,6 +60,22 @@ def test_bf16_state_trains_saves_and_loads(xmc_data, tmp_path):
     assert _lib.spr_model_get_config(m2._h()).bf16_state == 1
     np.testing.assert_array_equal(m2.predict(Xt, k=5)[0], m.predict(Xt, k=5)[0])
     assert m.evaluate(Xt, Yt)["p_at_1"] > 0.5
+
+
+def test_simhash_one_in_trains_saves_and_loads(xmc_data, tmp_path):
+    X, Y, Xt, Yt = xmc_data
+    m = sparrow.Model(X.shape[1], Y.shape[1], hidden=32, sparsity=0.3, tables=10, seed=3,
+                      simhash_one_in=12)
+    assert m.config["layers"][1]["simhash_one_in"] == 12
+    m.fit(X, Y, epochs=2, batch_size=32, lr=5e-3, quiet=True, threads=1)
+    path = tmp_path / "s12.bin"
+    m.save(path)
+    m2 = sparrow.Model.load(path)
+    assert m2.config["layers"][1]["simhash_one_in"] == 12
+    np.testing.assert_array_equal(m2.predict(Xt, k=5)[0], m.predict(Xt, k=5)[0])
+    assert m.evaluate(Xt, Yt)["p_at_1"] > 0.5
+    with pytest.raises(sparrow.SparrowError, match="simhash_one_in must be in"):
+        sparrow.Model(X.shape[1], Y.shape[1], simhash_one_in=1025)
 
 
 def test_bf16_weights_trains_saves_loads_and_reads(xmc_data, tmp_path):
