@@ -226,10 +226,13 @@ typedef struct spr_layer_config {
                                  when LSH returns more (topk, threshold): hard negatives from
                                  the tables and random ones together train best (0.5) */
     int simhash_one_in;       /* SimHash: each entry of a random projection is non-zero (+1 or
-                                 -1) with probability 1 / simhash_one_in, 1..1024 (3). Sparser
-                                 projections hash faster (a rehash's sums cost dim / s a code);
-                                 Li, Hastie and Church's "very sparse" ones take s ~ sqrt(dim).
-                                 Saved with the model. */
+                                 -1) with probability 1 / simhash_one_in, 1..1024; 0 (default):
+                                 chosen when a sampled layer is made, max(3, round(sqrt(fan-in))), the
+                                 "very sparse" projections of Li, Hastie and Church (11 for a
+                                 fan-in of 128). Sparser projections hash faster (a code costs
+                                 fan-in / s adds). The model's configuration holds the value
+                                 chosen, and it is saved with the model (files from before the
+                                 option: 3). */
 } spr_layer_config;
 
 typedef struct spr_model_config {

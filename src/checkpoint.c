@@ -802,8 +802,15 @@ static spr_status read_hash_params(reader *r, const section *s, spr_model_config
     spr_status st = r_pread(r, s->off + CKPT_SECTION_HEAD, c, (size_t)want + CKPT_SECTION_TAIL);
     if (st) return st;
     if (crc32_update(0, c, (size_t)want) != get_u32(c + want)) return bad(r, s, "checksum mismatch (file damaged)");
-    for (int l = 0; l < cfg->n_layers; l++)
+    for (int l = 0; l < cfg->n_layers; l++) {
         cfg->layers[l].simhash_one_in = (int32_t)get_u32(c + CKPT_HASH_LAYER * l);
+        /* 0 ("automatic") is resolved when a sampled layer is made: its file holds the value */
+        if (cfg->layers[l].simhash_one_in == 0 && l > 0 && cfg->layers[l].sparsity < 1.0f) {
+            snprintf(msg, sizeof msg, "layer %d is sampled and its simhash_one_in is 0, a model's is "
+                     "1..%d (file damaged)", l, SPR_SIMHASH_ONE_IN_MAX);
+            return bad(r, s, msg);
+        }
+    }
     if (spr_model_config_check(cfg) != SPR_STATUS_OK) {
         snprintf(msg, sizeof msg, "hash parameters: %.120s", spr_last_error());
         return bad(r, s, msg);

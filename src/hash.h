@@ -22,8 +22,8 @@ int spr_hash_code_bits(spr_hash_family family);
 /* Draws the hash functions from seed. key_bits_max caps the key width (table size).
  * simhash_one_in: SimHash only (ignored by the other families), each projection entry
  * is non-zero (+1 or -1, equally likely) with probability 1 / simhash_one_in, in
- * 1..SPR_SIMHASH_ONE_IN_MAX; 3 draws exactly the functions every sparrow before the
- * option drew. */
+ * 1..SPR_SIMHASH_ONE_IN_MAX (the model resolves its 0, "automatic", before this); 3
+ * draws exactly the functions every sparrow before the option drew. */
 spr_status spr_hasher_create(spr_hash_family family, int64_t dim, int k, int l,
                              int key_bits_max, int simhash_one_in, uint64_t seed,
                              spr_hasher **out);

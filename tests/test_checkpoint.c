@@ -1027,6 +1027,10 @@ static void test_simhash_one_in(const char *dir, const spr_dataset *data, spr_mo
     CHECK(rejected(path, b, n, "HASH with 0"), "one in 12: expected HASH {3, 0} refused");
     CHECK(strstr(spr_last_error(), "HASH") && strstr(spr_last_error(), "simhash_one_in"),
           "one in 12: HASH {3, 0}: expected a message naming HASH and simhash_one_in, got '%s'", spr_last_error());
+    wr32(b + hash_off + 16, 2000);
+    wr32(b + hash_off + 20, crc32_bitwise(b + hash_off + 12, 8));
+    CHECK(rejected(path, b, n, "HASH with 2000") && strstr(spr_last_error(), "simhash_one_in must be in"),
+          "one in 12: HASH {3, 2000}: expected refused naming simhash_one_in, got '%s'", spr_last_error());
     /* a bad CRC */
     wr32(b + hash_off + 16, 12);
     CHECK(rejected(path, b, n, "HASH with a bad CRC") && strstr(spr_last_error(), "checksum"),
@@ -1084,6 +1088,9 @@ int main(void) {
     cfg.layers[1].bucket_capacity = 16;
     cfg.init_std = 0.1f;
     cfg.seed = seed;
+    /* SimHash at the density of every file before simhash_one_in: the file has no HASH
+     * section, the layout every sparrow since version 1 reads (parse_layout) */
+    cfg.layers[0].simhash_one_in = cfg.layers[1].simhash_one_in = 3;
     spr_model *m = NULL, *loaded = NULL;
     spr_status st = spr_model_create(&cfg, &m);
     CHECK(st == SPR_STATUS_OK, "spr_model_create: expected ok, got %d (%s)", st, spr_last_error());

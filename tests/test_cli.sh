@@ -480,10 +480,15 @@ expect_grep res_sinfoj res_sinfoj.out '"simhash_one_in": 12}'
 run res_sconflict train $RES_OPTS --resume resSB.model --epochs 3 --simhash-one-in 3
 expect_rc res_sconflict 2
 expect_grep res_sconflict res_sconflict.err "--simhash-one-in differs from the model in resSB.model"
-run res_sbad train $RES_OPTS --simhash-one-in 0 --save bad_s.model
+run res_sbad train $RES_OPTS --simhash-one-in 1025 --save bad_s.model
 expect_rc res_sbad 2
-expect_grep res_sbad res_sbad.err "--simhash-one-in must be an integer in [1, 1024], got 0"
-if [ -e bad_s.model ]; then fail "--simhash-one-in 0: expected no model file"; else pass; fi
+expect_grep res_sbad res_sbad.err "--simhash-one-in must be an integer in [0, 1024], got 1025"
+if [ -e bad_s.model ]; then fail "--simhash-one-in 1025: expected no model file"; else pass; fi
+# The default (0) chooses sqrt(fan-in) rounded, at least 3: 11 after 128 hidden, 3 after 8.
+run s_auto train --train "$TRAIN" --hidden 128 --sparsity 0.1 --max-batches 1 --quiet
+expect_grep s_auto s_auto.err "projections non-zero 1 in 11"
+run s_auto8 train --train "$TRAIN" --hidden 8 --sparsity 0.1 --max-batches 1 --quiet
+expect_grep s_auto8 s_auto8.err "projections non-zero 1 in 3"
 # Nothing left to do, conflicting model options, a batch size that does not fit.
 run res_done train $RES_OPTS --epochs 2 --resume resA.model
 expect_rc res_done 0
@@ -645,7 +650,7 @@ if [ -n "$M1" ] && [ "$M1" = "$M2" ]; then pass; else fail "config: expected the
 run pcb train $CFG_OPTS --bf16-state --print-config
 expect_grep pcb pcb.out '"bf16-state": true'
 expect_grep pc pc.out '"bf16-state": false'
-expect_grep pc pc.out '"simhash-one-in": 3,'
+expect_grep pc pc.out '"simhash-one-in": 0,'
 cp pcb.out bf16.json
 run cfg_bf16 train --config bf16.json --max-batches 2 --save cfgb.model --quiet
 expect_rc cfg_bf16 0

@@ -69,7 +69,8 @@ static const char TRAIN_HELP[] =
     "  --bits K              codes per table key (0: chosen from sparsity and L)\n"
     "  --bucket-capacity C   neurons kept per bucket\n"
     "  --simhash-one-in S    SimHash projections: each entry non-zero (+1 or -1) with\n"
-    "                        probability 1/S, in 1..1024 (default 3); sparser ones\n"
+    "                        probability 1/S, in 1..1024; 0 (default): sqrt(fan-in)\n"
+    "                        rounded, at least 3 (11 after 128 hidden); sparser ones\n"
     "                        hash faster (README, \"Sparser SimHash projections\")\n"
     "  --bucket-policy P     fifo (a full bucket keeps the newest) or reservoir (a\n"
     "                        uniform sample)\n"
@@ -427,7 +428,7 @@ static int parse_train_args(int argc, char **argv, train_args *a) {
             a->have_random_fraction = 1;
             break;
         case T_SIMHASH_ONE_IN:
-            rc = parse_int(cmd, "--simhash-one-in", optarg, 1, SPR_SIMHASH_ONE_IN_MAX, &a->simhash_one_in);
+            rc = parse_int(cmd, "--simhash-one-in", optarg, 0, SPR_SIMHASH_ONE_IN_MAX, &a->simhash_one_in);
             a->have_simhash_one_in = 1;
             break;
         case T_REHASH_FIRST:
@@ -1167,6 +1168,9 @@ static int train_run(const train_args *args) {
             fprintf(stderr, "; %s: %lld points", a.test_path,
                     (long long)spr_dataset_get_view(test).n_points);
         fprintf(stderr, " (read in %.2f s)\n", read_seconds);
+        /* the densities the model chose (simhash_one_in 0) */
+        for (int l = 0; l < cfg.n_layers; l++)
+            cfg.layers[l].simhash_one_in = spr_model_get_config(model).layers[l].simhash_one_in;
         print_layers(stderr, &cfg, &info);
         fprintf(stderr,
                 "  training: %s, epochs %lld, batch %d, lr %g, adam (%g, %g, %g), threads %d%s, "

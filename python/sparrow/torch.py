@@ -112,7 +112,7 @@ class SampledSoftmaxLinear(torch.nn.Module):
                  random_fraction=0.5, init_std=0.01, seed=1, lr=1e-3, betas=(0.9, 0.999),
                  eps=1e-8, clip_norm=0.0, threads=0, rehash_first=50, rehash_growth=0.1,
                  rehash_max=1000, rebuild_every=10, bf16_state=False, bf16_weights=False,
-                 simhash_one_in=3):
+                 simhash_one_in=0):
         super().__init__()
         if int(in_features) < 1 or int(n_classes) < 1:
             raise ValueError("in_features and n_classes must be >= 1")

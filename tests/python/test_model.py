@@ -32,10 +32,10 @@ def test_struct_layouts_match_the_library():
     assert b"bf16_state must be 0 or 1, got 2" in _lib.spr_last_error()
     c.bf16_state = 0
     # simhash_one_in is a layer's last field: a wrong LayerConfig size would move layer 1
-    assert c.layers[0].simhash_one_in == 3 and c.layers[1].simhash_one_in == 3
-    c.layers[1].simhash_one_in = 0
+    assert c.layers[0].simhash_one_in == 0 and c.layers[1].simhash_one_in == 0  # automatic
+    c.layers[1].simhash_one_in = -1
     assert _lib.spr_model_config_check(ctypes.byref(c)) != 0
-    assert b"layer 1: simhash_one_in must be in [1, 1024], got 0" in _lib.spr_last_error()
+    assert b"layer 1: simhash_one_in must be in [0, 1024]" in _lib.spr_last_error()
     c.layers[1].simhash_one_in = 12
     assert _lib.spr_model_config_check(ctypes.byref(c)) == 0
     o = _lib.spr_train_options_default()
@@ -76,6 +76,10 @@ def test_simhash_one_in_trains_saves_and_loads(xmc_data, tmp_path):
     assert m.evaluate(Xt, Yt)["p_at_1"] > 0.5
     with pytest.raises(sparrow.SparrowError, match="simhash_one_in must be in"):
         sparrow.Model(X.shape[1], Y.shape[1], simhash_one_in=1025)
+    # 0 (the default): sqrt(fan-in) rounded, at least 3, chosen for the sampled layer only
+    for hidden, want in ((128, 11), (8, 3), (400, 20)):
+        layers = sparrow.Model(X.shape[1], Y.shape[1], hidden=hidden, sparsity=0.3).config["layers"]
+        assert (layers[0]["simhash_one_in"], layers[1]["simhash_one_in"]) == (0, want), (hidden, layers)
 
 
 def test_bf16_weights_trains_saves_loads_and_reads(xmc_data, tmp_path):
