@@ -366,7 +366,7 @@ static void w_model(writer *w, const spr_model *m) {
     memcpy(h, CKPT_MAGIC, 8);
     put_u32(h + 8, CKPT_VERSION);
     const uint32_t opt = (cfg->bf16_state ? CKPT_OPT_BF16 : 0u) | (cfg->bf16_weights ? CKPT_OPT_BF16W : 0u);
-    int hash_params = 0; /* a HASH section: some layer's hash parameters are not the default */
+    int hash_params = 0; /* a HASH section: some layer's value is not what a file without one means */
     for (int l = 0; l < cfg->n_layers; l++) hash_params |= cfg->layers[l].simhash_one_in != CKPT_SIMHASH_ONE_IN;
     put_u32(h + 12, (uint32_t)(2 + 6 * cfg->n_layers + n_tables + (opt ? 1 : 0) + hash_params));
     w_bytes(w, h, sizeof h, 0);

@@ -13,9 +13,10 @@
  *          every code is valid whatever the input (the original SLIDE could give up and
  *          index out of range).
  *  - SimHash: C sparse random projections (+1 and -1 with probability 1/(2 s) each, 0
- *          otherwise; s is the layer's simhash_one_in, 3 by default: the "very sparse"
- *          projections of Li, Hastie and Church take s ~ sqrt(dim)); a code is 1 when
- *          the dot product is >= 0 (an all-zero projection gives a constant code).
+ *          otherwise; s is the layer's simhash_one_in: round(sqrt(dim)) unless the
+ *          configuration says otherwise, the "very sparse" projections of Li, Hastie
+ *          and Church; 3 in every model made before the option); a code is 1 when the
+ *          dot product is >= 0 (an all-zero projection gives a constant code).
  *  - DOPH: densified one-permutation minhash of a binarised input. The set S is the
  *          top-32 non-zeros by value (ties by a hash of the index, so truncating a
  *          binary input keeps a consistent random sample; NaNs are ignored). The C

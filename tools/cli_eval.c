@@ -413,8 +413,7 @@ static void info_text(const char *path, const spr_model_config *cfg, const spr_m
         const spr_layer_config *l = &cfg->layers[i];
         printf("layer %d: %lld neurons, %s", i, (long long)l->size,
                i == cfg->n_layers - 1 ? "softmax output" : "relu");
-        if (i > 0 && l->sparsity < 1.0f)
-        {
+        if (i > 0 && l->sparsity < 1.0f) {
             printf(", sampled: sparsity %g, hash %s, K %d, L %d, key bits %d, bucket "
                    "capacity %d (%s), select %s",
                    l->sparsity, spr_hash_family_to_string(l->hash), info->hash_k[i], l->hash_l,
@@ -423,9 +422,9 @@ static void info_text(const char *path, const spr_model_config *cfg, const spr_m
                    spr_select_to_string(l->select));
             if (l->hash == SPR_HASH_SIMHASH) printf(", projections non-zero 1 in %d", l->simhash_one_in);
             printf("\n");
-        }
-        else
+        } else {
             printf(", dense\n");
+        }
     }
     printf("init_std %g, seed %llu\n", cfg->init_std, (unsigned long long)cfg->seed);
     printf("output layer's weights in %s; optimizer state: Adam, output layer's moments in %s\n",

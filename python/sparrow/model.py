@@ -67,9 +67,10 @@ class Model:
     bits (K, 0 = automatic), bucket_capacity (128), bucket_policy ("fifo",
     "reservoir"), select ("topk", "union", "threshold", "rank"), threshold (2),
     random_fraction (0.5), simhash_one_in (SimHash projections non-zero one entry in
-    this many; 0: sqrt of the layer's fan-in rounded, at least 3), hidden_sparsity (sample the hidden layers after the first
-    too, with the output's hash options), init_std (0.01), seed (1), bf16_state (False:
-    True keeps the output layer's Adam moments in BF16, `sparrow train --bf16-state`),
+    this many; 0: sqrt of the layer's fan-in rounded, at least 3), hidden_sparsity
+    (sample the hidden layers after the first too, with the output's hash options),
+    init_std (0.01), seed (1), bf16_state (False: True keeps the output layer's Adam
+    moments in BF16, `sparrow train --bf16-state`),
     bf16_weights (False: True keeps the output layer's weights in BF16 too, and implies
     bf16_state, `sparrow train --bf16-weights`), and max_memory (bytes; refuse a model that needs more before allocating anything).
 
