@@ -147,6 +147,10 @@ int main(int argc, char **argv) {
     c.layers[1].bucket_capacity = 8;
     c.seed = 1;
     bad |= emit(dir, "simhash", c);
+    /* The same with sparser projections: a HASH section of {0, 5} (layer 0 dense keeps 0). */
+    c.layers[1].simhash_one_in = 5;
+    bad |= emit(dir, "simhash_sparse", c);
+    c.layers[1].simhash_one_in = 0;
 
     /* The same with DWTA, union selection, reservoir buckets. */
     c.layers[1].hash = SPR_HASH_DWTA;
