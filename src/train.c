@@ -63,8 +63,10 @@ static inline void mark_touched(spr_layer *L, int32_t row) {
  * into L2 (locality 2, prefetcht1) for the reason ADAM_LOCALITY gives below. On the Zen 5
  * machine, the 20,000-point epoch less its rehash and optimizer (3 interleaved runs): 4
  * ahead into L1 4.9-5.6 s (670K, float), 3.5-3.7 s (2M, --bf16-weights); 16 ahead into L2
- * 4.4-5.1 s and 3.0-3.2 s; 100K unchanged within the noise. */
-#define PREFETCH_AHEAD 16
+ * 4.4-5.1 s and 3.0-3.2 s; 100K unchanged within the noise. On the Intel machine
+ * (session 8; 2M --bf16-weights, the same measure, 3 interleaved rounds): 8 ahead 3.63,
+ * 3.66, 3.49 s; 16: 3.28, 3.31, 3.29 s; 32: 2.91, 2.91, 2.86 s; 100K unchanged. */
+#define PREFETCH_AHEAD 32
 #define PREFETCH_LOCALITY 2
 static inline SPR_ALWAYS_INLINE void prefetch_row(const spr_layer *L, int64_t j) {
     const char *row = spr_layer_row(L, j);
