@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Session 8, end: the sweep's 20,000-point epoch (bench/peers.py's files under /tmp/sweep),
+# BASE (a build of 56ee53a's tree: forward prefetch 16 rows ahead) against NEW (this tree: 32),
+# float and --bf16-weights, 100K and 2M labels, 3 interleaved rounds. Run from the repository
+# root after bash scripts/build.sh. Output: one line per run.
+set -u
+BASE=${BASE:-/tmp/exp_base/b/sparrow}
+NEW=${NEW:-build/sparrow}
+run() { # name bin L extra...
+  local name=$1 bin=$2 L=$3; shift 3
+  local sp; sp=$(python3 -c "print(3350/$L)")
+  rm -f /tmp/fp.jsonl
+  $bin train --train /tmp/sweep/train_20000_1000_$L.txt --batch 256 --threads 2 --seed 1 --sparsity $sp --lr 1e-3 --metrics /tmp/fp.jsonl --quiet "$@" >/dev/null 2>&1
+  python3 -c "
+import json; d=[json.loads(l) for l in open('/tmp/fp.jsonl')][-1]
+print('$name L=$L train=%.3f rehash=%.3f opt=%.3f rest=%.3f loss=%.5f' % (d['train_seconds'], d['rehash_seconds'], d['optimizer_seconds'], d['train_seconds'] - d['rehash_seconds'] - d['optimizer_seconds'], d['loss']))"
+}
+gcc -O2 -fopenmp bench/stream.c -o /tmp/stream
+echo "stream before: $(/tmp/stream)"
+for r in 1 2 3; do
+  for L in 100000 2000000; do
+    run base-float $BASE $L; run new-float $NEW $L
+    run base-bf16 $BASE $L --bf16-weights; run new-bf16 $NEW $L --bf16-weights
+  done
+done
+echo "stream after: $(/tmp/stream)"
