@@ -37,7 +37,8 @@ static const char *fam_name(spr_hash_family f) {
 
 static const double PI = 3.14159265358979323846;
 
-/* A hasher; SimHash projections non-zero one entry in one_in (3: the default). */
+/* A hasher; SimHash projections non-zero one entry in one_in (make: 3, the density of
+ * every model before the option; models now resolve their own, sqrt(fan-in)). */
 static spr_hasher *make_s(spr_hash_family f, int64_t dim, int k, int l, int kbm, int one_in,
                           uint64_t seed) {
     spr_hasher *h = NULL;
