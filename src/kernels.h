@@ -125,6 +125,15 @@ typedef struct spr_kernel_set {
      * expected weight is the float one, so updates far below a BF16 step still add up. */
     void (*adam_row_bf16w)(uint16_t *w, float *g, uint16_t *m, uint16_t *v, int64_t n, float lr,
                            float b1, float b2, float eps, float bc1, float bc2, uint32_t salt);
+    /* One output row's gradient from its batch entries, and its terms of the samples'
+     * input gradients: entry e (in order) is ent[e] = sample << 32 | the bits of its
+     * float delta d; g (n) = +0, then g += d x[sample] for each entry; and, when dh is
+     * not NULL, dh[sample] += d w, w the row (w16 widened when w16 is not NULL, else w).
+     * x and dh are (samples, ld). Bit for bit the axpy chains of this set (axpy into g
+     * and axpy or axpy_bf16 into dh, entry by entry); AVX-512 keeps g and a block of
+     * the row in registers over the entries (train.c's deferred output step). */
+    void (*row_entries)(const float *w, const uint16_t *w16, int64_t n, const uint64_t *ent,
+                        int64_t ne, const float *x, float *dh, int64_t ld, float *g);
 } spr_kernel_set;
 
 #define SPR_SUM_ROWS 16 /* rows per call of signed_sums: two AVX2 registers, one AVX-512 */
@@ -178,6 +187,12 @@ static inline void spr_adam_row_bf16w(uint16_t *w, float *g, uint16_t *m, uint16
                                       float lr, float b1, float b2, float eps, float bc1,
                                       float bc2, uint32_t salt) {
     spr_kernels->adam_row_bf16w(w, g, m, v, n, lr, b1, b2, eps, bc1, bc2, salt);
+}
+
+static inline void spr_row_entries(const float *w, const uint16_t *w16, int64_t n,
+                                   const uint64_t *ent, int64_t ne, const float *x, float *dh,
+                                   int64_t ld, float *g) {
+    spr_kernels->row_entries(w, w16, n, ent, ne, x, dh, ld, g);
 }
 
 /* The portable reference set, and the x86 sets (NULL where not compiled in). Whether

@@ -323,10 +323,56 @@ static void adam_row_bf16w_avx512(uint16_t *w, float *g, uint16_t *m, uint16_t *
     }
 }
 
+/* row_entries, 128 columns at a time: the block's gradient (8 registers) and weights
+ * (8, widened once) stay in registers over all the entries, so an entry costs a load of
+ * its input and a load and store of its input gradient, where two axpys also load and
+ * store the gradient and reload (and widen) the row. Lanes past n are masked: their
+ * loads are 0 and nothing is stored. The same fused multiply-adds as axpy_avx512 and
+ * axpy_bf16_avx512 in the same order, so bit for bit their chains. */
+#define ROW_BLOCK 128
+static void row_entries_avx512(const float *w, const uint16_t *w16, int64_t n, const uint64_t *ent,
+                               int64_t ne, const float *x, float *dh, int64_t ld, float *g) {
+    for (int64_t c0 = 0; c0 < n; c0 += ROW_BLOCK) {
+        const int64_t nb = n - c0 < ROW_BLOCK ? n - c0 : ROW_BLOCK;
+        __mmask16 k[8];
+        __m512 wv[8], gv[8];
+        uint16_t pad[ROW_BLOCK];
+        const uint16_t *ws = w16 ? w16 + c0 : NULL;
+        if (w16 && nb < ROW_BLOCK) { /* 16-bit masked loads need AVX512-BW */
+            memset(pad, 0, sizeof pad);
+            memcpy(pad, ws, (size_t)nb * sizeof(uint16_t));
+            ws = pad;
+        }
+        for (int v = 0; v < 8; v++) {
+            const int64_t left = nb - 16 * v;
+            k[v] = left <= 0 ? (__mmask16)0 : tail_mask(left);
+            gv[v] = _mm512_setzero_ps();
+            wv[v] = ws ? (left > 0 ? bf16_load16(ws + 16 * v) : gv[v])
+                       : _mm512_maskz_loadu_ps(k[v], w + c0 + 16 * v);
+        }
+        for (int64_t e = 0; e < ne; e++) {
+            const int64_t i = (int64_t)(ent[e] >> 32);
+            const uint32_t bits = (uint32_t)ent[e];
+            float d;
+            memcpy(&d, &bits, sizeof d);
+            const __m512 vd = _mm512_set1_ps(d);
+            const float *xs = x + i * ld + c0;
+            for (int v = 0; v < 8; v++)
+                gv[v] = _mm512_fmadd_ps(vd, _mm512_maskz_loadu_ps(k[v], xs + 16 * v), gv[v]);
+            if (!dh) continue;
+            float *ds = dh + i * ld + c0;
+            for (int v = 0; v < 8; v++)
+                _mm512_mask_storeu_ps(ds + 16 * v, k[v],
+                                      _mm512_fmadd_ps(vd, wv[v], _mm512_maskz_loadu_ps(k[v], ds + 16 * v)));
+        }
+        for (int v = 0; v < 8; v++) _mm512_mask_storeu_ps(g + c0 + 16 * v, k[v], gv[v]);
+    }
+}
+
 static const spr_kernel_set set = {"avx512", dot_avx512, axpy_avx512, dot_sparse_avx512,
                                    adam_row_avx512, matmul_panels_avx512, signed_sums_avx512,
                                    adam_row_bf16_avx512, dot_bf16_avx512, axpy_bf16_avx512,
-                                   adam_row_bf16w_avx512};
+                                   adam_row_bf16w_avx512, row_entries_avx512};
 const spr_kernel_set *spr_kernel_set_avx512(void) { return &set; }
 #else
 const spr_kernel_set *spr_kernel_set_avx512(void) { return 0; }

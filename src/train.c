@@ -174,6 +174,17 @@ typedef struct spr_deferred {
     uint32_t *key, *key_tmp;       /* (batch * cap) row - the thread's first row; sort buffer */
     uint64_t *val, *val_tmp;       /* (batch * cap) sample << 32 | the delta's bits; sort buffer */
     uint32_t *run;                 /* (batch * cap + threads) where each touched row's entries start */
+    /* The fused step (two layers, no clipping: fusable): the output layer's input
+     * gradient is formed in the optimizer's row pass too, while each row is in cache for
+     * its step, instead of reading every active row again sample by sample; the first
+     * layer's backward runs after it. The batch's data stays the caller's until then. */
+    int fused;                     /* the pending batch's backward waits for the optimizer */
+    const spr_dataset_view *view;  /* the pending batch's data and rows (fused) */
+    const int64_t *batch_rows;
+    int64_t parts;                 /* threads whose input-gradient parts dh holds */
+    int64_t threads;               /* capacity of dh and gb_part, in threads */
+    float *dh;                     /* (threads, batch, in_stride) each thread's part of dLoss/d input */
+    float *gb_part;                /* (threads, in_stride) each thread's part of the first bias's gradient */
     void *block;
 } spr_deferred;
 
@@ -188,6 +199,13 @@ void spr_train_free(spr_model *m) {
 static int deferred_usable(const spr_model *m, int dense) {
     const int nl = m->n_layers;
     return !dense && m->layers[nl - 1].sampled && !(nl > 2 && m->layers[nl - 2].sampled);
+}
+
+/* The fused step needs every activation the backward reads after the forward: with two
+ * layers that is the hidden vector, which the deferred store keeps anyway. Clipping needs
+ * the whole gradient before any step, so it takes the unfused path. */
+static int fusable(const spr_model *m, const spr_train_options *o) {
+    return deferred_usable(m, o->dense != 0) && m->n_layers == 2 && !(o->clip_norm > 0.0f);
 }
 
 spr_status spr_model_config_memory_training(const spr_model_config *c, const spr_train_options *o,
@@ -213,16 +231,20 @@ static spr_status deferred_prepare(spr_model *m) {
     const spr_layer *Lo = &m->layers[m->n_layers - 1];
     const int64_t batch = m->scratch_batch, cap = m->scratch[0].cap[m->n_layers - 1];
     const int64_t in_stride = spr_row_stride(Lo->fan_in);
+    const int64_t threads = m->n_scratch < SPR_DEFER_THREADS ? m->n_scratch : SPR_DEFER_THREADS;
     spr_deferred *f = m->deferred;
-    if (f && f->batch >= batch && f->cap >= cap && f->in_stride >= in_stride) return SPR_STATUS_OK;
+    if (f && f->batch >= batch && f->cap >= cap && f->in_stride >= in_stride && f->threads >= threads)
+        return SPR_STATUS_OK;
     spr_train_free(m);
     f = spr_alloc(sizeof *f);
     if (!f) return spr_fail(SPR_STATUS_NO_MEMORY, "train: out of memory for the deferred gradient");
     memset(f, 0, sizeof *f);
     const size_t entries = (size_t)batch * (size_t)cap;
-    /* n; ids, delta; in; key, key_tmp, val, val_tmp, run: none of it scales with the layer */
+    /* n; ids, delta; in; key, key_tmp, val, val_tmp, run; dh, gb_part: none of it scales
+     * with the layer */
     const size_t bytes = (size_t)batch * 8 + entries * 8 + (size_t)batch * in_stride * 4 +
-                         entries * 28 + SPR_DEFER_THREADS * 4 + 10 * SPR_ALIGN;
+                         entries * 28 + SPR_DEFER_THREADS * 4 +
+                         (size_t)threads * ((size_t)batch + 1) * (size_t)in_stride * 4 + 12 * SPR_ALIGN;
     char *p = spr_alloc(bytes);
     if (!p) {
         spr_free(f);
@@ -242,15 +264,68 @@ static spr_status deferred_prepare(spr_model *m) {
     CARVE(val, uint64_t, entries);
     CARVE(val_tmp, uint64_t, entries);
     CARVE(run, uint32_t, entries + SPR_DEFER_THREADS);
+    CARVE(dh, float, (size_t)threads * (size_t)batch * (size_t)in_stride);
+    CARVE(gb_part, float, (size_t)threads * (size_t)in_stride);
 #undef CARVE
     f->batch = batch, f->cap = cap, f->in_stride = in_stride, f->rows = Lo->size;
+    f->threads = threads;
     m->deferred = f;
     return SPR_STATUS_OK;
 }
 
+/* The fused step's second half: the first layer's backward of every sample of the
+ * pending batch, from the input gradient dLoss/dh the optimizer's row pass left in
+ * f->dh (the sum of its f->parts threads' parts, in thread order) and the hidden vector
+ * in f->in. What train_sample does after the output layer's backward, in the same order
+ * with one thread (so bit for bit the unfused step); with more, samples are split
+ * statically and each thread sums its own part of the bias gradient (the weight rows are
+ * HOGWILD, as in the unfused step). */
+static void first_layer_backward(spr_model *m, int threads) {
+    spr_deferred *f = m->deferred;
+    spr_layer *L0 = &m->layers[0];
+    const spr_dataset_view *d = f->view;
+    const int64_t size = L0->size, per_part = f->batch * f->in_stride;
+    if (threads > f->threads) threads = (int)f->threads;
+    int used = 1;
+#pragma omp parallel num_threads(threads)
+    {
+#ifdef _OPENMP
+        const int t = omp_get_thread_num(), nth = omp_get_num_threads();
+#else
+        const int t = 0, nth = 1;
+#endif
+        if (t == 0) used = nth;
+        float *gb = nth == 1 ? L0->gb : f->gb_part + t * f->in_stride;
+        if (nth > 1) memset(gb, 0, (size_t)size * sizeof(float));
+        float *delta = spr_thread_scratch(m)->delta[0]; /* (size) */
+#pragma omp for schedule(static)
+        for (int64_t i = 0; i < f->n_samples; i++) {
+            const int64_t row = f->batch_rows[i];
+            if (d->label_indptr[row + 1] == d->label_indptr[row]) continue; /* no gradient */
+            const float *dh = f->dh + i * f->in_stride, *h = f->in + i * f->in_stride;
+            for (int64_t j = 0; j < size; j++) {
+                float v = dh[j];
+                for (int64_t p = 1; p < f->parts; p++) v += dh[p * per_part + j];
+                delta[j] = h[j] <= 0.0f ? 0.0f : v; /* relu' */
+            }
+            for (int64_t j = 0; j < size; j++) gb[j] += delta[j];
+            for (int64_t k = d->feature_indptr[row]; k < d->feature_indptr[row + 1]; k++) {
+                const int32_t feat = d->feature_indices[k];
+                mark_touched(L0, feat);
+                spr_axpy(d->feature_values[k], delta, L0->gw + (int64_t)feat * L0->stride, size);
+            }
+        }
+    }
+    if (used > 1)
+        for (int t = 0; t < used; t++)
+            for (int64_t j = 0; j < size; j++) L0->gb[j] += f->gb_part[t * f->in_stride + j];
+}
+
 /* Adds the pending output gradient into the layer's gradient rows (and touched list), in
  * sample order, as the per-sample path would have: for callers that want the gradient
- * itself (spr_model_compute_gradients, clipping). */
+ * itself (spr_model_compute_gradients, clipping). A fused batch also gets its input
+ * gradient, formed sample by sample as train_sample forms it, and its first layer's
+ * backward. */
 static void deferred_materialize(spr_model *m) {
     spr_deferred *f = m->deferred;
     if (!f || !f->pending) return;
@@ -260,13 +335,20 @@ static void deferred_materialize(spr_model *m) {
         const int32_t *ids = f->ids + i * f->cap;
         const float *dl = f->delta + i * f->cap;
         const float *in = f->in + i * f->in_stride;
+        float *dh = f->dh + i * f->in_stride;
+        if (f->fused) memset(dh, 0, (size_t)L->fan_in * sizeof(float));
         for (int64_t a = 0; a < f->n[i]; a++) {
             mark_touched(L, ids[a]);
             L->gb[ids[a]] += dl[a];
             spr_axpy(dl[a], in, L->gw + (int64_t)ids[a] * L->stride, L->fan_in);
+            if (f->fused) spr_layer_axpy(L, dl[a], ids[a], dh);
         }
     }
-    f->pending = 0;
+    if (f->fused) {
+        f->parts = 1;
+        first_layer_backward(m, 1);
+    }
+    f->pending = 0, f->fused = 0;
 }
 
 /* The optimizer's rows are sorted but gapped (at 2M labels a batch touches one row in
@@ -349,7 +431,7 @@ static int64_t deferred_adam(spr_model *m, const spr_train_options *o, float bc1
                              int threads) {
     spr_deferred *f = m->deferred;
     spr_layer *L = &m->layers[m->n_layers - 1];
-    if (threads > SPR_DEFER_THREADS) threads = SPR_DEFER_THREADS;
+    if (threads > f->threads) threads = (int)f->threads; /* <= SPR_DEFER_THREADS */
     int64_t stepped = 0;
 #pragma omp parallel num_threads(threads) reduction(+ : stepped)
     {
@@ -359,6 +441,10 @@ static int64_t deferred_adam(spr_model *m, const spr_train_options *o, float bc1
         const int t = 0, nth = 1;
 #endif
         float *g = m->scratch[t].dense_in; /* (fan_in) the gradient of one row */
+        /* (batch, in_stride) this thread's part of the input gradient (fused) */
+        float *dh = f->fused ? f->dh + t * f->batch * f->in_stride : NULL;
+        if (dh) memset(dh, 0, (size_t)(f->n_samples * f->in_stride) * sizeof(float));
+        if (t == 0) f->parts = nth;
         /* Thread t owns the rows [lo, hi): it groups their entries (the part of each
          * sample's ids in its range) and steps them, so no two threads write the same
          * row. Its touched rows go to list[lo, lo + nt), in memory order. */
@@ -397,15 +483,18 @@ static int64_t deferred_adam(spr_model *m, const spr_train_options *o, float bc1
         for (int64_t k = 0; k < nt; k++) {
             const int32_t r = list[k];
             if (k + ADAM_AHEAD < nt) prefetch_adam_row(L, list[k + ADAM_AHEAD]);
-            memset(g, 0, (size_t)L->fan_in * sizeof(float));
-            float gb = 0.0f;
             /* the row's entries in sample order: the sums add in the order the
-             * per-sample path would */
+             * per-sample path would. Each sample's input gradient gets this row's term
+             * (the weights before the step); a thread's rows ascend, and so do a
+             * sample's ids, so with one thread the terms add in train_sample's order. */
+            const int64_t row = (int64_t)r * L->stride;
+            spr_row_entries(L->w16 ? NULL : L->w + row, L->w16 ? L->w16 + row : NULL, L->fan_in,
+                            val + run[k], run[k + 1] - run[k], f->in, dh, f->in_stride, g);
+            float gb = 0.0f;
             for (uint32_t e = run[k]; e < run[k + 1]; e++) {
                 const uint32_t bits = (uint32_t)val[e];
                 float d;
                 memcpy(&d, &bits, sizeof d);
-                spr_axpy(d, f->in + (int64_t)(val[e] >> 32) * f->in_stride, g, L->fan_in);
                 gb += d;
             }
             spr_layer_adam_row(m, L, r, g, o, bc1, bc2);
@@ -479,6 +568,7 @@ static void train_sample(spr_model *m, const spr_dataset_view *d, int64_t row, s
         memcpy(f->delta + bi * f->cap, o->delta, (size_t)o->n * sizeof(float));
         memcpy(f->in + bi * f->in_stride, act[nl - 2].val,
                (size_t)m->layers[nl - 1].fan_in * sizeof(float));
+        if (f->fused) return; /* the backward waits for the optimizer's row pass */
     }
 
     for (int l = nl - 1; l >= 1; l--) {
@@ -547,6 +637,8 @@ static spr_status compute_gradients(spr_model *m, const spr_dataset *data, const
         deferred_materialize(m); /* a batch still pending (no step between): keep its gradient */
         f->n_samples = n;
         f->pending = 1;
+        f->fused = defer && fusable(m, o);
+        f->view = &data->view, f->batch_rows = rows;
     }
     const spr_dataset_view *d = &data->view;
     const int threads = spr_threads(o->threads);
@@ -655,6 +747,15 @@ spr_status spr_model_apply_gradients(spr_model *m, const spr_train_options *o) {
     const double t = (double)(m->steps + 1);
     const float bc1 = (float)(1.0 - pow(o->beta1, t)), bc2 = (float)(1.0 - pow(o->beta2, t));
     int64_t rows = 0, bytes = 0;
+    spr_deferred *f = m->deferred;
+    if (f && f->pending && f->fused) { /* the output layer first: its row pass forms the
+                                          first layer's gradient */
+        const int64_t nd = deferred_adam(m, o, bc1, bc2, threads);
+        rows += nd;
+        bytes += nd * step_row_bytes(&m->layers[m->n_layers - 1], m->n_layers - 1, 0);
+        first_layer_backward(m, threads);
+        f->fused = 0;
+    }
     for (int l = 0; l < m->n_layers; l++) {
         spr_layer *L = &m->layers[l];
         const int64_t nt = atomic_load(&L->n_touched);
@@ -671,7 +772,7 @@ spr_status spr_model_apply_gradients(spr_model *m, const spr_train_options *o) {
         }
         atomic_store(&L->n_touched, 0);
     }
-    if (m->deferred && m->deferred->pending) {
+    if (f && f->pending) {
         const int64_t nd = deferred_adam(m, o, bc1, bc2, threads);
         rows += nd;
         bytes += nd * step_row_bytes(&m->layers[m->n_layers - 1], m->n_layers - 1, 0);
@@ -688,7 +789,7 @@ spr_status spr_model_apply_gradients(spr_model *m, const spr_train_options *o) {
 }
 
 void spr_model_zero_gradients(spr_model *m) {
-    if (m->deferred) m->deferred->pending = 0;
+    if (m->deferred) m->deferred->pending = 0, m->deferred->fused = 0;
     for (int l = 0; l < m->n_layers; l++) {
         spr_layer *L = &m->layers[l];
         const int64_t nt = atomic_load(&L->n_touched);

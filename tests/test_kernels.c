@@ -487,6 +487,63 @@ static void test_bf16w_set(const spr_kernel_set *k, uint64_t seed) {
           "weight %.6f (moved %.4f), got %.6f", k->name, fw[0], 1.0 - fw[0], mean);
 }
 
+/* row_entries of set k (the portable one included) against k's own axpy chains, bit for
+ * bit: g formed from +0 by axpy entry by entry, dh by axpy (float row) or axpy_bf16 (BF16
+ * row); dh NULL leaves the input gradients alone. Lengths 0..MAXN (one, two and three
+ * register blocks and every tail), entries that repeat a sample, a sample gap in x and dh
+ * (ld > n), guards past each written row, and a delta of -0.0 (a +0 start matters). */
+static void test_row_entries(const spr_kernel_set *k, uint64_t seed) {
+    enum { SAMPLES = 5, LD = MAXN + 24 };
+    spr_rng r;
+    spr_rng_seed(&r, seed);
+    static float w[MAXN + 8], x[SAMPLES * LD], dh1[SAMPLES * LD], dh2[SAMPLES * LD];
+    static float g1[MAXN + 8], g2[MAXN + 8];
+    static uint16_t w16[MAXN + 8];
+    uint64_t ent[9];
+    int bad = 0, calls = 0;
+    for (int n = 0; n <= MAXN; n++)
+        for (int form = 0; form < 3; form++) { /* float row; BF16 row; no dh */
+            const int ne = 1 + n % 9;
+            for (int i = 0; i < n; i++) {
+                w16[i] = spr_bf16_from_f32(frand(&r));
+                w[i] = form == 1 ? spr_f32_from_bf16(w16[i]) : frand(&r);
+            }
+            for (int i = 0; i < SAMPLES * LD; i++) x[i] = frand(&r), dh1[i] = dh2[i] = frand(&r);
+            for (int e = 0; e < ne; e++) {
+                float d = e == 2 ? -0.0f : frand(&r);
+                uint32_t bits;
+                memcpy(&bits, &d, sizeof bits);
+                ent[e] = (uint64_t)spr_rng_below(&r, SAMPLES) << 32 | bits;
+            }
+            g1[n] = g2[n] = 7.0f;
+            memset(g1, 0, (size_t)n * sizeof(float));
+            for (int e = 0; e < ne; e++) {
+                const int64_t i = (int64_t)(ent[e] >> 32);
+                const uint32_t bits = (uint32_t)ent[e];
+                float d;
+                memcpy(&d, &bits, sizeof d);
+                k->axpy(d, x + i * LD, g1, n);
+                if (form == 0) k->axpy(d, w, dh1 + i * LD, n);
+                if (form == 1) k->axpy_bf16(d, w16, dh1 + i * LD, n);
+            }
+            k->row_entries(form == 1 ? NULL : w, form == 1 ? w16 : NULL, n, ent, ne, x,
+                           form == 2 ? NULL : dh2, LD, g2);
+            calls++;
+            if (g2[n] != 7.0f && bad++ < 3)
+                CHECK(0, "%s row_entries n=%d: wrote past the gradient", k->name, n);
+            for (int i = 0; i < n; i++)
+                if (f32_bits(g1[i]) != f32_bits(g2[i]) && bad++ < 3)
+                    CHECK(0, "%s row_entries n=%d form %d: g[%d] expected %.9g (axpy chain), got %.9g",
+                          k->name, n, form, i, g1[i], g2[i]);
+            for (int i = 0; i < SAMPLES * LD; i++)
+                if (f32_bits(dh1[i]) != f32_bits(dh2[i]) && bad++ < 3)
+                    CHECK(0, "%s row_entries n=%d form %d: dh[%d][%d] expected %.9g, got %.9g",
+                          k->name, n, form, i / LD, i % LD, dh1[i], dh2[i]);
+        }
+    CHECK(bad == 0, "%s row_entries: %d mismatches against its axpy chains in %d calls", k->name,
+          bad, calls);
+}
+
 /* Runs this program again with SPARROW_KERNELS=value and returns the set it reports. */
 static void child_name(const char *self, const char *value, char *out, size_t cap) {
     int fd[2];
@@ -521,6 +578,7 @@ int main(int argc, char **argv) {
     test_bf16_reference(seed);
     test_bf16_set(&spr_kernels_portable, seed); /* the checks themselves, on the reference */
     test_bf16w_set(&spr_kernels_portable, seed);
+    test_row_entries(&spr_kernels_portable, seed);
     printf("  bf16 conversions and the portable BF16 Adam: tested\n");
 
     const char *names[] = {"avx2", "avx512"};
@@ -534,6 +592,7 @@ int main(int argc, char **argv) {
             test_panels(sets[i], seed + (uint64_t)i);
             test_bf16_set(sets[i], seed + 10 + (uint64_t)i);
             test_bf16w_set(sets[i], seed + 20 + (uint64_t)i);
+            test_row_entries(sets[i], seed + 40 + (uint64_t)i);
             if (!strcmp(sets[i]->name, "avx512")) test_adam_short_rows(sets[i], seed + 30);
             printf("  %s: tested against the reference\n", names[i]);
         }

@@ -678,11 +678,20 @@ static void test_shared_random(void) {
 /* spr_model_train_batch defers the output layer's gradient and forms it row by row in
  * the optimizer (train.c, spr_deferred); compute_gradients + apply_gradients accumulate
  * it sample by sample into the gradient rows. With one thread both must give the same
- * model bit for bit, and the deferred path must leave no gradient behind. */
-static void test_deferred_equals_accumulated(void) {
+ * model bit for bit, and the deferred path must leave no gradient behind. With two
+ * layers the deferred step is also fused (the input gradient formed in the optimizer's
+ * row pass, the first layer's backward after it); with three it is not (hidden_size > 0
+ * adds a dense hidden layer of that size). */
+static void deferred_equals_accumulated(int64_t hidden_size) {
     toy t;
     toy_make(&t, 64, 200, 3, 11);
     spr_model_config c = small_config(t.d, t.l, 0.1f);
+    if (hidden_size > 0) {
+        c.n_layers = 3;
+        c.layers[2] = c.layers[1];
+        c.layers[1] = c.layers[0];
+        c.layers[1].size = hidden_size;
+    }
     spr_model *ma, *mb;
     OK(spr_model_create(&c, &ma));
     OK(spr_model_create(&c, &mb));
@@ -706,8 +715,9 @@ static void test_deferred_equals_accumulated(void) {
         }
     }
     CHECK(ma->rehashes > 0, "rehashed during the test (%lld)", (long long)ma->rehashes);
-    CHECK(params_equal(ma, mb, 2), "deferred and accumulated output gradients: models bit-identical");
-    const spr_layer *Lo = &ma->layers[1];
+    CHECK(params_equal(ma, mb, c.n_layers), "%d layers: deferred and accumulated output "
+          "gradients: models bit-identical", c.n_layers);
+    const spr_layer *Lo = &ma->layers[c.n_layers - 1];
     int64_t nonzero = 0;
     for (int64_t i = 0; i < Lo->rows * Lo->stride; i++) nonzero += Lo->gw[i] != 0.0f;
     for (int64_t i = 0; i < Lo->size; i++) nonzero += Lo->gb[i] != 0.0f;
@@ -715,6 +725,68 @@ static void test_deferred_equals_accumulated(void) {
           (long long)nonzero);
     spr_model_free(ma);
     spr_model_free(mb);
+    toy_free(&t);
+}
+
+static void test_deferred_equals_accumulated(void) {
+    deferred_equals_accumulated(0);
+    deferred_equals_accumulated(12);
+}
+
+/* The fused step with two threads: each forms the input-gradient terms of its own output
+ * rows, and the first layer's backward adds the two parts per sample. Two samples with
+ * no feature in common (one a thread in the first layer's backward: no HOGWILD overlap):
+ * the output layer bit for bit the one-thread step's, the first layer's moments equal to
+ * rounding (the parts add in another order than one thread's chain). A lost part would
+ * move them by the whole term. */
+static void test_fused_threads(void) {
+    toy t;
+    toy_make(&t, 64, 300, 2, 13);
+    int64_t rows[2] = {-1, -1};
+    for (int64_t a = 0; a < t.n && rows[0] < 0; a++)
+        for (int64_t b = a + 1; b < t.n && rows[0] < 0; b++) {
+            if (t.lp[a + 1] == t.lp[a] || t.lp[b + 1] == t.lp[b]) continue;
+            int shared = 0;
+            for (int64_t p = t.fp[a]; p < t.fp[a + 1]; p++)
+                for (int64_t q = t.fp[b]; q < t.fp[b + 1]; q++) shared |= t.fi[p] == t.fi[q];
+            if (!shared) rows[0] = a, rows[1] = b;
+        }
+    CHECK(rows[0] >= 0, "two labelled samples without a shared feature in the toy set");
+    spr_model_config c = small_config(t.d, t.l, 0.1f);
+    spr_model *m[2];
+    for (int k = 0; k < 2; k++) {
+        OK(spr_model_create(&c, &m[k]));
+        spr_train_options o = spr_train_options_default();
+        o.threads = k + 1;
+        o.batch_size = 2;
+        OK(spr_model_train_batch(m[k], t.data, rows, 2, &o, NULL));
+    }
+    const spr_layer *a = &m[0]->layers[1], *b = &m[1]->layers[1];
+    const size_t bytes = (size_t)(a->rows * a->stride) * sizeof(float);
+    CHECK(!memcmp(a->w, b->w, bytes) && !memcmp(a->mw, b->mw, bytes),
+          "fused, 2 threads: the output layer bit for bit the 1-thread step's");
+    const spr_layer *a0 = &m[0]->layers[0], *b0 = &m[1]->layers[0];
+    /* rounding: relative to the layer's largest moment (a sum that nearly cancels keeps
+     * the absolute error of its terms, not a relative one) */
+    float scale = 0.0f;
+    for (int64_t i = 0; i < a0->rows * a0->stride; i++) scale = fmaxf(scale, fabsf(a0->mw[i]));
+    for (int64_t j = 0; j < a0->size; j++) scale = fmaxf(scale, fabsf(a0->mb[j]));
+    int64_t moved = 0, far = 0;
+    for (int64_t i = 0; i < a0->rows * a0->stride; i++) {
+        moved += a0->mw[i] != 0.0f;
+        if (fabsf(a0->mw[i] - b0->mw[i]) > 1e-5f * scale && far++ < 3)
+            printf("  weight moment %lld: 1 thread %.9g, 2 threads %.9g\n", (long long)i, a0->mw[i], b0->mw[i]);
+    }
+    for (int64_t j = 0; j < a0->size; j++) {
+        moved += a0->mb[j] != 0.0f;
+        if (fabsf(a0->mb[j] - b0->mb[j]) > 1e-5f * scale && far++ < 3)
+            printf("  bias moment %lld: 1 thread %.9g, 2 threads %.9g\n", (long long)j, a0->mb[j], b0->mb[j]);
+    }
+    CHECK(moved > 16, "fused, 2 threads: the first layer's moments moved (%lld entries)", (long long)moved);
+    CHECK(far == 0, "fused, 2 threads: the first layer's moments within rounding of 1 thread's, "
+          "%lld entries further", (long long)far);
+    spr_model_free(m[0]);
+    spr_model_free(m[1]);
     toy_free(&t);
 }
 
@@ -1219,6 +1291,7 @@ int main(void) {
     test_deferred_equals_accumulated();
     test_shared_random();
     test_deferred_threads();
+    test_fused_threads();
     test_gradient_check();
     test_lazy_adam_and_active_sets();
     test_learns_and_reproduces();
