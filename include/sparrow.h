@@ -323,7 +323,10 @@ typedef struct spr_batch_stats {
     double loss;                        /* mean cross-entropy over the batch */
     double active[SPR_MAX_LAYERS];      /* mean active neurons per sample, per layer */
     double rehash_seconds;              /* time spent rehashing after this batch */
-    double optimizer_seconds;           /* time in the Adam step of this batch (train_batch) */
+    double optimizer_seconds;           /* time in the Adam step of this batch (train_batch);
+                                           with a fused step (two layers, no clipping) it
+                                           includes the output layer's input gradient and
+                                           the first layer's backward, formed in that step */
     /* What that step moved (train_batch): the weight rows it stepped (every layer) and the
      * bytes of parameter state it read and wrote for them: weights, Adam moments and, where
      * the gradient has rows of its own, the gradient (read, then cleared), biases included.

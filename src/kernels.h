@@ -195,6 +195,14 @@ static inline void spr_row_entries(const float *w, const uint16_t *w16, int64_t 
     spr_kernels->row_entries(w, w16, n, ent, ne, x, dh, ld, g);
 }
 
+/* row_entries written as its definition reads, with the given axpys: the portable set's
+ * row_entries, and the AVX2 set's with its own axpys (kernels.c). */
+typedef void (*spr_axpy_fn)(float alpha, const float *x, float *y, int64_t n);
+typedef void (*spr_axpy_bf16_fn)(float alpha, const uint16_t *x, float *y, int64_t n);
+void spr_row_entries_chains(spr_axpy_fn axpy, spr_axpy_bf16_fn axpy_bf16, const float *w,
+                            const uint16_t *w16, int64_t n, const uint64_t *ent, int64_t ne,
+                            const float *x, float *dh, int64_t ld, float *g);
+
 /* The portable reference set, and the x86 sets (NULL where not compiled in). Whether
  * the CPU can run one: spr_kernel_set_supported. */
 extern const spr_kernel_set spr_kernels_portable;

@@ -358,21 +358,11 @@ static void adam_row_bf16w_avx2(uint16_t *w, float *g, uint16_t *m, uint16_t *v,
     }
 }
 
-/* row_entries_ref's chains with this set's axpys (no register blocking: a 128-float
- * row and its gradient take 32 of AVX2's 16 registers). */
+/* row_entries as the axpy chains of this set (no register blocking: a 128-float row and
+ * its gradient take 32 of AVX2's 16 registers). */
 static void row_entries_avx2(const float *w, const uint16_t *w16, int64_t n, const uint64_t *ent,
                              int64_t ne, const float *x, float *dh, int64_t ld, float *g) {
-    memset(g, 0, (size_t)n * sizeof(float));
-    for (int64_t e = 0; e < ne; e++) {
-        const int64_t i = (int64_t)(ent[e] >> 32);
-        const uint32_t bits = (uint32_t)ent[e];
-        float d;
-        memcpy(&d, &bits, sizeof d);
-        axpy_avx2(d, x + i * ld, g, n);
-        if (!dh) continue;
-        if (w16) axpy_bf16_avx2(d, w16, dh + i * ld, n);
-        else axpy_avx2(d, w, dh + i * ld, n);
-    }
+    spr_row_entries_chains(axpy_avx2, axpy_bf16_avx2, w, w16, n, ent, ne, x, dh, ld, g);
 }
 
 static const spr_kernel_set set = {"avx2", dot_avx2, axpy_avx2, dot_sparse_avx2, adam_row_avx2,
