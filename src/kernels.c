@@ -167,10 +167,24 @@ static void row_entries_ref(const float *w, const uint16_t *w16, int64_t n, cons
     spr_row_entries_chains(axpy_ref, axpy_bf16_ref, w, w16, n, ent, ne, x, dh, ld, g);
 }
 
+void spr_row_dots_each(spr_dot_fn dot, spr_dot_bf16_fn dot_bf16, const float *w,
+                       const uint16_t *w16, int64_t n, const uint64_t *ent, int64_t ne,
+                       const float *x, int64_t ld, float *out) {
+    for (int64_t e = 0; e < ne; e++) {
+        const float *xs = x + (int64_t)(ent[e] >> 32) * ld;
+        out[e] = w16 ? dot_bf16(w16, xs, n) : dot(w, xs, n);
+    }
+}
+
+static void row_dots_ref(const float *w, const uint16_t *w16, int64_t n, const uint64_t *ent,
+                         int64_t ne, const float *x, int64_t ld, float *out) {
+    spr_row_dots_each(dot_ref, dot_bf16_ref, w, w16, n, ent, ne, x, ld, out);
+}
+
 const spr_kernel_set spr_kernels_portable = {"portable", dot_ref, axpy_ref, dot_sparse_ref,
                                              adam_row_ref, matmul_panels_ref, signed_sums_ref,
                                              adam_row_bf16_ref, dot_bf16_ref, axpy_bf16_ref,
-                                             adam_row_bf16w_ref, row_entries_ref};
+                                             adam_row_bf16w_ref, row_entries_ref, row_dots_ref};
 const spr_kernel_set *spr_kernels = &spr_kernels_portable;
 
 static const char *cpu_features(void) {

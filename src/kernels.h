@@ -134,6 +134,13 @@ typedef struct spr_kernel_set {
      * the row in registers over the entries (train.c's deferred output step). */
     void (*row_entries)(const float *w, const uint16_t *w16, int64_t n, const uint64_t *ent,
                         int64_t ne, const float *x, float *dh, int64_t ld, float *g);
+    /* One output row's dots with its entries' inputs: out[e] = dot(w, x[ent[e] >> 32], n)
+     * for e < ne (an entry's low 32 bits are not read), x (samples, ld); with w16 not
+     * NULL, dot_bf16(w16, ...). Bit for bit this set's dot / dot_bf16, entry by entry;
+     * AVX-512 keeps the row in registers and runs four entries' chains at once (train.c's
+     * output forward in row order). */
+    void (*row_dots)(const float *w, const uint16_t *w16, int64_t n, const uint64_t *ent,
+                     int64_t ne, const float *x, int64_t ld, float *out);
 } spr_kernel_set;
 
 #define SPR_SUM_ROWS 16 /* rows per call of signed_sums: two AVX2 registers, one AVX-512 */
@@ -195,13 +202,24 @@ static inline void spr_row_entries(const float *w, const uint16_t *w16, int64_t 
     spr_kernels->row_entries(w, w16, n, ent, ne, x, dh, ld, g);
 }
 
-/* row_entries written as its definition reads, with the given axpys: the portable set's
- * row_entries, and the AVX2 set's with its own axpys (kernels.c). */
+static inline void spr_row_dots(const float *w, const uint16_t *w16, int64_t n,
+                                const uint64_t *ent, int64_t ne, const float *x, int64_t ld,
+                                float *out) {
+    spr_kernels->row_dots(w, w16, n, ent, ne, x, ld, out);
+}
+
+/* row_entries and row_dots written as their definitions read, with the given axpys and
+ * dots: the portable set's, and the AVX2 set's with its own (kernels.c). */
 typedef void (*spr_axpy_fn)(float alpha, const float *x, float *y, int64_t n);
 typedef void (*spr_axpy_bf16_fn)(float alpha, const uint16_t *x, float *y, int64_t n);
+typedef float (*spr_dot_fn)(const float *a, const float *b, int64_t n);
+typedef float (*spr_dot_bf16_fn)(const uint16_t *w, const float *x, int64_t n);
 void spr_row_entries_chains(spr_axpy_fn axpy, spr_axpy_bf16_fn axpy_bf16, const float *w,
                             const uint16_t *w16, int64_t n, const uint64_t *ent, int64_t ne,
                             const float *x, float *dh, int64_t ld, float *g);
+void spr_row_dots_each(spr_dot_fn dot, spr_dot_bf16_fn dot_bf16, const float *w,
+                       const uint16_t *w16, int64_t n, const uint64_t *ent, int64_t ne,
+                       const float *x, int64_t ld, float *out);
 
 /* The portable reference set, and the x86 sets (NULL where not compiled in). Whether
  * the CPU can run one: spr_kernel_set_supported. */

@@ -365,10 +365,16 @@ static void row_entries_avx2(const float *w, const uint16_t *w16, int64_t n, con
     spr_row_entries_chains(axpy_avx2, axpy_bf16_avx2, w, w16, n, ent, ne, x, dh, ld, g);
 }
 
+/* row_dots as this set's dots, entry by entry (the same register budget as above). */
+static void row_dots_avx2(const float *w, const uint16_t *w16, int64_t n, const uint64_t *ent,
+                          int64_t ne, const float *x, int64_t ld, float *out) {
+    spr_row_dots_each(dot_avx2, dot_bf16_avx2, w, w16, n, ent, ne, x, ld, out);
+}
+
 static const spr_kernel_set set = {"avx2", dot_avx2, axpy_avx2, dot_sparse_avx2, adam_row_avx2,
                                    matmul_panels_avx2, signed_sums_avx2,
                                    adam_row_bf16_avx2, dot_bf16_avx2, axpy_bf16_avx2,
-                                   adam_row_bf16w_avx2, row_entries_avx2};
+                                   adam_row_bf16w_avx2, row_entries_avx2, row_dots_avx2};
 const spr_kernel_set *spr_kernel_set_avx2(void) { return &set; }
 #else
 const spr_kernel_set *spr_kernel_set_avx2(void) { return 0; }

@@ -369,10 +369,62 @@ static void row_entries_avx512(const float *w, const uint16_t *w16, int64_t n, c
     }
 }
 
+/* row_dots with the row (n <= ROW_BLOCK) in registers and four entries' dots at once,
+ * each dot_avx512's (dot_bf16_avx512's) chain: chunk c of 16 floats goes to s1 when it
+ * is the odd half of a full 32-float pair, else to s0 (the pairs' even halves, then the
+ * tail's chunks in order), and the result is reduce(s0 + s1). A longer row: dot by dot. */
+static void row_dots_avx512(const float *w, const uint16_t *w16, int64_t n, const uint64_t *ent,
+                            int64_t ne, const float *x, int64_t ld, float *out) {
+    if (n > ROW_BLOCK || n <= 0) {
+        for (int64_t e = 0; e < ne; e++) {
+            const float *xs = x + (int64_t)(ent[e] >> 32) * ld;
+            out[e] = w16 ? dot_bf16_avx512(w16, xs, n) : dot_avx512(w, xs, n);
+        }
+        return;
+    }
+    const int nc = (int)((n + 15) / 16), paired = 2 * (int)(n / 32);
+    __mmask16 k[8];
+    __m512 wv[8];
+    for (int c = 0; c < nc; c++) {
+        const int64_t left = n - 16 * c;
+        k[c] = tail_mask(left);
+        wv[c] = w16 ? (left >= 16 ? bf16_load16(w16 + 16 * c) : bf16_load_tail(w16 + 16 * c, left))
+                    : _mm512_maskz_loadu_ps(k[c], w + 16 * c);
+    }
+    int64_t e = 0;
+    for (; e + 4 <= ne; e += 4) {
+        const float *xs[4];
+        __m512 s0[4], s1[4];
+        for (int q = 0; q < 4; q++) {
+            xs[q] = x + (int64_t)(ent[e + q] >> 32) * ld;
+            s0[q] = s1[q] = _mm512_setzero_ps();
+        }
+        for (int c = 0; c < nc; c++) {
+            if (c < paired && (c & 1))
+                for (int q = 0; q < 4; q++)
+                    s1[q] = _mm512_fmadd_ps(wv[c], _mm512_maskz_loadu_ps(k[c], xs[q] + 16 * c), s1[q]);
+            else
+                for (int q = 0; q < 4; q++)
+                    s0[q] = _mm512_fmadd_ps(wv[c], _mm512_maskz_loadu_ps(k[c], xs[q] + 16 * c), s0[q]);
+        }
+        for (int q = 0; q < 4; q++) out[e + q] = _mm512_reduce_add_ps(_mm512_add_ps(s0[q], s1[q]));
+    }
+    for (; e < ne; e++) {
+        const float *xs = x + (int64_t)(ent[e] >> 32) * ld;
+        __m512 s0 = _mm512_setzero_ps(), s1 = s0;
+        for (int c = 0; c < nc; c++) {
+            const __m512 p = _mm512_maskz_loadu_ps(k[c], xs + 16 * c);
+            if (c < paired && (c & 1)) s1 = _mm512_fmadd_ps(wv[c], p, s1);
+            else s0 = _mm512_fmadd_ps(wv[c], p, s0);
+        }
+        out[e] = _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+    }
+}
+
 static const spr_kernel_set set = {"avx512", dot_avx512, axpy_avx512, dot_sparse_avx512,
                                    adam_row_avx512, matmul_panels_avx512, signed_sums_avx512,
                                    adam_row_bf16_avx512, dot_bf16_avx512, axpy_bf16_avx512,
-                                   adam_row_bf16w_avx512, row_entries_avx512};
+                                   adam_row_bf16w_avx512, row_entries_avx512, row_dots_avx512};
 const spr_kernel_set *spr_kernel_set_avx512(void) { return &set; }
 #else
 const spr_kernel_set *spr_kernel_set_avx512(void) { return 0; }

@@ -13,6 +13,14 @@
  * then lazy Adam on the touched rows only, and a rehash when the schedule says so.
  * Nothing here allocates: all scratch is made by spr_model_prepare.
  *
+ * The fused step (two layers, a sampled output, spr_model_train_batch without clipping:
+ * spr_deferred below) runs the output layer by rows instead of by samples: each
+ * sample's pass stops at its active set; the batch's entries (sample, active row) are
+ * grouped by row, and every row is read once for all its entries: z = b + W_r . h_i
+ * (output_forward_grouped), each sample's softmax, then one pass that forms each row's
+ * gradient and its terms of the samples' input gradients and steps it (deferred_adam);
+ * the first layer's backward last. With one thread it is the per-sample path bit for bit.
+ *
  * Benign races (HOGWILD, as SLIDE): two threads may add into the same gradient row at
  * once (a frequent feature's embedding row, the shared bias of layer 0, an output
  * neuron active for two samples); one addition can then be lost. This perturbs the
@@ -185,6 +193,15 @@ typedef struct spr_deferred {
     int64_t threads;               /* capacity of dh and gb_part, in threads */
     float *dh;                     /* (threads, batch, in_stride) each thread's part of dLoss/d input */
     float *gb_part;                /* (threads, in_stride) each thread's part of the first bias's gradient */
+    /* The fused step's forward groups the entries by row before the optimizer does
+     * (output_forward_grouped): grouped threads each left theirs sorted, val = sample << 32 |
+     * the entry's position in the sample's ids, for the optimizer's row pass to take over
+     * with the same threads (0: nothing grouped). */
+    int grouped;
+    uint64_t *group_val[SPR_DEFER_THREADS]; /* each thread's sorted entries */
+    uint32_t *group_run[SPR_DEFER_THREADS]; /* where each of its rows' entries start */
+    int64_t group_rows[SPR_DEFER_THREADS];  /* its touched rows */
+    float *dots;                   /* (threads, batch) each thread's dots of one row */
     void *block;
 } spr_deferred;
 
@@ -240,11 +257,12 @@ static spr_status deferred_prepare(spr_model *m) {
     if (!f) return spr_fail(SPR_STATUS_NO_MEMORY, "train: out of memory for the deferred gradient");
     memset(f, 0, sizeof *f);
     const size_t entries = (size_t)batch * (size_t)cap;
-    /* n; ids, delta; in; key, key_tmp, val, val_tmp, run; dh, gb_part: none of it scales
-     * with the layer */
+    /* n; ids, delta; in; key, key_tmp, val, val_tmp, run; dh, gb_part; dots: none of it
+     * scales with the layer */
     const size_t bytes = (size_t)batch * 8 + entries * 8 + (size_t)batch * in_stride * 4 +
                          entries * 28 + SPR_DEFER_THREADS * 4 +
-                         (size_t)threads * ((size_t)batch + 1) * (size_t)in_stride * 4 + 12 * SPR_ALIGN;
+                         (size_t)threads * ((size_t)batch + 1) * (size_t)in_stride * 4 +
+                         (size_t)threads * (size_t)batch * 4 + 13 * SPR_ALIGN;
     char *p = spr_alloc(bytes);
     if (!p) {
         spr_free(f);
@@ -266,6 +284,7 @@ static spr_status deferred_prepare(spr_model *m) {
     CARVE(run, uint32_t, entries + SPR_DEFER_THREADS);
     CARVE(dh, float, (size_t)threads * (size_t)batch * (size_t)in_stride);
     CARVE(gb_part, float, (size_t)threads * (size_t)in_stride);
+    CARVE(dots, float, (size_t)threads * (size_t)batch);
 #undef CARVE
     f->batch = batch, f->cap = cap, f->in_stride = in_stride, f->rows = Lo->size;
     f->threads = threads;
@@ -348,7 +367,7 @@ static void deferred_materialize(spr_model *m) {
         f->parts = 1;
         first_layer_backward(m, 1);
     }
-    f->pending = 0, f->fused = 0;
+    f->pending = 0, f->fused = 0, f->grouped = 0;
 }
 
 /* The optimizer's rows are sorted but gapped (at 2M labels a batch touches one row in
@@ -381,28 +400,39 @@ static inline SPR_ALWAYS_INLINE void prefetch_adam_row(const spr_layer *L, int32
 }
 
 /* Sorts the n entries (key, val) by key < limit, stably (entries of one key keep their
- * order): least significant digit first, 11 bits a pass, 1 pass below 2^11 rows, 2 below
- * 2^22. Each pass streams the entries twice (count, scatter), whatever the layer's size:
- * it replaced counters per row, whose updates were cache misses on large layers. The
- * sorted entries end in *key, *val, which may now be the buffers (pointers swapped). */
+ * order): least significant digit first, as few passes as 11-bit digits need (1 below
+ * 2^11 rows, 2 below 2^22, 3 above), the bits split evenly between them (at 100K rows
+ * two threads sort 16-bit keys in 2 passes of 8 bits: 256 buckets, whose write streams
+ * stay in L1, where 2048 did not). One read of the keys counts every digit; each pass
+ * then scatters the entries once. It replaced counters per row, whose updates were cache
+ * misses on large layers. The sorted entries end in *key, *val, which may now be the
+ * buffers (pointers swapped). */
 static void sort_entries(uint32_t **key, uint64_t **val, uint32_t **key_tmp, uint64_t **val_tmp,
                          int64_t n, uint64_t limit) {
-    for (int shift = 0; shift < 32 && ((uint64_t)1 << shift) < limit; shift += 11) {
-        uint32_t count[2048];
-        memset(count, 0, sizeof count);
+    int bits = 0;
+    while (bits < 32 && ((uint64_t)1 << bits) < limit) bits++;
+    if (bits == 0) return; /* one key */
+    const int passes = (bits + 10) / 11, digit = (bits + passes - 1) / passes;
+    const uint32_t mask = (1u << digit) - 1u;
+    uint32_t count[3][2048];
+    memset(count, 0, sizeof count);
+    const uint32_t *k0 = *key;
+    for (int64_t i = 0; i < n; i++)
+        for (int p = 0; p < passes; p++) count[p][(k0[i] >> (p * digit)) & mask]++;
+    for (int p = 0; p < passes; p++) {
+        const int shift = p * digit;
+        uint32_t *c = count[p], sum = 0;
+        for (uint32_t b = 0; b <= mask; b++) {
+            const uint32_t cb = c[b];
+            c[b] = sum;
+            sum += cb;
+        }
         const uint32_t *ks = *key;
         const uint64_t *vs = *val;
         uint32_t *kd = *key_tmp;
         uint64_t *vd = *val_tmp;
-        for (int64_t i = 0; i < n; i++) count[(ks[i] >> shift) & 2047]++;
-        uint32_t sum = 0;
-        for (int b = 0; b < 2048; b++) {
-            const uint32_t c = count[b];
-            count[b] = sum;
-            sum += c;
-        }
         for (int64_t i = 0; i < n; i++) {
-            const uint32_t d = count[(ks[i] >> shift) & 2047]++;
+            const uint32_t d = c[(ks[i] >> shift) & mask]++;
             kd[d] = ks[i], vd[d] = vs[i];
         }
         uint32_t *tk = *key;
@@ -423,10 +453,56 @@ static int64_t first_at_least(const int32_t *ids, int64_t n, int64_t v) {
     return lo;
 }
 
+/* Thread t of a team of nth groups the pending batch's entries of the rows it owns,
+ * [lo, hi) = [rows t / nth, rows (t + 1) / nth), so that no two threads write one row:
+ * the part of each sample's ids in that range (a sample's ids are ascending,
+ * spr_layer_select, so a binary search finds it), gathered in sample order and sorted
+ * stably by row, so each row's entries stay in sample order. Its touched rows go to
+ * L->touched_list + lo in memory order, where each row's entries start to (*run)[0..nt].
+ * An entry is sample << 32 | the delta's bits (with_delta), or | its position in the
+ * sample's ids. Returns nt; *val the sorted entries. Every thread of the team calls it
+ * (a barrier inside). */
+static int64_t group_entries(spr_deferred *f, spr_layer *L, int t, int nth, int with_delta,
+                             uint64_t **val_out, uint32_t **run_out) {
+    const int64_t lo = f->rows * t / nth, hi = f->rows * (t + 1) / nth;
+    int32_t *list = L->touched_list + lo;
+    int64_t entries = 0;
+    for (int64_t i = 0; i < f->n_samples; i++) {
+        const int32_t *ids = f->ids + i * f->cap;
+        const int64_t a1 = first_at_least(ids, f->n[i], hi);
+        entries += a1 - first_at_least(ids, a1, lo);
+    }
+    f->thread_entries[t] = entries;
+#pragma omp barrier
+    int64_t pos = 0;
+    for (int u = 0; u < t; u++) pos += f->thread_entries[u];
+    uint32_t *key = f->key + pos, *key_tmp = f->key_tmp + pos;
+    uint64_t *val = f->val + pos, *val_tmp = f->val_tmp + pos;
+    uint32_t *run = f->run + pos + t; /* nt + 1 <= entries + 1 starts */
+    int64_t ne = 0;
+    for (int64_t i = 0; i < f->n_samples; i++) { /* in sample order */
+        const int32_t *ids = f->ids + i * f->cap;
+        const float *dl = f->delta + i * f->cap;
+        const int64_t a1 = first_at_least(ids, f->n[i], hi);
+        for (int64_t a = first_at_least(ids, a1, lo); a < a1; a++) {
+            uint32_t bits = (uint32_t)a;
+            if (with_delta) memcpy(&bits, &dl[a], sizeof bits);
+            key[ne] = (uint32_t)(ids[a] - lo);
+            val[ne++] = (uint64_t)i << 32 | bits;
+        }
+    }
+    sort_entries(&key, &val, &key_tmp, &val_tmp, ne, (uint64_t)(hi - lo));
+    int64_t nt = 0;
+    for (int64_t e = 0; e < ne; e++)
+        if (e == 0 || key[e] != key[e - 1]) list[nt] = (int32_t)(key[e] + lo), run[nt++] = (uint32_t)e;
+    run[nt] = (uint32_t)ne;
+    *val_out = val, *run_out = run;
+    return nt;
+}
+
 /* Adam on the output rows the pending batch touched, each row's gradient formed from its
- * entries just before its step. A sample's ids are ascending (spr_layer_select), so a
- * thread finds the part of each sample in its row range by binary search. Returns the
- * rows it stepped. */
+ * entries just before its step (grouped here by group_entries, or already by the fused
+ * forward). Returns the rows it stepped. */
 static int64_t deferred_adam(spr_model *m, const spr_train_options *o, float bc1, float bc2,
                              int threads) {
     spr_deferred *f = m->deferred;
@@ -445,41 +521,14 @@ static int64_t deferred_adam(spr_model *m, const spr_train_options *o, float bc1
         float *dh = f->fused ? f->dh + t * f->batch * f->in_stride : NULL;
         if (dh) memset(dh, 0, (size_t)(f->n_samples * f->in_stride) * sizeof(float));
         if (t == 0) f->parts = nth;
-        /* Thread t owns the rows [lo, hi): it groups their entries (the part of each
-         * sample's ids in its range) and steps them, so no two threads write the same
-         * row. Its touched rows go to list[lo, lo + nt), in memory order. */
-        const int64_t lo = f->rows * t / nth, hi = f->rows * (t + 1) / nth;
-        int32_t *list = L->touched_list + lo;
-        int64_t entries = 0;
-        for (int64_t i = 0; i < f->n_samples; i++) {
-            const int32_t *ids = f->ids + i * f->cap;
-            const int64_t a1 = first_at_least(ids, f->n[i], hi);
-            entries += a1 - first_at_least(ids, a1, lo);
-        }
-        f->thread_entries[t] = entries;
-#pragma omp barrier
-        int64_t pos = 0;
-        for (int u = 0; u < t; u++) pos += f->thread_entries[u];
-        uint32_t *key = f->key + pos, *key_tmp = f->key_tmp + pos;
-        uint64_t *val = f->val + pos, *val_tmp = f->val_tmp + pos;
-        uint32_t *run = f->run + pos + t; /* nt + 1 <= entries + 1 starts */
-        int64_t ne = 0;
-        for (int64_t i = 0; i < f->n_samples; i++) { /* in sample order */
-            const int32_t *ids = f->ids + i * f->cap;
-            const float *dl = f->delta + i * f->cap;
-            const int64_t a1 = first_at_least(ids, f->n[i], hi);
-            for (int64_t a = first_at_least(ids, a1, lo); a < a1; a++) {
-                uint32_t bits;
-                memcpy(&bits, &dl[a], sizeof bits);
-                key[ne] = (uint32_t)(ids[a] - lo);
-                val[ne++] = (uint64_t)i << 32 | bits;
-            }
-        }
-        sort_entries(&key, &val, &key_tmp, &val_tmp, ne, (uint64_t)(hi - lo));
-        int64_t nt = 0;
-        for (int64_t e = 0; e < ne; e++)
-            if (e == 0 || key[e] != key[e - 1]) list[nt] = (int32_t)(key[e] + lo), run[nt++] = (uint32_t)e;
-        run[nt] = (uint32_t)ne;
+        /* the same team as the forward's: its groups, whose entries still hold positions */
+        const int grouped = f->grouped == nth;
+        uint64_t *val;
+        uint32_t *run;
+        int64_t nt;
+        if (grouped) val = f->group_val[t], run = f->group_run[t], nt = f->group_rows[t];
+        else nt = group_entries(f, L, t, nth, 1, &val, &run);
+        const int32_t *list = L->touched_list + f->rows * t / nth;
         for (int64_t k = 0; k < nt; k++) {
             const int32_t r = list[k];
             if (k + ADAM_AHEAD < nt) prefetch_adam_row(L, list[k + ADAM_AHEAD]);
@@ -488,6 +537,13 @@ static int64_t deferred_adam(spr_model *m, const spr_train_options *o, float bc1
              * (the weights before the step); a thread's rows ascend, and so do a
              * sample's ids, so with one thread the terms add in train_sample's order. */
             const int64_t row = (int64_t)r * L->stride;
+            if (grouped) /* the deltas in place of the positions */
+                for (uint32_t e = run[k]; e < run[k + 1]; e++) {
+                    const uint64_t i = val[e] >> 32;
+                    uint32_t bits;
+                    memcpy(&bits, f->delta + (int64_t)i * f->cap + (uint32_t)val[e], sizeof bits);
+                    val[e] = i << 32 | bits;
+                }
             spr_row_entries(L->w16 ? NULL : L->w + row, L->w16 ? L->w16 + row : NULL, L->fan_in,
                             val + run[k], run[k + 1] - run[k], f->in, dh, f->in_stride, g);
             float gb = 0.0f;
@@ -504,7 +560,7 @@ static int64_t deferred_adam(spr_model *m, const spr_train_options *o, float bc1
         }
         stepped += nt;
     }
-    f->pending = 0;
+    f->pending = 0, f->grouped = 0;
     return stepped;
 }
 
@@ -547,6 +603,15 @@ static void train_sample(spr_model *m, const spr_dataset_view *d, int64_t row, s
                                         s->ids[l], L->pool_ids, L->n_pool);
             act[l].ids = s->ids[l];
         }
+        if (is_out && f && f->fused) { /* this layer's forward runs row by row for the whole
+                                          batch (output_forward_grouped) */
+            active_out[l] = act[l].n;
+            f->n[bi] = n_labels ? act[l].n : 0; /* no labels: no loss, no gradient */
+            memcpy(f->ids + bi * f->cap, act[l].ids, (size_t)act[l].n * sizeof(int32_t));
+            memcpy(f->in + bi * f->in_stride, act[l - 1].val, (size_t)L->fan_in * sizeof(float));
+            *loss_out = 0.0f;
+            return;
+        }
         layer_forward(L, &act[l - 1], &act[l]);
         if (!is_out)
             for (int64_t a = 0; a < act[l].n; a++)
@@ -584,6 +649,65 @@ static void train_sample(spr_model *m, const spr_dataset_view *d, int64_t row, s
         mark_touched(L0, f);
         spr_axpy(d->feature_values[k], act[0].delta, L0->gw + (int64_t)f * L0->stride, L0->size);
     }
+}
+
+/* The fused step's output forward, row by row: z = b_r + W_r . h_i for every entry (sample
+ * i, row r) of the pending batch, each row read once for all the samples that have it
+ * active instead of once a sample (at 670K labels a batch's 857K entries fall on ~480K
+ * rows; at 100K on all 100K, ~8.6 entries a row), in memory order. The entries are
+ * grouped as the optimizer groups them and stay grouped for its row pass (f->grouped).
+ * The logits go where the deltas will; then each sample's softmax, loss and deltas. The
+ * sums are layer_forward's, so the logits are the per-sample path's bit for bit. */
+static void output_forward_grouped(spr_model *m, const spr_dataset_view *d, const int64_t *rows,
+                                   float inv_batch, int threads) {
+    spr_deferred *f = m->deferred;
+    spr_layer *L = &m->layers[m->n_layers - 1];
+    const int nl = m->n_layers;
+    if (threads > f->threads) threads = (int)f->threads; /* <= SPR_DEFER_THREADS */
+    int used = 1;
+#pragma omp parallel num_threads(threads)
+    {
+#ifdef _OPENMP
+        const int t = omp_get_thread_num(), nth = omp_get_num_threads();
+#else
+        const int t = 0, nth = 1;
+#endif
+        if (t == 0) used = nth;
+        uint64_t *val;
+        uint32_t *run;
+        const int64_t nt = group_entries(f, L, t, nth, 0, &val, &run);
+        f->group_val[t] = val, f->group_run[t] = run, f->group_rows[t] = nt;
+        const int32_t *list = L->touched_list + f->rows * t / nth;
+        float *dots = f->dots + t * f->batch; /* a row has at most one entry a sample */
+        for (int64_t k = 0; k < nt; k++) {
+            const int32_t r = list[k];
+            if (k + PREFETCH_AHEAD < nt) {
+                prefetch_row(L, list[k + PREFETCH_AHEAD]);
+                __builtin_prefetch(L->b + list[k + PREFETCH_AHEAD], 0, PREFETCH_LOCALITY);
+            }
+            const int64_t row = (int64_t)r * L->stride;
+            spr_row_dots(L->w16 ? NULL : L->w + row, L->w16 ? L->w16 + row : NULL, L->cols,
+                         val + run[k], run[k + 1] - run[k], f->in, f->in_stride, dots);
+            const float b = L->b[r];
+            for (uint32_t e = run[k]; e < run[k + 1]; e++) { /* layer_forward's b + dot */
+                const int64_t i = (int64_t)(val[e] >> 32);
+                f->delta[i * f->cap + (uint32_t)val[e]] = b + dots[e - run[k]];
+            }
+        }
+#pragma omp barrier
+        spr_scratch *s = spr_thread_scratch(m);
+#pragma omp for schedule(dynamic, 4)
+        for (int64_t i = 0; i < f->n_samples; i++) {
+            if (f->n[i] == 0) continue; /* no labels (train_sample left its loss 0) */
+            const int64_t row = rows[i];
+            act_view out = {f->n[i], f->ids + i * f->cap, s->act[nl - 1], f->delta + i * f->cap};
+            memcpy(out.val, out.delta, (size_t)out.n * sizeof(float));
+            m->sample_loss[i] = softmax_loss(&out, d->labels + d->label_indptr[row],
+                                             d->label_indptr[row + 1] - d->label_indptr[row],
+                                             inv_batch);
+        }
+    }
+    f->grouped = used;
 }
 
 static spr_status check_batch(const spr_model *m, const spr_dataset *data, const int64_t *rows,
@@ -638,6 +762,7 @@ static spr_status compute_gradients(spr_model *m, const spr_dataset *data, const
         f->n_samples = n;
         f->pending = 1;
         f->fused = defer && fusable(m, o);
+        f->grouped = 0;
         f->view = &data->view, f->batch_rows = rows;
     }
     const spr_dataset_view *d = &data->view;
@@ -656,6 +781,7 @@ static spr_status compute_gradients(spr_model *m, const spr_dataset *data, const
             train_sample(m, d, rows[i], s, dense, inv_batch, step_seed ^ spr_mix64((uint64_t)rows[i]),
                          &m->sample_loss[i], &m->sample_active[i * SPR_MAX_LAYERS], f, i);
     }
+    if (f && f->fused) output_forward_grouped(m, d, rows, inv_batch, threads);
     if (f && !defer) deferred_materialize(m);
 
     m->samples += n;
@@ -789,7 +915,7 @@ spr_status spr_model_apply_gradients(spr_model *m, const spr_train_options *o) {
 }
 
 void spr_model_zero_gradients(spr_model *m) {
-    if (m->deferred) m->deferred->pending = 0, m->deferred->fused = 0;
+    if (m->deferred) m->deferred->pending = 0, m->deferred->fused = 0, m->deferred->grouped = 0;
     for (int l = 0; l < m->n_layers; l++) {
         spr_layer *L = &m->layers[l];
         const int64_t nt = atomic_load(&L->n_touched);

@@ -544,6 +544,46 @@ static void test_row_entries(const spr_kernel_set *k, uint64_t seed) {
           bad, calls);
 }
 
+/* row_dots of set k (the portable one included) against k's own dot / dot_bf16, entry by
+ * entry, bit for bit: every row length 0..300 (the AVX-512 set's row in registers up to
+ * 128, dot by dot above), 0 to 10 entries (its blocks of four and the rest), repeated
+ * samples, float and BF16 rows, a row at an unaligned offset; nothing written past
+ * out[ne - 1]. */
+static void test_row_dots(const spr_kernel_set *k, uint64_t seed) {
+    enum { SAMPLES = 6, LD = MAXN + 24 };
+    spr_rng r;
+    spr_rng_seed(&r, seed);
+    static float w[MAXN + 8], x[SAMPLES * LD];
+    static uint16_t w16[MAXN + 8];
+    float out[12];
+    uint64_t ent[11];
+    int bad = 0, calls = 0;
+    for (int n = 0; n <= MAXN; n++)
+        for (int form = 0; form < 2; form++) { /* float row; BF16 row */
+            const int ne = (n + form) % 11, off = n % 3; /* the row at w + off */
+            for (int i = 0; i < n + off; i++) {
+                w16[i] = spr_bf16_from_f32(frand(&r));
+                w[i] = frand(&r);
+            }
+            for (int i = 0; i < SAMPLES * LD; i++) x[i] = frand(&r);
+            for (int e = 0; e < ne; e++) /* the low bits are noise the kernel must ignore */
+                ent[e] = (uint64_t)spr_rng_below(&r, SAMPLES) << 32 | (uint32_t)spr_rng_next(&r);
+            for (int e = 0; e < 12; e++) out[e] = 7.0f;
+            k->row_dots(form ? NULL : w + off, form ? w16 + off : NULL, n, ent, ne, x + 1, LD, out);
+            calls++;
+            for (int e = 0; e < ne; e++) {
+                const float *xs = x + 1 + (int64_t)(ent[e] >> 32) * LD;
+                const float want = form ? k->dot_bf16(w16 + off, xs, n) : k->dot(w + off, xs, n);
+                if (f32_bits(want) != f32_bits(out[e]) && bad++ < 3)
+                    CHECK(0, "%s row_dots n=%d form %d entry %d of %d: expected %.9g (dot), got %.9g",
+                          k->name, n, form, e, ne, want, out[e]);
+            }
+            if (out[ne] != 7.0f && bad++ < 3)
+                CHECK(0, "%s row_dots n=%d: wrote past out[%d]", k->name, n, ne - 1);
+        }
+    CHECK(bad == 0, "%s row_dots: %d mismatches against its dots in %d calls", k->name, bad, calls);
+}
+
 /* Runs this program again with SPARROW_KERNELS=value and returns the set it reports. */
 static void child_name(const char *self, const char *value, char *out, size_t cap) {
     int fd[2];
@@ -579,6 +619,7 @@ int main(int argc, char **argv) {
     test_bf16_set(&spr_kernels_portable, seed); /* the checks themselves, on the reference */
     test_bf16w_set(&spr_kernels_portable, seed);
     test_row_entries(&spr_kernels_portable, seed);
+    test_row_dots(&spr_kernels_portable, seed);
     printf("  bf16 conversions and the portable BF16 Adam: tested\n");
 
     const char *names[] = {"avx2", "avx512"};
@@ -593,6 +634,7 @@ int main(int argc, char **argv) {
             test_bf16_set(sets[i], seed + 10 + (uint64_t)i);
             test_bf16w_set(sets[i], seed + 20 + (uint64_t)i);
             test_row_entries(sets[i], seed + 40 + (uint64_t)i);
+            test_row_dots(sets[i], seed + 50 + (uint64_t)i);
             if (!strcmp(sets[i]->name, "avx512")) test_adam_short_rows(sets[i], seed + 30);
             printf("  %s: tested against the reference\n", names[i]);
         }
