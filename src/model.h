@@ -210,13 +210,26 @@ spr_status spr_model_compute_gradients_sharded(spr_model *m, const spr_dataset_v
                                                const int64_t *rows, int64_t n,
                                                const spr_train_options *o, spr_batch_stats *stats);
 
+/* The calling thread's number in its OpenMP team, and the team's size (0 and 1 outside
+ * a parallel region, or built without OpenMP). */
+static inline int spr_team_rank(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+static inline int spr_team_size(void) {
+#ifdef _OPENMP
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
+}
+
 /* The calling OpenMP thread's training scratch (spr_model_prepare made one per thread). */
 static inline spr_scratch *spr_thread_scratch(const spr_model *m) {
-#ifdef _OPENMP
-    return &m->scratch[omp_get_thread_num()];
-#else
-    return &m->scratch[0];
-#endif
+    return &m->scratch[spr_team_rank()];
 }
 
 /* Allocates a model's arrays for cfg (validated) without initialising weights or tables. */

@@ -43,10 +43,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 /* One layer's activation for one sample: n values; ids == NULL means value a belongs to
  * neuron a (the whole layer is active). */
 typedef struct act_view {
@@ -308,11 +304,7 @@ static void first_layer_backward(spr_model *m, int threads) {
     int used = 1;
 #pragma omp parallel num_threads(threads)
     {
-#ifdef _OPENMP
-        const int t = omp_get_thread_num(), nth = omp_get_num_threads();
-#else
-        const int t = 0, nth = 1;
-#endif
+        const int t = spr_team_rank(), nth = spr_team_size();
         if (t == 0) used = nth;
         float *gb = nth == 1 ? L0->gb : f->gb_part + t * f->in_stride;
         if (nth > 1) memset(gb, 0, (size_t)size * sizeof(float));
@@ -511,11 +503,7 @@ static int64_t deferred_adam(spr_model *m, const spr_train_options *o, float bc1
     int64_t stepped = 0;
 #pragma omp parallel num_threads(threads) reduction(+ : stepped)
     {
-#ifdef _OPENMP
-        const int t = omp_get_thread_num(), nth = omp_get_num_threads();
-#else
-        const int t = 0, nth = 1;
-#endif
+        const int t = spr_team_rank(), nth = spr_team_size();
         float *g = m->scratch[t].dense_in; /* (fan_in) the gradient of one row */
         /* (batch, in_stride) this thread's part of the input gradient (fused) */
         float *dh = f->fused ? f->dh + t * f->batch * f->in_stride : NULL;
@@ -667,11 +655,7 @@ static void output_forward_grouped(spr_model *m, const spr_dataset_view *d, cons
     int used = 1;
 #pragma omp parallel num_threads(threads)
     {
-#ifdef _OPENMP
-        const int t = omp_get_thread_num(), nth = omp_get_num_threads();
-#else
-        const int t = 0, nth = 1;
-#endif
+        const int t = spr_team_rank(), nth = spr_team_size();
         if (t == 0) used = nth;
         uint64_t *val;
         uint32_t *run;
@@ -1200,11 +1184,7 @@ static void sharded_replicated_backward(const sharded_ctx *c, const uint8_t *has
             for (int64_t j = 0; j < L0->size; j++) L0->gb[j] += bb->dh[0][i * s0 + j];
 #pragma omp parallel num_threads(threads)
     {
-#ifdef _OPENMP
-        const int t = omp_get_thread_num(), nt = omp_get_num_threads();
-#else
-        const int t = 0, nt = 1;
-#endif
+        const int t = spr_team_rank(), nt = spr_team_size();
         for (int64_t i = 0; i < n; i++) {
             if (!has_labels[i]) continue;
             const int64_t row = c->rows[i];
