@@ -147,8 +147,53 @@ int spr_threads(int n) {
 #endif
 }
 
-/* Sorts n non-negative ids below `limit` ascending: LSD radix sort, 11 bits a pass,
- * O(n + 2048) per pass, as many passes as limit needs. tmp holds n ints. */
+/* The passes of an LSD radix sort of keys below limit: as few as 11-bit digits need (1
+ * below 2^11, 2 below 2^22, 3 above), the bits split evenly between them (17-bit keys:
+ * 2 passes of 9 bits, 512 buckets, where 11 + 6 bits made the first pass's 2,048 write
+ * streams overflow L1). 0 passes for limit <= 1 (one key). */
+static int radix_plan(uint64_t limit, int *digit) {
+    int bits = 0;
+    while (bits < 32 && ((uint64_t)1 << bits) < limit) bits++;
+    const int passes = (bits + 10) / 11;
+    *digit = passes ? (bits + passes - 1) / passes : 0;
+    return passes;
+}
+
+void spr_sort_entries(uint32_t **key, uint64_t **val, uint32_t **key_tmp, uint64_t **val_tmp,
+                      int64_t n, uint64_t limit) {
+    int digit;
+    const int passes = radix_plan(limit, &digit);
+    const uint32_t mask = (1u << digit) - 1u;
+    uint32_t count[3][2048];
+    memset(count, 0, sizeof count);
+    const uint32_t *k0 = *key;
+    for (int64_t i = 0; i < n; i++) /* one read counts every pass's digit */
+        for (int p = 0; p < passes; p++) count[p][(k0[i] >> (p * digit)) & mask]++;
+    for (int p = 0; p < passes; p++) {
+        const int shift = p * digit;
+        uint32_t *c = count[p], sum = 0;
+        for (uint32_t b = 0; b <= mask; b++) {
+            const uint32_t cb = c[b];
+            c[b] = sum;
+            sum += cb;
+        }
+        const uint32_t *ks = *key;
+        const uint64_t *vs = *val;
+        uint32_t *kd = *key_tmp;
+        uint64_t *vd = *val_tmp;
+        for (int64_t i = 0; i < n; i++) {
+            const uint32_t d = c[(ks[i] >> shift) & mask]++;
+            kd[d] = ks[i], vd[d] = vs[i];
+        }
+        uint32_t *tk = *key;
+        uint64_t *tv = *val;
+        *key = *key_tmp, *val = *val_tmp;
+        *key_tmp = tk, *val_tmp = tv;
+    }
+}
+
+/* Sorts n non-negative ids below `limit` ascending: LSD radix sort (radix_plan's
+ * passes), O(n + buckets) a pass. tmp holds n ints. */
 void spr_sort_ids(int32_t *ids, int64_t n, int64_t limit, int32_t *tmp) {
     if (n < 48) { /* insertion sort beats the passes on short lists */
         for (int64_t i = 1; i < n; i++) {
@@ -163,17 +208,21 @@ void spr_sort_ids(int32_t *ids, int64_t n, int64_t limit, int32_t *tmp) {
         return;
     }
     int32_t *src = ids, *dst = tmp;
-    for (int shift = 0; shift < 33 && ((int64_t)1 << shift) < limit; shift += 11) {
+    int digit;
+    const int passes = radix_plan(limit > 0 ? (uint64_t)limit : 0, &digit);
+    const uint32_t mask = (1u << digit) - 1u;
+    for (int p = 0; p < passes; p++) {
+        const int shift = p * digit;
         uint32_t count[2048];
-        memset(count, 0, sizeof count);
-        for (int64_t i = 0; i < n; i++) count[((uint32_t)src[i] >> shift) & 2047]++;
+        memset(count, 0, (mask + 1) * sizeof(uint32_t));
+        for (int64_t i = 0; i < n; i++) count[((uint32_t)src[i] >> shift) & mask]++;
         uint32_t sum = 0;
-        for (int b = 0; b < 2048; b++) {
+        for (uint32_t b = 0; b <= mask; b++) {
             uint32_t c = count[b];
             count[b] = sum;
             sum += c;
         }
-        for (int64_t i = 0; i < n; i++) dst[count[((uint32_t)src[i] >> shift) & 2047]++] = src[i];
+        for (int64_t i = 0; i < n; i++) dst[count[((uint32_t)src[i] >> shift) & mask]++] = src[i];
         int32_t *t = src;
         src = dst;
         dst = t;

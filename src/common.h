@@ -122,8 +122,16 @@ double spr_now(void);
 /* Threads to use: n if n > 0, else every core OpenMP offers. */
 int spr_threads(int n);
 
-/* Sorts n distinct non-negative ids below `limit` ascending (LSD radix sort, 11 bits a
- * pass; insertion sort for short lists). tmp holds n ints. */
+/* Sorts n distinct non-negative ids below `limit` ascending (LSD radix sort, at most 11
+ * bits a pass; insertion sort for short lists). tmp holds n ints. */
 void spr_sort_ids(int32_t *ids, int64_t n, int64_t limit, int32_t *tmp);
+
+/* Sorts the n entries (key[i], val[i]) by key < limit, stably (the entries of one key keep
+ * their order): LSD radix sort, at most 11 bits a pass, each pass one scatter of the
+ * entries (train.c groups a batch's output entries by row with it: counters per row
+ * were cache misses on large layers). The sorted entries end in *key, *val, which may now
+ * be the buffers *key_tmp, *val_tmp (the pointers swapped); each holds n. */
+void spr_sort_entries(uint32_t **key, uint64_t **val, uint32_t **key_tmp, uint64_t **val_tmp,
+                      int64_t n, uint64_t limit);
 
 #endif /* SPR_COMMON_H */

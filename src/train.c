@@ -391,49 +391,6 @@ static inline SPR_ALWAYS_INLINE void prefetch_adam_row(const spr_layer *L, int32
     __builtin_prefetch(L->vb + r, 1, ADAM_LOCALITY), __builtin_prefetch(L->gb + r, 1, ADAM_LOCALITY);
 }
 
-/* Sorts the n entries (key, val) by key < limit, stably (entries of one key keep their
- * order): least significant digit first, as few passes as 11-bit digits need (1 below
- * 2^11 rows, 2 below 2^22, 3 above), the bits split evenly between them (at 100K rows
- * two threads sort 16-bit keys in 2 passes of 8 bits: 256 buckets, whose write streams
- * stay in L1, where 2048 did not). One read of the keys counts every digit; each pass
- * then scatters the entries once. It replaced counters per row, whose updates were cache
- * misses on large layers. The sorted entries end in *key, *val, which may now be the
- * buffers (pointers swapped). */
-static void sort_entries(uint32_t **key, uint64_t **val, uint32_t **key_tmp, uint64_t **val_tmp,
-                         int64_t n, uint64_t limit) {
-    int bits = 0;
-    while (bits < 32 && ((uint64_t)1 << bits) < limit) bits++;
-    if (bits == 0) return; /* one key */
-    const int passes = (bits + 10) / 11, digit = (bits + passes - 1) / passes;
-    const uint32_t mask = (1u << digit) - 1u;
-    uint32_t count[3][2048];
-    memset(count, 0, sizeof count);
-    const uint32_t *k0 = *key;
-    for (int64_t i = 0; i < n; i++)
-        for (int p = 0; p < passes; p++) count[p][(k0[i] >> (p * digit)) & mask]++;
-    for (int p = 0; p < passes; p++) {
-        const int shift = p * digit;
-        uint32_t *c = count[p], sum = 0;
-        for (uint32_t b = 0; b <= mask; b++) {
-            const uint32_t cb = c[b];
-            c[b] = sum;
-            sum += cb;
-        }
-        const uint32_t *ks = *key;
-        const uint64_t *vs = *val;
-        uint32_t *kd = *key_tmp;
-        uint64_t *vd = *val_tmp;
-        for (int64_t i = 0; i < n; i++) {
-            const uint32_t d = c[(ks[i] >> shift) & mask]++;
-            kd[d] = ks[i], vd[d] = vs[i];
-        }
-        uint32_t *tk = *key;
-        uint64_t *tv = *val;
-        *key = *key_tmp, *val = *val_tmp;
-        *key_tmp = tk, *val_tmp = tv;
-    }
-}
-
 /* Index of the first of the n ascending ids that is >= v (n if none). */
 static int64_t first_at_least(const int32_t *ids, int64_t n, int64_t v) {
     int64_t lo = 0, hi = n;
@@ -483,7 +440,7 @@ static int64_t group_entries(spr_deferred *f, spr_layer *L, int t, int nth, int 
             val[ne++] = (uint64_t)i << 32 | bits;
         }
     }
-    sort_entries(&key, &val, &key_tmp, &val_tmp, ne, (uint64_t)(hi - lo));
+    spr_sort_entries(&key, &val, &key_tmp, &val_tmp, ne, (uint64_t)(hi - lo));
     int64_t nt = 0;
     for (int64_t e = 0; e < ne; e++)
         if (e == 0 || key[e] != key[e - 1]) list[nt] = (int32_t)(key[e] + lo), run[nt++] = (uint32_t)e;

@@ -584,6 +584,77 @@ static void test_row_dots(const spr_kernel_set *k, uint64_t seed) {
     CHECK(bad == 0, "%s row_dots: %d mismatches against its dots in %d calls", k->name, bad, calls);
 }
 
+/* The radix sorts of common.c against a plain stable sort: spr_sort_entries keeps each
+ * key's entries in their order (the grouped output layer relies on it for its sums'
+ * order) at every number of passes (limits up to 2^32: 1, 2 and 3 passes, each side of
+ * 2^11 and 2^22, and a single key), n from 0 to 5,000, keys crowded on few values and
+ * spread; spr_sort_ids (distinct ids) likewise, insertion-sorted lists included. */
+static int cmp_entry(const void *a, const void *b) { /* (key, original index) */
+    const uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+static void test_sorts(uint64_t seed) {
+    enum { MAXE = 5000 };
+    static uint32_t k[MAXE], kt[MAXE];
+    static uint64_t v[MAXE], vt[MAXE], ref[MAXE];
+    static int32_t ids[MAXE], idt[MAXE];
+    static uint8_t used[1 << 16];
+    const uint64_t limits[] = {1, 2, 100, 2048, 2049, 65536, 100000, (uint64_t)1 << 22,
+                               ((uint64_t)1 << 22) + 1, (uint64_t)1 << 31, (uint64_t)1 << 32};
+    const int ns[] = {0, 1, 5, 47, 48, 1000, MAXE};
+    spr_rng r;
+    spr_rng_seed(&r, seed);
+    int bad = 0, runs = 0;
+    for (size_t li = 0; li < sizeof limits / sizeof *limits; li++)
+        for (size_t ni = 0; ni < sizeof ns / sizeof *ns; ni++)
+            for (int crowd = 0; crowd < 2; crowd++) {
+                const uint64_t limit = limits[li];
+                const int n = ns[ni];
+                const uint64_t span = crowd && limit > 7 ? 7 : limit; /* 7 values: long runs */
+                const uint64_t base = limit - span;
+                for (int i = 0; i < n; i++) {
+                    k[i] = (uint32_t)(base + spr_rng_below(&r, span));
+                    v[i] = spr_rng_next(&r);
+                    ref[i] = (uint64_t)k[i] << 32 | (uint32_t)i; /* n < 2^32 */
+                }
+                qsort(ref, (size_t)n, sizeof *ref, cmp_entry);
+                uint32_t *pk = k, *pkt = kt;
+                uint64_t *pv = v, *pvt = vt;
+                const uint64_t *v0 = v; /* the input's vals, where the sort may leave them */
+                static uint64_t vin[MAXE];
+                memcpy(vin, v0, (size_t)n * sizeof *vin);
+                spr_sort_entries(&pk, &pv, &pkt, &pvt, n, limit);
+                runs++;
+                for (int i = 0; i < n; i++) {
+                    const uint32_t want_k = (uint32_t)(ref[i] >> 32);
+                    const uint64_t want_v = vin[(uint32_t)ref[i]];
+                    if ((pk[i] != want_k || pv[i] != want_v) && bad++ < 3)
+                        CHECK(0, "spr_sort_entries limit %llu n %d crowd %d: entry %d is (%u, %llx), "
+                              "want (%u, %llx)", (unsigned long long)limit, n, crowd, i, pk[i],
+                              (unsigned long long)pv[i], want_k, (unsigned long long)want_v);
+                }
+                /* distinct ids for spr_sort_ids (int32: limits up to 2^31) */
+                if (limit > ((uint64_t)1 << 31) || (uint64_t)n > limit || crowd) continue;
+                int m = 0;
+                memset(used, 0, sizeof used);
+                while (m < n) {
+                    const uint64_t id = limit <= (1u << 16) ? spr_rng_below(&r, limit)
+                                                            : spr_rng_below(&r, limit >> 16) << 16 | (uint64_t)m;
+                    if (limit <= (1u << 16) && used[id]++) continue;
+                    ids[m++] = (int32_t)id;
+                }
+                for (int i = 0; i < n; i++) ref[i] = (uint64_t)(uint32_t)ids[i];
+                qsort(ref, (size_t)n, sizeof *ref, cmp_entry);
+                spr_sort_ids(ids, n, (int64_t)limit, idt);
+                runs++;
+                for (int i = 0; i < n; i++)
+                    if ((uint64_t)(uint32_t)ids[i] != ref[i] && bad++ < 3)
+                        CHECK(0, "spr_sort_ids limit %llu n %d: id %d is %d, want %llu",
+                              (unsigned long long)limit, n, i, ids[i], (unsigned long long)ref[i]);
+            }
+    CHECK(bad == 0, "radix sorts: %d misplaced entries in %d sorts", bad, runs);
+}
+
 /* Runs this program again with SPARROW_KERNELS=value and returns the set it reports. */
 static void child_name(const char *self, const char *value, char *out, size_t cap) {
     int fd[2];
@@ -620,6 +691,7 @@ int main(int argc, char **argv) {
     test_bf16w_set(&spr_kernels_portable, seed);
     test_row_entries(&spr_kernels_portable, seed);
     test_row_dots(&spr_kernels_portable, seed);
+    test_sorts(seed);
     printf("  bf16 conversions and the portable BF16 Adam: tested\n");
 
     const char *names[] = {"avx2", "avx512"};
