@@ -10,10 +10,27 @@
 # subset, rehashes included), SWEEP_SLOW, SPARROW_ARGS (extra sparrow train options),
 # SWEEP_TORCH_MAX, SWEEP_ACTIVE (3350 active outputs at every size; 0: SPARSITY), SWEEP_BF16
 # (0: no --bf16-weights runs in the sweep), SYSTEMS (subset of the names in bench/peers.py), VENV_TORCH (a venv
-# with PyPI torch), VENV_THIRDAI (a venv with thirdai).
+# with PyPI torch: by default ~/.cache/sparrow/venv-torch, made on first use with the
+# python3 first on PATH and `pip install torch numpy`, a few GB once; VENV_TORCH=none
+# skips that peer), VENV_THIRDAI (a venv with thirdai).
 # On a GPU machine: `python3 bench/torch_peer.py --device cuda ...` is the GPU peer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/build.sh
+# The current PyTorch release from PyPI (issue 4's second PyTorch peer; with MKL it was the
+# faster CPU configuration on the Intel machine of sessions 7-10): made once, then reused.
+if [ "${VENV_TORCH:-}" = none ]; then
+  unset VENV_TORCH
+else
+  VENV_TORCH=${VENV_TORCH:-$HOME/.cache/sparrow/venv-torch}
+  if ! "$VENV_TORCH/bin/python" -c 'import torch, numpy' 2>/dev/null; then
+    echo "peers.sh: installing PyPI's torch into $VENV_TORCH (once; a few GB)" >&2
+    if ! { python3 -m venv "$VENV_TORCH" && "$VENV_TORCH/bin/pip" install -q torch numpy; }; then
+      echo "peers.sh: no PyPI torch (pip failed): the pytorch-pypi peer is skipped" >&2
+      VENV_TORCH=
+    fi
+  fi
+  export VENV_TORCH
+fi
 exec /usr/bin/python3 bench/peers.py "${1:-out/peers}"
