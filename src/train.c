@@ -192,7 +192,8 @@ typedef struct spr_deferred {
     /* The fused step's forward groups the entries by row before the optimizer does
      * (output_forward_grouped): grouped threads each left theirs sorted, val = sample << 32 |
      * the entry's position in the sample's ids, for the optimizer's row pass to take over
-     * with the same threads (0: nothing grouped). */
+     * with the same threads (0: nothing grouped). Read only while a batch is pending; set
+     * for each batch by compute_gradients. */
     int grouped;
     uint64_t *group_val[SPR_DEFER_THREADS]; /* each thread's sorted entries */
     uint32_t *group_run[SPR_DEFER_THREADS]; /* where each of its rows' entries start */
@@ -359,7 +360,7 @@ static void deferred_materialize(spr_model *m) {
         f->parts = 1;
         first_layer_backward(m, 1);
     }
-    f->pending = 0, f->fused = 0, f->grouped = 0;
+    f->pending = 0, f->fused = 0;
 }
 
 /* The optimizer's rows are sorted but gapped (at 2M labels a batch touches one row in
@@ -505,7 +506,7 @@ static int64_t deferred_adam(spr_model *m, const spr_train_options *o, float bc1
         }
         stepped += nt;
     }
-    f->pending = 0, f->grouped = 0;
+    f->pending = 0;
     return stepped;
 }
 
@@ -856,7 +857,7 @@ spr_status spr_model_apply_gradients(spr_model *m, const spr_train_options *o) {
 }
 
 void spr_model_zero_gradients(spr_model *m) {
-    if (m->deferred) m->deferred->pending = 0, m->deferred->fused = 0, m->deferred->grouped = 0;
+    if (m->deferred) m->deferred->pending = 0, m->deferred->fused = 0;
     for (int l = 0; l < m->n_layers; l++) {
         spr_layer *L = &m->layers[l];
         const int64_t nt = atomic_load(&L->n_touched);
