@@ -146,25 +146,20 @@ static void adam_row_bf16w_ref(uint16_t *w, float *g, uint16_t *m, uint16_t *v, 
     }
 }
 
-void spr_row_entries_chains(spr_axpy_fn axpy, spr_axpy_bf16_fn axpy_bf16, const float *w,
-                            const uint16_t *w16, int64_t n, const uint64_t *ent, int64_t ne,
-                            const float *x, float *dh, int64_t ld, float *g) {
+/* row_entries as its definition reads: g from +0 by axpy entry by entry, dh by axpy. */
+static void row_entries_ref(const float *w, const uint16_t *w16, int64_t n, const uint64_t *ent,
+                            int64_t ne, const float *x, float *dh, int64_t ld, float *g) {
     memset(g, 0, (size_t)n * sizeof(float));
     for (int64_t e = 0; e < ne; e++) {
         const int64_t i = (int64_t)(ent[e] >> 32);
         const uint32_t bits = (uint32_t)ent[e];
         float d;
         memcpy(&d, &bits, sizeof d);
-        axpy(d, x + i * ld, g, n);
+        axpy_ref(d, x + i * ld, g, n);
         if (!dh) continue;
-        if (w16) axpy_bf16(d, w16, dh + i * ld, n);
-        else axpy(d, w, dh + i * ld, n);
+        if (w16) axpy_bf16_ref(d, w16, dh + i * ld, n);
+        else axpy_ref(d, w, dh + i * ld, n);
     }
-}
-
-static void row_entries_ref(const float *w, const uint16_t *w16, int64_t n, const uint64_t *ent,
-                            int64_t ne, const float *x, float *dh, int64_t ld, float *g) {
-    spr_row_entries_chains(axpy_ref, axpy_bf16_ref, w, w16, n, ent, ne, x, dh, ld, g);
 }
 
 void spr_row_dots_each(spr_dot_fn dot, spr_dot_bf16_fn dot_bf16, const float *w,

@@ -208,15 +208,10 @@ static inline void spr_row_dots(const float *w, const uint16_t *w16, int64_t n,
     spr_kernels->row_dots(w, w16, n, ent, ne, x, ld, out);
 }
 
-/* row_entries and row_dots written as their definitions read, with the given axpys and
- * dots: the portable set's, and the AVX2 set's with its own (kernels.c). */
-typedef void (*spr_axpy_fn)(float alpha, const float *x, float *y, int64_t n);
-typedef void (*spr_axpy_bf16_fn)(float alpha, const uint16_t *x, float *y, int64_t n);
+/* row_dots written as its definition reads, with the given dots: the portable set's, and
+ * the AVX2 set's with its own (kernels.c). */
 typedef float (*spr_dot_fn)(const float *a, const float *b, int64_t n);
 typedef float (*spr_dot_bf16_fn)(const uint16_t *w, const float *x, int64_t n);
-void spr_row_entries_chains(spr_axpy_fn axpy, spr_axpy_bf16_fn axpy_bf16, const float *w,
-                            const uint16_t *w16, int64_t n, const uint64_t *ent, int64_t ne,
-                            const float *x, float *dh, int64_t ld, float *g);
 void spr_row_dots_each(spr_dot_fn dot, spr_dot_bf16_fn dot_bf16, const float *w,
                        const uint16_t *w16, int64_t n, const uint64_t *ent, int64_t ne,
                        const float *x, int64_t ld, float *out);
