@@ -12,6 +12,7 @@
  * interleaved, with the machine's thread count, and prints medians as JSON.
  *
  * Build: gcc -std=gnu11 -O2 -fopenmp -Iinclude -Isrc bench/adam_bf16.c build/libsparrow_static.a -lm -o adam_bf16
+ *   (a build with MPI, the default where it is installed: add $(mpicc --showme:link))
  * Usage: adam_bf16 [rows 2000000] [touched 660000] [reps 7] */
 #include "common.h"
 #include "kernels.h"

@@ -11,6 +11,7 @@
  * alone on a few rows that stay in L1 (one thread, ns a row), as JSON.
  *
  * Build: gcc -std=gnu11 -O2 -fopenmp -Iinclude -Isrc bench/adam_floor.c build/libsparrow_static.a -lm -o adam_floor
+ *   (a build with MPI, the default where it is installed: add $(mpicc --showme:link))
  * Usage: adam_floor [rows 2000000] [touched 576000] [reps 7] */
 #include "common.h"
 #include "kernels.h"

@@ -13,7 +13,10 @@ S=build/sparrow
 model=${MODEL:-$out/model.spr}
 [ -f "$model" ] || $S train --train out/small/train.txt --epochs 5 --seed 1 --sparsity 0.01 \
     --save "$model" --quiet >/dev/null
+# the static library needs MPI's libraries where CMake built it with MPI (the default)
+mpi_link=
+if grep -q '^SPR_HAVE_MPI:INTERNAL=ON' build/CMakeCache.txt; then mpi_link=$(mpicc --showme:link); fi
 gcc -std=gnu11 -O2 -fopenmp -Iinclude -Isrc bench/dump_output_layer.c build/libsparrow_static.a -lm \
-    -o "$out/dump_output_layer"
+    $mpi_link -o "$out/dump_output_layer"
 "$out/dump_output_layer" "$model" out/small/test.txt 300 "$out" >/dev/null
 /usr/bin/python3 bench/recall_ceiling.py "$out"
