@@ -57,6 +57,17 @@ static float dot_sparse_avx2(const float *w, const int32_t *idx, const float *va
     return acc;
 }
 
+/* One 8-lane Adam step, shared by the float, BF16-state and BF16-weight kernels (so that
+ * each entry takes the same arithmetic in all three): m0, v0, w0 (float) become the new
+ * moments and weight, before any rounding. Needs the constants set up as adam_row_avx2's. */
+#define ADAM_STEP8(g0, m0, v0, w0)                                                                 \
+    do {                                                                                           \
+        m0 = _mm256_fmadd_ps(vb1, m0, _mm256_mul_ps(vc1, g0));                                     \
+        v0 = _mm256_fmadd_ps(vb2, v0, _mm256_mul_ps(vc2, _mm256_mul_ps(g0, g0)));                  \
+        w0 = _mm256_sub_ps(w0, _mm256_div_ps(_mm256_mul_ps(vstep, m0),                             \
+                                             _mm256_fmadd_ps(_mm256_sqrt_ps(v0), vinv, veps)));    \
+    } while (0)
+
 /* The update divides by sqrt(v) * (1 / sqrt(bc2)) + eps: one division a lane instead of
  * two (the reference divides by sqrt(bc2)); the results differ in the last bit at most
  * a few times per row, well inside what the tests against PyTorch allow. */
@@ -69,11 +80,9 @@ static void adam_row_avx2(float *w, float *g, float *m, float *v, int64_t n, flo
     const __m256 veps = _mm256_set1_ps(eps), zero = _mm256_setzero_ps();
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) {
-        __m256 gi = _mm256_loadu_ps(g + i);
-        __m256 mi = _mm256_fmadd_ps(vb1, _mm256_loadu_ps(m + i), _mm256_mul_ps(vc1, gi));
-        __m256 vi = _mm256_fmadd_ps(vb2, _mm256_loadu_ps(v + i), _mm256_mul_ps(vc2, _mm256_mul_ps(gi, gi)));
-        __m256 den = _mm256_fmadd_ps(_mm256_sqrt_ps(vi), vinv, veps);
-        __m256 wi = _mm256_sub_ps(_mm256_loadu_ps(w + i), _mm256_div_ps(_mm256_mul_ps(vstep, mi), den));
+        const __m256 gi = _mm256_loadu_ps(g + i);
+        __m256 mi = _mm256_loadu_ps(m + i), vi = _mm256_loadu_ps(v + i), wi = _mm256_loadu_ps(w + i);
+        ADAM_STEP8(gi, mi, vi, wi);
         _mm256_storeu_ps(m + i, mi);
         _mm256_storeu_ps(v + i, vi);
         _mm256_storeu_ps(w + i, wi);
@@ -240,16 +249,11 @@ static void adam_row_bf16_avx2(float *w, float *g, uint16_t *m, uint16_t *v, int
         bf16_load16(m + i, &m0, &m1);
         bf16_load16(v + i, &v0, &v1);
         const __m256 g0 = _mm256_loadu_ps(g + i), g1 = _mm256_loadu_ps(g + i + 8);
-        m0 = _mm256_fmadd_ps(vb1, m0, _mm256_mul_ps(vc1, g0));
-        m1 = _mm256_fmadd_ps(vb1, m1, _mm256_mul_ps(vc1, g1));
-        v0 = _mm256_fmadd_ps(vb2, v0, _mm256_mul_ps(vc2, _mm256_mul_ps(g0, g0)));
-        v1 = _mm256_fmadd_ps(vb2, v1, _mm256_mul_ps(vc2, _mm256_mul_ps(g1, g1)));
-        const __m256 d0 = _mm256_fmadd_ps(_mm256_sqrt_ps(v0), vinv, veps);
-        const __m256 d1 = _mm256_fmadd_ps(_mm256_sqrt_ps(v1), vinv, veps);
-        _mm256_storeu_ps(w + i, _mm256_sub_ps(_mm256_loadu_ps(w + i),
-                                              _mm256_div_ps(_mm256_mul_ps(vstep, m0), d0)));
-        _mm256_storeu_ps(w + i + 8, _mm256_sub_ps(_mm256_loadu_ps(w + i + 8),
-                                                  _mm256_div_ps(_mm256_mul_ps(vstep, m1), d1)));
+        __m256 w0 = _mm256_loadu_ps(w + i), w1 = _mm256_loadu_ps(w + i + 8);
+        ADAM_STEP8(g0, m0, v0, w0);
+        ADAM_STEP8(g1, m1, v1, w1);
+        _mm256_storeu_ps(w + i, w0);
+        _mm256_storeu_ps(w + i + 8, w1);
         bf16_store16(m + i, bf16_round8(m0), bf16_round8(m1));
         bf16_store16(v + i, bf16_round8_sr(v0, bf16_noise8(h0)), bf16_round8_sr(v1, bf16_noise8(h1)));
         h0 = _mm256_add_epi32(h0, h16);
@@ -262,11 +266,9 @@ static void adam_row_bf16_avx2(float *w, float *g, uint16_t *m, uint16_t *v, int
      * two kernels then move w identically */
     if (i + 8 <= n) {
         const __m256 g0 = _mm256_loadu_ps(g + i);
-        const __m256 m0 = _mm256_fmadd_ps(vb1, bf16_load8(m + i), _mm256_mul_ps(vc1, g0));
-        const __m256 v0 = _mm256_fmadd_ps(vb2, bf16_load8(v + i), _mm256_mul_ps(vc2, _mm256_mul_ps(g0, g0)));
-        const __m256 d0 = _mm256_fmadd_ps(_mm256_sqrt_ps(v0), vinv, veps);
-        _mm256_storeu_ps(w + i, _mm256_sub_ps(_mm256_loadu_ps(w + i),
-                                              _mm256_div_ps(_mm256_mul_ps(vstep, m0), d0)));
+        __m256 m0 = bf16_load8(m + i), v0 = bf16_load8(v + i), w0 = _mm256_loadu_ps(w + i);
+        ADAM_STEP8(g0, m0, v0, w0);
+        _mm256_storeu_ps(w + i, w0);
         bf16_store8(m + i, bf16_round8(m0));
         bf16_store8(v + i, bf16_round8_sr(v0, bf16_noise8(h0)));
         _mm256_storeu_ps(g + i, zero);
@@ -324,16 +326,6 @@ static inline __m256i bf16_round8_sr_num(__m256 x, __m256i noise) {
     return _mm256_srli_epi32(_mm256_add_epi32(_mm256_castps_si256(x), noise), 16);
 }
 
-/* One 8-lane step of adam_row_bf16w_avx2 from the widened moments and weight: the new
- * moments and weight (float), before rounding. */
-#define BF16W_STEP(g0, m0, v0, w0)                                                                 \
-    do {                                                                                           \
-        m0 = _mm256_fmadd_ps(vb1, m0, _mm256_mul_ps(vc1, g0));                                     \
-        v0 = _mm256_fmadd_ps(vb2, v0, _mm256_mul_ps(vc2, _mm256_mul_ps(g0, g0)));                  \
-        w0 = _mm256_sub_ps(w0, _mm256_div_ps(_mm256_mul_ps(vstep, m0),                             \
-                                             _mm256_fmadd_ps(_mm256_sqrt_ps(v0), vinv, veps)));    \
-    } while (0)
-
 /* adam_row_bf16_avx2 with a BF16 weight (the weight, its two moments and their roundings),
  * 16 entries a step and then 8, the scalar tail as adam_row_bf16_avx2's. A NaN in a
  * moment reaches the new weight, so one test of the weights says whether the roundings
@@ -363,8 +355,8 @@ static void adam_row_bf16w_avx2(uint16_t *w, float *g, uint16_t *m, uint16_t *v,
         bf16_load16(m + i, &m0, &m1);
         bf16_load16(v + i, &v0, &v1);
         bf16_load16(w + i, &w0, &w1);
-        BF16W_STEP(g0, m0, v0, w0);
-        BF16W_STEP(g1, m1, v1, w1);
+        ADAM_STEP8(g0, m0, v0, w0);
+        ADAM_STEP8(g1, m1, v1, w1);
         if (_mm256_movemask_ps(_mm256_cmp_ps(w0, w1, _CMP_UNORD_Q)) == 0) {
             bf16_store16(m + i, bf16_round8_num(m0), bf16_round8_num(m1));
             bf16_store16(v + i, bf16_round8_sr_num(v0, bf16_noise8(hv0)), bf16_round8_sr_num(v1, bf16_noise8(hv1)));
@@ -382,7 +374,7 @@ static void adam_row_bf16w_avx2(uint16_t *w, float *g, uint16_t *m, uint16_t *v,
     if (i + 8 <= n) { /* hv0, hw0 are lane i's */
         const __m256 g0 = _mm256_loadu_ps(g + i);
         __m256 m0 = bf16_load8(m + i), v0 = bf16_load8(v + i), w0 = bf16_load8(w + i);
-        BF16W_STEP(g0, m0, v0, w0);
+        ADAM_STEP8(g0, m0, v0, w0);
         bf16_store8(m + i, bf16_round8(m0));
         bf16_store8(v + i, bf16_round8_sr(v0, bf16_noise8(hv0)));
         bf16_store8(w + i, bf16_round8_sr(w0, bf16_noise8(hw0)));
@@ -400,7 +392,7 @@ static void adam_row_bf16w_avx2(uint16_t *w, float *g, uint16_t *m, uint16_t *v,
         g[i] = 0.0f;
     }
 }
-#undef BF16W_STEP
+#undef ADAM_STEP8
 
 static inline float entry_delta(uint64_t e) {
     const uint32_t bits = (uint32_t)e;
