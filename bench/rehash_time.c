@@ -29,12 +29,18 @@ static int fail(const char *what) {
     return 1;
 }
 
-/* keys of rows [0, n) of w (n, DIM), CALL_ROWS a call, table-major in keys (L, n) */
-static void keys_all(const spr_hasher *h, const float *w, int64_t n, uint32_t *keys, int threads) {
+/* keys of rows [0, n) of w (n, DIM), CALL_ROWS a call, table-major in keys (L, n); 0 if
+ * a thread's scratch could not be allocated */
+static int keys_all(const spr_hasher *h, const float *w, int64_t n, uint32_t *keys, int threads) {
     const int64_t work_len = spr_hasher_rows_work_len(h);
+    int ok = 1;
 #pragma omp parallel num_threads(threads)
     {
         int32_t *work = malloc((size_t)work_len * sizeof(int32_t));
+        if (!work) {
+#pragma omp atomic write
+            ok = 0;
+        }
 #pragma omp for schedule(dynamic, 16)
         for (int64_t r = 0; r < n; r += CALL_ROWS) {
             const int64_t m = n - r < CALL_ROWS ? n - r : CALL_ROWS;
@@ -42,6 +48,7 @@ static void keys_all(const spr_hasher *h, const float *w, int64_t n, uint32_t *k
         }
         free(work);
     }
+    return ok;
 }
 
 int main(int argc, char **argv) {
@@ -67,14 +74,15 @@ int main(int argc, char **argv) {
     double best = 1e30;
     for (int pass = 0; pass < 3; pass++) {
         const double t0 = omp_get_wtime();
-        for (int rep = 0; rep < 200; rep++) keys_all(h, w, 2400, keys, 1);
+        for (int rep = 0; rep < 200; rep++)
+            if (!keys_all(h, w, 2400, keys, 1)) return fail("malloc");
         const double ns = (omp_get_wtime() - t0) / (2400.0 * 200) * 1e9;
         best = ns < best ? ns : best;
     }
     double keys_s = 0, build_s = 0;
     for (int round = 0; round < 2; round++) {
         const double t0 = omp_get_wtime();
-        keys_all(h, w, rows, keys, 2);
+        if (!keys_all(h, w, rows, keys, 2)) return fail("malloc");
         const double t1 = omp_get_wtime();
         spr_lsh_build(t, keys, 1, rows, 5, 2);
         keys_s = t1 - t0, build_s = omp_get_wtime() - t1;
