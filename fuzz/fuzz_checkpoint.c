@@ -5,8 +5,8 @@
  * in the input recomputed. Random mutations almost never keep a checksum right, so the
  * second load is what lets the fuzzer reach the configuration checks, the allocation
  * and the hash table rebuild with hostile values. A model that loads must have a valid
- * configuration and must answer a one-point prediction (exact, and sparse if the
- * output layer is sampled).
+ * configuration, must answer a one-point prediction (exact, and sparse if the
+ * output layer is sampled) and must take a training step on that point.
  *
  * The seed corpus (valid models and damaged copies) comes from make_checkpoint_seeds;
  * see README.md.
@@ -54,18 +54,18 @@ static int fix_crcs(uint8_t *buf, size_t size) {
     return changed;
 }
 
-static void use_model(const spr_model *m) {
+static void use_model(spr_model *m) {
     spr_model_config cfg = spr_model_get_config(m);
     FUZZ_CHECK(spr_model_config_check(&cfg) == SPR_STATUS_OK, "loaded an invalid configuration: %s",
                spr_last_error());
     int64_t n_labels = cfg.layers[cfg.n_layers - 1].size;
     /* One point with the first and the last feature. */
-    int64_t fptr[2] = {0, cfg.n_features > 1 ? 2 : 1}, lptr[2] = {0, 0};
-    int32_t fidx[2] = {0, (int32_t)(cfg.n_features - 1)};
+    int64_t fptr[2] = {0, cfg.n_features > 1 ? 2 : 1}, lptr[2] = {0, 1};
+    int32_t fidx[2] = {0, (int32_t)(cfg.n_features - 1)}, label[1] = {(int32_t)(n_labels - 1)};
     float fval[2] = {1.0f, -0.5f};
     spr_dataset_view v = {.n_points = 1, .n_features = cfg.n_features, .n_labels = n_labels,
                           .feature_indptr = fptr, .feature_indices = fidx, .feature_values = fval,
-                          .label_indptr = lptr, .labels = fidx};
+                          .label_indptr = lptr, .labels = label};
     spr_dataset *ds = NULL;
     FUZZ_CHECK(spr_dataset_wrap(&v, &ds) == SPR_STATUS_OK, "wrap: %s", spr_last_error());
     int k = n_labels < 5 ? (int)n_labels : 5;
@@ -84,6 +84,15 @@ static void use_model(const spr_model *m) {
                 FUZZ_CHECK(ids[j] == -1 || ids[q] != ids[j], "label %d predicted twice", ids[j]);
         }
     }
+    /* and goes on training: one step on that point (hostile weights may diverge, which
+     * is refused with a message; anything else is a finding) */
+    spr_train_options o = spr_train_options_default();
+    o.threads = 1;
+    o.batch_size = 1;
+    int64_t row = 0;
+    spr_status st = spr_model_train_batch(m, ds, &row, 1, &o, NULL);
+    FUZZ_CHECK(st == SPR_STATUS_OK || (st == SPR_STATUS_BAD_INPUT && spr_last_error()[0] != '\0'),
+               "a training step on a loaded model: status %d, %s", (int)st, spr_last_error());
     spr_dataset_free(ds);
 }
 

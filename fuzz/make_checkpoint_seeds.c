@@ -6,7 +6,8 @@
  * Valid models saved by spr_model_save from tiny models trained for a few steps (so
  * that the optimizer state and the step counters are not zero), then damaged copies:
  * truncated at several offsets, one payload byte flipped (a checksum mismatch), a
- * newer version, a wrong section count, a trailing byte. Generated rather than
+ * newer version, a wrong section count, a trailing byte; among the models, one whose
+ * L x bucket capacity dwarfs its layer. Generated rather than
  * committed so that the seeds follow the format when it changes. Exits 1 on failure.
  */
 #define _GNU_SOURCE
@@ -157,6 +158,16 @@ int main(int argc, char **argv) {
     c.layers[1].select = SPR_SELECT_UNION;
     c.layers[1].bucket_policy = SPR_BUCKET_RESERVOIR;
     bad |= emit(dir, "dwta", c);
+
+    /* 256 tables of buckets of up to 2^20 over 12 neurons: a query's candidates stop at
+     * 12, and so does their scratch (L x capacity asked 2 GB a thread before). Its K is
+     * 2: wider keys are test_network's (the file saves the tables, 8 bytes a bucket). */
+    spr_model_config w = c;
+    w.layers[1].hash = SPR_HASH_SIMHASH;
+    w.layers[1].hash_l = 256;
+    w.layers[1].hash_k = 2;
+    w.layers[1].bucket_capacity = 1 << 20;
+    bad |= emit(dir, "wide", w);
 
     /* Two hidden layers, both upper layers sampled, threshold selection. */
     spr_model_config d = spr_model_config_default(20, 12);

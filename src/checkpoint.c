@@ -830,6 +830,14 @@ static spr_status read_tables(reader *r, const section *s, spr_layer *L) {
     int64_t n_off, n_ids;
     table_words(t, &n_off, &n_ids);
     uint64_t want = (uint64_t)(n_off + n_ids) * sizeof(uint32_t);
+    /* Files written before keys were folded to 4 buckets a neuron (model.c) hold tables
+     * of min(K code bits, 20) bits: keep the tables just rebuilt from the restored
+     * weights by the same hash functions, folded. */
+    int before = L->hash_k * spr_hash_code_bits(L->cfg.hash);
+    if (before > 20) before = 20;
+    if (before > t->key_bits &&
+        s->len == ((uint64_t)t->l * (((uint64_t)1 << before) + 1) + (uint64_t)n_ids) * sizeof(uint32_t))
+        return SPR_STATUS_OK;
     if (s->len != want) {
         snprintf(msg, sizeof msg, "%llu bytes, %d tables of 2^%d buckets over %lld neurons take %llu",
                  (unsigned long long)s->len, t->l, t->key_bits, (long long)t->n_items,

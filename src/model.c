@@ -11,6 +11,19 @@
 #include <string.h>
 
 #define SPR_KEY_BITS_MAX 20 /* at most 2^20 buckets (4 MB) per table */
+#define SPR_KEY_BITS_FLOOR 10 /* the bound below never folds keys under 2^10 buckets */
+
+/* Key bits of a layer's tables: K codes' bits, folded (hash.c) to at most 2^20 buckets
+ * and to at most the first power of two >= 4 buckets a neuron (2^10 at least). More
+ * buckets than that stay empty and cost 8 bytes each in every table: before this bound
+ * a 1 KB model file of 6 neurons with L = 1024 and K = 20 asked for 8 GB of tables (the
+ * fuzzer found it). Folding 2^b keys into 4 size buckets adds a quarter of a random
+ * neuron to a bucket on average. */
+static int layer_key_bits_max(int64_t size) {
+    int b = SPR_KEY_BITS_FLOOR;
+    while (b < SPR_KEY_BITS_MAX && ((int64_t)1 << b) < 4 * size) b++;
+    return b;
+}
 
 /* ------------------------------------------------------------ defaults */
 
@@ -228,7 +241,7 @@ spr_status spr_model_config_memory(const spr_model_config *c, int64_t *bytes) {
         if (l > 0 && lc->sparsity < 1.0f) {
             int k = lc->hash_k > 0 ? lc->hash_k : auto_hash_k(lc);
             int bits = k * spr_hash_code_bits(lc->hash);
-            if (bits > SPR_KEY_BITS_MAX) bits = SPR_KEY_BITS_MAX;
+            if (bits > layer_key_bits_max(lc->size)) bits = layer_key_bits_max(lc->size);
             double buckets = (double)((int64_t)1 << bits);
             total += (double)lc->hash_l * (2.0 * buckets + 1.0 + (double)lc->size) * 4.0;
             total += (double)lc->size * (double)lc->hash_l * 4.0; /* rehash keys */
@@ -471,7 +484,7 @@ spr_status spr_model_build_tables(spr_model *m, int threads) {
         spr_hasher_free(L->hasher);
         L->hasher = NULL;
         spr_status st = spr_hasher_create(L->cfg.hash, L->fan_in, L->hash_k, L->cfg.hash_l,
-                                          SPR_KEY_BITS_MAX, L->cfg.simhash_one_in,
+                                          layer_key_bits_max(L->size), L->cfg.simhash_one_in,
                                           spr_model_hash_seed(m, l, m->rebuilds), &L->hasher);
         if (st) return st;
         int key_bits = spr_hasher_key_bits(L->hasher);
@@ -567,6 +580,14 @@ spr_status spr_model_create(const spr_model_config *cfg, spr_model **out) {
 
 /* ------------------------------------------------------------ scratch */
 
+/* The most distinct neurons a query's L buckets can return: L x capacity, and never
+ * more than the layer holds (a mutated model file with L = 1024 and a capacity of 2^20
+ * over a few neurons asked for 8 GB of scratch a thread). */
+static int64_t table_hits(const spr_layer *L) {
+    const int64_t hits = (int64_t)L->cfg.hash_l * L->cfg.bucket_capacity;
+    return hits < L->size ? hits : L->size;
+}
+
 /* Per-thread scratch for training: capacities follow the layers (all neurons for dense
  * layers or dense mode; target + labels for sampled ones). Reallocated only when a call
  * needs more than what exists: once, before the first step. */
@@ -605,9 +626,7 @@ spr_status spr_model_prepare(spr_model *m, const spr_train_options *o, int64_t m
         const spr_layer *L = &m->layers[l];
         if (L->sampled && !dense) {
             int64_t most = L->target_active;
-            if (L->cfg.select == SPR_SELECT_UNION &&
-                (int64_t)L->cfg.hash_l * L->cfg.bucket_capacity > most)
-                most = (int64_t)L->cfg.hash_l * L->cfg.bucket_capacity;
+            if (L->cfg.select == SPR_SELECT_UNION && table_hits(L) > most) most = table_hits(L);
             cap[l] = most + (l == m->n_layers - 1 ? max_labels : 0);
             if (cap[l] > L->size) cap[l] = L->size;
         } else {
@@ -618,7 +637,7 @@ spr_status spr_model_prepare(spr_model *m, const spr_train_options *o, int64_t m
             const int b = spr_select_slot_bits(L, l == m->n_layers - 1 ? max_labels : 0);
             if (b > slot_bits) slot_bits = b;
             /* candidates, and later the radix sort's buffer for the active set */
-            int64_t c = (int64_t)L->cfg.hash_l * L->cfg.bucket_capacity;
+            int64_t c = table_hits(L);
             if (cap[l] > c) c = cap[l];
             if (c > max_cand) max_cand = c;
             if (L->cfg.hash_l > max_l) max_l = L->cfg.hash_l;

@@ -1061,6 +1061,43 @@ out:
     unlink(path);
 }
 
+/* A file written before keys were folded to 4 buckets a neuron (session 12's sparrow:
+ * train --train data/tables_k11_session12.txt --hidden 8 --epochs 2 --threads 1
+ * --sparsity 0.5 --tables 2 --bits 11 --save ...): its 2 tables of 2^11 buckets over 12
+ * neurons now take 2^10. It loads with tables rebuilt from its weights, predicts, trains,
+ * and saves a file that loads back with the same tables. */
+static void test_tables_before_fold(const char *dir) {
+    spr_model *m = NULL, *back = NULL;
+    spr_dataset *d = NULL;
+    spr_read_options ro = spr_read_options_default();
+    spr_train_options o = spr_train_options_default();
+    o.threads = 1;
+    int64_t rows[6] = {0, 1, 2, 3, 4, 5};
+    int32_t ids[6 * 3];
+    float scores[6 * 3];
+    char path[4096];
+    snprintf(path, sizeof path, "%s/folded.bin", dir);
+    spr_status st = spr_model_load("data/tables_k11_session12.model", &m);
+    CHECK(st == SPR_STATUS_OK, "a file with 2^11-bucket tables loads, got %d (%s)", st, spr_last_error());
+    if (st) return;
+    spr_model_info info = spr_model_get_info(m);
+    CHECK(info.hash_k[1] == 11 && info.key_bits[1] == 10, "K 11 over 12 neurons: 10 key bits, got K %d, %d bits",
+          info.hash_k[1], info.key_bits[1]);
+    const char *step = "read its data";
+    if (!(st = spr_dataset_read("data/tables_k11_session12.txt", &ro, &d)) &&
+        !(st = (step = "predict", spr_model_predict(m, d, NULL, 0, 3, 1, 1, ids, scores))))
+        for (int i = 0; i < 6 * 3; i++) CHECK(ids[i] >= -1 && ids[i] < 12, "sparse prediction %d", ids[i]);
+    if (!st) st = (step = "train", spr_model_train_batch(m, d, rows, 6, &o, NULL));
+    if (!st) st = (step = "save", spr_model_save(m, path));
+    if (!st) st = (step = "load again", spr_model_load(path, &back));
+    CHECK(st == SPR_STATUS_OK, "a file with 2^11-bucket tables: %s failed: %s", step, spr_last_error());
+    if (back) compare_tables(m, back, "a file of 2^11-bucket tables, saved again");
+    spr_model_free(back);
+    spr_model_free(m);
+    spr_dataset_free(d);
+    remove(path); /* test_save_failures expects the directory as it was */
+}
+
 int main(void) {
     uint64_t seed = 20240601;
     const char *env = getenv("SPR_TEST_SEED");
@@ -1129,6 +1166,7 @@ int main(void) {
     test_bf16_state(dir, data, cfg);
     test_bf16_weights(dir, data, cfg);
     test_simhash_one_in(dir, data, cfg);
+    test_tables_before_fold(dir);
     test_damage(dir, path, m);
     test_save_failures(dir, m, loaded, path);
     test_killed_saves(dir, m);

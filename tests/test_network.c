@@ -552,6 +552,60 @@ static void test_memory_estimate(void) {
     spr_model_free(m);
 }
 
+/* Buckets per table stop at 4 a neuron (2^10 at least): K = 20 SimHash codes over 30
+ * neurons and 1024 tables take 2^10 buckets each (8 MB in all), not 2^20 (8 GB: a mutated
+ * model file asked for that, the checkpoint fuzzer's find). The candidate scratch stops at
+ * the layer's size whatever L x capacity says. Such a model still trains and predicts. */
+static void test_wide_tables(void) {
+    toy t;
+    toy_make(&t, 16, 30, 5, 11);
+    spr_model_config c = small_config(t.d, t.l, 0.5f);
+    const int want_bits[][3] = {{20, 30, 10}, {8, 30, 8}, {20, 1000, 12}, {11, 1000, 11}};
+    for (int i = 0; i < 4; i++) { /* K, neurons, key bits */
+        spr_model_config w = spr_model_config_default(t.d, want_bits[i][1]);
+        w.layers[0].size = 16;
+        w.layers[1].sparsity = 0.5f;
+        w.layers[1].hash_k = want_bits[i][0];
+        spr_model *m = NULL;
+        OK(spr_model_create(&w, &m));
+        spr_model_info info = spr_model_get_info(m);
+        CHECK(info.key_bits[1] == want_bits[i][2], "K %d over %d neurons: %d key bits, got %d",
+              want_bits[i][0], want_bits[i][1], want_bits[i][2], info.key_bits[1]);
+        spr_model_free(m);
+    }
+    c.layers[1].hash_l = 1024;
+    c.layers[1].hash_k = 20;
+    c.layers[1].bucket_capacity = 1 << 20;
+    int64_t est = 0;
+    OK(spr_model_config_memory(&c, &est));
+    spr_model *m = NULL;
+    OK(spr_model_create(&c, &m));
+    spr_model_info info = spr_model_get_info(m);
+    CHECK(info.key_bits[1] == 10 && info.table_bytes < 16 << 20,
+          "L 1024, K 20 over 30 neurons: 10 key bits and < 16 MB of tables, got %d bits, %lld bytes",
+          info.key_bits[1], (long long)info.table_bytes);
+    int64_t have = info.parameter_bytes + info.table_bytes;
+    CHECK(est >= have && est < have * 3 / 2, "estimate %lld bytes covers %lld, within 1.5x",
+          (long long)est, (long long)have);
+    spr_train_options o = spr_train_options_default();
+    o.threads = 1;
+    o.batch_size = 8;
+    int64_t rows[8];
+    for (int step = 0; step < 2; step++) {
+        for (int i = 0; i < 8; i++) rows[i] = (step * 8 + i) % t.n;
+        spr_batch_stats st;
+        OK(spr_model_train_batch(m, t.data, rows, 8, &o, &st));
+        CHECK(isfinite(st.loss) && st.active[1] >= 15.0, "wide tables step %d: loss %g, %g active",
+              step, st.loss, st.active[1]);
+    }
+    int32_t ids[3];
+    float scores[3];
+    OK(spr_model_predict(m, t.data, rows, 1, 3, 1, 1, ids, scores));
+    CHECK(ids[0] >= 0 && ids[0] < 30, "wide tables: sparse prediction %d", ids[0]);
+    spr_model_free(m);
+    toy_free(&t);
+}
+
 static void test_bad_arguments(void) {
     toy t;
     toy_make(&t, 8, 10, 3, 1);
@@ -1299,6 +1353,7 @@ int main(void) {
     test_selection_strategies();
     test_rank_selection(42);
     test_memory_estimate();
+    test_wide_tables();
     test_gradient_clipping();
     test_optimizer_accounting();
     test_reserved_gradient_rows();
