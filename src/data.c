@@ -107,7 +107,10 @@ static inline int spr_is_digit(char c) { return (unsigned)(c - '0') < 10u; }
 
 /* Parses a float value at p ("0.1234", "-1.5e-3", also what strtof accepts). On success
  * *end is the first byte after it; returns 0 if no number starts at p. The buffer always
- * holds a '\n' after the line, so strtof cannot run off its end. */
+ * holds a '\n' after the line, and strtof is never handed a p at white space (which it
+ * would skip, newlines included: "1:" at the end of a line once read the next line's
+ * first number as its value and the parse ran past the buffer, the data fuzzer's find),
+ * so it cannot run off the line. */
 static inline int spr_parse_value(char *p, char **end, float *out) {
     char *q = p;
     int neg = 0;
@@ -152,10 +155,11 @@ static inline int spr_parse_value(char *p, char **end, float *out) {
         return 1;
     }
     /* Slow but exact: long mantissas, large exponents, midpoints, "inf", "nan", hex. */
+    if (*p == ' ' || (*p >= '\t' && *p <= '\r')) return 0; /* C's isspace: strtof skips it */
     errno = 0;
     char *r;
     v = strtof(p, &r);
-    if (r == p || spr_is_space(*p)) return 0; /* strtof would skip leading blanks */
+    if (r == p) return 0;
     *out = v;
     *end = r;
     return 1;

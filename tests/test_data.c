@@ -167,6 +167,12 @@ static void test_bad_files(void) {
     spr_read_options o = spr_read_options_default();
     bad("data/bad_value.txt", &o, SPR_STATUS_BAD_INPUT, "data/bad_value.txt:3:");
     bad("data/bad_token.txt", &o, SPR_STATUS_BAD_INPUT, "data/bad_token.txt:3:");
+    /* "1:" ending a line: once read as "1:2" with the next line's label for a value (and
+     * the next line's features after it), the data fuzzer's find; at the end of the file
+     * the parse ran past the read buffer */
+    bad("data/empty_value.txt", &o, SPR_STATUS_BAD_INPUT, "data/empty_value.txt:2: bad value in feature '1:'");
+    bad("data/empty_value_crlf.txt", &o, SPR_STATUS_BAD_INPUT,
+        "data/empty_value_crlf.txt:1: bad value in feature '1:'");
     bad("data/neg_feature.txt", &o, SPR_STATUS_BAD_INPUT, "data/neg_feature.txt:4: negative feature id");
     bad("data/neg_label.txt", &o, SPR_STATUS_BAD_INPUT, "data/neg_label.txt:3: negative label id");
     bad("data/feature_range.txt", &o, SPR_STATUS_BAD_INPUT,
