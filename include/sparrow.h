@@ -216,7 +216,9 @@ typedef struct spr_layer_config {
     int64_t size;             /* neurons */
     float sparsity;           /* fraction of neurons active per sample in training; 1 = all */
     spr_hash_family hash;
-    int hash_k;               /* codes per table key; 0 = chosen from sparsity and hash_l */
+    int hash_k;               /* codes per table key; 0 = chosen from sparsity and hash_l.
+                                 Keys wider than 20 bits, or than 4 buckets a neuron (2^10
+                                 at least), are folded to that many bits by a hash */
     int hash_l;               /* tables */
     int bucket_capacity;      /* neurons kept per bucket */
     spr_bucket_policy bucket_policy;
