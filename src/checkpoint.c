@@ -834,7 +834,7 @@ static spr_status read_tables(reader *r, const section *s, spr_layer *L) {
      * of min(K code bits, 20) bits: keep the tables just rebuilt from the restored
      * weights by the same hash functions, folded. */
     int before = L->hash_k * spr_hash_code_bits(L->cfg.hash);
-    if (before > 20) before = 20;
+    if (before > SPR_KEY_BITS_MAX) before = SPR_KEY_BITS_MAX;
     if (before > t->key_bits &&
         s->len == ((uint64_t)t->l * (((uint64_t)1 << before) + 1) + (uint64_t)n_ids) * sizeof(uint32_t))
         return SPR_STATUS_OK;

@@ -10,14 +10,13 @@
 #include <stdio.h>
 #include <string.h>
 
-#define SPR_KEY_BITS_MAX 20 /* at most 2^20 buckets (4 MB) per table */
 #define SPR_KEY_BITS_FLOOR 10 /* the bound below never folds keys under 2^10 buckets */
 
 /* Key bits of a layer's tables: K codes' bits, folded (hash.c) to at most 2^20 buckets
  * and to at most the first power of two >= 4 buckets a neuron (2^10 at least). More
  * buckets than that stay empty and cost 8 bytes each in every table: before this bound
- * a 1 KB model file of 6 neurons with L = 1024 and K = 20 asked for 8 GB of tables (the
- * fuzzer found it). Folding 2^b keys into 4 size buckets adds a quarter of a random
+ * a model file of a few KB with L = 1024 and K = 20 asked for 8 GB of tables (the
+ * checkpoint fuzzer found such a file). Folding 2^b keys into 4 size buckets adds a quarter of a random
  * neuron to a bucket on average. */
 static int layer_key_bits_max(int64_t size) {
     int b = SPR_KEY_BITS_FLOOR;

@@ -22,6 +22,10 @@
 #endif
 #include <stdint.h>
 
+/* At most 2^20 buckets (4 MB) per table; model.c folds keys further, to 4 buckets a
+ * neuron, and checkpoint.c reads tables saved before that second bound. */
+#define SPR_KEY_BITS_MAX 20
+
 typedef struct spr_layer {
     spr_layer_config cfg;
     int64_t size;            /* neurons */
