@@ -57,17 +57,23 @@ cmake --build build-asan -j"$jobs" >/dev/null
 
 section "fuzzing (libFuzzer + ASan + UBSan, clang) in build-fuzz/: ${fuzz_seconds}s per target"
 CC=clang-14 cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSPR_FUZZ=ON -DSPR_BUILD_TESTS=OFF >/dev/null
-cmake --build build-fuzz -j"$jobs" --target fuzz_data fuzz_checkpoint make_checkpoint_seeds >/dev/null
+cmake --build build-fuzz -j"$jobs" --target fuzz_data fuzz_checkpoint fuzz_config make_checkpoint_seeds >/dev/null
 # The fuzzer adds what it finds to its corpus directory: work on copies, so the
 # repository is left as it was.
-mkdir -p "$work/corpus/data" "$work/corpus/checkpoint"
+mkdir -p "$work/corpus/data" "$work/corpus/checkpoint" "$work/corpus/config"
 cp fuzz/corpus/data/* "$work/corpus/data/"
+cp fuzz/corpus/config/* "$work/corpus/config/"
 export SPARROW_KERNELS=portable
 build-fuzz/make_checkpoint_seeds "$work/corpus/checkpoint"
-for t in data checkpoint; do
+for t in data checkpoint config; do
+    # fuzz_config runs the train command, which prints a usage message for every
+    # rejected input: its stderr is closed (sanitizer reports still come through), and
+    # a failing input is replayed with it open below, to show the check that failed.
+    quiet=()
+    [ "$t" = config ] && quiet=(-close_fd_mask=2)
     rm -f build-fuzz/crash-"$t"-* build-fuzz/timeout-"$t"-* build-fuzz/oom-"$t"-*
     log=$work/fuzz_$t.log
-    if ! build-fuzz/fuzz_"$t" -seed="$fuzz_seed" -max_total_time="$fuzz_seconds" -timeout=10 -rss_limit_mb=2048 \
+    if ! build-fuzz/fuzz_"$t" "${quiet[@]}" -seed="$fuzz_seed" -max_total_time="$fuzz_seconds" -timeout=10 -rss_limit_mb=2048 \
         -print_final_stats=1 -artifact_prefix="$root/build-fuzz/crash-$t-" "$work/corpus/$t" >"$log" 2>&1; then
         grep -m1 'INFO: Seed:' "$log" || true
         tail -n 80 "$log"
@@ -78,6 +84,7 @@ for t in data checkpoint; do
             echo "input $f, base64:"
             base64 -w 0 "$f"
             echo
+            [ "$t" = config ] && { build-fuzz/fuzz_config "$f" 2>&1 | grep -v '^ *#' | tail -n 60 || true; }
         done
         echo "FAIL: fuzz_$t found a crash; the input is in build-fuzz/crash-$t-*;" \
             "reproduce with: SPARROW_KERNELS=portable build-fuzz/fuzz_$t build-fuzz/crash-$t-..." >&2

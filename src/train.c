@@ -665,9 +665,9 @@ static spr_status check_batch(const spr_model *m, const spr_dataset *data, const
     if (n < 1 || n > o->batch_size)
         return spr_fail(SPR_STATUS_BAD_INPUT, "batch of %lld points: must be in [1, batch size %d]",
                         (long long)n, o->batch_size);
-    if (!(o->lr > 0.0f) || !(o->beta1 >= 0.0f && o->beta1 < 1.0f) ||
-        !(o->beta2 >= 0.0f && o->beta2 < 1.0f) || !(o->eps > 0.0f))
-        return spr_fail(SPR_STATUS_BAD_INPUT, "Adam: need lr > 0, betas in [0, 1), eps > 0");
+    if (!(o->lr > 0.0f && isfinite(o->lr)) || !(o->beta1 >= 0.0f && o->beta1 < 1.0f) ||
+        !(o->beta2 >= 0.0f && o->beta2 < 1.0f) || !(o->eps > 0.0f && isfinite(o->eps)))
+        return spr_fail(SPR_STATUS_BAD_INPUT, "Adam: need a finite lr > 0, betas in [0, 1), a finite eps > 0");
     if (!(o->clip_norm >= 0.0f))
         return spr_fail(SPR_STATUS_BAD_INPUT, "clip_norm must be >= 0, got %g", (double)o->clip_norm);
     const spr_dataset_view *d = &data->view;

@@ -686,6 +686,29 @@ run cfg_badval train --config badval.json
 expect_rc cfg_badval 2
 expect_grep cfg_badval cfg_badval.err "--lr must be > 0, got -1"
 expect_grep cfg_badval cfg_badval.err "(that value comes from badval.json)"
+# Values the library holds as floats: what a float cannot hold is refused, not turned
+# into infinity or 0 (an lr of 1e49 used to train with lr = inf and print "lr": null).
+printf '{"train": "%s", "lr": 1e49}\n' "$TRAIN" >hugelr.json
+run cfg_hugelr train --config hugelr.json
+expect_rc cfg_hugelr 2
+expect_grep cfg_hugelr cfg_hugelr.err "--lr is too large for a float"
+run tiny_clip train --train "$TRAIN" --clip-norm 1e-50 --print-config
+expect_rc tiny_clip 2
+expect_grep tiny_clip tiny_clip.err "--clip-norm is too small for a float (it would be 0), got 1e-50"
+# ... and a float's printed value reads back as the same float (9 digits where needed;
+# 7 digits printed 0.0012345678 as 0.001234568, a different float).
+run pc_digits train --train "$TRAIN" --lr 0.0012345678 --sparsity 0.123456789 --print-config
+expect_rc pc_digits 0
+out=$("$PY" - pc_digits.out <<'PYEOF' 2>&1
+import json, struct, sys
+f32 = lambda x: struct.unpack("f", struct.pack("f", x))[0]
+c = json.load(open(sys.argv[1]))
+for key, given in (("lr", 0.0012345678), ("sparsity", 0.123456789)):
+    if f32(c[key]) != f32(given):
+        print("%s printed as %r, which is not the float of %r" % (key, c[key], given))
+PYEOF
+)
+if [ -z "$out" ]; then pass; else fail "print-config digits: $out"; fi
 printf '{"train": "%s", "dense": 1}\n' "$TRAIN" >badflag.json
 run cfg_badflag train --config badflag.json
 expect_rc cfg_badflag 2

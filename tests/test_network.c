@@ -642,6 +642,17 @@ static void test_bad_arguments(void) {
     rows[1] = 1;
     CHECK(spr_model_train_batch(m, t.data, rows, 2, &o, NULL) == SPR_STATUS_BAD_INPUT,
           "batch larger than batch_size rejected");
+    o = spr_train_options_default();
+    const float bad_lr[] = {0.0f, -1e-3f, INFINITY, NAN};
+    for (int i = 0; i < 4; i++) {
+        o.lr = bad_lr[i];
+        CHECK(spr_model_train_batch(m, t.data, rows, 2, &o, NULL) == SPR_STATUS_BAD_INPUT &&
+                  strstr(spr_last_error(), "lr"),
+              "lr %g rejected", (double)bad_lr[i]);
+    }
+    o = spr_train_options_default();
+    o.eps = INFINITY;
+    CHECK(spr_model_train_batch(m, t.data, rows, 2, &o, NULL) == SPR_STATUS_BAD_INPUT, "eps inf rejected");
     spr_model_free(m);
     toy_free(&t);
 }

@@ -75,6 +75,9 @@ int parse_int(const char *cmd, const char *opt, const char *text, int lo, int hi
 int parse_u64(const char *cmd, const char *opt, const char *text, uint64_t *out);
 /* A finite real number; the range check (and its message) is the caller's. */
 int parse_double(const char *cmd, const char *opt, const char *text, double *out);
+/* The same for an option the library keeps as a float: refuses what a float cannot hold
+ * (past FLT_MAX, or nonzero but rounding to 0) and returns the float's value. */
+int parse_float(const char *cmd, const char *opt, const char *text, double *out);
 
 /* rows[0..n) = a permutation of 0..n-1 that depends only on (seed, stream). */
 void shuffle_rows(int64_t *rows, int64_t n, uint64_t seed, uint64_t stream);

@@ -3,6 +3,7 @@
 #include "progress.h"
 
 #include <errno.h>
+#include <float.h>
 #include <getopt.h>
 #include <limits.h>
 #include <math.h>
@@ -84,6 +85,23 @@ int parse_double(const char *cmd, const char *opt, const char *text, double *out
     if (end == text || *end != '\0' || errno == ERANGE || !isfinite(v))
         return usage_error(cmd, "%s must be a number, got %s", opt, text);
     *out = v;
+    return EXIT_OK;
+}
+
+/* A real number for an option the library holds as a float: finite as a float (not past
+ * FLT_MAX) and not so small that it rounds to 0. *out is the float's value, so that the
+ * caller's range check and the printed configuration see what the library will get. */
+int parse_float(const char *cmd, const char *opt, const char *text, double *out) {
+    double v = 0;
+    int rc = parse_double(cmd, opt, text, &v);
+    if (rc) return rc;
+    float f = (float)v;
+    if (!isfinite(f))
+        return usage_error(cmd, "%s is too large for a float (at most %g), got %s", opt,
+                           (double)FLT_MAX, text);
+    if (v != 0 && f == 0)
+        return usage_error(cmd, "%s is too small for a float (it would be 0), got %s", opt, text);
+    *out = f;
     return EXIT_OK;
 }
 

@@ -202,10 +202,15 @@ void config_put_string(cJSON *obj, const char *key, const char *value) {
     else cJSON_AddNullToObject(obj, key);
 }
 
-/* A float option printed as its shortest decimal: 0.001, not 0.0010000000474974513. */
+/* A float option printed as the shortest decimal that reads back as the same float:
+ * 0.001, not 0.0010000000474974513; 9 digits always suffice. */
 void config_put_float(cJSON *obj, const char *key, double value) {
+    float f = (float)value;
     char text[32];
-    snprintf(text, sizeof text, "%.7g", (double)(float)value);
+    for (int digits = 1; digits <= 9; digits++) {
+        snprintf(text, sizeof text, "%.*g", digits, (double)f);
+        if (strtof(text, NULL) == f) break;
+    }
     cJSON_AddNumberToObject(obj, key, strtod(text, NULL));
 }
 

@@ -349,12 +349,12 @@ static int parse_train_args(int argc, char **argv, train_args *a) {
             a->have_batch = 1;
             break;
         case T_LR:
-            if ((rc = parse_double(cmd, "--lr", optarg, &a->lr))) break;
+            if ((rc = parse_float(cmd, "--lr", optarg, &a->lr))) break;
             if (!(a->lr > 0)) rc = usage_error(cmd, "--lr must be > 0, got %s", optarg);
             a->have_lr = 1;
             break;
         case T_SPARSITY:
-            if ((rc = parse_double(cmd, "--sparsity", optarg, &a->sparsity))) break;
+            if ((rc = parse_float(cmd, "--sparsity", optarg, &a->sparsity))) break;
             if (!(a->sparsity > 0 && a->sparsity <= 1))
                 rc = usage_error(cmd, "--sparsity must be in (0, 1], got %s", optarg);
             a->have_sparsity = 1;
@@ -411,18 +411,18 @@ static int parse_train_args(int argc, char **argv, train_args *a) {
             a->have_select = 1;
             break;
         case T_HIDDEN_SPARSITY:
-            if ((rc = parse_double(cmd, "--hidden-sparsity", optarg, &a->hidden_sparsity))) break;
+            if ((rc = parse_float(cmd, "--hidden-sparsity", optarg, &a->hidden_sparsity))) break;
             if (!(a->hidden_sparsity > 0 && a->hidden_sparsity <= 1))
                 rc = usage_error(cmd, "--hidden-sparsity must be in (0, 1], got %s", optarg);
             a->have_hidden_sparsity = 1;
             break;
         case T_CLIP_NORM:
-            if ((rc = parse_double(cmd, "--clip-norm", optarg, &a->clip_norm))) break;
+            if ((rc = parse_float(cmd, "--clip-norm", optarg, &a->clip_norm))) break;
             if (!(a->clip_norm > 0)) rc = usage_error(cmd, "--clip-norm must be > 0, got %s", optarg);
             break;
         case T_MAX_MEMORY: rc = parse_size(cmd, "--max-memory", optarg, &a->max_memory); break;
         case T_RANDOM_FRACTION:
-            if ((rc = parse_double(cmd, "--random-fraction", optarg, &a->random_fraction))) break;
+            if ((rc = parse_float(cmd, "--random-fraction", optarg, &a->random_fraction))) break;
             if (!(a->random_fraction >= 0 && a->random_fraction <= 1))
                 rc = usage_error(cmd, "--random-fraction must be in [0, 1], got %s", optarg);
             a->have_random_fraction = 1;
@@ -440,7 +440,7 @@ static int parse_train_args(int argc, char **argv, train_args *a) {
             a->have_rehash_max = 1;
             break;
         case T_REHASH_GROWTH:
-            if ((rc = parse_double(cmd, "--rehash-growth", optarg, &a->rehash_growth))) break;
+            if ((rc = parse_float(cmd, "--rehash-growth", optarg, &a->rehash_growth))) break;
             if (!(a->rehash_growth >= 0 && a->rehash_growth <= 10))
                 rc = usage_error(cmd, "--rehash-growth must be in [0, 10], got %s", optarg);
             a->have_rehash_growth = 1;
