@@ -338,6 +338,10 @@ run clip_bad train --train "$TRAIN" --clip-norm -1
 expect_rc clip_bad 2
 run maxmem_bad train --train "$TRAIN" --max-memory lots
 expect_rc maxmem_bad 2
+# Under a byte it would be 0, which means no limit: refused, not silently unlimited.
+run maxmem_tiny train --train "$TRAIN" --max-memory 0.5 --print-config
+expect_rc maxmem_tiny 2
+expect_grep maxmem_tiny maxmem_tiny.err "--max-memory must be a size like 512M or 4G, got 0.5"
 
 run bad_select train --train "$TRAIN" --select most
 expect_rc bad_select 2

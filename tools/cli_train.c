@@ -242,7 +242,8 @@ static int parse_size(const char *cmd, const char *opt, const char *text, int64_
     if (*end == 'K' || *end == 'k') scale = 1024.0, end++;
     else if (*end == 'M' || *end == 'm') scale = 1048576.0, end++;
     else if (*end == 'G' || *end == 'g') scale = 1073741824.0, end++;
-    if (end == text || *end || errno || !(v > 0) || v * scale > 9e18)
+    /* At least a byte: 0 would mean no limit at all. */
+    if (end == text || *end || errno || !(v * scale >= 1) || v * scale > 9e18)
         return usage_error(cmd, "%s must be a size like 512M or 4G, got %s", opt, text);
     *out = (int64_t)(v * scale);
     return EXIT_OK;
