@@ -740,6 +740,14 @@ printf 'a\n\nb\n' >blank_names.txt
 run pl_blank predict --model dense.model --input "$TEST" --labels blank_names.txt
 expect_rc pl_blank 2
 expect_grep pl_blank pl_blank.err "blank_names.txt:2: empty label name"
+# A NUL inside a name used to cut the name short silently; CRLF names are fine.
+{ printf 'a\r\nb\000c\r\n'; tail -n +3 names.txt; } >nul_names.txt
+run pl_nul predict --model dense.model --input "$TEST" --labels nul_names.txt
+expect_rc pl_nul 2
+expect_grep pl_nul pl_nul.err "nul_names.txt:2: a name may not contain a NUL byte"
+sed 's/$/\r/' names.txt >crlf_names.txt
+run pl_crlf predict --model dense.model --input "$TEST" --k 3 --threads 1 --labels crlf_names.txt
+if cmp -s pl_expected.txt pl_crlf.out; then pass; else fail "predict --labels with CRLF names: expected the LF file's output"; fi
 
 # ---------------------------------------------------------------- plot
 # The PNG exists, is a real picture (many colours, not blank), and records the SHA-256

@@ -233,11 +233,16 @@ static int label_names_read(const char *path, int64_t n_labels, label_names *out
         char *nl = memchr(p, '\n', (size_t)(end - p));
         char *e = nl ? nl : end;
         *e = '\0';
-        if (e > p && e[-1] == '\r') e[-1] = '\0';
+        size_t n = (size_t)(e - p); /* the name's length, its CR left out */
+        if (n > 0 && p[n - 1] == '\r') p[--n] = '\0';
         int64_t line = out->count + 1;
-        if (!*p || strchr(p, '\t')) {
+        const char *problem = !n              ? "empty label name"
+                              : strlen(p) < n ? "a name may not contain a NUL byte"
+                              : strchr(p, '\t') ? "a name may not contain a tab"
+                                                : NULL;
+        if (problem) {
             fprintf(stderr, "sparrow: %s:%lld: %s (line i names label i - 1)\n", path,
-                    (long long)line, *p ? "a name may not contain a tab" : "empty label name");
+                    (long long)line, problem);
             label_names_free(out);
             return EXIT_USAGE;
         }
