@@ -11,19 +11,20 @@ against epochs, and the training loss against both. Each file is one run, one co
 so that runs can be compared (sampled against dense, two sparsities, two hash
 families). Training time is train_seconds: evaluation and I/O excluded.
 
-A stand-alone script: it imports only json, sys, argparse, hashlib, os and matplotlib
+A stand-alone script: it imports only json, math, sys, argparse, hashlib, os and matplotlib
 (Agg backend, no display needed), so that the command-line tool can run it with
 /usr/bin/python3 and Debian's python3-matplotlib, without the sparrow package.
 
 The PNG records where it came from in its text chunks: "Source" lists each file with
 the SHA-256 of its bytes and the number of evaluations drawn from it.
 
-Exit status: 0 success, 2 bad input (a missing file, a line that is not JSON, a file
-without evaluations), 1 anything else.
+Exit status: 0 success, 2 bad input (a missing file, a line that is not JSON, a value
+of the wrong type, a file without evaluations), 1 anything else.
 """
 import argparse
 import hashlib
 import json
+import math
 import os
 import sys
 
@@ -37,9 +38,30 @@ class BadInput(Exception):
     """A problem with the user's files: reported as 'file:line: problem', exit 2."""
 
 
+def is_number(v):
+    """A JSON number (bool is not one, though Python says it is an int)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+# What the plot reads from each kind of line, and the JSON types each may hold (null is
+# always allowed: the value is then left out). A value of another type is bad input.
+HEADER_OBJECTS = ("config", "data")
+CONFIG_TYPES = {"sparsity": "number", "tables": "number", "hash": "string", "dense": "bool"}
+EVAL_NUMBERS = ("epoch", "samples", "train_seconds", "loss", "p_at_1", "p_at_5")
+
+
+def check_type(where, key, value, kind):
+    ok = {"number": is_number, "string": lambda v: isinstance(v, str),
+          "bool": lambda v: isinstance(v, bool), "object": lambda v: isinstance(v, dict)}[kind]
+    if value is not None and not ok(value):
+        raise BadInput(f'{where}: "{key}" must be a {"JSON " + kind if kind != "bool" else "true or false"}'
+                       f" or null, got {json.dumps(value)[:40]}")
+
+
 def read_run(path):
     """The header (a dict, {} if absent) and the evaluations (a list of dicts) of one
-    metrics file, and the SHA-256 of its bytes."""
+    metrics file, and the SHA-256 of its bytes. Every value the plot reads is checked
+    for its type here, so that a damaged file is refused naming its line."""
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -49,15 +71,25 @@ def read_run(path):
     for number, line in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
         if not line.strip():
             continue
+        where = f"{path}:{number}"
         try:
             obj = json.loads(line)
         except ValueError as e:
-            raise BadInput(f"{path}:{number}: not a JSON object ({e.msg})")
+            raise BadInput(f"{where}: not a JSON object ({e.msg})")
         if not isinstance(obj, dict):
-            raise BadInput(f"{path}:{number}: not a JSON object")
+            raise BadInput(f"{where}: not a JSON object")
         if "run" in obj:
-            header = obj["run"] if isinstance(obj["run"], dict) else {}
+            check_type(where, "run", obj["run"], "object")
+            header = obj["run"] or {}
+            for key in HEADER_OBJECTS:
+                check_type(where, key, header.get(key), "object")
+            for key, kind in CONFIG_TYPES.items():
+                check_type(where, key, (header.get("config") or {}).get(key), kind)
+            check_type(where, "train_points", (header.get("data") or {}).get("train_points"), "number")
+            check_type(where, "library_version", header.get("library_version"), "string")
         elif "step" in obj:
+            for key in EVAL_NUMBERS:
+                check_type(where, key, obj.get(key), "number")
             evals.append(obj)
     if not evals:
         raise BadInput(f"{path}: no evaluations (is this a 'sparrow train --metrics' file?)")
@@ -91,16 +123,16 @@ def epochs_axis(header, evals):
     points = (header.get("data") or {}).get("train_points")
     xs = []
     for e in evals:
-        if points and e.get("samples") is not None:
+        if points and points > 0 and e.get("samples") is not None:
             xs.append(e["samples"] / points)
         else:
-            xs.append(float(e.get("epoch", 0)))
-    return xs
+            xs.append(float(e.get("epoch") or 0))
+    return [x if math.isfinite(x) else None for x in xs]
 
 
 def series(evals, key):
-    """The values of key, None (a gap in the line) where missing or null."""
-    return [e.get(key) if isinstance(e.get(key), (int, float)) else None for e in evals]
+    """The values of key, None (a gap in the line) where missing, null or not finite."""
+    return [e[key] if is_number(e.get(key)) and math.isfinite(e[key]) else None for e in evals]
 
 
 def has_values(values):
