@@ -7,6 +7,8 @@ than in C is a buffer overflow. tests/python/test_model.py checks the layouts it
 call into a CDLL, so training and prediction run while other Python threads go on.
 """
 import ctypes
+import math
+import numbers
 import os
 from ctypes import (POINTER, Structure, c_char_p, c_double, c_float, c_int, c_int32, c_int64,
                     c_uint64, c_void_p)
@@ -46,41 +48,85 @@ def _load():
 
 lib, library_path = _load()
 
+# ------------------------------------------------------------------ checked values
+
+# ctypes wraps an integer that does not fit its C type without a word (2**32 + 5 tables
+# became 5) and turns a finite float past FLT_MAX into infinity, a tiny one into 0.
+# Every structure field and every integer argument of the functions below goes through
+# checked(), which refuses those with a ValueError instead.
+_INT_RANGES = {c_int: (-2 ** 31, 2 ** 31 - 1), c_int64: (-2 ** 63, 2 ** 63 - 1),
+               c_uint64: (0, 2 ** 64 - 1)}  # c_int32 is c_int here
+_TYPE_NAMES = {c_int: "a C int", c_int64: "a C int64", c_uint64: "a C uint64", c_float: "a C float"}
+# The Python names of the fields whose C names differ (Model, SampledSoftmaxLinear).
+_ARG_NAMES = {"hash_l": "tables", "hash_k": "bits", "select_threshold": "threshold",
+              "size": "a layer size (hidden, n_labels, in_features, n_classes)"}
+
+
+def checked(ctype, value, what):
+    """value, unchanged, if a C variable of ctype holds it as it is; else ValueError
+    naming what. Infinity and NaN pass (the library's checks name the option)."""
+    if ctype in _INT_RANGES and isinstance(value, numbers.Integral):
+        lo, hi = _INT_RANGES[ctype]
+        if not lo <= int(value) <= hi:
+            raise ValueError("%s = %d does not fit %s (%d to %d)" % (what, int(value),
+                                                                      _TYPE_NAMES[ctype], lo, hi))
+    elif ctype is c_float and isinstance(value, numbers.Real):
+        v = float(value)
+        f = c_float(v).value
+        if math.isfinite(v) and not math.isfinite(f):
+            raise ValueError("%s = %r is too large for %s (at most 3.4e38)" % (
+                what, value, _TYPE_NAMES[ctype]))
+        if v != 0 and f == 0:
+            raise ValueError("%s = %r is too small for %s (it would be 0)" % (
+                what, value, _TYPE_NAMES[ctype]))
+    return value
+
+
+class _Checked(Structure):
+    """A Structure whose numeric fields refuse what their C type cannot hold."""
+
+    def __setattr__(self, name, value):
+        ctype = dict(self._fields_).get(name)
+        if ctype is not None:
+            checked(ctype, value, _ARG_NAMES.get(name, name))
+        super().__setattr__(name, value)
+
+
 # ------------------------------------------------------------------ structures
 
 
-class DatasetView(Structure):
+class DatasetView(_Checked):
     _fields_ = [("n_points", c_int64), ("n_features", c_int64), ("n_labels", c_int64),
                 ("feature_indptr", c_void_p), ("feature_indices", c_void_p),
                 ("feature_values", c_void_p), ("label_indptr", c_void_p), ("labels", c_void_p)]
 
 
-class ReadOptions(Structure):
+class ReadOptions(_Checked):
     _fields_ = [("format", c_int), ("one_based", c_int), ("n_features", c_int64),
                 ("n_labels", c_int64)]
 
 
-class SynthConfig(Structure):
+class SynthConfig(_Checked):
     _fields_ = [("name", ctypes.c_char * 32), ("n_train", c_int64), ("n_test", c_int64),
                 ("n_features", c_int64), ("n_labels", c_int64), ("labels_per_point", c_double),
                 ("nnz_per_point", c_double), ("zipf_exponent", c_double), ("cluster_size", c_int64),
                 ("prototype_nnz", c_int64), ("noise", c_double)]
 
 
-class LayerConfig(Structure):
+class LayerConfig(_Checked):
     _fields_ = [("size", c_int64), ("sparsity", c_float), ("hash", c_int), ("hash_k", c_int),
                 ("hash_l", c_int), ("bucket_capacity", c_int), ("bucket_policy", c_int),
                 ("select", c_int), ("select_threshold", c_int), ("random_fraction", c_float),
                 ("simhash_one_in", c_int)]
 
 
-class ModelConfig(Structure):
+class ModelConfig(_Checked):
     _fields_ = [("n_features", c_int64), ("n_layers", c_int), ("layers", LayerConfig * MAX_LAYERS),
                 ("init_std", c_float), ("seed", c_uint64), ("bf16_state", c_int),
                 ("bf16_weights", c_int)]
 
 
-class TrainOptions(Structure):
+class TrainOptions(_Checked):
     _fields_ = [("batch_size", c_int), ("lr", c_float), ("beta1", c_float), ("beta2", c_float),
                 ("eps", c_float), ("threads", c_int), ("dense", c_int), ("rehash_first", c_int64),
                 ("rehash_growth", c_float), ("rehash_max", c_int64), ("rebuild_every", c_int),
@@ -115,7 +161,17 @@ def _fn(name, restype, *argtypes):
     f = getattr(lib, name)
     f.restype = restype
     f.argtypes = list(argtypes)
-    return f
+    numeric = [(i, t) for i, t in enumerate(argtypes) if t in _TYPE_NAMES]
+    if not numeric:
+        return f
+
+    def call(*args):
+        for i, t in numeric:
+            checked(t, args[i], "argument %d of %s" % (i + 1, name))
+        return f(*args)
+
+    call.__name__ = name
+    return call
 
 
 spr_version = _fn("spr_version", c_char_p)

@@ -90,6 +90,8 @@ class Model:
             raise ValueError("hidden must have 1 to %d sizes, got %r" % (_lib.MAX_LAYERS - 1, hidden))
         if int(n_features) < 1 or int(n_labels) < 1:
             raise ValueError("n_features and n_labels must be >= 1")
+        _lib.checked(_lib.c_int64, int(n_features), "n_features")
+        _lib.checked(_lib.c_int64, int(n_labels), "n_labels")
         cfg = _lib.spr_model_config_default(int(n_features), int(n_labels))
         cfg.n_layers = len(hidden) + 1
         for i, size in enumerate(hidden):

@@ -116,6 +116,8 @@ class SampledSoftmaxLinear(torch.nn.Module):
         super().__init__()
         if int(in_features) < 1 or int(n_classes) < 1:
             raise ValueError("in_features and n_classes must be >= 1")
+        _lib.checked(_lib.c_int64, int(in_features), "in_features")
+        _lib.checked(_lib.c_int64, int(n_classes), "n_classes")
         cfg = _lib.spr_model_config_default(1, int(n_classes))
         # Layer 0 is a placeholder of width in_features (one input feature): only the
         # output layer is used, on the hidden rows PyTorch computes.

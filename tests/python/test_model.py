@@ -191,6 +191,26 @@ def test_bad_arguments_raise(xmc_data, tmp_path):
         sparrow.Model(10, 10, sparsity=1.5)
     with pytest.raises(MemoryError):
         sparrow.Model(10, 10**6, max_memory=1000)
+    # What a C type cannot hold is refused, not wrapped or rounded (ctypes does either
+    # without a word: 2**32 + 5 tables became 5, 2**64 + 50 features 50).
+    for kwargs, name in [(dict(tables=2**32 + 5), "tables"), (dict(bits=-2**31 - 1), "bits"),
+                         (dict(hidden=(2**64 + 16,)), "layer size"), (dict(seed=-1), "seed"),
+                         (dict(bucket_capacity=2**32 + 3), "bucket_capacity"),
+                         (dict(select="threshold", threshold=2**32 + 2), "threshold"),
+                         (dict(simhash_one_in=2**32 + 3), "simhash_one_in"),
+                         (dict(sparsity=1e-50), "sparsity"), (dict(init_std=1e40), "init_std")]:
+        with pytest.raises(ValueError, match=name):
+            sparrow.Model(10, 10, **kwargs)
+    with pytest.raises(ValueError, match="n_features = 18446744073709551666 does not fit"):
+        sparrow.Model(2**64 + 50, 10)
+    with pytest.raises(ValueError, match="batch_size"):
+        m.fit(X, Y, batch_size=2**32 + 1, quiet=True)
+    with pytest.raises(ValueError, match="lr = 1e.49 is too large"):
+        m.fit(X, Y, lr=1e49, quiet=True)
+    with pytest.raises(ValueError, match="threads|argument"):
+        m.predict(X, threads=2**32 + 1)
+    with sparrow.Model(10, 10, seed=2**64 - 1) as big_seed:  # the largest seed is fine
+        assert big_seed.config["seed"] == 2**64 - 1
     bad = tmp_path / "not_a_model"
     bad.write_bytes(b"garbage" * 100)
     with pytest.raises(sparrow.BadInputError):

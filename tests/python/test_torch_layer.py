@@ -128,3 +128,10 @@ def test_bad_arguments_raise():
         layer(torch.full((2, 8), float("nan")), torch.tensor([0, 1]))
     with pytest.raises(ValueError):
         SampledSoftmaxLinear(0, 10)
+    # Values a C type cannot hold are refused, not wrapped (2**64 + 5 classes became 5).
+    with pytest.raises(ValueError, match="n_classes = 18446744073709551621 does not fit"):
+        SampledSoftmaxLinear(8, 2**64 + 5)
+    with pytest.raises(ValueError, match="tables"):
+        SampledSoftmaxLinear(8, 10, tables=2**32 + 1)
+    with pytest.raises(ValueError, match="lr"):
+        SampledSoftmaxLinear(8, 10, lr=1e49)
