@@ -1,6 +1,8 @@
 """sparrow.Model: a network trained by the C library, configured from Python."""
 import ctypes
+import os
 import sys
+import tempfile
 import threading
 import time
 
@@ -151,6 +153,33 @@ class Model:
         format `sparrow eval --model` reads."""
         with self._lock:
             check(_lib.spr_model_save(self._h(), str(path).encode()))
+
+    def to_bytes(self):
+        """The model file's bytes (what save() writes: weights, optimizer state, step)."""
+        with tempfile.TemporaryDirectory(prefix="sparrow-") as d:
+            path = os.path.join(d, "model.spr")
+            self.save(path)
+            with open(path, "rb") as f:
+                return f.read()
+
+    @classmethod
+    def from_bytes(cls, data):
+        """A model from to_bytes()'s output (or a model file's contents)."""
+        with tempfile.TemporaryDirectory(prefix="sparrow-") as d:
+            path = os.path.join(d, "model.spr")
+            with open(path, "wb") as f:
+                f.write(bytes(data))
+            return cls.load(path)
+
+    # pickle and copy.deepcopy (ctypes handles cannot be pickled): the model file's
+    # bytes, so a copy is a separate model with the same weights, moments and step.
+    def __getstate__(self):
+        return {"model_file": self.to_bytes(), "history": list(self.history)}
+
+    def __setstate__(self, state):
+        other = Model.from_bytes(state["model_file"])
+        self._lock, self._handle, self.history = threading.RLock(), other._handle, state["history"]
+        other._handle = None  # the handle is this object's now
 
     def close(self):
         """Frees the C model; later calls raise ValueError."""

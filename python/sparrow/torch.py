@@ -195,6 +195,55 @@ class SampledSoftmaxLinear(torch.nn.Module):
         o.threads = int(train_options.get("threads", 0))
         return layer
 
+    # ------------------------------------------------------------ state_dict
+
+    # The layer's weights are not nn.Parameters, so without these two hooks
+    # module.state_dict() would leave them out and load_state_dict() would keep the
+    # fresh random weights without a word. The entry holds the model file's bytes
+    # (weights, Adam moments and step: what save() writes) as a uint8 tensor, so that
+    # torch.save(module.state_dict()) and load_state_dict() resume training exactly.
+    _STATE_KEY = "sparrow_model"
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        data = np.frombuffer(self.model.to_bytes(), dtype=np.uint8).copy()
+        destination[prefix + self._STATE_KEY] = torch.from_numpy(data)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        key = prefix + self._STATE_KEY
+        for k in state_dict:  # what nn.Module's own check would say of unknown entries
+            if k.startswith(prefix) and k != key and "." not in k[len(prefix):]:
+                unexpected_keys.append(k)
+        if key not in state_dict:
+            missing_keys.append(key)
+            return
+        value = state_dict[key]
+        if not torch.is_tensor(value) or value.dtype != torch.uint8 or value.dim() != 1:
+            error_msgs.append("%s: expected a 1-D uint8 tensor (a sparrow model file), got %s" % (
+                key, tuple(value.shape) if torch.is_tensor(value) else type(value).__name__))
+            return
+        try:
+            model = Model.from_bytes(value.cpu().numpy().tobytes())
+        except Exception as e:  # a damaged entry: reported as load_state_dict reports
+            error_msgs.append("%s: %s" % (key, e))
+            return
+        c = _lib.spr_model_get_config(model._handle)
+        shape = (int(c.layers[c.n_layers - 1].size), int(c.layers[0].size)) if c.n_layers == 2 else None
+        if shape != (self.n_classes, self.in_features):
+            error_msgs.append("size mismatch for %s: a layer of %s (n_classes, in_features) in "
+                              "the state_dict, %s in this module" % (
+                                  key, shape if shape else "%d layers" % c.n_layers,
+                                  (self.n_classes, self.in_features)))
+            model.close()
+            return
+        opts = self._opts  # the training options stay this module's
+        old, self.model = self.model, None
+        handle, model._handle = model._handle, None
+        self._init_from_model(Model.__new__(Model), handle)
+        self._opts = opts
+        old.close()
+
     def extra_repr(self):
         return "in_features=%d, n_classes=%d, sparsity=%g" % (self.in_features, self.n_classes,
                                                                self.sparsity)

@@ -267,3 +267,23 @@ def test_progress_bar_on_a_terminal():
     text = out.getvalue()
     assert text.startswith("\repoch 1/2 [===============               ] 5/10"), repr(text)
     assert text.endswith("\r\033[Kepoch 1: done\n"), repr(text)
+
+
+def test_pickle_and_bytes_round_trip(xmc_data):
+    """pickle / copy.deepcopy go through the model file's bytes: a separate model with
+    the same weights, moments and step (ctypes handles cannot be pickled)."""
+    import copy
+    import pickle
+    X, Y, Xt, _ = xmc_data
+    m = sparrow.Model(X.shape[1], Y.shape[1], hidden=8, sparsity=0.5, seed=3)
+    m.fit(X, Y, epochs=1, batch_size=64, threads=1, quiet=True)
+    for other in (pickle.loads(pickle.dumps(m)), copy.deepcopy(m), sparrow.Model.from_bytes(m.to_bytes())):
+        assert other._handle.value != m._handle.value
+        assert other.to_bytes() == m.to_bytes()
+        assert np.array_equal(other.predict(Xt, k=3)[0], m.predict(Xt, k=3)[0])
+        other.fit(X, Y, epochs=1, batch_size=64, threads=1, quiet=True)  # the copy trains alone
+        assert other.to_bytes() != m.to_bytes()
+        other.close()
+    with pytest.raises(sparrow.BadInputError):
+        sparrow.Model.from_bytes(b"SPRMODEL" + b"\0" * 40)
+    m.close()

@@ -1,4 +1,6 @@
 """sparrow.torch.SampledSoftmaxLinear against nn.Linear + F.cross_entropy."""
+import copy
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -135,3 +137,67 @@ def test_bad_arguments_raise():
         SampledSoftmaxLinear(8, 10, tables=2**32 + 1)
     with pytest.raises(ValueError, match="lr"):
         SampledSoftmaxLinear(8, 10, lr=1e49)
+
+
+def _trained_net(seed=1, steps=3):
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(8, 16),
+                              SampledSoftmaxLinear(16, 50, sparsity=0.2, seed=seed, threads=1))
+    x, y = torch.randn(32, 8), torch.randint(0, 50, (32,))
+    for _ in range(steps):
+        net[1](net[0](x), y).backward()
+    return net, x, y
+
+
+def test_state_dict_carries_the_layer(tmp_path):
+    """torch.save(state_dict) + load_state_dict restores the sparrow layer exactly
+    (weights, Adam moments, step): without the hook it was left out silently."""
+    net, x, y = _trained_net()
+    path = tmp_path / "net.pt"
+    torch.save(net.state_dict(), path)
+    assert "1.sparrow_model" in net.state_dict()
+    other, _, _ = _trained_net(seed=9, steps=0)
+    assert not torch.equal(other[1].weight, net[1].weight)
+    result = other.load_state_dict(torch.load(path))
+    assert not result.missing_keys and not result.unexpected_keys
+    assert torch.equal(other[1].weight, net[1].weight) and torch.equal(other[1].bias, net[1].bias)
+    assert other[1]._opts.threads == 1  # the module's own training options stay
+    # The same next step on both: the moments and the step count came along too.
+    for module in (net, other):
+        module[1](module[0](x).detach(), y)
+    assert torch.equal(other[1].weight, net[1].weight)
+    # A layer of another shape, a missing entry and a damaged one are refused.
+    wrong = torch.nn.Sequential(torch.nn.Linear(8, 16), SampledSoftmaxLinear(16, 51))
+    with pytest.raises(RuntimeError, match="size mismatch for 1.sparrow_model"):
+        wrong.load_state_dict(torch.load(path))
+    state = torch.load(path)
+    del state["1.sparrow_model"]
+    with pytest.raises(RuntimeError, match="Missing key.*1.sparrow_model"):
+        other.load_state_dict(state)
+    state = torch.load(path)
+    state["1.sparrow_model"] = state["1.sparrow_model"][:100].clone()
+    with pytest.raises(RuntimeError, match="1.sparrow_model"):
+        other.load_state_dict(state)
+    assert torch.equal(other[1].weight, net[1].weight)  # the refused entries changed nothing
+    # An unknown key is reported as nn.Module reports it (after loading the rest, as
+    # PyTorch does for its own parameters).
+    state = torch.load(path)
+    state["1.extra"] = torch.zeros(1)
+    with pytest.raises(RuntimeError, match="Unexpected key.*1.extra"):
+        other.load_state_dict(state)
+
+
+def test_deepcopy_and_pickle_give_independent_copies(tmp_path):
+    net, x, y = _trained_net()
+    copied = copy.deepcopy(net)
+    assert torch.equal(copied[1].weight, net[1].weight)
+    assert copied[1].model._handle.value != net[1].model._handle.value
+    before = net[1].weight.clone()
+    copied[1](copied[0](x).detach(), y)  # training the copy leaves the original alone
+    assert torch.equal(net[1].weight, before) and not torch.equal(copied[1].weight, before)
+    path = tmp_path / "whole.pt"
+    torch.save(net, path)
+    loaded = torch.load(path)
+    assert torch.equal(loaded[1].weight, net[1].weight)
+    with torch.no_grad():
+        assert torch.equal(loaded[1].predict(net[0](x))[0], net[1].predict(net[0](x))[0])
