@@ -181,6 +181,9 @@ def test_bad_arguments_raise(xmc_data, tmp_path):
         m.evaluate(X, Y, k=7)
     with pytest.raises(ValueError, match="batch_size"):
         m.fit(X, Y, batch_size=0, quiet=True)
+    for kwargs in (dict(epochs=0), dict(epochs=-1), dict(max_batches=0), dict(eval_max=0)):
+        with pytest.raises(ValueError, match=list(kwargs)[0]):  # used to train nothing silently
+            m.fit(X, Y, quiet=True, validation_data=(X, Y), **kwargs)
     with pytest.raises(sparrow.BadInputError, match="Adam"):  # the C check's message
         m.fit(X, Y, lr=-1.0, quiet=True)
     with pytest.raises(sparrow.BadInputError, match="sparse inference"):
