@@ -8,8 +8,15 @@
  * configuration, must answer a one-point prediction (exact, and sparse if the
  * output layer is sampled) and must take a training step on that point.
  *
- * The seed corpus (valid models and damaged copies) comes from make_checkpoint_seeds;
- * see README.md.
+ * An input may also be a sharded model's manifest (text: "sparrow sharded model 1",
+ * ranks, labels, one "shard R LO HI FILE" line a shard), whose files sit next to it:
+ * at start-up the target writes two shard files into the temporary directory,
+ * spr_fuzz_shard0.model (12 labels) and spr_fuzz_shard1.model (8 labels, the same
+ * hidden layer), which the manifest seeds name, so that mutations reach the manifest's
+ * checks and the assembly of the whole model from its shards.
+ *
+ * The seed corpus (valid models, manifests and damaged copies) comes from
+ * make_checkpoint_seeds; see README.md.
  *
  *   build-fuzz/fuzz_checkpoint -max_total_time=600 CORPUS_DIR
  */
@@ -109,10 +116,36 @@ static void load(const char *path) {
     }
 }
 
+/* The shard files the manifest seeds name: 20 features -> 8 ReLU -> 12 + 8 labels. */
+static char shard_paths[2][4096];
+
+static void remove_shards(void) {
+    for (int r = 0; r < 2; r++) unlink(shard_paths[r]);
+}
+
+static void write_shards(void) {
+    const int64_t labels[2] = {12, 8};
+    for (int r = 0; r < 2; r++) {
+        spr_model_config c = spr_model_config_default(20, labels[r]);
+        c.layers[0].size = 8;
+        c.layers[1].sparsity = 0.5f;
+        c.layers[1].hash_l = 4;
+        c.layers[1].bucket_capacity = 8;
+        c.seed = 1;
+        spr_model *m = NULL;
+        snprintf(shard_paths[r], sizeof shard_paths[r], "%s/spr_fuzz_shard%d.model", fuzz_dir(), r);
+        FUZZ_CHECK(spr_model_create(&c, &m) == SPR_STATUS_OK && spr_model_save(m, shard_paths[r]) == SPR_STATUS_OK,
+                   "writing the shard file %s: %s", shard_paths[r], spr_last_error());
+        spr_model_free(m);
+    }
+    atexit(remove_shards);
+}
+
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
     (void)argc;
     (void)argv;
     omp_set_num_threads(1); /* the table rebuild: deterministic and cheap */
+    write_shards();
     return 0;
 }
 

@@ -23,12 +23,17 @@ static void fuzz_cleanup(void) {
     }
 }
 
+/* The directory of the temporary files: $TMPDIR, else /tmp. */
+static const char *fuzz_dir(void) {
+    const char *dir = getenv("TMPDIR");
+    return dir && *dir ? dir : "/tmp";
+}
+
 /* The path of the process's temporary file, now holding exactly data[0..size). Aborts
  * (a fuzzer-visible crash, not a library bug) if the file system fails us. */
 static const char *fuzz_write_input(const uint8_t *data, size_t size) {
     if (fuzz_fd < 0) {
-        const char *dir = getenv("TMPDIR");
-        snprintf(fuzz_path, sizeof fuzz_path, "%s/spr_fuzz_XXXXXX", dir && *dir ? dir : "/tmp");
+        snprintf(fuzz_path, sizeof fuzz_path, "%s/spr_fuzz_XXXXXX", fuzz_dir());
         fuzz_fd = mkstemp(fuzz_path);
         if (fuzz_fd < 0) {
             perror("fuzz: mkstemp");

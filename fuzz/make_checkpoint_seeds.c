@@ -184,6 +184,29 @@ int main(int argc, char **argv) {
     d.seed = 2;
     bad |= emit(dir, "deep", d);
 
+    /* Manifests of a model sharded in two, naming the shard files that fuzz_checkpoint
+     * writes next to its input at start-up (12 + 8 labels over the same hidden layer):
+     * a valid one, then shards out of order, a gap, a file that is not there, a path. */
+    static const struct {
+        const char *name, *text;
+    } manifests[] = {
+        {"manifest.txt", "sparrow sharded model 1\nranks 2\nlabels 20\n"
+                         "shard 0 0 12 spr_fuzz_shard0.model\nshard 1 12 20 spr_fuzz_shard1.model\n"},
+        {"manifest_order.txt", "sparrow sharded model 1\nranks 2\nlabels 20\n"
+                               "shard 1 12 20 spr_fuzz_shard1.model\nshard 0 0 12 spr_fuzz_shard0.model\n"},
+        {"manifest_gap.txt", "sparrow sharded model 1\nranks 2\nlabels 21\n"
+                             "shard 0 0 12 spr_fuzz_shard0.model\nshard 1 13 21 spr_fuzz_shard1.model\n"},
+        {"manifest_sizes.txt", "sparrow sharded model 1\nranks 2\nlabels 20\n"
+                               "shard 0 0 8 spr_fuzz_shard0.model\nshard 1 8 20 spr_fuzz_shard1.model\n"},
+        {"manifest_missing.txt", "sparrow sharded model 1\nranks 2\nlabels 20\n"
+                                 "shard 0 0 12 spr_fuzz_shard0.model\nshard 1 12 20 no_such.model\n"},
+        {"manifest_path.txt", "sparrow sharded model 1\nranks 1\nlabels 12\n"
+                              "shard 0 0 12 ../tmp/spr_fuzz_shard0.model\n"},
+    };
+    for (size_t i = 0; i < sizeof manifests / sizeof manifests[0]; i++)
+        bad |= spit(dir, manifests[i].name, (const unsigned char *)manifests[i].text,
+                    strlen(manifests[i].text));
+
     /* Dense: nothing sampled, no tables. */
     spr_model_config e = spr_model_config_default(20, 12);
     e.layers[0].size = 8;
