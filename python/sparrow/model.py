@@ -59,6 +59,18 @@ class _Progress:
         self.stream.flush()
 
 
+class _ArrayMemory:
+    """What a view from Model.weights() is a view of: n floats of a C array, and the
+    Model that owns them, kept alive as long as a view is (numpy keeps this object as
+    the view's base), so that a dropped or replaced model (SampledSoftmaxLinear's
+    load_state_dict) does not free the memory under a view still in use."""
+
+    def __init__(self, model, address, n):
+        self.model = model
+        self.__array_interface__ = {"shape": (n,), "typestr": "<f4", "data": (address, False),
+                                    "version": 3}
+
+
 class Model:
     """A sparrow network: sparse input -> embedding-bag layer 0 (ReLU) -> optional more
     hidden ReLU layers -> a softmax output over n_labels, sampled with LSH.
@@ -245,8 +257,9 @@ class Model:
 
     def weights(self, layer, bias=False):
         """A numpy view (not a copy) of a layer's weights: layer 0 (n_features, size),
-        others (size, fan_in); bias=True gives the (size,) bias. Valid while the model
-        is open; writing it changes the model (the tables see it at the next rehash).
+        others (size, fan_in); bias=True gives the (size,) bias. It keeps the model
+        alive, and is valid until close(); writing it changes the model (the tables see
+        it at the next rehash).
         The output layer of a bf16_weights model has no float array: its weights come as
         a read-only float32 copy, widened from BF16."""
         c = _lib.spr_model_get_config(self._h())
@@ -262,8 +275,8 @@ class Model:
         rows, cols, stride = ctypes.c_int64(), ctypes.c_int64(), ctypes.c_int64()
         check(_lib.spr_model_param(self._h(), int(layer), 1 if bias else 0, ctypes.byref(ptr),
                                    ctypes.byref(rows), ctypes.byref(cols), ctypes.byref(stride)))
-        flat = np.ctypeslib.as_array(ptr, shape=(rows.value * stride.value,))
-        a = flat.reshape(rows.value, stride.value)[:, :cols.value]
+        memory = _ArrayMemory(self, ctypes.addressof(ptr.contents), rows.value * stride.value)
+        a = np.asarray(memory).reshape(rows.value, stride.value)[:, :cols.value]
         return a[0] if bias else a
 
     # ---------------------------------------------------------------- training

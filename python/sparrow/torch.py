@@ -238,11 +238,11 @@ class SampledSoftmaxLinear(torch.nn.Module):
             model.close()
             return
         opts = self._opts  # the training options stay this module's
-        old, self.model = self.model, None
         handle, model._handle = model._handle, None
+        # The old model is dropped, not closed: a weight or bias tensor taken before
+        # keeps it alive (and keeps its values: it is not this module's any more).
         self._init_from_model(Model.__new__(Model), handle)
         self._opts = opts
-        old.close()
 
     def extra_repr(self):
         return "in_features=%d, n_classes=%d, sparsity=%g" % (self.in_features, self.n_classes,

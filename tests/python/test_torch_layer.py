@@ -1,5 +1,6 @@
 """sparrow.torch.SampledSoftmaxLinear against nn.Linear + F.cross_entropy."""
 import copy
+import gc
 
 import numpy as np
 import pytest
@@ -158,7 +159,11 @@ def test_state_dict_carries_the_layer(tmp_path):
     assert "1.sparrow_model" in net.state_dict()
     other, _, _ = _trained_net(seed=9, steps=0)
     assert not torch.equal(other[1].weight, net[1].weight)
+    view = other[1].weight  # shares the memory of the model that the load replaces
+    kept = view.clone()
     result = other.load_state_dict(torch.load(path))
+    gc.collect()
+    assert torch.equal(view, kept)  # still readable: the view keeps the old model alive
     assert not result.missing_keys and not result.unexpected_keys
     assert torch.equal(other[1].weight, net[1].weight) and torch.equal(other[1].bias, net[1].bias)
     assert other[1]._opts.threads == 1  # the module's own training options stay
