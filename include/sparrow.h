@@ -170,6 +170,8 @@ SPR_API spr_status spr_synth_generate_progress(const spr_synth_config *config, u
 /* ------------------------------------------------------------------ model */
 
 #define SPR_MAX_LAYERS 8
+#define SPR_MAX_THREADS 1024 /* a larger thread count is taken as this many */
+#define SPR_MAX_K 1000       /* the most labels a prediction ranks per point */
 #define SPR_SIMHASH_ONE_IN_MAX 1024 /* largest spr_layer_config.simhash_one_in */
 
 typedef enum spr_hash_family {
@@ -272,7 +274,7 @@ SPR_API spr_status spr_model_config_memory(const spr_model_config *config, int64
 typedef struct spr_train_options {
     int batch_size;           /* samples per optimizer step (the gradient is a batch mean) */
     float lr, beta1, beta2, eps; /* Adam, as torch.optim.Adam */
-    int threads;              /* <= 0: all cores */
+    int threads;              /* <= 0: all cores; at most SPR_MAX_THREADS */
     int dense;                /* 1: every neuron active (the exact reference) */
     /* Rehash schedule (SLIDE's paper): the t-th rehash of the tables happens after
      * sum_{i<t} rehash_first * exp(rehash_growth * i) batches, each gap capped at

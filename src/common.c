@@ -139,6 +139,8 @@ double spr_now(void) {
 }
 
 int spr_threads(int n) {
+    /* Thousands of threads made libgomp fail to create them (exit 1) or crash. */
+    if (n > SPR_MAX_THREADS) return SPR_MAX_THREADS;
     if (n > 0) return n;
 #ifdef _OPENMP
     return omp_get_max_threads();

@@ -234,7 +234,8 @@ spr_status spr_model_output_predict(const spr_model *m, const float *input, int6
                                     int sparse, int threads, int32_t *ids_out, float *scores_out) {
     if (!m || (n > 0 && (!input || !ids_out || !scores_out)))
         return spr_fail(SPR_STATUS_BAD_INPUT, "output_predict: NULL argument");
-    if (k < 1 || k > 1000) return spr_fail(SPR_STATUS_BAD_INPUT, "k must be in [1, 1000], got %d", k);
+    if (k < 1 || k > SPR_MAX_K)
+        return spr_fail(SPR_STATUS_BAD_INPUT, "k must be in [1, %d], got %d", SPR_MAX_K, k);
     if (spr_model_get_info(m).ranks > 1)
         return spr_fail(SPR_STATUS_BAD_INPUT, "output_predict: a sharded (MPI) model is not supported");
     const spr_layer *Lo = &m->layers[m->n_layers - 1];

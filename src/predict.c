@@ -106,7 +106,8 @@ spr_status spr_model_predict(const spr_model *m, const spr_dataset *data, const 
     const spr_dataset_view *d = &data->view;
     if (!rows) n = d->n_points;
     const spr_layer *Lo = &m->layers[m->n_layers - 1];
-    if (k < 1 || k > 1000) return spr_fail(SPR_STATUS_BAD_INPUT, "k must be in [1, 1000], got %d", k);
+    if (k < 1 || k > SPR_MAX_K)
+        return spr_fail(SPR_STATUS_BAD_INPUT, "k must be in [1, %d], got %d", SPR_MAX_K, k);
     if (d->n_features > m->cfg.n_features)
         return spr_fail(SPR_STATUS_BAD_INPUT, "data has %lld features, the model %lld",
                         (long long)d->n_features, (long long)m->cfg.n_features);

@@ -724,6 +724,15 @@ run cfg_missing train --config no_such.json
 expect_rc cfg_missing 2
 expect_grep cfg_missing cfg_missing.err "no_such.json: cannot open"
 
+# Thread counts past SPR_MAX_THREADS and k past SPR_MAX_K are refused by name (99,999,999
+# threads crashed in libgomp; --k 99999 was reported as "k must be in [1, 1000], got 5000").
+run many_threads predict --model dense.model --input "$TEST" --threads 99999999
+expect_rc many_threads 2
+expect_grep many_threads many_threads.err "--threads must be an integer in [0, 1024], got 99999999"
+run big_k predict --model dense.model --input "$TEST" --k 99999
+expect_rc big_k 2
+expect_grep big_k big_k.err "--k must be an integer in [1, 1000], got 99999"
+
 # ---------------------------------------------------------------- predict --labels
 "$PY" -c 'import sys; [print("name %d" % i) for i in range(int(sys.argv[1]))]' "$N_LABELS" >names.txt
 run pl_ids predict --model dense.model --input "$TEST" --k 3 --threads 1

@@ -15,6 +15,7 @@
 #include "model.h"
 #include "sparrow.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1347,7 +1348,17 @@ static void test_initial_weights(void) {
     free(x);
 }
 
+/* Thread counts: <= 0 is every core, more than SPR_MAX_THREADS is that many (libgomp
+ * failed to create 50,000 threads and exited the process, or crashed). */
+static void test_thread_counts(void) {
+    CHECK(spr_threads(3) == 3, "3 threads asked, %d given", spr_threads(3));
+    CHECK(spr_threads(0) >= 1 && spr_threads(-5) >= 1, "all cores: %d", spr_threads(0));
+    CHECK(spr_threads(INT_MAX) == SPR_MAX_THREADS && spr_threads(SPR_MAX_THREADS + 1) == SPR_MAX_THREADS,
+          "INT_MAX threads asked, %d given", spr_threads(INT_MAX));
+}
+
 int main(void) {
+    test_thread_counts();
     test_initial_weights();
     test_selection_set();
     test_bf16_state();

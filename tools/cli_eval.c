@@ -103,10 +103,10 @@ int cmd_eval(int argc, char **argv) {
         switch (c) {
         case E_MODEL: model_path = optarg; break;
         case E_TEST: test_path = optarg; break;
-        case E_K: rc = parse_int(cmd, "--k", optarg, 1, 1 << 20, &k); break;
+        case E_K: rc = parse_int(cmd, "--k", optarg, 1, SPR_MAX_K, &k); break;
         case E_SPARSE: sparse = 1; break;
         case E_RECALL: rc = parse_int(cmd, "--recall", optarg, 1, 1000, &recall_top); break;
-        case E_THREADS: rc = parse_int(cmd, "--threads", optarg, 0, INT_MAX, &threads); break;
+        case E_THREADS: rc = parse_int(cmd, "--threads", optarg, 0, SPR_MAX_THREADS, &threads); break;
         case E_EVAL_MAX: rc = parse_int64(cmd, "--eval-max", optarg, 1, INT64_MAX, &eval_max); break;
         case E_ONE_BASED: one_based = 1; break;
         case OPT_HELP: fputs(EVAL_HELP, stdout); return EXIT_OK;
@@ -299,9 +299,9 @@ int cmd_predict(int argc, char **argv) {
         case P_LABELS: labels_path = optarg; break;
         case P_MODEL: model_path = optarg; break;
         case P_INPUT: input_path = optarg; break;
-        case P_K: rc = parse_int(cmd, "--k", optarg, 1, 1 << 20, &k); break;
+        case P_K: rc = parse_int(cmd, "--k", optarg, 1, SPR_MAX_K, &k); break;
         case P_SPARSE: sparse = 1; break;
-        case P_THREADS: rc = parse_int(cmd, "--threads", optarg, 0, INT_MAX, &threads); break;
+        case P_THREADS: rc = parse_int(cmd, "--threads", optarg, 0, SPR_MAX_THREADS, &threads); break;
         case P_ONE_BASED: one_based = 1; break;
         case OPT_HELP: fputs(PREDICT_HELP, stdout); return EXIT_OK;
         default: return bad_option(cmd);

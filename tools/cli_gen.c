@@ -69,7 +69,7 @@ int cmd_gen(int argc, char **argv) {
             if ((rc = parse_u64(cmd, "--seed", optarg, &seed))) return rc;
             break;
         case 't':
-            if ((rc = parse_int(cmd, "--threads", optarg, 0, INT_MAX, &threads))) return rc;
+            if ((rc = parse_int(cmd, "--threads", optarg, 0, SPR_MAX_THREADS, &threads))) return rc;
             break;
         case 'q': quiet = 1; break;
         case OPT_HELP: fputs(GEN_HELP, stdout); return EXIT_OK;

@@ -379,7 +379,7 @@ static int parse_train_args(int argc, char **argv, train_args *a) {
             a->have_bucket_capacity = 1;
             break;
         case T_THREADS:
-            rc = parse_int(cmd, "--threads", optarg, 0, INT_MAX, &a->threads);
+            rc = parse_int(cmd, "--threads", optarg, 0, SPR_MAX_THREADS, &a->threads);
             a->have_threads = 1;
             break;
         case T_SEED:
