@@ -724,6 +724,13 @@ run cfg_missing train --config no_such.json
 expect_rc cfg_missing 2
 expect_grep cfg_missing cfg_missing.err "no_such.json: cannot open"
 
+# A batch larger than the training set is the training set (it asked for scratch for
+# 2^31 points and ran out of memory): the same model as --batch N_TRAIN, bit for bit.
+N_TRAIN=$(head -n 1 "$TRAIN" | cut -d' ' -f1)
+run huge_batch train --train "$TRAIN" --batch 2147483647 --max-batches 1 --threads 1 --seed 4 --save huge_batch.model --quiet
+expect_rc huge_batch 0
+run whole_batch train --train "$TRAIN" --batch "$N_TRAIN" --max-batches 1 --threads 1 --seed 4 --save whole_batch.model --quiet
+if cmp -s huge_batch.model whole_batch.model; then pass; else fail "--batch 2147483647: expected the model of --batch $N_TRAIN"; fi
 # Thread counts past SPR_MAX_THREADS and k past SPR_MAX_K are refused by name (99,999,999
 # threads crashed in libgomp; --k 99999 was reported as "k must be in [1, 1000], got 5000").
 run many_threads predict --model dense.model --input "$TEST" --threads 99999999

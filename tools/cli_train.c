@@ -1079,6 +1079,9 @@ static int train_run(const train_args *args) {
     }
     spr_train_options topt = spr_train_options_default();
     if (a.have_batch) topt.batch_size = a.batch;
+    /* A batch larger than the data set is the data set: the same steps, without scratch
+     * sized for the batch asked (--batch 2147483647 ran out of memory). */
+    if (topt.batch_size > tv.n_points && tv.n_points > 0) topt.batch_size = (int)tv.n_points;
     if (a.have_lr) topt.lr = (float)a.lr;
     if (a.have_threads) topt.threads = a.threads;
     topt.dense = a.dense;

@@ -325,6 +325,7 @@ class Model:
             opts.random_pool = int(random_pool)
         if opts.batch_size < 1:
             raise ValueError("batch_size must be >= 1, got %d" % opts.batch_size)
+        opts.batch_size = min(opts.batch_size, n)  # a larger batch is the whole set (scratch)
         eval_rows = None
         if val is not None and eval_max is not None and eval_max < val.n_points:
             rng = np.random.default_rng(12345)

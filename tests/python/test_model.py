@@ -181,6 +181,13 @@ def test_bad_arguments_raise(xmc_data, tmp_path):
         m.evaluate(X, Y, k=7)
     with pytest.raises(ValueError, match="batch_size"):
         m.fit(X, Y, batch_size=0, quiet=True)
+    # A batch larger than the data is the data (not scratch for 2**31 - 1 points).
+    a = sparrow.Model(X.shape[1], Y.shape[1], hidden=8, sparsity=0.5, seed=5)
+    b = sparrow.Model(X.shape[1], Y.shape[1], hidden=8, sparsity=0.5, seed=5)
+    a.fit(X, Y, batch_size=2**31 - 1, threads=1, quiet=True)
+    b.fit(X, Y, batch_size=X.shape[0], threads=1, quiet=True)
+    assert a.to_bytes() == b.to_bytes()
+    a.close(), b.close()
     for kwargs in (dict(epochs=0), dict(epochs=-1), dict(max_batches=0), dict(eval_max=0)):
         with pytest.raises(ValueError, match=list(kwargs)[0]):  # used to train nothing silently
             m.fit(X, Y, quiet=True, validation_data=(X, Y), **kwargs)
