@@ -98,7 +98,9 @@ class SampledSoftmaxLinear(torch.nn.Module):
     update; for gradient accumulation over several calls, use a larger batch instead.
     `weight` (n_classes, in_features) and `bias` (n_classes,) are tensor views of
     sparrow's arrays (shared memory, no copy) for inspection and export; save()/load()
-    write and read sparrow's model file with the optimizer state.
+    write and read sparrow's model file with the optimizer state, and state_dict()
+    holds that file's bytes as one uint8 entry, "sparrow_model", which
+    load_state_dict() restores (deepcopy and pickle go the same way).
 
     In eval mode, or under torch.no_grad(), forward returns the exact full softmax
     cross-entropy and changes nothing. With sparsity=1.0 the layer is exactly
