@@ -29,8 +29,7 @@ static void print_config(const char *path, printed *p) {
     static char out_path[4096];
     static int out_fd = -1;
     if (out_fd < 0) {
-        const char *dir = getenv("TMPDIR");
-        snprintf(out_path, sizeof out_path, "%s/spr_fuzz_out_XXXXXX", dir && *dir ? dir : "/tmp");
+        snprintf(out_path, sizeof out_path, "%s/spr_fuzz_out_XXXXXX", fuzz_dir());
         if ((out_fd = mkstemp(out_path)) < 0) {
             perror("fuzz: mkstemp");
             abort();

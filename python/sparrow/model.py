@@ -298,10 +298,9 @@ class Model:
         released while a batch trains. random_pool: the CLI's --random-pool (None:
         the library's default). Returns self.history."""
         h = self._h()
-        for name, value, low in (("epochs", epochs, 1), ("max_batches", max_batches, 1),
-                                 ("eval_max", eval_max, 1)):
-            if value is not None and int(value) < low:  # as the CLI's --epochs ... refuse them
-                raise ValueError("%s must be >= %d, got %r" % (name, low, value))
+        for name, value in (("epochs", epochs), ("max_batches", max_batches), ("eval_max", eval_max)):
+            if value is not None and int(value) < 1:  # as the CLI's --epochs ... refuse them
+                raise ValueError("%s must be >= 1, got %r" % (name, value))
         cfg = _lib.spr_model_get_config(h)
         n_labels = cfg.layers[cfg.n_layers - 1].size
         data = Dataset(X, Y, cfg.n_features, n_labels)
