@@ -255,8 +255,19 @@ static const char *spr_token(const char *p, char out[48]) {
     return out;
 }
 
+/* Copies the digits from p to end for a message (at most 40 of them, then "..."): an id
+ * too large for its range is quoted as written, not as the prefix that overflowed. */
+static const char *spr_digits(const char *p, const char *end, char out[48]) {
+    int n = 0;
+    while (n < 40 && p + n < end) { out[n] = p[n]; n++; }
+    if (p + n < end) { memcpy(out + n, "...", 3); n += 3; }
+    out[n] = '\0';
+    return out;
+}
+
 /* Parses a non-negative integer id at *pp (digits only) into *out; the id may be at
- * most max. Returns 0 if no digits, -1 if it exceeds max; advances *pp. */
+ * most max. Returns 0 if no digits, -1 if it exceeds max (*out then holds only the
+ * digits read before it did: quote the text, spr_digits); advances *pp past the digits. */
 static inline int spr_parse_id(char **pp, int64_t max, int64_t *out) {
     char *p = *pp;
     if (!spr_is_digit(*p)) return 0;
@@ -451,10 +462,11 @@ spr_status spr_dataset_read_progress(const char *path, const spr_read_options *o
                     }
                     if (rc < 0) {
                         if (known_l)
-                            st = spr_fail(SPR_STATUS_BAD_INPUT, "%s:%lld: label id %lld out of range (%s %lld labels)",
-                                          path, ln, (long long)v, lim_l_src, (long long)lim_l);
+                            st = spr_fail(SPR_STATUS_BAD_INPUT, "%s:%lld: label id %s out of range (%s %lld labels)",
+                                          path, ln, spr_digits(s, q, tok), lim_l_src, (long long)lim_l);
                         else
-                            st = spr_fail(SPR_STATUS_BAD_INPUT, "%s:%lld: label id %lld too large (ids are 32-bit)", path, ln, (long long)v);
+                            st = spr_fail(SPR_STATUS_BAD_INPUT, "%s:%lld: label id %s too large (ids are 32-bit)", path, ln,
+                                          spr_digits(s, q, tok));
                         goto fail;
                     }
                     if (nlab + 1 > cap_l && !spr_grow((void **)&lab, &cap_l, nlab + 1, sizeof *lab)) {
@@ -513,10 +525,11 @@ spr_status spr_dataset_read_progress(const char *path, const spr_read_options *o
             }
             if (rc < 0) {
                 if (known_f)
-                    st = spr_fail(SPR_STATUS_BAD_INPUT, "%s:%lld: feature id %lld out of range (%s %lld features%s)",
-                                  path, ln, (long long)id, lim_f_src, (long long)lim_f, opt.one_based ? ", ids one-based" : "");
+                    st = spr_fail(SPR_STATUS_BAD_INPUT, "%s:%lld: feature id %s out of range (%s %lld features%s)",
+                                  path, ln, spr_digits(s, q, tok), lim_f_src, (long long)lim_f, opt.one_based ? ", ids one-based" : "");
                 else
-                    st = spr_fail(SPR_STATUS_BAD_INPUT, "%s:%lld: feature id %lld too large (ids are 32-bit)", path, ln, (long long)id);
+                    st = spr_fail(SPR_STATUS_BAD_INPUT, "%s:%lld: feature id %s too large (ids are 32-bit)", path, ln,
+                                  spr_digits(s, q, tok));
                 goto fail;
             }
             if (*q != ':') {

@@ -179,6 +179,14 @@ static void test_bad_files(void) {
         "data/feature_range.txt:3: feature id 5 out of range (header says 5 features)");
     bad("data/label_range.txt", &o, SPR_STATUS_BAD_INPUT,
         "data/label_range.txt:3: label id 3 out of range (header says 3 labels)");
+    /* an id far past the range is quoted as written, not as the digits read before it
+     * overflowed (once "feature id 9999" for 999998); a very long one is cut at 40 digits */
+    bad("data/feature_range_wide.txt", &o, SPR_STATUS_BAD_INPUT,
+        "data/feature_range_wide.txt:3: feature id 999998 out of range (header says 5 features)");
+    bad("data/label_range_wide.txt", &o, SPR_STATUS_BAD_INPUT,
+        "data/label_range_wide.txt:3: label id 99998 out of range (header says 3 labels)");
+    bad("data/label_range_long.txt", &o, SPR_STATUS_BAD_INPUT,
+        "data/label_range_long.txt:2: label id 9999999999999999999999999999999999999999... out of range");
     bad("data/nan_value.txt", &o, SPR_STATUS_BAD_INPUT, "data/nan_value.txt:3:");
     bad("data/inf_value.txt", &o, SPR_STATUS_BAD_INPUT, "data/inf_value.txt:3:");
     bad("data/missing_colon.txt", &o, SPR_STATUS_BAD_INPUT, "data/missing_colon.txt:3: missing ':'");
