@@ -71,7 +71,7 @@ static const char TRAIN_HELP[] =
     "  --simhash-one-in S    SimHash projections: each entry non-zero (+1 or -1) with\n"
     "                        probability 1/S, in 1..1024; 0 (default): sqrt(fan-in)\n"
     "                        rounded, at least 3 (11 after 128 hidden); sparser ones\n"
-    "                        hash faster (README, \"Session 8\")\n"
+    "                        hash faster (docs/performance-history.md, \"Session 8\")\n"
     "  --bucket-policy P     fifo (a full bucket keeps the newest) or reservoir (a\n"
     "                        uniform sample)\n"
     "  --select S            topk: the target count of candidates most tables agree\n"
