@@ -723,6 +723,19 @@ expect_rc cfg_array 2
 run cfg_missing train --config no_such.json
 expect_rc cfg_missing 2
 expect_grep cfg_missing cfg_missing.err "no_such.json: cannot open"
+run cfg_dir train --config .
+expect_rc cfg_dir 2
+expect_grep cfg_dir cfg_dir.err "sparrow train: .: cannot read: Is a directory"
+# A NUL byte ended the JSON text where cJSON stopped reading: what followed was ignored.
+printf '{"epochs": 1}\n\000{"lr": "x"' >nul.json
+run cfg_nul train --config nul.json
+expect_rc cfg_nul 2
+expect_grep cfg_nul cfg_nul.err "nul.json:2: a NUL byte: not a JSON text file"
+# A file past the first read's 64 KB is read whole: the key after the padding counts.
+{ printf '{"train": "%s",' "$TRAIN"; head -c 200000 /dev/zero | tr '\0' ' '; printf '"seed": 77}\n'; } >padded.json
+run cfg_padded train --config padded.json --print-config
+expect_rc cfg_padded 0
+expect_grep cfg_padded cfg_padded.out '"seed": 77'
 
 # A batch larger than the training set is the training set (it asked for scratch for
 # 2^31 points and ran out of memory): the same model as --batch N_TRAIN, bit for bit.
@@ -761,6 +774,9 @@ expect_grep pl_blank pl_blank.err "blank_names.txt:2: empty label name"
 run pl_nul predict --model dense.model --input "$TEST" --labels nul_names.txt
 expect_rc pl_nul 2
 expect_grep pl_nul pl_nul.err "nul_names.txt:2: a name may not contain a NUL byte"
+run pl_missing predict --model dense.model --input "$TEST" --labels no_such_names.txt
+expect_rc pl_missing 2
+expect_grep pl_missing pl_missing.err "no_such_names.txt: cannot open: No such file"
 sed 's/$/\r/' names.txt >crlf_names.txt
 run pl_crlf predict --model dense.model --input "$TEST" --k 3 --threads 1 --labels crlf_names.txt
 if cmp -s pl_expected.txt pl_crlf.out; then pass; else fail "predict --labels with CRLF names: expected the LF file's output"; fi

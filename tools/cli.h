@@ -79,6 +79,12 @@ int parse_double(const char *cmd, const char *opt, const char *text, double *out
  * (past FLT_MAX, or nonzero but rounding to 0) and returns the float's value. */
 int parse_float(const char *cmd, const char *opt, const char *text, double *out);
 
+/* The whole file at path in a NUL-terminated buffer (free() it; *len: its bytes, the NUL
+ * left out), refused when larger than max bytes. On failure NULL, the problem in why
+ * ("cannot open: ...", "cannot read: ...", "larger than 64 MB", "out of memory") and the
+ * exit code in *rc: EXIT_INTERNAL when out of memory, EXIT_USAGE otherwise. */
+char *read_whole_file(const char *path, size_t max, size_t *len, char why[128], int *rc);
+
 /* rows[0..n) = a permutation of 0..n-1 that depends only on (seed, stream). */
 void shuffle_rows(int64_t *rows, int64_t n, uint64_t seed, uint64_t stream);
 

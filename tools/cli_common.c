@@ -91,6 +91,41 @@ int parse_double(const char *cmd, const char *opt, const char *text, double *out
 /* A real number for an option the library holds as a float: finite as a float (not past
  * FLT_MAX) and not so small that it rounds to 0. *out is the float's value, so that the
  * caller's range check and the printed configuration see what the library will get. */
+char *read_whole_file(const char *path, size_t max, size_t *len, char why[128], int *rc) {
+    *len = 0;
+    *rc = EXIT_USAGE;
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(why, 128, "cannot open: %s", strerror(errno));
+        return NULL;
+    }
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap + 1);
+    while (buf && n <= max) { /* doubles until a read comes back short: the end */
+        n += fread(buf + n, 1, cap - n, f);
+        if (ferror(f) || n < cap) break;
+        char *grown = realloc(buf, cap * 2 + 1);
+        if (!grown) free(buf);
+        buf = grown;
+        cap *= 2;
+    }
+    if (!buf || ferror(f) || n > max) {
+        int err = errno;
+        if (!buf) snprintf(why, 128, "out of memory");
+        else if (n > max) snprintf(why, 128, "larger than %zu MB", max >> 20);
+        else snprintf(why, 128, "cannot read: %s", strerror(err));
+        if (!buf) *rc = EXIT_INTERNAL;
+        free(buf);
+        fclose(f);
+        return NULL;
+    }
+    fclose(f);
+    buf[n] = '\0';
+    *len = n;
+    *rc = EXIT_OK;
+    return buf;
+}
+
 int parse_float(const char *cmd, const char *opt, const char *text, double *out) {
     double v = 0;
     int rc = parse_double(cmd, opt, text, &v);

@@ -48,51 +48,25 @@ static void number_text(char *buf, size_t n, double v) {
     else snprintf(buf, n, "%.17g", v);
 }
 
-/* The whole file in a NUL-terminated buffer (NULL and a message on failure). */
-static char *read_text(const char *cmd, const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        usage_error(cmd, "%s: cannot open: %s", path, strerror(errno));
-        return NULL;
-    }
-    size_t cap = 4096, len = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        len += fread(buf + len, 1, cap - len - 1, f);
-        if (ferror(f) || len < cap - 1) break;
-        if (cap > ((size_t)64 << 20)) { /* a configuration, not a data set */
-            free(buf);
-            fclose(f);
-            usage_error(cmd, "%s: larger than 64 MB: not a configuration file", path);
-            return NULL;
-        }
-        char *grown = realloc(buf, cap * 2);
-        if (!grown) {
-            free(buf);
-            buf = NULL;
-            break;
-        }
-        buf = grown;
-        cap *= 2;
-    }
-    int no_memory = !buf, bad = !buf || ferror(f);
-    fclose(f);
-    if (bad) {
-        free(buf);
-        usage_error(cmd, "%s: cannot read: %s", path, no_memory ? "out of memory" : strerror(errno));
-        return NULL;
-    }
-    buf[len] = '\0';
-    return buf;
-}
-
 int config_to_argv(const char *cmd, const char *path, const struct option *opts,
                    config_argv *out) {
     out->argc = 0;
     out->argv = NULL;
-    char *text = read_text(cmd, path);
-    if (!text) return EXIT_USAGE;
-    int rc = EXIT_OK;
+    size_t len;
+    char why[128];
+    int rc;
+    char *text = read_whole_file(path, (size_t)64 << 20, &len, why, &rc);
+    if (!text) {
+        usage_error(cmd, "%s: %s", path, why);
+        return rc;
+    }
+    if (strlen(text) < len) { /* JSON text has none, and cJSON would stop there */
+        long line = 1;
+        for (const char *c = text; *c; c++) line += *c == '\n';
+        usage_error(cmd, "%s:%ld: a NUL byte: not a JSON text file", path, line);
+        free(text);
+        return EXIT_USAGE;
+    }
     cJSON *root = cJSON_Parse(text);
     if (!root) {
         /* cJSON says where it stopped: turn that into a line number. */

@@ -191,33 +191,14 @@ static void label_names_free(label_names *n) {
  * predict's tab-separated output. At least n_labels names are needed. */
 static int label_names_read(const char *path, int64_t n_labels, label_names *out) {
     memset(out, 0, sizeof *out);
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        fprintf(stderr, "sparrow: %s: cannot open: %s\n", path, strerror(errno));
-        return EXIT_USAGE;
+    size_t len;
+    char why[128];
+    int rc;
+    char *text = read_whole_file(path, SIZE_MAX / 2, &len, why, &rc);
+    if (!text) {
+        fprintf(stderr, "sparrow: %s: %s\n", path, why);
+        return rc;
     }
-    size_t cap = 1 << 16, len = 0;
-    char *text = malloc(cap + 1);
-    while (text) {
-        len += fread(text + len, 1, cap - len, f);
-        if (ferror(f) || len < cap) break;
-        char *grown = realloc(text, cap * 2 + 1);
-        if (!grown) {
-            free(text);
-            text = NULL;
-            break;
-        }
-        text = grown;
-        cap *= 2;
-    }
-    int no_memory = !text, bad = !text || ferror(f);
-    fclose(f);
-    if (bad) {
-        free(text);
-        fprintf(stderr, "sparrow: %s: cannot read: %s\n", path, no_memory ? "out of memory" : strerror(errno));
-        return no_memory ? EXIT_INTERNAL : EXIT_USAGE;
-    }
-    text[len] = '\0';
     int64_t lines = 0;
     for (size_t i = 0; i < len; i++) lines += text[i] == '\n';
     if (len > 0 && text[len - 1] != '\n') lines++;
