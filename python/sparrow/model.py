@@ -154,11 +154,20 @@ class Model:
         """Loads a model written by save() or by `sparrow train --save`."""
         handle = ctypes.c_void_p()
         check(_lib.spr_model_load(str(path).encode(), ctypes.byref(handle)))
+        return cls._owning(handle)
+
+    @classmethod
+    def _owning(cls, handle, history=()):
+        """A Model that owns handle (a C spr_model *): freed by its close()."""
         m = cls.__new__(cls)
-        m._lock = threading.RLock()
-        m._handle = handle
-        m.history = []
+        m._lock, m._handle, m.history = threading.RLock(), handle, list(history)
         return m
+
+    def _release(self):
+        """Hands this model's C handle to the caller; this object is closed after."""
+        with self._lock:
+            handle, self._handle = self._h(), None
+        return handle
 
     def save(self, path):
         """Writes the whole model (weights, optimizer state, step) atomically, in the
@@ -189,9 +198,8 @@ class Model:
         return {"model_file": self.to_bytes(), "history": list(self.history)}
 
     def __setstate__(self, state):
-        other = Model.from_bytes(state["model_file"])
-        self._lock, self._handle, self.history = threading.RLock(), other._handle, state["history"]
-        other._handle = None  # the handle is this object's now
+        self._lock, self.history = threading.RLock(), list(state["history"])
+        self._handle = Model.from_bytes(state["model_file"])._release()
 
     def close(self):
         """Frees the C model; later calls raise ValueError."""

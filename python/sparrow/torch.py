@@ -7,7 +7,6 @@
     ids, scores = head.predict(hidden, k=5)
 """
 import ctypes
-import threading
 
 import numpy as np
 import scipy.sparse as sp
@@ -143,19 +142,19 @@ class SampledSoftmaxLinear(torch.nn.Module):
         check(_lib.spr_model_config_check(ctypes.byref(cfg)))
         handle = ctypes.c_void_p()
         check(_lib.spr_model_create(ctypes.byref(cfg), ctypes.byref(handle)))
-        self._init_from_model(Model.__new__(Model), handle)
+        self._init_from_model(Model._owning(handle))
         o = self._opts
         o.lr, o.beta1, o.beta2, o.eps = float(lr), float(betas[0]), float(betas[1]), float(eps)
         o.clip_norm, o.threads = float(clip_norm), int(threads)
         o.rehash_first, o.rehash_growth = int(rehash_first), float(rehash_growth)
         o.rehash_max, o.rebuild_every = int(rehash_max), int(rebuild_every)
 
-    def _init_from_model(self, model, handle):
-        model._handle, model.history, model._lock = handle, [], threading.RLock()
-        self.model = model  # owns the C handle (freed with it)
-        c = _lib.spr_model_get_config(handle)
+    def _init_from_model(self, model):
+        c = _lib.spr_model_get_config(model._h())
         if c.n_layers != 2:
+            model.close()
             raise ValueError("a SampledSoftmaxLinear model has 2 layers, this file %d" % c.n_layers)
+        self.model = model  # owns the C handle (freed with it)
         self.in_features = int(c.layers[0].size)
         self.n_classes = int(c.layers[1].size)
         self.sparsity = float(c.layers[1].sparsity)
@@ -185,9 +184,7 @@ class SampledSoftmaxLinear(torch.nn.Module):
         lr, betas, eps, clip_norm, threads."""
         layer = cls.__new__(cls)
         torch.nn.Module.__init__(layer)
-        handle = ctypes.c_void_p()
-        check(_lib.spr_model_load(str(path).encode(), ctypes.byref(handle)))
-        layer._init_from_model(Model.__new__(Model), handle)
+        layer._init_from_model(Model.load(path))
         o = layer._opts
         o.lr = float(train_options.get("lr", 1e-3))
         b = train_options.get("betas", (0.9, 0.999))
@@ -240,10 +237,9 @@ class SampledSoftmaxLinear(torch.nn.Module):
             model.close()
             return
         opts = self._opts  # the training options stay this module's
-        handle, model._handle = model._handle, None
         # The old model is dropped, not closed: a weight or bias tensor taken before
         # keeps it alive (and keeps its values: it is not this module's any more).
-        self._init_from_model(Model.__new__(Model), handle)
+        self._init_from_model(model)
         self._opts = opts
 
     def extra_repr(self):

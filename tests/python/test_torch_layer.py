@@ -206,3 +206,19 @@ def test_deepcopy_and_pickle_give_independent_copies(tmp_path):
     assert torch.equal(loaded[1].weight, net[1].weight)
     with torch.no_grad():
         assert torch.equal(loaded[1].predict(net[0](x))[0], net[1].predict(net[0](x))[0])
+
+
+def test_load_checks_the_depth(tmp_path):
+    """SampledSoftmaxLinear.load reads a 2-layer model file (its own, or a Model with one
+    hidden layer: that layer's size is in_features) and refuses any other depth."""
+    path = tmp_path / "deep.spr"
+    sparrow.Model(20, 30, hidden=(8, 8)).save(path)
+    with pytest.raises(ValueError, match="2 layers, this file 3"):
+        SampledSoftmaxLinear.load(path)
+    layer = SampledSoftmaxLinear(8, 30)
+    layer.save(tmp_path / "ok.spr")
+    again = SampledSoftmaxLinear.load(tmp_path / "ok.spr", lr=0.5)
+    assert again.in_features == 8 and again.n_classes == 30 and again._opts.lr == 0.5
+    assert torch.equal(again.weight, layer.weight) and torch.equal(again.bias, layer.bias)
+    sparrow.Model(20, 30, hidden=(8,)).save(path)
+    assert SampledSoftmaxLinear.load(path).in_features == 8
