@@ -17,7 +17,7 @@ seconds), and prints the table.
                                         # THREAD_SWEEP_BATCHES
 
 On a GPU machine, `bash bench/gpu_peer.sh out/gpu` makes the data and runs this with
-DEVICE=cuda and all CPU threads (docs/performance-history.md, "Session 7: against PyTorch on an H200 GPU")."""
+DEVICE=cuda and all CPU threads (doc/performance-history.md, "Session 7: against PyTorch on an H200 GPU")."""
 import json, os, subprocess, sys, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1,5 +1,5 @@
 /*
- * metrics.h: top-k selection and precision@k. Internal.
+ * metrics.h: top-k selection, precision@k and nDCG@k. Internal.
  */
 #ifndef SPR_METRICS_H
 #define SPR_METRICS_H
@@ -40,12 +40,17 @@ static inline int spr_sorted_contains(const int32_t *ids, int64_t n, int32_t id)
     return lo < n && ids[lo] == id;
 }
 
-/* Precision@k of predictions topk (n, k_stride), best first, for k = 1..k_max
- * (k_max <= k_stride): p_at[k] = mean over the n points of |top k ∩ labels| / k.
- * Point i's labels are row rows[i] of data (row i if rows is NULL). A point without
- * labels counts as 0 (the convention of the XMC repository's tools). Slots with id -1
- * (fewer than k candidates) never match. p_at has k_max + 1 entries; p_at[0] = 0. */
-void spr_precision_at_k(const int32_t *topk, int64_t n, int k_stride, int k_max,
-                        const spr_dataset_view *data, const int64_t *rows, double *p_at);
+/* Precision@k and nDCG@k of predictions topk (n, k_stride), best first, for k = 1..k_max
+ * (k_max <= k_stride), the Extreme Classification Repository's definitions with binary
+ * relevance: p_at[k] = mean over the n points of |top k ∩ labels| / k, and
+ * ndcg_at[k] = mean of DCG@k / IDCG@k, where DCG@k = sum over the ranks r <= k holding a
+ * label of 1 / log2(r + 1) and IDCG@k the same sum for r <= min(k, |labels|) (the best
+ * ranking's). Point i's labels are row rows[i] of data (row i if rows is NULL). A point
+ * without labels counts as 0 in both (the XMC repository's tools' convention). Slots with
+ * id -1 (fewer than k candidates) never match. p_at and ndcg_at (NULL: not wanted) have
+ * k_max + 1 entries; entry 0 is 0. */
+void spr_rank_metrics(const int32_t *topk, int64_t n, int k_stride, int k_max,
+                      const spr_dataset_view *data, const int64_t *rows, double *p_at,
+                      double *ndcg_at);
 
 #endif /* SPR_METRICS_H */

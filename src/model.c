@@ -354,7 +354,7 @@ static void scratch_free(spr_model *m) {
 /* SimHash's projection density when the configuration leaves it to us (simhash_one_in
  * 0): one entry in s non-zero, s = sqrt(fan-in) (Li, Hastie and Church, "Very sparse
  * random projections", 2006), at least 3 (the density every model had before the
- * option). Measured at fan-in 128 (s = 11 against 3; docs/performance-history.md,
+ * option). Measured at fan-in 128 (s = 11 against 3; doc/performance-history.md,
  * "Session 8"): the same P@1 and sampling recall on the small preset (3 seeds) and on
  * amazon670k (2 seeds), and a 2M-label rehash ~40% shorter. A model keeps the value it was made with (saved in its
  * file), so a later change of this rule changes new models only. */

@@ -184,17 +184,20 @@ spr_status spr_model_evaluate(const spr_model *m, const spr_dataset *data, const
         st = spr_fail(SPR_STATUS_NO_MEMORY, "out of memory in evaluate");
         goto done;
     }
-    double sum[K + 1] = {0};
+    double sum[K + 1] = {0}, sum_ndcg[K + 1] = {0};
     for (int64_t c0 = 0; c0 < n; c0 += CHUNK) {
         int64_t c = n - c0 < CHUNK ? n - c0 : CHUNK;
         for (int64_t i = 0; i < c; i++) chunk_rows[i] = rows ? rows[c0 + i] : c0 + i;
         st = spr_model_predict(m, data, chunk_rows, c, K, sparse, threads, ids, scores);
         if (st) goto done;
-        double p[K + 1];
-        spr_precision_at_k(ids, c, K, K, d, chunk_rows, p);
-        for (int q = 1; q <= K; q++) sum[q] += p[q] * (double)c;
+        double p[K + 1], g[K + 1];
+        spr_rank_metrics(ids, c, K, K, d, chunk_rows, p, g);
+        for (int q = 1; q <= K; q++) sum[q] += p[q] * (double)c, sum_ndcg[q] += g[q] * (double)c;
     }
-    for (int q = 1; q <= K && n > 0; q++) out->p_at[q] = sum[q] / (double)n;
+    for (int q = 1; q <= K && n > 0; q++) {
+        out->p_at[q] = sum[q] / (double)n;
+        out->ndcg_at[q] = sum_ndcg[q] / (double)n;
+    }
     out->seconds = spr_now() - t0;
 done:
     spr_free(ids);

@@ -126,7 +126,7 @@ check_metrics() {
 import json, sys
 path, epochs, has_test = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
 keys = ["epoch", "step", "train_seconds", "samples_per_second", "loss", "p_at_1",
-        "p_at_3", "p_at_5", "active_out", "eval_points", "eval_seconds", "rehash_seconds",
+        "p_at_3", "p_at_5", "ndcg_at_1", "ndcg_at_3", "ndcg_at_5", "active_out", "eval_points", "eval_seconds", "rehash_seconds",
         "optimizer_seconds", "optimizer_rows_per_step", "optimizer_gb_per_s"]
 lines = [l for l in open(path) if l.strip()]
 problems = []
@@ -155,7 +155,7 @@ for i, line in enumerate(lines):
         continue
     if obj["epoch"] != i + 1:
         problems.append("line %d: expected epoch %d, got %r" % (i + 1, i + 1, obj["epoch"]))
-    for k in ["p_at_1", "p_at_3", "p_at_5"]:
+    for k in ["p_at_1", "p_at_3", "p_at_5", "ndcg_at_1", "ndcg_at_3", "ndcg_at_5"]:
         v = obj[k]
         if has_test and not (isinstance(v, (int, float)) and 0 <= v <= 1):
             problems.append("line %d: expected %s in [0, 1], got %r" % (i + 1, k, v))
@@ -226,12 +226,16 @@ out = [l for l in open(sys.argv[1]) if l.strip()]
 e = json.loads(out[-1])
 m = json.loads([l for l in open(sys.argv[2]) if l.strip()][-1])
 problems = []
-for k in ["p_at_1", "p_at_3", "p_at_5", "points", "seconds", "inference"]:
+for k in ["p_at_1", "p_at_3", "p_at_5", "ndcg_at_1", "ndcg_at_3", "ndcg_at_5", "points", "seconds",
+          "inference"]:
     if k not in e:
         problems.append("missing %s" % k)
 if not problems:
-    if abs(e["p_at_1"] - m["p_at_1"]) > 1e-9:
-        problems.append("expected p_at_1 %r (last metrics line), got %r" % (m["p_at_1"], e["p_at_1"]))
+    for k in ["p_at_1", "p_at_3", "p_at_5", "ndcg_at_1", "ndcg_at_3", "ndcg_at_5"]:
+        if abs(e[k] - m[k]) > 1e-9:
+            problems.append("expected %s %r (last metrics line), got %r" % (k, m[k], e[k]))
+    if e["ndcg_at_1"] != e["p_at_1"]:  # the same at k = 1 by definition
+        problems.append("expected ndcg_at_1 == p_at_1: %r" % e)
     if e["inference"] != "exact":
         problems.append("expected inference exact, got %r" % e["inference"])
     if e["points"] != int(sys.argv[3]):

@@ -1,6 +1,6 @@
 /*
- * test_metrics.c: top-k selection (ties broken by the lower id) and precision@k against
- * values computed by hand, label-less points and short candidate lists included.
+ * test_metrics.c: top-k selection (ties broken by the lower id), precision@k and nDCG@k
+ * against values computed by hand, label-less points and short candidate lists included.
  */
 #include "check.h"
 #include "metrics.h"
@@ -43,18 +43,37 @@ static void test_precision(void) {
         1, 2, 3, 4, 5,  /* no labels          -> all 0 */
         7, 4, -1, -1, -1, /* short list: 2 hits -> P@1 1, P@3 2/3, P@5 2/5 */
     };
-    double p[6];
-    spr_precision_at_k(top, 4, 5, 5, &d, NULL, p);
+    double p[6], g[6];
+    spr_rank_metrics(top, 4, 5, 5, &d, NULL, p, g);
     const double want1 = (1 + 0 + 0 + 1) / 4.0;
     const double want3 = (2.0 / 3 + 0 + 0 + 2.0 / 3) / 4.0;
     const double want5 = (0.4 + 0.2 + 0 + 0.4) / 4.0;
     CHECK(fabs(p[1] - want1) < 1e-12, "P@1 want %.6f got %.6f", want1, p[1]);
     CHECK(fabs(p[3] - want3) < 1e-12, "P@3 want %.6f got %.6f", want3, p[3]);
     CHECK(fabs(p[5] - want5) < 1e-12, "P@5 want %.6f got %.6f", want5, p[5]);
+    /* nDCG@k: gain 1 / log2(rank + 1) of each hit over the best ranking's for min(k, labels)
+     * labels. Point 0 (2 labels, hits at ranks 1 and 3): @1 1, @3 and @5 (1 + 1/2) / (1 +
+     * 1/log2 3). Point 1 (1 label, hit at rank 4): @1 @3 0, @5 1/log2 5. Point 2: 0. Point 3
+     * (3 labels, hits at 1 and 2): @1 1, @3 and @5 (1 + 1/log2 3) / (1 + 1/log2 3 + 1/2). */
+    const double l3 = 1.0 / log2(3.0);
+    const double g0 = 1.5 / (1 + l3), g3 = (1 + l3) / (1 + l3 + 0.5);
+    const double wantg[6] = {0, (1 + 0 + 0 + 1) / 4.0, -1, (g0 + 0 + 0 + g3) / 4.0, -1,
+                             (g0 + 1.0 / log2(5.0) + 0 + g3) / 4.0};
+    for (int k = 1; k <= 5; k += 2)
+        CHECK(fabs(g[k] - wantg[k]) < 1e-12, "nDCG@%d want %.9f got %.9f", k, wantg[k], g[k]);
+    CHECK(g[0] == 0 && p[0] == 0, "entry 0 of p_at and ndcg_at: 0, got %g %g", p[0], g[0]);
+    /* nDCG@2 of point 0 alone: rank 1 hit, rank 2 miss: 1 / (1 + 1/log2 3) */
+    spr_rank_metrics(top, 1, 5, 2, &d, NULL, p, g);
+    CHECK(fabs(g[2] - 1 / (1 + l3)) < 1e-12, "nDCG@2 of point 0: want %.9f got %.9f", 1 / (1 + l3), g[2]);
+    /* a perfect ranking scores 1 at every k, however many labels */
+    const int32_t perfect[5] = {7, 0, 4, 1, 2};
+    const int64_t row3[1] = {3};
+    spr_rank_metrics(perfect, 1, 5, 5, &d, row3, p, g);
+    for (int k = 1; k <= 5; k++) CHECK(fabs(g[k] - 1.0) < 1e-12, "perfect nDCG@%d: want 1, got %.9f", k, g[k]);
     /* a subset through rows: points 3 and 0 */
     const int64_t rows[2] = {3, 0};
     const int32_t top2[2 * 5] = {7, 4, -1, -1, -1, 3, 5, 1, 6, 0};
-    spr_precision_at_k(top2, 2, 5, 5, &d, rows, p);
+    spr_rank_metrics(top2, 2, 5, 5, &d, rows, p, NULL);
     CHECK(fabs(p[1] - 1.0) < 1e-12 && fabs(p[5] - 0.4) < 1e-12, "rows: P@1 1 and P@5 0.4, got %g %g",
           p[1], p[5]);
 }
@@ -98,6 +117,13 @@ static void test_predict_ties(void) {
               fabs(e.p_at[5] - 0.2) < 1e-12,
           "evaluate on ties: P@1 0.5 P@3 0.333 P@5 0.2, got %g %g %g", e.p_at[1], e.p_at[3],
           e.p_at[5]);
+    /* nDCG: point 0's hit at rank 3 (gain 1/2 of an ideal 1); point 1's at rank 1, its
+     * second label missing: 1 / (1 + 1/log2 3) at 3 and 5 */
+    const double pt1 = 1 / (1 + 1 / log2(3.0));
+    CHECK(fabs(e.ndcg_at[1] - 0.5) < 1e-12 && fabs(e.ndcg_at[3] - (0.5 + pt1) / 2) < 1e-12 &&
+              fabs(e.ndcg_at[5] - (0.5 + pt1) / 2) < 1e-12,
+          "evaluate on ties: nDCG@1 0.5 nDCG@3,5 %.9f, got %.9f %.9f %.9f", (0.5 + pt1) / 2,
+          e.ndcg_at[1], e.ndcg_at[3], e.ndcg_at[5]);
     spr_dataset_free(data);
     spr_model_free(m);
 }

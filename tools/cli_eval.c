@@ -20,7 +20,9 @@ static const char EVAL_HELP[] =
     "usage: sparrow eval --model MODEL --test FILE [options]\n"
     "\n"
     "Evaluates a saved model; the last line of stdout is a JSON object with p_at_1,\n"
-    "p_at_3, p_at_5, points, seconds and inference (\"exact\" or \"sparse\").\n"
+    "p_at_3, p_at_5 (precision@k), ndcg_at_1, ndcg_at_3, ndcg_at_5 (nDCG@k, binary\n"
+    "relevance, the XMC repository's definition), points, seconds and inference\n"
+    "(\"exact\" or \"sparse\").\n"
     "\n"
     "  --model MODEL         a model saved by 'sparrow train --save'\n"
     "  --test FILE           test set\n"
@@ -150,6 +152,10 @@ int cmd_eval(int argc, char **argv) {
     if (extra) {
         printf(", \"p_at_%d\": ", k);
         json_number(stdout, p_extra);
+    }
+    for (int q = 1; q <= 5; q += 2) {
+        printf(", \"ndcg_at_%d\": ", q);
+        json_number(stdout, res.ndcg_at[q]);
     }
     if (recall_top > 0) {
         double recall = 0;

@@ -71,7 +71,7 @@ static const char TRAIN_HELP[] =
     "  --simhash-one-in S    SimHash projections: each entry non-zero (+1 or -1) with\n"
     "                        probability 1/S, in 1..1024; 0 (default): sqrt(fan-in)\n"
     "                        rounded, at least 3 (11 after 128 hidden); sparser ones\n"
-    "                        hash faster (docs/performance-history.md, \"Session 8\")\n"
+    "                        hash faster (doc/performance-history.md, \"Session 8\")\n"
     "  --bucket-policy P     fifo (a full bucket keeps the newest) or reservoir (a\n"
     "                        uniform sample)\n"
     "  --select S            topk: the target count of candidates most tables agree\n"
@@ -127,7 +127,8 @@ static const char TRAIN_HELP[] =
     "  --metrics FILE        JSON Lines, one object per evaluation (the file is\n"
     "                        truncated at start): epoch, step, train_seconds,\n"
     "                        samples_per_second, loss, p_at_1, p_at_3, p_at_5,\n"
-    "                        active_out, eval_points, eval_seconds, partial_epoch;\n"
+    "                        ndcg_at_1, ndcg_at_3, ndcg_at_5, active_out,\n"
+    "                        eval_points, eval_seconds, partial_epoch;\n"
     "                        its first line is {\"run\": {...}}: versions, start time\n"
     "                        and the options (\"config\": a --config file)\n"
     "  --quiet               no progress on stderr (a bar redrawn in place on a\n"
@@ -751,6 +752,11 @@ static int train_report(train_state *s, int64_t epoch, int partial, window *w, i
         for (int i = 0; i < 3; i++) {
             fprintf(f, ", \"p_at_%d\": ", ks[i]);
             if (s->test) json_number(f, res.p_at[ks[i]]);
+            else fputs("null", f);
+        }
+        for (int i = 0; i < 3; i++) {
+            fprintf(f, ", \"ndcg_at_%d\": ", ks[i]);
+            if (s->test) json_number(f, res.ndcg_at[ks[i]]);
             else fputs("null", f);
         }
         fputs(", \"active_out\": ", f);

@@ -140,7 +140,8 @@ class BatchStats(Structure):
 
 
 class EvalResult(Structure):
-    _fields_ = [("n_points", c_int64), ("p_at", c_double * 6), ("seconds", c_double)]
+    _fields_ = [("n_points", c_int64), ("p_at", c_double * 6), ("seconds", c_double),
+                ("ndcg_at", c_double * 6)]
 
 
 class ModelInfo(Structure):

@@ -300,7 +300,7 @@ class Model:
 
         After each epoch: the epoch's metrics (the keys of the CLI's metrics file:
         epoch, step, train_seconds, samples_per_second, loss, active_out and, with
-        validation_data=(X_val, Y_val), p_at_1/3/5 on at most eval_max of its points)
+        validation_data=(X_val, Y_val), p_at_1/3/5 and ndcg_at_1/3/5 on at most eval_max of its points)
         are appended to self.history, printed on stderr unless quiet, and passed to
         each callback(metrics); a callback returning True stops training. The GIL is
         released while a batch trains. random_pool: the CLI's --random-pool (None:
@@ -387,6 +387,8 @@ class Model:
             if val is not None:
                 r = self._evaluate(val, eval_rows, sparse_inference, threads)
                 metrics.update({"p_at_1": r.p_at[1], "p_at_3": r.p_at[3], "p_at_5": r.p_at[5],
+                                "ndcg_at_1": r.ndcg_at[1], "ndcg_at_3": r.ndcg_at[3],
+                                "ndcg_at_5": r.ndcg_at[5],
                                 "eval_points": r.n_points, "eval_seconds": r.seconds})
                 text += ", P@1 %.4f P@3 %.4f P@5 %.4f on %d points" % (
                     r.p_at[1], r.p_at[3], r.p_at[5], r.n_points)
@@ -429,8 +431,10 @@ class Model:
         return r
 
     def evaluate(self, X, Y, k=(1, 3, 5), sparse=False, threads=0):
-        """Precision@k (k in 1..5) on (X, Y): a dict {"p_at_1": ..., ...} plus
-        "n_points" and "seconds"."""
+        """Precision@k and nDCG@k (k in 1..5) on (X, Y): a dict {"p_at_1": ...,
+        "ndcg_at_1": ..., ...} plus "n_points" and "seconds". The XMC repository's
+        definitions with binary relevance (sparrow.h, spr_model_evaluate); a point without
+        labels counts as 0."""
         ks = (k,) if np.isscalar(k) else tuple(k)
         for q in ks:
             if not 1 <= int(q) <= 5:
@@ -438,6 +442,7 @@ class Model:
         data = Dataset(X, Y, self.n_features, self.n_labels)
         r = self._evaluate(data, None, sparse, threads)
         out = {"p_at_%d" % int(q): r.p_at[int(q)] for q in ks}
+        out.update({"ndcg_at_%d" % int(q): r.ndcg_at[int(q)] for q in ks})
         out.update({"n_points": r.n_points, "seconds": r.seconds})
         return out
 

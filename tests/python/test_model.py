@@ -109,7 +109,7 @@ def test_fit_evaluate_predict_save_load(xmc_data, tmp_path):
                  callbacks=[seen.append], quiet=True, threads=1)
     assert len(hist) == 4 and seen == hist
     for key in ("epoch", "step", "train_seconds", "samples_per_second", "loss", "p_at_1",
-                "p_at_3", "p_at_5", "active_out"):
+                "p_at_3", "p_at_5", "ndcg_at_1", "ndcg_at_3", "ndcg_at_5", "active_out"):
         assert key in hist[-1], key
     assert hist[-1]["loss"] < hist[0]["loss"], (hist[0]["loss"], hist[-1]["loss"])
     assert hist[-1]["step"] == 4 * 32 and m.info["epoch"] == 4
@@ -121,6 +121,17 @@ def test_fit_evaluate_predict_save_load(xmc_data, tmp_path):
     # P@1 from predict agrees with evaluate
     hits = [ids[i, 0] in Yt.indices[Yt.indptr[i]:Yt.indptr[i + 1]] for i in range(200)]
     assert abs(np.mean(hits) - res["p_at_1"]) < 1e-9
+    # nDCG@k against scikit-learn's ndcg_score on the same ranking: predict's top 5 get
+    # the scores 5..1, every other label 0 (no ties within the top k <= 5)
+    from sklearn.metrics import ndcg_score
+    ranked = np.zeros((200, Yt.shape[1]))
+    for r in range(5):
+        ranked[np.arange(200), ids[:, r]] = 5 - r
+    truth = Yt.toarray()
+    for q in (1, 3, 5):
+        want = ndcg_score(truth, ranked, k=q)
+        assert abs(res["ndcg_at_%d" % q] - want) < 1e-9, (q, res["ndcg_at_%d" % q], want)
+    assert res["ndcg_at_1"] == res["p_at_1"]
     path = tmp_path / "model.bin"
     m.save(path)
     m2 = sparrow.Model.load(path)
