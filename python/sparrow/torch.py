@@ -166,8 +166,12 @@ class SampledSoftmaxLinear(torch.nn.Module):
 
     @property
     def weight(self):
-        """(n_classes, in_features) tensor sharing sparrow's weight memory."""
-        return torch.from_numpy(self.model.weights(1))
+        """(n_classes, in_features) tensor sharing sparrow's weight memory; with
+        bf16_weights a float32 copy widened from BF16 (writing it changes nothing)."""
+        a = self.model.weights(1)
+        if not a.flags.writeable:  # that copy: ours, and torch has no read-only tensors
+            a.flags.writeable = True
+        return torch.from_numpy(a)
 
     @property
     def bias(self):

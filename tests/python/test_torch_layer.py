@@ -222,3 +222,102 @@ def test_load_checks_the_depth(tmp_path):
     assert torch.equal(again.weight, layer.weight) and torch.equal(again.bias, layer.bias)
     sparrow.Model(20, 30, hidden=(8,)).save(path)
     assert SampledSoftmaxLinear.load(path).in_features == 8
+
+
+def _bf16_floor(x):
+    """x (float32) with its low 16 bits cleared: the BF16 value next to x toward zero."""
+    return (x.contiguous().view(torch.int32) & -65536).view(torch.float32)
+
+
+def _bf16_ulp(x):
+    """The gap between x's BF16 neighbours (one BF16 step at x's magnitude)."""
+    lo = _bf16_floor(x)
+    return ((lo.view(torch.int32) + 65536).view(torch.float32) - lo).abs()
+
+
+def _adam_bracket(w, g, m, v, lr, b1, b2, eps, step):
+    """Bounds of one Adam step from intervals: g = (lo, hi) of the gradient, m and v the
+    (lo, hi) of the stored moments. The step is monotone in m and, for either sign of m,
+    in v, so its bounds are at the corners. Returns the new (w, m, v) intervals."""
+    m = (b1 * m[0] + (1 - b1) * g[0], b1 * m[1] + (1 - b1) * g[1])
+    g2_hi = torch.maximum(g[0] * g[0], g[1] * g[1])
+    g2_lo = torch.where((g[0] <= 0) & (g[1] >= 0), torch.zeros_like(g2_hi),
+                        torch.minimum(g[0] * g[0], g[1] * g[1]))
+    v = (b2 * v[0] + (1 - b2) * g2_lo, b2 * v[1] + (1 - b2) * g2_hi)
+    bc1, bc2 = 1 - b1 ** step, 1 - b2 ** step
+    corners = [w - lr / bc1 * mm / (torch.sqrt(vv / bc2) + eps) for mm in m for vv in v]
+    lo, hi = corners[0], corners[0]
+    for c in corners[1:]:
+        lo, hi = torch.minimum(lo, c), torch.maximum(hi, c)
+    return (lo, hi), m, v
+
+
+@pytest.mark.parametrize("weights", [False, True])
+def test_bf16_layer_against_torch(weights):
+    """A BF16 layer (Adam moments in BF16, and with weights=True the weights too) over
+    three steps against PyTorch in float64: the loss and dLoss/dhidden from the stored
+    (widened) weights to 1e-5, and each Adam step within what the documented roundings
+    and float32 allow. The reference carries intervals: the gradient +- 1e-6 of the
+    magnitude of its terms (float32 sums), the first moment rounded to nearest even, the
+    second stochastically (between its two BF16 neighbours), the step's bounds at their
+    corners. BF16 weights are rounded stochastically: on the BF16 grid, within one BF16
+    step of the float step, and unbiased over the 7,200 weights: no drift toward zero
+    (as truncation would give) nor against the step (as rounding to nearest gives when
+    steps are below half a BF16 step, which lr 2e-4 makes common)."""
+    torch.manual_seed(11)
+    lr = 2e-4 if weights else 0.01
+    layer = SampledSoftmaxLinear(24, 300, sparsity=1.0, init_std=0.2, seed=4, lr=lr, threads=1,
+                                 bf16_state=True, bf16_weights=weights)
+    # the constants as sparrow holds them (float32: 0.999 is 0.99900001287..., which moves
+    # the second step's bias correction by 1e-5)
+    lr, b1, b2, eps = (float(np.float32(x)) for x in (lr, 0.9, 0.999, 1e-8))
+    zeros = torch.zeros(300, 24, dtype=torch.float64)
+    m, v = (zeros, zeros), (zeros, zeros)
+    mb, vb = (zeros[:, 0], zeros[:, 0]), (zeros[:, 0], zeros[:, 0])
+    biases = []
+    for step in (1, 2, 3):
+        W = layer.weight.clone().double()
+        b = layer.bias.clone().double()
+        if weights:
+            assert torch.equal(_bf16_floor(layer.weight.clone()), layer.weight), "weights off the BF16 grid"
+        hidden = torch.randn(37, 24, requires_grad=True)
+        labels = torch.randint(0, 300, (37,))
+        h = hidden.detach().double().requires_grad_(True)
+        Wr, br = W.clone().requires_grad_(True), b.clone().requires_grad_(True)
+        logits = h @ Wr.t() + br
+        ref = F.cross_entropy(logits, labels)
+        ref.backward()
+        loss = layer(hidden, labels)
+        loss.backward()
+        assert abs(loss.item() - ref.item()) <= 1e-5, (step, loss.item(), ref.item())
+        assert (hidden.grad.double() - h.grad).abs().max().item() <= 1e-5, step
+        # each gradient element's terms: |softmax - onehot| x |h|, a mean over the batch
+        delta = (torch.softmax(logits.detach(), 1) - F.one_hot(labels, 300)).abs()
+        scale_w = delta.t() @ h.detach().abs() / 37 + 1e-12
+        scale_b = delta.sum(0) / 37 + 1e-12
+        gw = (Wr.grad - 1e-6 * scale_w, Wr.grad + 1e-6 * scale_w)
+        gb = (br.grad - 1e-6 * scale_b, br.grad + 1e-6 * scale_b)
+        (lo, hi), m, v = _adam_bracket(W, gw, m, v, lr, b1, b2, eps, step)
+        got = layer.weight.clone().double()
+        slack = 2.0 ** -23 * 2 * hi.abs().maximum(lo.abs()) + 1e-12  # float32 rounding
+        if weights:
+            slack = slack + _bf16_ulp(hi.float()).double()
+        assert (got >= lo - slack).all() and (got <= hi + slack).all(), (
+            step, (lo - slack - got).max().item(), (got - hi - slack).max().item())
+        if weights:  # the rounding's error in BF16 steps: toward zero, and along the step
+            mid = (lo + hi) / 2
+            r = (got - mid) / _bf16_ulp(mid.float()).double()
+            biases.append(((r * mid.sign()).mean().item(), (r * (mid - W).sign()).mean().item()))
+        # the stored moments, as the kernel rounds them: m to nearest even, v
+        # stochastically (the upper bound one BF16 step above the floor of its own)
+        m = tuple(x.float().to(torch.bfloat16).double() for x in m)
+        v = (_bf16_floor(v[0].float()).double(),
+             _bf16_floor(v[1].float()).double() + _bf16_ulp(v[1].float()).double())
+        # the bias and its moments stay float
+        (blo, bhi), mb, vb = _adam_bracket(b, gb, mb, vb, lr, b1, b2, eps, step)
+        bslack = 2.0 ** -23 * 2 * bhi.abs().maximum(blo.abs()) + 1e-12
+        got_b = layer.bias.clone().double()
+        assert (got_b >= blo - bslack).all() and (got_b <= bhi + bslack).all(), step
+    if weights:
+        for which in (0, 1):
+            assert abs(sum(b[which] for b in biases) / 3) < 0.05, ("stochastic rounding looks biased", biases)
