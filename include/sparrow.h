@@ -399,6 +399,8 @@ typedef struct spr_eval_result {
     double p_at[6];      /* p_at[k] = precision@k for k = 1..5 (p_at[0] unused) */
     double seconds;
     double ndcg_at[6];   /* ndcg_at[k] = nDCG@k for k = 1..5 (ndcg_at[0] unused) */
+    double psp_at[6];    /* psp_at[k] = PSP@k for k = 1..5, with spr_model_evaluate_ps's
+                            propensities (0 from spr_model_evaluate) */
 } spr_eval_result;
 
 /* P@k and nDCG@k for k = 1..5 on rows[0..n) of data (all if rows is NULL), with the
@@ -410,6 +412,25 @@ typedef struct spr_eval_result {
 SPR_API spr_status spr_model_evaluate(const spr_model *model, const spr_dataset *data,
                                       const int64_t *rows, int64_t n, int sparse,
                                       int threads, spr_eval_result *out);
+
+/* Inverse propensities 1 / p_l of labels 0..n_labels-1 (Jain, Prabhu and Varma, KDD 2016)
+ * from the training set train: p_l = 1 / (1 + C (N_l + b)^-a), C = (ln N - 1)(b + 1)^a,
+ * N_l the training points that carry label l, N all of them (at least 3). The XMC
+ * repository's a, b: 0.55, 1.5 by default, 0.6, 2.6 for the Amazon sets, 0.5, 0.4 for
+ * the Wikipedia ones. Rare labels weigh more: a label no training point has gets the
+ * largest weight. out: (n_labels); n_labels >= the data set's label count. */
+SPR_API spr_status spr_inv_propensities(const spr_dataset *train, double a, double b,
+                                        int64_t n_labels, double *out);
+
+/* spr_model_evaluate plus propensity-scored precision: PSP@k = the sum over the points of
+ * the inverse propensities of the labels in the top k, over the sum of the largest such
+ * total each point's own labels could give (its min(k, |labels|) rarest labels): the XMC
+ * repository's normalized PSP@k, in [0, 1]. inv_propensity: (n_prop) from
+ * spr_inv_propensities; every label id of data must be below n_prop. */
+SPR_API spr_status spr_model_evaluate_ps(const spr_model *model, const spr_dataset *data,
+                                         const int64_t *rows, int64_t n, int sparse,
+                                         int threads, const double *inv_propensity,
+                                         int64_t n_prop, spr_eval_result *out);
 
 /* Sampling quality of the output layer: for each of rows[0..n) (all if rows is NULL),
  * the fraction of its exact top-`top` outputs that the sampler puts in the active set

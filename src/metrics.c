@@ -1,5 +1,7 @@
-/* metrics.c: precision@k and nDCG@k against label lists. */
+/* metrics.c: precision@k, nDCG@k and PSP@k against label lists. */
 #include "metrics.h"
+
+#include "common.h"
 
 #include <math.h>
 
@@ -32,5 +34,55 @@ void spr_rank_metrics(const int32_t *topk, int64_t n, int k_stride, int k_max,
     for (int k = 1; k <= k_max; k++) {
         p_at[k] /= (double)n;
         if (ndcg_at) ndcg_at[k] /= (double)n;
+    }
+}
+
+spr_status spr_inv_propensities(const spr_dataset *train, double a, double b, int64_t n_labels,
+                                double *out) {
+    if (!train || !out) return spr_fail(SPR_STATUS_BAD_INPUT, "propensities: NULL argument");
+    const spr_dataset_view d = spr_dataset_get_view(train);
+    if (!(a > 0.0 && a < 1e6) || !(b > 0.0 && b < 1e12))
+        return spr_fail(SPR_STATUS_BAD_INPUT, "propensities: a and b must be > 0 and finite, got %g, %g",
+                        a, b);
+    if (d.n_points < 3)
+        return spr_fail(SPR_STATUS_BAD_INPUT, "propensities need at least 3 training points, got %lld",
+                        (long long)d.n_points);
+    if (n_labels < d.n_labels)
+        return spr_fail(SPR_STATUS_BAD_INPUT, "propensities: n_labels %lld is below the data's %lld labels",
+                        (long long)n_labels, (long long)d.n_labels);
+    for (int64_t l = 0; l < n_labels; l++) out[l] = 0.0; /* counts first */
+    for (int64_t e = 0; e < d.label_indptr[d.n_points]; e++) out[d.labels[e]] += 1.0;
+    const double c = (log((double)d.n_points) - 1.0) * pow(b + 1.0, a);
+    for (int64_t l = 0; l < n_labels; l++) out[l] = 1.0 + c * pow(out[l] + b, -a);
+    return SPR_STATUS_OK;
+}
+
+void spr_psp_sums(const int32_t *topk, int64_t n, int k_stride, int k_max,
+                  const spr_dataset_view *data, const int64_t *rows, const double *w, double *num,
+                  double *den) {
+    for (int64_t i = 0; i < n; i++) {
+        int64_t row = rows ? rows[i] : i;
+        const int32_t *labels = data->labels + data->label_indptr[row];
+        int64_t n_labels = data->label_indptr[row + 1] - data->label_indptr[row];
+        double best[5]; /* the point's k_max largest weights, largest first */
+        int kept = 0;
+        for (int64_t j = 0; j < n_labels; j++) {
+            double x = w[labels[j]];
+            if (kept == k_max && x <= best[k_max - 1]) continue;
+            int pos = kept < k_max ? kept++ : k_max - 1;
+            while (pos > 0 && best[pos - 1] < x) {
+                best[pos] = best[pos - 1];
+                pos--;
+            }
+            best[pos] = x;
+        }
+        double got = 0.0, ideal = 0.0;
+        for (int k = 1; k <= k_max; k++) {
+            int32_t id = topk[i * k_stride + k - 1];
+            if (id >= 0 && spr_sorted_contains(labels, n_labels, id)) got += w[id];
+            if (k <= kept) ideal += best[k - 1];
+            num[k] += got;
+            den[k] += ideal;
+        }
     }
 }

@@ -53,4 +53,13 @@ void spr_rank_metrics(const int32_t *topk, int64_t n, int k_stride, int k_max,
                       const spr_dataset_view *data, const int64_t *rows, double *p_at,
                       double *ndcg_at);
 
+/* The sums behind PSP@k for k = 1..k_max (k_max <= 5): num[k] += the inverse propensities
+ * w[l] of the labels among each point's top k, den[k] += the largest such total its own
+ * labels allow (its min(k, |labels|) largest w). PSP@k = num[k] / den[k] over the whole
+ * set. Points and labels as spr_rank_metrics; num and den have k_max + 1 entries and are
+ * added to, not set. */
+void spr_psp_sums(const int32_t *topk, int64_t n, int k_stride, int k_max,
+                  const spr_dataset_view *data, const int64_t *rows, const double *w, double *num,
+                  double *den);
+
 #endif /* SPR_METRICS_H */

@@ -166,6 +166,12 @@ spr_status spr_model_predict(const spr_model *m, const spr_dataset *data, const 
 
 spr_status spr_model_evaluate(const spr_model *m, const spr_dataset *data, const int64_t *rows,
                               int64_t n, int sparse, int threads, spr_eval_result *out) {
+    return spr_model_evaluate_ps(m, data, rows, n, sparse, threads, NULL, 0, out);
+}
+
+spr_status spr_model_evaluate_ps(const spr_model *m, const spr_dataset *data, const int64_t *rows,
+                                 int64_t n, int sparse, int threads, const double *inv_prop,
+                                 int64_t n_prop, spr_eval_result *out) {
     if (!m || !data || !out) return spr_fail(SPR_STATUS_BAD_INPUT, "evaluate: NULL argument");
     const spr_dataset_view *d = &data->view;
     if (!rows) n = d->n_points;
@@ -174,6 +180,9 @@ spr_status spr_model_evaluate(const spr_model *m, const spr_dataset *data, const
     if (d->n_labels > m->label_total)
         return spr_fail(SPR_STATUS_BAD_INPUT, "data has %lld labels, the model's output %lld",
                         (long long)d->n_labels, (long long)m->label_total);
+    if (inv_prop && n_prop < d->n_labels)
+        return spr_fail(SPR_STATUS_BAD_INPUT, "data has %lld labels, the propensities %lld",
+                        (long long)d->n_labels, (long long)n_prop);
     double t0 = spr_now();
     enum { K = 5, CHUNK = 4096 };
     int32_t *ids = spr_alloc((size_t)CHUNK * K * sizeof(int32_t));
@@ -184,7 +193,7 @@ spr_status spr_model_evaluate(const spr_model *m, const spr_dataset *data, const
         st = spr_fail(SPR_STATUS_NO_MEMORY, "out of memory in evaluate");
         goto done;
     }
-    double sum[K + 1] = {0}, sum_ndcg[K + 1] = {0};
+    double sum[K + 1] = {0}, sum_ndcg[K + 1] = {0}, psp_num[K + 1] = {0}, psp_den[K + 1] = {0};
     for (int64_t c0 = 0; c0 < n; c0 += CHUNK) {
         int64_t c = n - c0 < CHUNK ? n - c0 : CHUNK;
         for (int64_t i = 0; i < c; i++) chunk_rows[i] = rows ? rows[c0 + i] : c0 + i;
@@ -193,10 +202,12 @@ spr_status spr_model_evaluate(const spr_model *m, const spr_dataset *data, const
         double p[K + 1], g[K + 1];
         spr_rank_metrics(ids, c, K, K, d, chunk_rows, p, g);
         for (int q = 1; q <= K; q++) sum[q] += p[q] * (double)c, sum_ndcg[q] += g[q] * (double)c;
+        if (inv_prop) spr_psp_sums(ids, c, K, K, d, chunk_rows, inv_prop, psp_num, psp_den);
     }
     for (int q = 1; q <= K && n > 0; q++) {
         out->p_at[q] = sum[q] / (double)n;
         out->ndcg_at[q] = sum_ndcg[q] / (double)n;
+        out->psp_at[q] = psp_den[q] > 0.0 ? psp_num[q] / psp_den[q] : 0.0;
     }
     out->seconds = spr_now() - t0;
 done:

@@ -757,6 +757,36 @@ run big_k predict --model dense.model --input "$TEST" --k 99999
 expect_rc big_k 2
 expect_grep big_k big_k.err "--k must be an integer in [1, 1000], got 99999"
 
+# ---------------------------------------------------------------- PSP@k (--propensity)
+# train --propensity adds psp_at_k to the metrics; eval --propensity-train on the saved
+# model gives the same figures; without it eval reports none; bad values are refused.
+run psp_train train --train "$TRAIN" --test "$TEST" --epochs 1 --threads 1 --seed 2 --propensity 0.6,2.6 --save psp.model --metrics psp.jsonl --quiet
+expect_rc psp_train 0
+run psp_eval eval --model psp.model --test "$TEST" --propensity-train "$TRAIN" --propensity 0.6,2.6 --threads 1
+expect_rc psp_eval 0
+run psp_none eval --model psp.model --test "$TEST" --threads 1
+out=$("$PY" - psp.jsonl psp_eval.out psp_none.out <<'EOF' 2>&1
+import json, sys
+m = json.loads([l for l in open(sys.argv[1]) if l.strip()][-1])
+e = json.loads([l for l in open(sys.argv[2]) if l.strip()][-1])
+none = json.loads([l for l in open(sys.argv[3]) if l.strip()][-1])
+problems = []
+for k in ["psp_at_1", "psp_at_3", "psp_at_5"]:
+    if not (k in m and k in e and 0 < e[k] <= 1 and abs(m[k] - e[k]) < 1e-9):
+        problems.append("%s: metrics %r, eval %r" % (k, m.get(k), e.get(k)))
+    if k in none:
+        problems.append("eval without --propensity-train reported %s" % k)
+print("; ".join(problems))
+EOF
+)
+if [ -z "$out" ]; then pass; else fail "psp: $out"; fi
+run psp_alone eval --model psp.model --test "$TEST" --propensity 0.6,2.6
+expect_rc psp_alone 2
+expect_grep psp_alone psp_alone.err "--propensity needs --propensity-train FILE"
+run psp_zero train --train "$TRAIN" --propensity 0,1
+expect_rc psp_zero 2
+expect_grep psp_zero psp_zero.err "--propensity must be A,B: two numbers > 0"
+
 # ---------------------------------------------------------------- predict --labels
 "$PY" -c 'import sys; [print("name %d" % i) for i in range(int(sys.argv[1]))]' "$N_LABELS" >names.txt
 run pl_ids predict --model dense.model --input "$TEST" --k 3 --threads 1

@@ -1,6 +1,7 @@
 /*
- * test_metrics.c: top-k selection (ties broken by the lower id), precision@k and nDCG@k
- * against values computed by hand, label-less points and short candidate lists included.
+ * test_metrics.c: top-k selection (ties broken by the lower id), precision@k, nDCG@k,
+ * PSP@k and the propensities against values computed by hand, label-less points and short
+ * candidate lists included.
  */
 #include "check.h"
 #include "metrics.h"
@@ -70,6 +71,42 @@ static void test_precision(void) {
     const int64_t row3[1] = {3};
     spr_rank_metrics(perfect, 1, 5, 5, &d, row3, p, g);
     for (int k = 1; k <= 5; k++) CHECK(fabs(g[k] - 1.0) < 1e-12, "perfect nDCG@%d: want 1, got %.9f", k, g[k]);
+    /* PSP@k with weights w[l] = l + 1. Point 0 ({1, 3}: w 2, 4; hits label 3 at rank 1,
+     * label 1 at 3): got 4, 6, 6 at k = 1, 3, 5, its best 4, 6, 6. Point 1 ({2}: w 3, hit
+     * at rank 4): got 0, 0, 3, best 3, 3, 3. Point 2: nothing. Point 3 ({0, 4, 7}: w 1, 5,
+     * 8; hits 7 and 4 at ranks 1, 2): got 8, 13, 13, best 8, 14, 14. */
+    const double w8[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    double num[6] = {0}, den[6] = {0};
+    spr_psp_sums(top, 4, 5, 5, &d, NULL, w8, num, den);
+    CHECK(num[1] == 12 && num[3] == 19 && num[5] == 22 && den[1] == 15 && den[3] == 23 && den[5] == 23,
+          "PSP sums: want 12/15, 19/23, 22/23, got %g/%g %g/%g %g/%g", num[1], den[1], num[3], den[3],
+          num[5], den[5]);
+    /* the propensities of these 4 points (a 0.55, b 1.5): a label seen once weighs exactly
+     * ln N (N_l + b = b + 1), one never seen 1 + (ln N - 1) ((b + 1) / b)^a */
+    spr_dataset *ds;
+    double ip[9];
+    if (spr_dataset_wrap(&d, &ds) == SPR_STATUS_OK) {
+        spr_status pst = spr_inv_propensities(ds, 0.55, 1.5, 9, ip);
+        const double never = 1 + (log(4.0) - 1) * pow(2.5 / 1.5, 0.55);
+        CHECK(pst == SPR_STATUS_OK && fabs(ip[0] - log(4.0)) < 1e-12 && fabs(ip[7] - log(4.0)) < 1e-12 &&
+                  fabs(ip[5] - never) < 1e-12 && fabs(ip[8] - never) < 1e-12,
+              "propensities: want ln 4 = %.9f and %.9f, got %.9f %.9f %.9f %.9f", log(4.0), never, ip[0],
+              ip[7], ip[5], ip[8]);
+        CHECK(spr_inv_propensities(ds, 0.55, 1.5, 7, ip) == SPR_STATUS_BAD_INPUT, "n_labels below the data's: refused");
+        CHECK(spr_inv_propensities(ds, 0.0, 1.5, 9, ip) == SPR_STATUS_BAD_INPUT, "a = 0: refused");
+        CHECK(spr_inv_propensities(ds, 0.55, NAN, 9, ip) == SPR_STATUS_BAD_INPUT, "b NaN: refused");
+        spr_dataset_free(ds);
+        spr_dataset_view two = d;
+        two.n_points = 2;
+        if (spr_dataset_wrap(&two, &ds) == SPR_STATUS_OK) {
+            CHECK(spr_inv_propensities(ds, 0.55, 1.5, 9, ip) == SPR_STATUS_BAD_INPUT &&
+                      strstr(spr_last_error(), "at least 3 training points"),
+                  "2 training points: refused (ln N - 1 < 0), got \"%s\"", spr_last_error());
+            spr_dataset_free(ds);
+        }
+    } else {
+        CHECK(0, "wrap: %s", spr_last_error());
+    }
     /* a subset through rows: points 3 and 0 */
     const int64_t rows[2] = {3, 0};
     const int32_t top2[2 * 5] = {7, 4, -1, -1, -1, 3, 5, 1, 6, 0};
@@ -124,6 +161,16 @@ static void test_predict_ties(void) {
               fabs(e.ndcg_at[5] - (0.5 + pt1) / 2) < 1e-12,
           "evaluate on ties: nDCG@1 0.5 nDCG@3,5 %.9f, got %.9f %.9f %.9f", (0.5 + pt1) / 2,
           e.ndcg_at[1], e.ndcg_at[3], e.ndcg_at[5]);
+    CHECK(e.psp_at[1] == 0 && e.psp_at[5] == 0, "evaluate without propensities: PSP 0");
+    /* PSP with w[l] = l + 1: point 0's label 2 (w 3) at rank 3; point 1's label 0 (w 1) at
+     * rank 1, its best 10 then 10 + 1 */
+    const double w10[10] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
+    st = spr_model_evaluate_ps(m, data, NULL, 0, 0, 1, w10, 10, &e);
+    CHECK(st == SPR_STATUS_OK && fabs(e.psp_at[1] - 1.0 / 13) < 1e-12 && fabs(e.psp_at[3] - 4.0 / 14) < 1e-12 &&
+              fabs(e.psp_at[5] - 4.0 / 14) < 1e-12 && fabs(e.p_at[1] - 0.5) < 1e-12,
+          "evaluate_ps: PSP@1 1/13, PSP@3,5 4/14, got %g %g %g", e.psp_at[1], e.psp_at[3], e.psp_at[5]);
+    st = spr_model_evaluate_ps(m, data, NULL, 0, 0, 1, w10, 9, &e);
+    CHECK(st == SPR_STATUS_BAD_INPUT, "evaluate_ps with fewer propensities than labels: refused");
     spr_dataset_free(data);
     spr_model_free(m);
 }

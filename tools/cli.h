@@ -78,6 +78,8 @@ int parse_double(const char *cmd, const char *opt, const char *text, double *out
 /* The same for an option the library keeps as a float: refuses what a float cannot hold
  * (past FLT_MAX, or nonzero but rounding to 0) and returns the float's value. */
 int parse_float(const char *cmd, const char *opt, const char *text, double *out);
+/* "A,B": the propensity model's two constants (spr_inv_propensities), both > 0. */
+int parse_propensity(const char *cmd, const char *opt, const char *text, double *a, double *b);
 
 /* The whole file at path in a NUL-terminated buffer (free() it; *len: its bytes, the NUL
  * left out), refused when larger than max bytes. On failure NULL, the problem in why

@@ -91,6 +91,32 @@ int parse_double(const char *cmd, const char *opt, const char *text, double *out
 /* A real number for an option the library holds as a float: finite as a float (not past
  * FLT_MAX) and not so small that it rounds to 0. *out is the float's value, so that the
  * caller's range check and the printed configuration see what the library will get. */
+int parse_float(const char *cmd, const char *opt, const char *text, double *out) {
+    double v = 0;
+    int rc = parse_double(cmd, opt, text, &v);
+    if (rc) return rc;
+    float f = (float)v;
+    if (!isfinite(f))
+        return usage_error(cmd, "%s is too large for a float (at most %g), got %s", opt,
+                           (double)FLT_MAX, text);
+    if (v != 0 && f == 0)
+        return usage_error(cmd, "%s is too small for a float (it would be 0), got %s", opt, text);
+    *out = f;
+    return EXIT_OK;
+}
+
+int parse_propensity(const char *cmd, const char *opt, const char *text, double *a, double *b) {
+    char *end = NULL, *end2 = NULL;
+    errno = 0;
+    *a = strtod(text, &end);
+    if (end != text && *end == ',') *b = strtod(end + 1, &end2);
+    if (end == text || *end != ',' || end2 == end + 1 || !end2 || *end2 != '\0' || errno == ERANGE ||
+        !(*a > 0 && *a < 1e6) || !(*b > 0 && *b < 1e12))
+        return usage_error(cmd, "%s must be A,B: two numbers > 0 (the XMC repository's 0.55,1.5; "
+                           "0.6,2.6 for Amazon sets; 0.5,0.4 for Wikipedia), got %s", opt, text);
+    return EXIT_OK;
+}
+
 char *read_whole_file(const char *path, size_t max, size_t *len, char why[128], int *rc) {
     *len = 0;
     *rc = EXIT_USAGE;
@@ -124,20 +150,6 @@ char *read_whole_file(const char *path, size_t max, size_t *len, char why[128], 
     *len = n;
     *rc = EXIT_OK;
     return buf;
-}
-
-int parse_float(const char *cmd, const char *opt, const char *text, double *out) {
-    double v = 0;
-    int rc = parse_double(cmd, opt, text, &v);
-    if (rc) return rc;
-    float f = (float)v;
-    if (!isfinite(f))
-        return usage_error(cmd, "%s is too large for a float (at most %g), got %s", opt,
-                           (double)FLT_MAX, text);
-    if (v != 0 && f == 0)
-        return usage_error(cmd, "%s is too small for a float (it would be 0), got %s", opt, text);
-    *out = f;
-    return EXIT_OK;
 }
 
 /* A small deterministic generator for the tool's own shuffles (the library's is

@@ -22,7 +22,7 @@ static const char EVAL_HELP[] =
     "Evaluates a saved model; the last line of stdout is a JSON object with p_at_1,\n"
     "p_at_3, p_at_5 (precision@k), ndcg_at_1, ndcg_at_3, ndcg_at_5 (nDCG@k, binary\n"
     "relevance, the XMC repository's definition), points, seconds and inference\n"
-    "(\"exact\" or \"sparse\").\n"
+    "(\"exact\" or \"sparse\"); with --propensity-train also psp_at_1, psp_at_3, psp_at_5.\n"
     "\n"
     "  --model MODEL         a model saved by 'sparrow train --save'\n"
     "  --test FILE           test set\n"
@@ -33,8 +33,36 @@ static const char EVAL_HELP[] =
     "  --eval-max N          evaluate on N points drawn uniformly at random without\n"
     "                        replacement with a fixed seed (the same subset as\n"
     "                        'sparrow train --eval-max N')\n"
+    "  --propensity-train FILE\n"
+    "                        also report PSP@1/3/5 (propensity-scored precision),\n"
+    "                        the propensities from FILE's label counts (the training\n"
+    "                        set; Jain et al. 2016)\n"
+    "  --propensity A,B      the propensity model's constants (default 0.55,1.5, the\n"
+    "                        XMC repository's; Amazon sets 0.6,2.6, Wikipedia 0.5,0.4)\n"
     "  --threads T           worker threads (default 0: all cores)\n"
-    "  --one-based           feature ids in the file start at 1\n";
+    "  --one-based           feature ids in the files start at 1\n";
+
+/* Inverse propensities of the model's labels from the training set at path (its ids
+ * checked against the model, as the test set's). *out: (labels), free() it. */
+static int read_propensities(const char *path, const spr_model *model, int one_based, double a,
+                             double b, double **out) {
+    spr_read_options ropt = spr_read_options_default();
+    ropt.one_based = one_based;
+    ropt.n_features = spr_model_get_config(model).n_features;
+    ropt.n_labels = spr_model_get_info(model).labels_total;
+    spr_dataset *train = NULL;
+    spr_status st = read_dataset(path, &ropt, 0, &train);
+    if (st != SPR_STATUS_OK) return library_error(st);
+    *out = malloc((size_t)ropt.n_labels * sizeof **out);
+    if (!*out) {
+        spr_dataset_free(train);
+        fprintf(stderr, "sparrow: out of memory for %lld propensities\n", (long long)ropt.n_labels);
+        return EXIT_INTERNAL;
+    }
+    st = spr_inv_propensities(train, a, b, ropt.n_labels, *out);
+    spr_dataset_free(train);
+    return st == SPR_STATUS_OK ? EXIT_OK : library_error(st);
+}
 
 /* Precision@k for k outside the library's 1/3/5: top-k in chunks, hits / k per point. */
 static int precision_at_k(const spr_model *model, const spr_dataset *data, const int64_t *rows,
@@ -83,10 +111,12 @@ done:
 
 int cmd_eval(int argc, char **argv) {
     const char *cmd = "eval";
-    const char *model_path = NULL, *test_path = NULL;
+    const char *model_path = NULL, *test_path = NULL, *psp_train = NULL, *psp_text = NULL;
     int k = 5, sparse = 0, threads = 0, one_based = 0, recall_top = 0;
     int64_t eval_max = 0;
-    enum { E_MODEL = 256, E_TEST, E_K, E_SPARSE, E_THREADS, E_EVAL_MAX, E_ONE_BASED, E_RECALL };
+    double psp_a = 0.55, psp_b = 1.5, *inv_prop = NULL;
+    enum { E_MODEL = 256, E_TEST, E_K, E_SPARSE, E_THREADS, E_EVAL_MAX, E_ONE_BASED, E_RECALL,
+           E_PSP_TRAIN, E_PSP };
     static const struct option opts[] = {
         {"model", required_argument, 0, E_MODEL},
         {"test", required_argument, 0, E_TEST},
@@ -96,6 +126,8 @@ int cmd_eval(int argc, char **argv) {
         {"threads", required_argument, 0, E_THREADS},
         {"eval-max", required_argument, 0, E_EVAL_MAX},
         {"one-based", no_argument, 0, E_ONE_BASED},
+        {"propensity-train", required_argument, 0, E_PSP_TRAIN},
+        {"propensity", required_argument, 0, E_PSP},
         {"help", no_argument, 0, OPT_HELP},
         {0, 0, 0, 0}};
     char name[64];
@@ -111,6 +143,11 @@ int cmd_eval(int argc, char **argv) {
         case E_THREADS: rc = parse_int(cmd, "--threads", optarg, 0, SPR_MAX_THREADS, &threads); break;
         case E_EVAL_MAX: rc = parse_int64(cmd, "--eval-max", optarg, 1, INT64_MAX, &eval_max); break;
         case E_ONE_BASED: one_based = 1; break;
+        case E_PSP_TRAIN: psp_train = optarg; break;
+        case E_PSP:
+            psp_text = optarg;
+            rc = parse_propensity(cmd, "--propensity", optarg, &psp_a, &psp_b);
+            break;
         case OPT_HELP: fputs(EVAL_HELP, stdout); return EXIT_OK;
         default: return bad_option(cmd);
         }
@@ -119,6 +156,8 @@ int cmd_eval(int argc, char **argv) {
     if ((rc = stray_arguments(cmd, argc, argv))) return rc;
     if (!model_path) return usage_error(cmd, "--model is required (see 'sparrow eval --help')");
     if (!test_path) return usage_error(cmd, "--test is required (see 'sparrow eval --help')");
+    if (psp_text && !psp_train)
+        return usage_error(cmd, "--propensity needs --propensity-train FILE (the training set)");
 
     spr_model *model = NULL;
     spr_dataset *test = NULL;
@@ -126,10 +165,13 @@ int cmd_eval(int argc, char **argv) {
     if ((rc = load_model_and_data(model_path, test_path, one_based, 1, &model, &test)))
         return rc;
     if ((rc = eval_subset(spr_dataset_get_view(test).n_points, eval_max, &rows, &n))) goto done;
+    if (psp_train && (rc = read_propensities(psp_train, model, one_based, psp_a, psp_b, &inv_prop)))
+        goto done;
 
     spr_eval_result res;
     double t0 = now_seconds();
-    spr_status st = spr_model_evaluate(model, test, rows, n, sparse, threads, &res);
+    spr_status st = spr_model_evaluate_ps(model, test, rows, n, sparse, threads, inv_prop,
+                                          inv_prop ? spr_model_get_info(model).labels_total : 0, &res);
     double seconds = now_seconds() - t0;
     if (st != SPR_STATUS_OK) {
         rc = library_error(st);
@@ -157,6 +199,10 @@ int cmd_eval(int argc, char **argv) {
         printf(", \"ndcg_at_%d\": ", q);
         json_number(stdout, res.ndcg_at[q]);
     }
+    for (int q = 1; q <= 5 && inv_prop; q += 2) {
+        printf(", \"psp_at_%d\": ", q);
+        json_number(stdout, res.psp_at[q]);
+    }
     if (recall_top > 0) {
         double recall = 0;
         if ((st = spr_model_sampling_recall(model, test, rows, n, recall_top, threads, &recall))) {
@@ -172,6 +218,7 @@ int cmd_eval(int argc, char **argv) {
     rc = EXIT_OK;
 done:
     free(rows);
+    free(inv_prop);
     spr_dataset_free(test);
     spr_model_free(model);
     return rc;

@@ -61,6 +61,10 @@ static const char TRAIN_HELP[] =
     "  --eval-every N        also evaluate at every N-th step within an epoch, on the\n"
     "                        --eval-max subset (default: 1000 test points drawn the\n"
     "                        same way); end-of-epoch evaluations are unchanged\n"
+    "  --propensity A,B      also report PSP@1/3/5 (propensity-scored precision) with\n"
+    "                        the training set's label propensities (Jain et al. 2016;\n"
+    "                        the XMC repository's A,B: 0.55,1.5, Amazon 0.6,2.6,\n"
+    "                        Wikipedia 0.5,0.4)\n"
     "model\n"
     "  --hidden N[,N...]     hidden layer sizes, e.g. 128 or 256,128 (default 128)\n"
     "  --sparsity F          fraction of output neurons active per sample, in (0, 1]\n"
@@ -127,7 +131,8 @@ static const char TRAIN_HELP[] =
     "  --metrics FILE        JSON Lines, one object per evaluation (the file is\n"
     "                        truncated at start): epoch, step, train_seconds,\n"
     "                        samples_per_second, loss, p_at_1, p_at_3, p_at_5,\n"
-    "                        ndcg_at_1, ndcg_at_3, ndcg_at_5, active_out,\n"
+    "                        ndcg_at_1, ndcg_at_3, ndcg_at_5, (with --propensity)\n"
+    "                        psp_at_1, psp_at_3, psp_at_5, active_out,\n"
     "                        eval_points, eval_seconds, partial_epoch;\n"
     "                        its first line is {\"run\": {...}}: versions, start time\n"
     "                        and the options (\"config\": a --config file)\n"
@@ -189,6 +194,8 @@ typedef struct train_args {
     int one_based;
     int quiet, verbose;
     int64_t eval_every;      /* batches between evaluations within an epoch; 0: none */
+    const char *propensity;  /* --propensity "A,B" as given (then psp_a, psp_b), or NULL */
+    double psp_a, psp_b;
     const char *config_path; /* --config */
     int print_config;
     config_argv config;      /* the options read from config_path (owns their text) */
@@ -231,7 +238,7 @@ enum {
     T_MAX_BATCHES, T_ONE_BASED, T_QUIET, T_VERBOSE, T_POLICY, T_SELECT, T_THRESHOLD,
     T_HIDDEN_SPARSITY, T_REHASH_FIRST, T_REHASH_GROWTH, T_REHASH_MAX, T_REBUILD, T_RANDOM_FRACTION,
     T_RESUME, T_MAX_MEMORY, T_CLIP_NORM, T_EVAL_EVERY, T_CONFIG, T_PRINT_CONFIG,
-    T_BF16_STATE, T_RANDOM_POOL, T_BF16_WEIGHTS, T_SIMHASH_ONE_IN
+    T_BF16_STATE, T_RANDOM_POOL, T_BF16_WEIGHTS, T_SIMHASH_ONE_IN, T_PROPENSITY
 };
 
 /* "512M", "4G", "1000000" -> bytes (K, M, G are powers of 1024). */
@@ -307,6 +314,7 @@ static int parse_train_args(int argc, char **argv, train_args *a) {
         {"print-config", no_argument, 0, T_PRINT_CONFIG},
         {"bf16-state", no_argument, 0, T_BF16_STATE},
         {"bf16-weights", no_argument, 0, T_BF16_WEIGHTS},
+        {"propensity", required_argument, 0, T_PROPENSITY},
         {"help", no_argument, 0, OPT_HELP},
         {0, 0, 0, 0}};
     memset(a, 0, sizeof *a);
@@ -394,6 +402,10 @@ static int parse_train_args(int argc, char **argv, train_args *a) {
         case T_DENSE: a->dense = 1; break;
         case T_BF16_STATE: a->bf16_state = 1; break;
         case T_BF16_WEIGHTS: a->bf16_weights = a->bf16_state = 1; break;
+        case T_PROPENSITY:
+            a->propensity = optarg;
+            rc = parse_propensity(cmd, "--propensity", optarg, &a->psp_a, &a->psp_b);
+            break;
         case T_RANDOM_POOL:
             rc = parse_int(cmd, "--random-pool", optarg, 0, 1000000, &a->random_pool);
             a->have_random_pool = 1;
@@ -645,6 +657,8 @@ typedef struct train_state {
     int64_t eval_n;
     const int64_t *within_rows; /* (within_n): --eval-every's subset, NULL for all */
     int64_t within_n;
+    const double *inv_prop;   /* (n_prop) from the training set (--propensity), or NULL */
+    int64_t n_prop;
     progress bar;
     FILE *metrics;
     double train_seconds;
@@ -708,8 +722,8 @@ static int train_report(train_state *s, int64_t epoch, int partial, window *w, i
     progress_clear(&s->bar);
     if (s->test) {
         double t0 = now_seconds();
-        spr_status st = spr_model_evaluate(s->model, s->test, eval_rows, eval_n, 0,
-                                           s->threads, &res);
+        spr_status st = spr_model_evaluate_ps(s->model, s->test, eval_rows, eval_n, 0, s->threads,
+                                              s->inv_prop, s->n_prop, &res);
         eval_seconds = now_seconds() - t0;
         if (st != SPR_STATUS_OK) return library_error(st);
         s->last = res;
@@ -757,6 +771,11 @@ static int train_report(train_state *s, int64_t epoch, int partial, window *w, i
         for (int i = 0; i < 3; i++) {
             fprintf(f, ", \"ndcg_at_%d\": ", ks[i]);
             if (s->test) json_number(f, res.ndcg_at[ks[i]]);
+            else fputs("null", f);
+        }
+        for (int i = 0; i < 3 && s->inv_prop; i++) {
+            fprintf(f, ", \"psp_at_%d\": ", ks[i]);
+            if (s->test) json_number(f, res.psp_at[ks[i]]);
             else fputs("null", f);
         }
         fputs(", \"active_out\": ", f);
@@ -892,6 +911,7 @@ static struct cJSON *train_config_json(const train_args *a) {
     else config_put_null(o, "eval-max");
     if (a->eval_every) config_put_int(o, "eval-every", a->eval_every);
     else config_put_null(o, "eval-every");
+    config_put_string(o, "propensity", a->propensity);
     if (a->resume_path) {
         static const char *const model_keys[] = {
             "hidden", "sparsity", "hash", "tables", "bits", "bucket-capacity", "bucket-policy",
@@ -1027,6 +1047,7 @@ static int train_run(const train_args *args) {
     spr_dataset *train = NULL, *test = NULL;
     spr_model *model = NULL;
     int64_t *rows = NULL, *eval_rows = NULL, *within_rows = NULL;
+    double *inv_prop = NULL;
     FILE *metrics = NULL;
     spr_status st;
 
@@ -1234,6 +1255,19 @@ static int train_run(const train_args *args) {
             fprintf(stderr, "  evaluating every %lld batches on %lld test points drawn at random "
                             "(fixed seed)\n",
                     (long long)a.eval_every, (long long)s.within_n);
+        if (a.propensity) { /* PSP@k's weights, from the training set's label counts */
+            s.n_prop = spr_model_get_info(model).labels_total;
+            if (!(inv_prop = malloc((size_t)s.n_prop * sizeof *inv_prop))) {
+                fprintf(stderr, "sparrow: out of memory for %lld propensities\n", (long long)s.n_prop);
+                rc = EXIT_INTERNAL;
+                goto done;
+            }
+            if ((st = spr_inv_propensities(train, a.psp_a, a.psp_b, s.n_prop, inv_prop))) {
+                rc = library_error(st);
+                goto done;
+            }
+            s.inv_prop = inv_prop;
+        }
     }
     rows = malloc((size_t)tv.n_points * sizeof *rows);
     if (!rows) {
@@ -1280,6 +1314,7 @@ done:
     free(rows);
     free(eval_rows);
     free(within_rows);
+    free(inv_prop);
     spr_model_free(model);
     spr_dataset_free(test);
     spr_dataset_free(train);

@@ -14,10 +14,10 @@ from . import _lib
 from .data import Dataset, generate, load_xmc
 from .errors import (BadInputError, InternalError, SparrowError, SparrowIOError,
                      SparrowMemoryError)
-from .model import Model
+from .model import Model, inv_propensities
 
 __version__ = _lib.spr_version().decode()
 library_path = _lib.library_path
 
-__all__ = ["Model", "Dataset", "generate", "load_xmc", "SparrowError", "BadInputError", "SparrowIOError",
+__all__ = ["Model", "inv_propensities", "Dataset", "generate", "load_xmc", "SparrowError", "BadInputError", "SparrowIOError",
            "SparrowMemoryError", "InternalError", "library_path", "__version__"]

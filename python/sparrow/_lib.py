@@ -141,7 +141,7 @@ class BatchStats(Structure):
 
 class EvalResult(Structure):
     _fields_ = [("n_points", c_int64), ("p_at", c_double * 6), ("seconds", c_double),
-                ("ndcg_at", c_double * 6)]
+                ("ndcg_at", c_double * 6), ("psp_at", c_double * 6)]
 
 
 class ModelInfo(Structure):
@@ -203,6 +203,9 @@ spr_model_train_batch = _fn("spr_model_train_batch", c_int, _p, _p, _p, c_int64,
 spr_model_predict = _fn("spr_model_predict", c_int, _p, _p, _p, c_int64, c_int, c_int, c_int, _p, _p)
 spr_model_evaluate = _fn("spr_model_evaluate", c_int, _p, _p, _p, c_int64, c_int, c_int,
                          POINTER(EvalResult))
+spr_model_evaluate_ps = _fn("spr_model_evaluate_ps", c_int, _p, _p, _p, c_int64, c_int, c_int,
+                            _p, c_int64, POINTER(EvalResult))
+spr_inv_propensities = _fn("spr_inv_propensities", c_int, _p, c_double, c_double, c_int64, _p)
 spr_model_sampling_recall = _fn("spr_model_sampling_recall", c_int, _p, _p, _p, c_int64, c_int,
                                 c_int, POINTER(c_double))
 spr_model_param = _fn("spr_model_param", c_int, _p, c_int, c_int, POINTER(ctypes.POINTER(c_float)),

@@ -7,9 +7,10 @@ import threading
 import time
 
 import numpy as np
+import scipy.sparse as sp
 
 from . import _lib
-from .data import Dataset, as_features
+from .data import Dataset, as_features, as_labels
 from .errors import check
 
 _POLICIES = {"fifo": 0, "reservoir": 1}
@@ -421,28 +422,37 @@ class Model:
                                              scores.ctypes.data))
         return ids, scores
 
-    def _evaluate(self, data, rows, sparse, threads):
+    def _evaluate(self, data, rows, sparse, threads, inv_propensity=None):
         r = _lib.EvalResult()
+        w = None
+        if inv_propensity is not None:
+            w = np.ascontiguousarray(inv_propensity, dtype=np.float64)
+            if w.ndim != 1:
+                raise ValueError("inv_propensity must be 1-D (one weight a label), got shape %s" % (w.shape,))
         with self._lock:
-            check(_lib.spr_model_evaluate(self._h(), data.handle,
-                                          None if rows is None else rows.ctypes.data,
-                                          0 if rows is None else rows.size, 1 if sparse else 0,
-                                          int(threads), ctypes.byref(r)))
+            check(_lib.spr_model_evaluate_ps(self._h(), data.handle,
+                                             None if rows is None else rows.ctypes.data,
+                                             0 if rows is None else rows.size, 1 if sparse else 0,
+                                             int(threads), None if w is None else w.ctypes.data,
+                                             0 if w is None else w.size, ctypes.byref(r)))
         return r
 
-    def evaluate(self, X, Y, k=(1, 3, 5), sparse=False, threads=0):
+    def evaluate(self, X, Y, k=(1, 3, 5), sparse=False, threads=0, inv_propensity=None):
         """Precision@k and nDCG@k (k in 1..5) on (X, Y): a dict {"p_at_1": ...,
         "ndcg_at_1": ..., ...} plus "n_points" and "seconds". The XMC repository's
         definitions with binary relevance (sparrow.h, spr_model_evaluate); a point without
-        labels counts as 0."""
+        labels counts as 0. With inv_propensity (one weight a label, e.g.
+        sparrow.inv_propensities(Y_train)) also "psp_at_k": propensity-scored precision."""
         ks = (k,) if np.isscalar(k) else tuple(k)
         for q in ks:
             if not 1 <= int(q) <= 5:
                 raise ValueError("k must be in 1..5, got %r" % (q,))
         data = Dataset(X, Y, self.n_features, self.n_labels)
-        r = self._evaluate(data, None, sparse, threads)
+        r = self._evaluate(data, None, sparse, threads, inv_propensity)
         out = {"p_at_%d" % int(q): r.p_at[int(q)] for q in ks}
         out.update({"ndcg_at_%d" % int(q): r.ndcg_at[int(q)] for q in ks})
+        if inv_propensity is not None:
+            out.update({"psp_at_%d" % int(q): r.psp_at[int(q)] for q in ks})
         out.update({"n_points": r.n_points, "seconds": r.seconds})
         return out
 
@@ -455,3 +465,17 @@ class Model:
             check(_lib.spr_model_sampling_recall(self._h(), data.handle, None, data.n_points, int(top),
                                                  int(threads), ctypes.byref(out)))
         return out.value
+
+
+def inv_propensities(Y, a=0.55, b=1.5, n_labels=None):
+    """Inverse label propensities 1 / p_l (Jain, Prabhu and Varma 2016) from a training
+    label matrix Y (CSR, or lists of label ids): p_l = 1 / (1 + C (N_l + b)^-a),
+    C = (ln N - 1)(b + 1)^a, N_l the points with label l. The XMC repository's a, b:
+    0.55, 1.5; Amazon sets 0.6, 2.6; Wikipedia 0.5, 0.4. For Model.evaluate's
+    inv_propensity. Returns float64 (n_labels,)."""
+    Y = as_labels(Y, Y.shape[0] if hasattr(Y, "shape") else len(Y), n_labels)
+    n = Y.shape[0]
+    data = Dataset(sp.csr_matrix((n, 1), dtype=np.float32), Y, 1, Y.shape[1])
+    out = np.empty(Y.shape[1], dtype=np.float64)
+    check(_lib.spr_inv_propensities(data.handle, float(a), float(b), out.size, out.ctypes.data))
+    return out

@@ -132,6 +132,23 @@ def test_fit_evaluate_predict_save_load(xmc_data, tmp_path):
         want = ndcg_score(truth, ranked, k=q)
         assert abs(res["ndcg_at_%d" % q] - want) < 1e-9, (q, res["ndcg_at_%d" % q], want)
     assert res["ndcg_at_1"] == res["p_at_1"]
+    # PSP@k and the propensities against the XMC repository's formulas, written out here
+    A, B = 0.6, 2.6
+    counts = np.diff(Y.tocsc().indptr)  # training points per label
+    C = (np.log(Y.shape[0]) - 1) * (B + 1) ** A
+    w = sparrow.inv_propensities(Y, a=A, b=B)
+    np.testing.assert_allclose(w, 1 + C * (counts + B) ** -A, rtol=1e-12)
+    res_ps = m.evaluate(Xt, Yt, inv_propensity=w)
+    assert res_ps["p_at_5"] == res["p_at_5"]
+    for q in (1, 3, 5):
+        num = den = 0.0
+        for i in range(200):
+            labels = set(Yt.indices[Yt.indptr[i]:Yt.indptr[i + 1]].tolist())
+            num += sum(w[l] for l in ids[i, :q] if l in labels)
+            den += sum(sorted((w[l] for l in labels), reverse=True)[:q])
+        assert abs(res_ps["psp_at_%d" % q] - num / den) < 1e-9, (q, res_ps, num / den)
+    with pytest.raises(ValueError, match="propensities"):
+        m.evaluate(Xt, Yt, inv_propensity=w[:5])
     path = tmp_path / "model.bin"
     m.save(path)
     m2 = sparrow.Model.load(path)
