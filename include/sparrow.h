@@ -405,10 +405,10 @@ typedef struct spr_eval_result {
 
 /* P@k and nDCG@k for k = 1..5 on rows[0..n) of data (all if rows is NULL), with the
  * Extreme Classification Repository's definitions (binary relevance): P@k = (labels
- * among the top k) / k; nDCG@k = DCG@k / IDCG@k, DCG@k the sum of 1 / log2(r + 1) over the ranks
- * r <= k that hold a label, IDCG@k that sum over r <= min(k, |labels|). Each is the mean
- * over the points; a point without labels counts as 0 in both. Ties in score go to the
- * lower label id (as spr_model_predict ranks them). */
+ * among the top k) / k; nDCG@k = DCG@k / IDCG@k, DCG@k the sum of 1 / log2(r + 1) over
+ * the ranks r <= k that hold a label, IDCG@k that sum over r <= min(k, |labels|). Each
+ * is the mean over the points; a point without labels counts as 0 in both. Ties in score
+ * go to the lower label id (as spr_model_predict ranks them). */
 SPR_API spr_status spr_model_evaluate(const spr_model *model, const spr_dataset *data,
                                       const int64_t *rows, int64_t n, int sparse,
                                       int threads, spr_eval_result *out);

@@ -1,5 +1,5 @@
 /*
- * metrics.h: top-k selection, precision@k and nDCG@k. Internal.
+ * metrics.h: top-k selection, precision@k, nDCG@k and PSP@k. Internal.
  */
 #ifndef SPR_METRICS_H
 #define SPR_METRICS_H

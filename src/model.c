@@ -356,8 +356,9 @@ static void scratch_free(spr_model *m) {
  * random projections", 2006), at least 3 (the density every model had before the
  * option). Measured at fan-in 128 (s = 11 against 3; doc/performance-history.md,
  * "Session 8"): the same P@1 and sampling recall on the small preset (3 seeds) and on
- * amazon670k (2 seeds), and a 2M-label rehash ~40% shorter. A model keeps the value it was made with (saved in its
- * file), so a later change of this rule changes new models only. */
+ * amazon670k (2 seeds), and a 2M-label rehash ~40% shorter. A model keeps the value it
+ * was made with (saved in its file), so a later change of this rule changes new models
+ * only. */
 static int auto_simhash_one_in(int64_t fan_in) {
     long s = lround(sqrt((double)fan_in));
     return s < 3 ? 3 : s > SPR_SIMHASH_ONE_IN_MAX ? SPR_SIMHASH_ONE_IN_MAX : (int)s;
