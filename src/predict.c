@@ -14,6 +14,7 @@
 #include "metrics.h"
 #include "model.h"
 
+#include <math.h>
 #include <string.h>
 
 #ifdef _OPENMP
@@ -183,6 +184,10 @@ spr_status spr_model_evaluate_ps(const spr_model *m, const spr_dataset *data, co
     if (inv_prop && n_prop < d->n_labels)
         return spr_fail(SPR_STATUS_BAD_INPUT, "data has %lld labels, the propensities %lld",
                         (long long)d->n_labels, (long long)n_prop);
+    for (int64_t l = 0; inv_prop && l < n_prop; l++) /* a weight, so finite and > 0 */
+        if (!(inv_prop[l] > 0.0 && inv_prop[l] < HUGE_VAL))
+            return spr_fail(SPR_STATUS_BAD_INPUT, "inverse propensity of label %lld must be finite "
+                            "and > 0, got %g", (long long)l, inv_prop[l]);
     double t0 = spr_now();
     enum { K = 5, CHUNK = 4096 };
     int32_t *ids = spr_alloc((size_t)CHUNK * K * sizeof(int32_t));

@@ -171,6 +171,15 @@ static void test_predict_ties(void) {
           "evaluate_ps: PSP@1 1/13, PSP@3,5 4/14, got %g %g %g", e.psp_at[1], e.psp_at[3], e.psp_at[5]);
     st = spr_model_evaluate_ps(m, data, NULL, 0, 0, 1, w10, 9, &e);
     CHECK(st == SPR_STATUS_BAD_INPUT, "evaluate_ps with fewer propensities than labels: refused");
+    double bad_w[10];
+    memcpy(bad_w, w10, sizeof bad_w);
+    bad_w[4] = NAN;
+    st = spr_model_evaluate_ps(m, data, NULL, 0, 0, 1, bad_w, 10, &e);
+    CHECK(st == SPR_STATUS_BAD_INPUT && strstr(spr_last_error(), "label 4 must be finite and > 0"),
+          "evaluate_ps with a NaN weight: refused, got \"%s\"", spr_last_error());
+    bad_w[4] = -1;
+    CHECK(spr_model_evaluate_ps(m, data, NULL, 0, 0, 1, bad_w, 10, &e) == SPR_STATUS_BAD_INPUT,
+          "evaluate_ps with a negative weight: refused");
     spr_dataset_free(data);
     spr_model_free(m);
 }

@@ -149,6 +149,9 @@ def test_fit_evaluate_predict_save_load(xmc_data, tmp_path):
         assert abs(res_ps["psp_at_%d" % q] - num / den) < 1e-9, (q, res_ps, num / den)
     with pytest.raises(ValueError, match="propensities"):
         m.evaluate(Xt, Yt, inv_propensity=w[:5])
+    w[3] = np.nan
+    with pytest.raises(ValueError, match="label 3 must be finite and > 0"):
+        m.evaluate(Xt, Yt, inv_propensity=w)
     path = tmp_path / "model.bin"
     m.save(path)
     m2 = sparrow.Model.load(path)
