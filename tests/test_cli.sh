@@ -700,6 +700,14 @@ printf '{"train": "%s", "lr": 1e49}\n' "$TRAIN" >hugelr.json
 run cfg_hugelr train --config hugelr.json
 expect_rc cfg_hugelr 2
 expect_grep cfg_hugelr cfg_hugelr.err "--lr is too large for a float"
+# A hidden size past the library's 2^31 - 1 was printed by --print-config as a double
+# (1.8446744073709552e+17), which does not read back (fuzz_config, session 15).
+printf '{"train": "%s", "hidden": "184467440737095515"}\n' "$TRAIN" >hugehidden.json
+run cfg_hugehidden train --config hugehidden.json --print-config
+expect_rc cfg_hugehidden 2
+expect_grep cfg_hugehidden cfg_hugehidden.err "--hidden sizes must be at most 2147483647 (2^31 - 1), got 184467440737095515"
+run big_hidden train --train "$TRAIN" --hidden 64,2147483648 --print-config
+expect_rc big_hidden 2
 run tiny_clip train --train "$TRAIN" --clip-norm 1e-50 --print-config
 expect_rc tiny_clip 2
 expect_grep tiny_clip tiny_clip.err "--clip-norm is too small for a float (it would be 0), got 1e-50"

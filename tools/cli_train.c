@@ -225,6 +225,9 @@ static int parse_hidden(const char *cmd, const char *text, train_args *a) {
                                "--hidden must be 1 to %d positive integers separated by "
                                "commas, got %s",
                                SPR_MAX_LAYERS - 1, text);
+        if (v > INT32_MAX) /* the library's limit; checked here so --print-config never prints it */
+            return usage_error(cmd, "--hidden sizes must be at most %d (2^31 - 1), got %s", INT32_MAX,
+                               text);
         a->hidden[a->n_hidden++] = (int64_t)v;
         if (!comma) break;
         p = comma + 1;
