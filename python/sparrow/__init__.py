@@ -19,5 +19,6 @@ from .model import Model, inv_propensities
 __version__ = _lib.spr_version().decode()
 library_path = _lib.library_path
 
-__all__ = ["Model", "inv_propensities", "Dataset", "generate", "load_xmc", "SparrowError", "BadInputError", "SparrowIOError",
-           "SparrowMemoryError", "InternalError", "library_path", "__version__"]
+__all__ = ["Model", "inv_propensities", "Dataset", "generate", "load_xmc", "SparrowError",
+           "BadInputError", "SparrowIOError", "SparrowMemoryError", "InternalError", "library_path",
+           "__version__"]

@@ -301,7 +301,8 @@ class Model:
 
         After each epoch: the epoch's metrics (the keys of the CLI's metrics file:
         epoch, step, train_seconds, samples_per_second, loss, active_out and, with
-        validation_data=(X_val, Y_val), p_at_1/3/5 and ndcg_at_1/3/5 on at most eval_max of its points)
+        validation_data=(X_val, Y_val), p_at_1/3/5 and ndcg_at_1/3/5 on at most eval_max
+        of its points)
         are appended to self.history, printed on stderr unless quiet, and passed to
         each callback(metrics); a callback returning True stops training. The GIL is
         released while a batch trains. random_pool: the CLI's --random-pool (None:
@@ -428,7 +429,8 @@ class Model:
         if inv_propensity is not None:
             w = np.ascontiguousarray(inv_propensity, dtype=np.float64)
             if w.ndim != 1:
-                raise ValueError("inv_propensity must be 1-D (one weight a label), got shape %s" % (w.shape,))
+                raise ValueError("inv_propensity must be 1-D (one weight a label), got shape %s"
+                                 % (w.shape,))
         with self._lock:
             check(_lib.spr_model_evaluate_ps(self._h(), data.handle,
                                              None if rows is None else rows.ctypes.data,
