@@ -149,6 +149,8 @@ def test_fit_evaluate_predict_save_load(xmc_data, tmp_path):
         assert abs(res_ps["psp_at_%d" % q] - num / den) < 1e-9, (q, res_ps, num / den)
     with pytest.raises(ValueError, match="propensities"):
         m.evaluate(Xt, Yt, inv_propensity=w[:5])
+    with pytest.raises(ValueError, match="must be 1-D"):
+        m.evaluate(Xt, Yt, inv_propensity=w.reshape(-1, 1))
     w[3] = np.nan
     with pytest.raises(ValueError, match="label 3 must be finite and > 0"):
         m.evaluate(Xt, Yt, inv_propensity=w)
