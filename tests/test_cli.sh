@@ -536,7 +536,17 @@ for sig in INT TERM; do
     expect_rc sig_$sig $want
     expect_grep sig_$sig sig_$sig.err "sparrow: interrupted at step "
     expect_grep sig_$sig sig_$sig.err ", model saved to sig.model"
-    expect_grep sig_$sig sig.jsonl '"partial_epoch": true'
+    # The last metrics line is the stop's: within an epoch (partial), or, when the signal
+    # came during an epoch's last batch, that epoch's own end (a whole number of epochs).
+    out=$("$PY" - sig.jsonl "$(head -n 1 "$TRAIN" | cut -d' ' -f1)" <<'PYEOF' 2>&1
+import json, sys
+last = json.loads([l for l in open(sys.argv[1]) if l.strip()][-1])
+per_epoch = (int(sys.argv[2]) + 1) // 2  # batches of 2
+if not (last.get("partial_epoch") is True or last.get("step", 0) % per_epoch == 0):
+    print("expected a partial last line or an epoch's end, got %r" % last)
+PYEOF
+)
+    if [ -z "$out" ]; then pass; else fail "sig_$sig: $out"; fi
     run sig_info_$sig info --model sig.model
     expect_rc sig_info_$sig 0
     if ls sig.model.tmp* >/dev/null 2>&1; then fail "signal $sig: left $(ls sig.model.tmp*)"; else pass; fi
