@@ -887,5 +887,42 @@ expect_rc plot_missing 2
 run plot_none plot
 expect_rc plot_none 2
 
+# ---------------------------------------------------------------- lost standard output
+# A result that cannot be written (a full disk: /dev/full) is exit 2 and a message, never
+# exit 0: eval, info, train's summary and --help used to exit 0 with their output lost.
+if [ -c /dev/full ]; then
+    full() { # full NAME ARGS...: as run, with stdout on /dev/full
+        local name=$1
+        shift
+        "$BIN" "$@" >/dev/full 2>"$name.err"
+        RC=$?
+    }
+    full full_eval eval --model dense.model --test "$TEST" --threads 1
+    expect_rc full_eval 2
+    expect_grep full_eval full_eval.err "sparrow eval: writing to standard output failed: No space left on device"
+    full full_predict predict --model dense.model --input "$TEST" --threads 1
+    expect_rc full_predict 2
+    expect_grep full_predict full_predict.err "sparrow predict: writing to standard output failed"
+    full full_info info --model dense.model
+    expect_rc full_info 2
+    expect_grep full_info full_info.err "sparrow info: writing to standard output failed"
+    full full_train train --train "$TRAIN" --epochs 1 --threads 1 --save full.model --quiet
+    expect_rc full_train 2
+    expect_grep full_train full_train.err "sparrow train: writing to standard output failed"
+    run full_saved info --model full.model # the model was saved before the summary
+    expect_rc full_saved 0
+    full full_config train --train "$TRAIN" --print-config
+    expect_rc full_config 2
+    full full_help --help
+    expect_rc full_help 2
+    expect_grep full_help full_help.err "sparrow: writing to standard output failed"
+    full full_version --version
+    expect_rc full_version 2
+    full full_train_help train --help
+    expect_rc full_train_help 2
+else
+    echo "test_cli: no /dev/full here: the lost-output checks did not run" >&2
+fi
+
 echo "test_cli: $PASSED passed, $FAILED failed"
 [ "$FAILED" -eq 0 ]

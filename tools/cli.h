@@ -93,6 +93,12 @@ void shuffle_rows(int64_t *rows, int64_t n, uint64_t seed, uint64_t stream);
 /* The --eval-max subset of m of n points (sorted; *out NULL when all n are used). */
 int eval_subset(int64_t n, int64_t m, int64_t **out, int64_t *count);
 
+/* EXIT_OK when everything printed to stdout has reached it; else (a full disk, a closed
+ * file) says on stderr that the output of `sparrow CMD` (cmd NULL: `sparrow`) was lost
+ * and returns EXIT_USAGE, so that a lost result never exits 0. main() calls it after
+ * every command that succeeded. */
+int finish_stdout(const char *cmd);
+
 /* Writes v as a JSON number, or null for NaN and infinity. */
 void json_number(FILE *f, double v);
 

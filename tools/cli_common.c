@@ -88,6 +88,14 @@ int parse_double(const char *cmd, const char *opt, const char *text, double *out
     return EXIT_OK;
 }
 
+int finish_stdout(const char *cmd) {
+    errno = 0;
+    if (fflush(stdout) == 0 && !ferror(stdout)) return EXIT_OK;
+    fprintf(stderr, "sparrow%s%s: writing to standard output failed: %s\n", cmd ? " " : "",
+            cmd ? cmd : "", errno ? strerror(errno) : "an earlier write failed");
+    return EXIT_USAGE;
+}
+
 /* A real number for an option the library holds as a float: finite as a float (not past
  * FLT_MAX) and not so small that it rounds to 0. *out is the float's value, so that the
  * caller's range check and the printed configuration see what the library will get. */

@@ -43,17 +43,18 @@ int main(int argc, char **argv) {
     const char *name = argv[1];
     if (!strcmp(name, "--help") || !strcmp(name, "-h") || !strcmp(name, "help")) {
         main_help(stdout);
-        return EXIT_OK;
+        return finish_stdout(NULL);
     }
     if (!strcmp(name, "--version") || !strcmp(name, "-V")) {
         printf("sparrow %s (library %s)\n", SPR_VERSION_STRING, spr_version());
-        return EXIT_OK;
+        return finish_stdout(NULL);
     }
     for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
         if (!strcmp(name, COMMANDS[i].name)) {
             int rc = cli_dist_start(&argc, &argv);
             if (rc != EXIT_OK) return rc;
             rc = COMMANDS[i].run(argc - 1, argv + 1);
+            if (rc == EXIT_OK) rc = finish_stdout(name); /* a lost result is not a success */
             cli_dist_stop(rc);
             return rc;
         }
