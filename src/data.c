@@ -222,6 +222,15 @@ static int spr_reader_next(spr_reader *r, char **start, char **end) {
         if (got < 0)
             return -(int)spr_fail(SPR_STATUS_IO_ERROR, "%s: read failed: %s", r->path, strerror(errno));
         if (got == 0) r->eof = 1;
+        /* A NUL byte is never part of the text format: refuse it as soon as it is read, so
+         * that a binary file (or /dev/zero) with no newline in sight is not held whole as
+         * one line first. */
+        const char *nul = memchr(r->buf + r->len, '\0', (size_t)got);
+        if (nul) {
+            long long line = r->line + 1;
+            for (const char *c = r->buf + r->pos; c < nul; c++) line += *c == '\n';
+            return -(int)spr_fail(SPR_STATUS_BAD_INPUT, "%s:%lld: a NUL byte: not a text file", r->path, line);
+        }
         r->len += (size_t)got;
         r->total += got;
         if (r->progress) r->progress(r->progress_user, r->total, r->size);

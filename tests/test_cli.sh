@@ -752,7 +752,7 @@ expect_grep cfg_dir cfg_dir.err "sparrow train: .: cannot read: Is a directory"
 printf '{"epochs": 1}\n\000{"lr": "x"' >nul.json
 run cfg_nul train --config nul.json
 expect_rc cfg_nul 2
-expect_grep cfg_nul cfg_nul.err "nul.json:2: a NUL byte: not a JSON text file"
+expect_grep cfg_nul cfg_nul.err "nul.json:2: a NUL byte: not a text file"
 # A file past the first read's 64 KB is read whole: the key after the padding counts.
 { printf '{"train": "%s",' "$TRAIN"; head -c 200000 /dev/zero | tr '\0' ' '; printf '"seed": 77}\n'; } >padded.json
 run cfg_padded train --config padded.json --print-config
@@ -825,7 +825,7 @@ expect_grep pl_blank pl_blank.err "blank_names.txt:2: empty label name"
 { printf 'a\r\nb\000c\r\n'; tail -n +3 names.txt; } >nul_names.txt
 run pl_nul predict --model dense.model --input "$TEST" --labels nul_names.txt
 expect_rc pl_nul 2
-expect_grep pl_nul pl_nul.err "nul_names.txt:2: a name may not contain a NUL byte"
+expect_grep pl_nul pl_nul.err "sparrow predict: nul_names.txt:2: a NUL byte: not a text file"
 run pl_missing predict --model dense.model --input "$TEST" --labels no_such_names.txt
 expect_rc pl_missing 2
 expect_grep pl_missing pl_missing.err "no_such_names.txt: cannot open: No such file"
@@ -886,6 +886,41 @@ run plot_missing plot no_such.jsonl
 expect_rc plot_missing 2
 run plot_none plot
 expect_rc plot_none 2
+
+# ---------------------------------------------------------------- binary input
+# A stream of NUL bytes (/dev/zero, or a binary file with no newline in it) was read whole
+# as one line, until memory ran out, by every reader: data sets, --labels,
+# --propensity-train, --config and plot's metrics files. Each now stops at the first read
+# with the line of the NUL. Fed through a pipe of 100 MB, so that a regression ends (with
+# another message) instead of eating the machine.
+zeros() { # zeros NAME ARGS... (a /dev/stdin among ARGS reads 100 MB of NUL bytes)
+    local name=$1
+    shift
+    head -c 100000000 /dev/zero | "$BIN" "$@" >"$name.out" 2>"$name.err"
+    RC=$?
+}
+zeros zero_train train --train /dev/stdin --quiet
+expect_rc zero_train 2
+expect_grep zero_train zero_train.err "/dev/stdin:1: a NUL byte: not a text file"
+zeros zero_predict predict --model dense.model --input /dev/stdin
+expect_rc zero_predict 2
+expect_grep zero_predict zero_predict.err "/dev/stdin:1: a NUL byte: not a text file"
+zeros zero_labels predict --model dense.model --input "$TEST" --labels /dev/stdin
+expect_rc zero_labels 2
+expect_grep zero_labels zero_labels.err "sparrow predict: /dev/stdin:1: a NUL byte: not a text file"
+zeros zero_prop eval --model dense.model --test "$TEST" --propensity-train /dev/stdin
+expect_rc zero_prop 2
+expect_grep zero_prop zero_prop.err "/dev/stdin:1: a NUL byte: not a text file"
+zeros zero_config train --config /dev/stdin
+expect_rc zero_config 2
+expect_grep zero_config zero_config.err "sparrow train: /dev/stdin:1: a NUL byte: not a text file"
+zeros zero_plot plot /dev/stdin --out zero.png
+expect_rc zero_plot 2
+expect_grep zero_plot zero_plot.err "sparrow plot: /dev/stdin:1: a NUL byte: not a text file"
+{ head -n 2 dense.jsonl; printf '\000\n'; } >nul.jsonl
+run nul_plot plot nul.jsonl --out nul.png
+expect_rc nul_plot 2
+expect_grep nul_plot nul_plot.err "sparrow plot: nul.jsonl:3: a NUL byte: not a text file"
 
 # ---------------------------------------------------------------- lost standard output
 # A result that cannot be written (a full disk: /dev/full) is exit 2 and a message, never

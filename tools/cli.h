@@ -81,11 +81,12 @@ int parse_float(const char *cmd, const char *opt, const char *text, double *out)
 /* "A,B": the propensity model's two constants (spr_inv_propensities), both > 0. */
 int parse_propensity(const char *cmd, const char *opt, const char *text, double *a, double *b);
 
-/* The whole file at path in a NUL-terminated buffer (free() it; *len: its bytes, the NUL
- * left out), refused when larger than max bytes. On failure NULL, the problem in why
- * ("cannot open: ...", "cannot read: ...", "larger than 64 MB", "out of memory") and the
- * exit code in *rc: EXIT_INTERNAL when out of memory, EXIT_USAGE otherwise. */
-char *read_whole_file(const char *path, size_t max, size_t *len, char why[128], int *rc);
+/* The whole text file at path in a NUL-terminated buffer (free() it; *len: its bytes, the
+ * NUL left out). On failure NULL, the problem printed as `sparrow CMD: PATH: ...` (cannot
+ * open, cannot read, larger than max bytes, out of memory, or PATH:LINE: a NUL byte, which
+ * no text file holds: refused as soon as it is read) and the exit code in *rc:
+ * EXIT_INTERNAL when out of memory, EXIT_USAGE otherwise. */
+char *read_text_file(const char *cmd, const char *path, size_t max, size_t *len, int *rc);
 
 /* rows[0..n) = a permutation of 0..n-1 that depends only on (seed, stream). */
 void shuffle_rows(int64_t *rows, int64_t n, uint64_t seed, uint64_t stream);

@@ -125,29 +125,35 @@ int parse_propensity(const char *cmd, const char *opt, const char *text, double 
     return EXIT_OK;
 }
 
-char *read_whole_file(const char *path, size_t max, size_t *len, char why[128], int *rc) {
+char *read_text_file(const char *cmd, const char *path, size_t max, size_t *len, int *rc) {
     *len = 0;
     *rc = EXIT_USAGE;
     FILE *f = fopen(path, "rb");
     if (!f) {
-        snprintf(why, 128, "cannot open: %s", strerror(errno));
+        usage_error(cmd, "%s: cannot open: %s", path, strerror(errno));
         return NULL;
     }
     size_t cap = 1 << 16, n = 0;
     char *buf = malloc(cap + 1);
+    const char *nul = NULL;
     while (buf && n <= max) { /* doubles until a read comes back short: the end */
-        n += fread(buf + n, 1, cap - n, f);
-        if (ferror(f) || n < cap) break;
+        const size_t got = fread(buf + n, 1, cap - n, f);
+        nul = memchr(buf + n, '\0', got); /* refused at once: /dev/zero is not read whole */
+        n += got;
+        if (nul || ferror(f) || n < cap) break;
         char *grown = realloc(buf, cap * 2 + 1);
         if (!grown) free(buf);
         buf = grown;
         cap *= 2;
     }
-    if (!buf || ferror(f) || n > max) {
-        int err = errno;
-        if (!buf) snprintf(why, 128, "out of memory");
-        else if (n > max) snprintf(why, 128, "larger than %zu MB", max >> 20);
-        else snprintf(why, 128, "cannot read: %s", strerror(err));
+    if (!buf || nul || ferror(f) || n > max) {
+        const int err = errno;
+        long long line = 1;
+        for (const char *c = buf; nul && c < nul; c++) line += *c == '\n';
+        if (!buf) usage_error(cmd, "%s: out of memory", path);
+        else if (nul) usage_error(cmd, "%s:%lld: a NUL byte: not a text file", path, line);
+        else if (n > max) usage_error(cmd, "%s: larger than %zu MB", path, max >> 20);
+        else usage_error(cmd, "%s: cannot read: %s", path, strerror(err));
         if (!buf) *rc = EXIT_INTERNAL;
         free(buf);
         fclose(f);

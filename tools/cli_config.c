@@ -53,20 +53,10 @@ int config_to_argv(const char *cmd, const char *path, const struct option *opts,
     out->argc = 0;
     out->argv = NULL;
     size_t len;
-    char why[128];
     int rc;
-    char *text = read_whole_file(path, (size_t)64 << 20, &len, why, &rc);
-    if (!text) {
-        usage_error(cmd, "%s: %s", path, why);
-        return rc;
-    }
-    if (strlen(text) < len) { /* JSON text has none, and cJSON would stop there */
-        long line = 1;
-        for (const char *c = text; *c; c++) line += *c == '\n';
-        usage_error(cmd, "%s:%ld: a NUL byte: not a JSON text file", path, line);
-        free(text);
-        return EXIT_USAGE;
-    }
+    /* NUL-free, so cJSON sees the whole text */
+    char *text = read_text_file(cmd, path, (size_t)64 << 20, &len, &rc);
+    if (!text) return rc;
     cJSON *root = cJSON_Parse(text);
     if (!root) {
         /* cJSON says where it stopped: turn that into a line number. */

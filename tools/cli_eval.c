@@ -246,13 +246,9 @@ static void label_names_free(label_names *n) {
 static int label_names_read(const char *path, int64_t n_labels, label_names *out) {
     memset(out, 0, sizeof *out);
     size_t len;
-    char why[128];
     int rc;
-    char *text = read_whole_file(path, SIZE_MAX / 2, &len, why, &rc);
-    if (!text) {
-        fprintf(stderr, "sparrow: %s: %s\n", path, why);
-        return rc;
-    }
+    char *text = read_text_file("predict", path, SIZE_MAX / 2, &len, &rc); /* NUL-free */
+    if (!text) return rc;
     int64_t lines = 0;
     for (size_t i = 0; i < len; i++) lines += text[i] == '\n';
     if (len > 0 && text[len - 1] != '\n') lines++;
@@ -271,8 +267,7 @@ static int label_names_read(const char *path, int64_t n_labels, label_names *out
         size_t n = (size_t)(e - p); /* the name's length, its CR left out */
         if (n > 0 && p[n - 1] == '\r') p[--n] = '\0';
         int64_t line = out->count + 1;
-        const char *problem = !n              ? "empty label name"
-                              : strlen(p) < n ? "a name may not contain a NUL byte"
+        const char *problem = !n                ? "empty label name"
                               : strchr(p, '\t') ? "a name may not contain a tab"
                                                 : NULL;
         if (problem) {

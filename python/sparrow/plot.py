@@ -62,11 +62,20 @@ def read_run(path):
     """The header (a dict, {} if absent) and the evaluations (a list of dicts) of one
     metrics file, and the SHA-256 of its bytes. Every value the plot reads is checked
     for its type here, so that a damaged file is refused naming its line."""
+    chunks = []
     try:
         with open(path, "rb") as f:
-            data = f.read()
+            # by pieces, a NUL byte refused as soon as it is read (no text file holds one),
+            # so that a binary file or /dev/zero is not read whole first
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                at = chunk.find(b"\0")
+                if at >= 0:
+                    line = sum(c.count(b"\n") for c in chunks) + chunk.count(b"\n", 0, at) + 1
+                    raise BadInput(f"{path}:{line}: a NUL byte: not a text file")
+                chunks.append(chunk)
     except OSError as e:
         raise BadInput(f"{path}: cannot read: {e.strerror}")
+    data = b"".join(chunks)
     header, evals = {}, []
     for number, line in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
         if not line.strip():
