@@ -487,6 +487,15 @@ static void remove_stale_temporaries(const char *path) {
     closedir(d);
 }
 
+spr_status spr_save_target_check(const char *path) {
+    struct stat sb;
+    if (lstat(path, &sb) != 0 || S_ISREG(sb.st_mode) || S_ISLNK(sb.st_mode)) return SPR_STATUS_OK;
+    return spr_fail(SPR_STATUS_IO_ERROR,
+                    "%s: cannot write: not a regular file (a %s; saving replaces the file at the "
+                    "path with a new one)",
+                    path, S_ISDIR(sb.st_mode) ? "directory" : S_ISCHR(sb.st_mode) || S_ISBLK(sb.st_mode) ? "device" : S_ISFIFO(sb.st_mode) ? "FIFO" : "socket");
+}
+
 /* Streams the model to "path.tmp.<pid>" (no copy of the model in memory), syncs it and
  * renames it onto path, so that a reader sees either the old file or the whole new one.
  * On failure the temporary file is removed and path is left as it was; temporaries of
@@ -494,6 +503,8 @@ static void remove_stale_temporaries(const char *path) {
 spr_status spr_checkpoint_save(const spr_model *model, const char *path) {
     if (!model || !path || !*path)
         return spr_fail(SPR_STATUS_BAD_INPUT, "spr_model_save: model and path must be given");
+    spr_status target = spr_save_target_check(path);
+    if (target) return target;
     pthread_once(&crc_once, crc_init);
 
     spr_status status = SPR_STATUS_IO_ERROR;

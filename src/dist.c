@@ -438,6 +438,7 @@ spr_status spr_dist_save_sharded(const spr_model *m, const char *path) {
     snprintf(name, sizeof name, "%s.rank%dof%d", base, d->rank, d->size);
     spr_status st = (file = sibling(path, name)) ? SPR_STATUS_OK
                                                  : spr_fail(SPR_STATUS_NO_MEMORY, "out of memory");
+    if (!st && d->rank == 0) st = spr_save_target_check(path); /* the manifest's */
     if (!st) st = spr_checkpoint_save(m, file);
     free(file);
     if ((st = agree(d, st, "saving the shards"))) return st;

@@ -657,13 +657,31 @@ static void test_save_failures(const char *dir, spr_model *m, spr_model *other, 
     snprintf(p, sizeof p, "%s/adir", dir);
     mkdir(p, 0755);
     st = spr_model_save(m, p);
-    CHECK(st == SPR_STATUS_IO_ERROR, "save onto a directory: expected IO_ERROR, got %d (%s)", st, spr_last_error());
+    CHECK(st == SPR_STATUS_IO_ERROR && strstr(spr_last_error(), "not a regular file (a directory"),
+          "save onto a directory: expected IO_ERROR \"not a regular file (a directory...\", got %d (%s)", st,
+          spr_last_error());
     CHECK(!count_tmp(dir), "save onto a directory: a temporary file was left");
     spr_model *x = NULL;
     st = spr_model_load(p, &x);
     CHECK(st == SPR_STATUS_IO_ERROR && x == NULL, "load a directory: expected IO_ERROR, got %d (%s)", st,
           spr_last_error());
     rmdir(p);
+
+    /* A FIFO (as a device: `--save /dev/null` as root) stays what it is: the rename onto
+     * it once replaced it with the model file. */
+    snprintf(p, sizeof p, "%s/afifo", dir);
+    if (mkfifo(p, 0644) == 0) {
+        st = spr_model_save(m, p);
+        struct stat sb;
+        CHECK(st == SPR_STATUS_IO_ERROR && strstr(spr_last_error(), "not a regular file (a FIFO"),
+              "save onto a FIFO: expected IO_ERROR \"not a regular file (a FIFO...\", got %d (%s)", st,
+              spr_last_error());
+        CHECK(lstat(p, &sb) == 0 && S_ISFIFO(sb.st_mode), "save onto a FIFO: it was replaced");
+        CHECK(!count_tmp(dir), "save onto a FIFO: a temporary file was left");
+        unlink(p);
+    } else {
+        CHECK(0, "mkfifo %s: %s", p, strerror(errno));
+    }
 
     /* A missing file. */
     snprintf(p, sizeof p, "%s/missing.bin", dir);

@@ -887,6 +887,32 @@ expect_rc plot_missing 2
 run plot_none plot
 expect_rc plot_none 2
 
+# ---------------------------------------------------------------- outputs onto inputs
+# --save train.txt replaced the training file with the model, --save and --metrics on one
+# path lost one of them, and --save onto a device or FIFO (--save /dev/null as root)
+# replaced it with a regular file after the whole training. All are refused before any
+# training; --save onto the --resume model (resB above) stays the way to continue in place.
+cp "$TRAIN" mine.txt
+run out_train train --train mine.txt --epochs 1 --save mine.txt
+expect_rc out_train 2
+expect_grep out_train out_train.err "sparrow train: --save mine.txt is also the --train file: it would be overwritten"
+if cmp -s mine.txt "$TRAIN"; then pass; else fail "out_train: the training file was changed"; fi
+run out_test train --train "$TRAIN" --test mine.txt --epochs 1 --metrics ./mine.txt
+expect_rc out_test 2
+expect_grep out_test out_test.err "--metrics ./mine.txt is also the --test file"
+run out_both train --train "$TRAIN" --epochs 1 --save both.out --metrics both.out
+expect_rc out_both 2
+expect_grep out_both out_both.err "--metrics both.out is also the --save file"
+run out_resume train --train "$TRAIN" --epochs 9 --resume resB.model --metrics resB.model
+expect_rc out_resume 2
+expect_grep out_resume out_resume.err "--metrics resB.model is also the --resume file"
+mkfifo save.fifo
+run out_fifo train --train "$TRAIN" --epochs 1 --save save.fifo
+expect_rc out_fifo 2
+expect_grep out_fifo out_fifo.err "sparrow: save.fifo: cannot save there: not a regular file"
+if grep -q "epoch 1" out_fifo.err; then fail "out_fifo: trained before refusing the path"; else pass; fi
+if [ -p save.fifo ]; then pass; else fail "out_fifo: the FIFO was replaced"; fi
+
 # ---------------------------------------------------------------- binary input
 # A stream of NUL bytes (/dev/zero, or a binary file with no newline in it) was read whole
 # as one line, until memory ran out, by every reader: data sets, --labels,

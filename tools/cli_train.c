@@ -16,8 +16,10 @@
 #include <unistd.h>
 
 /* Fails early (before hours of training) when the model could not be saved: the
- * directory of path must exist and be writable. The save itself stays atomic. */
-static int check_save_dir(const char *path) {
+ * directory of path must exist and be writable, and path must not be a device, FIFO,
+ * socket or directory (the save renames a new file onto path and would replace it; the
+ * library refuses that too, but only after the training). The save itself stays atomic. */
+static int check_save_target(const char *path) {
     const char *slash = strrchr(path, '/');
     char dir[4096];
     if (!slash) snprintf(dir, sizeof dir, ".");
@@ -27,6 +29,11 @@ static int check_save_dir(const char *path) {
     if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode) || access(dir, W_OK | X_OK) != 0) {
         fprintf(stderr, "sparrow: %s: cannot save there: directory %s is missing or not writable\n",
                 path, dir);
+        return EXIT_USAGE;
+    }
+    if (lstat(path, &st) == 0 && !S_ISREG(st.st_mode) && !S_ISLNK(st.st_mode)) {
+        fprintf(stderr, "sparrow: %s: cannot save there: not a regular file (saving replaces the "
+                        "file at the path with a new one)\n", path);
         return EXIT_USAGE;
     }
     return EXIT_OK;
@@ -1039,6 +1046,38 @@ int cmd_train(int argc, char **argv) {
     return rc;
 }
 
+/* 1 when a and b name the same regular file (the same inode, however spelled), or, when
+ * one does not exist yet, are the same string. Pipes and terminals never match. */
+static int same_file(const char *a, const char *b) {
+    struct stat sa, sb;
+    const int ea = stat(a, &sa) == 0, eb = stat(b, &sb) == 0;
+    if (ea && eb)
+        return S_ISREG(sa.st_mode) && S_ISREG(sb.st_mode) && sa.st_dev == sb.st_dev &&
+               sa.st_ino == sb.st_ino;
+    return strcmp(a, b) == 0;
+}
+
+/* The outputs (--save, --metrics) must not name an input or each other: `--save
+ * train.txt` replaced the training file with the model, `--metrics` equal to `--save`
+ * lost one of the two. --save may name the --resume model: a run continues in place. */
+static int check_output_paths(const train_args *a) {
+    const struct {
+        const char *path, *opt;
+    } in[] = {{a->train_path, "--train"},   {a->test_path, "--test"},
+              {a->config_path, "--config"}, {a->resume_path, "--resume"},
+              {a->save_path, "--save"}},
+      out[] = {{a->save_path, "--save"}, {a->metrics_path, "--metrics"}};
+    for (size_t o = 0; o < sizeof out / sizeof out[0]; o++)
+        for (size_t i = 0; out[o].path && i < sizeof in / sizeof in[0]; i++) {
+            if (!in[i].path || !strcmp(in[i].opt, out[o].opt)) continue;
+            if (!strcmp(out[o].opt, "--save") && !strcmp(in[i].opt, "--resume")) continue;
+            if (same_file(out[o].path, in[i].path))
+                return usage_error("train", "%s %s is also the %s file: it would be overwritten",
+                                   out[o].opt, out[o].path, in[i].opt);
+        }
+    return EXIT_OK;
+}
+
 /* A training run with the parsed options. */
 static int train_run(const train_args *args) {
     train_args a = *args;
@@ -1050,7 +1089,8 @@ static int train_run(const train_args *args) {
     FILE *metrics = NULL;
     spr_status st;
 
-    if (a.save_path && (rc = check_save_dir(a.save_path))) goto done;
+    if ((rc = check_output_paths(&a))) goto done;
+    if (a.save_path && (rc = check_save_target(a.save_path))) goto done;
     spr_model_config cfg;
     if (a.resume_path) {
         /* Loaded first: a wrong file or option fails before the data is read. */
