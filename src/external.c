@@ -36,6 +36,23 @@ static inline void mark_touched(spr_layer *L, int32_t row) {
 
 /* Checks labels: (n + 1) offsets from 0, non-decreasing; each row's ids strictly
  * ascending and below size. Sets *max_labels to the longest row. */
+/* The caller's input (n, fan_in) must be finite: a NaN or an infinity from the layers
+ * before this one would otherwise show up as this layer's loss diverging ("try a lower
+ * lr") or as NaN scores. One branch-free pass (the exponent bits), O(n fan_in), against
+ * the layer's O(n active fan_in); the first bad value is then found for the message. */
+static spr_status check_input(const float *input, int64_t n, int64_t fan_in, const char *what) {
+    const uint32_t *u = (const uint32_t *)(const void *)input;
+    const int64_t count = n * fan_in;
+    uint32_t bad = 0;
+    for (int64_t i = 0; i < count; i++) bad |= (u[i] & 0x7F800000u) == 0x7F800000u;
+    if (!bad) return SPR_STATUS_OK;
+    int64_t i = 0;
+    while (isfinite(input[i])) i++;
+    return spr_fail(SPR_STATUS_BAD_INPUT,
+                    "%s: input row %lld, column %lld is %s (did the layers before this one diverge?)",
+                    what, (long long)(i / fan_in), (long long)(i % fan_in), isnan(input[i]) ? "nan" : "inf");
+}
+
 static spr_status check_labels(const int64_t *indptr, const int32_t *labels, int64_t n,
                                int64_t size, int64_t *max_labels) {
     if (indptr[0] != 0) return spr_fail(SPR_STATUS_BAD_INPUT, "label offsets must start at 0, got %lld",
@@ -183,6 +200,7 @@ spr_status spr_model_output_train(spr_model *m, const float *input, int64_t n,
         return spr_fail(SPR_STATUS_BAD_INPUT, "output_train: labels is NULL");
     int64_t max_labels = 0;
     spr_status st = check_labels(label_indptr, labels, n, Lo->size, &max_labels);
+    if (!st) st = check_input(input, n, Lo->fan_in, "output_train");
     if (st) return st;
     st = spr_model_prepare(m, o, max_labels);
     if (st) return st;
@@ -243,6 +261,8 @@ spr_status spr_model_output_predict(const spr_model *m, const float *input, int6
         return spr_fail(SPR_STATUS_BAD_INPUT,
                         "sparse inference needs a sampled output layer (sparsity < 1)");
     if (n <= 0) return SPR_STATUS_OK;
+    spr_status st = check_input(input, n, Lo->fan_in, "output_predict");
+    if (st) return st;
     threads = spr_threads(threads);
     const int64_t fan_in = Lo->fan_in;
     int failed = 0;

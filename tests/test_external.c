@@ -161,6 +161,26 @@ int main(void) {
               "row %d: scores not descending", i);
     }
 
+    /* A NaN or an infinity in the input is named (row, column), in training before
+     * anything changes and in prediction; it once read "training diverged ... try a
+     * lower lr" and NaN scores. */
+    {
+        const float keep = x[3 * IN + 7], w_keep = w[5 * stride + 3];
+        const int64_t steps = spr_model_get_info(m).steps;
+        x[3 * IN + 7] = NAN;
+        s = spr_model_output_train(m, x, N, ptr, lab, &o, grad, NULL);
+        CHECK(s == SPR_STATUS_BAD_INPUT && strstr(spr_last_error(), "input row 3, column 7 is nan"),
+              "NaN input: expected BAD_INPUT 'input row 3, column 7 is nan', got %d '%s'", s, spr_last_error());
+        CHECK(w[5 * stride + 3] == w_keep && spr_model_get_info(m).steps == steps,
+              "NaN input: the model changed");
+        x[3 * IN + 7] = -INFINITY;
+        s = spr_model_output_predict(m, x, N, 3, 0, 2, ids, scores);
+        CHECK(s == SPR_STATUS_BAD_INPUT && strstr(spr_last_error(), "input row 3, column 7 is inf"),
+              "infinite input to predict: expected BAD_INPUT 'input row 3, column 7 is inf', got %d '%s'", s,
+              spr_last_error());
+        x[3 * IN + 7] = keep;
+    }
+
     /* Bad arguments. */
     const int32_t bad_range[7] = {5, 0, 40, 17, 2, 3, 30}, bad_order[7] = {5, 7, 7, 17, 2, 3, 30};
     s = spr_model_output_train(m, x, N, ptr, bad_range, &o, grad, NULL);
@@ -175,13 +195,16 @@ int main(void) {
     o.batch_size = 128;
     s = spr_model_output_predict(m, x, N, 3, 1, 1, ids, scores);
     CHECK(s == SPR_STATUS_BAD_INPUT, "sparse predict on a dense layer: expected BAD_INPUT, got %d", s);
-    x[0] = NAN;
+    /* finite inputs whose logits overflow: the loss is not finite, the step refused */
+    float row0[IN];
+    memcpy(row0, x, sizeof row0);
+    for (int k = 0; k < IN; k++) x[k] = 3e38f;
     s = spr_model_output_train(m, x, N, ptr, lab, &o, grad, NULL);
     CHECK(s == SPR_STATUS_BAD_INPUT && strstr(spr_last_error(), "diverged"),
-          "NaN input: expected BAD_INPUT 'diverged', got %d '%s'", s, spr_last_error());
+          "overflowing input: expected BAD_INPUT 'diverged', got %d '%s'", s, spr_last_error());
     CHECK(spr_model_get_info(m).steps == 1, "a refused step must not count: steps %lld",
           (long long)spr_model_get_info(m).steps);
-    x[0] = 0.5f;
+    memcpy(x, row0, sizeof row0);
     spr_model_free(m);
 
     /* Sampled (25%): active set = ceil(0.25 x 40) + labels; sparse prediction returns

@@ -127,8 +127,17 @@ def test_bad_arguments_raise():
         layer.predict(torch.randn(2, 8), k=0)
     with pytest.raises(sparrow.BadInputError, match="sparse inference"):
         layer.predict(torch.randn(2, 8), sparse=True)
-    with pytest.raises(sparrow.BadInputError, match="diverged"):
-        layer(torch.full((2, 8), float("nan")), torch.tensor([0, 1]))
+    # a NaN or an infinity from the layers before is named where it is (it once read as
+    # this layer's loss diverging, and predict gave NaN scores); the weights stay as they were
+    w = layer.weight.clone()
+    h = torch.randn(2, 8)
+    h[1, 5] = float("nan")
+    with pytest.raises(sparrow.BadInputError, match="input row 1, column 5 is nan"):
+        layer(h, torch.tensor([0, 1]))
+    assert torch.equal(layer.weight, w)
+    h[1, 5] = float("-inf")
+    with pytest.raises(sparrow.BadInputError, match="input row 1, column 5 is inf"):
+        layer.predict(h)
     with pytest.raises(ValueError):
         SampledSoftmaxLinear(0, 10)
     # Values a C type cannot hold are refused, not wrapped (2**64 + 5 classes became 5).
