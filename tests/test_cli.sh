@@ -887,6 +887,25 @@ expect_rc plot_missing 2
 run plot_none plot
 expect_rc plot_none 2
 
+# ---------------------------------------------------------------- empty data sets
+# A file with a header and no points: no training points, and no test points for train
+# --test or eval (P@k of an empty test set was reported as 0.0000, "on 0 points"); an
+# empty prediction is just empty.
+printf '0 1000 200\n' >nopoints.txt
+run empty_train train --train nopoints.txt
+expect_rc empty_train 2
+expect_grep empty_train empty_train.err "sparrow: nopoints.txt: no training points"
+run empty_test train --train "$TRAIN" --test nopoints.txt --epochs 1
+expect_rc empty_test 2
+expect_grep empty_test empty_test.err "sparrow: nopoints.txt: no test points"
+if grep -q "epoch 1" empty_test.err; then fail "empty_test: trained before refusing the test set"; else pass; fi
+run empty_eval eval --model dense.model --test nopoints.txt
+expect_rc empty_eval 2
+expect_grep empty_eval empty_eval.err "sparrow: nopoints.txt: no test points"
+run empty_predict predict --model dense.model --input nopoints.txt
+expect_rc empty_predict 0
+if [ ! -s empty_predict.out ]; then pass; else fail "empty_predict: expected no output"; fi
+
 # ---------------------------------------------------------------- outputs onto inputs
 # --save train.txt replaced the training file with the model, --save and --metrics on one
 # path lost one of them, and --save onto a device or FIFO (--save /dev/null as root)

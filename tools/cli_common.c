@@ -88,6 +88,12 @@ int parse_double(const char *cmd, const char *opt, const char *text, double *out
     return EXIT_OK;
 }
 
+int require_points(const spr_dataset *d, const char *path, const char *what) {
+    if (spr_dataset_get_view(d).n_points > 0) return EXIT_OK;
+    fprintf(stderr, "sparrow: %s: no %s points\n", path, what);
+    return EXIT_USAGE;
+}
+
 int finish_stdout(const char *cmd) {
     errno = 0;
     if (fflush(stdout) == 0 && !ferror(stdout)) return EXIT_OK;

@@ -1110,11 +1110,7 @@ static int train_run(const train_args *args) {
         goto done;
     }
     spr_dataset_view tv = spr_dataset_get_view(train);
-    if (tv.n_points == 0) {
-        fprintf(stderr, "sparrow: %s: no training points\n", a.train_path);
-        rc = EXIT_USAGE;
-        goto done;
-    }
+    if ((rc = require_points(train, a.train_path, "training"))) goto done;
     int64_t model_labels = model ? spr_model_get_info(model).labels_total : tv.n_labels;
     if (model && (tv.n_features > cfg.n_features || tv.n_labels > model_labels)) {
         fprintf(stderr, "sparrow: %s: %lld features and %lld labels, more than the %lld and %lld of %s "
@@ -1133,6 +1129,7 @@ static int train_run(const train_args *args) {
             rc = library_error(st);
             goto done;
         }
+        if ((rc = require_points(test, a.test_path, "test"))) goto done;
     }
     double read_seconds = now_seconds() - t0;
 

@@ -318,6 +318,8 @@ class Model:
         if validation_data is not None:
             Xv, Yv = validation_data
             val = Dataset(Xv, Yv, cfg.n_features, n_labels)
+            if val.n_points == 0:  # its P@k would read 0.0
+                raise ValueError("validation_data has no points")
         n = data.n_points
         if n == 0:
             raise ValueError("no training points")
@@ -450,6 +452,8 @@ class Model:
             if not 1 <= int(q) <= 5:
                 raise ValueError("k must be in 1..5, got %r" % (q,))
         data = Dataset(X, Y, self.n_features, self.n_labels)
+        if data.n_points == 0:  # P@k of no points is not 0
+            raise ValueError("no test points")
         r = self._evaluate(data, None, sparse, threads, inv_propensity)
         out = {"p_at_%d" % int(q): r.p_at[int(q)] for q in ks}
         out.update({"ndcg_at_%d" % int(q): r.ndcg_at[int(q)] for q in ks})

@@ -212,6 +212,13 @@ def test_bad_arguments_raise(xmc_data, tmp_path):
         m.predict(X, k=0)
     with pytest.raises(ValueError, match="k must"):
         m.evaluate(X, Y, k=7)
+    # no points: refused, not P@k = 0.0 (as the tool refuses an empty test file)
+    with pytest.raises(ValueError, match="no test points"):
+        m.evaluate(X[:0], Y[:0])
+    with pytest.raises(ValueError, match="validation_data has no points"):
+        m.fit(X, Y, validation_data=(X[:0], Y[:0]), quiet=True)
+    with pytest.raises(ValueError, match="no training points"):
+        m.fit(X[:0], Y[:0], quiet=True)
     with pytest.raises(ValueError, match="batch_size"):
         m.fit(X, Y, batch_size=0, quiet=True)
     # A batch larger than the data is the data (not scratch for 2**31 - 1 points).
