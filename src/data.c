@@ -255,11 +255,20 @@ static void *spr_shrink(void *p, int64_t n, size_t elem) {
     return np ? np : p;
 }
 
-/* Copies a token (up to the next blank or line end, at most 40 bytes) for a message. */
+/* Copies a token (up to the next blank or line end) for a message: at most 40 characters,
+ * then "..."; a byte that would not show (a control, a non-ASCII byte) as \xHH. */
 static const char *spr_token(const char *p, char out[48]) {
-    int n = 0;
-    while (n < 40 && p[n] != '\n' && !spr_is_space(p[n])) { out[n] = p[n]; n++; }
-    if (n == 40) { memcpy(out + n, "...", 3); n += 3; }
+    int n = 0, i = 0;
+    for (; p[i] != '\n' && !spr_is_space(p[i]); i++) {
+        /* a byte that would not show (a control, a byte order mark) is written \xHH */
+        const unsigned char c = (unsigned char)p[i];
+        const int w = c >= 0x20 && c < 0x7F ? 1 : 4;
+        if (n + w > 40) break;
+        if (w == 1) out[n] = (char)c;
+        else snprintf(out + n, 5, "\\x%02X", c);
+        n += w;
+    }
+    if (p[i] != '\n' && !spr_is_space(p[i])) { memcpy(out + n, "...", 3); n += 3; }
     out[n] = '\0';
     return out;
 }
@@ -416,6 +425,9 @@ spr_status spr_dataset_read_progress(const char *path, const spr_read_options *o
         int got = spr_reader_next(&r, &p, &e);
         if (got < 0) { st = (spr_status)-got; goto fail; }
         if (got == 0) break;
+        /* A UTF-8 byte order mark (editors on Windows write one) is not data: once read as
+         * part of the first label, "bad label '2'" with the mark invisible in the message. */
+        if (r.line == 1 && e - p >= 3 && !memcmp(p, "\xEF\xBB\xBF", 3)) p += 3;
         if (p == e) continue; /* empty line: not a point */
         const long long ln = (long long)r.line;
 

@@ -101,6 +101,9 @@ static void test_good_files(void) {
         spr_read_options x = o;
         x.format = SPR_FORMAT_XMC;
         good("data/header.txt", &x, &e);
+        /* a UTF-8 byte order mark before the header is skipped (it was read as part of
+         * the first count or label: "bad label '2'", the mark invisible) */
+        good("data/bom_header.txt", &o, &e);
     }
     { /* no header: sizes are max id + 1; the blank line is not a point */
         const int64_t fptr[] = {0, 2, 3, 4}, lptr[] = {0, 2, 3, 3};
@@ -108,6 +111,7 @@ static void test_good_files(void) {
         const float fval[] = {1.0f, 2.5f, 0.125f, 1.0f};
         expect e = {3, 6, 4, fptr, fidx, fval, lptr, lab};
         good("data/noheader.txt", &o, &e);
+        good("data/bom_noheader.txt", &o, &e);
         /* options give the sizes */
         spr_read_options x = o;
         x.n_features = 100;
@@ -194,6 +198,8 @@ static void test_bad_files(void) {
     bad("data/count_long.txt", &o, SPR_STATUS_BAD_INPUT, "data/count_long.txt:3: header says 1 points");
     bad("data/repeated_feature.txt", &o, SPR_STATUS_BAD_INPUT, "data/repeated_feature.txt:3: feature id 2 repeated");
     bad("data/empty.txt", &o, SPR_STATUS_BAD_INPUT, "data/empty.txt: empty file");
+    /* a byte order mark past the start is not skipped, and is shown */
+    bad("data/bom_line2.txt", &o, SPR_STATUS_BAD_INPUT, "data/bom_line2.txt:2: bad label '\\xEF\\xBB\\xBF1'");
     /* once "bad value in feature '2:1'": the NUL is named, with its line */
     bad("data/nul_byte.txt", &o, SPR_STATUS_BAD_INPUT, "data/nul_byte.txt:3: a NUL byte: not a text file");
     bad("data/does_not_exist.txt", &o, SPR_STATUS_IO_ERROR, "data/does_not_exist.txt: cannot open:");
