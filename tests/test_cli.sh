@@ -832,6 +832,13 @@ expect_grep pl_missing pl_missing.err "no_such_names.txt: cannot open: No such f
 sed 's/$/\r/' names.txt >crlf_names.txt
 run pl_crlf predict --model dense.model --input "$TEST" --k 3 --threads 1 --labels crlf_names.txt
 if cmp -s pl_expected.txt pl_crlf.out; then pass; else fail "predict --labels with CRLF names: expected the LF file's output"; fi
+# a UTF-8 byte order mark (Windows editors) is not part of the first name
+{ printf '\357\273\277'; cat names.txt; } >bom_names.txt
+# (every label printed, so that label 0's name is among them)
+run pl_all predict --model dense.model --input "$TEST" --k "$N_LABELS" --threads 1 --labels names.txt
+run pl_bom predict --model dense.model --input "$TEST" --k "$N_LABELS" --threads 1 --labels bom_names.txt
+expect_rc pl_bom 0
+if [ -s pl_all.out ] && cmp -s pl_all.out pl_bom.out; then pass; else fail "predict --labels with a byte order mark: expected the plain file's output"; fi
 
 # ---------------------------------------------------------------- plot
 # The PNG exists, is a real picture (many colours, not blank), and records the SHA-256

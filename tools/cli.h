@@ -85,7 +85,8 @@ int parse_propensity(const char *cmd, const char *opt, const char *text, double 
  * NUL left out). On failure NULL, the problem printed as `sparrow CMD: PATH: ...` (cannot
  * open, cannot read, larger than max bytes, out of memory, or PATH:LINE: a NUL byte, which
  * no text file holds: refused as soon as it is read) and the exit code in *rc:
- * EXIT_INTERNAL when out of memory, EXIT_USAGE otherwise. */
+ * EXIT_INTERNAL when out of memory, EXIT_USAGE otherwise. A UTF-8 byte order mark at
+ * the start is dropped. */
 char *read_text_file(const char *cmd, const char *path, size_t max, size_t *len, int *rc);
 
 /* rows[0..n) = a permutation of 0..n-1 that depends only on (seed, stream). */

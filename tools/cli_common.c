@@ -166,6 +166,10 @@ char *read_text_file(const char *cmd, const char *path, size_t max, size_t *len,
         return NULL;
     }
     fclose(f);
+    if (n >= 3 && !memcmp(buf, "\xEF\xBB\xBF", 3)) { /* a UTF-8 byte order mark is not text */
+        memmove(buf, buf + 3, n - 3);
+        n -= 3;
+    }
     buf[n] = '\0';
     *len = n;
     *rc = EXIT_OK;
