@@ -939,6 +939,28 @@ expect_grep out_fifo out_fifo.err "sparrow: save.fifo: cannot save there: not a 
 if grep -q "epoch 1" out_fifo.err; then fail "out_fifo: trained before refusing the path"; else pass; fi
 if [ -p save.fifo ]; then pass; else fail "out_fifo: the FIFO was replaced"; fi
 
+# ---------------------------------------------------------------- metrics file lost mid-run
+# A metrics file that stops taking lines (a full disk; here a FIFO whose reader leaves
+# after 6 KB, with SIGPIPE ignored) stops training with exit 2, and the steps done are
+# saved, as an interrupted run's are (they used to be lost with the whole run).
+mkfifo metrics.fifo
+(
+    head -c 6000 metrics.fifo >/dev/null &
+    trap '' PIPE
+    exec "$BIN" train --train "$TRAIN" --test "$TEST" --epochs 30 --eval-every 1 --eval-max 50 \
+        --threads 1 --metrics metrics.fifo --save mstop.model --quiet >mstop.out 2>mstop.err
+)
+RC=$?
+expect_rc mstop 2
+expect_grep mstop mstop.err "metrics.fifo: write failed"
+expect_grep mstop mstop.err "the model is saved (--resume continues it)"
+run mstop_info info --model mstop.model
+expect_rc mstop_info 0
+steps=$(sed -n 's/^trained: \([0-9]*\) steps.*/\1/p' mstop_info.out)
+if [ -n "$steps" ] && [ "$steps" -gt 0 ] && [ "$steps" -lt 480 ]; then pass; else
+    fail "mstop: expected a model saved part way (0 < steps < 480), got '$steps'"
+fi
+
 # ---------------------------------------------------------------- binary input
 # A stream of NUL bytes (/dev/zero, or a binary file with no newline in it) was read whole
 # as one line, until memory ran out, by every reader: data sets, --labels,

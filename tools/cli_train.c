@@ -681,6 +681,7 @@ typedef struct train_state {
     int64_t skip_batches;     /* batches of first_epoch done before the resume */
     spr_eval_result last; /* the last evaluation */
     int have_last;
+    int metrics_failed; /* a metrics line could not be written: training stopped there */
 } train_state;
 
 /* CPU seconds of this process, all threads (per-step costs on a shared machine). */
@@ -813,6 +814,7 @@ static int train_report(train_state *s, int64_t epoch, int partial, window *w, i
         if (fflush(f) != 0 || ferror(f)) {
             fprintf(stderr, "sparrow: %s: write failed: %s\n", s->args->metrics_path,
                     strerror(errno));
+            s->metrics_failed = 1;
             return EXIT_USAGE;
         }
     }
@@ -1314,7 +1316,12 @@ static int train_run(const train_args *args) {
     /* From here a signal stops the loop cleanly; before, it ends the process (nothing
      * to save yet, and reading a large data set should not have to finish first). */
     catch_stop_signals();
-    if ((rc = train_loop(&s, train, &topt, rows))) goto done;
+    rc = train_loop(&s, train, &topt, rows);
+    /* A full disk under the metrics file stops training, but the steps done are sound:
+     * they are saved, as an interrupted run's are (not with several ranks: rank 0 alone
+     * stopped, and a sharded save is collective). A failed step (a diverged loss) is not. */
+    const int metrics_rc = rc && s.metrics_failed && !cli_dist ? rc : EXIT_OK;
+    if (rc && !metrics_rc) goto done;
 
     if (a.save_path) {
         if ((st = spr_model_save(model, a.save_path)) != SPR_STATUS_OK) {
@@ -1322,6 +1329,13 @@ static int train_run(const train_args *args) {
             goto done;
         }
         if (cli_is_root()) fprintf(stderr, "saved %s\n", a.save_path);
+    }
+    if (metrics_rc) {
+        fprintf(stderr, "sparrow: training stopped at step %lld, the metrics file unwritable; %s\n",
+                (long long)spr_model_get_info(model).steps,
+                a.save_path ? "the model is saved (--resume continues it)" : "model not saved (no --save)");
+        rc = metrics_rc;
+        goto done;
     }
     double sps = s.train_seconds > 0 ? (double)s.samples / s.train_seconds : 0;
     if (cli_dist) print_rank_summary(model, &s);
