@@ -77,12 +77,34 @@ def as_features(X, n_features=None):
     return X
 
 
+def binary_labels(Y):
+    """A scipy sparse or dense 2-D label matrix as a canonical CSR holding a 1 for each
+    label: a stored 0 is not a label, a whole number above 1 is a label repeated (as
+    scipy sums duplicates); any other value (the -1 of a +-1 encoding, a weight such as
+    0.5, NaN) is refused naming its place, since sparrow's targets are binary and the
+    matrix's nonzeros were once taken as labels whatever their value."""
+    Y = Y.tocsr() if sp.issparse(Y) else sp.csr_matrix(np.asarray(Y))
+    d = np.asarray(Y.data, dtype=np.float64)
+    bad = ~np.isfinite(d) | (d < 0) | (d != np.round(d))
+    if bad.any():
+        k = int(np.argmax(bad))
+        row = int(np.searchsorted(Y.indptr, k, side="right") - 1)
+        raise ValueError("label values must be 0 or 1 (binary relevance; a whole number counts "
+                         "a repeated label), got %r at point %d, label %d"
+                         % (Y.data[k].item(), row, int(Y.indices[k])))
+    Y = Y.astype(np.float32)  # a copy: the caller's matrix is left alone
+    Y.eliminate_zeros()
+    Y.sum_duplicates()
+    Y.data[:] = 1.0
+    return Y
+
+
 def as_labels(Y, n_points, n_labels=None):
     """Labels as a CSR (n_points, L) whose column ids are each point's labels: from a
     CSR/sparse label matrix, a 1-D integer array (one label per point), a dense 0/1
     matrix, or a list of label lists."""
     if sp.issparse(Y):
-        Y = Y.tocsr()
+        Y = binary_labels(Y)
     elif isinstance(Y, (list, tuple)) and (len(Y) == 0 or not np.isscalar(Y[0])):
         indptr = np.zeros(len(Y) + 1, dtype=np.int64)
         indptr[1:] = np.cumsum([len(r) for r in Y])
@@ -106,7 +128,7 @@ def as_labels(Y, n_points, n_labels=None):
             Y = sp.csr_matrix((np.ones(Y.size, np.float32), Y.astype(np.int64),
                                np.arange(Y.size + 1)), shape=(Y.size, width))
         elif Y.ndim == 2:
-            Y = sp.csr_matrix(Y)
+            Y = binary_labels(Y)
         else:
             raise ValueError("labels must be 1-D ids or a 2-D matrix, got shape %s" % (Y.shape,))
     if Y.shape[0] != n_points:

@@ -13,6 +13,7 @@ import scipy.sparse as sp
 import torch
 
 from . import _lib
+from .data import binary_labels
 from .errors import check
 from .model import Model, _parse, _POLICIES
 
@@ -32,12 +33,9 @@ def _labels_csr(labels, n, n_classes):
             raise ValueError("label offsets must have %d or %d entries, got %s" % (n, n + 1, offsets.shape))
         ids = flat.astype(np.int64, copy=False)
     elif sp.issparse(labels):
-        m = labels.tocsr()
+        m = binary_labels(labels)
         if m.shape[0] != n:
             raise ValueError("hidden has %d rows but the labels %d" % (n, m.shape[0]))
-        if not m.has_canonical_format:
-            m = m.copy()
-            m.sum_duplicates()
         indptr, ids = m.indptr.astype(np.int64), m.indices.astype(np.int64)
     elif isinstance(labels, (list,)) and labels and not np.isscalar(labels[0]):
         indptr = np.zeros(len(labels) + 1, dtype=np.int64)

@@ -212,6 +212,18 @@ def test_bad_arguments_raise(xmc_data, tmp_path):
         m.predict(X, k=0)
     with pytest.raises(ValueError, match="k must"):
         m.evaluate(X, Y, k=7)
+    # a label matrix's values: a stored 0 is no label, a -1 (a +-1 encoding) or a weight
+    # is refused where it is (every nonzero, -1 included, was once taken as a label)
+    Ypm = np.where(Y[:20].toarray() > 0, 1, -1)
+    with pytest.raises(ValueError, match="got -1 at point 0, label 0"):
+        m.fit(X[:20], Ypm, quiet=True)
+    Yw = Y[:20].astype(np.float32)
+    Yw.data[3] = 0.5
+    with pytest.raises(ValueError, match="got 0.5 at point"):
+        m.evaluate(X[:20], Yw)
+    Yz = Y[:20].astype(np.float32)
+    Yz.data[:] = 0.0  # all stored zeros: no labels at all
+    assert sparrow.data.as_labels(Yz, 20).nnz == 0 and Yz.nnz == Y[:20].nnz
     # no points: refused, not P@k = 0.0 (as the tool refuses an empty test file)
     with pytest.raises(ValueError, match="no test points"):
         m.evaluate(X[:0], Y[:0])

@@ -121,6 +121,8 @@ def test_bad_arguments_raise():
         layer(torch.randn(4, 8), torch.zeros(3, dtype=torch.long))
     with pytest.raises(TypeError, match="integer"):
         layer(torch.randn(4, 8), torch.zeros(4))
+    with pytest.raises(ValueError, match="got -1 at point 0, label 2"):  # a +-1 matrix
+        layer(torch.randn(2, 8), sp.csr_matrix(np.array([[0, 1, -1] + [0] * 7, [1] + [0] * 9])))
     with pytest.raises(sparrow.BadInputError, match="ascending"):
         layer(torch.randn(2, 8), (torch.tensor([0, 2]), torch.tensor([3, 1, 4])))
     with pytest.raises(ValueError, match="k must"):
