@@ -490,10 +490,14 @@ static void remove_stale_temporaries(const char *path) {
 spr_status spr_save_target_check(const char *path) {
     struct stat sb;
     if (lstat(path, &sb) != 0 || S_ISREG(sb.st_mode) || S_ISLNK(sb.st_mode)) return SPR_STATUS_OK;
+    const char *kind = S_ISDIR(sb.st_mode)                          ? "directory"
+                       : S_ISCHR(sb.st_mode) || S_ISBLK(sb.st_mode) ? "device"
+                       : S_ISFIFO(sb.st_mode)                       ? "FIFO"
+                                                                    : "socket";
     return spr_fail(SPR_STATUS_IO_ERROR,
                     "%s: cannot write: not a regular file (a %s; saving replaces the file at the "
                     "path with a new one)",
-                    path, S_ISDIR(sb.st_mode) ? "directory" : S_ISCHR(sb.st_mode) || S_ISBLK(sb.st_mode) ? "device" : S_ISFIFO(sb.st_mode) ? "FIFO" : "socket");
+                    path, kind);
 }
 
 /* Streams the model to "path.tmp.<pid>" (no copy of the model in memory), syncs it and

@@ -34,17 +34,18 @@ static inline void mark_touched(spr_layer *L, int32_t row) {
     }
 }
 
-/* Checks labels: (n + 1) offsets from 0, non-decreasing; each row's ids strictly
- * ascending and below size. Sets *max_labels to the longest row. */
 /* The caller's input (n, fan_in) must be finite: a NaN or an infinity from the layers
  * before this one would otherwise show up as this layer's loss diverging ("try a lower
  * lr") or as NaN scores. One branch-free pass (the exponent bits), O(n fan_in), against
  * the layer's O(n active fan_in); the first bad value is then found for the message. */
 static spr_status check_input(const float *input, int64_t n, int64_t fan_in, const char *what) {
-    const uint32_t *u = (const uint32_t *)(const void *)input;
     const int64_t count = n * fan_in;
     uint32_t bad = 0;
-    for (int64_t i = 0; i < count; i++) bad |= (u[i] & 0x7F800000u) == 0x7F800000u;
+    for (int64_t i = 0; i < count; i++) {
+        uint32_t u; /* memcpy, not a cast: the floats are read as bits without aliasing */
+        memcpy(&u, input + i, sizeof u);
+        bad |= (u & 0x7F800000u) == 0x7F800000u;
+    }
     if (!bad) return SPR_STATUS_OK;
     int64_t i = 0;
     while (isfinite(input[i])) i++;
@@ -53,6 +54,8 @@ static spr_status check_input(const float *input, int64_t n, int64_t fan_in, con
                     what, (long long)(i / fan_in), (long long)(i % fan_in), isnan(input[i]) ? "nan" : "inf");
 }
 
+/* Checks labels: (n + 1) offsets from 0, non-decreasing; each row's ids strictly
+ * ascending and below size. Sets *max_labels to the longest row. */
 static spr_status check_labels(const int64_t *indptr, const int32_t *labels, int64_t n,
                                int64_t size, int64_t *max_labels) {
     if (indptr[0] != 0) return spr_fail(SPR_STATUS_BAD_INPUT, "label offsets must start at 0, got %lld",
