@@ -401,6 +401,7 @@ typedef struct spr_eval_result {
     double ndcg_at[6];   /* ndcg_at[k] = nDCG@k for k = 1..5 (ndcg_at[0] unused) */
     double psp_at[6];    /* psp_at[k] = PSP@k for k = 1..5, with spr_model_evaluate_ps's
                             propensities (0 from spr_model_evaluate) */
+    double psndcg_at[6]; /* psndcg_at[k] = PSnDCG@k for k = 1..5, likewise */
 } spr_eval_result;
 
 /* P@k and nDCG@k for k = 1..5 on rows[0..n) of data (all if rows is NULL), with the
@@ -425,8 +426,11 @@ SPR_API spr_status spr_inv_propensities(const spr_dataset *train, double a, doub
 /* spr_model_evaluate plus propensity-scored precision: PSP@k = the sum over the points of
  * the inverse propensities of the labels in the top k, over the sum of the largest such
  * total each point's own labels could give (its min(k, |labels|) rarest labels): the XMC
- * repository's normalized PSP@k, in [0, 1]. inv_propensity: (n_prop) from
- * spr_inv_propensities; every label id of data must be below n_prop. */
+ * repository's normalized PSP@k, in [0, 1]; and PSnDCG@k, its nDCG: the mean over the
+ * points of (the sum of inv_propensity[l] / log2(r + 1) over the ranks r <= k holding a
+ * label l) / IDCG@k, over the same mean for each point's labels ranked rarest first
+ * (pyxclib's psndcg). inv_propensity: (n_prop) from spr_inv_propensities; every label id
+ * of data must be below n_prop. */
 SPR_API spr_status spr_model_evaluate_ps(const spr_model *model, const spr_dataset *data,
                                          const int64_t *rows, int64_t n, int sparse,
                                          int threads, const double *inv_propensity,

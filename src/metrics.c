@@ -59,7 +59,7 @@ spr_status spr_inv_propensities(const spr_dataset *train, double a, double b, in
 
 void spr_psp_sums(const int32_t *topk, int64_t n, int k_stride, int k_max,
                   const spr_dataset_view *data, const int64_t *rows, const double *w, double *num,
-                  double *den) {
+                  double *den, double *nd_num, double *nd_den) {
     for (int64_t i = 0; i < n; i++) {
         int64_t row = rows ? rows[i] : i;
         const int32_t *labels = data->labels + data->label_indptr[row];
@@ -76,13 +76,15 @@ void spr_psp_sums(const int32_t *topk, int64_t n, int k_stride, int k_max,
             }
             best[pos] = x;
         }
-        double got = 0.0, ideal = 0.0;
+        double got = 0.0, ideal = 0.0, dcg = 0.0, ideal_dcg = 0.0, idcg = 0.0;
         for (int k = 1; k <= k_max; k++) {
+            const double gain = 1.0 / log2((double)k + 1.0);
             int32_t id = topk[i * k_stride + k - 1];
-            if (id >= 0 && spr_sorted_contains(labels, n_labels, id)) got += w[id];
-            if (k <= kept) ideal += best[k - 1];
+            if (id >= 0 && spr_sorted_contains(labels, n_labels, id)) got += w[id], dcg += w[id] * gain;
+            if (k <= kept) ideal += best[k - 1], ideal_dcg += best[k - 1] * gain, idcg += gain;
             num[k] += got;
             den[k] += ideal;
+            if (nd_num && n_labels > 0) nd_num[k] += dcg / idcg, nd_den[k] += ideal_dcg / idcg;
         }
     }
 }

@@ -53,13 +53,18 @@ void spr_rank_metrics(const int32_t *topk, int64_t n, int k_stride, int k_max,
                       const spr_dataset_view *data, const int64_t *rows, double *p_at,
                       double *ndcg_at);
 
-/* The sums behind PSP@k for k = 1..k_max (k_max <= 5): num[k] += the inverse propensities
- * w[l] of the labels among each point's top k, den[k] += the largest such total its own
- * labels allow (its min(k, |labels|) largest w). PSP@k = num[k] / den[k] over the whole
- * set. Points and labels as spr_rank_metrics; num and den have k_max + 1 entries and are
- * added to, not set. */
+/* The sums behind PSP@k and PSnDCG@k for k = 1..k_max (k_max <= 5), the Extreme
+ * Classification Repository's definitions (pyxclib's psprecision, psndcg):
+ * num[k] += the inverse propensities w[l] of the labels among each point's top k, den[k]
+ * += the largest such total its own labels allow (its min(k, |labels|) largest w);
+ * PSP@k = num[k] / den[k] over the whole set. nd_num[k] += PSDCG@k / IDCG@k, where
+ * PSDCG@k = sum over the ranks r <= k holding a label l of w[l] / log2(r + 1) and IDCG@k
+ * the binary one of spr_rank_metrics; nd_den[k] += the same for the point's labels ranked
+ * by w (the best PSDCG); PSnDCG@k = nd_num[k] / nd_den[k]. A point without labels adds
+ * nothing. Points and labels as spr_rank_metrics; the sums have k_max + 1 entries and are
+ * added to, not set; nd_num and nd_den may be NULL. */
 void spr_psp_sums(const int32_t *topk, int64_t n, int k_stride, int k_max,
                   const spr_dataset_view *data, const int64_t *rows, const double *w, double *num,
-                  double *den);
+                  double *den, double *nd_num, double *nd_den);
 
 #endif /* SPR_METRICS_H */

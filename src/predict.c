@@ -199,6 +199,7 @@ spr_status spr_model_evaluate_ps(const spr_model *m, const spr_dataset *data, co
         goto done;
     }
     double sum[K + 1] = {0}, sum_ndcg[K + 1] = {0}, psp_num[K + 1] = {0}, psp_den[K + 1] = {0};
+    double psn_num[K + 1] = {0}, psn_den[K + 1] = {0};
     for (int64_t c0 = 0; c0 < n; c0 += CHUNK) {
         int64_t c = n - c0 < CHUNK ? n - c0 : CHUNK;
         for (int64_t i = 0; i < c; i++) chunk_rows[i] = rows ? rows[c0 + i] : c0 + i;
@@ -207,12 +208,14 @@ spr_status spr_model_evaluate_ps(const spr_model *m, const spr_dataset *data, co
         double p[K + 1], g[K + 1];
         spr_rank_metrics(ids, c, K, K, d, chunk_rows, p, g);
         for (int q = 1; q <= K; q++) sum[q] += p[q] * (double)c, sum_ndcg[q] += g[q] * (double)c;
-        if (inv_prop) spr_psp_sums(ids, c, K, K, d, chunk_rows, inv_prop, psp_num, psp_den);
+        if (inv_prop)
+            spr_psp_sums(ids, c, K, K, d, chunk_rows, inv_prop, psp_num, psp_den, psn_num, psn_den);
     }
     for (int q = 1; q <= K && n > 0; q++) {
         out->p_at[q] = sum[q] / (double)n;
         out->ndcg_at[q] = sum_ndcg[q] / (double)n;
         out->psp_at[q] = psp_den[q] > 0.0 ? psp_num[q] / psp_den[q] : 0.0;
+        out->psndcg_at[q] = psn_den[q] > 0.0 ? psn_num[q] / psn_den[q] : 0.0;
     }
     out->seconds = spr_now() - t0;
 done:

@@ -776,7 +776,7 @@ expect_rc big_k 2
 expect_grep big_k big_k.err "--k must be an integer in [1, 1000], got 99999"
 
 # ---------------------------------------------------------------- PSP@k (--propensity)
-# train --propensity adds psp_at_k to the metrics; eval --propensity-train on the saved
+# train --propensity adds psp_at_k and psndcg_at_k to the metrics; eval --propensity-train on the saved
 # model gives the same figures; without it eval reports none; bad values are refused.
 run psp_train train --train "$TRAIN" --test "$TEST" --epochs 1 --threads 1 --seed 2 --propensity 0.6,2.6 --save psp.model --metrics psp.jsonl --quiet
 expect_rc psp_train 0
@@ -789,7 +789,7 @@ m = json.loads([l for l in open(sys.argv[1]) if l.strip()][-1])
 e = json.loads([l for l in open(sys.argv[2]) if l.strip()][-1])
 none = json.loads([l for l in open(sys.argv[3]) if l.strip()][-1])
 problems = []
-for k in ["psp_at_1", "psp_at_3", "psp_at_5"]:
+for k in ["psp_at_1", "psp_at_3", "psp_at_5", "psndcg_at_1", "psndcg_at_3", "psndcg_at_5"]:
     if not (k in m and k in e and 0 < e[k] <= 1 and abs(m[k] - e[k]) < 1e-9):
         problems.append("%s: metrics %r, eval %r" % (k, m.get(k), e.get(k)))
     if k in none:

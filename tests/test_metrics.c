@@ -76,11 +76,26 @@ static void test_precision(void) {
      * at rank 4): got 0, 0, 3, best 3, 3, 3. Point 2: nothing. Point 3 ({0, 4, 7}: w 1, 5,
      * 8; hits 7 and 4 at ranks 1, 2): got 8, 13, 13, best 8, 14, 14. */
     const double w8[8] = {1, 2, 3, 4, 5, 6, 7, 8};
-    double num[6] = {0}, den[6] = {0};
-    spr_psp_sums(top, 4, 5, 5, &d, NULL, w8, num, den);
+    double num[6] = {0}, den[6] = {0}, nn[6] = {0}, nd[6] = {0};
+    spr_psp_sums(top, 4, 5, 5, &d, NULL, w8, num, den, nn, nd);
     CHECK(num[1] == 12 && num[3] == 19 && num[5] == 22 && den[1] == 15 && den[3] == 23 && den[5] == 23,
           "PSP sums: want 12/15, 19/23, 22/23, got %g/%g %g/%g %g/%g", num[1], den[1], num[3], den[3],
           num[5], den[5]);
+    /* PSnDCG@k: each point's sum of w / log2(r + 1) over its hits, and the same for its
+     * labels ranked by w (4, 2 | 3 | - | 8, 5, 1), each over its binary IDCG@k
+     * (1, 1 + l3 | 1 | - | 1, 1 + l3 + 1/2); point 1's hit is at rank 4 (gain 1/log2 5). */
+    const double i0 = 1 + l3, i3 = 1.5 + l3;
+    const double wn[6] = {0, 4 + 8, 0, 5 / i0 + (8 + 5 * l3) / i3, 0,
+                          5 / i0 + 3 / log2(5.0) + (8 + 5 * l3) / i3};
+    const double wd[6] = {0, 4 + 3 + 8, 0, (4 + 2 * l3) / i0 + 3 + (8.5 + 5 * l3) / i3, 0,
+                          (4 + 2 * l3) / i0 + 3 + (8.5 + 5 * l3) / i3};
+    for (int k = 1; k <= 5; k += 2)
+        CHECK(fabs(nn[k] - wn[k]) < 1e-12 && fabs(nd[k] - wd[k]) < 1e-12,
+              "PSnDCG@%d sums: want %.9f / %.9f, got %.9f / %.9f", k, wn[k], wd[k], nn[k], nd[k]);
+    /* without the nDCG sums (NULL), the PSP sums are the same */
+    double num2[6] = {0}, den2[6] = {0};
+    spr_psp_sums(top, 4, 5, 5, &d, NULL, w8, num2, den2, NULL, NULL);
+    CHECK(num2[3] == num[3] && den2[5] == den[5], "PSP sums without the nDCG ones differ");
     /* the propensities of these 4 points (a 0.55, b 1.5): a label seen once weighs exactly
      * ln N (N_l + b = b + 1), one never seen 1 + (ln N - 1) ((b + 1) / b)^a */
     spr_dataset *ds;
@@ -169,6 +184,13 @@ static void test_predict_ties(void) {
     CHECK(st == SPR_STATUS_OK && fabs(e.psp_at[1] - 1.0 / 13) < 1e-12 && fabs(e.psp_at[3] - 4.0 / 14) < 1e-12 &&
               fabs(e.psp_at[5] - 4.0 / 14) < 1e-12 && fabs(e.p_at[1] - 0.5) < 1e-12,
           "evaluate_ps: PSP@1 1/13, PSP@3,5 4/14, got %g %g %g", e.psp_at[1], e.psp_at[3], e.psp_at[5]);
+    /* PSnDCG: point 0's 3 / 2 (rank 3) of an ideal 3; point 1's 1 (rank 1) over its IDCG
+     * 1 + 1/log2 3, of an ideal (10 + 1/log2 3) / (1 + 1/log2 3) */
+    const double nd3 = (1.5 + pt1) / (3 + (10 + (1 / pt1 - 1)) * pt1);
+    CHECK(fabs(e.psndcg_at[1] - 1.0 / 13) < 1e-12 && fabs(e.psndcg_at[3] - nd3) < 1e-12 &&
+              fabs(e.psndcg_at[5] - nd3) < 1e-12,
+          "evaluate_ps: PSnDCG@1 1/13, @3,5 %.9f, got %.9f %.9f %.9f", nd3, e.psndcg_at[1],
+          e.psndcg_at[3], e.psndcg_at[5]);
     st = spr_model_evaluate_ps(m, data, NULL, 0, 0, 1, w10, 9, &e);
     CHECK(st == SPR_STATUS_BAD_INPUT, "evaluate_ps with fewer propensities than labels: refused");
     double bad_w[10];

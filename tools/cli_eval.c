@@ -22,8 +22,8 @@ static const char EVAL_HELP[] =
     "Evaluates a saved model; the last line of stdout is a JSON object with p_at_1,\n"
     "p_at_3, p_at_5 (precision@k), ndcg_at_1, ndcg_at_3, ndcg_at_5 (nDCG@k, binary\n"
     "relevance, the XMC repository's definition), points, seconds and inference\n"
-    "(\"exact\" or \"sparse\"); with --propensity-train also psp_at_1, psp_at_3 and\n"
-    "psp_at_5.\n"
+    "(\"exact\" or \"sparse\"); with --propensity-train also psp_at_1, psp_at_3,\n"
+    "psp_at_5 and psndcg_at_1, psndcg_at_3, psndcg_at_5 (PSP@k, PSnDCG@k).\n"
     "\n"
     "  --model MODEL         a model saved by 'sparrow train --save'\n"
     "  --test FILE           test set\n"
@@ -204,6 +204,10 @@ int cmd_eval(int argc, char **argv) {
     for (int q = 1; q <= 5 && inv_prop; q += 2) {
         printf(", \"psp_at_%d\": ", q);
         json_number(stdout, res.psp_at[q]);
+    }
+    for (int q = 1; q <= 5 && inv_prop; q += 2) {
+        printf(", \"psndcg_at_%d\": ", q);
+        json_number(stdout, res.psndcg_at[q]);
     }
     if (recall_top > 0) {
         double recall = 0;

@@ -140,7 +140,8 @@ static const char TRAIN_HELP[] =
     "                        samples_per_second, loss, p_at_1, p_at_3, p_at_5,\n"
     "                        ndcg_at_1, ndcg_at_3, ndcg_at_5, active_out,\n"
     "                        eval_points, eval_seconds, partial_epoch (and with\n"
-    "                        --propensity psp_at_1, psp_at_3, psp_at_5);\n"
+    "                        --propensity psp_at_1, psp_at_3, psp_at_5,\n"
+    "                        psndcg_at_1, psndcg_at_3, psndcg_at_5);\n"
     "                        its first line is {\"run\": {...}}: versions, start time\n"
     "                        and the options (\"config\": a --config file)\n"
     "  --quiet               no progress on stderr (a bar redrawn in place on a\n"
@@ -787,6 +788,11 @@ static int train_report(train_state *s, int64_t epoch, int partial, window *w, i
         for (int i = 0; i < 3 && s->inv_prop; i++) {
             fprintf(f, ", \"psp_at_%d\": ", ks[i]);
             if (s->test) json_number(f, res.psp_at[ks[i]]);
+            else fputs("null", f);
+        }
+        for (int i = 0; i < 3 && s->inv_prop; i++) {
+            fprintf(f, ", \"psndcg_at_%d\": ", ks[i]);
+            if (s->test) json_number(f, res.psndcg_at[ks[i]]);
             else fputs("null", f);
         }
         fputs(", \"active_out\": ", f);

@@ -141,7 +141,8 @@ class BatchStats(Structure):
 
 class EvalResult(Structure):
     _fields_ = [("n_points", c_int64), ("p_at", c_double * 6), ("seconds", c_double),
-                ("ndcg_at", c_double * 6), ("psp_at", c_double * 6)]
+                ("ndcg_at", c_double * 6), ("psp_at", c_double * 6),
+                ("psndcg_at", c_double * 6)]
 
 
 class ModelInfo(Structure):

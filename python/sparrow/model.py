@@ -446,7 +446,8 @@ class Model:
         "ndcg_at_1": ..., ...} plus "n_points" and "seconds". The XMC repository's
         definitions with binary relevance (sparrow.h, spr_model_evaluate); a point without
         labels counts as 0. With inv_propensity (one weight a label, e.g.
-        sparrow.inv_propensities(Y_train)) also "psp_at_k": propensity-scored precision."""
+        sparrow.inv_propensities(Y_train)) also "psp_at_k" and "psndcg_at_k":
+        propensity-scored precision and nDCG."""
         ks = (k,) if np.isscalar(k) else tuple(k)
         for q in ks:
             if not 1 <= int(q) <= 5:
@@ -459,6 +460,7 @@ class Model:
         out.update({"ndcg_at_%d" % int(q): r.ndcg_at[int(q)] for q in ks})
         if inv_propensity is not None:
             out.update({"psp_at_%d" % int(q): r.psp_at[int(q)] for q in ks})
+            out.update({"psndcg_at_%d" % int(q): r.psndcg_at[int(q)] for q in ks})
         out.update({"n_points": r.n_points, "seconds": r.seconds})
         return out
 

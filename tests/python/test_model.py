@@ -147,6 +147,22 @@ def test_fit_evaluate_predict_save_load(xmc_data, tmp_path):
             num += sum(w[l] for l in ids[i, :q] if l in labels)
             den += sum(sorted((w[l] for l in labels), reverse=True)[:q])
         assert abs(res_ps["psp_at_%d" % q] - num / den) < 1e-9, (q, res_ps, num / den)
+    # PSnDCG@k (pyxclib's psndcg, written out): the mean over the points of the w-weighted
+    # DCG@k of the ranking over the binary IDCG@k, over the same mean for each point's
+    # labels ranked by w; points without labels add nothing
+    gain = 1 / np.log2(np.arange(2, 7))
+    for q in (1, 3, 5):
+        num = den = 0.0
+        for i in range(200):
+            labels = set(Yt.indices[Yt.indptr[i]:Yt.indptr[i + 1]].tolist())
+            if not labels:
+                continue
+            idcg = gain[:min(q, len(labels))].sum()
+            num += sum(w[l] * gain[r] for r, l in enumerate(ids[i, :q]) if l in labels) / idcg
+            best = sorted((w[l] for l in labels), reverse=True)[:q]
+            den += sum(b * gain[r] for r, b in enumerate(best)) / idcg
+        assert abs(res_ps["psndcg_at_%d" % q] - num / den) < 1e-9, (q, res_ps, num / den)
+    assert res_ps["psndcg_at_1"] == pytest.approx(res_ps["psp_at_1"], abs=1e-12)
     with pytest.raises(ValueError, match="propensities"):
         m.evaluate(Xt, Yt, inv_propensity=w[:5])
     with pytest.raises(ValueError, match="must be 1-D"):
