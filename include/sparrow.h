@@ -500,8 +500,15 @@ SPR_API void spr_model_set_epoch(spr_model *model, int64_t epoch);
 /* Saves the whole model (configuration, weights, biases, optimizer state, step and
  * schedule) in a versioned binary format with a magic number and a CRC-32 per section,
  * atomically: a temporary file in the same directory, fsync, rename. A failed save
- * leaves any previous file at path untouched. */
+ * leaves any previous file at path untouched. Where path is a symbolic link, the file
+ * it names is replaced and the link kept. */
 SPR_API spr_status spr_model_save(const spr_model *model, const char *path);
+
+/* Whether spr_model_save could write at path, without writing anything: call it before
+ * hours of training. IO_ERROR naming path when the directory of the file to be written
+ * (symbolic links followed) is missing or not writable, or path is a directory, device,
+ * FIFO or socket (a save replaces the file at its path: never those). */
+SPR_API spr_status spr_model_save_check(const char *path);
 
 /* A sharded model (spr_model_create_sharded) is saved collectively: each rank writes
  * "path.rank<r>of<N>" (a complete model of its rows, atomically), then rank 0 writes

@@ -436,14 +436,18 @@ static void w_model(writer *w, const spr_model *m) {
     w_flush(w);
 }
 
+/* The directory part of path ("." or "/" where it has none), malloc'd. */
+static char *directory_of(const char *path) {
+    const char *slash = strrchr(path, '/');
+    if (!slash) return strdup(".");
+    if (slash == path) return strdup("/");
+    return strndup(path, (size_t)(slash - path));
+}
+
 /* Makes the rename durable: a crash after we return must not bring back the old file
  * (or no file). Filesystems that cannot sync a directory say EINVAL; that is no error. */
 static int sync_directory_of(const char *path) {
-    const char *slash = strrchr(path, '/');
-    char *dir;
-    if (!slash) dir = strdup(".");
-    else if (slash == path) dir = strdup("/");
-    else dir = strndup(path, (size_t)(slash - path));
+    char *dir = directory_of(path);
     if (!dir) return ENOMEM;
     int err = 0;
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -500,13 +504,68 @@ spr_status spr_save_target_check(const char *path) {
                     path, kind);
 }
 
+spr_status spr_path_follow_links(const char *path, char **out) {
+    char *cur = strdup(path);
+    for (int links = 0; cur; links++) {
+        struct stat sb;
+        if (lstat(cur, &sb) != 0 || !S_ISLNK(sb.st_mode)) {
+            *out = cur; /* missing, or not a link: the save's own checks judge it */
+            return SPR_STATUS_OK;
+        }
+        char target[4096];
+        ssize_t n = links < 40 ? readlink(cur, target, sizeof target) : -1;
+        if (n <= 0 || n == (ssize_t)sizeof target) {
+            free(cur);
+            return spr_fail(SPR_STATUS_IO_ERROR, "%s: %s", path,
+                            links >= 40 ? "too many levels of symbolic links"
+                            : n < 0     ? strerror(errno)
+                                        : "unreadable symbolic link");
+        }
+        target[n] = '\0';
+        const char *slash = strrchr(cur, '/');
+        char *next;
+        if (target[0] == '/' || !slash) {
+            next = strdup(target);
+        } else { /* relative to the link's directory */
+            size_t dir_len = (size_t)(slash - cur) + 1, len = dir_len + (size_t)n + 1;
+            if ((next = malloc(len))) snprintf(next, len, "%.*s%s", (int)dir_len, cur, target);
+        }
+        free(cur);
+        cur = next;
+    }
+    return spr_fail(SPR_STATUS_NO_MEMORY, "%s: cannot write: out of memory", path);
+}
+
+/* st's message, naming the link path too where the file to write is the link's target. */
+static spr_status through_link(spr_status st, const char *path, const char *file) {
+    if (!st || !strcmp(path, file)) return st;
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", spr_last_error());
+    return spr_fail(st, "%s (through the symbolic link %s)", msg, path);
+}
+
+spr_status spr_model_save_check(const char *path) {
+    if (!path || !*path) return spr_fail(SPR_STATUS_BAD_INPUT, "spr_model_save_check: path must be given");
+    char *file = NULL, *dir = NULL;
+    spr_status st = spr_path_follow_links(path, &file);
+    if (!st) st = spr_save_target_check(file);
+    if (!st && !(dir = directory_of(file)))
+        st = spr_fail(SPR_STATUS_NO_MEMORY, "%s: cannot write: out of memory", path);
+    struct stat sb;
+    if (!st && (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode) || access(dir, W_OK | X_OK) != 0))
+        st = spr_fail(SPR_STATUS_IO_ERROR,
+                      "%s: cannot write: directory %s is missing or not writable", path, dir);
+    free(dir);
+    st = through_link(st, path, file);
+    free(file);
+    return st;
+}
+
 /* Streams the model to "path.tmp.<pid>" (no copy of the model in memory), syncs it and
  * renames it onto path, so that a reader sees either the old file or the whole new one.
  * On failure the temporary file is removed and path is left as it was; temporaries of
- * killed saves are removed by the next successful save. */
-spr_status spr_checkpoint_save(const spr_model *model, const char *path) {
-    if (!model || !path || !*path)
-        return spr_fail(SPR_STATUS_BAD_INPUT, "spr_model_save: model and path must be given");
+ * killed saves are removed by the next successful save. path is no symbolic link. */
+static spr_status save_file(const spr_model *model, const char *path) {
     spr_status target = spr_save_target_check(path);
     if (target) return target;
     pthread_once(&crc_once, crc_init);
@@ -1134,6 +1193,18 @@ done:
     }
     *out = m;
     return SPR_STATUS_OK;
+}
+
+/* A save through a symbolic link replaces the file the link names and keeps the link. */
+spr_status spr_checkpoint_save(const spr_model *model, const char *path) {
+    if (!model || !path || !*path)
+        return spr_fail(SPR_STATUS_BAD_INPUT, "spr_model_save: model and path must be given");
+    char *file = NULL;
+    spr_status st = spr_path_follow_links(path, &file);
+    if (st) return st;
+    st = through_link(save_file(model, file), path, file);
+    free(file);
+    return st;
 }
 
 /* A sharded model is saved collectively as shard files and a manifest; a manifest is

@@ -285,8 +285,14 @@ static char *sibling(const char *path, const char *name) {
 
 static spr_status manifest_read(const char *path, manifest *mf) {
     memset(mf, 0, sizeof *mf);
+    char *real = NULL; /* the shards sit beside the manifest, not beside a link to it */
+    spr_status fst = spr_path_follow_links(path, &real);
+    if (fst) return fst;
     FILE *f = fopen(path, "r");
-    if (!f) return spr_fail(SPR_STATUS_IO_ERROR, "%s: cannot open: %s", path, strerror(errno));
+    if (!f) {
+        free(real);
+        return spr_fail(SPR_STATUS_IO_ERROR, "%s: cannot open: %s", path, strerror(errno));
+    }
     char line[4096];
     int ln = 0, have = 0;
     long long v;
@@ -329,7 +335,7 @@ static spr_status manifest_read(const char *path, manifest *mf) {
                 path, ln, r, lo, hi, name);
         mf->lo[have] = lo;
         mf->hi[have] = hi;
-        if (!(mf->files[have] = sibling(path, name))) {
+        if (!(mf->files[have] = sibling(real, name))) {
             st = spr_fail(SPR_STATUS_NO_MEMORY, "out of memory");
             goto done;
         }
@@ -340,6 +346,7 @@ static spr_status manifest_read(const char *path, manifest *mf) {
 #undef BAD
 done:
     fclose(f);
+    free(real);
     if (st) manifest_free(mf);
     return st;
 }
@@ -426,44 +433,54 @@ spr_status spr_model_load_sharded(const char *path, spr_dist *d, spr_model **out
     return st;
 }
 
+/* Rank 0's manifest of the shards saved beside path, atomically (temporary + rename). */
+static spr_status write_manifest(const spr_model *m, const char *path) {
+    const spr_dist *d = m->dist;
+    const char *slash = strrchr(path, '/');
+    const char *base = slash ? slash + 1 : path;
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp.manifest", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) return spr_fail(SPR_STATUS_IO_ERROR, "%s: cannot write: %s", tmp, strerror(errno));
+    fprintf(f, "%s\nranks %d\nlabels %lld\n", MANIFEST_MAGIC, d->size, (long long)m->label_total);
+    for (int r = 0; r < d->size; r++) {
+        int64_t lo, hi;
+        spr_dist_shard_range(m->label_total, r, d->size, &lo, &hi);
+        fprintf(f, "shard %d %lld %lld %s.rank%dof%d\n", r, (long long)lo, (long long)hi, base, r,
+                d->size);
+    }
+    int bad = ferror(f) | (fflush(f) != 0) | (fsync(fileno(f)) != 0);
+    bad |= fclose(f) != 0;
+    if (bad || rename(tmp, path) != 0) {
+        spr_status st = spr_fail(SPR_STATUS_IO_ERROR, "%s: cannot write: %s", path, strerror(errno));
+        unlink(tmp);
+        return st;
+    }
+    return SPR_STATUS_OK;
+}
+
 /* Each rank writes its shard (a complete model of its rows), all agree that every
  * shard is written, then rank 0 writes the manifest, atomically (temporary + rename),
  * and all agree again: the manifest appears only when every shard is on disk. */
 spr_status spr_dist_save_sharded(const spr_model *m, const char *path) {
     spr_dist *d = m->dist;
     if (!path || !*path) return spr_fail(SPR_STATUS_BAD_INPUT, "spr_model_save: path must be given");
-    const char *slash = strrchr(path, '/');
-    const char *base = slash ? slash + 1 : path;
-    char name[1024], *file = NULL;
-    snprintf(name, sizeof name, "%s.rank%dof%d", base, d->rank, d->size);
-    spr_status st = (file = sibling(path, name)) ? SPR_STATUS_OK
-                                                 : spr_fail(SPR_STATUS_NO_MEMORY, "out of memory");
-    if (!st && d->rank == 0) st = spr_save_target_check(path); /* the manifest's */
+    /* Through a symbolic link: the manifest replaces the file it names, the shards beside. */
+    char *manifest = NULL, name[1024], *file = NULL;
+    spr_status st = spr_path_follow_links(path, &manifest);
+    if (!st) {
+        const char *slash = strrchr(manifest, '/');
+        snprintf(name, sizeof name, "%s.rank%dof%d", slash ? slash + 1 : manifest, d->rank, d->size);
+        if (!(file = sibling(manifest, name))) st = spr_fail(SPR_STATUS_NO_MEMORY, "out of memory");
+    }
+    if (!st && d->rank == 0) st = spr_save_target_check(manifest);
     if (!st) st = spr_checkpoint_save(m, file);
     free(file);
-    if ((st = agree(d, st, "saving the shards"))) return st;
-    if (d->rank == 0) {
-        char tmp[4200];
-        snprintf(tmp, sizeof tmp, "%s.tmp.manifest", path);
-        FILE *f = fopen(tmp, "w");
-        if (!f) {
-            st = spr_fail(SPR_STATUS_IO_ERROR, "%s: cannot write: %s", tmp, strerror(errno));
-        } else {
-            fprintf(f, "%s\nranks %d\nlabels %lld\n", MANIFEST_MAGIC, d->size,
-                    (long long)m->label_total);
-            for (int r = 0; r < d->size; r++) {
-                int64_t lo, hi;
-                spr_dist_shard_range(m->label_total, r, d->size, &lo, &hi);
-                fprintf(f, "shard %d %lld %lld %s.rank%dof%d\n", r, (long long)lo, (long long)hi,
-                        base, r, d->size);
-            }
-            int bad = ferror(f) | (fflush(f) != 0) | (fsync(fileno(f)) != 0);
-            bad |= fclose(f) != 0;
-            if (bad || rename(tmp, path) != 0) {
-                st = spr_fail(SPR_STATUS_IO_ERROR, "%s: cannot write: %s", path, strerror(errno));
-                unlink(tmp);
-            }
-        }
+    if ((st = agree(d, st, "saving the shards"))) {
+        free(manifest);
+        return st;
     }
+    if (d->rank == 0) st = write_manifest(m, manifest);
+    free(manifest);
     return agree(d, st, "writing the manifest");
 }

@@ -59,11 +59,17 @@ spr_status spr_dist_merge_topk(spr_dist *d, int32_t *ids, float *scores, int64_t
  * manifest of a sharded model. */
 spr_status spr_checkpoint_save(const spr_model *model, const char *path);
 spr_status spr_checkpoint_load(const char *path, spr_model **out);
-/* OK when a file written beside path may be renamed onto it: path is missing, a regular
- * file or a symbolic link (the link is replaced, not its target); a device, FIFO, socket
- * or directory is refused (IO_ERROR naming path), since the rename would replace it:
- * `--save /dev/null` as root once turned /dev/null into a model file. */
+/* OK when a file written beside path may be renamed onto it: path is missing or a
+ * regular file (or a symbolic link, which the callers have resolved first); a device,
+ * FIFO, socket or directory is refused (IO_ERROR naming path), since the rename would
+ * replace it: `--save /dev/null` as root once turned /dev/null into a model file. */
 spr_status spr_save_target_check(const char *path);
+/* The file path names after its last component's symbolic links: path itself, or the
+ * file its link names, followed through up to 40 links (a relative target from its link's
+ * directory; the last need not exist). A save through a link writes that file and keeps
+ * the link, as torch.save and editors do; a manifest's shards sit beside it. *out is
+ * malloc'd; IO_ERROR for a loop of links. */
+spr_status spr_path_follow_links(const char *path, char **out);
 
 /* The manifest of a sharded model (checkpoint.c's spr_model_load asks). */
 int spr_dist_is_manifest(const char *path);

@@ -1116,6 +1116,80 @@ static void test_tables_before_fold(const char *dir) {
     remove(path); /* test_save_failures expects the directory as it was */
 }
 
+/* A save through a symbolic link writes the file the link names and keeps the link
+ * (the rename once replaced the link with the model and left its target stale);
+ * spr_model_save_check judges the file behind the links, without writing. */
+static void test_save_through_links(const char *dir, spr_model *m) {
+    char target[4096], link1[4096], link2[4096], sub[4096], p[4096];
+    struct stat sb;
+    snprintf(target, sizeof target, "%s/target.bin", dir);
+    snprintf(link1, sizeof link1, "%s/link1.bin", dir);
+    FILE *f = fopen(target, "w");
+    if (f) fclose(f);
+    CHECK(symlink("target.bin", link1) == 0, "symlink: %s", strerror(errno));
+    CHECK(spr_model_save_check(link1) == SPR_STATUS_OK, "save_check through a link: %s", spr_last_error());
+    spr_status st = spr_model_save(m, link1);
+    CHECK(st == SPR_STATUS_OK, "save through a link: %s", spr_last_error());
+    CHECK(lstat(link1, &sb) == 0 && S_ISLNK(sb.st_mode), "save through a link: the link was replaced");
+    spr_model *back = NULL;
+    CHECK(spr_model_load(target, &back) == SPR_STATUS_OK && back,
+          "save through a link: its target holds no model (%s)", spr_last_error());
+    if (back) compare_params(m, back, "saved through a link");
+    spr_model_free(back);
+
+    /* A chain of two relative links whose last target does not exist yet, in a
+     * subdirectory: the file is created there. */
+    snprintf(sub, sizeof sub, "%s/sub", dir);
+    mkdir(sub, 0755);
+    snprintf(link2, sizeof link2, "%s/link2.bin", dir);
+    snprintf(p, sizeof p, "%s/sub/hop.bin", dir);
+    CHECK(symlink("sub/hop.bin", link2) == 0 && symlink("new.bin", p) == 0, "symlink: %s", strerror(errno));
+    st = spr_model_save(m, link2);
+    snprintf(p, sizeof p, "%s/sub/new.bin", dir);
+    CHECK(st == SPR_STATUS_OK && stat(p, &sb) == 0 && S_ISREG(sb.st_mode),
+          "save through two links to a new file: expected %s to be written, got %d (%s)", p, st,
+          spr_last_error());
+    CHECK(!count_tmp(dir) && !count_tmp(sub), "save through links: a temporary file was left");
+
+    /* A link to a FIFO is refused like the FIFO, which stays; a loop of links is refused. */
+    snprintf(p, sizeof p, "%s/fifo", dir);
+    CHECK(mkfifo(p, 0644) == 0, "mkfifo %s: %s", p, strerror(errno));
+    unlink(link1);
+    CHECK(symlink("fifo", link1) == 0, "symlink: %s", strerror(errno));
+    st = spr_model_save_check(link1);
+    CHECK(st == SPR_STATUS_IO_ERROR && strstr(spr_last_error(), "not a regular file (a FIFO"),
+          "save_check through a link to a FIFO: expected IO_ERROR, got %d (%s)", st, spr_last_error());
+    st = spr_model_save(m, link1);
+    CHECK(st == SPR_STATUS_IO_ERROR && lstat(p, &sb) == 0 && S_ISFIFO(sb.st_mode),
+          "save through a link to a FIFO: expected IO_ERROR and the FIFO kept, got %d (%s)", st,
+          spr_last_error());
+    unlink(link1);
+    unlink(link2);
+    CHECK(symlink("link2.bin", link1) == 0 && symlink("link1.bin", link2) == 0, "symlink: %s", strerror(errno));
+    st = spr_model_save(m, link1);
+    CHECK(st == SPR_STATUS_IO_ERROR && strstr(spr_last_error(), "too many levels of symbolic links"),
+          "save through a loop of links: expected IO_ERROR, got %d (%s)", st, spr_last_error());
+
+    /* spr_model_save_check: a missing or read-only directory, a directory. */
+    snprintf(p, sizeof p, "%s/no/such/model.bin", dir);
+    st = spr_model_save_check(p);
+    CHECK(st == SPR_STATUS_IO_ERROR && strstr(spr_last_error(), "is missing or not writable"),
+          "save_check in a missing directory: expected IO_ERROR, got %d (%s)", st, spr_last_error());
+    st = spr_model_save_check(sub);
+    CHECK(st == SPR_STATUS_IO_ERROR && strstr(spr_last_error(), "not a regular file (a directory"),
+          "save_check onto a directory: expected IO_ERROR, got %d (%s)", st, spr_last_error());
+    snprintf(p, sizeof p, "%s/fresh.bin", dir);
+    CHECK(spr_model_save_check(p) == SPR_STATUS_OK && stat(p, &sb) != 0,
+          "save_check of a new file: expected OK and nothing written (%s)", spr_last_error());
+    CHECK(spr_model_save_check("") == SPR_STATUS_BAD_INPUT && spr_model_save_check(NULL) == SPR_STATUS_BAD_INPUT,
+          "save_check of no path: expected BAD_INPUT");
+    const char *names[] = {"link1.bin", "link2.bin", "target.bin", "fifo", "sub/new.bin", "sub/hop.bin", "sub"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        snprintf(p, sizeof p, "%s/%s", dir, names[i]);
+        if (remove(p) != 0) CHECK(0, "remove %s: %s", p, strerror(errno));
+    }
+}
+
 int main(void) {
     uint64_t seed = 20240601;
     const char *env = getenv("SPR_TEST_SEED");
@@ -1187,6 +1261,7 @@ int main(void) {
     test_tables_before_fold(dir);
     test_damage(dir, path, m);
     test_save_failures(dir, m, loaded, path);
+    test_save_through_links(dir, m);
     test_killed_saves(dir, m);
 
 done:

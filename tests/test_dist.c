@@ -29,7 +29,9 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <errno.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define OK(call)                                                                                 \
@@ -240,6 +242,28 @@ static void test_manifest_one_rank(const char *dir) {
     CHECK(spr_model_get_info(back).steps == 3, "steps after load: expected 3, got %lld",
           (long long)spr_model_get_info(back).steps);
     spr_model_free(back);
+
+    /* Through a symbolic link into a subdirectory: the manifest replaces the link's target
+     * and the shard lands beside it (the manifest names its shards relative to itself). */
+    char sub[600], target[700], link[600], shard[800];
+    snprintf(sub, sizeof sub, "%s/linked", dir);
+    snprintf(target, sizeof target, "%s/m2", sub);
+    snprintf(link, sizeof link, "%s/m2.link", dir);
+    snprintf(shard, sizeof shard, "%s/m2.rank0of1", sub);
+    struct stat sb;
+    CHECK(mkdir(sub, 0755) == 0 && symlink("linked/m2", link) == 0, "mkdir/symlink: %s", strerror(errno));
+    OK(spr_model_save(part, link));
+    CHECK(lstat(link, &sb) == 0 && S_ISLNK(sb.st_mode), "a sharded save through a link replaced the link");
+    CHECK(stat(shard, &sb) == 0 && spr_dist_is_manifest(target), "a sharded save through a link: expected "
+          "the manifest at %s and its shard beside it", target);
+    back = NULL;
+    OK(spr_model_load(link, &back));
+    CHECK(back && model_diff(back, part) == 0.0, "a sharded save through a link loaded back: expected identical");
+    spr_model_free(back);
+    unlink(link);
+    unlink(shard);
+    unlink(target);
+    rmdir(sub);
 
     /* damaged manifests */
     static const char *bad[] = {

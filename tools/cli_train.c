@@ -15,30 +15,6 @@
 #include <time.h>
 #include <unistd.h>
 
-/* Fails early (before hours of training) when the model could not be saved: the
- * directory of path must exist and be writable, and path must not be a device, FIFO,
- * socket or directory (the save renames a new file onto path and would replace it; the
- * library refuses that too, but only after the training). The save itself stays atomic. */
-static int check_save_target(const char *path) {
-    const char *slash = strrchr(path, '/');
-    char dir[4096];
-    if (!slash) snprintf(dir, sizeof dir, ".");
-    else if (slash == path) snprintf(dir, sizeof dir, "/");
-    else snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
-    struct stat st;
-    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode) || access(dir, W_OK | X_OK) != 0) {
-        fprintf(stderr, "sparrow: %s: cannot save there: directory %s is missing or not writable\n",
-                path, dir);
-        return EXIT_USAGE;
-    }
-    if (lstat(path, &st) == 0 && !S_ISREG(st.st_mode) && !S_ISLNK(st.st_mode)) {
-        fprintf(stderr, "sparrow: %s: cannot save there: not a regular file (saving replaces the "
-                        "file at the path with a new one)\n", path);
-        return EXIT_USAGE;
-    }
-    return EXIT_OK;
-}
-
 static int64_t max_labels_per_point(const spr_dataset_view *v) {
     int64_t best = 0;
     for (int64_t i = 0; i < v->n_points; i++) {
@@ -1098,7 +1074,11 @@ static int train_run(const train_args *args) {
     spr_status st;
 
     if ((rc = check_output_paths(&a))) goto done;
-    if (a.save_path && (rc = check_save_target(a.save_path))) goto done;
+    /* Fails before hours of training where the model could not be saved. */
+    if (a.save_path && (st = spr_model_save_check(a.save_path)) != SPR_STATUS_OK) {
+        rc = library_error(st);
+        goto done;
+    }
     spr_model_config cfg;
     if (a.resume_path) {
         /* Loaded first: a wrong file or option fails before the data is read. */
