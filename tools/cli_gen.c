@@ -29,7 +29,12 @@ static int make_dirs(const char *path) {
     }
     free(buf);
     struct stat st;
-    return (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) ? 0 : -1;
+    if (stat(path, &st) != 0) return -1;
+    if (!S_ISDIR(st.st_mode)) {
+        errno = ENOTDIR; /* not mkdir's EEXIST: "File exists" hid what was wrong */
+        return -1;
+    }
+    return 0;
 }
 
 /* ------------------------------------------------------------------ gen */
