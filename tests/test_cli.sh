@@ -90,6 +90,15 @@ run gen_badpreset gen --preset nosuchpreset --out d4
 expect_rc gen_badpreset 2
 run gen_noout gen --preset tiny
 expect_rc gen_noout 2
+# --out naming a file (or a path through one) says so; it used to say "File exists".
+printf 'x\n' >gen_file
+run gen_outfile gen --preset tiny --out gen_file
+expect_rc gen_outfile 2
+expect_grep gen_outfile gen_outfile.err "sparrow: gen_file: cannot create directory: Not a directory"
+run gen_outfile2 gen --preset tiny --out gen_file/sub
+expect_rc gen_outfile2 2
+expect_grep gen_outfile2 gen_outfile2.err "sparrow: gen_file/sub: cannot create directory: Not a directory"
+if [ "$(cat gen_file)" = x ]; then pass; else fail "gen_outfile: the file was changed"; fi
 
 TRAIN=d1/train.txt
 TEST=d1/test.txt
@@ -935,9 +944,28 @@ expect_grep out_resume out_resume.err "--metrics resB.model is also the --resume
 mkfifo save.fifo
 run out_fifo train --train "$TRAIN" --epochs 1 --save save.fifo
 expect_rc out_fifo 2
-expect_grep out_fifo out_fifo.err "sparrow: save.fifo: cannot save there: not a regular file"
+expect_grep out_fifo out_fifo.err "sparrow: save.fifo: cannot write: not a regular file"
 if grep -q "epoch 1" out_fifo.err; then fail "out_fifo: trained before refusing the path"; else pass; fi
 if [ -p save.fifo ]; then pass; else fail "out_fifo: the FIFO was replaced"; fi
+# A --save through a symbolic link writes the file the link names and keeps the link (the
+# link used to be replaced and its target left stale); one to a FIFO is refused before
+# training; a missing directory too.
+printf 'stale\n' >linked.model
+ln -s linked.model save.link
+run out_link train --train "$TRAIN" --epochs 1 --save save.link --quiet
+expect_rc out_link 0
+if [ -L save.link ]; then pass; else fail "out_link: the link was replaced by the model"; fi
+run out_link_info info --model linked.model
+expect_rc out_link_info 0
+ln -s save.fifo fifo.link
+run out_link_fifo train --train "$TRAIN" --epochs 1 --save fifo.link
+expect_rc out_link_fifo 2
+expect_grep out_link_fifo out_link_fifo.err "sparrow: save.fifo: cannot write: not a regular file (a FIFO; saving replaces the file at the path with a new one) (through the symbolic link fifo.link)"
+if [ -p save.fifo ] && [ -L fifo.link ]; then pass; else fail "out_link_fifo: the FIFO or the link was replaced"; fi
+run out_nodir train --train "$TRAIN" --epochs 1 --save no/such/dir/m.model
+expect_rc out_nodir 2
+expect_grep out_nodir out_nodir.err "sparrow: no/such/dir/m.model: cannot write: directory no/such/dir is missing or not writable"
+if grep -q "epoch 1" out_nodir.err; then fail "out_nodir: trained before refusing the path"; else pass; fi
 
 # ---------------------------------------------------------------- metrics file lost mid-run
 # A metrics file that stops taking lines (a full disk; here a FIFO whose reader leaves
