@@ -783,6 +783,16 @@ expect_grep many_threads many_threads.err "--threads must be an integer in [0, 1
 run big_k predict --model dense.model --input "$TEST" --k 99999
 expect_rc big_k 2
 expect_grep big_k big_k.err "--k must be an integer in [1, 1000], got 99999"
+# A value past an option's int range is named with the range (it said "an integer >= 1").
+run big_batch train --train "$TRAIN" --batch 100000000000
+expect_rc big_batch 2
+expect_grep big_batch big_batch.err "--batch must be an integer in [1, 2147483647], got 100000000000"
+run huge_epochs train --train "$TRAIN" --epochs 99999999999999999999
+expect_rc huge_epochs 2
+expect_grep huge_epochs huge_epochs.err "--epochs must be an integer in [1, "
+run neg_batch train --train "$TRAIN" --batch -5
+expect_rc neg_batch 2
+expect_grep neg_batch neg_batch.err "--batch must be an integer >= 1, got -5"
 
 # ---------------------------------------------------------------- PSP@k (--propensity)
 # train --propensity adds psp_at_k and psndcg_at_k to the metrics; eval --propensity-train on the saved
@@ -826,6 +836,11 @@ head -n 3 names.txt >short_names.txt
 run pl_short predict --model dense.model --input "$TEST" --labels short_names.txt
 expect_rc pl_short 2
 expect_grep pl_short pl_short.err "short_names.txt: 3 names for the model's $N_LABELS labels"
+# More names than labels (another data set's file) named the labels wrongly without a word.
+{ cat names.txt; echo "one more"; } >long_names.txt
+run pl_long predict --model dense.model --input "$TEST" --labels long_names.txt
+expect_rc pl_long 2
+expect_grep pl_long pl_long.err "long_names.txt: $((N_LABELS + 1)) names for the model's $N_LABELS labels"
 printf 'a\n\nb\n' >blank_names.txt
 run pl_blank predict --model dense.model --input "$TEST" --labels blank_names.txt
 expect_rc pl_blank 2

@@ -47,7 +47,9 @@ int parse_int64(const char *cmd, const char *opt, const char *text, int64_t lo,
     errno = 0;
     long long v = strtoll(text, &end, 10);
     if (end == text || *end != '\0' || errno == ERANGE || v < lo || v > hi) {
-        if (hi == INT64_MAX || hi == INT_MAX)
+        /* "an integer >= 1" for a value too large to hold said the wrong thing */
+        const int too_large = end != text && *end == '\0' && (errno == ERANGE ? v > 0 : v > hi);
+        if ((hi == INT64_MAX || hi == INT_MAX) && !too_large)
             return usage_error(cmd, "%s must be an integer >= %lld, got %s", opt,
                                (long long)lo, text);
         return usage_error(cmd, "%s must be an integer in [%lld, %lld], got %s", opt,

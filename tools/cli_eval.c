@@ -247,7 +247,8 @@ static void label_names_free(label_names *n) {
 
 /* Reads one name per line (CRLF accepted, a missing final newline too); a tab or an
  * empty name is refused with its line number, since neither could be read back from
- * predict's tab-separated output. At least n_labels names are needed. */
+ * predict's tab-separated output. Exactly n_labels names: more (another data set's
+ * names, say) used to be accepted and named the labels wrongly without a word. */
 static int label_names_read(const char *path, int64_t n_labels, label_names *out) {
     memset(out, 0, sizeof *out);
     size_t len;
@@ -284,7 +285,7 @@ static int label_names_read(const char *path, int64_t n_labels, label_names *out
         out->names[out->count++] = p;
         p = e + 1;
     }
-    if (out->count < n_labels) {
+    if (out->count != n_labels) {
         fprintf(stderr, "sparrow: %s: %lld names for the model's %lld labels (one name per "
                         "line, line i for label i - 1)\n",
                 path, (long long)out->count, (long long)n_labels);
@@ -309,7 +310,7 @@ static const char PREDICT_HELP[] =
     "  --threads T           worker threads (default 0: all cores)\n"
     "  --one-based           feature ids in the file start at 1\n"
     "  --labels NAMES        a text file with one label name per line: line 1 names\n"
-    "                        label 0, line 2 label 1, ...\n";
+    "                        label 0, line 2 label 1, ...; one line per label\n";
 
 int cmd_predict(int argc, char **argv) {
     const char *cmd = "predict";
