@@ -62,6 +62,17 @@ _ARG_NAMES = {"hash_l": "tables", "hash_k": "bits", "select_threshold": "thresho
               "size": "a layer size (hidden, n_labels, in_features, n_classes)"}
 
 
+def integer(value, what):
+    """value as an int: an integer, or a float / numpy value that is one (1e3); else
+    ValueError naming what. int() alone truncated epochs=1.5 to 1 and hidden=(16.9,) to
+    16 without a word."""
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real) and math.isfinite(float(value)) and float(value).is_integer():
+        return int(value)
+    raise ValueError("%s must be an integer, got %r" % (what, value))
+
+
 def checked(ctype, value, what):
     """value, unchanged, if a C variable of ctype holds it as it is; else ValueError
     naming what. Infinity and NaN pass (the library's checks name the option)."""

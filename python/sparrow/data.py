@@ -108,7 +108,8 @@ def as_labels(Y, n_points, n_labels=None):
     elif isinstance(Y, (list, tuple)) and (len(Y) == 0 or not np.isscalar(Y[0])):
         indptr = np.zeros(len(Y) + 1, dtype=np.int64)
         indptr[1:] = np.cumsum([len(r) for r in Y])
-        idx = np.fromiter((int(l) for r in Y for l in r), dtype=np.int64, count=int(indptr[-1]))
+        idx = np.fromiter((_lib.integer(l, "a label id") for r in Y for l in r), dtype=np.int64,
+                          count=int(indptr[-1]))
         if idx.size and idx.min() < 0:
             raise ValueError("label ids must be >= 0, got %d" % idx.min())
         width = n_labels if n_labels is not None else (int(idx.max()) + 1 if idx.size else 0)

@@ -103,29 +103,30 @@ class Model:
         hidden = (hidden,) if np.isscalar(hidden) else tuple(hidden)
         if not 1 <= len(hidden) <= _lib.MAX_LAYERS - 1:
             raise ValueError("hidden must have 1 to %d sizes, got %r" % (_lib.MAX_LAYERS - 1, hidden))
-        if int(n_features) < 1 or int(n_labels) < 1:
+        n_features, n_labels = _lib.integer(n_features, "n_features"), _lib.integer(n_labels, "n_labels")
+        if n_features < 1 or n_labels < 1:
             raise ValueError("n_features and n_labels must be >= 1")
         _lib.checked(_lib.c_int64, int(n_features), "n_features")
         _lib.checked(_lib.c_int64, int(n_labels), "n_labels")
         cfg = _lib.spr_model_config_default(int(n_features), int(n_labels))
         cfg.n_layers = len(hidden) + 1
         for i, size in enumerate(hidden):
-            cfg.layers[i].size = int(size)
+            cfg.layers[i].size = _lib.integer(size, "hidden")
             cfg.layers[i].sparsity = 1.0
         out = cfg.layers[cfg.n_layers - 1]
         out.size = int(n_labels)
         out.sparsity = float(sparsity)
         out.hash = _parse(_lib.spr_hash_family_parse, hash, "hash family")
-        out.hash_l = int(tables)
-        out.hash_k = int(bits)
-        out.bucket_capacity = int(bucket_capacity)
+        out.hash_l = _lib.integer(tables, "tables")
+        out.hash_k = _lib.integer(bits, "bits")
+        out.bucket_capacity = _lib.integer(bucket_capacity, "bucket_capacity")
         if bucket_policy not in _POLICIES:
             raise ValueError("bucket_policy must be 'fifo' or 'reservoir', got %r" % (bucket_policy,))
         out.bucket_policy = _POLICIES[bucket_policy]
         out.select = _parse(_lib.spr_select_parse, select, "selection strategy")
-        out.select_threshold = int(threshold)
+        out.select_threshold = _lib.integer(threshold, "threshold")
         out.random_fraction = float(random_fraction)
-        out.simhash_one_in = int(simhash_one_in)
+        out.simhash_one_in = _lib.integer(simhash_one_in, "simhash_one_in")
         if hidden_sparsity is not None:
             for i in range(1, cfg.n_layers - 1):
                 size = cfg.layers[i].size
@@ -133,7 +134,7 @@ class Model:
                 cfg.layers[i].size = size
                 cfg.layers[i].sparsity = float(hidden_sparsity)
         cfg.init_std = float(init_std)
-        cfg.seed = int(seed)
+        cfg.seed = _lib.integer(seed, "seed")
         cfg.bf16_state = 1 if bf16_state or bf16_weights else 0
         cfg.bf16_weights = 1 if bf16_weights else 0
         check(_lib.spr_model_config_check(ctypes.byref(cfg)))
@@ -271,8 +272,9 @@ class Model:
         it at the next rehash).
         The output layer of a bf16_weights model has no float array: its weights come as
         a read-only float32 copy, widened from BF16."""
+        layer = _lib.integer(layer, "layer")
         c = _lib.spr_model_get_config(self._h())
-        if c.bf16_weights and not bias and int(layer) == c.n_layers - 1:
+        if c.bf16_weights and not bias and layer == c.n_layers - 1:
             rows = c.layers[layer].size
             cols = c.layers[layer - 1].size
             a = np.empty((rows, cols), np.float32)
@@ -309,7 +311,7 @@ class Model:
         the library's default). Returns self.history."""
         h = self._h()
         for name, value in (("epochs", epochs), ("max_batches", max_batches), ("eval_max", eval_max)):
-            if value is not None and int(value) < 1:  # as the CLI's --epochs ... refuse them
+            if value is not None and _lib.integer(value, name) < 1:  # as the CLI's --epochs ... refuse them
                 raise ValueError("%s must be >= 1, got %r" % (name, value))
         cfg = _lib.spr_model_get_config(h)
         n_labels = cfg.layers[cfg.n_layers - 1].size
@@ -325,13 +327,13 @@ class Model:
             raise ValueError("no training points")
         opts = _lib.spr_train_options_default()
         opts.batch_size, opts.lr, opts.beta1, opts.beta2, opts.eps = (
-            int(batch_size), float(lr), float(beta1), float(beta2), float(eps))
-        opts.threads, opts.dense = int(threads), 1 if dense else 0
-        opts.rehash_first, opts.rehash_growth = int(rehash_first), float(rehash_growth)
+            _lib.integer(batch_size, "batch_size"), float(lr), float(beta1), float(beta2), float(eps))
+        opts.threads, opts.dense = _lib.integer(threads, "threads"), 1 if dense else 0
+        opts.rehash_first, opts.rehash_growth = _lib.integer(rehash_first, "rehash_first"), float(rehash_growth)
         opts.rehash_max, opts.rebuild_every, opts.clip_norm = (
-            int(rehash_max), int(rebuild_every), float(clip_norm))
+            _lib.integer(rehash_max, "rehash_max"), _lib.integer(rebuild_every, "rebuild_every"), float(clip_norm))
         if random_pool is not None:
-            if int(random_pool) < 0:
+            if _lib.integer(random_pool, "random_pool") < 0:
                 raise ValueError("random_pool must be >= 0, got %d" % int(random_pool))
             opts.random_pool = int(random_pool)
         if opts.batch_size < 1:
@@ -347,7 +349,7 @@ class Model:
         last = cfg.n_layers - 1
         first_epoch = self.info["epoch"] + 1
         train_seconds, samples_done, batches_done = 0.0, 0, 0
-        for epoch in range(first_epoch, first_epoch + int(epochs)):
+        for epoch in range(first_epoch, first_epoch + _lib.integer(epochs, "epochs")):
             if shuffle:
                 rows = np.random.default_rng([cfg.seed, epoch]).permutation(n).astype(np.int64)
             else:
@@ -412,7 +414,7 @@ class Model:
         float32 (n, k)), best first; scores are output logits. sparse=True ranks only
         the LSH candidates (sublinear); short rows are padded with id -1, -inf."""
         h = self._h()
-        k = int(k)
+        k = _lib.integer(k, "k")
         if not 1 <= k <= 1000:
             raise ValueError("k must be in [1, 1000], got %d" % k)
         data = Dataset(X, None, self.n_features, 0)
@@ -421,7 +423,7 @@ class Model:
         with self._lock:
             if data.n_points:
                 check(_lib.spr_model_predict(self._h(), data.handle, None, data.n_points, k,
-                                             1 if sparse else 0, int(threads), ids.ctypes.data,
+                                             1 if sparse else 0, _lib.integer(threads, "threads"), ids.ctypes.data,
                                              scores.ctypes.data))
         return ids, scores
 
@@ -437,7 +439,7 @@ class Model:
             check(_lib.spr_model_evaluate_ps(self._h(), data.handle,
                                              None if rows is None else rows.ctypes.data,
                                              0 if rows is None else rows.size, 1 if sparse else 0,
-                                             int(threads), None if w is None else w.ctypes.data,
+                                             _lib.integer(threads, "threads"), None if w is None else w.ctypes.data,
                                              0 if w is None else w.size, ctypes.byref(r)))
         return r
 
@@ -450,7 +452,7 @@ class Model:
         propensity-scored precision and nDCG."""
         ks = (k,) if np.isscalar(k) else tuple(k)
         for q in ks:
-            if not 1 <= int(q) <= 5:
+            if not 1 <= _lib.integer(q, "k") <= 5:
                 raise ValueError("k must be in 1..5, got %r" % (q,))
         data = Dataset(X, Y, self.n_features, self.n_labels)
         if data.n_points == 0:  # P@k of no points is not 0
@@ -470,8 +472,8 @@ class Model:
         data = Dataset(X, None, self.n_features, 0)
         out = ctypes.c_double()
         with self._lock:
-            check(_lib.spr_model_sampling_recall(self._h(), data.handle, None, data.n_points, int(top),
-                                                 int(threads), ctypes.byref(out)))
+            check(_lib.spr_model_sampling_recall(self._h(), data.handle, None, data.n_points, _lib.integer(top, "top"),
+                                                 _lib.integer(threads, "threads"), ctypes.byref(out)))
         return out.value
 
 

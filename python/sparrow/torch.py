@@ -23,6 +23,9 @@ def _labels_csr(labels, n, n_classes):
     (offsets, flat ids) pair, a scipy sparse matrix or a list of id lists."""
     if isinstance(labels, tuple) and len(labels) == 2:
         offsets, flat = (np.asarray(x.cpu() if torch.is_tensor(x) else x) for x in labels)
+        for name, a in (("label ids", flat), ("label offsets", offsets)):
+            if a.size and not np.issubdtype(a.dtype, np.integer):  # astype truncated 2.5 to 2
+                raise TypeError("%s must be integers, got dtype %s" % (name, a.dtype))
         indptr = np.empty(n + 1, dtype=np.int64)
         if offsets.shape == (n,):  # EmbeddingBag style: start of each row
             indptr[:n] = offsets
@@ -40,7 +43,7 @@ def _labels_csr(labels, n, n_classes):
     elif isinstance(labels, (list,)) and labels and not np.isscalar(labels[0]):
         indptr = np.zeros(len(labels) + 1, dtype=np.int64)
         indptr[1:] = np.cumsum([len(r) for r in labels])
-        ids = np.fromiter((int(l) for r in labels for l in sorted(set(r))), dtype=np.int64,
+        ids = np.fromiter((_lib.integer(l, "a label id") for r in labels for l in sorted(set(r))), dtype=np.int64,
                           count=int(indptr[-1])) if all(len(set(r)) == len(r) for r in labels) \
             else None
         if ids is None:
@@ -113,7 +116,9 @@ class SampledSoftmaxLinear(torch.nn.Module):
                  rehash_max=1000, rebuild_every=10, bf16_state=False, bf16_weights=False,
                  simhash_one_in=0):
         super().__init__()
-        if int(in_features) < 1 or int(n_classes) < 1:
+        in_features = _lib.integer(in_features, "in_features")
+        n_classes = _lib.integer(n_classes, "n_classes")
+        if in_features < 1 or n_classes < 1:
             raise ValueError("in_features and n_classes must be >= 1")
         _lib.checked(_lib.c_int64, int(in_features), "in_features")
         _lib.checked(_lib.c_int64, int(n_classes), "n_classes")
@@ -125,16 +130,16 @@ class SampledSoftmaxLinear(torch.nn.Module):
         out.size = int(n_classes)
         out.sparsity = float(sparsity)
         out.hash = _parse(_lib.spr_hash_family_parse, hash, "hash family")
-        out.hash_l, out.hash_k = int(tables), int(bits)
-        out.bucket_capacity = int(bucket_capacity)
+        out.hash_l, out.hash_k = _lib.integer(tables, "tables"), _lib.integer(bits, "bits")
+        out.bucket_capacity = _lib.integer(bucket_capacity, "bucket_capacity")
         if bucket_policy not in _POLICIES:
             raise ValueError("bucket_policy must be 'fifo' or 'reservoir', got %r" % (bucket_policy,))
         out.bucket_policy = _POLICIES[bucket_policy]
         out.select = _parse(_lib.spr_select_parse, select, "selection strategy")
-        out.select_threshold = int(threshold)
+        out.select_threshold = _lib.integer(threshold, "threshold")
         out.random_fraction = float(random_fraction)
-        out.simhash_one_in = int(simhash_one_in)
-        cfg.init_std, cfg.seed = float(init_std), int(seed)
+        out.simhash_one_in = _lib.integer(simhash_one_in, "simhash_one_in")
+        cfg.init_std, cfg.seed = float(init_std), _lib.integer(seed, "seed")
         cfg.bf16_state = 1 if bf16_state or bf16_weights else 0  # the Adam moments in BF16
         cfg.bf16_weights = 1 if bf16_weights else 0  # and the weights too
         check(_lib.spr_model_config_check(ctypes.byref(cfg)))
@@ -143,9 +148,9 @@ class SampledSoftmaxLinear(torch.nn.Module):
         self._init_from_model(Model._owning(handle))
         o = self._opts
         o.lr, o.beta1, o.beta2, o.eps = float(lr), float(betas[0]), float(betas[1]), float(eps)
-        o.clip_norm, o.threads = float(clip_norm), int(threads)
-        o.rehash_first, o.rehash_growth = int(rehash_first), float(rehash_growth)
-        o.rehash_max, o.rebuild_every = int(rehash_max), int(rebuild_every)
+        o.clip_norm, o.threads = float(clip_norm), _lib.integer(threads, "threads")
+        o.rehash_first, o.rehash_growth = _lib.integer(rehash_first, "rehash_first"), float(rehash_growth)
+        o.rehash_max, o.rebuild_every = _lib.integer(rehash_max, "rehash_max"), _lib.integer(rebuild_every, "rebuild_every")
 
     def _init_from_model(self, model):
         c = _lib.spr_model_get_config(model._h())
@@ -193,7 +198,7 @@ class SampledSoftmaxLinear(torch.nn.Module):
         o.beta1, o.beta2 = float(b[0]), float(b[1])
         o.eps = float(train_options.get("eps", 1e-8))
         o.clip_norm = float(train_options.get("clip_norm", 0.0))
-        o.threads = int(train_options.get("threads", 0))
+        o.threads = _lib.integer(train_options.get("threads", 0), "threads")
         return layer
 
     # ------------------------------------------------------------ state_dict
@@ -298,7 +303,7 @@ class SampledSoftmaxLinear(torch.nn.Module):
         best first; sparse=True scores only the LSH candidates (sublinear; short rows
         padded with id -1 and score -inf)."""
         h = self._rows(hidden)
-        k = int(k)
+        k = _lib.integer(k, "k")
         if not 1 <= k <= 1000:
             raise ValueError("k must be in [1, 1000], got %d" % k)
         n = h.shape[0]

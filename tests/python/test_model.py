@@ -249,6 +249,25 @@ def test_bad_arguments_raise(xmc_data, tmp_path):
         m.fit(X[:0], Y[:0], quiet=True)
     with pytest.raises(ValueError, match="batch_size"):
         m.fit(X, Y, batch_size=0, quiet=True)
+    # Integer arguments that are not integers are refused by name (int() truncated
+    # epochs=1.5 to one epoch and hidden=(16.9,) to 16 without a word); 1e2 is 100.
+    steps = m.info["steps"]
+    for call, name in ((lambda: m.fit(X, Y, epochs=1.5, quiet=True), "epochs"),
+                       (lambda: m.fit(X, Y, batch_size=64.5, quiet=True), "batch_size"),
+                       (lambda: m.fit(X, Y, threads="2", quiet=True), "threads"),
+                       (lambda: m.predict(X, k=2.5), "k"),
+                       (lambda: m.evaluate(X, Y, k=(1, 2.5)), "k"),
+                       (lambda: m.weights(0.5), "layer"),
+                       (lambda: m.fit(X[:2], [[0], [1.5]], quiet=True), "a label id"),
+                       (lambda: sparrow.Model(X.shape[1], Y.shape[1], hidden=(16.9,)), "hidden"),
+                       (lambda: sparrow.Model(X.shape[1], Y.shape[1], tables=7.5), "tables"),
+                       (lambda: sparrow.Model(X.shape[1] + 0.5, Y.shape[1]), "n_features"),
+                       (lambda: sparrow.Model(X.shape[1], Y.shape[1], seed=float("nan")), "seed")):
+        with pytest.raises(ValueError, match="^%s must be an integer, got" % name):
+            call()
+    assert m.info["steps"] == steps, "a refused fit trained"
+    layers = sparrow.Model(X.shape[1], Y.shape[1], hidden=(16.0,), tables=1e1).config["layers"]
+    assert layers[0]["size"] == 16 and layers[1]["tables"] == 10
     # A batch larger than the data is the data (not scratch for 2**31 - 1 points).
     a = sparrow.Model(X.shape[1], Y.shape[1], hidden=8, sparsity=0.5, seed=5)
     b = sparrow.Model(X.shape[1], Y.shape[1], hidden=8, sparsity=0.5, seed=5)

@@ -149,6 +149,15 @@ def test_bad_arguments_raise():
         SampledSoftmaxLinear(8, 10, tables=2**32 + 1)
     with pytest.raises(ValueError, match="lr"):
         SampledSoftmaxLinear(8, 10, lr=1e49)
+    # Non-integers where integers go are refused by name, not truncated (2.5 was label 2).
+    with pytest.raises(ValueError, match="^a label id must be an integer, got 2.5"):
+        layer(torch.randn(2, 8), [[0], [2.5]])
+    with pytest.raises(TypeError, match="label ids must be integers"):
+        layer(torch.randn(2, 8), (torch.tensor([0, 1]), torch.tensor([0.0, 2.5])))
+    with pytest.raises(ValueError, match="^tables must be an integer, got 7.5"):
+        SampledSoftmaxLinear(8, 10, tables=7.5)
+    with pytest.raises(ValueError, match="^n_classes must be an integer, got 10.5"):
+        SampledSoftmaxLinear(8, 10.5)
 
 
 def _trained_net(seed=1, steps=3):
