@@ -527,7 +527,9 @@ expect_grep res_missing res_missing.err "no_such.model"
 # SIGINT / SIGTERM: the batch finishes, a partial metrics line, the model is saved,
 # exit 128 + the signal, no temporary file. The run (small batches, many epochs) would
 # take minutes; the signal comes once training has started.
-for sig in INT TERM; do
+# SIGHUP (a closed terminal, a dropped ssh session) too: it ended the run with every step
+# lost. Under nohup (SIGHUP ignored at start) it stays ignored (sig_nohup below).
+for sig in INT TERM HUP; do
     rm -f sig.model sig.jsonl
     "$BIN" train --train "$TRAIN" --batch 2 --epochs 500 --threads 1 --save sig.model \
         --metrics sig.jsonl >sig_$sig.out 2>sig_$sig.err &
@@ -542,6 +544,7 @@ for sig in INT TERM; do
     RC=$?
     want=130
     [ $sig = TERM ] && want=143
+    [ $sig = HUP ] && want=129
     expect_rc sig_$sig $want
     expect_grep sig_$sig sig_$sig.err "sparrow: interrupted at step "
     expect_grep sig_$sig sig_$sig.err ", model saved to sig.model"
@@ -560,6 +563,23 @@ PYEOF
     expect_rc sig_info_$sig 0
     if ls sig.model.tmp* >/dev/null 2>&1; then fail "signal $sig: left $(ls sig.model.tmp*)"; else pass; fi
 done
+# Under nohup the SIGHUP is ignored; the SIGTERM after it stops the run (143, not 129).
+rm -f sig.model
+nohup "$BIN" train --train "$TRAIN" --batch 2 --epochs 500 --threads 1 --save sig.model \
+    >sig_nohup.out 2>sig_nohup.err &
+pid=$!
+for _ in $(seq 100); do
+    grep -q "^  training:" sig_nohup.err 2>/dev/null && break
+    sleep 0.1
+done
+sleep 0.5
+kill -HUP $pid
+sleep 0.5
+kill -TERM $pid
+wait $pid
+RC=$?
+expect_rc sig_nohup 143
+expect_grep sig_nohup sig_nohup.err ", model saved to sig.model"
 
 # ---------------------------------------------------------------- divergence
 # An absurd learning rate: the loss becomes NaN within a few steps; training stops with

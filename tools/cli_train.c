@@ -128,10 +128,11 @@ static const char TRAIN_HELP[] =
     "seed and the epoch number. train_seconds counts training only (no evaluation, no\n"
     "I/O). stdout gets a one-line summary at the end.\n"
     "\n"
-    "SIGINT (Ctrl-C) or SIGTERM: the current batch is finished, the model evaluated and\n"
-    "reported as after --max-batches, saved if --save was given (continue it with\n"
-    "--resume), and sparrow exits with 130 (SIGINT) or 143 (SIGTERM); a second signal\n"
-    "ends it at once. A loss that becomes NaN or infinite stops training before the\n"
+    "SIGINT (Ctrl-C), SIGTERM or SIGHUP (a closed terminal): the current batch is\n"
+    "finished, the model evaluated and reported as after --max-batches, saved if --save\n"
+    "was given (continue it with --resume), and sparrow exits with 130 (SIGINT), 143\n"
+    "(SIGTERM) or 129 (SIGHUP); a second signal ends it at once; under nohup SIGHUP\n"
+    "stays ignored. A loss that becomes NaN or infinite stops training before the\n"
     "step that would apply it: nothing is saved (an existing MODEL is left as it was)\n"
     "and the exit status is 1; try a lower --lr.\n";
 
@@ -555,9 +556,11 @@ static int resume_conflicts(const train_args *a, const spr_model_config *cfg) {
     return EXIT_OK;
 }
 
-/* The first SIGINT or SIGTERM asks the training loop to stop after its batch (and to
- * report and save as after --max-batches); a second one ends the process at once, by
- * the signal's default action. Only async-signal-safe calls here. */
+/* The first SIGINT, SIGTERM or SIGHUP asks the training loop to stop after its batch
+ * (and to report and save as after --max-batches); a second one ends the process at
+ * once, by the signal's default action. SIGHUP is a closed terminal or a dropped ssh
+ * session: it used to end a long run at once with every step lost. Only
+ * async-signal-safe calls here. */
 static volatile sig_atomic_t stop_signal;
 
 static void on_stop_signal(int sig) {
@@ -575,8 +578,16 @@ static void catch_stop_signals(void) {
     sa.sa_handler = on_stop_signal;
     sigemptyset(&sa.sa_mask);
     sa.sa_flags = SA_RESTART; /* metrics and model writes go on undisturbed */
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
+    const int signals[] = {SIGINT, SIGTERM, SIGHUP};
+    for (size_t i = 0; i < sizeof signals / sizeof signals[0]; i++) {
+        struct sigaction old;
+        /* nohup's SIGHUP stays ignored. (SIGINT is caught even when ignored at start, as
+         * a shell script's background job has it: `kill -INT` stops such a run.) */
+        if (signals[i] == SIGHUP && sigaction(SIGHUP, NULL, &old) == 0 &&
+            old.sa_handler == SIG_IGN)
+            continue;
+        sigaction(signals[i], &sa, NULL);
+    }
 }
 
 static void log_to_stderr(void *user, const char *message) {
