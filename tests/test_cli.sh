@@ -937,6 +937,41 @@ run plot_missing plot no_such.jsonl
 expect_rc plot_missing 2
 run plot_none plot
 expect_rc plot_none 2
+# --out: a PNG at exactly that path whatever its extension (a name without one was
+# written to NAME.png while it said "wrote NAME"; "x.jsonl" ended in a traceback, exit 1);
+# never onto a metrics file given (it was overwritten); a directory or a full device is
+# refused with exit 2 and no temporary left; stdout through a pipe gets the bare PNG; a
+# title too long to draw is refused (it ended in a rasteriser traceback, exit 1).
+run plot_noext plot ee.jsonl --out noext_png
+expect_rc plot_noext 0
+out=$(check_png noext_png ee.jsonl)
+if [ -z "$out" ] && [ ! -e noext_png.png ]; then pass; else fail "plot_noext: $out $(ls noext_png*)"; fi
+run plot_ext plot ee.jsonl --out curve.jsonl
+expect_rc plot_ext 0
+out=$(check_png curve.jsonl ee.jsonl)
+if [ -z "$out" ]; then pass; else fail "plot_ext: $out"; fi
+cp ee.jsonl ee_keep.jsonl
+run plot_onto plot ee_keep.jsonl --out ./ee_keep.jsonl
+expect_rc plot_onto 2
+expect_grep plot_onto plot_onto.err "--out ./ee_keep.jsonl is also the metrics file ee_keep.jsonl"
+if cmp -s ee.jsonl ee_keep.jsonl; then pass; else fail "plot_onto: the metrics file was changed"; fi
+mkdir -p plotdir
+run plot_dir plot ee.jsonl --out plotdir
+expect_rc plot_dir 2
+expect_grep plot_dir plot_dir.err "plotdir: cannot write: a directory"
+if [ -c /dev/full ]; then
+    run plot_full plot ee.jsonl --out /dev/full
+    expect_rc plot_full 2
+    expect_grep plot_full plot_full.err "/dev/full: cannot write: No space left on device"
+fi
+if ls ./*.tmp.* >/dev/null 2>&1; then fail "plot: left $(ls ./*.tmp.*)"; else pass; fi
+"$BIN" plot ee.jsonl --out /dev/stdout 2>plot_pipe.err | cat >pipe.png
+out=$(check_png pipe.png ee.jsonl)
+if [ -z "$out" ]; then pass; else fail "plot to a pipe: $out"; fi
+expect_grep plot_pipe plot_pipe.err "wrote /dev/stdout"
+run plot_title plot ee.jsonl --out t.png --title "$(printf 'x%.0s' $(seq 400))"
+expect_rc plot_title 2
+expect_grep plot_title plot_title.err "--title is too long (400 characters"
 
 # ---------------------------------------------------------------- empty data sets
 # A file with a header and no points: no training points, and no test points for train

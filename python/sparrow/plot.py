@@ -11,9 +11,9 @@ against epochs, and the training loss against both. Each file is one run, one co
 so that runs can be compared (sampled against dense, two sparsities, two hash
 families). Training time is train_seconds: evaluation and I/O excluded.
 
-A stand-alone script: it imports only json, math, sys, argparse, hashlib, os and matplotlib
-(Agg backend, no display needed), so that the command-line tool can run it with
-/usr/bin/python3 and Debian's python3-matplotlib, without the sparrow package.
+A stand-alone script: it imports only json, math, sys, argparse, hashlib, io, os, stat
+and matplotlib (Agg backend, no display needed), so that the command-line tool can run
+it with /usr/bin/python3 and Debian's python3-matplotlib, without the sparrow package.
 
 The PNG records where it came from in its text chunks: "Source" lists each file with
 the SHA-256 of its bytes and the number of evaluations drawn from it.
@@ -23,9 +23,11 @@ of the wrong type, a file without evaluations), 1 anything else.
 """
 import argparse
 import hashlib
+import io
 import json
 import math
 import os
+import stat
 import sys
 
 import matplotlib
@@ -207,9 +209,62 @@ def plot(paths, out, title):
     legend_rows = (len(labels) + 2) // 3
     fig.tight_layout(rect=(0, 0.03 + 0.03 * legend_rows, 1, 0.97))
     source = "; ".join(f"{p} sha256={digest} evaluations={len(e)}" for p, _, e, digest in runs)
-    fig.savefig(out, dpi=110, metadata={"Software": "sparrow plot", "Source": source})
+    save_png(fig, out, metadata={"Software": "sparrow plot", "Source": source})
     plt.close(fig)
     return sum(len(e) for _, _, e, _ in runs)
+
+
+def save_png(fig, out, metadata):
+    """A PNG at exactly the path out, whatever its extension (matplotlib chose the format
+    from the extension: "x.jsonl" failed with a traceback, and a name without one was
+    written to "NAME.png" while the tool said "wrote NAME"). The picture is drawn in
+    memory first. A regular file (or a new one, links followed) is written beside its
+    place and renamed onto it, so that a failure leaves no half-written picture and the
+    old file as it was; anything else (/dev/stdout, a pipe) is written to directly."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, metadata=metadata)
+    png = buf.getvalue()
+    try:
+        st = os.stat(out)
+    except OSError:
+        st = None
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        raise BadInput(f"{out}: cannot write: a directory")
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        with open(out, "wb") as f:
+            f.write(png)
+        return
+    real = os.path.realpath(out)
+    tmp = f"{real}.tmp.{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(png)
+        os.replace(tmp, real)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+# A title matplotlib can draw: a longer one failed deep inside its rasteriser ("raster
+# overflow") with a traceback and exit 1.
+MAX_TITLE = 300
+
+
+def check_paths(metrics, out, title):
+    """Bad arguments refused before anything is read or drawn: --out naming one of the
+    metrics files (it replaced the file with the picture), a title too long to draw."""
+    for path in metrics:
+        try:
+            if os.path.exists(out) and os.path.samefile(out, path):
+                raise BadInput(f"--out {out} is also the metrics file {path}: it would be overwritten")
+        except OSError:
+            pass  # a missing metrics file is reported when it is read
+    if title is not None and (len(title) > MAX_TITLE or title.count("\n") > 2):
+        raise BadInput(f"--title is too long ({len(title)} characters, {title.count(chr(10)) + 1} "
+                       f"lines; at most {MAX_TITLE} characters on 3 lines)")
 
 
 def main(argv):
@@ -221,15 +276,26 @@ def main(argv):
     parser.add_argument("--title", default=None, help="figure title")
     args = parser.parse_args(argv)
     try:
+        check_paths(args.metrics, args.out, args.title)
         n = plot(args.metrics, args.out, args.title)
     except BadInput as e:
         print(f"sparrow plot: {e}", file=sys.stderr)
         return 2
     except OSError as e:
-        print(f"sparrow plot: {args.out}: cannot write: {e.strerror}", file=sys.stderr)
+        print(f"sparrow plot: {args.out}: cannot write: {e.strerror or e}", file=sys.stderr)
         return 2
-    print(f"wrote {args.out}: {len(args.metrics)} run(s), {n} evaluations")
+    # not into the picture when it went to stdout (--out /dev/stdout | ...)
+    report = sys.stderr if is_stdout(args.out) else sys.stdout
+    print(f"wrote {args.out}: {len(args.metrics)} run(s), {n} evaluations", file=report)
     return 0
+
+
+def is_stdout(path):
+    try:
+        a, b = os.stat(path), os.fstat(sys.stdout.fileno())
+    except (OSError, ValueError):
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 if __name__ == "__main__":
