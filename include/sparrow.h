@@ -552,6 +552,11 @@ typedef struct spr_dist_stats {
 } spr_dist_stats;
 SPR_API spr_dist_stats spr_dist_get_stats(const spr_dist *dist);
 
+/* Collective: *value becomes the largest of every rank's *value (|value| < 2^24). How a
+ * request to stop that one rank saw (a signal, an output that failed) reaches all of
+ * them at the same step. A rank that does not answer within the timeout: IO_ERROR. */
+SPR_API spr_status spr_dist_max_int(spr_dist *dist, int *value);
+
 /* Rank spr_dist_rank(dist)'s part of the model config describes (collective in spirit:
  * every rank calls it with the same config; no communication). The weights are those
  * spr_model_create draws for the same rows, so 2 ranks start where 1 process starts.

@@ -77,6 +77,16 @@ spr_status spr_dist_allgather(spr_dist *d, const void *send, void *recv, int64_t
     return st;
 }
 
+spr_status spr_dist_max_int(spr_dist *d, int *value) {
+    if (!d || !value) return spr_fail(SPR_STATUS_BAD_INPUT, "spr_dist_max_int: dist and value must be given");
+    if (*value <= -(1 << 24) || *value >= (1 << 24))
+        return spr_fail(SPR_STATUS_BAD_INPUT, "spr_dist_max_int: %d is not below 2^24 in magnitude", *value);
+    float v = (float)*value; /* exact below 2^24 */
+    spr_status st = spr_dist_allreduce(d, &v, 1, SPR_DIST_MAX, "agreeing on a value");
+    if (!st) *value = (int)v;
+    return st;
+}
+
 spr_status spr_dist_barrier(spr_dist *d, const char *what) {
     float x = 0.0f;
     return spr_dist_allreduce(d, &x, 1, SPR_DIST_SUM, what);

@@ -153,6 +153,20 @@ static double train_both(spr_model *whole, spr_model *part, const toy *t, spr_tr
 
 /* ------------------------------------------------------------------ one process */
 
+/* spr_dist_max_int on one rank: the value as it was; out of its range refused. */
+static void test_max_int_one_rank(void) {
+    spr_dist *self;
+    OK(spr_dist_self(&self));
+    int v = -7;
+    OK(spr_dist_max_int(self, &v));
+    CHECK(v == -7, "spr_dist_max_int on one rank: expected -7, got %d", v);
+    v = 1 << 24;
+    CHECK(spr_dist_max_int(self, &v) == SPR_STATUS_BAD_INPUT && v == 1 << 24,
+          "spr_dist_max_int(2^24): expected BAD_INPUT, value unchanged");
+    CHECK(spr_dist_max_int(self, NULL) == SPR_STATUS_BAD_INPUT, "spr_dist_max_int(NULL): expected BAD_INPUT");
+    spr_dist_finalize(self);
+}
+
 static void test_one_rank_step(void) {
     toy t;
     toy_make(&t, 300, 40, 11);
@@ -301,6 +315,11 @@ static int mpi_main(const char *dir) {
     spr_dist *d;
     OK(spr_dist_init(NULL, NULL, 60.0, &d));
     const int rank = spr_dist_rank(d), size = spr_dist_size(d);
+    /* spr_dist_max_int: every rank gets the largest value (how a stop request that one
+     * rank saw reaches all of them). */
+    int mine = rank == 1 ? 15 : -rank;
+    OK(spr_dist_max_int(d, &mine));
+    CHECK(mine == (size > 1 ? 15 : 0), "rank %d of %d: spr_dist_max_int gave %d", rank, size, mine);
     toy t;
     toy_make(&t, 300, 41, 21); /* 41 labels: shards of unequal size */
     spr_dataset_view v = spr_dataset_get_view(t.data);
@@ -422,6 +441,7 @@ int main(int argc, char **argv) {
         printf("FAIL: cannot make a temporary directory\n");
         return 1;
     }
+    test_max_int_one_rank();
     test_one_rank_step();
     test_shard_rows_and_memory();
     test_manifest_one_rank(dir);

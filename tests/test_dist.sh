@@ -9,7 +9,9 @@
 #   3. the small preset, sampled, 2 epochs: P@1 on 2 ranks within 0.02 of 1 process;
 #      the 2-rank model saved and evaluated on 1 process gives the 2-rank P@1; a
 #      1-process model evaluated on 2 ranks gives the 1-process P@1
-#   4. a model whose output layer does not fit --max-memory on 1 process trains on 2
+#   4. a SIGTERM that reaches one rank only, and a metrics file that fails mid-run: both
+#      ranks stop at the same batch and save the model
+#   5. a model whose output layer does not fit --max-memory on 1 process trains on 2
 #      ranks that each fit it
 set -euo pipefail
 build=$1
@@ -76,6 +78,51 @@ awk -v a="$p1_two_on_one" -v b="$p1_two" 'BEGIN { d = a - b; if (d < 0) d = -d; 
     fail "the 2-rank model evaluated on 1 process: P@1 $p1_two_on_one, expected $p1_two"
 awk -v a="$p1_one_on_two" -v b="$p1_one" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d <= 1e-4) }' ||
     fail "the 1-process model evaluated on 2 ranks: P@1 $p1_one_on_two, expected $p1_one"
+
+echo "-- a signal that reaches one rank only, and a metrics file that fails mid-run"
+# The ranks agree at every batch whether to stop: a SIGTERM to rank 1 alone (as mpirun's
+# forwarding may deliver it a batch apart) stops both at the same batch and they save
+# together (the other rank used to wait for collectives that never came, and fail at the
+# timeout with nothing saved). Under SPARROW_MPI_TIMEOUT=20 such a hang fails fast.
+sig_run=(--train "$work/small/train.txt" --batch 2 --epochs 500 --threads 1 --save "$work/sig.model")
+set +e
+SPARROW_MPI_TIMEOUT=20 timeout 100 "${mpi[@]}" "$sparrow" train "${sig_run[@]}" >"$work/sig.out" 2>"$work/sig.err" &
+job=$!
+for _ in $(seq 200); do
+    grep -q "^  training:" "$work/sig.err" 2>/dev/null && break
+    sleep 0.1
+done
+sleep 1
+ranks=$(pgrep -f -- "--save $work/sig.model" | while read -r p; do
+    [ "$(cat /proc/"$p"/comm 2>/dev/null)" = sparrow ] && echo "$p"; done)
+[ "$(echo "$ranks" | wc -l)" = 2 ] || fail "expected 2 rank processes, found: $ranks"
+kill -TERM "$(echo "$ranks" | tail -1)"
+wait $job
+rc=$?
+set -e
+[ "$rc" -ne 124 ] || fail "signal to one rank: the job hung"
+grep -q "interrupted at step [0-9]*, model saved to $work/sig.model" "$work/sig.err" ||
+    { cat "$work/sig.err"; fail "signal to one rank: expected the model saved by both ranks"; }
+"$sparrow" info --model "$work/sig.model" >/dev/null ||
+    fail "signal to one rank: the saved model does not load"
+echo "   SIGTERM to one rank: both stopped and saved (exit $rc)"
+# Rank 0 alone writes the metrics file; a failure there (a FIFO whose reader leaves after
+# 6 KB) stops every rank at that evaluation with the model saved, exit 2 (it used to
+# abort the job with every step lost).
+mkfifo "$work/metrics.fifo"
+head -c 6000 "$work/metrics.fifo" >/dev/null &
+set +e
+SPARROW_MPI_TIMEOUT=20 timeout 100 "${mpi[@]}" "$sparrow" train --train "$work/small/train.txt" \
+    --test "$work/small/test.txt" --epochs 30 --eval-every 1 --eval-max 50 --threads 1 \
+    --metrics "$work/metrics.fifo" --save "$work/mstop.model" --quiet >"$work/mstop.out" 2>"$work/mstop.err"
+rc=$?
+set -e
+[ "$rc" = 2 ] || { cat "$work/mstop.err"; fail "metrics failure on 2 ranks: expected exit 2, got $rc"; }
+grep -q "the metrics file unwritable; the model is saved" "$work/mstop.err" ||
+    { cat "$work/mstop.err"; fail "metrics failure on 2 ranks: expected the model saved"; }
+"$sparrow" info --model "$work/mstop.model" >/dev/null ||
+    fail "metrics failure on 2 ranks: the saved model does not load"
+echo "   metrics file failed mid-run: both stopped and saved (exit 2)"
 
 echo "-- --max-memory per rank: 300,000 labels, hidden 32"
 # A tiny data set whose header declares 300,000 labels: the output layer dominates.

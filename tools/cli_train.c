@@ -588,6 +588,10 @@ static void catch_stop_signals(void) {
             continue;
         sigaction(signals[i], &sa, NULL);
     }
+    /* A metrics file that is a pipe whose reader left (--metrics >(tee ...), a FIFO)
+     * is a write error like a full disk: the steps are saved and the exit status is 2,
+     * instead of SIGPIPE ending the run with every step lost. */
+    signal(SIGPIPE, SIG_IGN);
 }
 
 static void log_to_stderr(void *user, const char *message) {
@@ -670,6 +674,7 @@ typedef struct train_state {
     spr_eval_result last; /* the last evaluation */
     int have_last;
     int metrics_failed; /* a metrics line could not be written: training stopped there */
+    int stopped;        /* the signal that stopped training, the same on every rank */
 } train_state;
 
 /* CPU seconds of this process, all threads (per-step costs on a shared machine). */
@@ -732,10 +737,7 @@ static int train_report(train_state *s, int64_t epoch, int partial, window *w, i
     double loss = w->samples ? w->loss_sum / (double)w->samples : NAN;
     double active = w->samples ? w->active_sum / (double)w->samples : NAN;
     double sps = s->train_seconds > 0 ? (double)s->samples / s->train_seconds : 0;
-    if (!cli_is_root()) { /* rank 0 reports for all ranks (the evaluation was collective) */
-        memset(w, 0, sizeof *w);
-        return EXIT_OK;
-    }
+    if (!cli_is_root()) goto agree; /* rank 0 reports for all ranks (the evaluation was collective) */
     fprintf(stderr, "epoch %lld%s: step %lld, loss %.4f, %.0f samples/s, train %.2f s, "
                     "active out %.1f",
             (long long)epoch, within ? " (within)" : partial ? " (partial)" : "", (long long)info.steps, loss, sps,
@@ -808,10 +810,31 @@ static int train_report(train_state *s, int64_t epoch, int partial, window *w, i
             fprintf(stderr, "sparrow: %s: write failed: %s\n", s->args->metrics_path,
                     strerror(errno));
             s->metrics_failed = 1;
-            return EXIT_USAGE;
         }
     }
+agree:
     memset(w, 0, sizeof *w);
+    /* Rank 0 alone writes the metrics file: the ranks agree on its failure here, so
+     * that all of them stop at this evaluation and save the model together. */
+    if (cli_dist) {
+        spr_status st = spr_dist_max_int(cli_dist, &s->metrics_failed);
+        if (st) return library_error(st);
+    }
+    return s->metrics_failed ? EXIT_USAGE : EXIT_OK;
+}
+
+/* Whether training stops here (a signal came): the same answer on every rank, agreed
+ * at the same batch (mpirun forwards a signal to each rank, and they used to see it at
+ * different batches: the others then waited for collectives that never came). Sets
+ * s->stopped to the signal. 0, or an exit status when the ranks could not agree. */
+static int check_stop(train_state *s, int *stop) {
+    int sig = stop_signal;
+    if (cli_dist) {
+        spr_status st = spr_dist_max_int(cli_dist, &sig);
+        if (st) return library_error(st);
+    }
+    if (sig) s->stopped = sig;
+    *stop = sig != 0;
     return EXIT_OK;
 }
 
@@ -844,7 +867,9 @@ static int train_loop(train_state *s, const spr_dataset *train, const spr_train_
         int64_t b = epoch == s->first_epoch ? s->skip_batches : 0;
         for (; b < per_epoch; b++) {
             if (a->max_batches > 0 && batches_done >= a->max_batches) break;
-            if (stop_signal) break;
+            int stop;
+            if ((rc = check_stop(s, &stop))) return rc;
+            if (stop) break;
             int64_t start = b * bsz;
             int64_t count = (start + bsz <= n) ? bsz : n - start;
             spr_batch_stats stats;
@@ -892,7 +917,9 @@ static int train_loop(train_state *s, const spr_dataset *train, const spr_train_
         if (complete) spr_model_set_epoch(s->model, epoch);
         if ((rc = train_report(s, epoch, !complete, &since_eval, 0))) return rc;
         if (a->max_batches > 0 && batches_done >= a->max_batches) break;
-        if (stop_signal) break;
+        int stop;
+        if ((rc = check_stop(s, &stop))) return rc;
+        if (stop) break;
     }
     progress_finish(&s->bar);
     return EXIT_OK;
@@ -1315,9 +1342,9 @@ static int train_run(const train_args *args) {
     catch_stop_signals();
     rc = train_loop(&s, train, &topt, rows);
     /* A full disk under the metrics file stops training, but the steps done are sound:
-     * they are saved, as an interrupted run's are (not with several ranks: rank 0 alone
-     * stopped, and a sharded save is collective). A failed step (a diverged loss) is not. */
-    const int metrics_rc = rc && s.metrics_failed && !cli_dist ? rc : EXIT_OK;
+     * they are saved, as an interrupted run's are (on every rank: they agreed on the
+     * failure). A failed step (a diverged loss) is not. */
+    const int metrics_rc = rc && s.metrics_failed ? rc : EXIT_OK;
     if (rc && !metrics_rc) goto done;
 
     if (a.save_path) {
@@ -1328,9 +1355,12 @@ static int train_run(const train_args *args) {
         if (cli_is_root()) fprintf(stderr, "saved %s\n", a.save_path);
     }
     if (metrics_rc) {
-        fprintf(stderr, "sparrow: training stopped at step %lld, the metrics file unwritable; %s\n",
-                (long long)spr_model_get_info(model).steps,
-                a.save_path ? "the model is saved (--resume continues it)" : "model not saved (no --save)");
+        if (cli_is_root())
+            fprintf(stderr,
+                    "sparrow: training stopped at step %lld, the metrics file unwritable; %s\n",
+                    (long long)spr_model_get_info(model).steps,
+                    a.save_path ? "the model is saved (--resume continues it)"
+                                : "model not saved (no --save)");
         rc = metrics_rc;
         goto done;
     }
@@ -1342,15 +1372,18 @@ static int train_run(const train_args *args) {
     else
         printf("P@1 n/a P@5 n/a samples/s %.1f train_seconds %.3f\n", sps, s.train_seconds);
     rc = EXIT_OK;
-    if (stop_signal) {
+    /* On several ranks the signal they agreed to stop at (one that reached a rank after
+     * the last batch does not change how the run ended, on any rank). */
+    const int stopped_by = cli_dist ? s.stopped : stop_signal;
+    if (stopped_by) {
         fflush(stdout);
-        if (a.save_path)
+        if (cli_is_root() && a.save_path)
             fprintf(stderr, "sparrow: interrupted at step %lld, model saved to %s\n",
                     (long long)spr_model_get_info(model).steps, a.save_path);
-        else
+        else if (cli_is_root())
             fprintf(stderr, "sparrow: interrupted at step %lld, model not saved (no --save)\n",
                     (long long)spr_model_get_info(model).steps);
-        rc = EXIT_SIGNAL_BASE + stop_signal;
+        rc = EXIT_SIGNAL_BASE + stopped_by;
     }
 
 done:
