@@ -111,7 +111,7 @@ vg=(valgrind --quiet --error-exitcode=1 --leak-check=full --suppressions=fuzz/va
 build/sparrow train --train "$work/vg/train.txt" --test "$work/vg/test.txt" --hidden 16 --threads 1 \
     --eval-every 5 --eval-max 50 --metrics "$work/vg/m.jsonl" --quiet --print-config >"$work/vg/run.json"
 "${vg[@]}" build/sparrow train --config "$work/vg/run.json" --max-batches 12 >/dev/null
-seq 0 999 | sed 's/^/label /' >"$work/vg/names.txt"
+seq 0 $(($(head -n 1 "$work/vg/train.txt" | cut -d' ' -f3) - 1)) | sed 's/^/label /' >"$work/vg/names.txt"
 "${vg[@]}" build/sparrow predict --model "$work/vg/model" --input "$work/vg/test.txt" --k 3 --threads 1 \
     --labels "$work/vg/names.txt" >/dev/null
 echo "valgrind: no errors, no leaks"
