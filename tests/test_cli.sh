@@ -988,6 +988,19 @@ if grep -q "epoch 1" empty_test.err; then fail "empty_test: trained before refus
 run empty_eval eval --model dense.model --test nopoints.txt
 expect_rc empty_eval 2
 expect_grep empty_eval empty_eval.err "sparrow: nopoints.txt: no test points"
+# Points but not one label: training "converged" to loss 0 and evaluation said P@1 0.
+printf '3 1000 200\n 1:1\n 2:0.5\n 3:2\n' >nolabels.txt
+run nolab_train train --train nolabels.txt
+expect_rc nolab_train 2
+expect_grep nolab_train nolab_train.err "sparrow: nolabels.txt: none of its 3 training points has a label"
+run nolab_test train --train "$TRAIN" --test nolabels.txt --epochs 1
+expect_rc nolab_test 2
+expect_grep nolab_test nolab_test.err "sparrow: nolabels.txt: none of its 3 test points has a label"
+run nolab_eval eval --model dense.model --test nolabels.txt
+expect_rc nolab_eval 2
+expect_grep nolab_eval nolab_eval.err "sparrow: nolabels.txt: none of its 3 test points has a label"
+run nolab_predict predict --model dense.model --input nolabels.txt --k 1
+expect_rc nolab_predict 0
 run empty_predict predict --model dense.model --input nopoints.txt
 expect_rc empty_predict 0
 if [ ! -s empty_predict.out ]; then pass; else fail "empty_predict: expected no output"; fi

@@ -101,9 +101,10 @@ int eval_subset(int64_t n, int64_t m, int64_t **out, int64_t *count);
  * every command that succeeded. */
 int finish_stdout(const char *cmd);
 
-/* EXIT_OK when the data set read from path holds points; else says "PATH: no WHAT
- * points" (what: "training", "test") and returns EXIT_USAGE: P@k of an empty test set
- * was reported as 0. */
+/* EXIT_OK when the data set read from path holds points, at least one with a label;
+ * else says "PATH: no WHAT points" or "PATH: none of its N WHAT points has a label"
+ * (what: "training", "test") and returns EXIT_USAGE: P@k of such a test set was
+ * reported as 0, and training on such a set "converged" to loss 0. */
 int require_points(const spr_dataset *d, const char *path, const char *what);
 
 /* Writes v as a JSON number, or null for NaN and infinity. */

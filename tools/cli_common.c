@@ -91,9 +91,19 @@ int parse_double(const char *cmd, const char *opt, const char *text, double *out
 }
 
 int require_points(const spr_dataset *d, const char *path, const char *what) {
-    if (spr_dataset_get_view(d).n_points > 0) return EXIT_OK;
-    fprintf(stderr, "sparrow: %s: no %s points\n", path, what);
-    return EXIT_USAGE;
+    spr_dataset_view v = spr_dataset_get_view(d);
+    if (v.n_points == 0) {
+        fprintf(stderr, "sparrow: %s: no %s points\n", path, what);
+        return EXIT_USAGE;
+    }
+    /* Points without labels are fine (the repository's sets have some); a set without
+     * any trained to loss 0 or evaluated to P@k 0 without a word. */
+    if (v.label_indptr[v.n_points] == 0) {
+        fprintf(stderr, "sparrow: %s: none of its %lld %s points has a label\n", path,
+                (long long)v.n_points, what);
+        return EXIT_USAGE;
+    }
+    return EXIT_OK;
 }
 
 int finish_stdout(const char *cmd) {

@@ -322,9 +322,13 @@ class Model:
             val = Dataset(Xv, Yv, cfg.n_features, n_labels)
             if val.n_points == 0:  # its P@k would read 0.0
                 raise ValueError("validation_data has no points")
+            if val.Y.nnz == 0:
+                raise ValueError("validation_data: none of its %d points has a label" % val.n_points)
         n = data.n_points
         if n == 0:
             raise ValueError("no training points")
+        if data.Y.nnz == 0:  # it "trained" to loss 0
+            raise ValueError("none of the %d training points has a label" % n)
         opts = _lib.spr_train_options_default()
         opts.batch_size, opts.lr, opts.beta1, opts.beta2, opts.eps = (
             _lib.integer(batch_size, "batch_size"), float(lr), float(beta1), float(beta2), float(eps))
@@ -457,6 +461,8 @@ class Model:
         data = Dataset(X, Y, self.n_features, self.n_labels)
         if data.n_points == 0:  # P@k of no points is not 0
             raise ValueError("no test points")
+        if data.Y.nnz == 0:  # P@k would read 0.0
+            raise ValueError("none of the %d test points has a label" % data.n_points)
         r = self._evaluate(data, None, sparse, threads, inv_propensity)
         out = {"p_at_%d" % int(q): r.p_at[int(q)] for q in ks}
         out.update({"ndcg_at_%d" % int(q): r.ndcg_at[int(q)] for q in ks})

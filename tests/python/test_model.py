@@ -247,6 +247,14 @@ def test_bad_arguments_raise(xmc_data, tmp_path):
         m.fit(X, Y, validation_data=(X[:0], Y[:0]), quiet=True)
     with pytest.raises(ValueError, match="no training points"):
         m.fit(X[:0], Y[:0], quiet=True)
+    # points, but not one label: it "trained" to loss 0, and P@k read 0.0
+    Y0 = sp.csr_matrix(Y[:20].shape, dtype=np.float32)
+    with pytest.raises(ValueError, match="none of the 20 training points has a label"):
+        m.fit(X[:20], Y0, quiet=True)
+    with pytest.raises(ValueError, match="none of the 20 test points has a label"):
+        m.evaluate(X[:20], Y0)
+    with pytest.raises(ValueError, match="validation_data: none of its 20 points has a label"):
+        m.fit(X, Y, validation_data=(X[:20], Y0), quiet=True)
     with pytest.raises(ValueError, match="batch_size"):
         m.fit(X, Y, batch_size=0, quiet=True)
     # Integer arguments that are not integers are refused by name (int() truncated
