@@ -507,6 +507,37 @@ expect_grep s_auto s_auto.err "projections non-zero 1 in 11"
 run s_auto8 train --train "$TRAIN" --hidden 8 --sparsity 0.1 --max-batches 1 --quiet
 expect_grep s_auto8 s_auto8.err "projections non-zero 1 in 3"
 # Nothing left to do, conflicting model options, a batch size that does not fit.
+# --save-every: a run killed outright (SIGKILL: no clean stop) continues from its last
+# periodic save, and the resumed run ends with the model of an uninterrupted one, byte
+# for byte. The run is held at a metrics FIFO that nobody reads (its writes block once
+# 64 KB wait), then killed; saves every 5 steps, 32 batches an epoch, so some land at an
+# epoch's end (step 160 = 5 epochs: saved after the epoch is counted complete).
+run se_need train $RES_OPTS --save-every 5
+expect_rc se_need 2
+expect_grep se_need se_need.err "--save-every needs --save MODEL"
+run se_a train $RES_OPTS --epochs 8 --save seA.model
+mkfifo se.fifo
+exec 3<>se.fifo
+"$BIN" train $RES_OPTS --epochs 8 --eval-every 1 --eval-max 5 --metrics se.fifo --save seB.model \
+    --save-every 5 >seB.out 2>seB.err &
+pid=$!
+for _ in $(seq 200); do [ -s seB.model ] && break; sleep 0.1; done
+sleep 1
+kill -9 $pid
+wait $pid
+exec 3>&-
+run se_info info --model seB.model
+steps=$(sed -n 's/^trained: \([0-9]*\) steps.*/\1/p' se_info.out)
+if [ -n "$steps" ] && [ "$steps" -gt 0 ] && [ "$steps" -lt 256 ] && [ $((steps % 5)) = 0 ]; then pass; else
+    fail "se: expected a periodic save (a multiple of 5 steps, 0 < steps < 256), got '$steps'"
+fi
+run se_b2 train $RES_OPTS --epochs 8 --resume seB.model --save seB.model --save-every 5
+expect_rc se_b2 0
+if cmp -s seA.model seB.model; then pass; else fail "--save-every + SIGKILL + --resume: expected seB.model identical to the uninterrupted seA.model (killed at step $steps)"; fi
+# The periodic saves are reported (not with --quiet).
+run se_msgs train --train "$TRAIN" --threads 1 --batch 64 --epochs 2 --save seC.model --save-every 32
+expect_grep se_msgs se_msgs.err "saved seC.model at step 32 ("
+if grep -q "at step 64 (" se_msgs.err; then fail "se_msgs: saved at the run's last step before the final save"; else pass; fi
 run res_done train $RES_OPTS --epochs 2 --resume resA.model
 expect_rc res_done 0
 expect_grep res_done res_done.err "nothing to train"

@@ -111,6 +111,10 @@ static const char TRAIN_HELP[] =
     "  --print-config        print the effective options as such a file and exit\n"
     "output\n"
     "  --save MODEL          save the model at the end (atomically; nothing on failure)\n"
+    "  --save-every N        also save it at every N-th step (counted like\n"
+    "                        --eval-every; at an epoch's end after its evaluation):\n"
+    "                        a run killed outright (OOM, power, SIGKILL) continues\n"
+    "                        from the last save with --resume\n"
     "  --metrics FILE        JSON Lines, one object per evaluation (the file is\n"
     "                        truncated at start): epoch, step, train_seconds,\n"
     "                        samples_per_second, loss, p_at_1, p_at_3, p_at_5,\n"
@@ -179,6 +183,7 @@ typedef struct train_args {
     int one_based;
     int quiet, verbose;
     int64_t eval_every;      /* batches between evaluations within an epoch; 0: none */
+    int64_t save_every;      /* steps between saves during training; 0: at the end only */
     const char *propensity;  /* --propensity "A,B" as given (then psp_a, psp_b), or NULL */
     double psp_a, psp_b;
     const char *config_path; /* --config */
@@ -226,7 +231,7 @@ enum {
     T_MAX_BATCHES, T_ONE_BASED, T_QUIET, T_VERBOSE, T_POLICY, T_SELECT, T_THRESHOLD,
     T_HIDDEN_SPARSITY, T_REHASH_FIRST, T_REHASH_GROWTH, T_REHASH_MAX, T_REBUILD, T_RANDOM_FRACTION,
     T_RESUME, T_MAX_MEMORY, T_CLIP_NORM, T_EVAL_EVERY, T_CONFIG, T_PRINT_CONFIG,
-    T_BF16_STATE, T_RANDOM_POOL, T_BF16_WEIGHTS, T_SIMHASH_ONE_IN, T_PROPENSITY
+    T_BF16_STATE, T_RANDOM_POOL, T_BF16_WEIGHTS, T_SIMHASH_ONE_IN, T_PROPENSITY, T_SAVE_EVERY
 };
 
 /* "512M", "4G", "1000000" -> bytes (K, M, G are powers of 1024). */
@@ -278,6 +283,7 @@ static int parse_train_args(int argc, char **argv, train_args *a) {
         {"dense", no_argument, 0, T_DENSE},
         {"random-pool", required_argument, 0, T_RANDOM_POOL},
         {"save", required_argument, 0, T_SAVE},
+        {"save-every", required_argument, 0, T_SAVE_EVERY},
         {"metrics", required_argument, 0, T_METRICS},
         {"eval-max", required_argument, 0, T_EVAL_MAX},
         {"max-batches", required_argument, 0, T_MAX_BATCHES},
@@ -332,6 +338,9 @@ static int parse_train_args(int argc, char **argv, train_args *a) {
         switch (c) {
         case T_CONFIG: break; /* read above */
         case T_PRINT_CONFIG: a->print_config = 1; break;
+        case T_SAVE_EVERY:
+            rc = parse_int64(cmd, "--save-every", optarg, 1, INT64_MAX, &a->save_every);
+            break;
         case T_EVAL_EVERY:
             rc = parse_int64(cmd, "--eval-every", optarg, 1, INT64_MAX, &a->eval_every);
             break;
@@ -468,6 +477,8 @@ static int parse_train_args(int argc, char **argv, train_args *a) {
     if ((rc = stray_arguments(cmd, argc, argv))) return rc;
     if (!a->train_path && !a->print_config)
         return usage_error(cmd, "--train is required (see 'sparrow train --help')");
+    if (a->save_every && !a->save_path)
+        return usage_error(cmd, "--save-every needs --save MODEL (where to save)");
     return EXIT_OK;
 }
 
@@ -675,6 +686,7 @@ typedef struct train_state {
     int have_last;
     int metrics_failed; /* a metrics line could not be written: training stopped there */
     int stopped;        /* the signal that stopped training, the same on every rank */
+    int64_t saved_step; /* the step of the last --save-every save, -1 before one */
 } train_state;
 
 /* CPU seconds of this process, all threads (per-step costs on a shared machine). */
@@ -838,6 +850,32 @@ static int check_stop(train_state *s, int *stop) {
     return EXIT_OK;
 }
 
+/* --save-every: the model so far, written where --save writes it at the end (the same
+ * atomic save). A failed save stops training (exit 2): the file keeps the previous save,
+ * and the run should not go on without the checkpoints it was asked for. */
+static int periodic_save(train_state *s) {
+    const char *path = s->args->save_path;
+    int64_t step = spr_model_get_info(s->model).steps;
+    double t0 = now_seconds();
+    spr_status st = spr_model_save(s->model, path);
+    if (st != SPR_STATUS_OK) {
+        progress_clear(&s->bar);
+        int rc = library_error(st);
+        if (cli_is_root())
+            fprintf(stderr, "sparrow: training stopped at step %lld: the --save-every save failed; "
+                            "%s %s\n",
+                    (long long)step, path,
+                    s->saved_step >= 0 ? "holds the previous save" : "is left as it was");
+        return rc;
+    }
+    s->saved_step = step;
+    if (!s->args->quiet && cli_is_root()) {
+        progress_clear(&s->bar);
+        fprintf(stderr, "saved %s at step %lld (%.2f s)\n", path, (long long)step, now_seconds() - t0);
+    }
+    return EXIT_OK;
+}
+
 /* The training loop: epochs of shuffled batches, an evaluation after each epoch and
  * after an early stop (--max-batches or a signal). A resumed run starts in
  * s->first_epoch after the s->skip_batches batches already done: the epoch's order
@@ -882,9 +920,14 @@ static int train_loop(train_state *s, const spr_dataset *train, const spr_train_
                 /* Diverged: the library stopped before the step, but the weights that
                  * produced a NaN are not worth keeping over an earlier good model. */
                 progress_clear(&s->bar);
-                fprintf(stderr, "sparrow: %s; the model was not saved%s%s%s\n", spr_last_error(),
-                        a->save_path ? " (" : "", a->save_path ? a->save_path : "",
-                        a->save_path ? " is left as it was)" : "");
+                if (s->saved_step >= 0)
+                    fprintf(stderr, "sparrow: %s; %s holds the model of step %lld, the last "
+                                    "--save-every save (--resume continues from there)\n",
+                            spr_last_error(), a->save_path, (long long)s->saved_step);
+                else
+                    fprintf(stderr, "sparrow: %s; the model was not saved%s%s%s\n", spr_last_error(),
+                            a->save_path ? " (" : "", a->save_path ? a->save_path : "",
+                            a->save_path ? " is left as it was)" : "");
                 return EXIT_INTERNAL;
             }
             if (st != SPR_STATUS_OK) {
@@ -910,6 +953,14 @@ static int train_loop(train_state *s, const spr_dataset *train, const spr_train_
                 if ((rc = train_report(s, epoch, 1, &since_eval, 1))) return rc;
                 t_start = now_seconds(); /* the evaluation is not training time */
             }
+            /* --save-every within the epoch (at its last batch it waits for the epoch to
+             * be counted complete, below, so that --resume finds a whole epoch). */
+            if (a->save_every > 0 && (first_step + batches_done) % a->save_every == 0 &&
+                b + 1 < per_epoch && !(a->max_batches > 0 && batches_done >= a->max_batches)) {
+                s->train_seconds += now_seconds() - t_start;
+                if ((rc = periodic_save(s))) return rc;
+                t_start = now_seconds(); /* the save is not training time */
+            }
         }
         s->train_seconds += now_seconds() - t_start;
         s->train_cpu_seconds += cpu_seconds() - c_start;
@@ -917,6 +968,10 @@ static int train_loop(train_state *s, const spr_dataset *train, const spr_train_
         if (complete) spr_model_set_epoch(s->model, epoch);
         if ((rc = train_report(s, epoch, !complete, &since_eval, 0))) return rc;
         if (a->max_batches > 0 && batches_done >= a->max_batches) break;
+        /* not after the last epoch: the final save follows */
+        if (a->save_every > 0 && complete && (first_step + batches_done) % a->save_every == 0 &&
+            epoch < a->epochs && (rc = periodic_save(s)))
+            return rc;
         int stop;
         if ((rc = check_stop(s, &stop))) return rc;
         if (stop) break;
@@ -996,6 +1051,8 @@ static struct cJSON *train_config_json(const train_args *a) {
     if (a->max_memory) config_put_int(o, "max-memory", a->max_memory);
     else config_put_null(o, "max-memory");
     config_put_string(o, "save", a->save_path);
+    if (a->save_every) config_put_int(o, "save-every", a->save_every);
+    else config_put_null(o, "save-every");
     config_put_string(o, "metrics", a->metrics_path);
     config_put_bool(o, "quiet", a->quiet);
     config_put_bool(o, "verbose", a->verbose);
@@ -1295,6 +1352,7 @@ static int train_run(const train_args *args) {
     s.seed = cfg.seed;
     s.first_epoch = first_epoch;
     s.skip_batches = skip_batches;
+    s.saved_step = -1;
     if (test) {
         if ((rc = eval_subset(spr_dataset_get_view(test).n_points, a.eval_max, &eval_rows,
                               &s.eval_n)))
