@@ -624,6 +624,10 @@ cp resA.model div.model
 run div_old train --train "$TRAIN" --lr 1e30 --batch 64 --epochs 3 --save div.model --quiet
 expect_rc div_old 1
 expect_grep div_old div_old.err "div.model is left as it was"
+# With --save-every the file holds the last save before the divergence, and says so.
+run div_se train --train "$TRAIN" --lr 1e30 --batch 64 --epochs 3 --threads 1 --save div_se.model --save-every 1 --quiet
+expect_rc div_se 1
+expect_grep div_se div_se.err "; div_se.model holds the model of step 1, the last --save-every save"
 if cmp -s resA.model div.model; then pass; else fail "divergence: expected div.model left unchanged"; fi
 
 # ---------------------------------------------------------------- progress display

@@ -137,8 +137,8 @@ static const char TRAIN_HELP[] =
     "was given (continue it with --resume), and sparrow exits with 130 (SIGINT), 143\n"
     "(SIGTERM) or 129 (SIGHUP); a second signal ends it at once; under nohup SIGHUP\n"
     "stays ignored. A loss that becomes NaN or infinite stops training before the\n"
-    "step that would apply it: nothing is saved (an existing MODEL is left as it was)\n"
-    "and the exit status is 1; try a lower --lr.\n";
+    "step that would apply it: nothing is saved (MODEL is left as it was, or as the\n"
+    "last --save-every save wrote it) and the exit status is 1; try a lower --lr.\n";
 
 typedef struct train_args {
     const char *train_path, *test_path, *save_path, *metrics_path, *resume_path;
@@ -922,7 +922,7 @@ static int train_loop(train_state *s, const spr_dataset *train, const spr_train_
                 progress_clear(&s->bar);
                 if (s->saved_step >= 0)
                     fprintf(stderr, "sparrow: %s; %s holds the model of step %lld, the last "
-                                    "--save-every save (--resume continues from there)\n",
+                                    "--save-every save\n",
                             spr_last_error(), a->save_path, (long long)s->saved_step);
                 else
                     fprintf(stderr, "sparrow: %s; the model was not saved%s%s%s\n", spr_last_error(),
