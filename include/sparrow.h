@@ -511,8 +511,10 @@ SPR_API spr_status spr_model_save(const spr_model *model, const char *path);
 SPR_API spr_status spr_model_save_check(const char *path);
 
 /* A sharded model (spr_model_create_sharded) is saved collectively: each rank writes
- * "path.rank<r>of<N>" (a complete model of its rows, atomically), then rank 0 writes
- * the manifest at path (labels and file of every shard), atomically, last. */
+ * "path.<id>.rank<r>of<N>" (a complete model of its rows, atomically; id new for every
+ * save), then rank 0 writes the manifest at path (labels and file of every shard),
+ * atomically, last; then the previous save's shards are removed. Loading refuses a
+ * manifest whose shards come from different saves. */
 
 /* Loads a model written by spr_model_save; a manifest of a sharded model is assembled
  * into one whole model (its shards' files must sit next to it). Section sizes are checked against the file

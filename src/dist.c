@@ -17,6 +17,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,6 +51,8 @@ spr_dist_stats spr_dist_get_stats(const spr_dist *d) {
 void spr_dist_finalize(spr_dist *d) {
     if (!d) return;
     if (d->transport) spr_dist_transport_finalize(d);
+    free(d->last_shard);
+    free(d->last_shard_manifest);
     spr_free(d);
 }
 
@@ -361,6 +364,51 @@ done:
     return st;
 }
 
+/* h extended by bytes of p (FNV-1a on 8-byte words, a byte at a time for the tail). */
+static uint64_t fingerprint_bytes(uint64_t h, const void *p, size_t bytes) {
+    const unsigned char *c = p;
+    size_t i = 0;
+    for (; i + 8 <= bytes; i += 8) {
+        uint64_t v;
+        memcpy(&v, c + i, 8);
+        h = (h ^ v) * 0x100000001b3ull;
+    }
+    for (; i < bytes; i++) h = (h ^ c[i]) * 0x100000001b3ull;
+    return h;
+}
+
+/* What every rank of a run holds the same, bit for bit: the step counters, the seed and
+ * the layers before the output layer (weights, biases, Adam moments), which each rank
+ * updates with the same all-reduced gradient. Shards whose fingerprints differ come from
+ * different saves: of another run, or of this one at another step (a save that a crash
+ * cut short between the shards). */
+static uint64_t replicated_fingerprint(const spr_model *m) {
+    const int64_t counters[] = {m->steps,    m->samples,  m->epoch,           m->next_rehash,
+                                m->rehashes, m->rebuilds, (int64_t)m->cfg.seed};
+    uint64_t h = fingerprint_bytes(0xcbf29ce484222325ull, counters, sizeof counters);
+    for (int l = 0; l < m->n_layers - 1; l++) {
+        const spr_layer *L = &m->layers[l];
+        const size_t row = (size_t)L->cols * sizeof(float);
+        for (int64_t r = 0; r < L->rows; r++) {
+            h = fingerprint_bytes(h, L->w + r * L->stride, row);
+            h = fingerprint_bytes(h, L->mw + r * L->stride, row);
+            h = fingerprint_bytes(h, L->vw + r * L->stride, row);
+        }
+        const size_t bias = (size_t)L->size * sizeof(float);
+        h = fingerprint_bytes(h, L->b, bias);
+        h = fingerprint_bytes(h, L->mb, bias);
+        h = fingerprint_bytes(h, L->vb, bias);
+    }
+    return spr_mix64(h);
+}
+
+static spr_status mixed_shards(const char *file, const char *reference) {
+    return spr_fail(SPR_STATUS_BAD_INPUT,
+                    "%s: not from the same save as %s (their step counters or replicated layers "
+                    "differ: shards of two saves, or a save cut short between its shards)",
+                    file, reference);
+}
+
 /* Shard r's file, checked against the manifest and against shard 0's hidden layers. */
 static spr_status load_shard_file(const manifest *mf, int r, const spr_model *first,
                                   spr_model **out) {
@@ -379,6 +427,11 @@ static spr_status load_shard_file(const manifest *mf, int r, const spr_model *fi
         return spr_fail(SPR_STATUS_BAD_INPUT,
                         "%s: does not match its manifest (shard %d: %lld labels expected)",
                         mf->files[r], r, (long long)(mf->hi[r] - mf->lo[r]));
+    }
+    if (first && replicated_fingerprint(s) != replicated_fingerprint(first)) {
+        spr_model_free(*out);
+        *out = NULL;
+        return mixed_shards(mf->files[r], mf->files[0]);
     }
     return SPR_STATUS_OK;
 }
@@ -425,7 +478,21 @@ spr_status spr_model_load_sharded(const char *path, spr_dist *d, spr_model **out
             spr_dist_shard_range(mf.labels, d->rank, d->size, &lo, &hi);
             if (lo == mf.lo[d->rank] && hi == mf.hi[d->rank]) {
                 st = load_shard_file(&mf, d->rank, NULL, out);
-                if (!st) {
+                /* every rank's shard from the same save: the fingerprints of all agree */
+                uint64_t mine = st ? 0 : replicated_fingerprint(*out);
+                uint64_t *all = calloc((size_t)d->size, sizeof *all);
+                spr_status ag = agree(d, st ? st : all ? SPR_STATUS_OK : SPR_STATUS_NO_MEMORY,
+                                      "loading the shards");
+                if (!ag) ag = spr_dist_allgather(d, &mine, all, sizeof mine, "loading the shards");
+                for (int r = 1; !ag && r < d->size; r++)
+                    if (all[r] != all[0])
+                        ag = mixed_shards(mf.files[r], mf.files[0]);
+                free(all);
+                if (ag) {
+                    spr_model_free(*out);
+                    *out = NULL;
+                    st = ag;
+                } else {
                     (*out)->label_lo = lo;
                     (*out)->label_total = mf.labels;
                     (*out)->dist = d;
@@ -443,11 +510,20 @@ spr_status spr_model_load_sharded(const char *path, spr_dist *d, spr_model **out
     return st;
 }
 
-/* Rank 0's manifest of the shards saved beside path, atomically (temporary + rename). */
-static spr_status write_manifest(const spr_model *m, const char *path) {
-    const spr_dist *d = m->dist;
+/* The name of rank r's shard of the save id of the manifest at path: "BASE.ID.rankRofN",
+ * ID 16 hex digits (malloc'd, beside path). */
+static char *shard_name(const char *path, uint64_t id, int r, int n) {
     const char *slash = strrchr(path, '/');
-    const char *base = slash ? slash + 1 : path;
+    char name[1100];
+    snprintf(name, sizeof name, "%.1000s.%016llx.rank%dof%d", slash ? slash + 1 : path,
+             (unsigned long long)id, r, n);
+    return sibling(path, name);
+}
+
+/* Rank 0's manifest of the shards of save id beside path, atomically (temporary +
+ * rename). */
+static spr_status write_manifest(const spr_model *m, const char *path, uint64_t id) {
+    const spr_dist *d = m->dist;
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp.manifest", path);
     FILE *f = fopen(tmp, "w");
@@ -456,8 +532,11 @@ static spr_status write_manifest(const spr_model *m, const char *path) {
     for (int r = 0; r < d->size; r++) {
         int64_t lo, hi;
         spr_dist_shard_range(m->label_total, r, d->size, &lo, &hi);
-        fprintf(f, "shard %d %lld %lld %s.rank%dof%d\n", r, (long long)lo, (long long)hi, base, r,
-                d->size);
+        char *file = shard_name(path, id, r, d->size);
+        const char *slash = file ? strrchr(file, '/') : NULL;
+        fprintf(f, "shard %d %lld %lld %s\n", r, (long long)lo, (long long)hi,
+                !file ? "?" : slash ? slash + 1 : file);
+        free(file);
     }
     int bad = ferror(f) | (fflush(f) != 0) | (fsync(fileno(f)) != 0);
     bad |= fclose(f) != 0;
@@ -469,28 +548,67 @@ static spr_status write_manifest(const spr_model *m, const char *path) {
     return SPR_STATUS_OK;
 }
 
-/* Each rank writes its shard (a complete model of its rows), all agree that every
- * shard is written, then rank 0 writes the manifest, atomically (temporary + rename),
- * and all agree again: the manifest appears only when every shard is on disk. */
+/* A save id no earlier save of this process drew (time, process and a counter mixed). */
+static uint64_t new_save_id(void) {
+    static _Atomic uint64_t counter;
+    uint64_t n = atomic_fetch_add(&counter, 1);
+    return spr_mix64((uint64_t)(spr_now() * 1e9) ^ ((uint64_t)getpid() << 40) ^ spr_mix64(n + 1));
+}
+
+/* Each rank writes its shard (a complete model of its rows) under a name no earlier save
+ * used ("BASE.ID.rankRofN", ID drawn by rank 0 for this save), all agree that every shard
+ * is written, then rank 0 writes the manifest naming them, atomically (temporary +
+ * rename), and all agree again: the manifest appears only when every shard is on disk,
+ * and until it does the previous manifest still names the previous shards, intact (a
+ * save cut short between its shards used to leave the old manifest naming a mix of
+ * old and new shard files). Then the previous save's shards are removed: by rank 0 those
+ * the previous manifest names, and by each rank the shard it wrote in its last save to
+ * this path (its own disk, where the ranks do not share one). */
 spr_status spr_dist_save_sharded(const spr_model *m, const char *path) {
     spr_dist *d = m->dist;
     if (!path || !*path) return spr_fail(SPR_STATUS_BAD_INPUT, "spr_model_save: path must be given");
     /* Through a symbolic link: the manifest replaces the file it names, the shards beside. */
-    char *manifest = NULL, name[1024], *file = NULL;
-    spr_status st = spr_path_follow_links(path, &manifest);
-    if (!st) {
-        const char *slash = strrchr(manifest, '/');
-        snprintf(name, sizeof name, "%s.rank%dof%d", slash ? slash + 1 : manifest, d->rank, d->size);
-        if (!(file = sibling(manifest, name))) st = spr_fail(SPR_STATUS_NO_MEMORY, "out of memory");
-    }
-    if (!st && d->rank == 0) st = spr_save_target_check(manifest);
-    if (!st) st = spr_checkpoint_save(m, file);
-    free(file);
-    if ((st = agree(d, st, "saving the shards"))) {
-        free(manifest);
+    char *mpath = NULL, *file = NULL;
+    uint64_t *ids = calloc((size_t)d->size, sizeof *ids);
+    spr_status st = ids ? spr_path_follow_links(path, &mpath)
+                        : spr_fail(SPR_STATUS_NO_MEMORY, "out of memory");
+    uint64_t mine = d->rank == 0 ? new_save_id() : 0;
+    if ((st = agree(d, st, "saving the shards")) ||
+        (st = spr_dist_allgather(d, &mine, ids, sizeof mine, "saving the shards"))) {
+        free(ids);
+        free(mpath);
         return st;
     }
-    if (d->rank == 0) st = write_manifest(m, manifest);
-    free(manifest);
-    return agree(d, st, "writing the manifest");
+    const uint64_t id = ids[0]; /* rank 0's */
+    free(ids);
+    manifest old = {0};
+    int have_old = d->rank == 0 && spr_dist_is_manifest(mpath) &&
+                   manifest_read(mpath, &old) == SPR_STATUS_OK;
+    if (!(file = shard_name(mpath, id, d->rank, d->size)))
+        st = spr_fail(SPR_STATUS_NO_MEMORY, "out of memory");
+    if (!st && d->rank == 0) st = spr_save_target_check(mpath);
+    if (!st) st = spr_checkpoint_save(m, file);
+    if (!(st = agree(d, st, "saving the shards"))) {
+        if (d->rank == 0) st = write_manifest(m, mpath, id);
+        st = agree(d, st, "writing the manifest");
+    }
+    if (!st) { /* the new save is whole: the previous one's shards go */
+        for (int r = 0; have_old && r < old.ranks; r++)
+            if (strcmp(old.files[r], file) != 0) unlink(old.files[r]);
+        if (d->last_shard && strcmp(d->last_shard, file) != 0) {
+            if (d->last_shard_manifest && !strcmp(d->last_shard_manifest, mpath))
+                unlink(d->last_shard);
+        }
+        free(d->last_shard);
+        free(d->last_shard_manifest);
+        d->last_shard = file;
+        d->last_shard_manifest = mpath;
+        file = mpath = NULL;
+    } else if (file) {
+        unlink(file); /* not named by any manifest */
+    }
+    if (have_old) manifest_free(&old);
+    free(file);
+    free(mpath);
+    return st;
 }

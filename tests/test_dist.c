@@ -29,6 +29,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <dirent.h>
 #include <errno.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -231,6 +232,33 @@ static void test_shard_rows_and_memory(void) {
     toy_free(&t);
 }
 
+/* The file the manifest at path names for shard r (beside it), into out; 0 if none. */
+static int manifest_shard(const char *path, int r, char *out, size_t size) {
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    char line[1200], name[1024];
+    int rank, found = 0;
+    long long lo, hi;
+    while (!found && fgets(line, sizeof line, f))
+        found = sscanf(line, "shard %d %lld %lld %1023s", &rank, &lo, &hi, name) == 4 && rank == r;
+    fclose(f);
+    if (!found) return 0;
+    const char *slash = strrchr(path, '/');
+    int n = snprintf(out, size, "%.*s%s", slash ? (int)(slash - path + 1) : 0, path, name);
+    return n > 0 && (size_t)n < size;
+}
+
+/* Entries of dir whose name starts with prefix. */
+static int count_prefixed(const char *dir, const char *prefix) {
+    DIR *d = opendir(dir);
+    int n = 0;
+    struct dirent *e;
+    while (d && (e = readdir(d)))
+        n += strncmp(e->d_name, prefix, strlen(prefix)) == 0;
+    if (d) closedir(d);
+    return n;
+}
+
 static void test_manifest_one_rank(const char *dir) {
     toy t;
     toy_make(&t, 200, 40, 13);
@@ -259,14 +287,14 @@ static void test_manifest_one_rank(const char *dir) {
 
     /* Through a symbolic link into a subdirectory: the manifest replaces the link's target
      * and the shard lands beside it (the manifest names its shards relative to itself). */
-    char sub[600], target[700], link[600], shard[800];
+    char sub[600], target[700], link[600], shard[2048];
     snprintf(sub, sizeof sub, "%s/linked", dir);
     snprintf(target, sizeof target, "%s/m2", sub);
     snprintf(link, sizeof link, "%s/m2.link", dir);
-    snprintf(shard, sizeof shard, "%s/m2.rank0of1", sub);
     struct stat sb;
     CHECK(mkdir(sub, 0755) == 0 && symlink("linked/m2", link) == 0, "mkdir/symlink: %s", strerror(errno));
     OK(spr_model_save(part, link));
+    CHECK(manifest_shard(target, 0, shard, sizeof shard), "no shard 0 in %s", target);
     CHECK(lstat(link, &sb) == 0 && S_ISLNK(sb.st_mode), "a sharded save through a link replaced the link");
     CHECK(stat(shard, &sb) == 0 && spr_dist_is_manifest(target), "a sharded save through a link: expected "
           "the manifest at %s and its shard beside it", target);
@@ -300,8 +328,54 @@ static void test_manifest_one_rank(const char *dir) {
         spr_model_free(x);
         unlink(bp);
     }
-    char f0[600];
-    snprintf(f0, sizeof f0, "%s/m1.rank0of1", dir);
+    /* Each save writes its shards under new names and removes the previous save's once
+     * its manifest is written: a save cut short between its shards leaves the previous
+     * manifest naming the previous shards, intact (it used to name a mix of old and new
+     * files: a model no run ever had). */
+    char f0[2048], f1[2048], f2[2048];
+    CHECK(manifest_shard(path, 0, f0, sizeof f0), "no shard 0 in %s", path);
+    OK(spr_model_train_batch(part, t.data, rows, 20, &o, NULL));
+    OK(spr_model_save(part, path));
+    CHECK(manifest_shard(path, 0, f1, sizeof f1) && strcmp(f0, f1) != 0,
+          "a second save: expected a new shard name, got %s twice", f0);
+    CHECK(stat(f0, &sb) != 0 && stat(f1, &sb) == 0 && count_prefixed(dir, "m1.") == 1,
+          "a second save: expected %s removed and %s alone beside the manifest (%d files)", f0, f1,
+          count_prefixed(dir, "m1."));
+    spr_model *saved = NULL;
+    OK(spr_model_load(path, &saved));
+    OK(spr_model_train_batch(part, t.data, rows, 20, &o, NULL));
+    char blocker[600];
+    snprintf(blocker, sizeof blocker, "%s.tmp.manifest", path);
+    CHECK(mkdir(blocker, 0755) == 0, "mkdir %s: %s", blocker, strerror(errno));
+    spr_status failed = spr_model_save(part, path); /* the manifest cannot be written */
+    rmdir(blocker);
+    back = NULL;
+    CHECK(failed == SPR_STATUS_IO_ERROR, "a save whose manifest cannot be written: expected IO_ERROR, got %s",
+          spr_status_to_string(failed));
+    CHECK(manifest_shard(path, 0, f2, sizeof f2) && !strcmp(f1, f2) && count_prefixed(dir, "m1.") == 1,
+          "after a failed save: expected the manifest to name %s alone, got %s (%d files)", f1, f2,
+          count_prefixed(dir, "m1."));
+    OK(spr_model_load(path, &back));
+    CHECK(back && saved && model_diff(back, saved) == 0.0, "after a failed save: expected the previous model");
+    spr_model_free(back);
+    spr_model_free(saved);
+    /* A manifest written by an earlier sparrow (shards named "BASE.rankRofN"): the next
+     * save replaces it and removes its shards. */
+    char legacy[700];
+    snprintf(legacy, sizeof legacy, "%s/m1.rank0of1", dir);
+    CHECK(rename(f1, legacy) == 0, "rename %s: %s", f1, strerror(errno));
+    FILE *mf = fopen(path, "w");
+    if (mf) {
+        fputs("sparrow sharded model 1\nranks 1\nlabels 40\nshard 0 0 40 m1.rank0of1\n", mf);
+        fclose(mf);
+    }
+    OK(spr_model_load(path, &back));
+    spr_model_free(back);
+    OK(spr_model_save(part, path));
+    CHECK(stat(legacy, &sb) != 0 && count_prefixed(dir, "m1.") == 1,
+          "a save over an older manifest: expected %s removed (%d files)", legacy,
+          count_prefixed(dir, "m1."));
+    CHECK(manifest_shard(path, 0, f0, sizeof f0), "no shard 0 in %s", path);
     unlink(f0);
     unlink(path);
     spr_model_free(part);

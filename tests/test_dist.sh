@@ -9,7 +9,8 @@
 #   3. the small preset, sampled, 2 epochs: P@1 on 2 ranks within 0.02 of 1 process;
 #      the 2-rank model saved and evaluated on 1 process gives the 2-rank P@1; a
 #      1-process model evaluated on 2 ranks gives the 1-process P@1
-#   4. a SIGTERM that reaches one rank only, and a metrics file that fails mid-run: both
+#   4. a manifest naming shards of two saves is refused (1 process and 2 ranks); a
+#      SIGTERM that reaches one rank only, and a metrics file that fails mid-run: both
 #      ranks stop at the same batch and save the model
 #   5. a model whose output layer does not fit --max-memory on 1 process trains on 2
 #      ranks that each fit it
@@ -78,6 +79,31 @@ awk -v a="$p1_two_on_one" -v b="$p1_two" 'BEGIN { d = a - b; if (d < 0) d = -d; 
     fail "the 2-rank model evaluated on 1 process: P@1 $p1_two_on_one, expected $p1_two"
 awk -v a="$p1_one_on_two" -v b="$p1_one" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d <= 1e-4) }' ||
     fail "the 1-process model evaluated on 2 ranks: P@1 $p1_one_on_two, expected $p1_one"
+
+echo "-- a manifest naming shards of two saves"
+# Shard 1 of another run (seed 2) put where two.model's manifest looks: refused by name,
+# on 1 process and on 2 ranks (it was assembled into a model no run ever had).
+"${mpi[@]}" "$sparrow" train --train "$work/small/train.txt" --epochs 1 --threads 1 --seed 2 \
+    --max-batches 20 --save "$work/other.model" --quiet >/dev/null 2>&1 || fail "training other.model"
+shard1=$(awk '$1 == "shard" && $2 == 1 { print $5 }' "$work/two.model")
+other1=$(awk '$1 == "shard" && $2 == 1 { print $5 }' "$work/other.model")
+[ -n "$shard1" ] && [ -n "$other1" ] || fail "expected shard 1 in both manifests"
+cp "$work/$shard1" "$work/shard1.keep"
+cp "$work/$other1" "$work/$shard1"
+for launcher in one two; do
+    set +e
+    if [ $launcher = one ]; then
+        "$sparrow" eval --model "$work/two.model" --test "$work/small/test.txt" >/dev/null 2>"$work/mixed.err"
+    else
+        "${mpi[@]}" "$sparrow" eval --model "$work/two.model" --test "$work/small/test.txt" >/dev/null 2>"$work/mixed.err"
+    fi
+    rc=$?
+    set -e
+    [ "$rc" -ne 0 ] && grep -q "$shard1: not from the same save as" "$work/mixed.err" ||
+        { cat "$work/mixed.err"; fail "mixed shards ($launcher): expected a refusal naming $shard1, got exit $rc"; }
+done
+mv "$work/shard1.keep" "$work/$shard1"
+echo "   refused on 1 process and on 2 ranks"
 
 echo "-- a signal that reaches one rank only, and a metrics file that fails mid-run"
 # The ranks agree at every batch whether to stop: a SIGTERM to rank 1 alone (as mpirun's
