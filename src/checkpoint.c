@@ -568,6 +568,9 @@ spr_status spr_model_save_check(const char *path) {
 static spr_status save_file(const spr_model *model, const char *path) {
     spr_status target = spr_save_target_check(path);
     if (target) return target;
+    /* A sharded model's manifest replaced by this file: its shards go after the rename
+     * (they were left behind, the size of the model, named by nothing). */
+    char **shards = spr_dist_manifest_files(path);
     pthread_once(&crc_once, crc_init);
 
     spr_status status = SPR_STATUS_IO_ERROR;
@@ -610,6 +613,7 @@ static spr_status save_file(const spr_model *model, const char *path) {
     created = 0;
     free(tmp);
     free(w.buf);
+    spr_file_list_remove(shards, NULL);
     remove_stale_temporaries(path);
     err = sync_directory_of(path);
     if (err)
@@ -618,6 +622,7 @@ static spr_status save_file(const spr_model *model, const char *path) {
     return SPR_STATUS_OK;
 
 fail:
+    spr_file_list_free(shards);
     if (w.fd >= 0) close(w.fd);
     if (created) unlink(tmp);
     if (status == SPR_STATUS_IO_ERROR)

@@ -364,6 +364,51 @@ done:
     return st;
 }
 
+/* Whether file (a full path beside the manifest at path) has the name a save gives
+ * shard r of n of that manifest: "BASE.rankRofN" or "BASE.ID.rankRofN" (ID 16 hex
+ * digits). Only such files are ever removed: a manifest written by hand may name any
+ * file beside it. */
+static int is_shard_name(const char *path, const char *file, int r, int n) {
+    const char *pslash = strrchr(path, '/'), *fslash = strrchr(file, '/');
+    const char *base = pslash ? pslash + 1 : path, *name = fslash ? fslash + 1 : file;
+    size_t bl = strlen(base);
+    if (strncmp(name, base, bl) != 0 || name[bl] != '.') return 0;
+    const char *rest = name + bl + 1;
+    int hex = 0;
+    while (hex < 16 && ((rest[hex] >= '0' && rest[hex] <= '9') || (rest[hex] >= 'a' && rest[hex] <= 'f')))
+        hex++;
+    if (hex == 16 && rest[16] == '.') rest += 17;
+    char want[64];
+    snprintf(want, sizeof want, "rank%dof%d", r, n);
+    return strcmp(rest, want) == 0;
+}
+
+char **spr_dist_manifest_files(const char *path) {
+    manifest mf;
+    if (!spr_dist_is_manifest(path) || manifest_read(path, &mf) != SPR_STATUS_OK) return NULL;
+    char **list = calloc((size_t)mf.ranks + 1, sizeof *list);
+    for (int r = 0, k = 0; list && r < mf.ranks; r++) {
+        if (!is_shard_name(path, mf.files[r], r, mf.ranks)) continue;
+        list[k++] = mf.files[r];
+        mf.files[r] = NULL;
+    }
+    manifest_free(&mf);
+    return list;
+}
+
+void spr_file_list_free(char **list) {
+    for (int i = 0; list && list[i]; i++) free(list[i]);
+    free(list);
+}
+
+void spr_file_list_remove(char **list, const char *keep) {
+    for (int i = 0; list && list[i]; i++) {
+        if (!keep || strcmp(list[i], keep) != 0) unlink(list[i]);
+        free(list[i]);
+    }
+    free(list);
+}
+
 /* h extended by bytes of p (FNV-1a on 8-byte words, a byte at a time for the tail). */
 static uint64_t fingerprint_bytes(uint64_t h, const void *p, size_t bytes) {
     const unsigned char *c = p;
@@ -581,9 +626,7 @@ spr_status spr_dist_save_sharded(const spr_model *m, const char *path) {
     }
     const uint64_t id = ids[0]; /* rank 0's */
     free(ids);
-    manifest old = {0};
-    int have_old = d->rank == 0 && spr_dist_is_manifest(mpath) &&
-                   manifest_read(mpath, &old) == SPR_STATUS_OK;
+    char **old = d->rank == 0 ? spr_dist_manifest_files(mpath) : NULL; /* the previous save's */
     if (!(file = shard_name(mpath, id, d->rank, d->size)))
         st = spr_fail(SPR_STATUS_NO_MEMORY, "out of memory");
     if (!st && d->rank == 0) st = spr_save_target_check(mpath);
@@ -593,8 +636,8 @@ spr_status spr_dist_save_sharded(const spr_model *m, const char *path) {
         st = agree(d, st, "writing the manifest");
     }
     if (!st) { /* the new save is whole: the previous one's shards go */
-        for (int r = 0; have_old && r < old.ranks; r++)
-            if (strcmp(old.files[r], file) != 0) unlink(old.files[r]);
+        spr_file_list_remove(old, file);
+        old = NULL;
         if (d->last_shard && strcmp(d->last_shard, file) != 0) {
             if (d->last_shard_manifest && !strcmp(d->last_shard_manifest, mpath))
                 unlink(d->last_shard);
@@ -607,7 +650,7 @@ spr_status spr_dist_save_sharded(const spr_model *m, const char *path) {
     } else if (file) {
         unlink(file); /* not named by any manifest */
     }
-    if (have_old) manifest_free(&old);
+    spr_file_list_free(old);
     free(file);
     free(mpath);
     return st;

@@ -74,6 +74,15 @@ spr_status spr_save_target_check(const char *path);
  * malloc'd; IO_ERROR for a loop of links. */
 spr_status spr_path_follow_links(const char *path, char **out);
 
+/* The files the manifest at path names that carry its shards' names ("BASE[.ID].rankRofN";
+ * full paths, a NULL-terminated malloc'd list), or NULL when path holds no readable
+ * manifest: a save replacing the manifest removes
+ * them after (spr_file_list_remove), or drops the list (spr_file_list_free). */
+char **spr_dist_manifest_files(const char *path);
+/* Removes every file of list but keep (NULL: none kept), ignoring errors; frees list. */
+void spr_file_list_remove(char **list, const char *keep);
+void spr_file_list_free(char **list);
+
 /* The manifest of a sharded model (checkpoint.c's spr_model_load asks). */
 int spr_dist_is_manifest(const char *path);
 spr_status spr_dist_load_manifest(const char *path, spr_model **out);

@@ -376,7 +376,29 @@ static void test_manifest_one_rank(const char *dir) {
           "a save over an older manifest: expected %s removed (%d files)", legacy,
           count_prefixed(dir, "m1."));
     CHECK(manifest_shard(path, 0, f0, sizeof f0), "no shard 0 in %s", path);
-    unlink(f0);
+    /* A whole (one-process) model saved over the manifest: its shards go too (they were
+     * left behind, named by nothing). */
+    spr_model *whole = NULL;
+    OK(spr_model_load(path, &whole));
+    OK(spr_model_save(whole, path));
+    CHECK(!spr_dist_is_manifest(path) && stat(f0, &sb) != 0 && count_prefixed(dir, "m1.") == 0,
+          "a whole model saved over a manifest: expected %s removed (%d files)", f0,
+          count_prefixed(dir, "m1."));
+    /* Only files named like its shards: a manifest written by hand that names another
+     * file beside it does not get that file removed. */
+    char keep[700];
+    snprintf(keep, sizeof keep, "%s/keep.txt", dir);
+    mf = fopen(keep, "w");
+    if (mf) fclose(mf);
+    mf = fopen(path, "w");
+    if (mf) {
+        fputs("sparrow sharded model 1\nranks 1\nlabels 40\nshard 0 0 40 keep.txt\n", mf);
+        fclose(mf);
+    }
+    OK(spr_model_save(whole, path));
+    CHECK(stat(keep, &sb) == 0, "a save over a manifest naming keep.txt removed it");
+    unlink(keep);
+    spr_model_free(whole);
     unlink(path);
     spr_model_free(part);
     spr_dist_finalize(self);
