@@ -534,6 +534,18 @@ fi
 run se_b2 train $RES_OPTS --epochs 8 --resume seB.model --save seB.model --save-every 5
 expect_rc se_b2 0
 if cmp -s seA.model seB.model; then pass; else fail "--save-every + SIGKILL + --resume: expected seB.model identical to the uninterrupted seA.model (killed at step $steps)"; fi
+# A periodic save that fails (here a file size limit below the model's size; the limit's
+# SIGXFSZ used to kill the run outright) stops the run with exit 2, the file as it was.
+printf 'not a model\n' >se_lim.model
+(
+    ulimit -f 1000
+    exec "$BIN" train $RES_OPTS --epochs 3 --save se_lim.model --save-every 5 >se_lim.out 2>se_lim.err
+)
+RC=$?
+expect_rc se_lim 2
+expect_grep se_lim se_lim.err "training stopped at step 5: the --save-every save failed; se_lim.model is left as it was"
+if [ "$(cat se_lim.model)" = "not a model" ] && ! ls se_lim.model.tmp* >/dev/null 2>&1; then pass; else
+    fail "se_lim: expected se_lim.model unchanged and no temporary file"; fi
 # The periodic saves are reported (not with --quiet).
 run se_msgs train --train "$TRAIN" --threads 1 --batch 64 --epochs 2 --save seC.model --save-every 32
 expect_grep se_msgs se_msgs.err "saved seC.model at step 32 ("
