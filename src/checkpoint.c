@@ -465,7 +465,7 @@ static int sync_directory_of(const char *path) {
  * save killed with SIGKILL cannot clean up after itself). Called after a successful
  * save, so that the directory again holds only the model. Best effort: errors are
  * ignored, and a temporary file of a live process (a save in progress) is left alone. */
-static void remove_stale_temporaries(const char *path) {
+void spr_remove_stale_temporaries(const char *path) {
     const char *slash = strrchr(path, '/');
     const char *base = slash ? slash + 1 : path;
     size_t base_len = strlen(base);
@@ -614,7 +614,7 @@ static spr_status save_file(const spr_model *model, const char *path) {
     free(tmp);
     free(w.buf);
     spr_file_list_remove(shards, NULL);
-    remove_stale_temporaries(path);
+    spr_remove_stale_temporaries(path);
     err = sync_directory_of(path);
     if (err)
         return spr_fail(SPR_STATUS_IO_ERROR, "%s: cannot write: syncing its directory: %s", path,

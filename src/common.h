@@ -134,4 +134,10 @@ void spr_sort_ids(int32_t *ids, int64_t n, int64_t limit, int32_t *tmp);
 void spr_sort_entries(uint32_t **key, uint64_t **val, uint32_t **key_tmp, uint64_t **val_tmp,
                       int64_t n, uint64_t limit);
 
+/* Removes "path.tmp.<pid>" files left beside path by writers (model saves, sparrow gen)
+ * of processes that no longer exist: one killed outright cannot clean up after itself.
+ * Called after a successful write of path; best effort, errors ignored; a live
+ * process's temporary is left alone (checkpoint.c). */
+void spr_remove_stale_temporaries(const char *path);
+
 #endif /* SPR_COMMON_H */

@@ -632,6 +632,7 @@ spr_status spr_synth_generate_progress(const spr_synth_config *config, uint64_t 
         free(tmp[which]);
         tmp[which] = NULL;
         sync_parent(path[which]);
+        spr_remove_stale_temporaries(path[which]); /* of runs killed part way */
     }
     st = SPR_STATUS_OK;
 

@@ -90,6 +90,23 @@ run gen_badpreset gen --preset nosuchpreset --out d4
 expect_rc gen_badpreset 2
 run gen_noout gen --preset tiny
 expect_rc gen_noout 2
+# A gen ended by a signal removes its temporary files (SIGTERM left a 190 MB
+# train.txt.tmp.PID beside a 670K set), and a later gen removes those of runs killed
+# outright (a dead process's PID).
+mkdir -p gen_sig
+"$BIN" gen --preset small --out gen_sig --quiet >/dev/null 2>&1 &
+pid=$!
+for _ in $(seq 100); do ls gen_sig/*.tmp.* >/dev/null 2>&1 && break; sleep 0.05; done
+kill -TERM $pid
+wait $pid
+RC=$?
+if [ "$RC" = 143 ] || [ "$RC" = 0 ]; then pass; else fail "gen_sig: expected exit 143 (or 0 if it finished first), got $RC"; fi
+if ls gen_sig/*.tmp.* >/dev/null 2>&1; then fail "gen_sig: left $(ls gen_sig/*.tmp.*)"; else pass; fi
+dead=$(sh -c 'echo $$')
+printf 'half a file' >"gen_sig/train.txt.tmp.$dead"
+run gen_stale gen --preset tiny --out gen_sig --quiet
+expect_rc gen_stale 0
+if [ -e "gen_sig/train.txt.tmp.$dead" ]; then fail "gen_stale: a dead run's temporary was left"; else pass; fi
 # --out naming a file (or a path through one) says so; it used to say "File exists".
 printf 'x\n' >gen_file
 run gen_outfile gen --preset tiny --out gen_file

@@ -5,10 +5,12 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 /* mkdir -p: every missing component of path is created (mode 0777 & ~umask). */
 static int make_dirs(const char *path) {
@@ -35,6 +37,29 @@ static int make_dirs(const char *path) {
         return -1;
     }
     return 0;
+}
+
+/* The temporaries spr_synth_generate writes before renaming them into place
+ * ("PATH.tmp.<pid>"): a signal that ends gen removes them first (a 670K set left a
+ * 190 MB file behind). Only async-signal-safe calls in the handler. */
+static char gen_tmp[2][4200];
+
+static void on_gen_signal(int sig) {
+    for (int i = 0; i < 2; i++)
+        if (gen_tmp[i][0]) unlink(gen_tmp[i]);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+static void clean_up_on_signals(const char *train_path, const char *test_path) {
+    snprintf(gen_tmp[0], sizeof gen_tmp[0], "%s.tmp.%ld", train_path, (long)getpid());
+    snprintf(gen_tmp[1], sizeof gen_tmp[1], "%s.tmp.%ld", test_path, (long)getpid());
+    const int signals[] = {SIGINT, SIGTERM, SIGHUP};
+    for (size_t i = 0; i < sizeof signals / sizeof signals[0]; i++) {
+        struct sigaction old;
+        if (sigaction(signals[i], NULL, &old) == 0 && old.sa_handler == SIG_IGN) continue;
+        signal(signals[i], on_gen_signal);
+    }
 }
 
 /* ------------------------------------------------------------------ gen */
@@ -104,6 +129,7 @@ int cmd_gen(int argc, char **argv) {
     snprintf(train_path, len, "%s/train.txt", out_dir);
     snprintf(test_path, len, "%s/test.txt", out_dir);
 
+    clean_up_on_signals(train_path, test_path);
     double t0 = now_seconds();
     progress bar;
     progress_start(&bar, "gen", "points", config.n_train + config.n_test, quiet);
