@@ -1,6 +1,7 @@
 """Data: reading XMC / svmlight files into scipy CSR matrices, and handing scipy CSR
 (or numpy dense) matrices to the library without per-row copies."""
 import ctypes
+import os
 
 import numpy as np
 import scipy.sparse as sp
@@ -36,7 +37,7 @@ def load_xmc(path, format="auto", one_based=False, n_features=0, n_labels=0):
     opts.n_features = int(n_features)
     opts.n_labels = int(n_labels)
     handle = ctypes.c_void_p()
-    check(_lib.spr_dataset_read(str(path).encode(), ctypes.byref(opts), ctypes.byref(handle)))
+    check(_lib.spr_dataset_read(os.fsencode(path), ctypes.byref(opts), ctypes.byref(handle)))
     try:
         v = _lib.spr_dataset_get_view(handle)
         n = v.n_points
@@ -170,7 +171,7 @@ class Dataset:
 
     def write(self, path):
         """Writes the data set in XMC format with the C writer (atomically)."""
-        check(_lib.spr_dataset_write(self._handle, str(path).encode()))
+        check(_lib.spr_dataset_write(self._handle, os.fsencode(path)))
 
     def __del__(self):
         h = getattr(self, "_handle", None)
@@ -183,11 +184,10 @@ def generate(preset, out_dir, seed=1, threads=0):
     """Writes out_dir/train.txt and out_dir/test.txt: the synthetic data set of a preset
     ("tiny", "small", "amazon670k", "delicious200k", "wiki325k"), exactly what
     `sparrow gen --preset NAME --seed S` writes. Returns the two paths."""
-    import os
     cfg = _lib.SynthConfig()
     check(_lib.spr_synth_preset(str(preset).encode(), ctypes.byref(cfg)))
     os.makedirs(out_dir, exist_ok=True)
     train, test = os.path.join(out_dir, "train.txt"), os.path.join(out_dir, "test.txt")
-    check(_lib.spr_synth_generate(ctypes.byref(cfg), int(seed), train.encode(), test.encode(),
-                                  int(threads)))
+    check(_lib.spr_synth_generate(ctypes.byref(cfg), _lib.integer(seed, "seed"), os.fsencode(train),
+                                  os.fsencode(test), _lib.integer(threads, "threads")))
     return train, test

@@ -11,7 +11,7 @@ import scipy.sparse as sp
 
 from . import _lib
 from .data import Dataset, as_features, as_labels
-from .errors import check
+from .errors import SparrowError, check
 
 _POLICIES = {"fifo": 0, "reservoir": 1}
 
@@ -155,7 +155,7 @@ class Model:
     def load(cls, path):
         """Loads a model written by save() or by `sparrow train --save`."""
         handle = ctypes.c_void_p()
-        check(_lib.spr_model_load(str(path).encode(), ctypes.byref(handle)))
+        check(_lib.spr_model_load(os.fsencode(path), ctypes.byref(handle)))
         return cls._owning(handle)
 
     @classmethod
@@ -175,7 +175,7 @@ class Model:
         """Writes the whole model (weights, optimizer state, step) atomically, in the
         format `sparrow eval --model` reads."""
         with self._lock:
-            check(_lib.spr_model_save(self._h(), str(path).encode()))
+            check(_lib.spr_model_save(self._h(), os.fsencode(path)))
 
     def to_bytes(self):
         """The model file's bytes (what save() writes: weights, optimizer state, step)."""
@@ -192,7 +192,10 @@ class Model:
             path = os.path.join(d, "model.spr")
             with open(path, "wb") as f:
                 f.write(bytes(data))
-            return cls.load(path)
+            try:
+                return cls.load(path)
+            except SparrowError as e:  # not the temporary file's name: the caller never saw it
+                raise type(e)(str(e).replace(path, "the model bytes")) from None
 
     # pickle and copy.deepcopy (ctypes handles cannot be pickled): the model file's
     # bytes, so a copy is a separate model with the same weights, moments and step.

@@ -257,6 +257,15 @@ def test_bad_arguments_raise(xmc_data, tmp_path):
         m.fit(X, Y, validation_data=(X[:20], Y0), quiet=True)
     with pytest.raises(ValueError, match="batch_size"):
         m.fit(X, Y, batch_size=0, quiet=True)
+    # Paths as bytes and PathLike name the file itself (str(b"x") made "b'x'"); damaged
+    # bytes are reported as such, not as a temporary file the caller never saw.
+    m.save(os.fsencode(str(tmp_path / "bytes.spr")))
+    assert sparrow.Model.load(os.fsencode(str(tmp_path / "bytes.spr"))).n_labels == m.n_labels
+    assert sparrow.Model.load(tmp_path / "bytes.spr").n_labels == m.n_labels
+    with pytest.raises(sparrow.BadInputError, match="^the model bytes: not a sparrow model file"):
+        sparrow.Model.from_bytes(b"junk")
+    with pytest.raises(ValueError, match="^seed must be an integer, got 1.5"):
+        sparrow.generate("tiny", str(tmp_path / "g"), seed=1.5)
     # Integer arguments that are not integers are refused by name (int() truncated
     # epochs=1.5 to one epoch and hidden=(16.9,) to 16 without a word); 1e2 is 100.
     steps = m.info["steps"]
