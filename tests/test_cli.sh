@@ -13,6 +13,7 @@ BIN=$1
 case $BIN in /*) ;; *) BIN=$PWD/$BIN ;; esac
 PY=/usr/bin/python3
 [ -x "$PY" ] || PY=python3
+SRC=$(cd "$(dirname "$0")/.." && pwd) # the source tree (python/sparrow/plot.py)
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/test_cli.XXXXXX") || exit 1
 trap 'rm -rf "$TMP"' EXIT
@@ -524,6 +525,39 @@ expect_grep s_auto s_auto.err "projections non-zero 1 in 11"
 run s_auto8 train --train "$TRAIN" --hidden 8 --sparsity 0.1 --max-batches 1 --quiet
 expect_grep s_auto8 s_auto8.err "projections non-zero 1 in 3"
 # Nothing left to do, conflicting model options, a batch size that does not fit.
+# --resume continues an existing metrics file instead of truncating it (the first run's
+# history was lost): lines up to the resumed step are kept, later ones (evaluations after
+# the save, here a line of step 999 standing for them) dropped, then the resumed run's
+# header and lines. sparrow plot draws the two parts one after the other in time.
+run mr_a train $RES_OPTS --epochs 2 --eval-every 5 --max-batches 12 --save mr.model --metrics mr.jsonl
+printf '{"epoch": 1, "partial_epoch": true, "step": 999, "samples": 1, "train_seconds": 9}\n' >>mr.jsonl
+run mr_b train $RES_OPTS --epochs 2 --eval-every 5 --resume mr.model --save mr.model --metrics mr.jsonl
+expect_rc mr_b 0
+out=$("$PY" - mr.jsonl <<'PYEOF' 2>&1
+import json, sys
+lines = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+heads = [i for i, l in enumerate(lines) if "run" in l]
+steps = [l["step"] for l in lines if "step" in l]
+problems = []
+if len(heads) != 2 or heads[0] != 0:
+    problems.append("expected 2 headers, the first at line 1, got %r" % heads)
+if steps[:3] != [5, 10, 12]:
+    problems.append("expected the first run's steps 5, 10, 12 kept, got %r" % steps[:3])
+if 999 in steps:
+    problems.append("the line after the save (step 999) was kept")
+if steps != sorted(steps) or steps[-1] != 64:
+    problems.append("expected increasing steps ending at 64, got %r" % steps)
+print("; ".join(problems))
+PYEOF
+)
+if [ -z "$out" ]; then pass; else fail "mr: $out"; fi
+run mr_plot plot mr.jsonl --out mr.png
+expect_rc mr_plot 0
+out=$("$PY" -c "
+import sys; sys.path.insert(0, '$SRC/python/sparrow'); import plot
+h, e, _ = plot.read_run('mr.jsonl'); t = [x['train_seconds'] for x in e]
+print('' if t == sorted(t) else 'train_seconds not increasing across the resume: %r' % t)")
+if [ -z "$out" ]; then pass; else fail "mr_plot: $out"; fi
 # --save-every: a run killed outright (SIGKILL: no clean stop) continues from its last
 # periodic save, and the resumed run ends with the model of an uninterrupted one, byte
 # for byte. The run is held at a metrics FIFO that nobody reads (its writes block once

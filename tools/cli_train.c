@@ -116,14 +116,17 @@ static const char TRAIN_HELP[] =
     "                        a run killed outright (OOM, power, SIGKILL) continues\n"
     "                        from the last save with --resume\n"
     "  --metrics FILE        JSON Lines, one object per evaluation (the file is\n"
-    "                        truncated at start): epoch, step, train_seconds,\n"
-    "                        samples_per_second, loss, p_at_1, p_at_3, p_at_5,\n"
-    "                        ndcg_at_1, ndcg_at_3, ndcg_at_5, active_out,\n"
-    "                        eval_points, eval_seconds, partial_epoch (and with\n"
+    "                        truncated at start; with --resume an existing one is\n"
+    "                        continued from the resumed step): epoch, step,\n"
+    "                        train_seconds, samples_per_second, loss, p_at_1,\n"
+    "                        p_at_3, p_at_5, ndcg_at_1, ndcg_at_3, ndcg_at_5,\n"
+    "                        active_out, eval_points, eval_seconds, partial_epoch\n"
+    "                        (and with\n"
     "                        --propensity psp_at_1, psp_at_3, psp_at_5,\n"
     "                        psndcg_at_1, psndcg_at_3, psndcg_at_5);\n"
     "                        its first line is {\"run\": {...}}: versions, start time\n"
-    "                        and the options (\"config\": a --config file)\n"
+    "                        and the options (\"config\": a --config file); a resumed\n"
+    "                        run's header follows the lines it continues\n"
     "  --quiet               no progress on stderr (a bar redrawn in place on a\n"
     "                        terminal, else a plain line every 5 s)\n"
     "  --verbose             also print the library's log lines (rehashes)\n"
@@ -1116,6 +1119,50 @@ static int write_metrics_header(FILE *f, const train_args *a, const spr_dataset 
     return EXIT_OK;
 }
 
+/* The metrics file, opened for this run's lines. A new run truncates it. A resumed run
+ * (resume_step >= 0) continues an existing regular file instead (it used to truncate it,
+ * and the first run's history was lost): the lines up to the resumed model's step are
+ * kept, later ones dropped (evaluations after the save, which this run redoes), and this
+ * run's header and lines follow. The kept part is written beside the file and renamed
+ * onto it. NULL on failure, the problem printed and *rc set. */
+static FILE *open_metrics(const char *path, int64_t resume_step, int *rc) {
+    struct stat sb;
+    FILE *f = NULL;
+    if (resume_step >= 0 && stat(path, &sb) == 0 && S_ISREG(sb.st_mode) && sb.st_size > 0) {
+        size_t len;
+        char *text = read_text_file("train", path, SIZE_MAX / 2, &len, rc);
+        if (!text) return NULL;
+        char tmp[4200];
+        snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+        FILE *t = fopen(tmp, "w");
+        int bad = !t;
+        for (char *line = text; !bad && *line;) {
+            char *nl = strchr(line, '\n'), *end = nl ? nl + 1 : line + strlen(line);
+            const char *at = strstr(line, "\"step\": ");
+            int keep = !at || at > end || strtoll(at + 8, NULL, 10) <= resume_step;
+            if (keep && fwrite(line, 1, (size_t)(end - line), t) != (size_t)(end - line)) bad = 1;
+            if (keep && !nl && fputc('\n', t) == EOF) bad = 1; /* a last line cut short */
+            line = end;
+        }
+        free(text);
+        if (t && (fclose(t) != 0)) bad = 1;
+        if (bad || rename(tmp, path) != 0) {
+            fprintf(stderr, "sparrow: %s: cannot continue the metrics file: %s\n", path, strerror(errno));
+            unlink(tmp);
+            *rc = EXIT_USAGE;
+            return NULL;
+        }
+        f = fopen(path, "a");
+    } else {
+        f = fopen(path, "w");
+    }
+    if (!f) {
+        fprintf(stderr, "sparrow: %s: cannot open for writing: %s\n", path, strerror(errno));
+        *rc = EXIT_USAGE;
+    }
+    return f;
+}
+
 static int train_run(const train_args *args);
 
 int cmd_train(int argc, char **argv) {
@@ -1269,12 +1316,9 @@ static int train_run(const train_args *args) {
             goto done;
         }
     }
-    if (a.metrics_path && cli_is_root() && !(metrics = fopen(a.metrics_path, "w"))) {
-        fprintf(stderr, "sparrow: %s: cannot open for writing: %s\n", a.metrics_path,
-                strerror(errno));
-        rc = EXIT_USAGE;
+    if (a.metrics_path && cli_is_root() &&
+        !(metrics = open_metrics(a.metrics_path, model ? spr_model_get_info(model).steps : -1, &rc)))
         goto done;
-    }
     if (metrics && (rc = write_metrics_header(metrics, &a, train, test))) goto done;
     if (!model) { /* refuse, with the figure, a model that does not fit */
         int64_t need = 0, limit = a.max_memory ? a.max_memory : available_memory();

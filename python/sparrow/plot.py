@@ -79,6 +79,9 @@ def read_run(path):
         raise BadInput(f"{path}: cannot read: {e.strerror}")
     data = b"".join(chunks)
     header, evals = {}, []
+    # A resumed run continues the file with its own header, and its train_seconds count
+    # its own process from 0: they are drawn after the time the file had reached.
+    offset, reached = 0.0, 0.0
     for number, line in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
         if not line.strip():
             continue
@@ -92,6 +95,7 @@ def read_run(path):
         if "run" in obj:
             check_type(where, "run", obj["run"], "object")
             header = obj["run"] or {}
+            offset = reached
             for key in HEADER_OBJECTS:
                 check_type(where, key, header.get(key), "object")
             for key, kind in CONFIG_TYPES.items():
@@ -101,6 +105,10 @@ def read_run(path):
         elif "step" in obj:
             for key in EVAL_NUMBERS:
                 check_type(where, key, obj.get(key), "number")
+            t = obj.get("train_seconds")
+            if t is not None and math.isfinite(t):
+                obj["train_seconds"] = t + offset
+                reached = max(reached, t + offset)
             evals.append(obj)
     if not evals:
         raise BadInput(f"{path}: no evaluations (is this a 'sparrow train --metrics' file?)")
