@@ -1099,6 +1099,12 @@ expect_rc nolab_eval 2
 expect_grep nolab_eval nolab_eval.err "sparrow: nolabels.txt: none of its 3 test points has a label"
 run nolab_predict predict --model dense.model --input nolabels.txt --k 1
 expect_rc nolab_predict 0
+# "-" is standard input, for every data file (predict's --input here, through a pipe).
+run stdin_file predict --model dense.model --input "$TEST" --k 2 --threads 1
+cat "$TEST" | "$BIN" predict --model dense.model --input - --k 2 --threads 1 >stdin_dash.out 2>stdin_dash.err
+RC=${PIPESTATUS[1]}
+expect_rc stdin_dash 0
+if cmp -s stdin_file.out stdin_dash.out; then pass; else fail "predict --input -: expected the file's predictions"; fi
 run empty_predict predict --model dense.model --input nopoints.txt
 expect_rc empty_predict 0
 if [ ! -s empty_predict.out ]; then pass; else fail "empty_predict: expected no output"; fi

@@ -344,6 +344,7 @@ void cli_dist_stop(int rc) {
 
 spr_status read_dataset(const char *path, const spr_read_options *options, int quiet,
                         spr_dataset **out) {
+    if (!strcmp(path, "-")) path = "/dev/stdin"; /* the usual name for standard input */
     progress p;
     const char *slash = strrchr(path, '/');
     char label[64];
