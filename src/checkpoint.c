@@ -533,7 +533,7 @@ spr_status spr_path_follow_links(const char *path, char **out) {
         free(cur);
         cur = next;
     }
-    return spr_fail(SPR_STATUS_NO_MEMORY, "%s: cannot write: out of memory", path);
+    return spr_fail(SPR_STATUS_NO_MEMORY, "%s: out of memory", path);
 }
 
 /* st's message, naming the link path too where the file to write is the link's target. */

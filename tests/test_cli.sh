@@ -551,6 +551,11 @@ print("; ".join(problems))
 PYEOF
 )
 if [ -z "$out" ]; then pass; else fail "mr: $out"; fi
+# Through a symbolic link the file it names is continued, and the link stays.
+ln -s mr.jsonl mr.link
+run mr_c train $RES_OPTS --epochs 3 --resume mr.model --save mr.model --metrics mr.link
+expect_rc mr_c 0
+if [ -L mr.link ] && [ "$(grep -c '"run"' mr.jsonl)" = 3 ]; then pass; else fail "mr_c: expected the link kept and mr.jsonl continued (3 headers)"; fi
 run mr_plot plot mr.jsonl --out mr.png
 expect_rc mr_plot 0
 out=$("$PY" -c "

@@ -1128,30 +1128,37 @@ static int write_metrics_header(FILE *f, const train_args *a, const spr_dataset 
 static FILE *open_metrics(const char *path, int64_t resume_step, int *rc) {
     struct stat sb;
     FILE *f = NULL;
-    if (resume_step >= 0 && stat(path, &sb) == 0 && S_ISREG(sb.st_mode) && sb.st_size > 0) {
+    char *real = NULL; /* through a symbolic link: the file it names is continued */
+    if (resume_step >= 0 && stat(path, &sb) == 0 && S_ISREG(sb.st_mode) && sb.st_size > 0 &&
+        (real = realpath(path, NULL))) {
         size_t len;
         char *text = read_text_file("train", path, SIZE_MAX / 2, &len, rc);
-        if (!text) return NULL;
+        if (!text) {
+            free(real);
+            return NULL;
+        }
         char tmp[4200];
-        snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+        snprintf(tmp, sizeof tmp, "%s.tmp.%ld", real, (long)getpid());
         FILE *t = fopen(tmp, "w");
         int bad = !t;
         for (char *line = text; !bad && *line;) {
             char *nl = strchr(line, '\n'), *end = nl ? nl + 1 : line + strlen(line);
             const char *at = strstr(line, "\"step\": ");
-            int keep = !at || at > end || strtoll(at + 8, NULL, 10) <= resume_step;
+            int keep = !at || at >= end || strtoll(at + 8, NULL, 10) <= resume_step;
             if (keep && fwrite(line, 1, (size_t)(end - line), t) != (size_t)(end - line)) bad = 1;
             if (keep && !nl && fputc('\n', t) == EOF) bad = 1; /* a last line cut short */
             line = end;
         }
         free(text);
         if (t && (fclose(t) != 0)) bad = 1;
-        if (bad || rename(tmp, path) != 0) {
+        if (bad || rename(tmp, real) != 0) {
             fprintf(stderr, "sparrow: %s: cannot continue the metrics file: %s\n", path, strerror(errno));
             unlink(tmp);
+            free(real);
             *rc = EXIT_USAGE;
             return NULL;
         }
+        free(real);
         f = fopen(path, "a");
     } else {
         f = fopen(path, "w");
