@@ -1110,6 +1110,12 @@ cat "$TEST" | "$BIN" predict --model dense.model --input - --k 2 --threads 1 >st
 RC=${PIPESTATUS[1]}
 expect_rc stdin_dash 0
 if cmp -s stdin_file.out stdin_dash.out; then pass; else fail "predict --input -: expected the file's predictions"; fi
+# --recall of a dense model is refused with nothing on stdout (half a JSON object was).
+run recall_dense_train train --train "$TRAIN" --sparsity 1 --hidden 16 --max-batches 2 --save full.model --quiet
+run recall_dense eval --model full.model --test "$TEST" --recall 5
+expect_rc recall_dense 2
+expect_grep recall_dense recall_dense.err "recall needs a sampled output layer"
+if [ -s recall_dense.out ]; then fail "recall_dense: expected nothing on stdout, got $(cat recall_dense.out)"; else pass; fi
 run empty_predict predict --model dense.model --input nopoints.txt
 expect_rc empty_predict 0
 if [ ! -s empty_predict.out ]; then pass; else fail "empty_predict: expected no output"; fi

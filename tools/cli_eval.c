@@ -187,6 +187,14 @@ int cmd_eval(int argc, char **argv) {
             goto done;
         if (kk < k) p_extra = p_extra * kk / k; /* fewer labels than k: the rest are misses */
     }
+    /* Everything that can fail before the first byte of the line: a failure used to
+     * leave half a JSON object on stdout. */
+    double recall = 0;
+    if (recall_top > 0 &&
+        (st = spr_model_sampling_recall(model, test, rows, n, recall_top, threads, &recall))) {
+        rc = library_error(st);
+        goto done;
+    }
     printf("{\"p_at_1\": ");
     json_number(stdout, res.p_at[1]);
     printf(", \"p_at_3\": ");
@@ -210,11 +218,6 @@ int cmd_eval(int argc, char **argv) {
         json_number(stdout, res.psndcg_at[q]);
     }
     if (recall_top > 0) {
-        double recall = 0;
-        if ((st = spr_model_sampling_recall(model, test, rows, n, recall_top, threads, &recall))) {
-            rc = library_error(st);
-            goto done;
-        }
         printf(", \"sampling_recall_at_%d\": ", recall_top);
         json_number(stdout, recall);
     }
