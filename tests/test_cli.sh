@@ -602,6 +602,21 @@ expect_rc se_lim 2
 expect_grep se_lim se_lim.err "training stopped at step 5: the --save-every save failed; se_lim.model is left as it was"
 if [ "$(cat se_lim.model)" = "not a model" ] && ! ls se_lim.model.tmp* >/dev/null 2>&1; then pass; else
     fail "se_lim: expected se_lim.model unchanged and no temporary file"; fi
+# --save-every as a time: saves once the time has passed (here 1 ms: after about every
+# batch), reported, and the run's model is the one of a run without saves; bad times are
+# refused; --print-config gives the time back as written.
+run se_t train $RES_OPTS --epochs 2 --save seT.model --save-every 0.001s
+expect_rc se_t 0
+if cmp -s resA.model seT.model; then pass; else fail "se_t: expected the model of the run without saves (resA.model)"; fi
+run se_t2 train --train "$TRAIN" --threads 1 --batch 64 --epochs 2 --save seT2.model --save-every 0.001s
+expect_grep se_t2 se_t2.err "saved seT2.model at step "
+for bad in 0m -1s 1.5x 1e999h s; do
+    run se_bad train --train "$TRAIN" --save seB.model --save-every "$bad"
+    expect_rc se_bad 2
+    expect_grep se_bad se_bad.err "--save-every must be"
+done
+run se_pc train --train "$TRAIN" --save seB.model --save-every 30m --print-config
+expect_grep se_pc se_pc.out '"save-every": "30m"'
 # The periodic saves are reported (not with --quiet).
 run se_msgs train --train "$TRAIN" --threads 1 --batch 64 --epochs 2 --save seC.model --save-every 32
 expect_grep se_msgs se_msgs.err "saved seC.model at step 32 ("

@@ -111,10 +111,11 @@ static const char TRAIN_HELP[] =
     "  --print-config        print the effective options as such a file and exit\n"
     "output\n"
     "  --save MODEL          save the model at the end (atomically; nothing on failure)\n"
-    "  --save-every N        also save it at every N-th step (counted like\n"
-    "                        --eval-every; at an epoch's end after its evaluation):\n"
-    "                        a run killed outright (OOM, power, SIGKILL) continues\n"
-    "                        from the last save with --resume\n"
+    "  --save-every N|T      also save it at every N-th step (counted like\n"
+    "                        --eval-every; at an epoch's end after its evaluation),\n"
+    "                        or once a time T has passed since the last save (30m,\n"
+    "                        2h, 600s): a run killed outright (OOM, power, SIGKILL)\n"
+    "                        continues from the last save with --resume\n"
     "  --metrics FILE        JSON Lines, one object per evaluation (the file is\n"
     "                        truncated at start; with --resume an existing one is\n"
     "                        continued from the resumed step): epoch, step,\n"
@@ -186,7 +187,9 @@ typedef struct train_args {
     int one_based;
     int quiet, verbose;
     int64_t eval_every;      /* batches between evaluations within an epoch; 0: none */
-    int64_t save_every;      /* steps between saves during training; 0: at the end only */
+    int64_t save_every;      /* steps between saves during training; 0: none by steps */
+    double save_every_seconds; /* or seconds between them (--save-every 30m); 0: none */
+    const char *save_every_text; /* --save-every as given (what --print-config prints) */
     const char *propensity;  /* --propensity "A,B" as given (then psp_a, psp_b), or NULL */
     double psp_a, psp_b;
     const char *config_path; /* --config */
@@ -236,6 +239,27 @@ enum {
     T_RESUME, T_MAX_MEMORY, T_CLIP_NORM, T_EVAL_EVERY, T_CONFIG, T_PRINT_CONFIG,
     T_BF16_STATE, T_RANDOM_POOL, T_BF16_WEIGHTS, T_SIMHASH_ONE_IN, T_PROPENSITY, T_SAVE_EVERY
 };
+
+/* --save-every: "N" steps, or a time "Ns", "Nm", "Nh" (N > 0, a decimal for times). */
+static int parse_save_every(const char *cmd, const char *text, train_args *a) {
+    size_t len = strlen(text);
+    const char unit = len ? text[len - 1] : 0;
+    const double scale = unit == 's' ? 1 : unit == 'm' ? 60 : unit == 'h' ? 3600 : 0;
+    a->save_every_text = text;
+    a->save_every = 0;
+    a->save_every_seconds = 0;
+    if (!scale) return parse_int64(cmd, "--save-every", text, 1, INT64_MAX, &a->save_every);
+    char number[64], *end = NULL;
+    snprintf(number, sizeof number, "%.*s", (int)(len - 1), text);
+    errno = 0;
+    double v = len > 1 && len - 1 < sizeof number ? strtod(number, &end) : NAN;
+    if (!end || end == number || *end || errno == ERANGE || !(v > 0) || !isfinite(v * scale))
+        return usage_error(cmd, "--save-every must be a number of steps (an integer >= 1) or a "
+                                "time (a number > 0 followed by s, m or h: 30m), got %s",
+                           text);
+    a->save_every_seconds = v * scale;
+    return EXIT_OK;
+}
 
 /* "512M", "4G", "1000000" -> bytes (K, M, G are powers of 1024). */
 static int parse_size(const char *cmd, const char *opt, const char *text, int64_t *out) {
@@ -342,7 +366,7 @@ static int parse_train_args(int argc, char **argv, train_args *a) {
         case T_CONFIG: break; /* read above */
         case T_PRINT_CONFIG: a->print_config = 1; break;
         case T_SAVE_EVERY:
-            rc = parse_int64(cmd, "--save-every", optarg, 1, INT64_MAX, &a->save_every);
+            rc = parse_save_every(cmd, optarg, a);
             break;
         case T_EVAL_EVERY:
             rc = parse_int64(cmd, "--eval-every", optarg, 1, INT64_MAX, &a->eval_every);
@@ -480,7 +504,7 @@ static int parse_train_args(int argc, char **argv, train_args *a) {
     if ((rc = stray_arguments(cmd, argc, argv))) return rc;
     if (!a->train_path && !a->print_config)
         return usage_error(cmd, "--train is required (see 'sparrow train --help')");
-    if (a->save_every && !a->save_path)
+    if ((a->save_every || a->save_every_seconds > 0) && !a->save_path)
         return usage_error(cmd, "--save-every needs --save MODEL (where to save)");
     return EXIT_OK;
 }
@@ -693,6 +717,7 @@ typedef struct train_state {
     int metrics_failed; /* a metrics line could not be written: training stopped there */
     int stopped;        /* the signal that stopped training, the same on every rank */
     int64_t saved_step; /* the step of the last --save-every save, -1 before one */
+    double saved_at;    /* when it ended (or training started): --save-every's clock */
 } train_state;
 
 /* CPU seconds of this process, all threads (per-step costs on a shared machine). */
@@ -856,6 +881,23 @@ static int check_stop(train_state *s, int *stop) {
     return EXIT_OK;
 }
 
+/* Whether a --save-every save is due after this batch: every N steps, or once the time
+ * since the last save (or the start) reached the interval; the time as rank 0 measures
+ * it, agreed by every rank. 0, or an exit status when the ranks could not agree. */
+static int save_due(train_state *s, int64_t step, int *due) {
+    const train_args *a = s->args;
+    *due = a->save_every > 0 && step % a->save_every == 0;
+    if (a->save_every_seconds > 0) {
+        *due = now_seconds() - s->saved_at >= a->save_every_seconds;
+        if (cli_dist) {
+            if (!cli_is_root()) *due = 0;
+            spr_status st = spr_dist_max_int(cli_dist, due);
+            if (st) return library_error(st);
+        }
+    }
+    return EXIT_OK;
+}
+
 /* --save-every: the model so far, written where --save writes it at the end (the same
  * atomic save). A failed save stops training (exit 2): the file keeps the previous save,
  * and the run should not go on without the checkpoints it was asked for. */
@@ -875,6 +917,7 @@ static int periodic_save(train_state *s) {
         return rc;
     }
     s->saved_step = step;
+    s->saved_at = now_seconds();
     if (!s->args->quiet && cli_is_root()) {
         progress_clear(&s->bar);
         fprintf(stderr, "saved %s at step %lld (%.2f s)\n", path, (long long)step, now_seconds() - t0);
@@ -961,8 +1004,11 @@ static int train_loop(train_state *s, const spr_dataset *train, const spr_train_
             }
             /* --save-every within the epoch (at its last batch it waits for the epoch to
              * be counted complete, below, so that --resume finds a whole epoch). */
-            if (a->save_every > 0 && (first_step + batches_done) % a->save_every == 0 &&
-                b + 1 < per_epoch && !(a->max_batches > 0 && batches_done >= a->max_batches)) {
+            int due = 0;
+            if (b + 1 < per_epoch && !(a->max_batches > 0 && batches_done >= a->max_batches) &&
+                (rc = save_due(s, first_step + batches_done, &due)))
+                return rc;
+            if (due) {
                 s->train_seconds += now_seconds() - t_start;
                 if ((rc = periodic_save(s))) return rc;
                 t_start = now_seconds(); /* the save is not training time */
@@ -975,9 +1021,10 @@ static int train_loop(train_state *s, const spr_dataset *train, const spr_train_
         if ((rc = train_report(s, epoch, !complete, &since_eval, 0))) return rc;
         if (a->max_batches > 0 && batches_done >= a->max_batches) break;
         /* not after the last epoch: the final save follows */
-        if (a->save_every > 0 && complete && (first_step + batches_done) % a->save_every == 0 &&
-            epoch < a->epochs && (rc = periodic_save(s)))
+        int due = 0;
+        if (complete && epoch < a->epochs && (rc = save_due(s, first_step + batches_done, &due)))
             return rc;
+        if (due && (rc = periodic_save(s))) return rc;
         int stop;
         if ((rc = check_stop(s, &stop))) return rc;
         if (stop) break;
@@ -1058,6 +1105,7 @@ static struct cJSON *train_config_json(const train_args *a) {
     else config_put_null(o, "max-memory");
     config_put_string(o, "save", a->save_path);
     if (a->save_every) config_put_int(o, "save-every", a->save_every);
+    else if (a->save_every_seconds > 0) config_put_string(o, "save-every", a->save_every_text);
     else config_put_null(o, "save-every");
     config_put_string(o, "metrics", a->metrics_path);
     config_put_bool(o, "quiet", a->quiet);
@@ -1407,6 +1455,7 @@ static int train_run(const train_args *args) {
     s.first_epoch = first_epoch;
     s.skip_batches = skip_batches;
     s.saved_step = -1;
+    s.saved_at = now_seconds();
     if (test) {
         if ((rc = eval_subset(spr_dataset_get_view(test).n_points, a.eval_max, &eval_rows,
                               &s.eval_n)))
