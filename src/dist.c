@@ -526,8 +526,8 @@ spr_status spr_model_load_sharded(const char *path, spr_dist *d, spr_model **out
                 /* every rank's shard from the same save: the fingerprints of all agree */
                 uint64_t mine = st ? 0 : replicated_fingerprint(*out);
                 uint64_t *all = calloc((size_t)d->size, sizeof *all);
-                spr_status ag = agree(d, st ? st : all ? SPR_STATUS_OK : SPR_STATUS_NO_MEMORY,
-                                      "loading the shards");
+                if (!st && !all) st = spr_fail(SPR_STATUS_NO_MEMORY, "out of memory");
+                spr_status ag = agree(d, st, "loading the shards");
                 if (!ag) ag = spr_dist_allgather(d, &mine, all, sizeof mine, "loading the shards");
                 for (int r = 1; !ag && r < d->size; r++)
                     if (all[r] != all[0])
@@ -574,16 +574,21 @@ static spr_status write_manifest(const spr_model *m, const char *path, uint64_t 
     FILE *f = fopen(tmp, "w");
     if (!f) return spr_fail(SPR_STATUS_IO_ERROR, "%s: cannot write: %s", tmp, strerror(errno));
     fprintf(f, "%s\nranks %d\nlabels %lld\n", MANIFEST_MAGIC, d->size, (long long)m->label_total);
-    for (int r = 0; r < d->size; r++) {
+    int bad = 0;
+    for (int r = 0; !bad && r < d->size; r++) {
         int64_t lo, hi;
         spr_dist_shard_range(m->label_total, r, d->size, &lo, &hi);
         char *file = shard_name(path, id, r, d->size);
-        const char *slash = file ? strrchr(file, '/') : NULL;
-        fprintf(f, "shard %d %lld %lld %s\n", r, (long long)lo, (long long)hi,
-                !file ? "?" : slash ? slash + 1 : file);
+        if (!file) {
+            errno = ENOMEM;
+            bad = 1;
+            break;
+        }
+        const char *slash = strrchr(file, '/');
+        fprintf(f, "shard %d %lld %lld %s\n", r, (long long)lo, (long long)hi, slash ? slash + 1 : file);
         free(file);
     }
-    int bad = ferror(f) | (fflush(f) != 0) | (fsync(fileno(f)) != 0);
+    bad |= ferror(f) | (fflush(f) != 0) | (fsync(fileno(f)) != 0);
     bad |= fclose(f) != 0;
     if (bad || rename(tmp, path) != 0) {
         spr_status st = spr_fail(SPR_STATUS_IO_ERROR, "%s: cannot write: %s", path, strerror(errno));
@@ -638,10 +643,9 @@ spr_status spr_dist_save_sharded(const spr_model *m, const char *path) {
     if (!st) { /* the new save is whole: the previous one's shards go */
         spr_file_list_remove(old, file);
         old = NULL;
-        if (d->last_shard && strcmp(d->last_shard, file) != 0) {
-            if (d->last_shard_manifest && !strcmp(d->last_shard_manifest, mpath))
-                unlink(d->last_shard);
-        }
+        if (d->last_shard && strcmp(d->last_shard, file) != 0 && d->last_shard_manifest &&
+            !strcmp(d->last_shard_manifest, mpath))
+            unlink(d->last_shard);
         free(d->last_shard);
         free(d->last_shard_manifest);
         d->last_shard = file;
