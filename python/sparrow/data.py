@@ -1,6 +1,7 @@
 """Data: reading XMC / svmlight files into scipy CSR matrices, and handing scipy CSR
 (or numpy dense) matrices to the library without per-row copies."""
 import ctypes
+import hashlib
 import os
 
 import numpy as np
@@ -168,6 +169,14 @@ class Dataset:
     @property
     def handle(self):
         return self._handle
+
+    def fingerprint(self):
+        """A digest of the features and labels (shapes and arrays): whether a fit that
+        continues an epoch trains the same data as the fit that stopped inside it."""
+        h = hashlib.blake2b(repr((self.X.shape, self.Y.shape)).encode(), digest_size=16)
+        for a in self._keep:
+            h.update(a)
+        return h.hexdigest()
 
     def write(self, path):
         """Writes the data set in XMC format with the C writer (atomically)."""

@@ -1,5 +1,6 @@
 """sparrow.Model: a network trained by the C library, configured from Python."""
 import ctypes
+import hashlib
 import os
 import sys
 import tempfile
@@ -148,6 +149,7 @@ class Model:
         check(_lib.spr_model_create(ctypes.byref(cfg), ctypes.byref(handle)))
         self._handle = handle
         self.history = []
+        self._partial = None  # where a fit stopped inside an epoch (_stop_inside_epoch)
 
     # ---------------------------------------------------------------- life cycle
 
@@ -163,6 +165,7 @@ class Model:
         """A Model that owns handle (a C spr_model *): freed by its close()."""
         m = cls.__new__(cls)
         m._lock, m._handle, m.history = threading.RLock(), handle, list(history)
+        m._partial = None
         return m
 
     def _release(self):
@@ -200,10 +203,12 @@ class Model:
     # pickle and copy.deepcopy (ctypes handles cannot be pickled): the model file's
     # bytes, so a copy is a separate model with the same weights, moments and step.
     def __getstate__(self):
-        return {"model_file": self.to_bytes(), "history": list(self.history)}
+        return {"model_file": self.to_bytes(), "history": list(self.history),
+                "partial": self._partial}
 
     def __setstate__(self, state):
         self._lock, self.history = threading.RLock(), list(state["history"])
+        self._partial = state.get("partial")
         self._handle = Model.from_bytes(state["model_file"])._release()
 
     def close(self):
@@ -311,7 +316,9 @@ class Model:
         are appended to self.history, printed on stderr unless quiet, and passed to
         each callback(metrics); a callback returning True stops training. The GIL is
         released while a batch trains. random_pool: the CLI's --random-pool (None:
-        the library's default). Returns self.history."""
+        the library's default). A fit stopped inside an epoch (max_batches,
+        KeyboardInterrupt) is continued after its done batches by the next fit on the same
+        data with the same batch_size and shuffle. Returns self.history."""
         h = self._h()
         for name, value in (("epochs", epochs), ("max_batches", max_batches), ("eval_max", eval_max)):
             if value is not None and _lib.integer(value, name) < 1:  # as the CLI's --epochs ... refuse them
@@ -355,8 +362,10 @@ class Model:
         stats = _lib.BatchStats()
         last = cfg.n_layers - 1
         first_epoch = self.info["epoch"] + 1
+        skip = self._continued_batches(data, opts.batch_size, shuffle, first_epoch)
+        epochs = _lib.integer(epochs, "epochs")
         train_seconds, samples_done, batches_done = 0.0, 0, 0
-        for epoch in range(first_epoch, first_epoch + _lib.integer(epochs, "epochs")):
+        for epoch in range(first_epoch, first_epoch + epochs):
             if shuffle:
                 rows = np.random.default_rng([cfg.seed, epoch]).permutation(n).astype(np.int64)
             else:
@@ -365,30 +374,32 @@ class Model:
             loss_sum = active_sum = 0.0
             seen = 0
             t0 = time.perf_counter()
-            b = 0
-            for b in range(per_epoch):
-                if max_batches is not None and batches_done >= max_batches:
-                    break
-                start = b * opts.batch_size
-                count = min(opts.batch_size, n - start)
-                with self._lock:
-                    check(_lib.spr_model_train_batch(self._h(), data.handle, base + 8 * start,
-                                                     count, ctypes.byref(opts), ctypes.byref(stats)))
-                loss_sum += stats.loss * count
-                active_sum += stats.active[last] * count
-                seen += count
-                batches_done += 1
-                el = train_seconds + time.perf_counter() - t0
-                bar.update(epoch, first_epoch + epochs - 1, b + 1, per_epoch,
-                           (samples_done + seen) / el if el > 0 else 0.0, loss_sum / seen)
-            else:
-                b = per_epoch
+            first_batch = skip if epoch == first_epoch else 0
+            first_step = self.info["steps"]
+            try:
+                for b in range(first_batch, per_epoch):
+                    if max_batches is not None and batches_done >= max_batches:
+                        break
+                    start = b * opts.batch_size
+                    count = min(opts.batch_size, n - start)
+                    with self._lock:
+                        check(_lib.spr_model_train_batch(self._h(), data.handle, base + 8 * start,
+                                                         count, ctypes.byref(opts), ctypes.byref(stats)))
+                    loss_sum += stats.loss * count
+                    active_sum += stats.active[last] * count
+                    seen += count
+                    batches_done += 1
+                    el = train_seconds + time.perf_counter() - t0
+                    bar.update(epoch, first_epoch + epochs - 1, b + 1, per_epoch,
+                               (samples_done + seen) / el if el > 0 else 0.0, loss_sum / seen)
+            finally:  # also after KeyboardInterrupt: the next fit continues from here
+                done = first_batch + self.info["steps"] - first_step
+                complete = self._stop_inside_epoch(data, opts.batch_size, shuffle, epoch, done,
+                                                   per_epoch)
+            if seen == 0 and not complete:  # max_batches was reached at the epoch's start
+                break
             train_seconds += time.perf_counter() - t0
             samples_done += seen
-            complete = b == per_epoch
-            if complete:
-                with self._lock:
-                    _lib.spr_model_set_epoch(self._h(), epoch)
             metrics = {"epoch": epoch, "partial_epoch": not complete, "step": self.info["steps"],
                        "train_seconds": train_seconds,
                        "samples_per_second": samples_done / train_seconds if train_seconds else 0.0,
@@ -413,6 +424,37 @@ class Model:
             if stop or not complete:
                 break
         return self.history
+
+    # A fit that stops inside an epoch (max_batches, KeyboardInterrupt) leaves
+    # self._partial; the next fit on the same data, batch size and shuffle continues
+    # that epoch after its done batches (the epoch's order depends only on the seed and
+    # the epoch), as `sparrow train --resume` does. Anything else starts the epoch again:
+    # the model alone cannot tell which batches of another data set were done. Not
+    # kept by save()/load() (the model file has no batch size): pickling keeps it.
+
+    def _stop_inside_epoch(self, data, batch_size, shuffle, epoch, done, per_epoch):
+        """Records where training of epoch stopped (done of per_epoch batches, counted
+        from the model's steps); a complete epoch is counted. Returns whether it is."""
+        with self._lock:
+            if done >= per_epoch:
+                _lib.spr_model_set_epoch(self._h(), epoch)
+                self._partial = None
+            elif done > 0:
+                self._partial = {"epoch": epoch, "batches": done, "step": self.info["steps"],
+                                 "batch_size": batch_size, "points": data.n_points,
+                                 "shuffle": bool(shuffle), "data": data.fingerprint()}
+        return done >= per_epoch
+
+    def _continued_batches(self, data, batch_size, shuffle, epoch):
+        """The batches of epoch an earlier fit did, if this one continues it; else 0."""
+        p = self._partial
+        if p is None:
+            return 0
+        now = {"epoch": epoch, "step": self.info["steps"], "batch_size": batch_size,
+               "points": data.n_points, "shuffle": bool(shuffle)}
+        if any(p[k] != v for k, v in now.items()) or p["data"] != data.fingerprint():
+            return 0
+        return p["batches"]
 
     # ---------------------------------------------------------------- inference
 

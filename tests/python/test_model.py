@@ -193,6 +193,74 @@ def test_fit_continues_epochs_and_callback_stops(xmc_data):
     assert [h["epoch"] for h in hist] == [1, 2]
 
 
+def test_fit_continues_an_epoch_it_stopped_inside(xmc_data, monkeypatch):
+    """A fit stopped inside an epoch (max_batches, KeyboardInterrupt) is continued by
+    the next fit on the same data after the done batches: the model is byte for byte the
+    one an uninterrupted fit makes. Other data or batch size start the epoch again."""
+    import pickle
+    X, Y, _, _ = xmc_data
+    kw = dict(batch_size=128, threads=1, quiet=True)
+
+    def model():
+        return sparrow.Model(X.shape[1], Y.shape[1], hidden=16, sparsity=0.5, tables=4, seed=5)
+
+    whole = model()
+    whole.fit(X, Y, epochs=2, **kw)
+    per_epoch = whole.info["steps"] // 2
+    assert per_epoch == 8
+
+    m = model()
+    hist = m.fit(X, Y, epochs=2, max_batches=3, **kw)
+    assert [(h["epoch"], h["partial_epoch"], h["step"]) for h in hist] == [(1, True, 3)]
+    m.fit(X, Y, epochs=1, max_batches=2, **kw)
+    hist = m.fit(X, Y, epochs=2, **kw)
+    assert [(h["epoch"], h["partial_epoch"], h["step"]) for h in hist[2:]] == [(1, False, 8),
+                                                                               (2, False, 16)]
+    assert m.to_bytes() == whole.to_bytes()
+
+    # KeyboardInterrupt after the 3rd batch: the batches done are counted from the steps.
+    real, calls = _lib.spr_model_train_batch, []
+
+    def interrupted(*args):
+        status = real(*args)
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return status
+
+    m = model()
+    monkeypatch.setattr(_lib, "spr_model_train_batch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        m.fit(X, Y, epochs=2, **kw)
+    monkeypatch.setattr(_lib, "spr_model_train_batch", real)
+    assert m.info["steps"] == 3 and m.info["epoch"] == 0
+    m = pickle.loads(pickle.dumps(m))  # a copy keeps the place too
+    m.fit(X, Y, epochs=2, **kw)
+    assert m.to_bytes() == whole.to_bytes()
+
+    # max_batches reached at an epoch's end: the epoch counts, no empty entry after it
+    m = model()
+    hist = m.fit(X, Y, epochs=2, max_batches=per_epoch, **kw)
+    assert [(h["epoch"], h["partial_epoch"]) for h in hist] == [(1, False)]
+    assert m.info["epoch"] == 1
+
+    # Other data (same shape), another batch size, no shuffle: the epoch starts again.
+    others = [(X[::-1], Y[::-1], kw), (X, Y, dict(kw, batch_size=64)),
+              (X, Y, dict(kw, shuffle=False))]
+    for Xo, Yo, kwo in others:
+        m = model()
+        m.fit(X, Y, max_batches=3, **kw)
+        m.fit(Xo, Yo, epochs=1, **kwo)
+        per = -(-X.shape[0] // kwo["batch_size"])
+        assert m.info["steps"] == 3 + per and m.info["epoch"] == 1
+    # ... and after load() (the model file has no batch size)
+    m = model()
+    m.fit(X, Y, max_batches=3, **kw)
+    m = sparrow.Model.from_bytes(m.to_bytes())
+    m.fit(X, Y, epochs=1, **kw)
+    assert m.info["steps"] == 3 + per_epoch
+
+
 def test_labels_as_ids_and_lists(xmc_data):
     X, _, _, _ = xmc_data
     m = sparrow.Model(X.shape[1], 5, hidden=8, sparsity=1.0)
