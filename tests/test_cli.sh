@@ -117,6 +117,18 @@ run gen_outfile2 gen --preset tiny --out gen_file/sub
 expect_rc gen_outfile2 2
 expect_grep gen_outfile2 gen_outfile2.err "sparrow: gen_file/sub: cannot create directory: Not a directory"
 if [ "$(cat gen_file)" = x ]; then pass; else fail "gen_outfile: the file was changed"; fi
+# A file size limit (ulimit -f) reached while writing: SIGXFSZ used to kill gen
+# silently (exit 153) with the partial train.txt.tmp.PID left; now every command reports
+# the write error (exit 2) and leaves no temporary.
+mkdir -p gen_lim
+(
+    ulimit -f 100
+    exec "$BIN" gen --preset small --out gen_lim --quiet >gen_lim.out 2>gen_lim.err
+)
+RC=$?
+expect_rc gen_lim 2
+expect_grep gen_lim gen_lim.err "sparrow: gen_lim/train.txt: write failed: File too large"
+if [ -z "$(ls gen_lim)" ]; then pass; else fail "gen_lim: left $(ls gen_lim)"; fi
 
 TRAIN=d1/train.txt
 TEST=d1/test.txt
@@ -289,6 +301,13 @@ bad=$(grep -cvE '^[0-9]+:[^ ]+ [0-9]+:[^ ]+ [0-9]+:[^ ]+$' predict.out)
 if [ "$bad" = "0" ]; then pass; else
     fail "predict: expected 3 label:score pairs per line, $bad lines differ, e.g. '$(grep -vE '^[0-9]+:[^ ]+ [0-9]+:[^ ]+ [0-9]+:[^ ]+$' predict.out | head -n 1)'"
 fi
+(
+    ulimit -f 4
+    exec "$BIN" predict --model dense.model --input "$TEST" --k 3 >predict_lim.out 2>predict_lim.err
+)
+RC=$?
+expect_rc predict_lim 2
+expect_grep predict_lim predict_lim.err "writing to standard output failed: File too large"
 
 # ---------------------------------------------------------------- info
 run info info --model dense.model

@@ -630,9 +630,6 @@ static void catch_stop_signals(void) {
      * is a write error like a full disk: the steps are saved and the exit status is 2,
      * instead of SIGPIPE ending the run with every step lost. */
     signal(SIGPIPE, SIG_IGN);
-    /* A file size limit (ulimit -f) reached by a save or the metrics file: a write error
-     * (EFBIG) that keeps the previous model, instead of SIGXFSZ killing the run. */
-    signal(SIGXFSZ, SIG_IGN);
 }
 
 static void log_to_stderr(void *user, const char *message) {

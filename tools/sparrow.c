@@ -6,6 +6,7 @@
  */
 #include "cli.h"
 
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -49,6 +50,11 @@ int main(int argc, char **argv) {
         printf("sparrow %s (library %s)\n", SPR_VERSION_STRING, spr_version());
         return finish_stdout(NULL);
     }
+    /* A file size limit (ulimit -f) reached by any output (a saved model, a metrics
+     * file, gen's data set, predict's stdout): a write error (EFBIG) that every command
+     * reports, exit 2, with its temporaries removed and the previous file kept, instead
+     * of SIGXFSZ killing the process silently with a partial file left behind. */
+    signal(SIGXFSZ, SIG_IGN);
     for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
         if (!strcmp(name, COMMANDS[i].name)) {
             int rc = cli_dist_start(&argc, &argv);
