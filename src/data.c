@@ -181,6 +181,36 @@ typedef struct spr_reader {
     int64_t size;    /* of a regular file, else 0 (unknown) */
 } spr_reader;
 
+/* The compressor whose magic number starts a file's first bytes p[0..n), and the command
+ * (to be followed by the file's name) that decompresses it; NULL for anything else. A compressed data set (the extreme
+ * classification repository ships zip and bz2 archives) would otherwise be refused as
+ * "a NUL byte" or a bad header, which does not say what to do. */
+static const char *compressed_kind(const unsigned char *p, size_t n, const char **how) {
+    static const struct {
+        const char *magic;
+        size_t len;
+        const char *name, *how;
+    } kinds[] = {
+        {"\x1f\x8b", 2, "gzip", "gzip -dc"},
+        {"BZh", 3, "bzip2", "bzip2 -dc"},
+        {"PK\x03\x04", 4, "zip", "unzip"},
+        {"\xfd" "7zXZ\0", 6, "xz", "xz -dc"},
+        {"\x28\xb5\x2f\xfd", 4, "zstd", "zstd -dc"},
+        {"7z\xbc\xaf\x27\x1c", 6, "7-zip", "7z x"},
+        {"Rar!\x1a\x07", 6, "rar", "unrar x"},
+    };
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
+        if (n < kinds[i].len || memcmp(p, kinds[i].magic, kinds[i].len) != 0) continue;
+        /* "BZh" could begin a text line: bzip2 also needs a block size digit and the
+         * block magic "1AY&SY" after it. */
+        if (i == 1 && (n < 10 || p[3] < '1' || p[3] > '9' || memcmp(p + 4, "1AY&SY", 6) != 0))
+            continue;
+        *how = kinds[i].how;
+        return kinds[i].name;
+    }
+    return NULL;
+}
+
 /* The next line as [*start, *end) with *end == '\n' (a CR before it is turned into
  * '\n' too). Returns 1 for a line, 0 at end of file, or a negative spr_status. */
 static int spr_reader_next(spr_reader *r, char **start, char **end) {
@@ -222,6 +252,13 @@ static int spr_reader_next(spr_reader *r, char **start, char **end) {
         if (got < 0)
             return -(int)spr_fail(SPR_STATUS_IO_ERROR, "%s: read failed: %s", r->path, strerror(errno));
         if (got == 0) r->eof = 1;
+        const char *how, *kind = r->total == 0 && r->len == 0
+                                     ? compressed_kind((const unsigned char *)r->buf, (size_t)got, &how)
+                                     : NULL;
+        if (kind)
+            return -(int)spr_fail(SPR_STATUS_BAD_INPUT,
+                                  "%s: compressed with %s, not text: decompress it first (%s %s)",
+                                  r->path, kind, how, r->path);
         /* A NUL byte is never part of the text format: refuse it as soon as it is read, so
          * that a binary file (or /dev/zero) with no newline in sight is not held whole as
          * one line first. */

@@ -301,6 +301,16 @@ bad=$(grep -cvE '^[0-9]+:[^ ]+ [0-9]+:[^ ]+ [0-9]+:[^ ]+$' predict.out)
 if [ "$bad" = "0" ]; then pass; else
     fail "predict: expected 3 label:score pairs per line, $bad lines differ, e.g. '$(grep -vE '^[0-9]+:[^ ]+ [0-9]+:[^ ]+ [0-9]+:[^ ]+$' predict.out | head -n 1)'"
 fi
+# A compressed data set says so, with the command that decompresses it (it was "a NUL
+# byte"); decompressed through a pipe as '-' it is read.
+gzip -c "$TEST" >test_gz.txt.gz
+run gz eval --model dense.model --test test_gz.txt.gz
+expect_rc gz 2
+expect_grep gz gz.err "sparrow: test_gz.txt.gz: compressed with gzip, not text: decompress it first (gzip -dc test_gz.txt.gz)"
+gzip -dc test_gz.txt.gz | "$BIN" predict --model dense.model --input - --k 3 >gz_pipe.out 2>gz_pipe.err
+RC=$?
+expect_rc gz_pipe 0
+if cmp -s gz_pipe.out predict.out; then pass; else fail "gz_pipe: expected predict.out's lines"; fi
 (
     ulimit -f 4
     exec "$BIN" predict --model dense.model --input "$TEST" --k 3 >predict_lim.out 2>predict_lim.err

@@ -469,6 +469,38 @@ static void test_nul_bytes(void) {
     unlink(path);
 }
 
+/* A compressed data set is named as such, with the command that decompresses it (it
+ * was "a NUL byte: not a text file", or a bad header for a bzip2 file); a text line that
+ * merely starts like a magic number ("BZh") is still read as text. */
+static void test_compressed_files(void) {
+    static const struct {
+        const char *bytes;
+        size_t len;
+        const char *want;
+    } cases[] = {
+        {"\x1f\x8b\x08\x00\x00\x00\x00\x00", 8, "compressed with gzip, not text: decompress it first (gzip -dc "},
+        {"BZh91AY&SY\x01\x02", 12, "compressed with bzip2, not text: decompress it first (bzip2 -dc "},
+        {"PK\x03\x04\x14\x00", 6, "compressed with zip, not text: decompress it first (unzip "},
+        {"\xfd" "7zXZ\0\0\x04", 8, "compressed with xz, not text"},
+        {"\x28\xb5\x2f\xfd\x04\x00", 6, "compressed with zstd, not text"},
+        {"7z\xbc\xaf\x27\x1c\x00\x04", 8, "compressed with 7-zip, not text"},
+        {"Rar!\x1a\x07\x00", 7, "compressed with rar, not text"},
+        {"BZh 1 2\n", 8, ":1: bad label 'BZh'"},
+    };
+    spr_read_options o = spr_read_options_default();
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char path[64];
+        temp_path(path, sizeof path, "packed");
+        FILE *f = fopen(path, "wb");
+        CHECK(f != NULL, "cannot create %s", path);
+        if (!f) return;
+        fwrite(cases[i].bytes, 1, cases[i].len, f);
+        fclose(f);
+        bad(path, &o, SPR_STATUS_BAD_INPUT, cases[i].want);
+        unlink(path);
+    }
+}
+
 /* A file that grows while it is read must be refused, not half-read. A writer thread
  * appends to a 48 MB file 30 ms after the reader started; the read takes far longer.
  * Timing-based, so the attempt is repeated (up to 3 times) before it counts as failed. */
@@ -526,6 +558,7 @@ int main(int argc, char **argv) {
     test_values(seed);
     test_long_line();
     test_nul_bytes();
+    test_compressed_files();
     test_file_changes_while_read();
     return CHECK_DONE("test_data");
 }
