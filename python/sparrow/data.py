@@ -55,6 +55,11 @@ def load_xmc(path, format="auto", one_based=False, n_features=0, n_labels=0):
     return X, Y
 
 
+def _real(dtype):
+    """Whether features of this dtype are real numbers (bool: a binary bag of words)."""
+    return any(np.issubdtype(dtype, t) for t in (np.floating, np.integer, np.bool_))
+
+
 def as_features(X, n_features=None):
     """X as a canonical float32 CSR matrix (a dense numpy array or another scipy format
     is converted once; a float32 CSR with sorted indices is used as it is)."""
@@ -64,11 +69,11 @@ def as_features(X, n_features=None):
         X = np.asarray(X)
         if X.ndim != 2:
             raise ValueError("X must be 2-D (points, features), got shape %s" % (X.shape,))
-        if not (np.issubdtype(X.dtype, np.floating) or np.issubdtype(X.dtype, np.integer)):
+        if not _real(X.dtype):
             raise TypeError("X must hold numbers, got dtype %s" % X.dtype)
         X = sp.csr_matrix(X.astype(np.float32, copy=False))
     if X.dtype != np.float32:
-        if not (np.issubdtype(X.dtype, np.floating) or np.issubdtype(X.dtype, np.integer)):
+        if not _real(X.dtype):
             raise TypeError("X must hold numbers, got dtype %s" % X.dtype)
         X = X.astype(np.float32)
     if not X.has_canonical_format:
@@ -79,13 +84,21 @@ def as_features(X, n_features=None):
     return X
 
 
-def binary_labels(Y):
+def binary_labels(Y, n_labels=None):
     """A scipy sparse or dense 2-D label matrix as a canonical CSR holding a 1 for each
     label: a stored 0 is not a label, a whole number above 1 is a label repeated (as
     scipy sums duplicates); any other value (the -1 of a +-1 encoding, a weight such as
     0.5, NaN) is refused naming its place, since sparrow's targets are binary and the
-    matrix's nonzeros were once taken as labels whatever their value."""
+    matrix's nonzeros were once taken as labels whatever their value.
+    A single column where n_labels (the model's) is above 1, or holding values above 1,
+    is refused too: it is a column of label ids (y.reshape(-1, 1), a DataFrame's
+    df[["label"]]), which as a matrix would make every point's label 0."""
     Y = Y.tocsr() if sp.issparse(Y) else sp.csr_matrix(np.asarray(Y))
+    if Y.ndim == 2 and Y.shape[1] == 1 and Y.shape[0] and (
+            (n_labels or 0) > 1 or (Y.nnz and np.max(Y.data) > 1)):
+        raise ValueError("labels of shape %s: a column of label ids? Pass them 1-D "
+                         "(y.ravel()); a label matrix has one column per label%s"
+                         % (Y.shape, " (the model has %d)" % n_labels if n_labels else ""))
     d = np.asarray(Y.data, dtype=np.float64)
     bad = ~np.isfinite(d) | (d < 0) | (d != np.round(d))
     if bad.any():
@@ -106,7 +119,7 @@ def as_labels(Y, n_points, n_labels=None):
     CSR/sparse label matrix, a 1-D integer array (one label per point), a dense 0/1
     matrix, or a list of label lists."""
     if sp.issparse(Y):
-        Y = binary_labels(Y)
+        Y = binary_labels(Y, n_labels)
     elif isinstance(Y, (list, tuple)) and (len(Y) == 0 or not np.isscalar(Y[0])):
         indptr = np.zeros(len(Y) + 1, dtype=np.int64)
         indptr[1:] = np.cumsum([len(r) for r in Y])
@@ -131,7 +144,7 @@ def as_labels(Y, n_points, n_labels=None):
             Y = sp.csr_matrix((np.ones(Y.size, np.float32), Y.astype(np.int64),
                                np.arange(Y.size + 1)), shape=(Y.size, width))
         elif Y.ndim == 2:
-            Y = binary_labels(Y)
+            Y = binary_labels(Y, n_labels)
         else:
             raise ValueError("labels must be 1-D ids or a 2-D matrix, got shape %s" % (Y.shape,))
     if Y.shape[0] != n_points:

@@ -36,7 +36,7 @@ def _labels_csr(labels, n, n_classes):
             raise ValueError("label offsets must have %d or %d entries, got %s" % (n, n + 1, offsets.shape))
         ids = flat.astype(np.int64, copy=False)
     elif sp.issparse(labels):
-        m = binary_labels(labels)
+        m = binary_labels(labels, n_classes)
         if m.shape[0] != n:
             raise ValueError("hidden has %d rows but the labels %d" % (n, m.shape[0]))
         indptr, ids = m.indptr.astype(np.int64), m.indices.astype(np.int64)

@@ -292,6 +292,21 @@ def test_bad_arguments_raise(xmc_data, tmp_path):
         m.fit(X, np.full(X.shape[0], Y.shape[1] + 3), quiet=True)
     with pytest.raises(ValueError, match="points"):
         m.fit(X, Y[:10], quiet=True)
+    # A column of label ids (y.reshape(-1, 1), a DataFrame's df[["label"]]) was taken as
+    # a one-column label matrix: every point with an id above 0 trained toward label 0.
+    ids = np.arange(X.shape[0]) % Y.shape[1]
+    for column in (ids.reshape(-1, 1), sp.csr_matrix(ids.reshape(-1, 1)),
+                   (ids.reshape(-1, 1) == 1).astype(np.int64)):
+        with pytest.raises(ValueError, match=r"a column of label ids\? Pass them 1-D"):
+            m.fit(X, column, quiet=True)
+        with pytest.raises(ValueError, match="a column of label ids"):
+            m.evaluate(X, column)
+    with pytest.raises(ValueError, match="a column of label ids"):
+        sparrow.Dataset(X, ids.reshape(-1, 1))
+    one = sparrow.Model(X.shape[1], 1, hidden=4, sparsity=1.0)  # one label: a 0/1 column is fine
+    one.fit(X, (ids.reshape(-1, 1) == 1).astype(np.int64), quiet=True)
+    # bool features (a binary bag of words) are 0/1 numbers, like bool labels
+    m.fit(X.toarray() > 0, Y, max_batches=1, quiet=True)
     with pytest.raises(ValueError, match="k must"):
         m.predict(X, k=0)
     with pytest.raises(ValueError, match="k must"):

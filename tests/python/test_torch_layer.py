@@ -115,6 +115,8 @@ def test_bad_arguments_raise():
         layer(torch.randn(4, 9), torch.zeros(4, dtype=torch.long))
     with pytest.raises(TypeError, match="floating"):
         layer(torch.zeros(4, 8, dtype=torch.long), torch.zeros(4, dtype=torch.long))
+    with pytest.raises(ValueError, match="a column of label ids"):  # once: all label 0
+        layer(torch.randn(4, 8), sp.csr_matrix(np.array([[3], [1], [0], [2]])))
     with pytest.raises(ValueError, match="out of range"):
         layer(torch.randn(4, 8), torch.tensor([0, 1, 2, 10]))
     with pytest.raises(ValueError, match="rows"):
