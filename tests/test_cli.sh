@@ -1119,6 +1119,26 @@ expect_grep plot_pipe plot_pipe.err "wrote /dev/stdout"
 run plot_title plot ee.jsonl --out t.png --title "$(printf 'x%.0s' $(seq 400))"
 expect_rc plot_title 2
 expect_grep plot_title plot_title.err "--title is too long (400 characters"
+# '-' reads the metrics from standard input and writes the picture to standard output
+# (it was "-: cannot read"); named twice it is refused.
+"$BIN" plot - --out - <ee.jsonl 2>plot_dash.err | cat >dash.png
+out=$(check_png dash.png)
+if [ -z "$out" ]; then pass; else fail "plot - --out -: $out"; fi
+expect_grep plot_dash plot_dash.err "wrote standard output: 1 run(s)"
+run plot_dash2 plot - ee.jsonl - --out d2.png
+expect_rc plot_dash2 2
+expect_grep plot_dash2 plot_dash2.err "standard input ('-') named more than once"
+# The file of a run still writing its last line (or cut short by a full disk): the
+# whole lines are drawn, the incomplete one left out with a warning (it was refused
+# whole); a damaged line that is not the last is still an error.
+head -c -15 ee.jsonl >ee_cut.jsonl
+run plot_cut plot ee_cut.jsonl --out cut.png
+expect_rc plot_cut 0
+expect_grep plot_cut plot_cut.err "ee_cut.jsonl:$(wc -l <ee.jsonl): an incomplete last line left out"
+{ head -c -15 ee.jsonl; echo; tail -n 1 ee.jsonl; } >ee_mid.jsonl
+run plot_mid plot ee_mid.jsonl --out mid.png
+expect_rc plot_mid 2
+expect_grep plot_mid plot_mid.err "ee_mid.jsonl:$(wc -l <ee.jsonl): not a JSON object"
 
 # ---------------------------------------------------------------- empty data sets
 # A file with a header and no points: no training points, and no test points for train

@@ -66,7 +66,8 @@ def read_run(path):
     for its type here, so that a damaged file is refused naming its line."""
     chunks = []
     try:
-        with open(path, "rb") as f:
+        # "-": standard input, as for the data files of the other commands
+        with (os.fdopen(os.dup(sys.stdin.fileno()), "rb") if path == "-" else open(path, "rb")) as f:
             # by pieces, a NUL byte refused as soon as it is read (no text file holds one),
             # so that a binary file or /dev/zero is not read whole first
             for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -78,17 +79,24 @@ def read_run(path):
     except OSError as e:
         raise BadInput(f"{path}: cannot read: {e.strerror}")
     data = b"".join(chunks)
+    lines = data.decode("utf-8", "replace").splitlines()
     header, evals = {}, []
     # A resumed run continues the file with its own header, and its train_seconds count
     # its own process from 0: they are drawn after the time the file had reached.
     offset, reached = 0.0, 0.0
-    for number, line in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
+    for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         where = f"{path}:{number}"
         try:
             obj = json.loads(line)
         except ValueError as e:
+            if number == len(lines) and not data.endswith(b"\n"):
+                # a line still being written (the file of a running train) or cut short
+                # (a full disk): what comes before it is whole
+                print(f"sparrow plot: {where}: an incomplete last line left out (a run still "
+                      "writing it?)", file=sys.stderr)
+                break
             raise BadInput(f"{where}: not a JSON object ({e.msg})")
         if not isinstance(obj, dict):
             raise BadInput(f"{where}: not a JSON object")
@@ -118,7 +126,7 @@ def read_run(path):
 def run_label(path, header):
     """A legend entry: the file name and what distinguishes runs (dense or sampled at
     which sparsity, hash family, tables)."""
-    name = os.path.basename(path)
+    name = "stdin" if path == "-" else os.path.basename(path)
     if name.endswith(".jsonl"):
         name = name[: -len(".jsonl")]
     config = header.get("config") or {}
@@ -232,6 +240,10 @@ def save_png(fig, out, metadata):
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, metadata=metadata)
     png = buf.getvalue()
+    if out == "-":  # standard output, as '-' is standard input for the metrics files
+        sys.stdout.buffer.write(png)
+        sys.stdout.buffer.flush()
+        return
     try:
         st = os.stat(out)
     except OSError:
@@ -264,9 +276,11 @@ MAX_TITLE = 300
 def check_paths(metrics, out, title):
     """Bad arguments refused before anything is read or drawn: --out naming one of the
     metrics files (it replaced the file with the picture), a title too long to draw."""
+    if metrics.count("-") > 1:
+        raise BadInput("standard input ('-') named more than once")
     for path in metrics:
         try:
-            if os.path.exists(out) and os.path.samefile(out, path):
+            if path != "-" and os.path.exists(out) and os.path.samefile(out, path):
                 raise BadInput(f"--out {out} is also the metrics file {path}: it would be overwritten")
         except OSError:
             pass  # a missing metrics file is reported when it is read
@@ -279,8 +293,8 @@ def main(argv):
     parser = argparse.ArgumentParser(
         prog="sparrow plot",
         description="Draws P@k and loss against time and epochs for sparrow metrics files.")
-    parser.add_argument("metrics", nargs="+", help="metrics files (sparrow train --metrics)")
-    parser.add_argument("--out", default="curve.png", help="PNG to write (default curve.png)")
+    parser.add_argument("metrics", nargs="+", help="metrics files (sparrow train --metrics; - reads standard input)")
+    parser.add_argument("--out", default="curve.png", help="PNG to write (default curve.png; - writes standard output)")
     parser.add_argument("--title", default=None, help="figure title")
     args = parser.parse_args(argv)
     try:
@@ -294,11 +308,14 @@ def main(argv):
         return 2
     # not into the picture when it went to stdout (--out /dev/stdout | ...)
     report = sys.stderr if is_stdout(args.out) else sys.stdout
-    print(f"wrote {args.out}: {len(args.metrics)} run(s), {n} evaluations", file=report)
+    name = "standard output" if args.out == "-" else args.out
+    print(f"wrote {name}: {len(args.metrics)} run(s), {n} evaluations", file=report)
     return 0
 
 
 def is_stdout(path):
+    if path == "-":
+        return True
     try:
         a, b = os.stat(path), os.fstat(sys.stdout.fileno())
     except (OSError, ValueError):
