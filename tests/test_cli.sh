@@ -462,7 +462,7 @@ run res_b1 train $RES_OPTS --epochs 2 --max-batches 7 --save resB.model
 expect_rc res_b1 0
 run res_b2 train $RES_OPTS --epochs 2 --resume resB.model --save resB.model --metrics resB.jsonl
 expect_rc res_b2 0
-expect_grep res_b2 res_b2.err "resuming resB.model: step 7, epoch 1 at batch 8"
+expect_grep res_b2 res_b2.err "resuming resB.model: step 7, epoch 1 at sample 449 of 2000"
 if cmp -s resA.model resB.model; then pass; else fail "resume: expected resB.model identical to the uninterrupted resA.model, $(cmp resA.model resB.model 2>&1)"; fi
 MA=$(strip_times resA.jsonl 2>&1)
 MB=$(strip_times resB.jsonl 2>&1)
@@ -659,9 +659,24 @@ expect_grep res_conflict res_conflict.err "--hidden differs from the model in re
 run res_seed train --train "$TRAIN" --resume resB.model --epochs 3 --seed 6 --quiet
 expect_rc res_seed 2
 expect_grep res_seed res_seed.err "--seed"
-run res_batch train $RES_OPTS --resume resB.model --epochs 3 --batch 1000
-expect_rc res_batch 2
-expect_grep res_batch res_batch.err "--batch of the first run"
+# Another --batch: the epoch goes on at the sample where the first run stopped (the
+# resume counted steps, so a new batch size was refused, or skipped the wrong rows when
+# the numbers happened to fit: 7 steps of 64 read as 7 batches of 1000).
+run res_bc1 train $RES_OPTS --epochs 2 --max-batches 7 --save resC.model
+run res_batch train $RES_OPTS --resume resC.model --epochs 2 --batch 100 --save resC.model
+expect_rc res_batch 0
+expect_grep res_batch res_batch.err "resuming resC.model: step 7, epoch 1 at sample 449 of 2000"
+run res_batch_info info --model resC.model
+expect_grep res_batch_info res_batch_info.out "trained: 43 steps, 4000 samples, epoch 2,"
+run res_batch2 train $RES_OPTS --resume resB.model --epochs 3 --batch 1000 --save resC.model
+expect_rc res_batch2 0
+run res_batch2_info info --model resC.model
+expect_grep res_batch2_info res_batch2_info.out "trained: 66 steps, 6000 samples, epoch 3,"
+# A training set whose size does not fit the model's sample count is not the first run's.
+head -n 1001 "$TRAIN" | sed '1s/^[0-9]*/1000/' >res_small.txt
+run res_other train $RES_OPTS --train res_small.txt --resume resB.model --epochs 3
+expect_rc res_other 2
+expect_grep res_other res_other.err "resB.model: 4000 samples after 2 complete epochs do not fit res_small.txt's 1000 points: resume with the --train of the first run"
 run res_missing train --train "$TRAIN" --resume no_such.model --epochs 3
 expect_rc res_missing 2
 expect_grep res_missing res_missing.err "no_such.model"

@@ -9,6 +9,8 @@
 #   3. the small preset, sampled, 2 epochs: P@1 on 2 ranks within 0.02 of 1 process;
 #      the 2-rank model saved and evaluated on 1 process gives the 2-rank P@1; a
 #      1-process model evaluated on 2 ranks gives the 1-process P@1
+#   3b. a 2-rank run stopped mid-epoch and resumed on 2 ranks predicts as the
+#      uninterrupted one, byte for byte
 #   4. a manifest naming shards of two saves is refused (1 process and 2 ranks); a
 #      SIGTERM that reaches one rank only, and a metrics file that fails mid-run: both
 #      ranks stop at the same batch and save the model
@@ -79,6 +81,17 @@ awk -v a="$p1_two_on_one" -v b="$p1_two" 'BEGIN { d = a - b; if (d < 0) d = -d; 
     fail "the 2-rank model evaluated on 1 process: P@1 $p1_two_on_one, expected $p1_two"
 awk -v a="$p1_one_on_two" -v b="$p1_one" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d <= 1e-4) }' ||
     fail "the 1-process model evaluated on 2 ranks: P@1 $p1_one_on_two, expected $p1_one"
+
+echo "-- a 2-rank run stopped mid-epoch and resumed on 2 ranks: the uninterrupted model"
+"${mpi[@]}" "$sparrow" train "${common[@]}" --max-batches 50 --save "$work/res.model" >/dev/null 2>&1
+"${mpi[@]}" "$sparrow" train "${common[@]}" --resume "$work/res.model" --save "$work/res.model" \
+    --quiet 2>"$work/res.log" >/dev/null || { cat "$work/res.log"; fail "the resumed 2-rank run failed"; }
+grep -q "resuming $work/res.model: step 50, epoch 1 at sample 6401 of 30000" "$work/res.log" ||
+    { cat "$work/res.log"; fail "expected the resume to start at sample 6401"; }
+for m in two res; do
+    "$sparrow" predict --model "$work/$m.model" --input "$work/small/test.txt" --threads 1 >"$work/$m.pred"
+done
+cmp -s "$work/two.pred" "$work/res.pred" || fail "the resumed 2-rank model predicts otherwise than the uninterrupted one"
 
 echo "-- a manifest naming shards of two saves"
 # Shard 1 of another run (seed 2) put where two.model's manifest looks: refused by name,

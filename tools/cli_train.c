@@ -88,11 +88,12 @@ static const char TRAIN_HELP[] =
     "training\n"
     "  --resume MODEL        continue the run that saved MODEL where it stopped: the\n"
     "                        model options above come from MODEL (giving one that\n"
-    "                        differs is an error); --train, --batch, --lr, --threads,\n"
-    "                        --dense, --random-pool and the --rehash-* options\n"
-    "                        must be those of the first run for an exact continuation\n"
-    "                        (with --threads 1 the result is then bit for bit that of\n"
-    "                        an uninterrupted run)\n"
+    "                        differs is an error); --train must be the first run's\n"
+    "                        (the epoch goes on at the sample where it stopped);\n"
+    "                        --batch, --lr, --threads, --dense, --random-pool and the\n"
+    "                        --rehash-* options may change, but must be the first\n"
+    "                        run's for an exact continuation (with --threads 1 the\n"
+    "                        result is then bit for bit that of an uninterrupted run)\n"
     "  --epochs N            passes over the training set (default 1); with --resume\n"
     "                        the total, counting the epochs MODEL has done\n"
     "  --batch B             samples per optimizer step\n"
@@ -708,7 +709,7 @@ typedef struct train_state {
     int threads;
     uint64_t seed;            /* of the epoch shuffles: the model's seed */
     int64_t first_epoch;      /* 1, or the epoch a resumed run continues */
-    int64_t skip_batches;     /* batches of first_epoch done before the resume */
+    int64_t skip_rows;        /* samples of first_epoch trained before the resume */
     spr_eval_result last; /* the last evaluation */
     int have_last;
     int metrics_failed; /* a metrics line could not be written: training stopped there */
@@ -924,14 +925,14 @@ static int periodic_save(train_state *s) {
 
 /* The training loop: epochs of shuffled batches, an evaluation after each epoch and
  * after an early stop (--max-batches or a signal). A resumed run starts in
- * s->first_epoch after the s->skip_batches batches already done: the epoch's order
- * depends only on (seed, epoch), so those are exactly the batches it skips. */
+ * s->first_epoch after the s->skip_rows samples already trained: the epoch's order
+ * depends only on (seed, epoch), so those are exactly the rows it skips (with the first
+ * run's --batch, exactly its batches; with another, the same rows in other batches). */
 static int train_loop(train_state *s, const spr_dataset *train, const spr_train_options *topt,
                       int64_t *rows) {
     const train_args *a = s->args;
     spr_dataset_view v = spr_dataset_get_view(train);
     int64_t n = v.n_points, bsz = topt->batch_size;
-    int64_t per_epoch = (n + bsz - 1) / bsz;
     int64_t batches_done = 0;
     window since_eval = {0};
     int rc;
@@ -940,7 +941,7 @@ static int train_loop(train_state *s, const spr_dataset *train, const spr_train_
      * uninterrupted one would. */
     int64_t first_step = spr_model_get_info(s->model).steps;
     /* The bar counts the samples this process will train on. */
-    int64_t total = (a->epochs - s->first_epoch + 1) * n - s->skip_batches * bsz;
+    int64_t total = (a->epochs - s->first_epoch + 1) * n - s->skip_rows;
     if (a->max_batches > 0 && a->max_batches * bsz < total) total = a->max_batches * bsz;
     progress_start(&s->bar, "train", "samples", total, a->quiet);
     double loss_avg = NAN; /* a moving average of the batch losses, for the bar */
@@ -948,14 +949,14 @@ static int train_loop(train_state *s, const spr_dataset *train, const spr_train_
     for (int64_t epoch = s->first_epoch; epoch <= a->epochs; epoch++) {
         double t_start = now_seconds(), c_start = cpu_seconds();
         shuffle_rows(rows, n, s->seed, (uint64_t)epoch);
-        int64_t b = epoch == s->first_epoch ? s->skip_batches : 0;
-        for (; b < per_epoch; b++) {
+        int64_t start = epoch == s->first_epoch ? s->skip_rows : 0;
+        for (; start < n; start += bsz) {
             if (a->max_batches > 0 && batches_done >= a->max_batches) break;
             int stop;
             if ((rc = check_stop(s, &stop))) return rc;
             if (stop) break;
-            int64_t start = b * bsz;
             int64_t count = (start + bsz <= n) ? bsz : n - start;
+            int last_of_epoch = start + count == n;
             spr_batch_stats stats;
             memset(&stats, 0, sizeof stats);
             double t_step = now_seconds();
@@ -993,7 +994,7 @@ static int train_loop(train_state *s, const spr_dataset *train, const spr_train_
             /* --eval-every: an evaluation within the epoch at every N-th step (not after
              * the epoch's last batch, which the end-of-epoch evaluation covers). */
             if (a->eval_every > 0 && s->test && (first_step + batches_done) % a->eval_every == 0 &&
-                b + 1 < per_epoch && !(a->max_batches > 0 && batches_done >= a->max_batches)) {
+                !last_of_epoch && !(a->max_batches > 0 && batches_done >= a->max_batches)) {
                 double t = now_seconds();
                 s->train_seconds += t - t_start;
                 if ((rc = train_report(s, epoch, 1, &since_eval, 1))) return rc;
@@ -1002,7 +1003,7 @@ static int train_loop(train_state *s, const spr_dataset *train, const spr_train_
             /* --save-every within the epoch (at its last batch it waits for the epoch to
              * be counted complete, below, so that --resume finds a whole epoch). */
             int due = 0;
-            if (b + 1 < per_epoch && !(a->max_batches > 0 && batches_done >= a->max_batches) &&
+            if (!last_of_epoch && !(a->max_batches > 0 && batches_done >= a->max_batches) &&
                 (rc = save_due(s, first_step + batches_done, &due)))
                 return rc;
             if (due) {
@@ -1013,7 +1014,7 @@ static int train_loop(train_state *s, const spr_dataset *train, const spr_train_
         }
         s->train_seconds += now_seconds() - t_start;
         s->train_cpu_seconds += cpu_seconds() - c_start;
-        int complete = (b == per_epoch);
+        int complete = start >= n;
         if (complete) spr_model_set_epoch(s->model, epoch);
         if ((rc = train_report(s, epoch, !complete, &since_eval, 0))) return rc;
         if (a->max_batches > 0 && batches_done >= a->max_batches) break;
@@ -1340,22 +1341,21 @@ static int train_run(const train_args *args) {
     topt.clip_norm = (float)a.clip_norm;
     if (a.have_random_pool) topt.random_pool = a.random_pool;
 
-    /* Where a resumed run continues: after info.epoch complete epochs and the batches
-     * of the next one that the step count says were done. The count must fit the batch
-     * size, or this is not the run that saved the model. */
-    int64_t first_epoch = 1, skip_batches = 0;
+    /* Where a resumed run continues: after info.epoch complete epochs and the samples of
+     * the next one that the model's sample count says were trained (samples, not steps:
+     * --batch may differ from the first run's). The count must fit the training set, or
+     * this is not the set that trained the model. */
+    int64_t first_epoch = 1, skip_rows = 0;
     if (model) {
         spr_model_info mi = spr_model_get_info(model);
-        int64_t per_epoch = (tv.n_points + topt.batch_size - 1) / topt.batch_size;
         first_epoch = mi.epoch + 1;
-        skip_batches = mi.epoch > mi.steps / per_epoch ? -1 : mi.steps - mi.epoch * per_epoch;
-        if (skip_batches < 0 || skip_batches >= per_epoch) {
+        skip_rows = mi.epoch > mi.samples / tv.n_points ? -1 : mi.samples - mi.epoch * tv.n_points;
+        if (skip_rows < 0 || skip_rows >= tv.n_points) {
             fprintf(stderr,
-                    "sparrow: %s: %lld steps after %lld complete epochs do not fit %lld batches "
-                    "per epoch (%lld points, --batch %d): resume with the --train and --batch of "
-                    "the first run\n",
-                    a.resume_path, (long long)mi.steps, (long long)mi.epoch, (long long)per_epoch,
-                    (long long)tv.n_points, topt.batch_size);
+                    "sparrow: %s: %lld samples after %lld complete epochs do not fit %s's %lld "
+                    "points: resume with the --train of the first run\n",
+                    a.resume_path, (long long)mi.samples, (long long)mi.epoch, a.train_path,
+                    (long long)tv.n_points);
             rc = EXIT_USAGE;
             goto done;
         }
@@ -1433,8 +1433,9 @@ static int train_run(const train_args *args) {
                 (double)info.table_bytes / 1e6);
         if (a.max_batches > 0) fprintf(stderr, "  stopping after %lld batches\n", (long long)a.max_batches);
         if (a.resume_path)
-            fprintf(stderr, "  resuming %s: step %lld, epoch %lld at batch %lld\n", a.resume_path,
-                    (long long)info.steps, (long long)first_epoch, (long long)skip_batches + 1);
+            fprintf(stderr, "  resuming %s: step %lld, epoch %lld at sample %lld of %lld\n",
+                    a.resume_path, (long long)info.steps, (long long)first_epoch,
+                    (long long)skip_rows + 1, (long long)tv.n_points);
         if (cli_dist)
             fprintf(stderr, "  %d MPI ranks: the output layer split by label range, one shard per "
                             "rank (this rank's shown above)\n", spr_dist_size(cli_dist));
@@ -1450,7 +1451,7 @@ static int train_run(const train_args *args) {
     s.threads = topt.threads;
     s.seed = cfg.seed;
     s.first_epoch = first_epoch;
-    s.skip_batches = skip_batches;
+    s.skip_rows = skip_rows;
     s.saved_step = -1;
     s.saved_at = now_seconds();
     if (test) {

@@ -317,8 +317,8 @@ class Model:
         each callback(metrics); a callback returning True stops training. The GIL is
         released while a batch trains. random_pool: the CLI's --random-pool (None:
         the library's default). A fit stopped inside an epoch (max_batches,
-        KeyboardInterrupt) is continued after its done batches by the next fit on the same
-        data with the same batch_size and shuffle. Returns self.history."""
+        KeyboardInterrupt) is continued after its trained rows by the next fit on the same
+        data and shuffle (any batch_size). Returns self.history."""
         h = self._h()
         for name, value in (("epochs", epochs), ("max_batches", max_batches), ("eval_max", eval_max)):
             if value is not None and _lib.integer(value, name) < 1:  # as the CLI's --epochs ... refuse them
@@ -362,7 +362,7 @@ class Model:
         stats = _lib.BatchStats()
         last = cfg.n_layers - 1
         first_epoch = self.info["epoch"] + 1
-        skip = self._continued_batches(data, opts.batch_size, shuffle, first_epoch)
+        skip = self._continued_rows(data, shuffle, first_epoch)
         epochs = _lib.integer(epochs, "epochs")
         train_seconds, samples_done, batches_done = 0.0, 0, 0
         for epoch in range(first_epoch, first_epoch + epochs):
@@ -374,13 +374,12 @@ class Model:
             loss_sum = active_sum = 0.0
             seen = 0
             t0 = time.perf_counter()
-            first_batch = skip if epoch == first_epoch else 0
-            first_step = self.info["steps"]
+            first_row = skip if epoch == first_epoch else 0
+            first_samples = self.info["samples"]
             try:
-                for b in range(first_batch, per_epoch):
+                for start in range(first_row, n, opts.batch_size):
                     if max_batches is not None and batches_done >= max_batches:
                         break
-                    start = b * opts.batch_size
                     count = min(opts.batch_size, n - start)
                     with self._lock:
                         check(_lib.spr_model_train_batch(self._h(), data.handle, base + 8 * start,
@@ -390,12 +389,12 @@ class Model:
                     seen += count
                     batches_done += 1
                     el = train_seconds + time.perf_counter() - t0
-                    bar.update(epoch, first_epoch + epochs - 1, b + 1, per_epoch,
+                    batch = -(-(start + count) // opts.batch_size)  # of the epoch, rounded up
+                    bar.update(epoch, first_epoch + epochs - 1, batch, per_epoch,
                                (samples_done + seen) / el if el > 0 else 0.0, loss_sum / seen)
             finally:  # also after KeyboardInterrupt: the next fit continues from here
-                done = first_batch + self.info["steps"] - first_step
-                complete = self._stop_inside_epoch(data, opts.batch_size, shuffle, epoch, done,
-                                                   per_epoch)
+                done = first_row + self.info["samples"] - first_samples
+                complete = self._stop_inside_epoch(data, shuffle, epoch, done)
             if seen == 0 and not complete:  # max_batches was reached at the epoch's start
                 break
             train_seconds += time.perf_counter() - t0
@@ -426,35 +425,35 @@ class Model:
         return self.history
 
     # A fit that stops inside an epoch (max_batches, KeyboardInterrupt) leaves
-    # self._partial; the next fit on the same data, batch size and shuffle continues
-    # that epoch after its done batches (the epoch's order depends only on the seed and
-    # the epoch), as `sparrow train --resume` does. Anything else starts the epoch again:
-    # the model alone cannot tell which batches of another data set were done. Not
-    # kept by save()/load() (the model file has no batch size): pickling keeps it.
+    # self._partial; the next fit on the same data and shuffle continues that epoch
+    # after its trained rows (the epoch's order depends only on the seed and the epoch),
+    # as `sparrow train --resume` does, whatever its batch_size. Anything else starts the
+    # epoch again: the model alone cannot tell which rows of other data were trained.
+    # Not kept by save()/load() (the model file does not know the data): pickling keeps it.
 
-    def _stop_inside_epoch(self, data, batch_size, shuffle, epoch, done, per_epoch):
-        """Records where training of epoch stopped (done of per_epoch batches, counted
-        from the model's steps); a complete epoch is counted. Returns whether it is."""
+    def _stop_inside_epoch(self, data, shuffle, epoch, done):
+        """Records where training of epoch stopped (done of its rows, counted from the
+        model's samples); a complete epoch is counted. Returns whether it is."""
         with self._lock:
-            if done >= per_epoch:
+            if done >= data.n_points:
                 _lib.spr_model_set_epoch(self._h(), epoch)
                 self._partial = None
             elif done > 0:
-                self._partial = {"epoch": epoch, "batches": done, "step": self.info["steps"],
-                                 "batch_size": batch_size, "points": data.n_points,
-                                 "shuffle": bool(shuffle), "data": data.fingerprint()}
-        return done >= per_epoch
+                self._partial = {"epoch": epoch, "rows": done, "samples": self.info["samples"],
+                                 "points": data.n_points, "shuffle": bool(shuffle),
+                                 "data": data.fingerprint()}
+        return done >= data.n_points
 
-    def _continued_batches(self, data, batch_size, shuffle, epoch):
-        """The batches of epoch an earlier fit did, if this one continues it; else 0."""
+    def _continued_rows(self, data, shuffle, epoch):
+        """The rows of epoch an earlier fit trained, if this one continues it; else 0."""
         p = self._partial
         if p is None:
             return 0
-        now = {"epoch": epoch, "step": self.info["steps"], "batch_size": batch_size,
-               "points": data.n_points, "shuffle": bool(shuffle)}
+        now = {"epoch": epoch, "samples": self.info["samples"], "points": data.n_points,
+               "shuffle": bool(shuffle)}
         if any(p[k] != v for k, v in now.items()) or p["data"] != data.fingerprint():
             return 0
-        return p["batches"]
+        return p["rows"]
 
     # ---------------------------------------------------------------- inference
 

@@ -244,9 +244,16 @@ def test_fit_continues_an_epoch_it_stopped_inside(xmc_data, monkeypatch):
     assert [(h["epoch"], h["partial_epoch"]) for h in hist] == [(1, False)]
     assert m.info["epoch"] == 1
 
-    # Other data (same shape), another batch size, no shuffle: the epoch starts again.
-    others = [(X[::-1], Y[::-1], kw), (X, Y, dict(kw, batch_size=64)),
-              (X, Y, dict(kw, shuffle=False))]
+    # Another batch size goes on at the row where the first fit stopped.
+    m = model()
+    m.fit(X, Y, max_batches=3, **kw)
+    hist = m.fit(X, Y, epochs=1, **dict(kw, batch_size=100))
+    n = X.shape[0]
+    assert m.info["samples"] == n and m.info["epoch"] == 1
+    assert m.info["steps"] == 3 + -(-(n - 3 * 128) // 100) and not hist[-1]["partial_epoch"]
+
+    # Other data (same shape), no shuffle: the epoch starts again.
+    others = [(X[::-1], Y[::-1], kw), (X, Y, dict(kw, shuffle=False))]
     for Xo, Yo, kwo in others:
         m = model()
         m.fit(X, Y, max_batches=3, **kw)
