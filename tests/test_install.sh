@@ -100,7 +100,7 @@ fi
     --epochs 2 --threads 1 --metrics "$TMP/m.jsonl" --quiet >/dev/null 2>"$TMP/train.err" || fail "installed train: $(head -c 400 "$TMP/train.err")"
 # The installed plot.py is the one run: a copy that the source tree does not have.
 cp "$PREFIX/share/sparrow/plot.py" "$TMP/plot.orig"
-sed 's/print(f"wrote {args.out}/print(f"installed: wrote {args.out}/' "$TMP/plot.orig" >"$PREFIX/share/sparrow/plot.py"
+sed 's/print(f"wrote /print(f"installed: wrote /' "$TMP/plot.orig" >"$PREFIX/share/sparrow/plot.py"
 out=$("$PREFIX/bin/sparrow" plot "$TMP/m.jsonl" --out "$TMP/curve.png" 2>&1)
 case $out in "installed: wrote"*) pass ;; *) fail "installed sparrow plot: expected the installed plot.py to run, got: $out" ;; esac
 if [ -s "$TMP/curve.png" ]; then pass; else fail "installed sparrow plot: no $TMP/curve.png"; fi
