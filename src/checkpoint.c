@@ -104,6 +104,8 @@
 /* I/O buffer: big enough that a 1.3 GB model is a few hundred system calls, small
  * enough not to matter next to the model. */
 #define CKPT_BUFFER ((size_t)4 << 20)
+#define CKPT_BUFFER_MIN ((size_t)4 << 10) /* where memory is short (save_file) */
+_Static_assert(CKPT_BUFFER_MIN >= CKPT_CONF_MAX + 64, "w_bytes needs the whole CONF section in the buffer");
 
 enum {
     KIND_CONF = 1,
@@ -575,10 +577,15 @@ static spr_status save_file(const spr_model *model, const char *path) {
 
     spr_status status = SPR_STATUS_IO_ERROR;
     int err = 0, created = 0;
-    writer w = {.fd = -1, .cap = CKPT_BUFFER};
+    writer w = {.fd = -1};
     size_t tmp_len = strlen(path) + 32;
     char *tmp = malloc(tmp_len);
-    w.buf = malloc(w.cap);
+    /* A smaller buffer where the large one cannot be had: under an address-space limit
+     * (ulimit -v, as cluster schedulers set) the 4 MB block failed at the end of a run
+     * that had trained for hours, and the model was lost, while a small block still
+     * comes from the heap. More write calls, the same file. */
+    for (w.cap = CKPT_BUFFER; w.cap >= CKPT_BUFFER_MIN && !(w.buf = malloc(w.cap)); w.cap /= 8) {
+    }
     if (!tmp || !w.buf) {
         status = spr_fail(SPR_STATUS_NO_MEMORY, "%s: cannot write: out of memory", path);
         goto fail;
