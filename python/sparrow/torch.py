@@ -103,7 +103,8 @@ class SampledSoftmaxLinear(torch.nn.Module):
     load_state_dict() restores (deepcopy and pickle go the same way).
 
     In eval mode, or under torch.no_grad(), forward returns the exact full softmax
-    cross-entropy and changes nothing. With sparsity=1.0 the layer is exactly
+    cross-entropy and changes nothing; `layer(hidden)` without labels there returns
+    the logits (batch, n_classes). With sparsity=1.0 the layer is exactly
     nn.Linear + F.cross_entropy (tests/python/test_torch_layer.py).
 
     Inputs must be float32-convertible; the computation runs on the CPU (a CUDA
@@ -278,10 +279,18 @@ class SampledSoftmaxLinear(torch.nn.Module):
         loss = torch.tensor(self._stats.loss, dtype=hidden.dtype, device=hidden.device)
         return loss, grad.to(hidden.device, hidden.dtype)
 
-    def forward(self, hidden, labels):
+    def forward(self, hidden, labels=None):
         """Loss of hidden (batch, in_features) against labels: a 1-D LongTensor of class
         ids, or for several labels per sample an (offsets, ids) pair (offsets as
-        nn.EmbeddingBag's, or CSR's n+1), a scipy sparse matrix, or a list of lists."""
+        nn.EmbeddingBag's, or CSR's n+1), a scipy sparse matrix, or a list of lists.
+        Without labels, in eval mode or under torch.no_grad(): the exact logits
+        (batch, n_classes), as nn.Linear gives them (predict() ranks them sparsely)."""
+        if labels is None:
+            if self.training and torch.is_grad_enabled():
+                raise ValueError("labels are needed to train (for logits: module.eval() or "
+                                 "torch.no_grad(); for the top classes: predict())")
+            h = self._rows(hidden)
+            return (h @ self.weight.t() + self.bias).to(hidden.device, hidden.dtype)
         n = hidden.shape[0] if torch.is_tensor(hidden) and hidden.dim() == 2 else -1
         if n < 1:
             self._rows(hidden)  # raises the right error

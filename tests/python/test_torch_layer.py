@@ -117,6 +117,9 @@ def test_bad_arguments_raise():
         layer(torch.zeros(4, 8, dtype=torch.long), torch.zeros(4, dtype=torch.long))
     with pytest.raises(ValueError, match="a column of label ids"):  # once: all label 0
         layer(torch.randn(4, 8), sp.csr_matrix(np.array([[3], [1], [0], [2]])))
+    with pytest.raises(ValueError, match="labels are needed to train"):  # training mode
+        layer(torch.randn(4, 8))
+
     with pytest.raises(ValueError, match="out of range"):
         layer(torch.randn(4, 8), torch.tensor([0, 1, 2, 10]))
     with pytest.raises(ValueError, match="rows"):
@@ -160,6 +163,23 @@ def test_bad_arguments_raise():
         SampledSoftmaxLinear(8, 10, tables=7.5)
     with pytest.raises(ValueError, match="^n_classes must be an integer, got 10.5"):
         SampledSoftmaxLinear(8, 10.5)
+
+
+def test_logits_without_labels():
+    """layer(hidden) without labels, in eval mode or under no_grad: nn.Linear's logits
+    (it was a TypeError: a missing argument), nothing updated."""
+    layer = SampledSoftmaxLinear(8, 10, sparsity=0.5, seed=2)
+    h = torch.randn(5, 8, dtype=torch.float64)
+    before = layer.state_dict()["sparrow_model"].clone()
+    want = h.float() @ layer.weight.t() + layer.bias
+    with torch.no_grad():
+        got = layer(h)
+    assert got.shape == (5, 10) and got.dtype == torch.float64
+    torch.testing.assert_close(got.float(), want)
+    layer.eval()
+    torch.testing.assert_close(layer(h).float(), want)
+    assert torch.equal(layer.state_dict()["sparrow_model"], before)
+    assert torch.equal(layer(h).argmax(1), layer.predict(h, k=1)[0][:, 0])
 
 
 def _trained_net(seed=1, steps=3):
