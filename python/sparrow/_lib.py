@@ -228,6 +228,7 @@ spr_model_rehash = _fn("spr_model_rehash", c_int, _p, c_int, c_int)
 spr_model_get_info = _fn("spr_model_get_info", ModelInfo, _p)
 spr_model_set_epoch = _fn("spr_model_set_epoch", None, _p, c_int64)
 spr_model_save = _fn("spr_model_save", c_int, _p, c_char_p)
+spr_model_save_check = _fn("spr_model_save_check", c_int, c_char_p)
 spr_model_load = _fn("spr_model_load", c_int, c_char_p, POINTER(_p))
 spr_model_output_train = _fn("spr_model_output_train", c_int, _p, _p, c_int64, _p, _p,
                              POINTER(TrainOptions), _p, POINTER(BatchStats))

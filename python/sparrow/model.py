@@ -2,6 +2,7 @@
 import ctypes
 import hashlib
 import os
+import re
 import sys
 import tempfile
 import threading
@@ -59,6 +60,26 @@ class _Progress:
             self.stream.write("\r\033[K")
         self.stream.write(text + "\n")
         self.stream.flush()
+
+
+def _save_interval(save_every, save_path):
+    """fit's save_every as (steps, seconds), one of them None: an int of steps >= 1, or a
+    time "30m", "2h", "600s" (decimals allowed), as `sparrow train --save-every`."""
+    if save_every is None:
+        return None, None
+    if save_path is None:
+        raise ValueError("save_every needs save_path (where to save)")
+    if isinstance(save_every, str):
+        m = re.fullmatch(r"(\d+\.?\d*|\.\d+)([smh])", save_every.strip())
+        seconds = float(m.group(1)) * {"s": 1, "m": 60, "h": 3600}[m.group(2)] if m else 0.0
+        if not 0 < seconds < float("inf"):
+            raise ValueError("save_every must be a number of steps >= 1 or a time such as '30m', "
+                             "'2h', '600s', got %r" % save_every)
+        return None, seconds
+    steps = _lib.integer(save_every, "save_every")
+    if steps < 1:
+        raise ValueError("save_every must be >= 1 steps, got %d" % steps)
+    return steps, None
 
 
 class _ArrayMemory:
@@ -304,7 +325,7 @@ class Model:
             dense=False, threads=0, shuffle=True, beta1=0.9, beta2=0.999, eps=1e-8,
             rehash_first=50, rehash_growth=0.1, rehash_max=1000, rebuild_every=10, clip_norm=0.0,
             eval_max=None, sparse_inference=False, quiet=False, max_batches=None,
-            random_pool=None):
+            random_pool=None, save_path=None, save_every=None, resume=False):
         """Trains on X (scipy CSR or numpy dense, (points, features)) and Y (CSR label
         matrix, 1-D label ids, or a list of label lists) for `epochs` epochs of shuffled
         batches (the order depends only on the model's seed and the epoch).
@@ -318,8 +339,20 @@ class Model:
         released while a batch trains. random_pool: the CLI's --random-pool (None:
         the library's default). A fit stopped inside an epoch (max_batches,
         KeyboardInterrupt) is continued after its trained rows by the next fit on the same
-        data and shuffle (any batch_size). Returns self.history."""
+        data and shuffle (any batch_size).
+
+        save_every (with save_path): also save the model there, atomically, at every N-th
+        step (an int; steps count the model's, as `sparrow train --save-every`) or once
+        the time given has passed since the last save ("30m", "2h", "600s"); at an
+        epoch's last batch after the epoch is counted. A save that fails raises (the file
+        keeps the previous save). resume=True continues a model loaded from such a file
+        (or from `sparrow train --save`) inside the epoch it stopped in, at the row its
+        sample count gives, as `sparrow train --resume` does: X must be the data it was
+        trained on (a sample count that does not fit X is refused). Returns self.history."""
         h = self._h()
+        every_steps, every_seconds = _save_interval(save_every, save_path)
+        if save_path is not None:  # a path that cannot be written: before any training
+            check(_lib.spr_model_save_check(os.fsencode(save_path)))
         for name, value in (("epochs", epochs), ("max_batches", max_batches), ("eval_max", eval_max)):
             if value is not None and _lib.integer(value, name) < 1:  # as the CLI's --epochs ... refuse them
                 raise ValueError("%s must be >= 1, got %r" % (name, value))
@@ -362,7 +395,31 @@ class Model:
         stats = _lib.BatchStats()
         last = cfg.n_layers - 1
         first_epoch = self.info["epoch"] + 1
-        skip = self._continued_rows(data, shuffle, first_epoch)
+        if resume:
+            info = self.info
+            skip = info["samples"] - info["epoch"] * n
+            if not 0 <= skip < n:
+                raise ValueError("resume: the model's %d samples after %d complete epochs do not fit "
+                                 "the %d points of X: resume with the data the model was trained on"
+                                 % (info["samples"], info["epoch"], n))
+        else:
+            skip = self._continued_rows(data, shuffle, first_epoch)
+        saved_at = [time.monotonic()]
+
+        def save_if_due():
+            """Saves when save_every says so; returns the seconds it took (0.0: no save)."""
+            step = self.info["steps"]
+            due = (every_steps is not None and step % every_steps == 0) or (
+                every_seconds is not None and time.monotonic() - saved_at[0] >= every_seconds)
+            if not due:
+                return 0.0
+            t = time.perf_counter()
+            self.save(save_path)  # raises when it fails: the file keeps the last save
+            saved_at[0] = time.monotonic()
+            took = time.perf_counter() - t
+            bar.line("saved %s at step %d (%.2f s)" % (os.fsdecode(save_path), step, took))
+            return took
+
         epochs = _lib.integer(epochs, "epochs")
         train_seconds, samples_done, batches_done = 0.0, 0, 0
         for epoch in range(first_epoch, first_epoch + epochs):
@@ -392,12 +449,16 @@ class Model:
                     batch = -(-(start + count) // opts.batch_size)  # of the epoch, rounded up
                     bar.update(epoch, first_epoch + epochs - 1, batch, per_epoch,
                                (samples_done + seen) / el if el > 0 else 0.0, loss_sum / seen)
+                    if save_path is not None and start + count < n:
+                        t0 += save_if_due()  # the save is not training time
             finally:  # also after KeyboardInterrupt: the next fit continues from here
                 done = first_row + self.info["samples"] - first_samples
                 complete = self._stop_inside_epoch(data, shuffle, epoch, done)
             if seen == 0 and not complete:  # max_batches was reached at the epoch's start
                 break
             train_seconds += time.perf_counter() - t0
+            if save_path is not None and complete:  # at the epoch's end once it is counted
+                save_if_due()
             samples_done += seen
             metrics = {"epoch": epoch, "partial_epoch": not complete, "step": self.info["steps"],
                        "train_seconds": train_seconds,

@@ -268,6 +268,51 @@ def test_fit_continues_an_epoch_it_stopped_inside(xmc_data, monkeypatch):
     assert m.info["steps"] == 3 + per_epoch
 
 
+def test_fit_save_every_and_resume(xmc_data, tmp_path):
+    """save_every saves mid-run (steps or a time); a model loaded from such a save and
+    fit with resume=True ends byte for byte as the uninterrupted fit (the kill-and-resume
+    workflow of `sparrow train --save-every` / `--resume`)."""
+    X, Y, _, _ = xmc_data
+    kw = dict(batch_size=128, threads=1, quiet=True)
+    path = str(tmp_path / "se.spr")
+
+    def model():
+        return sparrow.Model(X.shape[1], Y.shape[1], hidden=16, sparsity=0.5, tables=4, seed=5)
+
+    whole = model()
+    whole.fit(X, Y, epochs=2, **kw)
+    m = model()  # "killed" after step 7: the file holds step 5
+    m.fit(X, Y, epochs=2, max_batches=7, save_every=5, save_path=path, **kw)
+    back = sparrow.Model.load(path)
+    assert (back.info["steps"], back.info["samples"], back.info["epoch"]) == (5, 640, 0)
+    back.fit(X, Y, epochs=2, resume=True, **kw)
+    assert back.to_bytes() == whole.to_bytes()
+    # at an epoch's last batch the save comes after the epoch is counted
+    m = model()
+    m.fit(X, Y, epochs=2, max_batches=12, save_every=8, save_path=path, **kw)
+    assert (sparrow.Model.load(path).info["steps"], sparrow.Model.load(path).info["epoch"]) == (8, 1)
+    # a time: saves about every batch, and saving changes nothing in the training
+    m = model()
+    os.unlink(path)
+    m.fit(X, Y, epochs=2, save_every="0.0001s", save_path=path, **kw)
+    assert m.to_bytes() == whole.to_bytes() and sparrow.Model.load(path).info["steps"] >= 1
+    # refused before any training
+    for bad in ("0m", "-1s", "1.5x", "s", "1e999h", 0, 2.5):
+        with pytest.raises(ValueError, match="save_every"):
+            m.fit(X, Y, save_every=bad, save_path=path, **kw)
+    with pytest.raises(ValueError, match="save_every needs save_path"):
+        m.fit(X, Y, save_every=5, **kw)
+    fresh = model()
+    with pytest.raises(sparrow.SparrowIOError, match="not a regular file"):
+        fresh.fit(X, Y, save_every=5, save_path=str(tmp_path), **kw)
+    assert fresh.info["steps"] == 0
+    # resume=True with other data: the sample count does not fit it
+    m = model()
+    m.fit(X, Y, max_batches=5, save_every=5, save_path=path, **kw)
+    with pytest.raises(ValueError, match="640 samples after 0 complete epochs do not fit the 100 points"):
+        sparrow.Model.load(path).fit(X[:100], Y[:100], resume=True, **kw)
+
+
 def test_labels_as_ids_and_lists(xmc_data):
     X, _, _, _ = xmc_data
     m = sparrow.Model(X.shape[1], 5, hidden=8, sparsity=1.0)
