@@ -493,6 +493,30 @@ def test_gil_released_during_a_call():
     assert ticks >= 10, (ticks, elapsed)
 
 
+def test_one_fit_at_a_time():
+    """A second fit on a model while one runs in another thread is refused: each fit
+    counts its epoch by the model's samples, and two would interleave their epochs."""
+    m = sparrow.Model(50, 100_000, hidden=32, sparsity=1.0)
+    X = sp.random(64, 50, density=0.2, format="csr", random_state=1, dtype=np.float32)
+    y = np.arange(64) % 100_000
+    errors = []
+    t = threading.Thread(target=lambda: m.fit(X, y, epochs=20, batch_size=8, threads=1, quiet=True))
+    t.start()
+    for _ in range(2000):
+        if getattr(m, "_fitting", False):
+            break
+        time.sleep(0.001)
+    try:
+        m.fit(X, y, quiet=True)
+    except RuntimeError as e:
+        errors.append(str(e))
+    t.join()
+    assert errors and "another fit() is running on this model" in errors[0]
+    assert m.info["epoch"] == 20 and not m._fitting
+    m.fit(X, y, quiet=True, threads=1)  # and after it, fit runs again
+    assert m.info["epoch"] == 21
+
+
 def test_import_error_names_the_library(tmp_path):
     env = dict(os.environ, SPARROW_LIBRARY=str(tmp_path / "nowhere" / "libsparrow.so"))
     code = "import sys; sys.path.insert(0, %r); import sparrow" % os.path.join(
