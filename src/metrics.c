@@ -52,8 +52,20 @@ spr_status spr_inv_propensities(const spr_dataset *train, double a, double b, in
                         (long long)n_labels, (long long)d.n_labels);
     for (int64_t l = 0; l < n_labels; l++) out[l] = 0.0; /* counts first */
     for (int64_t e = 0; e < d.label_indptr[d.n_points]; e++) out[d.labels[e]] += 1.0;
-    const double c = (log((double)d.n_points) - 1.0) * pow(b + 1.0, a);
-    for (int64_t l = 0; l < n_labels; l++) out[l] = 1.0 + c * pow(out[l] + b, -a);
+    /* 1 + C (N_l + b)^-a with C = (log N - 1)(b + 1)^a, in logs: (b + 1)^a alone
+     * overflowed for large a (then inf x 0 = NaN), and the NaN was refused only at the
+     * first evaluation, after a whole epoch of training. */
+    const double log_c = log(log((double)d.n_points) - 1.0) + a * log(b + 1.0);
+    for (int64_t l = 0; l < n_labels; l++) {
+        const double count = out[l];
+        out[l] = 1.0 + exp(log_c - a * log(count + b));
+        if (!(out[l] < HUGE_VAL))
+            return spr_fail(SPR_STATUS_BAD_INPUT,
+                            "propensities: a = %g, b = %g give label %lld (seen %.0f times) an "
+                            "inverse propensity too large for a double; the XMC repository's "
+                            "constants are a 0.5-0.6, b 0.4-2.6",
+                            a, b, (long long)l, count);
+    }
     return SPR_STATUS_OK;
 }
 

@@ -1004,7 +1004,20 @@ expect_rc psp_alone 2
 expect_grep psp_alone psp_alone.err "--propensity needs --propensity-train FILE"
 run psp_zero train --train "$TRAIN" --propensity 0,1
 expect_rc psp_zero 2
-expect_grep psp_zero psp_zero.err "--propensity must be A,B: two numbers > 0"
+expect_grep psp_zero psp_zero.err "--propensity must be A,B: A in (0, 1e6) and B in (0, 1e12)"
+# Constants whose inverse propensities overflow a double: refused before training (the
+# NaN they gave was refused only at the first evaluation, after the whole epoch, and
+# the model was not saved).
+rm -f psp_big.model
+run psp_big train --train "$TRAIN" --test "$TEST" --propensity 2000,1 --save psp_big.model
+expect_rc psp_big 2
+expect_grep psp_big psp_big.err "propensities: a = 2000, b = 1 give label "
+expect_grep psp_big psp_big.err "an inverse propensity too large for a double"
+if grep -q "^epoch 1" psp_big.err || [ -e psp_big.model ]; then
+    fail "psp_big: trained (or saved) before the constants were refused"; else pass; fi
+run psp_big_eval eval --model psp.model --test "$TEST" --propensity-train "$TRAIN" --propensity 2000,1
+expect_rc psp_big_eval 2
+expect_grep psp_big_eval psp_big_eval.err "too large for a double"
 
 # ---------------------------------------------------------------- predict --labels
 "$PY" -c 'import sys; [print("name %d" % i) for i in range(int(sys.argv[1]))]' "$N_LABELS" >names.txt

@@ -110,6 +110,16 @@ static void test_precision(void) {
         CHECK(spr_inv_propensities(ds, 0.55, 1.5, 7, ip) == SPR_STATUS_BAD_INPUT, "n_labels below the data's: refused");
         CHECK(spr_inv_propensities(ds, 0.0, 1.5, 9, ip) == SPR_STATUS_BAD_INPUT, "a = 0: refused");
         CHECK(spr_inv_propensities(ds, 0.55, NAN, 9, ip) == SPR_STATUS_BAD_INPUT, "b NaN: refused");
+        /* (b + 1)^a overflowed for a = 2000, then inf x 0 = NaN was returned as a weight
+         * (refused only at the first evaluation, after training); computed in logs, a
+         * value past a double's range is refused here, naming the label */
+        CHECK(spr_inv_propensities(ds, 2000, 1, 9, ip) == SPR_STATUS_BAD_INPUT &&
+                  strstr(spr_last_error(), "too large for a double"),
+              "a = 2000, b = 1: refused, got \"%s\"", spr_last_error());
+        pst = spr_inv_propensities(ds, 50, 1, 9, ip); /* large but finite: exact to 1e-12 */
+        const double big = 1 + exp(log(log(4.0) - 1) + 50 * log(2.0) - 50 * log(1.0));
+        CHECK(pst == SPR_STATUS_OK && fabs(ip[5] / big - 1) < 1e-12 && fabs(ip[0] - log(4.0)) < 1e-12,
+              "a = 50: want %.9g and ln 4, got %.9g and %.9g", big, ip[5], ip[0]);
         spr_dataset_free(ds);
         spr_dataset_view two = d;
         two.n_points = 2;

@@ -138,8 +138,9 @@ int parse_propensity(const char *cmd, const char *opt, const char *text, double 
     if (end != text && *end == ',') *b = strtod(end + 1, &end2);
     if (end == text || *end != ',' || end2 == end + 1 || !end2 || *end2 != '\0' || errno == ERANGE ||
         !(*a > 0 && *a < 1e6) || !(*b > 0 && *b < 1e12))
-        return usage_error(cmd, "%s must be A,B: two numbers > 0 (the XMC repository's 0.55,1.5; "
-                           "0.6,2.6 for Amazon sets; 0.5,0.4 for Wikipedia), got %s", opt, text);
+        return usage_error(cmd, "%s must be A,B: A in (0, 1e6) and B in (0, 1e12) (the XMC "
+                           "repository's 0.55,1.5; 0.6,2.6 for Amazon sets; 0.5,0.4 for "
+                           "Wikipedia), got %s", opt, text);
     return EXIT_OK;
 }
 

@@ -604,6 +604,8 @@ def inv_propensities(Y, a=0.55, b=1.5, n_labels=None):
     Y = as_labels(Y, Y.shape[0] if hasattr(Y, "shape") else len(Y), n_labels)
     n = Y.shape[0]
     data = Dataset(sp.csr_matrix((n, 1), dtype=np.float32), Y, 1, Y.shape[1])
-    out = np.empty(Y.shape[1], dtype=np.float64)
+    # n_labels (a model's) may exceed Y's columns: labels never seen get their weight too
+    out = np.empty(Y.shape[1] if n_labels is None else _lib.integer(n_labels, "n_labels"),
+                   dtype=np.float64)
     check(_lib.spr_inv_propensities(data.handle, float(a), float(b), out.size, out.ctypes.data))
     return out

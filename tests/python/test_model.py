@@ -138,6 +138,12 @@ def test_fit_evaluate_predict_save_load(xmc_data, tmp_path):
     C = (np.log(Y.shape[0]) - 1) * (B + 1) ** A
     w = sparrow.inv_propensities(Y, a=A, b=B)
     np.testing.assert_allclose(w, 1 + C * (counts + B) ** -A, rtol=1e-12)
+    # n_labels above Y's columns: the array has n_labels weights (it had Y's columns only)
+    w2 = sparrow.inv_propensities(Y[:, :Y.shape[1] - 2], a=A, b=B, n_labels=Y.shape[1])
+    assert w2.shape == (Y.shape[1],)
+    np.testing.assert_allclose(w2[-2:], 1 + C * B ** -A, rtol=1e-12)
+    with pytest.raises(sparrow.BadInputError, match="too large for a double"):  # was NaN weights
+        sparrow.inv_propensities(Y, a=2000, b=1, n_labels=Y.shape[1] + 1)  # a label never seen
     res_ps = m.evaluate(Xt, Yt, inv_propensity=w)
     assert res_ps["p_at_5"] == res["p_at_5"]
     for q in (1, 3, 5):
