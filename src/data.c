@@ -181,10 +181,10 @@ typedef struct spr_reader {
     int64_t size;    /* of a regular file, else 0 (unknown) */
 } spr_reader;
 
-/* The compressor whose magic number starts a file's first bytes p[0..n), and the command
- * (to be followed by the file's name) that decompresses it; NULL for anything else. A compressed data set (the extreme
- * classification repository ships zip and bz2 archives) would otherwise be refused as
- * "a NUL byte" or a bad header, which does not say what to do. */
+/* The compressor whose magic number starts a file's first bytes p[0..n), and in *how the
+ * command (to be followed by the file's name) that decompresses it; NULL for anything
+ * else. A compressed data set (the extreme classification repository ships zip and bz2
+ * archives) was refused as "a NUL byte" or a bad label, which does not say what to do. */
 static const char *compressed_kind(const unsigned char *p, size_t n, const char **how) {
     static const struct {
         const char *magic;
@@ -192,21 +192,23 @@ static const char *compressed_kind(const unsigned char *p, size_t n, const char 
         const char *name, *how;
     } kinds[] = {
         {"\x1f\x8b", 2, "gzip", "gzip -dc"},
-        {"BZh", 3, "bzip2", "bzip2 -dc"},
         {"PK\x03\x04", 4, "zip", "unzip"},
         {"\xfd" "7zXZ\0", 6, "xz", "xz -dc"},
         {"\x28\xb5\x2f\xfd", 4, "zstd", "zstd -dc"},
         {"7z\xbc\xaf\x27\x1c", 6, "7-zip", "7z x"},
         {"Rar!\x1a\x07", 6, "rar", "unrar x"},
     };
-    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
-        if (n < kinds[i].len || memcmp(p, kinds[i].magic, kinds[i].len) != 0) continue;
-        /* "BZh" could begin a text line: bzip2 also needs a block size digit and the
-         * block magic "1AY&SY" after it. */
-        if (i == 1 && (n < 10 || p[3] < '1' || p[3] > '9' || memcmp(p + 4, "1AY&SY", 6) != 0))
-            continue;
-        *how = kinds[i].how;
-        return kinds[i].name;
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
+        if (n >= kinds[i].len && memcmp(p, kinds[i].magic, kinds[i].len) == 0) {
+            *how = kinds[i].how;
+            return kinds[i].name;
+        }
+    /* bzip2: "BZh", the block size digit, then the block magic "1AY&SY" (a text line may
+     * well start with "BZh") */
+    if (n >= 10 && memcmp(p, "BZh", 3) == 0 && p[3] >= '1' && p[3] <= '9' &&
+        memcmp(p + 4, "1AY&SY", 6) == 0) {
+        *how = "bzip2 -dc";
+        return "bzip2";
     }
     return NULL;
 }

@@ -170,6 +170,7 @@ class Model:
         self._handle = handle
         self.history = []
         self._partial = None  # where a fit stopped inside an epoch (_stop_inside_epoch)
+        self._fitting = False  # a fit runs (one at a time)
 
     # ---------------------------------------------------------------- life cycle
 
@@ -185,7 +186,7 @@ class Model:
         """A Model that owns handle (a C spr_model *): freed by its close()."""
         m = cls.__new__(cls)
         m._lock, m._handle, m.history = threading.RLock(), handle, list(history)
-        m._partial = None
+        m._partial, m._fitting = None, False
         return m
 
     def _release(self):
@@ -228,7 +229,7 @@ class Model:
 
     def __setstate__(self, state):
         self._lock, self.history = threading.RLock(), list(state["history"])
-        self._partial = state.get("partial")
+        self._partial, self._fitting = state.get("partial"), False
         self._handle = Model.from_bytes(state["model_file"])._release()
 
     def close(self):
@@ -349,148 +350,157 @@ class Model:
         sample count gives, as `sparrow train --resume` does: X must be the data it was
         trained on (a sample count that does not fit X is refused). Returns self.history."""
         with self._lock:
-            if getattr(self, "_fitting", False):  # its epoch accounting is the model's
+            if self._fitting:  # epochs are counted by the model's samples: two would interleave
                 raise RuntimeError("another fit() is running on this model (in another thread): "
                                    "one at a time, or their epochs would interleave")
             self._fitting = True
         try:
-            h = self._h()
-            every_steps, every_seconds = _save_interval(save_every, save_path)
-            if save_path is not None:  # a path that cannot be written: before any training
-                check(_lib.spr_model_save_check(os.fsencode(save_path)))
-            for name, value in (("epochs", epochs), ("max_batches", max_batches), ("eval_max", eval_max)):
-                if value is not None and _lib.integer(value, name) < 1:  # as the CLI's --epochs ... refuse them
-                    raise ValueError("%s must be >= 1, got %r" % (name, value))
-            cfg = _lib.spr_model_get_config(h)
-            n_labels = cfg.layers[cfg.n_layers - 1].size
-            data = Dataset(X, Y, cfg.n_features, n_labels)
-            val = None
-            if validation_data is not None:
-                Xv, Yv = validation_data
-                val = Dataset(Xv, Yv, cfg.n_features, n_labels)
-                if val.n_points == 0:  # its P@k would read 0.0
-                    raise ValueError("validation_data has no points")
-                if val.Y.nnz == 0:
-                    raise ValueError("validation_data: none of its %d points has a label" % val.n_points)
-            n = data.n_points
-            if n == 0:
-                raise ValueError("no training points")
-            if data.Y.nnz == 0:  # it "trained" to loss 0
-                raise ValueError("none of the %d training points has a label" % n)
-            opts = _lib.spr_train_options_default()
-            opts.batch_size, opts.lr, opts.beta1, opts.beta2, opts.eps = (
-                _lib.integer(batch_size, "batch_size"), float(lr), float(beta1), float(beta2), float(eps))
-            opts.threads, opts.dense = _lib.integer(threads, "threads"), 1 if dense else 0
-            opts.rehash_first, opts.rehash_growth = _lib.integer(rehash_first, "rehash_first"), float(rehash_growth)
-            opts.rehash_max, opts.rebuild_every, opts.clip_norm = (
-                _lib.integer(rehash_max, "rehash_max"), _lib.integer(rebuild_every, "rebuild_every"), float(clip_norm))
-            if random_pool is not None:
-                if _lib.integer(random_pool, "random_pool") < 0:
-                    raise ValueError("random_pool must be >= 0, got %d" % int(random_pool))
-                opts.random_pool = int(random_pool)
-            if opts.batch_size < 1:
-                raise ValueError("batch_size must be >= 1, got %d" % opts.batch_size)
-            opts.batch_size = min(opts.batch_size, n)  # a larger batch is the whole set (scratch)
-            eval_rows = None
-            if val is not None and eval_max is not None and eval_max < val.n_points:
-                rng = np.random.default_rng(12345)
-                eval_rows = np.sort(rng.choice(val.n_points, int(eval_max), replace=False)).astype(np.int64)
-            bar = _Progress(quiet)
-            per_epoch = (n + opts.batch_size - 1) // opts.batch_size
-            stats = _lib.BatchStats()
-            last = cfg.n_layers - 1
-            first_epoch = self.info["epoch"] + 1
-            if resume:
-                info = self.info
-                skip = info["samples"] - info["epoch"] * n
-                if not 0 <= skip < n:
-                    raise ValueError("resume: the model's %d samples after %d complete epochs do not fit "
-                                     "the %d points of X: resume with the data the model was trained on"
-                                     % (info["samples"], info["epoch"], n))
-            else:
-                skip = self._continued_rows(data, shuffle, first_epoch)
-            saved_at = [time.monotonic()]
-
-            def save_if_due():
-                """Saves when save_every says so; returns the seconds it took (0.0: no save)."""
-                step = self.info["steps"]
-                due = (every_steps is not None and step % every_steps == 0) or (
-                    every_seconds is not None and time.monotonic() - saved_at[0] >= every_seconds)
-                if not due:
-                    return 0.0
-                t = time.perf_counter()
-                self.save(save_path)  # raises when it fails: the file keeps the last save
-                saved_at[0] = time.monotonic()
-                took = time.perf_counter() - t
-                bar.line("saved %s at step %d (%.2f s)" % (os.fsdecode(save_path), step, took))
-                return took
-
-            epochs = _lib.integer(epochs, "epochs")
-            train_seconds, samples_done, batches_done = 0.0, 0, 0
-            for epoch in range(first_epoch, first_epoch + epochs):
-                if shuffle:
-                    rows = np.random.default_rng([cfg.seed, epoch]).permutation(n).astype(np.int64)
-                else:
-                    rows = np.arange(n, dtype=np.int64)
-                base = rows.ctypes.data
-                loss_sum = active_sum = 0.0
-                seen = 0
-                t0 = time.perf_counter()
-                first_row = skip if epoch == first_epoch else 0
-                first_samples = self.info["samples"]
-                try:
-                    for start in range(first_row, n, opts.batch_size):
-                        if max_batches is not None and batches_done >= max_batches:
-                            break
-                        count = min(opts.batch_size, n - start)
-                        with self._lock:
-                            check(_lib.spr_model_train_batch(self._h(), data.handle, base + 8 * start,
-                                                             count, ctypes.byref(opts), ctypes.byref(stats)))
-                        loss_sum += stats.loss * count
-                        active_sum += stats.active[last] * count
-                        seen += count
-                        batches_done += 1
-                        el = train_seconds + time.perf_counter() - t0
-                        batch = -(-(start + count) // opts.batch_size)  # of the epoch, rounded up
-                        bar.update(epoch, first_epoch + epochs - 1, batch, per_epoch,
-                                   (samples_done + seen) / el if el > 0 else 0.0, loss_sum / seen)
-                        if save_path is not None and start + count < n:
-                            t0 += save_if_due()  # the save is not training time
-                finally:  # also after KeyboardInterrupt: the next fit continues from here
-                    done = first_row + self.info["samples"] - first_samples
-                    complete = self._stop_inside_epoch(data, shuffle, epoch, done)
-                if seen == 0 and not complete:  # max_batches was reached at the epoch's start
-                    break
-                train_seconds += time.perf_counter() - t0
-                if save_path is not None and complete:  # at the epoch's end once it is counted
-                    save_if_due()
-                samples_done += seen
-                metrics = {"epoch": epoch, "partial_epoch": not complete, "step": self.info["steps"],
-                           "train_seconds": train_seconds,
-                           "samples_per_second": samples_done / train_seconds if train_seconds else 0.0,
-                           "loss": loss_sum / seen if seen else float("nan"),
-                           "active_out": active_sum / seen if seen else float("nan")}
-                text = "epoch %d: step %d, loss %.4f, %.0f samples/s, train %.2f s, active out %.1f" % (
-                    epoch, metrics["step"], metrics["loss"], metrics["samples_per_second"],
-                    train_seconds, metrics["active_out"])
-                if val is not None:
-                    r = self._evaluate(val, eval_rows, sparse_inference, threads)
-                    metrics.update({"p_at_1": r.p_at[1], "p_at_3": r.p_at[3], "p_at_5": r.p_at[5],
-                                    "ndcg_at_1": r.ndcg_at[1], "ndcg_at_3": r.ndcg_at[3],
-                                    "ndcg_at_5": r.ndcg_at[5],
-                                    "eval_points": r.n_points, "eval_seconds": r.seconds})
-                    text += ", P@1 %.4f P@3 %.4f P@5 %.4f on %d points" % (
-                        r.p_at[1], r.p_at[3], r.p_at[5], r.n_points)
-                bar.line(text)
-                self.history.append(metrics)
-                stop = False
-                for cb in callbacks:
-                    stop = bool(cb(metrics)) or stop
-                if stop or not complete:
-                    break
-            return self.history
+            args = dict(locals())
+            del args["self"]
+            return self._fit(**args)
         finally:
             self._fitting = False
+
+    def _fit(self, X, Y, epochs, batch_size, lr, validation_data, callbacks, dense, threads,
+             shuffle, beta1, beta2, eps, rehash_first, rehash_growth, rehash_max, rebuild_every,
+             clip_norm, eval_max, sparse_inference, quiet, max_batches, random_pool, save_path,
+             save_every, resume):
+        """fit's work, one fit at a time."""
+        h = self._h()
+        every_steps, every_seconds = _save_interval(save_every, save_path)
+        if save_path is not None:  # a path that cannot be written: before any training
+            check(_lib.spr_model_save_check(os.fsencode(save_path)))
+        for name, value in (("epochs", epochs), ("max_batches", max_batches), ("eval_max", eval_max)):
+            if value is not None and _lib.integer(value, name) < 1:  # as the CLI's --epochs ... refuse them
+                raise ValueError("%s must be >= 1, got %r" % (name, value))
+        cfg = _lib.spr_model_get_config(h)
+        n_labels = cfg.layers[cfg.n_layers - 1].size
+        data = Dataset(X, Y, cfg.n_features, n_labels)
+        val = None
+        if validation_data is not None:
+            Xv, Yv = validation_data
+            val = Dataset(Xv, Yv, cfg.n_features, n_labels)
+            if val.n_points == 0:  # its P@k would read 0.0
+                raise ValueError("validation_data has no points")
+            if val.Y.nnz == 0:
+                raise ValueError("validation_data: none of its %d points has a label" % val.n_points)
+        n = data.n_points
+        if n == 0:
+            raise ValueError("no training points")
+        if data.Y.nnz == 0:  # it "trained" to loss 0
+            raise ValueError("none of the %d training points has a label" % n)
+        opts = _lib.spr_train_options_default()
+        opts.batch_size, opts.lr, opts.beta1, opts.beta2, opts.eps = (
+            _lib.integer(batch_size, "batch_size"), float(lr), float(beta1), float(beta2), float(eps))
+        opts.threads, opts.dense = _lib.integer(threads, "threads"), 1 if dense else 0
+        opts.rehash_first, opts.rehash_growth = _lib.integer(rehash_first, "rehash_first"), float(rehash_growth)
+        opts.rehash_max, opts.rebuild_every, opts.clip_norm = (
+            _lib.integer(rehash_max, "rehash_max"), _lib.integer(rebuild_every, "rebuild_every"), float(clip_norm))
+        if random_pool is not None:
+            if _lib.integer(random_pool, "random_pool") < 0:
+                raise ValueError("random_pool must be >= 0, got %d" % int(random_pool))
+            opts.random_pool = int(random_pool)
+        if opts.batch_size < 1:
+            raise ValueError("batch_size must be >= 1, got %d" % opts.batch_size)
+        opts.batch_size = min(opts.batch_size, n)  # a larger batch is the whole set (scratch)
+        eval_rows = None
+        if val is not None and eval_max is not None and eval_max < val.n_points:
+            rng = np.random.default_rng(12345)
+            eval_rows = np.sort(rng.choice(val.n_points, int(eval_max), replace=False)).astype(np.int64)
+        bar = _Progress(quiet)
+        per_epoch = (n + opts.batch_size - 1) // opts.batch_size
+        stats = _lib.BatchStats()
+        last = cfg.n_layers - 1
+        first_epoch = self.info["epoch"] + 1
+        if resume:
+            info = self.info
+            skip = info["samples"] - info["epoch"] * n
+            if not 0 <= skip < n:
+                raise ValueError("resume: the model's %d samples after %d complete epochs do not fit "
+                                 "the %d points of X: resume with the data the model was trained on"
+                                 % (info["samples"], info["epoch"], n))
+        else:
+            skip = self._continued_rows(data, shuffle, first_epoch)
+        saved_at = [time.monotonic()]
+
+        def save_if_due():
+            """Saves when save_every says so; returns the seconds it took (0.0: no save)."""
+            step = self.info["steps"]
+            due = (every_steps is not None and step % every_steps == 0) or (
+                every_seconds is not None and time.monotonic() - saved_at[0] >= every_seconds)
+            if not due:
+                return 0.0
+            t = time.perf_counter()
+            self.save(save_path)  # raises when it fails: the file keeps the last save
+            saved_at[0] = time.monotonic()
+            took = time.perf_counter() - t
+            bar.line("saved %s at step %d (%.2f s)" % (os.fsdecode(save_path), step, took))
+            return took
+
+        epochs = _lib.integer(epochs, "epochs")
+        train_seconds, samples_done, batches_done = 0.0, 0, 0
+        for epoch in range(first_epoch, first_epoch + epochs):
+            if shuffle:
+                rows = np.random.default_rng([cfg.seed, epoch]).permutation(n).astype(np.int64)
+            else:
+                rows = np.arange(n, dtype=np.int64)
+            base = rows.ctypes.data
+            loss_sum = active_sum = 0.0
+            seen = 0
+            t0 = time.perf_counter()
+            first_row = skip if epoch == first_epoch else 0
+            first_samples = self.info["samples"]
+            try:
+                for start in range(first_row, n, opts.batch_size):
+                    if max_batches is not None and batches_done >= max_batches:
+                        break
+                    count = min(opts.batch_size, n - start)
+                    with self._lock:
+                        check(_lib.spr_model_train_batch(self._h(), data.handle, base + 8 * start,
+                                                         count, ctypes.byref(opts), ctypes.byref(stats)))
+                    loss_sum += stats.loss * count
+                    active_sum += stats.active[last] * count
+                    seen += count
+                    batches_done += 1
+                    el = train_seconds + time.perf_counter() - t0
+                    batch = -(-(start + count) // opts.batch_size)  # of the epoch, rounded up
+                    bar.update(epoch, first_epoch + epochs - 1, batch, per_epoch,
+                               (samples_done + seen) / el if el > 0 else 0.0, loss_sum / seen)
+                    if save_path is not None and start + count < n:
+                        t0 += save_if_due()  # the save is not training time
+            finally:  # also after KeyboardInterrupt: the next fit continues from here
+                done = first_row + self.info["samples"] - first_samples
+                complete = self._stop_inside_epoch(data, shuffle, epoch, done)
+            if seen == 0 and not complete:  # max_batches was reached at the epoch's start
+                break
+            train_seconds += time.perf_counter() - t0
+            if save_path is not None and complete:  # at the epoch's end once it is counted
+                save_if_due()
+            samples_done += seen
+            metrics = {"epoch": epoch, "partial_epoch": not complete, "step": self.info["steps"],
+                       "train_seconds": train_seconds,
+                       "samples_per_second": samples_done / train_seconds if train_seconds else 0.0,
+                       "loss": loss_sum / seen if seen else float("nan"),
+                       "active_out": active_sum / seen if seen else float("nan")}
+            text = "epoch %d: step %d, loss %.4f, %.0f samples/s, train %.2f s, active out %.1f" % (
+                epoch, metrics["step"], metrics["loss"], metrics["samples_per_second"],
+                train_seconds, metrics["active_out"])
+            if val is not None:
+                r = self._evaluate(val, eval_rows, sparse_inference, threads)
+                metrics.update({"p_at_1": r.p_at[1], "p_at_3": r.p_at[3], "p_at_5": r.p_at[5],
+                                "ndcg_at_1": r.ndcg_at[1], "ndcg_at_3": r.ndcg_at[3],
+                                "ndcg_at_5": r.ndcg_at[5],
+                                "eval_points": r.n_points, "eval_seconds": r.seconds})
+                text += ", P@1 %.4f P@3 %.4f P@5 %.4f on %d points" % (
+                    r.p_at[1], r.p_at[3], r.p_at[5], r.n_points)
+            bar.line(text)
+            self.history.append(metrics)
+            stop = False
+            for cb in callbacks:
+                stop = bool(cb(metrics)) or stop
+            if stop or not complete:
+                break
+        return self.history
 
     # A fit that stops inside an epoch (max_batches, KeyboardInterrupt) leaves
     # self._partial; the next fit on the same data and shuffle continues that epoch
