@@ -278,6 +278,9 @@ def check_paths(metrics, out, title):
     metrics files (it replaced the file with the picture), a title too long to draw."""
     if metrics.count("-") > 1:
         raise BadInput("standard input ('-') named more than once")
+    if out == "-" and sys.stdout.isatty():  # as gzip: binary is not written to a terminal
+        raise BadInput("--out -: not writing a PNG to a terminal (redirect standard output, "
+                       "or --out FILE)")
     for path in metrics:
         try:
             if path != "-" and os.path.exists(out) and os.path.samefile(out, path):

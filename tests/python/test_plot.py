@@ -35,6 +35,22 @@ def run_plot(tmp_path, objs):
     return rc, err.getvalue(), str(path)
 
 
+def test_png_not_written_to_a_terminal(tmp_path, monkeypatch):
+    """--out - with standard output on a terminal is refused (a PNG's bytes there garble
+    it), before anything is read or drawn."""
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    path = tmp_path / "m.jsonl"
+    path.write_text("".join(json.dumps(o) + "\n" for o in lines()))
+    err = io.StringIO()
+    monkeypatch.setattr("sys.stdout", Terminal())
+    with contextlib.redirect_stderr(err):
+        rc = plot.main([str(path), "--out", "-"])
+    assert rc == 2 and "--out -: not writing a PNG to a terminal" in err.getvalue()
+
+
 def test_valid_file_plots(tmp_path):
     rc, err, _ = run_plot(tmp_path, lines())
     assert rc == 0, err
