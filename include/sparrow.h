@@ -414,6 +414,18 @@ SPR_API spr_status spr_model_evaluate(const spr_model *model, const spr_dataset 
                                       const int64_t *rows, int64_t n, int sparse,
                                       int threads, spr_eval_result *out);
 
+/* The order in which `sparrow train` and Model.fit visit the points of epoch `epoch`
+ * (1-based) of a model seeded `seed`: rows[0..n) = a permutation of 0..n-1 that depends
+ * only on (seed, epoch), so a run resumed inside an epoch (whichever tool saved it) skips
+ * exactly the points already trained. */
+SPR_API void spr_epoch_order(int64_t *rows, int64_t n, uint64_t seed, int64_t epoch);
+
+/* The --eval-max subset of a set of n points (`sparrow train` / `eval --eval-max m`,
+ * Model.fit's eval_max): rows (room for n) gets m points drawn uniformly without
+ * replacement with a fixed seed, sorted, in rows[0..m); returns m, or n (rows = 0..n-1:
+ * every point) when m <= 0 or m >= n. */
+SPR_API int64_t spr_eval_subset(int64_t *rows, int64_t n, int64_t m);
+
 /* Inverse propensities 1 / p_l of labels 0..n_labels-1 (Jain, Prabhu and Varma, KDD 2016)
  * from the training set train: p_l = 1 / (1 + C (N_l + b)^-a), C = (ln N - 1)(b + 1)^a,
  * N_l the training points that carry label l, N all of them (at least 3). The XMC

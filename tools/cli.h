@@ -26,11 +26,6 @@
 /* The exit codes above; a stop by a signal exits with EXIT_SIGNAL_BASE + the signal. */
 enum { EXIT_OK = 0, EXIT_INTERNAL = 1, EXIT_USAGE = 2, EXIT_SIGNAL_BASE = 128 };
 
-/* The seed of the --eval-max subset. Independent of --seed on purpose: runs that differ
- * only in their seed (or dense vs sampled) are then judged on the same test points, and
- * `sparrow eval --eval-max N` picks the same points as `sparrow train --eval-max N`. */
-#define EVAL_SUBSET_SEED 0x5eed5eedull
-
 /* Test points of `train --eval-every`'s evaluations within an epoch when --eval-max is
  * not given (drawn like --eval-max's subset): enough for a P@1 within about +-0.03. */
 #define EVAL_EVERY_POINTS 1000
@@ -88,9 +83,6 @@ int parse_propensity(const char *cmd, const char *opt, const char *text, double 
  * EXIT_INTERNAL when out of memory, EXIT_USAGE otherwise. A UTF-8 byte order mark at
  * the start is dropped. */
 char *read_text_file(const char *cmd, const char *path, size_t max, size_t *len, int *rc);
-
-/* rows[0..n) = a permutation of 0..n-1 that depends only on (seed, stream). */
-void shuffle_rows(int64_t *rows, int64_t n, uint64_t seed, uint64_t stream);
 
 /* The --eval-max subset of m of n points (sorted; *out NULL when all n are used). */
 int eval_subset(int64_t n, int64_t m, int64_t **out, int64_t *count);

@@ -189,55 +189,9 @@ char *read_text_file(const char *cmd, const char *path, size_t max, size_t *len,
     return buf;
 }
 
-/* A small deterministic generator for the tool's own shuffles (the library's is
- * internal): splitmix64, which is plenty for permutations. */
-typedef struct tool_rng {
-    uint64_t state;
-} tool_rng;
-
-static uint64_t rng_next(tool_rng *r) {
-    uint64_t x = (r->state += 0x9E3779B97F4A7C15ull);
-    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-    return x ^ (x >> 31);
-}
-
-/* Uniform in [0, n), without modulo bias (Lemire's multiply-and-reject). */
-static uint64_t rng_below(tool_rng *r, uint64_t n) {
-    unsigned __int128 m = (unsigned __int128)rng_next(r) * n;
-    uint64_t low = (uint64_t)m;
-    if (low < n) {
-        uint64_t threshold = (0 - n) % n;
-        while (low < threshold) {
-            m = (unsigned __int128)rng_next(r) * n;
-            low = (uint64_t)m;
-        }
-    }
-    return (uint64_t)(m >> 64);
-}
-
-/* rows[0..n) = a permutation of 0..n-1 that depends only on (seed, stream): Fisher-Yates
- * from the identity, so an epoch's order does not depend on the previous epochs. */
-void shuffle_rows(int64_t *rows, int64_t n, uint64_t seed, uint64_t stream) {
-    tool_rng r = {seed ^ (0xD1B54A32D192ED03ull * (stream + 1))};
-    rng_next(&r);
-    for (int64_t i = 0; i < n; i++) rows[i] = i;
-    for (int64_t i = n - 1; i > 0; i--) {
-        int64_t j = (int64_t)rng_below(&r, (uint64_t)i + 1);
-        int64_t t = rows[i];
-        rows[i] = rows[j];
-        rows[j] = t;
-    }
-}
-
-static int cmp_int64(const void *a, const void *b) {
-    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-    return (x > y) - (x < y);
-}
-
-/* The --eval-max subset: m of n points drawn uniformly without replacement (a partial
- * Fisher-Yates with EVAL_SUBSET_SEED), sorted for locality. *out is NULL when every point
- * is used (m <= 0 or m >= n); *count is the number of points evaluated. */
+/* The --eval-max subset (spr_eval_subset: the same points Model.fit's eval_max takes), or
+ * NULL in *out when every point is used (m <= 0 or m >= n); *count is the number of
+ * points evaluated. */
 int eval_subset(int64_t n, int64_t m, int64_t **out, int64_t *count) {
     *out = NULL;
     *count = n;
@@ -247,17 +201,8 @@ int eval_subset(int64_t n, int64_t m, int64_t **out, int64_t *count) {
         fprintf(stderr, "sparrow: out of memory for the evaluation subset\n");
         return EXIT_INTERNAL;
     }
-    tool_rng r = {EVAL_SUBSET_SEED};
-    for (int64_t i = 0; i < n; i++) all[i] = i;
-    for (int64_t i = 0; i < m; i++) {
-        int64_t j = i + (int64_t)rng_below(&r, (uint64_t)(n - i));
-        int64_t t = all[i];
-        all[i] = all[j];
-        all[j] = t;
-    }
-    qsort(all, (size_t)m, sizeof *all, cmp_int64);
+    *count = spr_eval_subset(all, n, m);
     *out = all; /* only the first m entries are used */
-    *count = m;
     return EXIT_OK;
 }
 

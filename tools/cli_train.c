@@ -948,7 +948,7 @@ static int train_loop(train_state *s, const spr_dataset *train, const spr_train_
 
     for (int64_t epoch = s->first_epoch; epoch <= a->epochs; epoch++) {
         double t_start = now_seconds(), c_start = cpu_seconds();
-        shuffle_rows(rows, n, s->seed, (uint64_t)epoch);
+        spr_epoch_order(rows, n, s->seed, epoch);
         int64_t start = epoch == s->first_epoch ? s->skip_rows : 0;
         for (; start < n; start += bsz) {
             if (a->max_batches > 0 && batches_done >= a->max_batches) break;

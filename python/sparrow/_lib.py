@@ -218,6 +218,8 @@ spr_model_evaluate = _fn("spr_model_evaluate", c_int, _p, _p, _p, c_int64, c_int
 spr_model_evaluate_ps = _fn("spr_model_evaluate_ps", c_int, _p, _p, _p, c_int64, c_int, c_int,
                             _p, c_int64, POINTER(EvalResult))
 spr_inv_propensities = _fn("spr_inv_propensities", c_int, _p, c_double, c_double, c_int64, _p)
+spr_epoch_order = _fn("spr_epoch_order", None, _p, c_int64, c_uint64, c_int64)
+spr_eval_subset = _fn("spr_eval_subset", c_int64, _p, c_int64, c_int64)
 spr_model_sampling_recall = _fn("spr_model_sampling_recall", c_int, _p, _p, _p, c_int64, c_int,
                                 c_int, POINTER(c_double))
 spr_model_param = _fn("spr_model_param", c_int, _p, c_int, c_int, POINTER(ctypes.POINTER(c_float)),

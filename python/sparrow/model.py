@@ -328,7 +328,9 @@ class Model:
             random_pool=None, save_path=None, save_every=None, resume=False):
         """Trains on X (scipy CSR or numpy dense, (points, features)) and Y (CSR label
         matrix, 1-D label ids, or a list of label lists) for `epochs` epochs of shuffled
-        batches (the order depends only on the model's seed and the epoch).
+        batches (the order depends only on the model's seed and the epoch: the order
+        `sparrow train` takes, so that with the same options and threads=1 fit writes the
+        very model file the CLI writes; eval_max takes the CLI's --eval-max points).
 
         After each epoch: the epoch's metrics (the keys of the CLI's metrics file:
         epoch, step, train_seconds, samples_per_second, loss, active_out and, with
@@ -405,8 +407,8 @@ class Model:
         opts.batch_size = min(opts.batch_size, n)  # a larger batch is the whole set (scratch)
         eval_rows = None
         if val is not None and eval_max is not None and eval_max < val.n_points:
-            rng = np.random.default_rng(12345)
-            eval_rows = np.sort(rng.choice(val.n_points, int(eval_max), replace=False)).astype(np.int64)
+            eval_rows = np.empty(val.n_points, dtype=np.int64)  # the CLI's --eval-max subset
+            eval_rows = eval_rows[:_lib.spr_eval_subset(eval_rows.ctypes.data, val.n_points, int(eval_max))]
         bar = _Progress(quiet)
         per_epoch = (n + opts.batch_size - 1) // opts.batch_size
         stats = _lib.BatchStats()
@@ -440,10 +442,9 @@ class Model:
         epochs = _lib.integer(epochs, "epochs")
         train_seconds, samples_done, batches_done = 0.0, 0, 0
         for epoch in range(first_epoch, first_epoch + epochs):
-            if shuffle:
-                rows = np.random.default_rng([cfg.seed, epoch]).permutation(n).astype(np.int64)
-            else:
-                rows = np.arange(n, dtype=np.int64)
+            rows = np.arange(n, dtype=np.int64)
+            if shuffle:  # the order `sparrow train` takes
+                _lib.spr_epoch_order(rows.ctypes.data, n, cfg.seed, epoch)
             base = rows.ctypes.data
             loss_sum = active_sum = 0.0
             seen = 0

@@ -319,6 +319,37 @@ def test_fit_save_every_and_resume(xmc_data, tmp_path):
         sparrow.Model.load(path).fit(X[:100], Y[:100], resume=True, **kw)
 
 
+def test_fit_is_the_cli_train(tmp_path):
+    """fit and `sparrow train` with the same options (one thread) write the very same model
+    file: one epoch order (spr_epoch_order; fit shuffled with numpy before session 18), so
+    a run saved inside an epoch by one continues exactly in the other, and fit's eval_max
+    takes the CLI's --eval-max points (spr_eval_subset)."""
+    import subprocess
+    from conftest import ROOT
+    cli = f"{ROOT}/build/sparrow"
+    train, test = sparrow.generate("tiny", tmp_path / "d", seed=4)
+    opts = ["--train", str(train), "--threads", "1", "--batch", "64", "--quiet"]
+    subprocess.run([cli, "train", *opts, "--epochs", "2", "--save", str(tmp_path / "cli.spr")],
+                   check=True, capture_output=True)
+    subprocess.run([cli, "train", *opts, "--epochs", "2", "--max-batches", "5",
+                    "--save", str(tmp_path / "cli5.spr")], check=True, capture_output=True)
+    X, Y = sparrow.load_xmc(train)
+    Xt, Yt = sparrow.load_xmc(test, n_features=X.shape[1], n_labels=Y.shape[1])
+    kw = dict(batch_size=64, threads=1, quiet=True)
+    m = sparrow.Model(X.shape[1], Y.shape[1])
+    hist = m.fit(X, Y, epochs=2, validation_data=(Xt, Yt), eval_max=100, **kw)
+    assert m.to_bytes() == open(tmp_path / "cli.spr", "rb").read()
+    back = sparrow.Model.load(tmp_path / "cli5.spr")  # the CLI's save inside epoch 1
+    back.fit(X, Y, epochs=2, resume=True, **kw)
+    assert back.to_bytes() == open(tmp_path / "cli.spr", "rb").read()
+    out = subprocess.run([cli, "eval", "--model", str(tmp_path / "cli.spr"), "--test", str(test),
+                          "--eval-max", "100", "--threads", "1"], check=True, capture_output=True,
+                         text=True).stdout
+    import json
+    assert json.loads(out.strip().splitlines()[-1])["p_at_1"] == pytest.approx(hist[-1]["p_at_1"], abs=1e-9)
+    assert hist[-1]["eval_points"] == 100
+
+
 def test_labels_as_ids_and_lists(xmc_data):
     X, _, _, _ = xmc_data
     m = sparrow.Model(X.shape[1], 5, hidden=8, sparsity=1.0)
