@@ -34,11 +34,25 @@ const char *spr_status_to_string(spr_status status) {
     return "unknown status";
 }
 
+/* A message longer than the buffer loses its middle, not its end: messages start with a
+ * path and end with the problem, and a path of a few thousand characters (PATH_MAX is
+ * 4096) used to leave only itself, the reason cut off. */
 spr_status spr_fail(spr_status status, const char *fmt, ...) {
+    char full[16384];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(last_error, sizeof last_error, fmt, ap);
+    int n = vsnprintf(full, sizeof full, fmt, ap);
     va_end(ap);
+    if (n < 0) n = 0;
+    size_t len = (size_t)n < sizeof full ? (size_t)n : sizeof full - 1;
+    if (len < sizeof last_error) {
+        memcpy(last_error, full, len + 1);
+    } else {
+        const size_t head = 300, gap = 5, tail = sizeof last_error - 1 - head - gap;
+        memcpy(last_error, full, head);
+        memcpy(last_error + head, " ... ", gap);
+        memcpy(last_error + head + gap, full + len - tail, tail + 1);
+    }
     return status;
 }
 

@@ -501,6 +501,26 @@ static void test_compressed_files(void) {
     }
 }
 
+/* An error about a path of thousands of characters keeps its end: the message buffer
+ * (1 KB) used to hold only the start of the path, the reason cut off. */
+static void test_long_path_message(void) {
+    char path[3200];
+    int len = snprintf(path, sizeof path, "/tmp");
+    while (len < 3000) len += snprintf(path + len, sizeof path - (size_t)len, "/%0200d", 0);
+    len += snprintf(path + len, sizeof path - (size_t)len, "/train.txt");
+    spr_read_options o = spr_read_options_default();
+    spr_dataset *ds = NULL;
+    spr_status st = spr_dataset_read(path, &o, &ds);
+    const char *msg = spr_last_error();
+    size_t n = strlen(msg);
+    const char *want = "train.txt: cannot open: No such file or directory";
+    CHECK(st == SPR_STATUS_IO_ERROR && n > strlen(want) && strcmp(msg + n - strlen(want), want) == 0,
+          "a %d-character path: the message ends with \"%s\", got \"...%s\"", len, want,
+          n > 80 ? msg + n - 80 : msg);
+    CHECK(strncmp(msg, "/tmp/000", 8) == 0 && strstr(msg, " ... ") != NULL,
+          "the message keeps the path's start and marks the cut: \"%.60s...\"", msg);
+}
+
 /* A file that grows while it is read must be refused, not half-read. A writer thread
  * appends to a 48 MB file 30 ms after the reader started; the read takes far longer.
  * Timing-based, so the attempt is repeated (up to 3 times) before it counts as failed. */
@@ -559,6 +579,7 @@ int main(int argc, char **argv) {
     test_long_line();
     test_nul_bytes();
     test_compressed_files();
+    test_long_path_message();
     test_file_changes_while_read();
     return CHECK_DONE("test_data");
 }
