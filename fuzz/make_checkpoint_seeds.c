@@ -91,6 +91,10 @@ static int emit(const char *dir, const char *name, spr_model_config cfg) {
     for (int step = 0; step < 4; step++)
         if (spr_model_train_batch(m, ds, rows + (step % 2) * 3, 3, &opt, NULL)) return failed("train");
     spr_model_set_epoch(m, 2);
+    if (strcmp(name, "simhash") != 0) { /* a DATA section in every seed but the first */
+        const spr_data_note note = {N, spr_dataset_digest(ds), 1};
+        spr_model_set_data_note(m, &note);
+    }
 
     char path[4096], nm[256];
     snprintf(path, sizeof path, "%s/%s.model", dir, name);

@@ -133,6 +133,13 @@ SPR_API spr_status spr_dataset_wrap(const spr_dataset_view *view, spr_dataset **
 SPR_API spr_status spr_dataset_write(const spr_dataset *data, const char *path);
 
 SPR_API spr_dataset_view spr_dataset_get_view(const spr_dataset *data);
+
+/* A 64-bit digest of the data set's content: every point's feature ids and value bits
+ * and its labels, in order (not the declared widths n_features / n_labels). The same
+ * points give the same digest however they were made (read from a file of either id
+ * base, or wrapped from arrays) and on every platform; O(nnz), one thread. It tells
+ * data sets apart for a check (spr_model_get_data_note), it is no cryptographic hash. */
+SPR_API uint64_t spr_dataset_digest(const spr_dataset *data);
 SPR_API void spr_dataset_free(spr_dataset *data);
 
 /* ------------------------------------------------------------------ synthetic data */
@@ -508,6 +515,21 @@ typedef struct spr_model_info {
 
 SPR_API spr_model_info spr_model_get_info(const spr_model *model);
 SPR_API void spr_model_set_epoch(spr_model *model, int64_t epoch);
+
+/* What a model remembers of the data set that trains it, saved with it: a run that
+ * continues it (sparrow train --resume, fit(resume=True)) checks that it is given the
+ * same set, and evaluation reads files with the id base training read. points 0: not
+ * known (a model never given a note, or saved before notes existed). */
+typedef struct spr_data_note {
+    int64_t points;       /* points of the training set */
+    uint64_t digest;      /* its spr_dataset_digest */
+    int one_based;        /* its file's feature ids started at 1 (spr_read_options.one_based) */
+} spr_data_note;
+
+/* Sets the note (the caller's; the library never reads data it is not given). NULL or
+ * points <= 0 clears it. */
+SPR_API void spr_model_set_data_note(spr_model *model, const spr_data_note *note);
+SPR_API spr_data_note spr_model_get_data_note(const spr_model *model);
 
 /* Saves the whole model (configuration, weights, biases, optimizer state, step and
  * schedule) in a versioned binary format with a magic number and a CRC-32 per section,

@@ -52,6 +52,10 @@
  *           n_layers bytes), written only when a layer's differs from 3. A file
  *           without it is one whose every layer has 3: the projections' density of
  *           every sparrow before the option, so older files draw the same functions.
+ *  12 DATA  optional, layer 0: the training set's note (spr_data_note), 20 bytes: i64
+ *           points (> 0), u64 digest, u32 bits (bit 0: its file's feature ids were
+ *           one-based; other bits 0). Written only when the model has a note; a file
+ *           without it is a model whose training set is not known.
  *
  * The writer emits CONF, STAT, then W B MW VW MB VB (TBL) of layer 0, of layer 1, ...
  * The reader accepts the sections in any order but wants each of the 2 + 6 x n_layers
@@ -65,7 +69,7 @@
  * older reader refuses a file with TBL sections (unknown section tag) rather than
  * misreading it. OPT and HASH work the same way: a file without them is the file an
  * older sparrow wrote (bf16_state 0, bf16_weights 0, simhash_one_in 3); an older reader
- * refuses a file with them by name.
+ * refuses a file with them by name. DATA likewise.
  *
  * A later format may add kinds; it then bumps the version, and this reader refuses it
  * by name rather than misreading it.
@@ -95,12 +99,14 @@
 #define CKPT_CONF_LAYER 44u
 #define CKPT_CONF_MAX (CKPT_CONF_BASE + CKPT_CONF_LAYER * SPR_MAX_LAYERS)
 #define CKPT_STAT_BYTES 48u
-#define CKPT_MAX_SECTIONS (4 + 7 * SPR_MAX_LAYERS) /* CONF STAT OPT HASH, W B MW VW MB VB TBL a layer */
+#define CKPT_MAX_SECTIONS (5 + 7 * SPR_MAX_LAYERS) /* CONF STAT OPT HASH DATA, W B MW VW MB VB TBL a layer */
 #define CKPT_OPT_BYTES 4u
 #define CKPT_OPT_BF16 1u  /* OPT bit 0: bf16_state */
 #define CKPT_OPT_BF16W 2u /* OPT bit 1: bf16_weights */
 #define CKPT_HASH_LAYER 4u /* HASH bytes a layer: u32 simhash_one_in */
 #define CKPT_SIMHASH_ONE_IN 3 /* simhash_one_in of a file without HASH */
+#define CKPT_DATA_BYTES 20u
+#define CKPT_DATA_ONE_BASED 1u /* DATA bit 0 */
 /* I/O buffer: big enough that a 1.3 GB model is a few hundred system calls, small
  * enough not to matter next to the model. */
 #define CKPT_BUFFER ((size_t)4 << 20)
@@ -119,14 +125,15 @@ enum {
     KIND_TBL = 9,
     KIND_OPT = 10,
     KIND_HASH = 11,
-    KIND_END = 12,
+    KIND_DATA = 12,
+    KIND_END = 13,
 };
 
-static const char *const kind_names[KIND_END] = {"?", "CONF", "STAT", "W", "B", "MW", "VW", "MB", "VB", "TBL", "OPT", "HASH"};
+static const char *const kind_names[KIND_END] = {"?", "CONF", "STAT", "W", "B", "MW", "VW", "MB", "VB", "TBL", "OPT", "HASH", "DATA"};
 
 /* The kinds that exist once per file (layer byte 0) rather than once per layer. */
 static int kind_is_global(uint32_t kind) {
-    return kind == KIND_CONF || kind == KIND_STAT || kind == KIND_OPT || kind == KIND_HASH;
+    return kind == KIND_CONF || kind == KIND_STAT || kind == KIND_OPT || kind == KIND_HASH || kind == KIND_DATA;
 }
 
 static uint32_t make_tag(int kind, int layer) { return (uint32_t)kind << 8 | (uint32_t)layer; }
@@ -233,6 +240,7 @@ static uint64_t section_bytes(const spr_model_config *cfg, int kind, int l) {
     case KIND_STAT: return CKPT_STAT_BYTES;
     case KIND_OPT: return CKPT_OPT_BYTES;
     case KIND_HASH: return CKPT_HASH_LAYER * (uint64_t)cfg->n_layers;
+    case KIND_DATA: return CKPT_DATA_BYTES;
     case KIND_W:
     case KIND_MW:
     case KIND_VW: weight_shape(cfg, l, &rows, &cols); break;
@@ -370,7 +378,8 @@ static void w_model(writer *w, const spr_model *m) {
     const uint32_t opt = (cfg->bf16_state ? CKPT_OPT_BF16 : 0u) | (cfg->bf16_weights ? CKPT_OPT_BF16W : 0u);
     int hash_params = 0; /* a HASH section: some layer's value is not what a file without one means */
     for (int l = 0; l < cfg->n_layers; l++) hash_params |= cfg->layers[l].simhash_one_in != CKPT_SIMHASH_ONE_IN;
-    put_u32(h + 12, (uint32_t)(2 + 6 * cfg->n_layers + n_tables + (opt ? 1 : 0) + hash_params));
+    const int note = m->note.points > 0;
+    put_u32(h + 12, (uint32_t)(2 + 6 * cfg->n_layers + n_tables + (opt ? 1 : 0) + hash_params + note));
     w_bytes(w, h, sizeof h, 0);
 
     unsigned char c[CKPT_CONF_MAX], *p = c;
@@ -409,6 +418,15 @@ static void w_model(writer *w, const spr_model *m) {
             put_u32(o + CKPT_HASH_LAYER * l, (uint32_t)cfg->layers[l].simhash_one_in);
         w_section_begin(w, make_tag(KIND_HASH, 0), CKPT_HASH_LAYER * (uint64_t)cfg->n_layers);
         w_bytes(w, o, CKPT_HASH_LAYER * (size_t)cfg->n_layers, 1);
+        w_section_end(w);
+    }
+    if (note) {
+        unsigned char o[CKPT_DATA_BYTES];
+        put_u64(o, (uint64_t)m->note.points);
+        put_u64(o + 8, m->note.digest);
+        put_u32(o + 16, m->note.one_based ? CKPT_DATA_ONE_BASED : 0u);
+        w_section_begin(w, make_tag(KIND_DATA, 0), sizeof o);
+        w_bytes(w, o, sizeof o, 1);
         w_section_end(w);
     }
 
@@ -874,6 +892,35 @@ static spr_status read_options(reader *r, const section *s, spr_model_config *cf
     return SPR_STATUS_OK;
 }
 
+/* The DATA section (length checked to fit the file): its CRC, then the note. */
+static spr_status read_note(reader *r, const section *s, spr_data_note *note) {
+    char msg[120];
+    if (s->len != CKPT_DATA_BYTES) {
+        snprintf(msg, sizeof msg, "%llu bytes, a data note takes %u", (unsigned long long)s->len, CKPT_DATA_BYTES);
+        return bad(r, s, msg);
+    }
+    unsigned char c[CKPT_DATA_BYTES + CKPT_SECTION_TAIL];
+    spr_status st = r_pread(r, s->off + CKPT_SECTION_HEAD, c, sizeof c);
+    if (st) return st;
+    if (crc32_update(0, c, CKPT_DATA_BYTES) != get_u32(c + CKPT_DATA_BYTES))
+        return bad(r, s, "checksum mismatch (file damaged)");
+    const int64_t points = (int64_t)get_u64(c);
+    const uint32_t bits = get_u32(c + 16);
+    if (points <= 0) {
+        snprintf(msg, sizeof msg, "a training set of %lld points (file damaged)", (long long)points);
+        return bad(r, s, msg);
+    }
+    if (bits & ~CKPT_DATA_ONE_BASED) {
+        snprintf(msg, sizeof msg, "unknown data bits 0x%08x (a newer sparrow's file, or damaged)",
+                 bits & ~CKPT_DATA_ONE_BASED);
+        return bad(r, s, msg);
+    }
+    note->points = points;
+    note->digest = get_u64(c + 8);
+    note->one_based = (bits & CKPT_DATA_ONE_BASED) ? 1 : 0;
+    return SPR_STATUS_OK;
+}
+
 /* The HASH section (length checked against the configuration): its CRC, then each
  * layer's simhash_one_in into cfg. */
 static spr_status read_hash_params(reader *r, const section *s, spr_model_config *cfg) {
@@ -1073,6 +1120,9 @@ spr_status spr_checkpoint_load(const char *path, spr_model **out) {
         if (sec[i].tag == make_tag(KIND_OPT, 0) && (st = read_options(&r, &sec[i], &cfg))) goto done;
     for (uint32_t i = 0; i < n_sections; i++)
         if (sec[i].tag == make_tag(KIND_HASH, 0) && (st = read_hash_params(&r, &sec[i], &cfg))) goto done;
+    spr_data_note note = {0, 0, 0};
+    for (uint32_t i = 0; i < n_sections; i++)
+        if (sec[i].tag == make_tag(KIND_DATA, 0) && (st = read_note(&r, &sec[i], &note))) goto done;
 
     /* Every section the configuration calls for, with the size it calls for. */
     for (uint32_t i = 0; i < n_sections; i++) {
@@ -1149,7 +1199,8 @@ spr_status spr_checkpoint_load(const char *path, spr_model **out) {
         switch (kind) {
         case KIND_CONF:
         case KIND_OPT:
-        case KIND_HASH: st = r_skip(&r, s->len, &crc); break;
+        case KIND_HASH:
+        case KIND_DATA: st = r_skip(&r, s->len, &crc); break;
         case KIND_STAT:
             if ((st = r_take(&r, CKPT_STAT_BYTES, &p))) break;
             crc = crc32_update(0, p, CKPT_STAT_BYTES);
@@ -1191,6 +1242,7 @@ spr_status spr_checkpoint_load(const char *path, spr_model **out) {
     m->next_rehash = stat[3];
     m->rehashes = stat[4];
     m->rebuilds = stat[5];
+    m->note = note;
     if ((st = spr_model_build_tables(m, 0))) goto done;
     for (uint32_t i = 0; i < n_sections; i++)
         if (sec[i].tag >> 8 == KIND_TBL && (st = read_tables(&r, &sec[i], &m->layers[sec[i].tag & 0xFFu])))

@@ -61,6 +61,28 @@ spr_dataset_view spr_dataset_get_view(const spr_dataset *data) {
     return v;
 }
 
+/* spr_mix64 chained over the content, one value at a time: each point's feature count,
+ * its (id, value bits) pairs, its label count and labels. Values, not memory, so the
+ * digest is the same on every byte order. */
+uint64_t spr_dataset_digest(const spr_dataset *data) {
+    if (!data) return 0;
+    const spr_dataset_view *v = &data->view;
+    uint64_t h = spr_mix64(0x5350524441544131ull ^ (uint64_t)v->n_points); /* "SPRDATA1" */
+    for (int64_t i = 0; i < v->n_points; i++) {
+        const int64_t f0 = v->feature_indptr[i], f1 = v->feature_indptr[i + 1];
+        h = spr_mix64(h ^ (uint64_t)(f1 - f0));
+        for (int64_t j = f0; j < f1; j++) {
+            uint32_t bits;
+            memcpy(&bits, &v->feature_values[j], sizeof bits);
+            h = spr_mix64(h ^ ((uint64_t)(uint32_t)v->feature_indices[j] << 32 | bits));
+        }
+        const int64_t l0 = v->label_indptr[i], l1 = v->label_indptr[i + 1];
+        h = spr_mix64(h ^ (uint64_t)(l1 - l0) << 1 ^ 1u); /* odd: a label count, never a feature count */
+        for (int64_t j = l0; j < l1; j++) h = spr_mix64(h ^ (uint64_t)(uint32_t)v->labels[j]);
+    }
+    return h;
+}
+
 /* Owned arrays come from malloc/realloc (the reader grows them in place); spr_free is
  * free(), so the same call releases them and arrays other modules made with spr_alloc. */
 void spr_dataset_free(spr_dataset *data) {

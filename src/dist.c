@@ -232,6 +232,7 @@ static void copy_replicated(spr_model *dst, const spr_model *src) {
     dst->next_rehash = src->next_rehash;
     dst->rehashes = src->rehashes;
     dst->rebuilds = src->rebuilds;
+    dst->note = src->note;
 }
 
 /* The shard of rank/size cut from a whole model (hash tables rebuilt for its rows). */

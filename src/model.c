@@ -738,6 +738,21 @@ void spr_model_set_logger(spr_model *m, spr_log_fn fn, void *user) {
 
 void spr_model_set_epoch(spr_model *m, int64_t epoch) { m->epoch = epoch; }
 
+void spr_model_set_data_note(spr_model *m, const spr_data_note *note) {
+    if (!m) return;
+    memset(&m->note, 0, sizeof m->note);
+    if (note && note->points > 0) {
+        m->note = *note;
+        m->note.one_based = note->one_based ? 1 : 0;
+    }
+}
+
+spr_data_note spr_model_get_data_note(const spr_model *m) {
+    spr_data_note n;
+    memset(&n, 0, sizeof n);
+    return m ? m->note : n;
+}
+
 spr_model_info spr_model_get_info(const spr_model *m) {
     spr_model_info info;
     memset(&info, 0, sizeof info);

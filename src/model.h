@@ -130,6 +130,7 @@ struct spr_model {
     int64_t next_rehash;      /* step at which the next rehash happens */
     int64_t rehashes, rebuilds;
     int64_t step_rows, step_bytes; /* what the last spr_model_apply_gradients stepped and moved */
+    spr_data_note note;       /* the training set, as the caller described it (points 0: unknown) */
 
     spr_scratch *scratch;     /* (n_scratch) */
     int n_scratch;

@@ -1135,6 +1135,91 @@ out:
     unlink(path);
 }
 
+/* The training set's note: a DATA section (kind 12, 20 bytes: points, digest, bits)
+ * written only when the model has one, read back exactly; a file without it loads
+ * without a note (every file before notes); damaged ones are refused naming DATA. */
+static void test_data_note(const char *dir, spr_model *m, const spr_dataset *data) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/note.bin", dir);
+    spr_model *loaded = NULL;
+    unsigned char *b = NULL, *cut = NULL;
+    const spr_data_note none = spr_model_get_data_note(m);
+    CHECK(none.points == 0 && none.digest == 0 && none.one_based == 0,
+          "note: a model never given one: expected all 0, got %lld", (long long)none.points);
+    const spr_data_note want = {spr_dataset_get_view(data).n_points, spr_dataset_digest(data), 1};
+    spr_model_set_data_note(m, &want);
+    spr_status st = spr_model_save(m, path);
+    CHECK(st == SPR_STATUS_OK, "note: save: expected ok, got %d (%s)", st, spr_last_error());
+    st = spr_model_load(path, &loaded);
+    CHECK(st == SPR_STATUS_OK && loaded, "note: load: expected ok, got %d (%s)", st, spr_last_error());
+    if (st) goto out;
+    spr_data_note got = spr_model_get_data_note(loaded);
+    CHECK(got.points == want.points && got.digest == want.digest && got.one_based == 1,
+          "note: loaded %lld %016llx %d, saved %lld %016llx 1", (long long)got.points,
+          (unsigned long long)got.digest, got.one_based, (long long)want.points, (unsigned long long)want.digest);
+    compare_params(m, loaded, "note round trip");
+    spr_model_free(loaded);
+    loaded = NULL;
+
+    size_t n = 0;
+    b = slurp(path, &n);
+    size_t off_data = 0;
+    for (size_t off = 16; b && off + 12 <= n;) {
+        uint64_t len = rd64(b + off + 4);
+        if (off + 16 + len > n) break;
+        if (rd32(b + off) == (12u << 8)) off_data = off;
+        off += 16 + len;
+    }
+    CHECK(b && rd32(b + 12) == 2 + 6 * 2 + 1 + 1, "note: expected 16 sections, got %u", b ? rd32(b + 12) : 0);
+    CHECK(off_data && rd64(b + off_data + 4) == 20 && rd64(b + off_data + 12) == (uint64_t)want.points &&
+              rd64(b + off_data + 20) == want.digest && rd32(b + off_data + 28) == 1,
+          "note: expected a DATA section of 20 bytes: points, digest, bits 1");
+    if (!off_data) goto out;
+    unsigned char *p = b + off_data + 12; /* the payload; its CRC at p + 20 */
+    wr32(p + 16, 3); /* an unknown bit */
+    wr32(p + 20, crc32_bitwise(p, 20));
+    CHECK(rejected(path, b, n, "DATA bits 3") && strstr(spr_last_error(), "DATA") &&
+              strstr(spr_last_error(), "unknown data bits 0x00000002"),
+          "note: unknown bits: expected refused naming DATA, got '%s'", spr_last_error());
+    wr32(p + 16, 1);
+    wr64(p, 0); /* no points */
+    wr32(p + 20, crc32_bitwise(p, 20));
+    CHECK(rejected(path, b, n, "DATA of 0 points") && strstr(spr_last_error(), "a training set of 0 points"),
+          "note: 0 points: expected refused, got '%s'", spr_last_error());
+    wr64(p, (uint64_t)want.points); /* the CRC of the 0-point payload: a mismatch */
+    CHECK(rejected(path, b, n, "DATA with a bad CRC") && strstr(spr_last_error(), "checksum"),
+          "note: bad CRC: expected refused, got '%s'", spr_last_error());
+    wr32(p + 20, crc32_bitwise(p, 20));
+    /* the file without the section: a model with no note */
+    cut = malloc(n);
+    if (!cut) goto out;
+    memcpy(cut, b, off_data);
+    memcpy(cut + off_data, b + off_data + 36, n - off_data - 36);
+    wr32(cut + 12, rd32(b + 12) - 1);
+    if (spit(path, cut, n - 36) != 0) goto out;
+    st = spr_model_load(path, &loaded);
+    CHECK(st == SPR_STATUS_OK && loaded && spr_model_get_data_note(loaded).points == 0,
+          "note: DATA removed: expected a model without a note, got %d (%s)", st, spr_last_error());
+    /* a DATA section of 16 bytes (the bits left out): refused */
+    wr64(b + off_data + 4, 16);
+    memmove(p + 16, p + 20, n - (size_t)(p + 20 - b));
+    wr32(p + 16, crc32_bitwise(p, 16));
+    CHECK(rejected(path, b, n - 4, "DATA of 16 bytes") && strstr(spr_last_error(), "a data note takes 20"),
+          "note: 16 bytes: expected refused, got '%s'", spr_last_error());
+    /* a note of no points clears it */
+    const spr_data_note empty = {0, 7, 1};
+    spr_model_set_data_note(m, &want);
+    spr_model_set_data_note(m, &empty);
+    CHECK(spr_model_get_data_note(m).points == 0 && spr_model_get_data_note(m).digest == 0,
+          "note: setting one of 0 points: expected it cleared");
+out:
+    spr_model_set_data_note(m, NULL);
+    free(b);
+    free(cut);
+    spr_model_free(loaded);
+    unlink(path);
+}
+
 /* A file written before keys were folded to 4 buckets a neuron (session 12's sparrow:
  * train --train data/tables_k11_session12.txt --hidden 8 --epochs 2 --threads 1
  * --sparsity 0.5 --tables 2 --bits 11 --save ...): its 2 tables of 2^11 buckets over 12
@@ -1315,6 +1400,7 @@ int main(void) {
     test_bf16_state(dir, data, cfg);
     test_bf16_weights(dir, data, cfg);
     test_simhash_one_in(dir, data, cfg);
+    test_data_note(dir, m, data);
     test_tables_before_fold(dir);
     test_damage(dir, path, m);
     test_save_failures(dir, m, loaded, path);

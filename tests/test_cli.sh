@@ -443,8 +443,41 @@ expect_grep missing_model missing_model.err "no_such.model"
 
 # svmlight with 1-based feature ids (no header).
 printf '0 1:1 3:1\n1 2:1 4:1\n0 1:1 3:0.5\n1 2:0.5 4:1\n' >svm.txt
-run svm train --train svm.txt --one-based --hidden 8 --epochs 2 --batch 2 --sparsity 1 --quiet
+run svm train --train svm.txt --one-based --hidden 8 --epochs 2 --batch 2 --sparsity 1 --quiet --save svm.model
 expect_rc svm 0
+# The model records that its file's ids were one-based: eval and predict read theirs
+# the same way unless told otherwise (eval without --one-based shifted every id by one:
+# poor P@k, no error).
+run svm_info info --model svm.model
+expect_grep svm_info svm_info.out "feature ids one-based in its file"
+run svm_eval eval --model svm.model --test svm.txt
+run svm_eval1 eval --model svm.model --test svm.txt --one-based
+if [ -s svm_eval.out ] && [ "$(sed 's/"seconds": [^,]*//' svm_eval.out)" = "$(sed 's/"seconds": [^,]*//' svm_eval1.out)" ]; then pass; else fail "svm_eval: $(cat svm_eval.out) vs $(cat svm_eval1.out)"; fi
+run svm_pred predict --model svm.model --input svm.txt --k 2
+run svm_pred1 predict --model svm.model --input svm.txt --k 2 --one-based
+if [ -s svm_pred.out ] && cmp -s svm_pred.out svm_pred1.out; then pass; else fail "svm_pred: $(cat svm_pred.out) vs $(cat svm_pred1.out)"; fi
+printf '0 0:1 2:1\n1 1:1 3:1\n' >svm0.txt # the same points, zero-based
+run svm_zero eval --model svm.model --test svm0.txt --zero-based
+expect_rc svm_zero 0
+expect_grep svm_zero svm_zero.err "svm.model was trained on a file with one-based feature ids; reading svm0.txt as zero-based, as asked"
+run svm_zero_default eval --model svm.model --test svm0.txt
+expect_rc svm_zero_default 2
+expect_grep svm_zero_default svm_zero_default.err "svm0.txt:1: feature id 0 in a one-based file"
+expect_grep svm_zero_default svm_zero_default.err "(svm0.txt was read with one-based feature ids, as svm.model's training file had them; --zero-based reads it otherwise)"
+run svm_both predict --model svm.model --input svm.txt --one-based --zero-based
+expect_rc svm_both 2
+expect_grep svm_both svm_both.err "--one-based and --zero-based contradict each other"
+# --resume reads the training file as the first run did; --one-based on a model trained
+# zero-based is refused.
+run svm_resume train --train svm.txt --resume svm.model --epochs 3 --batch 2 --quiet
+expect_rc svm_resume 0
+run svm_resume0 train --train svm0.txt --resume svm.model --epochs 3 --batch 2 --quiet
+expect_rc svm_resume0 2
+expect_grep svm_resume0 svm_resume0.err "(svm0.txt was read with one-based feature ids, as the first run of svm.model read its training file)"
+run svm_z train --train svm0.txt --hidden 8 --epochs 1 --batch 2 --sparsity 1 --quiet --save svm0.model
+run svm_resume1 train --train svm.txt --one-based --resume svm0.model --epochs 2 --quiet
+expect_rc svm_resume1 2
+expect_grep svm_resume1 svm_resume1.err "--one-based differs from svm0.model, whose training file had zero-based feature ids"
 
 # ---------------------------------------------------------------- resume
 # An interrupted run (--max-batches 7 stops inside epoch 1), resumed, must give the
@@ -672,11 +705,43 @@ run res_batch2 train $RES_OPTS --resume resB.model --epochs 3 --batch 1000 --sav
 expect_rc res_batch2 0
 run res_batch2_info info --model resC.model
 expect_grep res_batch2_info res_batch2_info.out "trained: 66 steps, 6000 samples, epoch 3,"
-# A training set whose size does not fit the model's sample count is not the first run's.
+# The model records its training set (points and digest): another set is refused,
+# whatever its size (one of the same size was accepted and trained on silently).
 head -n 1001 "$TRAIN" | sed '1s/^[0-9]*/1000/' >res_small.txt
 run res_other train $RES_OPTS --train res_small.txt --resume resB.model --epochs 3
 expect_rc res_other 2
-expect_grep res_other res_other.err "resB.model: 4000 samples after 2 complete epochs do not fit res_small.txt's 1000 points: resume with the --train of the first run"
+expect_grep res_other res_other.err "res_small.txt is not the training set of resB.model (it has 1000 points, digest "
+{ head -n 1 "$TRAIN"; tail -n +2 "$TRAIN" | tac; } >res_reversed.txt # the same points, another order
+run res_same_size train $RES_OPTS --train res_reversed.txt --resume resB.model --epochs 3
+expect_rc res_same_size 2
+expect_grep res_same_size res_same_size.err "res_reversed.txt is not the training set of resB.model (it has 2000 points"
+run res_note_info info --model resB.model
+expect_grep res_note_info res_note_info.out "training set: 2000 points, digest "
+run res_note_json info --model resB.model --json
+if "$PY" -c 'import json,sys; t=json.load(open(sys.argv[1]))["training_set"]; sys.exit(not (t["points"] == 2000 and len(t["digest"]) == 16 and t["one_based"] is False))' res_note_json.out; then pass; else fail "res_note_json: $(cat res_note_json.out)"; fi
+# A file saved before models recorded their training set (its DATA section taken out):
+# only the sample count can tell, as before.
+"$PY" - resB.model resOld.model <<'PYEOF'
+import struct, sys
+b = open(sys.argv[1], "rb").read()
+n, out, off = struct.unpack_from("<I", b, 12)[0], [], 16
+for _ in range(n):
+    tag, length = struct.unpack_from("<IQ", b, off)
+    end = off + 12 + length + 4
+    if tag != 12 << 8:
+        out.append(b[off:end])
+    off = end
+open(sys.argv[2], "wb").write(b[:12] + struct.pack("<I", len(out)) + b"".join(out))
+PYEOF
+run res_old_info info --model resOld.model
+expect_grep res_old_info res_old_info.out "training set: not recorded"
+run res_old train $RES_OPTS --train res_small.txt --resume resOld.model --epochs 3
+expect_rc res_old 2
+expect_grep res_old res_old.err "resOld.model: 4000 samples after 2 complete epochs do not fit res_small.txt's 1000 points: resume with the --train of the first run"
+run res_old_same train $RES_OPTS --resume resOld.model --epochs 3 --save resOld.model
+expect_rc res_old_same 0
+run res_old_noted info --model resOld.model # the continued run records its set
+expect_grep res_old_noted res_old_noted.out "training set: 2000 points, digest "
 run res_missing train --train "$TRAIN" --resume no_such.model --epochs 3
 expect_rc res_missing 2
 expect_grep res_missing res_missing.err "no_such.model"

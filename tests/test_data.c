@@ -568,6 +568,59 @@ static void test_file_changes_while_read(void) {
     unlink(path);
 }
 
+/* A dataset from text written to a temporary file (NULL on failure, reported). */
+static spr_dataset *read_text(const char *text, int one_based) {
+    char path[64];
+    temp_path(path, sizeof path, "dig");
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL, "cannot create %s", path);
+    if (!f) return NULL;
+    fputs(text, f);
+    fclose(f);
+    spr_read_options o = spr_read_options_default();
+    o.one_based = one_based;
+    spr_dataset *ds = NULL;
+    spr_status st = spr_dataset_read(path, &o, &ds);
+    CHECK(st == SPR_STATUS_OK, "read %s: %s", path, spr_last_error());
+    unlink(path);
+    return ds;
+}
+
+/* spr_dataset_digest: what a model's note of its training set holds. Equal for the same
+ * points whatever made them; different for any change of a value, an id, a label, or the
+ * order; pinned, since saved models hold it (a changed function would make every resume
+ * refuse its own training set). */
+static void test_digest(void) {
+    spr_dataset *zero = read_text("3 4 5\n1,2 0:0.5 3:1\n 2:2\n4 1:1\n", 0);
+    spr_dataset *one = read_text("1,2 1:0.5 4:1\n 3:2\n4 2:1\n", 1);
+    spr_dataset *value = read_text("1,2 0:0.5 3:1.0000001\n 2:2\n4 1:1\n", 0);
+    spr_dataset *label = read_text("1,3 0:0.5 3:1\n 2:2\n4 1:1\n", 0);
+    spr_dataset *order = read_text(" 2:2\n1,2 0:0.5 3:1\n4 1:1\n", 0);
+    spr_dataset *moved = read_text("1,2 0:0.5\n3:1 2:2\n4 1:1\n", 0); /* a feature to the next point */
+    spr_dataset *wrapped = NULL;
+    if (!zero || !one || !value || !label || !order || !moved) goto out;
+    spr_dataset_view v = spr_dataset_get_view(zero);
+    v.n_features = 100; /* the declared widths are not part of it */
+    CHECK(spr_dataset_wrap(&v, &wrapped) == SPR_STATUS_OK, "wrap: %s", spr_last_error());
+    const uint64_t d = spr_dataset_digest(zero);
+    CHECK(d == spr_dataset_digest(one), "digest: a one-based file of the same points: %016llx vs %016llx",
+          (unsigned long long)d, (unsigned long long)spr_dataset_digest(one));
+    CHECK(d == spr_dataset_digest(wrapped), "digest: the points wrapped from arrays differ");
+    const spr_dataset *other[] = {value, label, order, moved};
+    for (int i = 0; i < 4; i++)
+        CHECK(spr_dataset_digest(other[i]) != d, "digest: change %d (value, label, order, moved) not seen", i);
+    CHECK(d == 0xccdc146ca1a9a7d4ull, "digest: pinned value changed: %016llx", (unsigned long long)d);
+    CHECK(spr_dataset_digest(NULL) == 0, "digest of NULL: expected 0");
+out:
+    spr_dataset_free(zero);
+    spr_dataset_free(one);
+    spr_dataset_free(value);
+    spr_dataset_free(label);
+    spr_dataset_free(order);
+    spr_dataset_free(moved);
+    spr_dataset_free(wrapped);
+}
+
 int main(int argc, char **argv) {
     uint64_t seed = argc > 1 ? strtoull(argv[1], NULL, 10) : (uint64_t)time(NULL);
     printf("test_data: seed %llu\n", (unsigned long long)seed);
@@ -581,5 +634,6 @@ int main(int argc, char **argv) {
     test_compressed_files();
     test_long_path_message();
     test_file_changes_while_read();
+    test_digest();
     return CHECK_DONE("test_data");
 }

@@ -102,6 +102,19 @@ echo "   resumed on 2 ranks: identical predictions; on 1 process: P@1 $p1_res1 (
 awk -v a="$p1_res1" -v b="$p1_two" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d <= 0.02) }' ||
     fail "the 2-rank save resumed on 1 process: P@1 $p1_res1, not within 0.02 of $p1_two"
 
+# ... and not with another training set (the shards' note of it): every rank refuses
+{ head -n 1 "$work/small/train.txt"; tail -n +2 "$work/small/train.txt" | tac; } >"$work/reversed.txt"
+other=()
+for a in "${common[@]}"; do other+=("${a/$work\/small\/train.txt/$work/reversed.txt}"); done
+rc=0
+timeout 120 "${mpi[@]}" "$sparrow" train "${other[@]}" --resume "$work/res1.model" --save "$work/res2.model" \
+    >/dev/null 2>"$work/res2.log" || rc=$?
+[ "$rc" -eq 2 ] && grep -q "reversed.txt is not the training set of $work/res1.model" "$work/res2.log" &&
+    [ ! -e "$work/res2.model" ] ||
+    { cat "$work/res2.log"; fail "resumed with another training set on 2 ranks: expected exit 2 naming it, got $rc"; }
+"$sparrow" info --model "$work/res.model" | grep -q "training set: 30000 points, digest " ||
+    fail "sparrow info of a 2-rank save: expected its training set"
+
 echo "-- a manifest naming shards of two saves"
 # Shard 1 of another run (seed 2) put where two.model's manifest looks: refused by name,
 # on 1 process and on 2 ranks (it was assembled into a model no run ever had).

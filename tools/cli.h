@@ -119,7 +119,7 @@ spr_status read_dataset(const char *path, const spr_read_options *options, int q
 
 /* Loads a model and a data set whose ids are checked against it (labels too when
  * check_labels); on failure nothing is left allocated. */
-int load_model_and_data(const char *model_path, const char *data_path, int one_based,
+int load_model_and_data(const char *model_path, const char *data_path, int *one_based,
                         int check_labels, spr_model **model, spr_dataset **data);
 
 /* ------------------------------------------------------------------ configuration files

@@ -41,7 +41,15 @@ static const char EVAL_HELP[] =
     "  --propensity A,B      the propensity model's constants (default 0.55,1.5, the\n"
     "                        XMC repository's; Amazon sets 0.6,2.6, Wikipedia 0.5,0.4)\n"
     "  --threads T           worker threads (default 0: all cores)\n"
-    "  --one-based           feature ids in the files start at 1\n";
+    "  --one-based           feature ids in the files start at 1; --zero-based: at 0\n"
+    "                        (default: as in the model's training file, else 0)\n";
+
+/* --one-based (one = 1) or --zero-based (one = 0) into *base (-1: neither yet). */
+static int set_id_base(const char *cmd, int one, int *base) {
+    if (*base >= 0 && *base != one) return usage_error(cmd, "--one-based and --zero-based contradict each other");
+    *base = one;
+    return EXIT_OK;
+}
 
 /* Inverse propensities of the model's labels from the training set at path (its ids
  * checked against the model, as the test set's). *out: (labels), free() it. */
@@ -113,10 +121,10 @@ done:
 int cmd_eval(int argc, char **argv) {
     const char *cmd = "eval";
     const char *model_path = NULL, *test_path = NULL, *psp_train = NULL, *psp_text = NULL;
-    int k = 5, sparse = 0, threads = 0, one_based = 0, recall_top = 0;
+    int k = 5, sparse = 0, threads = 0, one_based = -1, recall_top = 0;
     int64_t eval_max = 0;
     double psp_a = 0.55, psp_b = 1.5, *inv_prop = NULL;
-    enum { E_MODEL = 256, E_TEST, E_K, E_SPARSE, E_THREADS, E_EVAL_MAX, E_ONE_BASED, E_RECALL,
+    enum { E_MODEL = 256, E_TEST, E_K, E_SPARSE, E_THREADS, E_EVAL_MAX, E_ONE_BASED, E_ZERO_BASED, E_RECALL,
            E_PSP_TRAIN, E_PSP };
     static const struct option opts[] = {
         {"model", required_argument, 0, E_MODEL},
@@ -127,6 +135,7 @@ int cmd_eval(int argc, char **argv) {
         {"threads", required_argument, 0, E_THREADS},
         {"eval-max", required_argument, 0, E_EVAL_MAX},
         {"one-based", no_argument, 0, E_ONE_BASED},
+        {"zero-based", no_argument, 0, E_ZERO_BASED},
         {"propensity-train", required_argument, 0, E_PSP_TRAIN},
         {"propensity", required_argument, 0, E_PSP},
         {"help", no_argument, 0, OPT_HELP},
@@ -143,7 +152,8 @@ int cmd_eval(int argc, char **argv) {
         case E_RECALL: rc = parse_int(cmd, "--recall", optarg, 1, 1000, &recall_top); break;
         case E_THREADS: rc = parse_int(cmd, "--threads", optarg, 0, SPR_MAX_THREADS, &threads); break;
         case E_EVAL_MAX: rc = parse_int64(cmd, "--eval-max", optarg, 1, INT64_MAX, &eval_max); break;
-        case E_ONE_BASED: one_based = 1; break;
+        case E_ONE_BASED:
+        case E_ZERO_BASED: rc = set_id_base(cmd, c == E_ONE_BASED, &one_based); break;
         case E_PSP_TRAIN: psp_train = optarg; break;
         case E_PSP:
             psp_text = optarg;
@@ -163,7 +173,7 @@ int cmd_eval(int argc, char **argv) {
     spr_model *model = NULL;
     spr_dataset *test = NULL;
     int64_t *rows = NULL, n = 0;
-    if ((rc = load_model_and_data(model_path, test_path, one_based, 1, &model, &test)))
+    if ((rc = load_model_and_data(model_path, test_path, &one_based, 1, &model, &test)))
         return rc;
     if ((rc = require_points(test, test_path, "test"))) goto done;
     if ((rc = eval_subset(spr_dataset_get_view(test).n_points, eval_max, &rows, &n))) goto done;
@@ -311,15 +321,16 @@ static const char PREDICT_HELP[] =
     "  --k K                 labels per point (default 5; at most the number of labels)\n"
     "  --sparse-inference    rank only the LSH candidates (sublinear)\n"
     "  --threads T           worker threads (default 0: all cores)\n"
-    "  --one-based           feature ids in the file start at 1\n"
+    "  --one-based           feature ids in the file start at 1; --zero-based: at 0\n"
+    "                        (default: as in the model's training file, else 0)\n"
     "  --labels NAMES        a text file with one label name per line: line 1 names\n"
     "                        label 0, line 2 label 1, ...; one line per label\n";
 
 int cmd_predict(int argc, char **argv) {
     const char *cmd = "predict";
     const char *model_path = NULL, *input_path = NULL, *labels_path = NULL;
-    int k = 5, sparse = 0, threads = 0, one_based = 0;
-    enum { P_MODEL = 256, P_INPUT, P_K, P_SPARSE, P_THREADS, P_ONE_BASED, P_LABELS };
+    int k = 5, sparse = 0, threads = 0, one_based = -1;
+    enum { P_MODEL = 256, P_INPUT, P_K, P_SPARSE, P_THREADS, P_ONE_BASED, P_ZERO_BASED, P_LABELS };
     static const struct option opts[] = {
         {"model", required_argument, 0, P_MODEL},
         {"input", required_argument, 0, P_INPUT},
@@ -327,6 +338,7 @@ int cmd_predict(int argc, char **argv) {
         {"sparse-inference", no_argument, 0, P_SPARSE},
         {"threads", required_argument, 0, P_THREADS},
         {"one-based", no_argument, 0, P_ONE_BASED},
+        {"zero-based", no_argument, 0, P_ZERO_BASED},
         {"labels", required_argument, 0, P_LABELS},
         {"help", no_argument, 0, OPT_HELP},
         {0, 0, 0, 0}};
@@ -341,7 +353,8 @@ int cmd_predict(int argc, char **argv) {
         case P_K: rc = parse_int(cmd, "--k", optarg, 1, SPR_MAX_K, &k); break;
         case P_SPARSE: sparse = 1; break;
         case P_THREADS: rc = parse_int(cmd, "--threads", optarg, 0, SPR_MAX_THREADS, &threads); break;
-        case P_ONE_BASED: one_based = 1; break;
+        case P_ONE_BASED:
+        case P_ZERO_BASED: rc = set_id_base(cmd, c == P_ONE_BASED, &one_based); break;
         case OPT_HELP: fputs(PREDICT_HELP, stdout); return EXIT_OK;
         default: return bad_option(cmd);
         }
@@ -354,7 +367,7 @@ int cmd_predict(int argc, char **argv) {
     spr_model *model = NULL;
     spr_dataset *data = NULL;
     label_names names = {0};
-    if ((rc = load_model_and_data(model_path, input_path, one_based, 0, &model, &data)))
+    if ((rc = load_model_and_data(model_path, input_path, &one_based, 0, &model, &data)))
         return rc;
     if ((int64_t)k > model_labels(model)) k = (int)model_labels(model);
     if (labels_path && (rc = label_names_read(labels_path, model_labels(model), &names))) {
@@ -416,7 +429,7 @@ static const char INFO_HELP[] =
     "                  vector features and the sets it supports; SPARROW_KERNELS=NAME\n"
     "                  forces a supported set\n";
 
-static void info_json(const spr_model_config *cfg, const spr_model_info *info) {
+static void info_json(const spr_model_config *cfg, const spr_model_info *info, const spr_data_note *note) {
     printf("{\"n_features\": %lld, \"n_labels\": %lld, \"layers\": [",
            (long long)cfg->n_features, (long long)cfg->layers[cfg->n_layers - 1].size);
     for (int i = 0; i < cfg->n_layers; i++) {
@@ -438,14 +451,20 @@ static void info_json(const spr_model_config *cfg, const spr_model_info *info) {
            cfg->bf16_weights ? "true" : "false");
     printf(", \"init_std\": %.7g, \"seed\": %llu, \"steps\": %lld, \"samples\": %lld, "
            "\"epoch\": %lld, \"parameters\": %lld, \"parameter_bytes\": %lld, "
-           "\"table_bytes\": %lld, \"rehashes\": %lld, \"rebuilds\": %lld}\n",
+           "\"table_bytes\": %lld, \"rehashes\": %lld, \"rebuilds\": %lld",
            cfg->init_std, (unsigned long long)cfg->seed, (long long)info->steps,
            (long long)info->samples, (long long)info->epoch, (long long)info->parameters,
            (long long)info->parameter_bytes, (long long)info->table_bytes,
            (long long)info->rehashes, (long long)info->rebuilds);
+    if (note->points > 0)
+        printf(", \"training_set\": {\"points\": %lld, \"digest\": \"%016llx\", \"one_based\": %s}}\n",
+               (long long)note->points, (unsigned long long)note->digest, note->one_based ? "true" : "false");
+    else
+        printf(", \"training_set\": null}\n");
 }
 
-static void info_text(const char *path, const spr_model_config *cfg, const spr_model_info *info) {
+static void info_text(const char *path, const spr_model_config *cfg, const spr_model_info *info,
+                      const spr_data_note *note) {
     printf("model %s\n", path);
     printf("input: %lld features\n", (long long)cfg->n_features);
     for (int i = 0; i < cfg->n_layers; i++) {
@@ -472,6 +491,11 @@ static void info_text(const char *path, const spr_model_config *cfg, const spr_m
     printf("trained: %lld steps, %lld samples, epoch %lld, %lld rehashes, %lld rebuilds\n",
            (long long)info->steps, (long long)info->samples, (long long)info->epoch,
            (long long)info->rehashes, (long long)info->rebuilds);
+    if (note->points > 0)
+        printf("training set: %lld points, digest %016llx, feature ids %s-based in its file\n",
+               (long long)note->points, (unsigned long long)note->digest, note->one_based ? "one" : "zero");
+    else
+        printf("training set: not recorded\n");
     printf("parameters: %lld (%lld bytes with gradients and optimizer state)\n",
            (long long)info->parameters, (long long)info->parameter_bytes);
     printf("hash tables: %lld bytes\n", (long long)info->table_bytes);
@@ -511,8 +535,9 @@ int cmd_info(int argc, char **argv) {
     if (st != SPR_STATUS_OK) return library_error(st);
     spr_model_config cfg = spr_model_get_config(model);
     spr_model_info info = spr_model_get_info(model);
-    if (json) info_json(&cfg, &info);
-    else info_text(model_path, &cfg, &info);
+    spr_data_note note = spr_model_get_data_note(model);
+    if (json) info_json(&cfg, &info, &note);
+    else info_text(model_path, &cfg, &info, &note);
     spr_model_free(model);
     return EXIT_OK;
 }

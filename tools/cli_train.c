@@ -1288,15 +1288,41 @@ static int train_run(const train_args *args) {
         cfg = spr_model_get_config(model);
         if ((rc = resume_conflicts(&a, &cfg))) goto done;
     }
+    /* A resumed model that knows its training set reads the file as its first run did
+     * and checks, once read, that it is that set. */
+    const spr_data_note note = spr_model_get_data_note(model);
+    if (note.points > 0) {
+        if (a.one_based && !note.one_based) {
+            fprintf(stderr, "sparrow: --one-based differs from %s, whose training file had zero-based "
+                            "feature ids: --resume reads it as the first run did (leave --one-based out)\n",
+                    a.resume_path);
+            rc = EXIT_USAGE;
+            goto done;
+        }
+        a.one_based = note.one_based;
+    }
     spr_read_options ropt = spr_read_options_default();
     ropt.one_based = a.one_based;
     double t0 = now_seconds();
     if ((st = read_dataset(a.train_path, &ropt, a.quiet, &train)) != SPR_STATUS_OK) {
         rc = library_error(st);
+        if (note.points > 0 && note.one_based && cli_is_root())
+            fprintf(stderr, "sparrow: (%s was read with one-based feature ids, as the first run of %s "
+                            "read its training file)\n", a.train_path, a.resume_path);
         goto done;
     }
     spr_dataset_view tv = spr_dataset_get_view(train);
     if ((rc = require_points(train, a.train_path, "training"))) goto done;
+    const uint64_t digest = spr_dataset_digest(train);
+    if (note.points > 0 && (note.points != tv.n_points || note.digest != digest)) {
+        fprintf(stderr, "sparrow: %s is not the training set of %s (it has %lld points, digest %016llx; "
+                        "the model was trained on %lld points, digest %016llx): resume with the --train "
+                        "of the first run\n",
+                a.train_path, a.resume_path, (long long)tv.n_points, (unsigned long long)digest,
+                (long long)note.points, (unsigned long long)note.digest);
+        rc = EXIT_USAGE;
+        goto done;
+    }
     int64_t model_labels = model ? spr_model_get_info(model).labels_total : tv.n_labels;
     if (model && (tv.n_features > cfg.n_features || tv.n_labels > model_labels)) {
         fprintf(stderr, "sparrow: %s: %lld features and %lld labels, more than the %lld and %lld of %s "
@@ -1402,6 +1428,8 @@ static int train_run(const train_args *args) {
         goto done;
     }
     if (a.verbose) spr_model_set_logger(model, log_to_stderr, NULL);
+    const spr_data_note trained_on = {tv.n_points, digest, a.one_based};
+    spr_model_set_data_note(model, &trained_on);
     if ((st = spr_model_prepare(model, &topt, max_labels_per_point(&tv))) != SPR_STATUS_OK) {
         rc = library_error(st);
         goto done;

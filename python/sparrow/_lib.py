@@ -156,6 +156,10 @@ class EvalResult(Structure):
                 ("psndcg_at", c_double * 6)]
 
 
+class DataNote(_Checked):
+    _fields_ = [("points", c_int64), ("digest", c_uint64), ("one_based", c_int)]
+
+
 class ModelInfo(Structure):
     _fields_ = [("steps", c_int64), ("samples", c_int64), ("epoch", c_int64),
                 ("parameters", c_int64), ("parameter_bytes", c_int64), ("table_bytes", c_int64),
@@ -194,6 +198,7 @@ spr_read_options_default = _fn("spr_read_options_default", ReadOptions)
 spr_dataset_read = _fn("spr_dataset_read", c_int, c_char_p, POINTER(ReadOptions), POINTER(_p))
 spr_dataset_wrap = _fn("spr_dataset_wrap", c_int, POINTER(DatasetView), POINTER(_p))
 spr_dataset_get_view = _fn("spr_dataset_get_view", DatasetView, _p)
+spr_dataset_digest = _fn("spr_dataset_digest", c_uint64, _p)
 spr_dataset_write = _fn("spr_dataset_write", c_int, _p, c_char_p)
 spr_dataset_free = _fn("spr_dataset_free", None, _p)
 spr_synth_preset = _fn("spr_synth_preset", c_int, c_char_p, POINTER(SynthConfig))
@@ -229,6 +234,8 @@ spr_model_weight_rows = _fn("spr_model_weight_rows", c_int, _p, c_int, c_int64, 
 spr_model_rehash = _fn("spr_model_rehash", c_int, _p, c_int, c_int)
 spr_model_get_info = _fn("spr_model_get_info", ModelInfo, _p)
 spr_model_set_epoch = _fn("spr_model_set_epoch", None, _p, c_int64)
+spr_model_set_data_note = _fn("spr_model_set_data_note", None, _p, ctypes.POINTER(DataNote))
+spr_model_get_data_note = _fn("spr_model_get_data_note", DataNote, _p)
 spr_model_save = _fn("spr_model_save", c_int, _p, c_char_p)
 spr_model_save_check = _fn("spr_model_save_check", c_int, c_char_p)
 spr_model_load = _fn("spr_model_load", c_int, c_char_p, POINTER(_p))

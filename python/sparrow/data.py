@@ -1,7 +1,6 @@
 """Data: reading XMC / svmlight files into scipy CSR matrices, and handing scipy CSR
 (or numpy dense) matrices to the library without per-row copies."""
 import ctypes
-import hashlib
 import os
 
 import numpy as np
@@ -183,13 +182,11 @@ class Dataset:
     def handle(self):
         return self._handle
 
-    def fingerprint(self):
-        """A digest of the features and labels (shapes and arrays): whether a fit that
-        continues an epoch trains the same data as the fit that stopped inside it."""
-        h = hashlib.blake2b(repr((self.X.shape, self.Y.shape)).encode(), digest_size=16)
-        for a in self._keep:
-            h.update(a)
-        return h.hexdigest()
+    def digest(self):
+        """The library's 64-bit digest of the points' features and labels
+        (spr_dataset_digest): the same as `sparrow info` shows for a model trained on
+        the file these arrays were read from."""
+        return int(_lib.spr_dataset_digest(self._handle))
 
     def write(self, path):
         """Writes the data set in XMC format with the C writer (atomically)."""

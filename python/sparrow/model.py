@@ -288,11 +288,16 @@ class Model:
 
     @property
     def info(self):
-        """Steps, samples, epoch, parameter and table sizes, rehashes (a dict)."""
+        """Steps, samples, epoch, parameter and table sizes, rehashes (a dict), and
+        training_set: the points, digest and id base of the data that trained the model
+        (None: not recorded), what `sparrow train --resume` and fit(resume=True) check."""
         i = _lib.spr_model_get_info(self._h())
-        return {k: getattr(i, k) for k in ("steps", "samples", "epoch", "parameters",
-                                            "parameter_bytes", "table_bytes", "rehashes",
-                                            "rebuilds")}
+        d = {k: getattr(i, k) for k in ("steps", "samples", "epoch", "parameters",
+                                         "parameter_bytes", "table_bytes", "rehashes", "rebuilds")}
+        note = _lib.spr_model_get_data_note(self._h())
+        d["training_set"] = ({"points": note.points, "digest": note.digest,
+                              "one_based": bool(note.one_based)} if note.points > 0 else None)
+        return d
 
     def weights(self, layer, bias=False):
         """A numpy view (not a copy) of a layer's weights: layer 0 (n_features, size),
@@ -414,8 +419,14 @@ class Model:
         stats = _lib.BatchStats()
         last = cfg.n_layers - 1
         first_epoch = self.info["epoch"] + 1
+        digest = data.digest()
         if resume:
             info = self.info
+            known = info["training_set"]
+            if known is not None and (known["points"], known["digest"]) != (n, digest):
+                raise ValueError("resume: X is not the data the model was trained on (%d points, digest "
+                                 "%016x; the model's: %d points, digest %016x)"
+                                 % (n, digest, known["points"], known["digest"]))
             skip = info["samples"] - info["epoch"] * n
             if not 0 <= skip < n:
                 raise ValueError("resume: the model's %d samples after %d complete epochs do not fit "
@@ -440,6 +451,9 @@ class Model:
             return took
 
         epochs = _lib.integer(epochs, "epochs")
+        # the data the model trains on from here, as `sparrow train` records it (arrays
+        # carry zero-based ids)
+        _lib.spr_model_set_data_note(h, ctypes.byref(_lib.DataNote(n, digest, 0)))
         train_seconds, samples_done, batches_done = 0.0, 0, 0
         for epoch in range(first_epoch, first_epoch + epochs):
             rows = np.arange(n, dtype=np.int64)
@@ -520,7 +534,7 @@ class Model:
             elif done > 0:
                 self._partial = {"epoch": epoch, "rows": done, "samples": self.info["samples"],
                                  "points": data.n_points, "shuffle": bool(shuffle),
-                                 "data": data.fingerprint()}
+                                 "data": data.digest()}
         return done >= data.n_points
 
     def _continued_rows(self, data, shuffle, epoch):
@@ -530,7 +544,7 @@ class Model:
             return 0
         now = {"epoch": epoch, "samples": self.info["samples"], "points": data.n_points,
                "shuffle": bool(shuffle)}
-        if any(p[k] != v for k, v in now.items()) or p["data"] != data.fingerprint():
+        if any(p[k] != v for k, v in now.items()) or p["data"] != data.digest():
             return 0
         return p["rows"]
 

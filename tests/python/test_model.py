@@ -312,11 +312,25 @@ def test_fit_save_every_and_resume(xmc_data, tmp_path):
     with pytest.raises(sparrow.SparrowIOError, match="not a regular file"):
         fresh.fit(X, Y, save_every=5, save_path=str(tmp_path), **kw)
     assert fresh.info["steps"] == 0
-    # resume=True with other data: the sample count does not fit it
+    # resume=True with other data: the model's note of its training set (points and
+    # digest) refuses it, whatever its size (a set of the same size was trained on)
     m = model()
     m.fit(X, Y, max_batches=5, save_every=5, save_path=path, **kw)
-    with pytest.raises(ValueError, match="640 samples after 0 complete epochs do not fit the 100 points"):
+    note = sparrow.Model.load(path).info["training_set"]
+    assert note == {"points": X.shape[0], "digest": sparrow.Dataset(X, Y).digest(), "one_based": False}
+    with pytest.raises(ValueError, match=r"X is not the data the model was trained on \(100 points"):
         sparrow.Model.load(path).fit(X[:100], Y[:100], resume=True, **kw)
+    X2 = X.copy()
+    X2.data[0] += 1.0
+    with pytest.raises(ValueError, match="X is not the data the model was trained on"):
+        sparrow.Model.load(path).fit(X2, Y, resume=True, **kw)
+    # a model without a note (saved before notes) is checked by its sample count alone
+    older = model()
+    older.fit(X, Y, max_batches=5, **kw)
+    sparrow._lib.spr_model_set_data_note(older._h(), None)
+    assert older.info["training_set"] is None
+    with pytest.raises(ValueError, match="640 samples after 0 complete epochs do not fit the 100 points"):
+        older.fit(X[:100], Y[:100], resume=True, **kw)
 
 
 def test_fit_is_the_cli_train(tmp_path):
