@@ -715,6 +715,14 @@ expect_grep res_other res_other.err "res_small.txt is not the training set of re
 run res_same_size train $RES_OPTS --train res_reversed.txt --resume resB.model --epochs 3
 expect_rc res_same_size 2
 expect_grep res_same_size res_same_size.err "res_reversed.txt is not the training set of resB.model (it has 2000 points"
+# Evaluating on the training set (the digest says so) gets a note: fit, not held-out data.
+run note_train train --train "$TRAIN" --test "$TRAIN" --max-batches 2 --quiet
+expect_grep note_train note_train.err "sparrow: note: $TRAIN is the training set: its P@k measures the fit"
+run note_eval eval --model resB.model --test "$TRAIN" --eval-max 100
+expect_rc note_eval 0
+expect_grep note_eval note_eval.err "sparrow: note: $TRAIN is the training set"
+run note_none eval --model resB.model --test "$TEST"
+if grep -q "is the training set" note_none.err; then fail "note_none: a test set noted as the training set"; else pass; fi
 run res_note_info info --model resB.model
 expect_grep res_note_info res_note_info.out "training set: 2000 points, digest "
 run res_note_json info --model resB.model --json

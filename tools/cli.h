@@ -119,6 +119,7 @@ spr_status read_dataset(const char *path, const spr_read_options *options, int q
 
 /* Loads a model and a data set whose ids are checked against it (labels too when
  * check_labels); on failure nothing is left allocated. */
+void note_if_training_set(const spr_data_note *note, const spr_dataset *data, const char *data_path);
 int load_model_and_data(const char *model_path, const char *data_path, int *one_based,
                         int check_labels, spr_model **model, spr_dataset **data);
 

@@ -302,6 +302,15 @@ spr_status read_dataset(const char *path, const spr_read_options *options, int q
     return st;
 }
 
+/* A note on stderr (rank 0) when data is the training set a note describes (its points
+ * and digest): figures on it measure the fit, not held-out data (`--test train.txt`). */
+void note_if_training_set(const spr_data_note *note, const spr_dataset *data, const char *data_path) {
+    if (!cli_is_root() || note->points <= 0 || note->points != spr_dataset_get_view(data).n_points) return;
+    if (spr_dataset_digest(data) == note->digest)
+        fprintf(stderr, "sparrow: note: %s is the training set: its P@k measures the fit, not "
+                        "held-out data\n", data_path);
+}
+
 /* Loads a model and a data set whose ids are checked against it. check_labels = 0 lets
  * the file carry labels the model does not know (predict ignores labels). *one_based:
  * the file's id base from --one-based / --zero-based, or -1: the base of the model's

@@ -176,6 +176,8 @@ int cmd_eval(int argc, char **argv) {
     if ((rc = load_model_and_data(model_path, test_path, &one_based, 1, &model, &test)))
         return rc;
     if ((rc = require_points(test, test_path, "test"))) goto done;
+    const spr_data_note note = spr_model_get_data_note(model);
+    note_if_training_set(&note, test, test_path);
     if ((rc = eval_subset(spr_dataset_get_view(test).n_points, eval_max, &rows, &n))) goto done;
     if (psp_train && (rc = read_propensities(psp_train, model, one_based, psp_a, psp_b, &inv_prop)))
         goto done;

@@ -1342,6 +1342,8 @@ static int train_run(const train_args *args) {
             goto done;
         }
         if ((rc = require_points(test, a.test_path, "test"))) goto done;
+        const spr_data_note train_note = {tv.n_points, digest, a.one_based};
+        note_if_training_set(&train_note, test, a.test_path);
     }
     double read_seconds = now_seconds() - t0;
 
