@@ -585,28 +585,39 @@ class Model:
         return r
 
     def evaluate(self, X, Y, k=(1, 3, 5), sparse=False, threads=0, inv_propensity=None):
-        """Precision@k and nDCG@k (k in 1..5) on (X, Y): a dict {"p_at_1": ...,
+        """Precision@k and nDCG@k (k in 1..1000) on (X, Y): a dict {"p_at_1": ...,
         "ndcg_at_1": ..., ...} plus "n_points" and "seconds". The XMC repository's
         definitions with binary relevance (sparrow.h, spr_model_evaluate); a point without
         labels counts as 0. With inv_propensity (one weight a label, e.g.
         sparrow.inv_propensities(Y_train)) also "psp_at_k" and "psndcg_at_k":
-        propensity-scored precision and nDCG."""
+        propensity-scored precision and nDCG. k 1..5 come from the library's evaluation;
+        a larger k from the top-k predictions ranked here by the same definitions
+        (rank_metrics; a k above the label count counts the missing ranks as misses)."""
         ks = (k,) if np.isscalar(k) else tuple(k)
         for q in ks:
-            if not 1 <= _lib.integer(q, "k") <= 5:
-                raise ValueError("k must be in 1..5, got %r" % (q,))
+            if not 1 <= _lib.integer(q, "k") <= 1000:
+                raise ValueError("k must be in 1..1000, got %r" % (q,))
         data = Dataset(X, Y, self.n_features, self.n_labels)
         if data.n_points == 0:  # P@k of no points is not 0
             raise ValueError("no test points")
         if data.Y.nnz == 0:  # P@k would read 0.0
             raise ValueError("none of the %d test points has a label" % data.n_points)
         r = self._evaluate(data, None, sparse, threads, inv_propensity)
-        out = {"p_at_%d" % int(q): r.p_at[int(q)] for q in ks}
-        out.update({"ndcg_at_%d" % int(q): r.ndcg_at[int(q)] for q in ks})
+        small = [int(q) for q in ks if int(q) <= 5]
+        out = {"p_at_%d" % q: r.p_at[q] for q in small}
+        out.update({"ndcg_at_%d" % q: r.ndcg_at[q] for q in small})
         if inv_propensity is not None:
-            out.update({"psp_at_%d" % int(q): r.psp_at[int(q)] for q in ks})
-            out.update({"psndcg_at_%d" % int(q): r.psndcg_at[int(q)] for q in ks})
-        out.update({"n_points": r.n_points, "seconds": r.seconds})
+            out.update({"psp_at_%d" % q: r.psp_at[q] for q in small})
+            out.update({"psndcg_at_%d" % q: r.psndcg_at[q] for q in small})
+        large = [int(q) for q in ks if int(q) > 5]
+        seconds = r.seconds
+        if large:
+            t = time.perf_counter()
+            ids, _ = self.predict(data.X, k=min(max(large), self.n_labels), sparse=sparse, threads=threads)
+            big = rank_metrics(ids, data.Y, large, inv_propensity)
+            out.update({name: big[name] for name in sorted(big)})
+            seconds += time.perf_counter() - t
+        out.update({"n_points": r.n_points, "seconds": seconds})
         return out
 
     def sampling_recall(self, X, top=10, threads=0):
@@ -618,6 +629,61 @@ class Model:
             check(_lib.spr_model_sampling_recall(self._h(), data.handle, None, data.n_points, _lib.integer(top, "top"),
                                                  _lib.integer(threads, "threads"), ctypes.byref(out)))
         return out.value
+
+
+def rank_metrics(ids, Y, ks, inv_propensity=None):
+    """P@k and nDCG@k (and PSP@k, PSnDCG@k with inv_propensity) of ranked predictions
+    ids (n, K) (best first, -1 pads) against the label matrix Y (n, L), for every k in
+    ks: the definitions of the library's evaluation (src/metrics.c) for any k, ranks
+    past K counting as misses. Model.evaluate's k > 5; tested equal to the library's
+    at k 1..5. A dict {"p_at_k": ..., "ndcg_at_k": ..., ...}."""
+    ids = np.asarray(ids)
+    Y = sp.csr_matrix(Y)
+    Y.sort_indices()
+    n, kk = ids.shape
+    K = max(max(ks), kk)
+    ranked = np.full((n, K), -1, dtype=np.int64)
+    ranked[:, :kk] = ids
+    valid = ranked >= 0
+    rows = np.repeat(np.arange(n), K)
+    hits = np.zeros((n, K))
+    if n and K:
+        hits[valid] = np.asarray(Y[rows[valid.ravel()], ranked[valid]]).ravel() != 0
+    n_true = np.diff(Y.indptr)
+    gain = 1.0 / np.log2(np.arange(2, K + 2))
+    cum_gain = np.cumsum(gain)
+    dcg = np.cumsum(hits * gain, axis=1)
+    out = {}
+    for k in ks:
+        out["p_at_%d" % k] = float(np.mean(hits[:, :k].sum(axis=1) / k)) if n else 0.0
+        has = n_true > 0
+        idcg = cum_gain[np.minimum(k, np.maximum(n_true, 1)) - 1]
+        out["ndcg_at_%d" % k] = float(np.sum(np.where(has, dcg[:, k - 1] / idcg, 0.0)) / n) if n else 0.0
+    if inv_propensity is None:
+        return out
+    w = np.asarray(inv_propensity, dtype=np.float64)
+    got_w = np.zeros((n, K))
+    got_w[valid] = w[ranked[valid]]
+    got_w *= hits
+    # each point's K largest weights of its labels, largest first
+    row_of = np.repeat(np.arange(n), n_true)
+    lw = w[Y.indices]
+    order = np.lexsort((-lw, row_of))
+    rank_in_row = np.arange(Y.nnz) - Y.indptr[row_of[order]]
+    keep = rank_in_row < K
+    best = np.zeros((n, K))
+    best[row_of[order][keep], rank_in_row[keep]] = lw[order][keep]
+    got, ideal = np.cumsum(got_w, axis=1), np.cumsum(best, axis=1)
+    wdcg, ideal_wdcg = np.cumsum(got_w * gain, axis=1), np.cumsum(best * gain, axis=1)
+    for k in ks:
+        den = ideal[:, k - 1].sum()
+        out["psp_at_%d" % k] = float(got[:, k - 1].sum() / den) if den > 0 else 0.0
+        has = n_true > 0
+        idcg = cum_gain[np.minimum(k, np.maximum(n_true, 1)) - 1]
+        nd_den = np.sum(np.where(has, ideal_wdcg[:, k - 1] / idcg, 0.0))
+        nd_num = np.sum(np.where(has, wdcg[:, k - 1] / idcg, 0.0))
+        out["psndcg_at_%d" % k] = float(nd_num / nd_den) if nd_den > 0 else 0.0
+    return out
 
 
 def inv_propensities(Y, a=0.55, b=1.5, n_labels=None):

@@ -191,6 +191,46 @@ def test_fit_evaluate_predict_save_load(xmc_data, tmp_path):
     assert ids4.shape == (200, 3)
 
 
+def test_evaluate_k_above_5(xmc_data):
+    """k > 5 (the library evaluates 1..5; the CLI's --k K re-predicts): rank_metrics on
+    predict's top k, equal to the library's figures at k 1..5 (P@k, nDCG@k, PSP@k,
+    PSnDCG@k), and at k 10 and 25 (past the 20 labels) to the definitions written out."""
+    X, Y, Xt, Yt = xmc_data
+    m = sparrow.Model(X.shape[1], Y.shape[1], hidden=32, sparsity=0.5, seed=3)
+    m.fit(X, Y, epochs=2, batch_size=32, quiet=True, threads=1)
+    w = sparrow.inv_propensities(Y)
+    lib = m.evaluate(Xt, Yt, k=(1, 2, 3, 4, 5), inv_propensity=w)
+    ids, _ = m.predict(Xt, k=5)
+    ours = sparrow.model.rank_metrics(ids, Yt, (1, 2, 3, 4, 5), w)
+    for name, value in ours.items():
+        assert value == pytest.approx(lib[name], abs=1e-12), (name, value, lib[name])
+    res = m.evaluate(Xt, Yt, k=(1, 10, 25), inv_propensity=w)
+    assert res["p_at_1"] == lib["p_at_1"] and "p_at_5" not in res
+    full, _ = m.predict(Xt, k=20)
+    gain = 1 / np.log2(np.arange(2, 27))
+    for q in (10, 25):
+        p = nd = num = den = nd_num = nd_den = 0.0
+        for i in range(Xt.shape[0]):
+            labels = set(Yt.indices[Yt.indptr[i]:Yt.indptr[i + 1]].tolist())
+            top = full[i, :q].tolist()
+            p += sum(l in labels for l in top) / q
+            best = sorted((w[l] for l in labels), reverse=True)[:q]
+            num += sum(w[l] for l in top if l in labels)
+            den += sum(best)
+            if labels:
+                idcg = gain[:min(q, len(labels))].sum()
+                nd += sum(gain[r] for r, l in enumerate(top) if l in labels) / idcg
+                nd_num += sum(w[l] * gain[r] for r, l in enumerate(top) if l in labels) / idcg
+                nd_den += sum(b * gain[r] for r, b in enumerate(best)) / idcg
+        n = Xt.shape[0]
+        assert res["p_at_%d" % q] == pytest.approx(p / n, abs=1e-12)
+        assert res["ndcg_at_%d" % q] == pytest.approx(nd / n, abs=1e-12)
+        assert res["psp_at_%d" % q] == pytest.approx(num / den, abs=1e-12)
+        assert res["psndcg_at_%d" % q] == pytest.approx(nd_num / nd_den, abs=1e-12)
+    # past the 20 labels every true label is among the predictions: P@25 is |labels| / 25
+    assert res["p_at_25"] == pytest.approx(np.diff(Yt.indptr).mean() / 25, abs=1e-12)
+
+
 def test_fit_continues_epochs_and_callback_stops(xmc_data):
     X, Y, _, _ = xmc_data
     m = sparrow.Model(X.shape[1], Y.shape[1], hidden=16, sparsity=0.5, tables=4)
@@ -412,8 +452,9 @@ def test_bad_arguments_raise(xmc_data, tmp_path):
     m.fit(X.toarray() > 0, Y, max_batches=1, quiet=True)
     with pytest.raises(ValueError, match="k must"):
         m.predict(X, k=0)
-    with pytest.raises(ValueError, match="k must"):
-        m.evaluate(X, Y, k=7)
+    for bad_k in (0, 1001):
+        with pytest.raises(ValueError, match="k must"):
+            m.evaluate(X, Y, k=bad_k)
     # a label matrix's values: a stored 0 is no label, a -1 (a +-1 encoding) or a weight
     # is refused where it is (every nonzero, -1 included, was once taken as a label)
     Ypm = np.where(Y[:20].toarray() > 0, 1, -1)
