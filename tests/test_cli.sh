@@ -479,6 +479,26 @@ run svm_resume1 train --train svm.txt --one-based --resume svm0.model --epochs 2
 expect_rc svm_resume1 2
 expect_grep svm_resume1 svm_resume1.err "--one-based differs from svm0.model, whose training file had zero-based feature ids"
 
+# "-" for an output: --metrics - is stdout (JSON Lines only: the result line goes to
+# stderr, so `| sparrow plot -` reads it); --save - and gen --out - are refused (they
+# made a file and a directory named "-").
+run mdash train --train "$TRAIN" --test "$TEST" --epochs 2 --metrics - --quiet
+expect_rc mdash 0
+if "$PY" -c 'import json,sys; l=open(sys.argv[1]).read().splitlines(); assert len(l) == 3 and all(isinstance(json.loads(x), dict) for x in l)' mdash.out; then pass; else fail "mdash: expected 3 JSON lines on stdout, got: $(head -c 300 mdash.out)"; fi
+expect_grep mdash mdash.err "P@1 "
+run mdevout train --train "$TRAIN" --test "$TEST" --epochs 1 --metrics /dev/stdout --quiet
+expect_grep mdevout mdevout.err "P@1 "
+if grep -q "^P@1" mdevout.out; then fail "mdevout: the result line went into the JSON on stdout"; else pass; fi
+"$BIN" train --train - --test "$TEST" --epochs 1 --metrics - --quiet <"$TRAIN" 2>/dev/null | "$BIN" plot - --out mdash.png >mdash_plot.out 2>&1
+expect_grep mdash_plot mdash_plot.out "wrote mdash.png: 1 run(s), 1 evaluations"
+run sdash train --train "$TRAIN" --max-batches 1 --save -
+expect_rc sdash 2
+expect_grep sdash sdash.err "--save -: a model is saved to a file (atomically), not to stdout"
+run gdash gen --preset tiny --out -
+expect_rc gdash 2
+expect_grep gdash gdash.err "--out -: gen writes train.txt and test.txt into the directory --out names"
+if [ -e ./- ]; then fail "a file or directory named - was made"; else pass; fi
+
 # ---------------------------------------------------------------- resume
 # An interrupted run (--max-batches 7 stops inside epoch 1), resumed, must give the
 # uninterrupted run's model file byte for byte and its final metrics (timings aside).

@@ -109,6 +109,9 @@ int cmd_gen(int argc, char **argv) {
     if ((rc = stray_arguments(cmd, argc, argv))) return rc;
     if (!preset) return usage_error(cmd, "--preset is required (see 'sparrow gen --help')");
     if (!out_dir) return usage_error(cmd, "--out is required (see 'sparrow gen --help')");
+    if (!strcmp(out_dir, "-")) /* it made a directory named "-" */
+        return usage_error(cmd, "--out -: gen writes train.txt and test.txt into the directory "
+                                "--out names, not to stdout: name a directory");
 
     spr_synth_config config;
     spr_status st = spr_synth_preset(preset, &config);

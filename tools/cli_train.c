@@ -128,7 +128,8 @@ static const char TRAIN_HELP[] =
     "                        psndcg_at_1, psndcg_at_3, psndcg_at_5);\n"
     "                        its first line is {\"run\": {...}}: versions, start time\n"
     "                        and the options (\"config\": a --config file); a resumed\n"
-    "                        run's header follows the lines it continues\n"
+    "                        run's header follows the lines it continues; - (or\n"
+    "                        /dev/stdout): on stdout, and the result line on stderr\n"
     "  --quiet               no progress on stderr (a bar redrawn in place on a\n"
     "                        terminal, else a plain line every 5 s)\n"
     "  --verbose             also print the library's log lines (rehashes)\n"
@@ -374,7 +375,12 @@ static int parse_train_args(int argc, char **argv, train_args *a) {
             break;
         case T_TRAIN: a->train_path = optarg; break;
         case T_TEST: a->test_path = optarg; break;
-        case T_SAVE: a->save_path = optarg; break;
+        case T_SAVE:
+            a->save_path = optarg;
+            if (!strcmp(optarg, "-"))
+                rc = usage_error(cmd, "--save -: a model is saved to a file (atomically), not to stdout: "
+                                      "name a file");
+            break;
         case T_RESUME: a->resume_path = optarg; break;
         case T_METRICS: a->metrics_path = optarg; break;
         case T_HIDDEN: rc = parse_hidden(cmd, optarg, a); break;
@@ -1174,6 +1180,7 @@ static int write_metrics_header(FILE *f, const train_args *a, const spr_dataset 
 static FILE *open_metrics(const char *path, int64_t resume_step, int *rc) {
     struct stat sb;
     FILE *f = NULL;
+    if (!strcmp(path, "-")) return stdout; /* JSON Lines on stdout (the result line goes to stderr) */
     char *real = NULL; /* through a symbolic link: the file it names is continued */
     if (resume_step >= 0 && stat(path, &sb) == 0 && S_ISREG(sb.st_mode) && sb.st_size > 0 &&
         (real = realpath(path, NULL))) {
@@ -1218,6 +1225,14 @@ static FILE *open_metrics(const char *path, int64_t resume_step, int *rc) {
 
 static int train_run(const train_args *args);
 
+/* Whether f is stdout, or another stream onto the file or pipe stdout writes to. */
+static int writes_to_stdout(FILE *f) {
+    struct stat a, b;
+    if (f == stdout) return 1;
+    return fstat(fileno(f), &a) == 0 && fstat(STDOUT_FILENO, &b) == 0 && a.st_dev == b.st_dev &&
+           a.st_ino == b.st_ino;
+}
+
 int cmd_train(int argc, char **argv) {
     train_args a;
     int rc = parse_train_args(argc, argv, &a);
@@ -1232,6 +1247,7 @@ int cmd_train(int argc, char **argv) {
  * one does not exist yet, are the same string. Pipes and terminals never match. */
 static int same_file(const char *a, const char *b) {
     struct stat sa, sb;
+    if (!strcmp(a, "-") || !strcmp(b, "-")) return 0; /* stdin or stdout: streams, not files */
     const int ea = stat(a, &sa) == 0, eb = stat(b, &sb) == 0;
     if (ea && eb)
         return S_ISREG(sa.st_mode) && S_ISREG(sb.st_mode) && sa.st_dev == sb.st_dev &&
@@ -1555,11 +1571,14 @@ static int train_run(const train_args *args) {
     }
     double sps = s.train_seconds > 0 ? (double)s.samples / s.train_seconds : 0;
     if (cli_dist) print_rank_summary(model, &s);
+    /* The result line on stdout, unless the metrics' JSON Lines go there (--metrics - or
+     * /dev/stdout): a reader of them (sparrow plot -) then sees only JSON. */
+    FILE *out = metrics && writes_to_stdout(metrics) ? stderr : stdout;
     if (s.have_last)
-        printf("P@1 %.4f P@5 %.4f samples/s %.1f train_seconds %.3f\n", s.last.p_at[1],
-               s.last.p_at[5], sps, s.train_seconds);
+        fprintf(out, "P@1 %.4f P@5 %.4f samples/s %.1f train_seconds %.3f\n", s.last.p_at[1],
+                s.last.p_at[5], sps, s.train_seconds);
     else
-        printf("P@1 n/a P@5 n/a samples/s %.1f train_seconds %.3f\n", sps, s.train_seconds);
+        fprintf(out, "P@1 n/a P@5 n/a samples/s %.1f train_seconds %.3f\n", sps, s.train_seconds);
     rc = EXIT_OK;
     /* On several ranks the signal they agreed to stop at (one that reached a rank after
      * the last batch does not change how the run ended, on any rank). */
@@ -1576,6 +1595,7 @@ static int train_run(const train_args *args) {
     }
 
 done:
+    if (metrics == stdout) metrics = NULL; /* main() flushes and checks stdout */
     if (metrics && fclose(metrics) != 0 && rc == EXIT_OK) {
         fprintf(stderr, "sparrow: %s: write failed: %s\n", a.metrics_path, strerror(errno));
         rc = EXIT_USAGE;
