@@ -1018,6 +1018,11 @@ spr_status spr_checkpoint_load(const char *path, spr_model **out) {
     char msg[300], nb[32];
 
     r.fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (r.fd < 0 && !strcmp(path, "-")) { /* the data readers' "-"; a model's is a file */
+        st = spr_fail(SPR_STATUS_IO_ERROR, "-: cannot open: a model is read from a file (its sections "
+                                           "are checked against its size first), not from the standard input");
+        goto done;
+    }
     if (r.fd < 0) {
         st = spr_fail(SPR_STATUS_IO_ERROR, "%s: cannot open: %s", path, strerror(errno));
         goto done;

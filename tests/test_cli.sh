@@ -498,6 +498,26 @@ run gdash gen --preset tiny --out -
 expect_rc gdash 2
 expect_grep gdash gdash.err "--out -: gen writes train.txt and test.txt into the directory --out names"
 if [ -e ./- ]; then fail "a file or directory named - was made"; else pass; fi
+# "-" for an input: --config - and --labels - read stdin (they said "-: cannot open");
+# two inputs of one command on stdin are refused (the second read "empty file"); a
+# model is not read from stdin, and says so.
+echo '{"epochs": 1, "max-batches": 1}' | "$BIN" train --train "$TRAIN" --config - --quiet >cdash.out 2>cdash.err
+RC=$?
+expect_rc cdash 0
+expect_grep cdash cdash.out "P@1 n/a"
+seq 0 199 | sed 's/^/name_/' | "$BIN" predict --model dense.model --input "$TEST" --labels - --k 1 >ldash.out 2>ldash.err
+RC=$?
+expect_rc ldash 0
+if [ "$(head -c 5 ldash.out)" = "name_" ]; then pass; else fail "ldash: expected named labels, got $(head -c 100 ldash.out)"; fi
+for pair in "train --train - --test -" "train --train - --config -" "eval --model dense.model --test - --propensity-train -" "predict --model dense.model --input - --labels -"; do
+    set -- $pair
+    run twodash "$@"
+    expect_rc twodash 2
+    expect_grep twodash twodash.err "would both read the standard input"
+done
+run mstdin eval --model - --test "$TEST"
+expect_rc mstdin 2
+expect_grep mstdin mstdin.err "-: cannot open: a model is read from a file"
 
 # ---------------------------------------------------------------- resume
 # An interrupted run (--max-batches 7 stops inside epoch 1), resumed, must give the

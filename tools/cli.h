@@ -82,6 +82,7 @@ int parse_propensity(const char *cmd, const char *opt, const char *text, double 
  * no text file holds: refused as soon as it is read) and the exit code in *rc:
  * EXIT_INTERNAL when out of memory, EXIT_USAGE otherwise. A UTF-8 byte order mark at
  * the start is dropped. */
+int stdin_once(const char *cmd, int n, const char *const opts[], const char *const paths[]);
 char *read_text_file(const char *cmd, const char *path, size_t max, size_t *len, int *rc);
 
 /* The --eval-max subset of m of n points (sorted; *out NULL when all n are used). */

@@ -144,10 +144,22 @@ int parse_propensity(const char *cmd, const char *opt, const char *text, double 
     return EXIT_OK;
 }
 
+/* One standard input: at most one of the n options whose paths are given may be "-"
+ * (the second read an empty stream: "empty file"). */
+int stdin_once(const char *cmd, int n, const char *const opts[], const char *const paths[]) {
+    for (int i = 0; i < n; i++)
+        for (int j = i + 1; paths[i] && !strcmp(paths[i], "-") && j < n; j++)
+            if (paths[j] && !strcmp(paths[j], "-"))
+                return usage_error(cmd, "%s - and %s - would both read the standard input: give "
+                                        "one of them a file", opts[i], opts[j]);
+    return EXIT_OK;
+}
+
 char *read_text_file(const char *cmd, const char *path, size_t max, size_t *len, int *rc) {
     *len = 0;
     *rc = EXIT_USAGE;
-    FILE *f = fopen(path, "rb");
+    const int std_in = !strcmp(path, "-");
+    FILE *f = std_in ? stdin : fopen(path, "rb");
     if (!f) {
         usage_error(cmd, "%s: cannot open: %s", path, strerror(errno));
         return NULL;
@@ -175,10 +187,10 @@ char *read_text_file(const char *cmd, const char *path, size_t max, size_t *len,
         else usage_error(cmd, "%s: cannot read: %s", path, strerror(err));
         if (!buf) *rc = EXIT_INTERNAL;
         free(buf);
-        fclose(f);
+        if (!std_in) fclose(f);
         return NULL;
     }
-    fclose(f);
+    if (!std_in) fclose(f);
     if (n >= 3 && !memcmp(buf, "\xEF\xBB\xBF", 3)) { /* a UTF-8 byte order mark is not text */
         memmove(buf, buf + 3, n - 3);
         n -= 3;

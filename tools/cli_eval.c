@@ -169,6 +169,9 @@ int cmd_eval(int argc, char **argv) {
     if (!test_path) return usage_error(cmd, "--test is required (see 'sparrow eval --help')");
     if (psp_text && !psp_train)
         return usage_error(cmd, "--propensity needs --propensity-train FILE (the training set)");
+    const char *const in_opts[] = {"--test", "--propensity-train"};
+    const char *const in_paths[] = {test_path, psp_train};
+    if ((rc = stdin_once(cmd, 2, in_opts, in_paths))) return rc;
 
     spr_model *model = NULL;
     spr_dataset *test = NULL;
@@ -365,6 +368,9 @@ int cmd_predict(int argc, char **argv) {
     if ((rc = stray_arguments(cmd, argc, argv))) return rc;
     if (!model_path) return usage_error(cmd, "--model is required (see 'sparrow predict --help')");
     if (!input_path) return usage_error(cmd, "--input is required (see 'sparrow predict --help')");
+    const char *const in_opts[] = {"--input", "--labels"};
+    const char *const in_paths[] = {input_path, labels_path};
+    if ((rc = stdin_once(cmd, 2, in_opts, in_paths))) return rc;
 
     spr_model *model = NULL;
     spr_dataset *data = NULL;

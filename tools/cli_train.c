@@ -348,8 +348,14 @@ static int parse_train_args(int argc, char **argv, train_args *a) {
     /* --config first: its options go before the command line's (which then win). Quiet:
      * the second pass reports bad options. */
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1)
-        if (c == T_CONFIG) a->config_path = optarg;
+    const char *in_paths[3] = {NULL, NULL, NULL}; /* --config, --train, --test */
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        if (c == T_CONFIG) a->config_path = in_paths[0] = optarg;
+        if (c == T_TRAIN) in_paths[1] = optarg;
+        if (c == T_TEST) in_paths[2] = optarg;
+    }
+    const char *const in_opts[] = {"--config", "--train", "--test"};
+    if ((rc = stdin_once(cmd, 3, in_opts, in_paths))) return rc; /* before --config reads it */
     int n_from_file = 0;
     if (a->config_path) {
         if ((rc = config_to_argv(cmd, a->config_path, opts, &a->config))) return rc;
@@ -511,6 +517,9 @@ static int parse_train_args(int argc, char **argv, train_args *a) {
     if ((rc = stray_arguments(cmd, argc, argv))) return rc;
     if (!a->train_path && !a->print_config)
         return usage_error(cmd, "--train is required (see 'sparrow train --help')");
+    in_paths[1] = a->train_path; /* from the command line or the --config file */
+    in_paths[2] = a->test_path;
+    if ((rc = stdin_once(cmd, 3, in_opts, in_paths))) return rc;
     if ((a->save_every || a->save_every_seconds > 0) && !a->save_path)
         return usage_error(cmd, "--save-every needs --save MODEL (where to save)");
     return EXIT_OK;
