@@ -469,8 +469,11 @@ expect_rc svm_both 2
 expect_grep svm_both svm_both.err "--one-based and --zero-based contradict each other"
 # --resume reads the training file as the first run did; --one-based on a model trained
 # zero-based is refused.
-run svm_resume train --train svm.txt --resume svm.model --epochs 3 --batch 2 --quiet
+run svm_resume train --train svm.txt --resume svm.model --epochs 3 --batch 2 --quiet --metrics svm_res.jsonl
 expect_rc svm_resume 0
+expect_grep svm_resume svm_res.jsonl '"one-based":true' # the effective base, from the model
+run svm_pc train --train svm.txt --resume svm.model --print-config
+expect_grep svm_pc svm_pc.out '"one-based": null' # before the model is read: "from the model"
 run svm_resume0 train --train svm0.txt --resume svm.model --epochs 3 --batch 2 --quiet
 expect_rc svm_resume0 2
 expect_grep svm_resume0 svm_resume0.err "(svm0.txt was read with one-based feature ids, as the first run of svm.model read its training file)"

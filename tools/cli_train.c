@@ -1059,7 +1059,8 @@ static struct cJSON *train_config_json(const train_args *a) {
     spr_train_options t = spr_train_options_default();
     config_put_string(o, "train", a->train_path);
     config_put_string(o, "test", a->test_path);
-    config_put_bool(o, "one-based", a->one_based);
+    if (a->resume_path && !a->one_based) config_put_null(o, "one-based"); /* the model's record */
+    else config_put_bool(o, "one-based", a->one_based);
     if (a->eval_max) config_put_int(o, "eval-max", a->eval_max);
     else config_put_null(o, "eval-max");
     if (a->eval_every) config_put_int(o, "eval-every", a->eval_every);
