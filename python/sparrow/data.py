@@ -177,6 +177,7 @@ class Dataset:
         self._handle = ctypes.c_void_p()
         check(_lib.spr_dataset_wrap(ctypes.byref(view), ctypes.byref(self._handle)))
         self.n_points = n
+        self._digest = None
 
     @property
     def handle(self):
@@ -185,8 +186,11 @@ class Dataset:
     def digest(self):
         """The library's 64-bit digest of the points' features and labels
         (spr_dataset_digest): the same as `sparrow info` shows for a model trained on
-        the file these arrays were read from."""
-        return int(_lib.spr_dataset_digest(self._handle))
+        the file these arrays were read from. Computed once (O(nnz)): the arrays are not
+        to change under a Dataset."""
+        if self._digest is None:
+            self._digest = int(_lib.spr_dataset_digest(self._handle))
+        return self._digest
 
     def write(self, path):
         """Writes the data set in XMC format with the C writer (atomically)."""
