@@ -1098,7 +1098,7 @@ spr_status spr_checkpoint_load(const char *path, spr_model **out) {
         int known = kind_is_global(kind) ? layer == 0
                   : kind >= KIND_W && kind < KIND_END && layer < SPR_MAX_LAYERS;
         if (!known) {
-            st = bad(&r, s, "unknown section tag (file damaged)");
+            st = bad(&r, s, "unknown section tag (a newer sparrow's file, or damaged)");
             goto done;
         }
         for (uint32_t j = 0; j < i; j++)

@@ -1190,6 +1190,13 @@ static void test_data_note(const char *dir, spr_model *m, const spr_dataset *dat
     CHECK(rejected(path, b, n, "DATA with a bad CRC") && strstr(spr_last_error(), "checksum"),
           "note: bad CRC: expected refused, got '%s'", spr_last_error());
     wr32(p + 20, crc32_bitwise(p, 20));
+    /* a kind this reader does not know (the next one a later sparrow may add): refused,
+     * saying it may be a newer sparrow's */
+    wr32(b + off_data, 13u << 8);
+    CHECK(rejected(path, b, n, "an unknown kind") &&
+              strstr(spr_last_error(), "unknown section tag (a newer sparrow's file, or damaged)"),
+          "note: kind 13: expected refused as unknown, got '%s'", spr_last_error());
+    wr32(b + off_data, 12u << 8);
     /* the file without the section: a model with no note */
     cut = malloc(n);
     if (!cut) goto out;
