@@ -327,6 +327,15 @@ expect_grep info info.out "$N_LABELS"
 run info_cpu info --cpu
 expect_rc info_cpu 0
 expect_grep info_cpu info_cpu.out "kernels: "
+# SPARROW_KERNELS naming no set (a typo) or one the CPU cannot run: every command says
+# so on stderr and goes on with the CPU's set (it was silent: a benchmark measured the
+# default set thinking it forced another); a set that is followed says nothing.
+SPARROW_KERNELS=avx51 "$BIN" eval --model deep.model --test "$TEST" >kwarn.out 2>kwarn.err
+RC=$?
+expect_rc kwarn 0
+expect_grep kwarn kwarn.err "sparrow: warning: SPARROW_KERNELS=avx51 ignored: not one of portable, avx2, avx512; using "
+SPARROW_KERNELS=portable "$BIN" eval --model deep.model --test "$TEST" >kok.out 2>kok.err
+if [ -s kok.err ]; then fail "kok: a followed SPARROW_KERNELS printed: $(cat kok.err)"; else pass; fi
 run info_json info --model deep.model --json
 expect_rc info_json 0
 sizes=$("$PY" -c 'import json,sys; print(",".join(str(l["size"]) for l in json.load(open(sys.argv[1]))["layers"]))' info_json.out 2>&1)

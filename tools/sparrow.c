@@ -8,6 +8,7 @@
 
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* ------------------------------------------------------------------ main */
@@ -36,6 +37,17 @@ static void main_help(FILE *f) {
                "\nexit status: 0 success, 2 bad input or usage, 1 internal failure\n");
 }
 
+/* SPARROW_KERNELS naming a set that is not the one in use (a typo, or a set this CPU
+ * cannot run): said once on stderr, rank 0, instead of a benchmark measuring the
+ * default set in silence. The run goes on with the set chosen from the CPU. */
+static void warn_kernels_not_followed(void) {
+    const char *env = getenv("SPARROW_KERNELS");
+    if (!env || !env[0] || !strcmp(env, spr_kernels_name()) || !cli_is_root()) return;
+    const char *why = strstr(spr_kernels_describe(), "SPARROW_KERNELS=");
+    fprintf(stderr, "sparrow: warning: %s; using %s\n", why ? why : "SPARROW_KERNELS not followed",
+            spr_kernels_name());
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         main_help(stderr);
@@ -59,6 +71,7 @@ int main(int argc, char **argv) {
         if (!strcmp(name, COMMANDS[i].name)) {
             int rc = cli_dist_start(&argc, &argv);
             if (rc != EXIT_OK) return rc;
+            warn_kernels_not_followed();
             rc = COMMANDS[i].run(argc - 1, argv + 1);
             if (rc == EXIT_OK) rc = finish_stdout(name); /* a lost result is not a success */
             cli_dist_stop(rc);

@@ -194,6 +194,23 @@ def _fn(name, restype, *argtypes):
 spr_version = _fn("spr_version", c_char_p)
 spr_status_to_string = _fn("spr_status_to_string", c_char_p, c_int)
 spr_last_error = _fn("spr_last_error", c_char_p)
+spr_kernels_name = _fn("spr_kernels_name", c_char_p)
+spr_kernels_describe = _fn("spr_kernels_describe", c_char_p)
+
+
+def _warn_kernels_not_followed():
+    """SPARROW_KERNELS naming a set that is not the one in use (a typo, or a set this CPU
+    cannot run): a warning, as the command-line tool prints, not silence."""
+    env = os.environ.get("SPARROW_KERNELS")
+    name = spr_kernels_name().decode()
+    if env and env != name:
+        import warnings
+        why = spr_kernels_describe().decode().partition("; SPARROW_KERNELS=")[2]
+        warnings.warn("SPARROW_KERNELS=%s; using %s" % (why or env + " not followed", name),
+                      RuntimeWarning, stacklevel=3)
+
+
+_warn_kernels_not_followed()
 spr_read_options_default = _fn("spr_read_options_default", ReadOptions)
 spr_dataset_read = _fn("spr_dataset_read", c_int, c_char_p, POINTER(ReadOptions), POINTER(_p))
 spr_dataset_wrap = _fn("spr_dataset_wrap", c_int, POINTER(DatasetView), POINTER(_p))

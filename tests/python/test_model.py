@@ -609,6 +609,19 @@ def test_one_fit_at_a_time():
     assert m.info["epoch"] == 21
 
 
+def test_kernels_not_followed_warn():
+    """SPARROW_KERNELS naming no set: a RuntimeWarning at import (it was ignored in
+    silence); one that is followed: none."""
+    code = "import warnings, sys; warnings.simplefilter('always'); import sparrow"
+    env = dict(os.environ, SPARROW_KERNELS="avx51", PYTHONPATH=os.path.dirname(sparrow.__path__[0]))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0 and "RuntimeWarning: SPARROW_KERNELS=avx51 ignored: not one of" in out.stderr, out.stderr
+    env["SPARROW_KERNELS"] = "portable"
+    out = subprocess.run([sys.executable, "-W", "error", "-c", "import sparrow"], env=env,
+                         capture_output=True, text=True)
+    assert out.returncode == 0 and out.stderr == "", out.stderr
+
+
 def test_import_error_names_the_library(tmp_path):
     env = dict(os.environ, SPARROW_LIBRARY=str(tmp_path / "nowhere" / "libsparrow.so"))
     code = "import sys; sys.path.insert(0, %r); import sparrow" % os.path.join(
