@@ -611,11 +611,15 @@ class Model:
             out.update({"psndcg_at_%d" % q: r.psndcg_at[q] for q in small})
         large = [int(q) for q in ks if int(q) > 5]
         seconds = r.seconds
-        if large:
+        if large:  # predict's top k a chunk of points at a time: (chunk, k) arrays, not (n, k)
             t = time.perf_counter()
-            ids, _ = self.predict(data.X, k=min(max(large), self.n_labels), sparse=sparse, threads=threads)
-            big = rank_metrics(ids, data.Y, large, inv_propensity)
-            out.update({name: big[name] for name in sorted(big)})
+            total = {}
+            for c0 in range(0, data.n_points, _EVAL_CHUNK):
+                ids, _ = self.predict(data.X[c0:c0 + _EVAL_CHUNK], k=min(max(large), self.n_labels),
+                                      sparse=sparse, threads=threads)
+                for key, v in _rank_sums(ids, data.Y[c0:c0 + _EVAL_CHUNK], large, inv_propensity).items():
+                    total[key] = total.get(key, 0.0) + v
+            out.update(_rank_finish(total, data.n_points, large, inv_propensity is not None))
             seconds += time.perf_counter() - t
         out.update({"n_points": r.n_points, "seconds": seconds})
         return out
@@ -631,6 +635,9 @@ class Model:
         return out.value
 
 
+_EVAL_CHUNK = 4096  # points whose top k evaluate holds at a time (k > 5)
+
+
 def rank_metrics(ids, Y, ks, inv_propensity=None):
     """P@k and nDCG@k (and PSP@k, PSnDCG@k with inv_propensity) of ranked predictions
     ids (n, K) (best first, -1 pads) against the label matrix Y (n, L), for every k in
@@ -638,6 +645,12 @@ def rank_metrics(ids, Y, ks, inv_propensity=None):
     past K counting as misses. Model.evaluate's k > 5; tested equal to the library's
     at k 1..5. A dict {"p_at_k": ..., "ndcg_at_k": ..., ...}."""
     ids = np.asarray(ids)
+    return _rank_finish(_rank_sums(ids, Y, ks, inv_propensity), ids.shape[0], ks, inv_propensity is not None)
+
+
+def _rank_sums(ids, Y, ks, w=None):
+    """rank_metrics' sums over the points of ids (a chunk): P@k and nDCG@k summed over
+    points, and the numerators and denominators of PSP@k and PSnDCG@k (ratios of sums)."""
     Y = sp.csr_matrix(Y)
     Y.sort_indices()
     n, kk = ids.shape
@@ -645,23 +658,24 @@ def rank_metrics(ids, Y, ks, inv_propensity=None):
     ranked = np.full((n, K), -1, dtype=np.int64)
     ranked[:, :kk] = ids
     valid = ranked >= 0
-    rows = np.repeat(np.arange(n), K)
     hits = np.zeros((n, K))
     if n and K:
+        rows = np.repeat(np.arange(n), K)
         hits[valid] = np.asarray(Y[rows[valid.ravel()], ranked[valid]]).ravel() != 0
     n_true = np.diff(Y.indptr)
+    has = n_true > 0
     gain = 1.0 / np.log2(np.arange(2, K + 2))
     cum_gain = np.cumsum(gain)
     dcg = np.cumsum(hits * gain, axis=1)
-    out = {}
+    cum_hits = np.cumsum(hits, axis=1)
+    idcg = {k: cum_gain[np.minimum(k, np.maximum(n_true, 1)) - 1] for k in ks}  # per point
+    sums = {}
     for k in ks:
-        out["p_at_%d" % k] = float(np.mean(hits[:, :k].sum(axis=1) / k)) if n else 0.0
-        has = n_true > 0
-        idcg = cum_gain[np.minimum(k, np.maximum(n_true, 1)) - 1]
-        out["ndcg_at_%d" % k] = float(np.sum(np.where(has, dcg[:, k - 1] / idcg, 0.0)) / n) if n else 0.0
-    if inv_propensity is None:
-        return out
-    w = np.asarray(inv_propensity, dtype=np.float64)
+        sums["p", k] = float(np.sum(cum_hits[:, k - 1]) / k)
+        sums["ndcg", k] = float(np.sum(np.where(has, dcg[:, k - 1] / idcg[k], 0.0)))
+    if w is None:
+        return sums
+    w = np.asarray(w, dtype=np.float64)
     got_w = np.zeros((n, K))
     got_w[valid] = w[ranked[valid]]
     got_w *= hits
@@ -676,13 +690,23 @@ def rank_metrics(ids, Y, ks, inv_propensity=None):
     got, ideal = np.cumsum(got_w, axis=1), np.cumsum(best, axis=1)
     wdcg, ideal_wdcg = np.cumsum(got_w * gain, axis=1), np.cumsum(best * gain, axis=1)
     for k in ks:
-        den = ideal[:, k - 1].sum()
-        out["psp_at_%d" % k] = float(got[:, k - 1].sum() / den) if den > 0 else 0.0
-        has = n_true > 0
-        idcg = cum_gain[np.minimum(k, np.maximum(n_true, 1)) - 1]
-        nd_den = np.sum(np.where(has, ideal_wdcg[:, k - 1] / idcg, 0.0))
-        nd_num = np.sum(np.where(has, wdcg[:, k - 1] / idcg, 0.0))
-        out["psndcg_at_%d" % k] = float(nd_num / nd_den) if nd_den > 0 else 0.0
+        sums["psp_num", k] = float(got[:, k - 1].sum())
+        sums["psp_den", k] = float(ideal[:, k - 1].sum())
+        sums["psn_num", k] = float(np.sum(np.where(has, wdcg[:, k - 1] / idcg[k], 0.0)))
+        sums["psn_den", k] = float(np.sum(np.where(has, ideal_wdcg[:, k - 1] / idcg[k], 0.0)))
+    return sums
+
+
+def _rank_finish(sums, n, ks, propensity):
+    """The metrics from _rank_sums' sums over n points (a chunk's added up)."""
+    out = {}
+    for k in ks:
+        out["p_at_%d" % k] = sums["p", k] / n if n else 0.0
+        out["ndcg_at_%d" % k] = sums["ndcg", k] / n if n else 0.0
+        if propensity:
+            den, nd_den = sums["psp_den", k], sums["psn_den", k]
+            out["psp_at_%d" % k] = sums["psp_num", k] / den if den > 0 else 0.0
+            out["psndcg_at_%d" % k] = sums["psn_num", k] / nd_den if nd_den > 0 else 0.0
     return out
 
 

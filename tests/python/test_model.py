@@ -191,7 +191,7 @@ def test_fit_evaluate_predict_save_load(xmc_data, tmp_path):
     assert ids4.shape == (200, 3)
 
 
-def test_evaluate_k_above_5(xmc_data):
+def test_evaluate_k_above_5(xmc_data, monkeypatch):
     """k > 5 (the library evaluates 1..5; the CLI's --k K re-predicts): rank_metrics on
     predict's top k, equal to the library's figures at k 1..5 (P@k, nDCG@k, PSP@k,
     PSnDCG@k), and at k 10 and 25 (past the 20 labels) to the definitions written out."""
@@ -229,6 +229,12 @@ def test_evaluate_k_above_5(xmc_data):
         assert res["psndcg_at_%d" % q] == pytest.approx(nd_num / nd_den, abs=1e-12)
     # past the 20 labels every true label is among the predictions: P@25 is |labels| / 25
     assert res["p_at_25"] == pytest.approx(np.diff(Yt.indptr).mean() / 25, abs=1e-12)
+    # a chunk of points at a time (4096 in use; 64 here: 200 points in 4 chunks): the same
+    monkeypatch.setattr(sparrow.model, "_EVAL_CHUNK", 64)
+    chunked = m.evaluate(Xt, Yt, k=(1, 10, 25), inv_propensity=w)
+    for name in res:
+        if name != "seconds":
+            assert chunked[name] == pytest.approx(res[name], abs=1e-12), name
 
 
 def test_fit_continues_epochs_and_callback_stops(xmc_data):
