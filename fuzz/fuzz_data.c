@@ -54,6 +54,13 @@ static void read_as(const char *path, spr_format format, int one_based, int64_t 
     if (st == SPR_STATUS_OK) {
         FUZZ_CHECK(ds != NULL, "OK but no data set");
         check_view(ds);
+        /* what was read wraps (the wrapper's checks accept it) to the same digest */
+        spr_dataset_view view = spr_dataset_get_view(ds);
+        spr_dataset *wrapped = NULL;
+        FUZZ_CHECK(spr_dataset_wrap(&view, &wrapped) == SPR_STATUS_OK, "a data set read does not wrap: %s",
+                   spr_last_error());
+        FUZZ_CHECK(spr_dataset_digest(wrapped) == spr_dataset_digest(ds), "wrapped, another digest");
+        spr_dataset_free(wrapped);
         if (limit > 0) {
             spr_dataset_view v = spr_dataset_get_view(ds);
             FUZZ_CHECK(v.n_features == limit && v.n_labels == limit, "limits %lld, got %lld features %lld labels",

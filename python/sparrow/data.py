@@ -61,13 +61,18 @@ def _real(dtype):
 
 def as_features(X, n_features=None):
     """X as a canonical float32 CSR matrix (a dense numpy array or another scipy format
-    is converted once; a float32 CSR with sorted indices is used as it is)."""
+    is converted once; a float32 CSR with sorted indices is used as it is). A sparse X
+    may be narrower than n_features (an svmlight file's width is its largest id); a
+    dense one has a column per feature: another width is a different feature space."""
     if sp.issparse(X):
         X = X.tocsr()
     else:
         X = np.asarray(X)
         if X.ndim != 2:
             raise ValueError("X must be 2-D (points, features), got shape %s" % (X.shape,))
+        if n_features is not None and X.shape[1] != n_features:
+            raise ValueError("X has %d columns, the model %d features: a dense X has one "
+                             "column per feature" % (X.shape[1], n_features))
         if not _real(X.dtype):
             raise TypeError("X must hold numbers, got dtype %s" % X.dtype)
         X = sp.csr_matrix(X.astype(np.float32, copy=False))

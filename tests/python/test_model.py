@@ -441,6 +441,16 @@ def test_bad_arguments_raise(xmc_data, tmp_path):
         m.fit(X, np.full(X.shape[0], Y.shape[1] + 3), quiet=True)
     with pytest.raises(ValueError, match="points"):
         m.fit(X, Y[:10], quiet=True)
+    # widths: a sparse X wider than the model is refused; narrower is an svmlight file's
+    # largest id (accepted); a dense X of another width is another feature space (it
+    # was accepted narrower, every column read as the model's first ones)
+    with pytest.raises(ValueError, match="X has %d features, the model %d" % (X.shape[1] + 1, X.shape[1])):
+        m.predict(sp.hstack([X, X[:, :1]]).tocsr())
+    assert m.predict(X[:, :X.shape[1] - 1])[0].shape == (X.shape[0], 5)
+    for width in (X.shape[1] - 1, X.shape[1] + 1):
+        with pytest.raises(ValueError, match="X has %d columns, the model %d features: a dense X"
+                           % (width, X.shape[1])):
+            m.predict(np.zeros((3, width), dtype=np.float32))
     # A column of label ids (y.reshape(-1, 1), a DataFrame's df[["label"]]) was taken as
     # a one-column label matrix: every point with an id above 0 trained toward label 0.
     ids = np.arange(X.shape[0]) % Y.shape[1]
