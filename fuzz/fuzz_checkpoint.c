@@ -106,8 +106,24 @@ static void use_model(spr_model *m) {
 static void load(const char *path) {
     spr_model *m = (spr_model *)&m; /* must be overwritten with NULL on failure */
     spr_status st = spr_model_load(path, &m);
+    /* peek reads less: it may accept a file load refuses (a damaged array), never the
+     * reverse, and where both accept they agree */
+    spr_model_info pi;
+    spr_data_note pn;
+    spr_status peeked = spr_model_peek(path, NULL, &pi, &pn);
+    FUZZ_CHECK(peeked == SPR_STATUS_OK || spr_last_error()[0] != '\0', "peek: status %d without a message",
+               (int)peeked);
     if (st == SPR_STATUS_OK) {
         FUZZ_CHECK(m != NULL, "OK but no model");
+        spr_model_info li = spr_model_get_info(m);
+        spr_data_note ln = spr_model_get_data_note(m);
+        FUZZ_CHECK(peeked == SPR_STATUS_OK, "load accepts, peek refuses: %s", spr_last_error());
+        FUZZ_CHECK(pi.steps == li.steps && pi.samples == li.samples && pi.parameters == li.parameters &&
+                       pi.parameter_bytes == li.parameter_bytes && pi.table_bytes == li.table_bytes &&
+                       pi.labels_total == li.labels_total && pn.points == ln.points && pn.digest == ln.digest,
+                   "peek and load disagree: parameters %lld/%lld bytes %lld/%lld tables %lld/%lld",
+                   (long long)pi.parameters, (long long)li.parameters, (long long)pi.parameter_bytes,
+                   (long long)li.parameter_bytes, (long long)pi.table_bytes, (long long)li.table_bytes);
         use_model(m);
         spr_model_free(m);
     } else {

@@ -555,6 +555,14 @@ SPR_API spr_status spr_model_save_check(const char *path);
  * length before anything is allocated; a damaged file is SPR_STATUS_BAD_INPUT. */
 SPR_API spr_status spr_model_load(const char *path, spr_model **out);
 
+/* What spr_model_load would give of a saved model (its configuration, the
+ * spr_model_info of the loaded model, its data note) without loading it: only the small
+ * sections are read and checked (the arrays' checksums are not: a file that peeks well
+ * may still fail to load), a few reads and no memory whatever the model's size. A
+ * manifest gives the whole model its shards make up. Any of the outputs may be NULL. */
+SPR_API spr_status spr_model_peek(const char *path, spr_model_config *config, spr_model_info *info,
+                                  spr_data_note *note);
+
 /* ------------------------------------------------------------------ model parallelism (MPI) */
 
 /* One model over several processes (MPI ranks): the output layer, its hash tables and

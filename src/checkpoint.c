@@ -1006,29 +1006,28 @@ static spr_status read_tables(reader *r, const section *s, spr_layer *L) {
 /* Validates the whole file structure (header, every section's length against the file
  * and against the configuration, the set of sections) before allocating anything, then
  * streams the arrays into a freshly allocated model and rebuilds its hash tables. */
-spr_status spr_checkpoint_load(const char *path, spr_model **out) {
-    if (!path || !out) return spr_fail(SPR_STATUS_BAD_INPUT, "spr_model_load: path and out must be given");
-    *out = NULL;
-    pthread_once(&crc_once, crc_init);
-
+/* A model file's layout, read and checked without its arrays: the header, each
+ * section's place (known, once, inside the file), the configuration with its OPT and
+ * HASH sections, the DATA note, every section the configuration calls for with the
+ * length it calls for. Opens r->fd (the caller closes it); a few small reads whatever
+ * the model's size. */
+static spr_status read_layout(reader *r, section sec[CKPT_MAX_SECTIONS], uint32_t *n_out,
+                              spr_model_config *cfg, spr_data_note *note) {
+    const char *path = r->path;
     spr_status st = SPR_STATUS_OK;
-    spr_model *m = NULL;
-    reader r = {.path = path, .fd = -1, .cap = CKPT_BUFFER};
-    section sec[CKPT_MAX_SECTIONS];
     char msg[300], nb[32];
-
-    r.fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (r.fd < 0 && !strcmp(path, "-")) { /* the data readers' "-"; a model's is a file */
+    r->fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (r->fd < 0 && !strcmp(path, "-")) { /* the data readers' "-"; a model's is a file */
         st = spr_fail(SPR_STATUS_IO_ERROR, "-: cannot open: a model is read from a file (its sections "
                                            "are checked against its size first), not from the standard input");
         goto done;
     }
-    if (r.fd < 0) {
+    if (r->fd < 0) {
         st = spr_fail(SPR_STATUS_IO_ERROR, "%s: cannot open: %s", path, strerror(errno));
         goto done;
     }
     struct stat sb;
-    if (fstat(r.fd, &sb) != 0) {
+    if (fstat(r->fd, &sb) != 0) {
         st = spr_fail(SPR_STATUS_IO_ERROR, "%s: cannot open: %s", path, strerror(errno));
         goto done;
     }
@@ -1037,13 +1036,13 @@ spr_status spr_checkpoint_load(const char *path, spr_model **out) {
                       S_ISDIR(sb.st_mode) ? strerror(EISDIR) : "not a regular file");
         goto done;
     }
-    r.size = (uint64_t)sb.st_size;
+    r->size = (uint64_t)sb.st_size;
 
     /* Header. A short file that starts like the magic is called truncated, anything
      * else that does not start with it is not ours. */
     unsigned char h[CKPT_HEADER_BYTES];
-    size_t hn = r.size < CKPT_HEADER_BYTES ? (size_t)r.size : CKPT_HEADER_BYTES;
-    if ((st = r_pread(&r, 0, h, hn))) goto done;
+    size_t hn = r->size < CKPT_HEADER_BYTES ? (size_t)r->size : CKPT_HEADER_BYTES;
+    if ((st = r_pread(r, 0, h, hn))) goto done;
     if (memcmp(h, CKPT_MAGIC, hn < 8 ? hn : 8) != 0 || hn == 0) {
         st = spr_fail(SPR_STATUS_BAD_INPUT, "%s: not a sparrow model file (bad magic)", path);
         goto done;
@@ -1053,7 +1052,8 @@ spr_status spr_checkpoint_load(const char *path, spr_model **out) {
                       CKPT_HEADER_BYTES);
         goto done;
     }
-    uint32_t version = get_u32(h + 8), n_sections = get_u32(h + 12);
+    uint32_t version = get_u32(h + 8);
+    const uint32_t n_sections = *n_out = get_u32(h + 12);
     if (version > CKPT_VERSION) {
         st = spr_fail(SPR_STATUS_BAD_INPUT, "%s: model format version %u is newer than this sparrow (%u)", path,
                       version, CKPT_VERSION);
@@ -1077,85 +1077,84 @@ spr_status spr_checkpoint_load(const char *path, spr_model **out) {
     for (uint32_t i = 0; i < n_sections; i++) {
         section *s = &sec[i];
         s->off = off;
-        if (r.size - off < CKPT_SECTION_HEAD) {
+        if (r->size - off < CKPT_SECTION_HEAD) {
             st = spr_fail(SPR_STATUS_BAD_INPUT,
                           "%s: truncated at byte offset %llu: the file ends inside the header of section %u of %u",
-                          path, (unsigned long long)r.size, i + 1, n_sections);
+                          path, (unsigned long long)r->size, i + 1, n_sections);
             goto done;
         }
         unsigned char sh[CKPT_SECTION_HEAD];
-        if ((st = r_pread(&r, off, sh, sizeof sh))) goto done;
+        if ((st = r_pread(r, off, sh, sizeof sh))) goto done;
         s->tag = get_u32(sh);
         s->len = get_u64(sh + 4);
-        uint64_t room = r.size - off - CKPT_SECTION_HEAD;
+        uint64_t room = r->size - off - CKPT_SECTION_HEAD;
         if (room < CKPT_SECTION_TAIL || s->len > room - CKPT_SECTION_TAIL) {
             snprintf(msg, sizeof msg, "truncated: %llu payload bytes and a checksum do not fit in the %llu bytes left",
                      (unsigned long long)s->len, (unsigned long long)room);
-            st = bad(&r, s, msg);
+            st = bad(r, s, msg);
             goto done;
         }
         uint32_t kind = s->tag >> 8, layer = s->tag & 0xFFu;
         int known = kind_is_global(kind) ? layer == 0
                   : kind >= KIND_W && kind < KIND_END && layer < SPR_MAX_LAYERS;
         if (!known) {
-            st = bad(&r, s, "unknown section tag (a newer sparrow's file, or damaged)");
+            st = bad(r, s, "unknown section tag (a newer sparrow's file, or damaged)");
             goto done;
         }
         for (uint32_t j = 0; j < i; j++)
             if (sec[j].tag == s->tag) {
                 snprintf(msg, sizeof msg, "appears twice (first at byte offset %llu)", (unsigned long long)sec[j].off);
-                st = bad(&r, s, msg);
+                st = bad(r, s, msg);
                 goto done;
             }
         if (kind == KIND_CONF) conf = s;
         off += CKPT_SECTION_HEAD + s->len + CKPT_SECTION_TAIL;
     }
-    if (off != r.size) {
+    if (off != r->size) {
         st = spr_fail(SPR_STATUS_BAD_INPUT, "%s: %llu unexpected bytes after the last section at byte offset %llu", path,
-                      (unsigned long long)(r.size - off), (unsigned long long)off);
+                      (unsigned long long)(r->size - off), (unsigned long long)off);
         goto done;
     }
     if (!conf) {
         st = spr_fail(SPR_STATUS_BAD_INPUT, "%s: no CONF section (file damaged)", path);
         goto done;
     }
-    spr_model_config cfg;
-    if ((st = read_config(&r, conf, &cfg))) goto done;
+    if ((st = read_config(r, conf, cfg))) goto done;
     for (uint32_t i = 0; i < n_sections; i++)
-        if (sec[i].tag == make_tag(KIND_OPT, 0) && (st = read_options(&r, &sec[i], &cfg))) goto done;
+        if (sec[i].tag == make_tag(KIND_OPT, 0) && (st = read_options(r, &sec[i], cfg))) goto done;
     for (uint32_t i = 0; i < n_sections; i++)
-        if (sec[i].tag == make_tag(KIND_HASH, 0) && (st = read_hash_params(&r, &sec[i], &cfg))) goto done;
-    spr_data_note note = {0, 0, 0};
+        if (sec[i].tag == make_tag(KIND_HASH, 0) && (st = read_hash_params(r, &sec[i], cfg))) goto done;
+    memset(note, 0, sizeof *note);
     for (uint32_t i = 0; i < n_sections; i++)
-        if (sec[i].tag == make_tag(KIND_DATA, 0) && (st = read_note(&r, &sec[i], &note))) goto done;
+        if (sec[i].tag == make_tag(KIND_DATA, 0) && (st = read_note(r, &sec[i], note))) goto done;
 
     /* Every section the configuration calls for, with the size it calls for. */
     for (uint32_t i = 0; i < n_sections; i++) {
         uint32_t kind = sec[i].tag >> 8, layer = sec[i].tag & 0xFFu;
-        if (layer >= (uint32_t)cfg.n_layers) {
-            snprintf(msg, sizeof msg, "the model has only %d layers", cfg.n_layers);
-            st = bad(&r, &sec[i], msg);
+        if (layer >= (uint32_t)cfg->n_layers) {
+            snprintf(msg, sizeof msg, "the model has only %d layers", cfg->n_layers);
+            st = bad(r, &sec[i], msg);
             goto done;
         }
         if (kind == KIND_TBL) {
             /* Its exact length needs the tables' key width, known once the hash
              * functions are drawn: read_tables checks it then, before reading. */
-            if (layer == 0 || !(cfg.layers[layer].sparsity < 1.0f)) {
-                st = bad(&r, &sec[i], "tables of a layer that is not sampled");
+            if (layer == 0 || !(cfg->layers[layer].sparsity < 1.0f)) {
+                st = bad(r, &sec[i], "tables of a layer that is not sampled");
                 goto done;
             }
             continue;
         }
-        uint64_t want = section_bytes(&cfg, (int)kind, (int)layer);
+        uint64_t want = section_bytes(cfg, (int)kind, (int)layer);
         if (sec[i].len != want) {
             snprintf(msg, sizeof msg, "%llu bytes, the configuration calls for %llu", (unsigned long long)sec[i].len,
                      (unsigned long long)want);
-            st = bad(&r, &sec[i], msg);
+            st = bad(r, &sec[i], msg);
             goto done;
         }
     }
     for (int kind = KIND_CONF; kind < KIND_TBL; kind++) /* TBL is optional */
-        for (int l = 0; l < (kind <= KIND_STAT ? 1 : cfg.n_layers); l++) {
+        for (int l = 0; l < (kind <= KIND_STAT ? 1 : cfg->n_layers); l++) {
             uint32_t tag = make_tag(kind, l);
             uint32_t i = 0;
             while (i < n_sections && sec[i].tag != tag) i++;
@@ -1165,6 +1164,25 @@ spr_status spr_checkpoint_load(const char *path, spr_model **out) {
                 goto done;
             }
         }
+
+done:
+    return st;
+}
+
+spr_status spr_checkpoint_load(const char *path, spr_model **out) {
+    if (!path || !out) return spr_fail(SPR_STATUS_BAD_INPUT, "spr_model_load: path and out must be given");
+    *out = NULL;
+    pthread_once(&crc_once, crc_init);
+
+    spr_status st = SPR_STATUS_OK;
+    spr_model *m = NULL;
+    reader r = {.path = path, .fd = -1, .cap = CKPT_BUFFER};
+    section sec[CKPT_MAX_SECTIONS];
+
+    uint32_t n_sections = 0;
+    spr_model_config cfg;
+    spr_data_note note;
+    if ((st = read_layout(&r, sec, &n_sections, &cfg, &note))) goto done;
 
     /* The file is consistent: allocate and stream the arrays in, in file order. */
     if ((st = spr_model_alloc(&cfg, &m))) goto done;
@@ -1261,6 +1279,51 @@ done:
         return st;
     }
     *out = m;
+    return SPR_STATUS_OK;
+}
+
+spr_status spr_checkpoint_peek(const char *path, spr_model_config *cfg, int64_t stat[6],
+                               spr_data_note *note) {
+    pthread_once(&crc_once, crc_init);
+    reader r = {.path = path, .fd = -1, .cap = CKPT_BUFFER};
+    section sec[CKPT_MAX_SECTIONS];
+    uint32_t n_sections = 0;
+    spr_status st = read_layout(&r, sec, &n_sections, cfg, note);
+    for (uint32_t i = 0; !st && i < n_sections; i++) {
+        if (sec[i].tag != make_tag(KIND_STAT, 0)) continue;
+        unsigned char c[CKPT_STAT_BYTES + CKPT_SECTION_TAIL];
+        if ((st = r_pread(&r, sec[i].off + CKPT_SECTION_HEAD, c, sizeof c))) break;
+        if (crc32_update(0, c, CKPT_STAT_BYTES) != get_u32(c + CKPT_STAT_BYTES)) {
+            st = bad(&r, &sec[i], "checksum mismatch (file damaged)");
+            break;
+        }
+        for (int k = 0; k < 6; k++)
+            if ((stat[k] = (int64_t)get_u64(c + 8 * k)) < 0)
+                st = bad(&r, &sec[i], "a negative step, sample, epoch or rehash count (file damaged)");
+    }
+    if (r.fd >= 0) close(r.fd);
+    return st;
+}
+
+spr_status spr_model_peek(const char *path, spr_model_config *config, spr_model_info *info,
+                          spr_data_note *note) {
+    if (!path) return spr_fail(SPR_STATUS_BAD_INPUT, "spr_model_peek: path must be given");
+    spr_model_config cfg;
+    spr_data_note n;
+    int64_t stat[6] = {0};
+    spr_status st = spr_dist_is_manifest(path) ? spr_dist_peek_manifest(path, &cfg, stat, &n)
+                                               : spr_checkpoint_peek(path, &cfg, stat, &n);
+    if (st) return st;
+    if (config) *config = cfg;
+    if (note) *note = n;
+    if (info) {
+        *info = spr_model_config_info(&cfg);
+        info->steps = stat[0];
+        info->samples = stat[1];
+        info->epoch = stat[2];
+        info->rehashes = stat[4];
+        info->rebuilds = stat[5];
+    }
     return SPR_STATUS_OK;
 }
 

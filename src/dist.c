@@ -512,6 +512,20 @@ done:
     return st;
 }
 
+spr_status spr_dist_peek_manifest(const char *path, spr_model_config *cfg, int64_t stat[6],
+                                  spr_data_note *note) {
+    manifest mf;
+    spr_status st = manifest_read(path, &mf);
+    if (st) return st;
+    st = spr_checkpoint_peek(mf.files[0], cfg, stat, note);
+    if (!st && cfg->layers[cfg->n_layers - 1].size != mf.hi[0] - mf.lo[0])
+        st = spr_fail(SPR_STATUS_BAD_INPUT, "%s: does not match its manifest (shard 0: %lld labels expected)",
+                      mf.files[0], (long long)(mf.hi[0] - mf.lo[0]));
+    if (!st) cfg->layers[cfg->n_layers - 1].size = mf.labels;
+    manifest_free(&mf);
+    return st;
+}
+
 spr_status spr_model_load_sharded(const char *path, spr_dist *d, spr_model **out) {
     if (!path || !d || !out) return spr_fail(SPR_STATUS_BAD_INPUT, "spr_model_load_sharded: NULL argument");
     *out = NULL;

@@ -753,6 +753,36 @@ spr_data_note spr_model_get_data_note(const spr_model *m) {
     return m ? m->note : n;
 }
 
+spr_model_info spr_model_config_info(const spr_model_config *c) {
+    spr_model_info info;
+    memset(&info, 0, sizeof info);
+    int64_t fan_in = c->n_features;
+    for (int l = 0; l < c->n_layers; l++) {
+        const spr_layer_config *lc = &c->layers[l];
+        const int out = l == c->n_layers - 1;
+        const int64_t rows = l == 0 ? c->n_features : lc->size, cols = l == 0 ? lc->size : fan_in;
+        info.parameters += rows * cols + lc->size;
+        /* as spr_model_get_info counts them: w, gw, mw, vw (BF16 where the options say) and
+         * the bias's 4 arrays */
+        const int w16 = out && c->bf16_weights, m16 = out && c->bf16_state;
+        info.parameter_bytes += rows * spr_row_stride(cols) * ((w16 ? 2 : 4) + 4 + (m16 ? 4 : 8)) +
+                                4 * spr_row_stride(lc->size) * 4;
+        if (l > 0 && lc->sparsity < 1.0f) { /* a sampled layer: its tables (spr_lsh_bytes) and keys */
+            const int k = lc->hash_k > 0 ? lc->hash_k : auto_hash_k(lc);
+            int bits = k * spr_hash_code_bits(lc->hash);
+            if (bits > layer_key_bits_max(lc->size)) bits = layer_key_bits_max(lc->size);
+            const int64_t buckets = (int64_t)1 << bits, L = lc->hash_l;
+            info.table_bytes += 4 * L * (buckets + 1) + 4 * L * lc->size + 4 * L * buckets + lc->size * L * 4;
+            info.hash_k[l] = k;
+            info.key_bits[l] = bits;
+        }
+        fan_in = lc->size;
+    }
+    info.labels_total = c->layers[c->n_layers - 1].size;
+    info.ranks = 1;
+    return info;
+}
+
 spr_model_info spr_model_get_info(const spr_model *m) {
     spr_model_info info;
     memset(&info, 0, sizeof info);

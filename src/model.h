@@ -237,6 +237,10 @@ static inline spr_scratch *spr_thread_scratch(const spr_model *m) {
     return &m->scratch[spr_team_rank()];
 }
 
+/* The spr_model_info a model of cfg (validated; one process) reports before any step:
+ * the sizes spr_model_get_info takes from the allocated layers, from cfg alone. */
+spr_model_info spr_model_config_info(const spr_model_config *cfg);
+
 /* Allocates a model's arrays for cfg (validated) without initialising weights or tables. */
 spr_status spr_model_alloc(const spr_model_config *cfg, spr_model **out);
 

@@ -297,6 +297,47 @@ static void compare_config_info(const spr_model *a, const spr_model *b) {
               j.key_bits[l]);
 }
 
+/* spr_model_peek of the file at path gives what loading it gave (loaded): the
+ * configuration, every field of the info, the data note, without reading the arrays. */
+static void check_peek(const char *path, const spr_model *loaded, const char *what) {
+    spr_model_config c;
+    spr_model_info i, want = spr_model_get_info(loaded);
+    spr_data_note n, want_note = spr_model_get_data_note(loaded);
+    spr_status st = spr_model_peek(path, &c, &i, &n);
+    CHECK(st == SPR_STATUS_OK, "%s: peek: expected ok, got %d (%s)", what, st, spr_last_error());
+    if (st) return;
+    spr_model_config x = spr_model_get_config(loaded);
+    int same = x.n_features == c.n_features && x.n_layers == c.n_layers && x.seed == c.seed &&
+               x.init_std == c.init_std && x.bf16_state == c.bf16_state && x.bf16_weights == c.bf16_weights;
+    for (int l = 0; same && l < x.n_layers; l++) {
+        const spr_layer_config *p = &x.layers[l], *q = &c.layers[l];
+        same = p->size == q->size && p->sparsity == q->sparsity && p->hash == q->hash && p->hash_k == q->hash_k &&
+               p->hash_l == q->hash_l && p->bucket_capacity == q->bucket_capacity &&
+               p->bucket_policy == q->bucket_policy && p->select == q->select &&
+               p->select_threshold == q->select_threshold && p->random_fraction == q->random_fraction &&
+               p->simhash_one_in == q->simhash_one_in;
+    }
+    CHECK(same, "%s: peek: the configuration differs from the loaded model's", what);
+    CHECK(i.steps == want.steps && i.samples == want.samples && i.epoch == want.epoch &&
+              i.rehashes == want.rehashes && i.rebuilds == want.rebuilds && i.parameters == want.parameters &&
+              i.parameter_bytes == want.parameter_bytes && i.table_bytes == want.table_bytes &&
+              i.label_lo == want.label_lo && i.labels_total == want.labels_total && i.rank == want.rank &&
+              i.ranks == want.ranks,
+          "%s: peek: info steps %lld samples %lld parameters %lld bytes %lld tables %lld labels %lld, loaded "
+          "%lld %lld %lld %lld %lld %lld",
+          what, (long long)i.steps, (long long)i.samples, (long long)i.parameters, (long long)i.parameter_bytes,
+          (long long)i.table_bytes, (long long)i.labels_total, (long long)want.steps, (long long)want.samples,
+          (long long)want.parameters, (long long)want.parameter_bytes, (long long)want.table_bytes,
+          (long long)want.labels_total);
+    for (int l = 0; l < SPR_MAX_LAYERS; l++)
+        CHECK(i.hash_k[l] == want.hash_k[l] && i.key_bits[l] == want.key_bits[l],
+              "%s: peek: layer %d K %d key bits %d, loaded %d %d", what, l, i.hash_k[l], i.key_bits[l],
+              want.hash_k[l], want.key_bits[l]);
+    CHECK(n.points == want_note.points && n.digest == want_note.digest && n.one_based == want_note.one_based,
+          "%s: peek: note %lld, loaded %lld", what, (long long)n.points, (long long)want_note.points);
+    CHECK(spr_model_peek(path, NULL, NULL, NULL) == SPR_STATUS_OK, "%s: peek with no outputs", what);
+}
+
 /* ------------------------------------------------------------------ damaged files */
 
 typedef struct section {
@@ -838,6 +879,7 @@ static void test_three_layers(const char *dir, const spr_dataset *data, uint64_t
     CHECK(st == SPR_STATUS_OK, "3 layers: load: expected ok, got %d (%s)", st, spr_last_error());
     if (st == SPR_STATUS_OK) {
         compare_config_info(m, x);
+        check_peek(path, x, "3 layers");
         compare_params(m, x, "3 layers");
         compare_tables(m, x, "3 layers");
         compare_predictions(m, x, data, 0, "3 layers, dense prediction");
@@ -901,6 +943,7 @@ static void test_bf16_weights(const char *dir, const spr_dataset *data, spr_mode
     st = spr_model_load(path, &loaded);
     CHECK(st == SPR_STATUS_OK && loaded, "bf16w: load: expected ok, got %d (%s)", st, spr_last_error());
     if (st) goto out;
+    check_peek(path, loaded, "bf16w");
     CHECK(spr_model_get_config(loaded).bf16_weights == 1 && loaded->layers[1].w16 && !loaded->layers[1].w,
           "bf16w: loaded: expected bf16_weights 1 and BF16 weights");
     compare_config_info(m, loaded);
@@ -990,6 +1033,7 @@ static void test_bf16_state(const char *dir, const spr_dataset *data, spr_model_
     st = spr_model_load(path, &loaded);
     CHECK(st == SPR_STATUS_OK && loaded, "bf16: load: expected ok, got %d (%s)", st, spr_last_error());
     if (st) goto out;
+    check_peek(path, loaded, "bf16");
     CHECK(spr_model_get_config(loaded).bf16_state == 1, "bf16: loaded bf16_state: expected 1, got %d",
           spr_model_get_config(loaded).bf16_state);
     compare_config_info(m, loaded);
@@ -1063,6 +1107,7 @@ static void test_simhash_one_in(const char *dir, const spr_dataset *data, spr_mo
     st = spr_model_load(path, &loaded);
     CHECK(st == SPR_STATUS_OK && loaded, "one in 12: load: expected ok, got %d (%s)", st, spr_last_error());
     if (st) goto out;
+    check_peek(path, loaded, "one in 12");
     CHECK(spr_model_get_config(loaded).layers[1].simhash_one_in == 12 &&
               spr_model_get_config(loaded).layers[0].simhash_one_in == 3,
           "one in 12: loaded: expected simhash_one_in 3, 12, got %d, %d",
@@ -1153,6 +1198,7 @@ static void test_data_note(const char *dir, spr_model *m, const spr_dataset *dat
     st = spr_model_load(path, &loaded);
     CHECK(st == SPR_STATUS_OK && loaded, "note: load: expected ok, got %d (%s)", st, spr_last_error());
     if (st) goto out;
+    check_peek(path, loaded, "note");
     spr_data_note got = spr_model_get_data_note(loaded);
     CHECK(got.points == want.points && got.digest == want.digest && got.one_based == 1,
           "note: loaded %lld %016llx %d, saved %lld %016llx 1", (long long)got.points,
@@ -1386,6 +1432,7 @@ int main(void) {
     st = spr_model_load(path, &loaded);
     CHECK(st == SPR_STATUS_OK && loaded, "load: expected ok, got %d (%s)", st, spr_last_error());
     if (st) goto done;
+    check_peek(path, loaded, "round trip");
     compare_config_info(m, loaded);
     compare_params(m, loaded, "round trip");
     /* The tables are the original's, built from the weights of its last rehash (not

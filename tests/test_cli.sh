@@ -445,6 +445,19 @@ expect_grep garbage garbage.err "garbage.model"
 
 run garbage_info info --model garbage.model
 expect_rc garbage_info 2
+# info reads the small sections only (a model of tens of GB was loaded whole to print
+# its configuration): a damaged weight is not seen, --verify reads every checksum.
+size=$(stat -c %s dense.model)
+cp dense.model flipped.model
+printf '\xff' | dd of=flipped.model bs=1 seek=$((size / 2)) conv=notrunc status=none
+run flip_info info --model flipped.model
+expect_rc flip_info 0
+expect_grep flip_info flip_info.out "trained: "
+run flip_verify info --model flipped.model --verify
+expect_rc flip_verify 2
+expect_grep flip_verify flip_verify.err "checksum mismatch (file damaged)"
+run ok_verify info --model dense.model --verify --json
+expect_rc ok_verify 0
 
 run missing_model predict --model no_such.model --input "$TEST"
 expect_rc missing_model 2

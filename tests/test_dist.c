@@ -283,6 +283,23 @@ static void test_manifest_one_rank(const char *dir) {
     CHECK(d == 0.0, "a one-rank sharded save loaded back: expected identical, got diff %g", d);
     CHECK(spr_model_get_info(back).steps == 3, "steps after load: expected 3, got %lld",
           (long long)spr_model_get_info(back).steps);
+    /* peeking at the manifest: the whole model's figures, from shard 0's small sections */
+    const spr_data_note note = {200, 77, 1};
+    spr_model_set_data_note(part, &note);
+    OK(spr_model_save(part, path));
+    spr_model_config pc;
+    spr_model_info pi, li = spr_model_get_info(back);
+    spr_data_note pn;
+    OK(spr_model_peek(path, &pc, &pi, &pn));
+    CHECK(pc.layers[pc.n_layers - 1].size == c.layers[c.n_layers - 1].size && pi.steps == 3 &&
+              pi.parameters == li.parameters && pi.parameter_bytes == li.parameter_bytes &&
+              pi.table_bytes == li.table_bytes && pi.labels_total == li.labels_total && pn.points == 200 &&
+              pn.digest == 77 && pn.one_based == 1,
+          "peek of a manifest: expected the loaded model's figures, got labels %lld parameters %lld bytes %lld "
+          "tables %lld note %lld (loaded %lld %lld %lld)",
+          (long long)pi.labels_total, (long long)pi.parameters, (long long)pi.parameter_bytes,
+          (long long)pi.table_bytes, (long long)pn.points, (long long)li.parameters, (long long)li.parameter_bytes,
+          (long long)li.table_bytes);
     spr_model_free(back);
 
     /* Through a symbolic link into a subdirectory: the manifest replaces the link's target

@@ -424,15 +424,17 @@ done:
 /* ------------------------------------------------------------------ info */
 
 static const char INFO_HELP[] =
-    "usage: sparrow info --model MODEL [--json]\n"
+    "usage: sparrow info --model MODEL [--json] [--verify]\n"
     "       sparrow info --cpu\n"
     "\n"
     "Prints a saved model's configuration (layers, sizes, sparsity, hash family, K, L,\n"
     "key bits, bucket capacity), training progress (steps, samples, epoch), parameter\n"
-    "count and memory.\n"
+    "count and memory, and its training set, from the file's small sections: its\n"
+    "arrays are not read (a model of any size, a manifest of shards).\n"
     "\n"
     "  --model MODEL   a model saved by 'sparrow train --save'\n"
     "  --json          print one JSON object instead of text\n"
+    "  --verify        also read the whole model, every checksum (as loading does)\n"
     "  --cpu           print the kernel set in use (portable, avx2, avx512), the CPU's\n"
     "                  vector features and the sets it supports; SPARROW_KERNELS=NAME\n"
     "                  forces a supported set\n";
@@ -512,10 +514,11 @@ static void info_text(const char *path, const spr_model_config *cfg, const spr_m
 int cmd_info(int argc, char **argv) {
     const char *cmd = "info";
     const char *model_path = NULL;
-    int json = 0, cpu = 0;
-    enum { I_MODEL = 256, I_JSON, I_CPU };
+    int json = 0, cpu = 0, verify = 0;
+    enum { I_MODEL = 256, I_JSON, I_CPU, I_VERIFY };
     static const struct option opts[] = {{"model", required_argument, 0, I_MODEL},
                                          {"json", no_argument, 0, I_JSON},
+                                         {"verify", no_argument, 0, I_VERIFY},
                                          {"cpu", no_argument, 0, I_CPU},
                                          {"help", no_argument, 0, OPT_HELP},
                                          {0, 0, 0, 0}};
@@ -526,6 +529,7 @@ int cmd_info(int argc, char **argv) {
         switch (c) {
         case I_MODEL: model_path = optarg; break;
         case I_JSON: json = 1; break;
+        case I_VERIFY: verify = 1; break;
         case I_CPU: cpu = 1; break;
         case OPT_HELP: fputs(INFO_HELP, stdout); return EXIT_OK;
         default: return bad_option(cmd);
@@ -538,14 +542,19 @@ int cmd_info(int argc, char **argv) {
     }
     if (!model_path) return usage_error(cmd, "--model is required (see 'sparrow info --help')");
 
-    spr_model *model = NULL;
-    spr_status st = spr_model_load(model_path, &model);
+    /* The small sections alone: info on a model of tens of GB (or a manifest of shards
+     * no one machine holds) used to load the whole model first. */
+    spr_model_config cfg;
+    spr_model_info info;
+    spr_data_note note;
+    spr_status st = spr_model_peek(model_path, &cfg, &info, &note);
     if (st != SPR_STATUS_OK) return library_error(st);
-    spr_model_config cfg = spr_model_get_config(model);
-    spr_model_info info = spr_model_get_info(model);
-    spr_data_note note = spr_model_get_data_note(model);
+    if (verify) {
+        spr_model *model = NULL;
+        if ((st = spr_model_load(model_path, &model)) != SPR_STATUS_OK) return library_error(st);
+        spr_model_free(model);
+    }
     if (json) info_json(&cfg, &info, &note);
     else info_text(model_path, &cfg, &info, &note);
-    spr_model_free(model);
     return EXIT_OK;
 }

@@ -291,12 +291,19 @@ class Model:
         """Steps, samples, epoch, parameter and table sizes, rehashes (a dict), and
         training_set: the points, digest and id base of the data that trained the model
         (None: not recorded), what `sparrow train --resume` and fit(resume=True) check."""
-        i = _lib.spr_model_get_info(self._h())
-        d = {k: getattr(i, k) for k in ("steps", "samples", "epoch", "parameters",
-                                         "parameter_bytes", "table_bytes", "rehashes", "rebuilds")}
-        note = _lib.spr_model_get_data_note(self._h())
-        d["training_set"] = ({"points": note.points, "digest": note.digest,
-                              "one_based": bool(note.one_based)} if note.points > 0 else None)
+        return _info_dict(_lib.spr_model_get_info(self._h()), _lib.spr_model_get_data_note(self._h()))
+
+    @staticmethod
+    def peek(path):
+        """What load(path).info would say, and n_features, n_labels and hidden (the
+        hidden layers' sizes), from the file's small sections only: its arrays are not
+        read (nor their checksums: load() still checks those), so a model of any size,
+        or a manifest of shards, costs a few reads."""
+        c, i, note = _lib.ModelConfig(), _lib.ModelInfo(), _lib.DataNote()
+        check(_lib.spr_model_peek(os.fsencode(path), ctypes.byref(c), ctypes.byref(i), ctypes.byref(note)))
+        d = _info_dict(i, note)
+        d.update(n_features=c.n_features, n_labels=c.layers[c.n_layers - 1].size,
+                 hidden=[c.layers[l].size for l in range(c.n_layers - 1)])
         return d
 
     def weights(self, layer, bias=False):
@@ -636,6 +643,15 @@ class Model:
 
 
 _EVAL_CHUNK = 4096  # points whose top k evaluate holds at a time (k > 5)
+
+
+def _info_dict(i, note):
+    """Model.info's dict from an spr_model_info and an spr_data_note."""
+    d = {k: getattr(i, k) for k in ("steps", "samples", "epoch", "parameters", "parameter_bytes",
+                                     "table_bytes", "rehashes", "rebuilds")}
+    d["training_set"] = ({"points": note.points, "digest": note.digest,
+                          "one_based": bool(note.one_based)} if note.points > 0 else None)
+    return d
 
 
 def rank_metrics(ids, Y, ks, inv_propensity=None):

@@ -237,6 +237,26 @@ def test_evaluate_k_above_5(xmc_data, monkeypatch):
             assert chunked[name] == pytest.approx(res[name], abs=1e-12), name
 
 
+def test_peek_is_the_loaded_info(xmc_data, tmp_path):
+    """Model.peek: the loaded model's info (and sizes) from the small sections alone; a
+    damaged weight is not read by peek, load still refuses it."""
+    X, Y, _, _ = xmc_data
+    m = sparrow.Model(X.shape[1], Y.shape[1], hidden=[16, 8], sparsity=0.5, seed=2, bf16_state=True)
+    m.fit(X, Y, max_batches=3, quiet=True)
+    path = tmp_path / "m.spr"
+    m.save(path)
+    want = dict(sparrow.Model.load(path).info, n_features=X.shape[1], n_labels=Y.shape[1], hidden=[16, 8])
+    assert sparrow.Model.peek(path) == want and want["training_set"]["points"] == X.shape[0]
+    b = bytearray(path.read_bytes())
+    b[len(b) // 2] ^= 0xFF
+    path.write_bytes(bytes(b))
+    assert sparrow.Model.peek(path)["steps"] == 3
+    with pytest.raises(sparrow.BadInputError, match="checksum mismatch"):
+        sparrow.Model.load(path)
+    with pytest.raises(sparrow.SparrowIOError, match="cannot open"):
+        sparrow.Model.peek(tmp_path / "missing.spr")
+
+
 def test_fit_continues_epochs_and_callback_stops(xmc_data):
     X, Y, _, _ = xmc_data
     m = sparrow.Model(X.shape[1], Y.shape[1], hidden=16, sparsity=0.5, tables=4)
