@@ -863,18 +863,27 @@ static spr_status read_config(reader *r, const section *s, spr_model_config *cfg
     return SPR_STATUS_OK;
 }
 
+/* A small section's payload, which must be want bytes, and its CRC into c (want + 4
+ * bytes; the section fits the file), the CRC checked. takes: what the length message
+ * says the payload is ("options take"). */
+static spr_status read_small(reader *r, const section *s, uint64_t want, const char *takes, unsigned char *c) {
+    if (s->len != want) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "%llu bytes, %s %llu", (unsigned long long)s->len, takes, (unsigned long long)want);
+        return bad(r, s, msg);
+    }
+    spr_status st = r_pread(r, s->off + CKPT_SECTION_HEAD, c, (size_t)want + CKPT_SECTION_TAIL);
+    if (st) return st;
+    if (crc32_update(0, c, (size_t)want) != get_u32(c + want)) return bad(r, s, "checksum mismatch (file damaged)");
+    return SPR_STATUS_OK;
+}
+
 /* The OPT section (length checked to fit the file): its CRC, then its bits into cfg. */
 static spr_status read_options(reader *r, const section *s, spr_model_config *cfg) {
     char msg[120];
-    if (s->len != CKPT_OPT_BYTES) {
-        snprintf(msg, sizeof msg, "%llu bytes, options take %u", (unsigned long long)s->len, CKPT_OPT_BYTES);
-        return bad(r, s, msg);
-    }
     unsigned char c[CKPT_OPT_BYTES + CKPT_SECTION_TAIL];
-    spr_status st = r_pread(r, s->off + CKPT_SECTION_HEAD, c, sizeof c);
+    spr_status st = read_small(r, s, CKPT_OPT_BYTES, "options take", c);
     if (st) return st;
-    if (crc32_update(0, c, CKPT_OPT_BYTES) != get_u32(c + CKPT_OPT_BYTES))
-        return bad(r, s, "checksum mismatch (file damaged)");
     uint32_t bits = get_u32(c);
     const uint32_t known = CKPT_OPT_BF16 | CKPT_OPT_BF16W;
     if (bits & ~known) {
@@ -895,15 +904,9 @@ static spr_status read_options(reader *r, const section *s, spr_model_config *cf
 /* The DATA section (length checked to fit the file): its CRC, then the note. */
 static spr_status read_note(reader *r, const section *s, spr_data_note *note) {
     char msg[120];
-    if (s->len != CKPT_DATA_BYTES) {
-        snprintf(msg, sizeof msg, "%llu bytes, a data note takes %u", (unsigned long long)s->len, CKPT_DATA_BYTES);
-        return bad(r, s, msg);
-    }
     unsigned char c[CKPT_DATA_BYTES + CKPT_SECTION_TAIL];
-    spr_status st = r_pread(r, s->off + CKPT_SECTION_HEAD, c, sizeof c);
+    spr_status st = read_small(r, s, CKPT_DATA_BYTES, "a data note takes", c);
     if (st) return st;
-    if (crc32_update(0, c, CKPT_DATA_BYTES) != get_u32(c + CKPT_DATA_BYTES))
-        return bad(r, s, "checksum mismatch (file damaged)");
     const int64_t points = (int64_t)get_u64(c);
     const uint32_t bits = get_u32(c + 16);
     if (points <= 0) {
@@ -925,16 +928,10 @@ static spr_status read_note(reader *r, const section *s, spr_data_note *note) {
  * layer's simhash_one_in into cfg. */
 static spr_status read_hash_params(reader *r, const section *s, spr_model_config *cfg) {
     char msg[160];
-    const uint64_t want = CKPT_HASH_LAYER * (uint64_t)cfg->n_layers;
-    if (s->len != want) {
-        snprintf(msg, sizeof msg, "%llu bytes, the hash parameters of %d layers take %llu",
-                 (unsigned long long)s->len, cfg->n_layers, (unsigned long long)want);
-        return bad(r, s, msg);
-    }
+    snprintf(msg, sizeof msg, "the hash parameters of %d layers take", cfg->n_layers);
     unsigned char c[CKPT_HASH_LAYER * SPR_MAX_LAYERS + CKPT_SECTION_TAIL];
-    spr_status st = r_pread(r, s->off + CKPT_SECTION_HEAD, c, (size_t)want + CKPT_SECTION_TAIL);
+    spr_status st = read_small(r, s, CKPT_HASH_LAYER * (uint64_t)cfg->n_layers, msg, c);
     if (st) return st;
-    if (crc32_update(0, c, (size_t)want) != get_u32(c + want)) return bad(r, s, "checksum mismatch (file damaged)");
     for (int l = 0; l < cfg->n_layers; l++) {
         cfg->layers[l].simhash_one_in = (int32_t)get_u32(c + CKPT_HASH_LAYER * l);
         /* 0 ("automatic") is resolved when a sampled layer is made: its file holds the value */
@@ -1292,11 +1289,7 @@ spr_status spr_checkpoint_peek(const char *path, spr_model_config *cfg, int64_t 
     for (uint32_t i = 0; !st && i < n_sections; i++) {
         if (sec[i].tag != make_tag(KIND_STAT, 0)) continue;
         unsigned char c[CKPT_STAT_BYTES + CKPT_SECTION_TAIL];
-        if ((st = r_pread(&r, sec[i].off + CKPT_SECTION_HEAD, c, sizeof c))) break;
-        if (crc32_update(0, c, CKPT_STAT_BYTES) != get_u32(c + CKPT_STAT_BYTES)) {
-            st = bad(&r, &sec[i], "checksum mismatch (file damaged)");
-            break;
-        }
+        if ((st = read_small(&r, &sec[i], CKPT_STAT_BYTES, "counters take", c))) break;
         for (int k = 0; k < 6; k++)
             if ((stat[k] = (int64_t)get_u64(c + 8 * k)) < 0)
                 st = bad(&r, &sec[i], "a negative step, sample, epoch or rehash count (file damaged)");

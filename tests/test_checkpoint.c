@@ -297,6 +297,17 @@ static void compare_config_info(const spr_model *a, const spr_model *b) {
               j.key_bits[l]);
 }
 
+/* The byte offset of the section with this tag in the file b[0..n) (NULL: none), or 0. */
+static size_t find_section(const unsigned char *b, size_t n, uint32_t tag) {
+    for (size_t off = 16; b && off + 12 <= n;) {
+        uint64_t len = rd64(b + off + 4);
+        if (off + 16 + len > n) break;
+        if (rd32(b + off) == tag) return off;
+        off += 16 + len;
+    }
+    return 0;
+}
+
 /* spr_model_peek of the file at path gives what loading it gave (loaded): the
  * configuration, every field of the info, the data note, without reading the arrays. */
 static void check_peek(const char *path, const spr_model *loaded, const char *what) {
@@ -1129,13 +1140,7 @@ static void test_simhash_one_in(const char *dir, const spr_dataset *data, spr_mo
     /* The file: one more section than a default model's, HASH (kind 11) of 8 bytes {3, 12}. */
     size_t n = 0;
     b = slurp(path, &n);
-    size_t hash_off = 0;
-    for (size_t off = 16; b && off + 12 <= n;) {
-        uint64_t len = rd64(b + off + 4);
-        if (off + 16 + len > n) break;
-        if (rd32(b + off) == (11u << 8)) hash_off = off;
-        off += 16 + len;
-    }
+    size_t hash_off = find_section(b, n, 11u << 8);
     CHECK(b && rd32(b + 12) == 2 + 6 * 2 + 1 + 1, "one in 12: expected 16 sections, got %u", b ? rd32(b + 12) : 0);
     CHECK(hash_off && rd64(b + hash_off + 4) == 8 && rd32(b + hash_off + 12) == 3 && rd32(b + hash_off + 16) == 12,
           "one in 12: expected a HASH section of 8 bytes holding 3, 12");
@@ -1209,13 +1214,7 @@ static void test_data_note(const char *dir, spr_model *m, const spr_dataset *dat
 
     size_t n = 0;
     b = slurp(path, &n);
-    size_t off_data = 0;
-    for (size_t off = 16; b && off + 12 <= n;) {
-        uint64_t len = rd64(b + off + 4);
-        if (off + 16 + len > n) break;
-        if (rd32(b + off) == (12u << 8)) off_data = off;
-        off += 16 + len;
-    }
+    size_t off_data = find_section(b, n, 12u << 8);
     CHECK(b && rd32(b + 12) == 2 + 6 * 2 + 1 + 1, "note: expected 16 sections, got %u", b ? rd32(b + 12) : 0);
     CHECK(off_data && rd64(b + off_data + 4) == 20 && rd64(b + off_data + 12) == (uint64_t)want.points &&
               rd64(b + off_data + 20) == want.digest && rd32(b + off_data + 28) == 1,
