@@ -1340,6 +1340,7 @@ static int train_run(const train_args *args) {
     spr_dataset_view tv = spr_dataset_get_view(train);
     if ((rc = require_points(train, a.train_path, "training"))) goto done;
     const uint64_t digest = spr_dataset_digest(train);
+    const spr_data_note trained_on = {tv.n_points, digest, a.one_based}; /* recorded in the model */
     if (note.points > 0 && (note.points != tv.n_points || note.digest != digest)) {
         fprintf(stderr, "sparrow: %s is not the training set of %s (it has %lld points, digest %016llx; "
                         "the model was trained on %lld points, digest %016llx): resume with the --train "
@@ -1368,8 +1369,7 @@ static int train_run(const train_args *args) {
             goto done;
         }
         if ((rc = require_points(test, a.test_path, "test"))) goto done;
-        const spr_data_note train_note = {tv.n_points, digest, a.one_based};
-        note_if_training_set(&train_note, test, a.test_path);
+        note_if_training_set(&trained_on, test, a.test_path);
     }
     double read_seconds = now_seconds() - t0;
 
@@ -1456,7 +1456,6 @@ static int train_run(const train_args *args) {
         goto done;
     }
     if (a.verbose) spr_model_set_logger(model, log_to_stderr, NULL);
-    const spr_data_note trained_on = {tv.n_points, digest, a.one_based};
     spr_model_set_data_note(model, &trained_on);
     if ((st = spr_model_prepare(model, &topt, max_labels_per_point(&tv))) != SPR_STATUS_OK) {
         rc = library_error(st);
