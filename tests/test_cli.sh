@@ -284,6 +284,19 @@ EOF
 )
 if [ -z "$EVAL_CHECK" ]; then pass; else fail "eval: $EVAL_CHECK; output: $(tail -n 1 eval.out)"; fi
 
+# A point with fewer than K candidates (sparse inference, K above them): the line ends
+# at its last candidate (it was padded with "-1:-inf", and with --labels the name of
+# label -1 was read out of bounds: a segmentation fault).
+seq 0 $((N_LABELS - 1)) | sed 's/^/L/' >pad_names.txt
+run pad_pred predict --model sampled.model --input "$TEST" --sparse-inference --k 1000
+expect_rc pad_pred 0
+run pad_names predict --model sampled.model --input "$TEST" --sparse-inference --k 1000 --labels pad_names.txt
+expect_rc pad_names 0
+if grep -q -- '-1:' pad_pred.out pad_names.out; then fail "pad_pred: a -1 id printed"; else pass; fi
+if [ "$(awk '{print NF}' pad_pred.out | sort -n | tail -1)" -lt 1000 ] &&
+   [ "$(wc -l <pad_names.out)" -eq "$(wc -l <pad_pred.out)" ] &&
+   [ "$(awk -F'\t' '{print NF}' pad_names.out | tr '\n' ' ')" = "$(awk '{print NF}' pad_pred.out | tr '\n' ' ')" ]; then pass
+else fail "pad_pred: expected lines shorter than 1000, named as numbered"; fi
 run eval_sparse eval --model sampled.model --test "$TEST" --sparse-inference --eval-max 50
 expect_rc eval_sparse 0
 if tail -n 1 eval_sparse.out | "$PY" -c 'import json,sys; e=json.loads(sys.stdin.read()); sys.exit(0 if e["inference"]=="sparse" and e["points"]==50 else 1)'; then

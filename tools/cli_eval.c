@@ -317,7 +317,9 @@ static const char PREDICT_HELP[] =
     "usage: sparrow predict --model MODEL --input FILE [options]\n"
     "\n"
     "Writes one line per input point to stdout: \"label:score label:score ...\", best\n"
-    "first (scores are output logits). Labels in the input file are ignored.\n"
+    "first (scores are output logits); a point with fewer than K candidates\n"
+    "(--sparse-inference) gets a shorter line, an empty one for none. Labels in the\n"
+    "input file are ignored.\n"
     "With --labels the labels are written by name and the fields separated by tabs\n"
     "(\"name:score<TAB>name:score ...\"; the score follows the last colon).\n"
     "\n"
@@ -402,7 +404,9 @@ int cmd_predict(int argc, char **argv) {
             goto done;
         }
         for (int64_t i = 0; i < m; i++) {
-            for (int j = 0; j < k; j++) {
+            /* fewer than k candidates (sparse inference; NaN scores) end in -1 ids: the
+             * line ends before them (a name for -1 read out of bounds: a crash) */
+            for (int j = 0; j < k && ids[i * k + j] >= 0; j++) {
                 if (j) putchar(names.names ? '\t' : ' ');
                 if (names.names) printf("%s:%.6g", names.names[ids[i * k + j]], scores[i * k + j]);
                 else printf("%d:%.6g", ids[i * k + j], scores[i * k + j]);
