@@ -89,6 +89,17 @@ if cmp -s d1/train.txt d3/train.txt; then fail "gen: seeds 7 and 8 gave identica
 
 run gen_badpreset gen --preset nosuchpreset --out d4
 expect_rc gen_badpreset 2
+# A preset's shape at another size (a benchmark at the user's label count).
+run gen_sizes gen --preset tiny --out dsz --train-points 300 --test-points 40 --features 700 --labels 5000 --quiet
+expect_rc gen_sizes 0
+if [ "$(head -n 1 dsz/train.txt)" = "300 700 5000" ] && [ "$(head -n 1 dsz/test.txt)" = "40 700 5000" ]; then pass
+else fail "gen_sizes: headers $(head -n 1 dsz/train.txt) / $(head -n 1 dsz/test.txt)"; fi
+run gen_sizes_bad gen --preset tiny --out dsz2 --labels 0
+expect_rc gen_sizes_bad 2
+expect_grep gen_sizes_bad gen_sizes_bad.err "--labels must be an integer >= 1, got 0"
+run gen_lpp_bad gen --preset tiny --out dsz2 --labels-per-point 0.5
+expect_rc gen_lpp_bad 2
+expect_grep gen_lpp_bad gen_lpp_bad.err "labels_per_point must be in [1, 1e4]"
 run gen_noout gen --preset tiny
 expect_rc gen_noout 2
 # A gen ended by a signal removes its temporary files (SIGTERM left a 190 MB

@@ -65,7 +65,7 @@ static void clean_up_on_signals(const char *train_path, const char *test_path) {
 /* ------------------------------------------------------------------ gen */
 
 static const char GEN_HELP[] =
-    "usage: sparrow gen --preset NAME --out DIR [--seed S] [--threads T]\n"
+    "usage: sparrow gen --preset NAME --out DIR [--seed S] [--threads T] [sizes]\n"
     "\n"
     "Writes a synthetic extreme-classification data set, DIR/train.txt and DIR/test.txt,\n"
     "in the Extreme Classification Repository format (header \"N D L\", then\n"
@@ -76,21 +76,31 @@ static const char GEN_HELP[] =
     "  --seed S        random seed (default 1); the same seed gives the same files\n"
     "  --threads T     worker threads (default 0: all cores); the output does not\n"
     "                  depend on it\n"
-    "  --quiet         no progress on stderr\n";
+    "  --quiet         no progress on stderr\n"
+    "sizes (the preset's shape at another scale: a benchmark at your label count)\n"
+    "  --train-points N, --test-points N, --features N, --labels N\n"
+    "  --labels-per-point X, --nnz-per-point X   means per point\n";
 
 int cmd_gen(int argc, char **argv) {
     const char *cmd = "gen";
     const char *preset = NULL, *out_dir = NULL;
     uint64_t seed = 1;
     int threads = 0, quiet = 0;
+    enum { G_TRAIN = 256, G_TEST, G_FEATURES, G_LABELS, G_LPP, G_NPP };
     static const struct option opts[] = {
         {"preset", required_argument, 0, 'p'}, {"out", required_argument, 0, 'o'},
         {"seed", required_argument, 0, 's'},   {"threads", required_argument, 0, 't'},
         {"quiet", no_argument, 0, 'q'},        {"help", no_argument, 0, OPT_HELP},
+        {"train-points", required_argument, 0, G_TRAIN}, {"test-points", required_argument, 0, G_TEST},
+        {"features", required_argument, 0, G_FEATURES},  {"labels", required_argument, 0, G_LABELS},
+        {"labels-per-point", required_argument, 0, G_LPP}, {"nnz-per-point", required_argument, 0, G_NPP},
         {0, 0, 0, 0}};
+    /* the sizes given, applied to the preset once it is known (-1: the preset's) */
+    int64_t n_train = -1, n_test = -1, n_features = -1, n_labels = -1;
+    double lpp = -1, npp = -1;
     char name[64];
     prepare_getopt(argv, name, sizeof name, cmd);
-    int c, rc;
+    int c, rc = EXIT_OK;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
         case 'p': preset = optarg; break;
@@ -102,9 +112,16 @@ int cmd_gen(int argc, char **argv) {
             if ((rc = parse_int(cmd, "--threads", optarg, 0, SPR_MAX_THREADS, &threads))) return rc;
             break;
         case 'q': quiet = 1; break;
+        case G_TRAIN: rc = parse_int64(cmd, "--train-points", optarg, 1, INT32_MAX, &n_train); break;
+        case G_TEST: rc = parse_int64(cmd, "--test-points", optarg, 1, INT32_MAX, &n_test); break;
+        case G_FEATURES: rc = parse_int64(cmd, "--features", optarg, 1, INT32_MAX, &n_features); break;
+        case G_LABELS: rc = parse_int64(cmd, "--labels", optarg, 1, INT32_MAX, &n_labels); break;
+        case G_LPP: rc = parse_double(cmd, "--labels-per-point", optarg, &lpp); break;
+        case G_NPP: rc = parse_double(cmd, "--nnz-per-point", optarg, &npp); break;
         case OPT_HELP: fputs(GEN_HELP, stdout); return EXIT_OK;
         default: return bad_option(cmd);
         }
+        if (rc) return rc;
     }
     if ((rc = stray_arguments(cmd, argc, argv))) return rc;
     if (!preset) return usage_error(cmd, "--preset is required (see 'sparrow gen --help')");
@@ -116,6 +133,12 @@ int cmd_gen(int argc, char **argv) {
     spr_synth_config config;
     spr_status st = spr_synth_preset(preset, &config);
     if (st != SPR_STATUS_OK) return library_error(st);
+    if (n_train > 0) config.n_train = n_train;
+    if (n_test > 0) config.n_test = n_test;
+    if (n_features > 0) config.n_features = n_features;
+    if (n_labels > 0) config.n_labels = n_labels;
+    if (lpp >= 0) config.labels_per_point = lpp;
+    if (npp >= 0) config.nnz_per_point = npp;
     if (make_dirs(out_dir) != 0) {
         fprintf(stderr, "sparrow: %s: cannot create directory: %s\n", out_dir,
                 strerror(errno));

@@ -208,12 +208,22 @@ class Dataset:
             self._handle = None
 
 
-def generate(preset, out_dir, seed=1, threads=0):
+def generate(preset, out_dir, seed=1, threads=0, n_train=None, n_test=None, n_features=None,
+             n_labels=None, labels_per_point=None, nnz_per_point=None):
     """Writes out_dir/train.txt and out_dir/test.txt: the synthetic data set of a preset
     ("tiny", "small", "amazon670k", "delicious200k", "wiki325k"), exactly what
-    `sparrow gen --preset NAME --seed S` writes. Returns the two paths."""
+    `sparrow gen --preset NAME --seed S` writes; the sizes given replace the preset's
+    (gen's --train-points, --test-points, --features, --labels, --labels-per-point,
+    --nnz-per-point). Returns the two paths."""
     cfg = _lib.SynthConfig()
     check(_lib.spr_synth_preset(str(preset).encode(), ctypes.byref(cfg)))
+    for name, value in (("n_train", n_train), ("n_test", n_test), ("n_features", n_features),
+                        ("n_labels", n_labels)):
+        if value is not None:
+            setattr(cfg, name, _lib.integer(value, name))
+    for name, value in (("labels_per_point", labels_per_point), ("nnz_per_point", nnz_per_point)):
+        if value is not None:
+            setattr(cfg, name, float(value))
     os.makedirs(out_dir, exist_ok=True)
     train, test = os.path.join(out_dir, "train.txt"), os.path.join(out_dir, "test.txt")
     check(_lib.spr_synth_generate(ctypes.byref(cfg), _lib.integer(seed, "seed"), os.fsencode(train),

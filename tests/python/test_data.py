@@ -93,3 +93,18 @@ def test_generate_is_the_cli_generator(tmp_path):
     assert open(test, "rb").read() == open(cli / "test.txt", "rb").read()
     with pytest.raises(sparrow.BadInputError, match="preset"):
         sparrow.generate("huge", tmp_path / "x")
+    # the preset's shape at other sizes: the same bytes as gen's size options
+    sizes = dict(n_train=300, n_test=40, n_features=700, n_labels=5000, labels_per_point=2.5,
+                 nnz_per_point=9)
+    train, test = sparrow.generate("tiny", tmp_path / "py2", seed=3, **sizes)
+    subprocess.run([f"{ROOT}/build/sparrow", "gen", "--preset", "tiny", "--out", str(tmp_path / "cli2"),
+                    "--seed", "3", "--train-points", "300", "--test-points", "40", "--features", "700",
+                    "--labels", "5000", "--labels-per-point", "2.5", "--nnz-per-point", "9"],
+                   check=True, capture_output=True)
+    assert open(train, "rb").read() == open(tmp_path / "cli2" / "train.txt", "rb").read()
+    assert open(test, "rb").read() == open(tmp_path / "cli2" / "test.txt", "rb").read()
+    X, Y = sparrow.load_xmc(train)
+    assert X.shape == (300, 700) and Y.shape == (300, 5000)
+    assert 2.0 < Y.nnz / 300 < 3.0 and 6 < X.nnz / 300 < 12, (Y.nnz / 300, X.nnz / 300)
+    with pytest.raises(sparrow.BadInputError, match="labels_per_point must be in"):
+        sparrow.generate("tiny", tmp_path / "x", labels_per_point=0.5)
