@@ -114,6 +114,13 @@ timeout 120 "${mpi[@]}" "$sparrow" train "${other[@]}" --resume "$work/res1.mode
     { cat "$work/res2.log"; fail "resumed with another training set on 2 ranks: expected exit 2 naming it, got $rc"; }
 "$sparrow" info --model "$work/res.model" | grep -q "training set: 30000 points, digest " ||
     fail "sparrow info of a 2-rank save: expected its training set"
+# info peeks at shard 0 and the manifest: the figures of the whole model loaded
+SPARROW_LIB="$build/libsparrow.so" PYTHONPATH="$(dirname "$0")/../python" /usr/bin/python3 - "$work/res.model" <<'PYEOF' ||
+import sys, sparrow
+peek, info = sparrow.Model.peek(sys.argv[1]), sparrow.Model.load(sys.argv[1]).info
+assert all(peek[k] == v for k, v in info.items()) and peek["n_labels"] == 5000, (peek, info)
+PYEOF
+    fail "peek of a 2-rank manifest: expected the loaded whole model's info"
 
 echo "-- a manifest naming shards of two saves"
 # Shard 1 of another run (seed 2) put where two.model's manifest looks: refused by name,
