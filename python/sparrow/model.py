@@ -458,9 +458,12 @@ class Model:
             return took
 
         epochs = _lib.integer(epochs, "epochs")
-        # the data the model trains on from here, as `sparrow train` records it (arrays
-        # carry zero-based ids)
-        _lib.spr_model_set_data_note(h, ctypes.byref(_lib.DataNote(n, digest, 0)))
+        # the data the model trains on from here, as `sparrow train` records it: arrays
+        # carry zero-based ids, but the same points as the model's record keep its file's
+        # base (a CLI model from a one-based file, continued here, still reads as one)
+        known = self.info["training_set"]
+        same = known is not None and (known["points"], known["digest"]) == (n, digest)
+        _lib.spr_model_set_data_note(h, ctypes.byref(_lib.DataNote(n, digest, int(same and known["one_based"]))))
         train_seconds, samples_done, batches_done = 0.0, 0, 0
         for epoch in range(first_epoch, first_epoch + epochs):
             rows = np.arange(n, dtype=np.int64)

@@ -428,6 +428,26 @@ def test_fit_is_the_cli_train(tmp_path):
     import json
     assert json.loads(out.strip().splitlines()[-1])["p_at_1"] == pytest.approx(hist[-1]["p_at_1"], abs=1e-9)
     assert hist[-1]["eval_points"] == 100
+    # a CLI model of a one-based file, continued by fit on the same points (arrays are
+    # zero-based): its record keeps the file's base, so `sparrow eval` of that file
+    # still reads it as one-based (fit recorded 0: every id shifted, no error)
+    lines = open(train).read().splitlines()
+    shifted = [lines[0]] + [" ".join([ln.split(" ")[0]] + ["%d:%s" % (int(f) + 1, v) for f, v in
+                                                             (t.split(":") for t in ln.split(" ")[1:])])
+                            for ln in lines[1:]]
+    one = tmp_path / "one.txt"
+    one.write_text("\n".join(shifted) + "\n")
+    subprocess.run([cli, "train", "--train", str(one), "--one-based", "--threads", "1", "--batch", "64",
+                    "--max-batches", "3", "--quiet", "--save", str(tmp_path / "one.spr")], check=True,
+                   capture_output=True)
+    X1, Y1 = sparrow.load_xmc(one, one_based=True)
+    assert (X1 != X).nnz == 0
+    cont = sparrow.Model.load(tmp_path / "one.spr")
+    cont.fit(X1, Y1, epochs=1, resume=True, max_batches=2, **kw)
+    assert cont.info["training_set"]["one_based"] is True
+    other = sparrow.Model(X.shape[1], Y.shape[1])
+    other.fit(X1[:100], Y1[:100], max_batches=1, **kw)
+    assert other.info["training_set"]["one_based"] is False
 
 
 def test_labels_as_ids_and_lists(xmc_data):
