@@ -463,7 +463,8 @@ class Model:
         # base (a CLI model from a one-based file, continued here, still reads as one)
         known = self.info["training_set"]
         same = known is not None and (known["points"], known["digest"]) == (n, digest)
-        _lib.spr_model_set_data_note(h, ctypes.byref(_lib.DataNote(n, digest, int(same and known["one_based"]))))
+        with self._lock:  # a save() in another thread reads it
+            _lib.spr_model_set_data_note(h, ctypes.byref(_lib.DataNote(n, digest, int(same and known["one_based"]))))
         train_seconds, samples_done, batches_done = 0.0, 0, 0
         for epoch in range(first_epoch, first_epoch + epochs):
             rows = np.arange(n, dtype=np.int64)
