@@ -1013,7 +1013,7 @@ static spr_status read_layout(reader *r, section sec[CKPT_MAX_SECTIONS], uint32_
     const char *path = r->path;
     spr_status st = SPR_STATUS_OK;
     char msg[300], nb[32];
-    r->fd = open(path, O_RDONLY | O_CLOEXEC);
+    r->fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK); /* a FIFO is refused below, not waited on */
     if (r->fd < 0 && !strcmp(path, "-")) { /* the data readers' "-"; a model's is a file */
         st = spr_fail(SPR_STATUS_IO_ERROR, "-: cannot open: a model is read from a file (its sections "
                                            "are checked against its size first), not from the standard input");

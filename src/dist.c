@@ -16,12 +16,14 @@
 #include "model.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define MANIFEST_MAGIC "sparrow sharded model 1"
@@ -277,11 +279,15 @@ static void manifest_free(manifest *mf) {
 }
 
 int spr_dist_is_manifest(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return 0;
+    /* without blocking: a FIFO at path is no manifest (opening it waited for a writer,
+     * and `sparrow info --model FIFO` hung) */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) return 0;
+    struct stat sb;
     char head[sizeof MANIFEST_MAGIC];
-    size_t n = fread(head, 1, sizeof head - 1, f);
-    fclose(f);
+    ssize_t n = fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) ? read(fd, head, sizeof head - 1) : -1;
+    close(fd);
+    if (n < 0) return 0;
     head[n] = '\0';
     return strcmp(head, MANIFEST_MAGIC) == 0;
 }

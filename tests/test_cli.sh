@@ -469,6 +469,15 @@ expect_grep garbage garbage.err "garbage.model"
 
 run garbage_info info --model garbage.model
 expect_rc garbage_info 2
+# A FIFO given as a model is refused, not waited on (opening it blocked until a writer
+# came: `info`, `eval`, `--resume` hung).
+rm -f model.fifo && mkfifo model.fifo
+for args in "info --model model.fifo" "eval --model model.fifo --test $TEST" "train --train $TRAIN --resume model.fifo"; do
+    timeout 30 "$BIN" $args >fifo.out 2>fifo.err
+    RC=$?
+    expect_rc fifo 2
+    expect_grep fifo fifo.err "model.fifo: cannot open: not a regular file"
+done
 # info reads the small sections only (a model of tens of GB was loaded whole to print
 # its configuration): a damaged weight is not seen, --verify reads every checksum.
 size=$(stat -c %s dense.model)
