@@ -97,7 +97,7 @@ unset SPARROW_KERNELS
 
 # --threads 1 everywhere; libgomp still starts its pool once, whose threads' TLS is
 # "possibly lost" at exit: fuzz/valgrind-libgomp.supp suppresses exactly that.
-section "valgrind: gen, train 1 epoch, save, eval, predict"
+section "valgrind: gen, train 1 epoch, save, eval, predict, info, resume"
 vg=(valgrind --quiet --error-exitcode=1 --leak-check=full --suppressions=fuzz/valgrind-libgomp.supp)
 "${vg[@]}" build/sparrow gen --preset tiny --out "$work/vg" --seed 1
 "${vg[@]}" build/sparrow train --train "$work/vg/train.txt" --test "$work/vg/test.txt" --hidden 32 \
@@ -114,6 +114,10 @@ build/sparrow train --train "$work/vg/train.txt" --test "$work/vg/test.txt" --hi
 seq 0 $(($(head -n 1 "$work/vg/train.txt" | cut -d' ' -f3) - 1)) | sed 's/^/label /' >"$work/vg/names.txt"
 "${vg[@]}" build/sparrow predict --model "$work/vg/model" --input "$work/vg/test.txt" --k 3 --threads 1 \
     --labels "$work/vg/names.txt" >/dev/null
+# the model's record of its training set: peeked at (info), checked on --resume
+"${vg[@]}" build/sparrow info --model "$work/vg/model" --verify >/dev/null
+"${vg[@]}" build/sparrow train --train "$work/vg/train.txt" --resume "$work/vg/model" --epochs 2 \
+    --threads 1 --max-batches 3 --quiet >/dev/null
 echo "valgrind: no errors, no leaks"
 
 section "MPI: model parallelism on 2 ranks (mpirun --oversubscribe -np 2)"
