@@ -809,6 +809,17 @@ head -n 1001 "$TRAIN" | sed '1s/^[0-9]*/1000/' >res_small.txt
 run res_other train $RES_OPTS --train res_small.txt --resume resB.model --epochs 3
 expect_rc res_other 2
 expect_grep res_other res_other.err "res_small.txt is not the training set of resB.model (it has 1000 points, digest "
+# ... before the model is loaded (its small sections are peeked at first: a model of tens
+# of GB was read whole before a wrong --train was refused): a damaged weight is not read
+# yet when the set is refused, and is when the set is right.
+cp resB.model resBflip.model
+printf '\xff' | dd of=resBflip.model bs=1 seek=$(($(stat -c %s resB.model) / 2)) conv=notrunc status=none
+run res_peek_first train $RES_OPTS --train res_small.txt --resume resBflip.model --epochs 3
+expect_rc res_peek_first 2
+expect_grep res_peek_first res_peek_first.err "res_small.txt is not the training set of resBflip.model"
+run res_flip train $RES_OPTS --resume resBflip.model --epochs 3
+expect_rc res_flip 2
+expect_grep res_flip res_flip.err "checksum mismatch (file damaged)"
 { head -n 1 "$TRAIN"; tail -n +2 "$TRAIN" | tac; } >res_reversed.txt # the same points, another order
 run res_same_size train $RES_OPTS --train res_reversed.txt --resume resB.model --epochs 3
 expect_rc res_same_size 2

@@ -1304,19 +1304,19 @@ static int train_run(const train_args *args) {
         goto done;
     }
     spr_model_config cfg;
+    spr_model_info resumed;          /* the --resume model's counters and sizes */
+    spr_data_note note = {0, 0, 0}; /* its record of its training set */
     if (a.resume_path) {
-        /* Loaded first: a wrong file or option fails before the data is read. */
-        if ((st = cli_dist ? spr_model_load_sharded(a.resume_path, cli_dist, &model)
-                           : spr_model_load(a.resume_path, &model)) != SPR_STATUS_OK) {
+        /* Peeked at first (its small sections): a wrong file or option fails before the
+         * data is read, and a wrong training set before the model (tens of GB) is loaded. */
+        if ((st = spr_model_peek(a.resume_path, &cfg, &resumed, &note)) != SPR_STATUS_OK) {
             rc = library_error(st);
             goto done;
         }
-        cfg = spr_model_get_config(model);
         if ((rc = resume_conflicts(&a, &cfg))) goto done;
     }
     /* A resumed model that knows its training set reads the file as its first run did
      * and checks, once read, that it is that set. */
-    const spr_data_note note = spr_model_get_data_note(model);
     if (note.points > 0) {
         if (a.one_based && !note.one_based) {
             fprintf(stderr, "sparrow: --one-based differs from %s, whose training file had zero-based "
@@ -1350,8 +1350,8 @@ static int train_run(const train_args *args) {
         rc = EXIT_USAGE;
         goto done;
     }
-    int64_t model_labels = model ? spr_model_get_info(model).labels_total : tv.n_labels;
-    if (model && (tv.n_features > cfg.n_features || tv.n_labels > model_labels)) {
+    int64_t model_labels = a.resume_path ? resumed.labels_total : tv.n_labels;
+    if (a.resume_path && (tv.n_features > cfg.n_features || tv.n_labels > model_labels)) {
         fprintf(stderr, "sparrow: %s: %lld features and %lld labels, more than the %lld and %lld of %s "
                         "(resume with the training set of the first run)\n",
                 a.train_path, (long long)tv.n_features, (long long)tv.n_labels,
@@ -1362,7 +1362,7 @@ static int train_run(const train_args *args) {
     if (a.test_path) {
         /* The model's sizes come from the training set (or the resumed model): test ids
          * are checked against them. */
-        ropt.n_features = model ? cfg.n_features : tv.n_features;
+        ropt.n_features = a.resume_path ? cfg.n_features : tv.n_features;
         ropt.n_labels = model_labels;
         if ((st = read_dataset(a.test_path, &ropt, a.quiet, &test)) != SPR_STATUS_OK) {
             rc = library_error(st);
@@ -1373,7 +1373,7 @@ static int train_run(const train_args *args) {
     }
     double read_seconds = now_seconds() - t0;
 
-    if (!model) {
+    if (!a.resume_path) {
         cfg = train_model_config(&a, tv.n_features, tv.n_labels);
         if ((st = spr_model_config_check(&cfg)) != SPR_STATUS_OK) {
             rc = library_error(st);
@@ -1400,8 +1400,8 @@ static int train_run(const train_args *args) {
      * --batch may differ from the first run's). The count must fit the training set, or
      * this is not the set that trained the model. */
     int64_t first_epoch = 1, skip_rows = 0;
-    if (model) {
-        spr_model_info mi = spr_model_get_info(model);
+    if (a.resume_path) {
+        const spr_model_info mi = resumed;
         first_epoch = mi.epoch + 1;
         skip_rows = mi.epoch > mi.samples / tv.n_points ? -1 : mi.samples - mi.epoch * tv.n_points;
         if (skip_rows < 0 || skip_rows >= tv.n_points) {
@@ -1422,8 +1422,13 @@ static int train_run(const train_args *args) {
             goto done;
         }
     }
+    if (a.resume_path && (st = cli_dist ? spr_model_load_sharded(a.resume_path, cli_dist, &model)
+                                        : spr_model_load(a.resume_path, &model)) != SPR_STATUS_OK) {
+        rc = library_error(st);
+        goto done;
+    }
     if (a.metrics_path && cli_is_root() &&
-        !(metrics = open_metrics(a.metrics_path, model ? spr_model_get_info(model).steps : -1, &rc)))
+        !(metrics = open_metrics(a.metrics_path, a.resume_path ? resumed.steps : -1, &rc)))
         goto done;
     if (metrics && (rc = write_metrics_header(metrics, &a, train, test))) goto done;
     if (!model) { /* refuse, with the figure, a model that does not fit */
