@@ -491,6 +491,14 @@ expect_rc flip_verify 2
 expect_grep flip_verify flip_verify.err "checksum mismatch (file damaged)"
 run ok_verify info --model dense.model --verify --json
 expect_rc ok_verify 0
+# eval and predict read the data before loading the model (peeked at for its sizes): a
+# bad data file is reported before a model of tens of GB is read
+run flip_eval eval --model flipped.model --test bad.txt
+expect_rc flip_eval 2
+expect_grep flip_eval flip_eval.err "bad.txt:3:"
+run flip_eval2 eval --model flipped.model --test "$TEST"
+expect_rc flip_eval2 2
+expect_grep flip_eval2 flip_eval2.err "checksum mismatch (file damaged)"
 
 run missing_model predict --model no_such.model --input "$TEST"
 expect_rc missing_model 2

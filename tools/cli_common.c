@@ -326,14 +326,16 @@ void note_if_training_set(const spr_data_note *note, const spr_dataset *data, co
 /* Loads a model and a data set whose ids are checked against it. check_labels = 0 lets
  * the file carry labels the model does not know (predict ignores labels). *one_based:
  * the file's id base from --one-based / --zero-based, or -1: the base of the model's
- * training file where the model knows it (else 0); set to the base used. */
+ * training file where the model knows it (else 0); set to the base used. The model is
+ * peeked at first and loaded after the data is read: a bad data file fails before a
+ * model of tens of GB is read. */
 int load_model_and_data(const char *model_path, const char *data_path, int *one_based,
                         int check_labels, spr_model **model, spr_dataset **data) {
-    spr_status st = cli_dist ? spr_model_load_sharded(model_path, cli_dist, model)
-                             : spr_model_load(model_path, model);
+    spr_model_config cfg;
+    spr_model_info info;
+    spr_data_note note;
+    spr_status st = spr_model_peek(model_path, &cfg, &info, &note);
     if (st != SPR_STATUS_OK) return library_error(st);
-    spr_model_config cfg = spr_model_get_config(*model);
-    const spr_data_note note = spr_model_get_data_note(*model);
     const int from_model = *one_based < 0 && note.points > 0 && note.one_based;
     if (*one_based < 0) *one_based = from_model;
     else if (note.points > 0 && *one_based != note.one_based && cli_is_root())
@@ -343,16 +345,20 @@ int load_model_and_data(const char *model_path, const char *data_path, int *one_
     spr_read_options ropt = spr_read_options_default();
     ropt.one_based = *one_based;
     ropt.n_features = cfg.n_features;
-    if (check_labels) ropt.n_labels = spr_model_get_info(*model).labels_total;
+    if (check_labels) ropt.n_labels = info.labels_total;
     st = read_dataset(data_path, &ropt, 0, data);
     if (st != SPR_STATUS_OK) {
         int rc = library_error(st);
         if (from_model && cli_is_root())
             fprintf(stderr, "sparrow: (%s was read with one-based feature ids, as %s's training file had "
                             "them; --zero-based reads it otherwise)\n", data_path, model_path);
-        spr_model_free(*model);
-        *model = NULL;
         return rc;
+    }
+    st = cli_dist ? spr_model_load_sharded(model_path, cli_dist, model) : spr_model_load(model_path, model);
+    if (st != SPR_STATUS_OK) {
+        spr_dataset_free(*data);
+        *data = NULL;
+        return library_error(st);
     }
     return EXIT_OK;
 }
