@@ -671,8 +671,7 @@ def rank_metrics(ids, Y, ks, inv_propensity=None):
 def _rank_sums(ids, Y, ks, w=None):
     """rank_metrics' sums over the points of ids (a chunk): P@k and nDCG@k summed over
     points, and the numerators and denominators of PSP@k and PSnDCG@k (ratios of sums)."""
-    Y = sp.csr_matrix(Y)
-    Y.sort_indices()
+    Y = sp.csr_matrix(Y)  # the caller's arrays, not modified
     n, kk = ids.shape
     K = max(max(ks), kk)
     ranked = np.full((n, K), -1, dtype=np.int64)
