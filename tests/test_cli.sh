@@ -804,7 +804,7 @@ expect_grep res_seed res_seed.err "--seed"
 run res_bc1 train $RES_OPTS --epochs 2 --max-batches 7 --save resC.model
 run res_batch train $RES_OPTS --resume resC.model --epochs 2 --batch 100 --save resC.model
 expect_rc res_batch 0
-expect_grep res_batch res_batch.err "resuming resC.model: step 7, epoch 1 at sample 449 of 2000"
+expect_grep res_batch res_batch.err "resuming resC.model: step 7, epoch 1 at sample 449 of 2000; the training set is the one it records"
 run res_batch_info info --model resC.model
 expect_grep res_batch_info res_batch_info.out "trained: 43 steps, 4000 samples, epoch 2,"
 run res_batch2 train $RES_OPTS --resume resB.model --epochs 3 --batch 1000 --save resC.model
@@ -865,6 +865,7 @@ expect_rc res_old 2
 expect_grep res_old res_old.err "resOld.model: 4000 samples after 2 complete epochs do not fit res_small.txt's 1000 points: resume with the --train of the first run"
 run res_old_same train $RES_OPTS --resume resOld.model --epochs 3 --save resOld.model
 expect_rc res_old_same 0
+expect_grep res_old_same res_old_same.err "it records no training set (saved before session 19): only the set's size was checked"
 run res_old_noted info --model resOld.model # the continued run records its set
 expect_grep res_old_noted res_old_noted.out "training set: 2000 points, digest "
 run res_missing train --train "$TRAIN" --resume no_such.model --epochs 3

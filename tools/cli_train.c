@@ -1493,9 +1493,12 @@ static int train_run(const train_args *args) {
                 (double)info.table_bytes / 1e6);
         if (a.max_batches > 0) fprintf(stderr, "  stopping after %lld batches\n", (long long)a.max_batches);
         if (a.resume_path)
-            fprintf(stderr, "  resuming %s: step %lld, epoch %lld at sample %lld of %lld\n",
+            fprintf(stderr, "  resuming %s: step %lld, epoch %lld at sample %lld of %lld; %s\n",
                     a.resume_path, (long long)info.steps, (long long)first_epoch,
-                    (long long)skip_rows + 1, (long long)tv.n_points);
+                    (long long)skip_rows + 1, (long long)tv.n_points,
+                    note.points > 0 ? "the training set is the one it records"
+                                    : "it records no training set (saved before session 19): only the "
+                                      "set's size was checked");
         if (cli_dist)
             fprintf(stderr, "  %d MPI ranks: the output layer split by label range, one shard per "
                             "rank (this rank's shown above)\n", spr_dist_size(cli_dist));
