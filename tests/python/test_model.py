@@ -46,6 +46,10 @@ def test_struct_layouts_match_the_library():
     i = _lib.spr_model_get_info(m._h())
     assert (i.label_lo, i.labels_total, i.rank, i.ranks) == (0, 37, 0, 1), (
         i.label_lo, i.labels_total, i.rank, i.ranks)
+    # spr_data_note: set through ctypes, read back through ctypes (one_based its last field)
+    _lib.spr_model_set_data_note(m._h(), ctypes.byref(_lib.DataNote(5, 2 ** 64 - 3, 1)))
+    n = _lib.spr_model_get_data_note(m._h())
+    assert (n.points, n.digest, n.one_based) == (5, 2 ** 64 - 3, 1)
 
 
 def test_bf16_state_trains_saves_and_loads(xmc_data, tmp_path):
