@@ -422,6 +422,9 @@ class Model:
             eval_rows = np.empty(val.n_points, dtype=np.int64)  # the CLI's --eval-max subset
             eval_rows = eval_rows[:_lib.spr_eval_subset(eval_rows.ctypes.data, val.n_points, int(eval_max))]
         bar = _Progress(quiet)
+        if val is not None and val.n_points == n and val.digest() == data.digest():
+            bar.line("note: validation_data is the training data: its P@k measures the fit, "
+                     "not held-out data")  # as `sparrow train --test` notes it
         per_epoch = (n + opts.batch_size - 1) // opts.batch_size
         stats = _lib.BatchStats()
         last = cfg.n_layers - 1

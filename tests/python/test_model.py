@@ -462,6 +462,17 @@ def test_labels_as_ids_and_lists(xmc_data):
     m.fit(X, [[int(v)] for v in y], epochs=1, quiet=True)
 
 
+def test_validation_on_the_training_data_is_noted(xmc_data, capsys):
+    X, Y, Xt, Yt = xmc_data
+    m = sparrow.Model(X.shape[1], Y.shape[1], hidden=8)
+    m.fit(X, Y, max_batches=1, validation_data=(X, Y))
+    assert "note: validation_data is the training data" in capsys.readouterr().err
+    m.fit(X, Y, max_batches=1, validation_data=(Xt, Yt))
+    assert "note: validation_data" not in capsys.readouterr().err
+    m.fit(X, Y, max_batches=1, validation_data=(X, Y), quiet=True)
+    assert capsys.readouterr().err == ""
+
+
 def test_progress_lines_when_not_a_tty(xmc_data, capsys):
     X, Y, _, _ = xmc_data
     m = sparrow.Model(X.shape[1], Y.shape[1], hidden=8, sparsity=1.0)
