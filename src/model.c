@@ -220,6 +220,14 @@ static int auto_hash_k(const spr_layer_config *lc) {
     return k;
 }
 
+/* A sampled layer's effective K (*k) and its tables' key bits: K codes' bits, folded to
+ * layer_key_bits_max, as spr_hasher_create makes them. */
+static int sampled_key_bits(const spr_layer_config *lc, int *k) {
+    *k = lc->hash_k > 0 ? lc->hash_k : auto_hash_k(lc);
+    const int bits = *k * spr_hash_code_bits(lc->hash);
+    return bits > layer_key_bits_max(lc->size) ? layer_key_bits_max(lc->size) : bits;
+}
+
 spr_status spr_model_config_memory(const spr_model_config *c, int64_t *bytes) {
     if (!bytes) return spr_fail(SPR_STATUS_BAD_INPUT, "spr_model_config_memory: bytes is NULL");
     spr_status st = spr_model_config_check(c);
@@ -238,9 +246,8 @@ spr_status spr_model_config_memory(const spr_model_config *c, int64_t *bytes) {
         total += 4.0 * (double)spr_row_stride(lc->size) * 4.0;   /* b, gb, mb, vb */
         total += rows * (1.0 + 4.0) + 2.0 * SPR_ALIGN;           /* touched flags and list */
         if (l > 0 && lc->sparsity < 1.0f) {
-            int k = lc->hash_k > 0 ? lc->hash_k : auto_hash_k(lc);
-            int bits = k * spr_hash_code_bits(lc->hash);
-            if (bits > layer_key_bits_max(lc->size)) bits = layer_key_bits_max(lc->size);
+            int k;
+            const int bits = sampled_key_bits(lc, &k);
             double buckets = (double)((int64_t)1 << bits);
             total += (double)lc->hash_l * (2.0 * buckets + 1.0 + (double)lc->size) * 4.0;
             total += (double)lc->size * (double)lc->hash_l * 4.0; /* rehash keys */
@@ -768,9 +775,8 @@ spr_model_info spr_model_config_info(const spr_model_config *c) {
         info.parameter_bytes += rows * spr_row_stride(cols) * ((w16 ? 2 : 4) + 4 + (m16 ? 4 : 8)) +
                                 4 * spr_row_stride(lc->size) * 4;
         if (l > 0 && lc->sparsity < 1.0f) { /* a sampled layer: its tables (spr_lsh_bytes) and keys */
-            const int k = lc->hash_k > 0 ? lc->hash_k : auto_hash_k(lc);
-            int bits = k * spr_hash_code_bits(lc->hash);
-            if (bits > layer_key_bits_max(lc->size)) bits = layer_key_bits_max(lc->size);
+            int k;
+            const int bits = sampled_key_bits(lc, &k);
             const int64_t buckets = (int64_t)1 << bits, L = lc->hash_l;
             info.table_bytes += 4 * L * (buckets + 1) + 4 * L * lc->size + 4 * L * buckets + lc->size * L * 4;
             info.hash_k[l] = k;
