@@ -519,7 +519,7 @@ if [ -s svm_eval.out ] && [ "$(sed 's/"seconds": [^,]*//' svm_eval.out)" = "$(se
 run svm_pred predict --model svm.model --input svm.txt --k 2
 run svm_pred1 predict --model svm.model --input svm.txt --k 2 --one-based
 if [ -s svm_pred.out ] && cmp -s svm_pred.out svm_pred1.out; then pass; else fail "svm_pred: $(cat svm_pred.out) vs $(cat svm_pred1.out)"; fi
-printf '0 0:1 2:1\n1 1:1 3:1\n' >svm0.txt # the same points, zero-based
+printf '0 0:1 2:1\n1 1:1 3:1\n0 0:1 2:0.5\n1 1:0.5 3:1\n' >svm0.txt # the same points, zero-based
 run svm_zero eval --model svm.model --test svm0.txt --zero-based
 expect_rc svm_zero 0
 expect_grep svm_zero svm_zero.err "svm.model was trained on a file with one-based feature ids; reading svm0.txt as zero-based, as asked"
@@ -539,11 +539,26 @@ run svm_pc train --train svm.txt --resume svm.model --print-config
 expect_grep svm_pc svm_pc.out '"one-based": null' # before the model is read: "from the model"
 run svm_resume0 train --train svm0.txt --resume svm.model --epochs 3 --batch 2 --quiet
 expect_rc svm_resume0 2
-expect_grep svm_resume0 svm_resume0.err "(svm0.txt was read with one-based feature ids, as the first run of svm.model read its training file)"
+expect_grep svm_resume0 svm_resume0.err "(svm0.txt was read with one-based feature ids, as the first run of svm.model read its training file; --zero-based reads it otherwise)"
+# the same points in a zero-based file, said so: the digest is the check, not the flag
+# (a model trained from arrays records base 0 for a one-based file: --one-based on
+# --resume was refused, and such a model could not be resumed from its file at all)
+run svm_resume0z train --train svm0.txt --zero-based --resume svm.model --epochs 4 --batch 2 --quiet
+expect_rc svm_resume0z 0
 run svm_z train --train svm0.txt --hidden 8 --epochs 1 --batch 2 --sparsity 1 --quiet --save svm0.model
-run svm_resume1 train --train svm.txt --one-based --resume svm0.model --epochs 2 --quiet
-expect_rc svm_resume1 2
-expect_grep svm_resume1 svm_resume1.err "--one-based differs from svm0.model, whose training file had zero-based feature ids"
+run svm_resume1 train --train svm.txt --one-based --resume svm0.model --epochs 2 --batch 2 --quiet
+expect_rc svm_resume1 0
+run svm_resume1x train --train svm.txt --resume svm0.model --epochs 2 --quiet
+expect_rc svm_resume1x 2
+expect_grep svm_resume1x svm_resume1x.err "(svm.txt was read with zero-based feature ids, as the first run of svm0.model read its training file; --one-based reads it otherwise)"
+printf '0 1:1 3:1\n1 2:1 4:1\n0 1:1 3:0.5\n1 2:0.5 4:0.5\n' >svm_other.txt # another point 4
+run svm_resume2 train --train svm_other.txt --one-based --resume svm0.model --epochs 2 --quiet
+expect_rc svm_resume2 2
+expect_grep svm_resume2 svm_resume2.err "svm_other.txt is not the training set of svm0.model"
+expect_grep svm_resume2 svm_resume2.err "(svm_other.txt was read with one-based feature ids; the model's record says zero-based)"
+run svm_both_t train --train svm.txt --one-based --zero-based
+expect_rc svm_both_t 2
+expect_grep svm_both_t svm_both_t.err "--one-based and --zero-based contradict each other"
 
 # "-" for an output: --metrics - is stdout (JSON Lines only: the result line goes to
 # stderr, so `| sparrow plot -` reads it); --save - and gen --out - are refused (they

@@ -37,7 +37,9 @@ static const char TRAIN_HELP[] =
     "data\n"
     "  --train FILE          training set (XMC format with header, or svmlight)\n"
     "  --test FILE           test set, evaluated after every epoch (exact inference)\n"
-    "  --one-based           feature ids in the files start at 1 (svmlight convention)\n"
+    "  --one-based           feature ids in the files start at 1 (svmlight convention);\n"
+    "                        --zero-based: at 0 (the default; with --resume the\n"
+    "                        default is the base the model records)\n"
     "  --eval-max N          evaluate on N test points drawn uniformly at random without\n"
     "                        replacement with a fixed seed: the same subset every epoch\n"
     "                        (and the same as 'sparrow eval --eval-max N'); default: all\n"
@@ -186,7 +188,7 @@ typedef struct train_args {
     int random_pool, have_random_pool;
     int64_t eval_max;
     int64_t max_batches;
-    int one_based;
+    int one_based, zero_based; /* --one-based, --zero-based (neither: 0, or the --resume model's) */
     int quiet, verbose;
     int64_t eval_every;      /* batches between evaluations within an epoch; 0: none */
     int64_t save_every;      /* steps between saves during training; 0: none by steps */
@@ -236,7 +238,7 @@ static int parse_hidden(const char *cmd, const char *text, train_args *a) {
 enum {
     T_TRAIN = 256, T_TEST, T_HIDDEN, T_EPOCHS, T_BATCH, T_LR, T_SPARSITY, T_HASH, T_TABLES,
     T_BITS, T_BUCKET, T_THREADS, T_SEED, T_DENSE, T_SAVE, T_METRICS, T_EVAL_MAX,
-    T_MAX_BATCHES, T_ONE_BASED, T_QUIET, T_VERBOSE, T_POLICY, T_SELECT, T_THRESHOLD,
+    T_MAX_BATCHES, T_ONE_BASED, T_ZERO_BASED, T_QUIET, T_VERBOSE, T_POLICY, T_SELECT, T_THRESHOLD,
     T_HIDDEN_SPARSITY, T_REHASH_FIRST, T_REHASH_GROWTH, T_REHASH_MAX, T_REBUILD, T_RANDOM_FRACTION,
     T_RESUME, T_MAX_MEMORY, T_CLIP_NORM, T_EVAL_EVERY, T_CONFIG, T_PRINT_CONFIG,
     T_BF16_STATE, T_RANDOM_POOL, T_BF16_WEIGHTS, T_SIMHASH_ONE_IN, T_PROPENSITY, T_SAVE_EVERY
@@ -317,6 +319,7 @@ static int parse_train_args(int argc, char **argv, train_args *a) {
         {"eval-max", required_argument, 0, T_EVAL_MAX},
         {"max-batches", required_argument, 0, T_MAX_BATCHES},
         {"one-based", no_argument, 0, T_ONE_BASED},
+        {"zero-based", no_argument, 0, T_ZERO_BASED},
         {"quiet", no_argument, 0, T_QUIET},
         {"verbose", no_argument, 0, T_VERBOSE},
         {"bucket-policy", required_argument, 0, T_POLICY},
@@ -448,6 +451,7 @@ static int parse_train_args(int argc, char **argv, train_args *a) {
             a->have_random_pool = 1;
             break;
         case T_ONE_BASED: a->one_based = 1; break;
+        case T_ZERO_BASED: a->zero_based = 1; break;
         case T_QUIET: a->quiet = 1; break;
         case T_VERBOSE: a->verbose = 1; break;
         case T_POLICY:
@@ -522,6 +526,8 @@ static int parse_train_args(int argc, char **argv, train_args *a) {
     if ((rc = stdin_once(cmd, 3, in_opts, in_paths))) return rc;
     if ((a->save_every || a->save_every_seconds > 0) && !a->save_path)
         return usage_error(cmd, "--save-every needs --save MODEL (where to save)");
+    if (a->one_based && a->zero_based)
+        return usage_error(cmd, "--one-based and --zero-based contradict each other");
     return EXIT_OK;
 }
 
@@ -1059,8 +1065,10 @@ static struct cJSON *train_config_json(const train_args *a) {
     spr_train_options t = spr_train_options_default();
     config_put_string(o, "train", a->train_path);
     config_put_string(o, "test", a->test_path);
-    if (a->resume_path && !a->one_based) config_put_null(o, "one-based"); /* the model's record */
+    if (a->resume_path && !a->one_based && !a->zero_based)
+        config_put_null(o, "one-based"); /* the model's record */
     else config_put_bool(o, "one-based", a->one_based);
+    config_put_bool(o, "zero-based", a->zero_based);
     if (a->eval_max) config_put_int(o, "eval-max", a->eval_max);
     else config_put_null(o, "eval-max");
     if (a->eval_every) config_put_int(o, "eval-every", a->eval_every);
@@ -1286,6 +1294,20 @@ static int check_output_paths(const train_args *a) {
     return EXIT_OK;
 }
 
+/* After a --resume training set was refused: the id base it was read with, where that
+ * may be why (the model's record chose it, or the flag given differs from the record). */
+static void resume_base_hint(const train_args *a, const spr_data_note *note, int base_from_model) {
+    const char *used = a->one_based ? "one" : "zero";
+    if (!cli_is_root() || note->points <= 0) return;
+    if (base_from_model)
+        fprintf(stderr, "sparrow: (%s was read with %s-based feature ids, as the first run of %s read its "
+                        "training file; --%s-based reads it otherwise)\n",
+                a->train_path, used, a->resume_path, a->one_based ? "zero" : "one");
+    else if (a->one_based != note->one_based)
+        fprintf(stderr, "sparrow: (%s was read with %s-based feature ids; the model's record says %s-based)\n",
+                a->train_path, used, note->one_based ? "one" : "zero");
+}
+
 /* A training run with the parsed options. */
 static int train_run(const train_args *args) {
     train_args a = *args;
@@ -1317,24 +1339,14 @@ static int train_run(const train_args *args) {
     }
     /* A resumed model that knows its training set reads the file as its first run did
      * and checks, once read, that it is that set. */
-    if (note.points > 0) {
-        if (a.one_based && !note.one_based) {
-            fprintf(stderr, "sparrow: --one-based differs from %s, whose training file had zero-based "
-                            "feature ids: --resume reads it as the first run did (leave --one-based out)\n",
-                    a.resume_path);
-            rc = EXIT_USAGE;
-            goto done;
-        }
-        a.one_based = note.one_based;
-    }
+    const int base_from_model = note.points > 0 && !a.one_based && !a.zero_based;
+    if (base_from_model) a.one_based = note.one_based;
     spr_read_options ropt = spr_read_options_default();
     ropt.one_based = a.one_based;
     double t0 = now_seconds();
     if ((st = read_dataset(a.train_path, &ropt, a.quiet, &train)) != SPR_STATUS_OK) {
         rc = library_error(st);
-        if (note.points > 0 && note.one_based && cli_is_root())
-            fprintf(stderr, "sparrow: (%s was read with one-based feature ids, as the first run of %s "
-                            "read its training file)\n", a.train_path, a.resume_path);
+        resume_base_hint(&a, &note, base_from_model);
         goto done;
     }
     spr_dataset_view tv = spr_dataset_get_view(train);
@@ -1347,6 +1359,7 @@ static int train_run(const train_args *args) {
                         "of the first run\n",
                 a.train_path, a.resume_path, (long long)tv.n_points, (unsigned long long)digest,
                 (long long)note.points, (unsigned long long)note.digest);
+        resume_base_hint(&a, &note, base_from_model);
         rc = EXIT_USAGE;
         goto done;
     }
@@ -1356,6 +1369,7 @@ static int train_run(const train_args *args) {
                         "(resume with the training set of the first run)\n",
                 a.train_path, (long long)tv.n_features, (long long)tv.n_labels,
                 (long long)cfg.n_features, (long long)model_labels, a.resume_path);
+        resume_base_hint(&a, &note, base_from_model);
         rc = EXIT_USAGE;
         goto done;
     }
