@@ -930,9 +930,9 @@ static int periodic_save(train_state *s) {
         int rc = library_error(st);
         if (cli_is_root())
             fprintf(stderr, "sparrow: training stopped at step %lld: the --save-every save failed; "
-                            "%s %s\n",
-                    (long long)step, path,
-                    s->saved_step >= 0 ? "holds the previous save" : "is left as it was");
+                                "%s %s\n",
+                        (long long)step, path,
+                        s->saved_step >= 0 ? "holds the previous save" : "is left as it was");
         return rc;
     }
     s->saved_step = step;
@@ -1354,21 +1354,23 @@ static int train_run(const train_args *args) {
     const uint64_t digest = spr_dataset_digest(train);
     const spr_data_note trained_on = {tv.n_points, digest, a.one_based}; /* recorded in the model */
     if (note.points > 0 && (note.points != tv.n_points || note.digest != digest)) {
-        fprintf(stderr, "sparrow: %s is not the training set of %s (it has %lld points, digest %016llx; "
-                        "the model was trained on %lld points, digest %016llx): resume with the --train "
-                        "of the first run\n",
-                a.train_path, a.resume_path, (long long)tv.n_points, (unsigned long long)digest,
-                (long long)note.points, (unsigned long long)note.digest);
+        if (cli_is_root()) /* every rank read the same data: one line */
+            fprintf(stderr, "sparrow: %s is not the training set of %s (it has %lld points, digest %016llx; "
+                            "the model was trained on %lld points, digest %016llx): resume with the --train "
+                            "of the first run\n",
+                    a.train_path, a.resume_path, (long long)tv.n_points, (unsigned long long)digest,
+                    (long long)note.points, (unsigned long long)note.digest);
         resume_base_hint(&a, &note, base_from_model);
         rc = EXIT_USAGE;
         goto done;
     }
     int64_t model_labels = a.resume_path ? resumed.labels_total : tv.n_labels;
     if (a.resume_path && (tv.n_features > cfg.n_features || tv.n_labels > model_labels)) {
-        fprintf(stderr, "sparrow: %s: %lld features and %lld labels, more than the %lld and %lld of %s "
-                        "(resume with the training set of the first run)\n",
-                a.train_path, (long long)tv.n_features, (long long)tv.n_labels,
-                (long long)cfg.n_features, (long long)model_labels, a.resume_path);
+        if (cli_is_root()) /* every rank read the same data: one line */
+            fprintf(stderr, "sparrow: %s: %lld features and %lld labels, more than the %lld and %lld of %s "
+                            "(resume with the training set of the first run)\n",
+                    a.train_path, (long long)tv.n_features, (long long)tv.n_labels,
+                    (long long)cfg.n_features, (long long)model_labels, a.resume_path);
         resume_base_hint(&a, &note, base_from_model);
         rc = EXIT_USAGE;
         goto done;
@@ -1419,19 +1421,21 @@ static int train_run(const train_args *args) {
         first_epoch = mi.epoch + 1;
         skip_rows = mi.epoch > mi.samples / tv.n_points ? -1 : mi.samples - mi.epoch * tv.n_points;
         if (skip_rows < 0 || skip_rows >= tv.n_points) {
-            fprintf(stderr,
-                    "sparrow: %s: %lld samples after %lld complete epochs do not fit %s's %lld "
-                    "points: resume with the --train of the first run\n",
-                    a.resume_path, (long long)mi.samples, (long long)mi.epoch, a.train_path,
-                    (long long)tv.n_points);
+            if (cli_is_root())
+                fprintf(stderr,
+                        "sparrow: %s: %lld samples after %lld complete epochs do not fit %s's %lld "
+                        "points: resume with the --train of the first run\n",
+                        a.resume_path, (long long)mi.samples, (long long)mi.epoch, a.train_path,
+                        (long long)tv.n_points);
             rc = EXIT_USAGE;
             goto done;
         }
         if (mi.epoch >= a.epochs) {
-            fprintf(stderr,
-                    "sparrow: %s has completed %lld epochs, --epochs is %lld: nothing to train "
-                    "(--epochs counts the epochs of the first run too)\n",
-                    a.resume_path, (long long)mi.epoch, (long long)a.epochs);
+            if (cli_is_root())
+                fprintf(stderr,
+                        "sparrow: %s has completed %lld epochs, --epochs is %lld: nothing to train "
+                        "(--epochs counts the epochs of the first run too)\n",
+                        a.resume_path, (long long)mi.epoch, (long long)a.epochs);
             rc = EXIT_OK;
             goto done;
         }
@@ -1485,8 +1489,8 @@ static int train_run(const train_args *args) {
     if (!cli_is_root()) a.quiet = 1;
     if (cli_is_root()) {
         fprintf(stderr, "sparrow train: %s: %lld points, %lld features, %lld labels",
-                a.train_path, (long long)tv.n_points, (long long)tv.n_features,
-                (long long)tv.n_labels);
+                    a.train_path, (long long)tv.n_points, (long long)tv.n_features,
+                    (long long)tv.n_labels);
         if (test)
             fprintf(stderr, "; %s: %lld points", a.test_path,
                     (long long)spr_dataset_get_view(test).n_points);
@@ -1593,10 +1597,10 @@ static int train_run(const train_args *args) {
     if (metrics_rc) {
         if (cli_is_root())
             fprintf(stderr,
-                    "sparrow: training stopped at step %lld, the metrics file unwritable; %s\n",
-                    (long long)spr_model_get_info(model).steps,
-                    a.save_path ? "the model is saved (--resume continues it)"
-                                : "model not saved (no --save)");
+                        "sparrow: training stopped at step %lld, the metrics file unwritable; %s\n",
+                        (long long)spr_model_get_info(model).steps,
+                        a.save_path ? "the model is saved (--resume continues it)"
+                                    : "model not saved (no --save)");
         rc = metrics_rc;
         goto done;
     }
