@@ -562,6 +562,10 @@ SPR_API spr_status spr_model_load(const char *path, spr_model **out);
  * manifest gives the whole model its shards make up. Any of the outputs may be NULL. */
 SPR_API spr_status spr_model_peek(const char *path, spr_model_config *config, spr_model_info *info,
                                   spr_data_note *note);
+/* How a saved model is stored: 0 for one model file, N for the manifest of N shards
+ * (spr_model_save of a sharded model), -1 with spr_last_error() set when path is neither
+ * (a damaged manifest, a missing file). Reads the manifest only. */
+SPR_API int spr_model_file_shards(const char *path);
 
 /* ------------------------------------------------------------------ model parallelism (MPI) */
 

@@ -518,6 +518,25 @@ done:
     return st;
 }
 
+int spr_model_file_shards(const char *path) {
+    if (!path) {
+        spr_fail(SPR_STATUS_BAD_INPUT, "spr_model_file_shards: NULL path");
+        return -1;
+    }
+    if (!spr_dist_is_manifest(path)) {
+        struct stat sb;
+        if (stat(path, &sb) == 0 && S_ISREG(sb.st_mode)) return 0;
+        spr_fail(SPR_STATUS_IO_ERROR, "%s: cannot open: %s", path,
+                 stat(path, &sb) != 0 ? strerror(errno) : "not a regular file");
+        return -1;
+    }
+    manifest mf;
+    if (manifest_read(path, &mf)) return -1;
+    const int ranks = mf.ranks;
+    manifest_free(&mf);
+    return ranks;
+}
+
 spr_status spr_dist_peek_manifest(const char *path, spr_model_config *cfg, int64_t stat[6],
                                   spr_data_note *note) {
     manifest mf;

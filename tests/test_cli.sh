@@ -491,6 +491,7 @@ expect_rc flip_verify 2
 expect_grep flip_verify flip_verify.err "checksum mismatch (file damaged)"
 run ok_verify info --model dense.model --verify --json
 expect_rc ok_verify 0
+expect_grep ok_verify ok_verify.out '"shards": 0'
 # eval and predict read the data before loading the model (peeked at for its sizes): a
 # bad data file is reported before a model of tens of GB is read
 run flip_eval eval --model flipped.model --test bad.txt

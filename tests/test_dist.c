@@ -283,6 +283,10 @@ static void test_manifest_one_rank(const char *dir) {
     CHECK(d == 0.0, "a one-rank sharded save loaded back: expected identical, got diff %g", d);
     CHECK(spr_model_get_info(back).steps == 3, "steps after load: expected 3, got %lld",
           (long long)spr_model_get_info(back).steps);
+    CHECK(spr_model_file_shards(path) == 1, "a one-rank sharded save: expected 1 shard, got %d",
+          spr_model_file_shards(path));
+    CHECK(spr_model_file_shards(dir) == -1 && strstr(spr_last_error(), "not a regular file"),
+          "a directory: expected -1, got %d (%s)", spr_model_file_shards(dir), spr_last_error());
     /* peeking at the manifest: the whole model's figures, from shard 0's small sections */
     const spr_data_note note = {200, 77, 1};
     spr_model_set_data_note(part, &note);

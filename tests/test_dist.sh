@@ -114,11 +114,15 @@ timeout 120 "${mpi[@]}" "$sparrow" train "${other[@]}" --resume "$work/res1.mode
     { cat "$work/res2.log"; fail "resumed with another training set on 2 ranks: expected exit 2 naming it once (rank 0), got $rc"; }
 "$sparrow" info --model "$work/res.model" | grep -q "training set: 30000 points, digest " ||
     fail "sparrow info of a 2-rank save: expected its training set"
+"$sparrow" info --model "$work/res.model" | grep -q "res.model: the manifest of 2 shards" ||
+    fail "sparrow info of a 2-rank save: expected it to say it is the manifest of 2 shards"
+"$sparrow" info --model "$work/res.model" --json | grep -q '"shards": 2' || fail "info --json: expected \"shards\": 2"
 # info peeks at shard 0 and the manifest: the figures of the whole model loaded
 SPARROW_LIB="$build/libsparrow.so" PYTHONPATH="$(dirname "$0")/../python" /usr/bin/python3 - "$work/res.model" <<'PYEOF' ||
 import sys, sparrow
 peek, info = sparrow.Model.peek(sys.argv[1]), sparrow.Model.load(sys.argv[1]).info
 assert all(peek[k] == v for k, v in info.items()) and peek["n_labels"] == 5000, (peek, info)
+assert peek["shards"] == 2, peek
 PYEOF
     fail "peek of a 2-rank manifest: expected the loaded whole model's info"
 

@@ -443,7 +443,8 @@ static const char INFO_HELP[] =
     "                  vector features and the sets it supports; SPARROW_KERNELS=NAME\n"
     "                  forces a supported set\n";
 
-static void info_json(const spr_model_config *cfg, const spr_model_info *info, const spr_data_note *note) {
+static void info_json(const spr_model_config *cfg, const spr_model_info *info, const spr_data_note *note,
+                      int shards) {
     printf("{\"n_features\": %lld, \"n_labels\": %lld, \"layers\": [",
            (long long)cfg->n_features, (long long)cfg->layers[cfg->n_layers - 1].size);
     for (int i = 0; i < cfg->n_layers; i++) {
@@ -470,6 +471,7 @@ static void info_json(const spr_model_config *cfg, const spr_model_info *info, c
            (long long)info->samples, (long long)info->epoch, (long long)info->parameters,
            (long long)info->parameter_bytes, (long long)info->table_bytes,
            (long long)info->rehashes, (long long)info->rebuilds);
+    printf(", \"shards\": %d", shards > 0 ? shards : 0);
     if (note->points > 0)
         printf(", \"training_set\": {\"points\": %lld, \"digest\": \"%016llx\", \"one_based\": %s}}\n",
                (long long)note->points, (unsigned long long)note->digest, note->one_based ? "true" : "false");
@@ -478,8 +480,12 @@ static void info_json(const spr_model_config *cfg, const spr_model_info *info, c
 }
 
 static void info_text(const char *path, const spr_model_config *cfg, const spr_model_info *info,
-                      const spr_data_note *note) {
-    printf("model %s\n", path);
+                      const spr_data_note *note, int shards) {
+    if (shards > 0)
+        printf("model %s: the manifest of %d shard%s (files beside it; loading assembles them)\n", path,
+               shards, shards == 1 ? "" : "s");
+    else
+        printf("model %s\n", path);
     printf("input: %lld features\n", (long long)cfg->n_features);
     for (int i = 0; i < cfg->n_layers; i++) {
         const spr_layer_config *l = &cfg->layers[i];
@@ -553,12 +559,13 @@ int cmd_info(int argc, char **argv) {
     spr_data_note note;
     spr_status st = spr_model_peek(model_path, &cfg, &info, &note);
     if (st != SPR_STATUS_OK) return library_error(st);
+    const int shards = spr_model_file_shards(model_path); /* the peek read it: 0 or N */
     if (verify) {
         spr_model *model = NULL;
         if ((st = spr_model_load(model_path, &model)) != SPR_STATUS_OK) return library_error(st);
         spr_model_free(model);
     }
-    if (json) info_json(&cfg, &info, &note);
-    else info_text(model_path, &cfg, &info, &note);
+    if (json) info_json(&cfg, &info, &note, shards);
+    else info_text(model_path, &cfg, &info, &note, shards);
     return EXIT_OK;
 }

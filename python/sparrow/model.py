@@ -295,15 +295,17 @@ class Model:
 
     @staticmethod
     def peek(path):
-        """What load(path).info would say, and n_features, n_labels and hidden (the
-        hidden layers' sizes), from the file's small sections only: its arrays are not
-        read (nor their checksums: load() still checks those), so a model of any size,
-        or a manifest of shards, costs a few reads."""
+        """What load(path).info would say, and n_features, n_labels, hidden (the hidden
+        layers' sizes) and shards (0: one file; N: path is the manifest of N shards), from
+        the file's small sections only: its arrays are not read (nor their checksums:
+        load() still checks those), so a model of any size, or a manifest of shards,
+        costs a few reads."""
         c, i, note = _lib.ModelConfig(), _lib.ModelInfo(), _lib.DataNote()
         check(_lib.spr_model_peek(os.fsencode(path), ctypes.byref(c), ctypes.byref(i), ctypes.byref(note)))
         d = _info_dict(i, note)
         d.update(n_features=c.n_features, n_labels=c.layers[c.n_layers - 1].size,
-                 hidden=[c.layers[l].size for l in range(c.n_layers - 1)])
+                 hidden=[c.layers[l].size for l in range(c.n_layers - 1)],
+                 shards=max(0, _lib.spr_model_file_shards(os.fsencode(path))))
         return d
 
     def weights(self, layer, bias=False):

@@ -249,7 +249,8 @@ def test_peek_is_the_loaded_info(xmc_data, tmp_path):
     m.fit(X, Y, max_batches=3, quiet=True)
     path = tmp_path / "m.spr"
     m.save(path)
-    want = dict(sparrow.Model.load(path).info, n_features=X.shape[1], n_labels=Y.shape[1], hidden=[16, 8])
+    want = dict(sparrow.Model.load(path).info, n_features=X.shape[1], n_labels=Y.shape[1], hidden=[16, 8],
+                shards=0)
     assert sparrow.Model.peek(path) == want and want["training_set"]["points"] == X.shape[0]
     b = bytearray(path.read_bytes())
     b[len(b) // 2] ^= 0xFF
