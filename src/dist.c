@@ -525,9 +525,9 @@ int spr_model_file_shards(const char *path) {
     }
     if (!spr_dist_is_manifest(path)) {
         struct stat sb;
-        if (stat(path, &sb) == 0 && S_ISREG(sb.st_mode)) return 0;
-        spr_fail(SPR_STATUS_IO_ERROR, "%s: cannot open: %s", path,
-                 stat(path, &sb) != 0 ? strerror(errno) : "not a regular file");
+        const int found = stat(path, &sb) == 0;
+        if (found && S_ISREG(sb.st_mode)) return 0;
+        spr_fail(SPR_STATUS_IO_ERROR, "%s: cannot open: %s", path, found ? "not a regular file" : strerror(errno));
         return -1;
     }
     manifest mf;
