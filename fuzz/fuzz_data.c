@@ -2,7 +2,9 @@
  * fuzz_data.c: libFuzzer target for the data set reader, spr_dataset_read.
  *
  * Each input is read as XMC, as AUTO, as 1-based svmlight, and as XMC with small
- * caller limits (n_features = n_labels = 16, which exercises the range checks). Besides
+ * caller limits (n_features = n_labels = 16, which exercises the range checks); and in
+ * the split format (spr_dataset_read_split) as both the features and the labels file,
+ * and as a features file alone. Besides
  * the sanitizers, every successful read is checked against the contract of
  * spr_dataset_view (CSR shape, ids sorted, unique and in range, finite values), and
  * every failure must leave *out NULL with a message.
@@ -43,14 +45,16 @@ static void check_view(const spr_dataset *ds) {
     }
 }
 
-static void read_as(const char *path, spr_format format, int one_based, int64_t limit) {
+/* split: 0 spr_dataset_read; 1 spr_dataset_read_split(path, path); 2 (path, NULL). */
+static void read_as(const char *path, spr_format format, int one_based, int64_t limit, int split) {
     spr_read_options opt = spr_read_options_default();
     opt.format = format;
     opt.one_based = one_based;
     opt.n_features = limit;
     opt.n_labels = limit;
     spr_dataset *ds = (spr_dataset *)&opt; /* must be overwritten with NULL on failure */
-    spr_status st = spr_dataset_read(path, &opt, &ds);
+    spr_status st = split ? spr_dataset_read_split(path, split == 1 ? path : NULL, &opt, NULL, NULL, &ds)
+                          : spr_dataset_read(path, &opt, &ds);
     if (st == SPR_STATUS_OK) {
         FUZZ_CHECK(ds != NULL, "OK but no data set");
         check_view(ds);
@@ -75,9 +79,11 @@ static void read_as(const char *path, spr_format format, int one_based, int64_t 
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     const char *path = fuzz_write_input(data, size);
-    read_as(path, SPR_FORMAT_XMC, 0, 0);
-    read_as(path, SPR_FORMAT_AUTO, 0, 0);
-    read_as(path, SPR_FORMAT_SVMLIGHT, 1, 0);
-    read_as(path, SPR_FORMAT_XMC, 0, 16);
+    read_as(path, SPR_FORMAT_XMC, 0, 0, 0);
+    read_as(path, SPR_FORMAT_AUTO, 0, 0, 0);
+    read_as(path, SPR_FORMAT_SVMLIGHT, 1, 0, 0);
+    read_as(path, SPR_FORMAT_XMC, 0, 16, 0);
+    read_as(path, SPR_FORMAT_AUTO, 0, 0, 1);
+    read_as(path, SPR_FORMAT_AUTO, 1, 16, 2);
     return 0;
 }

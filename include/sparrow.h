@@ -99,7 +99,8 @@ typedef struct spr_dataset_view {
 } spr_dataset_view;
 
 typedef enum spr_format {
-    SPR_FORMAT_AUTO = 0,     /* XMC if the first line is a header "N D L", else svmlight */
+    SPR_FORMAT_AUTO = 0,     /* XMC if the first line is a header "N D L" (a split-format
+                                features file if it is "N D"), else svmlight */
     SPR_FORMAT_XMC = 1,      /* Extreme Classification Repository: header "N D L" then points */
     SPR_FORMAT_SVMLIGHT = 2, /* svmlight / libsvm: no header */
 } spr_format;
@@ -124,6 +125,19 @@ SPR_API spr_status spr_dataset_read(const char *path, const spr_read_options *op
 SPR_API spr_status spr_dataset_read_progress(const char *path, const spr_read_options *options,
                                              spr_progress_fn progress, void *user,
                                              spr_dataset **out);
+
+/* Reads the Extreme Classification Repository's split format: features in one file
+ * (trn_X_Xf.txt: a header "POINTS FEATURES", then per point one line of "f:v" pairs; an
+ * empty line is a point without features) and labels in another (trn_X_Y.txt: a header
+ * "POINTS LABELS", then per point "l:w" pairs; every listed label is one of the point's
+ * labels, its weight w must be positive and is not used). Both files must hold the same
+ * number of points. options->format is ignored; one_based shifts feature ids only;
+ * n_features / n_labels override the headers. labels_path NULL: the points have no labels
+ * (spr_dataset_read also reads a features file alone). Errors name the file and line;
+ * progress (NULL: none) is told each file's bytes in turn. */
+SPR_API spr_status spr_dataset_read_split(const char *features_path, const char *labels_path,
+                                          const spr_read_options *options, spr_progress_fn progress,
+                                          void *user, spr_dataset **out);
 
 /* Wraps caller-owned CSR arrays without copying; they must outlive the handle. The
  * arrays are validated (sorted, in range); O(nnz). */

@@ -20,7 +20,12 @@
  *     training file is far more likely a mistake (a truncated download, a wrong path)
  *     than an intended data set. A header "0 D L" alone is a valid empty data set.
  *   - The header is recognised on the first non-empty line only: exactly three
- *     non-negative integers separated by spaces or tabs.
+ *     non-negative integers separated by spaces or tabs. Two ("ROWS COLUMNS") make the
+ *     file a features file of the repository's split format (trn_X_Xf.txt), read by the
+ *     split reader: there every line after the header is a row, an empty one too.
+ *   - Split format (spr_dataset_read_split): a repeated id in a row is an error, labels'
+ *     too (a label's weight would be ambiguous); the weights must be positive and are
+ *     dropped. Row counts of the header and the file must agree, and the two files'.
  *   - Comments ("#" to the end of the line) and "qid:N" tokens are accepted in svmlight
  *     files only; in XMC files they are errors.
  */
@@ -201,6 +206,7 @@ typedef struct spr_reader {
     spr_progress_fn progress; /* told r->total of size after each read (NULL: nobody) */
     void *progress_user;
     int64_t size;    /* of a regular file, else 0 (unknown) */
+    int regular;     /* a regular file: its size is known and checked at the end */
 } spr_reader;
 
 /* The compressor whose magic number starts a file's first bytes p[0..n), and in *how the
@@ -298,6 +304,50 @@ static int spr_reader_next(spr_reader *r, char **start, char **end) {
     }
 }
 
+/* Opens path for spr_reader_next: a 16 MB buffer at most (a smaller file gets its size). */
+static spr_status spr_reader_open(spr_reader *r, const char *path, spr_progress_fn progress, void *user) {
+    memset(r, 0, sizeof *r);
+    r->path = path;
+    r->fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (r->fd < 0) return spr_fail(SPR_STATUS_IO_ERROR, "%s: cannot open: %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(r->fd, &sb) == 0 && S_ISDIR(sb.st_mode))
+        return spr_fail(SPR_STATUS_IO_ERROR, "%s: is a directory", path);
+    r->progress = progress;
+    r->progress_user = user;
+    r->regular = S_ISREG(sb.st_mode);
+    r->size = r->regular ? (int64_t)sb.st_size : 0;
+#ifdef POSIX_FADV_SEQUENTIAL
+    posix_fadvise(r->fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+#endif
+    r->cap = (size_t)16 << 20; /* 16 MB reads: few syscalls, fits in L3-ish territory */
+    if (r->regular && (size_t)sb.st_size + 1 < r->cap) r->cap = (size_t)sb.st_size + 1;
+    if (r->cap < 4096) r->cap = 4096;
+    r->buf = malloc(r->cap + 1);
+    if (!r->buf) return spr_fail(SPR_STATUS_NO_MEMORY, "%s: out of memory", path);
+    return SPR_STATUS_OK;
+}
+
+/* A regular file that another process wrote while we read it gives a data set that never
+ * existed on disk: refuse it rather than train on half a file. Call at end of file. */
+static spr_status spr_reader_unchanged(const spr_reader *r) {
+    struct stat sb_end;
+    if (r->regular && fstat(r->fd, &sb_end) == 0 &&
+        ((int64_t)sb_end.st_size != r->size || r->total != (long long)r->size))
+        return spr_fail(SPR_STATUS_BAD_INPUT,
+                        "%s: the file changed while being read (%lld bytes when opened, %lld read, "
+                        "%lld now)",
+                        r->path, (long long)r->size, r->total, (long long)sb_end.st_size);
+    return SPR_STATUS_OK;
+}
+
+static void spr_reader_close(spr_reader *r) {
+    free(r->buf);
+    r->buf = NULL;
+    if (r->fd >= 0) close(r->fd);
+    r->fd = -1;
+}
+
 /* A growing array of n elements of size elem (capacity cap). */
 static int spr_grow(void **p, int64_t *cap, int64_t need, size_t elem) {
     if (need <= *cap) return 1;
@@ -365,21 +415,22 @@ static inline int spr_parse_id(char **pp, int64_t max, int64_t *out) {
     return 1;
 }
 
-/* Recognises a header "N D L": three non-negative integers and nothing else. */
+/* Recognises a header: two or three non-negative integers and nothing else ("N D L" of
+ * an XMC file, "ROWS COLUMNS" of a split-format file). Returns how many (0: none). */
 static int spr_parse_header(char *p, int64_t hdr[3]) {
-    for (int i = 0; i < 3; i++) {
+    int n = 0;
+    for (;;) {
         while (spr_is_space(*p)) p++;
-        if (!spr_is_digit(*p)) return 0;
+        if (*p == '\n') return n >= 2 ? n : 0;
+        if (n == 3 || !spr_is_digit(*p)) return 0;
         int64_t v = 0;
         while (spr_is_digit(*p)) {
             if (v > (INT64_MAX - 9) / 10) return 0;
             v = v * 10 + (*p++ - '0');
         }
         if (*p != '\n' && !spr_is_space(*p)) return 0;
-        hdr[i] = v;
+        hdr[n++] = v;
     }
-    while (spr_is_space(*p)) p++;
-    return *p == '\n';
 }
 
 static int spr_cmp_u64(const void *a, const void *b) {
@@ -407,70 +458,325 @@ static void spr_sort_pairs(int32_t *ids, float *vals, int64_t n, uint64_t *scrat
     }
 }
 
+/* Growing (id, value) arrays that rows of "id:value" pairs are appended to, with the
+ * scratch that sorts one row. */
+typedef struct spr_pairs {
+    int32_t *ids;      /* (n) */
+    float *vals;       /* (n) */
+    int64_t n, cap_ids, cap_vals;
+    uint64_t *scratch; /* (cap_scratch) */
+    int64_t cap_scratch;
+    int64_t max_id;    /* the largest id appended (after the one-based shift), -1: none */
+} spr_pairs;
+
+static void spr_pairs_free(spr_pairs *pp) {
+    free(pp->ids);
+    free(pp->vals);
+    free(pp->scratch);
+    memset(pp, 0, sizeof *pp);
+}
+
+/* What a row's pairs may hold, and the words that explain a refusal. */
+typedef struct spr_pair_rules {
+    const char *what;    /* "feature" or "label" */
+    int64_t id_max;      /* the largest id accepted as written (before the one-based shift) */
+    int known;           /* the ids have a limit: lim, quoted as "<lim_src> <lim> <what>s" */
+    int64_t lim;
+    const char *lim_src;
+    int one_based;       /* ids are written from 1 */
+    int svm;             /* svmlight: '#' ends the line, "qid:N" is skipped */
+} spr_pair_rules;
+
+/* Appends the "id:value" pairs from q to the line end to pp, sorted by id; a repeated id
+ * or a value that is not a finite number is an error naming path and line ln. */
+static spr_status spr_parse_pairs(char *q, const char *path, long long ln, const spr_pair_rules *ru,
+                                  spr_pairs *pp) {
+    const char *w = ru->what;
+    char tok[48];
+    const int64_t start = pp->n;
+    int sorted = 1;
+    int64_t prev = -1;
+    for (;;) {
+        while (spr_is_space(*q)) q++;
+        if (*q == '\n') break;
+        if (ru->svm && *q == '#') break;
+        if (ru->svm && q[0] == 'q' && q[1] == 'i' && q[2] == 'd' && q[3] == ':') {
+            while (*q != '\n' && !spr_is_space(*q)) q++;
+            continue;
+        }
+        char *s = q;
+        int64_t id;
+        int rc = spr_parse_id(&q, ru->id_max, &id);
+        if (rc == 0) {
+            if (*s == '-' && spr_is_digit(s[1]))
+                return spr_fail(SPR_STATUS_BAD_INPUT, "%s:%lld: negative %s id in '%s'", path, ln, w, spr_token(s, tok));
+            return spr_fail(SPR_STATUS_BAD_INPUT, "%s:%lld: bad %s '%s' (expected id:value)", path, ln, w, spr_token(s, tok));
+        }
+        if (rc < 0) {
+            if (ru->known)
+                return spr_fail(SPR_STATUS_BAD_INPUT, "%s:%lld: %s id %s out of range (%s %lld %ss%s)", path, ln, w,
+                                spr_digits(s, q, tok), ru->lim_src, (long long)ru->lim, w,
+                                ru->one_based ? ", ids one-based" : "");
+            return spr_fail(SPR_STATUS_BAD_INPUT, "%s:%lld: %s id %s too large (ids are 32-bit)", path, ln, w,
+                            spr_digits(s, q, tok));
+        }
+        if (*q != ':') {
+            if (*q == '\n' || spr_is_space(*q))
+                return spr_fail(SPR_STATUS_BAD_INPUT, "%s:%lld: missing ':' in %s '%s'", path, ln, w, spr_token(s, tok));
+            return spr_fail(SPR_STATUS_BAD_INPUT, "%s:%lld: bad %s '%s' (expected id:value)", path, ln, w, spr_token(s, tok));
+        }
+        q++;
+        if (ru->one_based) {
+            if (id == 0) return spr_fail(SPR_STATUS_BAD_INPUT, "%s:%lld: %s id 0 in a one-based file", path, ln, w);
+            id--;
+        }
+        float v;
+        char *ve;
+        if (!spr_parse_value(q, &ve, &v) || (*ve != '\n' && !spr_is_space(*ve) && !(ru->svm && *ve == '#')))
+            return spr_fail(SPR_STATUS_BAD_INPUT, "%s:%lld: bad value in %s '%s'", path, ln, w, spr_token(s, tok));
+        if (!isfinite(v))
+            return spr_fail(SPR_STATUS_BAD_INPUT, "%s:%lld: value of %s '%s' is not finite", path, ln, w, spr_token(s, tok));
+        q = ve;
+        if (!spr_grow((void **)&pp->ids, &pp->cap_ids, pp->n + 1, sizeof *pp->ids) ||
+            !spr_grow((void **)&pp->vals, &pp->cap_vals, pp->n + 1, sizeof *pp->vals))
+            return spr_fail(SPR_STATUS_NO_MEMORY, "%s:%lld: out of memory", path, ln);
+        pp->ids[pp->n] = (int32_t)id;
+        pp->vals[pp->n] = v;
+        pp->n++;
+        if (id <= prev) sorted = 0;
+        prev = id;
+        if (id > pp->max_id) pp->max_id = id;
+    }
+    if (!sorted) {
+        const int64_t m = pp->n - start;
+        if (!spr_grow((void **)&pp->scratch, &pp->cap_scratch, m, sizeof *pp->scratch))
+            return spr_fail(SPR_STATUS_NO_MEMORY, "%s:%lld: out of memory", path, ln);
+        spr_sort_pairs(pp->ids + start, pp->vals + start, m, pp->scratch);
+        for (int64_t i = start + 1; i < pp->n; i++)
+            if (pp->ids[i] == pp->ids[i - 1])
+                return spr_fail(SPR_STATUS_BAD_INPUT, "%s:%lld: %s id %lld repeated", path, ln, w,
+                                (long long)pp->ids[i] + (ru->one_based ? 1 : 0));
+    }
+    return SPR_STATUS_OK;
+}
+
+/* The rows of a split-format file after its header "ROWS COLUMNS" (read at line hdr_line):
+ * every line is a row of pairs, an empty line a row without any. Appends them to pp and
+ * sets *indptr (ROWS + 1, malloc'd). */
+static spr_status spr_read_rows(spr_reader *r, const int64_t hdr[2], int64_t hdr_line,
+                                const spr_pair_rules *ru, spr_pairs *pp, int64_t **indptr) {
+    int64_t n = 0, cap = 0;
+    int64_t *ptr = NULL;
+    spr_status st = SPR_STATUS_OK;
+    if (!spr_grow((void **)&ptr, &cap, 1, sizeof *ptr)) {
+        st = spr_fail(SPR_STATUS_NO_MEMORY, "%s: out of memory", r->path);
+        goto fail;
+    }
+    ptr[0] = 0;
+    for (;;) {
+        char *p = NULL, *e = NULL;
+        int got = spr_reader_next(r, &p, &e);
+        if (got < 0) { st = (spr_status)-got; goto fail; }
+        if (got == 0) break;
+        const long long ln = (long long)r->line;
+        if (n >= hdr[0]) {
+            st = spr_fail(SPR_STATUS_BAD_INPUT, "%s:%lld: header says %lld rows, file has more", r->path, ln,
+                          (long long)hdr[0]);
+            goto fail;
+        }
+        if ((st = spr_parse_pairs(p, r->path, ln, ru, pp)) != SPR_STATUS_OK) goto fail;
+        if (!spr_grow((void **)&ptr, &cap, n + 2, sizeof *ptr)) {
+            st = spr_fail(SPR_STATUS_NO_MEMORY, "%s:%lld: out of memory", r->path, ln);
+            goto fail;
+        }
+        ptr[++n] = pp->n;
+    }
+    if ((st = spr_reader_unchanged(r)) != SPR_STATUS_OK) goto fail;
+    if (n != hdr[0]) {
+        st = spr_fail(SPR_STATUS_BAD_INPUT, "%s:%lld: header says %lld rows, file has %lld (an empty line is a "
+                                            "row without entries)",
+                      r->path, (long long)hdr_line, (long long)hdr[0], (long long)n);
+        goto fail;
+    }
+    *indptr = ptr;
+    return SPR_STATUS_OK;
+fail:
+    free(ptr);
+    return st;
+}
+
+/* A data set from CSR arrays the reader grew (taken over: freed here on failure); the
+ * label arrays may be NULL for points without labels. */
+static spr_status spr_dataset_take(int64_t n, int64_t n_features, int64_t n_labels, int64_t *findptr,
+                                   spr_pairs *feats, int64_t *lindptr, int32_t *lab, int64_t nlab,
+                                   spr_dataset **out) {
+    spr_dataset *ds = spr_alloc(sizeof *ds);
+    if (!lindptr) lindptr = calloc((size_t)n + 1, sizeof *lindptr);
+    if (!ds || !lindptr) {
+        spr_free(ds);
+        free(findptr);
+        free(lindptr);
+        free(lab);
+        spr_pairs_free(feats);
+        return spr_fail(SPR_STATUS_NO_MEMORY, "out of memory for a data set of %lld points", (long long)n);
+    }
+    int64_t max_labels = 0;
+    for (int64_t i = 0; i < n; i++)
+        if (lindptr[i + 1] - lindptr[i] > max_labels) max_labels = lindptr[i + 1] - lindptr[i];
+    ds->owns_arrays = 1;
+    ds->feature_indptr = spr_shrink(findptr, n + 1, sizeof *findptr);
+    ds->label_indptr = spr_shrink(lindptr, n + 1, sizeof *lindptr);
+    ds->feature_indices = spr_shrink(feats->ids, feats->n, sizeof *feats->ids);
+    ds->feature_values = spr_shrink(feats->vals, feats->n, sizeof *feats->vals);
+    ds->labels = spr_shrink(lab, nlab, sizeof *lab);
+    free(feats->scratch);
+    memset(feats, 0, sizeof *feats);
+    ds->max_labels_per_point = max_labels;
+    ds->view.n_points = n;
+    ds->view.n_features = n_features;
+    ds->view.n_labels = n_labels;
+    ds->view.feature_indptr = ds->feature_indptr;
+    ds->view.feature_indices = ds->feature_indices;
+    ds->view.feature_values = ds->feature_values;
+    ds->view.label_indptr = ds->label_indptr;
+    ds->view.labels = ds->labels;
+    *out = ds;
+    return SPR_STATUS_OK;
+}
+
+/* The rules for one split-format file whose header says hdr[1] columns; a positive
+ * option limit overrides it. */
+static spr_pair_rules spr_split_rules(const char *what, int64_t option_lim, const int64_t hdr[2], int one_based) {
+    spr_pair_rules ru = {what, 0, 1, option_lim > 0 ? option_lim : hdr[1],
+                         option_lim > 0 ? "options say" : "header says", one_based, 0};
+    ru.id_max = ru.lim - 1 + (one_based ? 1 : 0);
+    return ru;
+}
+
+static spr_status spr_check_options(const char *path, const spr_read_options *opt) {
+    if (opt->format != SPR_FORMAT_AUTO && opt->format != SPR_FORMAT_XMC && opt->format != SPR_FORMAT_SVMLIGHT)
+        return spr_fail(SPR_STATUS_BAD_INPUT, "%s: unknown format %d", path, (int)opt->format);
+    if (opt->n_features < 0 || opt->n_features > SPR_MAX_ID_COUNT || opt->n_labels < 0 ||
+        opt->n_labels > SPR_MAX_ID_COUNT)
+        return spr_fail(SPR_STATUS_BAD_INPUT, "%s: options n_features/n_labels must be in [0, 2^31]", path);
+    return SPR_STATUS_OK;
+}
+
+/* The header of a split-format file: line 1 (after a byte order mark), "ROWS COLUMNS". */
+static spr_status spr_split_header(spr_reader *r, const char *role, int64_t hdr[3]) {
+    char *p = NULL, *e = NULL;
+    int got = spr_reader_next(r, &p, &e);
+    if (got < 0) return (spr_status)-got;
+    if (got == 0) return spr_fail(SPR_STATUS_BAD_INPUT, "%s: empty file (expected the %s file's header \"ROWS COLUMNS\")",
+                                  r->path, role);
+    if (e - p >= 3 && !memcmp(p, "\xEF\xBB\xBF", 3)) p += 3;
+    char tok[48];
+    if (spr_parse_header(p, hdr) != 2)
+        return spr_fail(SPR_STATUS_BAD_INPUT, "%s:1: expected the %s file's header \"ROWS COLUMNS\" (the "
+                                              "XMC repository's split format), found '%s'",
+                        r->path, role, spr_token(p, tok));
+    if (hdr[1] > SPR_MAX_ID_COUNT)
+        return spr_fail(SPR_STATUS_BAD_INPUT, "%s:1: header counts %lld columns; at most 2^31 supported", r->path,
+                        (long long)hdr[1]);
+    return SPR_STATUS_OK;
+}
+
 spr_status spr_dataset_read(const char *path, const spr_read_options *options,
                             spr_dataset **out) {
     return spr_dataset_read_progress(path, options, NULL, NULL, out);
 }
 
+spr_status spr_dataset_read_split(const char *features_path, const char *labels_path,
+                                  const spr_read_options *options, spr_progress_fn progress, void *user,
+                                  spr_dataset **out) {
+    if (!out) return spr_fail(SPR_STATUS_BAD_INPUT, "spr_dataset_read_split: out is NULL");
+    *out = NULL;
+    if (!features_path) return spr_fail(SPR_STATUS_BAD_INPUT, "spr_dataset_read_split: features_path is NULL");
+    spr_read_options opt = options ? *options : spr_read_options_default();
+    spr_status st = spr_check_options(features_path, &opt);
+    if (st != SPR_STATUS_OK) return st;
+
+    spr_reader r;
+    spr_pairs feats = {.max_id = -1}, labs = {.max_id = -1};
+    int64_t *findptr = NULL, *lindptr = NULL;
+    int64_t fh[3], lh[3];
+    if ((st = spr_reader_open(&r, features_path, progress, user)) != SPR_STATUS_OK ||
+        (st = spr_split_header(&r, "features", fh)) != SPR_STATUS_OK)
+        goto fail;
+    const spr_pair_rules fr = spr_split_rules("feature", opt.n_features, fh, opt.one_based);
+    if ((st = spr_read_rows(&r, fh, 1, &fr, &feats, &findptr)) != SPR_STATUS_OK) goto fail;
+    spr_reader_close(&r);
+    if (!labels_path)
+        return spr_dataset_take(fh[0], fr.lim, opt.n_labels, findptr, &feats, NULL, NULL, 0, out);
+
+    if ((st = spr_reader_open(&r, labels_path, progress, user)) != SPR_STATUS_OK ||
+        (st = spr_split_header(&r, "labels", lh)) != SPR_STATUS_OK)
+        goto fail;
+    if (lh[0] != fh[0]) {
+        st = spr_fail(SPR_STATUS_BAD_INPUT, "%s:1: header says %lld rows, but the features file %s has %lld: "
+                                            "not the labels of those points",
+                      labels_path, (long long)lh[0], features_path, (long long)fh[0]);
+        goto fail;
+    }
+    const spr_pair_rules lr = spr_split_rules("label", opt.n_labels, lh, 0);
+    if ((st = spr_read_rows(&r, lh, 1, &lr, &labs, &lindptr)) != SPR_STATUS_OK) goto fail;
+    /* A label is listed with a weight; the set of labels is what training uses. */
+    for (int64_t i = 0, j = 0; i < lh[0]; i++)
+        for (; j < lindptr[i + 1]; j++)
+            if (!(labs.vals[j] > 0)) {
+                st = spr_fail(SPR_STATUS_BAD_INPUT, "%s: row %lld (line %lld): label %d has weight %g: a listed "
+                                                    "label must have a positive weight (the weights are not used)",
+                              labels_path, (long long)i + 1, (long long)i + 2, (int)labs.ids[j], (double)labs.vals[j]);
+                goto fail;
+            }
+    spr_reader_close(&r);
+    free(labs.vals);
+    free(labs.scratch);
+    return spr_dataset_take(fh[0], fr.lim, lr.lim, findptr, &feats, lindptr, labs.ids, labs.n, out);
+
+fail:
+    spr_reader_close(&r);
+    free(findptr);
+    free(lindptr);
+    spr_pairs_free(&feats);
+    spr_pairs_free(&labs);
+    return st;
+}
+
 spr_status spr_dataset_read_progress(const char *path, const spr_read_options *options,
                                      spr_progress_fn progress, void *user, spr_dataset **out) {
     spr_status st = SPR_STATUS_OK;
-    spr_reader r = {0};
+    spr_reader r;
     r.fd = -1;
-    spr_dataset *ds = NULL;
+    r.buf = NULL;
     int64_t *findptr = NULL, *lindptr = NULL;
-    int32_t *fidx = NULL, *lab = NULL;
-    float *fval = NULL;
-    uint64_t *scratch = NULL;
-    int64_t cap_fptr = 0, cap_lptr = 0, cap_fi = 0, cap_fv = 0, cap_l = 0, cap_scratch = 0;
-    int64_t n = 0, nnz = 0, nlab = 0, max_labels = 0;
+    int32_t *lab = NULL;
+    spr_pairs feats = {.max_id = -1};
+    int64_t cap_fptr = 0, cap_lptr = 0, cap_l = 0;
+    int64_t n = 0, nlab = 0;
     char tok[48];
 
     if (!out) return spr_fail(SPR_STATUS_BAD_INPUT, "spr_dataset_read: out is NULL");
     *out = NULL;
     if (!path) return spr_fail(SPR_STATUS_BAD_INPUT, "spr_dataset_read: path is NULL");
     spr_read_options opt = options ? *options : spr_read_options_default();
-    if (opt.format != SPR_FORMAT_AUTO && opt.format != SPR_FORMAT_XMC && opt.format != SPR_FORMAT_SVMLIGHT)
-        return spr_fail(SPR_STATUS_BAD_INPUT, "%s: unknown format %d", path, (int)opt.format);
-    if (opt.n_features < 0 || opt.n_features > SPR_MAX_ID_COUNT || opt.n_labels < 0 ||
-        opt.n_labels > SPR_MAX_ID_COUNT)
-        return spr_fail(SPR_STATUS_BAD_INPUT, "%s: options n_features/n_labels must be in [0, 2^31]", path);
-
-    r.path = path;
-    r.fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (r.fd < 0) return spr_fail(SPR_STATUS_IO_ERROR, "%s: cannot open: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(r.fd, &sb) == 0 && S_ISDIR(sb.st_mode)) {
-        st = spr_fail(SPR_STATUS_IO_ERROR, "%s: is a directory", path);
-        goto fail;
-    }
-    r.progress = progress;
-    r.progress_user = user;
-    r.size = S_ISREG(sb.st_mode) ? (int64_t)sb.st_size : 0;
-#ifdef POSIX_FADV_SEQUENTIAL
-    posix_fadvise(r.fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-#endif
-    r.cap = (size_t)16 << 20; /* 16 MB reads: few syscalls, fits in L3-ish territory */
-    if (S_ISREG(sb.st_mode) && (size_t)sb.st_size + 1 < r.cap) r.cap = (size_t)sb.st_size + 1;
-    if (r.cap < 4096) r.cap = 4096;
-    r.buf = malloc(r.cap + 1);
-    if (!r.buf) { st = spr_fail(SPR_STATUS_NO_MEMORY, "%s: out of memory", path); goto fail; }
+    if ((st = spr_check_options(path, &opt)) != SPR_STATUS_OK) return st;
+    if ((st = spr_reader_open(&r, path, progress, user)) != SPR_STATUS_OK) goto fail;
 
     /* Limits: options, else the header, else none (max id + 1 at the end). A header
      * "N 0 0" is a limit too: no id may appear. */
-    int64_t lim_f = opt.n_features, lim_l = opt.n_labels;
-    int known_f = lim_f > 0, known_l = lim_l > 0;
-    const char *lim_f_src = "options say", *lim_l_src = "options say";
+    spr_pair_rules fr = {"feature", 0, opt.n_features > 0, opt.n_features, "options say", opt.one_based,
+                         opt.format == SPR_FORMAT_SVMLIGHT};
+    int64_t lim_l = opt.n_labels;
+    int known_l = lim_l > 0;
+    const char *lim_l_src = "options say";
     int have_header = 0;
     int64_t hdr[3] = {0, 0, 0}, hdr_line = 0;
-    int svm = opt.format == SPR_FORMAT_SVMLIGHT;
     int first = 1;
-    int64_t max_f = -1, max_l = -1;
+    int64_t max_l = -1;
 
     if (!spr_grow((void **)&findptr, &cap_fptr, 1, sizeof *findptr) ||
         !spr_grow((void **)&lindptr, &cap_lptr, 1, sizeof *lindptr) ||
-        !spr_grow((void **)&fidx, &cap_fi, 1, sizeof *fidx) ||
-        !spr_grow((void **)&fval, &cap_fv, 1, sizeof *fval) ||
         !spr_grow((void **)&lab, &cap_l, 1, sizeof *lab)) {
         st = spr_fail(SPR_STATUS_NO_MEMORY, "%s: out of memory", path);
         goto fail;
@@ -479,7 +785,7 @@ spr_status spr_dataset_read_progress(const char *path, const spr_read_options *o
     lindptr[0] = 0;
 
     /* The largest id accepted as written (before the one-based shift). */
-    int64_t id_max_feat = (known_f ? lim_f - 1 : INT32_MAX) + (opt.one_based ? 1 : 0);
+    fr.id_max = (fr.known ? fr.lim - 1 : INT32_MAX) + (opt.one_based ? 1 : 0);
     int64_t id_max_lab = known_l ? lim_l - 1 : INT32_MAX;
     for (;;) {
         char *p = NULL, *e = NULL;
@@ -494,7 +800,25 @@ spr_status spr_dataset_read_progress(const char *path, const spr_read_options *o
 
         if (first) {
             first = 0;
-            if (opt.format != SPR_FORMAT_SVMLIGHT && spr_parse_header(p, hdr)) {
+            const int hn = opt.format != SPR_FORMAT_SVMLIGHT ? spr_parse_header(p, hdr) : 0;
+            if (hn == 2) {
+                /* "ROWS COLUMNS": a features file of the split format (trn_X_Xf.txt), whose
+                 * labels are in another file (spr_dataset_read_split); its points have none. */
+                if (hdr[1] > SPR_MAX_ID_COUNT) {
+                    st = spr_fail(SPR_STATUS_BAD_INPUT, "%s:1: header counts %lld columns; at most 2^31 supported",
+                                  path, (long long)hdr[1]);
+                    goto fail;
+                }
+                free(findptr);
+                findptr = NULL;
+                fr = spr_split_rules("feature", opt.n_features, hdr, opt.one_based);
+                if ((st = spr_read_rows(&r, hdr, r.line, &fr, &feats, &findptr)) != SPR_STATUS_OK) goto fail;
+                spr_reader_close(&r);
+                free(lindptr);
+                free(lab);
+                return spr_dataset_take(hdr[0], fr.lim, opt.n_labels, findptr, &feats, NULL, NULL, 0, out);
+            }
+            if (hn == 3) {
                 have_header = 1;
                 hdr_line = r.line;
                 if (hdr[1] > SPR_MAX_ID_COUNT || hdr[2] > SPR_MAX_ID_COUNT) {
@@ -502,19 +826,19 @@ spr_status spr_dataset_read_progress(const char *path, const spr_read_options *o
                                   path, ln, (long long)hdr[1], (long long)hdr[2]);
                     goto fail;
                 }
-                if (!known_f) { lim_f = hdr[1]; lim_f_src = "header says"; known_f = 1; }
+                if (!fr.known) { fr.lim = hdr[1]; fr.lim_src = "header says"; fr.known = 1; }
                 if (!known_l) { lim_l = hdr[2]; lim_l_src = "header says"; known_l = 1; }
-                id_max_feat = lim_f - 1 + (opt.one_based ? 1 : 0);
+                fr.id_max = fr.lim - 1 + (opt.one_based ? 1 : 0);
                 id_max_lab = lim_l - 1;
                 continue;
             }
-            svm = opt.format != SPR_FORMAT_XMC; /* AUTO without a header: svmlight */
+            fr.svm = opt.format != SPR_FORMAT_XMC; /* AUTO without a header: svmlight */
         }
 
         /* Whitespace; in svmlight a comment-only line is not a point. */
         char *q = p;
         while (spr_is_space(*q)) q++;
-        if (svm && *q == '#') continue;
+        if (fr.svm && *q == '#') continue;
         if (have_header && n >= hdr[0]) {
             st = spr_fail(SPR_STATUS_BAD_INPUT, "%s:%lld: header says %lld points, file has more",
                           path, ln, (long long)hdr[0]);
@@ -581,93 +905,9 @@ spr_status spr_dataset_read_progress(const char *path, const spr_read_options *o
                 nl_line = nlab - lstart;
             }
         }
-        if (nl_line > max_labels) max_labels = nl_line;
 
         /* Features "f:v", separated by blanks. */
-        int64_t fstart = nnz;
-        int sorted = 1;
-        int64_t prev = -1;
-        for (;;) {
-            while (spr_is_space(*q)) q++;
-            if (*q == '\n') break;
-            if (svm && *q == '#') break;
-            if (svm && q[0] == 'q' && q[1] == 'i' && q[2] == 'd' && q[3] == ':') {
-                while (*q != '\n' && !spr_is_space(*q)) q++;
-                continue;
-            }
-            char *s = q;
-            int64_t id;
-            int rc = spr_parse_id(&q, id_max_feat, &id);
-            if (rc == 0) {
-                if (*s == '-' && spr_is_digit(s[1]))
-                    st = spr_fail(SPR_STATUS_BAD_INPUT, "%s:%lld: negative feature id in '%s'", path, ln, spr_token(s, tok));
-                else
-                    st = spr_fail(SPR_STATUS_BAD_INPUT, "%s:%lld: bad feature '%s' (expected id:value)", path, ln, spr_token(s, tok));
-                goto fail;
-            }
-            if (rc < 0) {
-                if (known_f)
-                    st = spr_fail(SPR_STATUS_BAD_INPUT, "%s:%lld: feature id %s out of range (%s %lld features%s)",
-                                  path, ln, spr_digits(s, q, tok), lim_f_src, (long long)lim_f, opt.one_based ? ", ids one-based" : "");
-                else
-                    st = spr_fail(SPR_STATUS_BAD_INPUT, "%s:%lld: feature id %s too large (ids are 32-bit)", path, ln,
-                                  spr_digits(s, q, tok));
-                goto fail;
-            }
-            if (*q != ':') {
-                if (*q == '\n' || spr_is_space(*q))
-                    st = spr_fail(SPR_STATUS_BAD_INPUT, "%s:%lld: missing ':' in feature '%s'", path, ln, spr_token(s, tok));
-                else
-                    st = spr_fail(SPR_STATUS_BAD_INPUT, "%s:%lld: bad feature '%s' (expected id:value)", path, ln, spr_token(s, tok));
-                goto fail;
-            }
-            q++;
-            if (opt.one_based) {
-                if (id == 0) {
-                    st = spr_fail(SPR_STATUS_BAD_INPUT, "%s:%lld: feature id 0 in a one-based file", path, ln);
-                    goto fail;
-                }
-                id--;
-            }
-            float v;
-            char *ve;
-            if (!spr_parse_value(q, &ve, &v) || (*ve != '\n' && !spr_is_space(*ve) && !(svm && *ve == '#'))) {
-                st = spr_fail(SPR_STATUS_BAD_INPUT, "%s:%lld: bad value in feature '%s'", path, ln, spr_token(s, tok));
-                goto fail;
-            }
-            if (!isfinite(v)) {
-                st = spr_fail(SPR_STATUS_BAD_INPUT, "%s:%lld: value of feature '%s' is not finite", path, ln, spr_token(s, tok));
-                goto fail;
-            }
-            q = ve;
-            if (nnz + 1 > cap_fi || nnz + 1 > cap_fv) {
-                if (!spr_grow((void **)&fidx, &cap_fi, nnz + 1, sizeof *fidx) ||
-                    !spr_grow((void **)&fval, &cap_fv, nnz + 1, sizeof *fval)) {
-                    st = spr_fail(SPR_STATUS_NO_MEMORY, "%s:%lld: out of memory", path, ln);
-                    goto fail;
-                }
-            }
-            fidx[nnz] = (int32_t)id;
-            fval[nnz] = v;
-            nnz++;
-            if (id <= prev) sorted = 0;
-            prev = id;
-            if (id > max_f) max_f = id;
-        }
-        if (!sorted) {
-            int64_t m = nnz - fstart;
-            if (m > cap_scratch && !spr_grow((void **)&scratch, &cap_scratch, m, sizeof *scratch)) {
-                st = spr_fail(SPR_STATUS_NO_MEMORY, "%s:%lld: out of memory", path, ln);
-                goto fail;
-            }
-            spr_sort_pairs(fidx + fstart, fval + fstart, m, scratch);
-            for (int64_t i = fstart + 1; i < nnz; i++)
-                if (fidx[i] == fidx[i - 1]) {
-                    st = spr_fail(SPR_STATUS_BAD_INPUT, "%s:%lld: feature id %lld repeated",
-                                  path, ln, (long long)fidx[i] + (opt.one_based ? 1 : 0));
-                    goto fail;
-                }
-        }
+        if ((st = spr_parse_pairs(q, path, ln, &fr, &feats)) != SPR_STATUS_OK) goto fail;
 
         if (n + 2 > cap_fptr || n + 2 > cap_lptr) {
             if (!spr_grow((void **)&findptr, &cap_fptr, n + 2, sizeof *findptr) ||
@@ -677,22 +917,11 @@ spr_status spr_dataset_read_progress(const char *path, const spr_read_options *o
             }
         }
         n++;
-        findptr[n] = nnz;
+        findptr[n] = feats.n;
         lindptr[n] = nlab;
     }
 
-    /* A regular file that another process writes while we read it gives a data set
-     * that never existed on disk: refuse it rather than train on half a file. */
-    struct stat sb_end;
-    if (S_ISREG(sb.st_mode) && fstat(r.fd, &sb_end) == 0 &&
-        (sb_end.st_size != sb.st_size || r.total != (long long)sb.st_size)) {
-        st = spr_fail(SPR_STATUS_BAD_INPUT,
-                      "%s: the file changed while being read (%lld bytes when opened, %lld read, "
-                      "%lld now)",
-                      path, (long long)sb.st_size, r.total, (long long)sb_end.st_size);
-        goto fail;
-    }
-
+    if ((st = spr_reader_unchanged(&r)) != SPR_STATUS_OK) goto fail;
     if (!have_header && n == 0) {
         st = spr_fail(SPR_STATUS_BAD_INPUT, "%s: empty file", path);
         goto fail;
@@ -703,38 +932,16 @@ spr_status spr_dataset_read_progress(const char *path, const spr_read_options *o
         goto fail;
     }
 
-    ds = spr_alloc(sizeof *ds);
-    if (!ds) { st = SPR_STATUS_NO_MEMORY; goto fail; }
-    ds->owns_arrays = 1;
-    ds->feature_indptr = spr_shrink(findptr, n + 1, sizeof *findptr);
-    ds->label_indptr = spr_shrink(lindptr, n + 1, sizeof *lindptr);
-    ds->feature_indices = spr_shrink(fidx, nnz, sizeof *fidx);
-    ds->feature_values = spr_shrink(fval, nnz, sizeof *fval);
-    ds->labels = spr_shrink(lab, nlab, sizeof *lab);
-    ds->max_labels_per_point = max_labels;
-    ds->view.n_points = n;
-    ds->view.n_features = known_f ? lim_f : max_f + 1;
-    ds->view.n_labels = known_l ? lim_l : max_l + 1;
-    ds->view.feature_indptr = ds->feature_indptr;
-    ds->view.feature_indices = ds->feature_indices;
-    ds->view.feature_values = ds->feature_values;
-    ds->view.label_indptr = ds->label_indptr;
-    ds->view.labels = ds->labels;
-    free(scratch);
-    free(r.buf);
-    close(r.fd);
-    *out = ds;
-    return SPR_STATUS_OK;
+    spr_reader_close(&r);
+    return spr_dataset_take(n, fr.known ? fr.lim : feats.max_id + 1, known_l ? lim_l : max_l + 1, findptr, &feats,
+                            lindptr, lab, nlab, out);
 
 fail:
     free(findptr);
     free(lindptr);
-    free(fidx);
-    free(fval);
     free(lab);
-    free(scratch);
-    free(r.buf);
-    if (r.fd >= 0) close(r.fd);
+    spr_pairs_free(&feats);
+    spr_reader_close(&r);
     return st;
 }
 
@@ -853,7 +1060,11 @@ static char *spr_put_u64(char *p, uint64_t v) {
  * reader's own fast path; otherwise "%.9g", which always round-trips a float. */
 static char *spr_put_float(char *p, float v) {
     double a = fabs((double)v);
-    if (a == 0.0) { *p++ = '0'; return p; }
+    if (a == 0.0) { /* "-0" keeps the sign bit, which the digest sees */
+        if (signbit(v)) *p++ = '-';
+        *p++ = '0';
+        return p;
+    }
     if (a >= 1e-4 && a < 1e9) {
         for (int d = 0; d <= 9; d++) {
             double s = a * spr_pow10[d];

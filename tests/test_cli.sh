@@ -601,6 +601,68 @@ run mstdin eval --model - --test "$TEST"
 expect_rc mstdin 2
 expect_grep mstdin mstdin.err "-: cannot open: a model is read from a file"
 
+# ---------------------------------------------------------------- split format (trn_X_Xf.txt + trn_X_Y.txt)
+# The XMC repository's newer sets ship features and labels in two files, each with a
+# header "ROWS COLUMNS" and an empty line for an empty row; labels carry weights.
+to_split() { # XMC file -> features file $2, labels file $3 (weights 1.0)
+    awk -v X="$2" -v Y="$3" 'NR == 1 { print $1, $2 > X; print $1, $3 > Y; next }
+        { lab = ""; f = $0
+          if (substr($0, 1, 1) != " " && $1 !~ /:/) { lab = $1; f = substr($0, length($1) + 2) }
+          sub(/^ +/, "", f); print f > X
+          n = split(lab, a, ","); out = ""
+          for (i = 1; i <= n; i++) out = out (i > 1 ? " " : "") a[i] ":1.0"
+          print out > Y }' "$1"
+}
+to_split "$TRAIN" trn_X_Xf.txt trn_X_Y.txt
+to_split "$TEST" tst_X_Xf.txt tst_X_Y.txt
+run sp_a train --train "$TRAIN" --test "$TEST" --threads 1 --seed 4 --quiet --save sp_a.model
+run sp_b train --train trn_X_Xf.txt --train-labels trn_X_Y.txt --test tst_X_Xf.txt --test-labels tst_X_Y.txt \
+    --threads 1 --seed 4 --quiet --save sp_b.model
+expect_rc sp_b 0
+# the same points: the same model, byte for byte, and the same result line
+if cmp -s sp_a.model sp_b.model && [ "$(cut -d' ' -f1-4 sp_a.out)" = "$(cut -d' ' -f1-4 sp_b.out)" ]; then pass; else fail "sp_b: another model or result than from the XMC file: $(cat sp_a.out) vs $(cat sp_b.out)"; fi
+run sp_eval eval --model sp_a.model --test tst_X_Xf.txt --test-labels tst_X_Y.txt --propensity-train trn_X_Xf.txt \
+    --propensity-train-labels trn_X_Y.txt
+run sp_eval0 eval --model sp_a.model --test "$TEST" --propensity-train "$TRAIN"
+if [ -s sp_eval.out ] && [ "$(sed 's/"seconds": [^,]*//' sp_eval.out)" = "$(sed 's/"seconds": [^,]*//' sp_eval0.out)" ]; then pass; else fail "sp_eval: $(cat sp_eval.out) vs $(cat sp_eval0.out)"; fi
+run sp_pred predict --model sp_a.model --input tst_X_Xf.txt --k 3 # the features file alone
+run sp_pred0 predict --model sp_a.model --input "$TEST" --k 3
+if [ -s sp_pred.out ] && cmp -s sp_pred.out sp_pred0.out; then pass; else fail "sp_pred: predictions differ"; fi
+run sp_res train --resume sp_a.model --train trn_X_Xf.txt --train-labels trn_X_Y.txt --epochs 2 --threads 1 --quiet
+expect_rc sp_res 0 # the same training set, by its digest
+run sp_nolab train --train trn_X_Xf.txt --threads 1 --quiet
+expect_rc sp_nolab 2
+expect_grep sp_nolab sp_nolab.err "give it with --train-labels FILE"
+run sp_nolab_e eval --model sp_a.model --test tst_X_Xf.txt
+expect_rc sp_nolab_e 2
+expect_grep sp_nolab_e sp_nolab_e.err "give it with --test-labels FILE"
+{ echo "3 $(head -n 1 trn_X_Y.txt | cut -d' ' -f2)"; sed -n 2,4p trn_X_Y.txt; } >short_Y.txt
+run sp_rows train --train trn_X_Xf.txt --train-labels short_Y.txt --quiet
+expect_rc sp_rows 2
+expect_grep sp_rows sp_rows.err "not the labels of those points"
+printf '2 9\n0:1\n\n' >few_Y.txt # the header's 2 rows, one of them empty
+printf '2 5\n0:1\n1:1\n' >few_X.txt
+run sp_w train --train few_X.txt --train-labels few_Y.txt --hidden 4 --quiet --sparsity 1
+expect_rc sp_w 0
+printf '2 9\n0:1\n3:0\n' >zero_Y.txt
+run sp_zero train --train few_X.txt --train-labels zero_Y.txt --quiet
+expect_rc sp_zero 2
+expect_grep sp_zero sp_zero.err "zero_Y.txt: row 2 (line 3): label 3 has weight 0: a listed label must have a positive weight"
+run sp_tl train --train few_X.txt --train-labels few_Y.txt --test-labels few_Y.txt --quiet
+expect_rc sp_tl 2
+expect_grep sp_tl sp_tl.err "--test-labels needs --test FILE"
+run sp_dash train --train - --train-labels - --quiet </dev/null
+expect_rc sp_dash 2
+expect_grep sp_dash sp_dash.err "--train - and --train-labels - would both read the standard input"
+run sp_over train --train few_X.txt --train-labels few_Y.txt --save few_Y.txt --quiet
+expect_rc sp_over 2
+expect_grep sp_over sp_over.err "--save few_Y.txt is also the --train-labels file"
+run sp_pc train --train few_X.txt --train-labels few_Y.txt --print-config
+expect_grep sp_pc sp_pc.out '"train-labels": "few_Y.txt"'
+run sp_psp eval --model sp_a.model --test "$TEST" --propensity-train-labels trn_X_Y.txt
+expect_rc sp_psp 2
+expect_grep sp_psp sp_psp.err "--propensity-train-labels needs --propensity-train FILE"
+
 # ---------------------------------------------------------------- resume
 # An interrupted run (--max-batches 7 stops inside epoch 1), resumed, must give the
 # uninterrupted run's model file byte for byte and its final metrics (timings aside).

@@ -60,8 +60,9 @@ static void check_dataset(const char *name, const spr_dataset *ds, const expect 
     for (int64_t j = 0; j < e->fptr[e->n]; j++) {
         snprintf(what, sizeof what, "%s feature_indices[%lld]", name, (long long)j);
         CHECK_EQ(e->fidx[j], v.feature_indices[j], what);
-        CHECK(e->fval[j] == v.feature_values[j], "%s feature_values[%lld]: expected %.9g, got %.9g",
-              name, (long long)j, (double)e->fval[j], (double)v.feature_values[j]);
+        CHECK(!memcmp(&e->fval[j], &v.feature_values[j], sizeof(float)), /* bits: -0 is not 0 */
+              "%s feature_values[%lld]: expected %.9g, got %.9g", name, (long long)j, (double)e->fval[j],
+              (double)v.feature_values[j]);
     }
     for (int64_t j = 0; j < e->lptr[e->n]; j++) {
         snprintf(what, sizeof what, "%s labels[%lld]", name, (long long)j);
@@ -247,6 +248,32 @@ static float random_value(void) {
     }
 }
 
+/* Writes the view in the repository's split format by hand (not with the library): the
+ * features to xpath, the labels with weight 1 to ypath; every row's pairs in reverse order
+ * when reverse (the reader sorts them), an empty line for an empty row. */
+static void write_split(const spr_dataset_view *v, const char *xpath, const char *ypath, int reverse) {
+    FILE *x = fopen(xpath, "w"), *y = fopen(ypath, "w");
+    CHECK(x && y, "cannot create %s / %s", xpath, ypath);
+    if (!x || !y) goto out;
+    fprintf(x, "%lld %lld\n", (long long)v->n_points, (long long)v->n_features);
+    fprintf(y, "%lld %lld\r\n", (long long)v->n_points, (long long)v->n_labels); /* CRLF too */
+    for (int64_t i = 0; i < v->n_points; i++) {
+        const int64_t f0 = v->feature_indptr[i], f1 = v->feature_indptr[i + 1];
+        for (int64_t k = 0; k < f1 - f0; k++) {
+            const int64_t j = reverse ? f1 - 1 - k : f0 + k;
+            fprintf(x, "%s%d:%.9g", k ? " " : "", (int)v->feature_indices[j], (double)v->feature_values[j]);
+        }
+        fputc('\n', x);
+        const int64_t l0 = v->label_indptr[i], l1 = v->label_indptr[i + 1];
+        for (int64_t k = 0; k < l1 - l0; k++)
+            fprintf(y, "%s%d:1.0", k ? " " : "", (int)v->labels[reverse ? l1 - 1 - k : l0 + k]);
+        fputs("\r\n", y);
+    }
+out:
+    if (x) fclose(x);
+    if (y) fclose(y);
+}
+
 static void test_round_trip(uint64_t seed) {
     rng_state = seed;
     const int64_t n = 300, d = 1000, l = 50;
@@ -273,6 +300,7 @@ static void test_round_trip(uint64_t seed) {
         fptr[i + 1] = nnz;
         lptr[i + 1] = nl;
     }
+    if (nnz > 0) fval[0] = -0.0f; /* written "0", it read back as +0: another digest */
     spr_dataset_view v = {n, d, l, fptr, fidx, fval, lptr, lab};
     spr_dataset *w = NULL, *r = NULL;
     spr_status st = spr_dataset_wrap(&v, &w);
@@ -302,6 +330,36 @@ static void test_round_trip(uint64_t seed) {
             if (a) fclose(a);
             if (b) fclose(b);
             unlink(path2);
+
+            /* The same points in the split format (trn_X_Xf.txt + trn_X_Y.txt) read the same,
+             * with the same digest as the single file. */
+            char xpath[64], ypath[64];
+            temp_path(xpath, sizeof xpath, "rtx");
+            temp_path(ypath, sizeof ypath, "rty");
+            for (int reverse = 0; reverse < 2; reverse++) {
+                write_split(&v, xpath, ypath, reverse);
+                spr_dataset *sp = NULL;
+                st = spr_dataset_read_split(xpath, ypath, NULL, NULL, NULL, &sp);
+                CHECK(st == SPR_STATUS_OK, "split read of %s + %s: %s", xpath, ypath, spr_last_error());
+                if (st == SPR_STATUS_OK) {
+                    check_dataset(reverse ? "split round trip, rows reversed" : "split round trip", sp, &e);
+                    CHECK(spr_dataset_digest(sp) == spr_dataset_digest(r), "split read: another digest");
+                }
+                spr_dataset_free(sp);
+            }
+            /* the features file alone: the same features, no labels */
+            spr_dataset *fo = NULL;
+            st = spr_dataset_read(xpath, NULL, &fo);
+            CHECK(st == SPR_STATUS_OK, "features file alone %s: %s", xpath, spr_last_error());
+            if (st == SPR_STATUS_OK) {
+                int64_t *none = calloc(n + 1, sizeof *none);
+                expect fe = {n, d, 0, fptr, fidx, fval, none, lab};
+                check_dataset("features file alone", fo, &fe);
+                free(none);
+            }
+            spr_dataset_free(fo);
+            unlink(xpath);
+            unlink(ypath);
         }
         unlink(path);
     }
@@ -621,6 +679,107 @@ out:
     spr_dataset_free(wrapped);
 }
 
+/* Writes text to a new temporary file; its name goes to path. */
+static void text_file(char path[64], const char *tag, const char *text) {
+    temp_path(path, 64, tag);
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL, "cannot create %s", path);
+    if (!f) return;
+    fputs(text, f);
+    fclose(f);
+}
+
+/* Reads a split pair that must fail: status BAD_INPUT, a message with want. */
+static void bad_split(const char *xtext, const char *ytext, const char *want, int check_y_named) {
+    char x[64], y[64];
+    text_file(x, "bx", xtext);
+    text_file(y, "by", ytext);
+    spr_dataset *ds = (spr_dataset *)1;
+    spr_status st = spr_dataset_read_split(x, y, NULL, NULL, NULL, &ds);
+    CHECK(st == SPR_STATUS_BAD_INPUT && ds == NULL, "split %s: expected bad input, got %s (%s)", want,
+          spr_status_to_string(st), spr_last_error());
+    CHECK(strstr(spr_last_error(), want) != NULL, "split: expected a message containing \"%s\", got \"%s\"",
+          want, spr_last_error());
+    const char *named = check_y_named ? y : x;
+    CHECK(strstr(spr_last_error(), named) != NULL, "split: the message should name %s: \"%s\"", named,
+          spr_last_error());
+    if (st == SPR_STATUS_OK) spr_dataset_free(ds);
+    unlink(x);
+    unlink(y);
+}
+
+/* The Extreme Classification Repository's split format (spr_dataset_read_split). */
+static void test_split_format(void) {
+    char x[64], y[64];
+    /* an empty line is a row; pairs in any order; one_based shifts features only */
+    text_file(x, "sx", "3 5\n2:1 1:0.5\n\n5:2\n");
+    text_file(y, "sy", "3 4\n3:1.0 0:1\n2:0.5\n\n");
+    spr_read_options o = spr_read_options_default();
+    o.one_based = 1;
+    spr_dataset *ds = NULL;
+    spr_status st = spr_dataset_read_split(x, y, &o, NULL, NULL, &ds);
+    CHECK(st == SPR_STATUS_OK, "split read: %s", spr_last_error());
+    if (st == SPR_STATUS_OK) {
+        const int64_t fptr[] = {0, 2, 2, 3}, lptr[] = {0, 2, 3, 3};
+        const int32_t fidx[] = {0, 1, 4}, lab[] = {0, 3, 2};
+        const float fval[] = {0.5f, 1.0f, 2.0f};
+        expect e = {3, 5, 4, fptr, fidx, fval, lptr, lab};
+        check_dataset("split, one-based", ds, &e);
+    }
+    spr_dataset_free(ds);
+    /* options override the headers' widths */
+    o = spr_read_options_default();
+    o.n_features = 9;
+    o.n_labels = 7;
+    ds = NULL;
+    st = spr_dataset_read_split(x, y, &o, NULL, NULL, &ds);
+    CHECK(st == SPR_STATUS_OK, "split read with widths: %s", spr_last_error());
+    if (st == SPR_STATUS_OK) {
+        spr_dataset_view v = spr_dataset_get_view(ds);
+        CHECK(v.n_features == 9 && v.n_labels == 7, "split widths from options: %lld %lld",
+              (long long)v.n_features, (long long)v.n_labels);
+    }
+    spr_dataset_free(ds);
+    /* labels NULL: points without labels */
+    o = spr_read_options_default();
+    o.one_based = 1;
+    ds = NULL;
+    st = spr_dataset_read_split(x, NULL, &o, NULL, NULL, &ds);
+    CHECK(st == SPR_STATUS_OK && spr_dataset_get_view(ds).label_indptr[3] == 0 &&
+              spr_dataset_get_view(ds).n_points == 3,
+          "split read without labels: %s", spr_last_error());
+    spr_dataset_free(ds);
+    /* svmlight format is not asked: "N D" on line 1 of a single file is a features file */
+    o = spr_read_options_default();
+    o.format = SPR_FORMAT_SVMLIGHT;
+    ds = NULL;
+    st = spr_dataset_read(x, &o, &ds);
+    CHECK(st == SPR_STATUS_BAD_INPUT, "svmlight read of a split features file should fail, got %s",
+          spr_status_to_string(st));
+    spr_dataset_free(ds);
+    unlink(x);
+    unlink(y);
+
+    bad_split("2 5\n0:1\n", "2 3\n0:1\n1:1\n", "header says 2 rows, file has 1", 0);
+    bad_split("1 5\n0:1\n1:1\n", "1 3\n0:1\n", ":3: header says 1 rows, file has more", 0);
+    bad_split("2 5\n0:1\n1:1\n", "3 3\n0:1\n1:1\n\n", "not the labels of those points", 1);
+    bad_split("1 5\n0:1\n", "1 3\n7:1\n", ":2: label id 7 out of range (header says 3 labels)", 1);
+    bad_split("1 5\n9:1\n", "1 3\n0:1\n", ":2: feature id 9 out of range (header says 5 features)", 0);
+    bad_split("1 5\n0:1\n", "1 3\n1:1 0:0\n", "label 0 has weight 0", 1);
+    bad_split("1 5\n0:1\n", "1 3\n1:-1\n", "must have a positive weight", 1);
+    bad_split("1 5\n0:1\n", "1 3\n2:1 2:1\n", ":2: label id 2 repeated", 1);
+    bad_split("1 5\n0:1\n", "0:1\n", ":1: expected the labels file's header \"ROWS COLUMNS\"", 1);
+    bad_split("1 5\n0:1\n", "", "empty file", 1);
+    bad_split("1 5 3\n0:1\n", "1 3\n0:1\n", ":1: expected the features file's header", 0);
+    bad_split("1 5\n0:1 # note\n", "1 3\n0:1\n", ":2: bad feature '#'", 0);
+    bad_split("1 5\n0:1\n", "1 3\n1\n", ":2: missing ':' in label '1'", 1);
+    bad_split("1 5\n0:nan\n", "1 3\n1:1\n", ":2: value of feature '0:nan' is not finite", 0);
+    /* a single file with a split header but a bad row is refused with its line */
+    text_file(x, "sx2", "2 4\n0:1\n5:1\n");
+    bad(x, NULL, SPR_STATUS_BAD_INPUT, ":3: feature id 5 out of range (header says 4 features)");
+    unlink(x);
+}
+
 int main(int argc, char **argv) {
     uint64_t seed = argc > 1 ? strtoull(argv[1], NULL, 10) : (uint64_t)time(NULL);
     printf("test_data: seed %llu\n", (unsigned long long)seed);
@@ -635,5 +794,6 @@ int main(int argc, char **argv) {
     test_long_path_message();
     test_file_changes_while_read();
     test_digest();
+    test_split_format();
     return CHECK_DONE("test_data");
 }

@@ -98,7 +98,9 @@ int finish_stdout(const char *cmd);
  * else says "PATH: no WHAT points" or "PATH: none of its N WHAT points has a label"
  * (what: "training", "test") and returns EXIT_USAGE: P@k of such a test set was
  * reported as 0, and training on such a set "converged" to loss 0. */
-int require_points(const spr_dataset *d, const char *path, const char *what);
+/* labels_opt: the option that names a labels file when none was given (then a set
+ * without labels may be the features file of a split pair), else NULL. */
+int require_points(const spr_dataset *d, const char *path, const char *what, const char *labels_opt);
 
 /* Writes v as a JSON number, or null for NaN and infinity. */
 void json_number(FILE *f, double v);
@@ -114,15 +116,16 @@ int bad_option(const char *cmd);
 /* A usage error if arguments are left after the options, else EXIT_OK. */
 int stray_arguments(const char *cmd, int argc, char **argv);
 
-/* spr_dataset_read with a progress display on stderr (progress.h) unless quiet. */
-spr_status read_dataset(const char *path, const spr_read_options *options, int quiet,
-                        spr_dataset **out);
+/* spr_dataset_read with a progress display on stderr (progress.h) unless quiet; with a
+ * labels_path (not NULL) spr_dataset_read_split: path holds the features. "-" is stdin. */
+spr_status read_dataset(const char *path, const char *labels_path, const spr_read_options *options,
+                        int quiet, spr_dataset **out);
 
 /* Loads a model and a data set whose ids are checked against it (labels too when
  * check_labels); on failure nothing is left allocated. */
 void note_if_training_set(const spr_data_note *note, const spr_dataset *data, const char *data_path);
-int load_model_and_data(const char *model_path, const char *data_path, int *one_based,
-                        int check_labels, spr_model **model, spr_dataset **data);
+int load_model_and_data(const char *model_path, const char *data_path, const char *labels_path,
+                        int *one_based, int check_labels, spr_model **model, spr_dataset **data);
 
 /* ------------------------------------------------------------------ configuration files
  * (cli_config.c: the format is described there and in 'sparrow train --help'). */

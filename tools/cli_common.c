@@ -90,7 +90,7 @@ int parse_double(const char *cmd, const char *opt, const char *text, double *out
     return EXIT_OK;
 }
 
-int require_points(const spr_dataset *d, const char *path, const char *what) {
+int require_points(const spr_dataset *d, const char *path, const char *what, const char *labels_opt) {
     spr_dataset_view v = spr_dataset_get_view(d);
     if (v.n_points == 0) {
         fprintf(stderr, "sparrow: %s: no %s points\n", path, what);
@@ -101,6 +101,10 @@ int require_points(const spr_dataset *d, const char *path, const char *what) {
     if (v.label_indptr[v.n_points] == 0) {
         fprintf(stderr, "sparrow: %s: none of its %lld %s points has a label\n", path,
                 (long long)v.n_points, what);
+        if (labels_opt)
+            fprintf(stderr, "sparrow: (a features file of the XMC repository's split format, header "
+                            "\"POINTS FEATURES\", has its labels in another file: give it with %s FILE)\n",
+                    labels_opt);
         return EXIT_USAGE;
     }
     return EXIT_OK;
@@ -300,16 +304,19 @@ void cli_dist_stop(int rc) {
 
 /* ------------------------------------------------------------------ model + data loading */
 
-spr_status read_dataset(const char *path, const spr_read_options *options, int quiet,
-                        spr_dataset **out) {
+spr_status read_dataset(const char *path, const char *labels_path, const spr_read_options *options,
+                        int quiet, spr_dataset **out) {
     if (!strcmp(path, "-")) path = "/dev/stdin"; /* the usual name for standard input */
+    if (labels_path && !strcmp(labels_path, "-")) labels_path = "/dev/stdin";
     progress p;
     const char *slash = strrchr(path, '/');
     char label[64];
     snprintf(label, sizeof label, "read %.40s", slash ? slash + 1 : path);
     progress_start(&p, label, "MB", 0, quiet);
     p.unit_scale = 1e6;
-    spr_status st = spr_dataset_read_progress(path, options, progress_callback, &p, out);
+    spr_status st = labels_path
+                        ? spr_dataset_read_split(path, labels_path, options, progress_callback, &p, out)
+                        : spr_dataset_read_progress(path, options, progress_callback, &p, out);
     progress_finish(&p);
     return st;
 }
@@ -329,8 +336,8 @@ void note_if_training_set(const spr_data_note *note, const spr_dataset *data, co
  * training file where the model knows it (else 0); set to the base used. The model is
  * peeked at first and loaded after the data is read: a bad data file fails before a
  * model of tens of GB is read. */
-int load_model_and_data(const char *model_path, const char *data_path, int *one_based,
-                        int check_labels, spr_model **model, spr_dataset **data) {
+int load_model_and_data(const char *model_path, const char *data_path, const char *labels_path,
+                        int *one_based, int check_labels, spr_model **model, spr_dataset **data) {
     spr_model_config cfg;
     spr_model_info info;
     spr_data_note note;
@@ -346,7 +353,7 @@ int load_model_and_data(const char *model_path, const char *data_path, int *one_
     ropt.one_based = *one_based;
     ropt.n_features = cfg.n_features;
     if (check_labels) ropt.n_labels = info.labels_total;
-    st = read_dataset(data_path, &ropt, 0, data);
+    st = read_dataset(data_path, labels_path, &ropt, 0, data);
     if (st != SPR_STATUS_OK) {
         int rc = library_error(st);
         if (from_model && cli_is_root())

@@ -26,7 +26,10 @@ static const char EVAL_HELP[] =
     "psp_at_5 and psndcg_at_1, psndcg_at_3, psndcg_at_5 (PSP@k, PSnDCG@k).\n"
     "\n"
     "  --model MODEL         a model saved by 'sparrow train --save'\n"
-    "  --test FILE           test set\n"
+    "  --test FILE           test set (XMC format with header, or svmlight; or the\n"
+    "                        features file of the XMC repository's split format,\n"
+    "                        tst_X_Xf.txt, with --test-labels)\n"
+    "  --test-labels FILE    the labels of --test in the split format (tst_X_Y.txt)\n"
     "  --k K                 also report p_at_K when K is not 1, 3 or 5 (default 5)\n"
     "  --sparse-inference    rank only the LSH candidates (sublinear) instead of all labels\n"
     "  --recall N            also report sampling_recall_at_N: the mean fraction of each\n"
@@ -38,6 +41,8 @@ static const char EVAL_HELP[] =
     "                        also report PSP@1/3/5 (propensity-scored precision),\n"
     "                        the propensities from FILE's label counts (the training\n"
     "                        set; Jain et al. 2016)\n"
+    "  --propensity-train-labels FILE\n"
+    "                        its labels, when FILE is a split-format features file\n"
     "  --propensity A,B      the propensity model's constants (default 0.55,1.5, the\n"
     "                        XMC repository's; Amazon sets 0.6,2.6, Wikipedia 0.5,0.4)\n"
     "  --threads T           worker threads (default 0: all cores)\n"
@@ -53,15 +58,20 @@ static int set_id_base(const char *cmd, int one, int *base) {
 
 /* Inverse propensities of the model's labels from the training set at path (its ids
  * checked against the model, as the test set's). *out: (labels), free() it. */
-static int read_propensities(const char *path, const spr_model *model, int one_based, double a,
-                             double b, double **out) {
+static int read_propensities(const char *path, const char *labels_path, const spr_model *model,
+                             int one_based, double a, double b, double **out) {
     spr_read_options ropt = spr_read_options_default();
     ropt.one_based = one_based;
     ropt.n_features = spr_model_get_config(model).n_features;
     ropt.n_labels = spr_model_get_info(model).labels_total;
     spr_dataset *train = NULL;
-    spr_status st = read_dataset(path, &ropt, 0, &train);
+    spr_status st = read_dataset(path, labels_path, &ropt, 0, &train);
     if (st != SPR_STATUS_OK) return library_error(st);
+    int rc = require_points(train, path, "training", labels_path ? NULL : "--propensity-train-labels");
+    if (rc) {
+        spr_dataset_free(train);
+        return rc;
+    }
     *out = malloc((size_t)ropt.n_labels * sizeof **out);
     if (!*out) {
         spr_dataset_free(train);
@@ -121,11 +131,12 @@ done:
 int cmd_eval(int argc, char **argv) {
     const char *cmd = "eval";
     const char *model_path = NULL, *test_path = NULL, *psp_train = NULL, *psp_text = NULL;
+    const char *test_labels = NULL, *psp_train_labels = NULL; /* split format: the labels files */
     int k = 5, sparse = 0, threads = 0, one_based = -1, recall_top = 0;
     int64_t eval_max = 0;
     double psp_a = 0.55, psp_b = 1.5, *inv_prop = NULL;
     enum { E_MODEL = 256, E_TEST, E_K, E_SPARSE, E_THREADS, E_EVAL_MAX, E_ONE_BASED, E_ZERO_BASED, E_RECALL,
-           E_PSP_TRAIN, E_PSP };
+           E_PSP_TRAIN, E_PSP, E_TEST_LABELS, E_PSP_TRAIN_LABELS };
     static const struct option opts[] = {
         {"model", required_argument, 0, E_MODEL},
         {"test", required_argument, 0, E_TEST},
@@ -137,6 +148,8 @@ int cmd_eval(int argc, char **argv) {
         {"one-based", no_argument, 0, E_ONE_BASED},
         {"zero-based", no_argument, 0, E_ZERO_BASED},
         {"propensity-train", required_argument, 0, E_PSP_TRAIN},
+        {"test-labels", required_argument, 0, E_TEST_LABELS},
+        {"propensity-train-labels", required_argument, 0, E_PSP_TRAIN_LABELS},
         {"propensity", required_argument, 0, E_PSP},
         {"help", no_argument, 0, OPT_HELP},
         {0, 0, 0, 0}};
@@ -155,6 +168,8 @@ int cmd_eval(int argc, char **argv) {
         case E_ONE_BASED:
         case E_ZERO_BASED: rc = set_id_base(cmd, c == E_ONE_BASED, &one_based); break;
         case E_PSP_TRAIN: psp_train = optarg; break;
+        case E_TEST_LABELS: test_labels = optarg; break;
+        case E_PSP_TRAIN_LABELS: psp_train_labels = optarg; break;
         case E_PSP:
             psp_text = optarg;
             rc = parse_propensity(cmd, "--propensity", optarg, &psp_a, &psp_b);
@@ -169,20 +184,23 @@ int cmd_eval(int argc, char **argv) {
     if (!test_path) return usage_error(cmd, "--test is required (see 'sparrow eval --help')");
     if (psp_text && !psp_train)
         return usage_error(cmd, "--propensity needs --propensity-train FILE (the training set)");
-    const char *const in_opts[] = {"--test", "--propensity-train"};
-    const char *const in_paths[] = {test_path, psp_train};
-    if ((rc = stdin_once(cmd, 2, in_opts, in_paths))) return rc;
+    if (psp_train_labels && !psp_train)
+        return usage_error(cmd, "--propensity-train-labels needs --propensity-train FILE (its features)");
+    const char *const in_opts[] = {"--test", "--propensity-train", "--test-labels", "--propensity-train-labels"};
+    const char *const in_paths[] = {test_path, psp_train, test_labels, psp_train_labels};
+    if ((rc = stdin_once(cmd, 4, in_opts, in_paths))) return rc;
 
     spr_model *model = NULL;
     spr_dataset *test = NULL;
     int64_t *rows = NULL, n = 0;
-    if ((rc = load_model_and_data(model_path, test_path, &one_based, 1, &model, &test)))
+    if ((rc = load_model_and_data(model_path, test_path, test_labels, &one_based, 1, &model, &test)))
         return rc;
-    if ((rc = require_points(test, test_path, "test"))) goto done;
+    if ((rc = require_points(test, test_path, "test", test_labels ? NULL : "--test-labels"))) goto done;
     const spr_data_note note = spr_model_get_data_note(model);
     note_if_training_set(&note, test, test_path);
     if ((rc = eval_subset(spr_dataset_get_view(test).n_points, eval_max, &rows, &n))) goto done;
-    if (psp_train && (rc = read_propensities(psp_train, model, one_based, psp_a, psp_b, &inv_prop)))
+    if (psp_train &&
+        (rc = read_propensities(psp_train, psp_train_labels, model, one_based, psp_a, psp_b, &inv_prop)))
         goto done;
 
     spr_eval_result res;
@@ -324,7 +342,8 @@ static const char PREDICT_HELP[] =
     "(\"name:score<TAB>name:score ...\"; the score follows the last colon).\n"
     "\n"
     "  --model MODEL         a model saved by 'sparrow train --save'\n"
-    "  --input FILE          points to predict (XMC or svmlight format)\n"
+    "  --input FILE          points to predict (XMC or svmlight format, or the features\n"
+    "                        file of the XMC repository's split format, tst_X_Xf.txt)\n"
     "  --k K                 labels per point (default 5; at most the number of labels)\n"
     "  --sparse-inference    rank only the LSH candidates (sublinear)\n"
     "  --threads T           worker threads (default 0: all cores)\n"
@@ -377,7 +396,7 @@ int cmd_predict(int argc, char **argv) {
     spr_model *model = NULL;
     spr_dataset *data = NULL;
     label_names names = {0};
-    if ((rc = load_model_and_data(model_path, input_path, &one_based, 0, &model, &data)))
+    if ((rc = load_model_and_data(model_path, input_path, NULL, &one_based, 0, &model, &data)))
         return rc;
     if ((int64_t)k > model_labels(model)) k = (int)model_labels(model);
     if (labels_path && (rc = label_names_read(labels_path, model_labels(model), &names))) {

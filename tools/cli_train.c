@@ -35,8 +35,12 @@ static const char TRAIN_HELP[] =
     "is printed on stderr at the start.\n"
     "\n"
     "data\n"
-    "  --train FILE          training set (XMC format with header, or svmlight)\n"
+    "  --train FILE          training set (XMC format with header, or svmlight; or the\n"
+    "                        features file of the XMC repository's split format,\n"
+    "                        trn_X_Xf.txt, with --train-labels)\n"
+    "  --train-labels FILE   the labels of --train in the split format (trn_X_Y.txt)\n"
     "  --test FILE           test set, evaluated after every epoch (exact inference)\n"
+    "  --test-labels FILE    the labels of --test in the split format (tst_X_Y.txt)\n"
     "  --one-based           feature ids in the files start at 1 (svmlight convention);\n"
     "                        --zero-based: at 0 (the default; with --resume the\n"
     "                        default is the base the model records)\n"
@@ -150,6 +154,7 @@ static const char TRAIN_HELP[] =
 
 typedef struct train_args {
     const char *train_path, *test_path, *save_path, *metrics_path, *resume_path;
+    const char *train_labels, *test_labels; /* split format: the labels files, or NULL */
     int n_hidden;
     int64_t hidden[SPR_MAX_LAYERS];
     int64_t epochs;
@@ -241,7 +246,8 @@ enum {
     T_MAX_BATCHES, T_ONE_BASED, T_ZERO_BASED, T_QUIET, T_VERBOSE, T_POLICY, T_SELECT, T_THRESHOLD,
     T_HIDDEN_SPARSITY, T_REHASH_FIRST, T_REHASH_GROWTH, T_REHASH_MAX, T_REBUILD, T_RANDOM_FRACTION,
     T_RESUME, T_MAX_MEMORY, T_CLIP_NORM, T_EVAL_EVERY, T_CONFIG, T_PRINT_CONFIG,
-    T_BF16_STATE, T_RANDOM_POOL, T_BF16_WEIGHTS, T_SIMHASH_ONE_IN, T_PROPENSITY, T_SAVE_EVERY
+    T_BF16_STATE, T_RANDOM_POOL, T_BF16_WEIGHTS, T_SIMHASH_ONE_IN, T_PROPENSITY, T_SAVE_EVERY,
+    T_TRAIN_LABELS, T_TEST_LABELS
 };
 
 /* --save-every: "N" steps, or a time "Ns", "Nm", "Nh" (N > 0, a decimal for times). */
@@ -300,6 +306,8 @@ static int parse_train_args(int argc, char **argv, train_args *a) {
     static const struct option opts[] = {
         {"train", required_argument, 0, T_TRAIN},
         {"test", required_argument, 0, T_TEST},
+        {"train-labels", required_argument, 0, T_TRAIN_LABELS},
+        {"test-labels", required_argument, 0, T_TEST_LABELS},
         {"hidden", required_argument, 0, T_HIDDEN},
         {"epochs", required_argument, 0, T_EPOCHS},
         {"batch", required_argument, 0, T_BATCH},
@@ -351,14 +359,16 @@ static int parse_train_args(int argc, char **argv, train_args *a) {
     /* --config first: its options go before the command line's (which then win). Quiet:
      * the second pass reports bad options. */
     opterr = 0;
-    const char *in_paths[3] = {NULL, NULL, NULL}; /* --config, --train, --test */
+    const char *in_paths[5] = {NULL, NULL, NULL, NULL, NULL};
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         if (c == T_CONFIG) a->config_path = in_paths[0] = optarg;
         if (c == T_TRAIN) in_paths[1] = optarg;
         if (c == T_TEST) in_paths[2] = optarg;
+        if (c == T_TRAIN_LABELS) in_paths[3] = optarg;
+        if (c == T_TEST_LABELS) in_paths[4] = optarg;
     }
-    const char *const in_opts[] = {"--config", "--train", "--test"};
-    if ((rc = stdin_once(cmd, 3, in_opts, in_paths))) return rc; /* before --config reads it */
+    const char *const in_opts[] = {"--config", "--train", "--test", "--train-labels", "--test-labels"};
+    if ((rc = stdin_once(cmd, 5, in_opts, in_paths))) return rc; /* before --config reads it */
     int n_from_file = 0;
     if (a->config_path) {
         if ((rc = config_to_argv(cmd, a->config_path, opts, &a->config))) return rc;
@@ -384,6 +394,8 @@ static int parse_train_args(int argc, char **argv, train_args *a) {
             break;
         case T_TRAIN: a->train_path = optarg; break;
         case T_TEST: a->test_path = optarg; break;
+        case T_TRAIN_LABELS: a->train_labels = optarg; break;
+        case T_TEST_LABELS: a->test_labels = optarg; break;
         case T_SAVE:
             a->save_path = optarg;
             if (!strcmp(optarg, "-"))
@@ -523,7 +535,11 @@ static int parse_train_args(int argc, char **argv, train_args *a) {
         return usage_error(cmd, "--train is required (see 'sparrow train --help')");
     in_paths[1] = a->train_path; /* from the command line or the --config file */
     in_paths[2] = a->test_path;
-    if ((rc = stdin_once(cmd, 3, in_opts, in_paths))) return rc;
+    in_paths[3] = a->train_labels;
+    in_paths[4] = a->test_labels;
+    if ((rc = stdin_once(cmd, 5, in_opts, in_paths))) return rc;
+    if (a->test_labels && !a->test_path)
+        return usage_error(cmd, "--test-labels needs --test FILE (the test set's features)");
     if ((a->save_every || a->save_every_seconds > 0) && !a->save_path)
         return usage_error(cmd, "--save-every needs --save MODEL (where to save)");
     if (a->one_based && a->zero_based)
@@ -1065,6 +1081,8 @@ static struct cJSON *train_config_json(const train_args *a) {
     spr_train_options t = spr_train_options_default();
     config_put_string(o, "train", a->train_path);
     config_put_string(o, "test", a->test_path);
+    config_put_string(o, "train-labels", a->train_labels);
+    config_put_string(o, "test-labels", a->test_labels);
     if (a->resume_path && !a->one_based && !a->zero_based)
         config_put_null(o, "one-based"); /* the model's record */
     else config_put_bool(o, "one-based", a->one_based);
@@ -1280,6 +1298,7 @@ static int check_output_paths(const train_args *a) {
     const struct {
         const char *path, *opt;
     } in[] = {{a->train_path, "--train"},   {a->test_path, "--test"},
+              {a->train_labels, "--train-labels"}, {a->test_labels, "--test-labels"},
               {a->config_path, "--config"}, {a->resume_path, "--resume"},
               {a->save_path, "--save"}},
       out[] = {{a->save_path, "--save"}, {a->metrics_path, "--metrics"}};
@@ -1344,13 +1363,14 @@ static int train_run(const train_args *args) {
     spr_read_options ropt = spr_read_options_default();
     ropt.one_based = a.one_based;
     double t0 = now_seconds();
-    if ((st = read_dataset(a.train_path, &ropt, a.quiet, &train)) != SPR_STATUS_OK) {
+    if ((st = read_dataset(a.train_path, a.train_labels, &ropt, a.quiet, &train)) != SPR_STATUS_OK) {
         rc = library_error(st);
         resume_base_hint(&a, &note, base_from_model);
         goto done;
     }
     spr_dataset_view tv = spr_dataset_get_view(train);
-    if ((rc = require_points(train, a.train_path, "training"))) goto done;
+    if ((rc = require_points(train, a.train_path, "training", a.train_labels ? NULL : "--train-labels")))
+        goto done;
     const uint64_t digest = spr_dataset_digest(train);
     const spr_data_note trained_on = {tv.n_points, digest, a.one_based}; /* recorded in the model */
     if (note.points > 0 && (note.points != tv.n_points || note.digest != digest)) {
@@ -1380,11 +1400,12 @@ static int train_run(const train_args *args) {
          * are checked against them. */
         ropt.n_features = a.resume_path ? cfg.n_features : tv.n_features;
         ropt.n_labels = model_labels;
-        if ((st = read_dataset(a.test_path, &ropt, a.quiet, &test)) != SPR_STATUS_OK) {
+        if ((st = read_dataset(a.test_path, a.test_labels, &ropt, a.quiet, &test)) != SPR_STATUS_OK) {
             rc = library_error(st);
             goto done;
         }
-        if ((rc = require_points(test, a.test_path, "test"))) goto done;
+        if ((rc = require_points(test, a.test_path, "test", a.test_labels ? NULL : "--test-labels")))
+            goto done;
         note_if_training_set(&trained_on, test, a.test_path);
     }
     double read_seconds = now_seconds() - t0;

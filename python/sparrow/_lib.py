@@ -213,6 +213,8 @@ def _warn_kernels_not_followed():
 _warn_kernels_not_followed()
 spr_read_options_default = _fn("spr_read_options_default", ReadOptions)
 spr_dataset_read = _fn("spr_dataset_read", c_int, c_char_p, POINTER(ReadOptions), POINTER(_p))
+spr_dataset_read_split = _fn("spr_dataset_read_split", c_int, c_char_p, c_char_p, POINTER(ReadOptions),
+                             _p, _p, POINTER(_p))
 spr_dataset_wrap = _fn("spr_dataset_wrap", c_int, POINTER(DatasetView), POINTER(_p))
 spr_dataset_get_view = _fn("spr_dataset_get_view", DatasetView, _p)
 spr_dataset_digest = _fn("spr_dataset_digest", c_uint64, _p)

@@ -20,9 +20,14 @@ def _array(ptr, n, dtype):
     return np.frombuffer(buf, dtype=dtype).copy()
 
 
-def load_xmc(path, format="auto", one_based=False, n_features=0, n_labels=0):
+def load_xmc(path, format="auto", one_based=False, n_features=0, n_labels=0, labels=None):
     """Reads an Extreme Classification Repository file (header "N D L", then
     "l1,l2 f:v f:v" lines) or an svmlight/libsvm file with the C reader.
+
+    labels: the repository's split format, features in path (trn_X_Xf.txt: header
+    "N D", one line of "f:v" pairs per point) and labels in this file (trn_X_Y.txt:
+    header "N L", "l:w" pairs; every listed label counts, its weight must be positive).
+    A split features file read without labels gives points without labels.
 
     Returns (X, Y): X a scipy.sparse.csr_matrix (N, D) of float32 features, Y a
     csr_matrix (N, L) of float32 ones, one per label of each point. Errors (a missing
@@ -37,7 +42,11 @@ def load_xmc(path, format="auto", one_based=False, n_features=0, n_labels=0):
     opts.n_features = int(n_features)
     opts.n_labels = int(n_labels)
     handle = ctypes.c_void_p()
-    check(_lib.spr_dataset_read(os.fsencode(path), ctypes.byref(opts), ctypes.byref(handle)))
+    if labels is not None:
+        check(_lib.spr_dataset_read_split(os.fsencode(path), os.fsencode(labels), ctypes.byref(opts),
+                                          None, None, ctypes.byref(handle)))
+    else:
+        check(_lib.spr_dataset_read(os.fsencode(path), ctypes.byref(opts), ctypes.byref(handle)))
     try:
         v = _lib.spr_dataset_get_view(handle)
         n = v.n_points

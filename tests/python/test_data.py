@@ -59,6 +59,40 @@ def test_load_xmc_one_based(tmp_path):
     np.testing.assert_array_equal(X.toarray(), [[2, 0, 4], [0, 1, 0]])
 
 
+def write_sparse_file(path, M):
+    """The XMC repository's split-format writer, as pyxclib's write_sparse_file writes:
+    a header "rows cols", then each row's "idx:val" pairs (an empty line for an empty row)."""
+    M = sp.csr_matrix(M)
+    with open(path, "w") as f:
+        f.write("%d %d\n" % M.shape)
+        for i in range(M.shape[0]):
+            lo, hi = M.indptr[i], M.indptr[i + 1]
+            f.write(" ".join("%d:%r" % (j, float(v)) for j, v in zip(M.indices[lo:hi], M.data[lo:hi])) + "\n")
+
+
+def test_load_xmc_split_format(tmp_path):
+    """trn_X_Xf.txt + trn_X_Y.txt read to the matrices of the single XMC file; label
+    weights (here not 1) are dropped; the features file alone has no labels."""
+    xmc = tmp_path / "xmc.txt"
+    write(xmc, LINES, header="5 12 11")
+    X, Y = sparrow.load_xmc(xmc)
+    Yw = Y.copy()
+    Yw.data = np.arange(1, Yw.nnz + 1, dtype=np.float32) * 0.5
+    write_sparse_file(tmp_path / "trn_X_Xf.txt", X)
+    write_sparse_file(tmp_path / "trn_X_Y.txt", Yw)
+    X2, Y2 = sparrow.load_xmc(tmp_path / "trn_X_Xf.txt", labels=tmp_path / "trn_X_Y.txt")
+    assert X2.shape == X.shape and Y2.shape == Y.shape
+    assert (X2 != X).nnz == 0 and (Y2 != Y).nnz == 0
+    assert sparrow.Dataset(X2, Y2).digest() == sparrow.Dataset(X, Y).digest()
+    X3, Y3 = sparrow.load_xmc(tmp_path / "trn_X_Xf.txt")
+    assert (X3 != X).nnz == 0 and Y3.nnz == 0
+    Yw.data[0] = 0.0  # a listed label without weight is refused, by file and line
+    write_sparse_file(tmp_path / "bad_Y.txt", Yw)
+    with pytest.raises(sparrow.BadInputError) as e:
+        sparrow.load_xmc(tmp_path / "trn_X_Xf.txt", labels=tmp_path / "bad_Y.txt")
+    assert "bad_Y.txt: row 1 (line 2)" in str(e.value)
+
+
 def test_load_errors_name_file_and_line(tmp_path):
     with pytest.raises(sparrow.SparrowIOError) as e:
         sparrow.load_xmc(tmp_path / "missing.txt")
