@@ -537,8 +537,9 @@ static spr_status spr_parse_pairs(char *q, const char *path, long long ln, const
         if (!isfinite(v))
             return spr_fail(SPR_STATUS_BAD_INPUT, "%s:%lld: value of %s '%s' is not finite", path, ln, w, spr_token(s, tok));
         q = ve;
-        if (!spr_grow((void **)&pp->ids, &pp->cap_ids, pp->n + 1, sizeof *pp->ids) ||
-            !spr_grow((void **)&pp->vals, &pp->cap_vals, pp->n + 1, sizeof *pp->vals))
+        if ((pp->n + 1 > pp->cap_ids || pp->n + 1 > pp->cap_vals) && /* the test inline: per pair */
+            (!spr_grow((void **)&pp->ids, &pp->cap_ids, pp->n + 1, sizeof *pp->ids) ||
+             !spr_grow((void **)&pp->vals, &pp->cap_vals, pp->n + 1, sizeof *pp->vals)))
             return spr_fail(SPR_STATUS_NO_MEMORY, "%s:%lld: out of memory", path, ln);
         pp->ids[pp->n] = (int32_t)id;
         pp->vals[pp->n] = v;
