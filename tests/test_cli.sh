@@ -1548,6 +1548,27 @@ if [ -n "$steps" ] && [ "$steps" -gt 0 ] && [ "$steps" -lt 480 ]; then pass; els
     fail "mstop: expected a model saved part way (0 < steps < 480), got '$steps'"
 fi
 
+# ---------------------------------------------------------------- out of memory in an evaluation
+# Inference allocates (a training step does not): an evaluation that ran out of memory
+# ended the run without saving the epochs trained. The shim (tests/failalloc.c, built
+# beside the tool; not in sanitizer builds) fails the evaluation's first allocation.
+FAILALLOC=${SPARROW_TEST_FAILALLOC:-$(dirname "$BIN")/libfailalloc.so}
+if [ -f "$FAILALLOC" ]; then
+    LD_PRELOAD=$FAILALLOC FAILALLOC_SIZE=81920 "$BIN" train --train "$TRAIN" --test "$TEST" --epochs 2 \
+        --threads 1 --quiet --save oom.model >oom.out 2>oom.err
+    RC=$?
+    expect_rc oom 1
+    expect_grep oom oom.err "out of memory in evaluate"
+    expect_grep oom oom.err "the evaluation failed; the model is saved (--resume continues it)"
+    run oom_info info --model oom.model --json
+    expect_rc oom_info 0
+    expect_grep oom_info oom_info.out '"epoch": 1'
+    run oom_res train --resume oom.model --train "$TRAIN" --test "$TEST" --epochs 2 --threads 1 --quiet
+    expect_rc oom_res 0
+else
+    echo "test_cli: no $FAILALLOC (a sanitizer build): the out-of-memory checks did not run" >&2
+fi
+
 # ---------------------------------------------------------------- binary input
 # A stream of NUL bytes (/dev/zero, or a binary file with no newline in it) was read whole
 # as one line, until memory ran out, by every reader: data sets, --labels,

@@ -750,6 +750,7 @@ typedef struct train_state {
     spr_eval_result last; /* the last evaluation */
     int have_last;
     int metrics_failed; /* a metrics line could not be written: training stopped there */
+    int eval_failed;    /* an evaluation failed (out of memory): training stopped there */
     int stopped;        /* the signal that stopped training, the same on every rank */
     int64_t saved_step; /* the step of the last --save-every save, -1 before one */
     double saved_at;    /* when it ended (or training started): --save-every's clock */
@@ -807,7 +808,10 @@ static int train_report(train_state *s, int64_t epoch, int partial, window *w, i
         spr_status st = spr_model_evaluate_ps(s->model, s->test, eval_rows, eval_n, 0, s->threads,
                                               s->inv_prop, s->n_prop, &res);
         eval_seconds = now_seconds() - t0;
-        if (st != SPR_STATUS_OK) return library_error(st);
+        if (st != SPR_STATUS_OK) {
+            s->eval_failed = 1;
+            return library_error(st);
+        }
         s->last = res;
         s->have_last = 1;
     }
@@ -1602,10 +1606,14 @@ static int train_run(const train_args *args) {
      * to save yet, and reading a large data set should not have to finish first). */
     catch_stop_signals();
     rc = train_loop(&s, train, &topt, rows);
-    /* A full disk under the metrics file stops training, but the steps done are sound:
-     * they are saved, as an interrupted run's are (on every rank: they agreed on the
-     * failure). A failed step (a diverged loss) is not. */
-    const int metrics_rc = rc && s.metrics_failed ? rc : EXIT_OK;
+    /* A full disk under the metrics file, or an evaluation that failed (out of memory:
+     * inference allocates), stops training, but the steps done are sound: they are saved,
+     * as an interrupted run's are (on every rank for the metrics: they agreed on the
+     * failure; an evaluation failed on one rank while the others wait in its collective,
+     * so a sharded save could not complete: one process only). A failed step (a diverged
+     * loss) is not. */
+    const int single = !cli_dist || spr_dist_size(cli_dist) == 1;
+    const int metrics_rc = rc && (s.metrics_failed || (s.eval_failed && single)) ? rc : EXIT_OK;
     if (rc && !metrics_rc) goto done;
 
     if (a.save_path) {
@@ -1617,11 +1625,10 @@ static int train_run(const train_args *args) {
     }
     if (metrics_rc) {
         if (cli_is_root())
-            fprintf(stderr,
-                        "sparrow: training stopped at step %lld, the metrics file unwritable; %s\n",
-                        (long long)spr_model_get_info(model).steps,
-                        a.save_path ? "the model is saved (--resume continues it)"
-                                    : "model not saved (no --save)");
+            fprintf(stderr, "sparrow: training stopped at step %lld, %s; %s\n",
+                    (long long)spr_model_get_info(model).steps,
+                    s.metrics_failed ? "the metrics file unwritable" : "the evaluation failed",
+                    a.save_path ? "the model is saved (--resume continues it)" : "model not saved (no --save)");
         rc = metrics_rc;
         goto done;
     }

@@ -1,0 +1,31 @@
+/*
+ * failalloc.c: an LD_PRELOAD shim for the command-line tests: makes one allocation fail,
+ * so that the paths that handle running out of memory mid-run can be checked.
+ *
+ *   FAILALLOC_SIZE=S   posix_memalign (the library's spr_alloc) of exactly S bytes fails
+ *                      with ENOMEM ...
+ *   FAILALLOC_SKIP=N   ... after N such calls have succeeded (default 0);
+ *                      every later one fails too.
+ *
+ * Without FAILALLOC_SIZE it changes nothing. Not for sanitizer builds (their runtime
+ * must come first).
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdlib.h>
+
+typedef int (*memalign_fn)(void **, size_t, size_t);
+
+int posix_memalign(void **out, size_t align, size_t size) {
+    static memalign_fn real;
+    static long long seen;
+    if (!real) real = (memalign_fn)dlsym(RTLD_NEXT, "posix_memalign");
+    const char *want = getenv("FAILALLOC_SIZE");
+    if (want && strtoull(want, NULL, 10) == size) {
+        const char *skip = getenv("FAILALLOC_SKIP");
+        if (__atomic_fetch_add(&seen, 1, __ATOMIC_RELAXED) >= (skip ? strtoll(skip, NULL, 10) : 0))
+            return ENOMEM;
+    }
+    return real(out, align, size);
+}
