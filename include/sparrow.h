@@ -134,7 +134,8 @@ SPR_API spr_status spr_dataset_read_progress(const char *path, const spr_read_op
  * number of points. options->format is ignored; one_based shifts feature ids only;
  * n_features / n_labels override the headers. labels_path NULL: the points have no labels
  * (spr_dataset_read also reads a features file alone). Errors name the file and line;
- * progress (NULL: none) is told each file's bytes in turn. */
+ * progress (NULL: none) is told the bytes read of both files' sizes together (a total of
+ * 0 where one is not a regular file). */
 SPR_API spr_status spr_dataset_read_split(const char *features_path, const char *labels_path,
                                           const spr_read_options *options, spr_progress_fn progress,
                                           void *user, spr_dataset **out);

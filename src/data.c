@@ -207,6 +207,10 @@ typedef struct spr_reader {
     void *progress_user;
     int64_t size;    /* of a regular file, else 0 (unknown) */
     int regular;     /* a regular file: its size is known and checked at the end */
+    /* A pair of files shown as one: progress is told before + total of before + size +
+     * after, the bytes of the files read earlier and the size of those to come (-1:
+     * unknown, then the total is 0, unknown). Both 0 for a single file. */
+    int64_t before, after;
 } spr_reader;
 
 /* The compressor whose magic number starts a file's first bytes p[0..n), and in *how the
@@ -300,7 +304,9 @@ static int spr_reader_next(spr_reader *r, char **start, char **end) {
         }
         r->len += (size_t)got;
         r->total += got;
-        if (r->progress) r->progress(r->progress_user, r->total, r->size);
+        if (r->progress)
+            r->progress(r->progress_user, r->before + r->total,
+                        r->size > 0 && r->after >= 0 ? r->before + r->size + r->after : 0);
     }
 }
 
@@ -672,7 +678,12 @@ static spr_status spr_split_header(spr_reader *r, const char *role, int64_t hdr[
                                   r->path, role);
     if (e - p >= 3 && !memcmp(p, "\xEF\xBB\xBF", 3)) p += 3;
     char tok[48];
-    if (spr_parse_header(p, hdr) != 2)
+    const int hn = spr_parse_header(p, hdr);
+    if (hn == 3)
+        return spr_fail(SPR_STATUS_BAD_INPUT, "%s:1: a header \"N D L\": a single-file XMC data set, labels "
+                                              "included, not the %s file of a split pair",
+                        r->path, role);
+    if (hn != 2)
         return spr_fail(SPR_STATUS_BAD_INPUT, "%s:1: expected the %s file's header \"ROWS COLUMNS\" (the "
                                               "XMC repository's split format), found '%s'",
                         r->path, role, spr_token(p, tok));
@@ -701,18 +712,23 @@ spr_status spr_dataset_read_split(const char *features_path, const char *labels_
     spr_pairs feats = {.max_id = -1}, labs = {.max_id = -1};
     int64_t *findptr = NULL, *lindptr = NULL;
     int64_t fh[3], lh[3];
-    if ((st = spr_reader_open(&r, features_path, progress, user)) != SPR_STATUS_OK ||
-        (st = spr_split_header(&r, "features", fh)) != SPR_STATUS_OK)
-        goto fail;
+    struct stat lsb; /* progress counts both files' bytes */
+    const int64_t labels_size = !labels_path ? 0
+                                : stat(labels_path, &lsb) == 0 && S_ISREG(lsb.st_mode) ? (int64_t)lsb.st_size
+                                                                                       : -1;
+    if ((st = spr_reader_open(&r, features_path, progress, user)) != SPR_STATUS_OK) goto fail;
+    r.after = labels_size;
+    if ((st = spr_split_header(&r, "features", fh)) != SPR_STATUS_OK) goto fail;
     const spr_pair_rules fr = spr_split_rules("feature", opt.n_features, fh, opt.one_based);
     if ((st = spr_read_rows(&r, fh, 1, &fr, &feats, &findptr)) != SPR_STATUS_OK) goto fail;
+    const int64_t features_bytes = (int64_t)r.total;
     spr_reader_close(&r);
     if (!labels_path)
         return spr_dataset_take(fh[0], fr.lim, opt.n_labels, findptr, &feats, NULL, NULL, 0, out);
 
-    if ((st = spr_reader_open(&r, labels_path, progress, user)) != SPR_STATUS_OK ||
-        (st = spr_split_header(&r, "labels", lh)) != SPR_STATUS_OK)
-        goto fail;
+    if ((st = spr_reader_open(&r, labels_path, progress, user)) != SPR_STATUS_OK) goto fail;
+    r.before = features_bytes;
+    if ((st = spr_split_header(&r, "labels", lh)) != SPR_STATUS_OK) goto fail;
     if (lh[0] != fh[0]) {
         st = spr_fail(SPR_STATUS_BAD_INPUT, "%s:1: header says %lld rows, but the features file %s has %lld: "
                                             "not the labels of those points",

@@ -708,6 +708,26 @@ static void bad_split(const char *xtext, const char *ytext, const char *want, in
     unlink(y);
 }
 
+/* What a progress callback was told: calls, the last (done, total), whether done ever
+ * went back or past the total. */
+typedef struct seen_progress {
+    int calls, backwards;
+    int64_t done, total;
+} seen_progress;
+
+static void record_progress(void *user, int64_t done, int64_t total) {
+    seen_progress *s = user;
+    if (done < s->done || (total > 0 && done > total)) s->backwards = 1;
+    s->calls++;
+    s->done = done;
+    s->total = total;
+}
+
+static int64_t file_size(const char *path) {
+    struct stat sb;
+    return stat(path, &sb) == 0 ? (int64_t)sb.st_size : -1;
+}
+
 /* The Extreme Classification Repository's split format (spr_dataset_read_split). */
 static void test_split_format(void) {
     char x[64], y[64];
@@ -726,6 +746,22 @@ static void test_split_format(void) {
         expect e = {3, 5, 4, fptr, fidx, fval, lptr, lab};
         check_dataset("split, one-based", ds, &e);
     }
+    spr_dataset_free(ds);
+    /* progress: the two files as one, done growing to both sizes together */
+    seen_progress seen = {0, 0, 0, 0};
+    ds = NULL;
+    st = spr_dataset_read_split(x, y, &o, record_progress, &seen, &ds);
+    const int64_t both = file_size(x) + file_size(y);
+    CHECK(st == SPR_STATUS_OK && seen.calls >= 2 && !seen.backwards && seen.done == both && seen.total == both,
+          "split progress: %d calls, backwards %d, last %lld of %lld, files %lld bytes", seen.calls,
+          seen.backwards, (long long)seen.done, (long long)seen.total, (long long)both);
+    spr_dataset_free(ds);
+    seen = (seen_progress){0, 0, 0, 0};
+    ds = NULL;
+    st = spr_dataset_read_progress(y, NULL, record_progress, &seen, &ds); /* "N D": a features file */
+    CHECK(st == SPR_STATUS_OK && !seen.backwards && seen.done == file_size(y) && seen.total == file_size(y),
+          "single-file progress: last %lld of %lld, file %lld bytes", (long long)seen.done,
+          (long long)seen.total, (long long)file_size(y));
     spr_dataset_free(ds);
     /* options override the headers' widths */
     o = spr_read_options_default();
@@ -770,7 +806,11 @@ static void test_split_format(void) {
     bad_split("1 5\n0:1\n", "1 3\n2:1 2:1\n", ":2: label id 2 repeated", 1);
     bad_split("1 5\n0:1\n", "0:1\n", ":1: expected the labels file's header \"ROWS COLUMNS\"", 1);
     bad_split("1 5\n0:1\n", "", "empty file", 1);
-    bad_split("1 5 3\n0:1\n", "1 3\n0:1\n", ":1: expected the features file's header", 0);
+    bad_split("1 5 3\n0:1\n", "1 3\n0:1\n", ":1: a header \"N D L\": a single-file XMC data set, labels "
+                                            "included, not the features file of a split pair", 0);
+    bad_split("1 5\n0:1\n", "1 5 3\n0:1\n", "not the labels file of a split pair", 1);
+    bad_split("x 5\n0:1\n", "1 3\n0:1\n", ":1: expected the features file's header \"ROWS COLUMNS\" (the "
+                                          "XMC repository's split format), found 'x'", 0);
     bad_split("1 5\n0:1 # note\n", "1 3\n0:1\n", ":2: bad feature '#'", 0);
     bad_split("1 5\n0:1\n", "1 3\n1\n", ":2: missing ':' in label '1'", 1);
     bad_split("1 5\n0:nan\n", "1 3\n1:1\n", ":2: value of feature '0:nan' is not finite", 0);

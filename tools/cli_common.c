@@ -311,7 +311,13 @@ spr_status read_dataset(const char *path, const char *labels_path, const spr_rea
     progress p;
     const char *slash = strrchr(path, '/');
     char label[64];
-    snprintf(label, sizeof label, "read %.40s", slash ? slash + 1 : path);
+    if (labels_path) {
+        const char *lslash = strrchr(labels_path, '/');
+        snprintf(label, sizeof label, "read %.24s + %.24s", slash ? slash + 1 : path,
+                 lslash ? lslash + 1 : labels_path);
+    } else {
+        snprintf(label, sizeof label, "read %.40s", slash ? slash + 1 : path);
+    }
     progress_start(&p, label, "MB", 0, quiet);
     p.unit_scale = 1e6;
     spr_status st = labels_path
