@@ -644,6 +644,7 @@ printf '2 9\n0:1\n\n' >few_Y.txt # the header's 2 rows, one of them empty
 printf '2 5\n0:1\n1:1\n' >few_X.txt
 run sp_w train --train few_X.txt --train-labels few_Y.txt --hidden 4 --quiet --sparsity 1
 expect_rc sp_w 0
+expect_grep sp_w sp_w.err "sparrow train: few_X.txt + few_Y.txt: 2 points, 5 features, 9 labels"
 printf '2 9\n0:1\n3:0\n' >zero_Y.txt
 run sp_zero train --train few_X.txt --train-labels zero_Y.txt --quiet
 expect_rc sp_zero 2

@@ -1513,12 +1513,12 @@ static int train_run(const train_args *args) {
     spr_model_info info = spr_model_get_info(model);
     if (!cli_is_root()) a.quiet = 1;
     if (cli_is_root()) {
-        fprintf(stderr, "sparrow train: %s: %lld points, %lld features, %lld labels",
-                    a.train_path, (long long)tv.n_points, (long long)tv.n_features,
-                    (long long)tv.n_labels);
+        fprintf(stderr, "sparrow train: %s%s%s: %lld points, %lld features, %lld labels",
+                    a.train_path, a.train_labels ? " + " : "", a.train_labels ? a.train_labels : "",
+                    (long long)tv.n_points, (long long)tv.n_features, (long long)tv.n_labels);
         if (test)
-            fprintf(stderr, "; %s: %lld points", a.test_path,
-                    (long long)spr_dataset_get_view(test).n_points);
+            fprintf(stderr, "; %s%s%s: %lld points", a.test_path, a.test_labels ? " + " : "",
+                    a.test_labels ? a.test_labels : "", (long long)spr_dataset_get_view(test).n_points);
         fprintf(stderr, " (read in %.2f s)\n", read_seconds);
         /* the densities the model chose (simhash_one_in 0) */
         for (int l = 0; l < cfg.n_layers; l++)
