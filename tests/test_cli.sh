@@ -658,6 +658,12 @@ expect_grep sp_dash sp_dash.err "--train - and --train-labels - would both read 
 run sp_over train --train few_X.txt --train-labels few_Y.txt --save few_Y.txt --quiet
 expect_rc sp_over 2
 expect_grep sp_over sp_over.err "--save few_Y.txt is also the --train-labels file"
+run sp_same train --train few_X.txt --train-labels ./few_X.txt --quiet # feature ids read as labels
+expect_rc sp_same 2
+expect_grep sp_same sp_same.err "--train-labels ./few_X.txt is also the --train file"
+run sp_same_e eval --model sp_a.model --test tst_X_Xf.txt --test-labels tst_X_Xf.txt
+expect_rc sp_same_e 2
+expect_grep sp_same_e sp_same_e.err "--test-labels tst_X_Xf.txt is also the --test file"
 run sp_pc train --train few_X.txt --train-labels few_Y.txt --print-config
 expect_grep sp_pc sp_pc.out '"train-labels": "few_Y.txt"'
 run sp_psp eval --model sp_a.model --test "$TEST" --propensity-train-labels trn_X_Y.txt

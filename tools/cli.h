@@ -116,6 +116,13 @@ int bad_option(const char *cmd);
 /* A usage error if arguments are left after the options, else EXIT_OK. */
 int stray_arguments(const char *cmd, int argc, char **argv);
 
+/* 1 when a and b name the same regular file (the same inode, however spelled), or, when
+ * one does not exist yet, are the same string. Pipes and terminals never match. */
+int same_file(const char *a, const char *b);
+/* A usage error (EXIT_USAGE) when labels (not NULL) names the features file. */
+int split_pair_distinct(const char *cmd, const char *features_opt, const char *features,
+                        const char *labels_opt, const char *labels);
+
 /* spr_dataset_read with a progress display on stderr (progress.h) unless quiet; with a
  * labels_path (not NULL) spr_dataset_read_split: path holds the features. "-" is stdin. */
 spr_status read_dataset(const char *path, const char *labels_path, const spr_read_options *options,

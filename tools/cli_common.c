@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 double now_seconds(void) {
@@ -300,6 +301,28 @@ void cli_dist_stop(int rc) {
     }
     spr_dist_finalize(cli_dist);
     cli_dist = NULL;
+}
+
+/* 1 when a and b name the same regular file (the same inode, however spelled), or, when
+ * one does not exist yet, are the same string. Pipes and terminals never match. */
+int same_file(const char *a, const char *b) {
+    struct stat sa, sb;
+    if (!strcmp(a, "-") || !strcmp(b, "-")) return 0; /* stdin or stdout: streams, not files */
+    const int ea = stat(a, &sa) == 0, eb = stat(b, &sb) == 0;
+    if (ea && eb)
+        return S_ISREG(sa.st_mode) && S_ISREG(sb.st_mode) && sa.st_dev == sb.st_dev &&
+               sa.st_ino == sb.st_ino;
+    return strcmp(a, b) == 0;
+}
+
+/* A usage error when a split pair names one file twice (features read as labels). */
+int split_pair_distinct(const char *cmd, const char *features_opt, const char *features,
+                        const char *labels_opt, const char *labels) {
+    if (features && labels && same_file(features, labels))
+        return usage_error(cmd, "%s %s is also the %s file: the labels are in another file "
+                                "(trn_X_Y.txt beside trn_X_Xf.txt)",
+                           labels_opt, labels, features_opt);
+    return EXIT_OK;
 }
 
 /* ------------------------------------------------------------------ model + data loading */

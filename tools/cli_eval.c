@@ -188,7 +188,11 @@ int cmd_eval(int argc, char **argv) {
         return usage_error(cmd, "--propensity-train-labels needs --propensity-train FILE (its features)");
     const char *const in_opts[] = {"--test", "--propensity-train", "--test-labels", "--propensity-train-labels"};
     const char *const in_paths[] = {test_path, psp_train, test_labels, psp_train_labels};
-    if ((rc = stdin_once(cmd, 4, in_opts, in_paths))) return rc;
+    if ((rc = stdin_once(cmd, 4, in_opts, in_paths)) ||
+        (rc = split_pair_distinct(cmd, "--test", test_path, "--test-labels", test_labels)) ||
+        (rc = split_pair_distinct(cmd, "--propensity-train", psp_train, "--propensity-train-labels",
+                                  psp_train_labels)))
+        return rc;
 
     spr_model *model = NULL;
     spr_dataset *test = NULL;

@@ -540,6 +540,9 @@ static int parse_train_args(int argc, char **argv, train_args *a) {
     if ((rc = stdin_once(cmd, 5, in_opts, in_paths))) return rc;
     if (a->test_labels && !a->test_path)
         return usage_error(cmd, "--test-labels needs --test FILE (the test set's features)");
+    if ((rc = split_pair_distinct(cmd, "--train", a->train_path, "--train-labels", a->train_labels)) ||
+        (rc = split_pair_distinct(cmd, "--test", a->test_path, "--test-labels", a->test_labels)))
+        return rc;
     if ((a->save_every || a->save_every_seconds > 0) && !a->save_path)
         return usage_error(cmd, "--save-every needs --save MODEL (where to save)");
     if (a->one_based && a->zero_based)
@@ -1281,18 +1284,6 @@ int cmd_train(int argc, char **argv) {
     config_argv_free(&a.config);
     free(a.merged_argv);
     return rc;
-}
-
-/* 1 when a and b name the same regular file (the same inode, however spelled), or, when
- * one does not exist yet, are the same string. Pipes and terminals never match. */
-static int same_file(const char *a, const char *b) {
-    struct stat sa, sb;
-    if (!strcmp(a, "-") || !strcmp(b, "-")) return 0; /* stdin or stdout: streams, not files */
-    const int ea = stat(a, &sa) == 0, eb = stat(b, &sb) == 0;
-    if (ea && eb)
-        return S_ISREG(sa.st_mode) && S_ISREG(sb.st_mode) && sa.st_dev == sb.st_dev &&
-               sa.st_ino == sb.st_ino;
-    return strcmp(a, b) == 0;
 }
 
 /* The outputs (--save, --metrics) must not name an input or each other: `--save
