@@ -4,7 +4,8 @@
  * Each input is read as XMC, as AUTO, as 1-based svmlight, and as XMC with small
  * caller limits (n_features = n_labels = 16, which exercises the range checks); and in
  * the split format (spr_dataset_read_split) as both the features and the labels file,
- * and as a features file alone. Besides
+ * and as a features file alone; and as a filter file (spr_dataset_read_filter), with and
+ * without bounds. Besides
  * the sanitizers, every successful read is checked against the contract of
  * spr_dataset_view (CSR shape, ids sorted, unique and in range, finite values), and
  * every failure must leave *out NULL with a message.
@@ -77,6 +78,24 @@ static void read_as(const char *path, spr_format format, int one_based, int64_t 
     spr_dataset_free(ds);
 }
 
+/* A filter file: every pair in range, each point's labels ascending and unique. */
+static void read_filter(const char *path, int64_t bound) {
+    spr_dataset *ds = (spr_dataset *)&bound;
+    spr_status st = spr_dataset_read_filter(path, bound, bound, &ds);
+    if (st == SPR_STATUS_OK) {
+        FUZZ_CHECK(ds != NULL, "filter OK but no data set");
+        check_view(ds);
+        spr_dataset_view v = spr_dataset_get_view(ds);
+        FUZZ_CHECK(bound == 0 || (v.n_points == bound && v.n_labels == bound), "filter bounds %lld: %lld %lld",
+                   (long long)bound, (long long)v.n_points, (long long)v.n_labels);
+        FUZZ_CHECK(v.feature_indptr[v.n_points] == 0, "a filter with features");
+    } else {
+        FUZZ_CHECK(ds == NULL, "filter status %d but *out not NULL", (int)st);
+        FUZZ_CHECK(spr_last_error()[0] != '\0', "filter status %d without a message", (int)st);
+    }
+    spr_dataset_free(ds);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     const char *path = fuzz_write_input(data, size);
     read_as(path, SPR_FORMAT_XMC, 0, 0, 0);
@@ -85,5 +104,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     read_as(path, SPR_FORMAT_XMC, 0, 16, 0);
     read_as(path, SPR_FORMAT_AUTO, 0, 0, 1);
     read_as(path, SPR_FORMAT_AUTO, 1, 16, 2);
+    read_filter(path, 0);
+    read_filter(path, 16);
     return 0;
 }

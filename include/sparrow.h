@@ -140,6 +140,15 @@ SPR_API spr_status spr_dataset_read_split(const char *features_path, const char 
                                           const spr_read_options *options, spr_progress_fn progress,
                                           void *user, spr_dataset **out);
 
+/* Reads a filter file of the XMC repository (filter_labels_test.txt: per line a pair
+ * "POINT LABEL" of 0-based ids, separated by blanks; blank lines skipped) as a data set
+ * whose point i has no features and as labels the labels to exclude from point i's
+ * ranking (ascending, a repeated pair once): spr_model_evaluate_excluding and
+ * spr_model_predict_excluding take it. n_points (the data it filters) and n_labels (the
+ * model's) bound the ids; 0: the largest id + 1. An empty file excludes nothing. */
+SPR_API spr_status spr_dataset_read_filter(const char *path, int64_t n_points, int64_t n_labels,
+                                           spr_dataset **out);
+
 /* Wraps caller-owned CSR arrays without copying; they must outlive the handle. The
  * arrays are validated (sorted, in range); O(nnz). */
 SPR_API spr_status spr_dataset_wrap(const spr_dataset_view *view, spr_dataset **out);
@@ -392,6 +401,13 @@ SPR_API spr_status spr_model_apply_gradients(spr_model *model, const spr_train_o
 SPR_API spr_status spr_model_predict(const spr_model *model, const spr_dataset *data,
                                      const int64_t *rows, int64_t n, int k, int sparse,
                                      int threads, int32_t *ids_out, float *scores_out);
+/* spr_model_predict without, for each point, the labels `exclude` gives it (see
+ * spr_model_evaluate_excluding; NULL: spr_model_predict): each point's best k of the
+ * rest. k + the most labels a point excludes must be at most SPR_MAX_K. */
+SPR_API spr_status spr_model_predict_excluding(const spr_model *model, const spr_dataset *data,
+                                               const int64_t *rows, int64_t n, int k, int sparse,
+                                               int threads, const spr_dataset *exclude, int32_t *ids_out,
+                                               float *scores_out);
 
 /* The output layer driven by inputs computed outside sparrow (the PyTorch layer, dense
  * features): input is (n, fan_in) row-major, fan_in = the output layer's input width
@@ -469,6 +485,17 @@ SPR_API spr_status spr_model_evaluate_ps(const spr_model *model, const spr_datas
                                          const int64_t *rows, int64_t n, int sparse,
                                          int threads, const double *inv_propensity,
                                          int64_t n_prop, spr_eval_result *out);
+
+/* spr_model_evaluate_ps with, for each point, the labels `exclude` gives it (a data set
+ * with data's n_points, spr_dataset_read_filter's, or wrapped; its features unused;
+ * NULL: none) removed from its ranking before its top 5 are scored: the XMC repository's
+ * filtered evaluation of the LF-* sets (a point's own item and reciprocal pairs never
+ * count, and the next labels move up). Only the predictions are filtered, not the
+ * point's labels. A point may exclude at most SPR_MAX_K - 5 labels. */
+SPR_API spr_status spr_model_evaluate_excluding(const spr_model *model, const spr_dataset *data,
+                                                const int64_t *rows, int64_t n, int sparse, int threads,
+                                                const double *inv_propensity, int64_t n_prop,
+                                                const spr_dataset *exclude, spr_eval_result *out);
 
 /* Sampling quality of the output layer: for each of rows[0..n) (all if rows is NULL),
  * the fraction of its exact top-`top` outputs that the sampler puts in the active set

@@ -962,6 +962,115 @@ fail:
     return st;
 }
 
+/* ------------------------------------------------------------------ filter files */
+
+static int spr_cmp_pair(const void *a, const void *b) {
+    const int64_t *x = a, *y = b;
+    return x[0] != y[0] ? (x[0] > y[0]) - (x[0] < y[0]) : (x[1] > y[1]) - (x[1] < y[1]);
+}
+
+/* One id of a filter line: digits below max ("point" or "label" in messages). */
+static spr_status spr_filter_id(char **q, const char *path, long long ln, const char *what, int64_t max,
+                                const char *max_src, int64_t *out) {
+    char tok[48];
+    while (spr_is_space(**q)) (*q)++;
+    char *s = *q;
+    const int rc = spr_parse_id(q, max, out);
+    if (rc == 0 || (**q != '\n' && !spr_is_space(**q))) {
+        if (*s == '\n')
+            return spr_fail(SPR_STATUS_BAD_INPUT, "%s:%lld: expected \"POINT LABEL\", the %s id is missing", path, ln,
+                            what);
+        return spr_fail(SPR_STATUS_BAD_INPUT, "%s:%lld: bad %s id '%s' (expected \"POINT LABEL\", two "
+                                              "non-negative integers)",
+                        path, ln, what, spr_token(s, tok));
+    }
+    if (rc < 0)
+        return spr_fail(SPR_STATUS_BAD_INPUT, "%s:%lld: %s id %s out of range (%s %lld %ss)", path, ln, what,
+                        spr_digits(s, *q, tok), max_src, (long long)max + 1, what);
+    return SPR_STATUS_OK;
+}
+
+spr_status spr_dataset_read_filter(const char *path, int64_t n_points, int64_t n_labels, spr_dataset **out) {
+    if (!out) return spr_fail(SPR_STATUS_BAD_INPUT, "spr_dataset_read_filter: out is NULL");
+    *out = NULL;
+    if (!path) return spr_fail(SPR_STATUS_BAD_INPUT, "spr_dataset_read_filter: path is NULL");
+    if (n_points < 0 || n_labels < 0 || n_labels > SPR_MAX_ID_COUNT)
+        return spr_fail(SPR_STATUS_BAD_INPUT, "%s: n_points and n_labels must be >= 0 (labels at most 2^31)", path);
+    spr_reader r;
+    spr_status st = spr_reader_open(&r, path, NULL, NULL);
+    int64_t *pairs = NULL, cap = 0, n = 0; /* (point, label) pairs, 2 words each */
+    int64_t *indptr = NULL;
+    int32_t *lab = NULL;
+    /* unbounded: any count an int64 holds, with room for spr_parse_id's last digit */
+    const int64_t max_p = n_points > 0 ? n_points - 1 : INT64_MAX / 100, max_l = n_labels > 0 ? n_labels - 1 : INT32_MAX;
+    int64_t seen_p = -1, seen_l = -1;
+    if (st != SPR_STATUS_OK) goto fail;
+    for (;;) {
+        char *p = NULL, *e = NULL;
+        int got = spr_reader_next(&r, &p, &e);
+        if (got < 0) { st = (spr_status)-got; goto fail; }
+        if (got == 0) break;
+        if (r.line == 1 && e - p >= 3 && !memcmp(p, "\xEF\xBB\xBF", 3)) p += 3;
+        const long long ln = (long long)r.line;
+        char *q = p;
+        while (spr_is_space(*q)) q++;
+        if (*q == '\n') continue; /* a blank line */
+        int64_t pt, lb;
+        if ((st = spr_filter_id(&q, path, ln, "point", max_p, "the data has", &pt)) != SPR_STATUS_OK ||
+            (st = spr_filter_id(&q, path, ln, "label", max_l, "the model has", &lb)) != SPR_STATUS_OK)
+            goto fail;
+        while (spr_is_space(*q)) q++;
+        if (*q != '\n') {
+            char tok[48];
+            st = spr_fail(SPR_STATUS_BAD_INPUT, "%s:%lld: '%s' after \"POINT LABEL\"", path, ln, spr_token(q, tok));
+            goto fail;
+        }
+        if (!spr_grow((void **)&pairs, &cap, 2 * (n + 1), sizeof *pairs)) {
+            st = spr_fail(SPR_STATUS_NO_MEMORY, "%s:%lld: out of memory", path, ln);
+            goto fail;
+        }
+        pairs[2 * n] = pt;
+        pairs[2 * n + 1] = lb;
+        n++;
+        if (pt > seen_p) seen_p = pt;
+        if (lb > seen_l) seen_l = lb;
+    }
+    if ((st = spr_reader_unchanged(&r)) != SPR_STATUS_OK) goto fail;
+    spr_reader_close(&r);
+    /* CSR by point, labels ascending, a repeated pair once. */
+    if (n > 1) qsort(pairs, (size_t)n, 2 * sizeof *pairs, spr_cmp_pair);
+    const int64_t points = n_points > 0 ? n_points : seen_p + 1;
+    indptr = calloc((size_t)points + 1, sizeof *indptr);
+    lab = malloc((size_t)(n > 0 ? n : 1) * sizeof *lab);
+    if (!indptr || !lab) {
+        st = spr_fail(SPR_STATUS_NO_MEMORY, "%s: out of memory for %lld pairs", path, (long long)n);
+        goto fail;
+    }
+    int64_t kept = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (i > 0 && pairs[2 * i] == pairs[2 * i - 2] && pairs[2 * i + 1] == pairs[2 * i - 1]) continue;
+        lab[kept++] = (int32_t)pairs[2 * i + 1];
+        indptr[pairs[2 * i] + 1]++;
+    }
+    for (int64_t i = 0; i < points; i++) indptr[i + 1] += indptr[i];
+    free(pairs);
+    spr_pairs none = {.max_id = -1};
+    int64_t *fptr = calloc((size_t)points + 1, sizeof *fptr);
+    if (!fptr) {
+        free(indptr);
+        free(lab);
+        return spr_fail(SPR_STATUS_NO_MEMORY, "%s: out of memory", path);
+    }
+    return spr_dataset_take(points, 0, n_labels > 0 ? n_labels : seen_l + 1, fptr, &none, indptr, lab, kept, out);
+
+fail:
+    spr_reader_close(&r);
+    free(pairs);
+    free(indptr);
+    free(lab);
+    return st;
+}
+
 /* ------------------------------------------------------------------ wrap */
 
 /* Checks a view: shapes, indptr monotone from 0, ids sorted, unique and in range,

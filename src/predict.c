@@ -165,14 +165,104 @@ spr_status spr_model_predict(const spr_model *m, const spr_dataset *data, const 
     return SPR_STATUS_OK;
 }
 
+/* An exclusion list fits data: one entry per point, labels within the model's. */
+static spr_status check_exclude(const spr_model *m, const spr_dataset *data, const spr_dataset *exclude) {
+    if (!exclude) return SPR_STATUS_OK;
+    if (exclude->view.n_points != data->view.n_points)
+        return spr_fail(SPR_STATUS_BAD_INPUT, "the exclusions name %lld points, the data has %lld",
+                        (long long)exclude->view.n_points, (long long)data->view.n_points);
+    if (exclude->view.n_labels > m->label_total)
+        return spr_fail(SPR_STATUS_BAD_INPUT, "the exclusions have %lld labels, the model's output %lld",
+                        (long long)exclude->view.n_labels, (long long)m->label_total);
+    return SPR_STATUS_OK;
+}
+
+/* The most labels exclude removes from any of rows[0..n). */
+static int64_t most_excluded(const spr_dataset *exclude, const int64_t *rows, int64_t n) {
+    int64_t most = 0;
+    for (int64_t i = 0; exclude && i < n; i++) {
+        const int64_t r = rows ? rows[i] : i;
+        const int64_t c = exclude->view.label_indptr[r + 1] - exclude->view.label_indptr[r];
+        if (c > most) most = c;
+    }
+    return most;
+}
+
+/* Ranks k + the most excluded labels of rows[0..n) into ids/scores (room for n (k + most)),
+ * then keeps in out_ids/out_scores (n, k) each point's first k that exclude does not name
+ * (padding -1 / -inf). */
+static spr_status predict_excluding(const spr_model *m, const spr_dataset *data, const int64_t *rows,
+                                    int64_t n, int k, int64_t most, int sparse, int threads,
+                                    const spr_dataset *exclude, int32_t *ids, float *scores,
+                                    int32_t *out_ids, float *out_scores) {
+    const int kk = (int)(k + most);
+    spr_status st = spr_model_predict(m, data, rows, n, kk, sparse, threads, ids, scores);
+    if (st != SPR_STATUS_OK) return st;
+    const spr_dataset_view *x = &exclude->view;
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t r = rows ? rows[i] : i;
+        const int32_t *gone = x->labels + x->label_indptr[r];
+        const int64_t n_gone = x->label_indptr[r + 1] - x->label_indptr[r];
+        int kept = 0;
+        for (int j = 0; j < kk && kept < k; j++) {
+            const int32_t id = ids[i * kk + j];
+            if (id >= 0 && spr_sorted_contains(gone, n_gone, id)) continue;
+            out_ids[i * k + kept] = id;
+            out_scores[i * k + kept++] = scores[i * kk + j];
+        }
+        for (; kept < k; kept++) out_ids[i * k + kept] = -1, out_scores[i * k + kept] = -INFINITY;
+    }
+    return SPR_STATUS_OK;
+}
+
+spr_status spr_model_predict_excluding(const spr_model *m, const spr_dataset *data, const int64_t *rows,
+                                       int64_t n, int k, int sparse, int threads, const spr_dataset *exclude,
+                                       int32_t *ids_out, float *scores_out) {
+    if (!exclude) return spr_model_predict(m, data, rows, n, k, sparse, threads, ids_out, scores_out);
+    if (!m || !data || !ids_out || !scores_out)
+        return spr_fail(SPR_STATUS_BAD_INPUT, "predict: NULL argument");
+    spr_status st = check_exclude(m, data, exclude);
+    if (st != SPR_STATUS_OK) return st;
+    if (!rows) n = data->view.n_points;
+    for (int64_t i = 0; rows && i < n; i++) /* before most_excluded reads row rows[i] */
+        if (rows[i] < 0 || rows[i] >= data->view.n_points)
+            return spr_fail(SPR_STATUS_BAD_INPUT, "row %lld out of range [0, %lld)", (long long)rows[i],
+                            (long long)data->view.n_points);
+    const int64_t most = most_excluded(exclude, rows, n);
+    if (k < 1 || k + most > SPR_MAX_K)
+        return spr_fail(SPR_STATUS_BAD_INPUT, "k %d plus the %lld labels excluded from a point must be in "
+                                              "[1, %d]", k, (long long)most, SPR_MAX_K);
+    enum { CHUNK = 1024 }; /* the wider ranking of a chunk at a time */
+    int32_t *ids = spr_alloc((size_t)CHUNK * (size_t)(k + most) * sizeof(int32_t));
+    float *scores = spr_alloc((size_t)CHUNK * (size_t)(k + most) * sizeof(float));
+    int64_t *chunk_rows = spr_alloc((size_t)CHUNK * sizeof(int64_t));
+    if (!ids || !scores || !chunk_rows) st = spr_fail(SPR_STATUS_NO_MEMORY, "out of memory in predict");
+    for (int64_t c0 = 0; st == SPR_STATUS_OK && c0 < n; c0 += CHUNK) {
+        const int64_t c = n - c0 < CHUNK ? n - c0 : CHUNK;
+        for (int64_t i = 0; i < c; i++) chunk_rows[i] = rows ? rows[c0 + i] : c0 + i;
+        st = predict_excluding(m, data, chunk_rows, c, k, most_excluded(exclude, chunk_rows, c), sparse,
+                               threads, exclude, ids, scores, ids_out + c0 * k, scores_out + c0 * k);
+    }
+    spr_free(ids);
+    spr_free(scores);
+    spr_free(chunk_rows);
+    return st;
+}
+
 spr_status spr_model_evaluate(const spr_model *m, const spr_dataset *data, const int64_t *rows,
                               int64_t n, int sparse, int threads, spr_eval_result *out) {
-    return spr_model_evaluate_ps(m, data, rows, n, sparse, threads, NULL, 0, out);
+    return spr_model_evaluate_excluding(m, data, rows, n, sparse, threads, NULL, 0, NULL, out);
 }
 
 spr_status spr_model_evaluate_ps(const spr_model *m, const spr_dataset *data, const int64_t *rows,
                                  int64_t n, int sparse, int threads, const double *inv_prop,
                                  int64_t n_prop, spr_eval_result *out) {
+    return spr_model_evaluate_excluding(m, data, rows, n, sparse, threads, inv_prop, n_prop, NULL, out);
+}
+
+spr_status spr_model_evaluate_excluding(const spr_model *m, const spr_dataset *data, const int64_t *rows,
+                                        int64_t n, int sparse, int threads, const double *inv_prop,
+                                        int64_t n_prop, const spr_dataset *exclude, spr_eval_result *out) {
     if (!m || !data || !out) return spr_fail(SPR_STATUS_BAD_INPUT, "evaluate: NULL argument");
     const spr_dataset_view *d = &data->view;
     if (!rows) n = d->n_points;
@@ -188,13 +278,26 @@ spr_status spr_model_evaluate_ps(const spr_model *m, const spr_dataset *data, co
         if (!(inv_prop[l] > 0.0 && inv_prop[l] < HUGE_VAL))
             return spr_fail(SPR_STATUS_BAD_INPUT, "inverse propensity of label %lld must be finite "
                             "and > 0, got %g", (long long)l, inv_prop[l]);
+    spr_status st = check_exclude(m, data, exclude);
+    if (st != SPR_STATUS_OK) return st;
+    for (int64_t i = 0; rows && i < n; i++) /* before most_excluded reads row rows[i] */
+        if (rows[i] < 0 || rows[i] >= d->n_points)
+            return spr_fail(SPR_STATUS_BAD_INPUT, "row %lld out of range [0, %lld)", (long long)rows[i],
+                            (long long)d->n_points);
+    /* Each chunk ranks 5 + the most labels excluded from one of its points, and keeps the
+     * first 5 not excluded (spr_model_predict_excluding's way). */
+    const int64_t most = most_excluded(exclude, rows, n);
+    if (5 + most > SPR_MAX_K)
+        return spr_fail(SPR_STATUS_BAD_INPUT, "a point has %lld labels excluded: at most %d", (long long)most,
+                        SPR_MAX_K - 5);
     double t0 = spr_now();
     enum { K = 5, CHUNK = 4096 };
     int32_t *ids = spr_alloc((size_t)CHUNK * K * sizeof(int32_t));
     float *scores = spr_alloc((size_t)CHUNK * K * sizeof(float));
     int64_t *chunk_rows = spr_alloc((size_t)CHUNK * sizeof(int64_t));
-    spr_status st = SPR_STATUS_OK;
-    if (!ids || !scores || !chunk_rows) {
+    int32_t *wide_ids = most ? spr_alloc((size_t)CHUNK * (size_t)(K + most) * sizeof(int32_t)) : NULL;
+    float *wide_scores = most ? spr_alloc((size_t)CHUNK * (size_t)(K + most) * sizeof(float)) : NULL;
+    if (!ids || !scores || !chunk_rows || (most && (!wide_ids || !wide_scores))) {
         st = spr_fail(SPR_STATUS_NO_MEMORY, "out of memory in evaluate");
         goto done;
     }
@@ -203,7 +306,10 @@ spr_status spr_model_evaluate_ps(const spr_model *m, const spr_dataset *data, co
     for (int64_t c0 = 0; c0 < n; c0 += CHUNK) {
         int64_t c = n - c0 < CHUNK ? n - c0 : CHUNK;
         for (int64_t i = 0; i < c; i++) chunk_rows[i] = rows ? rows[c0 + i] : c0 + i;
-        st = spr_model_predict(m, data, chunk_rows, c, K, sparse, threads, ids, scores);
+        const int64_t chunk_most = most_excluded(exclude, chunk_rows, c);
+        st = chunk_most ? predict_excluding(m, data, chunk_rows, c, K, chunk_most, sparse, threads, exclude,
+                                            wide_ids, wide_scores, ids, scores)
+                        : spr_model_predict(m, data, chunk_rows, c, K, sparse, threads, ids, scores);
         if (st) goto done;
         double p[K + 1], g[K + 1];
         spr_rank_metrics(ids, c, K, K, d, chunk_rows, p, g);
@@ -222,6 +328,8 @@ done:
     spr_free(ids);
     spr_free(scores);
     spr_free(chunk_rows);
+    spr_free(wide_ids);
+    spr_free(wide_scores);
     return st;
 }
 

@@ -670,6 +670,60 @@ run sp_psp eval --model sp_a.model --test "$TEST" --propensity-train-labels trn_
 expect_rc sp_psp 2
 expect_grep sp_psp sp_psp.err "--propensity-train-labels needs --propensity-train FILE"
 
+# ---------------------------------------------------------------- --filter-labels (the LF-* sets' filtered P@k)
+# The filter pairs every second test point with its first and third predicted labels;
+# eval's filtered P@k must equal P@k computed here from the unfiltered top 20 with those
+# labels removed, and predict's lines must be those lists cut to 5.
+run fl_top predict --model sp_a.model --input "$TEST" --k 20 --threads 1
+awk 'NR % 2 == 1 { split($1, a, ":"); split($3, b, ":"); print NR - 1, a[1]; print NR - 1, b[1]; print NR - 1, a[1] }' \
+    fl_top.out >filter.txt # a repeated pair counts once
+run fl_eval eval --model sp_a.model --test "$TEST" --filter-labels filter.txt --threads 1 --k 2
+expect_rc fl_eval 0
+run fl_pred predict --model sp_a.model --input "$TEST" --filter-labels filter.txt --k 5 --threads 1
+expect_rc fl_pred 0
+"$PY" - "$TEST" fl_top.out filter.txt fl_eval.out fl_pred.out <<'PYEOF' >fl_check.out 2>&1
+import json, sys
+test, top, filt, ev, pred = sys.argv[1:6]
+labels = []
+with open(test) as f:
+    f.readline()
+    for line in f:
+        first = line.split(" ")[0] if line[0] != " " else ""
+        labels.append(set() if ":" in first or not first else {int(t) for t in first.split(",")})
+gone = {}
+for line in open(filt):
+    p, l = map(int, line.split())
+    gone.setdefault(p, set()).add(l)
+ranked = [[int(t.split(":")[0]) for t in line.split()] for line in open(top)]
+kept = [[l for l in r if l not in gone.get(i, ())] for i, r in enumerate(ranked)]
+res = json.loads(open(ev).read().strip().splitlines()[-1])
+for k in (1, 2, 3, 5):
+    want = sum(len(set(r[:k]) & labels[i]) / k for i, r in enumerate(kept)) / len(kept)
+    got = res["p_at_%d" % k]
+    assert abs(want - got) < 1e-9, ("P@%d" % k, want, got)
+lines = [[int(t.split(":")[0]) for t in line.split()] for line in open(pred)]
+assert lines == [r[:5] for r in kept], "predict --filter-labels differs"
+assert any(gone.get(i) for i in range(len(kept)))
+print("filtered P@k ok")
+PYEOF
+expect_grep fl_check fl_check.out "filtered P@k ok"
+run fl_eval0 eval --model sp_a.model --test "$TEST" --threads 1
+if [ "$(sed 's/"seconds": [^,]*//' fl_eval0.out)" != "$(sed 's/"seconds": [^,]*//' fl_eval.out)" ]; then pass; else fail "fl_eval: the filter changed nothing"; fi
+run fl_train train --train "$TRAIN" --test "$TEST" --test-filter-labels filter.txt --threads 1 --seed 4 --quiet
+expect_rc fl_train 0
+if [ "$(cut -d' ' -f1-4 fl_train.out)" = "$(sed -E 's/.*"p_at_1": ([0-9.e-]+),.*"p_at_5": ([0-9.e-]+),.*/P@1 \1 P@5 \2/' fl_eval.out | awk '{ printf "P@1 %.4f P@5 %.4f", $2, $4 }')" ]; then pass; else fail "fl_train: $(cat fl_train.out) vs eval $(cat fl_eval.out)"; fi
+printf '0 1\n99999999 2\n' >filter_bad.txt
+run fl_bad eval --model sp_a.model --test "$TEST" --filter-labels filter_bad.txt
+expect_rc fl_bad 2
+expect_grep fl_bad fl_bad.err "filter_bad.txt:2: point id 99999999 out of range (the data has"
+printf '0 1\n1 2 3\n' >filter_bad2.txt
+run fl_bad2 predict --model sp_a.model --input "$TEST" --filter-labels filter_bad2.txt
+expect_rc fl_bad2 2
+expect_grep fl_bad2 fl_bad2.err "filter_bad2.txt:2: '3' after \"POINT LABEL\""
+run fl_notest train --train "$TRAIN" --test-filter-labels filter.txt --quiet
+expect_rc fl_notest 2
+expect_grep fl_notest fl_notest.err "--test-filter-labels needs --test FILE"
+
 # ---------------------------------------------------------------- resume
 # An interrupted run (--max-batches 7 stops inside epoch 1), resumed, must give the
 # uninterrupted run's model file byte for byte and its final metrics (timings aside).

@@ -820,6 +820,57 @@ static void test_split_format(void) {
     unlink(x);
 }
 
+/* A filter file that must fail: a message with want (and the file's name). */
+static void bad_filter(const char *text, int64_t n_points, int64_t n_labels, const char *want) {
+    char path[64];
+    text_file(path, "bf", text);
+    spr_dataset *ds = (spr_dataset *)1;
+    spr_status st = spr_dataset_read_filter(path, n_points, n_labels, &ds);
+    CHECK(st == SPR_STATUS_BAD_INPUT && ds == NULL, "filter %s: expected bad input, got %s (%s)", want,
+          spr_status_to_string(st), spr_last_error());
+    CHECK(strstr(spr_last_error(), want) && strstr(spr_last_error(), path),
+          "filter: expected a message with \"%s\" naming %s, got \"%s\"", want, path, spr_last_error());
+    if (st == SPR_STATUS_OK) spr_dataset_free(ds);
+    unlink(path);
+}
+
+/* The XMC repository's filter files (filter_labels_test.txt: "POINT LABEL" per line). */
+static void test_filter_files(void) {
+    char path[64];
+    /* any order, a repeated pair once, blank lines and CRLF; points without any */
+    text_file(path, "f", "3 7\r\n0 2\n\n3 1\n  0 2 \n3 4\n");
+    spr_dataset *ds = NULL;
+    spr_status st = spr_dataset_read_filter(path, 5, 9, &ds);
+    CHECK(st == SPR_STATUS_OK, "filter read: %s", spr_last_error());
+    if (st == SPR_STATUS_OK) {
+        const int64_t fptr[] = {0, 0, 0, 0, 0, 0}, lptr[] = {0, 1, 1, 1, 4, 4};
+        const int32_t lab[] = {2, 1, 4, 7};
+        expect e = {5, 0, 9, fptr, NULL, NULL, lptr, lab};
+        check_dataset("filter", ds, &e);
+    }
+    spr_dataset_free(ds);
+    ds = NULL; /* sizes from the ids */
+    st = spr_dataset_read_filter(path, 0, 0, &ds);
+    CHECK(st == SPR_STATUS_OK && spr_dataset_get_view(ds).n_points == 4 && spr_dataset_get_view(ds).n_labels == 8,
+          "filter sizes from the ids: %s", spr_last_error());
+    spr_dataset_free(ds);
+    unlink(path);
+    text_file(path, "fe", ""); /* empty: nothing excluded */
+    ds = NULL;
+    st = spr_dataset_read_filter(path, 3, 9, &ds);
+    CHECK(st == SPR_STATUS_OK && spr_dataset_get_view(ds).n_points == 3 && spr_dataset_get_view(ds).label_indptr[3] == 0,
+          "empty filter: %s", spr_last_error());
+    spr_dataset_free(ds);
+    unlink(path);
+    bad_filter("0 1\n5 2\n", 5, 9, ":2: point id 5 out of range (the data has 5 points)");
+    bad_filter("0 9\n", 5, 9, ":1: label id 9 out of range (the model has 9 labels)");
+    bad_filter("0 1 2\n", 5, 9, ":1: '2' after \"POINT LABEL\"");
+    bad_filter("0\n", 5, 9, ":1: expected \"POINT LABEL\", the label id is missing");
+    bad_filter("0 -1\n", 5, 9, ":1: bad label id '-1'");
+    bad_filter("0,1\n", 5, 9, ":1: bad point id '0,1'");
+    bad_filter("1.0 2.0\n", 5, 9, ":1: bad point id '1.0'");
+}
+
 int main(int argc, char **argv) {
     uint64_t seed = argc > 1 ? strtoull(argv[1], NULL, 10) : (uint64_t)time(NULL);
     printf("test_data: seed %llu\n", (unsigned long long)seed);
@@ -835,5 +886,6 @@ int main(int argc, char **argv) {
     test_file_changes_while_read();
     test_digest();
     test_split_format();
+    test_filter_files();
     return CHECK_DONE("test_data");
 }

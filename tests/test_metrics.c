@@ -212,6 +212,62 @@ static void test_predict_ties(void) {
     bad_w[4] = -1;
     CHECK(spr_model_evaluate_ps(m, data, NULL, 0, 0, 1, bad_w, 10, &e) == SPR_STATUS_BAD_INPUT,
           "evaluate_ps with a negative weight: refused");
+
+    /* Exclusions (the XMC repository's filter files): point 0 without {0, 1} ranks
+     * 2,3,4,5,6 (its label 2 first); point 1 without {0} ranks 1,2,3,4,5 (neither of its
+     * labels 0, 9). */
+    const int64_t xp[3] = {0, 2, 3}, xfp[3] = {0, 0, 0};
+    const int32_t xl[3] = {0, 1, 0};
+    spr_dataset_view xv = {2, 4, 10, xfp, NULL, NULL, xp, xl};
+    spr_dataset *ex = NULL;
+    CHECK(spr_dataset_wrap(&xv, &ex) == SPR_STATUS_OK, "wrap the exclusions: %s", spr_last_error());
+    st = spr_model_evaluate_excluding(m, data, NULL, 0, 0, 1, w10, 10, ex, &e);
+    CHECK(st == SPR_STATUS_OK && fabs(e.p_at[1] - 0.5) < 1e-12 && fabs(e.p_at[3] - 1.0 / 6) < 1e-12 &&
+              fabs(e.p_at[5] - 0.1) < 1e-12 && fabs(e.ndcg_at[1] - 0.5) < 1e-12 &&
+              fabs(e.psp_at[1] - 3.0 / 13) < 1e-12,
+          "evaluate_excluding: P@1 0.5 P@3 1/6 P@5 0.1 nDCG@1 0.5 PSP@1 3/13, got %g %g %g %g %g (%s)",
+          e.p_at[1], e.p_at[3], e.p_at[5], e.ndcg_at[1], e.psp_at[1], spr_last_error());
+    int32_t xi[2 * 5];
+    float xs[2 * 5];
+    st = spr_model_predict_excluding(m, data, NULL, 0, 5, 0, 1, ex, xi, xs);
+    const int32_t want[10] = {2, 3, 4, 5, 6, 1, 2, 3, 4, 5};
+    for (int i = 0; i < 10; i++)
+        CHECK(st == SPR_STATUS_OK && xi[i] == want[i], "predict_excluding: slot %d id %d, want %d", i, xi[i],
+              want[i]);
+    const int64_t rows1[1] = {1}; /* rows: the exclusions are the row's, not the position's */
+    st = spr_model_predict_excluding(m, data, rows1, 1, 2, 0, 1, ex, xi, xs);
+    CHECK(st == SPR_STATUS_OK && xi[0] == 1 && xi[1] == 2, "predict_excluding of row 1: %d %d", xi[0], xi[1]);
+    /* 10 labels, 9 excluded from point 0: one left, then padding */
+    const int64_t np9[3] = {0, 9, 9};
+    const int32_t nl9[9] = {0, 1, 2, 3, 4, 5, 6, 8, 9};
+    spr_dataset_view v9 = {2, 4, 10, xfp, NULL, NULL, np9, nl9};
+    spr_dataset *ex9 = NULL;
+    CHECK(spr_dataset_wrap(&v9, &ex9) == SPR_STATUS_OK, "wrap 9 exclusions: %s", spr_last_error());
+    st = spr_model_predict_excluding(m, data, NULL, 0, 3, 0, 1, ex9, xi, xs);
+    CHECK(st == SPR_STATUS_OK && xi[0] == 7 && xi[1] == -1 && xi[2] == -1 && xs[1] == -INFINITY && xi[3] == 0,
+          "predict_excluding, 9 of 10 excluded: %d %d %d | %d", xi[0], xi[1], xi[2], xi[3]);
+    /* no exclusions: the unfiltered figures */
+    spr_eval_result plain, none;
+    spr_model_evaluate_ps(m, data, NULL, 0, 0, 1, w10, 10, &plain);
+    st = spr_model_evaluate_excluding(m, data, NULL, 0, 0, 1, w10, 10, NULL, &none);
+    CHECK(st == SPR_STATUS_OK && !memcmp(plain.p_at, none.p_at, sizeof plain.p_at) &&
+              !memcmp(plain.psp_at, none.psp_at, sizeof plain.psp_at),
+          "evaluate_excluding without exclusions equals evaluate_ps");
+    /* refused: exclusions of another number of points, or a k they leave no room for */
+    xv.n_points = 1;
+    spr_dataset *ex1 = NULL;
+    const int64_t xp1[2] = {0, 1};
+    xv.label_indptr = xp1;
+    CHECK(spr_dataset_wrap(&xv, &ex1) == SPR_STATUS_OK, "wrap one point: %s", spr_last_error());
+    st = spr_model_evaluate_excluding(m, data, NULL, 0, 0, 1, NULL, 0, ex1, &e);
+    CHECK(st == SPR_STATUS_BAD_INPUT && strstr(spr_last_error(), "the exclusions name 1 points, the data has 2"),
+          "exclusions of 1 point for 2: refused, got \"%s\"", spr_last_error());
+    st = spr_model_predict_excluding(m, data, NULL, 0, SPR_MAX_K - 1, 0, 1, ex, xi, xs);
+    CHECK(st == SPR_STATUS_BAD_INPUT && strstr(spr_last_error(), "plus the 2 labels excluded"),
+          "k + exclusions above SPR_MAX_K: refused, got \"%s\"", spr_last_error());
+    spr_dataset_free(ex);
+    spr_dataset_free(ex9);
+    spr_dataset_free(ex1);
     spr_dataset_free(data);
     spr_model_free(m);
 }

@@ -41,6 +41,10 @@ static const char EVAL_HELP[] =
     "                        also report PSP@1/3/5 (propensity-scored precision),\n"
     "                        the propensities from FILE's label counts (the training\n"
     "                        set; Jain et al. 2016)\n"
+    "  --filter-labels FILE  leave out of each point's ranking the labels FILE pairs it\n"
+    "                        with (the XMC repository's filter_labels_test.txt: a line\n"
+    "                        \"POINT LABEL\" per pair, 0-based; its filtered P@k of the\n"
+    "                        LF-* sets); the point's own labels are not changed\n"
     "  --propensity-train-labels FILE\n"
     "                        its labels, when FILE is a split-format features file\n"
     "  --propensity A,B      the propensity model's constants (default 0.55,1.5, the\n"
@@ -83,9 +87,19 @@ static int read_propensities(const char *path, const char *labels_path, const sp
     return st == SPR_STATUS_OK ? EXIT_OK : library_error(st);
 }
 
-/* Precision@k for k outside the library's 1/3/5: top-k in chunks, hits / k per point. */
+/* The --filter-labels file (the XMC repository's filter_labels_test.txt) for data's points
+ * and the model's labels into *out. */
+static int read_filter(const char *path, const spr_dataset *data, const spr_model *model, spr_dataset **out) {
+    if (!strcmp(path, "-")) path = "/dev/stdin";
+    spr_status st = spr_dataset_read_filter(path, spr_dataset_get_view(data).n_points, model_labels(model), out);
+    return st == SPR_STATUS_OK ? EXIT_OK : library_error(st);
+}
+
+/* Precision@k for k outside the library's 1/3/5: top-k in chunks (without each point's
+ * excluded labels), hits / k per point. */
 static int precision_at_k(const spr_model *model, const spr_dataset *data, const int64_t *rows,
-                          int64_t n, int k, int sparse, int threads, double *out) {
+                          int64_t n, int k, int sparse, int threads, const spr_dataset *exclude,
+                          double *out) {
     spr_dataset_view v = spr_dataset_get_view(data);
     int64_t chunk = n < PREDICT_CHUNK ? n : PREDICT_CHUNK;
     int64_t *ids_rows = malloc((size_t)(chunk > 0 ? chunk : 1) * sizeof *ids_rows);
@@ -101,8 +115,8 @@ static int precision_at_k(const spr_model *model, const spr_dataset *data, const
     for (int64_t start = 0; start < n; start += chunk) {
         int64_t m = (start + chunk <= n) ? chunk : n - start;
         for (int64_t i = 0; i < m; i++) ids_rows[i] = rows ? rows[start + i] : start + i;
-        spr_status st = spr_model_predict(model, data, ids_rows, m, k, sparse, threads, ids,
-                                          scores);
+        spr_status st = spr_model_predict_excluding(model, data, ids_rows, m, k, sparse, threads, exclude,
+                                                    ids, scores);
         if (st != SPR_STATUS_OK) {
             rc = library_error(st);
             goto done;
@@ -132,11 +146,13 @@ int cmd_eval(int argc, char **argv) {
     const char *cmd = "eval";
     const char *model_path = NULL, *test_path = NULL, *psp_train = NULL, *psp_text = NULL;
     const char *test_labels = NULL, *psp_train_labels = NULL; /* split format: the labels files */
+    const char *filter_path = NULL;                           /* --filter-labels */
+    spr_dataset *exclude = NULL;
     int k = 5, sparse = 0, threads = 0, one_based = -1, recall_top = 0;
     int64_t eval_max = 0;
     double psp_a = 0.55, psp_b = 1.5, *inv_prop = NULL;
     enum { E_MODEL = 256, E_TEST, E_K, E_SPARSE, E_THREADS, E_EVAL_MAX, E_ONE_BASED, E_ZERO_BASED, E_RECALL,
-           E_PSP_TRAIN, E_PSP, E_TEST_LABELS, E_PSP_TRAIN_LABELS };
+           E_PSP_TRAIN, E_PSP, E_TEST_LABELS, E_PSP_TRAIN_LABELS, E_FILTER };
     static const struct option opts[] = {
         {"model", required_argument, 0, E_MODEL},
         {"test", required_argument, 0, E_TEST},
@@ -150,6 +166,7 @@ int cmd_eval(int argc, char **argv) {
         {"propensity-train", required_argument, 0, E_PSP_TRAIN},
         {"test-labels", required_argument, 0, E_TEST_LABELS},
         {"propensity-train-labels", required_argument, 0, E_PSP_TRAIN_LABELS},
+        {"filter-labels", required_argument, 0, E_FILTER},
         {"propensity", required_argument, 0, E_PSP},
         {"help", no_argument, 0, OPT_HELP},
         {0, 0, 0, 0}};
@@ -170,6 +187,7 @@ int cmd_eval(int argc, char **argv) {
         case E_PSP_TRAIN: psp_train = optarg; break;
         case E_TEST_LABELS: test_labels = optarg; break;
         case E_PSP_TRAIN_LABELS: psp_train_labels = optarg; break;
+        case E_FILTER: filter_path = optarg; break;
         case E_PSP:
             psp_text = optarg;
             rc = parse_propensity(cmd, "--propensity", optarg, &psp_a, &psp_b);
@@ -186,9 +204,10 @@ int cmd_eval(int argc, char **argv) {
         return usage_error(cmd, "--propensity needs --propensity-train FILE (the training set)");
     if (psp_train_labels && !psp_train)
         return usage_error(cmd, "--propensity-train-labels needs --propensity-train FILE (its features)");
-    const char *const in_opts[] = {"--test", "--propensity-train", "--test-labels", "--propensity-train-labels"};
-    const char *const in_paths[] = {test_path, psp_train, test_labels, psp_train_labels};
-    if ((rc = stdin_once(cmd, 4, in_opts, in_paths)) ||
+    const char *const in_opts[] = {"--test", "--propensity-train", "--test-labels", "--propensity-train-labels",
+                                   "--filter-labels"};
+    const char *const in_paths[] = {test_path, psp_train, test_labels, psp_train_labels, filter_path};
+    if ((rc = stdin_once(cmd, 5, in_opts, in_paths)) ||
         (rc = split_pair_distinct(cmd, "--test", test_path, "--test-labels", test_labels)) ||
         (rc = split_pair_distinct(cmd, "--propensity-train", psp_train, "--propensity-train-labels",
                                   psp_train_labels)))
@@ -206,11 +225,13 @@ int cmd_eval(int argc, char **argv) {
     if (psp_train &&
         (rc = read_propensities(psp_train, psp_train_labels, model, one_based, psp_a, psp_b, &inv_prop)))
         goto done;
+    if (filter_path && (rc = read_filter(filter_path, test, model, &exclude))) goto done;
 
     spr_eval_result res;
     double t0 = now_seconds();
-    spr_status st = spr_model_evaluate_ps(model, test, rows, n, sparse, threads, inv_prop,
-                                          inv_prop ? spr_model_get_info(model).labels_total : 0, &res);
+    spr_status st = spr_model_evaluate_excluding(model, test, rows, n, sparse, threads, inv_prop,
+                                                 inv_prop ? spr_model_get_info(model).labels_total : 0, exclude,
+                                                 &res);
     double seconds = now_seconds() - t0;
     if (st != SPR_STATUS_OK) {
         rc = library_error(st);
@@ -220,7 +241,7 @@ int cmd_eval(int argc, char **argv) {
     int extra = (k != 1 && k != 3 && k != 5);
     if (extra) {
         int kk = (int64_t)k > model_labels(model) ? (int)model_labels(model) : k;
-        if ((rc = precision_at_k(model, test, rows, n, kk, sparse, threads, &p_extra)))
+        if ((rc = precision_at_k(model, test, rows, n, kk, sparse, threads, exclude, &p_extra)))
             goto done;
         if (kk < k) p_extra = p_extra * kk / k; /* fewer labels than k: the rest are misses */
     }
@@ -265,6 +286,7 @@ int cmd_eval(int argc, char **argv) {
 done:
     free(rows);
     free(inv_prop);
+    spr_dataset_free(exclude);
     spr_dataset_free(test);
     spr_model_free(model);
     return rc;
@@ -354,13 +376,17 @@ static const char PREDICT_HELP[] =
     "  --one-based           feature ids in the file start at 1; --zero-based: at 0\n"
     "                        (default: as in the model's training file, else 0)\n"
     "  --labels NAMES        a text file with one label name per line: line 1 names\n"
-    "                        label 0, line 2 label 1, ...; one line per label\n";
+    "                        label 0, line 2 label 1, ...; one line per label\n"
+    "  --filter-labels FILE  leave out of each point's labels those FILE pairs it with\n"
+    "                        (\"POINT LABEL\" per line, 0-based: the XMC repository's\n"
+    "                        filter_labels_test.txt)\n";
 
 int cmd_predict(int argc, char **argv) {
     const char *cmd = "predict";
-    const char *model_path = NULL, *input_path = NULL, *labels_path = NULL;
+    const char *model_path = NULL, *input_path = NULL, *labels_path = NULL, *filter_path = NULL;
+    spr_dataset *exclude = NULL;
     int k = 5, sparse = 0, threads = 0, one_based = -1;
-    enum { P_MODEL = 256, P_INPUT, P_K, P_SPARSE, P_THREADS, P_ONE_BASED, P_ZERO_BASED, P_LABELS };
+    enum { P_MODEL = 256, P_INPUT, P_K, P_SPARSE, P_THREADS, P_ONE_BASED, P_ZERO_BASED, P_LABELS, P_FILTER };
     static const struct option opts[] = {
         {"model", required_argument, 0, P_MODEL},
         {"input", required_argument, 0, P_INPUT},
@@ -370,6 +396,7 @@ int cmd_predict(int argc, char **argv) {
         {"one-based", no_argument, 0, P_ONE_BASED},
         {"zero-based", no_argument, 0, P_ZERO_BASED},
         {"labels", required_argument, 0, P_LABELS},
+        {"filter-labels", required_argument, 0, P_FILTER},
         {"help", no_argument, 0, OPT_HELP},
         {0, 0, 0, 0}};
     char name[64];
@@ -378,6 +405,7 @@ int cmd_predict(int argc, char **argv) {
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
         case P_LABELS: labels_path = optarg; break;
+        case P_FILTER: filter_path = optarg; break;
         case P_MODEL: model_path = optarg; break;
         case P_INPUT: input_path = optarg; break;
         case P_K: rc = parse_int(cmd, "--k", optarg, 1, SPR_MAX_K, &k); break;
@@ -393,9 +421,9 @@ int cmd_predict(int argc, char **argv) {
     if ((rc = stray_arguments(cmd, argc, argv))) return rc;
     if (!model_path) return usage_error(cmd, "--model is required (see 'sparrow predict --help')");
     if (!input_path) return usage_error(cmd, "--input is required (see 'sparrow predict --help')");
-    const char *const in_opts[] = {"--input", "--labels"};
-    const char *const in_paths[] = {input_path, labels_path};
-    if ((rc = stdin_once(cmd, 2, in_opts, in_paths))) return rc;
+    const char *const in_opts[] = {"--input", "--labels", "--filter-labels"};
+    const char *const in_paths[] = {input_path, labels_path, filter_path};
+    if ((rc = stdin_once(cmd, 3, in_opts, in_paths))) return rc;
 
     spr_model *model = NULL;
     spr_dataset *data = NULL;
@@ -403,7 +431,9 @@ int cmd_predict(int argc, char **argv) {
     if ((rc = load_model_and_data(model_path, input_path, NULL, &one_based, 0, &model, &data)))
         return rc;
     if ((int64_t)k > model_labels(model)) k = (int)model_labels(model);
-    if (labels_path && (rc = label_names_read(labels_path, model_labels(model), &names))) {
+    if ((labels_path && (rc = label_names_read(labels_path, model_labels(model), &names))) ||
+        (filter_path && (rc = read_filter(filter_path, data, model, &exclude)))) {
+        label_names_free(&names);
         spr_dataset_free(data);
         spr_model_free(model);
         return rc;
@@ -421,7 +451,7 @@ int cmd_predict(int argc, char **argv) {
     for (int64_t start = 0; start < n; start += PREDICT_CHUNK) {
         int64_t m = (start + PREDICT_CHUNK <= n) ? PREDICT_CHUNK : n - start;
         for (int64_t i = 0; i < m; i++) rows[i] = start + i;
-        spr_status st = spr_model_predict(model, data, rows, m, k, sparse, threads, ids, scores);
+        spr_status st = spr_model_predict_excluding(model, data, rows, m, k, sparse, threads, exclude, ids, scores);
         if (st != SPR_STATUS_OK) {
             rc = library_error(st);
             goto done;
@@ -442,6 +472,7 @@ done:
     free(rows);
     free(ids);
     free(scores);
+    spr_dataset_free(exclude);
     label_names_free(&names);
     spr_dataset_free(data);
     spr_model_free(model);

@@ -41,6 +41,10 @@ static const char TRAIN_HELP[] =
     "  --train-labels FILE   the labels of --train in the split format (trn_X_Y.txt)\n"
     "  --test FILE           test set, evaluated after every epoch (exact inference)\n"
     "  --test-labels FILE    the labels of --test in the split format (tst_X_Y.txt)\n"
+    "  --test-filter-labels FILE\n"
+    "                        leave out of each test point's ranking the labels FILE\n"
+    "                        pairs it with (\"POINT LABEL\" per line, 0-based: the XMC\n"
+    "                        repository's filter_labels_test.txt of the LF-* sets)\n"
     "  --one-based           feature ids in the files start at 1 (svmlight convention);\n"
     "                        --zero-based: at 0 (the default; with --resume the\n"
     "                        default is the base the model records)\n"
@@ -155,6 +159,7 @@ static const char TRAIN_HELP[] =
 typedef struct train_args {
     const char *train_path, *test_path, *save_path, *metrics_path, *resume_path;
     const char *train_labels, *test_labels; /* split format: the labels files, or NULL */
+    const char *test_filter;                 /* --test-filter-labels, or NULL */
     int n_hidden;
     int64_t hidden[SPR_MAX_LAYERS];
     int64_t epochs;
@@ -247,7 +252,7 @@ enum {
     T_HIDDEN_SPARSITY, T_REHASH_FIRST, T_REHASH_GROWTH, T_REHASH_MAX, T_REBUILD, T_RANDOM_FRACTION,
     T_RESUME, T_MAX_MEMORY, T_CLIP_NORM, T_EVAL_EVERY, T_CONFIG, T_PRINT_CONFIG,
     T_BF16_STATE, T_RANDOM_POOL, T_BF16_WEIGHTS, T_SIMHASH_ONE_IN, T_PROPENSITY, T_SAVE_EVERY,
-    T_TRAIN_LABELS, T_TEST_LABELS
+    T_TRAIN_LABELS, T_TEST_LABELS, T_TEST_FILTER
 };
 
 /* --save-every: "N" steps, or a time "Ns", "Nm", "Nh" (N > 0, a decimal for times). */
@@ -308,6 +313,7 @@ static int parse_train_args(int argc, char **argv, train_args *a) {
         {"test", required_argument, 0, T_TEST},
         {"train-labels", required_argument, 0, T_TRAIN_LABELS},
         {"test-labels", required_argument, 0, T_TEST_LABELS},
+        {"test-filter-labels", required_argument, 0, T_TEST_FILTER},
         {"hidden", required_argument, 0, T_HIDDEN},
         {"epochs", required_argument, 0, T_EPOCHS},
         {"batch", required_argument, 0, T_BATCH},
@@ -359,16 +365,18 @@ static int parse_train_args(int argc, char **argv, train_args *a) {
     /* --config first: its options go before the command line's (which then win). Quiet:
      * the second pass reports bad options. */
     opterr = 0;
-    const char *in_paths[5] = {NULL, NULL, NULL, NULL, NULL};
+    const char *in_paths[6] = {NULL, NULL, NULL, NULL, NULL, NULL};
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         if (c == T_CONFIG) a->config_path = in_paths[0] = optarg;
         if (c == T_TRAIN) in_paths[1] = optarg;
         if (c == T_TEST) in_paths[2] = optarg;
         if (c == T_TRAIN_LABELS) in_paths[3] = optarg;
         if (c == T_TEST_LABELS) in_paths[4] = optarg;
+        if (c == T_TEST_FILTER) in_paths[5] = optarg;
     }
-    const char *const in_opts[] = {"--config", "--train", "--test", "--train-labels", "--test-labels"};
-    if ((rc = stdin_once(cmd, 5, in_opts, in_paths))) return rc; /* before --config reads it */
+    const char *const in_opts[] = {"--config",      "--train",      "--test",
+                                   "--train-labels", "--test-labels", "--test-filter-labels"};
+    if ((rc = stdin_once(cmd, 6, in_opts, in_paths))) return rc; /* before --config reads it */
     int n_from_file = 0;
     if (a->config_path) {
         if ((rc = config_to_argv(cmd, a->config_path, opts, &a->config))) return rc;
@@ -396,6 +404,7 @@ static int parse_train_args(int argc, char **argv, train_args *a) {
         case T_TEST: a->test_path = optarg; break;
         case T_TRAIN_LABELS: a->train_labels = optarg; break;
         case T_TEST_LABELS: a->test_labels = optarg; break;
+        case T_TEST_FILTER: a->test_filter = optarg; break;
         case T_SAVE:
             a->save_path = optarg;
             if (!strcmp(optarg, "-"))
@@ -537,9 +546,12 @@ static int parse_train_args(int argc, char **argv, train_args *a) {
     in_paths[2] = a->test_path;
     in_paths[3] = a->train_labels;
     in_paths[4] = a->test_labels;
-    if ((rc = stdin_once(cmd, 5, in_opts, in_paths))) return rc;
+    in_paths[5] = a->test_filter;
+    if ((rc = stdin_once(cmd, 6, in_opts, in_paths))) return rc;
     if (a->test_labels && !a->test_path)
         return usage_error(cmd, "--test-labels needs --test FILE (the test set's features)");
+    if (a->test_filter && !a->test_path)
+        return usage_error(cmd, "--test-filter-labels needs --test FILE (the points it filters)");
     if ((rc = split_pair_distinct(cmd, "--train", a->train_path, "--train-labels", a->train_labels)) ||
         (rc = split_pair_distinct(cmd, "--test", a->test_path, "--test-labels", a->test_labels)))
         return rc;
@@ -734,6 +746,7 @@ typedef struct train_state {
     const train_args *args;
     spr_model *model;
     const spr_dataset *test;
+    const spr_dataset *exclude; /* labels left out of each test point's ranking, or NULL */
     const int64_t *eval_rows; /* (eval_n) or NULL for the whole test set */
     int64_t eval_n;
     const int64_t *within_rows; /* (within_n): --eval-every's subset, NULL for all */
@@ -808,8 +821,8 @@ static int train_report(train_state *s, int64_t epoch, int partial, window *w, i
     progress_clear(&s->bar);
     if (s->test) {
         double t0 = now_seconds();
-        spr_status st = spr_model_evaluate_ps(s->model, s->test, eval_rows, eval_n, 0, s->threads,
-                                              s->inv_prop, s->n_prop, &res);
+        spr_status st = spr_model_evaluate_excluding(s->model, s->test, eval_rows, eval_n, 0, s->threads,
+                                                     s->inv_prop, s->n_prop, s->exclude, &res);
         eval_seconds = now_seconds() - t0;
         if (st != SPR_STATUS_OK) {
             s->eval_failed = 1;
@@ -1090,6 +1103,7 @@ static struct cJSON *train_config_json(const train_args *a) {
     config_put_string(o, "test", a->test_path);
     config_put_string(o, "train-labels", a->train_labels);
     config_put_string(o, "test-labels", a->test_labels);
+    config_put_string(o, "test-filter-labels", a->test_filter);
     if (a->resume_path && !a->one_based && !a->zero_based)
         config_put_null(o, "one-based"); /* the model's record */
     else config_put_bool(o, "one-based", a->one_based);
@@ -1294,6 +1308,7 @@ static int check_output_paths(const train_args *a) {
         const char *path, *opt;
     } in[] = {{a->train_path, "--train"},   {a->test_path, "--test"},
               {a->train_labels, "--train-labels"}, {a->test_labels, "--test-labels"},
+              {a->test_filter, "--test-filter-labels"},
               {a->config_path, "--config"}, {a->resume_path, "--resume"},
               {a->save_path, "--save"}},
       out[] = {{a->save_path, "--save"}, {a->metrics_path, "--metrics"}};
@@ -1326,7 +1341,7 @@ static void resume_base_hint(const train_args *a, const spr_data_note *note, int
 static int train_run(const train_args *args) {
     train_args a = *args;
     int rc;
-    spr_dataset *train = NULL, *test = NULL;
+    spr_dataset *train = NULL, *test = NULL, *exclude = NULL;
     spr_model *model = NULL;
     int64_t *rows = NULL, *eval_rows = NULL, *within_rows = NULL;
     double *inv_prop = NULL;
@@ -1402,6 +1417,12 @@ static int train_run(const train_args *args) {
         if ((rc = require_points(test, a.test_path, "test", a.test_labels ? NULL : "--test-labels")))
             goto done;
         note_if_training_set(&trained_on, test, a.test_path);
+        const char *fp = a.test_filter && !strcmp(a.test_filter, "-") ? "/dev/stdin" : a.test_filter;
+        if (fp && (st = spr_dataset_read_filter(fp, spr_dataset_get_view(test).n_points, model_labels,
+                                                &exclude)) != SPR_STATUS_OK) {
+            rc = library_error(st);
+            goto done;
+        }
     }
     double read_seconds = now_seconds() - t0;
 
@@ -1543,6 +1564,7 @@ static int train_run(const train_args *args) {
     s.args = &a;
     s.model = model;
     s.test = test;
+    s.exclude = exclude;
     s.metrics = metrics;
     s.last_layer = cfg.n_layers - 1;
     s.threads = topt.threads;
@@ -1659,6 +1681,7 @@ done:
     free(within_rows);
     free(inv_prop);
     spr_model_free(model);
+    spr_dataset_free(exclude);
     spr_dataset_free(test);
     spr_dataset_free(train);
     return rc;

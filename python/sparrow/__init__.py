@@ -11,7 +11,7 @@ a huge label set (needs torch). The C library is found next to this package (pip
 install), in ../build/ of a source checkout, or at $SPARROW_LIBRARY.
 """
 from . import _lib
-from .data import Dataset, generate, load_xmc
+from .data import Dataset, generate, load_filter, load_xmc
 from .errors import (BadInputError, InternalError, SparrowError, SparrowIOError,
                      SparrowMemoryError)
 from .model import Model, inv_propensities
@@ -19,6 +19,6 @@ from .model import Model, inv_propensities
 __version__ = _lib.spr_version().decode()
 library_path = _lib.library_path
 
-__all__ = ["Model", "inv_propensities", "Dataset", "generate", "load_xmc", "SparrowError",
+__all__ = ["Model", "inv_propensities", "Dataset", "generate", "load_filter", "load_xmc", "SparrowError",
            "BadInputError", "SparrowIOError", "SparrowMemoryError", "InternalError", "library_path",
            "__version__"]

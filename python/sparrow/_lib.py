@@ -237,10 +237,15 @@ spr_model_get_config = _fn("spr_model_get_config", ModelConfig, _p)
 spr_model_train_batch = _fn("spr_model_train_batch", c_int, _p, _p, _p, c_int64,
                             POINTER(TrainOptions), POINTER(BatchStats))
 spr_model_predict = _fn("spr_model_predict", c_int, _p, _p, _p, c_int64, c_int, c_int, c_int, _p, _p)
+spr_model_predict_excluding = _fn("spr_model_predict_excluding", c_int, _p, _p, _p, c_int64, c_int, c_int,
+                                  c_int, _p, _p, _p)
+spr_dataset_read_filter = _fn("spr_dataset_read_filter", c_int, c_char_p, c_int64, c_int64, POINTER(_p))
 spr_model_evaluate = _fn("spr_model_evaluate", c_int, _p, _p, _p, c_int64, c_int, c_int,
                          POINTER(EvalResult))
 spr_model_evaluate_ps = _fn("spr_model_evaluate_ps", c_int, _p, _p, _p, c_int64, c_int, c_int,
                             _p, c_int64, POINTER(EvalResult))
+spr_model_evaluate_excluding = _fn("spr_model_evaluate_excluding", c_int, _p, _p, _p, c_int64, c_int, c_int,
+                                   _p, c_int64, _p, POINTER(EvalResult))
 spr_inv_propensities = _fn("spr_inv_propensities", c_int, _p, c_double, c_double, c_int64, _p)
 spr_epoch_order = _fn("spr_epoch_order", None, _p, c_int64, c_uint64, c_int64)
 spr_eval_subset = _fn("spr_eval_subset", c_int64, _p, c_int64, c_int64)

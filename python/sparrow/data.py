@@ -63,6 +63,32 @@ def load_xmc(path, format="auto", one_based=False, n_features=0, n_labels=0, lab
     return X, Y
 
 
+def load_filter(path, n_points=0, n_labels=0):
+    """Reads a filter file of the XMC repository (filter_labels_test.txt: a line
+    "POINT LABEL" per pair, 0-based ids) with the C reader: a CSR (n_points, n_labels)
+    of float32 ones, row i the labels to leave out of point i's ranking (Model.evaluate
+    and Model.predict's exclude). n_points / n_labels bound the ids (0: the largest + 1);
+    errors name the file and line."""
+    handle = ctypes.c_void_p()
+    check(_lib.spr_dataset_read_filter(os.fsencode(path), int(n_points), int(n_labels), ctypes.byref(handle)))
+    try:
+        v = _lib.spr_dataset_get_view(handle)
+        n = v.n_points
+        lptr = _array(v.label_indptr, n + 1, np.int64)
+        nl = int(lptr[-1])
+        E = sp.csr_matrix((np.ones(nl, dtype=np.float32), _array(v.labels, nl, np.int32), lptr),
+                          shape=(n, v.n_labels))
+    finally:
+        _lib.spr_dataset_free(handle)
+    return E
+
+
+def exclusions(E, n_points, n_labels):
+    """A Dataset (no features) whose labels are E's: the C side of an exclude argument.
+    E: a (n_points, <= n_labels) CSR / dense 0-1 matrix, or a list of label-id lists."""
+    return Dataset(sp.csr_matrix((n_points, 0), dtype=np.float32), E, 0, n_labels)
+
+
 def _real(dtype):
     """Whether features of this dtype are real numbers (bool: a binary bag of words)."""
     return any(np.issubdtype(dtype, t) for t in (np.floating, np.integer, np.bool_))

@@ -11,7 +11,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import _lib
-from .data import Dataset, as_features, as_labels
+from .data import Dataset, as_features, as_labels, exclusions
 from .errors import SparrowError, check
 
 _POLICIES = {"fifo": 0, "reservoir": 1}
@@ -566,25 +566,30 @@ class Model:
 
     # ---------------------------------------------------------------- inference
 
-    def predict(self, X, k=5, sparse=False, threads=0):
+    def predict(self, X, k=5, sparse=False, threads=0, exclude=None):
         """Top-k labels of every row of X (CSR or dense): (ids int32 (n, k), scores
         float32 (n, k)), best first; scores are output logits. sparse=True ranks only
-        the LSH candidates (sublinear); short rows are padded with id -1, -inf."""
+        the LSH candidates (sublinear); short rows are padded with id -1, -inf.
+        exclude: labels to leave out of each row's ranking, a (n, labels) CSR or
+        0-1 matrix (sparrow.load_filter reads the XMC repository's filter files) or a
+        list of label-id lists; k + the most a row excludes must be at most 1000."""
         h = self._h()
         k = _lib.integer(k, "k")
         if not 1 <= k <= 1000:
             raise ValueError("k must be in [1, 1000], got %d" % k)
         data = Dataset(X, None, self.n_features, 0)
+        ex = None if exclude is None else exclusions(exclude, data.n_points, self.n_labels)
         ids = np.empty((data.n_points, k), dtype=np.int32)
         scores = np.empty((data.n_points, k), dtype=np.float32)
         with self._lock:
             if data.n_points:
-                check(_lib.spr_model_predict(self._h(), data.handle, None, data.n_points, k,
-                                             1 if sparse else 0, _lib.integer(threads, "threads"), ids.ctypes.data,
-                                             scores.ctypes.data))
+                check(_lib.spr_model_predict_excluding(
+                    self._h(), data.handle, None, data.n_points, k, 1 if sparse else 0,
+                    _lib.integer(threads, "threads"), None if ex is None else ex.handle, ids.ctypes.data,
+                    scores.ctypes.data))
         return ids, scores
 
-    def _evaluate(self, data, rows, sparse, threads, inv_propensity=None):
+    def _evaluate(self, data, rows, sparse, threads, inv_propensity=None, ex=None):
         r = _lib.EvalResult()
         w = None
         if inv_propensity is not None:
@@ -593,14 +598,14 @@ class Model:
                 raise ValueError("inv_propensity must be 1-D (one weight a label), got shape %s"
                                  % (w.shape,))
         with self._lock:
-            check(_lib.spr_model_evaluate_ps(self._h(), data.handle,
-                                             None if rows is None else rows.ctypes.data,
-                                             0 if rows is None else rows.size, 1 if sparse else 0,
-                                             _lib.integer(threads, "threads"), None if w is None else w.ctypes.data,
-                                             0 if w is None else w.size, ctypes.byref(r)))
+            check(_lib.spr_model_evaluate_excluding(
+                self._h(), data.handle, None if rows is None else rows.ctypes.data,
+                0 if rows is None else rows.size, 1 if sparse else 0, _lib.integer(threads, "threads"),
+                None if w is None else w.ctypes.data, 0 if w is None else w.size,
+                None if ex is None else ex.handle, ctypes.byref(r)))
         return r
 
-    def evaluate(self, X, Y, k=(1, 3, 5), sparse=False, threads=0, inv_propensity=None):
+    def evaluate(self, X, Y, k=(1, 3, 5), sparse=False, threads=0, inv_propensity=None, exclude=None):
         """Precision@k and nDCG@k (k in 1..1000) on (X, Y): a dict {"p_at_1": ...,
         "ndcg_at_1": ..., ...} plus "n_points" and "seconds". The XMC repository's
         definitions with binary relevance (sparrow.h, spr_model_evaluate); a point without
@@ -608,7 +613,10 @@ class Model:
         sparrow.inv_propensities(Y_train)) also "psp_at_k" and "psndcg_at_k":
         propensity-scored precision and nDCG. k 1..5 come from the library's evaluation;
         a larger k from the top-k predictions ranked here by the same definitions
-        (rank_metrics; a k above the label count counts the missing ranks as misses)."""
+        (rank_metrics; a k above the label count counts the missing ranks as misses).
+        exclude (as predict's): labels left out of each point's ranking first, the XMC
+        repository's filtered evaluation of the LF-* sets (sparrow.load_filter); Y is
+        not changed."""
         ks = (k,) if np.isscalar(k) else tuple(k)
         for q in ks:
             if not 1 <= _lib.integer(q, "k") <= 1000:
@@ -618,7 +626,8 @@ class Model:
             raise ValueError("no test points")
         if data.Y.nnz == 0:  # P@k would read 0.0
             raise ValueError("none of the %d test points has a label" % data.n_points)
-        r = self._evaluate(data, None, sparse, threads, inv_propensity)
+        ex = None if exclude is None else exclusions(exclude, data.n_points, self.n_labels)
+        r = self._evaluate(data, None, sparse, threads, inv_propensity, ex)
         small = [int(q) for q in ks if int(q) <= 5]
         out = {"p_at_%d" % q: r.p_at[q] for q in small}
         out.update({"ndcg_at_%d" % q: r.ndcg_at[q] for q in small})
@@ -632,7 +641,8 @@ class Model:
             total = {}
             for c0 in range(0, data.n_points, _EVAL_CHUNK):
                 ids, _ = self.predict(data.X[c0:c0 + _EVAL_CHUNK], k=min(max(large), self.n_labels),
-                                      sparse=sparse, threads=threads)
+                                      sparse=sparse, threads=threads,
+                                      exclude=None if ex is None else ex.Y[c0:c0 + _EVAL_CHUNK])
                 for key, v in _rank_sums(ids, data.Y[c0:c0 + _EVAL_CHUNK], large, inv_propensity).items():
                     total[key] = total.get(key, 0.0) + v
             out.update(_rank_finish(total, data.n_points, large, inv_propensity is not None))

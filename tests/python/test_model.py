@@ -742,3 +742,44 @@ def test_pickle_and_bytes_round_trip(xmc_data):
     import gc
     gc.collect()
     assert np.array_equal(view, kept)
+
+
+def test_evaluate_and_predict_exclude(xmc_data, tmp_path, monkeypatch):
+    """exclude (the XMC repository's filtered evaluation): the library's figures equal
+    rank_metrics on predict's unfiltered ranking with the excluded labels removed; the
+    filter file reads to the same exclusions (load_filter); k > 5 and chunks agree."""
+    X, Y, Xt, Yt = xmc_data
+    m = sparrow.Model(X.shape[1], Y.shape[1], hidden=32, sparsity=0.5, seed=3)
+    m.fit(X, Y, epochs=2, batch_size=32, quiet=True, threads=1)
+    full, _ = m.predict(Xt, k=20)
+    n = Xt.shape[0]
+    # every third point loses its first and fourth predicted labels
+    pairs = sorted({(i, int(full[i, j])) for i in range(0, n, 3) for j in (0, 3)})
+    with open(tmp_path / "filter_labels_test.txt", "w") as f:
+        f.write("".join("%d %d\n" % p for p in pairs + pairs[:5]))  # repeats count once
+    E = sparrow.load_filter(tmp_path / "filter_labels_test.txt", n, m.n_labels)
+    assert E.shape == (n, m.n_labels) and E.nnz == len(pairs)
+    gone = {}
+    for i, l in pairs:
+        gone.setdefault(i, set()).add(l)
+    kept = np.array([[l for l in row if l not in gone.get(i, ())][:15] for i, row in enumerate(full.tolist())])
+    ids, _ = m.predict(Xt, k=15, exclude=E)
+    np.testing.assert_array_equal(ids, kept)
+    w = sparrow.inv_propensities(Y)
+    res = m.evaluate(Xt, Yt, k=(1, 3, 5, 10), inv_propensity=w, exclude=E)
+    want = sparrow.model.rank_metrics(kept[:, :10], Yt, (1, 3, 5, 10), w)
+    for name, value in want.items():
+        assert res[name] == pytest.approx(value, abs=1e-12), (name, res[name], value)
+    plain = m.evaluate(Xt, Yt, k=(1,))
+    assert res["p_at_1"] != plain["p_at_1"]
+    # a list of label lists is the same exclusion; chunks of 64 points agree
+    as_lists = [sorted(gone.get(i, ())) for i in range(n)]
+    monkeypatch.setattr(sparrow.model, "_EVAL_CHUNK", 64)
+    again = m.evaluate(Xt, Yt, k=(1, 3, 5, 10), inv_propensity=w, exclude=as_lists)
+    for name in want:
+        assert again[name] == pytest.approx(res[name], abs=1e-12)
+    with open(tmp_path / "bad.txt", "w") as f:
+        f.write("0 1\n%d 2\n" % n)
+    with pytest.raises(sparrow.BadInputError) as e:
+        sparrow.load_filter(tmp_path / "bad.txt", n, m.n_labels)
+    assert "bad.txt:2: point id %d out of range" % n in str(e.value)
