@@ -82,6 +82,19 @@ awk -v a="$p1_two_on_one" -v b="$p1_two" 'BEGIN { d = a - b; if (d < 0) d = -d; 
 awk -v a="$p1_one_on_two" -v b="$p1_one" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d <= 1e-4) }' ||
     fail "the 1-process model evaluated on 2 ranks: P@1 $p1_one_on_two, expected $p1_one"
 
+# Filtered evaluation (--filter-labels): each rank ranks k + the most excluded labels,
+# then the merge; the same figures on 1 process and on 2 ranks, not the unfiltered ones.
+"$sparrow" predict --model "$work/two.model" --input "$work/small/test.txt" --threads 1 --k 2 |
+    awk 'NR % 2 == 1 { split($1, a, ":"); print NR - 1, a[1] }' >"$work/filter.txt"
+fev() { "$@" "$sparrow" eval --model "$work/two.model" --test "$work/small/test.txt" --threads 1 --k 2 \
+    --filter-labels "$work/filter.txt" | tail -1 | sed 's/"seconds": [^,]*//'; }
+f_one=$(fev)
+f_two=$(fev "${mpi[@]}")
+[ -n "$f_one" ] && [ "$f_one" = "$f_two" ] || fail "filtered eval: 1 process $f_one, 2 ranks $f_two"
+p1_filtered=$(echo "$f_two" | sed 's/.*"p_at_1": \([0-9.]*\).*/\1/')
+[ "$p1_filtered" != "$p1_two" ] || fail "filtered eval: P@1 $p1_filtered, the unfiltered figure"
+echo "   filtered P@1 (every second point without its top label): $p1_filtered on 1 process and 2 ranks"
+
 echo "-- a 2-rank run stopped mid-epoch and resumed on 2 ranks: the uninterrupted model"
 "${mpi[@]}" "$sparrow" train "${common[@]}" --max-batches 50 --save "$work/res.model" >/dev/null 2>&1
 "${mpi[@]}" "$sparrow" train "${common[@]}" --resume "$work/res.model" --save "$work/res.model" \
