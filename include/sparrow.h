@@ -144,8 +144,8 @@ SPR_API spr_status spr_dataset_read_split(const char *features_path, const char 
  * "POINT LABEL" of 0-based ids, separated by blanks; blank lines skipped) as a data set
  * whose point i has no features and as labels the labels to exclude from point i's
  * ranking (ascending, a repeated pair once): spr_model_evaluate_excluding and
- * spr_model_predict_excluding take it. n_points (the data it filters) and n_labels (the
- * model's) bound the ids; 0: the largest id + 1. An empty file excludes nothing. */
+ * spr_model_predict_excluding take it. n_points (>= 1: the data it filters) and n_labels
+ * (the model's; 0: the largest id + 1) bound the ids. An empty file excludes nothing. */
 SPR_API spr_status spr_dataset_read_filter(const char *path, int64_t n_points, int64_t n_labels,
                                            spr_dataset **out);
 

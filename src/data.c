@@ -994,16 +994,17 @@ spr_status spr_dataset_read_filter(const char *path, int64_t n_points, int64_t n
     if (!out) return spr_fail(SPR_STATUS_BAD_INPUT, "spr_dataset_read_filter: out is NULL");
     *out = NULL;
     if (!path) return spr_fail(SPR_STATUS_BAD_INPUT, "spr_dataset_read_filter: path is NULL");
-    if (n_points < 0 || n_labels < 0 || n_labels > SPR_MAX_ID_COUNT)
-        return spr_fail(SPR_STATUS_BAD_INPUT, "%s: n_points and n_labels must be >= 0 (labels at most 2^31)", path);
+    /* n_points is required: the CSR has a row per point, and a stray id of 2^31 in a file
+     * read without a bound made an array of 16 GB (the data fuzzer's find). */
+    if (n_points < 1 || n_labels < 0 || n_labels > SPR_MAX_ID_COUNT)
+        return spr_fail(SPR_STATUS_BAD_INPUT, "%s: n_points must be >= 1 and n_labels >= 0 (at most 2^31)", path);
     spr_reader r;
     spr_status st = spr_reader_open(&r, path, NULL, NULL);
     int64_t *pairs = NULL, cap = 0, n = 0; /* (point, label) pairs, 2 words each */
     int64_t *indptr = NULL;
     int32_t *lab = NULL;
-    /* unbounded: any count an int64 holds, with room for spr_parse_id's last digit */
-    const int64_t max_p = n_points > 0 ? n_points - 1 : INT64_MAX / 100, max_l = n_labels > 0 ? n_labels - 1 : INT32_MAX;
-    int64_t seen_p = -1, seen_l = -1;
+    const int64_t max_p = n_points - 1, max_l = n_labels > 0 ? n_labels - 1 : INT32_MAX;
+    int64_t seen_l = -1;
     if (st != SPR_STATUS_OK) goto fail;
     for (;;) {
         char *p = NULL, *e = NULL;
@@ -1032,14 +1033,13 @@ spr_status spr_dataset_read_filter(const char *path, int64_t n_points, int64_t n
         pairs[2 * n] = pt;
         pairs[2 * n + 1] = lb;
         n++;
-        if (pt > seen_p) seen_p = pt;
         if (lb > seen_l) seen_l = lb;
     }
     if ((st = spr_reader_unchanged(&r)) != SPR_STATUS_OK) goto fail;
     spr_reader_close(&r);
     /* CSR by point, labels ascending, a repeated pair once. */
     if (n > 1) qsort(pairs, (size_t)n, 2 * sizeof *pairs, spr_cmp_pair);
-    const int64_t points = n_points > 0 ? n_points : seen_p + 1;
+    const int64_t points = n_points;
     indptr = calloc((size_t)points + 1, sizeof *indptr);
     lab = malloc((size_t)(n > 0 ? n : 1) * sizeof *lab);
     if (!indptr || !lab) {

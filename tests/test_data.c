@@ -849,11 +849,15 @@ static void test_filter_files(void) {
         check_dataset("filter", ds, &e);
     }
     spr_dataset_free(ds);
-    ds = NULL; /* sizes from the ids */
-    st = spr_dataset_read_filter(path, 0, 0, &ds);
+    ds = NULL; /* the labels' width from the ids */
+    st = spr_dataset_read_filter(path, 4, 0, &ds);
     CHECK(st == SPR_STATUS_OK && spr_dataset_get_view(ds).n_points == 4 && spr_dataset_get_view(ds).n_labels == 8,
-          "filter sizes from the ids: %s", spr_last_error());
+          "filter labels from the ids: %s", spr_last_error());
     spr_dataset_free(ds);
+    ds = (spr_dataset *)1; /* the points' count is required (a stray 2^31 made a 16 GB array) */
+    st = spr_dataset_read_filter(path, 0, 9, &ds);
+    CHECK(st == SPR_STATUS_BAD_INPUT && ds == NULL && strstr(spr_last_error(), "n_points must be >= 1"),
+          "filter without n_points: refused, got %s", spr_last_error());
     unlink(path);
     text_file(path, "fe", ""); /* empty: nothing excluded */
     ds = NULL;

@@ -63,12 +63,12 @@ def load_xmc(path, format="auto", one_based=False, n_features=0, n_labels=0, lab
     return X, Y
 
 
-def load_filter(path, n_points=0, n_labels=0):
+def load_filter(path, n_points, n_labels=0):
     """Reads a filter file of the XMC repository (filter_labels_test.txt: a line
     "POINT LABEL" per pair, 0-based ids) with the C reader: a CSR (n_points, n_labels)
     of float32 ones, row i the labels to leave out of point i's ranking (Model.evaluate
-    and Model.predict's exclude). n_points / n_labels bound the ids (0: the largest + 1);
-    errors name the file and line."""
+    and Model.predict's exclude). n_points (the data's) and n_labels (the model's; 0:
+    the largest + 1) bound the ids; errors name the file and line."""
     handle = ctypes.c_void_p()
     check(_lib.spr_dataset_read_filter(os.fsencode(path), int(n_points), int(n_labels), ctypes.byref(handle)))
     try:
