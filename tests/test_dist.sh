@@ -95,6 +95,19 @@ p1_filtered=$(echo "$f_two" | sed 's/.*"p_at_1": \([0-9.]*\).*/\1/')
 [ "$p1_filtered" != "$p1_two" ] || fail "filtered eval: P@1 $p1_filtered, the unfiltered figure"
 echo "   filtered P@1 (every second point without its top label): $p1_filtered on 1 process and 2 ranks"
 
+# A data file every rank fails to read: the error once, every rank ended cleanly (no
+# MPI_ABORT), exit 2; train and eval alike.
+printf '2 5\n0:1\n99999999:1\n' >"$work/bad_x.txt" # beyond the header's and the model's features
+for cmd in "train --train $work/bad_x.txt --quiet" "train --train $work/small/train.txt --test $work/missing.txt --quiet" \
+    "eval --model $work/two.model --test $work/bad_x.txt"; do
+    rc=0
+    # shellcheck disable=SC2086
+    timeout 120 "${mpi[@]}" "$sparrow" $cmd >/dev/null 2>"$work/bad.err" || rc=$?
+    [ "$rc" -eq 2 ] && [ "$(grep -c '^sparrow: ' "$work/bad.err")" -eq 1 ] && ! grep -q MPI_ABORT "$work/bad.err" ||
+        { cat "$work/bad.err"; fail "$cmd on 2 ranks: expected exit 2, one error line, no MPI_ABORT (got $rc)"; }
+done
+echo "   a data error on 2 ranks: told once, no MPI_ABORT"
+
 echo "-- a 2-rank run stopped mid-epoch and resumed on 2 ranks: the uninterrupted model"
 "${mpi[@]}" "$sparrow" train "${common[@]}" --max-batches 50 --save "$work/res.model" >/dev/null 2>&1
 "${mpi[@]}" "$sparrow" train "${common[@]}" --resume "$work/res.model" --save "$work/res.model" \

@@ -50,6 +50,13 @@ extern spr_dist *cli_dist;
 int cli_dist_start(int *argc, char ***argv);
 void cli_dist_stop(int rc);
 int cli_is_root(void);
+/* After a step each rank does alone (reading the data), st its outcome (its message in
+ * spr_last_error, not printed yet): on several ranks, agrees on whether any failed, so
+ * that all end without MPI_Abort and the error is told once: rank 0's (the ranks read
+ * the same files) or, where only others failed, each one's, naming its rank. Returns
+ * the exit code (EXIT_USAGE on a rank that did not fail). One process: library_error
+ * or EXIT_OK. */
+int cli_agree_status(spr_status st);
 
 /* Seconds on the monotonic clock, for durations. */
 double now_seconds(void);

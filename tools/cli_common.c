@@ -254,6 +254,29 @@ spr_dist *cli_dist;
 
 int cli_is_root(void) { return !cli_dist || spr_dist_rank(cli_dist) == 0; }
 
+/* Every rank knows the run failed (cli_agree_status): it ends with MPI_Finalize, not
+ * MPI_Abort and its banner. */
+static int cli_agreed;
+
+int cli_agree_status(spr_status st) {
+    if (!cli_dist || spr_dist_size(cli_dist) == 1) return st == SPR_STATUS_OK ? EXIT_OK : library_error(st);
+    const int rank = spr_dist_rank(cli_dist);
+    char msg[1024]; /* the collective may set another message */
+    snprintf(msg, sizeof msg, "%s", st == SPR_STATUS_OK ? "" : spr_last_error());
+    int worst = st == SPR_STATUS_OK ? 0 : rank == 0 ? 2 : 1;
+    spr_status cs = spr_dist_max_int(cli_dist, &worst);
+    if (cs != SPR_STATUS_OK) { /* no agreement (a rank gone or stuck): each says its own */
+        if (st != SPR_STATUS_OK) fprintf(stderr, "sparrow: rank %d: %s\n", rank, msg);
+        return library_error(cs);
+    }
+    if (worst == 0) return EXIT_OK;
+    cli_agreed = 1;
+    if (st != SPR_STATUS_OK && worst == 2 && rank == 0) fprintf(stderr, "sparrow: %s\n", msg);
+    if (st != SPR_STATUS_OK && worst == 1) fprintf(stderr, "sparrow: rank %d: %s\n", rank, msg);
+    if (st == SPR_STATUS_OK) return EXIT_USAGE; /* another rank's failure */
+    return st == SPR_STATUS_BAD_INPUT || st == SPR_STATUS_IO_ERROR ? EXIT_USAGE : EXIT_INTERNAL;
+}
+
 /* The rank count a launcher announces (Open MPI, PMIx, MPICH's PMI), 0 if none. */
 static int launcher_ranks(void) {
     static const char *vars[] = {"OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "PMI_SIZE"};
@@ -293,7 +316,7 @@ int cli_dist_start(int *argc, char ***argv) {
 
 void cli_dist_stop(int rc) {
     if (!cli_dist) return;
-    if (rc != EXIT_OK && rc < EXIT_SIGNAL_BASE) {
+    if (rc != EXIT_OK && rc < EXIT_SIGNAL_BASE && !cli_agreed) {
         /* The other ranks may be waiting in a collective for this one: end them all. */
         fflush(stdout);
         fflush(stderr);
@@ -383,8 +406,10 @@ int load_model_and_data(const char *model_path, const char *data_path, const cha
     ropt.n_features = cfg.n_features;
     if (check_labels) ropt.n_labels = info.labels_total;
     st = read_dataset(data_path, labels_path, &ropt, 0, data);
-    if (st != SPR_STATUS_OK) {
-        int rc = library_error(st);
+    const int rc = cli_agree_status(st); /* on several ranks: told once, every rank ends cleanly */
+    if (rc != EXIT_OK) {
+        spr_dataset_free(*data);
+        *data = NULL;
         if (from_model && cli_is_root())
             fprintf(stderr, "sparrow: (%s was read with one-based feature ids, as %s's training file had "
                             "them; --zero-based reads it otherwise)\n", data_path, model_path);

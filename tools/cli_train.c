@@ -1373,8 +1373,8 @@ static int train_run(const train_args *args) {
     spr_read_options ropt = spr_read_options_default();
     ropt.one_based = a.one_based;
     double t0 = now_seconds();
-    if ((st = read_dataset(a.train_path, a.train_labels, &ropt, a.quiet, &train)) != SPR_STATUS_OK) {
-        rc = library_error(st);
+    st = read_dataset(a.train_path, a.train_labels, &ropt, a.quiet, &train);
+    if ((rc = cli_agree_status(st))) { /* on several ranks: told once, every rank ends cleanly */
         resume_base_hint(&a, &note, base_from_model);
         goto done;
     }
@@ -1410,19 +1410,15 @@ static int train_run(const train_args *args) {
          * are checked against them. */
         ropt.n_features = a.resume_path ? cfg.n_features : tv.n_features;
         ropt.n_labels = model_labels;
-        if ((st = read_dataset(a.test_path, a.test_labels, &ropt, a.quiet, &test)) != SPR_STATUS_OK) {
-            rc = library_error(st);
-            goto done;
-        }
+        st = read_dataset(a.test_path, a.test_labels, &ropt, a.quiet, &test);
+        if ((rc = cli_agree_status(st))) goto done;
         if ((rc = require_points(test, a.test_path, "test", a.test_labels ? NULL : "--test-labels")))
             goto done;
         note_if_training_set(&trained_on, test, a.test_path);
         const char *fp = a.test_filter && !strcmp(a.test_filter, "-") ? "/dev/stdin" : a.test_filter;
-        if (fp && (st = spr_dataset_read_filter(fp, spr_dataset_get_view(test).n_points, model_labels,
-                                                &exclude)) != SPR_STATUS_OK) {
-            rc = library_error(st);
+        if (fp && (rc = cli_agree_status(spr_dataset_read_filter(fp, spr_dataset_get_view(test).n_points,
+                                                                 model_labels, &exclude))))
             goto done;
-        }
     }
     double read_seconds = now_seconds() - t0;
 
