@@ -246,7 +246,8 @@ static const char *compressed_kind(const unsigned char *p, size_t n, const char 
 }
 
 /* The next line as [*start, *end) with *end == '\n' (a CR before it is turned into
- * '\n' too). Returns 1 for a line, 0 at end of file, or a negative spr_status. */
+ * '\n' too; a byte order mark starting line 1 is skipped). Returns 1 for a line, 0 at
+ * end of file, or a negative spr_status. */
 static int spr_reader_next(spr_reader *r, char **start, char **end) {
     for (;;) {
         char *nl = r->len > r->pos ? memchr(r->buf + r->pos, '\n', r->len - r->pos) : NULL;
@@ -261,6 +262,9 @@ static int spr_reader_next(spr_reader *r, char **start, char **end) {
             }
             if (nl > s && nl[-1] == '\r') *--nl = '\n';
             r->line++;
+            /* A UTF-8 byte order mark (editors on Windows write one) is not data: once read
+             * as part of the first label, "bad label '2'" with the mark invisible. */
+            if (r->line == 1 && nl - s >= 3 && !memcmp(s, "\xEF\xBB\xBF", 3)) s += 3;
             *start = s;
             *end = nl;
             return 1;
@@ -669,14 +673,13 @@ static spr_status spr_check_options(const char *path, const spr_read_options *op
     return SPR_STATUS_OK;
 }
 
-/* The header of a split-format file: line 1 (after a byte order mark), "ROWS COLUMNS". */
+/* The header of a split-format file: line 1, "ROWS COLUMNS". */
 static spr_status spr_split_header(spr_reader *r, const char *role, int64_t hdr[3]) {
     char *p = NULL, *e = NULL;
     int got = spr_reader_next(r, &p, &e);
     if (got < 0) return (spr_status)-got;
     if (got == 0) return spr_fail(SPR_STATUS_BAD_INPUT, "%s: empty file (expected the %s file's header \"ROWS COLUMNS\")",
                                   r->path, role);
-    if (e - p >= 3 && !memcmp(p, "\xEF\xBB\xBF", 3)) p += 3;
     char tok[48];
     const int hn = spr_parse_header(p, hdr);
     if (hn == 3)
@@ -809,9 +812,6 @@ spr_status spr_dataset_read_progress(const char *path, const spr_read_options *o
         int got = spr_reader_next(&r, &p, &e);
         if (got < 0) { st = (spr_status)-got; goto fail; }
         if (got == 0) break;
-        /* A UTF-8 byte order mark (editors on Windows write one) is not data: once read as
-         * part of the first label, "bad label '2'" with the mark invisible in the message. */
-        if (r.line == 1 && e - p >= 3 && !memcmp(p, "\xEF\xBB\xBF", 3)) p += 3;
         if (p == e) continue; /* empty line: not a point */
         const long long ln = (long long)r.line;
 
@@ -1011,7 +1011,6 @@ spr_status spr_dataset_read_filter(const char *path, int64_t n_points, int64_t n
         int got = spr_reader_next(&r, &p, &e);
         if (got < 0) { st = (spr_status)-got; goto fail; }
         if (got == 0) break;
-        if (r.line == 1 && e - p >= 3 && !memcmp(p, "\xEF\xBB\xBF", 3)) p += 3;
         const long long ln = (long long)r.line;
         char *q = p;
         while (spr_is_space(*q)) q++;

@@ -763,6 +763,22 @@ static void test_split_format(void) {
           "single-file progress: last %lld of %lld, file %lld bytes", (long long)seen.done,
           (long long)seen.total, (long long)file_size(y));
     spr_dataset_free(ds);
+    /* a byte order mark before a split header, and before a filter's first pair */
+    char xb[64], yb[64];
+    text_file(xb, "sxb", "\xEF\xBB\xBF" "2 5\n1:1\n\n");
+    text_file(yb, "syb", "\xEF\xBB\xBF" "2 4\n3:1\n0:1\n");
+    ds = NULL;
+    st = spr_dataset_read_split(xb, yb, NULL, NULL, NULL, &ds);
+    CHECK(st == SPR_STATUS_OK && spr_dataset_get_view(ds).n_points == 2, "split files with a BOM: %s", spr_last_error());
+    spr_dataset_free(ds);
+    unlink(xb);
+    unlink(yb);
+    text_file(xb, "fb", "\xEF\xBB\xBF" "1 3\n");
+    ds = NULL;
+    st = spr_dataset_read_filter(xb, 2, 4, &ds);
+    CHECK(st == SPR_STATUS_OK && spr_dataset_get_view(ds).labels[0] == 3, "filter with a BOM: %s", spr_last_error());
+    spr_dataset_free(ds);
+    unlink(xb);
     /* options override the headers' widths */
     o = spr_read_options_default();
     o.n_features = 9;
