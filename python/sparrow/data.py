@@ -86,6 +86,10 @@ def load_filter(path, n_points, n_labels=0):
 def exclusions(E, n_points, n_labels):
     """A Dataset (no features) whose labels are E's: the C side of an exclude argument.
     E: a (n_points, <= n_labels) CSR / dense 0-1 matrix, or a list of label-id lists."""
+    rows = E.shape[0] if hasattr(E, "shape") else len(E)
+    if rows != n_points:
+        raise ValueError("exclude has %d rows, the data %d points (one row of labels to leave out "
+                         "per point)" % (rows, n_points))
     return Dataset(sp.csr_matrix((n_points, 0), dtype=np.float32), E, 0, n_labels)
 
 

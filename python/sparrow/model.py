@@ -349,7 +349,8 @@ class Model:
         After each epoch: the epoch's metrics (the keys of the CLI's metrics file:
         epoch, step, train_seconds, samples_per_second, loss, active_out and, with
         validation_data=(X_val, Y_val), p_at_1/3/5 and ndcg_at_1/3/5 on at most eval_max
-        of its points)
+        of its points; (X_val, Y_val, exclude) scores them filtered, as evaluate's
+        exclude and `sparrow train --test-filter-labels` do)
         are appended to self.history, printed on stderr unless quiet, and passed to
         each callback(metrics); a callback returning True stops training. The GIL is
         released while a batch trains. random_pool: the CLI's --random-pool (None:
@@ -392,10 +393,15 @@ class Model:
         cfg = _lib.spr_model_get_config(h)
         n_labels = cfg.layers[cfg.n_layers - 1].size
         data = Dataset(X, Y, cfg.n_features, n_labels)
-        val = None
+        val = val_exclude = None
         if validation_data is not None:
-            Xv, Yv = validation_data
+            if len(validation_data) not in (2, 3):
+                raise ValueError("validation_data must be (X, Y) or (X, Y, exclude), got %d items"
+                                 % len(validation_data))
+            Xv, Yv = validation_data[:2]
             val = Dataset(Xv, Yv, cfg.n_features, n_labels)
+            if len(validation_data) == 3 and validation_data[2] is not None:
+                val_exclude = exclusions(validation_data[2], val.n_points, n_labels)
             if val.n_points == 0:  # its P@k would read 0.0
                 raise ValueError("validation_data has no points")
             if val.Y.nnz == 0:
@@ -517,7 +523,7 @@ class Model:
                 epoch, metrics["step"], metrics["loss"], metrics["samples_per_second"],
                 train_seconds, metrics["active_out"])
             if val is not None:
-                r = self._evaluate(val, eval_rows, sparse_inference, threads)
+                r = self._evaluate(val, eval_rows, sparse_inference, threads, None, val_exclude)
                 metrics.update({"p_at_1": r.p_at[1], "p_at_3": r.p_at[3], "p_at_5": r.p_at[5],
                                 "ndcg_at_1": r.ndcg_at[1], "ndcg_at_3": r.ndcg_at[3],
                                 "ndcg_at_5": r.ndcg_at[5],

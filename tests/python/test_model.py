@@ -778,6 +778,13 @@ def test_evaluate_and_predict_exclude(xmc_data, tmp_path, monkeypatch):
     again = m.evaluate(Xt, Yt, k=(1, 3, 5, 10), inv_propensity=w, exclude=as_lists)
     for name in want:
         assert again[name] == pytest.approx(res[name], abs=1e-12)
+    # fit's validation_data with an exclude: the figures evaluate gives after the epoch
+    m.fit(X, Y, epochs=3, batch_size=32, quiet=True, threads=1, validation_data=(Xt, Yt, E))
+    after = m.evaluate(Xt, Yt, k=(1, 3, 5), exclude=E)
+    assert m.history[-1]["p_at_1"] == pytest.approx(after["p_at_1"], abs=1e-12)
+    assert m.history[-1]["p_at_5"] == pytest.approx(after["p_at_5"], abs=1e-12)
+    with pytest.raises(ValueError, match="exclude has 10 rows, the data 200 points"):
+        m.predict(Xt, k=3, exclude=as_lists[:10])
     with open(tmp_path / "bad.txt", "w") as f:
         f.write("0 1\n%d 2\n" % n)
     with pytest.raises(sparrow.BadInputError) as e:
