@@ -97,7 +97,7 @@ unset SPARROW_KERNELS
 
 # --threads 1 everywhere; libgomp still starts its pool once, whose threads' TLS is
 # "possibly lost" at exit: fuzz/valgrind-libgomp.supp suppresses exactly that.
-section "valgrind: gen, train 1 epoch, save, eval, predict, info, resume"
+section "valgrind: gen, train 1 epoch, save, eval, predict, info, resume, split files, filtered eval"
 vg=(valgrind --quiet --error-exitcode=1 --leak-check=full --suppressions=fuzz/valgrind-libgomp.supp)
 "${vg[@]}" build/sparrow gen --preset tiny --out "$work/vg" --seed 1
 "${vg[@]}" build/sparrow train --train "$work/vg/train.txt" --test "$work/vg/test.txt" --hidden 32 \
@@ -118,6 +118,16 @@ seq 0 $(($(head -n 1 "$work/vg/train.txt" | cut -d' ' -f3) - 1)) | sed 's/^/labe
 "${vg[@]}" build/sparrow info --model "$work/vg/model" --verify >/dev/null
 "${vg[@]}" build/sparrow train --train "$work/vg/train.txt" --resume "$work/vg/model" --epochs 2 \
     --threads 1 --max-batches 3 --quiet >/dev/null
+# the split format (features and labels in two files) and a filtered evaluation
+awk 'NR == 1 { print $1, $2 > "'"$work/vg/x.txt"'"; print $1, $3 > "'"$work/vg/y.txt"'"; next }
+    { f = $0; lab = ""; if ($1 !~ /:/) { lab = $1; f = substr($0, length($1) + 2) }
+      print f > "'"$work/vg/x.txt"'"; n = split(lab, a, ","); out = ""
+      for (i = 1; i <= n; i++) out = out (i > 1 ? " " : "") a[i] ":1"
+      print out > "'"$work/vg/y.txt"'" }' "$work/vg/test.txt"
+build/sparrow predict --model "$work/vg/model" --input "$work/vg/test.txt" --k 2 --threads 1 |
+    awk '{ split($1, a, ":"); print NR - 1, a[1] }' >"$work/vg/filter.txt"
+"${vg[@]}" build/sparrow eval --model "$work/vg/model" --test "$work/vg/x.txt" --test-labels "$work/vg/y.txt" \
+    --filter-labels "$work/vg/filter.txt" --threads 1 --k 7 >/dev/null
 echo "valgrind: no errors, no leaks"
 
 section "MPI: model parallelism on 2 ranks (mpirun --oversubscribe -np 2)"
