@@ -6,8 +6,10 @@
  *                      with ENOMEM ...
  *   FAILALLOC_SKIP=N   ... after N such calls have succeeded (default 0);
  *                      every later one fails too.
+ *   FAILALLOC_NTH=N    the N-th posix_memalign call (0-based), of any size, fails; only
+ *                      that one (a sweep over N visits every allocation's failure path).
  *
- * Without FAILALLOC_SIZE it changes nothing. Not for sanitizer builds (their runtime
+ * Without FAILALLOC_SIZE or FAILALLOC_NTH it changes nothing. Not for sanitizer builds (their runtime
  * must come first).
  */
 #define _GNU_SOURCE
@@ -19,8 +21,10 @@ typedef int (*memalign_fn)(void **, size_t, size_t);
 
 int posix_memalign(void **out, size_t align, size_t size) {
     static memalign_fn real;
-    static long long seen;
+    static long long seen, calls;
     if (!real) real = (memalign_fn)dlsym(RTLD_NEXT, "posix_memalign");
+    const char *nth = getenv("FAILALLOC_NTH");
+    if (nth && __atomic_fetch_add(&calls, 1, __ATOMIC_RELAXED) == strtoll(nth, NULL, 10)) return ENOMEM;
     const char *want = getenv("FAILALLOC_SIZE");
     if (want && strtoull(want, NULL, 10) == size) {
         const char *skip = getenv("FAILALLOC_SKIP");

@@ -1626,6 +1626,22 @@ if [ -f "$FAILALLOC" ]; then
     expect_grep oom_info oom_info.out '"epoch": 1'
     run oom_res train --resume oom.model --train "$TRAIN" --test "$TEST" --epochs 2 --threads 1 --quiet
     expect_rc oom_res 0
+    # Every allocation of a short run (setup, the first step, evaluations within the
+    # epoch, the save) made to fail in turn: exit 1 saying "out of memory", never a
+    # crash, and a model file only whole (the run's trained steps, or none).
+    crashes=""
+    for n in $(seq 0 45); do
+        rm -f sweep.model
+        LD_PRELOAD=$FAILALLOC FAILALLOC_NTH=$n "$BIN" train --train "$TRAIN" --test "$TEST" --hidden 16 \
+            --threads 1 --max-batches 4 --eval-every 2 --eval-max 50 --save sweep.model --quiet >sweep.out 2>sweep.err
+        rc=$?
+        if [ "$rc" -ne 0 ] && { [ "$rc" -ne 1 ] || ! grep -q "out of memory" sweep.err; }; then
+            crashes="$crashes n=$n:rc=$rc"
+        elif [ -e sweep.model ] && ! "$BIN" info --model sweep.model --verify >/dev/null 2>&1; then
+            crashes="$crashes n=$n:bad-model"
+        fi
+    done
+    if [ -z "$crashes" ]; then pass; else fail "allocation failures in turn:$crashes"; fi
 else
     echo "test_cli: no $FAILALLOC (a sanitizer build): the out-of-memory checks did not run" >&2
 fi
