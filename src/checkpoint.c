@@ -556,9 +556,10 @@ spr_status spr_path_follow_links(const char *path, char **out) {
     return spr_fail(SPR_STATUS_NO_MEMORY, "%s: out of memory", path);
 }
 
-/* st's message, naming the link path too where the file to write is the link's target. */
+/* st's message, naming the link path too where the file to write is the link's target
+ * (file NULL: the links could not be followed, st says why). */
 static spr_status through_link(spr_status st, const char *path, const char *file) {
-    if (!st || !strcmp(path, file)) return st;
+    if (!st || !file || !strcmp(path, file)) return st;
     char msg[1024];
     snprintf(msg, sizeof msg, "%s", spr_last_error());
     return spr_fail(st, "%s (through the symbolic link %s)", msg, path);

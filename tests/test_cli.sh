@@ -1582,6 +1582,12 @@ run out_link_fifo train --train "$TRAIN" --epochs 1 --save fifo.link
 expect_rc out_link_fifo 2
 expect_grep out_link_fifo out_link_fifo.err "sparrow: save.fifo: cannot write: not a regular file (a FIFO; saving replaces the file at the path with a new one) (through the symbolic link fifo.link)"
 if [ -p save.fifo ] && [ -L fifo.link ]; then pass; else fail "out_link_fifo: the FIFO or the link was replaced"; fi
+# a link to itself (or any loop) as --save: spr_model_save_check crashed (strcmp of the
+# unresolved path, NULL) instead of saying why
+ln -s loop.link loop.link
+run out_loop train --train "$TRAIN" --epochs 1 --save loop.link --quiet
+expect_rc out_loop 2
+expect_grep out_loop out_loop.err "sparrow: loop.link: too many levels of symbolic links"
 run out_nodir train --train "$TRAIN" --epochs 1 --save no/such/dir/m.model
 expect_rc out_nodir 2
 expect_grep out_nodir out_nodir.err "sparrow: no/such/dir/m.model: cannot write: directory no/such/dir is missing or not writable"
