@@ -135,6 +135,10 @@ int split_pair_distinct(const char *cmd, const char *features_opt, const char *f
 spr_status read_dataset(const char *path, const char *labels_path, const spr_read_options *options,
                         int quiet, spr_dataset **out);
 
+/* A filter file (--filter-labels, the XMC repository's filter_labels_test.txt) for data's
+ * points and n_labels labels (spr_dataset_read_filter); "-" is stdin. */
+spr_status read_filter(const char *path, const spr_dataset *data, int64_t n_labels, spr_dataset **out);
+
 /* Loads a model and a data set whose ids are checked against it (labels too when
  * check_labels); on failure nothing is left allocated. */
 void note_if_training_set(const spr_data_note *note, const spr_dataset *data, const char *data_path);

@@ -34,11 +34,15 @@ int usage_error(const char *cmd, const char *fmt, ...) {
 
 /* A failed library call: its message (which names file:line) and the exit code for its
  * status. */
+/* The exit code of a library failure: the user's input (2) or the machine (1). */
+static int status_exit_code(spr_status status) {
+    return status == SPR_STATUS_BAD_INPUT || status == SPR_STATUS_IO_ERROR ? EXIT_USAGE : EXIT_INTERNAL;
+}
+
 int library_error(spr_status status) {
     const char *msg = spr_last_error();
     fprintf(stderr, "sparrow: %s\n", (msg && msg[0]) ? msg : spr_status_to_string(status));
-    return (status == SPR_STATUS_BAD_INPUT || status == SPR_STATUS_IO_ERROR) ? EXIT_USAGE
-                                                                             : EXIT_INTERNAL;
+    return status_exit_code(status);
 }
 
 /* Strict integer parsing: the whole text must be a base-10 integer within [lo, hi]. */
@@ -273,8 +277,7 @@ int cli_agree_status(spr_status st) {
     cli_agreed = 1;
     if (st != SPR_STATUS_OK && worst == 2 && rank == 0) fprintf(stderr, "sparrow: %s\n", msg);
     if (st != SPR_STATUS_OK && worst == 1) fprintf(stderr, "sparrow: rank %d: %s\n", rank, msg);
-    if (st == SPR_STATUS_OK) return EXIT_USAGE; /* another rank's failure */
-    return st == SPR_STATUS_BAD_INPUT || st == SPR_STATUS_IO_ERROR ? EXIT_USAGE : EXIT_INTERNAL;
+    return st == SPR_STATUS_OK ? EXIT_USAGE /* another rank's failure */ : status_exit_code(st);
 }
 
 /* The rank count a launcher announces (Open MPI, PMIx, MPICH's PMI), 0 if none. */
@@ -371,6 +374,11 @@ spr_status read_dataset(const char *path, const char *labels_path, const spr_rea
                         : spr_dataset_read_progress(path, options, progress_callback, &p, out);
     progress_finish(&p);
     return st;
+}
+
+spr_status read_filter(const char *path, const spr_dataset *data, int64_t n_labels, spr_dataset **out) {
+    if (!strcmp(path, "-")) path = "/dev/stdin";
+    return spr_dataset_read_filter(path, spr_dataset_get_view(data).n_points, n_labels, out);
 }
 
 /* A note on stderr (rank 0) when data is the training set a note describes (its points

@@ -41,14 +41,14 @@ static const char EVAL_HELP[] =
     "                        also report PSP@1/3/5 (propensity-scored precision),\n"
     "                        the propensities from FILE's label counts (the training\n"
     "                        set; Jain et al. 2016)\n"
-    "  --filter-labels FILE  leave out of each point's ranking the labels FILE pairs it\n"
-    "                        with (the XMC repository's filter_labels_test.txt: a line\n"
-    "                        \"POINT LABEL\" per pair, 0-based; its filtered P@k of the\n"
-    "                        LF-* sets); the point's own labels are not changed\n"
     "  --propensity-train-labels FILE\n"
     "                        its labels, when FILE is a split-format features file\n"
     "  --propensity A,B      the propensity model's constants (default 0.55,1.5, the\n"
     "                        XMC repository's; Amazon sets 0.6,2.6, Wikipedia 0.5,0.4)\n"
+    "  --filter-labels FILE  leave out of each point's ranking the labels FILE pairs it\n"
+    "                        with (the XMC repository's filter_labels_test.txt: a line\n"
+    "                        \"POINT LABEL\" per pair, 0-based; its filtered P@k of the\n"
+    "                        LF-* sets); the point's own labels are not changed\n"
     "  --threads T           worker threads (default 0: all cores)\n"
     "  --one-based           feature ids in the files start at 1; --zero-based: at 0\n"
     "                        (default: as in the model's training file, else 0)\n";
@@ -84,14 +84,6 @@ static int read_propensities(const char *path, const char *labels_path, const sp
     }
     st = spr_inv_propensities(train, a, b, ropt.n_labels, *out);
     spr_dataset_free(train);
-    return st == SPR_STATUS_OK ? EXIT_OK : library_error(st);
-}
-
-/* The --filter-labels file (the XMC repository's filter_labels_test.txt) for data's points
- * and the model's labels into *out. */
-static int read_filter(const char *path, const spr_dataset *data, const spr_model *model, spr_dataset **out) {
-    if (!strcmp(path, "-")) path = "/dev/stdin";
-    spr_status st = spr_dataset_read_filter(path, spr_dataset_get_view(data).n_points, model_labels(model), out);
     return st == SPR_STATUS_OK ? EXIT_OK : library_error(st);
 }
 
@@ -225,7 +217,8 @@ int cmd_eval(int argc, char **argv) {
     if (psp_train &&
         (rc = read_propensities(psp_train, psp_train_labels, model, one_based, psp_a, psp_b, &inv_prop)))
         goto done;
-    if (filter_path && (rc = read_filter(filter_path, test, model, &exclude))) goto done;
+    if (filter_path && (rc = cli_agree_status(read_filter(filter_path, test, model_labels(model), &exclude))))
+        goto done;
 
     spr_eval_result res;
     double t0 = now_seconds();
@@ -432,7 +425,7 @@ int cmd_predict(int argc, char **argv) {
         return rc;
     if ((int64_t)k > model_labels(model)) k = (int)model_labels(model);
     if ((labels_path && (rc = label_names_read(labels_path, model_labels(model), &names))) ||
-        (filter_path && (rc = read_filter(filter_path, data, model, &exclude)))) {
+        (filter_path && (rc = cli_agree_status(read_filter(filter_path, data, model_labels(model), &exclude))))) {
         label_names_free(&names);
         spr_dataset_free(data);
         spr_model_free(model);

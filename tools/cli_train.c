@@ -1415,9 +1415,7 @@ static int train_run(const train_args *args) {
         if ((rc = require_points(test, a.test_path, "test", a.test_labels ? NULL : "--test-labels")))
             goto done;
         note_if_training_set(&trained_on, test, a.test_path);
-        const char *fp = a.test_filter && !strcmp(a.test_filter, "-") ? "/dev/stdin" : a.test_filter;
-        if (fp && (rc = cli_agree_status(spr_dataset_read_filter(fp, spr_dataset_get_view(test).n_points,
-                                                                 model_labels, &exclude))))
+        if (a.test_filter && (rc = cli_agree_status(read_filter(a.test_filter, test, model_labels, &exclude))))
             goto done;
     }
     double read_seconds = now_seconds() - t0;
