@@ -99,6 +99,15 @@ static void predict_point_sparse(const spr_model *m, const spr_dataset_view *d, 
     for (int q = filled; q < k; q++) ids_out[q] = -1, scores_out[q] = -INFINITY;
 }
 
+/* rows[0..n) (NULL: all points) are points of a data set of n_points. */
+static spr_status check_rows(const int64_t *rows, int64_t n, int64_t n_points) {
+    for (int64_t i = 0; rows && i < n; i++)
+        if (rows[i] < 0 || rows[i] >= n_points)
+            return spr_fail(SPR_STATUS_BAD_INPUT, "row %lld out of range [0, %lld)", (long long)rows[i],
+                            (long long)n_points);
+    return SPR_STATUS_OK;
+}
+
 spr_status spr_model_predict(const spr_model *m, const spr_dataset *data, const int64_t *rows,
                              int64_t n, int k, int sparse, int threads, int32_t *ids_out,
                              float *scores_out) {
@@ -112,10 +121,8 @@ spr_status spr_model_predict(const spr_model *m, const spr_dataset *data, const 
     if (d->n_features > m->cfg.n_features)
         return spr_fail(SPR_STATUS_BAD_INPUT, "data has %lld features, the model %lld",
                         (long long)d->n_features, (long long)m->cfg.n_features);
-    for (int64_t i = 0; rows && i < n; i++)
-        if (rows[i] < 0 || rows[i] >= d->n_points)
-            return spr_fail(SPR_STATUS_BAD_INPUT, "row %lld out of range [0, %lld)",
-                            (long long)rows[i], (long long)d->n_points);
+    spr_status rst = check_rows(rows, n, d->n_points);
+    if (rst != SPR_STATUS_OK) return rst;
     if (sparse && !(Lo->sampled && Lo->tables))
         return spr_fail(SPR_STATUS_BAD_INPUT,
                         "sparse inference needs a sampled output layer (sparsity < 1)");
@@ -224,10 +231,7 @@ spr_status spr_model_predict_excluding(const spr_model *m, const spr_dataset *da
     spr_status st = check_exclude(m, data, exclude);
     if (st != SPR_STATUS_OK) return st;
     if (!rows) n = data->view.n_points;
-    for (int64_t i = 0; rows && i < n; i++) /* before most_excluded reads row rows[i] */
-        if (rows[i] < 0 || rows[i] >= data->view.n_points)
-            return spr_fail(SPR_STATUS_BAD_INPUT, "row %lld out of range [0, %lld)", (long long)rows[i],
-                            (long long)data->view.n_points);
+    if ((st = check_rows(rows, n, data->view.n_points)) != SPR_STATUS_OK) return st; /* before most_excluded */
     const int64_t most = most_excluded(exclude, rows, n);
     if (k < 1 || k + most > SPR_MAX_K)
         return spr_fail(SPR_STATUS_BAD_INPUT, "k %d plus the %lld labels excluded from a point must be in "
@@ -280,10 +284,7 @@ spr_status spr_model_evaluate_excluding(const spr_model *m, const spr_dataset *d
                             "and > 0, got %g", (long long)l, inv_prop[l]);
     spr_status st = check_exclude(m, data, exclude);
     if (st != SPR_STATUS_OK) return st;
-    for (int64_t i = 0; rows && i < n; i++) /* before most_excluded reads row rows[i] */
-        if (rows[i] < 0 || rows[i] >= d->n_points)
-            return spr_fail(SPR_STATUS_BAD_INPUT, "row %lld out of range [0, %lld)", (long long)rows[i],
-                            (long long)d->n_points);
+    if ((st = check_rows(rows, n, d->n_points)) != SPR_STATUS_OK) return st; /* before most_excluded */
     /* Each chunk ranks 5 + the most labels excluded from one of its points, and keeps the
      * first 5 not excluded (spr_model_predict_excluding's way). */
     const int64_t most = most_excluded(exclude, rows, n);
