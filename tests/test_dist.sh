@@ -106,6 +106,13 @@ for cmd in "train --train $work/bad_x.txt --quiet" "train --train $work/small/tr
     [ "$rc" -eq 2 ] && [ "$(grep -c '^sparrow: ' "$work/bad.err")" -eq 1 ] && ! grep -q MPI_ABORT "$work/bad.err" ||
         { cat "$work/bad.err"; fail "$cmd on 2 ranks: expected exit 2, one error line, no MPI_ABORT (got $rc)"; }
 done
+# ... and a check of the data read (points without labels; another training set below)
+printf '2 5 3\n 0:1\n 1:1\n' >"$work/nolab.txt"
+rc=0
+timeout 120 "${mpi[@]}" "$sparrow" train --train "$work/nolab.txt" --quiet >/dev/null 2>"$work/bad.err" || rc=$?
+[ "$rc" -eq 2 ] && [ "$(grep -c 'none of its 2 training points has a label' "$work/bad.err")" -eq 1 ] &&
+    ! grep -q MPI_ABORT "$work/bad.err" ||
+    { cat "$work/bad.err"; fail "a training set without labels on 2 ranks: expected exit 2, told once, no MPI_ABORT (got $rc)"; }
 echo "   a data error on 2 ranks: told once, no MPI_ABORT"
 
 echo "-- a 2-rank run stopped mid-epoch and resumed on 2 ranks: the uninterrupted model"
@@ -136,7 +143,7 @@ rc=0
 timeout 120 "${mpi[@]}" "$sparrow" train "${other[@]}" --resume "$work/res1.model" --save "$work/res2.model" \
     >/dev/null 2>"$work/res2.log" || rc=$?
 [ "$rc" -eq 2 ] && [ "$(grep -c "reversed.txt is not the training set of $work/res1.model" "$work/res2.log")" -eq 1 ] &&
-    [ ! -e "$work/res2.model" ] ||
+    [ ! -e "$work/res2.model" ] && ! grep -q MPI_ABORT "$work/res2.log" ||
     { cat "$work/res2.log"; fail "resumed with another training set on 2 ranks: expected exit 2 naming it once (rank 0), got $rc"; }
 "$sparrow" info --model "$work/res.model" | grep -q "training set: 30000 points, digest " ||
     fail "sparrow info of a 2-rank save: expected its training set"

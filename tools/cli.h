@@ -57,6 +57,11 @@ int cli_is_root(void);
  * the exit code (EXIT_USAGE on a rank that did not fail). One process: library_error
  * or EXIT_OK. */
 int cli_agree_status(spr_status st);
+/* The same for rc, the outcome of checks every rank made on the data it read (their
+ * messages printed by rank 0 only, as require_points does): EXIT_OK when no rank
+ * failed, else an exit code every rank ends with cleanly; a rank that failed where rank
+ * 0 passed says so. One process: rc. */
+int cli_agree_rc(int rc);
 
 /* Seconds on the monotonic clock, for durations. */
 double now_seconds(void);

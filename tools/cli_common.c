@@ -97,16 +97,18 @@ int parse_double(const char *cmd, const char *opt, const char *text, double *out
 
 int require_points(const spr_dataset *d, const char *path, const char *what, const char *labels_opt) {
     spr_dataset_view v = spr_dataset_get_view(d);
+    const int say = cli_is_root(); /* every rank read the same file: rank 0 tells (cli_agree_rc) */
     if (v.n_points == 0) {
-        fprintf(stderr, "sparrow: %s: no %s points\n", path, what);
+        if (say) fprintf(stderr, "sparrow: %s: no %s points\n", path, what);
         return EXIT_USAGE;
     }
     /* Points without labels are fine (the repository's sets have some); a set without
      * any trained to loss 0 or evaluated to P@k 0 without a word. */
     if (v.label_indptr[v.n_points] == 0) {
-        fprintf(stderr, "sparrow: %s: none of its %lld %s points has a label\n", path,
-                (long long)v.n_points, what);
-        if (labels_opt)
+        if (say)
+            fprintf(stderr, "sparrow: %s: none of its %lld %s points has a label\n", path,
+                    (long long)v.n_points, what);
+        if (say && labels_opt)
             fprintf(stderr, "sparrow: (a features file of the XMC repository's split format, header "
                             "\"POINTS FEATURES\", has its labels in another file: give it with %s FILE)\n",
                     labels_opt);
@@ -262,22 +264,40 @@ int cli_is_root(void) { return !cli_dist || spr_dist_rank(cli_dist) == 0; }
  * MPI_Abort and its banner. */
 static int cli_agreed;
 
+/* The ranks' agreement on whether one failed (failed: this one did): 0 none, 2 rank 0
+ * did, 1 only others did; -1 no agreement (cli_agreed set for 1 and 2). */
+static int agree_worst(int failed) {
+    int worst = !failed ? 0 : spr_dist_rank(cli_dist) == 0 ? 2 : 1;
+    if (spr_dist_max_int(cli_dist, &worst) != SPR_STATUS_OK) return -1;
+    if (worst) cli_agreed = 1;
+    return worst;
+}
+
 int cli_agree_status(spr_status st) {
     if (!cli_dist || spr_dist_size(cli_dist) == 1) return st == SPR_STATUS_OK ? EXIT_OK : library_error(st);
     const int rank = spr_dist_rank(cli_dist);
     char msg[1024]; /* the collective may set another message */
     snprintf(msg, sizeof msg, "%s", st == SPR_STATUS_OK ? "" : spr_last_error());
-    int worst = st == SPR_STATUS_OK ? 0 : rank == 0 ? 2 : 1;
-    spr_status cs = spr_dist_max_int(cli_dist, &worst);
-    if (cs != SPR_STATUS_OK) { /* no agreement (a rank gone or stuck): each says its own */
+    const int worst = agree_worst(st != SPR_STATUS_OK);
+    if (worst < 0) { /* no agreement (a rank gone or stuck): each says its own */
         if (st != SPR_STATUS_OK) fprintf(stderr, "sparrow: rank %d: %s\n", rank, msg);
-        return library_error(cs);
+        return library_error(SPR_STATUS_INTERNAL);
     }
     if (worst == 0) return EXIT_OK;
-    cli_agreed = 1;
     if (st != SPR_STATUS_OK && worst == 2 && rank == 0) fprintf(stderr, "sparrow: %s\n", msg);
     if (st != SPR_STATUS_OK && worst == 1) fprintf(stderr, "sparrow: rank %d: %s\n", rank, msg);
     return st == SPR_STATUS_OK ? EXIT_USAGE /* another rank's failure */ : status_exit_code(st);
+}
+
+int cli_agree_rc(int rc) {
+    if (!cli_dist || spr_dist_size(cli_dist) == 1) return rc;
+    const int worst = agree_worst(rc != EXIT_OK);
+    if (worst < 0) return rc != EXIT_OK ? rc : library_error(SPR_STATUS_INTERNAL);
+    if (worst == 1 && rc != EXIT_OK)
+        fprintf(stderr, "sparrow: rank %d: its copy of the data failed a check that rank 0's passed (are the "
+                        "files the same on every machine?)\n",
+                spr_dist_rank(cli_dist));
+    return worst == 0 ? EXIT_OK : rc != EXIT_OK ? rc : EXIT_USAGE;
 }
 
 /* The rank count a launcher announces (Open MPI, PMIx, MPICH's PMI), 0 if none. */

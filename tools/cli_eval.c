@@ -69,10 +69,10 @@ static int read_propensities(const char *path, const char *labels_path, const sp
     ropt.n_features = spr_model_get_config(model).n_features;
     ropt.n_labels = spr_model_get_info(model).labels_total;
     spr_dataset *train = NULL;
-    spr_status st = read_dataset(path, labels_path, &ropt, 0, &train);
-    if (st != SPR_STATUS_OK) return library_error(st);
-    int rc = require_points(train, path, "training", labels_path ? NULL : "--propensity-train-labels");
-    if (rc) {
+    int rc = cli_agree_status(read_dataset(path, labels_path, &ropt, 0, &train));
+    if (!rc)
+        rc = cli_agree_rc(require_points(train, path, "training", labels_path ? NULL : "--propensity-train-labels"));
+    if (rc) { /* (read here, but another rank failed: freed too) */
         spr_dataset_free(train);
         return rc;
     }
@@ -82,7 +82,7 @@ static int read_propensities(const char *path, const char *labels_path, const sp
         fprintf(stderr, "sparrow: out of memory for %lld propensities\n", (long long)ropt.n_labels);
         return EXIT_INTERNAL;
     }
-    st = spr_inv_propensities(train, a, b, ropt.n_labels, *out);
+    spr_status st = spr_inv_propensities(train, a, b, ropt.n_labels, *out);
     spr_dataset_free(train);
     return st == SPR_STATUS_OK ? EXIT_OK : library_error(st);
 }
@@ -210,7 +210,8 @@ int cmd_eval(int argc, char **argv) {
     int64_t *rows = NULL, n = 0;
     if ((rc = load_model_and_data(model_path, test_path, test_labels, &one_based, 1, &model, &test)))
         return rc;
-    if ((rc = require_points(test, test_path, "test", test_labels ? NULL : "--test-labels"))) goto done;
+    if ((rc = cli_agree_rc(require_points(test, test_path, "test", test_labels ? NULL : "--test-labels"))))
+        goto done;
     const spr_data_note note = spr_model_get_data_note(model);
     note_if_training_set(&note, test, test_path);
     if ((rc = eval_subset(spr_dataset_get_view(test).n_points, eval_max, &rows, &n))) goto done;

@@ -1378,12 +1378,13 @@ static int train_run(const train_args *args) {
         resume_base_hint(&a, &note, base_from_model);
         goto done;
     }
+    /* Checks of the data every rank read: rank 0 tells, all agree and end alike. */
     spr_dataset_view tv = spr_dataset_get_view(train);
-    if ((rc = require_points(train, a.train_path, "training", a.train_labels ? NULL : "--train-labels")))
-        goto done;
     const uint64_t digest = spr_dataset_digest(train);
     const spr_data_note trained_on = {tv.n_points, digest, a.one_based}; /* recorded in the model */
-    if (note.points > 0 && (note.points != tv.n_points || note.digest != digest)) {
+    int64_t model_labels = a.resume_path ? resumed.labels_total : tv.n_labels;
+    rc = require_points(train, a.train_path, "training", a.train_labels ? NULL : "--train-labels");
+    if (!rc && note.points > 0 && (note.points != tv.n_points || note.digest != digest)) {
         if (cli_is_root()) /* every rank read the same data: one line */
             fprintf(stderr, "sparrow: %s is not the training set of %s (it has %lld points, digest %016llx; "
                             "the model was trained on %lld points, digest %016llx): resume with the --train "
@@ -1392,10 +1393,7 @@ static int train_run(const train_args *args) {
                     (long long)note.points, (unsigned long long)note.digest);
         resume_base_hint(&a, &note, base_from_model);
         rc = EXIT_USAGE;
-        goto done;
-    }
-    int64_t model_labels = a.resume_path ? resumed.labels_total : tv.n_labels;
-    if (a.resume_path && (tv.n_features > cfg.n_features || tv.n_labels > model_labels)) {
+    } else if (!rc && a.resume_path && (tv.n_features > cfg.n_features || tv.n_labels > model_labels)) {
         if (cli_is_root()) /* every rank read the same data: one line */
             fprintf(stderr, "sparrow: %s: %lld features and %lld labels, more than the %lld and %lld of %s "
                             "(resume with the training set of the first run)\n",
@@ -1403,8 +1401,8 @@ static int train_run(const train_args *args) {
                     (long long)cfg.n_features, (long long)model_labels, a.resume_path);
         resume_base_hint(&a, &note, base_from_model);
         rc = EXIT_USAGE;
-        goto done;
     }
+    if ((rc = cli_agree_rc(rc))) goto done;
     if (a.test_path) {
         /* The model's sizes come from the training set (or the resumed model): test ids
          * are checked against them. */
@@ -1412,7 +1410,7 @@ static int train_run(const train_args *args) {
         ropt.n_labels = model_labels;
         st = read_dataset(a.test_path, a.test_labels, &ropt, a.quiet, &test);
         if ((rc = cli_agree_status(st))) goto done;
-        if ((rc = require_points(test, a.test_path, "test", a.test_labels ? NULL : "--test-labels")))
+        if ((rc = cli_agree_rc(require_points(test, a.test_path, "test", a.test_labels ? NULL : "--test-labels"))))
             goto done;
         note_if_training_set(&trained_on, test, a.test_path);
         if (a.test_filter && (rc = cli_agree_status(read_filter(a.test_filter, test, model_labels, &exclude))))
