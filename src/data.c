@@ -673,6 +673,14 @@ static spr_status spr_check_options(const char *path, const spr_read_options *op
     return SPR_STATUS_OK;
 }
 
+/* A split-format header's column count (line ln of path) fits 32-bit ids. */
+static spr_status spr_split_columns(const char *path, long long ln, const int64_t hdr[2]) {
+    if (hdr[1] > SPR_MAX_ID_COUNT)
+        return spr_fail(SPR_STATUS_BAD_INPUT, "%s:%lld: header counts %lld columns; at most 2^31 supported", path,
+                        ln, (long long)hdr[1]);
+    return SPR_STATUS_OK;
+}
+
 /* The header of a split-format file: line 1, "ROWS COLUMNS". */
 static spr_status spr_split_header(spr_reader *r, const char *role, int64_t hdr[3]) {
     char *p = NULL, *e = NULL;
@@ -690,10 +698,7 @@ static spr_status spr_split_header(spr_reader *r, const char *role, int64_t hdr[
         return spr_fail(SPR_STATUS_BAD_INPUT, "%s:1: expected the %s file's header \"ROWS COLUMNS\" (the "
                                               "XMC repository's split format), found '%s'",
                         r->path, role, spr_token(p, tok));
-    if (hdr[1] > SPR_MAX_ID_COUNT)
-        return spr_fail(SPR_STATUS_BAD_INPUT, "%s:1: header counts %lld columns; at most 2^31 supported", r->path,
-                        (long long)hdr[1]);
-    return SPR_STATUS_OK;
+    return spr_split_columns(r->path, 1, hdr);
 }
 
 spr_status spr_dataset_read(const char *path, const spr_read_options *options,
@@ -821,11 +826,7 @@ spr_status spr_dataset_read_progress(const char *path, const spr_read_options *o
             if (hn == 2) {
                 /* "ROWS COLUMNS": a features file of the split format (trn_X_Xf.txt), whose
                  * labels are in another file (spr_dataset_read_split); its points have none. */
-                if (hdr[1] > SPR_MAX_ID_COUNT) {
-                    st = spr_fail(SPR_STATUS_BAD_INPUT, "%s:1: header counts %lld columns; at most 2^31 supported",
-                                  path, (long long)hdr[1]);
-                    goto fail;
-                }
+                if ((st = spr_split_columns(path, ln, hdr)) != SPR_STATUS_OK) goto fail;
                 free(findptr);
                 findptr = NULL;
                 fr = spr_split_rules("feature", opt.n_features, hdr, opt.one_based);

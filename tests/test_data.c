@@ -831,6 +831,9 @@ static void test_split_format(void) {
     bad_split("1 5\n0:1\n", "1 3\n1\n", ":2: missing ':' in label '1'", 1);
     bad_split("1 5\n0:nan\n", "1 3\n1:1\n", ":2: value of feature '0:nan' is not finite", 0);
     /* a single file with a split header but a bad row is refused with its line */
+    text_file(x, "sx3", "\n2 3000000000\n0:1\n\n"); /* the header's own line, after a blank one */
+    bad(x, NULL, SPR_STATUS_BAD_INPUT, ":2: header counts 3000000000 columns; at most 2^31 supported");
+    unlink(x);
     text_file(x, "sx2", "2 4\n0:1\n5:1\n");
     bad(x, NULL, SPR_STATUS_BAD_INPUT, ":3: feature id 5 out of range (header says 4 features)");
     unlink(x);
