@@ -115,6 +115,51 @@ timeout 120 "${mpi[@]}" "$sparrow" train --train "$work/nolab.txt" --quiet >/dev
     { cat "$work/bad.err"; fail "a training set without labels on 2 ranks: expected exit 2, told once, no MPI_ABORT (got $rc)"; }
 echo "   a data error on 2 ranks: told once, no MPI_ABORT"
 
+# Failures before the data is read and around the model (options, --save, --resume,
+# --max-memory, a model to evaluate): every rank fails alike, the error told once (the
+# ranks' held stderr dropped), exit 2, no MPI_ABORT; --help exits 0, printed once.
+# expect_once RC PATTERN ARGS...: the 2-rank sparrow ARGS exits RC, PATTERN on exactly
+# one stderr line, no MPI_ABORT
+expect_once() {
+    local want=$1 pattern=$2 rc=0
+    shift 2
+    timeout 120 "${mpi[@]}" "$sparrow" "$@" >"$work/once.out" 2>"$work/once.err" || rc=$?
+    [ "$rc" -eq "$want" ] && [ "$(grep -c -- "$pattern" "$work/once.err")" -eq 1 ] &&
+        ! grep -q MPI_ABORT "$work/once.err" ||
+        { cat "$work/once.err"; fail "sparrow $* on 2 ranks: expected exit $want, '$pattern' once, no MPI_ABORT (got $rc)"; }
+}
+tiny=(train --train "$work/small/train.txt" --max-batches 1 --hidden 8 --quiet)
+expect_once 2 "^sparrow train: --hidden must be" "${tiny[@]}" --hidden 0
+expect_once 2 "^sparrow train: $work/none.json: cannot open" "${tiny[@]}" --config "$work/none.json"
+expect_once 2 "^sparrow: $work/nodir/m.model: cannot write" "${tiny[@]}" --save "$work/nodir/m.model"
+expect_once 2 "^sparrow: $work/none.model: cannot open" "${tiny[@]}" --resume "$work/none.model"
+expect_once 2 "^sparrow train: the model needs .* on this rank, more than --max-memory" "${tiny[@]}" --max-memory 1K
+expect_once 2 "^sparrow: $work/none.model: cannot open" eval --model "$work/none.model" --test "$work/small/test.txt"
+expect_once 2 "^sparrow predict: $work/none.txt: cannot open" predict --model "$work/two.model" --input "$work/small/test.txt" \
+    --labels "$work/none.txt"
+timeout 120 "${mpi[@]}" "$sparrow" train --help >"$work/once.out" 2>"$work/once.err" ||
+    { cat "$work/once.err"; fail "train --help on 2 ranks: expected exit 0"; }
+[ "$(grep -c "^usage: sparrow train" "$work/once.out")" -eq 1 ] || fail "train --help on 2 ranks: expected the help once"
+# ... and where one rank alone fails (a directory missing on its machine: here its own
+# options, MPMD), that rank's message, naming it, and every rank ends cleanly
+one=()
+for x in "${mpi[@]}"; do [ "$x" = 2 ] && one+=(1) || one+=("$x"); done
+[ "${one[*]}" != "${mpi[*]}" ] || fail "cannot make a 1-rank launcher from '${mpi[*]}' (expected -np 2)"
+rc=0
+timeout 120 "${one[@]}" "$sparrow" "${tiny[@]}" --save "$work/alone.model" : -np 1 "$sparrow" \
+    "${tiny[@]}" --save "$work/nodir/m.model" >/dev/null 2>"$work/alone.err" || rc=$?
+[ "$rc" -eq 2 ] && [ "$(grep -c "^sparrow: rank 1: $work/nodir/m.model: cannot write" "$work/alone.err")" -eq 1 ] &&
+    [ "$(grep -c "^sparrow" "$work/alone.err")" -eq 1 ] && ! grep -q MPI_ABORT "$work/alone.err" &&
+    [ ! -e "$work/alone.model" ] ||
+    { cat "$work/alone.err"; fail "--save unwritable on rank 1 only: expected rank 1's message alone, exit 2, no MPI_ABORT (got $rc)"; }
+rc=0
+timeout 120 "${one[@]}" "$sparrow" "${tiny[@]}" : -np 1 "$sparrow" "${tiny[@]}" --max-memory 1M \
+    >/dev/null 2>"$work/alone.err" || rc=$?
+[ "$rc" -eq 2 ] && [ "$(grep -c "^sparrow train: rank 1: the model needs" "$work/alone.err")" -eq 1 ] &&
+    ! grep -q MPI_ABORT "$work/alone.err" ||
+    { cat "$work/alone.err"; fail "--max-memory too small on rank 1 only: expected its message, exit 2 (got $rc)"; }
+echo "   option, output, model and memory errors on 2 ranks: told once (or by the rank alone), no MPI_ABORT"
+
 echo "-- a 2-rank run stopped mid-epoch and resumed on 2 ranks: the uninterrupted model"
 "${mpi[@]}" "$sparrow" train "${common[@]}" --max-batches 50 --save "$work/res.model" >/dev/null 2>&1
 "${mpi[@]}" "$sparrow" train "${common[@]}" --resume "$work/res.model" --save "$work/res.model" \

@@ -44,12 +44,20 @@ int cmd_plot(int argc, char **argv);    /* cli_plot.c */
 
 /* MPI (README, "Several machines"): cli_dist is set when the tool runs as one of
  * several ranks under mpirun (and NULL on one process). cli_dist_start joins them
- * (ranks > 0 send stdout to /dev/null: rank 0 speaks for all); cli_dist_stop leaves,
- * and after a failure (rc != 0) ends every rank, which may be waiting for this one. */
+ * (ranks > 0 send stdout to /dev/null: rank 0 speaks for all; their stderr is held
+ * until the command settles, shown only where a rank fails alone); cli_dist_stop
+ * leaves: before the first agreement it meets the others at theirs, after an agreed
+ * failure it finalizes, and after another failure (rc != 0) it ends every rank, which
+ * may be waiting for this one (MPI_Abort).
+ * A command's first collective must be an agreement (cli_agree_*), and each agreement
+ * reached by every rank that has not failed: keep it so when adding checks. */
 extern spr_dist *cli_dist;
 int cli_dist_start(int *argc, char ***argv);
 void cli_dist_stop(int rc);
 int cli_is_root(void);
+/* The checks before the work are agreed on: ranks > 0 speak for themselves from here
+ * (their stderr no longer held). */
+void cli_dist_settle(void);
 /* After a step each rank does alone (reading the data), st its outcome (its message in
  * spr_last_error, not printed yet): on several ranks, agrees on whether any failed, so
  * that all end without MPI_Abort and the error is told once: rank 0's (the ranks read
@@ -57,10 +65,10 @@ int cli_is_root(void);
  * the exit code (EXIT_USAGE on a rank that did not fail). One process: library_error
  * or EXIT_OK. */
 int cli_agree_status(spr_status st);
-/* The same for rc, the outcome of checks every rank made on the data it read (their
- * messages printed by rank 0 only, as require_points does): EXIT_OK when no rank
- * failed, else an exit code every rank ends with cleanly; a rank that failed where rank
- * 0 passed says so. One process: rc. */
+/* The same for rc, the outcome of checks every rank made (their messages printed
+ * already, held on ranks > 0): EXIT_OK when no rank failed, else an exit code every
+ * rank ends with cleanly; a rank that failed where rank 0 passed shows its messages.
+ * One process: rc. */
 int cli_agree_rc(int rc);
 
 /* Seconds on the monotonic clock, for durations. */

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 double now_seconds(void) {
     struct timespec ts;
@@ -263,13 +264,85 @@ int cli_is_root(void) { return !cli_dist || spr_dist_rank(cli_dist) == 0; }
 /* Every rank knows the run failed (cli_agree_status): it ends with MPI_Finalize, not
  * MPI_Abort and its banner. */
 static int cli_agreed;
+/* An agreement has taken place: before the first, a rank that leaves (cli_dist_stop)
+ * meets the others at theirs (every command's first collective is an agreement). */
+static int cli_met;
+
+/* Ranks > 0 hold their stderr (fd 2 goes to a temporary file) from the start until the
+ * command settles (cli_dist_settle): the ranks parse the same options and read the same
+ * files, so rank 0's message speaks for all. At each agreement the held text is shown,
+ * line by line as "rank N: ...", only where this rank failed and rank 0 did not, else
+ * dropped; a rank that ends without agreeing shows it. */
+static FILE *held;          /* the temporary file; NULL when not holding */
+static int real_stderr = -1; /* the real fd 2 meanwhile */
+
+static void hold_stderr(void) {
+    if (!cli_dist || spr_dist_rank(cli_dist) == 0 || held) return;
+    fflush(stderr);
+    FILE *f = tmpfile();
+    int fd = f ? dup(STDERR_FILENO) : -1;
+    if (fd < 0 || dup2(fileno(f), STDERR_FILENO) < 0) { /* not held: every rank speaks */
+        if (fd >= 0) close(fd);
+        if (f) fclose(f);
+        return;
+    }
+    held = f;
+    real_stderr = fd;
+}
+
+/* Shows (show) or drops the text held so far; keeps holding unless stop. */
+static void flush_held(int show, int stop) {
+    if (!held) return;
+    fflush(stderr);
+    if (show) {
+        const int rank = spr_dist_rank(cli_dist);
+        char line[4096];
+        int any = 0, at_start = 1;
+        rewind(held);
+        while (fgets(line, sizeof line, held)) { /* a long line: its rest unprefixed */
+            /* "sparrow CMD: message" -> "sparrow CMD: rank N: message" */
+            const char *colon = strstr(line, ": ");
+            if (!at_start) dprintf(real_stderr, "%s", line);
+            else if (!strncmp(line, "sparrow", 7) && colon)
+                dprintf(real_stderr, "%.*s: rank %d: %s", (int)(colon - line), line, rank, colon + 2);
+            else
+                dprintf(real_stderr, "sparrow: rank %d: %s", rank, line);
+            at_start = strchr(line, '\n') != NULL;
+            any = 1;
+        }
+        if (!any)
+            dprintf(real_stderr, "sparrow: rank %d: failed where rank 0 did not (are the files and "
+                                 "options the same on every machine?)\n", rank);
+    }
+    if (stop) {
+        dup2(real_stderr, STDERR_FILENO);
+        close(real_stderr);
+        real_stderr = -1;
+        fclose(held);
+        held = NULL;
+    } else if (ftruncate(fileno(held), 0) != 0 || lseek(STDERR_FILENO, 0, SEEK_SET) < 0) {
+        flush_held(0, 1); /* cannot reuse the file: stop holding */
+    }
+}
+
+void cli_dist_settle(void) { flush_held(0, 1); }
 
 /* The ranks' agreement on whether one failed (failed: this one did): 0 none, 2 rank 0
- * did, 1 only others did; -1 no agreement (cli_agreed set for 1 and 2). */
-static int agree_worst(int failed) {
-    int worst = !failed ? 0 : spr_dist_rank(cli_dist) == 0 ? 2 : 1;
-    if (spr_dist_max_int(cli_dist, &worst) != SPR_STATUS_OK) return -1;
+ * did, 1 only others did; -1 no agreement (cli_agreed set for 1 and 2). The held text
+ * is shown where this rank alone failed. */
+static int agree_leaving(int leaving, int failed);
+static int agree_worst(int failed) { return agree_leaving(failed, failed); }
+
+/* agree_worst where this rank may leave without having failed (leaving, failed 0). */
+static int agree_leaving(int leaving, int failed) {
+    int worst = !leaving ? 0 : spr_dist_rank(cli_dist) == 0 ? 2 : 1;
+    cli_met = 1;
+    if (spr_dist_max_int(cli_dist, &worst) != SPR_STATUS_OK) {
+        flush_held(failed, 1);
+        return -1;
+    }
     if (worst) cli_agreed = 1;
+    flush_held(failed && worst == 1, 0);
     return worst;
 }
 
@@ -293,10 +366,6 @@ int cli_agree_rc(int rc) {
     if (!cli_dist || spr_dist_size(cli_dist) == 1) return rc;
     const int worst = agree_worst(rc != EXIT_OK);
     if (worst < 0) return rc != EXIT_OK ? rc : library_error(SPR_STATUS_INTERNAL);
-    if (worst == 1 && rc != EXIT_OK)
-        fprintf(stderr, "sparrow: rank %d: its copy of the data failed a check that rank 0's passed (are the "
-                        "files the same on every machine?)\n",
-                spr_dist_rank(cli_dist));
     return worst == 0 ? EXIT_OK : rc != EXIT_OK ? rc : EXIT_USAGE;
 }
 
@@ -334,11 +403,18 @@ int cli_dist_start(int *argc, char ***argv) {
         fprintf(stderr, "sparrow: rank %d: cannot silence stdout\n", spr_dist_rank(cli_dist));
         return EXIT_INTERNAL;
     }
+    hold_stderr();
     return EXIT_OK;
 }
 
 void cli_dist_stop(int rc) {
     if (!cli_dist) return;
+    /* Before any agreement the others are at their first one, or leaving too (the same
+     * options fail alike on every rank): meet them there, leaving (1: they stop). */
+    if (!cli_met && spr_dist_size(cli_dist) > 1) {
+        agree_leaving(1, rc != EXIT_OK);
+    }
+    flush_held(rc != EXIT_OK && !cli_agreed, 1);
     if (rc != EXIT_OK && rc < EXIT_SIGNAL_BASE && !cli_agreed) {
         /* The other ranks may be waiting in a collective for this one: end them all. */
         fflush(stdout);
@@ -444,10 +520,12 @@ int load_model_and_data(const char *model_path, const char *data_path, const cha
         return rc;
     }
     st = cli_dist ? spr_model_load_sharded(model_path, cli_dist, model) : spr_model_load(model_path, model);
-    if (st != SPR_STATUS_OK) {
+    const int load_rc = cli_agree_status(st);
+    if (load_rc != EXIT_OK) {
+        spr_model_free(*model);
+        *model = NULL;
         spr_dataset_free(*data);
         *data = NULL;
-        return library_error(st);
     }
-    return EXIT_OK;
+    return load_rc;
 }

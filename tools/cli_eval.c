@@ -78,13 +78,14 @@ static int read_propensities(const char *path, const char *labels_path, const sp
     }
     *out = malloc((size_t)ropt.n_labels * sizeof **out);
     if (!*out) {
-        spr_dataset_free(train);
         fprintf(stderr, "sparrow: out of memory for %lld propensities\n", (long long)ropt.n_labels);
-        return EXIT_INTERNAL;
+        rc = EXIT_INTERNAL;
+    } else {
+        spr_status st = spr_inv_propensities(train, a, b, ropt.n_labels, *out);
+        if (st != SPR_STATUS_OK) rc = library_error(st);
     }
-    spr_status st = spr_inv_propensities(train, a, b, ropt.n_labels, *out);
     spr_dataset_free(train);
-    return st == SPR_STATUS_OK ? EXIT_OK : library_error(st);
+    return cli_agree_rc(rc);
 }
 
 /* Precision@k for k outside the library's 1/3/5: top-k in chunks (without each point's
@@ -214,12 +215,13 @@ int cmd_eval(int argc, char **argv) {
         goto done;
     const spr_data_note note = spr_model_get_data_note(model);
     note_if_training_set(&note, test, test_path);
-    if ((rc = eval_subset(spr_dataset_get_view(test).n_points, eval_max, &rows, &n))) goto done;
+    if ((rc = cli_agree_rc(eval_subset(spr_dataset_get_view(test).n_points, eval_max, &rows, &n)))) goto done;
     if (psp_train &&
         (rc = read_propensities(psp_train, psp_train_labels, model, one_based, psp_a, psp_b, &inv_prop)))
         goto done;
     if (filter_path && (rc = cli_agree_status(read_filter(filter_path, test, model_labels(model), &exclude))))
         goto done;
+    cli_dist_settle();
 
     spr_eval_result res;
     double t0 = now_seconds();
@@ -425,13 +427,14 @@ int cmd_predict(int argc, char **argv) {
     if ((rc = load_model_and_data(model_path, input_path, NULL, &one_based, 0, &model, &data)))
         return rc;
     if ((int64_t)k > model_labels(model)) k = (int)model_labels(model);
-    if ((labels_path && (rc = label_names_read(labels_path, model_labels(model), &names))) ||
-        (filter_path && (rc = cli_agree_status(read_filter(filter_path, data, model_labels(model), &exclude))))) {
+    rc = cli_agree_rc(labels_path ? label_names_read(labels_path, model_labels(model), &names) : EXIT_OK);
+    if (rc || (filter_path && (rc = cli_agree_status(read_filter(filter_path, data, model_labels(model), &exclude))))) {
         label_names_free(&names);
         spr_dataset_free(data);
         spr_model_free(model);
         return rc;
     }
+    cli_dist_settle();
 
     int64_t n = spr_dataset_get_view(data).n_points;
     int64_t *rows = malloc(PREDICT_CHUNK * sizeof *rows);

@@ -1348,24 +1348,20 @@ static int train_run(const train_args *args) {
     FILE *metrics = NULL;
     spr_status st;
 
-    if ((rc = check_output_paths(&a))) goto done;
+    rc = check_output_paths(&a);
     /* Fails before hours of training where the model could not be saved. */
-    if (a.save_path && (st = spr_model_save_check(a.save_path)) != SPR_STATUS_OK) {
-        rc = library_error(st);
-        goto done;
-    }
+    if (!rc && a.save_path && (st = spr_model_save_check(a.save_path)) != SPR_STATUS_OK) rc = library_error(st);
     spr_model_config cfg;
     spr_model_info resumed;          /* the --resume model's counters and sizes */
     spr_data_note note = {0, 0, 0}; /* its record of its training set */
-    if (a.resume_path) {
+    if (!rc && a.resume_path) {
         /* Peeked at first (its small sections): a wrong file or option fails before the
          * data is read, and a wrong training set before the model (tens of GB) is loaded. */
-        if ((st = spr_model_peek(a.resume_path, &cfg, &resumed, &note)) != SPR_STATUS_OK) {
-            rc = library_error(st);
-            goto done;
-        }
-        if ((rc = resume_conflicts(&a, &cfg))) goto done;
+        if ((st = spr_model_peek(a.resume_path, &cfg, &resumed, &note)) != SPR_STATUS_OK) rc = library_error(st);
+        else rc = resume_conflicts(&a, &cfg);
     }
+    /* Several ranks: the first agreement (before hours of reading on the others) */
+    if ((rc = cli_agree_rc(rc))) goto done;
     /* A resumed model that knows its training set reads the file as its first run did
      * and checks, once read, that it is that set. */
     const int base_from_model = note.points > 0 && !a.one_based && !a.zero_based;
@@ -1420,10 +1416,7 @@ static int train_run(const train_args *args) {
 
     if (!a.resume_path) {
         cfg = train_model_config(&a, tv.n_features, tv.n_labels);
-        if ((st = spr_model_config_check(&cfg)) != SPR_STATUS_OK) {
-            rc = library_error(st);
-            goto done;
-        }
+        if ((rc = cli_agree_status(spr_model_config_check(&cfg)))) goto done;
     }
     spr_train_options topt = spr_train_options_default();
     if (a.have_batch) topt.batch_size = a.batch;
@@ -1450,16 +1443,15 @@ static int train_run(const train_args *args) {
         first_epoch = mi.epoch + 1;
         skip_rows = mi.epoch > mi.samples / tv.n_points ? -1 : mi.samples - mi.epoch * tv.n_points;
         if (skip_rows < 0 || skip_rows >= tv.n_points) {
-            if (cli_is_root())
-                fprintf(stderr,
-                        "sparrow: %s: %lld samples after %lld complete epochs do not fit %s's %lld "
-                        "points: resume with the --train of the first run\n",
-                        a.resume_path, (long long)mi.samples, (long long)mi.epoch, a.train_path,
-                        (long long)tv.n_points);
+            fprintf(stderr,
+                    "sparrow: %s: %lld samples after %lld complete epochs do not fit %s's %lld "
+                    "points: resume with the --train of the first run\n",
+                    a.resume_path, (long long)mi.samples, (long long)mi.epoch, a.train_path,
+                    (long long)tv.n_points);
             rc = EXIT_USAGE;
-            goto done;
         }
-        if (mi.epoch >= a.epochs) {
+        if ((rc = cli_agree_rc(rc))) goto done;
+        if (mi.epoch >= a.epochs) { /* every rank alike: the same model, the same options */
             if (cli_is_root())
                 fprintf(stderr,
                         "sparrow: %s has completed %lld epochs, --epochs is %lld: nothing to train "
@@ -1469,16 +1461,15 @@ static int train_run(const train_args *args) {
             goto done;
         }
     }
-    if (a.resume_path && (st = cli_dist ? spr_model_load_sharded(a.resume_path, cli_dist, &model)
-                                        : spr_model_load(a.resume_path, &model)) != SPR_STATUS_OK) {
-        rc = library_error(st);
+    if (a.resume_path &&
+        (rc = cli_agree_status(cli_dist ? spr_model_load_sharded(a.resume_path, cli_dist, &model)
+                                        : spr_model_load(a.resume_path, &model))))
         goto done;
-    }
+    /* The metrics file (rank 0), the memory check, the model, its scratch: one agreement */
     if (a.metrics_path && cli_is_root() &&
-        !(metrics = open_metrics(a.metrics_path, a.resume_path ? resumed.steps : -1, &rc)))
-        goto done;
-    if (metrics && (rc = write_metrics_header(metrics, &a, train, test))) goto done;
-    if (!model) { /* refuse, with the figure, a model that does not fit */
+        (metrics = open_metrics(a.metrics_path, a.resume_path ? resumed.steps : -1, &rc)))
+        rc = write_metrics_header(metrics, &a, train, test);
+    if (!rc && !model) { /* refuse, with the figure, a model that does not fit */
         int64_t need = 0, limit = a.max_memory ? a.max_memory : available_memory();
         /* Several ranks: each holds its shard, and --max-memory is per rank (the
          * available memory is shared out as if all ranks ran on this machine). */
@@ -1490,29 +1481,25 @@ static int train_run(const train_args *args) {
                       : spr_model_config_memory_training(&cfg, &topt, &need);
         if (st != SPR_STATUS_OK) {
             rc = library_error(st);
-            goto done;
-        }
-        if (limit > 0 && need > limit) {
+        } else if (limit > 0 && need > limit) {
             fprintf(stderr,
                     "sparrow train: the model needs %.1f MB (parameters, Adam state, hash tables, "
                     "and gradients where training writes them)%s, more than %s %.1f MB\n",
                     (double)need / 1e6, ranks > 1 ? " on this rank" : "",
                     a.max_memory ? "--max-memory" : "the available", (double)limit / 1e6);
             rc = EXIT_USAGE;
-            goto done;
         }
     }
-    if (!model && (st = cli_dist ? spr_model_create_sharded(&cfg, cli_dist, &model)
-                                 : spr_model_create(&cfg, &model)) != SPR_STATUS_OK) {
+    if (!rc && !model && (st = cli_dist ? spr_model_create_sharded(&cfg, cli_dist, &model)
+                                        : spr_model_create(&cfg, &model)) != SPR_STATUS_OK)
         rc = library_error(st);
-        goto done;
+    if (!rc) {
+        if (a.verbose) spr_model_set_logger(model, log_to_stderr, NULL);
+        spr_model_set_data_note(model, &trained_on);
+        if ((st = spr_model_prepare(model, &topt, max_labels_per_point(&tv))) != SPR_STATUS_OK)
+            rc = library_error(st);
     }
-    if (a.verbose) spr_model_set_logger(model, log_to_stderr, NULL);
-    spr_model_set_data_note(model, &trained_on);
-    if ((st = spr_model_prepare(model, &topt, max_labels_per_point(&tv))) != SPR_STATUS_OK) {
-        rc = library_error(st);
-        goto done;
-    }
+    if ((rc = cli_agree_rc(rc))) goto done;
 
     spr_model_info info = spr_model_get_info(model);
     if (!cli_is_root()) a.quiet = 1;
@@ -1566,47 +1553,41 @@ static int train_run(const train_args *args) {
     s.saved_step = -1;
     s.saved_at = now_seconds();
     if (test) {
-        if ((rc = eval_subset(spr_dataset_get_view(test).n_points, a.eval_max, &eval_rows,
-                              &s.eval_n)))
-            goto done;
+        rc = eval_subset(spr_dataset_get_view(test).n_points, a.eval_max, &eval_rows, &s.eval_n);
         s.eval_rows = eval_rows;
-        if (eval_rows)
+        if (!rc && eval_rows)
             fprintf(stderr, "  evaluating on %lld test points drawn at random (fixed seed)\n",
                     (long long)s.eval_n);
         s.within_rows = s.eval_rows;
         s.within_n = s.eval_n;
-        if (a.eval_every > 0 && !a.eval_max) {
+        if (!rc && a.eval_every > 0 && !a.eval_max) {
             /* The default subset of the evaluations within an epoch: drawn like
              * --eval-max's (the same fixed seed), EVAL_EVERY_POINTS points. */
-            if ((rc = eval_subset(spr_dataset_get_view(test).n_points, EVAL_EVERY_POINTS,
-                                  &within_rows, &s.within_n)))
-                goto done;
+            rc = eval_subset(spr_dataset_get_view(test).n_points, EVAL_EVERY_POINTS, &within_rows,
+                             &s.within_n);
             s.within_rows = within_rows;
         }
-        if (a.eval_every > 0)
+        if (!rc && a.eval_every > 0)
             fprintf(stderr, "  evaluating every %lld batches on %lld test points drawn at random "
                             "(fixed seed)\n",
                     (long long)a.eval_every, (long long)s.within_n);
-        if (a.propensity) { /* PSP@k's weights, from the training set's label counts */
+        if (!rc && a.propensity) { /* PSP@k's weights, from the training set's label counts */
             s.n_prop = spr_model_get_info(model).labels_total;
             if (!(inv_prop = malloc((size_t)s.n_prop * sizeof *inv_prop))) {
                 fprintf(stderr, "sparrow: out of memory for %lld propensities\n", (long long)s.n_prop);
                 rc = EXIT_INTERNAL;
-                goto done;
-            }
-            if ((st = spr_inv_propensities(train, a.psp_a, a.psp_b, s.n_prop, inv_prop))) {
+            } else if ((st = spr_inv_propensities(train, a.psp_a, a.psp_b, s.n_prop, inv_prop))) {
                 rc = library_error(st);
-                goto done;
             }
             s.inv_prop = inv_prop;
         }
     }
-    rows = malloc((size_t)tv.n_points * sizeof *rows);
-    if (!rows) {
+    if (!rc && !(rows = malloc((size_t)tv.n_points * sizeof *rows))) {
         fprintf(stderr, "sparrow: out of memory for %lld row ids\n", (long long)tv.n_points);
         rc = EXIT_INTERNAL;
-        goto done;
     }
+    if ((rc = cli_agree_rc(rc))) goto done;
+    cli_dist_settle(); /* from here each rank speaks for itself */
     /* From here a signal stops the loop cleanly; before, it ends the process (nothing
      * to save yet, and reading a large data set should not have to finish first). */
     catch_stop_signals();
