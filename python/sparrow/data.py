@@ -33,7 +33,10 @@ def load_xmc(path, format="auto", one_based=False, n_features=0, n_labels=0, lab
     csr_matrix (N, L) of float32 ones, one per label of each point. Errors (a missing
     file, a malformed line) raise sparrow.errors.SparrowError subclasses whose message
     names the file and line. n_features / n_labels > 0 fix the widths (ids must be
-    below them), as the C reader's options do."""
+    below them), as the C reader's options do. X.sparrow_one_based is the id base the
+    file was read with: a model fit on this X records it, as `sparrow train` does, so
+    that `sparrow eval` / `predict` of such files read them the same way without
+    --one-based (a slice or copy of X drops it: its points are no longer the file's)."""
     if format not in _FORMATS:
         raise ValueError("format must be one of %s, got %r" % (sorted(_FORMATS), format))
     opts = _lib.spr_read_options_default()
@@ -60,6 +63,7 @@ def load_xmc(path, format="auto", one_based=False, n_features=0, n_labels=0, lab
                           shape=(n, v.n_labels))
     finally:
         _lib.spr_dataset_free(handle)
+    X.sparrow_one_based = bool(one_based)  # the file's id base: Model.fit records it
     return X, Y
 
 

@@ -470,12 +470,16 @@ class Model:
 
         epochs = _lib.integer(epochs, "epochs")
         # the data the model trains on from here, as `sparrow train` records it: arrays
-        # carry zero-based ids, but the same points as the model's record keep its file's
-        # base (a CLI model from a one-based file, continued here, still reads as one)
+        # carry zero-based ids, but X as load_xmc read it keeps its file's base, and the
+        # same points as the model's record keep that one (a CLI model from a one-based
+        # file, continued here, still reads as one)
         known = self.info["training_set"]
         same = known is not None and (known["points"], known["digest"]) == (n, digest)
+        one_based = same and known["one_based"]
+        if getattr(X, "sparrow_one_based", None) is not None:
+            one_based = X.sparrow_one_based
         with self._lock:  # a save() in another thread reads it
-            _lib.spr_model_set_data_note(h, ctypes.byref(_lib.DataNote(n, digest, int(same and known["one_based"]))))
+            _lib.spr_model_set_data_note(h, ctypes.byref(_lib.DataNote(n, digest, int(bool(one_based)))))
         train_seconds, samples_done, batches_done = 0.0, 0, 0
         for epoch in range(first_epoch, first_epoch + epochs):
             rows = np.arange(n, dtype=np.int64)

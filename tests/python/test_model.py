@@ -453,6 +453,18 @@ def test_fit_is_the_cli_train(tmp_path):
     other = sparrow.Model(X.shape[1], Y.shape[1])
     other.fit(X1[:100], Y1[:100], max_batches=1, **kw)
     assert other.info["training_set"]["one_based"] is False
+    # a fresh model fit on the one-based file as load_xmc read it records that base too:
+    # `sparrow eval` of the file reads it one-based unasked (recorded 0, it refused
+    # feature id D, or, where the last feature never occurs, shifted every id silently)
+    fresh = sparrow.Model(X.shape[1], Y.shape[1])
+    fresh.fit(X1, Y1, epochs=1, **kw)
+    assert fresh.info["training_set"]["one_based"] is True
+    fresh.save(tmp_path / "fresh.spr")
+    ev = [subprocess.run([cli, "eval", "--model", str(tmp_path / "fresh.spr"), "--test", str(one), "--threads", "1",
+                          *flag], capture_output=True, text=True) for flag in ([], ["--one-based"])]
+    assert ev[0].returncode == 0, ev[0].stderr
+    assert "zero-based" not in ev[0].stderr and "zero-based" not in ev[1].stderr
+    assert json.loads(ev[0].stdout.splitlines()[-1])["p_at_1"] == json.loads(ev[1].stdout.splitlines()[-1])["p_at_1"]
 
 
 def test_labels_as_ids_and_lists(xmc_data):
