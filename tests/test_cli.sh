@@ -402,7 +402,10 @@ expect_rc opts_recall 0
 expect_grep opts_recall opts_recall.out '"sampling_recall_at_10": '
 run maxmem train --train "$TRAIN" --max-memory 100K --save maxmem.model --quiet
 expect_rc maxmem 2
-expect_grep maxmem maxmem.err "more than --max-memory"
+expect_grep maxmem maxmem.err "more than --max-memory 0.1 MB"
+run maxmem_1k train --train "$TRAIN" --max-memory 1K --quiet
+expect_rc maxmem_1k 2
+expect_grep maxmem_1k maxmem_1k.err "more than --max-memory 0.001024 MB"
 if [ -e maxmem.model ]; then fail "maxmem: expected no model file"; else pass; fi
 run maxmem_ok train --train "$TRAIN" --max-memory 1G --max-batches 1 --quiet
 expect_rc maxmem_ok 0

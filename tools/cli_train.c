@@ -1484,9 +1484,10 @@ static int train_run(const train_args *args) {
         } else if (limit > 0 && need > limit) {
             fprintf(stderr,
                     "sparrow train: the model needs %.1f MB (parameters, Adam state, hash tables, "
-                    "and gradients where training writes them)%s, more than %s %.1f MB\n",
+                    "and gradients where training writes them)%s, more than %s %.*f MB\n",
                     (double)need / 1e6, ranks > 1 ? " on this rank" : "",
-                    a.max_memory ? "--max-memory" : "the available", (double)limit / 1e6);
+                    a.max_memory ? "--max-memory" : "the available", limit < 100000 ? 6 : 1,
+                    (double)limit / 1e6); /* --max-memory 1K: 0.001024 MB, not 0.0 */
             rc = EXIT_USAGE;
         }
     }
