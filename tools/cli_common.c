@@ -270,9 +270,9 @@ static int cli_met;
 
 /* Ranks > 0 hold their stderr (fd 2 goes to a temporary file) from the start until the
  * command settles (cli_dist_settle): the ranks parse the same options and read the same
- * files, so rank 0's message speaks for all. At each agreement the held text is shown,
- * line by line as "rank N: ...", only where this rank failed and rank 0 did not, else
- * dropped; a rank that ends without agreeing shows it. */
+ * files, so rank 0's message speaks for all. At each agreement the held text is shown
+ * (each line as "sparrow CMD: rank N: ...") only where this rank failed and rank 0 did
+ * not, else dropped; a rank that ends after a failure without agreeing shows it. */
 static FILE *held;          /* the temporary file; NULL when not holding */
 static int real_stderr = -1; /* the real fd 2 meanwhile */
 
