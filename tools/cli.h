@@ -1,7 +1,8 @@
 /*
  * cli.h: what the sparrow tool's commands share (tools/sparrow.c is main() and the
- * command table; cli_gen.c, cli_train.c and cli_eval.c are the commands; cli_common.c
- * defines what is declared here). Like the rest of the tool, a client of sparrow.h only.
+ * command table; cli_gen.c, cli_train.c (its options: cli_train_args.c, cli_train.h)
+ * and cli_eval.c are the commands; cli_common.c defines what is declared here). Like
+ * the rest of the tool, a client of sparrow.h only.
  *
  * The tool turns library statuses into messages and exit codes:
  *   0  success
