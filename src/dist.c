@@ -97,9 +97,8 @@ spr_status spr_dist_barrier(spr_dist *d, const char *what) {
     return spr_dist_allreduce(d, &x, 1, SPR_DIST_SUM, what);
 }
 
-/* Every rank's status agreed on: the worst (highest) one. The message of a rank that
- * failed stays with that rank; the others say which rank to look at. */
-static spr_status agree(spr_dist *d, spr_status mine, const char *what) {
+/* The worst (highest) status: see dist.h. */
+spr_status spr_dist_agree(spr_dist *d, spr_status mine, const char *what) {
     float v[2] = {(float)mine, mine ? (float)d->rank : -1.0f};
     spr_status st = spr_dist_allreduce(d, v, 2, SPR_DIST_MAX, what);
     if (st) return st;
@@ -121,10 +120,8 @@ spr_status spr_dist_merge_topk(spr_dist *d, int32_t *ids, float *scores, int64_t
     int32_t *all_ids = spr_alloc((size_t)(per * d->size) * sizeof(int32_t));
     float *all_scores = spr_alloc((size_t)(per * d->size) * sizeof(float));
     spr_status st = SPR_STATUS_OK;
-    if (!all_ids || !all_scores) {
-        st = spr_fail(SPR_STATUS_NO_MEMORY, "out of memory merging the ranks' top-k");
-        goto done;
-    }
+    if (!all_ids || !all_scores) st = spr_fail(SPR_STATUS_NO_MEMORY, "out of memory merging the ranks' top-k");
+    if ((st = spr_dist_agree(d, st, "merging the ranks' top-k"))) goto done;
     if ((st = spr_dist_allgather(d, ids, all_ids, per * 4, "gathering the top-k ids"))) goto done;
     if ((st = spr_dist_allgather(d, scores, all_scores, per * 4, "gathering the top-k scores")))
         goto done;
@@ -567,7 +564,7 @@ spr_status spr_model_load_sharded(const char *path, spr_dist *d, spr_model **out
                 uint64_t mine = st ? 0 : replicated_fingerprint(*out);
                 uint64_t *all = calloc((size_t)d->size, sizeof *all);
                 if (!st && !all) st = spr_fail(SPR_STATUS_NO_MEMORY, "out of memory");
-                spr_status ag = agree(d, st, "loading the shards");
+                spr_status ag = spr_dist_agree(d, st, "loading the shards");
                 if (!ag) ag = spr_dist_allgather(d, &mine, all, sizeof mine, "loading the shards");
                 for (int r = 1; !ag && r < d->size; r++)
                     if (all[r] != all[0])
@@ -663,7 +660,7 @@ spr_status spr_dist_save_sharded(const spr_model *m, const char *path) {
     spr_status st = ids ? spr_path_follow_links(path, &mpath)
                         : spr_fail(SPR_STATUS_NO_MEMORY, "out of memory");
     uint64_t mine = d->rank == 0 ? new_save_id() : 0;
-    if ((st = agree(d, st, "saving the shards")) ||
+    if ((st = spr_dist_agree(d, st, "saving the shards")) ||
         (st = spr_dist_allgather(d, &mine, ids, sizeof mine, "saving the shards"))) {
         free(ids);
         free(mpath);
@@ -676,9 +673,9 @@ spr_status spr_dist_save_sharded(const spr_model *m, const char *path) {
         st = spr_fail(SPR_STATUS_NO_MEMORY, "out of memory");
     if (!st && d->rank == 0) st = spr_save_target_check(mpath);
     if (!st) st = spr_checkpoint_save(m, file);
-    if (!(st = agree(d, st, "saving the shards"))) {
+    if (!(st = spr_dist_agree(d, st, "saving the shards"))) {
         if (d->rank == 0) st = write_manifest(m, mpath, id);
-        st = agree(d, st, "writing the manifest");
+        st = spr_dist_agree(d, st, "writing the manifest");
     }
     if (!st) { /* the new save is whole: the previous one's shards go */
         spr_file_list_remove(old, file);

@@ -43,6 +43,12 @@ spr_status spr_dist_allgather(spr_dist *d, const void *send, void *recv, int64_t
 /* Every rank reaches this point (or the timeout). */
 spr_status spr_dist_barrier(spr_dist *d, const char *what);
 
+/* Every rank's status (mine) agreed on, the worst: a rank that failed keeps its own
+ * status and message, the others fail with "WHAT failed on rank R (see its message)".
+ * Called before a collective that a failed rank would not reach (an allocation for it
+ * failed), so that every rank returns instead of waiting for it. */
+spr_status spr_dist_agree(spr_dist *d, spr_status mine, const char *what);
+
 /* Transport entry points, called only for size > 1 (dist_mpi.c; dist_serial.c fails). */
 spr_status spr_dist_transport_allreduce(spr_dist *d, float *buf, int64_t n, spr_dist_op op,
                                         const char *what);

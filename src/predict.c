@@ -163,13 +163,14 @@ spr_status spr_model_predict(const spr_model *m, const spr_dataset *data, const 
         spr_free(hid);
         if (sparse) spr_sampler_scratch_free(&samp);
     }
-    if (failed) return spr_fail(SPR_STATUS_NO_MEMORY, "out of memory in predict");
+    spr_status st = failed ? spr_fail(SPR_STATUS_NO_MEMORY, "out of memory in predict") : SPR_STATUS_OK;
     if (m->dist) { /* a sharded model: this rank's top-k in global ids, then all ranks' */
+        if ((st = spr_dist_agree(m->dist, st, "predicting"))) return st; /* none waits for a failed one */
         for (int64_t q = 0; q < n * k; q++)
             if (ids_out[q] >= 0) ids_out[q] += (int32_t)m->label_lo;
         return spr_dist_merge_topk(m->dist, ids_out, scores_out, n, k);
     }
-    return SPR_STATUS_OK;
+    return st;
 }
 
 /* An exclusion list fits data: one entry per point, labels within the model's. */
@@ -241,6 +242,7 @@ spr_status spr_model_predict_excluding(const spr_model *m, const spr_dataset *da
     float *scores = spr_alloc((size_t)CHUNK * (size_t)(k + most) * sizeof(float));
     int64_t *chunk_rows = spr_alloc((size_t)CHUNK * sizeof(int64_t));
     if (!ids || !scores || !chunk_rows) st = spr_fail(SPR_STATUS_NO_MEMORY, "out of memory in predict");
+    if (m->dist) st = spr_dist_agree(m->dist, st, "predicting");
     for (int64_t c0 = 0; st == SPR_STATUS_OK && c0 < n; c0 += CHUNK) {
         const int64_t c = n - c0 < CHUNK ? n - c0 : CHUNK;
         for (int64_t i = 0; i < c; i++) chunk_rows[i] = rows ? rows[c0 + i] : c0 + i;
@@ -298,10 +300,10 @@ spr_status spr_model_evaluate_excluding(const spr_model *m, const spr_dataset *d
     int64_t *chunk_rows = spr_alloc((size_t)CHUNK * sizeof(int64_t));
     int32_t *wide_ids = most ? spr_alloc((size_t)CHUNK * (size_t)(K + most) * sizeof(int32_t)) : NULL;
     float *wide_scores = most ? spr_alloc((size_t)CHUNK * (size_t)(K + most) * sizeof(float)) : NULL;
-    if (!ids || !scores || !chunk_rows || (most && (!wide_ids || !wide_scores))) {
+    if (!ids || !scores || !chunk_rows || (most && (!wide_ids || !wide_scores)))
         st = spr_fail(SPR_STATUS_NO_MEMORY, "out of memory in evaluate");
-        goto done;
-    }
+    if (m->dist) st = spr_dist_agree(m->dist, st, "evaluating"); /* none waits for a failed one */
+    if (st) goto done;
     double sum[K + 1] = {0}, sum_ndcg[K + 1] = {0}, psp_num[K + 1] = {0}, psp_den[K + 1] = {0};
     double psn_num[K + 1] = {0}, psn_den[K + 1] = {0};
     for (int64_t c0 = 0; c0 < n; c0 += CHUNK) {

@@ -272,7 +272,43 @@ grep -q "the metrics file unwritable; the model is saved" "$work/mstop.err" ||
     { cat "$work/mstop.err"; fail "metrics failure on 2 ranks: expected the model saved"; }
 "$sparrow" info --model "$work/mstop.model" >/dev/null ||
     fail "metrics failure on 2 ranks: the saved model does not load"
-echo "   metrics file failed mid-run: both stopped and saved (exit 2)"
+! grep -q MPI_ABORT "$work/mstop.err" || { cat "$work/mstop.err"; fail "metrics failure on 2 ranks: MPI_ABORT"; }
+echo "   metrics file failed mid-run: both stopped and saved (exit 2), no MPI_ABORT"
+
+# An allocation of inference failing on rank 1 alone (tests/failalloc.c, launched MPMD):
+# the ranks agree on it (spr_dist_agree) instead of waiting for rank 1 in a collective;
+# a training run saves its steps on both ranks, eval and predict end; exit 1, rank 1's
+# message naming it, no MPI_ABORT.
+failalloc=$build/libfailalloc.so
+if [ -f "$failalloc" ]; then
+    # fail1 SIZE LOG ARGS...: ARGS on 2 ranks, rank 1's allocations of SIZE bytes failing
+    fail1() {
+        local size=$1 log=$2 rc=0
+        shift 2
+        SPARROW_MPI_TIMEOUT=30 timeout 100 "${one[@]}" "$sparrow" "$@" : -np 1 env LD_PRELOAD="$failalloc" \
+            FAILALLOC_SIZE="$size" "$sparrow" "$@" >/dev/null 2>"$log" || rc=$?
+        [ "$rc" -eq 1 ] && ! grep -q MPI_ABORT "$log" ||
+            { cat "$log"; fail "rank 1 out of memory in $1: expected exit 1, no MPI_ABORT (got $rc)"; }
+    }
+    # 81920 bytes: evaluate's top-5 ids of a 4,096-point chunk; 163840: the merge of the
+    # 2 ranks' top-5 of a predict chunk
+    fail1 81920 "$work/oom_train.err" train "${common[@]}" --epochs 1 --eval-every 20 --eval-max 100 \
+        --save "$work/oom.model"
+    grep -q "^sparrow: rank 1: out of memory in evaluate" "$work/oom_train.err" &&
+        grep -q "the evaluation failed; the model is saved" "$work/oom_train.err" ||
+        { cat "$work/oom_train.err"; fail "rank 1 out of memory evaluating during training: expected its message and the model saved"; }
+    "$sparrow" info --model "$work/oom.model" | grep -q "^trained: 20 steps" ||
+        fail "rank 1 out of memory evaluating during training: the saved model is not the 20 steps"
+    fail1 81920 "$work/oom_eval.err" eval --model "$work/two.model" --test "$work/small/test.txt" --threads 1
+    grep -q "^sparrow: rank 1: out of memory in evaluate" "$work/oom_eval.err" ||
+        { cat "$work/oom_eval.err"; fail "eval, rank 1 out of memory: expected its message"; }
+    fail1 163840 "$work/oom_predict.err" predict --model "$work/two.model" --input "$work/small/test.txt" --threads 1
+    grep -q "^sparrow: rank 1: out of memory merging the ranks' top-k" "$work/oom_predict.err" ||
+        { cat "$work/oom_predict.err"; fail "predict, rank 1 out of memory: expected its message"; }
+    echo "   rank 1 out of memory in inference (train's evaluation, eval, predict): agreed, saved, no MPI_ABORT"
+else
+    echo "   (no $failalloc, a sanitizer build: the out-of-memory cases did not run)"
+fi
 
 echo "-- --max-memory per rank: 300,000 labels, hidden 32"
 # A tiny data set whose header declares 300,000 labels: the output layer dominates.

@@ -59,6 +59,9 @@ int cli_is_root(void);
 /* The checks before the work are agreed on: ranks > 0 speak for themselves from here
  * (their stderr no longer held). */
 void cli_dist_settle(void);
+/* 1 when the ranks agreed that the run failed (cli_agree_*): every rank knows, each can
+ * take part in a last collective (a save) and ends without MPI_Abort. */
+int cli_dist_failure_agreed(void);
 /* After a step each rank does alone (reading the data), st its outcome (its message in
  * spr_last_error, not printed yet): on several ranks, agrees on whether any failed, so
  * that all end without MPI_Abort and the error is told once: rank 0's (the ranks read

@@ -42,7 +42,9 @@ static int status_exit_code(spr_status status) {
 
 int library_error(spr_status status) {
     const char *msg = spr_last_error();
-    fprintf(stderr, "sparrow: %s\n", (msg && msg[0]) ? msg : spr_status_to_string(status));
+    char rank[32] = ""; /* ranks > 0 say which one they are (one write: lines of ranks do not mix) */
+    if (!cli_is_root()) snprintf(rank, sizeof rank, "rank %d: ", spr_dist_rank(cli_dist));
+    fprintf(stderr, "sparrow: %s%s\n", rank, (msg && msg[0]) ? msg : spr_status_to_string(status));
     return status_exit_code(status);
 }
 
@@ -302,7 +304,7 @@ static void flush_held(int show, int stop) {
         while (fgets(line, sizeof line, held)) { /* a long line: its rest unprefixed */
             /* "sparrow CMD: message" -> "sparrow CMD: rank N: message" */
             const char *colon = strstr(line, ": ");
-            if (!at_start) dprintf(real_stderr, "%s", line);
+            if (!at_start || (colon && !strncmp(colon + 2, "rank ", 5))) dprintf(real_stderr, "%s", line);
             else if (!strncmp(line, "sparrow", 7) && colon)
                 dprintf(real_stderr, "%.*s: rank %d: %s", (int)(colon - line), line, rank, colon + 2);
             else
@@ -326,6 +328,8 @@ static void flush_held(int show, int stop) {
 }
 
 void cli_dist_settle(void) { flush_held(0, 1); }
+
+int cli_dist_failure_agreed(void) { return cli_agreed; }
 
 /* The ranks' agreement on whether one failed (failed: this one did): 0 none, 2 rank 0
  * did, 1 only others did; -1 no agreement (cli_agreed set for 1 and 2). The held text

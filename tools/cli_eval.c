@@ -103,15 +103,17 @@ static int precision_at_k(const spr_model *model, const spr_dataset *data, const
     if (!ids_rows || !ids || !scores) {
         fprintf(stderr, "sparrow: out of memory\n");
         rc = EXIT_INTERNAL;
-        goto done;
     }
+    /* Several ranks: a failure here or in the library is agreed on (none waits in a
+     * collective for a rank that left), every rank ends without MPI_Abort. */
+    if ((rc = cli_agree_rc(rc))) goto done;
     for (int64_t start = 0; start < n; start += chunk) {
         int64_t m = (start + chunk <= n) ? chunk : n - start;
         for (int64_t i = 0; i < m; i++) ids_rows[i] = rows ? rows[start + i] : start + i;
         spr_status st = spr_model_predict_excluding(model, data, ids_rows, m, k, sparse, threads, exclude,
                                                     ids, scores);
         if (st != SPR_STATUS_OK) {
-            rc = library_error(st);
+            rc = cli_agree_rc(library_error(st));
             goto done;
         }
         for (int64_t i = 0; i < m; i++) {
@@ -229,8 +231,8 @@ int cmd_eval(int argc, char **argv) {
                                                  inv_prop ? spr_model_get_info(model).labels_total : 0, exclude,
                                                  &res);
     double seconds = now_seconds() - t0;
-    if (st != SPR_STATUS_OK) {
-        rc = library_error(st);
+    if (st != SPR_STATUS_OK) { /* on several ranks: every rank's (spr_dist_agree), confirmed */
+        rc = cli_agree_rc(library_error(st));
         goto done;
     }
     double p_extra = 0;
@@ -443,14 +445,14 @@ int cmd_predict(int argc, char **argv) {
     if (!rows || !ids || !scores) {
         fprintf(stderr, "sparrow: out of memory\n");
         rc = EXIT_INTERNAL;
-        goto done;
     }
+    if ((rc = cli_agree_rc(rc))) goto done; /* several ranks: as precision_at_k's */
     for (int64_t start = 0; start < n; start += PREDICT_CHUNK) {
         int64_t m = (start + PREDICT_CHUNK <= n) ? PREDICT_CHUNK : n - start;
         for (int64_t i = 0; i < m; i++) rows[i] = start + i;
         spr_status st = spr_model_predict_excluding(model, data, rows, m, k, sparse, threads, exclude, ids, scores);
         if (st != SPR_STATUS_OK) {
-            rc = library_error(st);
+            rc = cli_agree_rc(library_error(st));
             goto done;
         }
         for (int64_t i = 0; i < m; i++) {

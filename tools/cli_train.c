@@ -215,7 +215,9 @@ static int train_report(train_state *s, int64_t epoch, int partial, window *w, i
         eval_seconds = now_seconds() - t0;
         if (st != SPR_STATUS_OK) {
             s->eval_failed = 1;
-            return library_error(st);
+            /* Several ranks: the library agreed on the failure (every rank's evaluation
+             * failed with it, spr_dist_agree); confirmed here, all save the model together. */
+            return cli_agree_rc(library_error(st));
         }
         s->last = res;
         s->have_last = 1;
@@ -303,11 +305,9 @@ agree:
     memset(w, 0, sizeof *w);
     /* Rank 0 alone writes the metrics file: the ranks agree on its failure here, so
      * that all of them stop at this evaluation and save the model together. */
-    if (cli_dist) {
-        spr_status st = spr_dist_max_int(cli_dist, &s->metrics_failed);
-        if (st) return library_error(st);
-    }
-    return s->metrics_failed ? EXIT_USAGE : EXIT_OK;
+    const int rc = cli_agree_rc(s->metrics_failed ? EXIT_USAGE : EXIT_OK);
+    if (rc && cli_dist_failure_agreed()) s->metrics_failed = 1;
+    return rc;
 }
 
 /* Whether training stops here (a signal came): the same answer on every rank, agreed
@@ -863,12 +863,12 @@ static int train_run(const train_args *args) {
     rc = train_loop(&s, train, &topt, rows);
     /* A full disk under the metrics file, or an evaluation that failed (out of memory:
      * inference allocates), stops training, but the steps done are sound: they are saved,
-     * as an interrupted run's are (on every rank for the metrics: they agreed on the
-     * failure; an evaluation failed on one rank while the others wait in its collective,
-     * so a sharded save could not complete: one process only). A failed step (a diverged
-     * loss) is not. */
+     * as an interrupted run's are (on several ranks where they agreed on the failure:
+     * every rank saves its shard; not where they could not agree, a rank gone or stuck).
+     * A failed step (a diverged loss) is not. */
     const int single = !cli_dist || spr_dist_size(cli_dist) == 1;
-    const int metrics_rc = rc && (s.metrics_failed || (s.eval_failed && single)) ? rc : EXIT_OK;
+    const int metrics_rc =
+        rc && (s.metrics_failed || (s.eval_failed && (single || cli_dist_failure_agreed()))) ? rc : EXIT_OK;
     if (rc && !metrics_rc) goto done;
 
     if (a.save_path) {
