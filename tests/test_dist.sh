@@ -137,6 +137,8 @@ expect_once 2 "^sparrow train: the model needs .* on this rank, more than --max-
 expect_once 2 "^sparrow: $work/none.model: cannot open" eval --model "$work/none.model" --test "$work/small/test.txt"
 expect_once 2 "^sparrow predict: $work/none.txt: cannot open" predict --model "$work/two.model" --input "$work/small/test.txt" \
     --labels "$work/none.txt"
+# a diverged loss: every rank sees it at the same step (the softmax's allreduced sums)
+expect_once 1 "^sparrow: training diverged at step 2: loss is nan" "${tiny[@]}" --max-batches 5 --lr 1e30
 timeout 120 "${mpi[@]}" "$sparrow" train --help >"$work/once.out" 2>"$work/once.err" ||
     { cat "$work/once.err"; fail "train --help on 2 ranks: expected exit 0"; }
 [ "$(grep -c "^usage: sparrow train" "$work/once.out")" -eq 1 ] || fail "train --help on 2 ranks: expected the help once"
@@ -158,7 +160,7 @@ timeout 120 "${one[@]}" "$sparrow" "${tiny[@]}" : -np 1 "$sparrow" "${tiny[@]}" 
 [ "$rc" -eq 2 ] && [ "$(grep -c "^sparrow train: rank 1: the model needs" "$work/alone.err")" -eq 1 ] &&
     ! grep -q MPI_ABORT "$work/alone.err" ||
     { cat "$work/alone.err"; fail "--max-memory too small on rank 1 only: expected its message, exit 2 (got $rc)"; }
-echo "   option, output, model and memory errors on 2 ranks: told once (or by the rank alone), no MPI_ABORT"
+echo "   option, output, model, memory errors and a diverged loss on 2 ranks: told once (or by the rank alone), no MPI_ABORT"
 
 echo "-- a 2-rank run stopped mid-epoch and resumed on 2 ranks: the uninterrupted model"
 "${mpi[@]}" "$sparrow" train "${common[@]}" --max-batches 50 --save "$work/res.model" >/dev/null 2>&1

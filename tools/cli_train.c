@@ -411,17 +411,19 @@ static int train_loop(train_state *s, const spr_dataset *train, const spr_train_
             since_eval.step_seconds += now_seconds() - t_step;
             if (st != SPR_STATUS_OK && !isfinite(stats.loss)) {
                 /* Diverged: the library stopped before the step, but the weights that
-                 * produced a NaN are not worth keeping over an earlier good model. */
+                 * produced a NaN are not worth keeping over an earlier good model. On
+                 * several ranks every one sees the same loss (from the softmax's
+                 * allreduced sums): rank 0 tells, all agree and end alike. */
                 progress_clear(&s->bar);
-                if (s->saved_step >= 0)
+                if (cli_is_root() && s->saved_step >= 0)
                     fprintf(stderr, "sparrow: %s; %s holds the model of step %lld, the last "
                                     "--save-every save\n",
                             spr_last_error(), a->save_path, (long long)s->saved_step);
-                else
+                else if (cli_is_root())
                     fprintf(stderr, "sparrow: %s; the model was not saved%s%s%s\n", spr_last_error(),
                             a->save_path ? " (" : "", a->save_path ? a->save_path : "",
                             a->save_path ? " is left as it was)" : "");
-                return EXIT_INTERNAL;
+                return cli_agree_rc(EXIT_INTERNAL);
             }
             if (st != SPR_STATUS_OK) {
                 progress_clear(&s->bar);
