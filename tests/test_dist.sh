@@ -311,6 +311,18 @@ if [ -f "$failalloc" ]; then
 else
     echo "   (no $failalloc, a sanitizer build: the out-of-memory cases did not run)"
 fi
+# Rank 1's shard too large for its file size limit (ulimit -f; 20 MB leaves
+# MPI's shared memory alone, the shard is 35 MB): the save fails on every rank, no
+# manifest, no shard left behind, exit 2, no MPI_ABORT
+mkdir "$work/fsz"
+rc=0
+timeout 100 "${one[@]}" "$sparrow" train "${common[@]}" --max-batches 3 --save "$work/fsz/m.model" : -np 1 \
+    bash -c 'ulimit -f 20000; exec "$0" "$@"' "$sparrow" train "${common[@]}" --max-batches 3 \
+    --save "$work/fsz/m.model" >/dev/null 2>"$work/fsz.err" || rc=$?
+[ "$rc" -eq 2 ] && grep -q "^sparrow: rank 1: $work/fsz/m.model\..*rank1of2: cannot write: File too large" "$work/fsz.err" &&
+    ! grep -q MPI_ABORT "$work/fsz.err" && [ -z "$(ls "$work/fsz")" ] ||
+    { cat "$work/fsz.err"; ls "$work/fsz"; fail "rank 1's shard over its file size limit: expected exit 2, its message, nothing left, no MPI_ABORT (got $rc)"; }
+echo "   rank 1's shard over its file size limit: the save failed on both, nothing left, no MPI_ABORT"
 
 echo "-- --max-memory per rank: 300,000 labels, hidden 32"
 # A tiny data set whose header declares 300,000 labels: the output layer dominates.

@@ -358,7 +358,7 @@ static int periodic_save(train_state *s) {
                                 "%s %s\n",
                         (long long)step, path,
                         s->saved_step >= 0 ? "holds the previous save" : "is left as it was");
-        return rc;
+        return cli_agree_rc(rc); /* several ranks: the sharded save agreed on it, every rank failed */
     }
     s->saved_step = step;
     s->saved_at = now_seconds();
@@ -875,7 +875,7 @@ static int train_run(const train_args *args) {
 
     if (a.save_path) {
         if ((st = spr_model_save(model, a.save_path)) != SPR_STATUS_OK) {
-            rc = library_error(st);
+            rc = cli_agree_rc(library_error(st)); /* as periodic_save's */
             goto done;
         }
         if (cli_is_root()) fprintf(stderr, "saved %s\n", a.save_path);
