@@ -331,22 +331,23 @@ void cli_dist_settle(void) { flush_held(0, 1); }
 
 int cli_dist_failure_agreed(void) { return cli_agreed; }
 
-/* The ranks' agreement on whether one failed (failed: this one did): 0 none, 2 rank 0
- * did, 1 only others did; -1 no agreement (cli_agreed set for 1 and 2). The held text
- * is shown where this rank alone failed. */
-static int agree_leaving(int leaving, int failed);
-static int agree_worst(int failed) { return agree_leaving(failed, failed); }
-
-/* agree_worst where this rank may leave without having failed (leaving, failed 0). */
-static int agree_leaving(int leaving, int failed) {
-    int worst = !leaving ? 0 : spr_dist_rank(cli_dist) == 0 ? 2 : 1;
+/* The ranks' agreement on whether one failed, and the exit code every rank ends with.
+ * rc: this rank's exit code if it stops here (0: it goes on); failed: it failed (its
+ * held text is shown where it alone did). Returns 0 none stopped, 2 rank 0 did, 1 only
+ * others did; -1 no agreement (a rank gone or stuck). *code: the exit code of rank 0
+ * where it stopped, else the largest of the others' (every rank ends with the same). */
+static int agree(int rc, int failed, int *code) {
+    const int mine = rc == EXIT_OK ? 0 : rc < 256 ? rc : EXIT_INTERNAL;
+    int v = mine && spr_dist_rank(cli_dist) == 0 ? 256 | mine : mine; /* rank 0's dominates */
     cli_met = 1;
-    if (spr_dist_max_int(cli_dist, &worst) != SPR_STATUS_OK) {
+    if (spr_dist_max_int(cli_dist, &v) != SPR_STATUS_OK) {
         flush_held(failed, 1);
         return -1;
     }
+    const int worst = v == 0 ? 0 : v >= 256 ? 2 : 1;
     if (worst) cli_agreed = 1;
     flush_held(failed && worst == 1, 0);
+    *code = v & 255;
     return worst;
 }
 
@@ -355,7 +356,8 @@ int cli_agree_status(spr_status st) {
     const int rank = spr_dist_rank(cli_dist);
     char msg[1024]; /* the collective may set another message */
     snprintf(msg, sizeof msg, "%s", st == SPR_STATUS_OK ? "" : spr_last_error());
-    const int worst = agree_worst(st != SPR_STATUS_OK);
+    int code;
+    const int worst = agree(st == SPR_STATUS_OK ? EXIT_OK : status_exit_code(st), st != SPR_STATUS_OK, &code);
     if (worst < 0) { /* no agreement (a rank gone or stuck): each says its own */
         if (st != SPR_STATUS_OK) fprintf(stderr, "sparrow: rank %d: %s\n", rank, msg);
         return library_error(SPR_STATUS_INTERNAL);
@@ -363,14 +365,15 @@ int cli_agree_status(spr_status st) {
     if (worst == 0) return EXIT_OK;
     if (st != SPR_STATUS_OK && worst == 2 && rank == 0) fprintf(stderr, "sparrow: %s\n", msg);
     if (st != SPR_STATUS_OK && worst == 1) fprintf(stderr, "sparrow: rank %d: %s\n", rank, msg);
-    return st == SPR_STATUS_OK ? EXIT_USAGE /* another rank's failure */ : status_exit_code(st);
+    return code;
 }
 
 int cli_agree_rc(int rc) {
     if (!cli_dist || spr_dist_size(cli_dist) == 1) return rc;
-    const int worst = agree_worst(rc != EXIT_OK);
+    int code;
+    const int worst = agree(rc, rc != EXIT_OK, &code);
     if (worst < 0) return rc != EXIT_OK ? rc : library_error(SPR_STATUS_INTERNAL);
-    return worst == 0 ? EXIT_OK : rc != EXIT_OK ? rc : EXIT_USAGE;
+    return worst == 0 ? EXIT_OK : code;
 }
 
 /* The rank count a launcher announces (Open MPI, PMIx, MPICH's PMI), 0 if none. */
@@ -416,7 +419,8 @@ void cli_dist_stop(int rc) {
     /* Before any agreement the others are at their first one, or leaving too (the same
      * options fail alike on every rank): meet them there, leaving (1: they stop). */
     if (!cli_met && spr_dist_size(cli_dist) > 1) {
-        agree_leaving(1, rc != EXIT_OK);
+        int code;
+        agree(rc != EXIT_OK ? rc : EXIT_USAGE, rc != EXIT_OK, &code); /* it keeps its own rc */
     }
     flush_held(rc != EXIT_OK && !cli_agreed, 1);
     if (rc != EXIT_OK && rc < EXIT_SIGNAL_BASE && !cli_agreed) {
