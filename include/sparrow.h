@@ -652,8 +652,10 @@ SPR_API spr_status spr_dist_max_int(spr_dist *dist, int *value);
  * spr_model_create draws for the same rows, so 2 ranks start where 1 process starts.
  * The model keeps dist (borrowed: it must outlive the model), and then
  * spr_model_train_batch, spr_model_predict, spr_model_evaluate and spr_model_save are
- * collective: every rank calls them with the same arguments. Hidden layers must be
- * dense (sparsity 1). */
+ * collective: every rank calls them with the same arguments. Where one rank fails
+ * (out of memory in inference, a shard it cannot write) every rank returns a failure
+ * (the others "... failed on rank R (see its message)"): none is left waiting in a
+ * collective. Hidden layers must be dense (sparsity 1). */
 SPR_API spr_status spr_model_create_sharded(const spr_model_config *config, spr_dist *dist,
                                             spr_model **out);
 
