@@ -488,23 +488,31 @@ spr_status spr_model_build_tables(spr_model *m, int threads) {
     for (int l = 1; l < m->n_layers; l++) {
         spr_layer *L = &m->layers[l];
         if (!L->sampled) continue;
-        spr_hasher_free(L->hasher);
-        L->hasher = NULL;
+        /* Everything new is allocated before the old is let go: a failure (out of
+         * memory during a rebuild, mid-training) leaves the layer as it was. */
+        spr_hasher *hasher = NULL;
+        spr_lsh *tables = NULL;
         spr_status st = spr_hasher_create(L->cfg.hash, L->fan_in, L->hash_k, L->cfg.hash_l,
                                           layer_key_bits_max(L->size), L->cfg.simhash_one_in,
-                                          spr_model_hash_seed(m, l, m->rebuilds), &L->hasher);
+                                          spr_model_hash_seed(m, l, m->rebuilds), &hasher);
         if (st) return st;
-        int key_bits = spr_hasher_key_bits(L->hasher);
-        if (!L->tables || L->tables->key_bits != key_bits) {
-            spr_lsh_free(L->tables);
-            L->tables = NULL;
-            st = spr_lsh_create(L->cfg.hash_l, key_bits, L->size, L->cfg.bucket_capacity,
-                                L->cfg.bucket_policy, &L->tables);
-            if (st) return st;
+        const int key_bits = spr_hasher_key_bits(hasher);
+        if ((!L->tables || L->tables->key_bits != key_bits) &&
+            (st = spr_lsh_create(L->cfg.hash_l, key_bits, L->size, L->cfg.bucket_capacity,
+                                 L->cfg.bucket_policy, &tables))) {
+            spr_hasher_free(hasher);
+            return st;
         }
-        if (!L->keys) {
-            L->keys = spr_alloc((size_t)L->size * (size_t)L->cfg.hash_l * sizeof(uint32_t));
-            if (!L->keys) return SPR_STATUS_NO_MEMORY;
+        if (!L->keys && !(L->keys = spr_alloc((size_t)L->size * (size_t)L->cfg.hash_l * sizeof(uint32_t)))) {
+            spr_lsh_free(tables);
+            spr_hasher_free(hasher);
+            return spr_fail(SPR_STATUS_NO_MEMORY, "out of memory for the hash keys of layer %d", l);
+        }
+        spr_hasher_free(L->hasher);
+        L->hasher = hasher;
+        if (tables) {
+            spr_lsh_free(L->tables);
+            L->tables = tables;
         }
         st = layer_rehash(m, L, l, threads);
         if (st) return st;
@@ -515,9 +523,13 @@ spr_status spr_model_build_tables(spr_model *m, int threads) {
 spr_status spr_model_rehash(spr_model *m, int rebuild, int threads) {
     if (!m) return spr_fail(SPR_STATUS_BAD_INPUT, "model is NULL");
     threads = spr_threads(threads);
-    if (rebuild) {
+    if (rebuild) { /* the new functions' seed counts this rebuild; not counted if it fails
+                    * (with several sampled layers, those before the failing one keep
+                    * their new functions) */
         m->rebuilds++;
-        return spr_model_build_tables(m, threads);
+        spr_status st = spr_model_build_tables(m, threads);
+        if (st) m->rebuilds--;
+        return st;
     }
     for (int l = 1; l < m->n_layers; l++)
         if (m->layers[l].sampled && m->layers[l].hasher) {

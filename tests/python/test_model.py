@@ -802,3 +802,42 @@ def test_evaluate_and_predict_exclude(xmc_data, tmp_path, monkeypatch):
     with pytest.raises(sparrow.BadInputError) as e:
         sparrow.load_filter(tmp_path / "bad.txt", n, m.n_labels)
     assert "bad.txt:2: point id %d out of range" % n in str(e.value)
+
+
+def test_failed_rebuild_keeps_the_model(tmp_path):
+    """A rebuild (new hash functions) whose allocation fails (tests/failalloc.c, the first
+    aligned allocation after FAILALLOC_NTH is set) leaves the model as it was: its old
+    hash functions and tables, the rebuild not counted. It used to free the old hash
+    functions first: sparse inference then crashed on the NULL hasher, and a save named
+    a rebuild count whose functions the tables did not come from."""
+    from conftest import ROOT
+    shim = os.path.join(ROOT, "build", "libfailalloc.so")
+    if not os.path.exists(shim):
+        pytest.skip("no build/libfailalloc.so (a sanitizer build)")
+    script = r"""
+import os, sys
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+from conftest import make_xmc
+import sparrow
+from sparrow import _lib
+X, Y = make_xmc(300)
+m = sparrow.Model(X.shape[1], Y.shape[1], hidden=16, sparsity=0.2, seed=3)
+m.fit(X, Y, epochs=1, threads=1, quiet=True)
+before = m.predict(X[:50], k=3, sparse=True, threads=1)
+rebuilds = m.info["rebuilds"]
+os.environ["FAILALLOC_NTH"] = "0"
+st = _lib.spr_model_rehash(m._h(), 1, 1)
+del os.environ["FAILALLOC_NTH"]
+assert st != 0, "the rebuild should have failed"
+assert m.info["rebuilds"] == rebuilds, (m.info["rebuilds"], rebuilds)
+after = m.predict(X[:50], k=3, sparse=True, threads=1)
+assert all(np.array_equal(a, b) for a, b in zip(before, after)), "the model changed"
+assert _lib.spr_model_rehash(m._h(), 1, 1) == 0 and m.info["rebuilds"] == rebuilds + 1
+m.fit(X, Y, epochs=2, threads=1, quiet=True)
+print("ok")
+"""
+    env = dict(os.environ, LD_PRELOAD=shim)
+    r = subprocess.run([sys.executable, "-c", script, os.path.join(ROOT, "tests", "python")], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), (r.returncode, r.stdout, r.stderr)
