@@ -539,7 +539,13 @@ spr_status spr_dist_peek_manifest(const char *path, spr_model_config *cfg, int64
     manifest mf;
     spr_status st = manifest_read(path, &mf);
     if (st) return st;
-    st = spr_checkpoint_peek(mf.files[0], cfg, stat, note);
+    /* Every shard is there (a peek reads shard 0's small sections only: a shard lost in
+     * a copy used to show as a whole model until loading) */
+    for (int r = 1; !st && r < mf.ranks; r++)
+        if (access(mf.files[r], R_OK) != 0)
+            st = spr_fail(SPR_STATUS_IO_ERROR, "%s: cannot open: %s (shard %d of %d named by %s)", mf.files[r],
+                          strerror(errno), r, mf.ranks, path);
+    if (!st) st = spr_checkpoint_peek(mf.files[0], cfg, stat, note);
     if (!st && cfg->layers[cfg->n_layers - 1].size != mf.hi[0] - mf.lo[0])
         st = spr_fail(SPR_STATUS_BAD_INPUT, "%s: does not match its manifest (shard 0: %lld labels expected)",
                       mf.files[0], (long long)(mf.hi[0] - mf.lo[0]));

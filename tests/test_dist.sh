@@ -197,6 +197,13 @@ timeout 120 "${mpi[@]}" "$sparrow" train "${other[@]}" --resume "$work/res1.mode
 "$sparrow" info --model "$work/res.model" | grep -q "res.model: the manifest of 2 shards" ||
     fail "sparrow info of a 2-rank save: expected it to say it is the manifest of 2 shards"
 "$sparrow" info --model "$work/res.model" --json | grep -q '"shards": 2' || fail "info --json: expected \"shards\": 2"
+# a manifest copied without its shard 1: info (and any peek: eval, --resume) names it
+mkdir "$work/lost"
+cp "$work/res.model" "$work/res.model".*.rank0of2 "$work/lost/"
+rc=0
+"$sparrow" info --model "$work/lost/res.model" >/dev/null 2>"$work/lost.err" || rc=$?
+[ "$rc" -eq 2 ] && grep -q "^sparrow: $work/lost/res.model\..*\.rank1of2: cannot open: No such file or directory (shard 1 of 2 named by $work/lost/res.model)" "$work/lost.err" ||
+    { cat "$work/lost.err"; fail "info of a manifest without shard 1: expected exit 2 naming it (got $rc)"; }
 # info peeks at shard 0 and the manifest: the figures of the whole model loaded
 SPARROW_LIB="$build/libsparrow.so" PYTHONPATH="$(dirname "$0")/../python" /usr/bin/python3 - "$work/res.model" <<'PYEOF' ||
 import sys, sparrow
