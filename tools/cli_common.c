@@ -263,8 +263,8 @@ spr_dist *cli_dist;
 
 int cli_is_root(void) { return !cli_dist || spr_dist_rank(cli_dist) == 0; }
 
-/* Every rank knows the run failed (cli_agree_status): it ends with MPI_Finalize, not
- * MPI_Abort and its banner. */
+/* Every rank knows the run failed (an agreement where one stopped): it ends with
+ * MPI_Finalize, not MPI_Abort and its banner. */
 static int cli_agreed;
 /* An agreement has taken place: before the first, a rank that leaves (cli_dist_stop)
  * meets the others at theirs (every command's first collective is an agreement). */
