@@ -74,6 +74,12 @@ int cli_agree_status(spr_status st);
  * rank ends with cleanly; a rank that failed where rank 0 passed shows its messages.
  * One process: rc. */
 int cli_agree_rc(int rc);
+/* A failure of a collective library call (a sharded model's predict, evaluate, save),
+ * which the library already made every rank share (spr_dist_agree): unlike
+ * cli_agree_status, each rank prints its own message (the failing rank's says what
+ * happened, the others name it), then the ranks confirm, so that all end without
+ * MPI_Abort. Returns the exit code. One process: library_error. */
+int cli_agree_library_error(spr_status st);
 
 /* Seconds on the monotonic clock, for durations. */
 double now_seconds(void);

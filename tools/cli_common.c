@@ -376,6 +376,8 @@ int cli_agree_rc(int rc) {
     return worst == 0 ? EXIT_OK : code;
 }
 
+int cli_agree_library_error(spr_status st) { return cli_agree_rc(library_error(st)); }
+
 /* The rank count a launcher announces (Open MPI, PMIx, MPICH's PMI), 0 if none. */
 static int launcher_ranks(void) {
     static const char *vars[] = {"OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "PMI_SIZE"};

@@ -113,7 +113,7 @@ static int precision_at_k(const spr_model *model, const spr_dataset *data, const
         spr_status st = spr_model_predict_excluding(model, data, ids_rows, m, k, sparse, threads, exclude,
                                                     ids, scores);
         if (st != SPR_STATUS_OK) {
-            rc = cli_agree_rc(library_error(st));
+            rc = cli_agree_library_error(st);
             goto done;
         }
         for (int64_t i = 0; i < m; i++) {
@@ -231,8 +231,8 @@ int cmd_eval(int argc, char **argv) {
                                                  inv_prop ? spr_model_get_info(model).labels_total : 0, exclude,
                                                  &res);
     double seconds = now_seconds() - t0;
-    if (st != SPR_STATUS_OK) { /* on several ranks: every rank's (spr_dist_agree), confirmed */
-        rc = cli_agree_rc(library_error(st));
+    if (st != SPR_STATUS_OK) {
+        rc = cli_agree_library_error(st);
         goto done;
     }
     double p_extra = 0;
@@ -452,7 +452,7 @@ int cmd_predict(int argc, char **argv) {
         for (int64_t i = 0; i < m; i++) rows[i] = start + i;
         spr_status st = spr_model_predict_excluding(model, data, rows, m, k, sparse, threads, exclude, ids, scores);
         if (st != SPR_STATUS_OK) {
-            rc = cli_agree_rc(library_error(st));
+            rc = cli_agree_library_error(st);
             goto done;
         }
         for (int64_t i = 0; i < m; i++) {

@@ -215,9 +215,7 @@ static int train_report(train_state *s, int64_t epoch, int partial, window *w, i
         eval_seconds = now_seconds() - t0;
         if (st != SPR_STATUS_OK) {
             s->eval_failed = 1;
-            /* Several ranks: the library agreed on the failure (every rank's evaluation
-             * failed with it, spr_dist_agree); confirmed here, all save the model together. */
-            return cli_agree_rc(library_error(st));
+            return cli_agree_library_error(st); /* several ranks: all save together */
         }
         s->last = res;
         s->have_last = 1;
@@ -875,7 +873,7 @@ static int train_run(const train_args *args) {
 
     if (a.save_path) {
         if ((st = spr_model_save(model, a.save_path)) != SPR_STATUS_OK) {
-            rc = cli_agree_rc(library_error(st)); /* as periodic_save's */
+            rc = cli_agree_library_error(st);
             goto done;
         }
         if (cli_is_root()) fprintf(stderr, "saved %s\n", a.save_path);
