@@ -69,6 +69,11 @@ struct spr_hasher {
     int fold;        /* 1 when k * code_bits > key_bits: keys are folded */
     int64_t n_codes; /* C = k * l */
     uint64_t salt;   /* seeds the densification and DOPH hashes, so they differ per seed */
+    int one_in;      /* SimHash: 1 in one_in projection entries is non-zero */
+    /* Scratch of a draw (spr_hasher_redraw allocates nothing): WTA/DWTA, one permutation
+     * (dim int32); SimHash, build_sum_entries's list lengths (C), counts per length
+     * (dim + 2) and slot -> code (4 n_groups int32, as int64 slots). */
+    int64_t *draw_work;
     int32_t *bins;   /* WTA/DWTA: (C, 8) input positions of each bin */
     /* WTA/DWTA, for the sparse path: (dim, n_perm) position q in bins (bin q / 8, slot
      * q % 8) of index i in permutation p, -1 where the last, partly used permutation
@@ -92,7 +97,7 @@ struct spr_hasher {
      * in order of their list's length, so that a group's lists are about as long as
      * each other and padding costs little: sum_slot[c] is code c's slot, its sums at
      * acc + sum_slot[c] SPR_SUM_ROWS. */
-    int32_t *sum_ent;
+    int32_t *sum_ent;   /* capacity 4 n_groups dim + 1: every list as long as it can be */
     int64_t *sum_start; /* (n_groups + 1) */
     int64_t n_groups;   /* ceil(C / 4) */
     int32_t *sum_slot;  /* (C) */
@@ -120,6 +125,7 @@ void spr_hasher_free(spr_hasher *h) {
     spr_free(h->sum_ent);
     spr_free(h->sum_start);
     spr_free(h->sum_slot);
+    spr_free(h->draw_work);
     spr_free(h);
 }
 
@@ -171,20 +177,13 @@ static void draw_projections(spr_hasher *h, spr_rng *rng, int one_in) {
  * (a counting sort: deterministic), and a group of 4 slots is padded to its longest list:
  * with P's entries drawn at random, groups of 4 codes in their own order were padded by
  * 30% (1 in 11, dim 128) and 13% (1 in 3), in length order by under 1%. The sums are those
- * of each code's own list whatever its slot, so the keys are unchanged. */
-static spr_status build_sum_entries(spr_hasher *h) {
+ * of each code's own list whatever its slot, so the keys are unchanged. Allocates nothing:
+ * sum_ent holds the longest lists a draw can make. */
+static void build_sum_entries(spr_hasher *h) {
     const int64_t c = h->n_codes, dim = h->dim;
-    h->n_groups = (c + 3) / 4;
-    h->sum_start = spr_alloc((size_t)(h->n_groups + 1) * sizeof(int64_t));
-    h->sum_slot = spr_alloc((size_t)c * sizeof(int32_t));
-    int64_t *len = spr_alloc((size_t)c * sizeof(int64_t));
-    int64_t *first = spr_alloc((size_t)(dim + 2) * sizeof(int64_t)); /* per length */
-    int32_t *code_at = spr_alloc((size_t)(4 * h->n_groups) * sizeof(int32_t)); /* slot -> code */
-    spr_status st = SPR_STATUS_OK;
-    if (!h->sum_start || !h->sum_slot || !len || !first || !code_at) {
-        st = SPR_STATUS_NO_MEMORY;
-        goto done;
-    }
+    int64_t *len = h->draw_work;             /* (C) */
+    int64_t *first = len + c;                /* (dim + 2), per length */
+    int32_t *code_at = (int32_t *)(first + dim + 2); /* (4 n_groups), slot -> code */
     memset(first, 0, (size_t)(dim + 2) * sizeof(int64_t));
     for (int64_t i = 0; i < c; i++) {
         len[i] = 0;
@@ -209,11 +208,6 @@ static spr_status build_sum_entries(spr_hasher *h) {
         total += 4 * longest;
     }
     h->sum_start[h->n_groups] = total;
-    h->sum_ent = spr_alloc((size_t)(total > 0 ? total : 1) * sizeof(int32_t));
-    if (!h->sum_ent) {
-        st = SPR_STATUS_NO_MEMORY;
-        goto done;
-    }
     for (int64_t g = 0; g < h->n_groups; g++) {
         const int64_t n = (h->sum_start[g + 1] - h->sum_start[g]) / 4;
         for (int q = 0; q < 4; q++) {
@@ -227,19 +221,12 @@ static spr_status build_sum_entries(spr_hasher *h) {
             for (; k < n; k++) e[4 * k] = (int32_t)(2 * dim * SPR_SUM_ROWS);
         }
     }
-done:
-    spr_free(len);
-    spr_free(first);
-    spr_free(code_at);
-    return st;
 }
 
 spr_status spr_hasher_create(spr_hash_family family, int64_t dim, int k, int l,
                              int key_bits_max, int simhash_one_in, uint64_t seed,
                              spr_hasher **out) {
     spr_hasher *h = NULL;
-    int32_t *perm = NULL;
-    spr_status st = SPR_STATUS_OK;
     if (!out) return spr_fail(SPR_STATUS_BAD_INPUT, "hash.c: out is NULL");
     *out = NULL;
     if (family != SPR_HASH_DWTA && family != SPR_HASH_WTA && family != SPR_HASH_SIMHASH &&
@@ -278,40 +265,52 @@ spr_status spr_hasher_create(spr_hash_family family, int64_t dim, int k, int l,
     h->fold = k * code_bits > key_bits_max;
     h->key_bits = h->fold ? key_bits_max : k * code_bits;
     h->n_codes = (int64_t)k * l;
+    h->one_in = simhash_one_in;
+    if (family == SPR_HASH_SIMHASH) {
+        h->proj_stride = spr_row_stride(h->n_codes);
+        h->n_panels = (h->n_codes + SPR_PANEL - 1) / SPR_PANEL;
+        h->n_groups = (h->n_codes + 3) / 4;
+        h->proj = spr_alloc((size_t)dim * (size_t)h->proj_stride * sizeof(float));
+        h->panels = spr_alloc((size_t)h->n_panels * (size_t)dim * SPR_PANEL * sizeof(float));
+        h->sum_start = spr_alloc((size_t)(h->n_groups + 1) * sizeof(int64_t));
+        h->sum_slot = spr_alloc((size_t)h->n_codes * sizeof(int32_t));
+        h->sum_ent = spr_alloc(((size_t)4 * (size_t)h->n_groups * (size_t)dim + 1) * sizeof(int32_t));
+        h->draw_work = spr_alloc((size_t)(h->n_codes + dim + 2 + 2 * h->n_groups) * sizeof(int64_t));
+        if (!h->proj || !h->panels || !h->sum_start || !h->sum_slot || !h->sum_ent || !h->draw_work)
+            goto nomem;
+        /* the panels' zeros past C: spr_alloc's, never redrawn */
+    } else if (family != SPR_HASH_DOPH) { /* DOPH's hashes are all derived from salt */
+        h->n_perm = (h->n_codes * SPR_WTA_BIN + dim - 1) / dim;
+        h->bins = spr_alloc((size_t)h->n_codes * SPR_WTA_BIN * sizeof(int32_t));
+        h->inv = spr_alloc((size_t)dim * (size_t)h->n_perm * sizeof(int32_t));
+        h->draw_work = spr_alloc((size_t)(dim + 1) / 2 * sizeof(int64_t)); /* dim int32 */
+        if (!h->bins || !h->inv || !h->draw_work) goto nomem;
+    }
+    spr_hasher_redraw(h, seed);
+    *out = h;
+    return SPR_STATUS_OK;
+nomem:
+    spr_hasher_free(h);
+    return spr_fail(SPR_STATUS_NO_MEMORY, "hash.c: out of memory for the hash functions");
+}
 
+void spr_hasher_redraw(spr_hasher *h, uint64_t seed) {
     spr_rng rng;
     spr_rng_seed(&rng, seed);
     h->salt = spr_rng_next(&rng);
-    if (family == SPR_HASH_SIMHASH) {
-        h->proj_stride = spr_row_stride(h->n_codes);
-        h->proj = spr_alloc((size_t)dim * (size_t)h->proj_stride * sizeof(float));
-        if (!h->proj) { st = SPR_STATUS_NO_MEMORY; goto fail; }
-        draw_projections(h, &rng, simhash_one_in);
-        h->n_panels = (h->n_codes + SPR_PANEL - 1) / SPR_PANEL;
-        h->panels = spr_alloc((size_t)h->n_panels * (size_t)dim * SPR_PANEL * sizeof(float));
-        if (!h->panels) { st = SPR_STATUS_NO_MEMORY; goto fail; }
+    if (h->family == SPR_HASH_SIMHASH) {
+        const int64_t dim = h->dim;
+        draw_projections(h, &rng, h->one_in);
         for (int64_t q = 0; q < h->n_panels; q++)
             for (int64_t j = 0; j < dim; j++)
                 for (int64_t i = 0; i < SPR_PANEL && q * SPR_PANEL + i < h->n_codes; i++)
                     h->panels[(q * dim + j) * SPR_PANEL + i] =
                         h->proj[j * h->proj_stride + q * SPR_PANEL + i];
-        if ((st = build_sum_entries(h))) goto fail;
-    } else if (family != SPR_HASH_DOPH) { /* DOPH's hashes are all derived from salt */
-        h->n_perm = (h->n_codes * SPR_WTA_BIN + dim - 1) / dim;
-        h->bins = spr_alloc((size_t)h->n_codes * SPR_WTA_BIN * sizeof(int32_t));
-        h->inv = spr_alloc((size_t)dim * (size_t)h->n_perm * sizeof(int32_t));
-        perm = spr_alloc((size_t)dim * sizeof(int32_t));
-        if (!h->bins || !h->inv || !perm) { st = SPR_STATUS_NO_MEMORY; goto fail; }
-        draw_bins(h, &rng, perm);
+        build_sum_entries(h);
+    } else if (h->family != SPR_HASH_DOPH) {
+        draw_bins(h, &rng, (int32_t *)h->draw_work);
         invert_bins(h);
     }
-    spr_free(perm);
-    *out = h;
-    return SPR_STATUS_OK;
-fail:
-    spr_free(perm);
-    spr_hasher_free(h);
-    return st;
 }
 
 int spr_hasher_key_bits(const spr_hasher *h) { return h->key_bits; }

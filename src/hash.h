@@ -29,6 +29,12 @@ spr_status spr_hasher_create(spr_hash_family family, int64_t dim, int k, int l,
                              spr_hasher **out);
 void spr_hasher_free(spr_hasher *h);
 
+/* Redraws h's functions from seed, in place: afterwards h is the hasher spr_hasher_create
+ * would make with this seed (same shape, same keys). Allocates nothing and cannot fail
+ * (create allocated for any draw: SimHash's entry lists for the longest they can be), so
+ * a rebuild in the middle of training neither allocates nor leaves a layer half changed. */
+void spr_hasher_redraw(spr_hasher *h, uint64_t seed);
+
 /* log2 of the number of buckets per table. */
 int spr_hasher_key_bits(const spr_hasher *h);
 

@@ -402,6 +402,7 @@ fail:
 void spr_model_free(spr_model *m) {
     if (!m) return;
     scratch_free(m);
+    spr_free(m->rehash_block);
     spr_train_free(m);
     for (int l = 0; l < m->n_layers; l++) layer_free(&m->layers[l]);
     spr_free(m);
@@ -430,43 +431,74 @@ static void keys_rows_bf16(const spr_layer *L, int64_t j, int64_t n, uint32_t *k
     }
 }
 
+/* layer_rehash's scratch per thread: SimHash's work for a block of rows (int32) and, for
+ * BF16 weights, rows widened to floats; 0 where its stack buffers (below) hold them. */
+enum { REHASH_WORK_SMALL = 8192, REHASH_CONV_SMALL = 4096 };
+static void rehash_scratch_len(const spr_layer *L, int64_t *work_len, int64_t *conv_len) {
+    const int64_t work = spr_hasher_rows_work_len(L->hasher);
+    *work_len = work > REHASH_WORK_SMALL ? work : 0;
+    *conv_len = L->w16 && L->stride > REHASH_CONV_SMALL ? L->stride : 0;
+}
+
+/* Makes m->rehash_block hold layer_rehash's scratch for every sampled layer that has its
+ * hash functions, on `threads` threads: the one allocation a rehash can need, made before
+ * anything changes (and by spr_model_prepare before training, so that a rehash or rebuild
+ * in a training step allocates nothing and cannot fail). */
+static spr_status rehash_scratch_reserve(spr_model *m, int threads) {
+    int64_t wl = 0, cl = 0;
+    for (int l = 1; l < m->n_layers; l++) {
+        const spr_layer *L = &m->layers[l];
+        if (!L->sampled || !L->hasher) continue;
+        int64_t w, c;
+        rehash_scratch_len(L, &w, &c);
+        if (w > wl) wl = w;
+        if (c > cl) cl = c;
+    }
+    if ((!wl && !cl) || (m->rehash_block && threads <= m->rehash_threads &&
+                         wl <= m->rehash_work_len && cl <= m->rehash_conv_len))
+        return SPR_STATUS_OK;
+    if (m->rehash_threads > threads) threads = m->rehash_threads;
+    if (m->rehash_work_len > wl) wl = m->rehash_work_len;
+    if (m->rehash_conv_len > cl) cl = m->rehash_conv_len;
+    const size_t bytes = (size_t)threads * (size_t)(wl + cl) * 4;
+    void *p = spr_alloc(bytes);
+    if (!p)
+        return spr_fail(SPR_STATUS_NO_MEMORY, "out of memory for the rehash scratch (%zu bytes)",
+                        bytes);
+    spr_free(m->rehash_block);
+    m->rehash_block = p;
+    m->rehash_threads = threads;
+    m->rehash_work_len = wl;
+    m->rehash_conv_len = cl;
+    return SPR_STATUS_OK;
+}
+
 /* Hashes every neuron's weight row and rebuilds the tables: O(size x hash cost),
  * parallel over blocks of neurons (spr_hasher_keys_rows: SimHash reads its projections
- * once per block of rows), then over tables. Scratch: 32 KB on each thread's stack when
- * that holds SimHash's whole block of rows (small layers: no allocation, so a training
- * step that rehashes allocates nothing), else one allocation per rehash. */
-static spr_status layer_rehash(spr_model *m, spr_layer *L, int index, int threads) {
-    const int64_t work_len = spr_hasher_rows_work_len(L->hasher);
-    const int64_t chunk = 240; /* neurons per task: 15 blocks of 16 rows (10 of 24) */
-    int32_t *big = NULL;       /* (threads, work_len) when the stack buffer is too small */
-    if (work_len > 8192) {
-        big = spr_alloc((size_t)threads * (size_t)work_len * sizeof(int32_t));
-        if (!big)
-            return spr_fail(SPR_STATUS_NO_MEMORY, "model.c: out of memory for the rehash "
-                            "scratch (%lld bytes)", (long long)threads * work_len * 4);
-    }
-    /* BF16 weights are widened into (threads, conv_len) floats: 16 KB on the stack, unless
-     * a row is wider (fan-in > 4096) */
-    enum { CONV_SMALL = 4096 };
-    const int64_t conv_len = L->stride > CONV_SMALL ? L->stride : CONV_SMALL;
-    float *conv_big = NULL;
-    if (L->w16 && conv_len > CONV_SMALL) {
-        conv_big = spr_alloc((size_t)threads * (size_t)conv_len * sizeof(float));
-        if (!conv_big) {
-            spr_free(big);
-            return spr_fail(SPR_STATUS_NO_MEMORY, "model.c: out of memory for the rehash "
-                            "scratch (%lld bytes)", (long long)threads * conv_len * 4);
-        }
-    }
+ * once per block of rows), then over tables. Scratch: 32 KB + 16 KB on each thread's
+ * stack where that holds SimHash's block of rows and a widened BF16 row, else the
+ * model's rehash_block, which the caller reserved (rehash_scratch_reserve). Cannot fail. */
+static void layer_rehash(spr_model *m, spr_layer *L, int index, int threads) {
+    const int64_t chunk_rows = 240; /* neurons per task: 15 blocks of 16 rows (10 of 24) */
+    int64_t heap_work, heap_conv;
+    rehash_scratch_len(L, &heap_work, &heap_conv);
+    /* (threads, work_len) int32 and (threads, conv_len) floats where the stack's are too small */
+    int32_t *big = heap_work ? (int32_t *)m->rehash_block : NULL;
+    float *conv_big = heap_conv ? (float *)((char *)m->rehash_block + (size_t)m->rehash_threads *
+                                                                          (size_t)m->rehash_work_len * 4)
+                                : NULL;
+    const int64_t work_len = heap_work ? m->rehash_work_len : REHASH_WORK_SMALL;
+    const int64_t conv_len = heap_conv ? m->rehash_conv_len : REHASH_CONV_SMALL;
 #pragma omp parallel num_threads(threads)
     {
-        int32_t work_small[8192];
-        float conv_small[CONV_SMALL];
-        int32_t *work = big ? big + (int64_t)omp_get_thread_num() * work_len : work_small;
-        float *conv = conv_big ? conv_big + (int64_t)omp_get_thread_num() * conv_len : conv_small;
+        int32_t work_small[REHASH_WORK_SMALL];
+        float conv_small[REHASH_CONV_SMALL];
+        const int t = omp_get_thread_num();
+        int32_t *work = big ? big + (int64_t)t * work_len : work_small;
+        float *conv = conv_big ? conv_big + (int64_t)t * conv_len : conv_small;
 #pragma omp for schedule(dynamic, 16)
-        for (int64_t j = 0; j < L->size; j += chunk) {
-            const int64_t n = L->size - j < chunk ? L->size - j : chunk;
+        for (int64_t j = 0; j < L->size; j += chunk_rows) {
+            const int64_t n = L->size - j < chunk_rows ? L->size - j : chunk_rows;
             if (L->w16)
                 keys_rows_bf16(L, j, n, L->keys + j, work, work_len, conv, conv_len);
             else
@@ -474,48 +506,36 @@ static spr_status layer_rehash(spr_model *m, spr_layer *L, int index, int thread
                                      1, L->size, work, work_len);
         }
     }
-    spr_free(big);
-    spr_free(conv_big);
     spr_lsh_build(L->tables, L->keys, 1, L->size,
                   spr_model_hash_seed(m, index, m->rehashes) ^ 0xabcdefull, threads);
     /* rank selection reads every neuron's keys: exactly what the tables hold */
     if (L->cfg.select == SPR_SELECT_RANK) spr_lsh_item_keys(L->tables, L->keys, threads);
-    return SPR_STATUS_OK;
 }
 
 spr_status spr_model_build_tables(spr_model *m, int threads) {
     threads = spr_threads(threads);
+    /* a rebuild's one possible failure, before any layer changes */
+    spr_status st = rehash_scratch_reserve(m, threads);
+    if (st) return st;
     for (int l = 1; l < m->n_layers; l++) {
         spr_layer *L = &m->layers[l];
         if (!L->sampled) continue;
-        /* Everything new is allocated before the old is let go: a failure (out of
-         * memory during a rebuild, mid-training) leaves the layer as it was. */
-        spr_hasher *hasher = NULL;
-        spr_lsh *tables = NULL;
-        spr_status st = spr_hasher_create(L->cfg.hash, L->fan_in, L->hash_k, L->cfg.hash_l,
-                                          layer_key_bits_max(L->size), L->cfg.simhash_one_in,
-                                          spr_model_hash_seed(m, l, m->rebuilds), &hasher);
-        if (st) return st;
-        const int key_bits = spr_hasher_key_bits(hasher);
-        if ((!L->tables || L->tables->key_bits != key_bits) &&
-            (st = spr_lsh_create(L->cfg.hash_l, key_bits, L->size, L->cfg.bucket_capacity,
-                                 L->cfg.bucket_policy, &tables))) {
-            spr_hasher_free(hasher);
-            return st;
+        const uint64_t seed = spr_model_hash_seed(m, l, m->rebuilds);
+        if (L->hasher) { /* a rebuild: new functions in the same shapes, nothing allocated */
+            spr_hasher_redraw(L->hasher, seed);
+        } else { /* the first build (a model made or read): on failure the caller frees it */
+            st = spr_hasher_create(L->cfg.hash, L->fan_in, L->hash_k, L->cfg.hash_l,
+                                   layer_key_bits_max(L->size), L->cfg.simhash_one_in, seed,
+                                   &L->hasher);
+            if (st) return st;
+            st = spr_lsh_create(L->cfg.hash_l, spr_hasher_key_bits(L->hasher), L->size,
+                                L->cfg.bucket_capacity, L->cfg.bucket_policy, &L->tables);
+            if (st) return st;
+            if (!(L->keys = spr_alloc((size_t)L->size * (size_t)L->cfg.hash_l * sizeof(uint32_t))))
+                return spr_fail(SPR_STATUS_NO_MEMORY, "out of memory for the hash keys of layer %d", l);
+            if ((st = rehash_scratch_reserve(m, threads))) return st;
         }
-        if (!L->keys && !(L->keys = spr_alloc((size_t)L->size * (size_t)L->cfg.hash_l * sizeof(uint32_t)))) {
-            spr_lsh_free(tables);
-            spr_hasher_free(hasher);
-            return spr_fail(SPR_STATUS_NO_MEMORY, "out of memory for the hash keys of layer %d", l);
-        }
-        spr_hasher_free(L->hasher);
-        L->hasher = hasher;
-        if (tables) {
-            spr_lsh_free(L->tables);
-            L->tables = tables;
-        }
-        st = layer_rehash(m, L, l, threads);
-        if (st) return st;
+        layer_rehash(m, L, l, threads);
     }
     return SPR_STATUS_OK;
 }
@@ -523,19 +543,16 @@ spr_status spr_model_build_tables(spr_model *m, int threads) {
 spr_status spr_model_rehash(spr_model *m, int rebuild, int threads) {
     if (!m) return spr_fail(SPR_STATUS_BAD_INPUT, "model is NULL");
     threads = spr_threads(threads);
-    if (rebuild) { /* the new functions' seed counts this rebuild; not counted if it fails
-                    * (with several sampled layers, those before the failing one keep
-                    * their new functions) */
-        m->rebuilds++;
-        spr_status st = spr_model_build_tables(m, threads);
-        if (st) m->rebuilds--;
-        return st;
+    /* the one allocation a rehash can need (none after spr_model_prepare), before anything
+     * changes: what follows cannot fail */
+    spr_status st = rehash_scratch_reserve(m, threads);
+    if (st) return st;
+    if (rebuild) {
+        m->rebuilds++; /* the new functions' seed counts this rebuild */
+        return spr_model_build_tables(m, threads);
     }
     for (int l = 1; l < m->n_layers; l++)
-        if (m->layers[l].sampled && m->layers[l].hasher) {
-            spr_status st = layer_rehash(m, &m->layers[l], l, threads);
-            if (st) return st;
-        }
+        if (m->layers[l].sampled && m->layers[l].hasher) layer_rehash(m, &m->layers[l], l, threads);
     return SPR_STATUS_OK;
 }
 
@@ -740,6 +757,7 @@ spr_status spr_model_prepare(spr_model *m, const spr_train_options *o, int64_t m
         bb->has_labels = (uint8_t *)p, p += ((size_t)batch + SPR_ALIGN) / SPR_ALIGN * SPR_ALIGN;
         bb->red = (float *)p;
     }
+    if (rehash_scratch_reserve(m, threads)) goto nomem;
     return SPR_STATUS_OK;
 nomem:
     scratch_free(m);

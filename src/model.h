@@ -141,6 +141,13 @@ struct spr_model {
     int64_t scratch_batch;
     int scratch_pool;         /* random_pool the shared ids were sized for */
     void *pool_block;       /* the sampled layers' pool_ids and pool_tmp */
+    /* layer_rehash's per-thread scratch where its stack buffers are too small (SimHash
+     * with many codes, BF16 rows wider than 4096), sized by spr_model_prepare so that a
+     * rehash inside training allocates nothing: (rehash_threads, rehash_work_len) int32
+     * of hash work, then (rehash_threads, rehash_conv_len) floats of widened BF16 rows. */
+    void *rehash_block;
+    int rehash_threads;
+    int64_t rehash_work_len, rehash_conv_len;
 
     spr_log_fn log;
     void *log_user;

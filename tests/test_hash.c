@@ -935,6 +935,70 @@ static void report_timing_sparse(uint64_t seed) {
     }
 }
 
+/* spr_hasher_redraw(h, s) makes h the hasher spr_hasher_create(..., s) makes: the same keys
+ * for dense rows, sparse vectors and blocks of rows, from a hasher first drawn from
+ * another seed, without an allocation. One-in-1 SimHash fills every entry list to the
+ * capacity create sized for; one-in-40 leaves some codes empty; dim 31 with C * 8 > dim
+ * takes WTA through several permutations. */
+static void test_redraw_equals_create(uint64_t seed) {
+    struct { spr_hash_family f; int64_t dim; int k, l, kbm, one_in; } cfg[] = {
+        {SPR_HASH_SIMHASH, 128, 15, 50, 20, 3}, {SPR_HASH_SIMHASH, 7, 3, 5, 10, 1},
+        {SPR_HASH_SIMHASH, 129, 17, 3, 12, 40}, {SPR_HASH_DWTA, 128, 6, 50, 18, 3},
+        {SPR_HASH_WTA, 31, 5, 9, 12, 3},        {SPR_HASH_DOPH, 128, 4, 50, 16, 3},
+    };
+    const int ncfg = (int)(sizeof cfg / sizeof cfg[0]);
+    const int64_t n = 40;
+    for (int ci = 0; ci < ncfg; ci++) {
+        const int64_t dim = cfg[ci].dim;
+        const int l = cfg[ci].l;
+        const uint64_t s1 = seed + 11 * (uint64_t)ci, s2 = s1 ^ 0xfeedull;
+        spr_hasher *a = make_s(cfg[ci].f, dim, cfg[ci].k, l, cfg[ci].kbm, cfg[ci].one_in, s1);
+        spr_hasher *b = make_s(cfg[ci].f, dim, cfg[ci].k, l, cfg[ci].kbm, cfg[ci].one_in, s2);
+        const long long calls = spr_alloc_calls();
+        spr_hasher_redraw(a, s2);
+        CHECK(spr_alloc_calls() == calls, "%s dim %lld: redraw allocates nothing (%lld calls)",
+              fam_name(cfg[ci].f), (long long)dim, spr_alloc_calls() - calls);
+        spr_rng r;
+        spr_rng_seed(&r, seed ^ (0x4ed4ull + (uint64_t)ci));
+        float *x = malloc((size_t)(n * dim) * sizeof *x);
+        for (int64_t i = 0; i < n * dim; i++) /* ReLU-like: a third exact zeros */
+            x[i] = spr_rng_below(&r, 3) == 0 ? 0.0f : (float)spr_rng_normal(&r);
+        const int64_t wl = spr_hasher_rows_work_len(a);
+        int32_t *work = malloc((size_t)wl * sizeof *work);
+        uint32_t *ka = malloc((size_t)(n * l) * sizeof *ka), *kb = malloc((size_t)(n * l) * sizeof *kb);
+        int32_t *idx = malloc((size_t)dim * sizeof *idx);
+        float *val = malloc((size_t)dim * sizeof *val);
+        int same = 1;
+        spr_hasher_keys_rows(a, x, n, dim, ka, l, 1, work, wl);
+        spr_hasher_keys_rows(b, x, n, dim, kb, l, 1, work, wl);
+        same &= memcmp(ka, kb, (size_t)(n * l) * sizeof *ka) == 0;
+        for (int64_t row = 0; row < n && same; row++) {
+            spr_hasher_keys(a, x + row * dim, ka, work);
+            spr_hasher_keys(b, x + row * dim, kb, work);
+            same &= memcmp(ka, kb, (size_t)l * sizeof *ka) == 0;
+            int64_t nnz = 0;
+            for (int64_t j = 0; j < dim; j++)
+                if (x[row * dim + j] != 0.0f) idx[nnz] = (int32_t)j, val[nnz++] = x[row * dim + j];
+            spr_hasher_keys_sparse(a, idx, val, nnz, ka, work);
+            spr_hasher_keys_sparse(b, idx, val, nnz, kb, work);
+            same &= memcmp(ka, kb, (size_t)l * sizeof *ka) == 0;
+        }
+        CHECK(same, "%s dim %lld K %d L %d one in %d: redrawn keys == created keys",
+              fam_name(cfg[ci].f), (long long)dim, cfg[ci].k, l, cfg[ci].one_in);
+        /* and the redraw changed the functions: seed s1's keys differ */
+        spr_hasher *c = make_s(cfg[ci].f, dim, cfg[ci].k, l, cfg[ci].kbm, cfg[ci].one_in, s1);
+        spr_hasher_keys_rows(a, x, n, dim, ka, l, 1, work, wl);
+        spr_hasher_keys_rows(c, x, n, dim, kb, l, 1, work, wl);
+        CHECK(memcmp(ka, kb, (size_t)(n * l) * sizeof *ka) != 0,
+              "%s dim %lld: the redrawn keys are not seed %llu's", fam_name(cfg[ci].f),
+              (long long)dim, (unsigned long long)s1);
+        spr_hasher_free(c);
+        free(x), free(work), free(ka), free(kb), free(idx), free(val);
+        spr_hasher_free(a);
+        spr_hasher_free(b);
+    }
+}
+
 int main(void) {
     uint64_t seed = 20240601;
     const char *env = getenv("SPR_TEST_SEED");
@@ -957,6 +1021,7 @@ int main(void) {
     test_agreement(seed);
     test_sparse_equals_dense(seed);
     test_rows_equal_one_row(seed);
+    test_redraw_equals_create(seed);
     test_doph_jaccard(seed);
     test_doph_binarise(seed);
     report_timing(seed);

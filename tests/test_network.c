@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -1357,6 +1358,63 @@ static void test_thread_counts(void) {
           "INT_MAX threads asked, %d given", spr_threads(INT_MAX));
 }
 
+/* A rebuild in a training step (new hash functions, redrawn in place) allocates nothing,
+ * also where layer_rehash's scratch outgrows its stack buffers: SimHash with 750 codes
+ * (the 670K preset's output layer: 18,048 int32 of work a thread) and BF16 rows wider than
+ * 4,096. The tables it leaves are those a reload (which rebuilds from the count) makes:
+ * the same sparse predictions. */
+static void test_rebuild_allocates_nothing(void) {
+    toy t;
+    toy_make(&t, 200, 40, 4, 31);
+    for (int bf16 = 0; bf16 < 2; bf16++) {
+        spr_model_config c = small_config(t.d, t.l, 0.2f);
+        c.layers[0].size = bf16 ? 4100 : 32;
+        c.layers[1].hash = SPR_HASH_SIMHASH;
+        c.layers[1].hash_k = 15;
+        c.layers[1].hash_l = 50;
+        c.bf16_weights = c.bf16_state = bf16;
+        spr_model *m;
+        OK(spr_model_create(&c, &m));
+        spr_train_options o = spr_train_options_default();
+        o.batch_size = 16;
+        o.threads = 2;
+        o.rehash_first = 1; /* a rehash after every step, each a rebuild */
+        o.rehash_growth = 0.0f;
+        o.rehash_max = 1;
+        o.rebuild_every = 1;
+        int64_t rows[16];
+        for (int i = 0; i < 16; i++) rows[i] = i;
+        OK(spr_model_train_batch(m, t.data, rows, 16, &o, NULL)); /* prepares the scratch */
+        const int64_t rebuilds = m->rebuilds;
+        const long long before = spr_alloc_calls();
+        for (int s = 0; s < 5; s++) {
+            for (int i = 0; i < 16; i++) rows[i] = 16 * (s + 1) + i;
+            OK(spr_model_train_batch(m, t.data, rows, 16, &o, NULL));
+        }
+        CHECK(spr_alloc_calls() == before, "bf16 %d: no allocation in 5 steps that rebuild "
+              "(%lld calls)", bf16, spr_alloc_calls() - before);
+        CHECK(m->rebuilds == rebuilds + 5, "bf16 %d: 5 rebuilds, got %lld", bf16,
+              (long long)(m->rebuilds - rebuilds));
+        char path[] = "/tmp/sparrow_rebuild_XXXXXX";
+        const int fd = mkstemp(path);
+        CHECK(fd >= 0, "a temporary file");
+        if (fd >= 0) close(fd);
+        OK(spr_model_save(m, path));
+        spr_model *r;
+        OK(spr_model_load(path, &r));
+        unlink(path);
+        int32_t ia[200 * 3], ib[200 * 3];
+        float sa[200 * 3], sb[200 * 3];
+        OK(spr_model_predict(m, t.data, NULL, 0, 3, 1, 1, ia, sa));
+        OK(spr_model_predict(r, t.data, NULL, 0, 3, 1, 1, ib, sb));
+        CHECK(memcmp(ia, ib, sizeof ia) == 0 && memcmp(sa, sb, sizeof sa) == 0,
+              "bf16 %d: sparse predictions after in-place rebuilds == after a reload", bf16);
+        spr_model_free(r);
+        spr_model_free(m);
+    }
+    toy_free(&t);
+}
+
 int main(void) {
     test_thread_counts();
     test_initial_weights();
@@ -1371,6 +1429,7 @@ int main(void) {
     test_gradient_check();
     test_lazy_adam_and_active_sets();
     test_learns_and_reproduces();
+    test_rebuild_allocates_nothing();
     test_sparse_inference_covers_exact();
     test_selection_strategies();
     test_rank_selection(42);

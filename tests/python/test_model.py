@@ -804,12 +804,15 @@ def test_evaluate_and_predict_exclude(xmc_data, tmp_path, monkeypatch):
     assert "bad.txt:2: point id %d out of range" % n in str(e.value)
 
 
-def test_failed_rebuild_keeps_the_model(tmp_path):
-    """A rebuild (new hash functions) whose allocation fails (tests/failalloc.c, the first
-    aligned allocation after FAILALLOC_NTH is set) leaves the model as it was: its old
-    hash functions and tables, the rebuild not counted. It used to free the old hash
-    functions first: sparse inference then crashed on the NULL hasher, and a save named
-    a rebuild count whose functions the tables did not come from."""
+def test_rebuild_allocates_nothing(tmp_path):
+    """A rebuild (new hash functions) after training allocates nothing (tests/failalloc.c
+    fails the first aligned allocation after FAILALLOC_NTH is set): the functions are
+    redrawn in place, the scratch was sized before training, and the tables it leaves are
+    those a reload makes. Where it does need memory (more threads than training used, for
+    a layer whose scratch outgrows the stack: SimHash with 750 codes), it fails before
+    anything changes: the model as it was, the rebuild not counted. Rebuilds used to
+    allocate new functions in every training step that rebuilt, and before that freed the
+    old ones first (sparse inference then crashed on a NULL hasher)."""
     from conftest import ROOT
     shim = os.path.join(ROOT, "build", "libfailalloc.so")
     if not os.path.exists(shim):
@@ -822,22 +825,32 @@ from conftest import make_xmc
 import sparrow
 from sparrow import _lib
 X, Y = make_xmc(300)
-m = sparrow.Model(X.shape[1], Y.shape[1], hidden=16, sparsity=0.2, seed=3)
+m = sparrow.Model(X.shape[1], Y.shape[1], hidden=16, sparsity=0.2, hash="simhash", bits=15,
+                  tables=50, seed=3)
 m.fit(X, Y, epochs=1, threads=1, quiet=True)
-before = m.predict(X[:50], k=3, sparse=True, threads=1)
 rebuilds = m.info["rebuilds"]
-os.environ["FAILALLOC_NTH"] = "0"
-st = _lib.spr_model_rehash(m._h(), 1, 1)
-del os.environ["FAILALLOC_NTH"]
-assert st != 0, "the rebuild should have failed"
-assert m.info["rebuilds"] == rebuilds, (m.info["rebuilds"], rebuilds)
+def rebuild(threads):
+    os.environ["FAILALLOC_NTH"] = "0"
+    st = _lib.spr_model_rehash(m._h(), 1, threads)
+    del os.environ["FAILALLOC_NTH"]
+    return st
+assert rebuild(1) == 0, "a rebuild on training's threads allocated"
+assert m.info["rebuilds"] == rebuilds + 1, (m.info["rebuilds"], rebuilds)
+path = os.path.join(sys.argv[2], "m.bin")
+m.save(path)
+r = sparrow.Model.load(path)
+now = m.predict(X[:50], k=3, sparse=True, threads=1)
+loaded = r.predict(X[:50], k=3, sparse=True, threads=1)
+assert all(np.array_equal(a, b) for a, b in zip(now, loaded)), "in-place rebuild != reload"
+assert rebuild(2) != 0, "a rebuild on more threads should have needed (and failed) an allocation"
+assert m.info["rebuilds"] == rebuilds + 1, (m.info["rebuilds"], rebuilds)
 after = m.predict(X[:50], k=3, sparse=True, threads=1)
-assert all(np.array_equal(a, b) for a, b in zip(before, after)), "the model changed"
-assert _lib.spr_model_rehash(m._h(), 1, 1) == 0 and m.info["rebuilds"] == rebuilds + 1
-m.fit(X, Y, epochs=2, threads=1, quiet=True)
+assert all(np.array_equal(a, b) for a, b in zip(now, after)), "the model changed"
+assert _lib.spr_model_rehash(m._h(), 1, 2) == 0 and m.info["rebuilds"] == rebuilds + 2
+m.fit(X, Y, epochs=2, threads=2, quiet=True)
 print("ok")
 """
-    env = dict(os.environ, LD_PRELOAD=shim)
-    r = subprocess.run([sys.executable, "-c", script, os.path.join(ROOT, "tests", "python")], env=env,
-                       capture_output=True, text=True, timeout=120)
+    env = dict(os.environ, LD_PRELOAD=shim, OMP_NUM_THREADS="1")  # the model made on 1 thread
+    r = subprocess.run([sys.executable, "-c", script, os.path.join(ROOT, "tests", "python"), str(tmp_path)],
+                       env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), (r.returncode, r.stdout, r.stderr)
