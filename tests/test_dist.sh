@@ -139,6 +139,16 @@ expect_once 2 "^sparrow predict: $work/none.txt: cannot open" predict --model "$
     --labels "$work/none.txt"
 # a diverged loss: every rank sees it at the same step (the softmax's allreduced sums)
 expect_once 1 "^sparrow: training diverged at step 2: loss is nan" "${tiny[@]}" --max-batches 5 --lr 1e30
+# --verbose: every rank logs its own rehashes, each line naming its rank (two identical
+# unnamed lines before)
+timeout 120 "${mpi[@]}" "$sparrow" train --train "$work/small/train.txt" --max-batches 3 --hidden 8 --verbose \
+    --rehash-first 1 --rebuild-every 2 >/dev/null 2>"$work/log.err" ||
+    { cat "$work/log.err"; fail "train --verbose on 2 ranks: expected exit 0"; }
+for r in 0 1; do
+    grep -q "^  \[sparrow\] rank $r: step 2: rehash 1 in" "$work/log.err" &&
+        grep -q "^  \[sparrow\] rank $r: step 3: rebuild 2 in" "$work/log.err" ||
+        { cat "$work/log.err"; fail "train --verbose on 2 ranks: expected rank $r's rehash and rebuild lines"; }
+done
 timeout 120 "${mpi[@]}" "$sparrow" train --help >"$work/once.out" 2>"$work/once.err" ||
     { cat "$work/once.err"; fail "train --help on 2 ranks: expected exit 0"; }
 [ "$(grep -c "^usage: sparrow train" "$work/once.out")" -eq 1 ] || fail "train --help on 2 ranks: expected the help once"

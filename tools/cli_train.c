@@ -74,9 +74,11 @@ static void catch_stop_signals(void) {
     signal(SIGPIPE, SIG_IGN);
 }
 
+/* The library's log lines (--verbose); under MPI each names its rank, since every rank
+ * logs its own rehashes (user: the rank, NULL on one process). */
 static void log_to_stderr(void *user, const char *message) {
-    (void)user;
-    fprintf(stderr, "  [sparrow] %s\n", message);
+    if (user) fprintf(stderr, "  [sparrow] rank %d: %s\n", *(const int *)user, message);
+    else fprintf(stderr, "  [sparrow] %s\n", message);
 }
 
 static void print_layers(FILE *f, const spr_model_config *cfg, const spr_model_info *info) {
@@ -763,7 +765,9 @@ static int train_run(const train_args *args) {
                                         : spr_model_create(&cfg, &model)) != SPR_STATUS_OK)
         rc = library_error(st);
     if (!rc) {
-        if (a.verbose) spr_model_set_logger(model, log_to_stderr, NULL);
+        static int log_rank;
+        log_rank = cli_dist ? spr_dist_rank(cli_dist) : 0;
+        if (a.verbose) spr_model_set_logger(model, log_to_stderr, cli_dist ? &log_rank : NULL);
         spr_model_set_data_note(model, &trained_on);
         if ((st = spr_model_prepare(model, &topt, max_labels_per_point(&tv))) != SPR_STATUS_OK)
             rc = library_error(st);
