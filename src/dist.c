@@ -153,12 +153,6 @@ static spr_model_config shard_config(const spr_model_config *cfg, int64_t lo, in
 static spr_status check_shardable(const spr_model_config *cfg, int size) {
     spr_status st = spr_model_config_check(cfg);
     if (st) return st;
-    for (int l = 1; l < cfg->n_layers - 1; l++)
-        if (cfg->layers[l].sparsity < 1.0f)
-            return spr_fail(SPR_STATUS_BAD_INPUT,
-                            "a sharded model needs dense hidden layers: layer %d has sparsity %g "
-                            "(leave --hidden-sparsity out with several ranks)",
-                            l, (double)cfg->layers[l].sparsity);
     if (cfg->layers[cfg->n_layers - 1].size < size)
         return spr_fail(SPR_STATUS_BAD_INPUT, "%lld labels cannot be split over %d ranks",
                         (long long)cfg->layers[cfg->n_layers - 1].size, size);

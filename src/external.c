@@ -214,7 +214,7 @@ spr_status spr_model_output_train(spr_model *m, const float *input, int64_t n,
     const uint64_t step_seed = spr_mix64(m->cfg.seed ^ 0x3c6ef372fe94f82bull) ^
                                spr_mix64((uint64_t)m->steps);
     const int64_t fan_in = Lo->fan_in;
-    spr_model_draw_pools(m, o, step_seed); /* the batch's random pools, as in train.c */
+    spr_model_draw_pools(m, o, step_seed, 0); /* the batch's random pools, as in train.c */
 
 #pragma omp parallel num_threads(threads)
     {

@@ -740,6 +740,9 @@ spr_status spr_model_prepare(spr_model *m, const spr_train_options *o, int64_t m
         for (int l = 0; l < last; l++) bytes += 2 * (size_t)batch * spr_row_stride(m->layers[l].size) * 4;
         bytes += 3 * (size_t)batch * bb->out_cap * 4 + (size_t)batch * 8 * 2 + (size_t)batch + SPR_ALIGN;
         bytes += (size_t)batch * lab * 4 + (size_t)spr_row_stride(4 * batch) * 4 + 8 * SPR_ALIGN;
+        for (int l = 1; l < last; l++) /* sampled hidden layers: active ids and counts */
+            if (m->layers[l].sampled)
+                bytes += (size_t)batch * (spr_row_stride(cap[l]) * 4 + 8) + SPR_ALIGN;
         char *p = bb->block = spr_alloc(bytes);
         if (!p) goto nomem;
         for (int l = 0; l < last; l++) {
@@ -755,6 +758,12 @@ spr_status spr_model_prepare(spr_model *m, const spr_train_options *o, int64_t m
         bb->n_local = (int64_t *)p, p += (size_t)batch * 8;
         bb->labels = (int32_t *)p, p += (size_t)batch * lab * 4;
         bb->has_labels = (uint8_t *)p, p += ((size_t)batch + SPR_ALIGN) / SPR_ALIGN * SPR_ALIGN;
+        for (int l = 1; l < last; l++) {
+            if (!m->layers[l].sampled) continue; /* (dense mode too: cap[l] is the layer) */
+            bb->hid_cap[l] = spr_row_stride(cap[l]);
+            bb->hid_ids[l] = (int32_t *)p, p += (size_t)batch * bb->hid_cap[l] * 4;
+            bb->hid_n[l] = (int64_t *)p, p += ((size_t)batch * 8 + SPR_ALIGN) / SPR_ALIGN * SPR_ALIGN;
+        }
         bb->red = (float *)p;
     }
     if (rehash_scratch_reserve(m, threads)) goto nomem;

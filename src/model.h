@@ -109,6 +109,13 @@ typedef struct spr_batch_buf {
     int64_t out_cap;              /* output activations per sample */
     float *h[SPR_MAX_LAYERS];     /* (batch, size_l) hidden activations, l < n_layers - 1 */
     float *dh[SPR_MAX_LAYERS];    /* (batch, size_l) dLoss/d pre-activation */
+    /* A sampled hidden layer l keeps its active neurons only, as the one-process step
+     * does: sample i's hid_n[l][i] neurons hid_ids[l] + i hid_cap[l] (ascending), their
+     * values and deltas the first hid_n of its rows of h[l] and dh[l] (dh[last - 1]
+     * full-width until the allreduce of phase 4 has summed it). NULL: not sampled. */
+    int32_t *hid_ids[SPR_MAX_LAYERS];
+    int64_t *hid_n[SPR_MAX_LAYERS];
+    int64_t hid_cap[SPR_MAX_LAYERS];
     int32_t *out_ids;             /* (batch, out_cap) active output rows (local ids) */
     float *out_z;                 /* (batch, out_cap) logits, then probabilities */
     float *out_delta;             /* (batch, out_cap) */
@@ -283,8 +290,11 @@ void spr_sampler_scratch_free(spr_scratch *s);
 
 /* Draws the batch's random pool of every sampled layer (L->pool_ids, n_pool: random_pool
  * x random_reserve uniform draws, sorted, repeats dropped); n_pool = 0 where there is
- * none (random_pool 0, dense). The seed comes from the step (and the rank). */
-void spr_model_draw_pools(spr_model *m, const spr_train_options *o, uint64_t step_seed);
+ * none (random_pool 0, dense). The seed comes from the step; the output layer's is
+ * step_seed ^ out_salt (a rank's own draw among its rows; 0 on one process), the hidden
+ * layers' are the same on every rank (replicated, they must sample alike). */
+void spr_model_draw_pools(spr_model *m, const spr_train_options *o, uint64_t step_seed,
+                          uint64_t out_salt);
 
 /* Highest score a candidate of L can have in selection: K x L codes shared (rank) or L
  * tables returning it (the other strategies). */

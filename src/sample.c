@@ -248,11 +248,13 @@ static void layer_draw_pool(spr_layer *L, int pool, uint64_t seed) {
     L->n_pool = n;
 }
 
-void spr_model_draw_pools(spr_model *m, const spr_train_options *o, uint64_t step_seed) {
+void spr_model_draw_pools(spr_model *m, const spr_train_options *o, uint64_t step_seed,
+                          uint64_t out_salt) {
     for (int l = 1; l < m->n_layers; l++) {
         spr_layer *L = &m->layers[l];
+        const uint64_t seed = l == m->n_layers - 1 ? step_seed ^ out_salt : step_seed;
         L->n_pool = 0;
         if (L->sampled && !o->dense && o->random_pool > 0)
-            layer_draw_pool(L, o->random_pool, step_seed ^ spr_mix64(0x5eed0000u + (uint64_t)l));
+            layer_draw_pool(L, o->random_pool, seed ^ spr_mix64(0x5eed0000u + (uint64_t)l));
     }
 }

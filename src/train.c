@@ -717,7 +717,7 @@ static spr_status compute_gradients(spr_model *m, const spr_dataset *data, const
     const uint64_t step_seed = spr_mix64(m->cfg.seed ^ 0x7f4a7c159e3779b9ull) ^
                                spr_mix64((uint64_t)m->steps);
     const int dense = o->dense != 0;
-    spr_model_draw_pools(m, o, step_seed);
+    spr_model_draw_pools(m, o, step_seed, 0);
 
 #pragma omp parallel num_threads(threads)
     {
@@ -950,8 +950,10 @@ spr_status spr_model_rehash_if_due(spr_model *m, const spr_train_options *o, spr
  * of labels [label_lo, label_lo + size); the hidden layers are replicated. Phases:
  *
  *   1  per sample (parallel): hidden layers forward (the same on every rank: same data,
- *      same weights), the active set among this rank's output rows (the sample's labels
- *      that fall here, LSH candidates, random rows), their logits, the local max
+ *      same weights; a sampled hidden layer draws from seeds, tables and a random pool
+ *      that are the same on every rank), the active set among this rank's output rows
+ *      (the sample's labels that fall here, LSH candidates, random rows), their logits,
+ *      the local max
  *   2  allreduce MAX of the per-sample max (n floats); then per sample the sum of
  *      exp(z - max), the sum of the labels' logits and the active count: allreduce SUM
  *      (3n floats). Together they give the softmax normaliser and the loss of the whole
@@ -977,6 +979,30 @@ typedef struct sharded_ctx {
 } sharded_ctx;
 
 static int64_t stride_of(const spr_layer *L) { return spr_row_stride(L->size); }
+
+/* Whether hidden layer l (0 < l < last) samples its neurons in this step. */
+static int hidden_sampled(const sharded_ctx *c, int l) {
+    return l > 0 && l < c->m->n_layers - 1 && c->m->layers[l].sampled && !c->dense;
+}
+
+/* Sample i's activation of layer l < last in the batch buffer: the whole layer, or the
+ * active neurons of a sampled one (spr_batch_buf). */
+static act_view hidden_act(const sharded_ctx *c, int l, int64_t i) {
+    const spr_batch_buf *bb = c->m->bb;
+    const int64_t st = stride_of(&c->m->layers[l]);
+    act_view v = {c->m->layers[l].size, NULL, bb->h[l] + i * st, bb->dh[l] + i * st};
+    if (hidden_sampled(c, l)) v.n = bb->hid_n[l][i], v.ids = bb->hid_ids[l] + i * bb->hid_cap[l];
+    return v;
+}
+
+/* The input of sampled layer l as the hash functions take it: dense (a sampled input
+ * scattered into s->dense_in, zeros elsewhere). */
+static const float *dense_input(const spr_layer *L, const act_view *in, spr_scratch *s) {
+    if (!in->ids) return in->val;
+    memset(s->dense_in, 0, (size_t)L->fan_in * sizeof(float));
+    for (int64_t p = 0; p < in->n; p++) s->dense_in[in->ids[p]] = in->val[p];
+    return s->dense_in;
+}
 
 /* Phase 1 for sample i. */
 static void sharded_forward(const sharded_ctx *c, int64_t i, spr_scratch *s) {
@@ -1005,25 +1031,33 @@ static void sharded_forward(const sharded_ctx *c, int64_t i, spr_scratch *s) {
         if (h0[j] < 0.0f) h0[j] = 0.0f;
     int64_t *active = &m->sample_active[i * SPR_MAX_LAYERS];
     active[0] = L0->size;
+    /* the sample's draws, as the one-process step makes them: the hidden layers' the same
+     * on every rank (replicated), then the output layer's */
+    spr_rng rng;
+    spr_rng_seed(&rng, c->step_seed ^ spr_mix64((uint64_t)row));
     for (int l = 1; l < last; l++) {
         spr_layer *L = &m->layers[l];
-        act_view in = {m->layers[l - 1].size, NULL, bb->h[l - 1] + i * stride_of(&m->layers[l - 1]), NULL};
-        act_view out = {L->size, NULL, bb->h[l] + i * stride_of(L), NULL};
+        const act_view in = hidden_act(c, l - 1, i);
+        act_view out = hidden_act(c, l, i);
+        if (out.ids) {
+            out.n = spr_layer_select(L, dense_input(L, &in, s), NULL, 0, 0, s, &rng,
+                                     bb->hid_ids[l] + i * bb->hid_cap[l], L->pool_ids, L->n_pool);
+            bb->hid_n[l][i] = out.n;
+        }
         layer_forward(L, &in, &out);
-        for (int64_t j = 0; j < L->size; j++)
-            if (out.val[j] < 0.0f) out.val[j] = 0.0f;
-        active[l] = L->size;
+        for (int64_t a = 0; a < out.n; a++)
+            if (out.val[a] < 0.0f) out.val[a] = 0.0f;
+        active[l] = out.n;
     }
 
-    const float *h = bb->h[last - 1] + i * stride_of(&m->layers[last - 1]);
-    act_view in = {Lo->fan_in, NULL, (float *)h, NULL};
+    act_view in = hidden_act(c, last - 1, i);
     act_view out = {Lo->size, NULL, bb->out_z + i * bb->out_cap, NULL};
     if (Lo->sampled && !c->dense) {
-        spr_rng rng; /* ranks draw their random rows independently */
-        spr_rng_seed(&rng, c->step_seed ^ spr_mix64((uint64_t)row) ^
-                               (lo ? spr_mix64((uint64_t)lo * 0x9E3779B97F4A7C15ull) : 0));
-        out.n = spr_layer_select(Lo, h, loc, nloc, 0, s, &rng, bb->out_ids + i * bb->out_cap,
-                                 Lo->pool_ids, Lo->n_pool);
+        if (lo) /* ranks draw their random rows independently */
+            spr_rng_seed(&rng, c->step_seed ^ spr_mix64((uint64_t)row) ^
+                                   spr_mix64((uint64_t)lo * 0x9E3779B97F4A7C15ull));
+        out.n = spr_layer_select(Lo, dense_input(Lo, &in, s), loc, nloc, 0, s, &rng,
+                                 bb->out_ids + i * bb->out_cap, Lo->pool_ids, Lo->n_pool);
         out.ids = bb->out_ids + i * bb->out_cap;
     }
     layer_forward(Lo, &in, &out);
@@ -1061,8 +1095,10 @@ static void sharded_local_sums(const sharded_ctx *c, int64_t i) {
 }
 
 /* Phase 3 for sample i: loss, deltas, this rank's output rows' gradients and its part
- * of dLoss/dh. */
-static void sharded_output_backward(const sharded_ctx *c, int64_t i, float inv_batch) {
+ * of dLoss/dh (h: the last hidden layer), full-width in dh for the allreduce (a sampled h's
+ * deltas formed at its active neurons in s->delta, then scattered). */
+static void sharded_output_backward(const sharded_ctx *c, int64_t i, float inv_batch,
+                                    spr_scratch *s) {
     spr_model *m = c->m;
     spr_batch_buf *bb = m->bb;
     const spr_dataset_view *d = c->d;
@@ -1092,12 +1128,31 @@ static void sharded_output_backward(const sharded_ctx *c, int64_t i, float inv_b
         p[a] *= inv_sum;
         delta[a] = (p[a] - t) * inv_batch;
     }
-    act_view in = {Lo->fan_in, NULL, bb->h[last - 1] + i * stride_of(Lh), dh};
+    act_view in = hidden_act(c, last - 1, i);
+    if (in.ids) {
+        in.delta = s->delta[last - 1];
+        memset(in.delta, 0, (size_t)in.n * sizeof(float));
+    }
     act_view out = {bb->out_n[i], ids, p, delta};
     layer_backward(Lo, &in, &out, 0);
+    if (in.ids)
+        for (int64_t a = 0; a < in.n; a++) dh[in.ids[a]] = in.delta[a];
 }
 
-/* Phase 5: the replicated layers, each gradient row owned by one thread. */
+/* Where neuron j is among the n ascending ids, -1 if it is not. */
+static int64_t find_id(const int32_t *ids, int64_t n, int32_t j) {
+    int64_t lo = 0, hi = n;
+    while (lo < hi) {
+        const int64_t mid = lo + (hi - lo) / 2;
+        if (ids[mid] < j) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo < n && ids[lo] == j ? lo : -1;
+}
+
+/* Phase 5: the replicated layers, each gradient row owned by one thread. A sampled layer
+ * is computed as the one-process step computes it: its active neurons' rows only, in
+ * sample order, from an input that may itself be sampled. */
 static void sharded_replicated_backward(const sharded_ctx *c, const uint8_t *has_labels, int threads) {
     spr_model *m = c->m;
     spr_batch_buf *bb = m->bb;
@@ -1108,32 +1163,49 @@ static void sharded_replicated_backward(const sharded_ctx *c, const uint8_t *has
     if (!any) return;
     for (int l = m->n_layers - 2; l >= 0; l--) {
         spr_layer *L = &m->layers[l];
-        const int64_t st = stride_of(L);
+        const int sampled = hidden_sampled(c, l), gather = sampled && l == m->n_layers - 2;
 #pragma omp parallel for schedule(static) num_threads(threads)
-        for (int64_t i = 0; i < n; i++) /* relu' */
-            for (int64_t j = 0; j < L->size; j++)
-                if (bb->h[l][i * st + j] <= 0.0f) bb->dh[l][i * st + j] = 0.0f;
+        for (int64_t i = 0; i < n; i++) { /* relu' */
+            act_view v = hidden_act(c, l, i);
+            for (int64_t a = 0; a < v.n; a++) {
+                /* the last hidden layer's deltas are full-width (the allreduce): gathered
+                 * to its active neurons in place (ids[a] >= a: read before written) */
+                if (gather) v.delta[a] = v.delta[v.ids[a]];
+                if (v.val[a] <= 0.0f) v.delta[a] = 0.0f;
+            }
+        }
         if (l == 0) break;
-        const spr_layer *Lp = &m->layers[l - 1];
-        const int64_t sp = stride_of(Lp);
 #pragma omp parallel for schedule(static) num_threads(threads)
         for (int64_t j = 0; j < L->size; j++) {
             float *gw = L->gw + j * L->stride;
-            mark_touched(L, (int32_t)j);
+            if (!sampled) mark_touched(L, (int32_t)j);
             for (int64_t i = 0; i < n; i++) {
                 if (!has_labels[i]) continue;
-                float dj = bb->dh[l][i * st + j];
+                const act_view out = hidden_act(c, l, i), in = hidden_act(c, l - 1, i);
+                const int64_t a = out.ids ? find_id(out.ids, out.n, (int32_t)j) : j;
+                if (a < 0) continue;
+                const float dj = out.delta[a];
+                if (sampled) mark_touched(L, (int32_t)j);
                 L->gb[j] += dj;
-                spr_axpy(dj, bb->h[l - 1] + i * sp, gw, L->fan_in);
+                if (in.ids)
+                    for (int64_t p = 0; p < in.n; p++) gw[in.ids[p]] += dj * in.val[p];
+                else
+                    spr_axpy(dj, in.val, gw, L->fan_in);
             }
         }
 #pragma omp parallel for schedule(static) num_threads(threads)
         for (int64_t i = 0; i < n; i++) {
-            float *dp = bb->dh[l - 1] + i * sp;
-            memset(dp, 0, (size_t)Lp->size * sizeof(float));
+            const act_view out = hidden_act(c, l, i), in = hidden_act(c, l - 1, i);
+            memset(in.delta, 0, (size_t)in.n * sizeof(float));
             if (!has_labels[i]) continue;
-            for (int64_t j = 0; j < L->size; j++)
-                spr_axpy(bb->dh[l][i * st + j], L->w + j * L->stride, dp, L->fan_in);
+            for (int64_t a = 0; a < out.n; a++) {
+                const int32_t j = out.ids ? out.ids[a] : (int32_t)a;
+                const float *w = L->w + (int64_t)j * L->stride;
+                if (in.ids)
+                    for (int64_t p = 0; p < in.n; p++) in.delta[p] += out.delta[a] * w[in.ids[p]];
+                else
+                    spr_axpy(out.delta[a], w, in.delta, L->fan_in);
+            }
         }
     }
     /* layer 0: its bias, then the embedding rows of the batch's features, feature f
@@ -1172,8 +1244,9 @@ spr_status spr_model_compute_gradients_sharded(spr_model *m, const spr_dataset_v
     sharded_ctx c = {m, d, rows, n, o->dense != 0,
                      spr_mix64(m->cfg.seed ^ 0x7f4a7c159e3779b9ull) ^ spr_mix64((uint64_t)m->steps)};
     spr_status st;
-    /* ranks draw their random pools independently, each among its own rows */
-    spr_model_draw_pools(m, o, c.step_seed ^ (m->label_lo ? spr_mix64((uint64_t)m->label_lo) : 0));
+    /* ranks draw their output pools independently, each among its own rows; the hidden
+     * layers' alike (replicated) */
+    spr_model_draw_pools(m, o, c.step_seed, m->label_lo ? spr_mix64((uint64_t)m->label_lo) : 0);
 
 #pragma omp parallel num_threads(threads)
     {
@@ -1186,8 +1259,12 @@ spr_status spr_model_compute_gradients_sharded(spr_model *m, const spr_dataset_v
     for (int64_t i = 0; i < n; i++) sharded_local_sums(&c, i);
     if ((st = spr_dist_allreduce(dist, bb->red + n, 3 * n, SPR_DIST_SUM, "softmax sums"))) return st;
     const float inv_batch = 1.0f / (float)n;
-#pragma omp parallel for schedule(dynamic, 4) num_threads(threads)
-    for (int64_t i = 0; i < n; i++) sharded_output_backward(&c, i, inv_batch);
+#pragma omp parallel num_threads(threads)
+    {
+        spr_scratch *s = spr_thread_scratch(m);
+#pragma omp for schedule(dynamic, 4)
+        for (int64_t i = 0; i < n; i++) sharded_output_backward(&c, i, inv_batch, s);
+    }
     const spr_layer *Lh = &m->layers[last - 1];
     if ((st = spr_dist_allreduce(dist, bb->dh[last - 1], n * stride_of(Lh), SPR_DIST_SUM,
                                  "hidden gradient")))
@@ -1203,7 +1280,11 @@ spr_status spr_model_compute_gradients_sharded(spr_model *m, const spr_dataset_v
         double loss = 0.0, act = 0.0;
         for (int64_t i = 0; i < n; i++) loss += m->sample_loss[i], act += bb->red[3 * n + i];
         stats->loss = loss / (double)n;
-        for (int l = 0; l < last; l++) stats->active[l] = (double)m->layers[l].size;
+        for (int l = 0; l < last; l++) {
+            double sum = 0.0;
+            for (int64_t i = 0; i < n; i++) sum += (double)m->sample_active[i * SPR_MAX_LAYERS + l];
+            stats->active[l] = sum / (double)n;
+        }
         stats->active[last] = act / (double)n; /* over all ranks */
         const spr_dist_stats after = spr_dist_get_stats(dist);
         stats->comm_seconds = after.seconds - before.seconds;

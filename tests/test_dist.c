@@ -4,7 +4,7 @@
  * Without arguments (ctest, any build, no MPI needed):
  *   - the sharded step on a one-rank communicator computes what the one-process step
  *     computes (threads 1, dense and sampled, two hidden layers, with and without
- *     gradient clipping) after several steps
+ *     gradient clipping, with one or two sampled hidden layers) after several steps
  *   - the shard of rows [lo, hi) starts with the rows [lo, hi) of the whole model
  *   - a rank of 2 needs about half the output layer's memory of one process
  *   - a sharded save (manifest + shard file) loads back as the same model; a damaged
@@ -15,6 +15,8 @@
  *   - merged top-k predictions equal the whole model's
  *   - a model saved on N ranks loads on 1 process (the manifest assembled) and a
  *     one-process model loads on N ranks, equal to the reference
+ *   - a sampled hidden layer trained on N ranks stays the same on every rank (the
+ *     shards of its save agree)
  * With --mpi-die / --mpi-hang under mpirun -np 2: rank 1 dies (SIGKILL) or hangs after
  * two steps; rank 0 must fail with a clear error within its timeout (3 s), not hang.
  * The shell script checks the exit status and the message.
@@ -175,9 +177,21 @@ static void test_one_rank_step(void) {
     OK(spr_dist_self(&self));
     const float sparsities[] = {1.0f, 0.25f};
     const float clips[] = {0.0f, 0.05f};
+    /* hidden: 1 samples layer 1 (6 of 12), 2 adds a sampled layer 2 (5 of 10) fed by it */
+    for (int hidden = 0; hidden < 3; hidden++)
     for (int si = 0; si < 2; si++)
         for (int ci = 0; ci < 2; ci++) {
             spr_model_config c = toy_config(&t, sparsities[si]);
+            if (hidden) {
+                c.layers[1].sparsity = 0.5f;
+                c.layers[1].hash_l = 8;
+            }
+            if (hidden == 2) {
+                c.n_layers = 4;
+                c.layers[3] = c.layers[2];
+                c.layers[2] = c.layers[1];
+                c.layers[2].size = 10;
+            }
             spr_model *whole, *part;
             OK(spr_model_create(&c, &whole));
             OK(spr_model_create_sharded(&c, self, &part));
@@ -191,9 +205,9 @@ static void test_one_rank_step(void) {
             double dl = train_both(whole, part, &t, o, 8);
             double dw = model_diff(whole, part);
             CHECK(dl <= 1e-6 && dw <= 1e-6,
-                  "one-rank sharded step, sparsity %g clip %g: expected the one-process "
-                  "result, got loss diff %g, parameter diff %g",
-                  (double)sparsities[si], (double)clips[ci], dl, dw);
+                  "one-rank sharded step, sparsity %g clip %g, %d sampled hidden layers: "
+                  "expected the one-process result, got loss diff %g, parameter diff %g",
+                  (double)sparsities[si], (double)clips[ci], hidden, dl, dw);
             spr_model_free(whole);
             spr_model_free(part);
         }
@@ -505,6 +519,42 @@ static int mpi_main(const char *dir) {
             spr_model_free(own);
         }
         spr_model_free(whole);
+        spr_model_free(part);
+    }
+    { /* A sampled hidden layer on N ranks draws its active neurons alike on every rank
+       * (2 threads each, rehashes and rebuilds within the run), so the replicas stay bit
+       * for bit the same: the load of their save checks the shards' fingerprints. */
+        spr_model_config ch = toy_config(&t, 0.25f);
+        ch.layers[1].sparsity = 0.5f; /* 6 of 12 */
+        ch.layers[1].hash_l = 8;
+        spr_model *part;
+        OK(spr_model_create_sharded(&ch, d, &part));
+        spr_train_options os = o;
+        os.dense = 0;
+        os.clip_norm = 0.0f;
+        os.threads = 2;
+        os.rehash_first = 2;
+        os.rebuild_every = 2;
+        int64_t rows[32];
+        double active = 0.0;
+        for (int step = 0; step < 8; step++) {
+            for (int64_t i = 0; i < 32; i++) rows[i] = (step * 37 + i * 11) % v.n_points;
+            spr_batch_stats st;
+            OK(spr_model_train_batch(part, t.data, rows, 32, &os, &st));
+            active = fmax(active, st.active[1]);
+        }
+        CHECK(active == 6.0, "rank %d: a sampled hidden layer: expected 6 active of 12, got %g", rank, active);
+        char hpath[512];
+        snprintf(hpath, sizeof hpath, "%s/hidden_sampled", dir);
+        OK(spr_model_save(part, hpath));
+        if (rank == 0) {
+            spr_model *back = NULL;
+            spr_status st = spr_model_load(hpath, &back);
+            CHECK(st == SPR_STATUS_OK, "a model with a sampled hidden layer saved on %d ranks: "
+                  "expected its shards to agree, got %s", size, spr_last_error());
+            spr_model_free(back);
+        }
+        OK(spr_dist_barrier(d, "test"));
         spr_model_free(part);
     }
     toy_free(&t);

@@ -67,6 +67,18 @@ grep -q '"ranks": 2, "comm_seconds_per_step": [0-9.e-]*, "compute_seconds_per_st
 grep -q "^rank 1 of 2: labels \[2500, 5000) of 5000" "$work/two.log" ||
     { cat "$work/two.log"; fail "expected rank 1's summary line"; }
 
+# Sampled hidden layers (--hidden-sparsity) on 2 ranks: every rank draws their neurons
+# alike, so the replicas stay the same: the save's shards agree (the manifest's load
+# checks their fingerprints) and one process evaluates it to the run's own P@1.
+p1_hs=$("${mpi[@]}" "$sparrow" train "${common[@]}" --epochs 1 --hidden 32,32 --hidden-sparsity 0.5 \
+    --save "$work/hs.model" 2>"$work/hs.log" | awk '{print $2}')
+[ -n "$p1_hs" ] || { cat "$work/hs.log"; fail "--hidden-sparsity on 2 ranks: expected a run"; }
+p1_hs_eval=$("$sparrow" eval --model "$work/hs.model" --test "$work/small/test.txt" --eval-max 2000 2>&1 |
+    sed -n 's/.*"p_at_1": \([0-9.e-]*\).*/\1/p')
+awk -v a="$p1_hs" -v b="$p1_hs_eval" 'BEGIN { exit !(b != "" && a - b < 5e-5 && b - a < 5e-5) }' ||
+    fail "--hidden-sparsity on 2 ranks: P@1 $p1_hs, its save evaluated on 1 process '$p1_hs_eval'"
+echo "   sampled hidden layers on 2 ranks: P@1 $p1_hs, its save on 1 process $p1_hs_eval"
+
 # ev MODEL [LAUNCHER...]: P@1 of `sparrow eval`
 ev() {
     local model=$1
