@@ -30,6 +30,7 @@ OUT = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "out", "peers")
 TRAIN, TEST = E("TRAIN", "/tmp/a670/train.txt"), E("TEST", "/tmp/a670/test.txt")
 SUBSET, EVAL = int(E("SUBSET", "60000")), int(E("EVAL", "2000"))
 BATCH, HIDDEN, LR = int(E("BATCH", "256")), int(E("HIDDEN", "128")), float(E("LR", "1e-3"))
+INIT_STD = E("INIT_STD", "0.01")  # every system's initial weights ~ N(0, INIT_STD^2)
 SPARSITY = E("SPARSITY", "0.005")
 BATCHES = int(E("BATCHES", "100"))              # sampled and pytorch-tcmalloc
 SLOW_BATCHES = int(E("SLOW_BATCHES", "4"))      # pytorch without tcmalloc, sparrow dense
@@ -118,7 +119,7 @@ def torch_run(tr, te, batches, tcmalloc, name, python=PY, labels=0, coretype=Non
         env["OPENBLAS_CORETYPE"] = coretype
     cmd = [python, os.path.join(ROOT, "bench", "torch_peer.py"), "--train", tr, "--test", te,
            "--batches", str(batches), "--batch", str(BATCH), "--hidden", str(HIDDEN),
-           "--lr", str(LR), "--threads", str(THREADS), "--eval-max", str(EVAL)]
+           "--lr", str(LR), "--threads", str(THREADS), "--eval-max", str(EVAL), "--std", INIT_STD]
     out, rss, wall = run(cmd, env, name)
     if not out:
         return None
@@ -131,7 +132,7 @@ def sparrow_cmd(tr, te, threads, mfile):
     """sparrow train on tr with the peers' network and optimizer, metrics to mfile."""
     return [SPARROW, "train", "--train", tr, "--test", te, "--batch", str(BATCH),
             "--hidden", str(HIDDEN), "--lr", str(LR), "--threads", str(threads), "--seed", "1",
-            "--metrics", mfile, "--quiet"]
+            "--init-std", INIT_STD, "--metrics", mfile, "--quiet"]
 
 
 def sparrow_run(tr, te, batches, name, dense=False, threads=THREADS, sparsity=None, extra=()):

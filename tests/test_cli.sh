@@ -825,6 +825,22 @@ expect_grep res_sinfoj res_sinfoj.out '"simhash_one_in": 12}'
 run res_sconflict train $RES_OPTS --resume resSB.model --epochs 3 --simhash-one-in 3
 expect_rc res_sconflict 2
 expect_grep res_sconflict res_sconflict.err "--simhash-one-in differs from the model in resSB.model"
+# --init-std: the initial weights' spread, recorded in the model (info), written by
+# --print-config, a conflict with --resume's model, out of [0, 10) refused.
+run init1 train $RES_OPTS --init-std 0.1 --max-batches 2 --save init1.model
+expect_rc init1 0
+run init_info info --model init1.model
+expect_grep init_info init_info.out "init_std 0.1, seed"
+run init_pc train $RES_OPTS --init-std 0.1 --print-config
+expect_grep init_pc init_pc.out '"init-std": 0.1,'
+run init_conflict train $RES_OPTS --resume init1.model --epochs 2 --init-std 0.01
+expect_rc init_conflict 2
+expect_grep init_conflict init_conflict.err "--init-std differs from the model in init1.model"
+run init_same train $RES_OPTS --resume init1.model --epochs 2 --init-std 0.1 --max-batches 3
+expect_rc init_same 0
+run init_bad train $RES_OPTS --init-std 10
+expect_rc init_bad 2
+expect_grep init_bad init_bad.err "--init-std must be in [0, 10), got 10"
 run res_sbad train $RES_OPTS --simhash-one-in 1025 --save bad_s.model
 expect_rc res_sbad 2
 expect_grep res_sbad res_sbad.err "--simhash-one-in must be an integer in [0, 1024], got 1025"

@@ -46,6 +46,8 @@ typedef struct train_args {
     int threads, have_threads;
     uint64_t seed;
     int have_seed;
+    double init_std;
+    int have_init_std;
     int dense;
     int bf16_state;          /* --bf16-state given (or implied by --bf16-weights) */
     int bf16_weights;        /* --bf16-weights given */

@@ -74,6 +74,10 @@ static const char TRAIN_HELP[] =
     "  --hidden-sparsity F   sample the hidden layers after the first too (same hash\n"
     "                        options as the output layer); default 1 (dense)\n"
     "  --seed S              seed of weights, hashes, sampling and the epoch shuffles\n"
+    "  --init-std X          initial weights drawn from N(0, X^2), X in [0, 10);\n"
+    "                        default 0.01 (SLIDE's); wider models and more hidden\n"
+    "                        layers may learn faster from larger (README, \"Initial\n"
+    "                        weights\")\n"
     "  --bf16-state          keep the output layer's Adam moments in BF16 (16-bit):\n"
     "                        a third less memory traffic in the optimizer step, half\n"
     "                        the moments' memory; saved with the model (README, \"BF16\n"
@@ -180,7 +184,7 @@ enum {
     T_TRAIN = 256, T_TEST, T_HIDDEN, T_EPOCHS, T_BATCH, T_LR, T_SPARSITY, T_HASH, T_TABLES,
     T_BITS, T_BUCKET, T_THREADS, T_SEED, T_DENSE, T_SAVE, T_METRICS, T_EVAL_MAX,
     T_MAX_BATCHES, T_ONE_BASED, T_ZERO_BASED, T_QUIET, T_VERBOSE, T_POLICY, T_SELECT, T_THRESHOLD,
-    T_HIDDEN_SPARSITY, T_REHASH_FIRST, T_REHASH_GROWTH, T_REHASH_MAX, T_REBUILD, T_RANDOM_FRACTION,
+    T_HIDDEN_SPARSITY, T_INIT_STD, T_REHASH_FIRST, T_REHASH_GROWTH, T_REHASH_MAX, T_REBUILD, T_RANDOM_FRACTION,
     T_RESUME, T_MAX_MEMORY, T_CLIP_NORM, T_EVAL_EVERY, T_CONFIG, T_PRINT_CONFIG,
     T_BF16_STATE, T_RANDOM_POOL, T_BF16_WEIGHTS, T_SIMHASH_ONE_IN, T_PROPENSITY, T_SAVE_EVERY,
     T_TRAIN_LABELS, T_TEST_LABELS, T_TEST_FILTER
@@ -259,6 +263,7 @@ int parse_train_args(int argc, char **argv, train_args *a) {
         {"select", required_argument, 0, T_SELECT},
         {"threshold", required_argument, 0, T_THRESHOLD},
         {"hidden-sparsity", required_argument, 0, T_HIDDEN_SPARSITY},
+        {"init-std", required_argument, 0, T_INIT_STD},
         {"random-fraction", required_argument, 0, T_RANDOM_FRACTION},
         {"simhash-one-in", required_argument, 0, T_SIMHASH_ONE_IN},
         {"max-memory", required_argument, 0, T_MAX_MEMORY},
@@ -416,6 +421,12 @@ int parse_train_args(int argc, char **argv, train_args *a) {
             if (!(a->clip_norm > 0)) rc = usage_error(cmd, "--clip-norm must be > 0, got %s", optarg);
             break;
         case T_MAX_MEMORY: rc = parse_size(cmd, "--max-memory", optarg, &a->max_memory); break;
+        case T_INIT_STD:
+            if ((rc = parse_float(cmd, "--init-std", optarg, &a->init_std))) break;
+            if (!(a->init_std >= 0 && a->init_std < 10))
+                rc = usage_error(cmd, "--init-std must be in [0, 10), got %s", optarg);
+            a->have_init_std = 1;
+            break;
         case T_RANDOM_FRACTION:
             if ((rc = parse_float(cmd, "--random-fraction", optarg, &a->random_fraction))) break;
             if (!(a->random_fraction >= 0 && a->random_fraction <= 1))
@@ -517,6 +528,7 @@ spr_model_config train_model_config(const train_args *a, int64_t n_features, int
             cfg.layers[i].sparsity = (float)a->hidden_sparsity;
         }
     if (a->have_seed) cfg.seed = a->seed;
+    if (a->have_init_std) cfg.init_std = (float)a->init_std;
     cfg.bf16_state = a->bf16_state;
     cfg.bf16_weights = a->bf16_weights;
     return cfg;
@@ -553,6 +565,7 @@ int resume_conflicts(const train_args *a, const spr_model_config *cfg) {
         {a->have_simhash_one_in && out->simhash_one_in != a->simhash_one_in, "--simhash-one-in"},
         {hidden_sparsity_differs, "--hidden-sparsity"},
         {a->have_seed && cfg->seed != a->seed, "--seed"},
+        {a->have_init_std && cfg->init_std != (float)a->init_std, "--init-std"},
         {a->bf16_weights && !cfg->bf16_weights, "--bf16-weights"},
         {a->bf16_state && !a->bf16_weights && !cfg->bf16_state, "--bf16-state"},
     };
@@ -594,7 +607,7 @@ struct cJSON *train_config_json(const train_args *a) {
         static const char *const model_keys[] = {
             "hidden", "sparsity", "hash", "tables", "bits", "bucket-capacity", "bucket-policy",
             "select", "threshold", "random-fraction", "simhash-one-in", "hidden-sparsity", "seed",
-            "bf16-state", "bf16-weights"};
+            "init-std", "bf16-state", "bf16-weights"};
         for (size_t i = 0; i < sizeof model_keys / sizeof model_keys[0]; i++)
             config_put_null(o, model_keys[i]);
     } else {
@@ -621,6 +634,7 @@ struct cJSON *train_config_json(const train_args *a) {
         if (a->have_hidden_sparsity) config_put_float(o, "hidden-sparsity", a->hidden_sparsity);
         else config_put_null(o, "hidden-sparsity");
         config_put_u64(o, "seed", a->have_seed ? a->seed : mc.seed);
+        config_put_float(o, "init-std", a->have_init_std ? a->init_std : mc.init_std);
         config_put_bool(o, "bf16-state", a->bf16_state);
         config_put_bool(o, "bf16-weights", a->bf16_weights);
     }
