@@ -512,11 +512,11 @@ static void layer_rehash(spr_model *m, spr_layer *L, int index, int threads) {
     if (L->cfg.select == SPR_SELECT_RANK) spr_lsh_item_keys(L->tables, L->keys, threads);
 }
 
+/* (A rebuild comes through spr_model_rehash, which has reserved the scratch: it cannot
+ * fail here.) */
 spr_status spr_model_build_tables(spr_model *m, int threads) {
     threads = spr_threads(threads);
-    /* a rebuild's one possible failure, before any layer changes */
-    spr_status st = rehash_scratch_reserve(m, threads);
-    if (st) return st;
+    spr_status st = SPR_STATUS_OK;
     for (int l = 1; l < m->n_layers; l++) {
         spr_layer *L = &m->layers[l];
         if (!L->sampled) continue;

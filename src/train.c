@@ -1141,13 +1141,8 @@ static void sharded_output_backward(const sharded_ctx *c, int64_t i, float inv_b
 
 /* Where neuron j is among the n ascending ids, -1 if it is not. */
 static int64_t find_id(const int32_t *ids, int64_t n, int32_t j) {
-    int64_t lo = 0, hi = n;
-    while (lo < hi) {
-        const int64_t mid = lo + (hi - lo) / 2;
-        if (ids[mid] < j) lo = mid + 1;
-        else hi = mid;
-    }
-    return lo < n && ids[lo] == j ? lo : -1;
+    const int64_t a = first_at_least(ids, n, j);
+    return a < n && ids[a] == j ? a : -1;
 }
 
 /* Phase 5: the replicated layers, each gradient row owned by one thread. A sampled layer
