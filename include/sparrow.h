@@ -297,9 +297,9 @@ SPR_API spr_model_config spr_model_config_default(int64_t n_features, int64_t n_
 SPR_API spr_status spr_model_config_check(const spr_model_config *config);
 
 /* Bytes spr_model_create will allocate for this configuration: parameters, gradients,
- * Adam moments, touched-row lists, hash tables and their rehash keys (per-thread
- * training scratch, a few MB, not included). Lets a caller refuse a model that does not
- * fit before allocating anything. */
+ * Adam moments, touched-row lists, hash tables, their rehash keys and hash functions
+ * (per-thread training scratch, a few MB, not included). Lets a caller refuse a model
+ * that does not fit before allocating anything. */
 SPR_API spr_status spr_model_config_memory(const spr_model_config *config, int64_t *bytes);
 
 typedef struct spr_train_options {
@@ -545,7 +545,8 @@ typedef struct spr_model_info {
     int64_t parameter_bytes;  /* weights + biases + optimizer state + gradients (a sampled
                                  output layer's gradient rows included, though they stay
                                  untouched, not resident, in deferred training) */
-    int64_t table_bytes;      /* hash tables of all sampled layers, with each neuron's L keys */
+    int64_t table_bytes;      /* hash tables of all sampled layers, with each neuron's L keys
+                                 and the hash functions */
     int64_t rehashes, rebuilds;
     int hash_k[SPR_MAX_LAYERS]; /* effective K per layer (0 for layers not sampled) */
     int key_bits[SPR_MAX_LAYERS]; /* log2 of buckets per table */

@@ -15,9 +15,10 @@
 #endif
 
 static _Thread_local char last_error[1024];
-static _Atomic long long alloc_calls;
+static _Atomic long long alloc_calls, alloc_bytes;
 
 long long spr_alloc_calls(void) { return alloc_calls; }
+long long spr_alloc_bytes(void) { return alloc_bytes; }
 
 const char *spr_version(void) { return SPR_VERSION_STRING; }
 
@@ -60,6 +61,7 @@ void *spr_alloc(size_t n) {
     alloc_calls++;
     if (n == 0) n = SPR_ALIGN;
     size_t rounded = (n + SPR_ALIGN - 1) / SPR_ALIGN * SPR_ALIGN;
+    alloc_bytes += (long long)rounded;
     void *p = NULL;
     /* Blocks of 2 MB and more go on 2 MB boundaries so that transparent huge pages can
      * back them: fewer TLB misses and, on these VMs, far fewer (slow) page faults. Huge

@@ -50,6 +50,9 @@ void spr_free_reserved(void *p, size_t n);
 /* Calls to spr_alloc so far (all threads): lets a test prove that a training step
  * allocates nothing. */
 long long spr_alloc_calls(void);
+/* Bytes spr_alloc has handed out so far (blocks as rounded, all threads, never
+ * decreasing): lets a test check a size formula against the allocations it describes. */
+long long spr_alloc_bytes(void);
 
 /* Floats per row so that every row starts on a SPR_ALIGN boundary. */
 static inline int64_t spr_row_stride(int64_t cols) {

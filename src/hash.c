@@ -223,6 +223,24 @@ static void build_sum_entries(spr_hasher *h) {
     }
 }
 
+/* What spr_hasher_create allocates, each block rounded as spr_alloc rounds it. */
+static int64_t block(int64_t n) { return (n + SPR_ALIGN - 1) / SPR_ALIGN * SPR_ALIGN; }
+
+int64_t spr_hasher_bytes(spr_hash_family family, int64_t dim, int k, int l) {
+    const int64_t n_codes = (int64_t)k * l;
+    int64_t bytes = block((int64_t)sizeof(spr_hasher));
+    if (family == SPR_HASH_SIMHASH) {
+        const int64_t n_panels = (n_codes + SPR_PANEL - 1) / SPR_PANEL, n_groups = (n_codes + 3) / 4;
+        bytes += block(dim * spr_row_stride(n_codes) * 4) + block(n_panels * dim * SPR_PANEL * 4) +
+                 block((n_groups + 1) * 8) + block(n_codes * 4) + block((4 * n_groups * dim + 1) * 4) +
+                 block((n_codes + dim + 2 + 2 * n_groups) * 8);
+    } else if (family != SPR_HASH_DOPH) {
+        const int64_t n_perm = (n_codes * SPR_WTA_BIN + dim - 1) / dim;
+        bytes += block(n_codes * SPR_WTA_BIN * 4) + block(dim * n_perm * 4) + block((dim + 1) / 2 * 8);
+    }
+    return bytes;
+}
+
 spr_status spr_hasher_create(spr_hash_family family, int64_t dim, int k, int l,
                              int key_bits_max, int simhash_one_in, uint64_t seed,
                              spr_hasher **out) {

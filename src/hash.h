@@ -29,6 +29,11 @@ spr_status spr_hasher_create(spr_hash_family family, int64_t dim, int k, int l,
                              spr_hasher **out);
 void spr_hasher_free(spr_hasher *h);
 
+/* Bytes spr_hasher_create allocates for this shape (the model's memory estimate and
+ * spr_model_info's table_bytes count them; SimHash's projections are dim x K L floats, a
+ * few MB at most in the usual shapes, 84 MB at K 20, L 1024 over 1,024 inputs). */
+int64_t spr_hasher_bytes(spr_hash_family family, int64_t dim, int k, int l);
+
 /* Redraws h's functions from seed, in place: afterwards h is the hasher spr_hasher_create
  * would make with this seed (same shape, same keys). Allocates nothing and cannot fail
  * (create allocated for any draw: SimHash's entry lists for the longest they can be), so

@@ -251,6 +251,7 @@ spr_status spr_model_config_memory(const spr_model_config *c, int64_t *bytes) {
             double buckets = (double)((int64_t)1 << bits);
             total += (double)lc->hash_l * (2.0 * buckets + 1.0 + (double)lc->size) * 4.0;
             total += (double)lc->size * (double)lc->hash_l * 4.0; /* rehash keys */
+            total += (double)spr_hasher_bytes(lc->hash, fan_in, k, lc->hash_l);
         }
         fan_in = lc->size;
     }
@@ -818,6 +819,7 @@ spr_model_info spr_model_config_info(const spr_model_config *c) {
             const int bits = sampled_key_bits(lc, &k);
             const int64_t buckets = (int64_t)1 << bits, L = lc->hash_l;
             info.table_bytes += 4 * L * (buckets + 1) + 4 * L * lc->size + 4 * L * buckets + lc->size * L * 4;
+            info.table_bytes += spr_hasher_bytes(lc->hash, fan_in, k, lc->hash_l);
             info.hash_k[l] = k;
             info.key_bits[l] = bits;
         }
@@ -846,6 +848,7 @@ spr_model_info spr_model_get_info(const spr_model *m) {
         if (L->tables) {
             /* + every neuron's L keys: rehash scratch, and what rank selection reads */
             info.table_bytes += spr_lsh_bytes(L->tables) + L->size * L->cfg.hash_l * 4;
+            info.table_bytes += spr_hasher_bytes(L->cfg.hash, L->fan_in, L->hash_k, L->cfg.hash_l);
             info.key_bits[l] = L->tables->key_bits;
         }
         info.hash_k[l] = L->hash_k;

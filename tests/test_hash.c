@@ -952,7 +952,12 @@ static void test_redraw_equals_create(uint64_t seed) {
         const int64_t dim = cfg[ci].dim;
         const int l = cfg[ci].l;
         const uint64_t s1 = seed + 11 * (uint64_t)ci, s2 = s1 ^ 0xfeedull;
+        const long long bytes = spr_alloc_bytes();
         spr_hasher *a = make_s(cfg[ci].f, dim, cfg[ci].k, l, cfg[ci].kbm, cfg[ci].one_in, s1);
+        CHECK(spr_alloc_bytes() - bytes == spr_hasher_bytes(cfg[ci].f, dim, cfg[ci].k, l),
+              "%s dim %lld K %d L %d: create allocates spr_hasher_bytes' %lld bytes, got %lld",
+              fam_name(cfg[ci].f), (long long)dim, cfg[ci].k, l,
+              (long long)spr_hasher_bytes(cfg[ci].f, dim, cfg[ci].k, l), spr_alloc_bytes() - bytes);
         spr_hasher *b = make_s(cfg[ci].f, dim, cfg[ci].k, l, cfg[ci].kbm, cfg[ci].one_in, s2);
         const long long calls = spr_alloc_calls();
         spr_hasher_redraw(a, s2);

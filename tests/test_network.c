@@ -545,12 +545,16 @@ static void test_memory_estimate(void) {
     int64_t est = 0;
     OK(spr_model_config_memory(&c, &est));
     spr_model *m;
+    const long long bytes = spr_alloc_bytes();
     OK(spr_model_create(&c, &m));
+    const long long spent = spr_alloc_bytes() - bytes;
     spr_model_info info = spr_model_get_info(m);
     int64_t have = info.parameter_bytes + info.table_bytes;
     CHECK(est >= have && est < have * 3 / 2,
           "estimate %lld bytes covers parameters + tables %lld, within 1.5x", (long long)est,
           (long long)have);
+    CHECK(est >= spent * 99 / 100 && est < spent * 3 / 2,
+          "estimate %lld bytes covers what create allocated, %lld, within 1%% .. 1.5x", (long long)est, spent);
     spr_model_free(m);
 }
 
