@@ -8,6 +8,7 @@
 #define SPR_TEST_CHECK_H
 
 #include <stdio.h>
+#include <unistd.h>
 
 static int check_passed, check_failed;
 
@@ -27,5 +28,14 @@ static int check_passed, check_failed;
 #define CHECK_DONE(name)                                                                         \
     (printf("%s: %d passed, %d failed\n", (name), check_passed, check_failed),                   \
      check_failed ? 1 : 0)
+
+/* Test files under tests/data are named relative to tests/, ctest's working directory: a
+ * program that reads them calls this first so that it also runs from anywhere else
+ * (CMake defines SPR_TESTS_DIR). */
+static inline void check_enter_tests_dir(void) {
+#ifdef SPR_TESTS_DIR
+    if (chdir(SPR_TESTS_DIR) != 0) printf("note: cannot enter %s: relative paths may fail\n", SPR_TESTS_DIR);
+#endif
+}
 
 #endif /* SPR_TEST_CHECK_H */

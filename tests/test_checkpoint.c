@@ -1388,6 +1388,7 @@ int main(void) {
     const char *env = getenv("SPR_TEST_SEED");
     if (env && *env) seed = strtoull(env, NULL, 10);
     printf("test_checkpoint: seed %llu (set SPR_TEST_SEED to change)\n", (unsigned long long)seed);
+    check_enter_tests_dir();
     rng_state = seed;
     /* The reference CRC this test checks the file against: the standard check value. */
     CHECK(crc32_bitwise((const unsigned char *)"123456789", 9) == 0xCBF43926u,

@@ -897,6 +897,7 @@ static void test_filter_files(void) {
 int main(int argc, char **argv) {
     uint64_t seed = argc > 1 ? strtoull(argv[1], NULL, 10) : (uint64_t)time(NULL);
     printf("test_data: seed %llu\n", (unsigned long long)seed);
+    check_enter_tests_dir();
     test_good_files();
     test_bad_files();
     test_wrap_rejects();
