@@ -57,10 +57,15 @@ spr_status spr_fail(spr_status status, const char *fmt, ...) {
     return status;
 }
 
+int64_t spr_alloc_size(size_t n) {
+    if (n == 0) n = SPR_ALIGN;
+    return (int64_t)((n + SPR_ALIGN - 1) / SPR_ALIGN * SPR_ALIGN);
+}
+
 void *spr_alloc(size_t n) {
     alloc_calls++;
     if (n == 0) n = SPR_ALIGN;
-    size_t rounded = (n + SPR_ALIGN - 1) / SPR_ALIGN * SPR_ALIGN;
+    size_t rounded = (size_t)spr_alloc_size(n);
     alloc_bytes += (long long)rounded;
     void *p = NULL;
     /* Blocks of 2 MB and more go on 2 MB boundaries so that transparent huge pages can

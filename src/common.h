@@ -38,6 +38,9 @@ spr_status spr_fail(spr_status status, const char *fmt, ...)
 void *spr_alloc(size_t n);
 void spr_free(void *p);
 
+/* The bytes spr_alloc(n) takes: n rounded up to SPR_ALIGN (at least SPR_ALIGN). */
+int64_t spr_alloc_size(size_t n);
+
 /* Zeroed, 2 MB-aligned memory of n bytes whose pages are not touched: the kernel's zero
  * pages until first written, so it costs no resident memory and no page clearing until
  * used (NULL on failure, message recorded). spr_pages_touch faults n bytes of it in

@@ -223,21 +223,33 @@ static void build_sum_entries(spr_hasher *h) {
     }
 }
 
-/* What spr_hasher_create allocates, each block rounded as spr_alloc rounds it. */
-static int64_t block(int64_t n) { return (n + SPR_ALIGN - 1) / SPR_ALIGN * SPR_ALIGN; }
+/* The blocks spr_hasher_create allocates, in bytes (0: none): one formula for create and
+ * for spr_hasher_bytes. */
+enum { B_PROJ, B_PANELS, B_SUM_START, B_SUM_SLOT, B_SUM_ENT, B_BINS, B_INV, B_DRAW, N_BLOCKS };
+static void hasher_blocks(spr_hash_family family, int64_t dim, int k, int l, size_t b[N_BLOCKS]) {
+    const size_t d = (size_t)dim, n_codes = (size_t)k * (size_t)l;
+    memset(b, 0, N_BLOCKS * sizeof *b);
+    if (family == SPR_HASH_SIMHASH) {
+        const size_t n_panels = (n_codes + SPR_PANEL - 1) / SPR_PANEL, n_groups = (n_codes + 3) / 4;
+        b[B_PROJ] = d * (size_t)spr_row_stride((int64_t)n_codes) * sizeof(float);
+        b[B_PANELS] = n_panels * d * SPR_PANEL * sizeof(float);
+        b[B_SUM_START] = (n_groups + 1) * sizeof(int64_t);
+        b[B_SUM_SLOT] = n_codes * sizeof(int32_t);
+        b[B_SUM_ENT] = (4 * n_groups * d + 1) * sizeof(int32_t); /* the longest any draw makes */
+        b[B_DRAW] = (n_codes + d + 2 + 2 * n_groups) * sizeof(int64_t);
+    } else if (family != SPR_HASH_DOPH) { /* DOPH's hashes are all derived from salt */
+        const size_t n_perm = (n_codes * SPR_WTA_BIN + d - 1) / d;
+        b[B_BINS] = n_codes * SPR_WTA_BIN * sizeof(int32_t);
+        b[B_INV] = d * n_perm * sizeof(int32_t);
+        b[B_DRAW] = (d + 1) / 2 * sizeof(int64_t); /* dim int32 */
+    }
+}
 
 int64_t spr_hasher_bytes(spr_hash_family family, int64_t dim, int k, int l) {
-    const int64_t n_codes = (int64_t)k * l;
-    int64_t bytes = block((int64_t)sizeof(spr_hasher));
-    if (family == SPR_HASH_SIMHASH) {
-        const int64_t n_panels = (n_codes + SPR_PANEL - 1) / SPR_PANEL, n_groups = (n_codes + 3) / 4;
-        bytes += block(dim * spr_row_stride(n_codes) * 4) + block(n_panels * dim * SPR_PANEL * 4) +
-                 block((n_groups + 1) * 8) + block(n_codes * 4) + block((4 * n_groups * dim + 1) * 4) +
-                 block((n_codes + dim + 2 + 2 * n_groups) * 8);
-    } else if (family != SPR_HASH_DOPH) {
-        const int64_t n_perm = (n_codes * SPR_WTA_BIN + dim - 1) / dim;
-        bytes += block(n_codes * SPR_WTA_BIN * 4) + block(dim * n_perm * 4) + block((dim + 1) / 2 * 8);
-    }
+    size_t b[N_BLOCKS];
+    hasher_blocks(family, dim, k, l, b);
+    int64_t bytes = spr_alloc_size(sizeof(spr_hasher));
+    for (int i = 0; i < N_BLOCKS; i++) bytes += b[i] ? spr_alloc_size(b[i]) : 0;
     return bytes;
 }
 
@@ -284,24 +296,25 @@ spr_status spr_hasher_create(spr_hash_family family, int64_t dim, int k, int l,
     h->key_bits = h->fold ? key_bits_max : k * code_bits;
     h->n_codes = (int64_t)k * l;
     h->one_in = simhash_one_in;
+    size_t b[N_BLOCKS];
+    hasher_blocks(family, dim, k, l, b);
     if (family == SPR_HASH_SIMHASH) {
         h->proj_stride = spr_row_stride(h->n_codes);
         h->n_panels = (h->n_codes + SPR_PANEL - 1) / SPR_PANEL;
         h->n_groups = (h->n_codes + 3) / 4;
-        h->proj = spr_alloc((size_t)dim * (size_t)h->proj_stride * sizeof(float));
-        h->panels = spr_alloc((size_t)h->n_panels * (size_t)dim * SPR_PANEL * sizeof(float));
-        h->sum_start = spr_alloc((size_t)(h->n_groups + 1) * sizeof(int64_t));
-        h->sum_slot = spr_alloc((size_t)h->n_codes * sizeof(int32_t));
-        h->sum_ent = spr_alloc(((size_t)4 * (size_t)h->n_groups * (size_t)dim + 1) * sizeof(int32_t));
-        h->draw_work = spr_alloc((size_t)(h->n_codes + dim + 2 + 2 * h->n_groups) * sizeof(int64_t));
+        h->proj = spr_alloc(b[B_PROJ]);
+        h->panels = spr_alloc(b[B_PANELS]); /* the panels' zeros past C: spr_alloc's, never redrawn */
+        h->sum_start = spr_alloc(b[B_SUM_START]);
+        h->sum_slot = spr_alloc(b[B_SUM_SLOT]);
+        h->sum_ent = spr_alloc(b[B_SUM_ENT]);
+        h->draw_work = spr_alloc(b[B_DRAW]);
         if (!h->proj || !h->panels || !h->sum_start || !h->sum_slot || !h->sum_ent || !h->draw_work)
             goto nomem;
-        /* the panels' zeros past C: spr_alloc's, never redrawn */
-    } else if (family != SPR_HASH_DOPH) { /* DOPH's hashes are all derived from salt */
+    } else if (family != SPR_HASH_DOPH) {
         h->n_perm = (h->n_codes * SPR_WTA_BIN + dim - 1) / dim;
-        h->bins = spr_alloc((size_t)h->n_codes * SPR_WTA_BIN * sizeof(int32_t));
-        h->inv = spr_alloc((size_t)dim * (size_t)h->n_perm * sizeof(int32_t));
-        h->draw_work = spr_alloc((size_t)(dim + 1) / 2 * sizeof(int64_t)); /* dim int32 */
+        h->bins = spr_alloc(b[B_BINS]);
+        h->inv = spr_alloc(b[B_INV]);
+        h->draw_work = spr_alloc(b[B_DRAW]);
         if (!h->bins || !h->inv || !h->draw_work) goto nomem;
     }
     spr_hasher_redraw(h, seed);
