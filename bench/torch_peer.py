@@ -37,9 +37,9 @@ def read_xmc(path, limit=None):
 
 
 class Net(torch.nn.Module):
-    def __init__(self, d, hidden, l, std):
+    def __init__(self, d, hidden, l, std, sparse=False):
         super().__init__()
-        self.emb = torch.nn.EmbeddingBag(d, hidden, mode="sum")
+        self.emb = torch.nn.EmbeddingBag(d, hidden, mode="sum", sparse=sparse)
         self.b0 = torch.nn.Parameter(torch.zeros(hidden))
         self.out = torch.nn.Linear(hidden, l)
         with torch.no_grad():
@@ -98,6 +98,10 @@ def main():
     ap.add_argument("--tf32", action="store_true",
                     help="on a GPU, let float32 matrix products use TF32 tensor cores "
                          "(PyTorch's default is full float32)")
+    ap.add_argument("--sparse-adam", action="store_true",
+                    help="the embedding's rows by torch.optim.SparseAdam (lazy, as sparrow steps "
+                         "them: a row absent from a batch keeps its weights and moments) instead "
+                         "of Adam, whose zero-gradient steps keep moving a row on its momentum")
     ap.add_argument("--eval-every", type=int, default=0,
                     help="also evaluate P@1/P@5 every N batches (not timed) and write them to --curve")
     ap.add_argument("--curve", default=None, help="JSON lines: batch, train_seconds, p_at_1, p_at_5")
@@ -114,8 +118,13 @@ def main():
     if dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = a.tf32
         torch.backends.cudnn.allow_tf32 = a.tf32
-    net = Net(d, a.hidden, l, a.std).to(dev)
-    opt = torch.optim.Adam(net.parameters(), lr=a.lr, betas=(0.9, 0.999), eps=1e-8)
+    net = Net(d, a.hidden, l, a.std, a.sparse_adam).to(dev)
+    adam = dict(lr=a.lr, betas=(0.9, 0.999), eps=1e-8)
+    if a.sparse_adam:
+        opts = [torch.optim.SparseAdam([net.emb.weight], **adam),
+                torch.optim.Adam([net.b0, net.out.weight, net.out.bias], **adam)]
+    else:
+        opts = [torch.optim.Adam(net.parameters(), **adam)]
     n = len(tr[3])
     order = np.random.default_rng(a.seed).permutation(n)
     nb = n // a.batch if a.batches == 0 else a.batches
@@ -147,10 +156,12 @@ def main():
         sync(); t1 = time.time()
         z = net(idx, offs, vals)
         loss = -(target * torch.log_softmax(z, dim=1)).sum(1).mean()
-        opt.zero_grad(set_to_none=True)
+        for opt in opts:
+            opt.zero_grad(set_to_none=True)
         loss.backward()
         sync(); t2 = time.time()
-        opt.step()
+        for opt in opts:
+            opt.step()
         sync(); t3 = time.time()
         fwdbwd.append(t2 - t1); step.append(t3 - t2); total.append(t3 - t1)
         if not np.isfinite(loss.item()):

@@ -321,6 +321,11 @@ typedef struct spr_train_options {
                                  pool of G x the share once and each sample draws its share
                                  from the pool, so the batch reads and steps far fewer rows
                                  (G = 1: every sample takes the whole pool) */
+    int lazy_adam;            /* 0 (default): a row stepped again after s steps without
+                                 gradient first catches up on those s steps as
+                                 torch.optim.Adam takes them (its moments decay, its weights
+                                 keep moving on the momentum: the "momentum tail"), in closed
+                                 form; 1: it does not (torch.optim.SparseAdam, SLIDE) */
 } spr_train_options;
 
 /* The bytes of spr_model_config_memory that training with `options` (one process) will

@@ -56,10 +56,17 @@
  *           points (> 0), u64 digest, u32 bits (bit 0: its file's feature ids were
  *           one-based; other bits 0). Written only when the model has a note; a file
  *           without it is a model whose training set is not known.
+ *  13 LAST  optional, each layer: i64 per weight row (n_features for layer 0, size_l
+ *           after), the step that last stepped the row (0: none), each in [0, steps]:
+ *           what a row owes the optimizer's catch-up (model.h, spr_catch_up) when next
+ *           stepped. Written for every layer; a file without it is one whose rows owe
+ *           nothing (every row's value is steps: what lazy Adam, all an older sparrow
+ *           did, leaves).
  *
- * The writer emits CONF, STAT, then W B MW VW MB VB (TBL) of layer 0, of layer 1, ...
+ * The writer emits CONF, STAT, then W B MW VW MB VB (TBL) LAST of layer 0, of layer 1, ...
  * The reader accepts the sections in any order but wants each of the 2 + 6 x n_layers
- * exactly once, TBL at most once per sampled layer, and nothing else. Not stored:
+ * exactly once, TBL at most once per sampled layer, LAST at most once per layer, and
+ * nothing else. Not stored:
  * gradients (zero between steps) and the per-thread scratch. The reader draws the hash
  * functions that (seed, layer, rebuilds) determine and fills the tables from the loaded
  * weights, then, where a TBL section exists, replaces them with the saved ones: the
@@ -69,7 +76,7 @@
  * older reader refuses a file with TBL sections (unknown section tag) rather than
  * misreading it. OPT and HASH work the same way: a file without them is the file an
  * older sparrow wrote (bf16_state 0, bf16_weights 0, simhash_one_in 3); an older reader
- * refuses a file with them by name. DATA likewise.
+ * refuses a file with them by name. DATA and LAST likewise.
  *
  * A later format may add kinds; it then bumps the version, and this reader refuses it
  * by name rather than misreading it.
@@ -99,7 +106,7 @@
 #define CKPT_CONF_LAYER 44u
 #define CKPT_CONF_MAX (CKPT_CONF_BASE + CKPT_CONF_LAYER * SPR_MAX_LAYERS)
 #define CKPT_STAT_BYTES 48u
-#define CKPT_MAX_SECTIONS (5 + 7 * SPR_MAX_LAYERS) /* CONF STAT OPT HASH DATA, W B MW VW MB VB TBL a layer */
+#define CKPT_MAX_SECTIONS (5 + 8 * SPR_MAX_LAYERS) /* CONF STAT OPT HASH DATA, W B MW VW MB VB TBL LAST a layer */
 #define CKPT_OPT_BYTES 4u
 #define CKPT_OPT_BF16 1u  /* OPT bit 0: bf16_state */
 #define CKPT_OPT_BF16W 2u /* OPT bit 1: bf16_weights */
@@ -126,10 +133,11 @@ enum {
     KIND_OPT = 10,
     KIND_HASH = 11,
     KIND_DATA = 12,
-    KIND_END = 13,
+    KIND_LAST = 13,
+    KIND_END = 14,
 };
 
-static const char *const kind_names[KIND_END] = {"?", "CONF", "STAT", "W", "B", "MW", "VW", "MB", "VB", "TBL", "OPT", "HASH", "DATA"};
+static const char *const kind_names[KIND_END] = {"?", "CONF", "STAT", "W", "B", "MW", "VW", "MB", "VB", "TBL", "OPT", "HASH", "DATA", "LAST"};
 
 /* The kinds that exist once per file (layer byte 0) rather than once per layer. */
 static int kind_is_global(uint32_t kind) {
@@ -244,6 +252,7 @@ static uint64_t section_bytes(const spr_model_config *cfg, int kind, int l) {
     case KIND_W:
     case KIND_MW:
     case KIND_VW: weight_shape(cfg, l, &rows, &cols); break;
+    case KIND_LAST: weight_shape(cfg, l, &rows, &cols), cols = 2; break; /* i64: two floats' bytes */
     default: cols = cfg->layers[l].size; break;
     }
     uint64_t n;
@@ -357,6 +366,21 @@ static void table_words(const spr_lsh *t, int64_t *n_offsets, int64_t *n_ids) {
     *n_ids = (int64_t)t->l * t->n_items;
 }
 
+/* n int64 values (little-endian), as the LAST section holds them. */
+static void w_i64s(writer *w, const int64_t *x, int64_t n) {
+    while (n > 0 && !w->err) {
+        if (w->cap - w->len < sizeof(int64_t)) w_flush(w);
+        int64_t k = (int64_t)((w->cap - w->len) / sizeof(int64_t));
+        if (k > n) k = n;
+        unsigned char *q = w->buf + w->len;
+        for (int64_t i = 0; i < k; i++) put_u64(q + 8 * i, (uint64_t)x[i]);
+        w->crc = crc32_update(w->crc, q, (size_t)k * sizeof(int64_t));
+        w->len += (size_t)k * sizeof(int64_t);
+        x += k;
+        n -= k;
+    }
+}
+
 /* The TBL section of a sampled layer: the packed tables exactly as they are in memory. */
 static void w_tables(writer *w, uint32_t tag, const spr_lsh *t) {
     int64_t n_off, n_ids;
@@ -379,7 +403,7 @@ static void w_model(writer *w, const spr_model *m) {
     int hash_params = 0; /* a HASH section: some layer's value is not what a file without one means */
     for (int l = 0; l < cfg->n_layers; l++) hash_params |= cfg->layers[l].simhash_one_in != CKPT_SIMHASH_ONE_IN;
     const int note = m->note.points > 0;
-    put_u32(h + 12, (uint32_t)(2 + 6 * cfg->n_layers + n_tables + (opt ? 1 : 0) + hash_params + note));
+    put_u32(h + 12, (uint32_t)(2 + 7 * cfg->n_layers + n_tables + (opt ? 1 : 0) + hash_params + note));
     w_bytes(w, h, sizeof h, 0);
 
     unsigned char c[CKPT_CONF_MAX], *p = c;
@@ -452,6 +476,9 @@ static void w_model(writer *w, const spr_model *m) {
         w_matrix(w, make_tag(KIND_MB, l), L->mb, 1, L->size, L->size);
         w_matrix(w, make_tag(KIND_VB, l), L->vb, 1, L->size, L->size);
         if (L->sampled && L->tables) w_tables(w, make_tag(KIND_TBL, l), L->tables);
+        w_section_begin(w, make_tag(KIND_LAST, l), (uint64_t)L->rows * sizeof(int64_t));
+        w_i64s(w, L->last_step, L->rows);
+        w_section_end(w);
     }
     w_flush(w);
 }
@@ -724,6 +751,23 @@ static spr_status r_take(reader *r, size_t n, const unsigned char **out) {
 }
 
 /* n floats of payload into x, decoded, CRC accumulated. */
+static spr_status r_i64s(reader *r, int64_t *x, int64_t n, uint32_t *crc) {
+    while (n > 0) {
+        spr_status st = r_need(r, sizeof(int64_t));
+        if (st) return st;
+        int64_t k = (int64_t)((r->end - r->start) / sizeof(int64_t));
+        if (k > n) k = n;
+        const unsigned char *p = r->buf + r->start;
+        *crc = crc32_update(*crc, p, (size_t)k * sizeof(int64_t));
+        for (int64_t i = 0; i < k; i++) x[i] = (int64_t)get_u64(p + 8 * i);
+        r->start += (size_t)k * sizeof(int64_t);
+        r->pos += (uint64_t)k * sizeof(int64_t);
+        x += k;
+        n -= k;
+    }
+    return SPR_STATUS_OK;
+}
+
 static spr_status r_floats(reader *r, float *x, int64_t n, uint32_t *crc) {
     while (n > 0) {
         spr_status st = r_need(r, sizeof(float));
@@ -1206,6 +1250,7 @@ spr_status spr_checkpoint_load(const char *path, spr_model **out) {
     }
     r.pos = CKPT_HEADER_BYTES;
     int64_t stat[6] = {0};
+    int has_last[SPR_MAX_LAYERS] = {0};
     for (uint32_t i = 0; i < n_sections; i++) {
         const section *s = &sec[i];
         int kind = (int)(s->tag >> 8), l = (int)(s->tag & 0xFFu);
@@ -1242,6 +1287,7 @@ spr_status spr_checkpoint_load(const char *path, spr_model **out) {
         case KIND_B: st = r_floats(&r, L->b, L->size, &crc); break;
         case KIND_MB: st = r_floats(&r, L->mb, L->size, &crc); break;
         case KIND_VB: st = r_floats(&r, L->vb, L->size, &crc); break;
+        case KIND_LAST: st = r_i64s(&r, L->last_step, L->rows, &crc), has_last[l] = 1; break;
         }
         if (st) goto done;
         if ((st = r_take(&r, CKPT_SECTION_TAIL, &p))) goto done;
@@ -1255,6 +1301,21 @@ spr_status spr_checkpoint_load(const char *path, spr_model **out) {
                     st = bad(&r, s, "a negative step, sample, epoch or rehash count (file damaged)");
                     goto done;
                 }
+        }
+    }
+    /* Rows that last stepped after the last step would owe a negative catch-up */
+    for (int l = 0; l < m->n_layers; l++) {
+        spr_layer *L = &m->layers[l];
+        for (int64_t i = 0; i < L->rows; i++) {
+            if (!has_last[l]) {
+                L->last_step[i] = stat[0];
+            } else if (L->last_step[i] < 0 || L->last_step[i] > stat[0]) {
+                st = spr_fail(SPR_STATUS_BAD_INPUT,
+                              "%s: section LAST[%d]: row %lld last stepped at step %lld, outside "
+                              "[0, %lld] (file damaged)", path, l, (long long)i,
+                              (long long)L->last_step[i], (long long)stat[0]);
+                goto done;
+            }
         }
     }
     m->steps = stat[0];

@@ -171,6 +171,7 @@ static void output_step(spr_model *m, spr_layer *Lo, const spr_train_options *o,
     }
     const double t = (double)(m->steps + 1);
     const float bc1 = (float)(1.0 - pow(o->beta1, t)), bc2 = (float)(1.0 - pow(o->beta2, t));
+    spr_catch_up_prepare(m, o);
 #pragma omp parallel for schedule(static) num_threads(threads)
     for (int64_t k = 0; k < nt; k++) {
         int32_t r = Lo->touched_list[k];

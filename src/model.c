@@ -244,7 +244,7 @@ spr_status spr_model_config_memory(const spr_model_config *c, int64_t *bytes) {
         const double weight_bytes = c->bf16_weights && out ? 2.0 : 4.0;
         total += rows * stride * (weight_bytes + 4.0 + 2.0 * moment_bytes);
         total += 4.0 * (double)spr_row_stride(lc->size) * 4.0;   /* b, gb, mb, vb */
-        total += rows * (1.0 + 4.0) + 2.0 * SPR_ALIGN;           /* touched flags and list */
+        total += rows * (1.0 + 4.0 + 8.0) + 3.0 * SPR_ALIGN;     /* touched flags, list, last steps */
         if (l > 0 && lc->sparsity < 1.0f) {
             int k;
             const int bits = sampled_key_bits(lc, &k);
@@ -279,10 +279,11 @@ static spr_status layer_alloc(spr_layer *L, const spr_layer_config *lc, int inde
     size_t bbytes = (size_t)spr_row_stride(L->size) * sizeof(float);
     size_t tbytes = ((size_t)L->rows + SPR_ALIGN) / SPR_ALIGN * SPR_ALIGN;
     size_t lbytes = ((size_t)L->rows * sizeof(int32_t) + SPR_ALIGN) / SPR_ALIGN * SPR_ALIGN;
+    size_t sbytes = ((size_t)L->rows * sizeof(int64_t) + SPR_ALIGN) / SPR_ALIGN * SPR_ALIGN;
     /* A sampled output layer's gradient rows: reserved, not touched (see gw_reserved). */
     const int lazy_gw = last && index > 0 && lc->sparsity < 1.0f;
     size_t gwbytes = lazy_gw ? 0 : wbytes;
-    size_t total = wfbytes + w16bytes + gwbytes + 2 * mbytes + 4 * bbytes + tbytes + lbytes;
+    size_t total = wfbytes + w16bytes + gwbytes + 2 * mbytes + 4 * bbytes + tbytes + lbytes + sbytes;
     char *p = spr_alloc(total);
     if (!p)
         return spr_fail(SPR_STATUS_NO_MEMORY, "out of memory: layer %d needs %.1f MB", index,
@@ -311,6 +312,7 @@ static spr_status layer_alloc(spr_layer *L, const spr_layer_config *lc, int inde
     L->mb = (float *)p, p += bbytes;
     L->vb = (float *)p, p += bbytes;
     L->touched = (atomic_uchar *)p, p += tbytes;
+    L->last_step = (int64_t *)p, p += sbytes;
     L->touched_list = (int32_t *)p;
     atomic_init(&L->n_touched, 0);
     L->sampled = index > 0 && lc->sparsity < 1.0f;

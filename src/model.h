@@ -51,6 +51,8 @@ typedef struct spr_layer {
     atomic_uchar *touched;   /* (rows) 1 if in touched_list */
     int32_t *touched_list;   /* (rows) */
     atomic_llong n_touched;
+    int64_t *last_step;      /* (rows) the step (1, 2, ...) that last stepped each row; 0:
+                                none yet. A row's catch-up covers the steps after it. */
 
     /* Sampling (layers > 0 with sparsity < 1 only). */
     int sampled;
@@ -128,12 +130,29 @@ typedef struct spr_batch_buf {
     void *block;
 } spr_batch_buf;
 
+/* The closed-form catch-up of a row that missed s steps (1 <= s), for the step about to
+ * run (spr_catch_up_prepare): torch.optim.Adam's s zero-gradient steps would scale its
+ * moments by beta1^s and beta2^s and move each weight by
+ *   sum_{k=1..s} lr / bc1(u) x beta1^k m / (sqrt(beta2^k v / bc2(u)) + eps), u = t0 + k,
+ * which is m / (sqrt(v) + e_s) x S_s with S_s = lr sum_k (beta1 / sqrt(beta2))^k
+ * sqrt(bc2(u)) / bc1(u) and e_s the first term's eps (eps sqrt(bc2(t0 + 1) / beta2)): exact
+ * for s = 1, and for larger s exact but for eps's weight in the later terms, which shrink
+ * as 0.9^k. Terms past SPR_CATCH_UP_MAX are below float's resolution: S and e stop there
+ * (beta1^s as well, 1e-23 at the defaults), beta2^s does not (pow, per row). */
+#define SPR_CATCH_UP_MAX 512
+typedef struct spr_catch_up {
+    int on;                   /* 0: lazy Adam (spr_train_options.lazy_adam) */
+    double beta2;
+    float S[SPR_CATCH_UP_MAX + 1], eps[SPR_CATCH_UP_MAX + 1], d1[SPR_CATCH_UP_MAX + 1];
+} spr_catch_up;
+
 struct spr_model {
     spr_model_config cfg;
     spr_layer layers[SPR_MAX_LAYERS];
     int n_layers;
 
     int64_t steps, samples, epoch;
+    spr_catch_up catch_up;    /* for the step in progress */
     int64_t next_rehash;      /* step at which the next rehash happens */
     int64_t rehashes, rebuilds;
     int64_t step_rows, step_bytes; /* what the last spr_model_apply_gradients stepped and moved */
@@ -175,8 +194,17 @@ struct spr_model {
  * through here. BF16 moments take their rounding bits from the step and the row's global
  * label (a shard's row r is label label_lo + r), so a run is the same on any thread or
  * rank count and a resumed run continues it exactly. */
+/* Fills m->catch_up for step m->steps + 1 with options o (every step, before any row). */
+void spr_catch_up_prepare(spr_model *m, const spr_train_options *o);
+
+/* Row r of L (and its bias, past layer 0) catches up on the steps it missed since its
+ * last (spr_catch_up), then records the step in progress as its last. */
+void spr_layer_catch_up(const spr_model *m, spr_layer *L, int64_t r);
+
 static inline void spr_layer_adam_row(const spr_model *m, spr_layer *L, int64_t r, float *g,
                                       const spr_train_options *o, float bc1, float bc2) {
+    if (L->last_step[r] != m->steps) spr_layer_catch_up(m, L, r);
+    else L->last_step[r] = m->steps + 1;
     const int64_t off = r * L->stride;
     if (L->w16)
         spr_adam_row_bf16w(L->w16 + off, g, L->mw16 + off, L->vw16 + off, L->cols, o->lr, o->beta1,

@@ -808,6 +808,68 @@ static int64_t step_row_bytes(const spr_layer *L, int l, int gradient_row) {
     return 2 * (L->cols * per_col + (l > 0 ? 4 * (int64_t)sizeof(float) : 0));
 }
 
+void spr_catch_up_prepare(spr_model *m, const spr_train_options *o) {
+    spr_catch_up *c = &m->catch_up;
+    c->on = !o->lazy_adam;
+    if (!c->on) return;
+    /* S_s = r (S'_{s-1} + c(t - s)) with r = beta1 / sqrt(beta2), c(u) = lr sqrt(bc2(u)) /
+     * bc1(u): each s one more missed step u = t - s further back (t the step about to run) */
+    const double t = (double)(m->steps + 1), b1 = o->beta1, b2 = o->beta2;
+    const double r = b1 / sqrt(b2);
+    double A = 0.0, d1 = 1.0;
+    c->beta2 = b2;
+    c->S[0] = 0.0f, c->eps[0] = o->eps, c->d1[0] = 1.0f;
+    for (int s = 1; s <= SPR_CATCH_UP_MAX; s++) {
+        const double u = t - s; /* >= 1: no row misses steps before the first */
+        if (u >= 1.0) {
+            const double bc2 = 1.0 - pow(b2, u);
+            A = r * (A + o->lr * sqrt(bc2) / (1.0 - pow(b1, u)));
+            c->eps[s] = (float)(o->eps * sqrt(bc2 / b2));
+        } else {
+            c->eps[s] = c->eps[s - 1];
+        }
+        d1 *= b1;
+        c->S[s] = (float)A, c->d1[s] = (float)d1;
+    }
+}
+
+void spr_layer_catch_up(const spr_model *m, spr_layer *L, int64_t r) {
+    const spr_catch_up *c = &m->catch_up;
+    const int64_t s = m->steps - L->last_step[r]; /* steps it missed */
+    L->last_step[r] = m->steps + 1;
+    if (!c->on || s <= 0) return;
+    const int64_t k = s < SPR_CATCH_UP_MAX ? s : SPR_CATCH_UP_MAX;
+    const float S = c->S[k], e = c->eps[k], d1 = c->d1[k], d2 = (float)pow(c->beta2, (double)s);
+    const int64_t off = r * L->stride, n = L->cols;
+    if (!L->w16 && !L->mw16) {
+        float *w = L->w + off, *mw = L->mw + off, *vw = L->vw + off;
+        for (int64_t i = 0; i < n; i++) {
+            w[i] -= S * mw[i] / (sqrtf(vw[i]) + e);
+            mw[i] *= d1, vw[i] *= d2;
+        }
+    } else {
+        /* BF16 moments (and weights): widened, moved, narrowed with the step's rounding
+         * bits as the BF16 Adam kernels take them (another salt: these are other draws) */
+        const uint32_t salt = (uint32_t)spr_mix64((uint64_t)m->steps << 32 ^
+                                                  (uint64_t)(m->label_lo + r) ^ 0xC47C0FFEEull);
+        for (int64_t i = 0; i < n; i++) {
+            const float mi = spr_f32_from_bf16(L->mw16[off + i]), vi = spr_f32_from_bf16(L->vw16[off + i]);
+            const float step = S * mi / (sqrtf(vi) + e);
+            if (L->w16)
+                L->w16[off + i] = spr_bf16_from_f32_sr(spr_f32_from_bf16(L->w16[off + i]) - step,
+                                                       spr_bf16_noise_w(salt, i));
+            else
+                L->w[off + i] -= step;
+            L->mw16[off + i] = spr_bf16_from_f32_sr(mi * d1, spr_bf16_noise(salt, i));
+            L->vw16[off + i] = spr_bf16_from_f32_sr(vi * d2, spr_bf16_noise(salt ^ 0x5bd1e995u, i));
+        }
+    }
+    if (L != &m->layers[0]) { /* the row's bias (layer 0's is stepped every step) */
+        L->b[r] -= S * L->mb[r] / (sqrtf(L->vb[r]) + e);
+        L->mb[r] *= d1, L->vb[r] *= d2;
+    }
+}
+
 spr_status spr_model_apply_gradients(spr_model *m, const spr_train_options *o) {
     if (!m || !o) return spr_fail(SPR_STATUS_BAD_INPUT, "apply_gradients: NULL argument");
     const int threads = spr_threads(o->threads);
@@ -818,6 +880,7 @@ spr_status spr_model_apply_gradients(spr_model *m, const spr_train_options *o) {
     }
     const double t = (double)(m->steps + 1);
     const float bc1 = (float)(1.0 - pow(o->beta1, t)), bc2 = (float)(1.0 - pow(o->beta2, t));
+    spr_catch_up_prepare(m, o);
     int64_t rows = 0, bytes = 0;
     spr_deferred *f = m->deferred;
     if (f && f->pending && f->fused) { /* the output layer first: its row pass forms the

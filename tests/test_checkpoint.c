@@ -223,6 +223,24 @@ static int compare_params(spr_model *a, spr_model *b, const char *what) {
     return bad;
 }
 
+/* compare_params and each row's last step (what the optimizer's catch-up owes it). */
+static int compare_state(spr_model *a, spr_model *b, const char *what) {
+    int bad = compare_params(a, b, what), owing = 0;
+    for (int l = 0; l < a->n_layers && l < b->n_layers; l++) {
+        const spr_layer *x = &a->layers[l], *y = &b->layers[l];
+        int64_t diff = -1;
+        for (int64_t i = 0; i < x->rows && i < y->rows && diff < 0; i++)
+            if (x->last_step[i] != y->last_step[i]) diff = i;
+        for (int64_t i = 0; i < x->rows; i++) owing += x->last_step[i] != a->steps;
+        CHECK(diff < 0 && x->rows == y->rows, "%s: layer %d row %lld: last stepped at %lld, got %lld", what, l,
+              (long long)diff, diff < 0 ? 0LL : (long long)x->last_step[diff],
+              diff < 0 ? 0LL : (long long)y->last_step[diff]);
+        bad += diff >= 0;
+    }
+    CHECK(owing > 0, "%s: some row owes steps (else the comparison cannot fail)", what);
+    return bad;
+}
+
 /* The packed tables of every sampled layer equal bit for bit, the unused tails of the
  * id rows included (they are saved as they are). */
 static void compare_tables(const spr_model *a, const spr_model *b, const char *what) {
@@ -362,13 +380,14 @@ static int parse_layout(const unsigned char *b, size_t n, size_t tbl_len, sectio
     CHECK(n >= 16 && memcmp(b, "SPRMODEL", 8) == 0, "layout: expected magic SPRMODEL, got %.8s", (const char *)b);
     CHECK(rd32(b + 8) == 1, "layout: expected version 1, got %u", rd32(b + 8));
     int count = (int)rd32(b + 12);
-    CHECK(count == 2 + 6 * 2 + 1, "layout: expected %d sections, got %d", 2 + 6 * 2 + 1, count);
-    if (count != 15 || count > max) return 0;
-    const uint32_t want_tags[15] = {0x100, 0x200, 0x300, 0x400, 0x500, 0x600, 0x700, 0x800,
-                                    0x301, 0x401, 0x501, 0x601, 0x701, 0x801, 0x901};
+    CHECK(count == 2 + 7 * 2 + 1, "layout: expected %d sections, got %d", 2 + 7 * 2 + 1, count);
+    if (count != 17 || count > max) return 0;
+    const uint32_t want_tags[17] = {0x100, 0x200, 0x300, 0x400, 0x500, 0x600, 0x700, 0x800, 0xD00,
+                                    0x301, 0x401, 0x501, 0x601, 0x701, 0x801, 0x901, 0xD01};
     const size_t w0 = (size_t)N_FEATURES * HIDDEN * 4, w1 = (size_t)N_LABELS * HIDDEN * 4;
-    const size_t want_len[15] = {24 + 44 * 2, 48, w0, HIDDEN * 4, w0, w0, HIDDEN * 4, HIDDEN * 4,
-                                 w1, N_LABELS * 4, w1, w1, N_LABELS * 4, N_LABELS * 4, tbl_len};
+    const size_t want_len[17] = {24 + 44 * 2, 48, w0, HIDDEN * 4, w0, w0, HIDDEN * 4, HIDDEN * 4,
+                                 N_FEATURES * 8, w1, N_LABELS * 4, w1, w1, N_LABELS * 4, N_LABELS * 4,
+                                 tbl_len, N_LABELS * 8};
     size_t off = 16;
     for (int i = 0; i < count; i++) {
         if (off + 16 > n) {
@@ -507,8 +526,8 @@ static void test_damage(const char *dir, const char *good_path, const spr_model 
         snprintf(want, sizeof want, "%s: model format version 7 is newer than this sparrow (1)", bad);
         CHECK(!strcmp(spr_last_error(), want), "version 7: expected \"%s\", got \"%s\"", want, spr_last_error());
     }
-    if (count == 15) {
-        const section *w1 = &sec[8]; /* W[1] */
+    if (count == 17) {
+        const section *w1 = &sec[9]; /* W[1] */
         memcpy(b, orig, n);
         b[w1->off + 12 + 5] ^= 0x04;
         if (rejected(bad, b, n, "W[1] payload")) {
@@ -575,15 +594,15 @@ static void test_damage(const char *dir, const char *good_path, const spr_model 
         }
         /* A section tag renamed to another layer's kind: a duplicate. */
         memcpy(b, orig, n);
-        wr32(b + sec[9].off, 0x400); /* B[1] -> B[0] */
+        wr32(b + sec[10].off, 0x400); /* B[1] -> B[0] */
         rejected(bad, b, n, "B[1] renamed B[0]");
         /* One section fewer, with the count adjusted: a missing section. */
         memcpy(b, orig, n);
-        wr32(b + 12, 13);
-        rejected(bad, b, sec[13].off, "VB[1] and TBL[1] dropped");
+        wr32(b + 12, 14);
+        rejected(bad, b, sec[14].off, "VB[1], TBL[1] and LAST[1] dropped");
 
         /* The tables section damaged behind a valid checksum, or misplaced. */
-        const section *tb = &sec[14];
+        const section *tb = &sec[15];
         const size_t tp = tb->off + 12;
         const int64_t buckets = (int64_t)1 << tl->key_bits;
         struct {
@@ -620,10 +639,11 @@ static void test_damage(const char *dir, const char *good_path, const spr_model 
         wr32(b + tb->off, 0x900); /* TBL[1] -> TBL[0]: layer 0 is never sampled */
         rejected(bad, b, n, "TBL[1] renamed TBL[0]");
 
-        /* Without the tables (a file from before they were saved): loads, the tables
-         * rebuilt from the weights, which is what rehashing the original gives. */
+        /* Without the tables and the last steps (a file from before they were saved):
+         * loads, the tables rebuilt from the weights, which is what rehashing the original
+         * gives. */
         memcpy(b, orig, n);
-        wr32(b + 12, 14);
+        wr32(b + 12, 15);
         spit(bad, b, tb->off);
         spr_model *old = NULL, *again = NULL;
         spr_status st = spr_model_load(bad, &old);
@@ -635,6 +655,44 @@ static void test_damage(const char *dir, const char *good_path, const spr_model 
             st = spr_model_rehash(again, 0, 1);
             CHECK(st == SPR_STATUS_OK, "rehash: expected ok, got %d (%s)", st, spr_last_error());
             compare_tables(again, old, "file without TBL against a rehash");
+        }
+        spr_model_free(old);
+        spr_model_free(again);
+
+        /* The last steps: a row stepped after the last step, behind a valid checksum, is
+         * refused naming LAST; a file without LAST (an older sparrow's) loads with every
+         * row owing nothing (its last step the model's). */
+        const section *ls = &sec[16];
+        const size_t lp = ls->off + 12;
+        const int64_t steps = (int64_t)rd64(orig + sec[1].off + 12);
+        memcpy(b, orig, n);
+        wr64(b + lp + 8 * 3, (uint64_t)(steps + 1));
+        wr32(b + lp + ls->len, crc32_bitwise(b + lp, ls->len));
+        CHECK(rejected(bad, b, n, "LAST[1] past the steps") && strstr(spr_last_error(), "LAST[1]") &&
+                  strstr(spr_last_error(), "row 3"),
+              "LAST[1] row 3 at step %lld of %lld: expected refused naming LAST[1] and the row, got '%s'",
+              (long long)steps + 1, (long long)steps, spr_last_error());
+        memcpy(b, orig, n);
+        wr64(b + lp, UINT64_MAX); /* -1 */
+        wr32(b + lp + ls->len, crc32_bitwise(b + lp, ls->len));
+        rejected(bad, b, n, "LAST[1] row 0 at step -1");
+        memcpy(b, orig, n);
+        wr32(b + 12, 16);
+        spit(bad, b, ls->off);
+        st = spr_model_load(bad, &old);
+        CHECK(st == SPR_STATUS_OK, "file without LAST[1]: expected ok, got %d (%s)", st, spr_last_error());
+        again = NULL;
+        if (old && spr_model_load(good_path, &again) == SPR_STATUS_OK) {
+            int owe = 0, kept = 1, some = 0;
+            for (int64_t i = 0; i < old->layers[1].rows; i++) owe |= old->layers[1].last_step[i] != steps;
+            for (int64_t i = 0; i < old->layers[0].rows; i++) {
+                kept &= old->layers[0].last_step[i] == again->layers[0].last_step[i];
+                some |= again->layers[0].last_step[i] != steps; /* the check can tell */
+            }
+            CHECK(some, "the saved model has a layer-0 row that owes steps");
+            CHECK(!owe && kept && steps > 0,
+                  "file without LAST[1]: every output row's last step is the model's %lld (%d), layer 0's "
+                  "as saved (%d)", (long long)steps, !owe, kept);
         }
         spr_model_free(old);
         spr_model_free(again);
@@ -680,7 +738,7 @@ static void test_killed_saves(const char *dir, spr_model *m) {
         CHECK(st == SPR_STATUS_OK, "round %d: the model file loads after SIGKILL: %s", round,
               spr_last_error());
         if (back) {
-            loads += compare_params(m, back, "after SIGKILL") == 0;
+            loads += compare_state(m, back, "after SIGKILL") == 0;
             spr_model_free(back);
         }
     }
@@ -1124,14 +1182,14 @@ static void test_simhash_one_in(const char *dir, const spr_dataset *data, spr_mo
           "one in 12: loaded: expected simhash_one_in 3, 12, got %d, %d",
           spr_model_get_config(loaded).layers[0].simhash_one_in, spr_model_get_config(loaded).layers[1].simhash_one_in);
     compare_config_info(m, loaded);
-    compare_params(m, loaded, "one in 12 round trip");
+    compare_state(m, loaded, "one in 12 round trip");
     compare_tables(m, loaded, "one in 12 round trip");
     compare_predictions(m, loaded, data, 1, "one in 12: sparse prediction after load");
     st = train_batches(m, data, 4, 5, 1);
     spr_status st2 = train_batches(loaded, data, 4, 5, 1);
     CHECK(st == SPR_STATUS_OK && st2 == SPR_STATUS_OK, "one in 12: training after load: expected ok (%s)",
           spr_last_error());
-    compare_params(m, loaded, "one in 12: four more steps on both");
+    compare_state(m, loaded, "one in 12: four more steps on both");
     compare_tables(m, loaded, "one in 12: four more steps on both");
     compare_predictions(m, loaded, data, 1, "one in 12: sparse prediction after 4 more steps");
     spr_model_free(loaded);
@@ -1141,7 +1199,7 @@ static void test_simhash_one_in(const char *dir, const spr_dataset *data, spr_mo
     size_t n = 0;
     b = slurp(path, &n);
     size_t hash_off = find_section(b, n, 11u << 8);
-    CHECK(b && rd32(b + 12) == 2 + 6 * 2 + 1 + 1, "one in 12: expected 16 sections, got %u", b ? rd32(b + 12) : 0);
+    CHECK(b && rd32(b + 12) == 2 + 7 * 2 + 1 + 1, "one in 12: expected 18 sections, got %u", b ? rd32(b + 12) : 0);
     CHECK(hash_off && rd64(b + hash_off + 4) == 8 && rd32(b + hash_off + 12) == 3 && rd32(b + hash_off + 16) == 12,
           "one in 12: expected a HASH section of 8 bytes holding 3, 12");
     if (!hash_off) goto out;
@@ -1208,14 +1266,14 @@ static void test_data_note(const char *dir, spr_model *m, const spr_dataset *dat
     CHECK(got.points == want.points && got.digest == want.digest && got.one_based == 1,
           "note: loaded %lld %016llx %d, saved %lld %016llx 1", (long long)got.points,
           (unsigned long long)got.digest, got.one_based, (long long)want.points, (unsigned long long)want.digest);
-    compare_params(m, loaded, "note round trip");
+    compare_state(m, loaded, "note round trip");
     spr_model_free(loaded);
     loaded = NULL;
 
     size_t n = 0;
     b = slurp(path, &n);
     size_t off_data = find_section(b, n, 12u << 8);
-    CHECK(b && rd32(b + 12) == 2 + 6 * 2 + 1 + 1, "note: expected 16 sections, got %u", b ? rd32(b + 12) : 0);
+    CHECK(b && rd32(b + 12) == 2 + 7 * 2 + 1 + 1, "note: expected 18 sections, got %u", b ? rd32(b + 12) : 0);
     CHECK(off_data && rd64(b + off_data + 4) == 20 && rd64(b + off_data + 12) == (uint64_t)want.points &&
               rd64(b + off_data + 20) == want.digest && rd32(b + off_data + 28) == 1,
           "note: expected a DATA section of 20 bytes: points, digest, bits 1");
@@ -1237,10 +1295,10 @@ static void test_data_note(const char *dir, spr_model *m, const spr_dataset *dat
     wr32(p + 20, crc32_bitwise(p, 20));
     /* a kind this reader does not know (the next one a later sparrow may add): refused,
      * saying it may be a newer sparrow's */
-    wr32(b + off_data, 13u << 8);
+    wr32(b + off_data, 14u << 8);
     CHECK(rejected(path, b, n, "an unknown kind") &&
               strstr(spr_last_error(), "unknown section tag (a newer sparrow's file, or damaged)"),
-          "note: kind 13: expected refused as unknown, got '%s'", spr_last_error());
+          "note: kind 14: expected refused as unknown, got '%s'", spr_last_error());
     wr32(b + off_data, 12u << 8);
     /* the file without the section: a model with no note */
     cut = malloc(n);
@@ -1434,7 +1492,7 @@ int main(void) {
     if (st) goto done;
     check_peek(path, loaded, "round trip");
     compare_config_info(m, loaded);
-    compare_params(m, loaded, "round trip");
+    compare_state(m, loaded, "round trip");
     /* The tables are the original's, built from the weights of its last rehash (not
      * from the current weights): sparse predictions and the next training steps (with
      * their rehashes) must be the same, not just close. */
@@ -1445,7 +1503,7 @@ int main(void) {
     spr_status st2 = train_batches(loaded, data, 4, 5, 1);
     CHECK(st == SPR_STATUS_OK && st2 == SPR_STATUS_OK, "training after load: expected ok, got %d, %d (%s)", st, st2,
           spr_last_error());
-    compare_params(m, loaded, "four more steps on both");
+    compare_state(m, loaded, "four more steps on both");
     compare_tables(m, loaded, "four more steps on both");
     compare_config_info(m, loaded);
 

@@ -696,6 +696,7 @@ static int train_run(const train_args *args) {
     if (a.have_lr) topt.lr = (float)a.lr;
     if (a.have_threads) topt.threads = a.threads;
     topt.dense = a.dense;
+    topt.lazy_adam = a.lazy_adam;
     if (a.have_rehash_first) topt.rehash_first = a.rehash_first;
     if (a.have_rehash_growth) topt.rehash_growth = (float)a.rehash_growth;
     if (a.have_rehash_max) topt.rehash_max = a.rehash_max;

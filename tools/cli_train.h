@@ -49,6 +49,7 @@ typedef struct train_args {
     double init_std;
     int have_init_std;
     int dense;
+    int lazy_adam;          /* --lazy-adam */
     int bf16_state;          /* --bf16-state given (or implied by --bf16-weights) */
     int bf16_weights;        /* --bf16-weights given */
     int random_pool, have_random_pool;

@@ -91,7 +91,8 @@ static const char TRAIN_HELP[] =
     "                        model options above come from MODEL (giving one that\n"
     "                        differs is an error); --train must be the first run's\n"
     "                        (the epoch goes on at the sample where it stopped);\n"
-    "                        --batch, --lr, --threads, --dense, --random-pool and the\n"
+    "                        --batch, --lr, --threads, --dense, --lazy-adam,\n"
+    "                        --random-pool and the\n"
     "                        --rehash-* options may change, but must be the first\n"
     "                        run's for an exact continuation (with --threads 1 the\n"
     "                        result is then bit for bit that of an uninterrupted run)\n"
@@ -100,6 +101,10 @@ static const char TRAIN_HELP[] =
     "  --batch B             samples per optimizer step\n"
     "  --lr X                Adam learning rate\n"
     "  --dense               compute every output neuron (the exact reference)\n"
+    "  --lazy-adam           a row without gradient in a step keeps its weights and\n"
+    "                        moments, even later (torch.optim.SparseAdam, SLIDE); by\n"
+    "                        default a row stepped again first catches up on the steps\n"
+    "                        it missed as torch.optim.Adam takes them (README, \"Adam\")\n"
     "  --max-batches N       stop after N batches in total (benchmarks), then evaluate\n"
     "  --threads T           worker threads (0: all cores)\n"
     "  --rehash-first N      batches before the first rehash of the tables\n"
@@ -187,7 +192,7 @@ enum {
     T_HIDDEN_SPARSITY, T_INIT_STD, T_REHASH_FIRST, T_REHASH_GROWTH, T_REHASH_MAX, T_REBUILD, T_RANDOM_FRACTION,
     T_RESUME, T_MAX_MEMORY, T_CLIP_NORM, T_EVAL_EVERY, T_CONFIG, T_PRINT_CONFIG,
     T_BF16_STATE, T_RANDOM_POOL, T_BF16_WEIGHTS, T_SIMHASH_ONE_IN, T_PROPENSITY, T_SAVE_EVERY,
-    T_TRAIN_LABELS, T_TEST_LABELS, T_TEST_FILTER
+    T_TRAIN_LABELS, T_TEST_LABELS, T_TEST_FILTER, T_LAZY_ADAM
 };
 
 /* --save-every: "N" steps, or a time "Ns", "Nm", "Nh" (N > 0, a decimal for times). */
@@ -249,6 +254,7 @@ int parse_train_args(int argc, char **argv, train_args *a) {
         {"threads", required_argument, 0, T_THREADS},
         {"seed", required_argument, 0, T_SEED},
         {"dense", no_argument, 0, T_DENSE},
+        {"lazy-adam", no_argument, 0, T_LAZY_ADAM},
         {"random-pool", required_argument, 0, T_RANDOM_POOL},
         {"save", required_argument, 0, T_SAVE},
         {"save-every", required_argument, 0, T_SAVE_EVERY},
@@ -385,6 +391,7 @@ int parse_train_args(int argc, char **argv, train_args *a) {
             rc = parse_int64(cmd, "--max-batches", optarg, 1, INT64_MAX, &a->max_batches);
             break;
         case T_DENSE: a->dense = 1; break;
+        case T_LAZY_ADAM: a->lazy_adam = 1; break;
         case T_BF16_STATE: a->bf16_state = 1; break;
         case T_BF16_WEIGHTS: a->bf16_weights = a->bf16_state = 1; break;
         case T_PROPENSITY:
@@ -643,6 +650,7 @@ struct cJSON *train_config_json(const train_args *a) {
     config_put_int(o, "batch", a->have_batch ? a->batch : t.batch_size);
     config_put_float(o, "lr", a->have_lr ? a->lr : t.lr);
     config_put_bool(o, "dense", a->dense);
+    config_put_bool(o, "lazy-adam", a->lazy_adam);
     config_put_int(o, "random-pool", a->have_random_pool ? a->random_pool : t.random_pool);
     if (a->max_batches) config_put_int(o, "max-batches", a->max_batches);
     else config_put_null(o, "max-batches");

@@ -141,7 +141,8 @@ class TrainOptions(_Checked):
     _fields_ = [("batch_size", c_int), ("lr", c_float), ("beta1", c_float), ("beta2", c_float),
                 ("eps", c_float), ("threads", c_int), ("dense", c_int), ("rehash_first", c_int64),
                 ("rehash_growth", c_float), ("rehash_max", c_int64), ("rebuild_every", c_int),
-                ("clip_norm", c_float), ("random_pool", c_int)]
+                ("clip_norm", c_float), ("random_pool", c_int),
+                ("lazy_adam", c_int)]
 
 
 class BatchStats(Structure):

@@ -339,7 +339,7 @@ class Model:
             dense=False, threads=0, shuffle=True, beta1=0.9, beta2=0.999, eps=1e-8,
             rehash_first=50, rehash_growth=0.1, rehash_max=1000, rebuild_every=10, clip_norm=0.0,
             eval_max=None, sparse_inference=False, quiet=False, max_batches=None,
-            random_pool=None, save_path=None, save_every=None, resume=False):
+            random_pool=None, save_path=None, save_every=None, resume=False, lazy_adam=False):
         """Trains on X (scipy CSR or numpy dense, (points, features)) and Y (CSR label
         matrix, 1-D label ids, or a list of label lists) for `epochs` epochs of shuffled
         batches (the order depends only on the model's seed and the epoch: the order
@@ -354,7 +354,8 @@ class Model:
         are appended to self.history, printed on stderr unless quiet, and passed to
         each callback(metrics); a callback returning True stops training. The GIL is
         released while a batch trains. random_pool: the CLI's --random-pool (None:
-        the library's default). A fit stopped inside an epoch (max_batches,
+        the library's default). lazy_adam: the CLI's --lazy-adam (rows without gradient
+        never catch up on the steps they missed). A fit stopped inside an epoch (max_batches,
         KeyboardInterrupt) is continued after its trained rows by the next fit on the same
         data and shuffle (any batch_size).
 
@@ -381,7 +382,7 @@ class Model:
     def _fit(self, X, Y, epochs, batch_size, lr, validation_data, callbacks, dense, threads,
              shuffle, beta1, beta2, eps, rehash_first, rehash_growth, rehash_max, rebuild_every,
              clip_norm, eval_max, sparse_inference, quiet, max_batches, random_pool, save_path,
-             save_every, resume):
+             save_every, resume, lazy_adam):
         """fit's work, one fit at a time."""
         h = self._h()
         every_steps, every_seconds = _save_interval(save_every, save_path)
@@ -418,6 +419,7 @@ class Model:
         opts.rehash_first, opts.rehash_growth = _lib.integer(rehash_first, "rehash_first"), float(rehash_growth)
         opts.rehash_max, opts.rebuild_every, opts.clip_norm = (
             _lib.integer(rehash_max, "rehash_max"), _lib.integer(rebuild_every, "rebuild_every"), float(clip_norm))
+        opts.lazy_adam = 1 if lazy_adam else 0
         if random_pool is not None:
             if _lib.integer(random_pool, "random_pool") < 0:
                 raise ValueError("random_pool must be >= 0, got %d" % int(random_pool))
