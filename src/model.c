@@ -255,6 +255,7 @@ spr_status spr_model_config_memory(const spr_model_config *c, int64_t *bytes) {
         }
         fan_in = lc->size;
     }
+    total += (double)sizeof(spr_model); /* with the optimizer's catch-up tables */
     if (total > 9.2e18) return spr_fail(SPR_STATUS_BAD_INPUT, "model of %.3g bytes", total);
     *bytes = (int64_t)total;
     return SPR_STATUS_OK;

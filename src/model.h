@@ -130,20 +130,28 @@ typedef struct spr_batch_buf {
     void *block;
 } spr_batch_buf;
 
-/* The closed-form catch-up of a row that missed s steps (1 <= s), for the step about to
- * run (spr_catch_up_prepare): torch.optim.Adam's s zero-gradient steps would scale its
- * moments by beta1^s and beta2^s and move each weight by
- *   sum_{k=1..s} lr / bc1(u) x beta1^k m / (sqrt(beta2^k v / bc2(u)) + eps), u = t0 + k,
- * which is m / (sqrt(v) + e_s) x S_s with S_s = lr sum_k (beta1 / sqrt(beta2))^k
- * sqrt(bc2(u)) / bc1(u) and e_s the first term's eps (eps sqrt(bc2(t0 + 1) / beta2)): exact
- * for s = 1, and for larger s exact but for eps's weight in the later terms, which shrink
- * as 0.9^k. Terms past SPR_CATCH_UP_MAX are below float's resolution: S and e stop there
- * (beta1^s as well, 1e-23 at the defaults), beta2^s does not (pow, per row). */
-#define SPR_CATCH_UP_MAX 512
+/* The closed-form catch-up of a row last stepped at step t0 that missed the s steps
+ * t0 + 1 .. t0 + s (spr_layer_catch_up). torch.optim.Adam's s zero-gradient steps scale
+ * its moments by beta1^s and beta2^s and move each weight by
+ *   sum_{k=1..s} lr / bc1(t0 + k) x beta1^k m / (sqrt(beta2^k v / bc2(t0 + k)) + eps),
+ * bc_i(u) = 1 - beta_i^u. With r = beta1 / sqrt(beta2) and c(u) = sqrt(bc2(u)) / bc1(u)
+ * that is m / (sqrt(v) + e) x lr S, S = sum_k r^k c(t0 + k) = P(t0) - r^s P(t0 + s), where
+ * P(u) = sum_{k>=1} r^k c(u + k), and e is the first term's eps, eps sqrt(bc2(t0 + 1) /
+ * beta2): exact for s = 1; for s > 1 exact but for eps's weight in the later terms (they
+ * shrink as r^k, and eps matters only where sqrt(v) is near it). P follows P(u) =
+ * r (c(u + 1) + P(u + 1)) down from u = SPR_CATCH_UP_U, past which c is taken as 1
+ * (beta2^u < 1e-14 there at beta2 = 0.999; larger beta2 leave an error of ~beta2^u / 2
+ * in c); the powers of r, beta1, beta2 are tabled up to SPR_CATCH_UP_S missed steps (pow
+ * beyond). The tables depend on beta1 and beta2 only: made when they change. */
+#define SPR_CATCH_UP_U 32768
+#define SPR_CATCH_UP_S 1024
 typedef struct spr_catch_up {
-    int on;                   /* 0: lazy Adam (spr_train_options.lazy_adam) */
-    double beta2;
-    float S[SPR_CATCH_UP_MAX + 1], eps[SPR_CATCH_UP_MAX + 1], d1[SPR_CATCH_UP_MAX + 1];
+    int on;                                  /* 0: lazy Adam (spr_train_options.lazy_adam) */
+    float lr, eps;                           /* of the step in progress */
+    double beta1, beta2, r;                  /* what the tables were made for (0: none yet) */
+    double P[SPR_CATCH_UP_U + 1];            /* P(u) */
+    float sq2[SPR_CATCH_UP_U + 1];           /* sqrt(bc2(u) / beta2) */
+    double rs[SPR_CATCH_UP_S + 1], b1s[SPR_CATCH_UP_S + 1], b2s[SPR_CATCH_UP_S + 1]; /* ^s */
 } spr_catch_up;
 
 struct spr_model {
@@ -152,7 +160,7 @@ struct spr_model {
     int n_layers;
 
     int64_t steps, samples, epoch;
-    spr_catch_up catch_up;    /* for the step in progress */
+    spr_catch_up catch_up;    /* the optimizer's catch-up tables (400 KB) */
     int64_t next_rehash;      /* step at which the next rehash happens */
     int64_t rehashes, rebuilds;
     int64_t step_rows, step_bytes; /* what the last spr_model_apply_gradients stepped and moved */

@@ -811,35 +811,35 @@ static int64_t step_row_bytes(const spr_layer *L, int l, int gradient_row) {
 void spr_catch_up_prepare(spr_model *m, const spr_train_options *o) {
     spr_catch_up *c = &m->catch_up;
     c->on = !o->lazy_adam;
-    if (!c->on) return;
-    /* S_s = r (S'_{s-1} + c(t - s)) with r = beta1 / sqrt(beta2), c(u) = lr sqrt(bc2(u)) /
-     * bc1(u): each s one more missed step u = t - s further back (t the step about to run) */
-    const double t = (double)(m->steps + 1), b1 = o->beta1, b2 = o->beta2;
-    const double r = b1 / sqrt(b2);
-    double A = 0.0, d1 = 1.0;
-    c->beta2 = b2;
-    c->S[0] = 0.0f, c->eps[0] = o->eps, c->d1[0] = 1.0f;
-    for (int s = 1; s <= SPR_CATCH_UP_MAX; s++) {
-        const double u = t - s; /* >= 1: no row misses steps before the first */
-        if (u >= 1.0) {
-            const double bc2 = 1.0 - pow(b2, u);
-            A = r * (A + o->lr * sqrt(bc2) / (1.0 - pow(b1, u)));
-            c->eps[s] = (float)(o->eps * sqrt(bc2 / b2));
-        } else {
-            c->eps[s] = c->eps[s - 1];
-        }
-        d1 *= b1;
-        c->S[s] = (float)A, c->d1[s] = (float)d1;
+    c->lr = o->lr, c->eps = o->eps;
+    const double b1 = o->beta1, b2 = o->beta2;
+    if (!c->on || (c->beta1 == b1 && c->beta2 == b2)) return;
+    c->beta1 = b1, c->beta2 = b2, c->r = b1 / sqrt(b2);
+    double P = c->r / (1.0 - c->r); /* c(u) = 1 from SPR_CATCH_UP_U on */
+    c->P[SPR_CATCH_UP_U] = P;
+    for (int64_t u = SPR_CATCH_UP_U - 1; u >= 0; u--) {
+        const double v = (double)(u + 1);
+        P = c->r * (sqrt(1.0 - pow(b2, v)) / (1.0 - pow(b1, v)) + P);
+        c->P[u] = P;
     }
+    for (int64_t u = 0; u <= SPR_CATCH_UP_U; u++) c->sq2[u] = (float)sqrt((1.0 - pow(b2, (double)u)) / b2);
+    for (int s = 0; s <= SPR_CATCH_UP_S; s++)
+        c->rs[s] = pow(c->r, s), c->b1s[s] = pow(b1, s), c->b2s[s] = pow(b2, s);
 }
 
 void spr_layer_catch_up(const spr_model *m, spr_layer *L, int64_t r) {
     const spr_catch_up *c = &m->catch_up;
-    const int64_t s = m->steps - L->last_step[r]; /* steps it missed */
+    const int64_t t0 = L->last_step[r], s = m->steps - t0; /* the steps it missed */
     L->last_step[r] = m->steps + 1;
     if (!c->on || s <= 0) return;
-    const int64_t k = s < SPR_CATCH_UP_MAX ? s : SPR_CATCH_UP_MAX;
-    const float S = c->S[k], e = c->eps[k], d1 = c->d1[k], d2 = (float)pow(c->beta2, (double)s);
+    const int64_t u0 = t0 < SPR_CATCH_UP_U ? t0 : SPR_CATCH_UP_U;
+    const int64_t us = t0 + s < SPR_CATCH_UP_U ? t0 + s : SPR_CATCH_UP_U;
+    const int tabled = s <= SPR_CATCH_UP_S;
+    const double rs = tabled ? c->rs[s] : pow(c->r, (double)s);
+    const float S = (float)((double)c->lr * (c->P[u0] - rs * c->P[us]));
+    const float e = c->eps * c->sq2[u0 + 1 <= SPR_CATCH_UP_U ? u0 + 1 : SPR_CATCH_UP_U];
+    const float d1 = (float)(tabled ? c->b1s[s] : pow(c->beta1, (double)s));
+    const float d2 = (float)(tabled ? c->b2s[s] : pow(c->beta2, (double)s));
     const int64_t off = r * L->stride, n = L->cols;
     if (!L->w16 && !L->mw16) {
         float *w = L->w + off, *mw = L->mw + off, *vw = L->vw + off;

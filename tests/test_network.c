@@ -1419,7 +1419,98 @@ static void test_rebuild_allocates_nothing(void) {
     toy_free(&t);
 }
 
+/* The catch-up of a row that missed s steps (spr_layer_catch_up) against s zero-gradient
+ * steps of torch.optim.Adam's formula taken one by one in double: weights, moments and
+ * the row's bias, for s = 1 (exact), a few, past SPR_CATCH_UP_MAX, early in training
+ * (large bias corrections) and late; in float, with BF16 moments, and with BF16 weights
+ * (BF16's 8 bits: 1% of the step, 1e-2 of a moment); and lazy Adam leaves the row alone. */
+static void test_catch_up(void) {
+    const int stores = 3; /* float, bf16_state, bf16_weights */
+    const int64_t cases[][2] = {{1, 0}, {1, 40}, {2, 3}, {7, 100}, {60, 5}, {600, 20}, {3000, 2}};
+    for (int store = 0; store < stores; store++)
+        for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++)
+            for (int lazy = 0; lazy < 2; lazy++) {
+                const int64_t s = cases[ci][0], t0 = cases[ci][1]; /* missed steps, last step */
+                spr_model_config c = spr_model_config_default(20, 30);
+                c.layers[0].size = 24;
+                c.bf16_state = store >= 1, c.bf16_weights = store == 2;
+                spr_model *m;
+                OK(spr_model_create(&c, &m));
+                spr_train_options o = spr_train_options_default();
+                o.lr = 0.01f, o.beta1 = 0.85f, o.beta2 = 0.995f, o.eps = 1e-6f, o.lazy_adam = lazy;
+                spr_layer *L = &m->layers[1];
+                const int64_t r = 7, off = r * L->stride, n = L->cols;
+                double w[64], mm[64], vv[64], b = 0.3, mb = -0.02, vb = 4e-4;
+                for (int64_t i = 0; i < n; i++) { /* moments as Adam leaves them: |m| <~ sqrt(v) */
+                    w[i] = 0.1 * sin((double)i), vv[i] = 1e-4 * (1.0 + (double)(i % 5));
+                    mm[i] = (i % 3 == 0 ? -0.5 : 0.7) * sqrt(vv[i]) * (i == 4 ? 1e-3 : 1.0);
+                }
+                for (int64_t i = 0; i < n; i++) { /* stored as the model stores them */
+                    if (L->w16) L->w16[off + i] = spr_bf16_from_f32((float)w[i]);
+                    else L->w[off + i] = (float)w[i];
+                    if (L->mw16) {
+                        L->mw16[off + i] = spr_bf16_from_f32((float)mm[i]);
+                        L->vw16[off + i] = spr_bf16_from_f32((float)vv[i]);
+                        mm[i] = spr_f32_from_bf16(L->mw16[off + i]), vv[i] = spr_f32_from_bf16(L->vw16[off + i]);
+                    } else {
+                        L->mw[off + i] = (float)mm[i], L->vw[off + i] = (float)vv[i];
+                    }
+                    w[i] = L->w16 ? spr_f32_from_bf16(L->w16[off + i]) : L->w[off + i];
+                }
+                L->b[r] = (float)b, L->mb[r] = (float)mb, L->vb[r] = (float)vb;
+                L->last_step[r] = t0;
+                m->steps = t0 + s; /* the step about to run is t0 + s + 1 */
+                spr_catch_up_prepare(m, &o);
+                spr_layer_catch_up(m, L, r);
+                for (int64_t u = t0 + 1; u <= t0 + s; u++) { /* torch.optim.Adam, g = 0 */
+                    const double bc1 = 1.0 - pow(o.beta1, (double)u), bc2 = 1.0 - pow(o.beta2, (double)u);
+                    for (int64_t i = 0; i < n; i++) {
+                        mm[i] *= o.beta1, vv[i] *= o.beta2;
+                        w[i] -= o.lr * (mm[i] / bc1) / (sqrt(vv[i] / bc2) + o.eps);
+                    }
+                    mb *= o.beta1, vb *= o.beta2;
+                    b -= o.lr * (mb / bc1) / (sqrt(vb / bc2) + o.eps);
+                }
+                const double tol = store ? 1e-2 : 2e-5; /* BF16 moments: 8 bits, rounded stochastically */
+                double err_w = 0, err_m = 0, err_v = 0, moved = 0, w_ulps = 0;
+                for (int64_t i = 0; i < n; i++) {
+                    const double gw = L->w16 ? spr_f32_from_bf16(L->w16[off + i]) : L->w[off + i];
+                    const double gm = L->mw16 ? spr_f32_from_bf16(L->mw16[off + i]) : L->mw[off + i];
+                    const double gv = L->vw16 ? spr_f32_from_bf16(L->vw16[off + i]) : L->vw[off + i];
+                    moved = fmax(moved, fabs(w[i] - 0.1 * sin((double)i)));
+                    err_w = fmax(err_w, fabs(gw - w[i]));
+                    w_ulps = fmax(w_ulps, fabs(gw - w[i]) / (fabs(w[i]) / 128.0 + 1e-12)); /* BF16 steps */
+                    err_m = fmax(err_m, fabs(gm - mm[i]) / (fabs(mm[i]) + 1e-30));
+                    err_v = fmax(err_v, fabs(gv - vv[i]) / (fabs(vv[i]) + 1e-30));
+                }
+                /* the weights' error against the largest move (a float weight rounds to 6e-8
+                 * of itself, a BF16 one, stochastically, to within one of its steps) */
+                err_w = L->w16 ? (w_ulps <= 1.0 ? 0.0 : w_ulps) : err_w / moved;
+                const double err_b = fabs(L->b[r] - b) / fabs(b - 0.3);
+                if (lazy) {
+                    int same = 1;
+                    for (int64_t i = 0; i < n; i++)
+                        same &= (L->w16 ? spr_f32_from_bf16(L->w16[off + i]) : L->w[off + i]) ==
+                                (float)(L->w16 ? spr_f32_from_bf16(spr_bf16_from_f32((float)(0.1 * sin((double)i))))
+                                               : (float)(0.1 * sin((double)i)));
+                    CHECK(same && L->b[r] == 0.3f && L->last_step[r] == t0 + s + 1,
+                          "store %d, lazy, %lld missed steps: the row stays, its last step becomes %lld (got %lld)",
+                          store, (long long)s, (long long)(t0 + s + 1), (long long)L->last_step[r]);
+                } else {
+                    CHECK(err_w < tol && err_m < tol && err_v < tol && err_b < fmax(tol, 2e-5) && moved > 1e-6 &&
+                              L->last_step[r] == t0 + s + 1,
+                          "store %d, %lld steps missed after step %lld: catch-up against Adam's zero-gradient "
+                          "steps: rel err w %.2g (of the move %.2g), m %.2g, v %.2g, bias %.2g (tolerance %g); "
+                          "last step %lld",
+                          store, (long long)s, (long long)t0, err_w, moved, err_m, err_v, err_b, tol,
+                          (long long)L->last_step[r]);
+                }
+                spr_model_free(m);
+            }
+}
+
 int main(void) {
+    test_catch_up();
     test_thread_counts();
     test_initial_weights();
     test_selection_set();

@@ -23,12 +23,15 @@ next seed; the seeds in CASES are the first usable ones.
 What a reference file holds, per step (3 steps, 3 different batches):
   - the loss and the gradient of every weight and bias (batch means), and
   - every weight, bias and Adam moment after the optimizer step.
-Step 1 comes from torch.optim.Adam itself. Steps 2 and 3 come from a lazy Adam written
-out below: sparrow only updates the rows that received gradient (the layer-0 embedding
-rows of the features in the batch, every row of the other layers in dense mode, every
-bias), and from step 2 on that differs from torch.optim.Adam, which decays the moments
-of every row. The step counter of the bias correction is global (one per model), as in
-torch.optim.SparseAdam.
+Step 1 comes from torch.optim.Adam itself. Steps 2 and 3 come from Adam written out
+below: sparrow only updates the rows that received gradient (the layer-0 embedding rows
+of the features in the batch, every row of the other layers in dense mode, every bias),
+and from step 2 on that differs from torch.optim.Adam, which steps every row. By default
+(catch-up) a row that received gradient again first takes the zero-gradient steps
+torch.optim.Adam would have taken in the steps it missed (catch_up below: its moments
+decay, its weights move on them), late, after this step's gradient; with lazy_adam (the
+cases marked lazy) it does not, as in torch.optim.SparseAdam. The step counter of the
+bias correction is global (one per model).
 
 Usage:
   torch_reference.py --check PATH/test_torch   write the cases to a temporary directory,
@@ -37,9 +40,9 @@ Usage:
   torch_reference.py --write DIR               only write the reference files
 
 File layout (little-endian; int32 = i, int64 = q, float32 = f, float64 = d):
-  i magic 0x54525053 ("SPRT"), i version 1
+  i magic 0x54525053 ("SPRT"), i version 2
   i n_features, i n_layers, i size[n_layers]             (size[n_layers-1] = n_labels)
-  f lr, f beta1, f beta2, f eps
+  f lr, f beta1, f beta2, f eps, i lazy (1: spr_train_options.lazy_adam)
   q n_points, q nnz, q n_label_entries
   q feature_indptr[n_points+1], i feature_indices[nnz], f feature_values[nnz]
   q label_indptr[n_points+1], i labels[n_label_entries]
@@ -66,15 +69,17 @@ import torch
 import torch.nn.functional as F
 
 MAGIC = 0x54525053
-VERSION = 1
+VERSION = 2
 N_STEPS = 3
 
 
 class Case:
     """One problem: architecture, hyper-parameters, data, batches."""
 
-    def __init__(self, name, seed, n_features, sizes, batch, lr, betas, eps, shared_features=()):
+    def __init__(self, name, seed, n_features, sizes, batch, lr, betas, eps, shared_features=(),
+                 lazy=False):
         self.name = name
+        self.lazy = lazy                   # lazy Adam: rows never catch up on missed steps
         self.seed = seed
         self.n_features = n_features
         self.sizes = list(sizes)           # hidden sizes then n_labels
@@ -95,6 +100,8 @@ CASES = [
     # (c) features 7 and 33 in every point: gradients of several points accumulate in one
     # embedding row
     Case("c_shared_rows", 3003, 60, [16, 40], 8, 1e-2, (0.9, 0.999), 1e-8, shared_features=(7, 33)),
+    # (d) case (a) with lazy Adam
+    Case("d_lazy", 1003, 60, [16, 40], 8, 1e-2, (0.9, 0.999), 1e-8, lazy=True),
 ]
 
 
@@ -175,6 +182,26 @@ def forward_loss(params, x, t):
     tol = 1e-12 if z.dtype == torch.float64 else 1e-6
     assert abs(loss.item() - alt.item()) <= tol * max(1.0, abs(loss.item())), (loss.item(), alt.item())
     return loss
+
+
+def catch_up(params, state, step, case, present, last):
+    """The embedding rows in `present` take, before this step's update, the zero-gradient
+    torch.optim.Adam steps they missed since they were last stepped (last[row]; 0: never,
+    with zero moments, so those steps do nothing). Returns how many rows moved."""
+    b1, b2 = case.betas
+    p, (m, v) = params[0], state[0]
+    moved = present & (last < step - 1) & (m.abs().sum(dim=1) != 0)
+    with torch.no_grad():
+        for u in range(1, step):
+            rows = present & (last < u)
+            if not bool(rows.any()):
+                continue
+            m[rows] = m[rows] * b1
+            v[rows] = v[rows] * b2
+            denom = (v[rows].sqrt() / (1 - b2 ** u) ** 0.5).add(case.eps)
+            p[rows] = p[rows] - case.lr / (1 - b1 ** u) * m[rows] / denom
+    last[present] = step
+    return int(moved.sum())
 
 
 def lazy_adam_step(params, state, step, case, touched):
@@ -335,7 +362,7 @@ def build_case(case):
     out += struct.pack('<ii', MAGIC, VERSION)
     out += struct.pack('<ii', case.n_features, n_layers)
     out += struct.pack(f'<{n_layers}i', *case.sizes)
-    out += struct.pack('<ffff', case.lr, case.betas[0], case.betas[1], case.eps)
+    out += struct.pack('<ffffi', case.lr, case.betas[0], case.betas[1], case.eps, int(case.lazy))
     out += struct.pack('<qqq', len(points), len(feat_idx), len(labs))
     out += np.asarray(feat_indptr, dtype='<i8').tobytes()
     out += np.asarray(feat_idx, dtype='<i4').tobytes()
@@ -348,6 +375,8 @@ def build_case(case):
 
     # Lazy Adam's state; torch.optim.Adam on a copy gives step 1.
     state = [(torch.zeros_like(p), torch.zeros_like(p)) for p in params]
+    last = torch.zeros(case.n_features, dtype=torch.int64)  # step that last stepped each embedding row
+    caught_up = 0
     for s in range(N_STEPS):
         rows = step_rows[s]
         x, t = dense_batch(case, points, rows)
@@ -375,6 +404,8 @@ def build_case(case):
         for g, m in zip(grads, gmag):
             assert bool((m >= g.abs() * (1 - 1e-9)).all())
         err32 = float32_rel_error(params, x, t, grads, gmag, loss.item())
+        if not case.lazy:  # after the gradient (sparrow's forward read the rows as they were)
+            caught_up += catch_up(params, state, s + 1, case, present, last)
         check_conditioning(params, state, s + 1, case, touched, grads)
         # Scales of the moments: m = b1 m0 + (1 - b1) g and v = b2 v0 + (1 - b2) g^2
         # inherit g's rounding through (1 - b1) |dg| and 2 (1 - b2) |g| |dg|; rows not
@@ -431,6 +462,8 @@ def build_case(case):
                     a.copy_(a.float().double())
         print(f"  step {s + 1}: rows {rows}, loss {loss.item():.9g}, "
               f"{int(present.sum())} embedding rows touched; float32 PyTorch: max rel err {err32:.1e}")
+    if not case.lazy and caught_up == 0:
+        raise Ambiguous("no embedding row missed a step and came back: catch-up untested")
     out += struct.pack('<i', MAGIC)
     return bytes(out)
 
@@ -440,7 +473,7 @@ def perturbed(data):
     element changed by 1e-3 relative: the C program must reject it."""
     n_features, n_layers = struct.unpack_from('<ii', data, 8)
     sizes = struct.unpack_from(f'<{n_layers}i', data, 16)
-    off = 16 + 4 * n_layers + 16
+    off = 16 + 4 * n_layers + 16 + 4  # ... eps, lazy
     n_points, nnz, n_lab = struct.unpack_from('<qqq', data, off)
     off += 24 + 8 * (n_points + 1) + 4 * nnz + 4 * nnz + 8 * (n_points + 1) + 4 * n_lab
     fan_in = n_features
@@ -507,6 +540,24 @@ def main():
         for line in r.stdout.splitlines():
             if 'FAIL' in line:
                 print("  " + line)
+        # And the catch-up must matter: a catch-up case run as lazy Adam must fail.
+        with open(paths[0], 'rb') as f:
+            data = bytearray(f.read())
+        n_layers = struct.unpack_from('<i', data, 12)[0]
+        struct.pack_into('<i', data, 16 + 4 * n_layers + 16, 1)
+        with open(bad, 'wb') as f:
+            f.write(bytes(data))
+        print("negative control: a catch-up case run with lazy Adam; expecting a failure")
+        sys.stdout.flush()
+        r = subprocess.run([args.check, '--quiet', bad], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True)
+        if r.returncode == 0:
+            print(r.stdout)
+            print("torch_reference: lazy Adam passed for catch-up: the catch-up is untested: FAILED")
+            return 1
+        fails = [line for line in r.stdout.splitlines() if 'FAIL' in line]
+        print(f"negative control rejected as it should be ({len(fails)} failures, first: "
+              f"{fails[0].strip() if fails else '?'})")
         print("torch_reference: all cases agree with PyTorch")
         return 0
 
