@@ -825,6 +825,19 @@ expect_grep res_sinfoj res_sinfoj.out '"simhash_one_in": 12}'
 run res_sconflict train $RES_OPTS --resume resSB.model --epochs 3 --simhash-one-in 3
 expect_rc res_sconflict 2
 expect_grep res_sconflict res_sconflict.err "--simhash-one-in differs from the model in resSB.model"
+# --lazy-adam: another model than the default's catch-up; a lazy run resumed lazily is the
+# uninterrupted lazy run byte for byte; --print-config writes it.
+run lazy_a train $RES_OPTS --epochs 2 --lazy-adam --save resLA.model
+expect_rc lazy_a 0
+run lazy_b1 train $RES_OPTS --epochs 2 --lazy-adam --max-batches 7 --save resLB.model
+run lazy_b2 train $RES_OPTS --epochs 2 --lazy-adam --resume resLB.model --save resLB.model
+expect_rc lazy_b2 0
+if cmp -s resLA.model resLB.model; then pass; else fail "resume (--lazy-adam): expected resLB.model identical to resLA.model, $(cmp resLA.model resLB.model 2>&1)"; fi
+if cmp -s resA.model resLA.model; then fail "--lazy-adam: expected resLA.model to differ from resA.model (catch-up)"; else pass; fi
+run lazy_pc train $RES_OPTS --lazy-adam --print-config
+expect_grep lazy_pc lazy_pc.out '"lazy-adam": true,'
+run lazy_pc0 train $RES_OPTS --print-config
+expect_grep lazy_pc0 lazy_pc0.out '"lazy-adam": false,'
 # --init-std: the initial weights' spread, recorded in the model (info), written by
 # --print-config, a conflict with --resume's model, out of [0, 10) refused.
 run init1 train $RES_OPTS --init-std 0.1 --max-batches 2 --save init1.model

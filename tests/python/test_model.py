@@ -41,6 +41,7 @@ def test_struct_layouts_match_the_library():
     o = _lib.spr_train_options_default()
     assert (o.batch_size, o.rehash_first, o.rehash_max, o.rebuild_every) == (128, 50, 1000, 10)
     assert abs(o.lr - 1e-3) < 1e-9 and abs(o.beta2 - 0.999) < 1e-7 and o.clip_norm == 0.0
+    assert o.random_pool == 0 and o.lazy_adam == 0  # Adam with catch-up
     # spr_model_info's last fields: an unsharded model holds all labels, rank 0 of 1
     m = sparrow.Model(10, 37, hidden=4, sparsity=1.0)
     i = _lib.spr_model_get_info(m._h())
@@ -427,6 +428,14 @@ def test_fit_is_the_cli_train(tmp_path):
     back = sparrow.Model.load(tmp_path / "cli5.spr")  # the CLI's save inside epoch 1
     back.fit(X, Y, epochs=2, resume=True, **kw)
     assert back.to_bytes() == open(tmp_path / "cli.spr", "rb").read()
+    # lazy_adam is --lazy-adam (lazy_adam is spr_train_options' last field: ctypes must
+    # put it where the library reads it), and another model than the default's
+    subprocess.run([cli, "train", *opts, "--epochs", "2", "--lazy-adam", "--save", str(tmp_path / "lazy.spr")],
+                   check=True, capture_output=True)
+    lazy = sparrow.Model(X.shape[1], Y.shape[1])
+    lazy.fit(X, Y, epochs=2, lazy_adam=True, **kw)
+    assert lazy.to_bytes() == open(tmp_path / "lazy.spr", "rb").read()
+    assert lazy.to_bytes() != m.to_bytes()
     out = subprocess.run([cli, "eval", "--model", str(tmp_path / "cli.spr"), "--test", str(test),
                           "--eval-max", "100", "--threads", "1"], check=True, capture_output=True,
                          text=True).stdout
