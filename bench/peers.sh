@@ -8,7 +8,7 @@
 # points), EVAL (2000 test points), THREADS (all), SPARSITY (0.005), LABELS (sweep:
 # "10000 100000 670091 2000000"), SWEEP=0 to skip it, SWEEP_BATCHES (0: one epoch of the
 # subset, rehashes included), SWEEP_SLOW, SPARROW_ARGS (extra sparrow train options),
-# INIT_STD (0.01: every system's initial weights ~ N(0, INIT_STD^2)),
+# INIT_STD (0.1: every system's initial weights ~ N(0, INIT_STD^2)),
 # SWEEP_TORCH_MAX, SWEEP_ACTIVE (3350 active outputs at every size; 0: SPARSITY), SWEEP_BF16
 # (0: no --bf16-weights runs in the sweep), SYSTEMS (subset of the names in bench/peers.py), VENV_TORCH (a venv
 # with PyPI torch: by default ~/.cache/sparrow/venv-torch, made on first use with the

@@ -89,7 +89,7 @@ def main():
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--std", type=float, default=0.01)
+    ap.add_argument("--std", type=float, default=0.1)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--eval-max", type=int, default=2000)
     ap.add_argument("--labels", type=int, default=0, help="output size (0: the file's)")

@@ -176,10 +176,20 @@ static void row_dots_ref(const float *w, const uint16_t *w16, int64_t n, const u
     spr_row_dots_each(dot_ref, dot_bf16_ref, w, w16, n, ent, ne, x, ld, out);
 }
 
+static void catch_up_row_ref(float *w, float *m, float *v, int64_t n, float S, float e, float d1,
+                             float d2) {
+    for (int64_t i = 0; i < n; i++) {
+        const float num = S * m[i], den = sqrtf(v[i]) + e;
+        w[i] = w[i] - num / den;
+        m[i] = m[i] * d1, v[i] = v[i] * d2;
+    }
+}
+
 const spr_kernel_set spr_kernels_portable = {"portable", dot_ref, axpy_ref, dot_sparse_ref,
                                              adam_row_ref, matmul_panels_ref, signed_sums_ref,
                                              adam_row_bf16_ref, dot_bf16_ref, axpy_bf16_ref,
-                                             adam_row_bf16w_ref, row_entries_ref, row_dots_ref};
+                                             adam_row_bf16w_ref, row_entries_ref, row_dots_ref,
+                                             catch_up_row_ref};
 const spr_kernel_set *spr_kernels = &spr_kernels_portable;
 
 static const char *cpu_features(void) {

@@ -141,6 +141,11 @@ typedef struct spr_kernel_set {
      * output forward in row order). */
     void (*row_dots)(const float *w, const uint16_t *w16, int64_t n, const uint64_t *ent,
                      int64_t ne, const float *x, int64_t ld, float *out);
+    /* Adam's catch-up of a row that missed steps (model.h, spr_catch_up):
+     *   w -= (S m) / (sqrt(v) + e);  m *= d1;  v *= d2
+     * each operation rounded once, unfused, so every set gives the reference's bits. */
+    void (*catch_up_row)(float *w, float *m, float *v, int64_t n, float S, float e, float d1,
+                         float d2);
 } spr_kernel_set;
 
 #define SPR_SUM_ROWS 16 /* rows per call of signed_sums: two AVX2 registers, one AVX-512 */
@@ -149,6 +154,10 @@ typedef struct spr_kernel_set {
 /* The set in use (never NULL after load; not to be changed while another thread runs). */
 extern const spr_kernel_set *spr_kernels;
 
+static inline void spr_catch_up_row(float *w, float *m, float *v, int64_t n, float S, float e,
+                                    float d1, float d2) {
+    spr_kernels->catch_up_row(w, m, v, n, S, e, d1, d2);
+}
 static inline float spr_dot(const float *a, const float *b, int64_t n) {
     return spr_kernels->dot(a, b, n);
 }

@@ -471,10 +471,31 @@ static void row_dots_avx2(const float *w, const uint16_t *w16, int64_t n, const 
     spr_row_dots_each(dot_avx2, dot_bf16_avx2, w, w16, n, ent, ne, x, ld, out);
 }
 
+/* Unfused, so the reference's bits; the tail as the reference. */
+static void catch_up_row_avx2(float *w, float *m, float *v, int64_t n, float S, float e, float d1,
+                              float d2) {
+    const __m256 vS = _mm256_set1_ps(S), ve = _mm256_set1_ps(e);
+    const __m256 vd1 = _mm256_set1_ps(d1), vd2 = _mm256_set1_ps(d2);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 mi = _mm256_loadu_ps(m + i), vi = _mm256_loadu_ps(v + i), wi = _mm256_loadu_ps(w + i);
+        const __m256 q = _mm256_div_ps(_mm256_mul_ps(vS, mi), _mm256_add_ps(_mm256_sqrt_ps(vi), ve));
+        _mm256_storeu_ps(w + i, _mm256_sub_ps(wi, q));
+        _mm256_storeu_ps(m + i, _mm256_mul_ps(mi, vd1));
+        _mm256_storeu_ps(v + i, _mm256_mul_ps(vi, vd2));
+    }
+    for (; i < n; i++) {
+        const float num = S * m[i], den = sqrtf(v[i]) + e;
+        w[i] = w[i] - num / den;
+        m[i] = m[i] * d1, v[i] = v[i] * d2;
+    }
+}
+
 static const spr_kernel_set set = {"avx2", dot_avx2, axpy_avx2, dot_sparse_avx2, adam_row_avx2,
                                    matmul_panels_avx2, signed_sums_avx2,
                                    adam_row_bf16_avx2, dot_bf16_avx2, axpy_bf16_avx2,
-                                   adam_row_bf16w_avx2, row_entries_avx2, row_dots_avx2};
+                                   adam_row_bf16w_avx2, row_entries_avx2, row_dots_avx2,
+                                   catch_up_row_avx2};
 const spr_kernel_set *spr_kernel_set_avx2(void) { return &set; }
 #else
 const spr_kernel_set *spr_kernel_set_avx2(void) { return 0; }

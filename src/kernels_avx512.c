@@ -421,10 +421,27 @@ static void row_dots_avx512(const float *w, const uint16_t *w16, int64_t n, cons
     }
 }
 
+/* Unfused, so the reference's bits; the tail masked. */
+static void catch_up_row_avx512(float *w, float *m, float *v, int64_t n, float S, float e, float d1,
+                                float d2) {
+    const __m512 vS = _mm512_set1_ps(S), ve = _mm512_set1_ps(e);
+    const __m512 vd1 = _mm512_set1_ps(d1), vd2 = _mm512_set1_ps(d2);
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 k = tail_mask(n - i);
+        const __m512 mi = _mm512_maskz_loadu_ps(k, m + i), vi = _mm512_maskz_loadu_ps(k, v + i);
+        const __m512 wi = _mm512_maskz_loadu_ps(k, w + i);
+        const __m512 q = _mm512_div_ps(_mm512_mul_ps(vS, mi), _mm512_add_ps(_mm512_sqrt_ps(vi), ve));
+        _mm512_mask_storeu_ps(w + i, k, _mm512_sub_ps(wi, q));
+        _mm512_mask_storeu_ps(m + i, k, _mm512_mul_ps(mi, vd1));
+        _mm512_mask_storeu_ps(v + i, k, _mm512_mul_ps(vi, vd2));
+    }
+}
+
 static const spr_kernel_set set = {"avx512", dot_avx512, axpy_avx512, dot_sparse_avx512,
                                    adam_row_avx512, matmul_panels_avx512, signed_sums_avx512,
                                    adam_row_bf16_avx512, dot_bf16_avx512, axpy_bf16_avx512,
-                                   adam_row_bf16w_avx512, row_entries_avx512, row_dots_avx512};
+                                   adam_row_bf16w_avx512, row_entries_avx512, row_dots_avx512,
+                                   catch_up_row_avx512};
 const spr_kernel_set *spr_kernel_set_avx512(void) { return &set; }
 #else
 const spr_kernel_set *spr_kernel_set_avx512(void) { return 0; }

@@ -51,7 +51,7 @@ spr_model_config spr_model_config_default(int64_t n_features, int64_t n_labels) 
     c.layers[0].size = 128;
     c.layers[1].size = n_labels;
     c.layers[1].sparsity = 0.01f;
-    c.init_std = 0.01f;
+    c.init_std = 0.1f; /* not SLIDE's 0.01: README, "Initial weights" */
     c.seed = 1;
     return c;
 }

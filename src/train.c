@@ -390,6 +390,7 @@ static inline SPR_ALWAYS_INLINE void prefetch_adam_row(const spr_layer *L, int32
     }
     __builtin_prefetch(L->b + r, 1, ADAM_LOCALITY), __builtin_prefetch(L->mb + r, 1, ADAM_LOCALITY);
     __builtin_prefetch(L->vb + r, 1, ADAM_LOCALITY), __builtin_prefetch(L->gb + r, 1, ADAM_LOCALITY);
+    __builtin_prefetch(L->last_step + r, 1, ADAM_LOCALITY);
 }
 
 /* Index of the first of the n ascending ids that is >= v (n if none). */
@@ -842,11 +843,7 @@ void spr_layer_catch_up(const spr_model *m, spr_layer *L, int64_t r) {
     const float d2 = (float)(tabled ? c->b2s[s] : pow(c->beta2, (double)s));
     const int64_t off = r * L->stride, n = L->cols;
     if (!L->w16 && !L->mw16) {
-        float *w = L->w + off, *mw = L->mw + off, *vw = L->vw + off;
-        for (int64_t i = 0; i < n; i++) {
-            w[i] -= S * mw[i] / (sqrtf(vw[i]) + e);
-            mw[i] *= d1, vw[i] *= d2;
-        }
+        spr_catch_up_row(L->w + off, L->mw + off, L->vw + off, n, S, e, d1, d2);
     } else {
         /* BF16 moments (and weights): widened, moved, narrowed with the step's rounding
          * bits as the BF16 Adam kernels take them (another salt: these are other draws) */

@@ -675,6 +675,57 @@ static void child_name(const char *self, const char *value, char *out, size_t ca
     waitpid(pid, &status, 0);
 }
 
+/* catch_up_row of set k against the portable reference, bit for bit (both unfused, each
+ * operation rounded once), over lengths that cover every tail; the reference against its
+ * formula in double (one rounding per operation: within a few float ulps). */
+#define CU_N 70
+static void test_catch_up_row(const spr_kernel_set *k, uint64_t seed) {
+    const spr_kernel_set *ref = &spr_kernels_portable;
+    spr_rng r;
+    spr_rng_seed(&r, seed ^ 0xca7c4ull);
+    float w1[CU_N], m1[CU_N], v1[CU_N], w2[CU_N + 1], m2[CU_N + 1], v2[CU_N + 1];
+    int bad = 0, bad_formula = 0;
+    for (int n = 0; n <= CU_N; n++) {
+        const float S = 1e-3f * (float)(1 + spr_rng_below(&r, 50)), e = 1e-8f * (float)(1 + n % 3);
+        const float d1 = 0.9f, d2 = 0.999f - 1e-4f * (float)(n % 7);
+        for (int i = 0; i < n; i++) {
+            w1[i] = w2[i] = (float)spr_rng_normal(&r) * 0.1f;
+            m1[i] = m2[i] = (float)spr_rng_normal(&r) * 1e-3f;
+            v1[i] = v2[i] = i == 3 ? 0.0f : (float)spr_rng_uniform(&r) * 1e-5f; /* v 0: e alone */
+        }
+        w2[n] = m2[n] = v2[n] = 7.0f; /* past the row: untouched */
+        ref->catch_up_row(w1, m1, v1, n, S, e, d1, d2);
+        k->catch_up_row(w2, m2, v2, n, S, e, d1, d2);
+        for (int i = 0; i < n; i++)
+            if ((w1[i] != w2[i] || m1[i] != m2[i] || v1[i] != v2[i]) && bad++ < 3)
+                CHECK(0, "%s catch_up_row n=%d i=%d: expected w %.9g m %.9g v %.9g, got %.9g %.9g %.9g", k->name,
+                      n, i, w1[i], m1[i], v1[i], w2[i], m2[i], v2[i]);
+        if ((w2[n] != 7.0f || m2[n] != 7.0f || v2[n] != 7.0f) && bad++ < 3)
+            CHECK(0, "%s catch_up_row n=%d: wrote past the row", k->name, n);
+    }
+    /* the formula, on a row of its own */
+    {
+        const int n = 33;
+        const float S = 0.02f, e = 1e-8f, d1 = 0.9f, d2 = 0.998f;
+        double wd[33], md[33], vd[33];
+        for (int i = 0; i < n; i++) {
+            w1[i] = (float)(0.05 * cos(i)), m1[i] = (float)(1e-3 * sin(3.0 * i)), v1[i] = (float)(1e-6 * (1 + i));
+            wd[i] = w1[i], md[i] = m1[i], vd[i] = v1[i];
+        }
+        k->catch_up_row(w1, m1, v1, n, S, e, d1, d2);
+        for (int i = 0; i < n; i++) {
+            const double want = wd[i] - (double)S * md[i] / (sqrt(vd[i]) + (double)e);
+            if (!(fabs(w1[i] - want) <= 4e-7 * (fabs(want) + (double)S * fabs(md[i]) / sqrt(vd[i])) &&
+                  fabs(m1[i] - md[i] * d1) <= 2e-7 * fabs(md[i]) && fabs(v1[i] - vd[i] * d2) <= 2e-7 * vd[i]) &&
+                bad_formula++ < 3)
+                CHECK(0, "%s catch_up_row formula i=%d: expected w %.9g m %.9g v %.9g, got %.9g %.9g %.9g", k->name,
+                      i, want, md[i] * d1, vd[i] * d2, w1[i], m1[i], v1[i]);
+        }
+    }
+    CHECK(bad == 0 && bad_formula == 0, "%s catch_up_row: %d mismatches against the reference, %d against the formula",
+          k->name, bad, bad_formula);
+}
+
 int main(int argc, char **argv) {
     if (argc > 1 && !strcmp(argv[1], "--print-kernels")) {
         printf("%s|%s", spr_kernels_name(), spr_kernels_describe());
@@ -691,6 +742,7 @@ int main(int argc, char **argv) {
     test_bf16w_set(&spr_kernels_portable, seed);
     test_row_entries(&spr_kernels_portable, seed);
     test_row_dots(&spr_kernels_portable, seed);
+    test_catch_up_row(&spr_kernels_portable, seed);
     test_sorts(seed);
     printf("  bf16 conversions and the portable BF16 Adam: tested\n");
 
@@ -707,6 +759,7 @@ int main(int argc, char **argv) {
             test_bf16w_set(sets[i], seed + 20 + (uint64_t)i);
             test_row_entries(sets[i], seed + 40 + (uint64_t)i);
             test_row_dots(sets[i], seed + 50 + (uint64_t)i);
+            test_catch_up_row(sets[i], seed + 60 + (uint64_t)i);
             if (!strcmp(sets[i]->name, "avx512")) test_adam_short_rows(sets[i], seed + 30);
             printf("  %s: tested against the reference\n", names[i]);
         }

@@ -105,7 +105,7 @@ class Model:
     random_fraction (0.5), simhash_one_in (SimHash projections non-zero one entry in
     this many; 0: sqrt of the layer's fan-in rounded, at least 3), hidden_sparsity
     (sample the hidden layers after the first too, with the output's hash options),
-    init_std (0.01), seed (1), bf16_state (False: True keeps the output layer's Adam
+    init_std (0.1), seed (1), bf16_state (False: True keeps the output layer's Adam
     moments in BF16, `sparrow train --bf16-state`),
     bf16_weights (False: True keeps the output layer's weights in BF16 too, and implies
     bf16_state, `sparrow train --bf16-weights`), and max_memory (bytes; refuse a model that needs more before allocating anything).
@@ -117,7 +117,7 @@ class Model:
 
     def __init__(self, n_features, n_labels, hidden=(128,), sparsity=0.01, hash="simhash",
                  tables=50, bits=0, bucket_capacity=128, bucket_policy="fifo", select="topk",
-                 threshold=2, random_fraction=0.5, hidden_sparsity=None, init_std=0.01, seed=1,
+                 threshold=2, random_fraction=0.5, hidden_sparsity=None, init_std=0.1, seed=1,
                  max_memory=None, bf16_state=False, bf16_weights=False, simhash_one_in=0):
         self._handle = None
         self._lock = threading.RLock()

@@ -112,7 +112,7 @@ class SampledSoftmaxLinear(torch.nn.Module):
 
     def __init__(self, in_features, n_classes, sparsity=0.01, hash="simhash", tables=50, bits=0,
                  bucket_capacity=128, bucket_policy="fifo", select="topk", threshold=2,
-                 random_fraction=0.5, init_std=0.01, seed=1, lr=1e-3, betas=(0.9, 0.999),
+                 random_fraction=0.5, init_std=0.1, seed=1, lr=1e-3, betas=(0.9, 0.999),
                  eps=1e-8, clip_norm=0.0, threads=0, rehash_first=50, rehash_growth=0.1,
                  rehash_max=1000, rebuild_every=10, bf16_state=False, bf16_weights=False,
                  simhash_one_in=0):

@@ -20,7 +20,7 @@ def test_struct_layouts_match_the_library():
     assert (c.n_features, c.n_layers, c.layers[0].size, c.layers[1].size) == (10, 2, 128, 20)
     assert abs(c.layers[1].sparsity - 0.01) < 1e-7 and c.layers[1].hash_l == 50
     assert c.layers[1].bucket_capacity == 128 and abs(c.layers[1].random_fraction - 0.5) < 1e-7
-    assert abs(c.init_std - 0.01) < 1e-7 and c.seed == 1
+    assert abs(c.init_std - 0.1) < 1e-7 and c.seed == 1
     assert c.bf16_state == 0 and c.bf16_weights == 0
     # bf16_weights is the last field: the library must see what ctypes writes there
     c.bf16_weights = 2
