@@ -197,18 +197,19 @@ struct spr_model {
     spr_batch_buf *bb;        /* the sharded step's batch (NULL on one process) */
 };
 
-/* One Adam step on weight row r of model m's layer L with gradient g (fan_in floats,
- * cleared), in the precision L keeps its moments in: every path that steps a layer goes
- * through here. BF16 moments take their rounding bits from the step and the row's global
- * label (a shard's row r is label label_lo + r), so a run is the same on any thread or
- * rank count and a resumed run continues it exactly. */
-/* Fills m->catch_up for step m->steps + 1 with options o (every step, before any row). */
+/* Fills m->catch_up for step m->steps + 1 with options o (every step, before any row;
+ * the missed steps are taken at this step's lr). */
 void spr_catch_up_prepare(spr_model *m, const spr_train_options *o);
 
 /* Row r of L (and its bias, past layer 0) catches up on the steps it missed since its
  * last (spr_catch_up), then records the step in progress as its last. */
 void spr_layer_catch_up(const spr_model *m, spr_layer *L, int64_t r);
 
+/* One Adam step on weight row r of model m's layer L with gradient g (fan_in floats,
+ * cleared), after its catch-up, in the precision L keeps its moments in: every path that
+ * steps a layer goes through here. BF16 moments take their rounding bits from the step and the row's global
+ * label (a shard's row r is label label_lo + r), so a run is the same on any thread or
+ * rank count and a resumed run continues it exactly. */
 static inline void spr_layer_adam_row(const spr_model *m, spr_layer *L, int64_t r, float *g,
                                       const spr_train_options *o, float bc1, float bc2) {
     if (L->last_step[r] != m->steps) spr_layer_catch_up(m, L, r);
