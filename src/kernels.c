@@ -185,11 +185,23 @@ static void catch_up_row_ref(float *w, float *m, float *v, int64_t n, float S, f
     }
 }
 
+void spr_catch_up_row_bf16_ref(float *w, uint16_t *w16, uint16_t *m, uint16_t *v, int64_t n, float S,
+                               float e, float d1, float d2, uint32_t salt) {
+    for (int64_t i = 0; i < n; i++) {
+        const float mi = spr_f32_from_bf16(m[i]), vi = spr_f32_from_bf16(v[i]);
+        const float num = S * mi, den = sqrtf(vi) + e, q = num / den;
+        if (w16) w16[i] = spr_bf16_from_f32_sr(spr_f32_from_bf16(w16[i]) - q, spr_bf16_noise_w(salt, i));
+        else w[i] = w[i] - q;
+        m[i] = spr_bf16_from_f32(mi * d1);
+        v[i] = spr_bf16_from_f32_sr(vi * d2, spr_bf16_noise(salt, i));
+    }
+}
+
 const spr_kernel_set spr_kernels_portable = {"portable", dot_ref, axpy_ref, dot_sparse_ref,
                                              adam_row_ref, matmul_panels_ref, signed_sums_ref,
                                              adam_row_bf16_ref, dot_bf16_ref, axpy_bf16_ref,
                                              adam_row_bf16w_ref, row_entries_ref, row_dots_ref,
-                                             catch_up_row_ref};
+                                             catch_up_row_ref, spr_catch_up_row_bf16_ref};
 const spr_kernel_set *spr_kernels = &spr_kernels_portable;
 
 static const char *cpu_features(void) {

@@ -146,6 +146,12 @@ typedef struct spr_kernel_set {
      * each operation rounded once, unfused, so every set gives the reference's bits. */
     void (*catch_up_row)(float *w, float *m, float *v, int64_t n, float S, float e, float d1,
                          float d2);
+    /* catch_up_row with BF16 moments, and BF16 weights when w16 is not NULL (else w):
+     * the same float arithmetic on the widened values; m stored rounded to nearest, v and
+     * a BF16 w stochastically with spr_bf16_noise(salt, i) and spr_bf16_noise_w(salt, i),
+     * as the BF16 Adam kernels round them. Bit for bit the reference on every set. */
+    void (*catch_up_row_bf16)(float *w, uint16_t *w16, uint16_t *m, uint16_t *v, int64_t n,
+                              float S, float e, float d1, float d2, uint32_t salt);
 } spr_kernel_set;
 
 #define SPR_SUM_ROWS 16 /* rows per call of signed_sums: two AVX2 registers, one AVX-512 */
@@ -157,6 +163,11 @@ extern const spr_kernel_set *spr_kernels;
 static inline void spr_catch_up_row(float *w, float *m, float *v, int64_t n, float S, float e,
                                     float d1, float d2) {
     spr_kernels->catch_up_row(w, m, v, n, S, e, d1, d2);
+}
+static inline void spr_catch_up_row_bf16(float *w, uint16_t *w16, uint16_t *m, uint16_t *v,
+                                         int64_t n, float S, float e, float d1, float d2,
+                                         uint32_t salt) {
+    spr_kernels->catch_up_row_bf16(w, w16, m, v, n, S, e, d1, d2, salt);
 }
 static inline float spr_dot(const float *a, const float *b, int64_t n) {
     return spr_kernels->dot(a, b, n);
@@ -224,6 +235,10 @@ typedef float (*spr_dot_bf16_fn)(const uint16_t *w, const float *x, int64_t n);
 void spr_row_dots_each(spr_dot_fn dot, spr_dot_bf16_fn dot_bf16, const float *w,
                        const uint16_t *w16, int64_t n, const uint64_t *ent, int64_t ne,
                        const float *x, int64_t ld, float *out);
+
+/* catch_up_row_bf16 of the portable set, which the AVX2 set shares (a rare row's pass). */
+void spr_catch_up_row_bf16_ref(float *w, uint16_t *w16, uint16_t *m, uint16_t *v, int64_t n, float S,
+                               float e, float d1, float d2, uint32_t salt);
 
 /* The portable reference set, and the x86 sets (NULL where not compiled in). Whether
  * the CPU can run one: spr_kernel_set_supported. */

@@ -495,7 +495,7 @@ static const spr_kernel_set set = {"avx2", dot_avx2, axpy_avx2, dot_sparse_avx2,
                                    matmul_panels_avx2, signed_sums_avx2,
                                    adam_row_bf16_avx2, dot_bf16_avx2, axpy_bf16_avx2,
                                    adam_row_bf16w_avx2, row_entries_avx2, row_dots_avx2,
-                                   catch_up_row_avx2};
+                                   catch_up_row_avx2, spr_catch_up_row_bf16_ref};
 const spr_kernel_set *spr_kernel_set_avx2(void) { return &set; }
 #else
 const spr_kernel_set *spr_kernel_set_avx2(void) { return 0; }

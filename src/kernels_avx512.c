@@ -437,11 +437,52 @@ static void catch_up_row_avx512(float *w, float *m, float *v, int64_t n, float S
     }
 }
 
+/* 16 lanes of catch_up_row_bf16; hv, hw: salt (^ 0x6A09E667 for w) + index x golden */
+static inline void catch_up16_bf16(float *w, uint16_t *w16, uint16_t *m, uint16_t *v, __m512 vS,
+                                   __m512 ve, __m512 vd1, __m512 vd2, __m512i hv, __m512i hw) {
+    const __m512 mi = bf16_load16(m), vi = bf16_load16(v);
+    const __m512 q = _mm512_div_ps(_mm512_mul_ps(vS, mi), _mm512_add_ps(_mm512_sqrt_ps(vi), ve));
+    if (w16) bf16_store16_sr(w16, _mm512_sub_ps(bf16_load16(w16), q), bf16_noise16(hw));
+    else _mm512_storeu_ps(w, _mm512_sub_ps(_mm512_loadu_ps(w), q));
+    bf16_store16(m, _mm512_mul_ps(mi, vd1));
+    bf16_store16_sr(v, _mm512_mul_ps(vi, vd2), bf16_noise16(hv));
+}
+
+/* Unfused, as the reference; the tail through a zero-padded copy (v 0 there: q = 0 / e). */
+static void catch_up_row_bf16_avx512(float *w, uint16_t *w16, uint16_t *m, uint16_t *v, int64_t n,
+                                     float S, float e, float d1, float d2, uint32_t salt) {
+    const __m512 vS = _mm512_set1_ps(S), ve = _mm512_set1_ps(e);
+    const __m512 vd1 = _mm512_set1_ps(d1), vd2 = _mm512_set1_ps(d2);
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i gv = _mm512_set1_epi32((int)0x9E3779B1u), gw = _mm512_set1_epi32((int)0x85EBCA77u);
+    const __m512i hv16 = _mm512_set1_epi32((int)(16u * 0x9E3779B1u));
+    const __m512i hw16 = _mm512_set1_epi32((int)(16u * 0x85EBCA77u));
+    __m512i hv = _mm512_add_epi32(_mm512_set1_epi32((int)salt), _mm512_mullo_epi32(lane, gv));
+    __m512i hw = _mm512_add_epi32(_mm512_set1_epi32((int)(salt ^ 0x6A09E667u)), _mm512_mullo_epi32(lane, gw));
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16, hv = _mm512_add_epi32(hv, hv16), hw = _mm512_add_epi32(hw, hw16))
+        catch_up16_bf16(w16 ? NULL : w + i, w16 ? w16 + i : NULL, m + i, v + i, vS, ve, vd1, vd2, hv, hw);
+    if (i < n) {
+        float tw[16] = {0};
+        uint16_t tw16[16] = {0}, tm[16] = {0}, tv[16] = {0};
+        const size_t k = (size_t)(n - i);
+        if (w16) memcpy(tw16, w16 + i, k * sizeof(uint16_t));
+        else memcpy(tw, w + i, k * sizeof(float));
+        memcpy(tm, m + i, k * sizeof(uint16_t));
+        memcpy(tv, v + i, k * sizeof(uint16_t));
+        catch_up16_bf16(w16 ? NULL : tw, w16 ? tw16 : NULL, tm, tv, vS, ve, vd1, vd2, hv, hw);
+        if (w16) memcpy(w16 + i, tw16, k * sizeof(uint16_t));
+        else memcpy(w + i, tw, k * sizeof(float));
+        memcpy(m + i, tm, k * sizeof(uint16_t));
+        memcpy(v + i, tv, k * sizeof(uint16_t));
+    }
+}
+
 static const spr_kernel_set set = {"avx512", dot_avx512, axpy_avx512, dot_sparse_avx512,
                                    adam_row_avx512, matmul_panels_avx512, signed_sums_avx512,
                                    adam_row_bf16_avx512, dot_bf16_avx512, axpy_bf16_avx512,
                                    adam_row_bf16w_avx512, row_entries_avx512, row_dots_avx512,
-                                   catch_up_row_avx512};
+                                   catch_up_row_avx512, catch_up_row_bf16_avx512};
 const spr_kernel_set *spr_kernel_set_avx512(void) { return &set; }
 #else
 const spr_kernel_set *spr_kernel_set_avx512(void) { return 0; }

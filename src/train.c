@@ -844,22 +844,11 @@ void spr_layer_catch_up(const spr_model *m, spr_layer *L, int64_t r) {
     const int64_t off = r * L->stride, n = L->cols;
     if (!L->w16 && !L->mw16) {
         spr_catch_up_row(L->w + off, L->mw + off, L->vw + off, n, S, e, d1, d2);
-    } else {
-        /* BF16 moments (and weights): widened, moved, narrowed with the step's rounding
-         * bits as the BF16 Adam kernels take them (another salt: these are other draws) */
+    } else { /* BF16 moments (and weights); another salt than the step's: other draws */
         const uint32_t salt = (uint32_t)spr_mix64((uint64_t)m->steps << 32 ^
                                                   (uint64_t)(m->label_lo + r) ^ 0xC47C0FFEEull);
-        for (int64_t i = 0; i < n; i++) {
-            const float mi = spr_f32_from_bf16(L->mw16[off + i]), vi = spr_f32_from_bf16(L->vw16[off + i]);
-            const float step = S * mi / (sqrtf(vi) + e);
-            if (L->w16)
-                L->w16[off + i] = spr_bf16_from_f32_sr(spr_f32_from_bf16(L->w16[off + i]) - step,
-                                                       spr_bf16_noise_w(salt, i));
-            else
-                L->w[off + i] -= step;
-            L->mw16[off + i] = spr_bf16_from_f32_sr(mi * d1, spr_bf16_noise(salt, i));
-            L->vw16[off + i] = spr_bf16_from_f32_sr(vi * d2, spr_bf16_noise(salt ^ 0x5bd1e995u, i));
-        }
+        spr_catch_up_row_bf16(L->w16 ? NULL : L->w + off, L->w16 ? L->w16 + off : NULL, L->mw16 + off,
+                              L->vw16 + off, n, S, e, d1, d2, salt);
     }
     if (L != &m->layers[0]) { /* the row's bias (layer 0's is stepped every step) */
         L->b[r] -= S * L->mb[r] / (sqrtf(L->vb[r]) + e);

@@ -724,6 +724,30 @@ static void test_catch_up_row(const spr_kernel_set *k, uint64_t seed) {
     }
     CHECK(bad == 0 && bad_formula == 0, "%s catch_up_row: %d mismatches against the reference, %d against the formula",
           k->name, bad, bad_formula);
+    /* BF16 moments, float or BF16 weights: bit for bit the reference (same noise bits) */
+    int bad16 = 0;
+    for (int form = 0; form < 2; form++)
+        for (int n = 0; n <= CU_N; n++) {
+            float fw1[CU_N + 1], fw2[CU_N + 1];
+            uint16_t hw1[CU_N + 1], hw2[CU_N + 1], hm1[CU_N + 1], hm2[CU_N + 1], hv1[CU_N + 1], hv2[CU_N + 1];
+            const uint32_t salt = (uint32_t)spr_rng_next(&r);
+            const float S = 1e-3f * (float)(1 + spr_rng_below(&r, 50)), e = 1e-8f, d1 = 0.9f, d2 = 0.999f;
+            for (int i = 0; i <= n; i++) {
+                fw1[i] = fw2[i] = (float)spr_rng_normal(&r) * 0.1f;
+                hw1[i] = hw2[i] = spr_bf16_from_f32(fw1[i]);
+                hm1[i] = hm2[i] = spr_bf16_from_f32((float)spr_rng_normal(&r) * 1e-3f);
+                hv1[i] = hv2[i] = spr_bf16_from_f32((float)spr_rng_uniform(&r) * 1e-5f);
+            }
+            ref->catch_up_row_bf16(form ? NULL : fw1, form ? hw1 : NULL, hm1, hv1, n, S, e, d1, d2, salt);
+            k->catch_up_row_bf16(form ? NULL : fw2, form ? hw2 : NULL, hm2, hv2, n, S, e, d1, d2, salt);
+            for (int i = 0; i <= n; i++) /* i = n: past the row, untouched by both */
+                if ((memcmp(&fw1[i], &fw2[i], sizeof(float)) || hw1[i] != hw2[i] || hm1[i] != hm2[i] ||
+                     hv1[i] != hv2[i]) && bad16++ < 3)
+                    CHECK(0, "%s catch_up_row_bf16 form %d n=%d i=%d: expected w %.9g/0x%04x m 0x%04x v 0x%04x, "
+                          "got %.9g/0x%04x 0x%04x 0x%04x", k->name, form, n, i, fw1[i], hw1[i], hm1[i], hv1[i],
+                          fw2[i], hw2[i], hm2[i], hv2[i]);
+        }
+    CHECK(bad16 == 0, "%s catch_up_row_bf16: %d mismatches against the reference", k->name, bad16);
 }
 
 int main(int argc, char **argv) {
