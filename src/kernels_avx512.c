@@ -275,6 +275,16 @@ static void axpy_bf16_avx512(float alpha, const uint16_t *x, float *y, int64_t n
     }
 }
 
+/* The first 16 lanes' Weyl sequences of spr_bf16_noise (hv) and spr_bf16_noise_w (hw)
+ * for salt; each next 16 lanes add 16 x the sequence's step. */
+static inline void weyl_start(uint32_t salt, __m512i *hv, __m512i *hw) {
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    *hv = _mm512_add_epi32(_mm512_set1_epi32((int)salt),
+                           _mm512_mullo_epi32(lane, _mm512_set1_epi32((int)0x9E3779B1u)));
+    *hw = _mm512_add_epi32(_mm512_set1_epi32((int)(salt ^ 0x6A09E667u)),
+                           _mm512_mullo_epi32(lane, _mm512_set1_epi32((int)0x85EBCA77u)));
+}
+
 static inline void adam16_bf16w(uint16_t *w, float *g, uint16_t *m, uint16_t *v, __m512 vb1,
                                 __m512 vc1, __m512 vb2, __m512 vc2, __m512 vstep, __m512 vinv,
                                 __m512 veps, __m512i hv, __m512i hw) {
@@ -298,12 +308,10 @@ static void adam_row_bf16w_avx512(uint16_t *w, float *g, uint16_t *m, uint16_t *
     const __m512 vb2 = _mm512_set1_ps(b2), vc2 = _mm512_set1_ps(1.0f - b2);
     const __m512 vstep = _mm512_set1_ps(step), vinv = _mm512_set1_ps(inv_sqrt_bc2);
     const __m512 veps = _mm512_set1_ps(eps);
-    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    const __m512i gv = _mm512_set1_epi32((int)0x9E3779B1u), gw = _mm512_set1_epi32((int)0x85EBCA77u);
     const __m512i hv16 = _mm512_set1_epi32((int)(16u * 0x9E3779B1u));
     const __m512i hw16 = _mm512_set1_epi32((int)(16u * 0x85EBCA77u));
-    __m512i hv = _mm512_add_epi32(_mm512_set1_epi32((int)salt), _mm512_mullo_epi32(lane, gv));
-    __m512i hw = _mm512_add_epi32(_mm512_set1_epi32((int)(salt ^ 0x6A09E667u)), _mm512_mullo_epi32(lane, gw));
+    __m512i hv, hw;
+    weyl_start(salt, &hv, &hw);
     int64_t i = 0;
     for (; i + 16 <= n; i += 16, hv = _mm512_add_epi32(hv, hv16), hw = _mm512_add_epi32(hw, hw16))
         adam16_bf16w(w + i, g + i, m + i, v + i, vb1, vc1, vb2, vc2, vstep, vinv, veps, hv, hw);
@@ -453,12 +461,10 @@ static void catch_up_row_bf16_avx512(float *w, uint16_t *w16, uint16_t *m, uint1
                                      float S, float e, float d1, float d2, uint32_t salt) {
     const __m512 vS = _mm512_set1_ps(S), ve = _mm512_set1_ps(e);
     const __m512 vd1 = _mm512_set1_ps(d1), vd2 = _mm512_set1_ps(d2);
-    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    const __m512i gv = _mm512_set1_epi32((int)0x9E3779B1u), gw = _mm512_set1_epi32((int)0x85EBCA77u);
     const __m512i hv16 = _mm512_set1_epi32((int)(16u * 0x9E3779B1u));
     const __m512i hw16 = _mm512_set1_epi32((int)(16u * 0x85EBCA77u));
-    __m512i hv = _mm512_add_epi32(_mm512_set1_epi32((int)salt), _mm512_mullo_epi32(lane, gv));
-    __m512i hw = _mm512_add_epi32(_mm512_set1_epi32((int)(salt ^ 0x6A09E667u)), _mm512_mullo_epi32(lane, gw));
+    __m512i hv, hw;
+    weyl_start(salt, &hv, &hw);
     int64_t i = 0;
     for (; i + 16 <= n; i += 16, hv = _mm512_add_epi32(hv, hv16), hw = _mm512_add_epi32(hw, hw16))
         catch_up16_bf16(w16 ? NULL : w + i, w16 ? w16 + i : NULL, m + i, v + i, vS, ve, vd1, vd2, hv, hw);

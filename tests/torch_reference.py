@@ -490,6 +490,23 @@ def perturbed(data):
     return bytes(out)
 
 
+def rejected(check, path, data, what, blind):
+    """Runs the C program on a reference file that must fail (a negative control)."""
+    with open(path, 'wb') as f:
+        f.write(data)
+    print(f"negative control: {what}; expecting a failure")
+    sys.stdout.flush()
+    r = subprocess.run([check, '--quiet', path], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if r.returncode == 0:
+        print(r.stdout)
+        print(f"torch_reference: {blind}: FAILED")
+        return False
+    fails = [line.strip() for line in r.stdout.splitlines() if 'FAIL' in line]
+    print(f"negative control rejected as it should be ({len(fails)} failures, first: "
+          f"{fails[0] if fails else '?'})")
+    return True
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--check', metavar='TEST_TORCH', help='run this test_torch binary on the cases')
@@ -522,42 +539,19 @@ def main():
             print(f"torch_reference: {args.check} exited with status {rc}: FAILED")
             return 1 if rc > 0 else 2
 
-        # Negative control: the comparison must notice a 1e-3 relative change of one number.
-        bad = os.path.join(tmp, 'negative_control.bin')
         with open(paths[0], 'rb') as f:
             data = f.read()
-        with open(bad, 'wb') as f:
-            f.write(perturbed(data))
-        print("negative control: one gradient element changed by 1e-3 relative; expecting a failure")
-        sys.stdout.flush()
-        r = subprocess.run([args.check, '--quiet', bad], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                           text=True)
-        if r.returncode == 0:
-            print(r.stdout)
-            print("torch_reference: the perturbed reference was accepted: the comparison is blind: FAILED")
-            return 1
-        print("negative control rejected as it should be:")
-        for line in r.stdout.splitlines():
-            if 'FAIL' in line:
-                print("  " + line)
-        # And the catch-up must matter: a catch-up case run as lazy Adam must fail.
-        with open(paths[0], 'rb') as f:
-            data = bytearray(f.read())
-        n_layers = struct.unpack_from('<i', data, 12)[0]
-        struct.pack_into('<i', data, 16 + 4 * n_layers + 16, 1)
-        with open(bad, 'wb') as f:
-            f.write(bytes(data))
-        print("negative control: a catch-up case run with lazy Adam; expecting a failure")
-        sys.stdout.flush()
-        r = subprocess.run([args.check, '--quiet', bad], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                           text=True)
-        if r.returncode == 0:
-            print(r.stdout)
-            print("torch_reference: lazy Adam passed for catch-up: the catch-up is untested: FAILED")
-            return 1
-        fails = [line for line in r.stdout.splitlines() if 'FAIL' in line]
-        print(f"negative control rejected as it should be ({len(fails)} failures, first: "
-              f"{fails[0].strip() if fails else '?'})")
+        # Negative controls: the comparison must notice a 1e-3 relative change of one
+        # number, and the catch-up must matter (a catch-up case run as lazy Adam fails).
+        lazy = bytearray(data)
+        struct.pack_into('<i', lazy, 16 + 4 * struct.unpack_from('<i', data, 12)[0] + 16, 1)
+        for what, bad_data, blind in (
+                ("one gradient element changed by 1e-3 relative", perturbed(data),
+                 "the perturbed reference was accepted: the comparison is blind"),
+                ("a catch-up case run with lazy Adam", bytes(lazy),
+                 "lazy Adam passed for catch-up: the catch-up is untested")):
+            if not rejected(args.check, os.path.join(tmp, 'negative_control.bin'), bad_data, what, blind):
+                return 1
         print("torch_reference: all cases agree with PyTorch")
         return 0
 
