@@ -243,6 +243,7 @@ static void weight_shape(const spr_model_config *cfg, int l, int64_t *rows, int6
  * the shape is negative (cannot match any real section then). */
 static uint64_t section_bytes(const spr_model_config *cfg, int kind, int l) {
     int64_t rows = 1, cols;
+    uint64_t item = sizeof(float);
     switch (kind) {
     case KIND_CONF: return CKPT_CONF_BASE + CKPT_CONF_LAYER * (uint64_t)cfg->n_layers;
     case KIND_STAT: return CKPT_STAT_BYTES;
@@ -252,12 +253,12 @@ static uint64_t section_bytes(const spr_model_config *cfg, int kind, int l) {
     case KIND_W:
     case KIND_MW:
     case KIND_VW: weight_shape(cfg, l, &rows, &cols); break;
-    case KIND_LAST: weight_shape(cfg, l, &rows, &cols), cols = 2; break; /* i64: two floats' bytes */
+    case KIND_LAST: weight_shape(cfg, l, &rows, &cols), cols = 1, item = sizeof(int64_t); break;
     default: cols = cfg->layers[l].size; break;
     }
     uint64_t n;
     if (rows < 0 || cols < 0 || __builtin_mul_overflow((uint64_t)rows, (uint64_t)cols, &n) ||
-        __builtin_mul_overflow(n, (uint64_t)sizeof(float), &n))
+        __builtin_mul_overflow(n, item, &n))
         return 0;
     return n;
 }
