@@ -397,6 +397,18 @@ SPR_API spr_status spr_model_compute_gradients(spr_model *model, const spr_datas
                                                const spr_train_options *options,
                                                spr_batch_stats *stats);
 SPR_API spr_status spr_model_apply_gradients(spr_model *model, const spr_train_options *options);
+/* Adam with catch-up (options->lazy_adam 0, the default) steps a row that had no
+ * gradient for a while only when it next has one, taking the zero-gradient steps it
+ * missed first (after that step's forward pass read it). This takes them now for every
+ * row that owes some, at options' lr, betas and eps, so that the weights are those
+ * torch.optim.Adam's zero-gradient steps leave (to ~1e-5 of the move; model.h,
+ * spr_catch_up), and the next forward passes read the moved rows. The CLI and Python's
+ * fit call it at the end of every complete epoch (so a resumed run does too), and
+ * SampledSoftmaxLinear on eval(); call it before reading weights (spr_model_param) or
+ * saving a model for inference, if you drive spr_model_train_batch yourself. A no-op
+ * with options->lazy_adam; BAD_INPUT for options that cannot train (spr_check_adam:
+ * catch-up needs beta1^2 < beta2). One pass over the rows that owe steps. */
+SPR_API spr_status spr_model_catch_up(spr_model *model, const spr_train_options *options);
 
 /* Top-k labels of each of rows[0..n) (all points if rows is NULL, n ignored):
  * ids_out and scores_out are (n, k), best first, ties broken by the lower label id.

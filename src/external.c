@@ -193,9 +193,10 @@ spr_status spr_model_output_train(spr_model *m, const float *input, int64_t n,
     if (n < 1 || n > o->batch_size)
         return spr_fail(SPR_STATUS_BAD_INPUT, "batch of %lld rows: must be in [1, batch size %d]",
                         (long long)n, o->batch_size);
-    if (!(o->lr > 0.0f) || !(o->beta1 >= 0.0f && o->beta1 < 1.0f) ||
-        !(o->beta2 >= 0.0f && o->beta2 < 1.0f) || !(o->eps > 0.0f) || !(o->clip_norm >= 0.0f))
-        return spr_fail(SPR_STATUS_BAD_INPUT, "Adam: need lr > 0, betas in [0, 1), eps > 0, clip_norm >= 0");
+    spr_status st = spr_check_adam(o);
+    if (st) return st;
+    if (!(o->clip_norm >= 0.0f))
+        return spr_fail(SPR_STATUS_BAD_INPUT, "clip_norm must be >= 0, got %g", (double)o->clip_norm);
     if (spr_model_get_info(m).ranks > 1) /* the softmax would cover one shard's labels only */
         return spr_fail(SPR_STATUS_BAD_INPUT, "output_train: a sharded (MPI) model is not supported");
     const int lo_index = m->n_layers - 1;
@@ -203,7 +204,7 @@ spr_status spr_model_output_train(spr_model *m, const float *input, int64_t n,
     if (!labels && label_indptr[n] > 0)
         return spr_fail(SPR_STATUS_BAD_INPUT, "output_train: labels is NULL");
     int64_t max_labels = 0;
-    spr_status st = check_labels(label_indptr, labels, n, Lo->size, &max_labels);
+    st = check_labels(label_indptr, labels, n, Lo->size, &max_labels);
     if (!st) st = check_input(input, n, Lo->fan_in, "output_train");
     if (st) return st;
     st = spr_model_prepare(m, o, max_labels);

@@ -135,23 +135,31 @@ typedef struct spr_batch_buf {
  * its moments by beta1^s and beta2^s and move each weight by
  *   sum_{k=1..s} lr / bc1(t0 + k) x beta1^k m / (sqrt(beta2^k v / bc2(t0 + k)) + eps),
  * bc_i(u) = 1 - beta_i^u. With r = beta1 / sqrt(beta2) and c(u) = sqrt(bc2(u)) / bc1(u)
- * that is m / (sqrt(v) + e) x lr S, S = sum_k r^k c(t0 + k) = P(t0) - r^s P(t0 + s), where
- * P(u) = sum_{k>=1} r^k c(u + k), and e is the first term's eps, eps sqrt(bc2(t0 + 1) /
- * beta2): exact for s = 1; for s > 1 exact but for eps's weight in the later terms (they
- * shrink as r^k, and eps matters only where sqrt(v) is near it). P follows P(u) =
- * r (c(u + 1) + P(u + 1)) down from u = SPR_CATCH_UP_U, past which c is taken as 1
- * (beta2^u < 1e-14 there at beta2 = 0.999; larger beta2 leave an error of ~beta2^u / 2
- * in c); the powers of r, beta1, beta2 are tabled up to SPR_CATCH_UP_S missed steps (pow
- * beyond). The tables depend on beta1 and beta2 only: made when they change. */
+ * that is sum_k lr r^k c(t0 + k) m / (sqrt(v) + e_k), e_k = eps sqrt(bc2(t0 + k) / beta2^k),
+ * taken as m / (sqrt(v) + e) x lr S with S = sum_k r^k c(t0 + k) = P(t0) - r^s P(t0 + s),
+ * P(u) = sum_{k>=1} r^k c(u + k), and e the mean of the e_k weighted by the terms,
+ * e = eps (Q(t0) - q^s Q(t0 + s)) / S with q = beta1 / beta2, d(u) = bc2(u) / bc1(u) and
+ * Q(u) = sum_{k>=1} q^k d(u + k): exact for s = 1, and for s > 1 the error of one eps for
+ * all the terms is of second order in (e_k - e) / sqrt(v) (the first cancels), where a
+ * single e_1 left it of the first (1e-3 of the move at eps 1e-6 early in training). With
+ * beta1 >= beta2 (Q diverges) e is e_1 = eps sqrt(bc2(t0 + 1) / beta2). P and Q follow
+ * P(u) = r (c(u + 1) + P(u + 1)) down from u = SPR_CATCH_UP_U, past which c and d are
+ * taken as 1 (beta2^u < 1e-14 there at beta2 = 0.999; larger beta2 leave an error of
+ * ~beta2^u / 2 in c); the powers of r, q, beta1, beta2 are tabled up to SPR_CATCH_UP_S
+ * missed steps (pow beyond). The sum needs r < 1 (beta1^2 < beta2, spr_check_adam). The
+ * tables depend on beta1 and beta2 only: made when they change. */
 #define SPR_CATCH_UP_U 32768
 #define SPR_CATCH_UP_S 1024
 typedef struct spr_catch_up {
     int on;                                  /* 0: lazy Adam (spr_train_options.lazy_adam) */
     float lr, eps;                           /* of the step in progress */
-    double beta1, beta2, r;                  /* what the tables were made for (0: none yet) */
+    double beta1, beta2, r, q;               /* what the tables were made for (0: none yet) */
+    int weighted_eps;                        /* q < 1: Q is tabled */
     double P[SPR_CATCH_UP_U + 1];            /* P(u) */
+    double Q[SPR_CATCH_UP_U + 1];            /* Q(u) */
     float sq2[SPR_CATCH_UP_U + 1];           /* sqrt(bc2(u) / beta2) */
-    double rs[SPR_CATCH_UP_S + 1], b1s[SPR_CATCH_UP_S + 1], b2s[SPR_CATCH_UP_S + 1]; /* ^s */
+    double rs[SPR_CATCH_UP_S + 1], qs[SPR_CATCH_UP_S + 1]; /* ^s */
+    double b1s[SPR_CATCH_UP_S + 1], b2s[SPR_CATCH_UP_S + 1];
 } spr_catch_up;
 
 struct spr_model {
@@ -160,7 +168,7 @@ struct spr_model {
     int n_layers;
 
     int64_t steps, samples, epoch;
-    spr_catch_up catch_up;    /* the optimizer's catch-up tables (400 KB) */
+    spr_catch_up catch_up;    /* the optimizer's catch-up tables (670 KB) */
     int64_t next_rehash;      /* step at which the next rehash happens */
     int64_t rehashes, rebuilds;
     int64_t step_rows, step_bytes; /* what the last spr_model_apply_gradients stepped and moved */
@@ -196,6 +204,11 @@ struct spr_model {
     struct spr_dist *dist;    /* borrowed; NULL: one process */
     spr_batch_buf *bb;        /* the sharded step's batch (NULL on one process) */
 };
+
+/* SPR_STATUS_OK if o's Adam constants can train: a finite lr > 0, betas in [0, 1), a
+ * finite eps > 0, and for Adam with catch-up beta1^2 < beta2 (else its sum of missed
+ * steps diverges; spr_catch_up). Else fails naming what is wrong. */
+spr_status spr_check_adam(const spr_train_options *o);
 
 /* Fills m->catch_up for step m->steps + 1 with options o (every step, before any row;
  * the missed steps are taken at this step's lr). */

@@ -666,9 +666,8 @@ static spr_status check_batch(const spr_model *m, const spr_dataset *data, const
     if (n < 1 || n > o->batch_size)
         return spr_fail(SPR_STATUS_BAD_INPUT, "batch of %lld points: must be in [1, batch size %d]",
                         (long long)n, o->batch_size);
-    if (!(o->lr > 0.0f && isfinite(o->lr)) || !(o->beta1 >= 0.0f && o->beta1 < 1.0f) ||
-        !(o->beta2 >= 0.0f && o->beta2 < 1.0f) || !(o->eps > 0.0f && isfinite(o->eps)))
-        return spr_fail(SPR_STATUS_BAD_INPUT, "Adam: need a finite lr > 0, betas in [0, 1), a finite eps > 0");
+    spr_status st = spr_check_adam(o);
+    if (st != SPR_STATUS_OK) return st;
     if (!(o->clip_norm >= 0.0f))
         return spr_fail(SPR_STATUS_BAD_INPUT, "clip_norm must be >= 0, got %g", (double)o->clip_norm);
     const spr_dataset_view *d = &data->view;
@@ -815,30 +814,56 @@ void spr_catch_up_prepare(spr_model *m, const spr_train_options *o) {
     c->lr = o->lr, c->eps = o->eps;
     const double b1 = o->beta1, b2 = o->beta2;
     if (!c->on || (c->beta1 == b1 && c->beta2 == b2)) return;
-    c->beta1 = b1, c->beta2 = b2, c->r = b1 / sqrt(b2);
-    double P = c->r / (1.0 - c->r); /* c(u) = 1 from SPR_CATCH_UP_U on */
-    c->P[SPR_CATCH_UP_U] = P;
+    c->beta1 = b1, c->beta2 = b2, c->r = b1 / sqrt(b2), c->q = b1 / b2;
+    c->weighted_eps = c->q < 1.0;
+    /* c(u) = d(u) = 1 from SPR_CATCH_UP_U on: the tails are geometric */
+    double P = c->r / (1.0 - c->r), Q = c->weighted_eps ? c->q / (1.0 - c->q) : 0.0;
+    c->P[SPR_CATCH_UP_U] = P, c->Q[SPR_CATCH_UP_U] = Q;
     for (int64_t u = SPR_CATCH_UP_U - 1; u >= 0; u--) {
-        const double v = (double)(u + 1);
-        P = c->r * (sqrt(1.0 - pow(b2, v)) / (1.0 - pow(b1, v)) + P);
-        c->P[u] = P;
+        const double v = (double)(u + 1), bc1 = 1.0 - pow(b1, v), bc2 = 1.0 - pow(b2, v);
+        P = c->r * (sqrt(bc2) / bc1 + P);
+        Q = c->weighted_eps ? c->q * (bc2 / bc1 + Q) : 0.0;
+        c->P[u] = P, c->Q[u] = Q;
     }
     for (int64_t u = 0; u <= SPR_CATCH_UP_U; u++) c->sq2[u] = (float)sqrt((1.0 - pow(b2, (double)u)) / b2);
     for (int s = 0; s <= SPR_CATCH_UP_S; s++)
-        c->rs[s] = pow(c->r, s), c->b1s[s] = pow(b1, s), c->b2s[s] = pow(b2, s);
+        c->rs[s] = pow(c->r, s), c->qs[s] = pow(c->q, s), c->b1s[s] = pow(b1, s), c->b2s[s] = pow(b2, s);
 }
 
-void spr_layer_catch_up(const spr_model *m, spr_layer *L, int64_t r) {
+spr_status spr_check_adam(const spr_train_options *o) {
+    if (!(o->lr > 0.0f && isfinite(o->lr)) || !(o->beta1 >= 0.0f && o->beta1 < 1.0f) ||
+        !(o->beta2 >= 0.0f && o->beta2 < 1.0f) || !(o->eps > 0.0f && isfinite(o->eps)))
+        return spr_fail(SPR_STATUS_BAD_INPUT, "Adam: need a finite lr > 0, betas in [0, 1), a finite eps > 0");
+    if (!o->lazy_adam && !((double)o->beta1 * o->beta1 < (double)o->beta2))
+        return spr_fail(SPR_STATUS_BAD_INPUT,
+                        "Adam with catch-up needs beta1^2 < beta2 (got beta1 %g, beta2 %g): the "
+                        "zero-gradient steps a row missed do not sum in closed form; use lazy Adam "
+                        "(--lazy-adam, lazy_adam) or other betas",
+                        (double)o->beta1, (double)o->beta2);
+    return SPR_STATUS_OK;
+}
+
+/* Row r of L takes the steps it missed, t0 + 1 .. m->steps (t0 its last step), and
+ * records `last` as its last step: m->steps + 1 before the step in progress steps it,
+ * m->steps where nothing follows (spr_model_catch_up). */
+static void layer_catch_up(const spr_model *m, spr_layer *L, int64_t r, int64_t last) {
     const spr_catch_up *c = &m->catch_up;
     const int64_t t0 = L->last_step[r], s = m->steps - t0; /* the steps it missed */
-    L->last_step[r] = m->steps + 1;
+    L->last_step[r] = last;
     if (!c->on || s <= 0) return;
     const int64_t u0 = t0 < SPR_CATCH_UP_U ? t0 : SPR_CATCH_UP_U;
     const int64_t us = t0 + s < SPR_CATCH_UP_U ? t0 + s : SPR_CATCH_UP_U;
     const int tabled = s <= SPR_CATCH_UP_S;
     const double rs = tabled ? c->rs[s] : pow(c->r, (double)s);
-    const float S = (float)((double)c->lr * (c->P[u0] - rs * c->P[us]));
-    const float e = c->eps * c->sq2[u0 + 1 <= SPR_CATCH_UP_U ? u0 + 1 : SPR_CATCH_UP_U];
+    const double sum = c->P[u0] - rs * c->P[us];
+    const float S = (float)((double)c->lr * sum);
+    float e;
+    if (c->weighted_eps) { /* the terms' mean */
+        const double qs = tabled ? c->qs[s] : pow(c->q, (double)s);
+        e = (float)((double)c->eps * (c->Q[u0] - qs * c->Q[us]) / sum);
+    } else { /* the first term's */
+        e = c->eps * c->sq2[u0 + 1 <= SPR_CATCH_UP_U ? u0 + 1 : SPR_CATCH_UP_U];
+    }
     const float d1 = (float)(tabled ? c->b1s[s] : pow(c->beta1, (double)s));
     const float d2 = (float)(tabled ? c->b2s[s] : pow(c->beta2, (double)s));
     const int64_t off = r * L->stride, n = L->cols;
@@ -854,6 +879,28 @@ void spr_layer_catch_up(const spr_model *m, spr_layer *L, int64_t r) {
         L->b[r] -= S * L->mb[r] / (sqrtf(L->vb[r]) + e);
         L->mb[r] *= d1, L->vb[r] *= d2;
     }
+}
+
+void spr_layer_catch_up(const spr_model *m, spr_layer *L, int64_t r) {
+    layer_catch_up(m, L, r, m->steps + 1);
+}
+
+spr_status spr_model_catch_up(spr_model *m, const spr_train_options *o) {
+    if (!m || !o) return spr_fail(SPR_STATUS_BAD_INPUT, "catch_up: NULL argument");
+    spr_status st = spr_check_adam(o);
+    if (st != SPR_STATUS_OK) return st;
+    if (o->lazy_adam) return SPR_STATUS_OK; /* lazy rows owe nothing */
+    spr_catch_up_prepare(m, o);
+    const int threads = spr_threads(o->threads);
+    for (int l = 0; l < m->n_layers; l++) {
+        spr_layer *L = &m->layers[l];
+        /* dynamic in blocks: at 2M labels the rows that missed the last steps are most,
+         * after a small data set's epoch a few */
+#pragma omp parallel for schedule(dynamic, 4096) num_threads(threads)
+        for (int64_t r = 0; r < L->rows; r++)
+            if (L->last_step[r] < m->steps) layer_catch_up(m, L, r, m->steps);
+    }
+    return SPR_STATUS_OK;
 }
 
 spr_status spr_model_apply_gradients(spr_model *m, const spr_train_options *o) {

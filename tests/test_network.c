@@ -1507,8 +1507,130 @@ static void test_catch_up(void) {
             }
 }
 
+/* spr_model_catch_up (the end of an epoch): after a few sampled steps, every row of every
+ * layer that owes steps takes them, as Adam's zero-gradient steps written out in double
+ * precision from the same state move them; rows that owe none stay bit for bit; a second
+ * call and a lazy one change nothing; training then goes on as without it but for rounding. */
+static void test_model_catch_up(void) {
+    toy t;
+    toy_make(&t, 96, 40, 4, 17);
+    const spr_model_config c = small_config(t.d, t.l, 0.15f);
+    spr_train_options o = spr_train_options_default();
+    o.threads = 1, o.batch_size = 8, o.lr = 0.01f, o.beta1 = 0.85f, o.beta2 = 0.995f, o.eps = 1e-6f;
+    spr_model *a, *b;
+    OK(spr_model_create(&c, &a));
+    OK(spr_model_create(&c, &b));
+    for (int step = 0; step < 9; step++) {
+        int64_t rows[8];
+        for (int i = 0; i < 8; i++) rows[i] = (step * 8 + i) % t.n;
+        spr_batch_stats st;
+        OK(spr_model_train_batch(a, t.data, rows, 8, &o, &st));
+        OK(spr_model_train_batch(b, t.data, rows, 8, &o, &st));
+    }
+    CHECK(params_equal(a, b, 2), "catch-up: two runs of the same steps agree");
+    OK(spr_model_catch_up(a, &o));
+    const int64_t T = a->steps;
+    int64_t owed[2] = {0, 0};
+    double err = 0.0;
+    int stayed = 1, last_ok = 1;
+    for (int l = 0; l < 2; l++) {
+        const spr_layer *LA = &a->layers[l], *LB = &b->layers[l];
+        for (int64_t r = 0; r < LB->rows; r++) {
+            const int64_t t0 = LB->last_step[r], off = r * LB->stride;
+            last_ok &= LA->last_step[r] == T;
+            if (t0 >= T) { /* owed nothing: untouched */
+                stayed &= memcmp(LA->w + off, LB->w + off, (size_t)LB->cols * sizeof(float)) == 0;
+                continue;
+            }
+            int any = 0;
+            for (int64_t i = 0; i < LB->cols; i++) any |= LB->mw[off + i] != 0.0f;
+            owed[l] += any;
+            double moved = 0.0, err_w = 0.0;
+            for (int64_t i = 0; i < LB->cols; i++) { /* Adam, g = 0, steps t0 + 1 .. T */
+                double w = LB->w[off + i], mm = LB->mw[off + i], vv = LB->vw[off + i];
+                const double w0 = w;
+                for (int64_t u = t0 + 1; u <= T; u++) {
+                    const double bc1 = 1.0 - pow(o.beta1, (double)u), bc2 = 1.0 - pow(o.beta2, (double)u);
+                    mm *= o.beta1, vv *= o.beta2;
+                    w -= o.lr * (mm / bc1) / (sqrt(vv / bc2) + o.eps);
+                }
+                moved = fmax(moved, fabs(w - w0));
+                err_w = fmax(err_w, fabs(LA->w[off + i] - w));
+                err = fmax(err, fabs(LA->mw[off + i] - mm) / fmax(fabs(mm), 1e-30));
+                err = fmax(err, fabs(LA->vw[off + i] - vv) / fmax(fabs(vv), 1e-30));
+            }
+            if (any) err = fmax(err, err_w / moved); /* against the row's largest move */
+        }
+    }
+    CHECK(owed[0] > 0 && owed[1] > 0, "catch-up: rows of both layers owed steps (%lld, %lld)",
+          (long long)owed[0], (long long)owed[1]);
+    CHECK(err < 1e-4, "catch-up: owed rows against Adam's zero-gradient steps: rel err %.2g", err);
+    CHECK(stayed && last_ok, "catch-up: rows that owed nothing stay; every row's last step is %lld",
+          (long long)T);
+
+    /* a second call changes nothing; with lazy Adam nothing owes anything */
+    float *w_before;
+    int64_t rows_w, cols_w, stride_w;
+    OK(spr_model_param(a, 1, SPR_PARAM_WEIGHT, &w_before, &rows_w, &cols_w, &stride_w));
+    float *copy = malloc((size_t)(rows_w * stride_w) * sizeof(float));
+    memcpy(copy, w_before, (size_t)(rows_w * stride_w) * sizeof(float));
+    OK(spr_model_catch_up(a, &o));
+    CHECK(memcmp(copy, w_before, (size_t)(rows_w * stride_w) * sizeof(float)) == 0,
+          "catch-up: a second call changes nothing");
+    spr_train_options ol = o;
+    ol.lazy_adam = 1;
+    float *wb;
+    OK(spr_model_param(b, 1, SPR_PARAM_WEIGHT, &wb, NULL, NULL, NULL));
+    memcpy(copy, wb, (size_t)(rows_w * stride_w) * sizeof(float));
+    OK(spr_model_catch_up(b, &ol));
+    CHECK(memcmp(copy, wb, (size_t)(rows_w * stride_w) * sizeof(float)) == 0,
+          "catch-up: with lazy_adam it changes nothing");
+    free(copy);
+
+    /* what it leaves is a model like any other: saved and loaded, it trains on alike */
+    char path[] = "/tmp/sparrow_test_catch_up_XXXXXX";
+    const int fd = mkstemp(path);
+    CHECK(fd >= 0, "catch-up: a temporary file");
+    if (fd >= 0) close(fd);
+    OK(spr_model_save(a, path));
+    spr_model *c2;
+    OK(spr_model_load(path, &c2));
+    remove(path);
+    for (int step = 9; step < 12; step++) {
+        int64_t rows[8];
+        for (int i = 0; i < 8; i++) rows[i] = (step * 8 + i) % t.n;
+        spr_batch_stats st;
+        OK(spr_model_train_batch(a, t.data, rows, 8, &o, &st));
+        OK(spr_model_train_batch(c2, t.data, rows, 8, &o, &st));
+    }
+    CHECK(params_equal(a, c2, 2), "catch-up: a caught-up model saved, loaded and trained on as itself");
+    spr_model_free(c2);
+
+    spr_train_options bad = o;
+    bad.beta2 = 1.0f;
+    CHECK(spr_model_catch_up(a, &bad) == SPR_STATUS_BAD_INPUT && spr_model_catch_up(NULL, &o) == SPR_STATUS_BAD_INPUT &&
+              spr_model_catch_up(a, NULL) == SPR_STATUS_BAD_INPUT,
+          "catch-up: bad options and NULL are refused");
+    /* beta1^2 >= beta2: the missed steps have no closed form; lazy Adam trains */
+    bad = o, bad.beta1 = 0.9f, bad.beta2 = 0.8f;
+    int64_t rows[8] = {0, 1, 2, 3, 4, 5, 6, 7};
+    spr_batch_stats st;
+    CHECK(spr_model_catch_up(a, &bad) == SPR_STATUS_BAD_INPUT &&
+              spr_model_train_batch(a, t.data, rows, 8, &bad, &st) == SPR_STATUS_BAD_INPUT &&
+              strstr(spr_last_error(), "beta1^2 < beta2") != NULL,
+          "catch-up: beta1 0.9, beta2 0.8 refused (%s)", spr_last_error());
+    bad.lazy_adam = 1;
+    CHECK(spr_model_train_batch(a, t.data, rows, 8, &bad, &st) == SPR_STATUS_OK &&
+              spr_model_catch_up(a, &bad) == SPR_STATUS_OK,
+          "catch-up: lazy Adam trains with beta1 0.9, beta2 0.8");
+    spr_model_free(a);
+    spr_model_free(b);
+    toy_free(&t);
+}
+
 int main(void) {
     test_catch_up();
+    test_model_catch_up();
     test_thread_counts();
     test_initial_weights();
     test_selection_set();

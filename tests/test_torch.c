@@ -10,6 +10,8 @@
  * Step 1's reference is torch.optim.Adam; steps 2 and 3 are Adam on the rows that
  * received gradient, each first catching up on the zero-gradient steps it missed as
  * torch.optim.Adam takes them (or not, in the files marked lazy): what sparrow claims to do.
+ * After the last step spr_model_catch_up (the end of an epoch) and every array again:
+ * the rows that still owed steps have taken them.
  *
  * Tolerance. Every expected array want comes with a scale array (scale_i >= |want_i|),
  * and got passes when, for every element,
@@ -36,7 +38,7 @@
 #include <string.h>
 
 #define REF_MAGIC 0x54525053 /* "SPRT" */
-#define REF_VERSION 2
+#define REF_VERSION 3
 #define RTOL 1e-5
 #define FLOOR_FRACTION 1e-2
 
@@ -154,7 +156,7 @@ static int get_param(spr_model *model, int layer, spr_param which, int64_t want_
  * model's array `which` of `layer`; adopt = 1 then overwrites the model's array with the
  * reference (see run_case). Returns 0 only if the file or the model could not be read (a
  * mismatch is counted, not fatal: every array gets reported). */
-static int read_and_check(reader *r, spr_model *model, const char *label, int step, int layer,
+static int read_and_check(reader *r, spr_model *model, const char *label, const char *when, int layer,
                           spr_param which, int64_t rows, int64_t cols, float *want,
                           float *scales, int adopt) {
     if (!rd(r, want, sizeof(float), (size_t)(rows * cols)) ||
@@ -167,11 +169,30 @@ static int read_and_check(reader *r, spr_model *model, const char *label, int st
         return 0;
     }
     char what[128];
-    snprintf(what, sizeof what, "%s step %d layer %d %s", label, step, layer, param_name(which));
+    snprintf(what, sizeof what, "%s %s layer %d %s", label, when, layer, param_name(which));
     check_array(what, data, rows, cols, stride, want, scales);
     if (adopt)
         for (int64_t i = 0; i < rows; i++)
             memcpy(data + i * stride, want + i * cols, sizeof(float) * (size_t)cols);
+    return 1;
+}
+
+/* Reads and checks every layer's weights, biases and their Adam moments (the order the
+ * script writes them); with adopt, sparrow's state becomes the file's. */
+static int read_and_check_state(reader *r, spr_model *model, const char *label, const char *when,
+                                int n_layers, const int64_t *wrows, const int64_t *wcols,
+                                const int32_t *sizes, float *want, float *scales, int adopt) {
+    static const spr_param order[6] = {SPR_PARAM_WEIGHT,        SPR_PARAM_BIAS,
+                                       SPR_PARAM_WEIGHT_ADAM_M, SPR_PARAM_WEIGHT_ADAM_V,
+                                       SPR_PARAM_BIAS_ADAM_M,   SPR_PARAM_BIAS_ADAM_V};
+    for (int k = 0; k < n_layers; k++)
+        for (int j = 0; j < 6; j++) {
+            const int is_bias = order[j] == SPR_PARAM_BIAS || order[j] == SPR_PARAM_BIAS_ADAM_M ||
+                                order[j] == SPR_PARAM_BIAS_ADAM_V;
+            if (!read_and_check(r, model, label, when, k, order[j], is_bias ? 1 : wrows[k],
+                                is_bias ? sizes[k] : wcols[k], want, scales, adopt))
+                return 0;
+        }
     return 1;
 }
 
@@ -333,12 +354,13 @@ static void run_case(const char *path) {
                    spr_status_to_string(st), spr_last_error());
             goto done;
         }
-        char what[128];
-        snprintf(what, sizeof what, "%s step %d loss", label, s);
+        char what[128], when[32];
+        snprintf(when, sizeof when, "step %d", s);
+        snprintf(what, sizeof what, "%s %s loss", label, when);
         check_scalar(what, stats.loss, loss_want);
         for (int k = 0; k < n_layers; k++) {
-            if (!read_and_check(&r, model, label, s, k, SPR_PARAM_WEIGHT_GRAD, wrows[k], wcols[k], want, scales, 0) ||
-                !read_and_check(&r, model, label, s, k, SPR_PARAM_BIAS_GRAD, 1, sizes[k], want, scales, 0))
+            if (!read_and_check(&r, model, label, when, k, SPR_PARAM_WEIGHT_GRAD, wrows[k], wcols[k], want, scales, 0) ||
+                !read_and_check(&r, model, label, when, k, SPR_PARAM_BIAS_GRAD, 1, sizes[k], want, scales, 0))
                 goto done;
         }
 
@@ -353,18 +375,9 @@ static void run_case(const char *path) {
          * would feed the next step, where Adam can magnify them (a moment that nearly
          * cancels); every step is still checked on what sparrow itself computed, and the
          * lazy semantics (rows left alone) and the step counter are sparrow's own. */
-        for (int k = 0; k < n_layers; k++) {
-            static const spr_param order[6] = {SPR_PARAM_WEIGHT,        SPR_PARAM_BIAS,
-                                               SPR_PARAM_WEIGHT_ADAM_M, SPR_PARAM_WEIGHT_ADAM_V,
-                                               SPR_PARAM_BIAS_ADAM_M,   SPR_PARAM_BIAS_ADAM_V};
-            for (int j = 0; j < 6; j++) {
-                const int is_bias = order[j] == SPR_PARAM_BIAS || order[j] == SPR_PARAM_BIAS_ADAM_M ||
-                                    order[j] == SPR_PARAM_BIAS_ADAM_V;
-                if (!read_and_check(&r, model, label, s, k, order[j], is_bias ? 1 : wrows[k],
-                                    is_bias ? sizes[k] : wcols[k], want, scales, 1))
-                    goto done;
-            }
-        }
+        if (!read_and_check_state(&r, model, label, when, n_layers, wrows, wcols, sizes, want,
+                                  scales, 1))
+            goto done;
         const spr_model_info info = spr_model_get_info(model);
         if (info.steps == s) {
             g_passed++;
@@ -374,6 +387,15 @@ static void run_case(const char *path) {
                    (long long)info.steps);
         }
     }
+    /* The end of an epoch: every row that owes steps takes them. */
+    st = spr_model_catch_up(model, &opt);
+    if (st != SPR_STATUS_OK) {
+        printf("  FAIL spr_model_catch_up: %s: %s\n", spr_status_to_string(st), spr_last_error());
+        goto done;
+    }
+    if (!read_and_check_state(&r, model, label, "settled", n_layers, wrows, wcols, sizes, want,
+                              scales, 0))
+        goto done;
     int32_t tail = 0;
     if (!rd(&r, &tail, sizeof tail, 1)) goto done;
     if (tail != REF_MAGIC) {

@@ -31,7 +31,9 @@ and from step 2 on that differs from torch.optim.Adam, which steps every row. By
 torch.optim.Adam would have taken in the steps it missed (catch_up below: its moments
 decay, its weights move on them), late, after this step's gradient; with lazy_adam (the
 cases marked lazy) it does not, as in torch.optim.SparseAdam. The step counter of the
-bias correction is global (one per model).
+bias correction is global (one per model). After the last step, the end of an epoch
+(spr_model_catch_up): every row that still owes steps takes them, so that the state is
+the one torch.optim.Adam's zero-gradient steps leave (unchanged in the lazy cases).
 
 Usage:
   torch_reference.py --check PATH/test_torch   write the cases to a temporary directory,
@@ -40,7 +42,7 @@ Usage:
   torch_reference.py --write DIR               only write the reference files
 
 File layout (little-endian; int32 = i, int64 = q, float32 = f, float64 = d):
-  i magic 0x54525053 ("SPRT"), i version 2
+  i magic 0x54525053 ("SPRT"), i version 3
   i n_features, i n_layers, i size[n_layers]             (size[n_layers-1] = n_labels)
   f lr, f beta1, f beta2, f eps, i lazy (1: spr_train_options.lazy_adam)
   q n_points, q nnz, q n_label_entries
@@ -53,11 +55,14 @@ File layout (little-endian; int32 = i, int64 = q, float32 = f, float64 = d):
             per layer: f W, f b, f mW, f vW, f mb, f vb    (after the step)
             where every array is followed by its scale array (same shape, >= |value|:
             what float32 rounding is measured against, see gradient_magnitudes)
+  settled: per layer: f W, f b, f mW, f vW, f mb, f vb   (after spr_model_catch_up, each
+            with |value| as its scale)
   i magic again (catches a reader that went out of step)
 Layer 0's W is (n_features, size[0]); layer k's W is (size[k], size[k-1]), dense, no padding.
 """
 
 import argparse
+import copy
 import os
 import struct
 import subprocess
@@ -69,7 +74,7 @@ import torch
 import torch.nn.functional as F
 
 MAGIC = 0x54525053
-VERSION = 2
+VERSION = 3
 N_STEPS = 3
 
 
@@ -80,6 +85,7 @@ class Case:
                  lazy=False):
         self.name = name
         self.lazy = lazy                   # lazy Adam: rows never catch up on missed steps
+        self.settle = True                 # False: the settled block left as step 3's (a negative control)
         self.seed = seed
         self.n_features = n_features
         self.sizes = list(sizes)           # hidden sizes then n_labels
@@ -464,6 +470,14 @@ def build_case(case):
               f"{int(present.sum())} embedding rows touched; float32 PyTorch: max rel err {err32:.1e}")
     if not case.lazy and caught_up == 0:
         raise Ambiguous("no embedding row missed a step and came back: catch-up untested")
+    # The end of the epoch: the rows that missed the last steps take them now.
+    if not case.lazy and case.settle:
+        owed = catch_up(params, state, N_STEPS + 1, case, torch.ones_like(last, dtype=torch.bool), last)
+        if owed == 0:
+            raise Ambiguous("no embedding row owed steps at the end: spr_model_catch_up untested")
+    for k in range(n_layers):
+        for a in (params[2 * k], params[2 * k + 1]) + state[2 * k] + state[2 * k + 1]:
+            out += pack_f32(a) + pack_f32(a.abs())
     out += struct.pack('<i', MAGIC)
     return bytes(out)
 
@@ -545,11 +559,15 @@ def main():
         # number, and the catch-up must matter (a catch-up case run as lazy Adam fails).
         lazy = bytearray(data)
         struct.pack_into('<i', lazy, 16 + 4 * struct.unpack_from('<i', data, 12)[0] + 16, 1)
+        unsettled = copy.copy(CASES[0])  # its seed as build_case_retrying left it
+        unsettled.settle = False
         for what, bad_data, blind in (
                 ("one gradient element changed by 1e-3 relative", perturbed(data),
                  "the perturbed reference was accepted: the comparison is blind"),
                 ("a catch-up case run with lazy Adam", bytes(lazy),
-                 "lazy Adam passed for catch-up: the catch-up is untested")):
+                 "lazy Adam passed for catch-up: the catch-up is untested"),
+                ("a catch-up case whose rows keep their owed steps at the end", build_case(unsettled),
+                 "the end-of-epoch catch-up changed nothing: spr_model_catch_up is untested")):
             if not rejected(args.check, os.path.join(tmp, 'negative_control.bin'), bad_data, what, blind):
                 return 1
         print("torch_reference: all cases agree with PyTorch")

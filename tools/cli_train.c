@@ -460,9 +460,20 @@ static int train_loop(train_state *s, const spr_dataset *train, const spr_train_
                 t_start = now_seconds(); /* the save is not training time */
             }
         }
+        int complete = start >= n;
+        /* At a complete epoch's end the rows that missed steps take them (Adam's
+         * catch-up), so that what is evaluated and saved is what dense Adam would hold;
+         * training time, as the steps they finish are. Not inside an epoch: a run
+         * stopped there and resumed continues as one that was not. */
+        if (complete) {
+            spr_status st = spr_model_catch_up(s->model, topt);
+            if (st != SPR_STATUS_OK) {
+                progress_clear(&s->bar);
+                return library_error(st);
+            }
+        }
         s->train_seconds += now_seconds() - t_start;
         s->train_cpu_seconds += cpu_seconds() - c_start;
-        int complete = start >= n;
         if (complete) spr_model_set_epoch(s->model, epoch);
         if ((rc = train_report(s, epoch, !complete, &since_eval, 0))) return rc;
         if (a->max_batches > 0 && batches_done >= a->max_batches) break;

@@ -259,6 +259,7 @@ spr_model_weight_rows = _fn("spr_model_weight_rows", c_int, _p, c_int, c_int64, 
 spr_model_rehash = _fn("spr_model_rehash", c_int, _p, c_int, c_int)
 spr_model_get_info = _fn("spr_model_get_info", ModelInfo, _p)
 spr_model_set_epoch = _fn("spr_model_set_epoch", None, _p, c_int64)
+spr_model_catch_up = _fn("spr_model_catch_up", c_int, _p, ctypes.POINTER(TrainOptions))
 spr_model_set_data_note = _fn("spr_model_set_data_note", None, _p, ctypes.POINTER(DataNote))
 spr_model_get_data_note = _fn("spr_model_get_data_note", DataNote, _p)
 spr_model_save = _fn("spr_model_save", c_int, _p, c_char_p)

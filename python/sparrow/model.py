@@ -513,7 +513,7 @@ class Model:
                         t0 += save_if_due()  # the save is not training time
             finally:  # also after KeyboardInterrupt: the next fit continues from here
                 done = first_row + self.info["samples"] - first_samples
-                complete = self._stop_inside_epoch(data, shuffle, epoch, done)
+                complete = self._stop_inside_epoch(data, shuffle, epoch, done, opts)
             if seen == 0 and not complete:  # max_batches was reached at the epoch's start
                 break
             train_seconds += time.perf_counter() - t0
@@ -552,11 +552,14 @@ class Model:
     # epoch again: the model alone cannot tell which rows of other data were trained.
     # Not kept by save()/load() (the model file does not know the data): pickling keeps it.
 
-    def _stop_inside_epoch(self, data, shuffle, epoch, done):
+    def _stop_inside_epoch(self, data, shuffle, epoch, done, opts):
         """Records where training of epoch stopped (done of its rows, counted from the
-        model's samples); a complete epoch is counted. Returns whether it is."""
+        model's samples); a complete epoch is counted, after the rows that missed Adam
+        steps take them (spr_model_catch_up, as `sparrow train` at an epoch's end).
+        Returns whether it is."""
         with self._lock:
             if done >= data.n_points:
+                check(_lib.spr_model_catch_up(self._h(), ctypes.byref(opts)))
                 _lib.spr_model_set_epoch(self._h(), epoch)
                 self._partial = None
             elif done > 0:

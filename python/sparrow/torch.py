@@ -91,10 +91,12 @@ class SampledSoftmaxLinear(torch.nn.Module):
     rest of the model through autograd.
 
     Its own weights live in sparrow, not in PyTorch: they are not nn.Parameters, no
-    torch optimizer sees them, and they are updated by sparrow's own lazy Adam (lr,
-    betas, eps, clip_norm given here) during the forward call, one optimizer step per
+    torch optimizer sees them, and they are updated by sparrow's own Adam (lr, betas,
+    eps, clip_norm given here) during the forward call, one optimizer step per
     training-mode call, after dLoss/dhidden has been computed with the weights before
-    the step. So scaling the loss scales the gradient into hidden but not sparrow's
+    the step. A class row that got no gradient in a step takes that step's zero-gradient
+    move (torch.optim.Adam's) when it next has gradient, or at catch_up(), which
+    module.eval() calls: from then on `weight` holds what torch.optim.Adam would. So scaling the loss scales the gradient into hidden but not sparrow's
     update; for gradient accumulation over several calls, use a larger batch instead.
     `weight` (n_classes, in_features) and `bias` (n_classes,) are tensor views of
     sparrow's arrays (shared memory, no copy) for inspection and export; save()/load()
@@ -201,6 +203,18 @@ class SampledSoftmaxLinear(torch.nn.Module):
         o.clip_norm = float(train_options.get("clip_norm", 0.0))
         o.threads = _lib.integer(train_options.get("threads", 0), "threads")
         return layer
+
+    def catch_up(self):
+        """Every class row that missed optimizer steps (no gradient in them) takes them
+        now, as torch.optim.Adam's zero-gradient steps would have moved it (otherwise it
+        moves when it next has gradient, after that forward read it). module.eval()
+        calls it."""
+        check(_lib.spr_model_catch_up(self.model._h(), ctypes.byref(self._opts)))
+
+    def train(self, mode=True):
+        if not mode:
+            self.catch_up()
+        return super().train(mode)
 
     # ------------------------------------------------------------ state_dict
 

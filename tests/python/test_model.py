@@ -436,6 +436,16 @@ def test_fit_is_the_cli_train(tmp_path):
     lazy.fit(X, Y, epochs=2, lazy_adam=True, **kw)
     assert lazy.to_bytes() == open(tmp_path / "lazy.spr", "rb").read()
     assert lazy.to_bytes() != m.to_bytes()
+    # Both take Adam's owed steps at a complete epoch's end (spr_model_catch_up): after
+    # one nothing is owed; a run stopped inside an epoch still owes steps.
+    def owes(model):
+        before = model.to_bytes()
+        o = _lib.spr_train_options_default()
+        o.threads = 1
+        assert _lib.spr_model_catch_up(model._h(), ctypes.byref(o)) == 0
+        return model.to_bytes() != before
+    assert not owes(m) and not owes(sparrow.Model.load(tmp_path / "cli.spr"))
+    assert owes(sparrow.Model.load(tmp_path / "cli5.spr"))
     out = subprocess.run([cli, "eval", "--model", str(tmp_path / "cli.spr"), "--test", str(test),
                           "--eval-max", "100", "--threads", "1"], check=True, capture_output=True,
                          text=True).stdout

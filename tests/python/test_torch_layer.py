@@ -363,3 +363,29 @@ def test_bf16_layer_against_torch(weights):
     if weights:
         for which in (0, 1):
             assert abs(sum(b[which] for b in biases) / 3) < 0.05, ("stochastic rounding looks biased", biases)
+
+
+def test_eval_takes_the_missed_steps():
+    """module.eval() calls catch_up(): rows that missed optimizer steps (no gradient in
+    them) take torch.optim.Adam's zero-gradient moves; the others stay; a second call
+    moves nothing; a twin trained alike without the call differs only in those rows."""
+    torch.manual_seed(3)
+    layers = [SampledSoftmaxLinear(16, 400, sparsity=0.02, tables=8, lr=0.01, seed=5, threads=1)
+              for _ in range(2)]
+    for _ in range(6):
+        hidden = torch.randn(8, 16)
+        labels = torch.randint(0, 400, (8,))
+        for layer in layers:
+            layer(hidden, labels)
+    a, b = layers
+    assert torch.equal(a.weight, b.weight)
+    before = a.weight.clone()
+    net = torch.nn.Sequential(torch.nn.Identity(), a)
+    net.eval()  # reaches the layer through nn.Module.train(False)
+    moved = (a.weight != before).any(dim=1)
+    assert 0 < int(moved.sum()) < 400, int(moved.sum())
+    after = a.weight.clone()
+    a.eval()
+    assert torch.equal(a.weight, after)
+    b.catch_up()
+    assert torch.equal(b.weight, after)
