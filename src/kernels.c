@@ -185,6 +185,23 @@ static void catch_up_row_ref(float *w, float *m, float *v, int64_t n, float S, f
     }
 }
 
+static void adam_catch_up_row_ref(float *w, float *g, float *m, float *v, int64_t n, float lr,
+                                  float b1, float b2, float eps, float bc1, float bc2, float S,
+                                  float e, float d1, float d2) {
+    const float step = lr / bc1;
+    const float sqrt_bc2 = sqrtf(bc2);
+    for (int64_t i = 0; i < n; i++) {
+        const float gi = g[i], a = sqrtf(v[i]) + e;
+        const float mi = b1 * (m[i] * d1) + (1.0f - b1) * gi;
+        const float vi = b2 * (v[i] * d2) + (1.0f - b2) * gi * gi;
+        const float den = sqrtf(vi) / sqrt_bc2 + eps;
+        w[i] -= (S * m[i] * den + step * mi * a) / (a * den);
+        m[i] = mi;
+        v[i] = vi;
+        g[i] = 0.0f;
+    }
+}
+
 void spr_catch_up_row_bf16_ref(float *w, uint16_t *w16, uint16_t *m, uint16_t *v, int64_t n, float S,
                                float e, float d1, float d2, uint32_t salt) {
     for (int64_t i = 0; i < n; i++) {
@@ -201,7 +218,8 @@ const spr_kernel_set spr_kernels_portable = {"portable", dot_ref, axpy_ref, dot_
                                              adam_row_ref, matmul_panels_ref, signed_sums_ref,
                                              adam_row_bf16_ref, dot_bf16_ref, axpy_bf16_ref,
                                              adam_row_bf16w_ref, row_entries_ref, row_dots_ref,
-                                             catch_up_row_ref, spr_catch_up_row_bf16_ref};
+                                             catch_up_row_ref, spr_catch_up_row_bf16_ref,
+                                             adam_catch_up_row_ref};
 const spr_kernel_set *spr_kernels = &spr_kernels_portable;
 
 static const char *cpu_features(void) {

@@ -152,6 +152,17 @@ typedef struct spr_kernel_set {
      * as the BF16 Adam kernels round them. Bit for bit the reference on every set. */
     void (*catch_up_row_bf16)(float *w, uint16_t *w16, uint16_t *m, uint16_t *v, int64_t n,
                               float S, float e, float d1, float d2, uint32_t salt);
+    /* catch_up_row then adam_row in one pass, the two moves of w added over one division:
+     *   a = sqrt(v) + e;  m' = b1 (m d1) + (1 - b1) g;  v' = b2 (v d2) + (1 - b2) g^2
+     *   den = sqrt(v') / sqrt(bc2) + eps
+     *   w -= (S m den + (lr / bc1) m' a) / (a den)  (m, v: the old moments);  g = 0
+     * m' and v' rounded as this set's adam_row rounds them; w differs from the two passes'
+     * in the last bits (one division rounded, not two). A row that missed steps costs one
+     * square root and a few products more than adam_row, where the two passes cost a
+     * second pass over the row with its own division. */
+    void (*adam_catch_up_row)(float *w, float *g, float *m, float *v, int64_t n, float lr,
+                              float b1, float b2, float eps, float bc1, float bc2, float S,
+                              float e, float d1, float d2);
 } spr_kernel_set;
 
 #define SPR_SUM_ROWS 16 /* rows per call of signed_sums: two AVX2 registers, one AVX-512 */
@@ -168,6 +179,11 @@ static inline void spr_catch_up_row_bf16(float *w, uint16_t *w16, uint16_t *m, u
                                          int64_t n, float S, float e, float d1, float d2,
                                          uint32_t salt) {
     spr_kernels->catch_up_row_bf16(w, w16, m, v, n, S, e, d1, d2, salt);
+}
+static inline void spr_adam_catch_up_row(float *w, float *g, float *m, float *v, int64_t n,
+                                         float lr, float b1, float b2, float eps, float bc1,
+                                         float bc2, float S, float e, float d1, float d2) {
+    spr_kernels->adam_catch_up_row(w, g, m, v, n, lr, b1, b2, eps, bc1, bc2, S, e, d1, d2);
 }
 static inline float spr_dot(const float *a, const float *b, int64_t n) {
     return spr_kernels->dot(a, b, n);

@@ -491,11 +491,47 @@ static void catch_up_row_avx2(float *w, float *m, float *v, int64_t n, float S, 
     }
 }
 
+/* adam_row_avx2's step (ADAM_STEP8's roundings) on the caught-up moments; the tail as
+ * adam_row_avx2's tail. */
+static void adam_catch_up_row_avx2(float *w, float *g, float *m, float *v, int64_t n, float lr,
+                                   float b1, float b2, float eps, float bc1, float bc2, float S,
+                                   float e, float d1, float d2) {
+    const float step = lr / bc1, inv_sqrt_bc2 = 1.0f / sqrtf(bc2);
+    const __m256 vb1 = _mm256_set1_ps(b1), vc1 = _mm256_set1_ps(1.0f - b1);
+    const __m256 vb2 = _mm256_set1_ps(b2), vc2 = _mm256_set1_ps(1.0f - b2);
+    const __m256 vstep = _mm256_set1_ps(step), vinv = _mm256_set1_ps(inv_sqrt_bc2);
+    const __m256 veps = _mm256_set1_ps(eps), zero = _mm256_setzero_ps();
+    const __m256 vS = _mm256_set1_ps(S), ve = _mm256_set1_ps(e);
+    const __m256 vd1 = _mm256_set1_ps(d1), vd2 = _mm256_set1_ps(d2);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 gi = _mm256_loadu_ps(g + i), m0 = _mm256_loadu_ps(m + i), v0 = _mm256_loadu_ps(v + i);
+        const __m256 a = _mm256_add_ps(_mm256_sqrt_ps(v0), ve);
+        const __m256 mi = _mm256_fmadd_ps(vb1, _mm256_mul_ps(m0, vd1), _mm256_mul_ps(vc1, gi));
+        const __m256 vi = _mm256_fmadd_ps(vb2, _mm256_mul_ps(v0, vd2), _mm256_mul_ps(vc2, _mm256_mul_ps(gi, gi)));
+        const __m256 den = _mm256_fmadd_ps(_mm256_sqrt_ps(vi), vinv, veps);
+        const __m256 num = _mm256_fmadd_ps(_mm256_mul_ps(vS, m0), den, _mm256_mul_ps(_mm256_mul_ps(vstep, mi), a));
+        _mm256_storeu_ps(w + i, _mm256_sub_ps(_mm256_loadu_ps(w + i), _mm256_div_ps(num, _mm256_mul_ps(a, den))));
+        _mm256_storeu_ps(m + i, mi);
+        _mm256_storeu_ps(v + i, vi);
+        _mm256_storeu_ps(g + i, zero);
+    }
+    for (; i < n; i++) {
+        const float gi = g[i], a = sqrtf(v[i]) + e;
+        const float mi = b1 * (m[i] * d1) + (1.0f - b1) * gi;
+        const float vi = b2 * (v[i] * d2) + (1.0f - b2) * gi * gi;
+        const float den = sqrtf(vi) * inv_sqrt_bc2 + eps;
+        w[i] -= (S * m[i] * den + step * mi * a) / (a * den);
+        m[i] = mi, v[i] = vi, g[i] = 0.0f;
+    }
+}
+
 static const spr_kernel_set set = {"avx2", dot_avx2, axpy_avx2, dot_sparse_avx2, adam_row_avx2,
                                    matmul_panels_avx2, signed_sums_avx2,
                                    adam_row_bf16_avx2, dot_bf16_avx2, axpy_bf16_avx2,
                                    adam_row_bf16w_avx2, row_entries_avx2, row_dots_avx2,
-                                   catch_up_row_avx2, spr_catch_up_row_bf16_ref};
+                                   catch_up_row_avx2, spr_catch_up_row_bf16_ref,
+                                   adam_catch_up_row_avx2};
 const spr_kernel_set *spr_kernel_set_avx2(void) { return &set; }
 #else
 const spr_kernel_set *spr_kernel_set_avx2(void) { return 0; }

@@ -484,11 +484,40 @@ static void catch_up_row_bf16_avx512(float *w, uint16_t *w16, uint16_t *m, uint1
     }
 }
 
+/* adam_row_avx512's step on the caught-up moments; the tail masked, as there. */
+static void adam_catch_up_row_avx512(float *w, float *g, float *m, float *v, int64_t n, float lr,
+                                     float b1, float b2, float eps, float bc1, float bc2, float S,
+                                     float e, float d1, float d2) {
+    const float step = lr / bc1, inv_sqrt_bc2 = 1.0f / sqrtf(bc2);
+    const __m512 vb1 = _mm512_set1_ps(b1), vc1 = _mm512_set1_ps(1.0f - b1);
+    const __m512 vb2 = _mm512_set1_ps(b2), vc2 = _mm512_set1_ps(1.0f - b2);
+    const __m512 vstep = _mm512_set1_ps(step), vinv = _mm512_set1_ps(inv_sqrt_bc2);
+    const __m512 veps = _mm512_set1_ps(eps), vS = _mm512_set1_ps(S), ve = _mm512_set1_ps(e);
+    const __m512 vd1 = _mm512_set1_ps(d1), vd2 = _mm512_set1_ps(d2);
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 k = tail_mask(n - i);
+        const __m512 gi = _mm512_maskz_loadu_ps(k, g + i), m0 = _mm512_maskz_loadu_ps(k, m + i);
+        const __m512 v0 = _mm512_maskz_loadu_ps(k, v + i);
+        /* lanes past the tail: a = e, den = eps, both > 0 (no 0 / 0 to trap on) */
+        const __m512 a = _mm512_add_ps(_mm512_sqrt_ps(v0), ve);
+        const __m512 mi = _mm512_fmadd_ps(vb1, _mm512_mul_ps(m0, vd1), _mm512_mul_ps(vc1, gi));
+        const __m512 vi = _mm512_fmadd_ps(vb2, _mm512_mul_ps(v0, vd2), _mm512_mul_ps(vc2, _mm512_mul_ps(gi, gi)));
+        const __m512 den = _mm512_fmadd_ps(_mm512_sqrt_ps(vi), vinv, veps);
+        const __m512 num = _mm512_fmadd_ps(_mm512_mul_ps(vS, m0), den, _mm512_mul_ps(_mm512_mul_ps(vstep, mi), a));
+        const __m512 wi = _mm512_sub_ps(_mm512_maskz_loadu_ps(k, w + i), _mm512_div_ps(num, _mm512_mul_ps(a, den)));
+        _mm512_mask_storeu_ps(m + i, k, mi);
+        _mm512_mask_storeu_ps(v + i, k, vi);
+        _mm512_mask_storeu_ps(w + i, k, wi);
+        _mm512_mask_storeu_ps(g + i, k, _mm512_setzero_ps());
+    }
+}
+
 static const spr_kernel_set set = {"avx512", dot_avx512, axpy_avx512, dot_sparse_avx512,
                                    adam_row_avx512, matmul_panels_avx512, signed_sums_avx512,
                                    adam_row_bf16_avx512, dot_bf16_avx512, axpy_bf16_avx512,
                                    adam_row_bf16w_avx512, row_entries_avx512, row_dots_avx512,
-                                   catch_up_row_avx512, catch_up_row_bf16_avx512};
+                                   catch_up_row_avx512, catch_up_row_bf16_avx512,
+                                   adam_catch_up_row_avx512};
 const spr_kernel_set *spr_kernel_set_avx512(void) { return &set; }
 #else
 const spr_kernel_set *spr_kernel_set_avx512(void) { return 0; }

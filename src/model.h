@@ -218,6 +218,11 @@ void spr_catch_up_prepare(spr_model *m, const spr_train_options *o);
  * last (spr_catch_up), then records the step in progress as its last. */
 void spr_layer_catch_up(const spr_model *m, spr_layer *L, int64_t r);
 
+/* spr_layer_adam_row of a float row (weights and moments) that owes steps: its catch-up
+ * and its step in one pass (spr_adam_catch_up_row), then its bias's catch-up. */
+void spr_layer_adam_catch_up_row(const spr_model *m, spr_layer *L, int64_t r, float *g,
+                                 const spr_train_options *o, float bc1, float bc2);
+
 /* One Adam step on weight row r of model m's layer L with gradient g (fan_in floats,
  * cleared), after its catch-up, in the precision L keeps its moments in: every path that
  * steps a layer goes through here. BF16 moments take their rounding bits from the step and the row's global
@@ -225,8 +230,15 @@ void spr_layer_catch_up(const spr_model *m, spr_layer *L, int64_t r);
  * rank count and a resumed run continues it exactly. */
 static inline void spr_layer_adam_row(const spr_model *m, spr_layer *L, int64_t r, float *g,
                                       const spr_train_options *o, float bc1, float bc2) {
-    if (L->last_step[r] != m->steps) spr_layer_catch_up(m, L, r);
-    else L->last_step[r] = m->steps + 1;
+    if (L->last_step[r] != m->steps) {
+        if (!L->w16 && !L->mw16) {
+            spr_layer_adam_catch_up_row(m, L, r, g, o, bc1, bc2);
+            return;
+        }
+        spr_layer_catch_up(m, L, r);
+    } else {
+        L->last_step[r] = m->steps + 1;
+    }
     const int64_t off = r * L->stride;
     if (L->w16)
         spr_adam_row_bf16w(L->w16 + off, g, L->mw16 + off, L->vw16 + off, L->cols, o->lr, o->beta1,

@@ -843,42 +843,73 @@ spr_status spr_check_adam(const spr_train_options *o) {
     return SPR_STATUS_OK;
 }
 
-/* Row r of L takes the steps it missed, t0 + 1 .. m->steps (t0 its last step), and
- * records `last` as its last step: m->steps + 1 before the step in progress steps it,
- * m->steps where nothing follows (spr_model_catch_up). */
-static void layer_catch_up(const spr_model *m, spr_layer *L, int64_t r, int64_t last) {
+/* The catch-up of a row last stepped at t0 over the steps t0 + 1 .. m->steps
+ * (spr_catch_up): w -= S m / (sqrt(v) + e), m x d1, v x d2. */
+typedef struct catch_up_coef {
+    float S, e, d1, d2;
+} catch_up_coef;
+
+/* Fills *k for a row last stepped at t0; 0 if it owes nothing (lazy Adam, no step missed). */
+static int catch_up_coef_of(const spr_model *m, int64_t t0, catch_up_coef *k) {
     const spr_catch_up *c = &m->catch_up;
-    const int64_t t0 = L->last_step[r], s = m->steps - t0; /* the steps it missed */
-    L->last_step[r] = last;
-    if (!c->on || s <= 0) return;
+    const int64_t s = m->steps - t0; /* the steps it missed */
+    if (!c->on || s <= 0) return 0;
     const int64_t u0 = t0 < SPR_CATCH_UP_U ? t0 : SPR_CATCH_UP_U;
     const int64_t us = t0 + s < SPR_CATCH_UP_U ? t0 + s : SPR_CATCH_UP_U;
     const int tabled = s <= SPR_CATCH_UP_S;
     const double rs = tabled ? c->rs[s] : pow(c->r, (double)s);
     const double sum = c->P[u0] - rs * c->P[us];
-    const float S = (float)((double)c->lr * sum);
-    float e;
+    k->S = (float)((double)c->lr * sum);
     if (c->weighted_eps) { /* the terms' mean */
         const double qs = tabled ? c->qs[s] : pow(c->q, (double)s);
-        e = (float)((double)c->eps * (c->Q[u0] - qs * c->Q[us]) / sum);
+        k->e = (float)((double)c->eps * (c->Q[u0] - qs * c->Q[us]) / sum);
     } else { /* the first term's */
-        e = c->eps * c->sq2[u0 + 1 <= SPR_CATCH_UP_U ? u0 + 1 : SPR_CATCH_UP_U];
+        k->e = c->eps * c->sq2[u0 + 1 <= SPR_CATCH_UP_U ? u0 + 1 : SPR_CATCH_UP_U];
     }
-    const float d1 = (float)(tabled ? c->b1s[s] : pow(c->beta1, (double)s));
-    const float d2 = (float)(tabled ? c->b2s[s] : pow(c->beta2, (double)s));
+    k->d1 = (float)(tabled ? c->b1s[s] : pow(c->beta1, (double)s));
+    k->d2 = (float)(tabled ? c->b2s[s] : pow(c->beta2, (double)s));
+    return 1;
+}
+
+/* The catch-up of row r's bias (layers past 0; layer 0's bias is stepped every step). */
+static void catch_up_bias(spr_layer *L, int64_t r, const catch_up_coef *k) {
+    L->b[r] -= k->S * L->mb[r] / (sqrtf(L->vb[r]) + k->e);
+    L->mb[r] *= k->d1, L->vb[r] *= k->d2;
+}
+
+/* Row r of L takes the steps it missed, t0 + 1 .. m->steps (t0 its last step), and
+ * records `last` as its last step: m->steps + 1 before the step in progress steps it,
+ * m->steps where nothing follows (spr_model_catch_up). */
+static void layer_catch_up(const spr_model *m, spr_layer *L, int64_t r, int64_t last) {
+    const int64_t t0 = L->last_step[r];
+    L->last_step[r] = last;
+    catch_up_coef k;
+    if (!catch_up_coef_of(m, t0, &k)) return;
     const int64_t off = r * L->stride, n = L->cols;
     if (!L->w16 && !L->mw16) {
-        spr_catch_up_row(L->w + off, L->mw + off, L->vw + off, n, S, e, d1, d2);
+        spr_catch_up_row(L->w + off, L->mw + off, L->vw + off, n, k.S, k.e, k.d1, k.d2);
     } else { /* BF16 moments (and weights); another salt than the step's: other draws */
         const uint32_t salt = (uint32_t)spr_mix64((uint64_t)m->steps << 32 ^
                                                   (uint64_t)(m->label_lo + r) ^ 0xC47C0FFEEull);
         spr_catch_up_row_bf16(L->w16 ? NULL : L->w + off, L->w16 ? L->w16 + off : NULL, L->mw16 + off,
-                              L->vw16 + off, n, S, e, d1, d2, salt);
+                              L->vw16 + off, n, k.S, k.e, k.d1, k.d2, salt);
     }
-    if (L != &m->layers[0]) { /* the row's bias (layer 0's is stepped every step) */
-        L->b[r] -= S * L->mb[r] / (sqrtf(L->vb[r]) + e);
-        L->mb[r] *= d1, L->vb[r] *= d2;
+    if (L != &m->layers[0]) catch_up_bias(L, r, &k);
+}
+
+void spr_layer_adam_catch_up_row(const spr_model *m, spr_layer *L, int64_t r, float *g,
+                                 const spr_train_options *o, float bc1, float bc2) {
+    const int64_t t0 = L->last_step[r], off = r * L->stride;
+    L->last_step[r] = m->steps + 1;
+    catch_up_coef k;
+    if (!catch_up_coef_of(m, t0, &k)) {
+        spr_adam_row(L->w + off, g, L->mw + off, L->vw + off, L->cols, o->lr, o->beta1, o->beta2,
+                     o->eps, bc1, bc2);
+        return;
     }
+    spr_adam_catch_up_row(L->w + off, g, L->mw + off, L->vw + off, L->cols, o->lr, o->beta1,
+                          o->beta2, o->eps, bc1, bc2, k.S, k.e, k.d1, k.d2);
+    if (L != &m->layers[0]) catch_up_bias(L, r, &k);
 }
 
 void spr_layer_catch_up(const spr_model *m, spr_layer *L, int64_t r) {

@@ -750,6 +750,102 @@ static void test_catch_up_row(const spr_kernel_set *k, uint64_t seed) {
     CHECK(bad16 == 0, "%s catch_up_row_bf16: %d mismatches against the reference", k->name, bad16);
 }
 
+/* adam_catch_up_row of set k (kernels.h): against k's own catch_up_row then adam_row, the
+ * portable reference, and (the reference) its formula in double, over lengths that cover
+ * every tail and unaligned starts, a zero v among them, guards past the row; for AVX-512
+ * an entry stepped alone gives the bits it gets in a row. The two passes round twice
+ * where the one pass divides once: within a few float ulps of the terms' sizes. */
+static void test_adam_catch_up_row(const spr_kernel_set *k, uint64_t seed) {
+    const spr_kernel_set *ref = &spr_kernels_portable;
+    spr_rng r;
+    spr_rng_seed(&r, seed ^ 0xf05edull);
+    static float W[3][CU_N + 8], G[3][CU_N + 8], M[3][CU_N + 8], V[3][CU_N + 8];
+    float term[CU_N], mterm[CU_N];
+    int bad = 0;
+    for (int n = 0; n <= CU_N; n++) {
+        const int off = n % 5;
+        const float lr = 1e-3f, b1 = 0.9f, b2 = 0.999f, eps = 1e-8f;
+        const float bc1 = 0.1f + 0.01f * (float)(n % 9), bc2 = 0.001f + 1e-4f * (float)(n % 4);
+        const float S = 1e-3f * (float)(1 + spr_rng_below(&r, 50)), e = 1e-8f * (float)(1 + n % 3);
+        const float d1 = 0.9f - 0.01f * (float)(n % 4), d2 = 0.999f - 1e-4f * (float)(n % 7);
+        float *w[3], *g[3], *m[3], *v[3];
+        for (int c = 0; c < 3; c++) w[c] = W[c] + off, g[c] = G[c] + off, m[c] = M[c] + off, v[c] = V[c] + off;
+        for (int i = 0; i <= n; i++) {
+            const float wi = i == n ? 7.0f : (float)spr_rng_normal(&r) * 0.1f;
+            const float gi = i == n ? 7.0f : (float)spr_rng_normal(&r) * 1e-2f;
+            const float mi = i == n ? 7.0f : (float)spr_rng_normal(&r) * 1e-3f;
+            const float vi = i == n ? 7.0f : i == 3 ? 0.0f : (float)spr_rng_uniform(&r) * 1e-5f;
+            for (int c = 0; c < 3; c++) w[c][i] = wi, g[c][i] = gi, m[c][i] = mi, v[c][i] = vi;
+            if (i < n) { /* the sizes of the two moves: what rounding is measured against */
+                const float mn = b1 * fabsf(mi * d1) + (1.0f - b1) * fabsf(gi);
+                mterm[i] = mn; /* m' = b1 m d1 + (1 - b1) g can cancel */
+                const float vn = b2 * vi * d2 + (1.0f - b2) * gi * gi;
+                term[i] = fabsf(wi) + S * fabsf(mi) / (sqrtf(vi) + e) +
+                          lr / bc1 * mn / (sqrtf(vn) / sqrtf(bc2) + eps);
+            }
+        }
+        k->adam_catch_up_row(w[0], g[0], m[0], v[0], n, lr, b1, b2, eps, bc1, bc2, S, e, d1, d2);
+        k->catch_up_row(w[1], m[1], v[1], n, S, e, d1, d2);
+        k->adam_row(w[1], g[1], m[1], v[1], n, lr, b1, b2, eps, bc1, bc2);
+        ref->adam_catch_up_row(w[2], g[2], m[2], v[2], n, lr, b1, b2, eps, bc1, bc2, S, e, d1, d2);
+        for (int c = 1; c < 3; c++)
+            for (int i = 0; i < n; i++) {
+                const int ok = fabsf(w[0][i] - w[c][i]) <= 1e-6f * term[i] + 1e-12f &&
+                               fabsf(m[0][i] - m[c][i]) <= 1e-6f * mterm[i] + 1e-12f &&
+                               fabsf(v[0][i] - v[c][i]) <= 1e-6f * v[c][i] + 1e-15f && g[0][i] == 0.0f;
+                if (!ok && bad++ < 3)
+                    CHECK(0, "%s adam_catch_up_row n=%d i=%d against %s: expected w %.9g m %.9g v %.9g, got "
+                          "%.9g %.9g %.9g (g %g)", k->name, n, i, c == 1 ? "its two passes" : "the reference",
+                          w[c][i], m[c][i], v[c][i], w[0][i], m[0][i], v[0][i], g[0][i]);
+            }
+        if ((w[0][n] != 7.0f || g[0][n] != 7.0f || m[0][n] != 7.0f || v[0][n] != 7.0f) && bad++ < 3)
+            CHECK(0, "%s adam_catch_up_row n=%d: wrote past the row", k->name, n);
+    }
+    CHECK(bad == 0, "%s adam_catch_up_row: %d mismatches against its two passes and the reference", k->name, bad);
+    if (k == ref) { /* the formula, in double, on a row of its own */
+        const int n = 33;
+        const float lr = 2e-3f, b1 = 0.85f, b2 = 0.995f, eps = 1e-7f, bc1 = 0.3f, bc2 = 0.02f;
+        const float S = 0.02f, e = 3e-8f, d1 = 0.8f, d2 = 0.99f;
+        float w[33], g[33], m[33], v[33];
+        double want[33], size[33];
+        for (int i = 0; i < n; i++) {
+            w[i] = (float)(0.05 * cos(i)), g[i] = (float)(1e-2 * sin(1.7 * i));
+            m[i] = (float)(1e-3 * sin(3.0 * i)), v[i] = (float)(1e-6 * (1 + i));
+            const double a = sqrt((double)v[i]) + e, mn = b1 * ((double)m[i] * d1) + (1.0 - b1) * g[i];
+            const double vn = b2 * ((double)v[i] * d2) + (1.0 - b2) * (double)g[i] * g[i];
+            const double den = sqrt(vn) / sqrt((double)bc2) + eps;
+            want[i] = w[i] - (double)S * m[i] / a - (double)lr / bc1 * mn / den;
+            size[i] = fabs((double)w[i]) + fabs((double)S * m[i] / a) + fabs((double)lr / bc1 * mn / den);
+        }
+        ref->adam_catch_up_row(w, g, m, v, n, lr, b1, b2, eps, bc1, bc2, S, e, d1, d2);
+        int bad_formula = 0;
+        for (int i = 0; i < n; i++)
+            if (!(fabs(w[i] - want[i]) <= 1e-6 * size[i]) && bad_formula++ < 3)
+                CHECK(0, "portable adam_catch_up_row formula i=%d: expected w %.9g, got %.9g", i, want[i], w[i]);
+        CHECK(bad_formula == 0, "portable adam_catch_up_row: %d mismatches against its formula", bad_formula);
+    }
+    if (!strcmp(k->name, "avx512")) { /* an entry alone: the bits it gets in a row */
+        int bad_short = 0;
+        for (int rep = 0; rep < 50; rep++) {
+            float w[16], g[16], m[16], v[16], w1[16], g1[16], m1[16], v1[16];
+            for (int i = 0; i < 16; i++) {
+                w[i] = w1[i] = rep % 2 ? 0.0f : frand(&r), g[i] = g1[i] = frand(&r) * 0.1f;
+                m[i] = m1[i] = frand(&r) * 0.01f, v[i] = v1[i] = (float)spr_rng_uniform(&r) * 1e-3f;
+            }
+            k->adam_catch_up_row(w, g, m, v, 16, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.271f, 0.00399f, 0.01f, 1e-8f, 0.81f, 0.998f);
+            for (int i = 0; i < 16; i++) {
+                k->adam_catch_up_row(w1 + i, g1 + i, m1 + i, v1 + i, 1, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.271f, 0.00399f,
+                                     0.01f, 1e-8f, 0.81f, 0.998f);
+                if ((f32_bits(w[i]) != f32_bits(w1[i]) || f32_bits(m[i]) != f32_bits(m1[i]) ||
+                     f32_bits(v[i]) != f32_bits(v1[i])) && bad_short++ < 3)
+                    CHECK(0, "avx512 adam_catch_up_row: entry %d alone: expected w %.9g m %.9g v %.9g, got %.9g %.9g %.9g",
+                          i, w[i], m[i], v[i], w1[i], m1[i], v1[i]);
+            }
+        }
+        CHECK(bad_short == 0, "avx512 adam_catch_up_row: %d entries differ alone and in a row", bad_short);
+    }
+}
+
 int main(int argc, char **argv) {
     if (argc > 1 && !strcmp(argv[1], "--print-kernels")) {
         printf("%s|%s", spr_kernels_name(), spr_kernels_describe());
@@ -767,6 +863,7 @@ int main(int argc, char **argv) {
     test_row_entries(&spr_kernels_portable, seed);
     test_row_dots(&spr_kernels_portable, seed);
     test_catch_up_row(&spr_kernels_portable, seed);
+    test_adam_catch_up_row(&spr_kernels_portable, seed);
     test_sorts(seed);
     printf("  bf16 conversions and the portable BF16 Adam: tested\n");
 
@@ -784,6 +881,7 @@ int main(int argc, char **argv) {
             test_row_entries(sets[i], seed + 40 + (uint64_t)i);
             test_row_dots(sets[i], seed + 50 + (uint64_t)i);
             test_catch_up_row(sets[i], seed + 60 + (uint64_t)i);
+            test_adam_catch_up_row(sets[i], seed + 70 + (uint64_t)i);
             if (!strcmp(sets[i]->name, "avx512")) test_adam_short_rows(sets[i], seed + 30);
             printf("  %s: tested against the reference\n", names[i]);
         }
