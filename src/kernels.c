@@ -8,6 +8,7 @@
 #include "common.h"
 #include "sparrow.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -195,10 +196,24 @@ static void adam_catch_up_row_ref(float *w, float *g, float *m, float *v, int64_
         const float mi = b1 * (m[i] * d1) + (1.0f - b1) * gi;
         const float vi = b2 * (v[i] * d2) + (1.0f - b2) * gi * gi;
         const float den = sqrtf(vi) / sqrt_bc2 + eps;
-        w[i] -= (S * m[i] * den + step * mi * a) / (a * den);
+        w[i] -= (S * m[i] * den + step * mi * a) / fmaxf(a * den, FLT_MIN);
         m[i] = mi;
         v[i] = vi;
         g[i] = 0.0f;
+    }
+}
+
+static void adam_catch_up_row_bf16_ref(float *w, uint16_t *w16, float *g, uint16_t *m, uint16_t *v,
+                                       int64_t n, float lr, float b1, float b2, float eps, float bc1,
+                                       float bc2, float S, float e, float d1, float d2, uint32_t salt) {
+    for (int64_t i = 0; i < n; i++) {
+        float wi = w16 ? spr_f32_from_bf16(w16[i]) : w[i];
+        float mi = spr_f32_from_bf16(m[i]), vi = spr_f32_from_bf16(v[i]);
+        adam_catch_up_row_ref(&wi, g + i, &mi, &vi, 1, lr, b1, b2, eps, bc1, bc2, S, e, d1, d2);
+        m[i] = spr_bf16_from_f32(mi);
+        v[i] = spr_bf16_from_f32_sr(vi, spr_bf16_noise(salt, i));
+        if (w16) w16[i] = spr_bf16_from_f32_sr(wi, spr_bf16_noise_w(salt, i));
+        else w[i] = wi;
     }
 }
 
@@ -219,7 +234,7 @@ const spr_kernel_set spr_kernels_portable = {"portable", dot_ref, axpy_ref, dot_
                                              adam_row_bf16_ref, dot_bf16_ref, axpy_bf16_ref,
                                              adam_row_bf16w_ref, row_entries_ref, row_dots_ref,
                                              catch_up_row_ref, spr_catch_up_row_bf16_ref,
-                                             adam_catch_up_row_ref};
+                                             adam_catch_up_row_ref, adam_catch_up_row_bf16_ref};
 const spr_kernel_set *spr_kernels = &spr_kernels_portable;
 
 static const char *cpu_features(void) {

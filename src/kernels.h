@@ -159,10 +159,20 @@ typedef struct spr_kernel_set {
      * m' and v' rounded as this set's adam_row rounds them; w differs from the two passes'
      * in the last bits (one division rounded, not two). A row that missed steps costs one
      * square root and a few products more than adam_row, where the two passes cost a
-     * second pass over the row with its own division. */
+     * second pass over the row with its own division. (a den is taken as at least
+     * FLT_MIN: a row without moments or gradient at an eps below ~1e-19 would divide 0 by
+     * 0.) */
     void (*adam_catch_up_row)(float *w, float *g, float *m, float *v, int64_t n, float lr,
                               float b1, float b2, float eps, float bc1, float bc2, float S,
                               float e, float d1, float d2);
+    /* adam_catch_up_row with BF16 moments, and BF16 weights when w16 is not NULL (else w):
+     * this set's adam_catch_up_row on the widened values, bit for bit, then m rounded to
+     * nearest even, v stochastically with spr_bf16_noise(salt, i) and a BF16 w with
+     * spr_bf16_noise_w(salt, i): one rounding each where the two passes (catch_up_row_bf16,
+     * then adam_row_bf16 or adam_row_bf16w) rounded twice. */
+    void (*adam_catch_up_row_bf16)(float *w, uint16_t *w16, float *g, uint16_t *m, uint16_t *v,
+                                   int64_t n, float lr, float b1, float b2, float eps, float bc1,
+                                   float bc2, float S, float e, float d1, float d2, uint32_t salt);
 } spr_kernel_set;
 
 #define SPR_SUM_ROWS 16 /* rows per call of signed_sums: two AVX2 registers, one AVX-512 */
@@ -184,6 +194,13 @@ static inline void spr_adam_catch_up_row(float *w, float *g, float *m, float *v,
                                          float lr, float b1, float b2, float eps, float bc1,
                                          float bc2, float S, float e, float d1, float d2) {
     spr_kernels->adam_catch_up_row(w, g, m, v, n, lr, b1, b2, eps, bc1, bc2, S, e, d1, d2);
+}
+static inline void spr_adam_catch_up_row_bf16(float *w, uint16_t *w16, float *g, uint16_t *m,
+                                              uint16_t *v, int64_t n, float lr, float b1,
+                                              float b2, float eps, float bc1, float bc2, float S,
+                                              float e, float d1, float d2, uint32_t salt) {
+    spr_kernels->adam_catch_up_row_bf16(w, w16, g, m, v, n, lr, b1, b2, eps, bc1, bc2, S, e, d1,
+                                        d2, salt);
 }
 static inline float spr_dot(const float *a, const float *b, int64_t n) {
     return spr_kernels->dot(a, b, n);

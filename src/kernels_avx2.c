@@ -4,6 +4,7 @@
 #include "kernels.h"
 
 #if defined(__x86_64__) && defined(__AVX2__) && defined(__FMA__)
+#include <float.h>
 #include <immintrin.h>
 #include <math.h>
 #include <string.h>
@@ -491,47 +492,106 @@ static void catch_up_row_avx2(float *w, float *m, float *v, int64_t n, float S, 
     }
 }
 
-/* adam_row_avx2's step (ADAM_STEP8's roundings) on the caught-up moments; the tail as
- * adam_row_avx2's tail. */
+/* adam_catch_up_row of 8 lanes (w, m, v in place), with the constants of
+ * adam_catch_up_row_avx2: adam_row_avx2's roundings for m and v. */
+#define ADAM_CATCH_UP8(gi, wi, mi, vi)                                                              \
+    do {                                                                                           \
+        const __m256 a = _mm256_add_ps(_mm256_sqrt_ps(vi), ve);                                    \
+        const __m256 m_ = _mm256_fmadd_ps(vb1, _mm256_mul_ps(mi, vd1), _mm256_mul_ps(vc1, gi));    \
+        const __m256 v_ = _mm256_fmadd_ps(vb2, _mm256_mul_ps(vi, vd2),                             \
+                                          _mm256_mul_ps(vc2, _mm256_mul_ps(gi, gi)));              \
+        const __m256 den = _mm256_fmadd_ps(_mm256_sqrt_ps(v_), vinv, veps);                        \
+        const __m256 num = _mm256_fmadd_ps(_mm256_mul_ps(vS, mi), den,                             \
+                                           _mm256_mul_ps(_mm256_mul_ps(vstep, m_), a));            \
+        wi = _mm256_sub_ps(wi, _mm256_div_ps(num, _mm256_max_ps(_mm256_mul_ps(a, den), vmin)));    \
+        mi = m_, vi = v_;                                                                          \
+    } while (0)
+
+/* One entry of adam_catch_up_row as this set's scalar tails compute it. */
+static inline void adam_catch_up1(float *w, float *g, float *m, float *v, float b1, float b2,
+                                  float eps, float step, float inv_sqrt_bc2, float S, float e,
+                                  float d1, float d2) {
+    const float gi = *g, a = sqrtf(*v) + e;
+    const float mi = b1 * (*m * d1) + (1.0f - b1) * gi;
+    const float vi = b2 * (*v * d2) + (1.0f - b2) * gi * gi;
+    const float den = sqrtf(vi) * inv_sqrt_bc2 + eps;
+    *w -= (S * *m * den + step * mi * a) / fmaxf(a * den, FLT_MIN);
+    *m = mi, *v = vi, *g = 0.0f;
+}
+
+#define ADAM_CATCH_UP_CONSTANTS                                                                    \
+    const float step = lr / bc1, inv_sqrt_bc2 = 1.0f / sqrtf(bc2);                                 \
+    const __m256 vb1 = _mm256_set1_ps(b1), vc1 = _mm256_set1_ps(1.0f - b1);                        \
+    const __m256 vb2 = _mm256_set1_ps(b2), vc2 = _mm256_set1_ps(1.0f - b2);                        \
+    const __m256 vstep = _mm256_set1_ps(step), vinv = _mm256_set1_ps(inv_sqrt_bc2);                \
+    const __m256 veps = _mm256_set1_ps(eps), zero = _mm256_setzero_ps();                           \
+    const __m256 vS = _mm256_set1_ps(S), ve = _mm256_set1_ps(e);                                   \
+    const __m256 vd1 = _mm256_set1_ps(d1), vd2 = _mm256_set1_ps(d2), vmin = _mm256_set1_ps(FLT_MIN)
+
+/* ADAM_CATCH_UP8 (adam_row_avx2's roundings on the caught-up moments) 8 lanes a step;
+ * the tail as adam_row_avx2's tail. */
 static void adam_catch_up_row_avx2(float *w, float *g, float *m, float *v, int64_t n, float lr,
                                    float b1, float b2, float eps, float bc1, float bc2, float S,
                                    float e, float d1, float d2) {
-    const float step = lr / bc1, inv_sqrt_bc2 = 1.0f / sqrtf(bc2);
-    const __m256 vb1 = _mm256_set1_ps(b1), vc1 = _mm256_set1_ps(1.0f - b1);
-    const __m256 vb2 = _mm256_set1_ps(b2), vc2 = _mm256_set1_ps(1.0f - b2);
-    const __m256 vstep = _mm256_set1_ps(step), vinv = _mm256_set1_ps(inv_sqrt_bc2);
-    const __m256 veps = _mm256_set1_ps(eps), zero = _mm256_setzero_ps();
-    const __m256 vS = _mm256_set1_ps(S), ve = _mm256_set1_ps(e);
-    const __m256 vd1 = _mm256_set1_ps(d1), vd2 = _mm256_set1_ps(d2);
+    ADAM_CATCH_UP_CONSTANTS;
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) {
-        const __m256 gi = _mm256_loadu_ps(g + i), m0 = _mm256_loadu_ps(m + i), v0 = _mm256_loadu_ps(v + i);
-        const __m256 a = _mm256_add_ps(_mm256_sqrt_ps(v0), ve);
-        const __m256 mi = _mm256_fmadd_ps(vb1, _mm256_mul_ps(m0, vd1), _mm256_mul_ps(vc1, gi));
-        const __m256 vi = _mm256_fmadd_ps(vb2, _mm256_mul_ps(v0, vd2), _mm256_mul_ps(vc2, _mm256_mul_ps(gi, gi)));
-        const __m256 den = _mm256_fmadd_ps(_mm256_sqrt_ps(vi), vinv, veps);
-        const __m256 num = _mm256_fmadd_ps(_mm256_mul_ps(vS, m0), den, _mm256_mul_ps(_mm256_mul_ps(vstep, mi), a));
-        _mm256_storeu_ps(w + i, _mm256_sub_ps(_mm256_loadu_ps(w + i), _mm256_div_ps(num, _mm256_mul_ps(a, den))));
+        __m256 wi = _mm256_loadu_ps(w + i), mi = _mm256_loadu_ps(m + i), vi = _mm256_loadu_ps(v + i);
+        const __m256 gi = _mm256_loadu_ps(g + i);
+        ADAM_CATCH_UP8(gi, wi, mi, vi);
+        _mm256_storeu_ps(w + i, wi);
         _mm256_storeu_ps(m + i, mi);
         _mm256_storeu_ps(v + i, vi);
         _mm256_storeu_ps(g + i, zero);
     }
+    for (; i < n; i++) adam_catch_up1(w + i, g + i, m + i, v + i, b1, b2, eps, step, inv_sqrt_bc2, S, e, d1, d2);
+}
+
+/* adam_catch_up_row_avx2 on the widened values (8 lanes a step and the scalar tail, as
+ * there), then the roundings; NaN-safe (a row that owes steps is the rarer case). */
+static void adam_catch_up_row_bf16_avx2(float *w, uint16_t *w16, float *g, uint16_t *m,
+                                        uint16_t *v, int64_t n, float lr, float b1, float b2,
+                                        float eps, float bc1, float bc2, float S, float e,
+                                        float d1, float d2, uint32_t salt) {
+    ADAM_CATCH_UP_CONSTANTS;
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    __m256i hv = _mm256_add_epi32(_mm256_set1_epi32((int)salt),
+                                  _mm256_mullo_epi32(lane, _mm256_set1_epi32((int)0x9E3779B1u)));
+    __m256i hw = _mm256_add_epi32(_mm256_set1_epi32((int)(salt ^ 0x6A09E667u)),
+                                  _mm256_mullo_epi32(lane, _mm256_set1_epi32((int)0x85EBCA77u)));
+    const __m256i hv8 = _mm256_set1_epi32((int)(8u * 0x9E3779B1u));
+    const __m256i hw8 = _mm256_set1_epi32((int)(8u * 0x85EBCA77u));
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8, hv = _mm256_add_epi32(hv, hv8), hw = _mm256_add_epi32(hw, hw8)) {
+        __m256 wi = w16 ? bf16_load8(w16 + i) : _mm256_loadu_ps(w + i);
+        __m256 mi = bf16_load8(m + i), vi = bf16_load8(v + i);
+        const __m256 gi = _mm256_loadu_ps(g + i);
+        ADAM_CATCH_UP8(gi, wi, mi, vi);
+        if (w16) bf16_store8(w16 + i, bf16_round8_sr(wi, bf16_noise8(hw)));
+        else _mm256_storeu_ps(w + i, wi);
+        bf16_store8(m + i, bf16_round8(mi));
+        bf16_store8(v + i, bf16_round8_sr(vi, bf16_noise8(hv)));
+        _mm256_storeu_ps(g + i, zero);
+    }
     for (; i < n; i++) {
-        const float gi = g[i], a = sqrtf(v[i]) + e;
-        const float mi = b1 * (m[i] * d1) + (1.0f - b1) * gi;
-        const float vi = b2 * (v[i] * d2) + (1.0f - b2) * gi * gi;
-        const float den = sqrtf(vi) * inv_sqrt_bc2 + eps;
-        w[i] -= (S * m[i] * den + step * mi * a) / (a * den);
-        m[i] = mi, v[i] = vi, g[i] = 0.0f;
+        float wi = w16 ? spr_f32_from_bf16(w16[i]) : w[i];
+        float mi = spr_f32_from_bf16(m[i]), vi = spr_f32_from_bf16(v[i]);
+        adam_catch_up1(&wi, g + i, &mi, &vi, b1, b2, eps, step, inv_sqrt_bc2, S, e, d1, d2);
+        m[i] = spr_bf16_from_f32(mi);
+        v[i] = spr_bf16_from_f32_sr(vi, spr_bf16_noise(salt, i));
+        if (w16) w16[i] = spr_bf16_from_f32_sr(wi, spr_bf16_noise_w(salt, i));
+        else w[i] = wi;
     }
 }
+#undef ADAM_CATCH_UP8
+#undef ADAM_CATCH_UP_CONSTANTS
 
 static const spr_kernel_set set = {"avx2", dot_avx2, axpy_avx2, dot_sparse_avx2, adam_row_avx2,
                                    matmul_panels_avx2, signed_sums_avx2,
                                    adam_row_bf16_avx2, dot_bf16_avx2, axpy_bf16_avx2,
                                    adam_row_bf16w_avx2, row_entries_avx2, row_dots_avx2,
                                    catch_up_row_avx2, spr_catch_up_row_bf16_ref,
-                                   adam_catch_up_row_avx2};
+                                   adam_catch_up_row_avx2, adam_catch_up_row_bf16_avx2};
 const spr_kernel_set *spr_kernel_set_avx2(void) { return &set; }
 #else
 const spr_kernel_set *spr_kernel_set_avx2(void) { return 0; }

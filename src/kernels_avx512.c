@@ -6,6 +6,7 @@
 #include "kernels.h"
 
 #if defined(__x86_64__) && defined(__AVX512F__)
+#include <float.h>
 #include <immintrin.h>
 #include <math.h>
 #include <string.h>
@@ -484,31 +485,92 @@ static void catch_up_row_bf16_avx512(float *w, uint16_t *w16, uint16_t *m, uint1
     }
 }
 
-/* adam_row_avx512's step on the caught-up moments; the tail masked, as there. */
+/* adam_catch_up_row's constants, broadcast. */
+typedef struct cu_consts {
+    __m512 b1, c1, b2, c2, step, inv, eps, S, e, d1, d2, min;
+} cu_consts;
+
+static inline cu_consts cu_consts_of(float lr, float b1, float b2, float eps, float bc1, float bc2,
+                                     float S, float e, float d1, float d2) {
+    cu_consts k = {_mm512_set1_ps(b1),      _mm512_set1_ps(1.0f - b1),
+                   _mm512_set1_ps(b2),      _mm512_set1_ps(1.0f - b2),
+                   _mm512_set1_ps(lr / bc1), _mm512_set1_ps(1.0f / sqrtf(bc2)),
+                   _mm512_set1_ps(eps),     _mm512_set1_ps(S),
+                   _mm512_set1_ps(e),       _mm512_set1_ps(d1),
+                   _mm512_set1_ps(d2),      _mm512_set1_ps(FLT_MIN)};
+    return k;
+}
+
+/* adam_catch_up_row of 16 lanes (w, m, v in place): adam_row_avx512's roundings for m and
+ * v. Lanes that are zero everywhere give w -= 0 / max(e eps, FLT_MIN): no 0 / 0. */
+static inline void adam_catch_up16(__m512 g, __m512 *w, __m512 *m, __m512 *v, const cu_consts *k) {
+    const __m512 a = _mm512_add_ps(_mm512_sqrt_ps(*v), k->e);
+    const __m512 mi = _mm512_fmadd_ps(k->b1, _mm512_mul_ps(*m, k->d1), _mm512_mul_ps(k->c1, g));
+    const __m512 vi = _mm512_fmadd_ps(k->b2, _mm512_mul_ps(*v, k->d2), _mm512_mul_ps(k->c2, _mm512_mul_ps(g, g)));
+    const __m512 den = _mm512_fmadd_ps(_mm512_sqrt_ps(vi), k->inv, k->eps);
+    const __m512 num = _mm512_fmadd_ps(_mm512_mul_ps(k->S, *m), den, _mm512_mul_ps(_mm512_mul_ps(k->step, mi), a));
+    *w = _mm512_sub_ps(*w, _mm512_div_ps(num, _mm512_max_ps(_mm512_mul_ps(a, den), k->min)));
+    *m = mi, *v = vi;
+}
+
+/* The tail masked, as adam_row_avx512's. */
 static void adam_catch_up_row_avx512(float *w, float *g, float *m, float *v, int64_t n, float lr,
                                      float b1, float b2, float eps, float bc1, float bc2, float S,
                                      float e, float d1, float d2) {
-    const float step = lr / bc1, inv_sqrt_bc2 = 1.0f / sqrtf(bc2);
-    const __m512 vb1 = _mm512_set1_ps(b1), vc1 = _mm512_set1_ps(1.0f - b1);
-    const __m512 vb2 = _mm512_set1_ps(b2), vc2 = _mm512_set1_ps(1.0f - b2);
-    const __m512 vstep = _mm512_set1_ps(step), vinv = _mm512_set1_ps(inv_sqrt_bc2);
-    const __m512 veps = _mm512_set1_ps(eps), vS = _mm512_set1_ps(S), ve = _mm512_set1_ps(e);
-    const __m512 vd1 = _mm512_set1_ps(d1), vd2 = _mm512_set1_ps(d2);
+    const cu_consts k = cu_consts_of(lr, b1, b2, eps, bc1, bc2, S, e, d1, d2);
     for (int64_t i = 0; i < n; i += 16) {
-        const __mmask16 k = tail_mask(n - i);
-        const __m512 gi = _mm512_maskz_loadu_ps(k, g + i), m0 = _mm512_maskz_loadu_ps(k, m + i);
-        const __m512 v0 = _mm512_maskz_loadu_ps(k, v + i);
-        /* lanes past the tail: a = e, den = eps, both > 0 (no 0 / 0 to trap on) */
-        const __m512 a = _mm512_add_ps(_mm512_sqrt_ps(v0), ve);
-        const __m512 mi = _mm512_fmadd_ps(vb1, _mm512_mul_ps(m0, vd1), _mm512_mul_ps(vc1, gi));
-        const __m512 vi = _mm512_fmadd_ps(vb2, _mm512_mul_ps(v0, vd2), _mm512_mul_ps(vc2, _mm512_mul_ps(gi, gi)));
-        const __m512 den = _mm512_fmadd_ps(_mm512_sqrt_ps(vi), vinv, veps);
-        const __m512 num = _mm512_fmadd_ps(_mm512_mul_ps(vS, m0), den, _mm512_mul_ps(_mm512_mul_ps(vstep, mi), a));
-        const __m512 wi = _mm512_sub_ps(_mm512_maskz_loadu_ps(k, w + i), _mm512_div_ps(num, _mm512_mul_ps(a, den)));
-        _mm512_mask_storeu_ps(m + i, k, mi);
-        _mm512_mask_storeu_ps(v + i, k, vi);
-        _mm512_mask_storeu_ps(w + i, k, wi);
-        _mm512_mask_storeu_ps(g + i, k, _mm512_setzero_ps());
+        const __mmask16 t = tail_mask(n - i);
+        __m512 wi = _mm512_maskz_loadu_ps(t, w + i), mi = _mm512_maskz_loadu_ps(t, m + i);
+        __m512 vi = _mm512_maskz_loadu_ps(t, v + i);
+        adam_catch_up16(_mm512_maskz_loadu_ps(t, g + i), &wi, &mi, &vi, &k);
+        _mm512_mask_storeu_ps(m + i, t, mi);
+        _mm512_mask_storeu_ps(v + i, t, vi);
+        _mm512_mask_storeu_ps(w + i, t, wi);
+        _mm512_mask_storeu_ps(g + i, t, _mm512_setzero_ps());
+    }
+}
+
+/* 16 lanes of adam_catch_up_row_bf16 (w16 NULL: float weights in w) */
+static inline void adam_catch_up16_bf16(float *w, uint16_t *w16, float *g, uint16_t *m, uint16_t *v,
+                                        const cu_consts *k, __m512i hv, __m512i hw) {
+    __m512 wi = w16 ? bf16_load16(w16) : _mm512_loadu_ps(w), mi = bf16_load16(m), vi = bf16_load16(v);
+    adam_catch_up16(_mm512_loadu_ps(g), &wi, &mi, &vi, k);
+    if (w16) bf16_store16_sr(w16, wi, bf16_noise16(hw));
+    else _mm512_storeu_ps(w, wi);
+    bf16_store16(m, mi);
+    bf16_store16_sr(v, vi, bf16_noise16(hv));
+    _mm512_storeu_ps(g, _mm512_setzero_ps());
+}
+
+/* Full blocks of 16 in place, the tail through a zero-padded copy (as adam_row_bf16w_avx512):
+ * the same lane arithmetic as adam_catch_up_row_avx512's. */
+static void adam_catch_up_row_bf16_avx512(float *w, uint16_t *w16, float *g, uint16_t *m,
+                                          uint16_t *v, int64_t n, float lr, float b1, float b2,
+                                          float eps, float bc1, float bc2, float S, float e,
+                                          float d1, float d2, uint32_t salt) {
+    const cu_consts k = cu_consts_of(lr, b1, b2, eps, bc1, bc2, S, e, d1, d2);
+    const __m512i hv16 = _mm512_set1_epi32((int)(16u * 0x9E3779B1u));
+    const __m512i hw16 = _mm512_set1_epi32((int)(16u * 0x85EBCA77u));
+    __m512i hv, hw;
+    weyl_start(salt, &hv, &hw);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16, hv = _mm512_add_epi32(hv, hv16), hw = _mm512_add_epi32(hw, hw16))
+        adam_catch_up16_bf16(w16 ? NULL : w + i, w16 ? w16 + i : NULL, g + i, m + i, v + i, &k, hv, hw);
+    if (i < n) {
+        float tw[16] = {0}, tg[16] = {0};
+        uint16_t tw16[16] = {0}, tm[16] = {0}, tv[16] = {0};
+        const size_t c = (size_t)(n - i);
+        if (w16) memcpy(tw16, w16 + i, c * sizeof(uint16_t));
+        else memcpy(tw, w + i, c * sizeof(float));
+        memcpy(tg, g + i, c * sizeof(float));
+        memcpy(tm, m + i, c * sizeof(uint16_t));
+        memcpy(tv, v + i, c * sizeof(uint16_t));
+        adam_catch_up16_bf16(w16 ? NULL : tw, w16 ? tw16 : NULL, tg, tm, tv, &k, hv, hw);
+        if (w16) memcpy(w16 + i, tw16, c * sizeof(uint16_t));
+        else memcpy(w + i, tw, c * sizeof(float));
+        memcpy(g + i, tg, c * sizeof(float));
+        memcpy(m + i, tm, c * sizeof(uint16_t));
+        memcpy(v + i, tv, c * sizeof(uint16_t));
     }
 }
 
@@ -517,7 +579,7 @@ static const spr_kernel_set set = {"avx512", dot_avx512, axpy_avx512, dot_sparse
                                    adam_row_bf16_avx512, dot_bf16_avx512, axpy_bf16_avx512,
                                    adam_row_bf16w_avx512, row_entries_avx512, row_dots_avx512,
                                    catch_up_row_avx512, catch_up_row_bf16_avx512,
-                                   adam_catch_up_row_avx512};
+                                   adam_catch_up_row_avx512, adam_catch_up_row_bf16_avx512};
 const spr_kernel_set *spr_kernel_set_avx512(void) { return &set; }
 #else
 const spr_kernel_set *spr_kernel_set_avx512(void) { return 0; }

@@ -218,10 +218,18 @@ void spr_catch_up_prepare(spr_model *m, const spr_train_options *o);
  * last (spr_catch_up), then records the step in progress as its last. */
 void spr_layer_catch_up(const spr_model *m, spr_layer *L, int64_t r);
 
-/* spr_layer_adam_row of a float row (weights and moments) that owes steps: its catch-up
- * and its step in one pass (spr_adam_catch_up_row), then its bias's catch-up. */
-void spr_layer_adam_catch_up_row(const spr_model *m, spr_layer *L, int64_t r, float *g,
-                                 const spr_train_options *o, float bc1, float bc2);
+/* The rounding bits of the step in progress for row r of the output layer (BF16 moments
+ * or weights): from the step and the row's global label (a shard's row r is label
+ * label_lo + r). */
+static inline uint32_t spr_layer_step_salt(const spr_model *m, int64_t r) {
+    return (uint32_t)spr_mix64((uint64_t)m->steps << 32 ^ (uint64_t)(m->label_lo + r));
+}
+
+/* spr_layer_adam_row of a row that owes steps (last_step[r] != steps): its catch-up and
+ * its step in one pass (spr_adam_catch_up_row, _bf16), then its bias's catch-up. Returns
+ * 0, doing nothing, if it owes none after all (lazy Adam): the plain step then. */
+int spr_layer_adam_catch_up_row(const spr_model *m, spr_layer *L, int64_t r, float *g,
+                                const spr_train_options *o, float bc1, float bc2);
 
 /* One Adam step on weight row r of model m's layer L with gradient g (fan_in floats,
  * cleared), after its catch-up, in the precision L keeps its moments in: every path that
@@ -230,24 +238,15 @@ void spr_layer_adam_catch_up_row(const spr_model *m, spr_layer *L, int64_t r, fl
  * rank count and a resumed run continues it exactly. */
 static inline void spr_layer_adam_row(const spr_model *m, spr_layer *L, int64_t r, float *g,
                                       const spr_train_options *o, float bc1, float bc2) {
-    if (L->last_step[r] != m->steps) {
-        if (!L->w16 && !L->mw16) {
-            spr_layer_adam_catch_up_row(m, L, r, g, o, bc1, bc2);
-            return;
-        }
-        spr_layer_catch_up(m, L, r);
-    } else {
-        L->last_step[r] = m->steps + 1;
-    }
+    if (L->last_step[r] != m->steps && spr_layer_adam_catch_up_row(m, L, r, g, o, bc1, bc2)) return;
+    L->last_step[r] = m->steps + 1;
     const int64_t off = r * L->stride;
     if (L->w16)
         spr_adam_row_bf16w(L->w16 + off, g, L->mw16 + off, L->vw16 + off, L->cols, o->lr, o->beta1,
-                           o->beta2, o->eps, bc1, bc2,
-                           (uint32_t)spr_mix64((uint64_t)m->steps << 32 ^ (uint64_t)(m->label_lo + r)));
+                           o->beta2, o->eps, bc1, bc2, spr_layer_step_salt(m, r));
     else if (L->mw16)
         spr_adam_row_bf16(L->w + off, g, L->mw16 + off, L->vw16 + off, L->cols, o->lr, o->beta1,
-                          o->beta2, o->eps, bc1, bc2,
-                          (uint32_t)spr_mix64((uint64_t)m->steps << 32 ^ (uint64_t)(m->label_lo + r)));
+                          o->beta2, o->eps, bc1, bc2, spr_layer_step_salt(m, r));
     else
         spr_adam_row(L->w + off, g, L->mw + off, L->vw + off, L->cols, o->lr, o->beta1, o->beta2,
                      o->eps, bc1, bc2);

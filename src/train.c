@@ -897,19 +897,22 @@ static void layer_catch_up(const spr_model *m, spr_layer *L, int64_t r, int64_t 
     if (L != &m->layers[0]) catch_up_bias(L, r, &k);
 }
 
-void spr_layer_adam_catch_up_row(const spr_model *m, spr_layer *L, int64_t r, float *g,
-                                 const spr_train_options *o, float bc1, float bc2) {
-    const int64_t t0 = L->last_step[r], off = r * L->stride;
-    L->last_step[r] = m->steps + 1;
+int spr_layer_adam_catch_up_row(const spr_model *m, spr_layer *L, int64_t r, float *g,
+                                const spr_train_options *o, float bc1, float bc2) {
     catch_up_coef k;
-    if (!catch_up_coef_of(m, t0, &k)) {
-        spr_adam_row(L->w + off, g, L->mw + off, L->vw + off, L->cols, o->lr, o->beta1, o->beta2,
-                     o->eps, bc1, bc2);
-        return;
-    }
-    spr_adam_catch_up_row(L->w + off, g, L->mw + off, L->vw + off, L->cols, o->lr, o->beta1,
-                          o->beta2, o->eps, bc1, bc2, k.S, k.e, k.d1, k.d2);
+    if (!catch_up_coef_of(m, L->last_step[r], &k)) return 0;
+    L->last_step[r] = m->steps + 1;
+    const int64_t off = r * L->stride;
+    if (!L->w16 && !L->mw16)
+        spr_adam_catch_up_row(L->w + off, g, L->mw + off, L->vw + off, L->cols, o->lr, o->beta1,
+                              o->beta2, o->eps, bc1, bc2, k.S, k.e, k.d1, k.d2);
+    else
+        spr_adam_catch_up_row_bf16(L->w16 ? NULL : L->w + off, L->w16 ? L->w16 + off : NULL, g,
+                                   L->mw16 + off, L->vw16 + off, L->cols, o->lr, o->beta1,
+                                   o->beta2, o->eps, bc1, bc2, k.S, k.e, k.d1, k.d2,
+                                   spr_layer_step_salt(m, r));
     if (L != &m->layers[0]) catch_up_bias(L, r, &k);
+    return 1;
 }
 
 void spr_layer_catch_up(const spr_model *m, spr_layer *L, int64_t r) {

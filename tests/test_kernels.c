@@ -846,6 +846,63 @@ static void test_adam_catch_up_row(const spr_kernel_set *k, uint64_t seed) {
     }
 }
 
+/* adam_catch_up_row_bf16 of set k: its own adam_catch_up_row on the widened values, bit
+ * for bit, then m rounded to nearest even, v and a BF16 w stochastically with the
+ * documented bits (kernels.h), float or BF16 weights, every length to CU_N from unaligned
+ * starts, guards past the row; and a row of zeros at a tiny eps stays finite. */
+static void test_adam_catch_up_row_bf16(const spr_kernel_set *k, uint64_t seed) {
+    spr_rng r;
+    spr_rng_seed(&r, seed ^ 0xb16f05eull);
+    int bad = 0;
+    for (int form = 0; form < 2; form++) /* 0: float w, 1: BF16 w */
+        for (int n = 0; n <= CU_N; n++) {
+            const int off = n % 7;
+            static float W[CU_N + 8], G[CU_N + 8], fw[CU_N + 8], fg[CU_N + 8], fm[CU_N + 8], fv[CU_N + 8];
+            static uint16_t W16[CU_N + 8], M[CU_N + 8], V[CU_N + 8];
+            float *w = W + off, *g = G + off;
+            uint16_t *w16 = W16 + off, *m = M + off, *v = V + off;
+            const uint32_t salt = (uint32_t)spr_rng_next(&r);
+            const float S = 1e-3f * (float)(1 + spr_rng_below(&r, 50)), e = 1e-8f * (float)(1 + n % 3);
+            const float d1 = 0.9f - 0.01f * (float)(n % 4), d2 = 0.999f - 1e-4f * (float)(n % 7);
+            const float bc1 = 0.1f + 0.01f * (float)(n % 9), bc2 = 0.001f + 1e-4f * (float)(n % 4);
+            for (int i = 0; i < n; i++) {
+                w16[i] = spr_bf16_from_f32((float)spr_rng_normal(&r) * 0.1f);
+                w[i] = form ? 0.0f : (float)spr_rng_normal(&r) * 0.1f;
+                g[i] = (float)spr_rng_normal(&r) * 1e-2f;
+                m[i] = spr_bf16_from_f32((float)spr_rng_normal(&r) * 1e-3f);
+                v[i] = spr_bf16_from_f32(i == 3 ? 0.0f : (float)spr_rng_uniform(&r) * 1e-5f);
+                fw[i] = form ? spr_f32_from_bf16(w16[i]) : w[i], fg[i] = g[i];
+                fm[i] = spr_f32_from_bf16(m[i]), fv[i] = spr_f32_from_bf16(v[i]);
+            }
+            w[n] = 7.0f, w16[n] = m[n] = v[n] = 0xABCDu, g[n] = 7.0f;
+            k->adam_catch_up_row(fw, fg, fm, fv, n, 1e-3f, 0.9f, 0.999f, 1e-8f, bc1, bc2, S, e, d1, d2);
+            k->adam_catch_up_row_bf16(form ? NULL : w, form ? w16 : NULL, g, m, v, n, 1e-3f, 0.9f, 0.999f,
+                                      1e-8f, bc1, bc2, S, e, d1, d2, salt);
+            for (int i = 0; i < n; i++) {
+                const int ok = (form ? w16[i] == spr_bf16_from_f32_sr(fw[i], spr_bf16_noise_w(salt, i))
+                                     : f32_bits(w[i]) == f32_bits(fw[i])) &&
+                               m[i] == spr_bf16_from_f32(fm[i]) &&
+                               v[i] == spr_bf16_from_f32_sr(fv[i], spr_bf16_noise(salt, i)) && g[i] == 0.0f;
+                if (!ok && bad++ < 3)
+                    CHECK(0, "%s adam_catch_up_row_bf16 (%s weights) n=%d i=%d: expected w %.9g m 0x%04x v 0x%04x, "
+                          "got w %.9g (0x%04x) m 0x%04x v 0x%04x", k->name, form ? "BF16" : "float", n, i, fw[i],
+                          spr_bf16_from_f32(fm[i]), spr_bf16_from_f32_sr(fv[i], spr_bf16_noise(salt, i)),
+                          w[i], w16[i], m[i], v[i]);
+            }
+            if ((w[n] != 7.0f || w16[n] != 0xABCDu || m[n] != 0xABCDu || v[n] != 0xABCDu || g[n] != 7.0f) &&
+                bad++ < 3)
+                CHECK(0, "%s adam_catch_up_row_bf16 n=%d: wrote past the row", k->name, n);
+        }
+    CHECK(bad == 0, "%s adam_catch_up_row_bf16: %d mismatches against its own float kernel", k->name, bad);
+    /* nothing to move at an eps whose product with e underflows: w stays, no 0 / 0 */
+    float w[19] = {0}, g[19] = {0}, m[19] = {0}, v[19] = {0};
+    for (int i = 0; i < 19; i++) w[i] = 0.5f;
+    k->adam_catch_up_row(w, g, m, v, 19, 1e-3f, 0.9f, 0.999f, 1e-30f, 0.1f, 0.001f, 0.01f, 1e-31f, 0.9f, 0.999f);
+    int finite = 1;
+    for (int i = 0; i < 19; i++) finite &= w[i] == 0.5f && m[i] == 0.0f && v[i] == 0.0f;
+    CHECK(finite, "%s adam_catch_up_row: a zero row at eps 1e-30 keeps its weights (w[0] %g)", k->name, w[0]);
+}
+
 int main(int argc, char **argv) {
     if (argc > 1 && !strcmp(argv[1], "--print-kernels")) {
         printf("%s|%s", spr_kernels_name(), spr_kernels_describe());
@@ -864,6 +921,7 @@ int main(int argc, char **argv) {
     test_row_dots(&spr_kernels_portable, seed);
     test_catch_up_row(&spr_kernels_portable, seed);
     test_adam_catch_up_row(&spr_kernels_portable, seed);
+    test_adam_catch_up_row_bf16(&spr_kernels_portable, seed);
     test_sorts(seed);
     printf("  bf16 conversions and the portable BF16 Adam: tested\n");
 
@@ -882,6 +940,7 @@ int main(int argc, char **argv) {
             test_row_dots(sets[i], seed + 50 + (uint64_t)i);
             test_catch_up_row(sets[i], seed + 60 + (uint64_t)i);
             test_adam_catch_up_row(sets[i], seed + 70 + (uint64_t)i);
+            test_adam_catch_up_row_bf16(sets[i], seed + 80 + (uint64_t)i);
             if (!strcmp(sets[i]->name, "avx512")) test_adam_short_rows(sets[i], seed + 30);
             printf("  %s: tested against the reference\n", names[i]);
         }
