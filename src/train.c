@@ -860,7 +860,7 @@ static int catch_up_coef_of(const spr_model *m, int64_t t0, catch_up_coef *k) {
     const double rs = tabled ? c->rs[s] : pow(c->r, (double)s);
     const double sum = c->P[u0] - rs * c->P[us];
     k->S = (float)((double)c->lr * sum);
-    if (c->weighted_eps) { /* the terms' mean */
+    if (c->weighted_eps && sum > 0.0) { /* the terms' mean (beta1 0: no terms, sum 0) */
         const double qs = tabled ? c->qs[s] : pow(c->q, (double)s);
         k->e = (float)((double)c->eps * (c->Q[u0] - qs * c->Q[us]) / sum);
     } else { /* the first term's */

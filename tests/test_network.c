@@ -1625,6 +1625,24 @@ static void test_model_catch_up(void) {
           "catch-up: lazy Adam trains with beta1 0.9, beta2 0.8");
     spr_model_free(a);
     spr_model_free(b);
+
+    /* beta1 0 (no momentum): nothing to catch up on, and nothing may turn NaN */
+    spr_train_options o0 = o;
+    o0.beta1 = 0.0f;
+    spr_model *z;
+    OK(spr_model_create(&c, &z));
+    for (int step = 0; step < 6; step++) {
+        int64_t rows0[8];
+        for (int i = 0; i < 8; i++) rows0[i] = (step * 8 + i) % t.n;
+        spr_batch_stats s0;
+        OK(spr_model_train_batch(z, t.data, rows0, 8, &o0, &s0));
+    }
+    OK(spr_model_catch_up(z, &o0));
+    int finite = 1;
+    for (int l = 0; l < 2; l++)
+        for (int64_t i = 0; i < z->layers[l].rows * z->layers[l].stride; i++) finite &= isfinite(z->layers[l].w[i]);
+    CHECK(finite, "catch-up: beta1 0 leaves every weight finite");
+    spr_model_free(z);
     toy_free(&t);
 }
 
