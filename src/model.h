@@ -131,8 +131,8 @@ typedef struct spr_batch_buf {
 } spr_batch_buf;
 
 /* The closed-form catch-up of a row last stepped at step t0 that missed the s steps
- * t0 + 1 .. t0 + s (spr_layer_catch_up). torch.optim.Adam's s zero-gradient steps scale
- * its moments by beta1^s and beta2^s and move each weight by
+ * t0 + 1 .. t0 + s (spr_layer_adam_catch_up_row, spr_model_catch_up). torch.optim.Adam's
+ * s zero-gradient steps scale its moments by beta1^s and beta2^s and move each weight by
  *   sum_{k=1..s} lr / bc1(t0 + k) x beta1^k m / (sqrt(beta2^k v / bc2(t0 + k)) + eps),
  * bc_i(u) = 1 - beta_i^u. With r = beta1 / sqrt(beta2) and c(u) = sqrt(bc2(u)) / bc1(u)
  * that is sum_k lr r^k c(t0 + k) m / (sqrt(v) + e_k), e_k = eps sqrt(bc2(t0 + k) / beta2^k),
@@ -142,7 +142,8 @@ typedef struct spr_batch_buf {
  * Q(u) = sum_{k>=1} q^k d(u + k): exact for s = 1, and for s > 1 the error of one eps for
  * all the terms is of second order in (e_k - e) / sqrt(v) (the first cancels), where a
  * single e_1 left it of the first (1e-3 of the move at eps 1e-6 early in training). With
- * beta1 >= beta2 (Q diverges) e is e_1 = eps sqrt(bc2(t0 + 1) / beta2). P and Q follow
+ * beta1 >= beta2 (Q diverges) or beta1 = 0 (S = 0: no terms) e is e_1 =
+ * eps sqrt(bc2(t0 + 1) / beta2). P and Q follow
  * P(u) = r (c(u + 1) + P(u + 1)) down from u = SPR_CATCH_UP_U, past which c and d are
  * taken as 1 (beta2^u < 1e-14 there at beta2 = 0.999; larger beta2 leave an error of
  * ~beta2^u / 2 in c); the powers of r, q, beta1, beta2 are tabled up to SPR_CATCH_UP_S
@@ -213,10 +214,6 @@ spr_status spr_check_adam(const spr_train_options *o);
 /* Fills m->catch_up for step m->steps + 1 with options o (every step, before any row;
  * the missed steps are taken at this step's lr). */
 void spr_catch_up_prepare(spr_model *m, const spr_train_options *o);
-
-/* Row r of L (and its bias, past layer 0) catches up on the steps it missed since its
- * last (spr_catch_up), then records the step in progress as its last. */
-void spr_layer_catch_up(const spr_model *m, spr_layer *L, int64_t r);
 
 /* The rounding bits of the step in progress for row r of the output layer (BF16 moments
  * or weights): from the step and the row's global label (a shard's row r is label

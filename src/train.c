@@ -877,12 +877,11 @@ static void catch_up_bias(spr_layer *L, int64_t r, const catch_up_coef *k) {
     L->mb[r] *= k->d1, L->vb[r] *= k->d2;
 }
 
-/* Row r of L takes the steps it missed, t0 + 1 .. m->steps (t0 its last step), and
- * records `last` as its last step: m->steps + 1 before the step in progress steps it,
- * m->steps where nothing follows (spr_model_catch_up). */
-static void layer_catch_up(const spr_model *m, spr_layer *L, int64_t r, int64_t last) {
+/* Row r of L takes the steps it missed, t0 + 1 .. m->steps (t0 its last step), in a pass
+ * of its own (spr_model_catch_up), and records m->steps as its last step. */
+static void layer_catch_up(const spr_model *m, spr_layer *L, int64_t r) {
     const int64_t t0 = L->last_step[r];
-    L->last_step[r] = last;
+    L->last_step[r] = m->steps;
     catch_up_coef k;
     if (!catch_up_coef_of(m, t0, &k)) return;
     const int64_t off = r * L->stride, n = L->cols;
@@ -915,10 +914,6 @@ int spr_layer_adam_catch_up_row(const spr_model *m, spr_layer *L, int64_t r, flo
     return 1;
 }
 
-void spr_layer_catch_up(const spr_model *m, spr_layer *L, int64_t r) {
-    layer_catch_up(m, L, r, m->steps + 1);
-}
-
 spr_status spr_model_catch_up(spr_model *m, const spr_train_options *o) {
     if (!m || !o) return spr_fail(SPR_STATUS_BAD_INPUT, "catch_up: NULL argument");
     spr_status st = spr_check_adam(o);
@@ -932,7 +927,7 @@ spr_status spr_model_catch_up(spr_model *m, const spr_train_options *o) {
          * after a small data set's epoch a few */
 #pragma omp parallel for schedule(dynamic, 4096) num_threads(threads)
         for (int64_t r = 0; r < L->rows; r++)
-            if (L->last_step[r] < m->steps) layer_catch_up(m, L, r, m->steps);
+            if (L->last_step[r] < m->steps) layer_catch_up(m, L, r);
     }
     return SPR_STATUS_OK;
 }
