@@ -96,8 +96,9 @@ class SampledSoftmaxLinear(torch.nn.Module):
     training-mode call, after dLoss/dhidden has been computed with the weights before
     the step. A class row that got no gradient in a step takes that step's zero-gradient
     move (torch.optim.Adam's) when it next has gradient, or at catch_up(), which
-    module.eval() calls: from then on `weight` holds what torch.optim.Adam would. So scaling the loss scales the gradient into hidden but not sparrow's
-    update; for gradient accumulation over several calls, use a larger batch instead.
+    module.eval() calls: from then on `weight` holds what torch.optim.Adam would. So
+    scaling the loss scales the gradient into hidden but not sparrow's update; for
+    gradient accumulation over several calls, use a larger batch instead.
     `weight` (n_classes, in_features) and `bias` (n_classes,) are tensor views of
     sparrow's arrays (shared memory, no copy) for inspection and export; save()/load()
     write and read sparrow's model file with the optimizer state, and state_dict()
