@@ -371,10 +371,16 @@ static void deferred_materialize(spr_model *m) {
  * prefetcht0 stalled the core when they ran out. On the Zen 5 machine, 646K gapped BF16
  * rows of 2M (the 2M-label sweep's batch): 64-91 ms a step with prefetcht0, 46-54 with
  * prefetcht1; the 20,000-point epoch's optimizer_seconds 5.4-6.2 -> 4.5-4.8 s (2M,
- * --bf16-weights), 4.2-4.9 -> 3.5-4.0 s (670K, float). */
+ * --bf16-weights), 4.2-4.9 -> 3.5-4.0 s (670K, float). The requests go out in two parts,
+ * the weights before a row's entries and the moments before its step, not in one burst:
+ * a prefetch waits for a free fill buffer, and one burst of 24 (float) stalls the core
+ * where two smaller ones let the row's arithmetic run in between (session 25, 2M labels
+ * --bf16-weights: optimizer 5.99-7.80 -> 5.87-6.63 s over 5 interleaved rounds; float
+ * 2M and 670K within noise). */
 #define ADAM_AHEAD 8
 #define ADAM_LOCALITY 2
-static inline SPR_ALWAYS_INLINE void prefetch_adam_row(const spr_layer *L, int32_t r) {
+/* The first part: the row's weights, its bias, gradient and last step. */
+static inline SPR_ALWAYS_INLINE void prefetch_adam_weights(const spr_layer *L, int32_t r) {
     const int64_t off = (int64_t)r * L->stride;
     for (int64_t c = 0; c < L->cols; c += 16) {
         if (L->w16) {
@@ -382,15 +388,21 @@ static inline SPR_ALWAYS_INLINE void prefetch_adam_row(const spr_layer *L, int32
         } else {
             __builtin_prefetch(L->w + off + c, 1, ADAM_LOCALITY);
         }
+    }
+    __builtin_prefetch(L->b + r, 1, ADAM_LOCALITY), __builtin_prefetch(L->gb + r, 1, ADAM_LOCALITY);
+    __builtin_prefetch(L->last_step + r, 1, ADAM_LOCALITY);
+}
+/* The second part: the row's moments and its bias's. */
+static inline SPR_ALWAYS_INLINE void prefetch_adam_moments(const spr_layer *L, int32_t r) {
+    const int64_t off = (int64_t)r * L->stride;
+    for (int64_t c = 0; c < L->cols; c += 16) {
         if (L->mw16) {
             if (c % 32 == 0) __builtin_prefetch(L->mw16 + off + c, 1, ADAM_LOCALITY), __builtin_prefetch(L->vw16 + off + c, 1, ADAM_LOCALITY);
         } else {
             __builtin_prefetch(L->mw + off + c, 1, ADAM_LOCALITY), __builtin_prefetch(L->vw + off + c, 1, ADAM_LOCALITY);
         }
     }
-    __builtin_prefetch(L->b + r, 1, ADAM_LOCALITY), __builtin_prefetch(L->mb + r, 1, ADAM_LOCALITY);
-    __builtin_prefetch(L->vb + r, 1, ADAM_LOCALITY), __builtin_prefetch(L->gb + r, 1, ADAM_LOCALITY);
-    __builtin_prefetch(L->last_step + r, 1, ADAM_LOCALITY);
+    __builtin_prefetch(L->mb + r, 1, ADAM_LOCALITY), __builtin_prefetch(L->vb + r, 1, ADAM_LOCALITY);
 }
 
 /* Index of the first of the n ascending ids that is >= v (n if none). */
@@ -489,7 +501,7 @@ static int64_t deferred_adam(spr_model *m, const spr_train_options *o, float bc1
         const int32_t *list = L->touched_list + f->rows * t / nth;
         for (int64_t k = 0; k < nt; k++) {
             const int32_t r = list[k];
-            if (k + ADAM_AHEAD < nt) prefetch_adam_row(L, list[k + ADAM_AHEAD]);
+            if (k + ADAM_AHEAD < nt) prefetch_adam_weights(L, list[k + ADAM_AHEAD]);
             /* the row's entries in sample order: the sums add in the order the
              * per-sample path would. Each sample's input gradient gets this row's term
              * (the weights before the step); a thread's rows ascend, and so do a
@@ -504,6 +516,7 @@ static int64_t deferred_adam(spr_model *m, const spr_train_options *o, float bc1
                 memcpy(&d, &bits, sizeof d);
                 gb += d;
             }
+            if (k + ADAM_AHEAD < nt) prefetch_adam_moments(L, list[k + ADAM_AHEAD]);
             spr_layer_adam_row(m, L, r, g, o, bc1, bc2);
             L->gb[r] = gb;
             spr_adam_row(L->b + r, L->gb + r, L->mb + r, L->vb + r, 1, o->lr, o->beta1, o->beta2,
