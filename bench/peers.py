@@ -11,6 +11,10 @@ speed is quoted. Systems:
                      (AVX2) kernels there; its AVX-512 ones are 1.3-1.5x faster on it
   pytorch-glibc      the same without tcmalloc (fewer batches: it is much slower)
   pytorch-pypi       the PyPI release in a venv, if VENV_TORCH names one
+  pytorch-pypi-sparseadam  the same with the embedding's rows stepped by
+                     torch.optim.SparseAdam (sparse gradients, lazy like sparrow's
+                     --lazy-adam; the output layer stays on Adam): PyTorch's own way to
+                     skip the input rows a batch does not touch
   thirdai            ThirdAI's BOLT, if VENV_THIRDAI names a venv where it imports
   sparrow-dense      sparrow --dense (few batches: it computes every output)
   sparrow-sampled    sparrow's LSH-sampled training, all threads and 1 thread
@@ -113,13 +117,14 @@ def has_avx512():
         return False
 
 
-def torch_run(tr, te, batches, tcmalloc, name, python=PY, labels=0, coretype=None):
+def torch_run(tr, te, batches, tcmalloc, name, python=PY, labels=0, coretype=None, extra=()):
     env = {"LD_PRELOAD": TCMALLOC} if tcmalloc else {}
     if coretype:
         env["OPENBLAS_CORETYPE"] = coretype
     cmd = [python, os.path.join(ROOT, "bench", "torch_peer.py"), "--train", tr, "--test", te,
            "--batches", str(batches), "--batch", str(BATCH), "--hidden", str(HIDDEN),
-           "--lr", str(LR), "--threads", str(THREADS), "--eval-max", str(EVAL), "--std", INIT_STD]
+           "--lr", str(LR), "--threads", str(THREADS), "--eval-max", str(EVAL), "--std", INIT_STD,
+           *extra]
     out, rss, wall = run(cmd, env, name)
     if not out:
         return None
@@ -197,7 +202,8 @@ def main():
     # the main comparison at the data set's own label count
     tr, te = subset_files()
     sysres = []
-    only = set(E("SYSTEMS", "pytorch-tcmalloc pytorch-tcmalloc-avx512 pytorch-glibc pytorch-pypi thirdai "
+    only = set(E("SYSTEMS", "pytorch-tcmalloc pytorch-tcmalloc-avx512 pytorch-glibc pytorch-pypi "
+                 "pytorch-pypi-sparseadam thirdai "
                  "sparrow-dense sparrow-sampled sparrow-sampled-bf16 sparrow-sampled-1t").split())
     if "sparrow-sampled" in only: sysres.append(sparrow_run(tr, te, BATCHES, "sparrow-sampled"))
     if "sparrow-sampled-bf16" in only:
@@ -209,6 +215,10 @@ def main():
     if "pytorch-glibc" in only: sysres.append(torch_run(tr, te, SLOW_BATCHES, False, "pytorch-glibc"))
     if "pytorch-pypi" in only and E("VENV_TORCH"):
         sysres.append(torch_run(tr, te, BATCHES, True, "pytorch-pypi", python=os.path.join(E("VENV_TORCH"), "bin", "python")))
+    if "pytorch-pypi-sparseadam" in only and E("VENV_TORCH"):
+        sysres.append(torch_run(tr, te, BATCHES, True, "pytorch-pypi-sparseadam",
+                                python=os.path.join(E("VENV_TORCH"), "bin", "python"),
+                                extra=["--sparse-adam"]))
     if "thirdai" in only: sysres.append(thirdai_run(tr, te, BATCHES, "thirdai"))
     if "sparrow-dense" in only: sysres.append(sparrow_run(tr, te, SLOW_BATCHES, "sparrow-dense", dense=True))
     sysres = [r for r in sysres if r]
