@@ -117,6 +117,15 @@ def has_avx512():
         return False
 
 
+def l3_bytes():
+    """The CPU's last-level cache in bytes as Linux reports it (None where it does not)."""
+    try:
+        size = open("/sys/devices/system/cpu/cpu0/cache/index3/size").read().strip()
+        return int(size[:-1]) * {"K": 1 << 10, "M": 1 << 20}[size[-1]] if size[-1] in "KM" else int(size)
+    except (OSError, ValueError):
+        return None
+
+
 def torch_run(tr, te, batches, tcmalloc, name, python=PY, labels=0, coretype=None, extra=()):
     env = {"LD_PRELOAD": TCMALLOC} if tcmalloc else {}
     if coretype:
@@ -244,6 +253,10 @@ def main():
                                "bytes_per_batch_est": per_batch,
                                "gb_per_s": per_batch / s2["median_batch_seconds"] / 1e9}
         res["output_layer"]["fraction_of_stream"] = res["output_layer"]["gb_per_s"] / res["stream"]["stream_copy_gb_per_s"]
+        # what could come from cache instead of memory: the layer's weights and moments
+        # (float) against the last-level cache, so that a figure above STREAM reads right
+        res["output_layer"]["state_bytes"] = L * row * 3
+        res["output_layer"]["l3_bytes"] = l3_bytes()
         # the optimizer alone, as sparrow measures it: the bytes of weights, moments and
         # gradient rows its steps read and wrote over the time they took, against an
         # in-place update (read and write the same lines) of the same run
@@ -343,6 +356,10 @@ def write_md(res):
                   f"{o['bytes_per_batch_est'] / 1e9:.2f} GB moved a batch = {o['gb_per_s']:.2f} GB/s against a "
                   f"STREAM copy of {res['stream']['stream_copy_gb_per_s']:.2f} GB/s in the same run "
                   f"({100 * o['fraction_of_stream']:.0f}%).")
+        if o.get("l3_bytes"):
+            md.append(f"The layer's weights and moments take {o['state_bytes'] / 1e6:.0f} MB against "
+                      f"{o['l3_bytes'] / 1e6:.0f} MB of last-level cache: above 100% means that part "
+                      f"of the rows came from cache, not memory (the figure counts every byte as moved).")
     if res.get("optimizer"):
         o = res["optimizer"]
         upd = (f" against an in-place STREAM update of {res['stream']['stream_update_gb_per_s']:.2f} GB/s "
