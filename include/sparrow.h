@@ -410,6 +410,17 @@ SPR_API spr_status spr_model_apply_gradients(spr_model *model, const spr_train_o
  * catch-up needs beta1^2 < beta2). One pass over the rows that owe steps. */
 SPR_API spr_status spr_model_catch_up(spr_model *model, const spr_train_options *options);
 
+/* spr_model_catch_up at the Adam options (lr, betas, eps) of the model's last step: the
+ * model remembers them, and a saved model keeps them (so a model saved inside an epoch,
+ * by --max-batches, a signal or --save-every, can be brought to what torch.optim.Adam
+ * holds after loading, without the options). `sparrow eval` and `predict` call it after
+ * loading, `sparrow train` before the evaluation of a run stopped inside an epoch (after
+ * its save: the file keeps the rows as they are, so that --resume continues exactly).
+ * A no-op for a model that never stepped, stepped with lazy Adam, or was loaded from a
+ * file of a sparrow before the options were saved (session 26); threads as
+ * spr_train_options.threads. */
+SPR_API spr_status spr_model_settle(spr_model *model, int threads);
+
 /* Top-k labels of each of rows[0..n) (all points if rows is NULL, n ignored):
  * ids_out and scores_out are (n, k), best first, ties broken by the lower label id.
  * Scores are output logits. sparse = 1 ranks only the LSH candidates (sublinear); a

@@ -62,8 +62,16 @@
  *           stepped. Written for every layer; a file without it is one whose rows owe
  *           nothing (every row's value is steps: what lazy Adam, all an older sparrow
  *           did, leaves).
+ *  14 ADAM  optional, layer 0: f32 lr, beta1, beta2, eps of the model's last step with
+ *           catch-up (16 bytes; spr_check_adam must pass them), what the rows' owed
+ *           steps are taken at (spr_model_settle: `sparrow eval` and `predict` on a model
+ *           saved inside an epoch). Written when the model knows them (it stepped with
+ *           catch-up, in this process or the run its file came from); a file without it
+ *           is one whose rows' owed steps cannot be taken (lazy Adam, no step, or a
+ *           sparrow before session 26).
  *
- * The writer emits CONF, STAT, then W B MW VW MB VB (TBL) LAST of layer 0, of layer 1, ...
+ * The writer emits CONF (OPT HASH DATA), STAT, then W B MW VW MB VB (TBL) LAST of layer 0,
+ * of layer 1, ..., then ADAM.
  * The reader accepts the sections in any order but wants each of the 2 + 6 x n_layers
  * exactly once, TBL at most once per sampled layer, LAST at most once per layer, and
  * nothing else. Not stored:
@@ -76,7 +84,7 @@
  * older reader refuses a file with TBL sections (unknown section tag) rather than
  * misreading it. OPT and HASH work the same way: a file without them is the file an
  * older sparrow wrote (bf16_state 0, bf16_weights 0, simhash_one_in 3); an older reader
- * refuses a file with them by name. DATA and LAST likewise.
+ * refuses a file with them by name. DATA, LAST and ADAM likewise.
  *
  * A later format may add kinds; it then bumps the version, and this reader refuses it
  * by name rather than misreading it.
@@ -106,7 +114,7 @@
 #define CKPT_CONF_LAYER 44u
 #define CKPT_CONF_MAX (CKPT_CONF_BASE + CKPT_CONF_LAYER * SPR_MAX_LAYERS)
 #define CKPT_STAT_BYTES 48u
-#define CKPT_MAX_SECTIONS (5 + 8 * SPR_MAX_LAYERS) /* CONF STAT OPT HASH DATA, W B MW VW MB VB TBL LAST a layer */
+#define CKPT_MAX_SECTIONS (6 + 8 * SPR_MAX_LAYERS) /* CONF STAT OPT HASH DATA ADAM, W B MW VW MB VB TBL LAST a layer */
 #define CKPT_OPT_BYTES 4u
 #define CKPT_OPT_BF16 1u  /* OPT bit 0: bf16_state */
 #define CKPT_OPT_BF16W 2u /* OPT bit 1: bf16_weights */
@@ -114,6 +122,7 @@
 #define CKPT_SIMHASH_ONE_IN 3 /* simhash_one_in of a file without HASH */
 #define CKPT_DATA_BYTES 20u
 #define CKPT_DATA_ONE_BASED 1u /* DATA bit 0 */
+#define CKPT_ADAM_BYTES 16u
 /* I/O buffer: big enough that a 1.3 GB model is a few hundred system calls, small
  * enough not to matter next to the model. */
 #define CKPT_BUFFER ((size_t)4 << 20)
@@ -134,14 +143,16 @@ enum {
     KIND_HASH = 11,
     KIND_DATA = 12,
     KIND_LAST = 13,
-    KIND_END = 14,
+    KIND_ADAM = 14,
+    KIND_END = 15,
 };
 
-static const char *const kind_names[KIND_END] = {"?", "CONF", "STAT", "W", "B", "MW", "VW", "MB", "VB", "TBL", "OPT", "HASH", "DATA", "LAST"};
+static const char *const kind_names[KIND_END] = {"?", "CONF", "STAT", "W", "B", "MW", "VW", "MB", "VB", "TBL", "OPT", "HASH", "DATA", "LAST", "ADAM"};
 
 /* The kinds that exist once per file (layer byte 0) rather than once per layer. */
 static int kind_is_global(uint32_t kind) {
-    return kind == KIND_CONF || kind == KIND_STAT || kind == KIND_OPT || kind == KIND_HASH || kind == KIND_DATA;
+    return kind == KIND_CONF || kind == KIND_STAT || kind == KIND_OPT || kind == KIND_HASH || kind == KIND_DATA ||
+           kind == KIND_ADAM;
 }
 
 static uint32_t make_tag(int kind, int layer) { return (uint32_t)kind << 8 | (uint32_t)layer; }
@@ -250,6 +261,7 @@ static uint64_t section_bytes(const spr_model_config *cfg, int kind, int l) {
     case KIND_OPT: return CKPT_OPT_BYTES;
     case KIND_HASH: return CKPT_HASH_LAYER * (uint64_t)cfg->n_layers;
     case KIND_DATA: return CKPT_DATA_BYTES;
+    case KIND_ADAM: return CKPT_ADAM_BYTES;
     case KIND_W:
     case KIND_MW:
     case KIND_VW: weight_shape(cfg, l, &rows, &cols); break;
@@ -404,7 +416,8 @@ static void w_model(writer *w, const spr_model *m) {
     int hash_params = 0; /* a HASH section: some layer's value is not what a file without one means */
     for (int l = 0; l < cfg->n_layers; l++) hash_params |= cfg->layers[l].simhash_one_in != CKPT_SIMHASH_ONE_IN;
     const int note = m->note.points > 0;
-    put_u32(h + 12, (uint32_t)(2 + 7 * cfg->n_layers + n_tables + (opt ? 1 : 0) + hash_params + note));
+    const int adam = spr_catch_up_known(&m->catch_up);
+    put_u32(h + 12, (uint32_t)(2 + 7 * cfg->n_layers + n_tables + (opt ? 1 : 0) + hash_params + note + adam));
     w_bytes(w, h, sizeof h, 0);
 
     unsigned char c[CKPT_CONF_MAX], *p = c;
@@ -479,6 +492,17 @@ static void w_model(writer *w, const spr_model *m) {
         if (L->sampled && L->tables) w_tables(w, make_tag(KIND_TBL, l), L->tables);
         w_section_begin(w, make_tag(KIND_LAST, l), (uint64_t)L->rows * sizeof(int64_t));
         w_i64s(w, L->last_step, L->rows);
+        w_section_end(w);
+    }
+    if (adam) {
+        const spr_catch_up *c = &m->catch_up;
+        unsigned char o[CKPT_ADAM_BYTES];
+        put_f32(o, c->lr);
+        put_f32(o + 4, (float)c->beta1);
+        put_f32(o + 8, (float)c->beta2);
+        put_f32(o + 12, c->eps);
+        w_section_begin(w, make_tag(KIND_ADAM, 0), sizeof o);
+        w_bytes(w, o, sizeof o, 1);
         w_section_end(w);
     }
     w_flush(w);
@@ -1252,6 +1276,8 @@ spr_status spr_checkpoint_load(const char *path, spr_model **out) {
     r.pos = CKPT_HEADER_BYTES;
     int64_t stat[6] = {0};
     int has_last[SPR_MAX_LAYERS] = {0};
+    spr_train_options adam = spr_train_options_default();
+    const section *adam_sec = NULL;
     for (uint32_t i = 0; i < n_sections; i++) {
         const section *s = &sec[i];
         int kind = (int)(s->tag >> 8), l = (int)(s->tag & 0xFFu);
@@ -1289,6 +1315,13 @@ spr_status spr_checkpoint_load(const char *path, spr_model **out) {
         case KIND_MB: st = r_floats(&r, L->mb, L->size, &crc); break;
         case KIND_VB: st = r_floats(&r, L->vb, L->size, &crc); break;
         case KIND_LAST: st = r_i64s(&r, L->last_step, L->rows, &crc), has_last[l] = 1; break;
+        case KIND_ADAM:
+            if ((st = r_take(&r, CKPT_ADAM_BYTES, &p))) break;
+            crc = crc32_update(0, p, CKPT_ADAM_BYTES);
+            adam.lr = get_f32(p), adam.beta1 = get_f32(p + 4), adam.beta2 = get_f32(p + 8);
+            adam.eps = get_f32(p + 12);
+            adam_sec = s;
+            break;
         }
         if (st) goto done;
         if ((st = r_take(&r, CKPT_SECTION_TAIL, &p))) goto done;
@@ -1326,6 +1359,13 @@ spr_status spr_checkpoint_load(const char *path, spr_model **out) {
     m->rehashes = stat[4];
     m->rebuilds = stat[5];
     m->note = note;
+    if (adam_sec) { /* the options the owed steps are taken at (spr_model_settle) */
+        if (spr_check_adam(&adam) != SPR_STATUS_OK) {
+            st = bad(&r, adam_sec, "Adam options that cannot train (file damaged)");
+            goto done;
+        }
+        spr_catch_up_prepare(m, &adam);
+    }
     if ((st = spr_model_build_tables(m, 0))) goto done;
     for (uint32_t i = 0; i < n_sections; i++)
         if (sec[i].tag >> 8 == KIND_TBL && (st = read_tables(&r, &sec[i], &m->layers[sec[i].tag & 0xFFu])))

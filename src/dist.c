@@ -185,7 +185,7 @@ spr_status spr_model_create_sharded(const spr_model_config *cfg, spr_dist *d, sp
 }
 
 /* Copies rows [r0, r0 + n) of every array of src layer l into rows [t0, ...) of dst
- * (same fan-in): weights, Adam moments, biases and theirs. */
+ * (same fan-in): weights, Adam moments, last steps, biases and theirs. */
 static void copy_rows(spr_layer *dst, int64_t t0, const spr_layer *src, int64_t r0, int64_t n,
                       int is_bias_per_row) {
     const float *from[] = {src->w, src->mw, src->vw};
@@ -202,6 +202,9 @@ static void copy_rows(spr_layer *dst, int64_t t0, const spr_layer *src, int64_t 
         for (int64_t r = 0; r < n && from16[a]; r++)
             memcpy(to16[a] + (t0 + r) * dst->stride, from16[a] + (r0 + r) * src->stride,
                    (size_t)src->cols * sizeof(uint16_t));
+    /* each row's last step: what Adam's catch-up owes it (session 26: left 0 before, so
+     * a save moved between rank counts owed every row all the steps) */
+    memcpy(dst->last_step + t0, src->last_step + r0, (size_t)n * sizeof(int64_t));
     if (is_bias_per_row) {
         memcpy(dst->b + t0, src->b + r0, (size_t)n * sizeof(float));
         memcpy(dst->mb + t0, src->mb + r0, (size_t)n * sizeof(float));
@@ -226,6 +229,7 @@ static void copy_replicated(spr_model *dst, const spr_model *src) {
     dst->rehashes = src->rehashes;
     dst->rebuilds = src->rebuilds;
     dst->note = src->note;
+    dst->catch_up = src->catch_up; /* the Adam options the rows' owed steps are taken at */
 }
 
 /* The shard of rank/size cut from a whole model (hash tables rebuilt for its rows). */

@@ -163,6 +163,11 @@ typedef struct spr_catch_up {
     double b1s[SPR_CATCH_UP_S + 1], b2s[SPR_CATCH_UP_S + 1];
 } spr_catch_up;
 
+/* Whether c holds the Adam options of a step with catch-up (lr, eps, the betas its
+ * tables were made for: beta2 > beta1^2 >= 0 once made): what spr_model_settle takes and
+ * a saved model keeps (checkpoint.c, ADAM). */
+static inline int spr_catch_up_known(const spr_catch_up *c) { return c->on && c->beta2 > 0.0; }
+
 struct spr_model {
     spr_model_config cfg;
     spr_layer layers[SPR_MAX_LAYERS];

@@ -945,6 +945,16 @@ spr_status spr_model_catch_up(spr_model *m, const spr_train_options *o) {
     return SPR_STATUS_OK;
 }
 
+spr_status spr_model_settle(spr_model *m, int threads) {
+    if (!m) return spr_fail(SPR_STATUS_BAD_INPUT, "settle: NULL model");
+    const spr_catch_up *c = &m->catch_up;
+    if (!spr_catch_up_known(c)) return SPR_STATUS_OK;
+    spr_train_options o = spr_train_options_default();
+    o.lr = c->lr, o.beta1 = (float)c->beta1, o.beta2 = (float)c->beta2, o.eps = c->eps;
+    o.threads = threads;
+    return spr_model_catch_up(m, &o);
+}
+
 spr_status spr_model_apply_gradients(spr_model *m, const spr_train_options *o) {
     if (!m || !o) return spr_fail(SPR_STATUS_BAD_INPUT, "apply_gradients: NULL argument");
     const int threads = spr_threads(o->threads);

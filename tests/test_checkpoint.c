@@ -380,14 +380,14 @@ static int parse_layout(const unsigned char *b, size_t n, size_t tbl_len, sectio
     CHECK(n >= 16 && memcmp(b, "SPRMODEL", 8) == 0, "layout: expected magic SPRMODEL, got %.8s", (const char *)b);
     CHECK(rd32(b + 8) == 1, "layout: expected version 1, got %u", rd32(b + 8));
     int count = (int)rd32(b + 12);
-    CHECK(count == 2 + 7 * 2 + 1, "layout: expected %d sections, got %d", 2 + 7 * 2 + 1, count);
-    if (count != 17 || count > max) return 0;
-    const uint32_t want_tags[17] = {0x100, 0x200, 0x300, 0x400, 0x500, 0x600, 0x700, 0x800, 0xD00,
-                                    0x301, 0x401, 0x501, 0x601, 0x701, 0x801, 0x901, 0xD01};
+    CHECK(count == 2 + 7 * 2 + 1 + 1, "layout: expected %d sections, got %d", 2 + 7 * 2 + 1 + 1, count);
+    if (count != 18 || count > max) return 0;
+    const uint32_t want_tags[18] = {0x100, 0x200, 0x300, 0x400, 0x500, 0x600, 0x700, 0x800, 0xD00,
+                                    0x301, 0x401, 0x501, 0x601, 0x701, 0x801, 0x901, 0xD01, 0xE00};
     const size_t w0 = (size_t)N_FEATURES * HIDDEN * 4, w1 = (size_t)N_LABELS * HIDDEN * 4;
-    const size_t want_len[17] = {24 + 44 * 2, 48, w0, HIDDEN * 4, w0, w0, HIDDEN * 4, HIDDEN * 4,
+    const size_t want_len[18] = {24 + 44 * 2, 48, w0, HIDDEN * 4, w0, w0, HIDDEN * 4, HIDDEN * 4,
                                  N_FEATURES * 8, w1, N_LABELS * 4, w1, w1, N_LABELS * 4, N_LABELS * 4,
-                                 tbl_len, N_LABELS * 8};
+                                 tbl_len, N_LABELS * 8, 16};
     size_t off = 16;
     for (int i = 0; i < count; i++) {
         if (off + 16 > n) {
@@ -526,7 +526,7 @@ static void test_damage(const char *dir, const char *good_path, const spr_model 
         snprintf(want, sizeof want, "%s: model format version 7 is newer than this sparrow (1)", bad);
         CHECK(!strcmp(spr_last_error(), want), "version 7: expected \"%s\", got \"%s\"", want, spr_last_error());
     }
-    if (count == 17) {
+    if (count == 18) {
         const section *w1 = &sec[9]; /* W[1] */
         memcpy(b, orig, n);
         b[w1->off + 12 + 5] ^= 0x04;
@@ -1199,7 +1199,7 @@ static void test_simhash_one_in(const char *dir, const spr_dataset *data, spr_mo
     size_t n = 0;
     b = slurp(path, &n);
     size_t hash_off = find_section(b, n, 11u << 8);
-    CHECK(b && rd32(b + 12) == 2 + 7 * 2 + 1 + 1, "one in 12: expected 18 sections, got %u", b ? rd32(b + 12) : 0);
+    CHECK(b && rd32(b + 12) == 2 + 7 * 2 + 1 + 1 + 1, "one in 12: expected 19 sections, got %u", b ? rd32(b + 12) : 0);
     CHECK(hash_off && rd64(b + hash_off + 4) == 8 && rd32(b + hash_off + 12) == 3 && rd32(b + hash_off + 16) == 12,
           "one in 12: expected a HASH section of 8 bytes holding 3, 12");
     if (!hash_off) goto out;
@@ -1273,7 +1273,7 @@ static void test_data_note(const char *dir, spr_model *m, const spr_dataset *dat
     size_t n = 0;
     b = slurp(path, &n);
     size_t off_data = find_section(b, n, 12u << 8);
-    CHECK(b && rd32(b + 12) == 2 + 7 * 2 + 1 + 1, "note: expected 18 sections, got %u", b ? rd32(b + 12) : 0);
+    CHECK(b && rd32(b + 12) == 2 + 7 * 2 + 1 + 1 + 1, "note: expected 19 sections, got %u", b ? rd32(b + 12) : 0);
     CHECK(off_data && rd64(b + off_data + 4) == 20 && rd64(b + off_data + 12) == (uint64_t)want.points &&
               rd64(b + off_data + 20) == want.digest && rd32(b + off_data + 28) == 1,
           "note: expected a DATA section of 20 bytes: points, digest, bits 1");
@@ -1295,10 +1295,10 @@ static void test_data_note(const char *dir, spr_model *m, const spr_dataset *dat
     wr32(p + 20, crc32_bitwise(p, 20));
     /* a kind this reader does not know (the next one a later sparrow may add): refused,
      * saying it may be a newer sparrow's */
-    wr32(b + off_data, 14u << 8);
+    wr32(b + off_data, 15u << 8);
     CHECK(rejected(path, b, n, "an unknown kind") &&
               strstr(spr_last_error(), "unknown section tag (a newer sparrow's file, or damaged)"),
-          "note: kind 14: expected refused as unknown, got '%s'", spr_last_error());
+          "note: kind 15: expected refused as unknown, got '%s'", spr_last_error());
     wr32(b + off_data, 12u << 8);
     /* the file without the section: a model with no note */
     cut = malloc(n);
@@ -1327,6 +1327,125 @@ out:
     free(b);
     free(cut);
     spr_model_free(loaded);
+    unlink(path);
+}
+
+/* ------------------------------------------------------------------ Adam options */
+
+/* Rows of layer l whose last step is not the model's (what spr_model_settle takes). */
+static int64_t rows_owing(const spr_model *m, int l) {
+    int64_t owing = 0;
+    for (int64_t i = 0; i < m->layers[l].rows; i++) owing += m->layers[l].last_step[i] != m->steps;
+    return owing;
+}
+
+/* ADAM (the options the owed steps are taken at): saved with a model that stepped with
+ * catch-up, loaded back exactly; spr_model_settle of the loaded model is
+ * spr_model_catch_up of the original at the options it trained with, bit for bit, and
+ * moves rows; nothing for a lazy model or one without the section; damaged options
+ * refused naming ADAM. */
+static void test_adam_options(const char *dir, const spr_dataset *data, spr_model_config cfg) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/adam.bin", dir);
+    spr_model *m = NULL, *loaded = NULL, *stale = NULL, *lazy = NULL;
+    unsigned char *b = NULL;
+    spr_train_options o = spr_train_options_default();
+    o.batch_size = 16, o.threads = 1;
+    o.lr = 0.003f, o.beta1 = 0.8f, o.beta2 = 0.99f, o.eps = 1e-6f; /* none of them the default */
+    spr_status st = spr_model_create(&cfg, &m);
+    CHECK(st == SPR_STATUS_OK, "adam: create: %s", spr_last_error());
+    if (st) goto out;
+    CHECK(spr_model_settle(NULL, 1) == SPR_STATUS_BAD_INPUT, "adam: settle(NULL): expected BAD_INPUT");
+    /* never stepped: no options known, no section */
+    st = spr_model_save(m, path);
+    size_t n = 0;
+    b = slurp(path, &n);
+    CHECK(st == SPR_STATUS_OK && b && !find_section(b, n, 14u << 8), "adam: a model never stepped: expected no ADAM");
+    free(b);
+    b = NULL;
+    int64_t rows[16];
+    for (int k = 0; k < 6 && !st; k++) { /* 5 batches of 16, then one of 1: rows owe steps */
+        for (int i = 0; i < 16; i++) rows[i] = (k * 16 + i) % N_POINTS;
+        st = spr_model_train_batch(m, data, rows, k < 5 ? 16 : 1, &o, NULL);
+    }
+    CHECK(st == SPR_STATUS_OK, "adam: training: %s", spr_last_error());
+    if (st) goto out;
+    st = spr_model_save(m, path);
+    CHECK(st == SPR_STATUS_OK, "adam: save: %s", spr_last_error());
+    b = slurp(path, &n);
+    const size_t off = b ? find_section(b, n, 14u << 8) : 0;
+    CHECK(off && rd64(b + off + 4) == 16, "adam: expected an ADAM section of 16 bytes");
+    if (!off) goto out;
+    const float want[4] = {o.lr, o.beta1, o.beta2, o.eps};
+    for (int i = 0; i < 4; i++) {
+        const uint32_t u = rd32(b + off + 12 + 4 * (size_t)i);
+        float f;
+        memcpy(&f, &u, sizeof f);
+        CHECK(f == want[i], "adam: option %d: saved %g, trained with %g", i, (double)f, (double)want[i]);
+    }
+    if ((st = spr_model_load(path, &loaded)) || (st = spr_model_load(path, &stale))) {
+        CHECK(0, "adam: load: %s", spr_last_error());
+        goto out;
+    }
+    const int64_t owing = rows_owing(loaded, 0) + rows_owing(loaded, 1);
+    CHECK(owing > 0, "adam: the loaded model has rows that owe steps (else settling cannot show)");
+    st = spr_model_catch_up(m, &o);
+    spr_status st2 = spr_model_settle(loaded, 2);
+    CHECK(st == SPR_STATUS_OK && st2 == SPR_STATUS_OK, "adam: catch-up / settle: %s", spr_last_error());
+    compare_params(m, loaded, "adam: settle of the loaded model against catch-up of the original");
+    CHECK(rows_owing(loaded, 0) + rows_owing(loaded, 1) == 0, "adam: settled, rows still owe steps");
+    const spr_layer *x = &loaded->layers[1], *y = &stale->layers[1];
+    int moved = 0;
+    for (int64_t i = 0; i < x->rows && !moved; i++)
+        moved = memcmp(x->w + i * x->stride, y->w + i * y->stride, (size_t)x->cols * sizeof(float)) != 0;
+    CHECK(moved, "adam: settling moved no output row");
+    /* a model saved after settling owes nothing; settling its load changes nothing */
+    st = spr_model_settle(loaded, 1);
+    CHECK(st == SPR_STATUS_OK, "adam: a second settle: %s", spr_last_error());
+    compare_params(m, loaded, "adam: a second settle");
+
+    /* damaged options behind a good CRC: refused naming the section */
+    unsigned char *p = b + off + 12;
+    const uint32_t two = 0x40000000u; /* 2.0f: beta2 out of [0, 1) */
+    const uint32_t beta2 = rd32(p + 8);
+    wr32(p + 8, two);
+    wr32(p + 16, crc32_bitwise(p, 16));
+    CHECK(rejected(path, b, n, "ADAM beta2 2") && strstr(spr_last_error(), "ADAM") &&
+              strstr(spr_last_error(), "Adam options that cannot train"),
+          "adam: beta2 2: expected refused naming ADAM, got '%s'", spr_last_error());
+    wr32(p + 8, beta2);
+    wr32(p + 16, crc32_bitwise(p, 16));
+    /* the file without it (a sparrow before session 26): loads; settling takes nothing */
+    wr32(b + 12, rd32(b + 12) - 1);
+    spr_model_free(stale);
+    stale = NULL;
+    if (spit(path, b, off) == 0 && (st = spr_model_load(path, &stale)) == SPR_STATUS_OK) {
+        const int64_t before = rows_owing(stale, 1);
+        st = spr_model_settle(stale, 1);
+        CHECK(st == SPR_STATUS_OK && before > 0 && rows_owing(stale, 1) == before,
+              "adam: a file without ADAM: expected its %lld owing rows left owing, %lld are",
+              (long long)before, (long long)rows_owing(stale, 1));
+    } else {
+        CHECK(0, "adam: a file without ADAM: expected it loaded, got %d (%s)", st, spr_last_error());
+    }
+    /* lazy Adam: rows owe nothing, no section */
+    st = spr_model_create(&cfg, &lazy);
+    o.lazy_adam = 1;
+    for (int k = 0; k < 3 && !st; k++) {
+        for (int i = 0; i < 16; i++) rows[i] = (k * 16 + i) % N_POINTS;
+        st = spr_model_train_batch(lazy, data, rows, 16, &o, NULL);
+    }
+    if (!st) st = spr_model_save(lazy, path);
+    free(b);
+    b = slurp(path, &n);
+    CHECK(st == SPR_STATUS_OK && b && !find_section(b, n, 14u << 8), "adam: lazy Adam: expected no ADAM (%s)",
+          spr_last_error());
+out:
+    free(b);
+    spr_model_free(m);
+    spr_model_free(loaded);
+    spr_model_free(stale);
+    spr_model_free(lazy);
     unlink(path);
 }
 
@@ -1513,6 +1632,7 @@ int main(void) {
     test_bf16_weights(dir, data, cfg);
     test_simhash_one_in(dir, data, cfg);
     test_data_note(dir, m, data);
+    test_adam_options(dir, data, cfg);
     test_tables_before_fold(dir);
     test_damage(dir, path, m);
     test_save_failures(dir, m, loaded, path);

@@ -741,6 +741,15 @@ run res_a train $RES_OPTS --epochs 2 --save resA.model --metrics resA.jsonl
 expect_rc res_a 0
 run res_b1 train $RES_OPTS --epochs 2 --max-batches 7 --save resB.model
 expect_rc res_b1 0
+# Its last evaluation took the owed Adam steps after the save (spr_model_settle), as
+# eval and predict of the file do: the same P@1 (the file keeps the rows as they are,
+# for the byte-for-byte resume below; test_checkpoint checks that settling moves them).
+run res_b1_eval eval --model resB.model --test $TEST --threads 1
+expect_rc res_b1_eval 0
+p_train=$(sed -n 's/^P@1 \([0-9.]*\) .*/\1/p' res_b1.out)
+p_eval=$("$PY" -c 'import json,sys; print("%.4f" % json.load(open(sys.argv[1]))["p_at_1"])' res_b1_eval.out 2>&1)
+if [ -n "$p_train" ] && [ "$p_train" = "$p_eval" ]; then pass; else
+    fail "res_b1: expected eval of the stopped run's file to give its P@1 $p_train, got $p_eval"; fi
 run res_b2 train $RES_OPTS --epochs 2 --resume resB.model --save resB.model --metrics resB.jsonl
 expect_rc res_b2 0
 expect_grep res_b2 res_b2.err "resuming resB.model: step 7, epoch 1 at sample 449 of 2000"

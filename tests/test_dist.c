@@ -122,7 +122,8 @@ static double max_diff(spr_model *whole, spr_model *part, int l, spr_param which
     return worst;
 }
 
-/* Worst difference over every layer and array (weights, biases, Adam moments). */
+/* Worst difference over every layer and array (weights, biases, Adam moments); 1e30
+ * where a row's last step (what Adam's catch-up owes it) differs. */
 static double model_diff(spr_model *whole, spr_model *part) {
     spr_model_info pi = spr_model_get_info(part);
     int nl = spr_model_get_config(part).n_layers;
@@ -130,9 +131,14 @@ static double model_diff(spr_model *whole, spr_model *part) {
     static const spr_param arrays[] = {SPR_PARAM_WEIGHT, SPR_PARAM_BIAS, SPR_PARAM_WEIGHT_ADAM_M,
                                        SPR_PARAM_WEIGHT_ADAM_V, SPR_PARAM_BIAS_ADAM_M,
                                        SPR_PARAM_BIAS_ADAM_V};
-    for (int l = 0; l < nl; l++)
+    for (int l = 0; l < nl; l++) {
+        const int64_t lo = l == nl - 1 ? pi.label_lo : 0;
         for (size_t p = 0; p < sizeof arrays / sizeof arrays[0]; p++)
-            worst = fmax(worst, max_diff(whole, part, l, arrays[p], l == nl - 1 ? pi.label_lo : 0));
+            worst = fmax(worst, max_diff(whole, part, l, arrays[p], lo));
+        const spr_layer *a = &whole->layers[l], *b = &part->layers[l];
+        for (int64_t r = 0; r < b->rows; r++)
+            if (a->last_step[lo + r] - whole->steps != b->last_step[r] - part->steps) worst = 1e30;
+    }
     return worst;
 }
 

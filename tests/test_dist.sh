@@ -185,7 +185,16 @@ timeout 120 "${one[@]}" "$sparrow" "${tiny[@]}" : -np 1 "$sparrow" "${tiny[@]}" 
 echo "   option, output, model, memory errors and a diverged loss on 2 ranks: told once (or by the rank alone), no MPI_ABORT"
 
 echo "-- a 2-rank run stopped mid-epoch and resumed on 2 ranks: the uninterrupted model"
-"${mpi[@]}" "$sparrow" train "${common[@]}" --max-batches 50 --save "$work/res.model" >/dev/null 2>&1
+p1_stop=$("${mpi[@]}" "$sparrow" train "${common[@]}" --max-batches 50 --save "$work/res.model" 2>/dev/null |
+    awk '{print $2}')
+# Its last evaluation took the owed Adam steps after the save; eval of the save on 1
+# process (the shards assembled) and on 2 ranks takes them too (each shard's options)
+p1_stop_one=$(ev "$work/res.model")
+p1_stop_two=$(ev "$work/res.model" "${mpi[@]}")
+echo "   stopped at step 50: P@1 $p1_stop; its save evaluated on 1 process $p1_stop_one, on 2 ranks $p1_stop_two"
+awk -v a="$p1_stop" -v b="$p1_stop_one" -v c="$p1_stop_two" \
+    'BEGIN { exit !(b != "" && c != "" && a - b <= 1e-4 && b - a <= 1e-4 && a - c <= 1e-4 && c - a <= 1e-4) }' ||
+    fail "stopped at step 50 on 2 ranks: P@1 $p1_stop, its save evaluated: $p1_stop_one (1 process), $p1_stop_two (2 ranks)"
 "${mpi[@]}" "$sparrow" train "${common[@]}" --resume "$work/res.model" --save "$work/res.model" \
     --quiet 2>"$work/res.log" >/dev/null || { cat "$work/res.log"; fail "the resumed 2-rank run failed"; }
 grep -q "resuming $work/res.model: step 50, epoch 1 at sample 6401 of 30000" "$work/res.log" ||

@@ -162,11 +162,14 @@ spr_status read_dataset(const char *path, const char *labels_path, const spr_rea
  * points and n_labels labels (spr_dataset_read_filter); "-" is stdin. */
 spr_status read_filter(const char *path, const spr_dataset *data, int64_t n_labels, spr_dataset **out);
 
-/* Loads a model and a data set whose ids are checked against it (labels too when
- * check_labels); on failure nothing is left allocated. */
 void note_if_training_set(const spr_data_note *note, const spr_dataset *data, const char *data_path);
+/* Loads a model for inference and a data set whose ids are checked against it (labels
+ * too when check_labels); the model's owed Adam steps taken (spr_model_settle, on
+ * threads), so that a model saved inside an epoch scores what its dense twin would. On
+ * failure nothing is left allocated. */
 int load_model_and_data(const char *model_path, const char *data_path, const char *labels_path,
-                        int *one_based, int check_labels, spr_model **model, spr_dataset **data);
+                        int *one_based, int check_labels, int threads, spr_model **model,
+                        spr_dataset **data);
 
 /* ------------------------------------------------------------------ configuration files
  * (cli_config.c: the format is described there and in 'sparrow train --help'). */

@@ -161,6 +161,7 @@ typedef struct train_state {
     int stopped;        /* the signal that stopped training, the same on every rank */
     int64_t saved_step; /* the step of the last --save-every save, -1 before one */
     double saved_at;    /* when it ended (or training started): --save-every's clock */
+    int saved_final;    /* --save's save is done (a run stopped inside an epoch, train_loop) */
 } train_state;
 
 /* CPU seconds of this process, all threads (per-step costs on a shared machine). */
@@ -369,6 +370,16 @@ static int periodic_save(train_state *s) {
     return EXIT_OK;
 }
 
+/* --save's save at the end of training, atomic; once (s->saved_final). */
+static int save_final(train_state *s) {
+    const char *path = s->args->save_path;
+    spr_status st = spr_model_save(s->model, path);
+    if (st != SPR_STATUS_OK) return cli_agree_library_error(st);
+    s->saved_final = 1;
+    if (cli_is_root()) fprintf(stderr, "saved %s\n", path);
+    return EXIT_OK;
+}
+
 /* The training loop: epochs of shuffled batches, an evaluation after each epoch and
  * after an early stop (--max-batches or a signal). A resumed run starts in
  * s->first_epoch after the s->skip_rows samples already trained: the epoch's order
@@ -460,20 +471,29 @@ static int train_loop(train_state *s, const spr_dataset *train, const spr_train_
                 t_start = now_seconds(); /* the save is not training time */
             }
         }
-        int complete = start >= n;
-        /* At a complete epoch's end the rows that missed steps take them (Adam's
-         * catch-up), so that what is evaluated and saved is what dense Adam would hold;
-         * training time, as the steps they finish are. Not inside an epoch: a run
-         * stopped there and resumed continues as one that was not. */
-        if (complete) {
-            spr_status st = spr_model_catch_up(s->model, topt);
-            if (st != SPR_STATUS_OK) {
-                progress_clear(&s->bar);
-                return library_error(st);
-            }
+        const int complete = start >= n;
+        /* The rows that missed steps take them (Adam's catch-up), so that what is
+         * evaluated and saved is what dense Adam would hold, and the next epoch's forward
+         * reads the moved rows; training time, as the steps they finish are. A run stopped
+         * inside an epoch (--max-batches, a signal) saves its model first, as it is, the
+         * owed steps recorded: resumed, it continues as a run never stopped (taking them
+         * here would round it otherwise); its last evaluation then scores what `sparrow
+         * eval` of the file does (spr_model_settle). Evaluations inside an epoch
+         * (--eval-every) see the rows as they are, for the same reason. */
+        double t_save = 0, c_save = 0;
+        if (!complete && a->save_path) {
+            const double t = now_seconds(), c = cpu_seconds();
+            progress_clear(&s->bar);
+            if ((rc = save_final(s))) return rc;
+            t_save = now_seconds() - t, c_save = cpu_seconds() - c;
         }
-        s->train_seconds += now_seconds() - t_start;
-        s->train_cpu_seconds += cpu_seconds() - c_start;
+        spr_status st = spr_model_catch_up(s->model, topt);
+        if (st != SPR_STATUS_OK) {
+            progress_clear(&s->bar);
+            return library_error(st);
+        }
+        s->train_seconds += now_seconds() - t_start - t_save;
+        s->train_cpu_seconds += cpu_seconds() - c_start - c_save;
         if (complete) spr_model_set_epoch(s->model, epoch);
         if ((rc = train_report(s, epoch, !complete, &since_eval, 0))) return rc;
         if (a->max_batches > 0 && batches_done >= a->max_batches) break;
@@ -887,13 +907,7 @@ static int train_run(const train_args *args) {
         rc && (s.metrics_failed || (s.eval_failed && (single || cli_dist_failure_agreed()))) ? rc : EXIT_OK;
     if (rc && !metrics_rc) goto done;
 
-    if (a.save_path) {
-        if ((st = spr_model_save(model, a.save_path)) != SPR_STATUS_OK) {
-            rc = cli_agree_library_error(st);
-            goto done;
-        }
-        if (cli_is_root()) fprintf(stderr, "saved %s\n", a.save_path);
-    }
+    if (a.save_path && !s.saved_final && (rc = save_final(&s))) goto done;
     if (metrics_rc) {
         if (cli_is_root())
             fprintf(stderr, "sparrow: training stopped at step %lld, %s; %s\n",
