@@ -175,6 +175,8 @@ struct spr_model {
 
     int64_t steps, samples, epoch;
     spr_catch_up catch_up;    /* the optimizer's catch-up tables (670 KB) */
+    int64_t settled_step;     /* steps when spr_model_catch_up last left no row owing: until
+                                 the next step another pass has nothing to do (0: none) */
     int64_t next_rehash;      /* step at which the next rehash happens */
     int64_t rehashes, rebuilds;
     int64_t step_rows, step_bytes; /* what the last spr_model_apply_gradients stepped and moved */

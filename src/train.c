@@ -932,6 +932,8 @@ spr_status spr_model_catch_up(spr_model *m, const spr_train_options *o) {
     spr_status st = spr_check_adam(o);
     if (st != SPR_STATUS_OK) return st;
     if (o->lazy_adam) return SPR_STATUS_OK; /* lazy rows owe nothing */
+    /* nothing owed since the last pass (predict called per query, a second settle) */
+    if (m->settled_step == m->steps) return SPR_STATUS_OK;
     spr_catch_up_prepare(m, o);
     const int threads = spr_threads(o->threads);
     for (int l = 0; l < m->n_layers; l++) {
@@ -942,6 +944,7 @@ spr_status spr_model_catch_up(spr_model *m, const spr_train_options *o) {
         for (int64_t r = 0; r < L->rows; r++)
             if (L->last_step[r] < m->steps) layer_catch_up(m, L, r);
     }
+    m->settled_step = m->steps;
     return SPR_STATUS_OK;
 }
 

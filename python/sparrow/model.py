@@ -357,7 +357,10 @@ class Model:
         the library's default). lazy_adam: the CLI's --lazy-adam (rows without gradient
         never catch up on the steps they missed). A fit stopped inside an epoch (max_batches,
         KeyboardInterrupt) is continued after its trained rows by the next fit on the same
-        data and shuffle (any batch_size).
+        data and shuffle (any batch_size), byte for byte the fit never stopped; so its
+        validation there scores the rows as they are, before the Adam steps they owe
+        (settle(), evaluate() and predict() take them; `sparrow train`, whose stopped
+        run ends, takes them after its save).
 
         save_every (with save_path): also save the model there, atomically, at every N-th
         step (an int; steps count the model's, as `sparrow train --save-every`) or once
@@ -581,13 +584,25 @@ class Model:
 
     # ---------------------------------------------------------------- inference
 
+    def settle(self, threads=0):
+        """Takes the Adam steps the model's rows owe (rows without gradient in the last
+        steps of a fit stopped inside an epoch, or of a model saved then), at the
+        options of its last step, which a saved model keeps (spr_model_settle): the
+        weights become what torch.optim.Adam holds. A fit's complete epochs end settled;
+        evaluate() and predict() settle first, as `sparrow eval` and `predict` do. A fit
+        continued after it is the same model in exact arithmetic, rounded otherwise
+        (not byte for byte the run never stopped). A no-op for lazy_adam."""
+        with self._lock:
+            check(_lib.spr_model_settle(self._h(), _lib.integer(threads, "threads")))
+
     def predict(self, X, k=5, sparse=False, threads=0, exclude=None):
         """Top-k labels of every row of X (CSR or dense): (ids int32 (n, k), scores
         float32 (n, k)), best first; scores are output logits. sparse=True ranks only
         the LSH candidates (sublinear); short rows are padded with id -1, -inf.
         exclude: labels to leave out of each row's ranking, a (n, labels) CSR or
         0-1 matrix (sparrow.load_filter reads the XMC repository's filter files) or a
-        list of label-id lists; k + the most a row excludes must be at most 1000."""
+        list of label-id lists; k + the most a row excludes must be at most 1000.
+        The model is settled first (settle())."""
         h = self._h()
         k = _lib.integer(k, "k")
         if not 1 <= k <= 1000:
@@ -597,6 +612,7 @@ class Model:
         ids = np.empty((data.n_points, k), dtype=np.int32)
         scores = np.empty((data.n_points, k), dtype=np.float32)
         with self._lock:
+            self.settle(threads)
             if data.n_points:
                 check(_lib.spr_model_predict_excluding(
                     self._h(), data.handle, None, data.n_points, k, 1 if sparse else 0,
@@ -631,7 +647,7 @@ class Model:
         (rank_metrics; a k above the label count counts the missing ranks as misses).
         exclude (as predict's): labels left out of each point's ranking first, the XMC
         repository's filtered evaluation of the LF-* sets (sparrow.load_filter); Y is
-        not changed."""
+        not changed. The model is settled first (settle())."""
         ks = (k,) if np.isscalar(k) else tuple(k)
         for q in ks:
             if not 1 <= _lib.integer(q, "k") <= 1000:
@@ -642,6 +658,7 @@ class Model:
         if data.Y.nnz == 0:  # P@k would read 0.0
             raise ValueError("none of the %d test points has a label" % data.n_points)
         ex = None if exclude is None else exclusions(exclude, data.n_points, self.n_labels)
+        self.settle(threads)
         r = self._evaluate(data, None, sparse, threads, inv_propensity, ex)
         small = [int(q) for q in ks if int(q) <= 5]
         out = {"p_at_%d" % q: r.p_at[q] for q in small}

@@ -263,6 +263,33 @@ def test_peek_is_the_loaded_info(xmc_data, tmp_path):
         sparrow.Model.peek(tmp_path / "missing.spr")
 
 
+def test_settle_takes_the_owed_steps(xmc_data, tmp_path):
+    """A model saved inside an epoch keeps its rows as they are and the Adam options they
+    owe steps at: settle() takes them (the in-memory model's and the loaded file's alike,
+    bit for bit), evaluate() and predict() settle first; lazy Adam owes nothing."""
+    X, Y, Xt, Yt = xmc_data
+    kw = dict(batch_size=64, threads=1, quiet=True, max_batches=3, lr=0.01, beta2=0.99)
+    m = sparrow.Model(X.shape[1], Y.shape[1], hidden=16, sparsity=0.25, seed=3)
+    m.fit(X, Y, **kw)
+    path = tmp_path / "m.spr"
+    m.save(path)
+    a = sparrow.Model.load(path)
+    stale = a.weights(0).copy()  # feature rows: 20 labels are all stepped every batch
+    a.evaluate(Xt, Yt, threads=1)
+    assert not np.array_equal(a.weights(0), stale)  # evaluate settled: rows moved
+    b = sparrow.Model.load(path)
+    b.predict(Xt[:5], threads=1)
+    m.settle(threads=1)
+    for layer in (0, 1):
+        assert np.array_equal(b.weights(layer), a.weights(layer))
+        assert np.array_equal(m.weights(layer), a.weights(layer))
+    lazy = sparrow.Model(X.shape[1], Y.shape[1], hidden=16, sparsity=0.25, seed=3)
+    lazy.fit(X, Y, lazy_adam=True, **kw)
+    before = lazy.weights(0).copy()
+    lazy.settle()
+    assert np.array_equal(lazy.weights(0), before)
+
+
 def test_fit_continues_epochs_and_callback_stops(xmc_data):
     X, Y, _, _ = xmc_data
     m = sparrow.Model(X.shape[1], Y.shape[1], hidden=16, sparsity=0.5, tables=4)
