@@ -314,7 +314,9 @@ class Model:
         alive, and is valid until close(); writing it changes the model (the tables see
         it at the next rehash).
         The output layer of a bf16_weights model has no float array: its weights come as
-        a read-only float32 copy, widened from BF16."""
+        a read-only float32 copy, widened from BF16. A model stopped or saved inside an
+        epoch holds rows that still owe Adam steps: settle() first for the weights
+        torch.optim.Adam would hold."""
         layer = _lib.integer(layer, "layer")
         c = _lib.spr_model_get_config(self._h())
         if c.bf16_weights and not bias and layer == c.n_layers - 1:
