@@ -582,6 +582,11 @@ typedef struct spr_model_info {
      * [label_lo, label_lo + output size) of labels_total; otherwise 0 and the output size. */
     int64_t label_lo, labels_total;
     int rank, ranks;              /* 0 and 1 without sharding */
+    /* Adam's lr, betas and eps at the model's last step with catch-up: what the steps its
+     * rows owe are taken at (spr_model_settle), and what `sparrow train --resume` continues
+     * at without --lr; saved with the model (ADAM). All 0 when not known: the model never
+     * stepped, stepped with lazy Adam, or was saved by a sparrow before session 26. */
+    float lr, beta1, beta2, eps;
 } spr_model_info;
 
 SPR_API spr_model_info spr_model_get_info(const spr_model *model);

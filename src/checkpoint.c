@@ -994,6 +994,15 @@ static spr_status read_note(reader *r, const section *s, spr_data_note *note) {
     return SPR_STATUS_OK;
 }
 
+/* The options of an ADAM payload (16 bytes) into the defaults' other fields; whether
+ * they can train (spr_check_adam): a file's that cannot is damaged. */
+static int adam_of(const unsigned char *p, spr_train_options *o) {
+    *o = spr_train_options_default();
+    o->lr = get_f32(p), o->beta1 = get_f32(p + 4), o->beta2 = get_f32(p + 8), o->eps = get_f32(p + 12);
+    return spr_check_adam(o) == SPR_STATUS_OK;
+}
+#define ADAM_DAMAGED "Adam options that cannot train (file damaged)"
+
 /* The HASH section (length checked against the configuration): its CRC, then each
  * layer's simhash_one_in into cfg. */
 static spr_status read_hash_params(reader *r, const section *s, spr_model_config *cfg) {
@@ -1276,8 +1285,9 @@ spr_status spr_checkpoint_load(const char *path, spr_model **out) {
     r.pos = CKPT_HEADER_BYTES;
     int64_t stat[6] = {0};
     int has_last[SPR_MAX_LAYERS] = {0};
-    spr_train_options adam = spr_train_options_default();
+    spr_train_options adam;
     const section *adam_sec = NULL;
+    int adam_ok = 0;
     for (uint32_t i = 0; i < n_sections; i++) {
         const section *s = &sec[i];
         int kind = (int)(s->tag >> 8), l = (int)(s->tag & 0xFFu);
@@ -1318,9 +1328,7 @@ spr_status spr_checkpoint_load(const char *path, spr_model **out) {
         case KIND_ADAM:
             if ((st = r_take(&r, CKPT_ADAM_BYTES, &p))) break;
             crc = crc32_update(0, p, CKPT_ADAM_BYTES);
-            adam.lr = get_f32(p), adam.beta1 = get_f32(p + 4), adam.beta2 = get_f32(p + 8);
-            adam.eps = get_f32(p + 12);
-            adam_sec = s;
+            adam_ok = adam_of(p, &adam), adam_sec = s;
             break;
         }
         if (st) goto done;
@@ -1360,8 +1368,8 @@ spr_status spr_checkpoint_load(const char *path, spr_model **out) {
     m->rebuilds = stat[5];
     m->note = note;
     if (adam_sec) { /* the options the owed steps are taken at (spr_model_settle) */
-        if (spr_check_adam(&adam) != SPR_STATUS_OK) {
-            st = bad(&r, adam_sec, "Adam options that cannot train (file damaged)");
+        if (!adam_ok) {
+            st = bad(&r, adam_sec, ADAM_DAMAGED);
             goto done;
         }
         spr_catch_up_prepare(m, &adam);
@@ -1383,13 +1391,22 @@ done:
 }
 
 spr_status spr_checkpoint_peek(const char *path, spr_model_config *cfg, int64_t stat[6],
-                               spr_data_note *note) {
+                               spr_data_note *note, float adam[4]) {
     pthread_once(&crc_once, crc_init);
     reader r = {.path = path, .fd = -1, .cap = CKPT_BUFFER};
     section sec[CKPT_MAX_SECTIONS];
     uint32_t n_sections = 0;
     spr_status st = read_layout(&r, sec, &n_sections, cfg, note);
+    memset(adam, 0, 4 * sizeof *adam);
     for (uint32_t i = 0; !st && i < n_sections; i++) {
+        if (sec[i].tag == make_tag(KIND_ADAM, 0)) {
+            unsigned char c[CKPT_ADAM_BYTES + CKPT_SECTION_TAIL];
+            spr_train_options o;
+            if ((st = read_small(&r, &sec[i], CKPT_ADAM_BYTES, "Adam options take", c))) break;
+            if (!adam_of(c, &o)) st = bad(&r, &sec[i], ADAM_DAMAGED);
+            adam[0] = o.lr, adam[1] = o.beta1, adam[2] = o.beta2, adam[3] = o.eps;
+            continue;
+        }
         if (sec[i].tag != make_tag(KIND_STAT, 0)) continue;
         unsigned char c[CKPT_STAT_BYTES + CKPT_SECTION_TAIL];
         if ((st = read_small(&r, &sec[i], CKPT_STAT_BYTES, "counters take", c))) break;
@@ -1407,8 +1424,9 @@ spr_status spr_model_peek(const char *path, spr_model_config *config, spr_model_
     spr_model_config cfg;
     spr_data_note n;
     int64_t stat[6] = {0};
-    spr_status st = spr_dist_is_manifest(path) ? spr_dist_peek_manifest(path, &cfg, stat, &n)
-                                               : spr_checkpoint_peek(path, &cfg, stat, &n);
+    float adam[4];
+    spr_status st = spr_dist_is_manifest(path) ? spr_dist_peek_manifest(path, &cfg, stat, &n, adam)
+                                               : spr_checkpoint_peek(path, &cfg, stat, &n, adam);
     if (st) return st;
     if (config) *config = cfg;
     if (note) *note = n;
@@ -1419,6 +1437,7 @@ spr_status spr_model_peek(const char *path, spr_model_config *config, spr_model_
         info->epoch = stat[2];
         info->rehashes = stat[4];
         info->rebuilds = stat[5];
+        info->lr = adam[0], info->beta1 = adam[1], info->beta2 = adam[2], info->eps = adam[3];
     }
     return SPR_STATUS_OK;
 }

@@ -533,7 +533,7 @@ int spr_model_file_shards(const char *path) {
 }
 
 spr_status spr_dist_peek_manifest(const char *path, spr_model_config *cfg, int64_t stat[6],
-                                  spr_data_note *note) {
+                                  spr_data_note *note, float adam[4]) {
     manifest mf;
     spr_status st = manifest_read(path, &mf);
     if (st) return st;
@@ -543,7 +543,7 @@ spr_status spr_dist_peek_manifest(const char *path, spr_model_config *cfg, int64
         if (access(mf.files[r], R_OK) != 0)
             st = spr_fail(SPR_STATUS_IO_ERROR, "%s: cannot open: %s (shard %d of %d named by %s)", mf.files[r],
                           strerror(errno), r, mf.ranks, path);
-    if (!st) st = spr_checkpoint_peek(mf.files[0], cfg, stat, note);
+    if (!st) st = spr_checkpoint_peek(mf.files[0], cfg, stat, note, adam);
     if (!st && cfg->layers[cfg->n_layers - 1].size != mf.hi[0] - mf.lo[0])
         st = spr_fail(SPR_STATUS_BAD_INPUT, "%s: does not match its manifest (shard 0: %lld labels expected)",
                       mf.files[0], (long long)(mf.hi[0] - mf.lo[0]));

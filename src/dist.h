@@ -69,9 +69,10 @@ spr_status spr_dist_merge_topk(spr_dist *d, int32_t *ids, float *scores, int64_t
 spr_status spr_checkpoint_save(const spr_model *model, const char *path);
 spr_status spr_checkpoint_load(const char *path, spr_model **out);
 /* One model file's configuration, STAT counters (steps, samples, epoch, next_rehash,
- * rehashes, rebuilds) and data note, from its small sections (spr_model_peek). */
+ * rehashes, rebuilds), data note and Adam options (lr, beta1, beta2, eps; 0 without an
+ * ADAM section), from its small sections (spr_model_peek). */
 spr_status spr_checkpoint_peek(const char *path, spr_model_config *cfg, int64_t stat[6],
-                               spr_data_note *note);
+                               spr_data_note *note, float adam[4]);
 /* OK when a file written beside path may be renamed onto it: path is missing or a
  * regular file (or a symbolic link, which the callers have resolved first); a device,
  * FIFO, socket or directory is refused (IO_ERROR naming path), since the rename would
@@ -99,7 +100,7 @@ spr_status spr_dist_load_manifest(const char *path, spr_model **out);
 /* spr_checkpoint_peek of the whole model a manifest's shards make up (shard 0's file,
  * the output layer the manifest's labels). */
 spr_status spr_dist_peek_manifest(const char *path, spr_model_config *cfg, int64_t stat[6],
-                                  spr_data_note *note);
+                                  spr_data_note *note, float adam[4]);
 spr_status spr_dist_save_sharded(const spr_model *m, const char *path);
 
 #endif /* SPR_DIST_H */

@@ -860,6 +860,10 @@ spr_model_info spr_model_get_info(const spr_model *m) {
     info.labels_total = m->label_total;
     info.rank = m->dist ? spr_dist_rank(m->dist) : 0;
     info.ranks = m->dist ? spr_dist_size(m->dist) : 1;
+    if (spr_catch_up_known(&m->catch_up)) {
+        info.lr = m->catch_up.lr, info.eps = m->catch_up.eps;
+        info.beta1 = (float)m->catch_up.beta1, info.beta2 = (float)m->catch_up.beta2;
+    }
     return info;
 }
 

@@ -358,6 +358,10 @@ static void check_peek(const char *path, const spr_model *loaded, const char *wh
           (long long)i.table_bytes, (long long)i.labels_total, (long long)want.steps, (long long)want.samples,
           (long long)want.parameters, (long long)want.parameter_bytes, (long long)want.table_bytes,
           (long long)want.labels_total);
+    CHECK(i.lr == want.lr && i.beta1 == want.beta1 && i.beta2 == want.beta2 && i.eps == want.eps,
+          "%s: peek: Adam lr %g betas %g %g eps %g, loaded %g %g %g %g", what, (double)i.lr, (double)i.beta1,
+          (double)i.beta2, (double)i.eps, (double)want.lr, (double)want.beta1, (double)want.beta2,
+          (double)want.eps);
     for (int l = 0; l < SPR_MAX_LAYERS; l++)
         CHECK(i.hash_k[l] == want.hash_k[l] && i.key_bits[l] == want.key_bits[l],
               "%s: peek: layer %d K %d key bits %d, loaded %d %d", what, l, i.hash_k[l], i.key_bits[l],
@@ -1387,6 +1391,11 @@ static void test_adam_options(const char *dir, const spr_dataset *data, spr_mode
         CHECK(0, "adam: load: %s", spr_last_error());
         goto out;
     }
+    check_peek(path, loaded, "adam");
+    const spr_model_info info = spr_model_get_info(loaded);
+    CHECK(info.lr == o.lr && info.beta1 == o.beta1 && info.beta2 == o.beta2 && info.eps == o.eps,
+          "adam: the loaded model's info: lr %g betas %g %g eps %g", (double)info.lr, (double)info.beta1,
+          (double)info.beta2, (double)info.eps);
     const int64_t owing = rows_owing(loaded, 0) + rows_owing(loaded, 1);
     CHECK(owing > 0, "adam: the loaded model has rows that owe steps (else settling cannot show)");
     st = spr_model_catch_up(m, &o);
@@ -1413,6 +1422,9 @@ static void test_adam_options(const char *dir, const spr_dataset *data, spr_mode
     CHECK(rejected(path, b, n, "ADAM beta2 2") && strstr(spr_last_error(), "ADAM") &&
               strstr(spr_last_error(), "Adam options that cannot train"),
           "adam: beta2 2: expected refused naming ADAM, got '%s'", spr_last_error());
+    st = spr_model_peek(path, NULL, NULL, NULL);
+    CHECK(st == SPR_STATUS_BAD_INPUT && strstr(spr_last_error(), "ADAM"),
+          "adam: beta2 2: expected peek to refuse it too, got %d (%s)", st, spr_last_error());
     wr32(p + 8, beta2);
     wr32(p + 16, crc32_bitwise(p, 16));
     /* the file without it (a sparrow before session 26): loads; settling takes nothing */

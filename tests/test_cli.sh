@@ -750,6 +750,18 @@ p_train=$(sed -n 's/^P@1 \([0-9.]*\) .*/\1/p' res_b1.out)
 p_eval=$("$PY" -c 'import json,sys; print("%.4f" % json.load(open(sys.argv[1]))["p_at_1"])' res_b1_eval.out 2>&1)
 if [ -n "$p_train" ] && [ "$p_train" = "$p_eval" ]; then pass; else
     fail "res_b1: expected eval of the stopped run's file to give its P@1 $p_train, got $p_eval"; fi
+cp resB.model resN.model
+# The file keeps the last step's Adam options: info shows them, and a resume without
+# --lr continues at the model's lr (0.01 here; it took the default 0.001 silently): the
+# uninterrupted run's file, byte for byte.
+run res_info info --model resB.model
+expect_grep res_info res_info.out "Adam at the last step: lr 0.01, betas 0.9 0.999, eps 1e-08"
+run res_info_json info --model resB.model --json
+expect_grep res_info_json res_info_json.out '"adam": {"lr": 0.01, "beta1": 0.9, "beta2": 0.999, "eps": 1e-08}'
+run res_nolr train ${RES_OPTS/--lr 0.01 /} --epochs 2 --resume resN.model --save resN.model
+expect_rc res_nolr 0
+expect_grep res_nolr res_nolr.err "at lr 0.01, the model's last step's (no --lr given)"
+if cmp -s resA.model resN.model; then pass; else fail "resume without --lr: expected resN.model identical to resA.model (the model's lr 0.01)"; fi
 run res_b2 train $RES_OPTS --epochs 2 --resume resB.model --save resB.model --metrics resB.jsonl
 expect_rc res_b2 0
 expect_grep res_b2 res_b2.err "resuming resB.model: step 7, epoch 1 at sample 449 of 2000"

@@ -525,6 +525,11 @@ static void info_json(const spr_model_config *cfg, const spr_model_info *info, c
            (long long)info->parameter_bytes, (long long)info->table_bytes,
            (long long)info->rehashes, (long long)info->rebuilds);
     printf(", \"shards\": %d", shards > 0 ? shards : 0);
+    if (info->lr > 0)
+        printf(", \"adam\": {\"lr\": %.7g, \"beta1\": %.7g, \"beta2\": %.7g, \"eps\": %.7g}", info->lr,
+               info->beta1, info->beta2, info->eps);
+    else
+        printf(", \"adam\": null");
     if (note->points > 0)
         printf(", \"training_set\": {\"points\": %lld, \"digest\": \"%016llx\", \"one_based\": %s}}\n",
                (long long)note->points, (unsigned long long)note->digest, note->one_based ? "true" : "false");
@@ -564,6 +569,12 @@ static void info_text(const char *path, const spr_model_config *cfg, const spr_m
     printf("trained: %lld steps, %lld samples, epoch %lld, %lld rehashes, %lld rebuilds\n",
            (long long)info->steps, (long long)info->samples, (long long)info->epoch,
            (long long)info->rehashes, (long long)info->rebuilds);
+    if (info->lr > 0)
+        printf("Adam at the last step: lr %g, betas %g %g, eps %g (rows that owe steps take them at "
+               "these; --resume continues at this lr unless given --lr)\n",
+               info->lr, info->beta1, info->beta2, info->eps);
+    else
+        printf("Adam at the last step: not recorded (no step, lazy Adam, or a file before session 26)\n");
     if (note->points > 0)
         printf("training set: %lld points, digest %016llx, feature ids %s-based in its file\n",
                (long long)note->points, (unsigned long long)note->digest, note->one_based ? "one" : "zero");

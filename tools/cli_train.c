@@ -663,6 +663,11 @@ static int train_run(const train_args *args) {
     }
     /* Several ranks: the first agreement (before hours of reading on the others) */
     if ((rc = cli_agree_rc(rc))) goto done;
+    /* A resumed run continues at the model's lr (its last step's, saved with it) unless
+     * given another, and records it so in the metrics header: the first
+     * run's --lr used to be needed again, the default taken silently without it. */
+    const int lr_from_model = a.resume_path && !a.have_lr && resumed.lr > 0;
+    if (lr_from_model) a.lr = resumed.lr, a.have_lr = 1;
     /* A resumed model that knows its training set reads the file as its first run did
      * and checks, once read, that it is that set. */
     const int base_from_model = note.points > 0 && !a.one_based && !a.zero_based;
@@ -831,13 +836,19 @@ static int train_run(const train_args *args) {
                 (long long)info.parameters, (double)info.parameter_bytes / 1e6,
                 (double)info.table_bytes / 1e6);
         if (a.max_batches > 0) fprintf(stderr, "  stopping after %lld batches\n", (long long)a.max_batches);
-        if (a.resume_path)
+        if (a.resume_path) {
             fprintf(stderr, "  resuming %s: step %lld, epoch %lld at sample %lld of %lld; %s\n",
                     a.resume_path, (long long)info.steps, (long long)first_epoch,
                     (long long)skip_rows + 1, (long long)tv.n_points,
                     note.points > 0 ? "the training set is the one it records"
                                     : "it records no training set (saved before session 19): only the "
                                       "set's size was checked");
+            if (resumed.lr > 0 && topt.lr != resumed.lr)
+                fprintf(stderr, "  at --lr %g; the model's last step was at lr %g\n", topt.lr, resumed.lr);
+            else if (resumed.lr > 0)
+                fprintf(stderr, "  at lr %g, the model's last step's%s\n", topt.lr,
+                        lr_from_model ? " (no --lr given)" : "");
+        }
         if (cli_dist)
             fprintf(stderr, "  %d MPI ranks: the output layer split by label range, one shard per "
                             "rank (this rank's shown above)\n", spr_dist_size(cli_dist));

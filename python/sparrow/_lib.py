@@ -166,7 +166,8 @@ class ModelInfo(Structure):
                 ("parameters", c_int64), ("parameter_bytes", c_int64), ("table_bytes", c_int64),
                 ("rehashes", c_int64), ("rebuilds", c_int64), ("hash_k", c_int * MAX_LAYERS),
                 ("key_bits", c_int * MAX_LAYERS), ("label_lo", c_int64), ("labels_total", c_int64),
-                ("rank", c_int), ("ranks", c_int)]
+                ("rank", c_int), ("ranks", c_int),
+                ("lr", c_float), ("beta1", c_float), ("beta2", c_float), ("eps", c_float)]
 
 
 # ------------------------------------------------------------------ functions

@@ -288,9 +288,11 @@ class Model:
 
     @property
     def info(self):
-        """Steps, samples, epoch, parameter and table sizes, rehashes (a dict), and
+        """Steps, samples, epoch, parameter and table sizes, rehashes (a dict),
         training_set: the points, digest and id base of the data that trained the model
-        (None: not recorded), what `sparrow train --resume` and fit(resume=True) check."""
+        (None: not recorded), what `sparrow train --resume` and fit(resume=True) check,
+        and adam: the lr, beta1, beta2, eps of its last step, which settle() takes owed
+        steps at (None: not recorded: no step, lazy Adam, or a file before session 26)."""
         return _info_dict(_lib.spr_model_get_info(self._h()), _lib.spr_model_get_data_note(self._h()))
 
     @staticmethod
@@ -337,7 +339,7 @@ class Model:
 
     # ---------------------------------------------------------------- training
 
-    def fit(self, X, Y, epochs=1, batch_size=128, lr=1e-3, validation_data=None, callbacks=(),
+    def fit(self, X, Y, epochs=1, batch_size=128, lr=None, validation_data=None, callbacks=(),
             dense=False, threads=0, shuffle=True, beta1=0.9, beta2=0.999, eps=1e-8,
             rehash_first=50, rehash_growth=0.1, rehash_max=1000, rebuild_every=10, clip_norm=0.0,
             eval_max=None, sparse_inference=False, quiet=False, max_batches=None,
@@ -371,7 +373,9 @@ class Model:
         keeps the previous save). resume=True continues a model loaded from such a file
         (or from `sparrow train --save`) inside the epoch it stopped in, at the row its
         sample count gives, as `sparrow train --resume` does: X must be the data it was
-        trained on (a sample count that does not fit X is refused). Returns self.history."""
+        trained on (a sample count that does not fit X is refused), and lr, if not given,
+        is the model's last step's (info["adam"]), as `sparrow train --resume` without
+        --lr; otherwise lr defaults to 1e-3. Returns self.history."""
         with self._lock:
             if self._fitting:  # epochs are counted by the model's samples: two would interleave
                 raise RuntimeError("another fit() is running on this model (in another thread): "
@@ -417,6 +421,9 @@ class Model:
             raise ValueError("no training points")
         if data.Y.nnz == 0:  # it "trained" to loss 0
             raise ValueError("none of the %d training points has a label" % n)
+        if lr is None:
+            adam = self.info["adam"] if resume else None
+            lr = adam["lr"] if adam else 1e-3
         opts = _lib.spr_train_options_default()
         opts.batch_size, opts.lr, opts.beta1, opts.beta2, opts.eps = (
             _lib.integer(batch_size, "batch_size"), float(lr), float(beta1), float(beta2), float(eps))
@@ -704,6 +711,7 @@ def _info_dict(i, note):
                                      "table_bytes", "rehashes", "rebuilds")}
     d["training_set"] = ({"points": note.points, "digest": note.digest,
                           "one_based": bool(note.one_based)} if note.points > 0 else None)
+    d["adam"] = ({k: float(getattr(i, k)) for k in ("lr", "beta1", "beta2", "eps")} if i.lr > 0 else None)
     return d
 
 
