@@ -195,6 +195,8 @@ echo "   stopped at step 50: P@1 $p1_stop; its save evaluated on 1 process $p1_s
 awk -v a="$p1_stop" -v b="$p1_stop_one" -v c="$p1_stop_two" \
     'BEGIN { exit !(b != "" && c != "" && a - b <= 1e-4 && b - a <= 1e-4 && a - c <= 1e-4 && c - a <= 1e-4) }' ||
     fail "stopped at step 50 on 2 ranks: P@1 $p1_stop, its save evaluated: $p1_stop_one (1 process), $p1_stop_two (2 ranks)"
+"$sparrow" info --model "$work/res.model" | grep -q "^Adam at the last step: lr 0.001, betas 0.9 0.999, eps 1e-08" ||
+    fail "info of the 2-rank save: expected its Adam options (shard 0's)"
 "${mpi[@]}" "$sparrow" train "${common[@]}" --resume "$work/res.model" --save "$work/res.model" \
     --quiet 2>"$work/res.log" >/dev/null || { cat "$work/res.log"; fail "the resumed 2-rank run failed"; }
 grep -q "resuming $work/res.model: step 50, epoch 1 at sample 6401 of 30000" "$work/res.log" ||
