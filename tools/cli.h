@@ -162,6 +162,7 @@ spr_status read_dataset(const char *path, const char *labels_path, const spr_rea
  * points and n_labels labels (spr_dataset_read_filter); "-" is stdin. */
 spr_status read_filter(const char *path, const spr_dataset *data, int64_t n_labels, spr_dataset **out);
 
+/* A note on stderr (rank 0) when data is the training set the note describes. */
 void note_if_training_set(const spr_data_note *note, const spr_dataset *data, const char *data_path);
 /* Loads a model for inference and a data set whose ids are checked against it (labels
  * too when check_labels); the model's owed Adam steps taken (spr_model_settle, on
