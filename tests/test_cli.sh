@@ -1701,6 +1701,57 @@ if [ -f "$FAILALLOC" ]; then
         fi
     done
     if [ -z "$crashes" ]; then pass; else fail "allocation failures in turn:$crashes"; fi
+
+    # An address-space limit (ulimit -v) from where the tool starts to where it trains,
+    # 1 MB at a time: train 2 batches, then eval and predict a model. libgomp's "Thread
+    # creation failed" (exit 1, its own words) used to end runs whose model had taken the
+    # room its threads' stacks needed; the threads now start before the data and the model
+    # (cli_threads_start), so libgomp can only fail at the bottom of the sweep, before any
+    # of sparrow's own messages, and above that each run trains (a whole model file),
+    # refuses the model against the limit (exit 2, "address-space limit"), or runs out of
+    # memory (exit 1, "out of memory") with no model file. Not in sanitizer builds (their
+    # shadow memory needs terabytes of address space).
+    run aslim_model train --train "$TRAIN" --test "$TEST" --threads 2 --max-batches 2 --eval-max 50 \
+        --save aslim_model.spr --quiet
+    expect_rc aslim_model 0
+    bad=""
+    for cmd in train eval predict; do
+        own=0 trained=0
+        for mb in $(seq 4 300); do
+            rm -f aslim.spr
+            case $cmd in
+            train) args=(train --train "$TRAIN" --test "$TEST" --threads 2 --max-batches 2 --eval-max 50
+                --save aslim.spr --quiet) ;;
+            eval) args=(eval --model aslim_model.spr --test "$TEST" --threads 2) ;;
+            predict) args=(predict --model aslim_model.spr --input "$TEST" --threads 2) ;;
+            esac
+            (
+                ulimit -v $((mb * 1024))
+                exec "$BIN" "${args[@]}" >aslim.out 2>aslim.err
+            )
+            rc=$?
+            if grep -q "libgomp" aslim.err; then
+                [ "$own" = 1 ] && bad="$bad $cmd:${mb}MB:libgomp-after-sparrow's-own"
+            elif [ "$rc" -eq 0 ]; then
+                trained=1
+                if [ "$cmd" = train ] && ! "$BIN" info --model aslim.spr --verify >/dev/null 2>&1; then
+                    bad="$bad $cmd:${mb}MB:bad-model"
+                fi
+                break
+            elif [ "$rc" -eq 1 ] && grep -q "out of memory" aslim.err; then
+                own=1
+            elif [ "$rc" -eq 2 ] && grep -q "address-space limit" aslim.err; then
+                own=1
+            elif [ "$rc" -eq 127 ] || grep -q "error while loading shared libraries" aslim.err; then
+                : # the loader itself, below the process's own size
+            else
+                bad="$bad $cmd:${mb}MB:rc=$rc:$(head -c 120 aslim.err | tr '\n' ' ')"
+            fi
+            [ "$rc" -ne 0 ] && [ -e aslim.spr ] && bad="$bad $cmd:${mb}MB:model-file-left"
+        done
+        [ "$trained" = 1 ] || bad="$bad $cmd:never-ran-under-300MB"
+    done
+    if [ -z "$bad" ]; then pass; else fail "address-space limits:$bad"; fi
 else
     echo "test_cli: no $FAILALLOC (a sanitizer build): the out-of-memory checks did not run" >&2
 fi

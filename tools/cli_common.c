@@ -15,6 +15,9 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 double now_seconds(void) {
     struct timespec ts;
@@ -502,6 +505,20 @@ void note_if_training_set(const spr_data_note *note, const spr_dataset *data, co
  * training file where the model knows it (else 0); set to the base used. The model is
  * peeked at first and loaded after the data is read: a bad data file fails before a
  * model of tens of GB is read. */
+int cli_threads_start(int threads) {
+    int started = 1;
+#ifdef _OPENMP
+    int n = threads > 0 ? threads : omp_get_max_threads();
+    if (n > SPR_MAX_THREADS) n = SPR_MAX_THREADS;
+    started = 0;
+#pragma omp parallel num_threads(n) reduction(+ : started)
+    started += 1;
+#else
+    (void)threads;
+#endif
+    return started;
+}
+
 int load_model_and_data(const char *model_path, const char *data_path, const char *labels_path,
                         int *one_based, int check_labels, int threads, spr_model **model,
                         spr_dataset **data) {

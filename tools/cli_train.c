@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -24,16 +25,35 @@ static int64_t max_labels_per_point(const spr_dataset_view *v) {
     return best;
 }
 
-/* MemAvailable from /proc/meminfo in bytes, 0 if unknown. */
-static int64_t available_memory(void) {
+/* A rank's share of MemAvailable (/proc/meminfo) in bytes, 0 if unknown; less where an
+ * address-space limit (ulimit -v, per process) leaves less room than that above what
+ * this process maps now, and then *by_limit is 1. */
+static int64_t available_memory(int ranks, int *by_limit) {
+    *by_limit = 0;
     FILE *f = fopen("/proc/meminfo", "r");
-    if (!f) return 0;
-    char line[256];
     long long kb = 0;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "MemAvailable: %lld kB", &kb) == 1) break;
-    fclose(f);
-    return (int64_t)kb * 1024;
+    if (f) {
+        char line[256];
+        while (fgets(line, sizeof line, f))
+            if (sscanf(line, "MemAvailable: %lld kB", &kb) == 1) break;
+        fclose(f);
+    }
+    int64_t avail = (int64_t)kb * 1024 / ranks;
+    struct rlimit lim;
+    long long mapped_pages = 0;
+    if (getrlimit(RLIMIT_AS, &lim) == 0 && lim.rlim_cur != RLIM_INFINITY &&
+        (f = fopen("/proc/self/statm", "r"))) {
+        if (fscanf(f, "%lld", &mapped_pages) == 1) {
+            int64_t mapped = (int64_t)mapped_pages * sysconf(_SC_PAGESIZE);
+            int64_t room = (int64_t)lim.rlim_cur > mapped ? (int64_t)lim.rlim_cur - mapped : 1;
+            if (avail <= 0 || room < avail) {
+                avail = room;
+                *by_limit = 1;
+            }
+        }
+        fclose(f);
+    }
+    return avail;
 }
 
 /* The first SIGINT, SIGTERM or SIGHUP asks the training loop to stop after its batch
@@ -649,6 +669,8 @@ static int train_run(const train_args *args) {
     FILE *metrics = NULL;
     spr_status st;
 
+    /* The threads first, before the data and the model take the memory (cli.h) */
+    cli_threads_start(a.have_threads ? a.threads : spr_train_options_default().threads);
     rc = check_output_paths(&a);
     /* Fails before hours of training where the model could not be saved. */
     if (!rc && a.save_path && (st = spr_model_save_check(a.save_path)) != SPR_STATUS_OK) rc = library_error(st);
@@ -777,11 +799,11 @@ static int train_run(const train_args *args) {
         (metrics = open_metrics(a.metrics_path, a.resume_path ? resumed.steps : -1, &rc)))
         rc = write_metrics_header(metrics, &a, train, test);
     if (!rc && !model) { /* refuse, with the figure, a model that does not fit */
-        int64_t need = 0, limit = a.max_memory ? a.max_memory : available_memory();
+        int by_limit = 0;
         /* Several ranks: each holds its shard, and --max-memory is per rank (the
          * available memory is shared out as if all ranks ran on this machine). */
         int rank = cli_dist ? spr_dist_rank(cli_dist) : 0, ranks = cli_dist ? spr_dist_size(cli_dist) : 1;
-        if (!a.max_memory) limit /= ranks;
+        int64_t need = 0, limit = a.max_memory ? a.max_memory : available_memory(ranks, &by_limit);
         /* One process: what training with these options touches (deferred training
          * leaves the output layer's gradient rows reserved untouched). */
         st = cli_dist ? spr_model_config_memory_sharded(&cfg, rank, ranks, &need)
@@ -793,7 +815,10 @@ static int train_run(const train_args *args) {
                     "sparrow train: the model needs %.1f MB (parameters, Adam state, hash tables, "
                     "and gradients where training writes them)%s, more than %s %.*f MB\n",
                     (double)need / 1e6, ranks > 1 ? " on this rank" : "",
-                    a.max_memory ? "--max-memory" : "the available", limit < 100000 ? 6 : 1,
+                    a.max_memory ? "--max-memory"
+                    : by_limit   ? "the address-space limit's (ulimit -v) remaining"
+                                 : "the available",
+                    limit < 100000 ? 6 : 1,
                     (double)limit / 1e6); /* --max-memory 1K: 0.001024 MB, not 0.0 */
             rc = EXIT_USAGE;
         }
