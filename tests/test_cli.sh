@@ -1703,7 +1703,7 @@ if [ -f "$FAILALLOC" ]; then
     if [ -z "$crashes" ]; then pass; else fail "allocation failures in turn:$crashes"; fi
 
     # An address-space limit (ulimit -v) from where the tool starts to where it trains,
-    # 1 MB at a time: train 2 batches, then eval and predict a model. libgomp's "Thread
+    # 1 MB at a time: train 2 batches, resume a model for 2 more, eval and predict it. libgomp's "Thread
     # creation failed" (exit 1, its own words) used to end runs whose model had taken the
     # room its threads' stacks needed; the threads now start before the data and the model
     # (cli_threads_start), so libgomp can only fail at the bottom of the sweep, before any
@@ -1715,13 +1715,15 @@ if [ -f "$FAILALLOC" ]; then
         --save aslim_model.spr --quiet
     expect_rc aslim_model 0
     bad=""
-    for cmd in train eval predict; do
+    for cmd in train resume eval predict; do
         own=0 trained=0
         for mb in $(seq 4 300); do
             rm -f aslim.spr
             case $cmd in
             train) args=(train --train "$TRAIN" --test "$TEST" --threads 2 --max-batches 2 --eval-max 50
                 --save aslim.spr --quiet) ;;
+            resume) args=(train --train "$TRAIN" --test "$TEST" --resume aslim_model.spr --threads 2
+                --max-batches 2 --eval-max 50 --save aslim.spr --quiet) ;;
             eval) args=(eval --model aslim_model.spr --test "$TEST" --threads 2) ;;
             predict) args=(predict --model aslim_model.spr --input "$TEST" --threads 2) ;;
             esac
@@ -1734,7 +1736,7 @@ if [ -f "$FAILALLOC" ]; then
                 [ "$own" = 1 ] && bad="$bad $cmd:${mb}MB:libgomp-after-sparrow's-own"
             elif [ "$rc" -eq 0 ]; then
                 trained=1
-                if [ "$cmd" = train ] && ! "$BIN" info --model aslim.spr --verify >/dev/null 2>&1; then
+                if [ "${args[0]}" = train ] && ! "$BIN" info --model aslim.spr --verify >/dev/null 2>&1; then
                     bad="$bad $cmd:${mb}MB:bad-model"
                 fi
                 break
@@ -1748,6 +1750,8 @@ if [ -f "$FAILALLOC" ]; then
                 bad="$bad $cmd:${mb}MB:rc=$rc:$(head -c 120 aslim.err | tr '\n' ' ')"
             fi
             [ "$rc" -ne 0 ] && [ -e aslim.spr ] && bad="$bad $cmd:${mb}MB:model-file-left"
+            # the id-base hint is for a refused training file, not for memory
+            grep -q "was read with" aslim.err && bad="$bad $cmd:${mb}MB:id-base-hint"
         done
         [ "$trained" = 1 ] || bad="$bad $cmd:never-ran-under-300MB"
     done

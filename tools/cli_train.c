@@ -699,7 +699,8 @@ static int train_run(const train_args *args) {
     double t0 = now_seconds();
     st = read_dataset(a.train_path, a.train_labels, &ropt, a.quiet, &train);
     if ((rc = cli_agree_status(st))) { /* on several ranks: told once, every rank ends cleanly */
-        resume_base_hint(&a, &note, base_from_model);
+        /* the id base can explain a refused file, not memory or a read error */
+        if (st == SPR_STATUS_BAD_INPUT) resume_base_hint(&a, &note, base_from_model);
         goto done;
     }
     /* Checks of the data every rank read: rank 0 tells, all agree and end alike. */
