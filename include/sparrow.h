@@ -617,7 +617,8 @@ SPR_API spr_status spr_model_save(const spr_model *model, const char *path);
 /* Whether spr_model_save could write at path, without writing anything: call it before
  * hours of training. IO_ERROR naming path when the directory of the file to be written
  * (symbolic links followed) is missing or not writable, or path is a directory, device,
- * FIFO or socket (a save replaces the file at its path: never those). */
+ * FIFO or socket (a save replaces the file at its path: never those), or the process has
+ * no file descriptor left to open it with (check again once the run's files are open). */
 SPR_API spr_status spr_model_save_check(const char *path);
 
 /* A sharded model (spr_model_create_sharded) is saved collectively: each rank writes

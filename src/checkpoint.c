@@ -628,6 +628,13 @@ spr_status spr_model_save_check(const char *path) {
     if (!st && (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode) || access(dir, W_OK | X_OK) != 0))
         st = spr_fail(SPR_STATUS_IO_ERROR,
                       "%s: cannot write: directory %s is missing or not writable", path, dir);
+    /* A save opens one file at a time: none left to this process (ulimit -n taken by the
+     * files a run opened after its first check) failed at the end of the run. */
+    int fd = st ? -1 : open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (!st && fd < 0 && (errno == EMFILE || errno == ENFILE))
+        st = spr_fail(SPR_STATUS_IO_ERROR, "%s: cannot write: %s (no file descriptor left to save with; ulimit -n)",
+                      path, strerror(errno));
+    if (fd >= 0) close(fd);
     free(dir);
     st = through_link(st, path, file);
     free(file);

@@ -22,6 +22,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
 #include <signal.h>
@@ -1565,6 +1566,21 @@ static void test_save_through_links(const char *dir, spr_model *m) {
           "save_check of a new file: expected OK and nothing written (%s)", spr_last_error());
     CHECK(spr_model_save_check("") == SPR_STATUS_BAD_INPUT && spr_model_save_check(NULL) == SPR_STATUS_BAD_INPUT,
           "save_check of no path: expected BAD_INPUT");
+    /* No descriptor left (ulimit -n): the save would fail, so the check does. The soft
+     * limit at the lowest free descriptor leaves none to open. */
+    int lowest = open("/dev/null", O_RDONLY);
+    struct rlimit nofile, none;
+    if (lowest >= 0 && close(lowest) == 0 && getrlimit(RLIMIT_NOFILE, &nofile) == 0) {
+        none = nofile;
+        none.rlim_cur = (rlim_t)lowest;
+        if (setrlimit(RLIMIT_NOFILE, &none) == 0) {
+            st = spr_model_save_check(p);
+            setrlimit(RLIMIT_NOFILE, &nofile);
+            CHECK(st == SPR_STATUS_IO_ERROR && strstr(spr_last_error(), "no file descriptor left"),
+                  "save_check with no descriptor left: expected IO_ERROR, got %d (%s)", st, spr_last_error());
+        }
+        CHECK(spr_model_save_check(p) == SPR_STATUS_OK, "save_check after the limit: %s", spr_last_error());
+    }
     const char *names[] = {"link1.bin", "link2.bin", "target.bin", "fifo", "sub/new.bin", "sub/hop.bin", "sub"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         snprintf(p, sizeof p, "%s/%s", dir, names[i]);

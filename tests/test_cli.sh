@@ -1668,6 +1668,30 @@ if [ -n "$steps" ] && [ "$steps" -gt 0 ] && [ "$steps" -lt 480 ]; then pass; els
     fail "mstop: expected a model saved part way (0 < steps < 480), got '$steps'"
 fi
 
+# ---------------------------------------------------------------- no file descriptor left for the save
+# With ulimit -n 4 the metrics file takes the last descriptor (0-2 are the standard
+# streams): the save used to fail after the whole run ("cannot write: Too many open
+# files"); the save check now runs again once the run's files are open, and refuses
+# before training. Without --metrics the same limit trains and saves.
+(
+    exec >fdlim.out 2>fdlim.err
+    ulimit -n 4
+    exec "$BIN" train --train "$TRAIN" --test "$TEST" --epochs 1 --threads 1 --metrics fdlim.jsonl \
+        --save fdlim.model
+)
+RC=$?
+expect_rc fdlim 2
+expect_grep fdlim fdlim.err "fdlim.model: cannot write: Too many open files (no file descriptor left to save with; ulimit -n)"
+if grep -q "^epoch 1" fdlim.err || [ -e fdlim.model ]; then fail "fdlim: trained or saved: $(tail -c 300 fdlim.err)"; else pass; fi
+(
+    exec >fdlim_ok.out 2>fdlim_ok.err
+    ulimit -n 4
+    exec "$BIN" train --train "$TRAIN" --test "$TEST" --epochs 1 --threads 1 --save fdlim.model --quiet
+)
+RC=$?
+expect_rc fdlim_ok 0
+if [ -s fdlim.model ]; then pass; else fail "fdlim_ok: no model saved"; fi
+
 # ---------------------------------------------------------------- out of memory in an evaluation
 # Inference allocates (a training step does not): an evaluation that ran out of memory
 # ended the run without saving the epochs trained. The shim (tests/failalloc.c, built

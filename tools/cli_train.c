@@ -924,6 +924,9 @@ static int train_run(const train_args *args) {
             s.inv_prop = inv_prop;
         }
     }
+    /* Again, with the run's files open (data, metrics): the last file descriptor taken
+     * (ulimit -n) would fail the save after the whole run. */
+    if (!rc && a.save_path && (st = spr_model_save_check(a.save_path)) != SPR_STATUS_OK) rc = library_error(st);
     if (!rc && !(rows = malloc((size_t)tv.n_points * sizeof *rows))) {
         fprintf(stderr, "sparrow: out of memory for %lld row ids\n", (long long)tv.n_points);
         rc = EXIT_INTERNAL;
