@@ -170,6 +170,13 @@ int spr_threads(int n) {
 #endif
 }
 
+int spr_threads_start(int n) {
+    int started = 0;
+#pragma omp parallel num_threads(spr_threads(n)) reduction(+ : started)
+    started += 1;
+    return started;
+}
+
 /* The passes of an LSD radix sort of keys below limit: as few as 11-bit digits need (1
  * below 2^11, 2 below 2^22, 3 above), the bits split evenly between them (17-bit keys:
  * 2 passes of 9 bits, 512 buckets, where 11 + 6 bits made the first pass's 2,048 write

@@ -22,6 +22,8 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define OK(call)                                                                                 \
@@ -1645,7 +1647,76 @@ static void test_model_catch_up(void) {
     toy_free(&t);
 }
 
+/* Under an address-space limit (ulimit -v) a little above what a model needs, libgomp
+ * could not create its threads (8 MB of stack each) at the first parallel region, which
+ * came after the model's memory, and ended the process with "Thread creation failed"
+ * (exit 1): a Python session gone with it. spr_model_alloc starts them first
+ * (spr_threads_start), so that the model's own allocation fails instead, as a status.
+ * A child a limit, 1 MB apart from the mapped size to 48 MB above it: each creates a
+ * model and trains a batch on all cores, and ends 0 (trained), 3 (NO_MEMORY) or 4
+ * (another status); 1 (libgomp) only below every limit where sparrow answered. Runs first, before this process starts libgomp's threads
+ * (a child forked after that would not have them). Not under ASan or TSan (their shadow
+ * memory needs terabytes of address space). */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define SPR_TEST_SANITIZER 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define SPR_TEST_SANITIZER 1
+#endif
+#endif
+static void test_threads_before_memory(void) {
+#ifdef SPR_TEST_SANITIZER
+    printf("test_network: the address-space limit sweep is skipped under a sanitizer\n");
+#else
+    toy t;
+    toy_make(&t, 64, 2000, 2, 11);
+    spr_model_config c = small_config(t.d, t.l, 0.05f);
+    c.layers[0].size = 256; /* a few MB of model: the limit falls inside it, and beside it */
+    int64_t rows[16];
+    for (int i = 0; i < 16; i++) rows[i] = i;
+    int counts[6] = {0};
+    fflush(stdout);
+    for (int mb = 0; mb <= 48; mb++) {
+        pid_t child = fork();
+        if (child == 0) {
+            FILE *f = fopen("/proc/self/statm", "r");
+            unsigned long long pages = 0;
+            if (!f || fscanf(f, "%llu", &pages) != 1) _exit(5);
+            fclose(f);
+            struct rlimit lim;
+            getrlimit(RLIMIT_AS, &lim);
+            lim.rlim_cur = (rlim_t)(pages * (unsigned long long)sysconf(_SC_PAGESIZE) + ((size_t)mb << 20));
+            if (setrlimit(RLIMIT_AS, &lim) != 0) _exit(5);
+            if (!freopen("/dev/null", "w", stderr)) _exit(5); /* libgomp's words: the exit code says it */
+            spr_model *m = NULL;
+            spr_train_options o = spr_train_options_default();
+            o.threads = 0; /* all cores: the threads spr_model_alloc starts */
+            o.batch_size = 16;
+            spr_status st = spr_model_create(&c, &m);
+            if (!st) st = spr_model_train_batch(m, t.data, rows, 16, &o, NULL);
+            spr_model_free(m);
+            _exit(st == SPR_STATUS_OK ? 0 : st == SPR_STATUS_NO_MEMORY ? 3 : 4);
+        }
+        int status = 0;
+        waitpid(child, &status, 0);
+        int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        /* libgomp may fail below the room of one stack, at spr_threads_start, before any
+         * of the model's memory: never above a limit where sparrow answered itself. */
+        const int own = counts[0] + counts[3] > 0;
+        CHECK(code == 0 || code == 3 || (code == 1 && !own),
+              "a limit %d MB above the mapped size: child exit %d (1: libgomp could not create a thread "
+              "after the model took the room; 4: a status other than NO_MEMORY; 5: the test's set-up)",
+              mb, code);
+        if (code == 0 || code == 3) counts[code]++;
+    }
+    CHECK(counts[0] > 0 && counts[3] > 0, "the sweep should cover both sides: %d trained, %d out of memory",
+          counts[0], counts[3]);
+    toy_free(&t);
+#endif
+}
+
 int main(void) {
+    test_threads_before_memory();
     test_catch_up();
     test_model_catch_up();
     test_thread_counts();
