@@ -499,12 +499,7 @@ void note_if_training_set(const spr_data_note *note, const spr_dataset *data, co
                         "held-out data\n", data_path);
 }
 
-/* Loads a model and a data set whose ids are checked against it. check_labels = 0 lets
- * the file carry labels the model does not know (predict ignores labels). *one_based:
- * the file's id base from --one-based / --zero-based, or -1: the base of the model's
- * training file where the model knows it (else 0); set to the base used. The model is
- * peeked at first and loaded after the data is read: a bad data file fails before a
- * model of tens of GB is read. */
+/* The threads before the data and the model (cli.h says why). */
 int cli_threads_start(int threads) {
     int started = 1;
 #ifdef _OPENMP
@@ -519,6 +514,12 @@ int cli_threads_start(int threads) {
     return started;
 }
 
+/* Loads a model and a data set whose ids are checked against it. check_labels = 0 lets
+ * the file carry labels the model does not know (predict ignores labels). *one_based:
+ * the file's id base from --one-based / --zero-based, or -1: the base of the model's
+ * training file where the model knows it (else 0); set to the base used. The model is
+ * peeked at first and loaded after the data is read: a bad data file fails before a
+ * model of tens of GB is read. */
 int load_model_and_data(const char *model_path, const char *data_path, const char *labels_path,
                         int *one_based, int check_labels, int threads, spr_model **model,
                         spr_dataset **data) {
