@@ -8,6 +8,7 @@
 #define SPR_TEST_CHECK_H
 
 #include <stdio.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 static int check_passed, check_failed;
@@ -36,6 +37,20 @@ static inline void check_enter_tests_dir(void) {
 #ifdef SPR_TESTS_DIR
     if (chdir(SPR_TESTS_DIR) != 0) printf("note: cannot enter %s: relative paths may fail\n", SPR_TESTS_DIR);
 #endif
+}
+
+/* An address-space limit (ulimit -v) of what this process maps now plus `above` bytes,
+ * for a forked child to run under; -1 when it cannot be read or set. */
+static inline int check_limit_address_space(size_t above) {
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long long pages = 0;
+    if (!f) return -1;
+    const int got = fscanf(f, "%llu", &pages) == 1;
+    fclose(f);
+    struct rlimit lim;
+    if (!got || getrlimit(RLIMIT_AS, &lim) != 0) return -1;
+    lim.rlim_cur = (rlim_t)(pages * (unsigned long long)sysconf(_SC_PAGESIZE) + above);
+    return setrlimit(RLIMIT_AS, &lim);
 }
 
 #endif /* SPR_TEST_CHECK_H */

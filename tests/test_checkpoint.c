@@ -780,14 +780,7 @@ static void test_save_short_of_memory(const char *dir, spr_model *m) {
     fflush(stdout);
     pid_t child = fork();
     if (child == 0) {
-        FILE *f = fopen("/proc/self/statm", "r");
-        unsigned long long pages = 0;
-        if (!f || fscanf(f, "%llu", &pages) != 1) _exit(3);
-        fclose(f);
-        struct rlimit lim;
-        getrlimit(RLIMIT_AS, &lim);
-        lim.rlim_cur = (rlim_t)(pages * (unsigned long long)sysconf(_SC_PAGESIZE) + (1u << 20));
-        if (setrlimit(RLIMIT_AS, &lim) != 0) _exit(4);
+        if (check_limit_address_space((size_t)1 << 20) != 0) _exit(4);
         void *big = malloc((size_t)4 << 20); /* the limit holds: 4 MB cannot be had */
         if (big) _exit(5);
         if (spr_model_save(m, path) != SPR_STATUS_OK) {
@@ -800,7 +793,7 @@ static void test_save_short_of_memory(const char *dir, spr_model *m) {
     waitpid(child, &status, 0);
     int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     CHECK(code == 0, "save under an address-space limit 1 MB above the mapped size: child exit %d "
-                     "(1: the save failed, 3-5: the test's own set-up)",
+                     "(1: the save failed, 4-5: the test's own set-up)",
           code);
     spr_model *back = NULL;
     if (code == 0 && spr_model_load(path, &back) == SPR_STATUS_OK) {

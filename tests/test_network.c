@@ -22,7 +22,6 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/mman.h>
-#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -1679,14 +1678,7 @@ static void test_threads_before_memory(void) {
     for (int mb = 0; mb <= 48; mb++) {
         pid_t child = fork();
         if (child == 0) {
-            FILE *f = fopen("/proc/self/statm", "r");
-            unsigned long long pages = 0;
-            if (!f || fscanf(f, "%llu", &pages) != 1) _exit(5);
-            fclose(f);
-            struct rlimit lim;
-            getrlimit(RLIMIT_AS, &lim);
-            lim.rlim_cur = (rlim_t)(pages * (unsigned long long)sysconf(_SC_PAGESIZE) + ((size_t)mb << 20));
-            if (setrlimit(RLIMIT_AS, &lim) != 0) _exit(5);
+            if (check_limit_address_space((size_t)mb << 20) != 0) _exit(5);
             if (!freopen("/dev/null", "w", stderr)) _exit(5); /* libgomp's words: the exit code says it */
             spr_model *m = NULL;
             spr_train_options o = spr_train_options_default();
