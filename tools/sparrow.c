@@ -4,12 +4,16 @@
  * the top-level help; the commands are in cli_gen.c, cli_train.c and cli_eval.c, what
  * they share in cli.h (which also lists the exit codes).
  */
+#define _GNU_SOURCE /* pthread_getattr_default_np */
 #include "cli.h"
 
+#include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 /* ------------------------------------------------------------------ main */
 
@@ -35,6 +39,42 @@ static void main_help(FILE *f) {
         fprintf(f, "  %-8s %s\n", COMMANDS[i].name, COMMANDS[i].summary);
     fprintf(f, "\n  --help       this message\n  --version    print the version\n"
                "\nexit status: 0 success, 2 bad input or usage, 1 internal failure\n");
+}
+
+/* The stack every thread of the tool gets: at least 1 MB. The rehash keeps 48 KB of
+ * scratch on each thread's stack and the radix sort 24 KB (src/model.c, src/common.c);
+ * glibc gives new threads a stack the size of the stack limit, so `ulimit -s 64` made
+ * every run crash (SIGSEGV) in its first rehash. The soft limit is raised where the hard
+ * one allows (the main thread's stack grows up to it) and new threads get 1 MB; a hard
+ * limit below that is refused, exit 2, before anything is read. */
+#define STACK_NEEDED ((rlim_t)1 << 20)
+static int stack_ensure(void) {
+    struct rlimit lim;
+    if (getrlimit(RLIMIT_STACK, &lim) != 0 || lim.rlim_cur == RLIM_INFINITY || lim.rlim_cur >= STACK_NEEDED)
+        return EXIT_OK;
+    if (lim.rlim_max != RLIM_INFINITY && lim.rlim_max < STACK_NEEDED) {
+        fprintf(stderr,
+                "sparrow: the stack limit is %llu KB (ulimit -s), below the 1024 KB sparrow's threads "
+                "need: raise it (ulimit -s 8192)\n",
+                (unsigned long long)lim.rlim_max / 1024);
+        return EXIT_USAGE;
+    }
+    lim.rlim_cur = STACK_NEEDED;
+    pthread_attr_t attr;
+    size_t size = 0;
+    if (setrlimit(RLIMIT_STACK, &lim) != 0 || pthread_getattr_default_np(&attr) != 0) {
+        fprintf(stderr, "sparrow: cannot raise the stack limit (ulimit -s) to 1024 KB: %s\n", strerror(errno));
+        return EXIT_USAGE;
+    }
+    int err = pthread_attr_getstacksize(&attr, &size);
+    if (!err && size < STACK_NEEDED) err = pthread_attr_setstacksize(&attr, STACK_NEEDED);
+    if (!err) err = pthread_setattr_default_np(&attr);
+    pthread_attr_destroy(&attr);
+    if (err) {
+        fprintf(stderr, "sparrow: cannot give threads a 1024 KB stack: %s\n", strerror(err));
+        return EXIT_INTERNAL;
+    }
+    return EXIT_OK;
 }
 
 /* SPARROW_KERNELS naming a set that is not the one in use (a typo, or a set this CPU
@@ -67,6 +107,8 @@ int main(int argc, char **argv) {
      * reports, exit 2, with its temporaries removed and the previous file kept, instead
      * of SIGXFSZ killing the process silently with a partial file left behind. */
     signal(SIGXFSZ, SIG_IGN);
+    int stack_rc = stack_ensure();
+    if (stack_rc != EXIT_OK) return stack_rc;
     for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
         if (!strcmp(name, COMMANDS[i].name)) {
             int rc = cli_dist_start(&argc, &argv);
