@@ -205,6 +205,14 @@ SPR_API spr_status spr_synth_generate_progress(const spr_synth_config *config, u
 #define SPR_MAX_K 1000       /* the most labels a prediction ranks per point */
 #define SPR_SIMHASH_ONE_IN_MAX 1024 /* largest spr_layer_config.simhash_one_in */
 
+/* Starts the worker threads that calls with this thread count will use (<= 0: all
+ * cores) and returns how many there are. OpenMP keeps them for every later call; one
+ * it cannot create (under an address-space limit, ulimit -v, each needs its stack) ends
+ * the process with the runtime's "Thread creation failed". Creating or loading a model
+ * starts them for all cores first, before the model's memory; call this earlier (before
+ * reading data) or with a count above the cores to have the rest made early too. */
+SPR_API int spr_threads_start(int threads);
+
 typedef enum spr_hash_family {
     SPR_HASH_DWTA = 0,    /* densified winner-take-all (SLIDE's default) */
     SPR_HASH_SIMHASH = 1, /* signed random projections */

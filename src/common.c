@@ -170,9 +170,9 @@ int spr_threads(int n) {
 #endif
 }
 
-int spr_threads_start(int n) {
+int spr_threads_start(int threads) {
     int started = 0;
-#pragma omp parallel num_threads(spr_threads(n)) reduction(+ : started)
+#pragma omp parallel num_threads(spr_threads(threads)) reduction(+ : started)
     started += 1;
     return started;
 }

@@ -127,12 +127,6 @@ double spr_now(void);
 
 /* Threads to use: n if n > 0, else every core OpenMP offers. */
 int spr_threads(int n);
-/* Starts libgomp's threads for parallel regions of spr_threads(n) threads and returns
- * how many the region had. libgomp keeps them for every later region of that size; one it
- * cannot create (an 8 MB stack each, under an address-space limit) ends the process with
- * its own "Thread creation failed": model allocation calls this first (n = 0, all cores),
- * so that the threads are made before the model takes the room, not after. */
-int spr_threads_start(int n);
 
 /* Sorts n distinct non-negative ids below `limit` ascending (LSD radix sort, at most 11
  * bits a pass; insertion sort for short lists). tmp holds n ints. */

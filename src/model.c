@@ -379,7 +379,7 @@ spr_status spr_model_alloc(const spr_model_config *cfg, spr_model **out) {
     *out = NULL;
     spr_status st = spr_model_config_check(cfg);
     if (st) return st;
-    spr_threads_start(0); /* before the model's memory (common.h) */
+    spr_threads_start(0); /* before the model's memory (sparrow.h) */
     spr_model *m = spr_alloc(sizeof *m);
     if (!m) return SPR_STATUS_NO_MEMORY;
     m->cfg = *cfg;

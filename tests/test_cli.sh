@@ -1752,7 +1752,7 @@ if [ -f "$FAILALLOC" ]; then
     # 1 MB at a time: train 2 batches, resume a model for 2 more, eval and predict it. libgomp's "Thread
     # creation failed" (exit 1, its own words) used to end runs whose model had taken the
     # room its threads' stacks needed; the threads now start before the data and the model
-    # (cli_threads_start), so libgomp can only fail at the bottom of the sweep, before any
+    # (spr_threads_start), so libgomp can only fail at the bottom of the sweep, before any
     # of sparrow's own messages, and above that each run trains (a whole model file),
     # refuses the model against the limit (exit 2, "address-space limit"), or runs out of
     # memory (exit 1, "out of memory") with no model file. Not in sanitizer builds (their

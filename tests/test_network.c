@@ -1361,6 +1361,9 @@ static void test_thread_counts(void) {
     CHECK(spr_threads(0) >= 1 && spr_threads(-5) >= 1, "all cores: %d", spr_threads(0));
     CHECK(spr_threads(INT_MAX) == SPR_MAX_THREADS && spr_threads(SPR_MAX_THREADS + 1) == SPR_MAX_THREADS,
           "INT_MAX threads asked, %d given", spr_threads(INT_MAX));
+    CHECK(spr_threads_start(3) == 3 && spr_threads_start(0) == spr_threads(0),
+          "spr_threads_start: 3 and all cores asked, %d and %d started", spr_threads_start(3),
+          spr_threads_start(0));
 }
 
 /* A rebuild in a training step (new hash functions, redrawn in place) allocates nothing,

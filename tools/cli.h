@@ -164,12 +164,6 @@ spr_status read_filter(const char *path, const spr_dataset *data, int64_t n_labe
 
 /* A note on stderr (rank 0) when data is the training set the note describes. */
 void note_if_training_set(const spr_data_note *note, const spr_dataset *data, const char *data_path);
-/* Starts the OpenMP threads a command will use (threads: 0 = all cores) before its data
- * and model take the memory: libgomp keeps them for every later parallel region, where a
- * thread it could not create (an address-space limit, ulimit -v, reached by the model)
- * would end the process with libgomp's "Thread creation failed" instead of sparrow's
- * out-of-memory message. Returns how many threads the region had. */
-int cli_threads_start(int threads);
 /* Loads a model for inference and a data set whose ids are checked against it (labels
  * too when check_labels); the model's owed Adam steps taken (spr_model_settle, on
  * threads), so that a model saved inside an epoch scores what its dense twin would. On

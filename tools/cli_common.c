@@ -15,9 +15,6 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 double now_seconds(void) {
     struct timespec ts;
@@ -497,21 +494,6 @@ void note_if_training_set(const spr_data_note *note, const spr_dataset *data, co
     if (spr_dataset_digest(data) == note->digest)
         fprintf(stderr, "sparrow: note: %s is the training set: its P@k measures the fit, not "
                         "held-out data\n", data_path);
-}
-
-/* The threads before the data and the model (cli.h says why). */
-int cli_threads_start(int threads) {
-    int started = 1;
-#ifdef _OPENMP
-    int n = threads > 0 ? threads : omp_get_max_threads();
-    if (n > SPR_MAX_THREADS) n = SPR_MAX_THREADS;
-    started = 0;
-#pragma omp parallel num_threads(n) reduction(+ : started)
-    started += 1;
-#else
-    (void)threads;
-#endif
-    return started;
 }
 
 /* Loads a model and a data set whose ids are checked against it. check_labels = 0 lets

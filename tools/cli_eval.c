@@ -211,7 +211,7 @@ int cmd_eval(int argc, char **argv) {
     spr_model *model = NULL;
     spr_dataset *test = NULL;
     int64_t *rows = NULL, n = 0;
-    cli_threads_start(threads);
+    spr_threads_start(threads);
     if ((rc = load_model_and_data(model_path, test_path, test_labels, &one_based, 1, threads, &model, &test)))
         return rc;
     if ((rc = cli_agree_rc(require_points(test, test_path, "test", test_labels ? NULL : "--test-labels"))))
@@ -427,7 +427,7 @@ int cmd_predict(int argc, char **argv) {
     spr_model *model = NULL;
     spr_dataset *data = NULL;
     label_names names = {0};
-    cli_threads_start(threads);
+    spr_threads_start(threads);
     if ((rc = load_model_and_data(model_path, input_path, NULL, &one_based, 0, threads, &model, &data)))
         return rc;
     if ((int64_t)k > model_labels(model)) k = (int)model_labels(model);

@@ -156,7 +156,7 @@ int cmd_gen(int argc, char **argv) {
     snprintf(test_path, len, "%s/test.txt", out_dir);
 
     clean_up_on_signals(train_path, test_path);
-    cli_threads_start(threads);
+    spr_threads_start(threads);
     double t0 = now_seconds();
     progress bar;
     progress_start(&bar, "gen", "points", config.n_train + config.n_test, quiet);

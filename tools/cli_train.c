@@ -669,8 +669,8 @@ static int train_run(const train_args *args) {
     FILE *metrics = NULL;
     spr_status st;
 
-    /* The threads first, before the data and the model take the memory (cli.h) */
-    cli_threads_start(a.have_threads ? a.threads : spr_train_options_default().threads);
+    /* The threads first, before the data and the model take the memory (sparrow.h) */
+    spr_threads_start(a.have_threads ? a.threads : spr_train_options_default().threads);
     rc = check_output_paths(&a);
     /* Fails before hours of training where the model could not be saved. */
     if (!rc && a.save_path && (st = spr_model_save_check(a.save_path)) != SPR_STATUS_OK) rc = library_error(st);
