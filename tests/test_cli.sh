@@ -1487,6 +1487,13 @@ expect_rc plot_b 0
 out=$(check_png b.png ee_short.jsonl)
 if [ -z "$out" ]; then pass; else fail "plot: $out"; fi
 if cmp -s a.png b.png; then fail "plot: expected different pictures for different logs"; else pass; fi
+# The plot's interpreter gets no BLAS threads (OPENBLAS_NUM_THREADS=1, OMP_NUM_THREADS=1,
+# whatever the caller set): under ulimit -v 80 MB one OpenBLAS could not make left the
+# interpreter spinning at exit after its ImportError.
+printf 'import os\nprint("blas threads", os.environ.get("OPENBLAS_NUM_THREADS"), os.environ.get("OMP_NUM_THREADS"))\n' >envplot.py
+OPENBLAS_NUM_THREADS=4 SPARROW_PLOT_SCRIPT=$PWD/envplot.py run plot_env plot ee.jsonl
+expect_rc plot_env 0
+expect_grep plot_env plot_env.out "blas threads 1 1"
 printf '{"run": {}}\nnot json\n' >bad.jsonl
 run plot_bad plot bad.jsonl --out bad.png
 expect_rc plot_bad 2

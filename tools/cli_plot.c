@@ -75,6 +75,11 @@ int cmd_plot(int argc, char **argv) {
     args[1] = script;
     for (int i = 1; i < argc; i++) args[i + 1] = argv[i];
     fflush(stdout);
+    /* A plot needs no BLAS threads. OpenBLAS starts them when numpy loads, and where one
+     * could not be made (an address-space limit, ulimit -v 80 MB) the interpreter spun at
+     * 100% CPU forever after its ImportError, waiting on it at exit. */
+    setenv("OPENBLAS_NUM_THREADS", "1", 1);
+    setenv("OMP_NUM_THREADS", "1", 1);
     execv(PYTHON, args);
     fprintf(stderr, "sparrow plot: cannot run %s: %s (Debian: apt-get install python3-matplotlib)\n",
             PYTHON, strerror(errno));
