@@ -60,16 +60,19 @@ static int stack_ensure(void) {
         return EXIT_USAGE;
     }
     lim.rlim_cur = STACK_NEEDED;
-    pthread_attr_t attr;
-    size_t size = 0;
-    if (setrlimit(RLIMIT_STACK, &lim) != 0 || pthread_getattr_default_np(&attr) != 0) {
+    if (setrlimit(RLIMIT_STACK, &lim) != 0) {
         fprintf(stderr, "sparrow: cannot raise the stack limit (ulimit -s) to 1024 KB: %s\n", strerror(errno));
         return EXIT_USAGE;
     }
-    int err = pthread_attr_getstacksize(&attr, &size);
-    if (!err && size < STACK_NEEDED) err = pthread_attr_setstacksize(&attr, STACK_NEEDED);
-    if (!err) err = pthread_setattr_default_np(&attr);
-    pthread_attr_destroy(&attr);
+    pthread_attr_t attr;
+    size_t size = 0;
+    int err = pthread_getattr_default_np(&attr);
+    if (!err) {
+        err = pthread_attr_getstacksize(&attr, &size);
+        if (!err && size < STACK_NEEDED) err = pthread_attr_setstacksize(&attr, STACK_NEEDED);
+        if (!err) err = pthread_setattr_default_np(&attr);
+        pthread_attr_destroy(&attr);
+    }
     if (err) {
         fprintf(stderr, "sparrow: cannot give threads a 1024 KB stack: %s\n", strerror(err));
         return EXIT_INTERNAL;
