@@ -1809,6 +1809,29 @@ if [ -f "$FAILALLOC" ]; then
         [ "$trained" = 1 ] || bad="$bad $cmd:never-ran-under-300MB"
     done
     if [ -z "$bad" ]; then pass; else fail "address-space limits:$bad"; fi
+    # sparrow plot under the same limits: a picture, or "out of memory" and exit 1. Its
+    # interpreter ended in a traceback (exit 1, ulimit -v 100 and 250 MB) or hung forever
+    # in OpenBLAS's first allocation (150-200 MB), which `timeout` turns into 124 here.
+    bad="" drew=0 refused=0
+    for mb in $(seq 40 20 400); do
+        rm -f aslim.png
+        (
+            ulimit -v $((mb * 1024))
+            exec timeout 60 "$BIN" plot ee.jsonl --out aslim.png >aslim.out 2>aslim.err
+        )
+        rc=$?
+        if [ "$rc" -eq 0 ] && [ -s aslim.png ]; then
+            drew=1
+        elif [ "$rc" -eq 1 ] && grep -q "^sparrow plot: out of memory (the address-space limit, ulimit -v, is $mb MB" aslim.err &&
+            ! grep -q Traceback aslim.err && [ ! -e aslim.png ]; then
+            refused=1
+            [ "$drew" = 1 ] && bad="$bad ${mb}MB:refused-above-a-limit-that-drew"
+        else
+            bad="$bad ${mb}MB:rc=$rc:$(tail -c 120 aslim.err | tr '\n' ' ')"
+        fi
+    done
+    [ "$drew" = 1 ] && [ "$refused" = 1 ] || bad="$bad drew=$drew,refused=$refused"
+    if [ -z "$bad" ]; then pass; else fail "plot under address-space limits:$bad"; fi
 else
     echo "test_cli: no $FAILALLOC (a sanitizer build): the out-of-memory checks did not run" >&2
 fi

@@ -11,33 +11,88 @@ against epochs, and the training loss against both. Each file is one run, one co
 so that runs can be compared (sampled against dense, two sparsities, two hash
 families). Training time is train_seconds: evaluation and I/O excluded.
 
-A stand-alone script: it imports only json, math, sys, argparse, hashlib, io, os, stat
-and matplotlib (Agg backend, no display needed), so that the command-line tool can run
-it with /usr/bin/python3 and Debian's python3-matplotlib, without the sparrow package.
+A stand-alone script: it imports only the standard library, numpy and matplotlib (Agg
+backend, no display needed), so that the command-line tool can run it with
+/usr/bin/python3 and Debian's python3-matplotlib, without the sparrow package.
 
 The PNG records where it came from in its text chunks: "Source" lists each file with
 the SHA-256 of its bytes and the number of evaluations drawn from it.
 
 Exit status: 0 success, 2 bad input (a missing file, a line that is not JSON, a value
-of the wrong type, a file without evaluations), 1 anything else.
+of the wrong type, a file without evaluations), 1 anything else (out of memory: "sparrow
+plot: out of memory ...", as the other commands).
 """
 import argparse
 import hashlib
 import io
 import json
 import math
+import errno
+import mmap
 import os
+import resource
 import stat
 import sys
 
-import matplotlib
+plt = None  # matplotlib.pyplot, imported by load_matplotlib()
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+# What OpenBLAS's first call (numpy.linalg, which matplotlib's transforms call) allocates
+# at once: its buffer, 128 MB (BUFFER_SIZE = 32 << 22 on x86_64), and 4 MB for what numpy
+# allocates before it.
+BLAS_BUFFER = 132 << 20
 
 
 class BadInput(Exception):
     """A problem with the user's files: reported as 'file:line: problem', exit 2."""
+
+
+class CannotDraw(Exception):
+    """The drawing cannot start (out of memory, no matplotlib): exit 1."""
+
+
+def load_matplotlib():
+    """Imports matplotlib (Agg) and has OpenBLAS take its buffer now, while there is room.
+
+    Under an address-space limit (ulimit -v) Debian's OpenBLAS (0.3.21) never returns
+    from a first call whose 128 MB buffer cannot be had: it retried the allocation
+    forever, so `sparrow plot` hung (ulimit -v 150-200 MB). The room is checked here by
+    mapping that much address space and unmapping it, and then a 2 x 2 inverse makes
+    OpenBLAS allocate the buffer it keeps for the rest of the run; every later shortage
+    is Python's MemoryError, reported as out of memory."""
+    global plt
+    if plt is not None:
+        return
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot
+        import numpy
+        room = mmap.mmap(-1, BLAS_BUFFER)
+        room.close()
+        numpy.linalg.inv(numpy.eye(2))
+    except ImportError as e:
+        if short_of_address_space(e):
+            raise MemoryError() from None
+        raise CannotDraw(f"cannot import matplotlib: {e} "
+                         "(Debian: apt-get install python3-matplotlib)") from None
+    except OSError as e:
+        if e.errno == errno.ENOMEM:
+            raise MemoryError() from None
+        raise CannotDraw(f"cannot load matplotlib: {e}") from None
+    plt = matplotlib.pyplot
+
+
+def short_of_address_space(error):
+    """Whether an ImportError is a shared object that could not be mapped (ulimit -v)."""
+    text = str(error)
+    return "Cannot allocate memory" in text or "failed to map segment" in text
+
+
+def out_of_memory_message():
+    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+    where = "" if limit == resource.RLIM_INFINITY else \
+        f" (the address-space limit, ulimit -v, is {limit >> 20} MB; a plot takes about 260 MB)"
+    return "out of memory" + where
 
 
 def is_number(v):
@@ -167,6 +222,7 @@ def has_values(values):
 
 
 def plot(paths, out, title):
+    load_matplotlib()
     runs = [(p,) + read_run(p) for p in paths]
     fig, axes = plt.subplots(2, 2, figsize=(12, 8), sharex="col")
     (ax_pt, ax_pe), (ax_lt, ax_le) = axes
@@ -300,15 +356,31 @@ def main(argv):
     parser.add_argument("--out", default="curve.png", help="PNG to write (default curve.png; - writes standard output)")
     parser.add_argument("--title", default=None, help="figure title")
     args = parser.parse_args(argv)
+    # Made before anything can run out of memory, and written after the failed frames are
+    # gone: formatting it where the MemoryError was caught failed again (ulimit -v 251 MB).
+    no_memory = f"sparrow plot: {out_of_memory_message()}\n".encode()
+    short = False
     try:
         check_paths(args.metrics, args.out, args.title)
+        load_matplotlib()
         n = plot(args.metrics, args.out, args.title)
     except BadInput as e:
         print(f"sparrow plot: {e}", file=sys.stderr)
         return 2
+    except CannotDraw as e:
+        print(f"sparrow plot: {e}", file=sys.stderr)
+        return 1
+    except MemoryError:
+        short = True
     except OSError as e:
-        print(f"sparrow plot: {args.out}: cannot write: {e.strerror or e}", file=sys.stderr)
-        return 2
+        if e.errno != errno.ENOMEM:
+            print(f"sparrow plot: {args.out}: cannot write: {e.strerror or e}", file=sys.stderr)
+            return 2
+        short = True
+    if short:
+        sys.stderr.flush()
+        os.write(2, no_memory)
+        return 1
     # not into the picture when it went to stdout (--out /dev/stdout | ...)
     report = sys.stderr if is_stdout(args.out) else sys.stdout
     name = "standard output" if args.out == "-" else args.out

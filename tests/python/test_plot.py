@@ -123,3 +123,49 @@ def test_random_damage_never_raises(tmp_path):
             target[keys[-1]] = rng.choice(values)
         rc, err, _ = run_plot(tmp_path, objs)
         assert rc in (0, 2), err
+
+
+def fail_with(error):
+    def draw(*args):
+        raise error
+    return draw
+
+
+@pytest.mark.parametrize("error", [MemoryError(), OSError(12, "Cannot allocate memory")])
+def test_out_of_memory_is_one_line_and_exit_1(tmp_path, monkeypatch, capfd, error):
+    """Memory running out while drawing is "sparrow plot: out of memory", exit 1, no
+    traceback and no picture (it was a traceback; under ulimit -v 150-200 MB a hang,
+    test_cli.sh's address-space sweep)."""
+    path = tmp_path / "m.jsonl"
+    path.write_text("".join(json.dumps(o) + "\n" for o in lines()))
+    monkeypatch.setattr(plot, "plot", fail_with(error))
+    rc = plot.main([str(path), "--out", str(tmp_path / "m.png")])
+    err = capfd.readouterr().err
+    assert rc == 1 and err.startswith("sparrow plot: out of memory") and "Traceback" not in err
+    assert not (tmp_path / "m.png").exists()
+
+
+@pytest.mark.parametrize("message, memory", [
+    ("libopenblas.so.0: failed to map segment from shared object", True),
+    ("libfoo.so: cannot map: Cannot allocate memory", True),
+    ("No module named 'matplotlib'", False),
+])
+def test_import_errors_told_apart(monkeypatch, message, memory):
+    """An ImportError of a library that could not be mapped is memory; any other is a
+    missing matplotlib, with the package that brings it."""
+    import builtins
+    real_import = builtins.__import__
+
+    def no_matplotlib(name, *args, **kwargs):
+        if name.startswith("matplotlib"):
+            raise ImportError(message)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(plot, "plt", None)
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    if memory:
+        with pytest.raises(MemoryError):
+            plot.load_matplotlib()
+    else:
+        with pytest.raises(plot.CannotDraw, match="apt-get install python3-matplotlib"):
+            plot.load_matplotlib()
