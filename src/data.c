@@ -36,7 +36,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <locale.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +46,18 @@
 #include <unistd.h>
 
 #define SPR_MAX_ID_COUNT ((int64_t)INT32_MAX + 1) /* ids are int32: at most 2^31 distinct */
+
+/* The "C" locale, for the numbers of the data files: their decimal point is '.' whatever
+ * locale the host program set (a setlocale(LC_ALL, "") with a comma-decimal LANG made
+ * strtof refuse "1.5e-30" and "%.9g" write "1,5e-30"; test_data's comma locale). (locale_t)0
+ * where it cannot be made: the process's locale then, as before. */
+static locale_t c_numeric;
+static pthread_once_t c_numeric_once = PTHREAD_ONCE_INIT;
+static void c_numeric_make(void) { c_numeric = newlocale(LC_ALL_MASK, "C", (locale_t)0); }
+static locale_t spr_c_numeric(void) {
+    pthread_once(&c_numeric_once, c_numeric_make);
+    return c_numeric;
+}
 
 spr_read_options spr_read_options_default(void) {
     spr_read_options o;
@@ -185,7 +199,8 @@ static inline int spr_parse_value(char *p, char **end, float *out) {
     if (*p == ' ' || (*p >= '\t' && *p <= '\r')) return 0; /* C's isspace: strtof skips it */
     errno = 0;
     char *r;
-    v = strtof(p, &r);
+    const locale_t c = spr_c_numeric();
+    v = c ? strtof_l(p, &r, c) : strtof(p, &r);
     if (r == p) return 0;
     *out = v;
     *end = r;
@@ -1183,7 +1198,8 @@ static char *spr_put_u64(char *p, uint64_t v) {
 }
 
 /* Writes v with the fewest decimals (up to 9) that read back to exactly v through the
- * reader's own fast path; otherwise "%.9g", which always round-trips a float. */
+ * reader's own fast path; otherwise "%.9g" in the "C" locale, which always round-trips a
+ * float. */
 static char *spr_put_float(char *p, float v) {
     double a = fabs((double)v);
     if (a == 0.0) { /* "-0" keeps the sign bit, which the digest sees */
@@ -1221,7 +1237,10 @@ static char *spr_put_float(char *p, float v) {
             return p;
         }
     }
-    return p + snprintf(p, 32, "%.9g", (double)v);
+    const locale_t c = spr_c_numeric(), was = c ? uselocale(c) : (locale_t)0;
+    const int n = snprintf(p, 32, "%.9g", (double)v);
+    if (c) uselocale(was);
+    return p + n;
 }
 
 spr_status spr_dataset_write(const spr_dataset *data, const char *path) {

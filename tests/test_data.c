@@ -13,6 +13,7 @@
 #include "sparrow.h"
 
 #include <errno.h>
+#include <locale.h>
 #include <pthread.h>
 #include <math.h>
 #include <stdio.h>
@@ -478,6 +479,94 @@ static void test_values(uint64_t seed) {
     unlink(path);
 }
 
+/* Values read and written under a locale whose decimal point is a comma (a host program
+ * that called setlocale(LC_ALL, "") in Germany, or Python's locale.setlocale): the
+ * reader's slow path (strtof) stopped at the '.' of "1.5e-30" and refused the file, and
+ * the writer's "%.9g" wrote "1,5e-30", a file no reader takes. The data format's decimal
+ * point is '.', whatever the locale. The locale is made here with localedef (libc-bin)
+ * from a source of LC_NUMERIC alone, so no installed locale is needed. */
+static void test_comma_locale(void) {
+    char dir[] = "/tmp/test_data_locale.XXXXXX", cmd[512], src[256], probe[32];
+    if (!mkdtemp(dir)) {
+        CHECK(0, "mkdtemp: %s", strerror(errno));
+        return;
+    }
+    snprintf(src, sizeof src, "%s/comma.src", dir);
+    FILE *f = fopen(src, "w");
+    CHECK(f != NULL, "cannot create %s", src);
+    if (!f) return;
+    fputs("LC_NUMERIC\ndecimal_point \",\"\nthousands_sep \".\"\ngrouping 3;3\nEND LC_NUMERIC\n", f);
+    fclose(f);
+    /* -c: the other categories are missing on purpose (localedef exits 1 for that) */
+    snprintf(cmd, sizeof cmd, "localedef -c -i %s %s/comma >/dev/null 2>&1", src, dir);
+    if (system(cmd)) {} /* its status says the warnings; the locale's use below says the rest */
+    setenv("LOCPATH", dir, 1);
+    const char *set = setlocale(LC_NUMERIC, "comma");
+    snprintf(probe, sizeof probe, "%g", 1.5);
+    CHECK(set && !strcmp(probe, "1,5"),
+          "could not make a comma-decimal locale in %s with localedef (libc-bin): %s, \"%s\"", dir,
+          set ? set : "setlocale failed", probe);
+    locale_t c = newlocale(LC_ALL_MASK, "C", (locale_t)0);
+    if (set && c) {
+        /* every one of these takes the reader's strtof path */
+        static const char *text[] = {"1.5e-30", "0.1234567890123456789012", "3.4028235e38",
+                                     "-7.25e+30", "1.17549435e-38", "0.000000000000000000000000000001"};
+        const int n = (int)(sizeof text / sizeof *text);
+        char path[64];
+        temp_path(path, sizeof path, "loc");
+        f = fopen(path, "w");
+        CHECK(f != NULL, "cannot create %s", path);
+        if (f) {
+            fprintf(f, "%d 1 1\n", n);
+            for (int i = 0; i < n; i++) fprintf(f, "0 0:%s\n", text[i]);
+            fclose(f);
+            spr_dataset *ds = NULL;
+            spr_status st = spr_dataset_read(path, NULL, &ds);
+            CHECK(st == SPR_STATUS_OK, "comma locale: read of '.' values: %s", spr_last_error());
+            for (int i = 0; st == SPR_STATUS_OK && i < n; i++) {
+                float want = strtof_l(text[i], NULL, c), got = ds->view.feature_values[i];
+                CHECK(!memcmp(&want, &got, sizeof want), "comma locale: \"%s\" read as %a, expected %a",
+                      text[i], (double)got, (double)want);
+            }
+            spr_dataset_free(ds);
+        }
+        /* written: values the writer's fast path cannot spell (tiny, huge, 9 digits) */
+        static const float values[] = {1.5e-30f, 3.4028235e38f, 1e-45f, -2.5e-20f, 0.1f, 123456.789f};
+        const int64_t m = (int64_t)(sizeof values / sizeof *values);
+        int64_t fptr[7], lptr[7];
+        int32_t fidx[6], lab[6];
+        for (int64_t i = 0; i <= m; i++) fptr[i] = lptr[i] = i;
+        for (int64_t i = 0; i < m; i++) fidx[i] = lab[i] = 0;
+        spr_dataset_view v = {m, 1, 1, fptr, fidx, values, lptr, lab};
+        spr_dataset *w = NULL, *r = NULL;
+        CHECK(spr_dataset_wrap(&v, &w) == SPR_STATUS_OK, "comma locale: wrap: %s", spr_last_error());
+        spr_status st = spr_dataset_write(w, path);
+        CHECK(st == SPR_STATUS_OK, "comma locale: write: %s", spr_last_error());
+        char text_out[512] = {0};
+        f = fopen(path, "r");
+        if (f) {
+            size_t got = fread(text_out, 1, sizeof text_out - 1, f);
+            text_out[got] = 0;
+            fclose(f);
+        }
+        CHECK(!strchr(text_out, ','), "comma locale: the written file has a decimal comma:\n%s", text_out);
+        st = spr_dataset_read(path, NULL, &r);
+        CHECK(st == SPR_STATUS_OK, "comma locale: read back: %s", spr_last_error());
+        if (st == SPR_STATUS_OK) {
+            expect e = {m, 1, 1, fptr, fidx, values, lptr, lab};
+            check_dataset("comma locale round trip", r, &e);
+        }
+        spr_dataset_free(r);
+        spr_dataset_free(w);
+        unlink(path);
+    }
+    if (c) freelocale(c);
+    setlocale(LC_NUMERIC, "C");
+    unsetenv("LOCPATH");
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    if (system(cmd)) {}
+}
+
 /* A line longer than the reader's buffer (16 MB) must still be read. */
 static void test_long_line(void) {
     char path[64];
@@ -903,6 +992,7 @@ int main(int argc, char **argv) {
     test_wrap_rejects();
     test_round_trip(seed);
     test_values(seed);
+    test_comma_locale();
     test_long_line();
     test_nul_bytes();
     test_compressed_files();
