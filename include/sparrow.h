@@ -210,7 +210,11 @@ SPR_API spr_status spr_synth_generate_progress(const spr_synth_config *config, u
  * it cannot create (under an address-space limit, ulimit -v, each needs its stack) ends
  * the process with the runtime's "Thread creation failed". Creating or loading a model
  * starts them for all cores first, before the model's memory; call this earlier (before
- * reading data) or with a count above the cores to have the rest made early too. */
+ * reading data) or with a count above the cores to have the rest made early too.
+ * In a process forked after sparrow ran its threads (a Python multiprocessing worker, a
+ * preforking server's), every call runs on the calling thread alone, whatever thread
+ * count it is given (GNU OpenMP cannot start threads there: it waited forever); this
+ * returns 1 there. */
 SPR_API int spr_threads_start(int threads);
 
 typedef enum spr_hash_family {

@@ -3,7 +3,9 @@
 #include "common.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,7 +87,7 @@ void *spr_alloc(size_t n) {
     if (rounded >= ((size_t)64 << 20)) {
         const size_t chunk = (size_t)2 << 20, chunks = (rounded + chunk - 1) / chunk;
         char *c = p;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(spr_threads(0))
         for (size_t i = 0; i < chunks; i++)
             memset(c + i * chunk, 0, rounded - i * chunk < chunk ? rounded - i * chunk : chunk);
     } else {
@@ -129,7 +131,7 @@ void *spr_alloc_reserved(size_t n) {
 void spr_pages_touch(void *p, size_t n) {
     const size_t chunks = (n + SPR_HUGE - 1) / SPR_HUGE;
     volatile char *c = p;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(spr_threads(0))
     for (size_t i = 0; i < chunks; i++)
         for (size_t off = i * SPR_HUGE; off < n && off < (i + 1) * SPR_HUGE; off += 4096)
             c[off] = c[off];
@@ -159,7 +161,29 @@ double spr_now(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* GNU OpenMP cannot be used in a child forked after the parent ran a parallel region:
+ * the child inherits libgomp's record of the parent's worker threads but not the threads,
+ * and its next region waited for them forever (a Python multiprocessing worker, or a
+ * preforking server's, calling predict after the parent trained or predicted). A child
+ * forked after sparrow ran a region therefore runs sparrow on its own thread alone, and
+ * so do its children; a region of 1 thread starts no worker. Another library's regions
+ * in the parent (PyTorch's) are not seen: README "Python and PyTorch". */
+static atomic_int threads_used;   /* a region may have run in this process or a parent */
+static atomic_int threads_forked; /* this process was forked after that: 1 thread */
+static pthread_once_t fork_watch_once = PTHREAD_ONCE_INIT;
+static void fork_child(void) {
+    if (atomic_load_explicit(&threads_used, memory_order_relaxed))
+        atomic_store_explicit(&threads_forked, 1, memory_order_relaxed);
+}
+static void fork_watch(void) { pthread_atfork(NULL, NULL, fork_child); }
+
+int spr_threads_forked(void) { return atomic_load_explicit(&threads_forked, memory_order_relaxed); }
+
 int spr_threads(int n) {
+    pthread_once(&fork_watch_once, fork_watch);
+    if (!atomic_load_explicit(&threads_used, memory_order_relaxed))
+        atomic_store_explicit(&threads_used, 1, memory_order_relaxed);
+    if (spr_threads_forked()) return 1;
     /* Thousands of threads made libgomp fail to create them (exit 1) or crash. */
     if (n > SPR_MAX_THREADS) return SPR_MAX_THREADS;
     if (n > 0) return n;

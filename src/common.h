@@ -125,8 +125,14 @@ void spr_rng_normals(spr_rng *r, float *out, int64_t n, float scale);
 /* Seconds on a monotonic clock. */
 double spr_now(void);
 
-/* Threads to use: n if n > 0, else every core OpenMP offers. */
+/* Threads to use: n if n > 0, else every core OpenMP offers; 1 in a process forked after
+ * sparrow ran a parallel region (spr_threads_forked). Every parallel region's num_threads
+ * comes from here. */
 int spr_threads(int n);
+
+/* 1 in a process forked after sparrow ran a parallel region (in its parent or before):
+ * GNU OpenMP cannot start threads there, and sparrow runs on the calling thread alone. */
+int spr_threads_forked(void);
 
 /* Sorts n distinct non-negative ids below `limit` ascending (LSD radix sort, at most 11
  * bits a pass; insertion sort for short lists). tmp holds n ints. */

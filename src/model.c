@@ -585,7 +585,7 @@ spr_status spr_model_create_rows(const spr_model_config *cfg, int64_t lo, int64_
     for (int l = 0; l < m->n_layers; l++) {
         spr_layer *L = &m->layers[l];
         const int64_t first = l == last ? lo : 0;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(spr_threads(0))
         for (int64_t r = 0; r < L->rows; r++) {
             spr_rng rng;
             spr_rng_seed(&rng, spr_mix64(cfg->seed * 0x2545F4914F6CDD1Dull + (uint64_t)l) ^

@@ -15,6 +15,7 @@
 #include "model.h"
 #include "sparrow.h"
 
+#include <errno.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -1710,11 +1711,72 @@ static void test_threads_before_memory(void) {
 #endif
 }
 
+/* A child forked after sparrow's threads ran (a Python multiprocessing worker, a
+ * preforking server's) trains and predicts on one thread and gives the parent's answers;
+ * it used to wait forever in its first region for the parent's libgomp workers, which a
+ * fork does not copy (SIGALRM here, exit 142). The parent keeps its threads. */
+static void test_threads_after_fork(void) {
+    toy t;
+    toy_make(&t, 64, 40, 2, 13);
+    spr_model_config c = small_config(t.d, t.l, 0.25f);
+    spr_model *m = NULL;
+    spr_train_options o = spr_train_options_default();
+    o.threads = 2, o.batch_size = 16;
+    int64_t rows[16];
+    for (int i = 0; i < 16; i++) rows[i] = i;
+    int32_t ids[64 * 3], child_ids[64 * 3];
+    float scores[64 * 3];
+    OK(spr_model_create(&c, &m));
+    CHECK(spr_threads_start(2) == 2 && !spr_threads_forked(), "the parent: 2 threads started");
+    OK(spr_model_train_batch(m, t.data, rows, 16, &o, NULL));
+    OK(spr_model_predict(m, t.data, NULL, 0, 3, 0, 2, ids, scores));
+    int fds[2];
+    CHECK(pipe(fds) == 0, "pipe: %s", strerror(errno));
+    fflush(stdout);
+    fflush(stderr);
+    pid_t child = fork();
+    if (child == 0) {
+        close(fds[0]);
+        alarm(60); /* a hang ends the child with SIGALRM */
+        int code = spr_threads_forked() && spr_threads(0) == 1 && spr_threads(4) == 1 &&
+                           spr_threads_start(0) == 1
+                       ? 0
+                       : 6;
+        spr_status st = spr_model_predict(m, t.data, NULL, 0, 3, 0, 2, child_ids, scores);
+        if (!st && write(fds[1], child_ids, sizeof child_ids) != (ssize_t)sizeof child_ids) code = 7;
+        if (!st) st = spr_model_train_batch(m, t.data, rows, 16, &o, NULL);
+        if (!st) st = spr_model_catch_up(m, &o);
+        _exit(st ? 8 : code);
+    }
+    close(fds[1]);
+    memset(child_ids, 0xff, sizeof child_ids);
+    size_t got = 0;
+    while (got < sizeof child_ids) {
+        ssize_t r = read(fds[0], (char *)child_ids + got, sizeof child_ids - got);
+        if (r <= 0) break;
+        got += (size_t)r;
+    }
+    close(fds[0]);
+    int status = 0;
+    waitpid(child, &status, 0);
+    const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    CHECK(code == 0,
+          "a child forked after the threads ran: exit %d (142: hung in libgomp; 6: not on one "
+          "thread; 7, 8: its predictions or training failed)", code);
+    CHECK(got == sizeof child_ids && !memcmp(ids, child_ids, sizeof ids),
+          "the forked child's predictions differ from the parent's (%zu bytes read)", got);
+    CHECK(!spr_threads_forked() && spr_threads(3) == 3 && spr_threads_start(2) == 2,
+          "the parent keeps its threads after the fork");
+    spr_model_free(m);
+    toy_free(&t);
+}
+
 int main(void) {
     test_threads_before_memory();
     test_catch_up();
     test_model_catch_up();
     test_thread_counts();
+    test_threads_after_fork();
     test_initial_weights();
     test_selection_set();
     test_bf16_state();
