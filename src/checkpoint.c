@@ -676,6 +676,7 @@ static spr_status save_file(const spr_model *model, const char *path) {
         goto fail;
     }
     created = 1;
+    spr_file_keep_mode(w.fd, path);
     w_model(&w, model);
     if (w.err) {
         err = w.err;

@@ -10,7 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -153,6 +155,17 @@ void spr_rng_normals(spr_rng *r, float *out, int64_t n, float scale) {
         out[i] = rad * c;
         if (i + 1 < n) out[i + 1] = rad * s;
     }
+}
+
+void spr_file_keep_mode(int fd, const char *path) {
+    struct stat sb;
+    if (fd < 0 || !path || stat(path, &sb) != 0 || !S_ISREG(sb.st_mode)) return;
+    if (geteuid() == 0) {
+        if (fchown(fd, sb.st_uid, sb.st_gid) != 0) {} /* best effort */
+    } else if (sb.st_gid != getegid()) {
+        if (fchown(fd, (uid_t)-1, sb.st_gid) != 0) {} /* only a group the user is in */
+    }
+    if (fchmod(fd, sb.st_mode & 0777) != 0) {} /* never set-id bits */
 }
 
 double spr_now(void) {

@@ -125,6 +125,13 @@ void spr_rng_normals(spr_rng *r, float *out, int64_t n, float scale);
 /* Seconds on a monotonic clock. */
 double spr_now(void);
 
+/* Gives fd, a temporary about to be renamed onto path, the permission bits (and, where
+ * the process may, the group; as root the owner too) of the regular file at path, if
+ * there is one: a save keeps a file that was made private (chmod 600) private, where the
+ * rename used to leave it 0666 less the umask. Best effort: a file system without modes
+ * leaves the temporary's. */
+void spr_file_keep_mode(int fd, const char *path);
+
 /* Threads to use: n if n > 0, else every core OpenMP offers; 1 in a process forked after
  * sparrow ran a parallel region (spr_threads_forked). Every parallel region's num_threads
  * comes from here. */

@@ -1261,6 +1261,7 @@ spr_status spr_dataset_write(const spr_dataset *data, const char *path) {
         free(w.buf);
         return st;
     }
+    spr_file_keep_mode(w.fd, path);
 
     char *p = spr_writer_room(&w);
     p = spr_put_u64(p, (uint64_t)v->n_points);

@@ -614,6 +614,7 @@ static spr_status write_manifest(const spr_model *m, const char *path, uint64_t 
     snprintf(tmp, sizeof tmp, "%s.tmp.manifest", path);
     FILE *f = fopen(tmp, "w");
     if (!f) return spr_fail(SPR_STATUS_IO_ERROR, "%s: cannot write: %s", tmp, strerror(errno));
+    spr_file_keep_mode(fileno(f), path);
     fprintf(f, "%s\nranks %d\nlabels %lld\n", MANIFEST_MAGIC, d->size, (long long)m->label_total);
     int bad = 0;
     for (int r = 0; !bad && r < d->size; r++) {

@@ -602,6 +602,7 @@ spr_status spr_synth_generate_progress(const spr_synth_config *config, uint64_t 
                           strerror(err));
             goto fail;
         }
+        spr_file_keep_mode(fds[which], path[which]);
         int64_t n_points = which == 0 ? c->n_train : c->n_test;
         synth_progress progress = {progress_fn, user, which == 0 ? 0 : c->n_train,
                                    c->n_train + c->n_test};

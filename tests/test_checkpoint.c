@@ -1495,6 +1495,37 @@ static void test_tables_before_fold(const char *dir) {
 /* A save through a symbolic link writes the file the link names and keeps the link
  * (the rename once replaced the link with the model and left its target stale);
  * spr_model_save_check judges the file behind the links, without writing. */
+/* A save onto an existing model keeps that file's permission bits: one made private
+ * (chmod 600, 640) stayed readable by all after a save (the temporary renamed onto it
+ * was 0666 less the umask); through a link, the target's. A new file gets the umask's. */
+static void test_save_keeps_mode(const char *dir, spr_model *m) {
+    char path[4096], link[4096];
+    struct stat sb;
+    const mode_t was = umask(022);
+    snprintf(path, sizeof path, "%s/private.bin", dir);
+    unlink(path);
+    CHECK(spr_model_save(m, path) == SPR_STATUS_OK, "save: %s", spr_last_error());
+    CHECK(stat(path, &sb) == 0 && (sb.st_mode & 0777) == 0644, "a new model file: mode %o, expected 644",
+          (unsigned)(sb.st_mode & 0777));
+    static const mode_t modes[] = {0600, 0640, 0400};
+    for (int i = 0; i < 3; i++) {
+        CHECK(chmod(path, modes[i]) == 0, "chmod: %s", strerror(errno));
+        CHECK(spr_model_save(m, path) == SPR_STATUS_OK, "save onto a %o file: %s", (unsigned)modes[i],
+              spr_last_error());
+        CHECK(stat(path, &sb) == 0 && (sb.st_mode & 0777) == modes[i],
+              "a save onto a %o model file left it %o", (unsigned)modes[i], (unsigned)(sb.st_mode & 0777));
+    }
+    snprintf(link, sizeof link, "%s/private_link.bin", dir);
+    unlink(link);
+    CHECK(chmod(path, 0600) == 0 && symlink("private.bin", link) == 0, "set-up: %s", strerror(errno));
+    CHECK(spr_model_save(m, link) == SPR_STATUS_OK, "save through a link: %s", spr_last_error());
+    CHECK(stat(path, &sb) == 0 && (sb.st_mode & 0777) == 0600,
+          "a save through a link onto a 600 file left it %o", (unsigned)(sb.st_mode & 0777));
+    unlink(link);
+    unlink(path);
+    umask(was);
+}
+
 static void test_save_through_links(const char *dir, spr_model *m) {
     char target[4096], link1[4096], link2[4096], sub[4096], p[4096];
     struct stat sb;
@@ -1658,6 +1689,7 @@ int main(void) {
     test_damage(dir, path, m);
     test_save_failures(dir, m, loaded, path);
     test_save_through_links(dir, m);
+    test_save_keeps_mode(dir, m);
     test_killed_saves(dir, m);
 
 done:

@@ -1908,5 +1908,37 @@ else
     echo "test_cli: no /dev/full here: the lost-output checks did not run" >&2
 fi
 
+# ---------------------------------------------------------------- file modes
+# Every file a command replaces keeps its permission bits: the model of train --save
+# (also through --save-every), gen's two files, plot's picture and a resumed run's metrics
+# file. Each was written beside its place and renamed onto it as 0666 less the umask, so
+# a model or data set made private (chmod 600) became readable by all.
+mode_of() { stat -c %a "$1"; }
+(
+    umask 022
+    bad=""
+    "$BIN" gen --preset tiny --out modes_gen --quiet >/dev/null 2>&1
+    chmod 600 modes_gen/train.txt
+    chmod 640 modes_gen/test.txt
+    "$BIN" gen --preset tiny --out modes_gen --seed 2 --quiet >/dev/null 2>&1 || bad="$bad gen-failed"
+    [ "$(mode_of modes_gen/train.txt)" = 600 ] || bad="$bad gen-train:$(mode_of modes_gen/train.txt)"
+    [ "$(mode_of modes_gen/test.txt)" = 640 ] || bad="$bad gen-test:$(mode_of modes_gen/test.txt)"
+    opts=(--train "$TRAIN" --test "$TEST" --threads 1 --max-batches 2 --eval-max 20 --quiet)
+    "$BIN" train "${opts[@]}" --save modes.model --metrics modes.jsonl >/dev/null 2>&1 || bad="$bad train-failed"
+    [ "$(mode_of modes.model)" = 644 ] || bad="$bad new-model:$(mode_of modes.model)"
+    chmod 600 modes.model modes.jsonl
+    "$BIN" train "${opts[@]}" --resume modes.model --save modes.model --metrics modes.jsonl >/dev/null 2>&1 ||
+        bad="$bad resume-failed"
+    [ "$(mode_of modes.model)" = 600 ] || bad="$bad model:$(mode_of modes.model)"
+    [ "$(mode_of modes.jsonl)" = 600 ] || bad="$bad metrics:$(mode_of modes.jsonl)"
+    "$BIN" plot modes.jsonl --out modes.png >/dev/null 2>&1 || bad="$bad plot-failed"
+    chmod 600 modes.png
+    "$BIN" plot modes.jsonl --out modes.png >/dev/null 2>&1 || bad="$bad plot-failed"
+    [ "$(mode_of modes.png)" = 600 ] || bad="$bad png:$(mode_of modes.png)"
+    echo "$bad" >modes.bad
+)
+bad=$(cat modes.bad)
+if [ -z "$bad" ]; then pass; else fail "file modes after a replacing write:$bad"; fi
+
 echo "test_cli: $PASSED passed, $FAILED failed"
 [ "$FAILED" -eq 0 ]

@@ -567,6 +567,31 @@ static void test_comma_locale(void) {
     if (system(cmd)) {}
 }
 
+/* spr_dataset_write onto an existing file keeps its permission bits (a data set made
+ * private stayed readable by all after a rewrite). */
+static void test_write_keeps_mode(void) {
+    const int64_t fptr[2] = {0, 1}, lptr[2] = {0, 1};
+    const int32_t fidx[1] = {3}, lab[1] = {1};
+    const float fval[1] = {0.5f};
+    spr_dataset_view v = {1, 4, 2, fptr, fidx, fval, lptr, lab};
+    spr_dataset *w = NULL;
+    CHECK(spr_dataset_wrap(&v, &w) == SPR_STATUS_OK, "wrap: %s", spr_last_error());
+    char path[64];
+    temp_path(path, sizeof path, "mode");
+    const mode_t was = umask(022);
+    struct stat sb;
+    CHECK(spr_dataset_write(w, path) == SPR_STATUS_OK, "write: %s", spr_last_error());
+    CHECK(stat(path, &sb) == 0 && (sb.st_mode & 0777) == 0644, "a new data file: mode %o, expected 644",
+          (unsigned)(sb.st_mode & 0777));
+    CHECK(chmod(path, 0600) == 0, "chmod: %s", strerror(errno));
+    CHECK(spr_dataset_write(w, path) == SPR_STATUS_OK, "rewrite: %s", spr_last_error());
+    CHECK(stat(path, &sb) == 0 && (sb.st_mode & 0777) == 0600, "a rewrite of a 600 data file left it %o",
+          (unsigned)(sb.st_mode & 0777));
+    umask(was);
+    unlink(path);
+    spr_dataset_free(w);
+}
+
 /* A line longer than the reader's buffer (16 MB) must still be read. */
 static void test_long_line(void) {
     char path[64];
@@ -993,6 +1018,7 @@ int main(int argc, char **argv) {
     test_round_trip(seed);
     test_values(seed);
     test_comma_locale();
+    test_write_keeps_mode();
     test_long_line();
     test_nul_bytes();
     test_compressed_files();

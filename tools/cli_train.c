@@ -595,6 +595,7 @@ static FILE *open_metrics(const char *path, int64_t resume_step, int *rc) {
         snprintf(tmp, sizeof tmp, "%s.tmp.%ld", real, (long)getpid());
         FILE *t = fopen(tmp, "w");
         int bad = !t;
+        if (t && fchmod(fileno(t), sb.st_mode & 0777) != 0) {} /* the file's mode, as saves keep */
         for (char *line = text; !bad && *line;) {
             char *nl = strchr(line, '\n'), *end = nl ? nl + 1 : line + strlen(line);
             const char *at = strstr(line, "\"step\": ");

@@ -291,8 +291,9 @@ def save_png(fig, out, metadata):
     from the extension: "x.jsonl" failed with a traceback, and a name without one was
     written to "NAME.png" while the tool said "wrote NAME"). The picture is drawn in
     memory first. A regular file (or a new one, links followed) is written beside its
-    place and renamed onto it, so that a failure leaves no half-written picture and the
-    old file as it was; anything else (/dev/stdout, a pipe) is written to directly."""
+    place, with the old file's mode, and renamed onto it, so that a failure leaves no
+    half-written picture and the old file as it was; anything else (/dev/stdout, a pipe)
+    is written to directly."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, metadata=metadata)
     png = buf.getvalue()
@@ -314,6 +315,11 @@ def save_png(fig, out, metadata):
     tmp = f"{real}.tmp.{os.getpid()}"
     try:
         with open(tmp, "wb") as f:
+            if st is not None:  # the replaced picture's mode: one made private stays so
+                try:
+                    os.fchmod(f.fileno(), stat.S_IMODE(st.st_mode) & 0o777)
+                except OSError:
+                    pass
             f.write(png)
         os.replace(tmp, real)
     except BaseException:
