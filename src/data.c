@@ -260,6 +260,23 @@ static const char *compressed_kind(const unsigned char *p, size_t n, const char 
     return NULL;
 }
 
+/* The encoding of text at p[0..n) written in UTF-16 or UTF-32 (the name iconv knows),
+ * by its byte order mark or, for UTF-16 without one, by four ASCII characters each with
+ * a zero byte beside it; NULL for anything else. PowerShell's `>` and Notepad's "Unicode"
+ * write UTF-16, which was refused as "a NUL byte: not a text file". */
+static const char *wide_text_kind(const unsigned char *p, size_t n) {
+    if (n >= 4 && !memcmp(p, "\xFF\xFE\0\0", 4)) return "UTF-32LE";
+    if (n >= 4 && !memcmp(p, "\0\0\xFE\xFF", 4)) return "UTF-32BE";
+    if (n >= 2 && p[0] == 0xFF && p[1] == 0xFE) return "UTF-16LE";
+    if (n >= 2 && p[0] == 0xFE && p[1] == 0xFF) return "UTF-16BE";
+    int le = n >= 8, be = n >= 8;
+    for (size_t i = 0; i < 8 && i + 1 < n; i += 2) {
+        le &= p[i] != 0 && p[i] < 0x80 && p[i + 1] == 0;
+        be &= p[i] == 0 && p[i + 1] != 0 && p[i + 1] < 0x80;
+    }
+    return le ? "UTF-16LE" : be ? "UTF-16BE" : NULL;
+}
+
 /* The next line as [*start, *end) with *end == '\n' (a CR before it is turned into
  * '\n' too; a byte order mark starting line 1 is skipped). Returns 1 for a line, 0 at
  * end of file, or a negative spr_status. */
@@ -305,13 +322,19 @@ static int spr_reader_next(spr_reader *r, char **start, char **end) {
         if (got < 0)
             return -(int)spr_fail(SPR_STATUS_IO_ERROR, "%s: read failed: %s", r->path, strerror(errno));
         if (got == 0) r->eof = 1;
-        const char *how, *kind = r->total == 0 && r->len == 0
-                                     ? compressed_kind((const unsigned char *)r->buf, (size_t)got, &how)
-                                     : NULL;
+        const int first = r->total == 0 && r->len == 0;
+        const char *how, *kind = first ? compressed_kind((const unsigned char *)r->buf, (size_t)got, &how)
+                                       : NULL;
         if (kind)
             return -(int)spr_fail(SPR_STATUS_BAD_INPUT,
                                   "%s: compressed with %s, not text: decompress it first (%s %s)",
                                   r->path, kind, how, r->path);
+        const char *wide = first ? wide_text_kind((const unsigned char *)r->buf, (size_t)got) : NULL;
+        if (wide)
+            return -(int)spr_fail(SPR_STATUS_BAD_INPUT,
+                                  "%s: %s text, not UTF-8 or ASCII: convert it first "
+                                  "(iconv -f %s -t UTF-8 %s > converted.txt)",
+                                  r->path, wide, wide, r->path);
         /* A NUL byte is never part of the text format: refuse it as soon as it is read, so
          * that a binary file (or /dev/zero) with no newline in sight is not held whole as
          * one line first. */

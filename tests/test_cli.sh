@@ -335,6 +335,16 @@ gzip -dc test_gz.txt.gz | "$BIN" predict --model dense.model --input - --k 3 >gz
 RC=$?
 expect_rc gz_pipe 0
 if cmp -s gz_pipe.out predict.out; then pass; else fail "gz_pipe: expected predict.out's lines"; fi
+# UTF-16 text (PowerShell's `>`) says so, with the iconv command that converts it (it was
+# "a NUL byte: not a text file"); the converted file (a UTF-8 byte order mark first) reads.
+iconv -f UTF-8 -t UTF-16 "$TEST" >test_u16.txt
+run u16 predict --model dense.model --input test_u16.txt --k 3
+expect_rc u16 2
+expect_grep u16 u16.err "sparrow: test_u16.txt: UTF-16LE text, not UTF-8 or ASCII: convert it first (iconv -f UTF-16LE -t UTF-8 test_u16.txt > converted.txt)"
+iconv -f UTF-16LE -t UTF-8 test_u16.txt >test_u16_back.txt
+run u16_back predict --model dense.model --input test_u16_back.txt --k 3
+expect_rc u16_back 0
+if cmp -s u16_back.out predict.out; then pass; else fail "u16_back: expected predict.out's lines"; fi
 (
     ulimit -f 4
     exec "$BIN" predict --model dense.model --input "$TEST" --k 3 >predict_lim.out 2>predict_lim.err

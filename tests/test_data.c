@@ -658,6 +658,14 @@ static void test_compressed_files(void) {
         {"7z\xbc\xaf\x27\x1c\x00\x04", 8, "compressed with 7-zip, not text"},
         {"Rar!\x1a\x07\x00", 7, "compressed with rar, not text"},
         {"BZh 1 2\n", 8, ":1: bad label 'BZh'"},
+        /* UTF-16 and UTF-32 (PowerShell's `>`, Notepad's "Unicode"): "a NUL byte" before */
+        {"\xff\xfe" "3\0 \0" "4\0 \0" "2\0\n\0", 12, "UTF-16LE text, not UTF-8 or ASCII: convert it first (iconv -f UTF-16LE -t UTF-8 "},
+        {"\xfe\xff" "\0" "3\0 \0" "4\0 \0" "2\0\n", 12, "UTF-16BE text, not UTF-8 or ASCII"},
+        {"3\0 \0" "4\0 \0" "2\0\n\0", 10, "UTF-16LE text, not UTF-8 or ASCII"},
+        {"\0" "3\0 \0" "4\0 \0" "2\0\n", 10, "UTF-16BE text, not UTF-8 or ASCII"},
+        {"\xff\xfe\0\0" "3\0\0\0", 8, "UTF-32LE text, not UTF-8 or ASCII"},
+        {"\0\0\xfe\xff" "\0\0\0" "3", 8, "UTF-32BE text, not UTF-8 or ASCII"},
+        {"3 4 2\n\0", 7, ":2: a NUL byte: not a text file"},
     };
     spr_read_options o = spr_read_options_default();
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
