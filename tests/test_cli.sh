@@ -342,6 +342,10 @@ run u16 predict --model dense.model --input test_u16.txt --k 3
 expect_rc u16 2
 expect_grep u16 u16.err "sparrow: test_u16.txt: UTF-16LE text, not UTF-8 or ASCII: convert it first (iconv -f UTF-16LE -t UTF-8 test_u16.txt > converted.txt)"
 iconv -f UTF-16LE -t UTF-8 test_u16.txt >test_u16_back.txt
+printf '{"epochs": 1}\n' | iconv -f UTF-8 -t UTF-16 >config_u16.json
+run u16_config train --train "$TRAIN" --config config_u16.json --quiet
+expect_rc u16_config 2
+expect_grep u16_config u16_config.err "config_u16.json: UTF-16 text, not UTF-8 or ASCII: convert it first (iconv -f UTF-16 -t UTF-8 config_u16.json > converted.txt)"
 run u16_back predict --model dense.model --input test_u16_back.txt --k 3
 expect_rc u16_back 0
 if cmp -s u16_back.out predict.out; then pass; else fail "u16_back: expected predict.out's lines"; fi

@@ -196,6 +196,10 @@ char *read_text_file(const char *cmd, const char *path, size_t max, size_t *len,
         long long line = 1;
         for (const char *c = buf; nul && c < nul; c++) line += *c == '\n';
         if (!buf) usage_error(cmd, "%s: out of memory", path);
+        else if (nul && n >= 2 && (!memcmp(buf, "\xFF\xFE", 2) || !memcmp(buf, "\xFE\xFF", 2)))
+            /* UTF-16 with its byte order mark (PowerShell's `>`, Notepad's "Unicode") */
+            usage_error(cmd, "%s: UTF-16 text, not UTF-8 or ASCII: convert it first "
+                             "(iconv -f UTF-16 -t UTF-8 %s > converted.txt)", path, path);
         else if (nul) usage_error(cmd, "%s:%lld: a NUL byte: not a text file", path, line);
         else if (n > max) usage_error(cmd, "%s: larger than %zu MB", path, max >> 20);
         else usage_error(cmd, "%s: cannot read: %s", path, strerror(err));
