@@ -645,7 +645,7 @@ spr_status spr_model_save_check(const char *path) {
  * renames it onto path, so that a reader sees either the old file or the whole new one.
  * On failure the temporary file is removed and path is left as it was; temporaries of
  * killed saves are removed by the next successful save. path is no symbolic link. */
-static spr_status save_file(const spr_model *model, const char *path) {
+static spr_status save_file(const spr_model *model, const char *path, const char *mode_of) {
     spr_status target = spr_save_target_check(path);
     if (target) return target;
     /* A sharded model's manifest replaced by this file: its shards go after the rename
@@ -676,7 +676,7 @@ static spr_status save_file(const spr_model *model, const char *path) {
         goto fail;
     }
     created = 1;
-    spr_file_keep_mode(w.fd, path);
+    spr_file_keep_mode(w.fd, mode_of ? mode_of : path);
     w_model(&w, model);
     if (w.err) {
         err = w.err;
@@ -1451,13 +1451,13 @@ spr_status spr_model_peek(const char *path, spr_model_config *config, spr_model_
 }
 
 /* A save through a symbolic link replaces the file the link names and keeps the link. */
-spr_status spr_checkpoint_save(const spr_model *model, const char *path) {
+spr_status spr_checkpoint_save(const spr_model *model, const char *path, const char *mode_of) {
     if (!model || !path || !*path)
         return spr_fail(SPR_STATUS_BAD_INPUT, "spr_model_save: model and path must be given");
     char *file = NULL;
     spr_status st = spr_path_follow_links(path, &file);
     if (st) return st;
-    st = through_link(save_file(model, file), path, file);
+    st = through_link(save_file(model, file, mode_of), path, file);
     free(file);
     return st;
 }
@@ -1466,7 +1466,7 @@ spr_status spr_checkpoint_save(const spr_model *model, const char *path) {
  * loaded by assembling its shards (dist.c). */
 spr_status spr_model_save(const spr_model *model, const char *path) {
     if (model && model->dist) return spr_dist_save_sharded(model, path);
-    return spr_checkpoint_save(model, path);
+    return spr_checkpoint_save(model, path, NULL);
 }
 
 spr_status spr_model_load(const char *path, spr_model **out) {

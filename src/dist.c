@@ -677,7 +677,7 @@ spr_status spr_dist_save_sharded(const spr_model *m, const char *path) {
     if (!(file = shard_name(mpath, id, d->rank, d->size)))
         st = spr_fail(SPR_STATUS_NO_MEMORY, "out of memory");
     if (!st && d->rank == 0) st = spr_save_target_check(mpath);
-    if (!st) st = spr_checkpoint_save(m, file);
+    if (!st) st = spr_checkpoint_save(m, file, mpath); /* a private manifest: private shards */
     if (!(st = spr_dist_agree(d, st, "saving the shards"))) {
         if (d->rank == 0) st = write_manifest(m, mpath, id);
         st = spr_dist_agree(d, st, "writing the manifest");

@@ -65,8 +65,9 @@ void spr_dist_shard_range(int64_t total, int rank, int size, int64_t *lo, int64_
 spr_status spr_dist_merge_topk(spr_dist *d, int32_t *ids, float *scores, int64_t n, int k);
 
 /* One model file (checkpoint.c): spr_model_save and spr_model_load without the
- * manifest of a sharded model. */
-spr_status spr_checkpoint_save(const spr_model *model, const char *path);
+ * manifest of a sharded model. The saved file takes the permission bits of the file at
+ * mode_of where there is one (NULL: of the file it replaces; a shard: its manifest's). */
+spr_status spr_checkpoint_save(const spr_model *model, const char *path, const char *mode_of);
 spr_status spr_checkpoint_load(const char *path, spr_model **out);
 /* One model file's configuration, STAT counters (steps, samples, epoch, next_rehash,
  * rehashes, rebuilds), data note and Adam options (lr, beta1, beta2, eps; 0 without an

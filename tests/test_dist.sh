@@ -184,6 +184,16 @@ timeout 120 "${one[@]}" "$sparrow" "${tiny[@]}" : -np 1 "$sparrow" "${tiny[@]}" 
     { cat "$work/alone.err"; fail "--max-memory too small on rank 1 only: expected its message, exit 2 (got $rc)"; }
 echo "   option, output, model, memory errors and a diverged loss on 2 ranks: told once (or by the rank alone), no MPI_ABORT"
 
+echo "-- a 2-rank save onto a private model (chmod 600): the manifest and its new shards stay private"
+"${mpi[@]}" "$sparrow" "${tiny[@]}" --save "$work/priv.model" >/dev/null 2>&1 ||
+    fail "a 2-rank save for the file modes failed"
+chmod 600 "$work/priv.model"
+(umask 022 && "${mpi[@]}" "$sparrow" "${tiny[@]}" --save "$work/priv.model" >/dev/null 2>&1) ||
+    fail "the second 2-rank save for the file modes failed"
+modes=$(cd "$work" && stat -c '%a' priv.model*)
+[ "$(echo "$modes" | sort -u)" = 600 ] && [ "$(echo "$modes" | wc -l)" -ge 3 ] ||
+    fail "a save onto a 600 sharded model: expected the manifest and its shards 600, got $(cd "$work" && stat -c '%n %a' priv.model* | tr '\n' ' ')"
+
 echo "-- a 2-rank run stopped mid-epoch and resumed on 2 ranks: the uninterrupted model"
 p1_stop=$("${mpi[@]}" "$sparrow" train "${common[@]}" --max-batches 50 --save "$work/res.model" 2>/dev/null |
     awk '{print $2}')
