@@ -1507,7 +1507,7 @@ static void test_save_keeps_mode(const char *dir, spr_model *m) {
     CHECK(spr_model_save(m, path) == SPR_STATUS_OK, "save: %s", spr_last_error());
     CHECK(stat(path, &sb) == 0 && (sb.st_mode & 0777) == 0644, "a new model file: mode %o, expected 644",
           (unsigned)(sb.st_mode & 0777));
-    static const mode_t modes[] = {0600, 0640, 0400};
+    static const mode_t modes[] = {0600, 0640, 0200};
     for (int i = 0; i < 3; i++) {
         CHECK(chmod(path, modes[i]) == 0, "chmod: %s", strerror(errno));
         CHECK(spr_model_save(m, path) == SPR_STATUS_OK, "save onto a %o file: %s", (unsigned)modes[i],
@@ -1522,6 +1522,22 @@ static void test_save_keeps_mode(const char *dir, spr_model *m) {
     CHECK(stat(path, &sb) == 0 && (sb.st_mode & 0777) == 0600,
           "a save through a link onto a 600 file left it %o", (unsigned)(sb.st_mode & 0777));
     unlink(link);
+    /* A file no one may write (chmod a-w: kept on purpose) is not replaced: refused by the
+     * check and by the save, the file as it was. */
+    CHECK(chmod(path, 0444) == 0, "chmod: %s", strerror(errno));
+    struct stat before;
+    stat(path, &before);
+    spr_status st = spr_model_save_check(path);
+    CHECK(st == SPR_STATUS_IO_ERROR && strstr(spr_last_error(), "the file is write-protected (mode 444)"),
+          "save_check onto a 444 model: expected IO_ERROR naming the mode, got %s: %s",
+          spr_status_to_string(st), spr_last_error());
+    st = spr_model_save(m, path);
+    CHECK(st == SPR_STATUS_IO_ERROR && strstr(spr_last_error(), "chmod u+w"),
+          "save onto a 444 model: expected IO_ERROR, got %s: %s", spr_status_to_string(st),
+          spr_last_error());
+    CHECK(stat(path, &sb) == 0 && sb.st_ino == before.st_ino && (sb.st_mode & 0777) == 0444,
+          "a refused save onto a 444 model replaced it (mode %o)", (unsigned)(sb.st_mode & 0777));
+    chmod(path, 0600);
     unlink(path);
     umask(was);
 }

@@ -1945,6 +1945,16 @@ mode_of() { stat -c %a "$1"; }
         bad="$bad resume-failed"
     [ "$(mode_of modes.model)" = 600 ] || bad="$bad model:$(mode_of modes.model)"
     [ "$(mode_of modes.jsonl)" = 600 ] || bad="$bad metrics:$(mode_of modes.jsonl)"
+    # a model no one may write (chmod a-w, kept on purpose) is refused before training,
+    # also as root, and stays as it was; reading it is fine
+    chmod 444 modes.model
+    cp modes.model modes_before.model
+    "$BIN" train "${opts[@]}" --resume modes.model --save modes.model >/dev/null 2>modes_ro.err
+    rc=$?
+    [ "$rc" = 2 ] && grep -q "modes.model: cannot write: the file is write-protected (mode 444)" modes_ro.err ||
+        bad="$bad read-only-model:rc=$rc:$(head -c 100 modes_ro.err)"
+    cmp -s modes.model modes_before.model && [ "$(mode_of modes.model)" = 444 ] || bad="$bad read-only-model-changed"
+    "$BIN" eval --model modes.model --test "$TEST" --threads 1 >/dev/null 2>&1 || bad="$bad read-only-eval"
     "$BIN" plot modes.jsonl --out modes.png >/dev/null 2>&1 || bad="$bad plot-failed"
     chmod 600 modes.png
     "$BIN" plot modes.jsonl --out modes.png >/dev/null 2>&1 || bad="$bad plot-failed"
