@@ -211,10 +211,11 @@ SPR_API spr_status spr_synth_generate_progress(const spr_synth_config *config, u
  * the process with the runtime's "Thread creation failed". Creating or loading a model
  * starts them for all cores first, before the model's memory; call this earlier (before
  * reading data) or with a count above the cores to have the rest made early too.
- * In a process forked after sparrow ran its threads (a Python multiprocessing worker, a
- * preforking server's), every call runs on the calling thread alone, whatever thread
- * count it is given (GNU OpenMP cannot start threads there: it waited forever); this
- * returns 1 there. */
+ * A fork() releases the forking thread's OpenMP workers first (the parent makes new ones
+ * at its next call), so that a forked child (a Python multiprocessing worker, a
+ * preforking server's) runs on all its threads: GNU OpenMP's child of a thread that had
+ * workers waited for them forever. A child forked inside a parallel region, where they
+ * cannot be released, runs every call on the calling thread alone; this returns 1 there. */
 SPR_API int spr_threads_start(int threads);
 
 typedef enum spr_hash_family {

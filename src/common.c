@@ -174,26 +174,35 @@ double spr_now(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* GNU OpenMP cannot be used in a child forked after the parent ran a parallel region:
- * the child inherits libgomp's record of the parent's worker threads but not the threads,
- * and its next region waited for them forever (a Python multiprocessing worker, or a
- * preforking server's, calling predict after the parent trained or predicted). A child
- * forked after sparrow ran a region therefore runs sparrow on its own thread alone, and
- * so do its children; a region of 1 thread starts no worker. Another library's regions
- * in the parent (PyTorch's) are not seen: README "Python and PyTorch". */
+/* GNU OpenMP cannot be used in a child forked after the forking thread ran a parallel
+ * region: the child inherits libgomp's record of that thread's workers but not the
+ * workers, and its next region waited for them forever (a Python multiprocessing worker,
+ * or a preforking server's, calling predict after the parent trained or predicted; also
+ * after PyTorch's regions, the same libgomp). So before every fork() in a process that
+ * loaded sparrow, the forking thread's workers are released (omp_pause_resource_all:
+ * the parent makes new ones at its next region, the child its own) and the child runs
+ * on all its threads. Where that fails (a fork inside a parallel region), a child forked
+ * after sparrow ran a region runs sparrow on one thread, as do its children (a region of
+ * one thread starts no worker). */
 static atomic_int threads_used;   /* a region may have run in this process or a parent */
-static atomic_int threads_forked; /* this process was forked after that: 1 thread */
-static pthread_once_t fork_watch_once = PTHREAD_ONCE_INIT;
+static atomic_int threads_forked; /* forked after that without the release: 1 thread */
+static int fork_released;         /* the parent's workers were released (read in the child) */
+static void fork_prepare(void) {
+#ifdef _OPENMP
+    fork_released = omp_pause_resource_all(omp_pause_hard) == 0;
+#else
+    fork_released = 1;
+#endif
+}
 static void fork_child(void) {
-    if (atomic_load_explicit(&threads_used, memory_order_relaxed))
+    if (!fork_released && atomic_load_explicit(&threads_used, memory_order_relaxed))
         atomic_store_explicit(&threads_forked, 1, memory_order_relaxed);
 }
-static void fork_watch(void) { pthread_atfork(NULL, NULL, fork_child); }
+__attribute__((constructor)) static void fork_watch(void) { pthread_atfork(fork_prepare, NULL, fork_child); }
 
 int spr_threads_forked(void) { return atomic_load_explicit(&threads_forked, memory_order_relaxed); }
 
 int spr_threads(int n) {
-    pthread_once(&fork_watch_once, fork_watch);
     if (!atomic_load_explicit(&threads_used, memory_order_relaxed))
         atomic_store_explicit(&threads_used, 1, memory_order_relaxed);
     if (spr_threads_forked()) return 1;

@@ -132,13 +132,14 @@ double spr_now(void);
  * leaves the temporary's. */
 void spr_file_keep_mode(int fd, const char *path);
 
-/* Threads to use: n if n > 0, else every core OpenMP offers; 1 in a process forked after
- * sparrow ran a parallel region (spr_threads_forked). Every parallel region's num_threads
- * comes from here. */
+/* Threads to use: n if n > 0, else every core OpenMP offers; 1 where spr_threads_forked.
+ * Every parallel region's num_threads comes from here. */
 int spr_threads(int n);
 
-/* 1 in a process forked after sparrow ran a parallel region (in its parent or before):
- * GNU OpenMP cannot start threads there, and sparrow runs on the calling thread alone. */
+/* 1 in a process forked, after sparrow ran a parallel region, where OpenMP's workers
+ * could not be released before the fork (a fork inside a parallel region): GNU OpenMP
+ * cannot start threads there, and sparrow runs on the calling thread alone. 0 after an
+ * ordinary fork: every fork() releases the forking thread's workers first (common.c). */
 int spr_threads_forked(void);
 
 /* Sorts n distinct non-negative ids below `limit` ascending (LSD radix sort, at most 11
