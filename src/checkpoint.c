@@ -566,15 +566,7 @@ void spr_remove_stale_temporaries(const char *path) {
 spr_status spr_save_target_check(const char *path) {
     struct stat sb;
     if (lstat(path, &sb) != 0 || S_ISLNK(sb.st_mode)) return SPR_STATUS_OK;
-    /* A model made read-only (chmod a-w) to keep it, or one this user may not write: the
-     * rename, which needs only the directory, replaced it all the same (cp and torch.save
-     * refuse; root passes access() but not a file no one may write). */
-    if (S_ISREG(sb.st_mode) && (!(sb.st_mode & 0222) || (access(path, W_OK) != 0 && errno == EACCES)))
-        return spr_fail(SPR_STATUS_IO_ERROR,
-                        "%s: cannot write: the file is write-protected (mode %03o): a save would "
-                        "replace it; make it writable (chmod u+w) or save elsewhere",
-                        path, (unsigned)(sb.st_mode & 0777));
-    if (S_ISREG(sb.st_mode)) return SPR_STATUS_OK;
+    if (S_ISREG(sb.st_mode)) return spr_file_replace_check(path); /* a model kept read-only */
     const char *kind = S_ISDIR(sb.st_mode)                          ? "directory"
                        : S_ISCHR(sb.st_mode) || S_ISBLK(sb.st_mode) ? "device"
                        : S_ISFIFO(sb.st_mode)                       ? "FIFO"

@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "common.h"
 
+#include <errno.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -166,6 +167,17 @@ void spr_file_keep_mode(int fd, const char *path) {
         if (fchown(fd, (uid_t)-1, sb.st_gid) != 0) {} /* only a group the user is in */
     }
     if (fchmod(fd, sb.st_mode & 0777) != 0) {} /* never set-id bits */
+}
+
+spr_status spr_file_replace_check(const char *path) {
+    struct stat sb;
+    if (!path || stat(path, &sb) != 0 || !S_ISREG(sb.st_mode)) return SPR_STATUS_OK;
+    /* root passes access() but not a file no one may write */
+    if ((sb.st_mode & 0222) && (access(path, W_OK) == 0 || errno != EACCES)) return SPR_STATUS_OK;
+    return spr_fail(SPR_STATUS_IO_ERROR,
+                    "%s: cannot write: the file is write-protected (mode %03o): writing would "
+                    "replace it; make it writable (chmod u+w) or write elsewhere",
+                    path, (unsigned)(sb.st_mode & 0777));
 }
 
 double spr_now(void) {

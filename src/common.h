@@ -132,6 +132,12 @@ double spr_now(void);
  * leaves the temporary's. */
 void spr_file_keep_mode(int fd, const char *path);
 
+/* IO_ERROR, naming the file and its mode, when path is a regular file no one may write
+ * (chmod a-w: kept on purpose) or one this user may not write; else OK. Writes that
+ * replace a file through a rename (which needs only the directory) ask first: they
+ * replaced such files all the same, where cp and torch.save refuse. */
+spr_status spr_file_replace_check(const char *path);
+
 /* Threads to use: n if n > 0, else every core OpenMP offers; 1 where spr_threads_forked.
  * Every parallel region's num_threads comes from here. */
 int spr_threads(int n);

@@ -1269,7 +1269,8 @@ static char *spr_put_float(char *p, float v) {
 spr_status spr_dataset_write(const spr_dataset *data, const char *path) {
     if (!data || !path) return spr_fail(SPR_STATUS_BAD_INPUT, "spr_dataset_write: data or path is NULL");
     const spr_dataset_view *v = &data->view;
-    spr_status st = SPR_STATUS_OK;
+    spr_status st = spr_file_replace_check(path);
+    if (st) return st;
     size_t plen = strlen(path);
     char *tmp = malloc(plen + 32);
     spr_writer w = {.fd = -1, .buf = NULL, .len = 0, .err = 0};

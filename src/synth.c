@@ -536,6 +536,8 @@ spr_status spr_synth_generate_progress(const spr_synth_config *config, uint64_t 
         return spr_fail(SPR_STATUS_BAD_INPUT, "spr_synth_generate: train and test paths are both %s",
                         train_path);
     spr_status st = check_config(config);
+    if (!st) st = spr_file_replace_check(train_path);
+    if (!st) st = spr_file_replace_check(test_path);
     if (st) return st;
     threads = spr_threads(threads);
 

@@ -1937,6 +1937,13 @@ mode_of() { stat -c %a "$1"; }
     "$BIN" gen --preset tiny --out modes_gen --seed 2 --quiet >/dev/null 2>&1 || bad="$bad gen-failed"
     [ "$(mode_of modes_gen/train.txt)" = 600 ] || bad="$bad gen-train:$(mode_of modes_gen/train.txt)"
     [ "$(mode_of modes_gen/test.txt)" = 640 ] || bad="$bad gen-test:$(mode_of modes_gen/test.txt)"
+    chmod 444 modes_gen/test.txt # kept on purpose: gen refuses before writing either file
+    cp modes_gen/train.txt modes_gen_train_before.txt
+    "$BIN" gen --preset tiny --out modes_gen --seed 3 --quiet >/dev/null 2>modes_gen_ro.err
+    rc=$?
+    [ "$rc" = 2 ] && grep -q "modes_gen/test.txt: cannot write: the file is write-protected (mode 444)" modes_gen_ro.err ||
+        bad="$bad gen-read-only:rc=$rc:$(head -c 100 modes_gen_ro.err)"
+    cmp -s modes_gen/train.txt modes_gen_train_before.txt || bad="$bad gen-read-only-train-changed"
     opts=(--train "$TRAIN" --test "$TEST" --threads 1 --max-batches 2 --eval-max 20 --quiet)
     "$BIN" train "${opts[@]}" --save modes.model --metrics modes.jsonl >/dev/null 2>&1 || bad="$bad train-failed"
     [ "$(mode_of modes.model)" = 644 ] || bad="$bad new-model:$(mode_of modes.model)"

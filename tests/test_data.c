@@ -587,6 +587,16 @@ static void test_write_keeps_mode(void) {
     CHECK(spr_dataset_write(w, path) == SPR_STATUS_OK, "rewrite: %s", spr_last_error());
     CHECK(stat(path, &sb) == 0 && (sb.st_mode & 0777) == 0600, "a rewrite of a 600 data file left it %o",
           (unsigned)(sb.st_mode & 0777));
+    /* a file no one may write (kept on purpose) is refused, not replaced */
+    CHECK(chmod(path, 0444) == 0, "chmod: %s", strerror(errno));
+    const ino_t ino = sb.st_ino;
+    spr_status st = spr_dataset_write(w, path);
+    CHECK(st == SPR_STATUS_IO_ERROR && strstr(spr_last_error(), "the file is write-protected (mode 444)"),
+          "a write onto a 444 data file: expected IO_ERROR naming the mode, got %s: %s",
+          spr_status_to_string(st), spr_last_error());
+    CHECK(stat(path, &sb) == 0 && sb.st_ino == ino && (sb.st_mode & 0777) == 0444,
+          "a refused write replaced the 444 data file");
+    chmod(path, 0600);
     umask(was);
     unlink(path);
     spr_dataset_free(w);
