@@ -24,14 +24,12 @@ def child(model, X, Y, out):
     out.put((ids.tolist(), threads_started(2)))
 
 
-def test_forked_child_predicts_and_trains():
-    X, Y = make_xmc(400, seed=3)
-    model = sparrow.Model(X.shape[1], Y.shape[1], hidden=32, sparsity=0.5, seed=1)
-    model.fit(X, Y, epochs=1, quiet=True, threads=2)  # the parent's threads run
-    ids, _ = model.predict(X, k=3, threads=2)
+def run_forked(target, *args):
+    """Runs target(*args, queue) in a forked process: what it put on the queue, or an
+    assertion error if it hung (60 s) or failed."""
     ctx = multiprocessing.get_context("fork")
     out = ctx.Queue()
-    p = ctx.Process(target=child, args=(model, X, Y, out))
+    p = ctx.Process(target=target, args=args + (out,))
     p.start()
     p.join(60)
     hung = p.is_alive()
@@ -40,7 +38,15 @@ def test_forked_child_predicts_and_trains():
         p.join()
     assert not hung, "the forked child hung (GNU OpenMP after fork)"
     assert p.exitcode == 0
-    child_ids, child_threads = out.get(timeout=10)
+    return out.get(timeout=10)
+
+
+def test_forked_child_predicts_and_trains():
+    X, Y = make_xmc(400, seed=3)
+    model = sparrow.Model(X.shape[1], Y.shape[1], hidden=32, sparsity=0.5, seed=1)
+    model.fit(X, Y, epochs=1, quiet=True, threads=2)  # the parent's threads run
+    ids, _ = model.predict(X, k=3, threads=2)
+    child_ids, child_threads = run_forked(child, model, X, Y)
     assert np.array_equal(np.array(child_ids), ids)
     assert child_threads == 2  # all its threads, not one
     # and the parent keeps training on its threads
@@ -65,14 +71,4 @@ def test_forked_child_after_torch_threads():
         (torch.relu(a) * 2 + a.exp()).sum()  # intra-op parallel: torch's OpenMP workers
     finally:
         torch.set_num_threads(was)
-    ctx = multiprocessing.get_context("fork")
-    out = ctx.Queue()
-    p = ctx.Process(target=child_fits, args=(X, Y, out))
-    p.start()
-    p.join(60)
-    hung = p.is_alive()
-    if hung:
-        p.kill()
-        p.join()
-    assert not hung, "the forked child hung (GNU OpenMP after PyTorch's threads and fork)"
-    assert p.exitcode == 0 and out.get(timeout=10) == 2
+    assert run_forked(child_fits, X, Y) == 2  # all its threads
