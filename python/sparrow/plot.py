@@ -23,11 +23,11 @@ of the wrong type, a file without evaluations), 1 anything else (out of memory: 
 plot: out of memory ...", as the other commands).
 """
 import argparse
+import errno
 import hashlib
 import io
 import json
 import math
-import errno
 import mmap
 import os
 import resource
@@ -47,7 +47,7 @@ class BadInput(Exception):
 
 
 class CannotDraw(Exception):
-    """The drawing cannot start (out of memory, no matplotlib): exit 1."""
+    """The drawing cannot start (matplotlib missing or not loadable): exit 1."""
 
 
 def load_matplotlib():
@@ -368,8 +368,7 @@ def main(argv):
     short = False
     try:
         check_paths(args.metrics, args.out, args.title)
-        load_matplotlib()
-        n = plot(args.metrics, args.out, args.title)
+        n = plot(args.metrics, args.out, args.title)  # loads matplotlib first
     except BadInput as e:
         print(f"sparrow plot: {e}", file=sys.stderr)
         return 2
