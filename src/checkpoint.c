@@ -1354,7 +1354,10 @@ spr_status spr_checkpoint_load(const char *path, spr_model **out) {
                 }
         }
     }
-    /* Rows that last stepped after the last step would owe a negative catch-up */
+    /* Rows that last stepped after the last step would owe a negative catch-up; the
+     * earliest last step bounds what rows owe (settled_step: no pass, and no settled
+     * reading, for a model that owes nothing) */
+    int64_t earliest = stat[0];
     for (int l = 0; l < m->n_layers; l++) {
         spr_layer *L = &m->layers[l];
         for (int64_t i = 0; i < L->rows; i++) {
@@ -1367,9 +1370,11 @@ spr_status spr_checkpoint_load(const char *path, spr_model **out) {
                               (long long)L->last_step[i], (long long)stat[0]);
                 goto done;
             }
+            if (L->last_step[i] < earliest) earliest = L->last_step[i];
         }
     }
     m->steps = stat[0];
+    m->settled_step = earliest;
     m->samples = stat[1];
     m->epoch = stat[2];
     m->next_rehash = stat[3];

@@ -175,8 +175,9 @@ struct spr_model {
 
     int64_t steps, samples, epoch;
     spr_catch_up catch_up;    /* the optimizer's catch-up tables (670 KB) */
-    int64_t settled_step;     /* steps when spr_model_catch_up last left no row owing: until
-                                 the next step another pass has nothing to do (0: none) */
+    int64_t settled_step;     /* every row's last step is at least this: the steps when
+                                 spr_model_catch_up last left no row owing, or a loaded
+                                 model's earliest last step; = steps: no row owes any */
     int64_t next_rehash;      /* step at which the next rehash happens */
     int64_t rehashes, rebuilds;
     int64_t step_rows, step_bytes; /* what the last spr_model_apply_gradients stepped and moved */
@@ -212,6 +213,44 @@ struct spr_model {
     struct spr_dist *dist;    /* borrowed; NULL: one process */
     spr_batch_buf *bb;        /* the sharded step's batch (NULL on one process) */
 };
+
+/* The catch-up of a row last stepped at t0 over the steps t0 + 1 .. m->steps
+ * (spr_catch_up): w -= S m / (sqrt(v) + e), m x d1, v x d2. */
+typedef struct catch_up_coef {
+    float S, e, d1, d2;
+} catch_up_coef;
+
+/* Where one row of a layer is held: its weights (w, or w16 for BF16 weights) and moments
+ * (mw and vw, or mw16 and vw16): the layer's own row or a copy (spr_settled_row). */
+typedef struct spr_row_at {
+    float *w, *mw, *vw;
+    uint16_t *w16, *mw16, *vw16;
+} spr_row_at;
+
+/* Reading a model that owes Adam steps (rows that missed steps inside an epoch) as
+ * spr_model_settle would leave it, without writing it: each row that owes steps is copied
+ * with its moments and takes them in the copy, by the kernels and rounding bits settle
+ * uses, so inference scores bit for bit what it would after a settle, and training goes
+ * on as if nothing had read it (an evaluation inside an epoch, --eval-every, fit's
+ * validation). Off, reading the rows as stored, when no row owes steps (settled, lazy
+ * Adam, never stepped). */
+typedef struct spr_settled {
+    const spr_model *m;
+    int on;
+    int64_t cols;           /* the widest row: copies take spr_settled_buf_bytes */
+    int64_t t_lo;           /* coef[t - t_lo]: the catch-up of a row last stepped at t */
+    catch_up_coef *coef;    /* (m->steps - t_lo): t_lo = m->settled_step, or steps - 65536 */
+} spr_settled;
+
+/* Fills *s for m (allocating its table when rows owe steps); NO_MEMORY on failure. */
+spr_status spr_settled_init(spr_settled *s, const spr_model *m);
+void spr_settled_free(spr_settled *s);
+/* Bytes of a per-thread copy buffer for spr_settled_row (0 when s is off). */
+size_t spr_settled_buf_bytes(const spr_settled *s);
+/* Row r of L as settled: the layer's own row when it owes nothing, else its copy in buf
+ * (spr_settled_buf_bytes, overwritten by the next call). *b (if b, layers past 0) gets
+ * the row's bias, also as settled. */
+spr_row_at spr_settled_row(const spr_settled *s, const spr_layer *L, int64_t r, void *buf, float *b);
 
 /* SPR_STATUS_OK if o's Adam constants can train: a finite lr > 0, betas in [0, 1), a
  * finite eps > 0, and for Adam with catch-up beta1^2 < beta2 (else its sum of missed
@@ -265,6 +304,14 @@ static inline float spr_layer_dot(const spr_layer *L, int64_t j, const float *x)
 static inline void spr_layer_axpy(const spr_layer *L, float alpha, int64_t j, float *y) {
     if (L->w16) spr_axpy_bf16(alpha, L->w16 + j * L->stride, y, L->cols);
     else spr_axpy(alpha, L->w + j * L->stride, y, L->cols);
+}
+/* spr_layer_dot and spr_layer_axpy of a row wherever it is held (spr_row_at). */
+static inline float spr_row_at_dot(const spr_layer *L, const spr_row_at *a, const float *x) {
+    return L->w16 ? spr_dot_bf16(a->w16, x, L->cols) : spr_dot(a->w, x, L->cols);
+}
+static inline void spr_row_at_axpy(const spr_layer *L, float alpha, const spr_row_at *a, float *y) {
+    if (L->w16) spr_axpy_bf16(alpha, a->w16, y, L->cols);
+    else spr_axpy(alpha, a->w, y, L->cols);
 }
 /* Where row j starts and how many bytes it has (prefetching). */
 static inline const void *spr_layer_row(const spr_layer *L, int64_t j) {
@@ -375,8 +422,10 @@ spr_status spr_model_rehash_if_due(spr_model *m, const spr_train_options *o, spr
 void spr_model_zero_gradients(spr_model *m);
 
 /* Hidden forward pass for one point (layers 0..n_layers-2, all neurons): the output
- * layer's input, fan_in of the output layer floats. */
-void spr_model_hidden_dense(const spr_model *m, const spr_dataset_view *d, int64_t row,
-                            float *h_a, float *h_b, float **out);
+ * layer's input, fan_in of the output layer floats; the rows as sv settles them (buf: its
+ * copy buffer). */
+void spr_model_hidden_dense(const spr_model *m, const spr_settled *sv, void *buf,
+                            const spr_dataset_view *d, int64_t row, float *h_a, float *h_b,
+                            float **out);
 
 #endif /* SPR_MODEL_H */

@@ -22,20 +22,27 @@
 #endif
 
 #define BLOCK 16 /* points per block in exact inference */
+/* ... when rows owe Adam steps (spr_settled): each row that owes some is copied and
+ * caught up once per block, a cost that larger blocks share among more points */
+#define SETTLED_BLOCK 128
 
-void spr_model_hidden_dense(const spr_model *m, const spr_dataset_view *d, int64_t row,
-                            float *h_a, float *h_b, float **out) {
+void spr_model_hidden_dense(const spr_model *m, const spr_settled *sv, void *buf,
+                            const spr_dataset_view *d, int64_t row, float *h_a, float *h_b,
+                            float **out) {
     const spr_layer *L0 = &m->layers[0];
     memcpy(h_a, L0->b, (size_t)L0->size * sizeof(float));
-    for (int64_t k = d->feature_indptr[row]; k < d->feature_indptr[row + 1]; k++)
-        spr_axpy(d->feature_values[k], L0->w + (int64_t)d->feature_indices[k] * L0->stride, h_a,
-                 L0->size);
+    for (int64_t k = d->feature_indptr[row]; k < d->feature_indptr[row + 1]; k++) {
+        const spr_row_at a = spr_settled_row(sv, L0, d->feature_indices[k], buf, NULL);
+        spr_row_at_axpy(L0, d->feature_values[k], &a, h_a);
+    }
     for (int64_t j = 0; j < L0->size; j++)
         if (h_a[j] < 0.0f) h_a[j] = 0.0f;
     for (int l = 1; l < m->n_layers - 1; l++) {
         const spr_layer *L = &m->layers[l];
         for (int64_t j = 0; j < L->size; j++) {
-            float z = L->b[j] + spr_dot(L->w + j * L->stride, h_a, L->fan_in);
+            float b;
+            const spr_row_at a = spr_settled_row(sv, L, j, buf, &b);
+            float z = b + spr_row_at_dot(L, &a, h_a);
             h_b[j] = z > 0.0f ? z : 0.0f;
         }
         float *t = h_a;
@@ -52,24 +59,27 @@ static int64_t max_hidden(const spr_model *m) {
     return h;
 }
 
-/* Exact top-k of the points rows[b0..b1) (at most BLOCK): hidden vectors into hid
- * (BLOCK, stride), then one pass over the output rows. */
-static void predict_block_exact(const spr_model *m, const spr_dataset_view *d, const int64_t *rows,
-                                int64_t b0, int64_t b1, int k, float *ha, float *hb, float *hid,
+/* Exact top-k of the points rows[b0..b1) (at most SETTLED_BLOCK): hidden vectors into
+ * hid (b1 - b0, stride), then one pass over the output rows. */
+static void predict_block_exact(const spr_model *m, const spr_settled *sv, void *buf,
+                                const spr_dataset_view *d, const int64_t *rows, int64_t b0,
+                                int64_t b1, int k, float *ha, float *hb, float *hid,
                                 int32_t *ids_out, float *scores_out) {
     const spr_layer *Lo = &m->layers[m->n_layers - 1];
     const int64_t stride = spr_row_stride(Lo->fan_in);
-    int filled[BLOCK];
+    int filled[SETTLED_BLOCK];
     const int64_t nb = b1 - b0;
     for (int64_t i = 0; i < nb; i++) {
         float *h;
-        spr_model_hidden_dense(m, d, rows ? rows[b0 + i] : b0 + i, ha, hb, &h);
+        spr_model_hidden_dense(m, sv, buf, d, rows ? rows[b0 + i] : b0 + i, ha, hb, &h);
         memcpy(hid + i * stride, h, (size_t)Lo->fan_in * sizeof(float));
         filled[i] = 0;
     }
     for (int64_t j = 0; j < Lo->size; j++) {
+        float b;
+        const spr_row_at a = spr_settled_row(sv, Lo, j, buf, &b);
         for (int64_t i = 0; i < nb; i++) {
-            float z = Lo->b[j] + spr_layer_dot(Lo, j, hid + i * stride);
+            float z = b + spr_row_at_dot(Lo, &a, hid + i * stride);
             spr_topk_push(ids_out + (b0 + i) * k, scores_out + (b0 + i) * k, k, &filled[i],
                           (int32_t)j, z);
         }
@@ -83,17 +93,19 @@ static void predict_block_exact(const spr_model *m, const spr_dataset_view *d, c
 
 /* Sparse top-k of one point: only the neurons in the L buckets its hidden vector hashes
  * to (no random neurons, no labels). */
-static void predict_point_sparse(const spr_model *m, const spr_dataset_view *d, int64_t row, int k,
-                                 float *ha, float *hb, spr_scratch *s, int32_t *ids_out,
-                                 float *scores_out) {
+static void predict_point_sparse(const spr_model *m, const spr_settled *sv, void *buf,
+                                 const spr_dataset_view *d, int64_t row, int k, float *ha,
+                                 float *hb, spr_scratch *s, int32_t *ids_out, float *scores_out) {
     const spr_layer *Lo = &m->layers[m->n_layers - 1];
     float *h;
-    spr_model_hidden_dense(m, d, row, ha, hb, &h);
+    spr_model_hidden_dense(m, sv, buf, d, row, ha, hb, &h);
     int64_t n = spr_layer_select(Lo, h, NULL, 0, 1, s, NULL, s->ids[0], NULL, 0);
     int filled = 0;
     for (int64_t a = 0; a < n; a++) {
         int32_t j = s->ids[0][a];
-        float z = Lo->b[j] + spr_layer_dot(Lo, j, h);
+        float b;
+        const spr_row_at at = spr_settled_row(sv, Lo, j, buf, &b);
+        float z = b + spr_row_at_dot(Lo, &at, h);
         spr_topk_push(ids_out, scores_out, k, &filled, j, z);
     }
     for (int q = filled; q < k; q++) ids_out[q] = -1, scores_out[q] = -INFINITY;
@@ -129,16 +141,25 @@ spr_status spr_model_predict(const spr_model *m, const spr_dataset *data, const 
     if (n <= 0) return SPR_STATUS_OK;
     threads = spr_threads(threads);
     const int64_t h = max_hidden(m), hstride = spr_row_stride(h);
-    int failed = 0;
+    spr_settled sv; /* rows that owe Adam steps are read as settled (model.h) */
+    int failed = spr_settled_init(&sv, m) != SPR_STATUS_OK;
+    const size_t buf_bytes = spr_settled_buf_bytes(&sv);
+    int64_t block = BLOCK;
+    if (sv.on) { /* as large as keeps every thread busy */
+        block = (n + threads - 1) / threads;
+        block = block < BLOCK ? BLOCK : block > SETTLED_BLOCK ? SETTLED_BLOCK : block;
+    }
 
 #pragma omp parallel num_threads(threads)
     {
         /* Per-thread buffers: inference is not a training step, it may allocate. */
         float *ha = spr_alloc((size_t)hstride * 4), *hb = spr_alloc((size_t)hstride * 4);
-        float *hid = sparse ? NULL : spr_alloc((size_t)BLOCK * spr_row_stride(Lo->fan_in) * 4);
+        float *hid = sparse ? NULL : spr_alloc((size_t)block * spr_row_stride(Lo->fan_in) * 4);
+        void *buf = buf_bytes ? spr_alloc(buf_bytes) : NULL;
         spr_scratch samp;
         memset(&samp, 0, sizeof samp);
-        int ok = ha && hb && (sparse ? spr_sampler_scratch(Lo, &samp) : hid != NULL);
+        int ok = ha && hb && (sparse ? spr_sampler_scratch(Lo, &samp) : hid != NULL) &&
+                 (buf || !buf_bytes) && !failed;
         if (!ok) {
 #pragma omp atomic write
             failed = 1;
@@ -147,22 +168,25 @@ spr_status spr_model_predict(const spr_model *m, const spr_dataset *data, const 
 #pragma omp for schedule(dynamic, 16)
             for (int64_t i = 0; i < n; i++) {
                 if (!ok) continue;
-                predict_point_sparse(m, d, rows ? rows[i] : i, k, ha, hb, &samp, ids_out + i * k,
-                                     scores_out + i * k);
+                predict_point_sparse(m, &sv, buf, d, rows ? rows[i] : i, k, ha, hb, &samp,
+                                     ids_out + i * k, scores_out + i * k);
             }
         } else {
 #pragma omp for schedule(dynamic, 1)
-            for (int64_t b0 = 0; b0 < n; b0 += BLOCK) {
+            for (int64_t b0 = 0; b0 < n; b0 += block) {
                 if (!ok) continue;
-                int64_t b1 = b0 + BLOCK < n ? b0 + BLOCK : n;
-                predict_block_exact(m, d, rows, b0, b1, k, ha, hb, hid, ids_out, scores_out);
+                int64_t b1 = b0 + block < n ? b0 + block : n;
+                predict_block_exact(m, &sv, buf, d, rows, b0, b1, k, ha, hb, hid, ids_out,
+                                    scores_out);
             }
         }
         spr_free(ha);
         spr_free(hb);
         spr_free(hid);
+        spr_free(buf);
         if (sparse) spr_sampler_scratch_free(&samp);
     }
+    spr_settled_free(&sv);
     spr_status st = failed ? spr_fail(SPR_STATUS_NO_MEMORY, "out of memory in predict") : SPR_STATUS_OK;
     if (m->dist) { /* a sharded model: this rank's top-k in global ids, then all ranks' */
         if ((st = spr_dist_agree(m->dist, st, "predicting"))) return st; /* none waits for a failed one */
@@ -355,15 +379,19 @@ spr_status spr_model_sampling_recall(const spr_model *m, const spr_dataset *data
     threads = spr_threads(threads);
     const int64_t hstride = spr_row_stride(max_hidden(m));
     double total = 0.0;
-    int failed = 0;
+    spr_settled sv; /* as in predict */
+    int failed = spr_settled_init(&sv, m) != SPR_STATUS_OK;
+    const size_t buf_bytes = spr_settled_buf_bytes(&sv);
 #pragma omp parallel num_threads(threads) reduction(+ : total)
     {
         float *ha = spr_alloc((size_t)hstride * 4), *hb = spr_alloc((size_t)hstride * 4);
         int32_t *best = spr_alloc((size_t)top * 4);
         float *best_scores = spr_alloc((size_t)top * 4);
+        void *buf = buf_bytes ? spr_alloc(buf_bytes) : NULL;
         spr_scratch samp;
         memset(&samp, 0, sizeof samp);
-        int ok = ha && hb && best && best_scores && spr_sampler_scratch(Lo, &samp);
+        int ok = ha && hb && best && best_scores && spr_sampler_scratch(Lo, &samp) &&
+                 (buf || !buf_bytes) && !failed;
         if (!ok) {
 #pragma omp atomic write
             failed = 1;
@@ -373,11 +401,14 @@ spr_status spr_model_sampling_recall(const spr_model *m, const spr_dataset *data
             if (!ok) continue;
             int64_t row = rows ? rows[i] : i;
             float *h;
-            spr_model_hidden_dense(m, d, row, ha, hb, &h);
+            spr_model_hidden_dense(m, &sv, buf, d, row, ha, hb, &h);
             int filled = 0;
-            for (int64_t j = 0; j < Lo->size; j++)
+            for (int64_t j = 0; j < Lo->size; j++) {
+                float b;
+                const spr_row_at a = spr_settled_row(&sv, Lo, j, buf, &b);
                 spr_topk_push(best, best_scores, top, &filled, (int32_t)j,
-                              Lo->b[j] + spr_layer_dot(Lo, j, h));
+                              b + spr_row_at_dot(Lo, &a, h));
+            }
             spr_rng rng;
             spr_rng_seed(&rng, spr_mix64(m->cfg.seed ^ 0x2ec411ull) ^ spr_mix64((uint64_t)row));
             int64_t na = spr_layer_select(Lo, h, NULL, 0, 0, &samp, &rng, samp.ids[0], NULL, 0);
@@ -385,9 +416,10 @@ spr_status spr_model_sampling_recall(const spr_model *m, const spr_dataset *data
             for (int q = 0; q < filled; q++) hits += spr_sorted_contains(samp.ids[0], na, best[q]);
             total += (double)hits / (double)filled;
         }
-        spr_free(ha), spr_free(hb), spr_free(best), spr_free(best_scores);
+        spr_free(ha), spr_free(hb), spr_free(best), spr_free(best_scores), spr_free(buf);
         spr_sampler_scratch_free(&samp);
     }
+    spr_settled_free(&sv);
     if (failed) return spr_fail(SPR_STATUS_NO_MEMORY, "out of memory in recall");
     *recall = total / (double)n;
     return SPR_STATUS_OK;

@@ -1213,6 +1213,44 @@ PYEOF
 )
 if [ -z "$out" ]; then pass; else fail "eval-every: $out"; fi
 expect_grep ee ee.err "evaluating every 10 batches on 100 test points"
+# An evaluation inside an epoch scores the rows as settled (the Adam steps they owe
+# taken in a copy): step 30's is the last evaluation of a run stopped at step 30, which
+# settles its model, and what `sparrow eval` of that run's file reports; the run it was
+# taken in went on as if it had not been (the same model file as without --eval-every).
+# (Scoring the rows as stored, as sparrow 23-28 did, step 30's nDCG@5 differs here.)
+run ee30 train --train "$TRAIN" --test "$TEST" --hidden 16 --batch 64 --max-batches 30 \
+    --eval-max 100 --metrics ee30.jsonl --save ee30.model --threads 1 --quiet
+expect_rc ee30 0
+run ee30_eval eval --model ee30.model --test "$TEST" --eval-max 100
+expect_rc ee30_eval 0
+run ee_none train --train "$TRAIN" --test "$TEST" --hidden 16 --batch 64 --epochs 2 \
+    --eval-max 100 --save ee_none.model --threads 1 --quiet
+expect_rc ee_none 0
+run ee_save train --train "$TRAIN" --test "$TEST" --hidden 16 --batch 64 --epochs 2 --eval-every 10 \
+    --eval-max 100 --save ee_save.model --threads 1 --quiet
+expect_rc ee_save 0
+if cmp -s ee_none.model ee_save.model; then pass; else fail "eval-every: the model differs from a run without"; fi
+out=$("$PY" - ee.jsonl ee30.jsonl ee30_eval.out <<'PYEOF' 2>&1
+import json, sys
+def lines(f): return [json.loads(l) for l in open(f) if l.strip()]
+within = [l for l in lines(sys.argv[1]) if l.get("step") == 30][0]
+stopped = [l for l in lines(sys.argv[2]) if "step" in l][-1]
+ev = [json.loads(l) for l in open(sys.argv[3]) if l.strip()][-1]
+keys = [k for k in within if k.startswith(("p_at_", "ndcg_at_"))]
+problems = []
+if len(keys) < 6:
+    problems.append("expected P@k and nDCG@k in the metrics, got %s" % sorted(within))
+for k in keys:
+    if within[k] != stopped[k]:
+        problems.append("%s: step 30 within the epoch %r, the run stopped at 30 %r" % (k, within[k], stopped[k]))
+    if k in ev and abs(ev[k] - within[k]) > 5e-7:
+        problems.append("%s: step 30 within the epoch %r, sparrow eval of its file %r" % (k, within[k], ev[k]))
+if not any(k in ev for k in keys):
+    problems.append("sparrow eval --json has none of %s: %s" % (keys, sorted(ev)))
+print("; ".join(problems))
+PYEOF
+)
+if [ -z "$out" ]; then pass; else fail "eval-every settled: $out"; fi
 # Without --eval-max: EVAL_EVERY_POINTS (1000) or the whole test set if smaller.
 run ee2 train --train "$TRAIN" --test "$TEST" --hidden 16 --batch 64 --eval-every 10 --max-batches 12 --quiet
 expect_rc ee2 0

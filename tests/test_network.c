@@ -12,6 +12,7 @@
  */
 #include "check.h"
 #include "common.h"
+#include "data.h"
 #include "model.h"
 #include "sparrow.h"
 
@@ -1651,6 +1652,145 @@ static void test_model_catch_up(void) {
     toy_free(&t);
 }
 
+/* Inference on a model whose rows owe Adam steps (inside an epoch: --eval-every, fit's
+ * validation) scores what the settled model scores, bit for bit, without writing the
+ * model: exact and sparse predictions, recall, on 1 and 2 threads, for float, BF16
+ * moments, BF16 weights and a middle hidden layer; training then goes on as a run nobody
+ * evaluated (before session 29 such evaluations scored the rows as stored). */
+static int predictions_equal(const int32_t *ia, const float *sa, const int32_t *ib, const float *sb,
+                             int64_t n) {
+    return memcmp(ia, ib, (size_t)n * sizeof *ia) == 0 && memcmp(sa, sb, (size_t)n * sizeof *sa) == 0;
+}
+
+/* Every row's weights, moments and biases of a and b (float or BF16) and last steps
+ * agree bit for bit. */
+static int state_equal(const spr_model *a, const spr_model *b) {
+    for (int l = 0; l < a->n_layers; l++) {
+        const spr_layer *A = &a->layers[l], *B = &b->layers[l];
+        const size_t n = (size_t)(A->rows * A->stride);
+        int same = (A->w16 ? memcmp(A->w16, B->w16, n * 2) : memcmp(A->w, B->w, n * 4)) == 0;
+        same &= (A->mw16 ? memcmp(A->mw16, B->mw16, n * 2) == 0 && memcmp(A->vw16, B->vw16, n * 2) == 0
+                         : memcmp(A->mw, B->mw, n * 4) == 0 && memcmp(A->vw, B->vw, n * 4) == 0);
+        same &= memcmp(A->b, B->b, (size_t)A->size * 4) == 0 && memcmp(A->mb, B->mb, (size_t)A->size * 4) == 0 &&
+                memcmp(A->vb, B->vb, (size_t)A->size * 4) == 0;
+        same &= memcmp(A->last_step, B->last_step, (size_t)A->rows * sizeof *A->last_step) == 0;
+        if (!same) return 0;
+    }
+    return 1;
+}
+
+static void test_settled_inference(void) {
+    toy t;
+    toy_make(&t, 96, 40, 4, 23);
+    const int K = 5;
+    const int64_t nk = t.n * K;
+    int32_t *ids[4];
+    float *scores[4];
+    for (int q = 0; q < 4; q++) ids[q] = malloc((size_t)nk * 4), scores[q] = malloc((size_t)nk * 4);
+    for (int variant = 0; variant < 4; variant++) {
+        static const char *const names[] = {"float", "BF16 moments", "BF16 weights", "three layers"};
+        const char *what = names[variant];
+        spr_model_config c = small_config(t.d, t.l, 0.15f);
+        if (variant == 1 || variant == 2) c.bf16_state = 1;
+        if (variant == 2) c.bf16_weights = 1;
+        if (variant == 3) {
+            c.n_layers = 3;
+            c.layers[2] = c.layers[1];
+            c.layers[1] = c.layers[0];
+            c.layers[1].size = 12;
+        }
+        const int nl = c.n_layers;
+        spr_train_options o = spr_train_options_default();
+        o.threads = 1, o.batch_size = 8, o.lr = 0.01f;
+        spr_model *a, *b, *u; /* evaluated unsettled; settled; never evaluated */
+        OK(spr_model_create(&c, &a));
+        OK(spr_model_create(&c, &b));
+        OK(spr_model_create(&c, &u));
+        for (int step = 0; step < 9; step++) {
+            int64_t rows[8];
+            for (int i = 0; i < 8; i++) rows[i] = (step * 13 + i) % t.n;
+            spr_batch_stats st;
+            OK(spr_model_train_batch(a, t.data, rows, 8, &o, &st));
+            OK(spr_model_train_batch(b, t.data, rows, 8, &o, &st));
+            OK(spr_model_train_batch(u, t.data, rows, 8, &o, &st));
+        }
+        /* rows as stored against rows as settled, for point 0: some logit must differ, or
+         * the rest proves nothing */
+        spr_settled on, off = {a, 0, 0, 0, NULL};
+        OK(spr_settled_init(&on, a));
+        CHECK(on.on, "%s: rows owe steps after 9 steps", what);
+        void *buf = spr_alloc(spr_settled_buf_bytes(&on));
+        const spr_layer *Lo = &a->layers[nl - 1];
+        float ha[64], hb[64], hid[64], *h;
+        spr_model_hidden_dense(a, &on, buf, &t.data->view, 0, ha, hb, &h);
+        memcpy(hid, h, (size_t)Lo->fan_in * sizeof(float));
+        spr_model_hidden_dense(a, &off, NULL, &t.data->view, 0, ha, hb, &h);
+        int differ = 0;
+        for (int64_t j = 0; j < Lo->size; j++) {
+            float bias;
+            const spr_row_at at = spr_settled_row(&on, Lo, j, buf, &bias);
+            differ |= bias + spr_row_at_dot(Lo, &at, hid) != Lo->b[j] + spr_layer_dot(Lo, j, h);
+        }
+        CHECK(differ, "%s: the owed steps change point 0's logits (else this test proves nothing)", what);
+        spr_free(buf);
+        spr_settled_free(&on);
+
+        for (int threads = 1; threads <= 2; threads++) {
+            OK(spr_model_predict(a, t.data, NULL, 0, K, 0, threads, ids[0], scores[0]));
+            OK(spr_model_predict(a, t.data, NULL, 0, K, 1, threads, ids[1], scores[1]));
+            if (threads == 1) OK(spr_model_settle(b, 1));
+            OK(spr_model_predict(b, t.data, NULL, 0, K, 0, threads, ids[2], scores[2]));
+            OK(spr_model_predict(b, t.data, NULL, 0, K, 1, threads, ids[3], scores[3]));
+            CHECK(predictions_equal(ids[0], scores[0], ids[2], scores[2], nk),
+                  "%s, %d threads: exact predictions of the unsettled model are the settled one's",
+                  what, threads);
+            CHECK(predictions_equal(ids[1], scores[1], ids[3], scores[3], nk),
+                  "%s, %d threads: sparse predictions of the unsettled model are the settled one's",
+                  what, threads);
+        }
+        /* loaded: the file of the unsettled model predicts as the settled one, and that of
+         * the settled one owes nothing (no settled reading: its earliest last step) */
+        char path[] = "/tmp/sparrow_test_settled_XXXXXX";
+        const int fd = mkstemp(path);
+        CHECK(fd >= 0, "%s: a temporary file", what);
+        if (fd >= 0) close(fd);
+        spr_model *la, *lb;
+        OK(spr_model_save(a, path));
+        OK(spr_model_load(path, &la));
+        OK(spr_model_save(b, path));
+        OK(spr_model_load(path, &lb));
+        remove(path);
+        OK(spr_model_predict(la, t.data, NULL, 0, K, 0, 2, ids[0], scores[0]));
+        CHECK(predictions_equal(ids[0], scores[0], ids[2], scores[2], nk),
+              "%s: the unsettled model's file predicts as the settled model", what);
+        spr_settled sa, sb;
+        OK(spr_settled_init(&sa, la));
+        OK(spr_settled_init(&sb, lb));
+        CHECK(sa.on && !sb.on && lb->settled_step == lb->steps,
+              "%s: loaded, the unsettled model owes steps (%d), the settled one none (%d)", what,
+              sa.on, sb.on);
+        spr_settled_free(&sa), spr_settled_free(&sb);
+        spr_model_free(la), spr_model_free(lb);
+        double ra, rb;
+        OK(spr_model_sampling_recall(a, t.data, NULL, 0, 3, 1, &ra));
+        OK(spr_model_sampling_recall(b, t.data, NULL, 0, 3, 1, &rb));
+        CHECK(ra == rb, "%s: recall of the unsettled model %.6f is the settled one's %.6f", what, ra, rb);
+        CHECK(state_equal(a, u), "%s: inference wrote nothing into the model", what);
+        CHECK(!state_equal(a, b), "%s: settling moved rows (else this test proves nothing)", what);
+        for (int step = 9; step < 12; step++) {
+            int64_t rows[8];
+            for (int i = 0; i < 8; i++) rows[i] = (step * 13 + i) % t.n;
+            spr_batch_stats st;
+            OK(spr_model_train_batch(a, t.data, rows, 8, &o, &st));
+            OK(spr_model_train_batch(u, t.data, rows, 8, &o, &st));
+        }
+        CHECK(state_equal(a, u), "%s: training goes on as if nothing had been evaluated", what);
+        spr_model_free(a), spr_model_free(b), spr_model_free(u);
+    }
+    for (int q = 0; q < 4; q++) free(ids[q]), free(scores[q]);
+    toy_free(&t);
+}
+
 /* Under an address-space limit (ulimit -v) a little above what a model needs, libgomp
  * could not create its threads (8 MB of stack each) at the first parallel region, which
  * came after the model's memory, and ended the process with "Thread creation failed"
@@ -1801,6 +1941,7 @@ int main(void) {
     test_threads_before_memory();
     test_catch_up();
     test_model_catch_up();
+    test_settled_inference();
     test_thread_counts();
     test_threads_after_fork();
     test_initial_weights();

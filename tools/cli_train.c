@@ -499,7 +499,8 @@ static int train_loop(train_state *s, const spr_dataset *train, const spr_train_
          * owed steps recorded: resumed, it continues as a run never stopped (taking them
          * here would round it otherwise); its last evaluation then scores what `sparrow
          * eval` of the file does (spr_model_settle). Evaluations inside an epoch
-         * (--eval-every) see the rows as they are, for the same reason. */
+         * (--eval-every) read the owed rows as settled without writing them (model.h,
+         * spr_settled), for the same reason. */
         double t_save = 0, c_save = 0;
         if (!complete && a->save_path) {
             const double t = now_seconds(), c = cpu_seconds();

@@ -361,10 +361,10 @@ class Model:
         the library's default). lazy_adam: the CLI's --lazy-adam (rows without gradient
         never catch up on the steps they missed). A fit stopped inside an epoch (max_batches,
         KeyboardInterrupt) is continued after its trained rows by the next fit on the same
-        data and shuffle (any batch_size), byte for byte the fit never stopped; so its
-        validation there scores the rows as they are, before the Adam steps they owe
-        (settle(), evaluate() and predict() take them; `sparrow train`, whose stopped
-        run ends, takes them after its save).
+        data and shuffle (any batch_size), byte for byte the fit never stopped; its
+        validation there scores the rows that owe Adam steps as settle() would leave
+        them, bit for bit, without writing the model (evaluate() and predict() settle
+        it; `sparrow train`, whose stopped run ends, settles after its save).
 
         save_every (with save_path): also save the model there, atomically, at every N-th
         step (an int; steps count the model's, as `sparrow train --save-every`) or once
