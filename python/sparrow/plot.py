@@ -335,9 +335,28 @@ def save_png(fig, out, metadata):
 MAX_TITLE = 300
 
 
+def refuse_write_protected(out):
+    """A picture made read-only to keep it (chmod 444) is refused, as sparrow's model and
+    data writes refuse theirs (spr_file_replace_check): the rename onto it needs only the
+    directory's permission, so it was replaced all the same. Root passes access() but
+    not a file no one may write."""
+    try:
+        st = os.stat(out)
+    except OSError:
+        return
+    if not stat.S_ISREG(st.st_mode):
+        return
+    if st.st_mode & 0o222 and os.access(out, os.W_OK):
+        return
+    raise BadInput(f"{out}: cannot write: the file is write-protected (mode "
+                   f"{stat.S_IMODE(st.st_mode) & 0o777:03o}): writing would replace it; make "
+                   "it writable (chmod u+w) or write elsewhere")
+
+
 def check_paths(metrics, out, title):
     """Bad arguments refused before anything is read or drawn: --out naming one of the
-    metrics files (it replaced the file with the picture), a title too long to draw."""
+    metrics files (it replaced the file with the picture) or a write-protected picture, a
+    title too long to draw."""
     if metrics.count("-") > 1:
         raise BadInput("standard input ('-') named more than once")
     if out == "-" and sys.stdout.isatty():  # as gzip: binary is not written to a terminal
@@ -349,6 +368,8 @@ def check_paths(metrics, out, title):
                 raise BadInput(f"--out {out} is also the metrics file {path}: it would be overwritten")
         except OSError:
             pass  # a missing metrics file is reported when it is read
+    if out != "-":
+        refuse_write_protected(out)
     if title is not None and (len(title) > MAX_TITLE or title.count("\n") > 2):
         raise BadInput(f"--title is too long ({len(title)} characters, {title.count(chr(10)) + 1} "
                        f"lines; at most {MAX_TITLE} characters on 3 lines)")

@@ -169,3 +169,23 @@ def test_import_errors_told_apart(monkeypatch, message, memory):
     else:
         with pytest.raises(plot.CannotDraw, match="apt-get install python3-matplotlib"):
             plot.load_matplotlib()
+
+
+@pytest.mark.parametrize("mode", [0o444, 0o400, 0o000])
+def test_write_protected_picture_is_refused(tmp_path, mode):
+    """--out onto a picture made read-only to keep it is refused (exit 2, the file as it
+    was), as sparrow's model and data writes are: the rename needed only the directory's
+    permission, so it was replaced all the same (before session 29)."""
+    path = tmp_path / "m.jsonl"
+    path.write_text("".join(json.dumps(o) + "\n" for o in lines()))
+    out = tmp_path / "kept.png"
+    out.write_bytes(b"old picture")
+    out.chmod(mode)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        rc = plot.main([str(path), "--out", str(out)])
+    out.chmod(0o644)
+    assert rc == 2, err.getvalue()
+    assert f"{out}: cannot write: the file is write-protected (mode {mode:03o})" in err.getvalue()
+    assert out.read_bytes() == b"old picture"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.png", "m.jsonl"]
