@@ -434,7 +434,10 @@ SPR_API spr_status spr_model_catch_up(spr_model *model, const spr_train_options 
  * its save: the file keeps the rows as they are, so that --resume continues exactly).
  * A no-op for a model that never stepped, stepped with lazy Adam, or was loaded from a
  * file of a sparrow before the options were saved (session 26); threads as
- * spr_train_options.threads. */
+ * spr_train_options.threads. Inference reads owed rows as settled without it, but at a
+ * copy per row and block of points: a program that predicts many times from a model
+ * that owes steps (a file saved inside an epoch) should settle it once (one-point exact
+ * predictions at 670K labels: 64 ms owing, 15.6 ms settled; 200 points: 657 / 616 ms). */
 SPR_API spr_status spr_model_settle(spr_model *model, int threads);
 
 /* Top-k labels of each of rows[0..n) (all points if rows is NULL, n ignored):
