@@ -419,10 +419,10 @@ SPR_API spr_status spr_model_apply_gradients(spr_model *model, const spr_train_o
  * fit call it at the end of every complete epoch (so a resumed run does too), and
  * SampledSoftmaxLinear on eval(); call it before reading weights (spr_model_param) if
  * you drive spr_model_train_batch yourself. Inference needs no call: spr_model_predict,
- * _evaluate and _sampling_recall read the rows that owe steps as this would leave them,
- * bit for bit, without writing the model (so a run evaluated inside an epoch trains on
- * exactly as one never evaluated). A no-op
- * with options->lazy_adam; BAD_INPUT for options that cannot train (spr_check_adam:
+ * _evaluate, _sampling_recall and _output_predict read the rows that owe steps as
+ * spr_model_settle would leave them, bit for bit, without writing the model (so a run
+ * evaluated inside an epoch trains on exactly as one never evaluated). A no-op with
+ * options->lazy_adam; BAD_INPUT for options that cannot train (spr_check_adam:
  * catch-up needs beta1^2 < beta2). One pass over the rows that owe steps. */
 SPR_API spr_status spr_model_catch_up(spr_model *model, const spr_train_options *options);
 

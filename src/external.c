@@ -270,13 +270,16 @@ spr_status spr_model_output_predict(const spr_model *m, const float *input, int6
     if (st) return st;
     threads = spr_threads(threads);
     const int64_t fan_in = Lo->fan_in;
-    int failed = 0;
+    spr_settled sv; /* rows that owe Adam steps are read as settled (model.h) */
+    int failed = spr_settled_init(&sv, m) != SPR_STATUS_OK;
+    const size_t buf_bytes = spr_settled_buf_bytes(&sv);
 #pragma omp parallel num_threads(threads)
     {
         /* Sampler scratch (what spr_layer_select reads); inference may allocate. */
         spr_scratch s;
         memset(&s, 0, sizeof s);
-        int ok = sparse ? spr_sampler_scratch(Lo, &s) : 1;
+        void *buf = buf_bytes ? spr_alloc(buf_bytes) : NULL;
+        int ok = (sparse ? spr_sampler_scratch(Lo, &s) : 1) && (buf || !buf_bytes) && !failed;
         if (!ok) {
 #pragma omp atomic write
             failed = 1;
@@ -292,15 +295,19 @@ spr_status spr_model_output_predict(const spr_model *m, const float *input, int6
                     int64_t na = spr_layer_select(Lo, h, NULL, 0, 1, &s, NULL, s.ids[0], NULL, 0);
                     for (int64_t a = 0; a < na; a++) {
                         int32_t j = s.ids[0][a];
+                        float b;
+                        const spr_row_at at = spr_settled_row(&sv, Lo, j, buf, &b);
                         spr_topk_push(ids_out + i * k, scores_out + i * k, k, &filled[i - b0], j,
-                                      Lo->b[j] + spr_layer_dot(Lo, j, h));
+                                      b + spr_row_at_dot(Lo, &at, h));
                     }
                 }
             } else {
                 for (int64_t j = 0; j < Lo->size; j++) {
+                    float b;
+                    const spr_row_at at = spr_settled_row(&sv, Lo, j, buf, &b);
                     for (int64_t i = b0; i < b1; i++)
                         spr_topk_push(ids_out + i * k, scores_out + i * k, k, &filled[i - b0],
-                                      (int32_t)j, Lo->b[j] + spr_layer_dot(Lo, j, input + i * fan_in));
+                                      (int32_t)j, b + spr_row_at_dot(Lo, &at, input + i * fan_in));
                 }
             }
             for (int64_t i = b0; i < b1; i++)
@@ -310,7 +317,9 @@ spr_status spr_model_output_predict(const spr_model *m, const float *input, int6
                 }
         }
         spr_sampler_scratch_free(&s); /* all NULL when not sparse */
+        spr_free(buf);
     }
+    spr_settled_free(&sv);
     if (failed) return spr_fail(SPR_STATUS_NO_MEMORY, "out of memory in output_predict");
     return SPR_STATUS_OK;
 }

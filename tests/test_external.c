@@ -220,6 +220,33 @@ int main(void) {
     CHECK(s == SPR_STATUS_OK, "sparse predict: %s", spr_last_error());
     for (int i = 0; i < N * 3; i++)
         CHECK(ids[i] >= -1 && ids[i] < OUT, "sparse predict id %d out of range", ids[i]);
+    /* Rows that missed steps are read as the catch-up would leave them, without writing
+     * them (model.h, spr_settled): the predictions before spr_model_catch_up are those
+     * after it, bit for bit, and the weights stay as they were until it. */
+    {
+        spr_model_param(m, 1, SPR_PARAM_WEIGHT, &w, NULL, NULL, &stride);
+        float *kept = malloc((size_t)(OUT * stride) * sizeof(float));
+        memcpy(kept, w, (size_t)(OUT * stride) * sizeof(float));
+        int32_t ids2[2][N * 3];
+        float scores2[2][N * 3];
+        int same = 1;
+        for (int sparse = 0; sparse <= 1; sparse++) {
+            s = spr_model_output_predict(m, x, N, 3, sparse, 2, ids2[sparse], scores2[sparse]);
+            CHECK(s == SPR_STATUS_OK, "predict of an unsettled layer: %s", spr_last_error());
+        }
+        CHECK(memcmp(kept, w, (size_t)(OUT * stride) * sizeof(float)) == 0,
+              "predicting wrote into the weights");
+        CHECK(spr_model_catch_up(m, &o) == SPR_STATUS_OK, "catch_up: %s", spr_last_error());
+        CHECK(memcmp(kept, w, (size_t)(OUT * stride) * sizeof(float)) != 0,
+              "no row owed steps after 3 sampled steps (this test proves nothing)");
+        for (int sparse = 0; sparse <= 1; sparse++) {
+            s = spr_model_output_predict(m, x, N, 3, sparse, 2, ids, scores);
+            same &= s == SPR_STATUS_OK && memcmp(ids, ids2[sparse], sizeof ids) == 0 &&
+                    memcmp(scores, scores2[sparse], sizeof scores) == 0;
+        }
+        CHECK(same, "predictions before the catch-up differ from those after it");
+        free(kept);
+    }
     spr_model_free(m);
     return CHECK_DONE("test_external");
 }
