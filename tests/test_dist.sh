@@ -10,7 +10,8 @@
 #      the 2-rank model saved and evaluated on 1 process gives the 2-rank P@1; a
 #      1-process model evaluated on 2 ranks gives the 1-process P@1
 #   3b. a 2-rank run stopped mid-epoch and resumed on 2 ranks predicts as the
-#      uninterrupted one, byte for byte; resumed on 1 process, its P@1 is within 0.02
+#      uninterrupted one, byte for byte; resumed on 1 process, its P@1 is within 0.02;
+#      an evaluation inside the epoch scores what the stopped run's settled model does
 #   4. a manifest naming shards of two saves is refused (1 process and 2 ranks); a
 #      SIGTERM that reaches one rank only, and a metrics file that fails mid-run: both
 #      ranks stop at the same batch and save the model
@@ -195,8 +196,8 @@ modes=$(cd "$work" && stat -c '%a' priv.model*)
     fail "a save onto a 600 sharded model: expected the manifest and its shards 600, got $(cd "$work" && stat -c '%n %a' priv.model* | tr '\n' ' ')"
 
 echo "-- a 2-rank run stopped mid-epoch and resumed on 2 ranks: the uninterrupted model"
-p1_stop=$("${mpi[@]}" "$sparrow" train "${common[@]}" --max-batches 50 --save "$work/res.model" 2>/dev/null |
-    awk '{print $2}')
+p1_stop=$("${mpi[@]}" "$sparrow" train "${common[@]}" --max-batches 50 --save "$work/res.model" \
+    --metrics "$work/stop.jsonl" 2>/dev/null | awk '{print $2}')
 # Its last evaluation took the owed Adam steps after the save; eval of the save on 1
 # process (the shards assembled) and on 2 ranks takes them too (each shard's options)
 p1_stop_one=$(ev "$work/res.model")
@@ -205,6 +206,24 @@ echo "   stopped at step 50: P@1 $p1_stop; its save evaluated on 1 process $p1_s
 awk -v a="$p1_stop" -v b="$p1_stop_one" -v c="$p1_stop_two" \
     'BEGIN { exit !(b != "" && c != "" && a - b <= 1e-4 && b - a <= 1e-4 && a - c <= 1e-4 && c - a <= 1e-4) }' ||
     fail "stopped at step 50 on 2 ranks: P@1 $p1_stop, its save evaluated: $p1_stop_one (1 process), $p1_stop_two (2 ranks)"
+# An evaluation inside the epoch at step 50 (--eval-every) reads each shard's owed rows
+# as settled (spr_settled): every metric that of the stopped run's settled model (read
+# as stored, P@3, nDCG@3 and nDCG@5 differed)
+"${mpi[@]}" "$sparrow" train "${common[@]}" --max-batches 60 --eval-every 50 \
+    --metrics "$work/within.jsonl" >/dev/null 2>&1 || fail "the 2-rank run with --eval-every failed"
+differ=$(/usr/bin/python3 - "$work/within.jsonl" "$work/stop.jsonl" <<'PYEOF'
+import json, sys
+w = [json.loads(l) for l in open(sys.argv[1]) if l.strip() and json.loads(l).get("step") == 50]
+s = [json.loads(l) for l in open(sys.argv[2]) if l.strip() and "step" in json.loads(l)]
+if not w or not s:
+    print("no evaluation at step 50")
+else:
+    print(" ".join("%s %r/%r" % (k, w[0][k], s[-1][k]) for k in w[0]
+                   if k.startswith(("p_at_", "ndcg_at_")) and w[0][k] != s[-1][k]))
+PYEOF
+)
+[ -z "$differ" ] || fail "2 ranks, step 50: evaluated inside the epoch / the run stopped there: $differ"
+echo "   its evaluation at step 50 inside the epoch, on 2 ranks: every P@k and nDCG@k the same"
 "$sparrow" info --model "$work/res.model" | grep -q "^Adam at the last step: lr 0.001, betas 0.9 0.999, eps 1e-08" ||
     fail "info of the 2-rank save: expected its Adam options (shard 0's)"
 "${mpi[@]}" "$sparrow" train "${common[@]}" --resume "$work/res.model" --save "$work/res.model" \
