@@ -290,6 +290,30 @@ def test_settle_takes_the_owed_steps(xmc_data, tmp_path):
     assert np.array_equal(lazy.weights(0), before)
 
 
+def test_fit_validation_after_a_stop_scores_the_settled_model(xmc_data):
+    """fit's validation after a stop inside an epoch reads the rows that owe Adam steps as
+    settle() leaves them, without writing them (spr_settled): the metrics are evaluate()'s
+    after a settle, and the next fit continues byte for byte as one never validated."""
+    X, Y, Xt, Yt = xmc_data
+    kw = dict(batch_size=64, threads=1, quiet=True, lr=0.01, beta2=0.99)
+
+    def model():
+        return sparrow.Model(X.shape[1], Y.shape[1], hidden=16, sparsity=0.25, seed=3)
+
+    m = model()
+    hist = m.fit(X, Y, max_batches=3, validation_data=(Xt, Yt), **kw)
+    plain = model()
+    plain.fit(X, Y, max_batches=3, **kw)
+    assert plain.to_bytes() == m.to_bytes()  # validating wrote nothing
+    r = sparrow.Model.from_bytes(plain.to_bytes()).evaluate(Xt, Yt, threads=1)  # settles
+    keys = [k for k in r if k.startswith(("p_at_", "ndcg_at_"))]
+    assert len(keys) >= 6
+    assert {k: hist[-1][k] for k in keys} == {k: r[k] for k in keys}
+    m.fit(X, Y, **kw)
+    plain.fit(X, Y, **kw)
+    assert m.to_bytes() == plain.to_bytes()
+
+
 def test_fit_continues_epochs_and_callback_stops(xmc_data):
     X, Y, _, _ = xmc_data
     m = sparrow.Model(X.shape[1], Y.shape[1], hidden=16, sparsity=0.5, tables=4)
