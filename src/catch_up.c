@@ -93,17 +93,6 @@ static void row_catch_up(const spr_model *m, const spr_layer *L, int64_t r, cons
     }
 }
 
-/* Row r of L where the layer keeps it. */
-static spr_row_at layer_row_at(const spr_layer *L, int64_t r) {
-    const int64_t off = r * L->stride;
-    spr_row_at a = {NULL, NULL, NULL, NULL, NULL, NULL};
-    if (L->w16) a.w16 = L->w16 + off;
-    else a.w = L->w + off;
-    if (L->mw16) a.mw16 = L->mw16 + off, a.vw16 = L->vw16 + off;
-    else a.mw = L->mw + off, a.vw = L->vw + off;
-    return a;
-}
-
 /* Row r of L takes the steps it missed, t0 + 1 .. m->steps (t0 its last step), in a pass
  * of its own (spr_model_catch_up), and records m->steps as its last step. */
 static void layer_catch_up(const spr_model *m, spr_layer *L, int64_t r) {
@@ -111,7 +100,7 @@ static void layer_catch_up(const spr_model *m, spr_layer *L, int64_t r) {
     L->last_step[r] = m->steps;
     catch_up_coef k;
     if (!catch_up_coef_of(m, t0, &k)) return;
-    const spr_row_at a = layer_row_at(L, r);
+    const spr_row_at a = spr_layer_row_at(L, r);
     row_catch_up(m, L, r, &k, &a);
     if (L != &m->layers[0]) L->b[r] = bias_catch_up(L->b[r], &L->mb[r], &L->vb[r], &k);
 }
@@ -195,15 +184,16 @@ size_t spr_settled_buf_bytes(const spr_settled *s) {
     return s->on ? 3 * (size_t)spr_row_stride(s->cols) * sizeof(float) : 0;
 }
 
-spr_row_at spr_settled_row(const spr_settled *s, const spr_layer *L, int64_t r, void *buf, float *b) {
-    const spr_row_at at = layer_row_at(L, r);
-    const int is_hidden0 = L == &s->m->layers[0];
-    if (b && !is_hidden0) *b = L->b[r];
+spr_row_at spr_settled_copy(const spr_settled *s, const spr_layer *L, int64_t r, void *buf, float *b) {
+    const spr_row_at at = spr_layer_row_at(L, r);
     const int64_t t0 = L->last_step[r];
-    if (!s->on || t0 >= s->m->steps) return at;
     catch_up_coef k;
-    if (t0 >= s->t_lo) k = s->coef[t0 - s->t_lo];
-    else if (!catch_up_coef_of(s->m, t0, &k)) return at;
+    if (t0 >= s->t_lo) {
+        k = s->coef[t0 - s->t_lo];
+    } else if (!catch_up_coef_of(s->m, t0, &k)) {
+        if (b) *b = L->b[r];
+        return at;
+    }
     /* the copy: weights, then both moments, each from a row boundary */
     const int64_t st = spr_row_stride(s->cols), n = L->cols;
     float *f = buf;
@@ -216,7 +206,7 @@ spr_row_at spr_settled_row(const spr_settled *s, const spr_layer *L, int64_t r, 
     else
         c.mw = memcpy(f + st, at.mw, (size_t)n * 4), c.vw = memcpy(f + 2 * st, at.vw, (size_t)n * 4);
     row_catch_up(s->m, L, r, &k, &c);
-    if (b && !is_hidden0) {
+    if (b) { /* layers past 0: layer_catch_up's bias */
         float mb = L->mb[r], vb = L->vb[r];
         *b = bias_catch_up(L->b[r], &mb, &vb, &k);
     }

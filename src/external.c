@@ -271,7 +271,8 @@ spr_status spr_model_output_predict(const spr_model *m, const float *input, int6
     threads = spr_threads(threads);
     const int64_t fan_in = Lo->fan_in;
     spr_settled sv; /* rows that owe Adam steps are read as settled (model.h) */
-    int failed = spr_settled_init(&sv, m) != SPR_STATUS_OK;
+    const int no_table = spr_settled_init(&sv, m) != SPR_STATUS_OK;
+    int failed = no_table;
     const size_t buf_bytes = spr_settled_buf_bytes(&sv);
 #pragma omp parallel num_threads(threads)
     {
@@ -279,7 +280,7 @@ spr_status spr_model_output_predict(const spr_model *m, const float *input, int6
         spr_scratch s;
         memset(&s, 0, sizeof s);
         void *buf = buf_bytes ? spr_alloc(buf_bytes) : NULL;
-        int ok = (sparse ? spr_sampler_scratch(Lo, &s) : 1) && (buf || !buf_bytes) && !failed;
+        int ok = (sparse ? spr_sampler_scratch(Lo, &s) : 1) && (buf || !buf_bytes) && !no_table;
         if (!ok) {
 #pragma omp atomic write
             failed = 1;

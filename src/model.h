@@ -247,10 +247,30 @@ spr_status spr_settled_init(spr_settled *s, const spr_model *m);
 void spr_settled_free(spr_settled *s);
 /* Bytes of a per-thread copy buffer for spr_settled_row (0 when s is off). */
 size_t spr_settled_buf_bytes(const spr_settled *s);
-/* Row r of L as settled: the layer's own row when it owes nothing, else its copy in buf
- * (spr_settled_buf_bytes, overwritten by the next call). *b (if b, layers past 0) gets
- * the row's bias, also as settled. */
-spr_row_at spr_settled_row(const spr_settled *s, const spr_layer *L, int64_t r, void *buf, float *b);
+/* spr_settled_row of a row that owes steps: its copy in buf, caught up. */
+spr_row_at spr_settled_copy(const spr_settled *s, const spr_layer *L, int64_t r, void *buf, float *b);
+
+/* Row r of L where the layer keeps it. */
+static inline spr_row_at spr_layer_row_at(const spr_layer *L, int64_t r) {
+    const int64_t off = r * L->stride;
+    spr_row_at a = {NULL, NULL, NULL, NULL, NULL, NULL};
+    if (L->w16) a.w16 = L->w16 + off;
+    else a.w = L->w + off;
+    if (L->mw16) a.mw16 = L->mw16 + off, a.vw16 = L->vw16 + off;
+    else a.mw = L->mw + off, a.vw = L->vw + off;
+    return a;
+}
+
+/* Row r of L as settled: the layer's own row when it owes nothing (inline: the exact
+ * scoring of a settled model reads every row through here), else its copy in buf
+ * (spr_settled_buf_bytes, overwritten by the next call). *b, where b is given (NULL for
+ * layer 0, whose bias is not per row), gets the row's bias, also as settled. */
+static inline spr_row_at spr_settled_row(const spr_settled *s, const spr_layer *L, int64_t r,
+                                         void *buf, float *b) {
+    if (s->on && L->last_step[r] < s->m->steps) return spr_settled_copy(s, L, r, buf, b);
+    if (b) *b = L->b[r];
+    return spr_layer_row_at(L, r);
+}
 
 /* SPR_STATUS_OK if o's Adam constants can train: a finite lr > 0, betas in [0, 1), a
  * finite eps > 0, and for Adam with catch-up beta1^2 < beta2 (else its sum of missed

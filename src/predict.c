@@ -142,7 +142,8 @@ spr_status spr_model_predict(const spr_model *m, const spr_dataset *data, const 
     threads = spr_threads(threads);
     const int64_t h = max_hidden(m), hstride = spr_row_stride(h);
     spr_settled sv; /* rows that owe Adam steps are read as settled (model.h) */
-    int failed = spr_settled_init(&sv, m) != SPR_STATUS_OK;
+    const int no_table = spr_settled_init(&sv, m) != SPR_STATUS_OK;
+    int failed = no_table;
     const size_t buf_bytes = spr_settled_buf_bytes(&sv);
     int64_t block = BLOCK;
     if (sv.on) { /* as large as keeps every thread busy */
@@ -159,7 +160,7 @@ spr_status spr_model_predict(const spr_model *m, const spr_dataset *data, const 
         spr_scratch samp;
         memset(&samp, 0, sizeof samp);
         int ok = ha && hb && (sparse ? spr_sampler_scratch(Lo, &samp) : hid != NULL) &&
-                 (buf || !buf_bytes) && !failed;
+                 (buf || !buf_bytes) && !no_table;
         if (!ok) {
 #pragma omp atomic write
             failed = 1;
@@ -380,7 +381,8 @@ spr_status spr_model_sampling_recall(const spr_model *m, const spr_dataset *data
     const int64_t hstride = spr_row_stride(max_hidden(m));
     double total = 0.0;
     spr_settled sv; /* as in predict */
-    int failed = spr_settled_init(&sv, m) != SPR_STATUS_OK;
+    const int no_table = spr_settled_init(&sv, m) != SPR_STATUS_OK;
+    int failed = no_table;
     const size_t buf_bytes = spr_settled_buf_bytes(&sv);
 #pragma omp parallel num_threads(threads) reduction(+ : total)
     {
@@ -391,7 +393,7 @@ spr_status spr_model_sampling_recall(const spr_model *m, const spr_dataset *data
         spr_scratch samp;
         memset(&samp, 0, sizeof samp);
         int ok = ha && hb && best && best_scores && spr_sampler_scratch(Lo, &samp) &&
-                 (buf || !buf_bytes) && !failed;
+                 (buf || !buf_bytes) && !no_table;
         if (!ok) {
 #pragma omp atomic write
             failed = 1;
