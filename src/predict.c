@@ -3,9 +3,12 @@
  * either scored whole (exact top-k) or only over the LSH candidates of the point
  * (sparse inference: O(L x bucket) per point instead of O(#labels)).
  *
- * Exact inference streams the output weights once per block of points: each weight
- * row is read from memory once and dotted with the hidden vectors of the whole block
- * (kept in cache), so the cost is bound by arithmetic, not by memory bandwidth.
+ * Exact inference streams the output weights once per block of up to 64 points, as a
+ * matrix product of blocks of rows with the block's hidden vectors (kept in L1), so the
+ * cost is bound by arithmetic, not by memory bandwidth; a vectorised test against each
+ * point's k-th score skips the rows that enter no top k (nearly all of them). Its scores
+ * are the kernel set's matmul_panels chains, sparse inference's its dots: equal to
+ * rounding, not bit for bit.
  */
 #include "common.h"
 #include "data.h"
@@ -21,10 +24,36 @@
 #include <omp.h>
 #endif
 
-#define BLOCK 16 /* points per block in exact inference */
-/* ... when rows owe Adam steps (spr_settled): each row that owes some is copied and
- * caught up once per block, a cost that larger blocks share among more points */
-#define SETTLED_BLOCK 128
+/* Exact inference scores a block of up to EXACT_BLOCK points against EXACT_ROWS output
+ * rows at a time as one small matrix product (spr_matmul_panels: the block's hidden
+ * vectors as panels of SPR_PANEL points stay in L1, the rows stream through registers),
+ * so the weights are read from memory once per block and no dot ends in a horizontal
+ * sum. A row that owes Adam steps (spr_settled) is copied and caught up once per block. */
+#define EXACT_BLOCK 64
+#define EXACT_ROWS 64
+
+/* A thread's scratch for exact blocks. */
+typedef struct exact_scratch {
+    float *hid;    /* (EXACT_BLOCK, stride) hidden vectors */
+    float *panels; /* (EXACT_BLOCK / SPR_PANEL, fan_in, SPR_PANEL) the same, as panels */
+    float *acc;    /* (EXACT_ROWS, EXACT_BLOCK) scores before the bias */
+    float *rows;   /* (EXACT_ROWS, stride) rows widened from BF16 or read as settled */
+    float *bias;   /* (EXACT_ROWS) their biases */
+    void *block;
+} exact_scratch;
+
+static int exact_scratch_make(exact_scratch *x, int64_t fan_in) {
+    const size_t st = (size_t)spr_row_stride(fan_in);
+    const size_t sizes[5] = {EXACT_BLOCK * st, EXACT_BLOCK * (size_t)fan_in, EXACT_ROWS * EXACT_BLOCK,
+                             EXACT_ROWS * st, spr_row_stride(EXACT_ROWS)};
+    size_t total = 0;
+    for (int i = 0; i < 5; i++) total += sizes[i];
+    float *p = x->block = spr_alloc(total * sizeof(float));
+    if (!p) return 0;
+    float **dst[5] = {&x->hid, &x->panels, &x->acc, &x->rows, &x->bias};
+    for (int i = 0; i < 5; i++) *dst[i] = p, p += sizes[i];
+    return 1;
+}
 
 void spr_model_hidden_dense(const spr_model *m, const spr_settled *sv, void *buf,
                             const spr_dataset_view *d, int64_t row, float *h_a, float *h_b,
@@ -59,29 +88,65 @@ static int64_t max_hidden(const spr_model *m) {
     return h;
 }
 
-/* Exact top-k of the points rows[b0..b1) (at most SETTLED_BLOCK): hidden vectors into
- * hid (b1 - b0, stride), then one pass over the output rows. */
+/* Exact top-k of the points rows[b0..b1) (at most EXACT_BLOCK): their hidden vectors,
+ * as panels, then the output rows EXACT_ROWS at a time. */
 static void predict_block_exact(const spr_model *m, const spr_settled *sv, void *buf,
                                 const spr_dataset_view *d, const int64_t *rows, int64_t b0,
-                                int64_t b1, int k, float *ha, float *hb, float *hid,
+                                int64_t b1, int k, float *ha, float *hb, exact_scratch *x,
                                 int32_t *ids_out, float *scores_out) {
     const spr_layer *Lo = &m->layers[m->n_layers - 1];
-    const int64_t stride = spr_row_stride(Lo->fan_in);
-    int filled[SETTLED_BLOCK];
-    const int64_t nb = b1 - b0;
+    const int64_t stride = spr_row_stride(Lo->fan_in), fan_in = Lo->fan_in;
+    int filled[EXACT_BLOCK];
+    float worst[EXACT_BLOCK]; /* each point's k-th score, once it has k */
+    int64_t full = 0;         /* points with k */
+    const int64_t nb = b1 - b0, np = (nb + SPR_PANEL - 1) / SPR_PANEL, ld = np * SPR_PANEL;
     for (int64_t i = 0; i < nb; i++) {
         float *h;
         spr_model_hidden_dense(m, sv, buf, d, rows ? rows[b0 + i] : b0 + i, ha, hb, &h);
-        memcpy(hid + i * stride, h, (size_t)Lo->fan_in * sizeof(float));
+        memcpy(x->hid + i * stride, h, (size_t)fan_in * sizeof(float));
         filled[i] = 0;
+        worst[i] = -INFINITY;
     }
-    for (int64_t j = 0; j < Lo->size; j++) {
-        float b;
-        const spr_row_at a = spr_settled_row(sv, Lo, j, buf, &b);
-        for (int64_t i = 0; i < nb; i++) {
-            float z = b + spr_row_at_dot(Lo, &a, hid + i * stride);
-            spr_topk_push(ids_out + (b0 + i) * k, scores_out + (b0 + i) * k, k, &filled[i],
-                          (int32_t)j, z);
+    for (int64_t q = 0; q < np; q++) /* panel q: points 16 q .. 16 q + 15, zeros past nb */
+        for (int64_t c = 0; c < fan_in; c++)
+            for (int64_t i = 0; i < SPR_PANEL; i++) {
+                const int64_t pt = q * SPR_PANEL + i;
+                x->panels[(q * fan_in + c) * SPR_PANEL + i] = pt < nb ? x->hid[pt * stride + c] : 0.0f;
+            }
+    const int direct = !sv->on && !Lo->w16; /* the rows as the layer holds them */
+    for (int64_t j0 = 0; j0 < Lo->size; j0 += EXACT_ROWS) {
+        const int64_t nr = Lo->size - j0 < EXACT_ROWS ? Lo->size - j0 : EXACT_ROWS;
+        const float *w = Lo->w + j0 * stride, *bias = Lo->b + j0;
+        if (!direct) {
+            for (int64_t t = 0; t < nr; t++) {
+                const spr_row_at a = spr_settled_row(sv, Lo, j0 + t, buf, &x->bias[t]);
+                float *dst = x->rows + t * stride;
+                if (Lo->w16)
+                    for (int64_t c = 0; c < fan_in; c++) dst[c] = spr_f32_from_bf16(a.w16[c]);
+                else
+                    memcpy(dst, a.w, (size_t)fan_in * sizeof(float));
+            }
+            w = x->rows, bias = x->bias;
+        }
+        spr_matmul_panels(w, stride, nr, fan_in, x->panels, np, x->acc, ld);
+        for (int64_t t = 0; t < nr; t++) {
+            /* once a point's top k is full, a row (with a higher id than any in it) enters
+             * only with a higher score than its k-th: most rows enter no point's, which one
+             * vectorised pass over the block tells */
+            const float *a = x->acc + t * ld, bt = bias[t];
+            if (full == nb) {
+                int any = 0;
+                for (int64_t i = 0; i < nb; i++) any |= bt + a[i] > worst[i];
+                if (!any) continue;
+            }
+            for (int64_t i = 0; i < nb; i++) {
+                const float z = bt + a[i];
+                if (!(z > worst[i]) && filled[i] == k) continue;
+                float *sc = scores_out + (b0 + i) * k;
+                const int was = filled[i];
+                spr_topk_push(ids_out + (b0 + i) * k, sc, k, &filled[i], (int32_t)(j0 + t), z);
+                if (filled[i] == k) worst[i] = sc[k - 1], full += was < k;
+            }
         }
     }
     for (int64_t i = 0; i < nb; i++)
@@ -145,21 +210,20 @@ spr_status spr_model_predict(const spr_model *m, const spr_dataset *data, const 
     const int no_table = spr_settled_init(&sv, m) != SPR_STATUS_OK;
     int failed = no_table;
     const size_t buf_bytes = spr_settled_buf_bytes(&sv);
-    int64_t block = BLOCK;
-    if (sv.on) { /* as large as keeps every thread busy */
-        block = (n + threads - 1) / threads;
-        block = block < BLOCK ? BLOCK : block > SETTLED_BLOCK ? SETTLED_BLOCK : block;
-    }
+    /* as large as keeps every thread busy, in whole panels */
+    int64_t block = (n + threads - 1) / threads;
+    block = (block + SPR_PANEL - 1) / SPR_PANEL * SPR_PANEL;
+    if (block > EXACT_BLOCK) block = EXACT_BLOCK;
 
 #pragma omp parallel num_threads(threads)
     {
         /* Per-thread buffers: inference is not a training step, it may allocate. */
         float *ha = spr_alloc((size_t)hstride * 4), *hb = spr_alloc((size_t)hstride * 4);
-        float *hid = sparse ? NULL : spr_alloc((size_t)block * spr_row_stride(Lo->fan_in) * 4);
+        exact_scratch ex = {NULL, NULL, NULL, NULL, NULL, NULL};
         void *buf = buf_bytes ? spr_alloc(buf_bytes) : NULL;
         spr_scratch samp;
         memset(&samp, 0, sizeof samp);
-        int ok = ha && hb && (sparse ? spr_sampler_scratch(Lo, &samp) : hid != NULL) &&
+        int ok = ha && hb && (sparse ? spr_sampler_scratch(Lo, &samp) : exact_scratch_make(&ex, Lo->fan_in)) &&
                  (buf || !buf_bytes) && !no_table;
         if (!ok) {
 #pragma omp atomic write
@@ -177,13 +241,13 @@ spr_status spr_model_predict(const spr_model *m, const spr_dataset *data, const 
             for (int64_t b0 = 0; b0 < n; b0 += block) {
                 if (!ok) continue;
                 int64_t b1 = b0 + block < n ? b0 + block : n;
-                predict_block_exact(m, &sv, buf, d, rows, b0, b1, k, ha, hb, hid, ids_out,
+                predict_block_exact(m, &sv, buf, d, rows, b0, b1, k, ha, hb, &ex, ids_out,
                                     scores_out);
             }
         }
         spr_free(ha);
         spr_free(hb);
-        spr_free(hid);
+        spr_free(ex.block);
         spr_free(buf);
         if (sparse) spr_sampler_scratch_free(&samp);
     }

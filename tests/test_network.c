@@ -370,7 +370,8 @@ static void test_learns_and_reproduces(void) {
 
 /* With one code per key (2 buckets a table) the L buckets of a query cover every neuron
  * that is not opposite to it in all 50 tables: sparse inference must then return the
- * exact top-k, ids and scores. */
+ * exact top-k: the same ids, and scores within rounding (exact inference scores blocks of
+ * points by a matrix product, sparse each candidate by a dot: other summation orders). */
 static void test_sparse_inference_covers_exact(void) {
     toy t;
     toy_make(&t, 600, 50, 8, 33);
@@ -385,9 +386,105 @@ static void test_sparse_inference_covers_exact(void) {
     float se[600 * 3], ss[600 * 3];
     OK(spr_model_predict(m, t.data, NULL, 0, 3, 0, 1, ie, se));
     OK(spr_model_predict(m, t.data, NULL, 0, 3, 1, 1, is, ss));
-    int same = memcmp(ie, is, sizeof ie) == 0 && memcmp(se, ss, sizeof se) == 0;
-    CHECK(same, "sparse inference over covering buckets == exact top-3");
+    double worst = 0.0;
+    for (int i = 0; i < 600 * 3; i++) worst = fmax(worst, fabs(se[i] - ss[i]) / fmax(fabs(se[i]), 1e-3));
+    CHECK(memcmp(ie, is, sizeof ie) == 0 && worst < 1e-5,
+          "sparse inference over covering buckets == exact top-3 (scores apart by %.2g)", worst);
     spr_model_free(m);
+    toy_free(&t);
+}
+
+/* Exact inference (every output scored: blocks of points against blocks of rows, one
+ * matrix product each) against a forward pass in double precision written out here:
+ * the same top 5 (but where the 5th and 6th are closer than rounding can tell apart) and
+ * scores within 1e-4; and a point's predictions are the same bits whatever else is
+ * predicted with it (alone, among 17, among all) and on 1 or 2 threads. Float and BF16
+ * weights, two and three layers. */
+static void test_exact_inference_brute_force(void) {
+    toy t;
+    toy_make(&t, 300, 50, 8, 41);
+    enum { K = 5 };
+    int32_t *ids = malloc(300 * K * 4), *ids2 = malloc(300 * K * 4);
+    float *sc = malloc(300 * K * 4), *sc2 = malloc(300 * K * 4);
+    for (int variant = 0; variant < 3; variant++) {
+        static const char *const names[] = {"float", "BF16 weights", "three layers"};
+        spr_model_config c = small_config(t.d, t.l, 0.2f);
+        if (variant == 1) c.bf16_state = c.bf16_weights = 1;
+        if (variant == 2) {
+            c.n_layers = 3;
+            c.layers[2] = c.layers[1];
+            c.layers[1] = c.layers[0];
+            c.layers[1].size = 12;
+        }
+        spr_model *m;
+        OK(spr_model_create(&c, &m));
+        double unused;
+        train_toy(m, &t, 1, 1, 0, &unused);
+        OK(spr_model_settle(m, 1)); /* the weights as stored are the ones scored */
+        OK(spr_model_predict(m, t.data, NULL, 0, K, 0, 2, ids, sc));
+        const spr_dataset_view *d = &t.data->view;
+        double worst = 0.0;
+        int wrong = 0, ties = 0;
+        for (int64_t p = 0; p < t.n; p++) {
+            double h[2][64], z[64];
+            const spr_layer *L0 = &m->layers[0];
+            for (int64_t u = 0; u < L0->size; u++) h[0][u] = L0->b[u];
+            for (int64_t e = d->feature_indptr[p]; e < d->feature_indptr[p + 1]; e++)
+                for (int64_t u = 0; u < L0->size; u++)
+                    h[0][u] += (double)d->feature_values[e] * L0->w[(int64_t)d->feature_indices[e] * L0->stride + u];
+            int cur = 0;
+            for (int l = 0; l < m->n_layers; l++) {
+                const spr_layer *L = &m->layers[l];
+                if (l > 0)
+                    for (int64_t j = 0; j < L->size; j++) {
+                        double a = L->b[j];
+                        for (int64_t q = 0; q < L->cols; q++)
+                            a += (L->w16 ? (double)spr_f32_from_bf16(L->w16[j * L->stride + q])
+                                         : (double)L->w[j * L->stride + q]) * h[cur][q];
+                        if (l < m->n_layers - 1) h[1 - cur][j] = a > 0 ? a : 0;
+                        else z[j] = a;
+                    }
+                else
+                    for (int64_t u = 0; u < L0->size; u++) h[0][u] = h[0][u] > 0 ? h[0][u] : 0;
+                if (l > 0 && l < m->n_layers - 1) cur = 1 - cur;
+            }
+            /* the reference's top K + 1, ties to the lower id */
+            int32_t best[K + 1];
+            for (int r = 0; r <= K; r++) {
+                int32_t b = -1;
+                for (int32_t j = 0; j < t.l; j++) {
+                    int taken = 0;
+                    for (int q = 0; q < r; q++) taken |= best[q] == j;
+                    if (!taken && (b < 0 || z[j] > z[b])) b = j;
+                }
+                best[r] = b;
+            }
+            if (fabs(z[best[K - 1]] - z[best[K]]) < 1e-4 || fabs(z[best[0]] - z[best[1]]) < 1e-4) {
+                ties++;
+                continue;
+            }
+            for (int r = 0; r < K; r++) {
+                wrong += ids[p * K + r] != best[r];
+                worst = fmax(worst, fabs(sc[p * K + r] - z[best[r]]));
+            }
+        }
+        CHECK(wrong == 0 && worst < 1e-4 && ties < t.n / 10,
+              "%s: exact top-%d against double precision: %d ids wrong, scores apart by %.2g (%d near-ties skipped)",
+              names[variant], K, wrong, worst, ties);
+        /* the same bits alone, among 17, on 1 thread */
+        const int64_t some[17] = {3, 0, 299, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 150};
+        int same = 1;
+        OK(spr_model_predict(m, t.data, some, 1, K, 0, 1, ids2, sc2));
+        same &= !memcmp(ids2, ids + 3 * K, K * 4) && !memcmp(sc2, sc + 3 * K, K * 4);
+        OK(spr_model_predict(m, t.data, some, 17, K, 0, 2, ids2, sc2));
+        for (int i = 0; i < 17; i++)
+            same &= !memcmp(ids2 + i * K, ids + some[i] * K, K * 4) && !memcmp(sc2 + i * K, sc + some[i] * K, K * 4);
+        OK(spr_model_predict(m, t.data, NULL, 0, K, 0, 1, ids2, sc2));
+        same &= !memcmp(ids2, ids, 300 * K * 4) && !memcmp(sc2, sc, 300 * K * 4);
+        CHECK(same, "%s: a point's exact predictions depend on nothing else predicted with it", names[variant]);
+        spr_model_free(m);
+    }
+    free(ids), free(ids2), free(sc), free(sc2);
     toy_free(&t);
 }
 
@@ -1958,6 +2055,7 @@ int main(void) {
     test_learns_and_reproduces();
     test_rebuild_allocates_nothing();
     test_sparse_inference_covers_exact();
+    test_exact_inference_brute_force();
     test_selection_strategies();
     test_rank_selection(42);
     test_memory_estimate();
