@@ -53,15 +53,23 @@ static void adam_row_ref(float *w, float *g, float *m, float *v, int64_t n, floa
 
 /* Written as axpy_ref writes its update (acc += x * p, one rounding for the product and
  * one for the sum), so that the chains are the ones axpy_ref makes. */
+/* Four lanes of floats (GNU C vector extension: SSE on x86-64, NEON on ARM, scalar code
+ * elsewhere): a lane's a += x * p is the scalar expression, one rounding each. */
+typedef float spr_f32x4 __attribute__((vector_size(16)));
+
 static void matmul_panels_ref(const float *x, int64_t ldx, int64_t n, int64_t d, const float *p,
                               int64_t np, float *acc, int64_t ldacc) {
     for (int64_t q = 0; q < np; q++) {
         const float *pq = p + q * d * SPR_PANEL; /* (d, SPR_PANEL) */
         for (int64_t r = 0; r < n; r++) {
-            float a[SPR_PANEL] = {0};
+            spr_f32x4 a[SPR_PANEL / 4] = {{0}};
             for (int64_t j = 0; j < d; j++) {
                 const float xv = x[r * ldx + j];
-                for (int i = 0; i < SPR_PANEL; i++) a[i] += xv * pq[j * SPR_PANEL + i];
+                for (int i = 0; i < SPR_PANEL / 4; i++) {
+                    spr_f32x4 pv;
+                    memcpy(&pv, pq + j * SPR_PANEL + 4 * i, sizeof pv);
+                    a[i] += xv * pv;
+                }
             }
             memcpy(acc + r * ldacc + q * SPR_PANEL, a, sizeof a);
         }
