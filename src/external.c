@@ -24,8 +24,6 @@
 #include <omp.h>
 #endif
 
-#define BLOCK 16 /* points per block in exact prediction: each weight row is read once a block */
-
 static inline void mark_touched(spr_layer *L, int32_t row) {
     if (atomic_load_explicit(&L->touched[row], memory_order_relaxed)) return;
     if (!atomic_exchange_explicit(&L->touched[row], 1, memory_order_relaxed)) {
@@ -274,50 +272,52 @@ spr_status spr_model_output_predict(const spr_model *m, const float *input, int6
     const int no_table = spr_settled_init(&sv, m) != SPR_STATUS_OK;
     int failed = no_table;
     const size_t buf_bytes = spr_settled_buf_bytes(&sv);
+    /* exact: spr_model_predict's blocks (model.h, spr_exact_topk), as large as keeps every
+     * thread busy */
+    int64_t block = (n + threads - 1) / threads;
+    block = (block + SPR_PANEL - 1) / SPR_PANEL * SPR_PANEL;
+    if (sparse || block > SPR_EXACT_BLOCK) block = SPR_EXACT_BLOCK;
 #pragma omp parallel num_threads(threads)
     {
         /* Sampler scratch (what spr_layer_select reads); inference may allocate. */
         spr_scratch s;
         memset(&s, 0, sizeof s);
+        spr_exact_scratch ex = {NULL, NULL, NULL, NULL, NULL, NULL};
         void *buf = buf_bytes ? spr_alloc(buf_bytes) : NULL;
-        int ok = (sparse ? spr_sampler_scratch(Lo, &s) : 1) && (buf || !buf_bytes) && !no_table;
+        int ok = (sparse ? spr_sampler_scratch(Lo, &s) : spr_exact_scratch_make(&ex, fan_in)) &&
+                 (buf || !buf_bytes) && !no_table;
         if (!ok) {
 #pragma omp atomic write
             failed = 1;
         }
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t b0 = 0; b0 < n; b0 += BLOCK) {
+        for (int64_t b0 = 0; b0 < n; b0 += block) {
             if (!ok) continue;
-            const int64_t b1 = b0 + BLOCK < n ? b0 + BLOCK : n;
-            int filled[BLOCK] = {0};
-            if (sparse) {
-                for (int64_t i = b0; i < b1; i++) {
-                    const float *h = input + i * fan_in;
-                    int64_t na = spr_layer_select(Lo, h, NULL, 0, 1, &s, NULL, s.ids[0], NULL, 0);
-                    for (int64_t a = 0; a < na; a++) {
-                        int32_t j = s.ids[0][a];
-                        float b;
-                        const spr_row_at at = spr_settled_row(&sv, Lo, j, buf, &b);
-                        spr_topk_push(ids_out + i * k, scores_out + i * k, k, &filled[i - b0], j,
-                                      b + spr_row_at_dot(Lo, &at, h));
-                    }
-                }
-            } else {
-                for (int64_t j = 0; j < Lo->size; j++) {
+            const int64_t b1 = b0 + block < n ? b0 + block : n;
+            if (!sparse) {
+                spr_exact_topk(m, &sv, buf, &ex, input + b0 * fan_in, fan_in, b1 - b0, k,
+                               ids_out + b0 * k, scores_out + b0 * k);
+                continue;
+            }
+            for (int64_t i = b0; i < b1; i++) { /* sparse: each point's candidates */
+                const float *h = input + i * fan_in;
+                int64_t na = spr_layer_select(Lo, h, NULL, 0, 1, &s, NULL, s.ids[0], NULL, 0);
+                int filled = 0;
+                for (int64_t a = 0; a < na; a++) {
+                    int32_t j = s.ids[0][a];
                     float b;
                     const spr_row_at at = spr_settled_row(&sv, Lo, j, buf, &b);
-                    for (int64_t i = b0; i < b1; i++)
-                        spr_topk_push(ids_out + i * k, scores_out + i * k, k, &filled[i - b0],
-                                      (int32_t)j, b + spr_row_at_dot(Lo, &at, input + i * fan_in));
+                    spr_topk_push(ids_out + i * k, scores_out + i * k, k, &filled, j,
+                                  b + spr_row_at_dot(Lo, &at, h));
                 }
-            }
-            for (int64_t i = b0; i < b1; i++)
-                for (int q = filled[i - b0]; q < k; q++) {
+                for (int q = filled; q < k; q++) {
                     ids_out[i * k + q] = -1;
                     scores_out[i * k + q] = -INFINITY;
                 }
+            }
         }
         spr_sampler_scratch_free(&s); /* all NULL when not sparse */
+        spr_free(ex.block);
         spr_free(buf);
     }
     spr_settled_free(&sv);

@@ -441,6 +441,35 @@ spr_status spr_model_rehash_if_due(spr_model *m, const spr_train_options *o, spr
 /* Clears the gradients and touched lists without an optimizer step (tests). */
 void spr_model_zero_gradients(spr_model *m);
 
+/* Exact inference scores a block of up to SPR_EXACT_BLOCK points against SPR_EXACT_ROWS
+ * output rows at a time as one small matrix product (spr_matmul_panels: the block's hidden
+ * vectors as panels of SPR_PANEL points stay in L1, the rows stream through registers),
+ * so the weights are read from memory once per block and no dot ends in a horizontal
+ * sum. A row that owes Adam steps (spr_settled) is copied and caught up once per block. */
+#define SPR_EXACT_BLOCK 64
+#define SPR_EXACT_ROWS 64
+
+/* A thread's scratch for spr_exact_topk, one allocation (block; spr_free it). */
+typedef struct spr_exact_scratch {
+    float *hid;    /* (SPR_EXACT_BLOCK, stride) hidden vectors */
+    float *panels; /* (SPR_EXACT_BLOCK / SPR_PANEL, fan_in, SPR_PANEL) the same, as panels */
+    float *acc;    /* (SPR_EXACT_ROWS, SPR_EXACT_BLOCK) scores before the bias */
+    float *rows;   /* (SPR_EXACT_ROWS, stride) rows widened from BF16 or read as settled */
+    float *bias;   /* (SPR_EXACT_ROWS) their biases */
+    void *block;
+} spr_exact_scratch;
+
+/* Makes *x for an output layer of fan_in inputs; 0 when out of memory. */
+int spr_exact_scratch_make(spr_exact_scratch *x, int64_t fan_in);
+
+/* The exact top-k over every output of m of the nb (<= SPR_EXACT_BLOCK) hidden vectors
+ * hid (nb, row stride ldh): ids_out and scores_out (nb, k), best first, ties to the lower
+ * id, padded with -1 / -inf; the rows as sv settles them (buf: its copy buffer). A
+ * point's scores are the same bits whatever else is in the block. */
+void spr_exact_topk(const spr_model *m, const spr_settled *sv, void *buf, spr_exact_scratch *x,
+                    const float *hid, int64_t ldh, int64_t nb, int k, int32_t *ids_out,
+                    float *scores_out);
+
 /* Hidden forward pass for one point (layers 0..n_layers-2, all neurons): the output
  * layer's input, fan_in of the output layer floats; the rows as sv settles them (buf: its
  * copy buffer). */

@@ -24,28 +24,11 @@
 #include <omp.h>
 #endif
 
-/* Exact inference scores a block of up to EXACT_BLOCK points against EXACT_ROWS output
- * rows at a time as one small matrix product (spr_matmul_panels: the block's hidden
- * vectors as panels of SPR_PANEL points stay in L1, the rows stream through registers),
- * so the weights are read from memory once per block and no dot ends in a horizontal
- * sum. A row that owes Adam steps (spr_settled) is copied and caught up once per block. */
-#define EXACT_BLOCK 64
-#define EXACT_ROWS 64
-
-/* A thread's scratch for exact blocks. */
-typedef struct exact_scratch {
-    float *hid;    /* (EXACT_BLOCK, stride) hidden vectors */
-    float *panels; /* (EXACT_BLOCK / SPR_PANEL, fan_in, SPR_PANEL) the same, as panels */
-    float *acc;    /* (EXACT_ROWS, EXACT_BLOCK) scores before the bias */
-    float *rows;   /* (EXACT_ROWS, stride) rows widened from BF16 or read as settled */
-    float *bias;   /* (EXACT_ROWS) their biases */
-    void *block;
-} exact_scratch;
-
-static int exact_scratch_make(exact_scratch *x, int64_t fan_in) {
+int spr_exact_scratch_make(spr_exact_scratch *x, int64_t fan_in) {
     const size_t st = (size_t)spr_row_stride(fan_in);
-    const size_t sizes[5] = {EXACT_BLOCK * st, EXACT_BLOCK * (size_t)fan_in, EXACT_ROWS * EXACT_BLOCK,
-                             EXACT_ROWS * st, spr_row_stride(EXACT_ROWS)};
+    const size_t sizes[5] = {SPR_EXACT_BLOCK * st, SPR_EXACT_BLOCK * (size_t)fan_in,
+                             SPR_EXACT_ROWS * SPR_EXACT_BLOCK, SPR_EXACT_ROWS * st,
+                             spr_row_stride(SPR_EXACT_ROWS)}; /* each a multiple of 64 bytes */
     size_t total = 0;
     for (int i = 0; i < 5; i++) total += sizes[i];
     float *p = x->block = spr_alloc(total * sizeof(float));
@@ -88,34 +71,25 @@ static int64_t max_hidden(const spr_model *m) {
     return h;
 }
 
-/* Exact top-k of the points rows[b0..b1) (at most EXACT_BLOCK): their hidden vectors,
- * as panels, then the output rows EXACT_ROWS at a time. */
-static void predict_block_exact(const spr_model *m, const spr_settled *sv, void *buf,
-                                const spr_dataset_view *d, const int64_t *rows, int64_t b0,
-                                int64_t b1, int k, float *ha, float *hb, exact_scratch *x,
-                                int32_t *ids_out, float *scores_out) {
+void spr_exact_topk(const spr_model *m, const spr_settled *sv, void *buf, spr_exact_scratch *x,
+                    const float *hid, int64_t ldh, int64_t nb, int k, int32_t *ids_out,
+                    float *scores_out) {
     const spr_layer *Lo = &m->layers[m->n_layers - 1];
     const int64_t stride = spr_row_stride(Lo->fan_in), fan_in = Lo->fan_in;
-    int filled[EXACT_BLOCK];
-    float worst[EXACT_BLOCK]; /* each point's k-th score, once it has k */
+    int filled[SPR_EXACT_BLOCK];
+    float worst[SPR_EXACT_BLOCK]; /* each point's k-th score, once it has k */
     int64_t full = 0;         /* points with k */
-    const int64_t nb = b1 - b0, np = (nb + SPR_PANEL - 1) / SPR_PANEL, ld = np * SPR_PANEL;
-    for (int64_t i = 0; i < nb; i++) {
-        float *h;
-        spr_model_hidden_dense(m, sv, buf, d, rows ? rows[b0 + i] : b0 + i, ha, hb, &h);
-        memcpy(x->hid + i * stride, h, (size_t)fan_in * sizeof(float));
-        filled[i] = 0;
-        worst[i] = -INFINITY;
-    }
+    const int64_t np = (nb + SPR_PANEL - 1) / SPR_PANEL, ld = np * SPR_PANEL;
+    for (int64_t i = 0; i < nb; i++) filled[i] = 0, worst[i] = -INFINITY;
     for (int64_t q = 0; q < np; q++) /* panel q: points 16 q .. 16 q + 15, zeros past nb */
         for (int64_t c = 0; c < fan_in; c++)
             for (int64_t i = 0; i < SPR_PANEL; i++) {
                 const int64_t pt = q * SPR_PANEL + i;
-                x->panels[(q * fan_in + c) * SPR_PANEL + i] = pt < nb ? x->hid[pt * stride + c] : 0.0f;
+                x->panels[(q * fan_in + c) * SPR_PANEL + i] = pt < nb ? hid[pt * ldh + c] : 0.0f;
             }
     const int direct = !sv->on && !Lo->w16; /* the rows as the layer holds them */
-    for (int64_t j0 = 0; j0 < Lo->size; j0 += EXACT_ROWS) {
-        const int64_t nr = Lo->size - j0 < EXACT_ROWS ? Lo->size - j0 : EXACT_ROWS;
+    for (int64_t j0 = 0; j0 < Lo->size; j0 += SPR_EXACT_ROWS) {
+        const int64_t nr = Lo->size - j0 < SPR_EXACT_ROWS ? Lo->size - j0 : SPR_EXACT_ROWS;
         const float *w = Lo->w + j0 * stride, *bias = Lo->b + j0;
         if (!direct) {
             for (int64_t t = 0; t < nr; t++) {
@@ -142,18 +116,34 @@ static void predict_block_exact(const spr_model *m, const spr_settled *sv, void 
             for (int64_t i = 0; i < nb; i++) {
                 const float z = bt + a[i];
                 if (!(z > worst[i]) && filled[i] == k) continue;
-                float *sc = scores_out + (b0 + i) * k;
+                float *sc = scores_out + i * k;
                 const int was = filled[i];
-                spr_topk_push(ids_out + (b0 + i) * k, sc, k, &filled[i], (int32_t)(j0 + t), z);
+                spr_topk_push(ids_out + i * k, sc, k, &filled[i], (int32_t)(j0 + t), z);
                 if (filled[i] == k) worst[i] = sc[k - 1], full += was < k;
             }
         }
     }
     for (int64_t i = 0; i < nb; i++)
         for (int s = filled[i]; s < k; s++) {
-            ids_out[(b0 + i) * k + s] = -1;
-            scores_out[(b0 + i) * k + s] = -INFINITY;
+            ids_out[i * k + s] = -1;
+            scores_out[i * k + s] = -INFINITY;
         }
+}
+
+/* Exact top-k of the points rows[b0..b1) (at most SPR_EXACT_BLOCK): their hidden vectors,
+ * then spr_exact_topk. */
+static void predict_block_exact(const spr_model *m, const spr_settled *sv, void *buf,
+                                const spr_dataset_view *d, const int64_t *rows, int64_t b0,
+                                int64_t b1, int k, float *ha, float *hb, spr_exact_scratch *x,
+                                int32_t *ids_out, float *scores_out) {
+    const spr_layer *Lo = &m->layers[m->n_layers - 1];
+    const int64_t stride = spr_row_stride(Lo->fan_in);
+    for (int64_t i = 0; i < b1 - b0; i++) {
+        float *h;
+        spr_model_hidden_dense(m, sv, buf, d, rows ? rows[b0 + i] : b0 + i, ha, hb, &h);
+        memcpy(x->hid + i * stride, h, (size_t)Lo->fan_in * sizeof(float));
+    }
+    spr_exact_topk(m, sv, buf, x, x->hid, stride, b1 - b0, k, ids_out + b0 * k, scores_out + b0 * k);
 }
 
 /* Sparse top-k of one point: only the neurons in the L buckets its hidden vector hashes
@@ -213,17 +203,17 @@ spr_status spr_model_predict(const spr_model *m, const spr_dataset *data, const 
     /* as large as keeps every thread busy, in whole panels */
     int64_t block = (n + threads - 1) / threads;
     block = (block + SPR_PANEL - 1) / SPR_PANEL * SPR_PANEL;
-    if (block > EXACT_BLOCK) block = EXACT_BLOCK;
+    if (block > SPR_EXACT_BLOCK) block = SPR_EXACT_BLOCK;
 
 #pragma omp parallel num_threads(threads)
     {
         /* Per-thread buffers: inference is not a training step, it may allocate. */
         float *ha = spr_alloc((size_t)hstride * 4), *hb = spr_alloc((size_t)hstride * 4);
-        exact_scratch ex = {NULL, NULL, NULL, NULL, NULL, NULL};
+        spr_exact_scratch ex = {NULL, NULL, NULL, NULL, NULL, NULL};
         void *buf = buf_bytes ? spr_alloc(buf_bytes) : NULL;
         spr_scratch samp;
         memset(&samp, 0, sizeof samp);
-        int ok = ha && hb && (sparse ? spr_sampler_scratch(Lo, &samp) : exact_scratch_make(&ex, Lo->fan_in)) &&
+        int ok = ha && hb && (sparse ? spr_sampler_scratch(Lo, &samp) : spr_exact_scratch_make(&ex, Lo->fan_in)) &&
                  (buf || !buf_bytes) && !no_table;
         if (!ok) {
 #pragma omp atomic write

@@ -398,8 +398,9 @@ static void test_sparse_inference_covers_exact(void) {
  * matrix product each) against a forward pass in double precision written out here:
  * the same top 5 (but where the 5th and 6th are closer than rounding can tell apart) and
  * scores within 1e-4; and a point's predictions are the same bits whatever else is
- * predicted with it (alone, among 17, among all) and on 1 or 2 threads. Float and BF16
- * weights, two and three layers. */
+ * predicted with it (alone, among 17, among all), on 1 or 2 threads, and through the
+ * output layer alone (spr_model_output_predict). Float and BF16 weights, two and three
+ * layers. */
 static void test_exact_inference_brute_force(void) {
     toy t;
     toy_make(&t, 300, 50, 8, 41);
@@ -482,6 +483,20 @@ static void test_exact_inference_brute_force(void) {
         OK(spr_model_predict(m, t.data, NULL, 0, K, 0, 1, ids2, sc2));
         same &= !memcmp(ids2, ids, 300 * K * 4) && !memcmp(sc2, sc, 300 * K * 4);
         CHECK(same, "%s: a point's exact predictions depend on nothing else predicted with it", names[variant]);
+        /* the output layer alone (spr_model_output_predict, SampledSoftmaxLinear's) on the
+         * same hidden vectors: the same blocks, the same bits */
+        const spr_layer *Lo = &m->layers[m->n_layers - 1];
+        float *hid = malloc((size_t)(t.n * Lo->fan_in) * sizeof(float));
+        spr_settled off = {m, 0, 0, 0, NULL};
+        for (int64_t p = 0; p < t.n; p++) {
+            float ha[64], hb[64], *h;
+            spr_model_hidden_dense(m, &off, NULL, d, p, ha, hb, &h);
+            memcpy(hid + p * Lo->fan_in, h, (size_t)Lo->fan_in * sizeof(float));
+        }
+        OK(spr_model_output_predict(m, hid, t.n, K, 0, 2, ids2, sc2));
+        CHECK(!memcmp(ids2, ids, 300 * K * 4) && !memcmp(sc2, sc, 300 * K * 4),
+              "%s: output_predict on the hidden vectors predicts as spr_model_predict", names[variant]);
+        free(hid);
         spr_model_free(m);
     }
     free(ids), free(ids2), free(sc), free(sc2);
