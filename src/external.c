@@ -272,11 +272,8 @@ spr_status spr_model_output_predict(const spr_model *m, const float *input, int6
     const int no_table = spr_settled_init(&sv, m) != SPR_STATUS_OK;
     int failed = no_table;
     const size_t buf_bytes = spr_settled_buf_bytes(&sv);
-    /* exact: spr_model_predict's blocks (model.h, spr_exact_topk), as large as keeps every
-     * thread busy */
-    int64_t block = (n + threads - 1) / threads;
-    block = (block + SPR_PANEL - 1) / SPR_PANEL * SPR_PANEL;
-    if (sparse || block > SPR_EXACT_BLOCK) block = SPR_EXACT_BLOCK;
+    /* exact: spr_model_predict's blocks (model.h, spr_exact_topk) */
+    const int64_t block = sparse ? SPR_EXACT_BLOCK : spr_exact_block(n, threads);
 #pragma omp parallel num_threads(threads)
     {
         /* Sampler scratch (what spr_layer_select reads); inference may allocate. */

@@ -459,6 +459,9 @@ typedef struct spr_exact_scratch {
     void *block;
 } spr_exact_scratch;
 
+/* Points per exact block for n points on threads threads: as many as keep every thread
+ * busy, in whole panels, at most SPR_EXACT_BLOCK. */
+int64_t spr_exact_block(int64_t n, int threads);
 /* Makes *x for an output layer of fan_in inputs; 0 when out of memory. */
 int spr_exact_scratch_make(spr_exact_scratch *x, int64_t fan_in);
 

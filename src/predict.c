@@ -24,6 +24,12 @@
 #include <omp.h>
 #endif
 
+int64_t spr_exact_block(int64_t n, int threads) {
+    int64_t block = (n + threads - 1) / threads;
+    block = (block + SPR_PANEL - 1) / SPR_PANEL * SPR_PANEL;
+    return block > SPR_EXACT_BLOCK ? SPR_EXACT_BLOCK : block;
+}
+
 int spr_exact_scratch_make(spr_exact_scratch *x, int64_t fan_in) {
     const size_t st = (size_t)spr_row_stride(fan_in);
     const size_t sizes[5] = {SPR_EXACT_BLOCK * st, SPR_EXACT_BLOCK * (size_t)fan_in,
@@ -200,10 +206,7 @@ spr_status spr_model_predict(const spr_model *m, const spr_dataset *data, const 
     const int no_table = spr_settled_init(&sv, m) != SPR_STATUS_OK;
     int failed = no_table;
     const size_t buf_bytes = spr_settled_buf_bytes(&sv);
-    /* as large as keeps every thread busy, in whole panels */
-    int64_t block = (n + threads - 1) / threads;
-    block = (block + SPR_PANEL - 1) / SPR_PANEL * SPR_PANEL;
-    if (block > SPR_EXACT_BLOCK) block = SPR_EXACT_BLOCK;
+    const int64_t block = spr_exact_block(n, threads);
 
 #pragma omp parallel num_threads(threads)
     {
