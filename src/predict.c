@@ -441,41 +441,46 @@ spr_status spr_model_sampling_recall(const spr_model *m, const spr_dataset *data
     const int no_table = spr_settled_init(&sv, m) != SPR_STATUS_OK;
     int failed = no_table;
     const size_t buf_bytes = spr_settled_buf_bytes(&sv);
+    const int64_t block = spr_exact_block(n, threads), stride = spr_row_stride(Lo->fan_in);
 #pragma omp parallel num_threads(threads) reduction(+ : total)
     {
         float *ha = spr_alloc((size_t)hstride * 4), *hb = spr_alloc((size_t)hstride * 4);
-        int32_t *best = spr_alloc((size_t)top * 4);
-        float *best_scores = spr_alloc((size_t)top * 4);
+        int32_t *best = spr_alloc((size_t)(block * top) * 4); /* (block, top) exact tops */
+        float *best_scores = spr_alloc((size_t)(block * top) * 4);
         void *buf = buf_bytes ? spr_alloc(buf_bytes) : NULL;
+        spr_exact_scratch ex = {NULL, NULL, NULL, NULL, NULL, NULL};
         spr_scratch samp;
         memset(&samp, 0, sizeof samp);
         int ok = ha && hb && best && best_scores && spr_sampler_scratch(Lo, &samp) &&
-                 (buf || !buf_bytes) && !no_table;
+                 spr_exact_scratch_make(&ex, Lo->fan_in) && (buf || !buf_bytes) && !no_table;
         if (!ok) {
 #pragma omp atomic write
             failed = 1;
         }
-#pragma omp for schedule(dynamic, 8)
-        for (int64_t i = 0; i < n; i++) {
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t b0 = 0; b0 < n; b0 += block) {
             if (!ok) continue;
-            int64_t row = rows ? rows[i] : i;
-            float *h;
-            spr_model_hidden_dense(m, &sv, buf, d, row, ha, hb, &h);
-            int filled = 0;
-            for (int64_t j = 0; j < Lo->size; j++) {
-                float b;
-                const spr_row_at a = spr_settled_row(&sv, Lo, j, buf, &b);
-                spr_topk_push(best, best_scores, top, &filled, (int32_t)j,
-                              b + spr_row_at_dot(Lo, &a, h));
+            const int64_t nb = n - b0 < block ? n - b0 : block;
+            for (int64_t i = 0; i < nb; i++) {
+                float *h;
+                spr_model_hidden_dense(m, &sv, buf, d, rows ? rows[b0 + i] : b0 + i, ha, hb, &h);
+                memcpy(ex.hid + i * stride, h, (size_t)Lo->fan_in * sizeof(float));
             }
-            spr_rng rng;
-            spr_rng_seed(&rng, spr_mix64(m->cfg.seed ^ 0x2ec411ull) ^ spr_mix64((uint64_t)row));
-            int64_t na = spr_layer_select(Lo, h, NULL, 0, 0, &samp, &rng, samp.ids[0], NULL, 0);
-            int hits = 0;
-            for (int q = 0; q < filled; q++) hits += spr_sorted_contains(samp.ids[0], na, best[q]);
-            total += (double)hits / (double)filled;
+            /* the exact top of the block as predict ranks it (every output: top of them) */
+            spr_exact_topk(m, &sv, buf, &ex, ex.hid, stride, nb, top, best, best_scores);
+            for (int64_t i = 0; i < nb; i++) {
+                const int64_t row = rows ? rows[b0 + i] : b0 + i;
+                spr_rng rng;
+                spr_rng_seed(&rng, spr_mix64(m->cfg.seed ^ 0x2ec411ull) ^ spr_mix64((uint64_t)row));
+                int64_t na = spr_layer_select(Lo, ex.hid + i * stride, NULL, 0, 0, &samp, &rng,
+                                              samp.ids[0], NULL, 0);
+                int hits = 0;
+                for (int q = 0; q < top; q++) hits += spr_sorted_contains(samp.ids[0], na, best[i * top + q]);
+                total += (double)hits / (double)top;
+            }
         }
         spr_free(ha), spr_free(hb), spr_free(best), spr_free(best_scores), spr_free(buf);
+        spr_free(ex.block);
         spr_sampler_scratch_free(&samp);
     }
     spr_settled_free(&sv);

@@ -496,6 +496,28 @@ static void test_exact_inference_brute_force(void) {
         OK(spr_model_output_predict(m, hid, t.n, K, 0, 2, ids2, sc2));
         CHECK(!memcmp(ids2, ids, 300 * K * 4) && !memcmp(sc2, sc, 300 * K * 4),
               "%s: output_predict on the hidden vectors predicts as spr_model_predict", names[variant]);
+        /* the sampler's recall of the exact top 5 (spr_model_sampling_recall, which ranks
+         * in the same blocks) on 17 points, against its definition written out: the mean
+         * fraction of each point's exact top 5 in its training-time active set */
+        spr_scratch samp;
+        memset(&samp, 0, sizeof samp);
+        CHECK(spr_sampler_scratch(Lo, &samp), "%s: sampler scratch", names[variant]);
+        double want = 0.0, got = -1.0;
+        for (int i = 0; i < 17; i++) {
+            const int64_t p = some[i];
+            spr_rng rng;
+            spr_rng_seed(&rng, spr_mix64(m->cfg.seed ^ 0x2ec411ull) ^ spr_mix64((uint64_t)p));
+            const int64_t na = spr_layer_select(Lo, hid + p * Lo->fan_in, NULL, 0, 0, &samp, &rng,
+                                                samp.ids[0], NULL, 0);
+            int hits = 0;
+            for (int q = 0; q < K; q++)
+                for (int64_t a = 0; a < na; a++) hits += samp.ids[0][a] == ids[p * K + q];
+            want += hits / (double)K;
+        }
+        spr_sampler_scratch_free(&samp);
+        OK(spr_model_sampling_recall(m, t.data, some, 17, K, 1, &got));
+        CHECK(fabs(got - want / 17) < 1e-12, "%s: recall@5 on 17 points %.6f, by its definition %.6f",
+              names[variant], got, want / 17);
         free(hid);
         spr_model_free(m);
     }
