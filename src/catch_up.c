@@ -168,7 +168,8 @@ spr_status spr_settled_init(spr_settled *s, const spr_model *m) {
     if (m->steps - lo > SETTLED_TABLE) lo = m->steps - SETTLED_TABLE;
     s->t_lo = lo;
     s->coef = spr_alloc((size_t)(m->steps - lo) * sizeof *s->coef);
-    if (!s->coef) return spr_fail(SPR_STATUS_NO_MEMORY, "out of memory for the settled rows' table");
+    if (!s->coef)
+        return spr_fail(SPR_STATUS_NO_MEMORY, "out of memory for the settled rows' table");
     for (int64_t t = lo; t < m->steps; t++) catch_up_coef_of(m, t, &s->coef[t - lo]);
     for (int l = 0; l < m->n_layers; l++)
         if (m->layers[l].cols > s->cols) s->cols = m->layers[l].cols;
@@ -184,7 +185,8 @@ size_t spr_settled_buf_bytes(const spr_settled *s) {
     return s->on ? 3 * (size_t)spr_row_stride(s->cols) * sizeof(float) : 0;
 }
 
-spr_row_at spr_settled_copy(const spr_settled *s, const spr_layer *L, int64_t r, void *buf, float *b) {
+spr_row_at spr_settled_copy(const spr_settled *s, const spr_layer *L, int64_t r, void *buf,
+                            float *b) {
     const spr_row_at at = spr_layer_row_at(L, r);
     const int64_t t0 = L->last_step[r];
     catch_up_coef k;
@@ -201,10 +203,13 @@ spr_row_at spr_settled_copy(const spr_settled *s, const spr_layer *L, int64_t r,
     spr_row_at c = {NULL, NULL, NULL, NULL, NULL, NULL};
     if (L->w16) c.w16 = memcpy(h, at.w16, (size_t)n * 2);
     else c.w = memcpy(f, at.w, (size_t)n * 4);
-    if (L->mw16)
-        c.mw16 = memcpy(h + 2 * st, at.mw16, (size_t)n * 2), c.vw16 = memcpy(h + 4 * st, at.vw16, (size_t)n * 2);
-    else
-        c.mw = memcpy(f + st, at.mw, (size_t)n * 4), c.vw = memcpy(f + 2 * st, at.vw, (size_t)n * 4);
+    if (L->mw16) {
+        c.mw16 = memcpy(h + 2 * st, at.mw16, (size_t)n * 2);
+        c.vw16 = memcpy(h + 4 * st, at.vw16, (size_t)n * 2);
+    } else {
+        c.mw = memcpy(f + st, at.mw, (size_t)n * 4);
+        c.vw = memcpy(f + 2 * st, at.vw, (size_t)n * 4);
+    }
     row_catch_up(s->m, L, r, &k, &c);
     if (b) { /* layers past 0: layer_catch_up's bias */
         float mb = L->mb[r], vb = L->vb[r];

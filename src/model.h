@@ -248,7 +248,8 @@ void spr_settled_free(spr_settled *s);
 /* Bytes of a per-thread copy buffer for spr_settled_row (0 when s is off). */
 size_t spr_settled_buf_bytes(const spr_settled *s);
 /* spr_settled_row of a row that owes steps: its copy in buf, caught up. */
-spr_row_at spr_settled_copy(const spr_settled *s, const spr_layer *L, int64_t r, void *buf, float *b);
+spr_row_at spr_settled_copy(const spr_settled *s, const spr_layer *L, int64_t r, void *buf,
+                            float *b);
 
 /* Row r of L where the layer keeps it. */
 static inline spr_row_at spr_layer_row_at(const spr_layer *L, int64_t r) {

@@ -149,7 +149,8 @@ static void predict_block_exact(const spr_model *m, const spr_settled *sv, void 
         spr_model_hidden_dense(m, sv, buf, d, rows ? rows[b0 + i] : b0 + i, ha, hb, &h);
         memcpy(x->hid + i * stride, h, (size_t)Lo->fan_in * sizeof(float));
     }
-    spr_exact_topk(m, sv, buf, x, x->hid, stride, b1 - b0, k, ids_out + b0 * k, scores_out + b0 * k);
+    spr_exact_topk(m, sv, buf, x, x->hid, stride, b1 - b0, k, ids_out + b0 * k,
+                   scores_out + b0 * k);
 }
 
 /* Sparse top-k of one point: only the neurons in the L buckets its hidden vector hashes
@@ -216,8 +217,8 @@ spr_status spr_model_predict(const spr_model *m, const spr_dataset *data, const 
         void *buf = buf_bytes ? spr_alloc(buf_bytes) : NULL;
         spr_scratch samp;
         memset(&samp, 0, sizeof samp);
-        int ok = ha && hb && (sparse ? spr_sampler_scratch(Lo, &samp) : spr_exact_scratch_make(&ex, Lo->fan_in)) &&
-                 (buf || !buf_bytes) && !no_table;
+        int ok = ha && hb && (buf || !buf_bytes) && !no_table &&
+                 (sparse ? spr_sampler_scratch(Lo, &samp) : spr_exact_scratch_make(&ex, Lo->fan_in));
         if (!ok) {
 #pragma omp atomic write
             failed = 1;
@@ -475,7 +476,8 @@ spr_status spr_model_sampling_recall(const spr_model *m, const spr_dataset *data
                 int64_t na = spr_layer_select(Lo, ex.hid + i * stride, NULL, 0, 0, &samp, &rng,
                                               samp.ids[0], NULL, 0);
                 int hits = 0;
-                for (int q = 0; q < top; q++) hits += spr_sorted_contains(samp.ids[0], na, best[i * top + q]);
+                for (int q = 0; q < top; q++)
+                    hits += spr_sorted_contains(samp.ids[0], na, best[i * top + q]);
                 total += (double)hits / (double)top;
             }
         }
