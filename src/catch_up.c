@@ -49,7 +49,7 @@ spr_status spr_check_adam(const spr_train_options *o) {
 }
 
 /* Fills *k for a row last stepped at t0; 0 if it owes nothing (lazy Adam, no step missed). */
-static int catch_up_coef_of(const spr_model *m, int64_t t0, catch_up_coef *k) {
+static int catch_up_coef_of(const spr_model *m, int64_t t0, spr_catch_up_coef *k) {
     const spr_catch_up *c = &m->catch_up;
     const int64_t s = m->steps - t0; /* the steps it missed */
     if (!c->on || s <= 0) return 0;
@@ -72,7 +72,7 @@ static int catch_up_coef_of(const spr_model *m, int64_t t0, catch_up_coef *k) {
 
 /* The catch-up of a bias b with moments *mb, *vb (layers past 0; layer 0's bias is
  * stepped every step). */
-static float bias_catch_up(float b, float *mb, float *vb, const catch_up_coef *k) {
+static float bias_catch_up(float b, float *mb, float *vb, const spr_catch_up_coef *k) {
     b -= k->S * *mb / (sqrtf(*vb) + k->e);
     *mb *= k->d1, *vb *= k->d2;
     return b;
@@ -81,8 +81,8 @@ static float bias_catch_up(float b, float *mb, float *vb, const catch_up_coef *k
 /* The catch-up with coefficients k of row r of L, held at a (the layer's own row, or a
  * copy of it: spr_settled_row): the one kernel call spr_model_catch_up and the settled
  * readers share, so that both leave the same bits. */
-static void row_catch_up(const spr_model *m, const spr_layer *L, int64_t r, const catch_up_coef *k,
-                         const spr_row_at *a) {
+static void row_catch_up(const spr_model *m, const spr_layer *L, int64_t r,
+                         const spr_catch_up_coef *k, const spr_row_at *a) {
     if (!L->w16 && !L->mw16) {
         spr_catch_up_row(a->w, a->mw, a->vw, L->cols, k->S, k->e, k->d1, k->d2);
     } else { /* BF16 moments (and weights); another salt than the step's: other draws */
@@ -98,7 +98,7 @@ static void row_catch_up(const spr_model *m, const spr_layer *L, int64_t r, cons
 static void layer_catch_up(const spr_model *m, spr_layer *L, int64_t r) {
     const int64_t t0 = L->last_step[r];
     L->last_step[r] = m->steps;
-    catch_up_coef k;
+    spr_catch_up_coef k;
     if (!catch_up_coef_of(m, t0, &k)) return;
     const spr_row_at a = spr_layer_row_at(L, r);
     row_catch_up(m, L, r, &k, &a);
@@ -107,7 +107,7 @@ static void layer_catch_up(const spr_model *m, spr_layer *L, int64_t r) {
 
 int spr_layer_adam_catch_up_row(const spr_model *m, spr_layer *L, int64_t r, float *g,
                                 const spr_train_options *o, float bc1, float bc2) {
-    catch_up_coef k;
+    spr_catch_up_coef k;
     if (!catch_up_coef_of(m, L->last_step[r], &k)) return 0;
     L->last_step[r] = m->steps + 1;
     const int64_t off = r * L->stride;
@@ -189,7 +189,7 @@ spr_row_at spr_settled_copy(const spr_settled *s, const spr_layer *L, int64_t r,
                             float *b) {
     const spr_row_at at = spr_layer_row_at(L, r);
     const int64_t t0 = L->last_step[r];
-    catch_up_coef k;
+    spr_catch_up_coef k;
     if (t0 >= s->t_lo) {
         k = s->coef[t0 - s->t_lo];
     } else if (!catch_up_coef_of(s->m, t0, &k)) {

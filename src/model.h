@@ -216,9 +216,9 @@ struct spr_model {
 
 /* The catch-up of a row last stepped at t0 over the steps t0 + 1 .. m->steps
  * (spr_catch_up): w -= S m / (sqrt(v) + e), m x d1, v x d2. */
-typedef struct catch_up_coef {
+typedef struct spr_catch_up_coef {
     float S, e, d1, d2;
-} catch_up_coef;
+} spr_catch_up_coef;
 
 /* Where one row of a layer is held: its weights (w, or w16 for BF16 weights) and moments
  * (mw and vw, or mw16 and vw16): the layer's own row or a copy (spr_settled_row). */
@@ -239,7 +239,7 @@ typedef struct spr_settled {
     int on;
     int64_t cols;           /* the widest row: copies take spr_settled_buf_bytes */
     int64_t t_lo;           /* coef[t - t_lo]: the catch-up of a row last stepped at t */
-    catch_up_coef *coef;    /* (m->steps - t_lo): t_lo = m->settled_step, or steps - 65536 */
+    spr_catch_up_coef *coef;    /* (m->steps - t_lo): t_lo = m->settled_step, or steps - 65536 */
 } spr_settled;
 
 /* Fills *s for m (allocating its table when rows owe steps); NO_MEMORY on failure. */
