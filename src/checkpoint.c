@@ -76,10 +76,11 @@
  * exactly once, TBL at most once per sampled layer, LAST at most once per layer, and
  * nothing else. Not stored:
  * gradients (zero between steps) and the per-thread scratch. The reader draws the hash
- * functions that (seed, layer, rebuilds) determine and fills the tables from the loaded
- * weights, then, where a TBL section exists, replaces them with the saved ones: the
- * tables of a training run were built from the weights of its last rehash, not from
- * the current ones, and continuing the run exactly needs those. Files written before
+ * functions that (seed, layer, rebuilds) determine and, where a TBL section exists,
+ * reads the saved tables into them (hashing no row): the tables of a training run were
+ * built from the weights of its last rehash, not from the current ones, and continuing
+ * the run exactly needs those. A layer without one gets tables filled from the loaded
+ * weights. Files written before
  * TBL existed (same version 1) load as before, tables rebuilt from the weights; an
  * older reader refuses a file with TBL sections (unknown section tag) rather than
  * misreading it. OPT and HASH work the same way: a file without them is the file an
@@ -1036,13 +1037,14 @@ static spr_status read_hash_params(reader *r, const section *s, spr_model_config
     return SPR_STATUS_OK;
 }
 
-/* The TBL section s of layer l into the tables spr_model_build_tables made (hash
- * functions drawn, tables filled from the loaded weights), replacing them bit for bit.
+/* The TBL section s of layer l into the tables spr_model_build_tables_restoring made
+ * (hash functions drawn, tables not filled), bit for bit.
  * The length is checked against the tables before anything is read, the CRC and the
  * contents after: offsets must be ascending from 0 with no bucket over the capacity
  * (the samplers size their candidate buffers by it) and every used id a neuron. */
-static spr_status read_tables(reader *r, const section *s, spr_layer *L) {
+static spr_status read_tables(reader *r, const section *s, spr_model *m, int l) {
     char msg[300];
+    spr_layer *L = &m->layers[l];
     spr_lsh *t = L->tables;
     if (!L->sampled || !t) return bad(r, s, "tables of a layer that is not sampled");
     int64_t n_off, n_ids;
@@ -1054,8 +1056,10 @@ static spr_status read_tables(reader *r, const section *s, spr_layer *L) {
     int before = L->hash_k * spr_hash_code_bits(L->cfg.hash);
     if (before > SPR_KEY_BITS_MAX) before = SPR_KEY_BITS_MAX;
     if (before > t->key_bits &&
-        s->len == ((uint64_t)t->l * (((uint64_t)1 << before) + 1) + (uint64_t)n_ids) * sizeof(uint32_t))
+        s->len == ((uint64_t)t->l * (((uint64_t)1 << before) + 1) + (uint64_t)n_ids) * sizeof(uint32_t)) {
+        spr_model_fill_tables(m, l, 0);
         return SPR_STATUS_OK;
+    }
     if (s->len != want) {
         snprintf(msg, sizeof msg, "%llu bytes, %d tables of 2^%d buckets over %lld neurons take %llu",
                  (unsigned long long)s->len, t->l, t->key_bits, (long long)t->n_items,
@@ -1090,7 +1094,8 @@ static spr_status read_tables(reader *r, const section *s, spr_layer *L) {
 
 /* Validates the whole file structure (header, every section's length against the file
  * and against the configuration, the set of sections) before allocating anything, then
- * streams the arrays into a freshly allocated model and rebuilds its hash tables. */
+ * streams the arrays into a freshly allocated model and restores (or rebuilds) its hash
+ * tables. */
 /* A model file's layout, read and checked without its arrays: the header, each
  * section's place (known, once, inside the file), the configuration with its OPT and
  * HASH sections, the DATA note, every section the configuration calls for with the
@@ -1388,9 +1393,13 @@ spr_status spr_checkpoint_load(const char *path, spr_model **out) {
         }
         spr_catch_up_prepare(m, &adam);
     }
-    if ((st = spr_model_build_tables(m, 0))) goto done;
+    /* the layers with a TBL section take its tables; the others' are hashed from the rows */
+    unsigned restored = 0;
     for (uint32_t i = 0; i < n_sections; i++)
-        if (sec[i].tag >> 8 == KIND_TBL && (st = read_tables(&r, &sec[i], &m->layers[sec[i].tag & 0xFFu])))
+        if (sec[i].tag >> 8 == KIND_TBL) restored |= 1u << (sec[i].tag & 0xFFu);
+    if ((st = spr_model_build_tables_restoring(m, 0, restored))) goto done;
+    for (uint32_t i = 0; i < n_sections; i++)
+        if (sec[i].tag >> 8 == KIND_TBL && (st = read_tables(&r, &sec[i], m, (int)(sec[i].tag & 0xFFu))))
             goto done;
 
 done:

@@ -520,6 +520,10 @@ static void layer_rehash(spr_model *m, spr_layer *L, int index, int threads) {
 /* (A rebuild comes through spr_model_rehash, which has reserved the scratch: it cannot
  * fail here.) */
 spr_status spr_model_build_tables(spr_model *m, int threads) {
+    return spr_model_build_tables_restoring(m, threads, 0);
+}
+
+spr_status spr_model_build_tables_restoring(spr_model *m, int threads, unsigned restored) {
     threads = spr_threads(threads);
     spr_status st = SPR_STATUS_OK;
     for (int l = 1; l < m->n_layers; l++) {
@@ -540,9 +544,13 @@ spr_status spr_model_build_tables(spr_model *m, int threads) {
                 return spr_fail(SPR_STATUS_NO_MEMORY, "out of memory for the hash keys of layer %d", l);
             if ((st = rehash_scratch_reserve(m, threads))) return st;
         }
-        layer_rehash(m, L, l, threads);
+        if (!(restored >> l & 1u)) layer_rehash(m, L, l, threads);
     }
     return SPR_STATUS_OK;
+}
+
+void spr_model_fill_tables(spr_model *m, int layer, int threads) {
+    layer_rehash(m, &m->layers[layer], layer, spr_threads(threads));
 }
 
 spr_status spr_model_rehash(spr_model *m, int rebuild, int threads) {

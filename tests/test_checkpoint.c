@@ -1481,6 +1481,14 @@ static void test_tables_before_fold(const char *dir) {
     spr_model_info info = spr_model_get_info(m);
     CHECK(info.hash_k[1] == 11 && info.key_bits[1] == 10, "K 11 over 12 neurons: 10 key bits, got K %d, %d bits",
           info.hash_k[1], info.key_bits[1]);
+    /* its tables are the loaded weights' (its TBL section cannot be read into 2^10
+     * buckets): what a rehash of the same file gives */
+    spr_model *hashed = NULL;
+    st = spr_model_load("data/tables_k11_session12.model", &hashed);
+    if (!st) st = spr_model_rehash(hashed, 0, 1);
+    CHECK(st == SPR_STATUS_OK, "load and rehash: %s", spr_last_error());
+    if (!st) compare_tables(m, hashed, "a file of 2^11-bucket tables against its rehash");
+    spr_model_free(hashed);
     const char *step = "read its data";
     if (!(st = spr_dataset_read("data/tables_k11_session12.txt", &ro, &d)) &&
         !(st = (step = "predict", spr_model_predict(m, d, NULL, 0, 3, 1, 1, ids, scores))))
