@@ -6,7 +6,10 @@
  * second load is what lets the fuzzer reach the configuration checks, the allocation
  * and the hash table rebuild with hostile values. A model that loads must have a valid
  * configuration, must answer a one-point prediction (exact, and sparse if the
- * output layer is sampled) and must take a training step on that point.
+ * output layer is sampled) and must take a training step on that point. Loaded for
+ * inference (spr_model_load_inference), it must predict the same, bit for bit; a file
+ * that does not load may load for inference (its moments are not read), and must then
+ * predict.
  *
  * An input may also be a sharded model's manifest (text: "sparrow sharded model 1",
  * ranks, labels, one "shard R LO HI FILE" line a shard), whose files sit next to it:
@@ -61,20 +64,69 @@ static int fix_crcs(uint8_t *buf, size_t size) {
     return changed;
 }
 
-static void use_model(spr_model *m) {
+/* One point with the first and the last feature of m's configuration (its arrays static:
+ * one at a time), labelled with the last label. */
+static spr_dataset *one_point(const spr_model *m) {
+    static int64_t fptr[2], lptr[2];
+    static int32_t fidx[2], label[1];
+    static float fval[2] = {1.0f, -0.5f};
     spr_model_config cfg = spr_model_get_config(m);
-    FUZZ_CHECK(spr_model_config_check(&cfg) == SPR_STATUS_OK, "loaded an invalid configuration: %s",
-               spr_last_error());
     int64_t n_labels = cfg.layers[cfg.n_layers - 1].size;
-    /* One point with the first and the last feature. */
-    int64_t fptr[2] = {0, cfg.n_features > 1 ? 2 : 1}, lptr[2] = {0, 1};
-    int32_t fidx[2] = {0, (int32_t)(cfg.n_features - 1)}, label[1] = {(int32_t)(n_labels - 1)};
-    float fval[2] = {1.0f, -0.5f};
+    fptr[0] = 0, fptr[1] = cfg.n_features > 1 ? 2 : 1, lptr[0] = 0, lptr[1] = 1;
+    fidx[0] = 0, fidx[1] = (int32_t)(cfg.n_features - 1), label[0] = (int32_t)(n_labels - 1);
     spr_dataset_view v = {.n_points = 1, .n_features = cfg.n_features, .n_labels = n_labels,
                           .feature_indptr = fptr, .feature_indices = fidx, .feature_values = fval,
                           .label_indptr = lptr, .labels = label};
     spr_dataset *ds = NULL;
     FUZZ_CHECK(spr_dataset_wrap(&v, &ds) == SPR_STATUS_OK, "wrap: %s", spr_last_error());
+    return ds;
+}
+
+/* The file loaded for inference (spr_model_load_inference), with and without tables:
+ * where the whole model loaded (whole: it, settled), so must this, and its predictions
+ * be the whole model's, bit for bit; where it did not, this may load (it skips the
+ * moments) and must then predict, or refuse with a message. */
+static void load_for_inference(const char *path, const spr_model *whole) {
+    for (int tables = 0; tables < 2; tables++) {
+        spr_model *m = (spr_model *)&m; /* must be overwritten with NULL on failure */
+        spr_status st = spr_model_load_inference(path, tables, &m);
+        if (whole)
+            FUZZ_CHECK(st == SPR_STATUS_OK, "load accepts, load_inference (tables %d) refuses: %s", tables,
+                       spr_last_error());
+        if (st != SPR_STATUS_OK) {
+            FUZZ_CHECK(m == NULL && spr_last_error()[0] != '\0', "load_inference: status %d, model %p, message %s",
+                       (int)st, (void *)m, spr_last_error());
+            continue;
+        }
+        spr_model_config cfg = spr_model_get_config(m);
+        FUZZ_CHECK(spr_model_config_check(&cfg) == SPR_STATUS_OK, "loaded an invalid configuration: %s",
+                   spr_last_error());
+        const int64_t n_labels = cfg.layers[cfg.n_layers - 1].size;
+        const int k = n_labels < 5 ? (int)n_labels : 5;
+        const int sampled = cfg.layers[cfg.n_layers - 1].sparsity < 1.0f;
+        spr_dataset *ds = one_point(m);
+        for (int sparse = 0; sparse <= (tables && sampled); sparse++) {
+            int32_t ids[5], wids[5];
+            float scores[5], wscores[5];
+            st = spr_model_predict(m, ds, NULL, 0, k, sparse, 1, ids, scores);
+            FUZZ_CHECK(st == SPR_STATUS_OK, "predict (sparse %d) for inference: %s", sparse, spr_last_error());
+            if (!whole) continue;
+            st = spr_model_predict(whole, ds, NULL, 0, k, sparse, 1, wids, wscores);
+            FUZZ_CHECK(st == SPR_STATUS_OK && !memcmp(ids, wids, sizeof(int32_t) * (size_t)k) &&
+                           !memcmp(scores, wscores, sizeof(float) * (size_t)k),
+                       "predict (sparse %d) for inference differs from the whole model's", sparse);
+        }
+        spr_dataset_free(ds);
+        spr_model_free(m);
+    }
+}
+
+static void use_model(spr_model *m) {
+    spr_model_config cfg = spr_model_get_config(m);
+    FUZZ_CHECK(spr_model_config_check(&cfg) == SPR_STATUS_OK, "loaded an invalid configuration: %s",
+               spr_last_error());
+    int64_t n_labels = cfg.layers[cfg.n_layers - 1].size;
+    spr_dataset *ds = one_point(m);
     int k = n_labels < 5 ? (int)n_labels : 5;
     int32_t ids[5];
     float scores[5];
@@ -124,11 +176,14 @@ static void load(const char *path) {
                    "peek and load disagree: parameters %lld/%lld bytes %lld/%lld tables %lld/%lld",
                    (long long)pi.parameters, (long long)li.parameters, (long long)pi.parameter_bytes,
                    (long long)li.parameter_bytes, (long long)pi.table_bytes, (long long)li.table_bytes);
+        FUZZ_CHECK(spr_model_settle(m, 1) == SPR_STATUS_OK, "settle: %s", spr_last_error());
+        load_for_inference(path, m);
         use_model(m);
         spr_model_free(m);
     } else {
         FUZZ_CHECK(m == NULL, "status %d but *out not NULL", (int)st);
         FUZZ_CHECK(spr_last_error()[0] != '\0', "status %d without a message", (int)st);
+        load_for_inference(path, NULL);
     }
 }
 

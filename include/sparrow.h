@@ -651,6 +651,23 @@ SPR_API spr_status spr_model_save_check(const char *path);
  * length before anything is allocated; a damaged file is SPR_STATUS_BAD_INPUT. */
 SPR_API spr_status spr_model_load(const char *path, spr_model **out);
 
+/* Loads a saved model for inference: its weights and biases, no weight gradients or
+ * Adam moments, and the LSH tables only when `tables` is nonzero (sparse inference and
+ * spr_model_sampling_recall need them; exact inference does not). In memory that is the
+ * weights alone: a third of spr_model_load's with float moments (a 17M-label model with
+ * BF16 weights and moments: 4.4 GB against 20 GB), and the moments' sections are not
+ * read (their checksums not checked: `sparrow info --verify` checks every one). Every
+ * prediction and evaluation is bit for bit spr_model_load's after spr_model_settle: a
+ * file whose rows owe Adam steps (saved inside an epoch) is loaded whole, settled, and
+ * its state released, so its load takes spr_model_load's memory for a while and reads
+ * the weights twice; so does a manifest, assembled whole. What needs the optimizer state
+ * refuses such a model with SPR_STATUS_BAD_INPUT: training (spr_model_train_batch,
+ * spr_model_compute_gradients, spr_model_apply_gradients, spr_model_output_train,
+ * spr_model_prepare), spr_model_save, spr_model_param of a gradient or moment; without
+ * tables, sparse inference, recall and spr_model_rehash. spr_model_get_info's
+ * parameter_bytes counts what it holds. */
+SPR_API spr_status spr_model_load_inference(const char *path, int tables, spr_model **out);
+
 /* What spr_model_load would give of a saved model (its configuration, the
  * spr_model_info of the loaded model, its data note) without loading it: only the small
  * sections are read and checked (the arrays' checksums are not: a file that peeks well

@@ -130,6 +130,7 @@ spr_status spr_model_catch_up(spr_model *m, const spr_train_options *o) {
     if (o->lazy_adam) return SPR_STATUS_OK; /* lazy rows owe nothing */
     /* nothing owed since the last pass (predict called per query, a second settle) */
     if (m->settled_step == m->steps) return SPR_STATUS_OK;
+    if ((st = spr_model_check_state(m, "taking the steps rows owe"))) return st;
     spr_catch_up_prepare(m, o);
     const int threads = spr_threads(o->threads);
     for (int l = 0; l < m->n_layers; l++) {
@@ -161,7 +162,9 @@ spr_status spr_model_settle(spr_model *m, int threads) {
 spr_status spr_settled_init(spr_settled *s, const spr_model *m) {
     memset(s, 0, sizeof *s);
     s->m = m;
-    if (!spr_catch_up_known(&m->catch_up) || m->settled_step == m->steps) return SPR_STATUS_OK;
+    /* (a model for inference owes nothing it could take: it has no moments to take it with) */
+    if (!spr_catch_up_known(&m->catch_up) || m->settled_step == m->steps || m->weights_only)
+        return SPR_STATUS_OK;
     s->on = 1;
     /* every row last stepped at settled_step or later (model.h) */
     int64_t lo = m->settled_step;

@@ -1056,10 +1056,8 @@ static spr_status read_tables(reader *r, const section *s, spr_model *m, int l) 
     int before = L->hash_k * spr_hash_code_bits(L->cfg.hash);
     if (before > SPR_KEY_BITS_MAX) before = SPR_KEY_BITS_MAX;
     if (before > t->key_bits &&
-        s->len == ((uint64_t)t->l * (((uint64_t)1 << before) + 1) + (uint64_t)n_ids) * sizeof(uint32_t)) {
-        spr_model_fill_tables(m, l, 0);
-        return SPR_STATUS_OK;
-    }
+        s->len == ((uint64_t)t->l * (((uint64_t)1 << before) + 1) + (uint64_t)n_ids) * sizeof(uint32_t))
+        return spr_model_fill_tables(m, l, 0);
     if (s->len != want) {
         snprintf(msg, sizeof msg, "%llu bytes, %d tables of 2^%d buckets over %lld neurons take %llu",
                  (unsigned long long)s->len, t->l, t->key_bits, (long long)t->n_items,
@@ -1259,10 +1257,25 @@ done:
     return st;
 }
 
+/* What a load reads: everything (training goes on from it), or for inference the
+ * weights and biases, with or without the LSH tables (spr_model_load_inference). */
+enum { LOAD_ALL, LOAD_WEIGHTS, LOAD_WEIGHTS_TABLES };
+
+static spr_status load_file(const char *path, int what, spr_model **out);
+
 spr_status spr_checkpoint_load(const char *path, spr_model **out) {
     if (!path || !out) return spr_fail(SPR_STATUS_BAD_INPUT, "spr_model_load: path and out must be given");
+    return load_file(path, LOAD_ALL, out);
+}
+
+/* For inference: a file whose rows owe Adam steps it knows how to take is loaded whole,
+ * settled, and its state (and tables, unless wanted) released; any other file is read
+ * without its weight moments (their sections skipped unread: `sparrow info --verify`
+ * checks every checksum). */
+static spr_status load_file(const char *path, int what, spr_model **out) {
     *out = NULL;
     pthread_once(&crc_once, crc_init);
+    const int weights_only = what != LOAD_ALL;
 
     spr_status st = SPR_STATUS_OK;
     spr_model *m = NULL;
@@ -1275,7 +1288,7 @@ spr_status spr_checkpoint_load(const char *path, spr_model **out) {
     if ((st = read_layout(&r, sec, &n_sections, &cfg, &note))) goto done;
 
     /* The file is consistent: allocate and stream the arrays in, in file order. */
-    if ((st = spr_model_alloc(&cfg, &m))) goto done;
+    if ((st = spr_model_alloc_as(&cfg, weights_only, &m))) goto done;
     if (m->n_layers != cfg.n_layers) {
         st = spr_fail(SPR_STATUS_INTERNAL, "%s: the allocated model has %d layers, not %d", path, m->n_layers,
                       cfg.n_layers);
@@ -1308,7 +1321,9 @@ spr_status spr_checkpoint_load(const char *path, spr_model **out) {
         spr_layer *L = &m->layers[l];
         uint32_t crc = 0;
         const unsigned char *p;
-        if (kind == KIND_TBL) { /* read after the hash functions are drawn */
+        /* TBL is read after the hash functions are drawn; a model for inference has no
+         * weight moments */
+        if (kind == KIND_TBL || (weights_only && (kind == KIND_MW || kind == KIND_VW))) {
             r_jump(&r, CKPT_SECTION_HEAD + s->len + CKPT_SECTION_TAIL);
             continue;
         }
@@ -1393,6 +1408,17 @@ spr_status spr_checkpoint_load(const char *path, spr_model **out) {
         }
         spr_catch_up_prepare(m, &adam);
     }
+    if (weights_only && adam_sec && m->settled_step < m->steps) {
+        /* rows owe steps that inference must see taken: the whole file, settled */
+        close(r.fd), r.fd = -1;
+        spr_model_free(m), m = NULL;
+        if ((st = load_file(path, LOAD_ALL, &m))) goto done;
+        if ((st = spr_model_settle(m, 0))) goto done;
+        spr_model_drop_state(m);
+        if (what == LOAD_WEIGHTS) spr_model_drop_tables(m);
+        goto done;
+    }
+    if (what == LOAD_WEIGHTS) goto done; /* no tables */
     /* the layers with a TBL section take its tables; the others' are hashed from the rows */
     unsigned restored = 0;
     for (uint32_t i = 0; i < n_sections; i++)
@@ -1480,6 +1506,8 @@ spr_status spr_checkpoint_save(const spr_model *model, const char *path, const c
 /* A sharded model is saved collectively as shard files and a manifest; a manifest is
  * loaded by assembling its shards (dist.c). */
 spr_status spr_model_save(const spr_model *model, const char *path) {
+    spr_status st = spr_model_check_state(model, "save");
+    if (st) return st;
     if (model && model->dist) return spr_dist_save_sharded(model, path);
     return spr_checkpoint_save(model, path, NULL);
 }
@@ -1487,4 +1515,21 @@ spr_status spr_model_save(const spr_model *model, const char *path) {
 spr_status spr_model_load(const char *path, spr_model **out) {
     if (path && out && spr_dist_is_manifest(path)) return spr_dist_load_manifest(path, out);
     return spr_checkpoint_load(path, out);
+}
+
+spr_status spr_model_load_inference(const char *path, int tables, spr_model **out) {
+    if (!path || !out)
+        return spr_fail(SPR_STATUS_BAD_INPUT, "spr_model_load_inference: path and out must be given");
+    if (!spr_dist_is_manifest(path)) return load_file(path, tables ? LOAD_WEIGHTS_TABLES : LOAD_WEIGHTS, out);
+    /* a manifest's shards are assembled whole (dist.c), then settled and slimmed */
+    spr_status st = spr_dist_load_manifest(path, out);
+    if (!st) st = spr_model_settle(*out, 0);
+    if (st) {
+        spr_model_free(*out);
+        *out = NULL;
+        return st;
+    }
+    spr_model_drop_state(*out);
+    if (!tables) spr_model_drop_tables(*out);
+    return SPR_STATUS_OK;
 }

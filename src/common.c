@@ -140,6 +140,11 @@ void spr_pages_touch(void *p, size_t n) {
             c[off] = c[off];
 }
 
+void spr_pages_release(void *p, size_t n) {
+    const uintptr_t lo = ((uintptr_t)p + 4095) / 4096 * 4096, hi = ((uintptr_t)p + n) / 4096 * 4096;
+    if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}
+
 void spr_free_reserved(void *p, size_t n) {
     if (!p) return;
     munmap(p, reserved_span(n));

@@ -49,6 +49,10 @@ int64_t spr_alloc_size(size_t n);
 void *spr_alloc_reserved(size_t n);
 void spr_pages_touch(void *p, size_t n);
 void spr_free_reserved(void *p, size_t n);
+/* Gives the whole 4 KB pages inside [p, p + n) of a block back to the system (madvise
+ * MADV_DONTNEED): they no longer count in the resident memory, and read as zero if read
+ * again. The block stays allocated. */
+void spr_pages_release(void *p, size_t n);
 
 /* Calls to spr_alloc so far (all threads): lets a test prove that a training step
  * allocates nothing. */

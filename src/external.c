@@ -192,6 +192,7 @@ spr_status spr_model_output_train(spr_model *m, const float *input, int64_t n,
         return spr_fail(SPR_STATUS_BAD_INPUT, "batch of %lld rows: must be in [1, batch size %d]",
                         (long long)n, o->batch_size);
     spr_status st = spr_check_adam(o);
+    if (!st) st = spr_model_check_state(m, "output_train");
     if (st) return st;
     if (!(o->clip_norm >= 0.0f))
         return spr_fail(SPR_STATUS_BAD_INPUT, "clip_norm must be >= 0, got %g", (double)o->clip_norm);
@@ -260,7 +261,9 @@ spr_status spr_model_output_predict(const spr_model *m, const float *input, int6
     if (spr_model_get_info(m).ranks > 1)
         return spr_fail(SPR_STATUS_BAD_INPUT, "output_predict: a sharded (MPI) model is not supported");
     const spr_layer *Lo = &m->layers[m->n_layers - 1];
-    if (sparse && !(Lo->sampled && Lo->tables))
+    if (sparse && spr_model_tables_missing(m))
+        return spr_fail(SPR_STATUS_BAD_INPUT, SPR_NO_TABLES, "sparse inference");
+    if (sparse && !Lo->sampled)
         return spr_fail(SPR_STATUS_BAD_INPUT,
                         "sparse inference needs a sampled output layer (sparsity < 1)");
     if (n <= 0) return SPR_STATUS_OK;

@@ -265,8 +265,9 @@ spr_status spr_model_config_memory(const spr_model_config *c, int64_t *bytes) {
 
 /* bf16: the weights' Adam moments as BF16 (mw16, vw16) instead of float (mw, vw);
  * bf16w: the weights too (w16 instead of w). */
+/* state 0: no weight gradient and no weight moments (a model loaded for inference). */
 static spr_status layer_alloc(spr_layer *L, const spr_layer_config *lc, int index, int64_t fan_in,
-                              int bf16, int bf16w, int last) {
+                              int bf16, int bf16w, int last, int state) {
     L->cfg = *lc;
     L->size = lc->size;
     L->fan_in = fan_in;
@@ -275,15 +276,15 @@ static spr_status layer_alloc(spr_layer *L, const spr_layer_config *lc, int inde
     L->stride = spr_row_stride(L->cols);
     size_t wbytes = (size_t)L->rows * (size_t)L->stride * sizeof(float);
     /* the moment arrays: rows start 32-byte aligned as BF16 (stride is a multiple of 16) */
-    size_t mbytes = bf16 ? wbytes / 2 : wbytes;
+    size_t mbytes = !state ? 0 : bf16 ? wbytes / 2 : wbytes;
     size_t w16bytes = bf16w ? wbytes / 2 : 0, wfbytes = bf16w ? 0 : wbytes;
     size_t bbytes = (size_t)spr_row_stride(L->size) * sizeof(float);
     size_t tbytes = ((size_t)L->rows + SPR_ALIGN) / SPR_ALIGN * SPR_ALIGN;
     size_t lbytes = ((size_t)L->rows * sizeof(int32_t) + SPR_ALIGN) / SPR_ALIGN * SPR_ALIGN;
     size_t sbytes = ((size_t)L->rows * sizeof(int64_t) + SPR_ALIGN) / SPR_ALIGN * SPR_ALIGN;
     /* A sampled output layer's gradient rows: reserved, not touched (see gw_reserved). */
-    const int lazy_gw = last && index > 0 && lc->sparsity < 1.0f;
-    size_t gwbytes = lazy_gw ? 0 : wbytes;
+    const int lazy_gw = state && last && index > 0 && lc->sparsity < 1.0f;
+    size_t gwbytes = lazy_gw || !state ? 0 : wbytes;
     size_t total = wfbytes + w16bytes + gwbytes + 2 * mbytes + 4 * bbytes + tbytes + lbytes + sbytes;
     char *p = spr_alloc(total);
     if (!p)
@@ -298,10 +299,12 @@ static spr_status layer_alloc(spr_layer *L, const spr_layer_config *lc, int inde
             return spr_fail(SPR_STATUS_NO_MEMORY, "out of memory: layer %d's gradient needs %.1f MB",
                             index, (double)wbytes / 1e6);
         L->gw_reserved = wbytes;
-    } else {
+    } else if (state) {
         L->gw = (float *)p, p += gwbytes;
     }
-    if (bf16) {
+    if (!state) {
+        /* no moments: mw, vw, mw16, vw16 stay NULL */
+    } else if (bf16) {
         L->mw16 = (uint16_t *)p, p += mbytes;
         L->vw16 = (uint16_t *)p, p += mbytes;
     } else {
@@ -329,6 +332,50 @@ static spr_status layer_alloc(spr_layer *L, const spr_layer_config *lc, int inde
         L->sampled ? (int64_t)((double)lc->random_fraction * (double)L->target_active) : 0;
     L->hash_k = L->sampled ? (lc->hash_k > 0 ? lc->hash_k : auto_hash_k(lc)) : 0;
     return SPR_STATUS_OK;
+}
+
+void spr_model_drop_state(spr_model *m) {
+    for (int l = 0; l < m->n_layers; l++) {
+        spr_layer *L = &m->layers[l];
+        if (L->gw_reserved) spr_free_reserved(L->gw, L->gw_reserved);
+        /* the block holds w (or w16), then gw (unless reserved), mw, vw, then b */
+        const char *w_end = L->w16 ? (const char *)(L->w16 + L->rows * L->stride)
+                                   : (const char *)(L->w + L->rows * L->stride);
+        spr_pages_release((void *)w_end, (size_t)((const char *)L->b - w_end));
+        L->gw = L->mw = L->vw = NULL;
+        L->mw16 = L->vw16 = NULL;
+        L->gw_reserved = 0, L->gw_ready = 0;
+        if (L->cfg.select != SPR_SELECT_RANK) spr_free(L->keys), L->keys = NULL; /* a rehash's */
+    }
+    spr_train_free(m); /* a training run's scratch */
+    m->weights_only = 1;
+}
+
+void spr_model_drop_tables(spr_model *m) {
+    for (int l = 0; l < m->n_layers; l++) {
+        spr_layer *L = &m->layers[l];
+        spr_hasher_free(L->hasher);
+        spr_lsh_free(L->tables);
+        spr_free(L->keys);
+        L->hasher = NULL, L->tables = NULL, L->keys = NULL;
+    }
+    spr_free(m->rehash_block);
+    m->rehash_block = NULL, m->rehash_threads = 0, m->rehash_work_len = m->rehash_conv_len = 0;
+}
+
+spr_status spr_model_check_state(const spr_model *m, const char *what) {
+    if (m && m->weights_only)
+        return spr_fail(SPR_STATUS_BAD_INPUT,
+                        "%s: the model was loaded for inference (spr_model_load_inference): it "
+                        "has no optimizer state; load it with spr_model_load to train or save it",
+                        what);
+    return SPR_STATUS_OK;
+}
+
+int spr_model_tables_missing(const spr_model *m) {
+    for (int l = 1; l < m->n_layers; l++)
+        if (m->layers[l].sampled && !m->layers[l].tables) return 1;
+    return 0;
 }
 
 static void layer_free(spr_layer *L) {
@@ -376,6 +423,10 @@ static int auto_simhash_one_in(int64_t fan_in) {
 }
 
 spr_status spr_model_alloc(const spr_model_config *cfg, spr_model **out) {
+    return spr_model_alloc_as(cfg, 0, out);
+}
+
+spr_status spr_model_alloc_as(const spr_model_config *cfg, int weights_only, spr_model **out) {
     *out = NULL;
     spr_status st = spr_model_config_check(cfg);
     if (st) return st;
@@ -392,11 +443,12 @@ spr_status spr_model_alloc(const spr_model_config *cfg, spr_model **out) {
         if (lc->simhash_one_in == 0 && l > 0 && lc->sparsity < 1.0f)
             lc->simhash_one_in = auto_simhash_one_in(fan_in);
         st = layer_alloc(&m->layers[l], lc, l, fan_in, cfg->bf16_state && out,
-                         cfg->bf16_weights && out, out);
+                         cfg->bf16_weights && out, out, !weights_only);
         if (st) goto fail;
         fan_in = cfg->layers[l].size;
     }
     m->label_total = cfg->layers[cfg->n_layers - 1].size;
+    m->weights_only = weights_only;
     *out = m;
     return SPR_STATUS_OK;
 fail:
@@ -517,6 +569,13 @@ static void layer_rehash(spr_model *m, spr_layer *L, int index, int threads) {
     if (L->cfg.select == SPR_SELECT_RANK) spr_lsh_item_keys(L->tables, L->keys, threads);
 }
 
+/* Each neuron's L keys (L->keys): what a rehash hashes into. */
+static spr_status layer_keys_alloc(spr_layer *L, int l) {
+    if (!(L->keys = spr_alloc((size_t)L->size * (size_t)L->cfg.hash_l * sizeof(uint32_t))))
+        return spr_fail(SPR_STATUS_NO_MEMORY, "out of memory for the hash keys of layer %d", l);
+    return SPR_STATUS_OK;
+}
+
 /* (A rebuild comes through spr_model_rehash, which has reserved the scratch: it cannot
  * fail here.) */
 spr_status spr_model_build_tables(spr_model *m, int threads) {
@@ -540,8 +599,11 @@ spr_status spr_model_build_tables_restoring(spr_model *m, int threads, unsigned 
             st = spr_lsh_create(L->cfg.hash_l, spr_hasher_key_bits(L->hasher), L->size,
                                 L->cfg.bucket_capacity, L->cfg.bucket_policy, &L->tables);
             if (st) return st;
-            if (!(L->keys = spr_alloc((size_t)L->size * (size_t)L->cfg.hash_l * sizeof(uint32_t))))
-                return spr_fail(SPR_STATUS_NO_MEMORY, "out of memory for the hash keys of layer %d", l);
+            /* the keys are a rehash's scratch, which a model for inference given its tables
+             * never makes; rank selection reads what the tables hold */
+            if ((!m->weights_only || !(restored >> l & 1u) || L->cfg.select == SPR_SELECT_RANK) &&
+                (st = layer_keys_alloc(L, l)))
+                return st;
             if ((st = rehash_scratch_reserve(m, threads))) return st;
         }
         if (!(restored >> l & 1u)) layer_rehash(m, L, l, threads);
@@ -549,12 +611,17 @@ spr_status spr_model_build_tables_restoring(spr_model *m, int threads, unsigned 
     return SPR_STATUS_OK;
 }
 
-void spr_model_fill_tables(spr_model *m, int layer, int threads) {
-    layer_rehash(m, &m->layers[layer], layer, spr_threads(threads));
+spr_status spr_model_fill_tables(spr_model *m, int layer, int threads) {
+    spr_status st = m->layers[layer].keys ? SPR_STATUS_OK : layer_keys_alloc(&m->layers[layer], layer);
+    if (!st) layer_rehash(m, &m->layers[layer], layer, spr_threads(threads));
+    return st;
 }
 
 spr_status spr_model_rehash(spr_model *m, int rebuild, int threads) {
     if (!m) return spr_fail(SPR_STATUS_BAD_INPUT, "model is NULL");
+    if (m->weights_only) /* no keys to hash into; inference has nothing to gain from it */
+        return spr_fail(SPR_STATUS_BAD_INPUT, "rehash: the model was loaded for inference "
+                                              "(spr_model_load_inference)");
     threads = spr_threads(threads);
     /* the one allocation a rehash can need (none after spr_model_prepare), before anything
      * changes: what follows cannot fail */
@@ -642,6 +709,8 @@ static int64_t table_hits(const spr_layer *L) {
  * needs more than what exists: once, before the first step. */
 spr_status spr_model_prepare(spr_model *m, const spr_train_options *o, int64_t max_labels) {
     if (!m || !o) return spr_fail(SPR_STATUS_BAD_INPUT, "spr_model_prepare: NULL argument");
+    spr_status sst = spr_model_check_state(m, "training");
+    if (sst) return sst;
     int threads = spr_threads(o->threads);
     int dense = o->dense ? 1 : 0;
     if (max_labels < 0) max_labels = 0;
@@ -855,11 +924,12 @@ spr_model_info spr_model_get_info(const spr_model *m) {
         info.parameters += L->rows * L->cols + L->size;
         /* w: 4 bytes an entry, or 2 as BF16; gw: 4; mw, vw: 4, or 2 as BF16; the bias and
          * its 3 arrays */
-        info.parameter_bytes += L->rows * L->stride * ((L->w16 ? 2 : 4) + 4 + (L->mw16 ? 4 : 8)) +
+        const int64_t state = m->weights_only ? 0 : 4 + (L->mw16 ? 4 : 8); /* gw, mw, vw */
+        info.parameter_bytes += L->rows * L->stride * ((L->w16 ? 2 : 4) + state) +
                                 4 * spr_row_stride(L->size) * 4;
         if (L->tables) {
             /* + every neuron's L keys: rehash scratch, and what rank selection reads */
-            info.table_bytes += spr_lsh_bytes(L->tables) + L->size * L->cfg.hash_l * 4;
+            info.table_bytes += spr_lsh_bytes(L->tables) + (L->keys ? L->size * L->cfg.hash_l * 4 : 0);
             info.table_bytes += spr_hasher_bytes(L->cfg.hash, L->fan_in, L->hash_k, L->cfg.hash_l);
             info.key_bits[l] = L->tables->key_bits;
         }
@@ -886,6 +956,8 @@ spr_status spr_model_param(spr_model *m, int layer, spr_param which, float **dat
     float *biases[] = {NULL, L->b, NULL, L->gb, NULL, NULL, L->mb, L->vb};
     if ((int)which < 0 || (int)which > SPR_PARAM_BIAS_ADAM_V)
         return spr_fail(SPR_STATUS_BAD_INPUT, "unknown parameter %d", (int)which);
+    if (m->weights_only && which != SPR_PARAM_WEIGHT && which != SPR_PARAM_BIAS)
+        return spr_model_check_state(m, "spr_model_param of a gradient or a moment");
     if (L->mw16 && (which == SPR_PARAM_WEIGHT_ADAM_M || which == SPR_PARAM_WEIGHT_ADAM_V))
         return spr_fail(SPR_STATUS_BAD_INPUT,
                         "layer %d keeps its weights' Adam moments as BF16 (bf16_state): no float "

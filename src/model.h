@@ -178,6 +178,10 @@ struct spr_model {
     int64_t settled_step;     /* every row's last step is at least this: the steps when
                                  spr_model_catch_up last left no row owing, or a loaded
                                  model's earliest last step; = steps: no row owes any */
+    int weights_only;         /* loaded for inference (spr_model_load_inference): no weight
+                                 gradients or moments; never owes steps it could take
+                                 (settled_step = steps, or the Adam options unknown), so
+                                 spr_settled reads its rows as stored */
     int64_t next_rehash;      /* step at which the next rehash happens */
     int64_t rehashes, rebuilds;
     int64_t step_rows, step_bytes; /* what the last spr_model_apply_gradients stepped and moved */
@@ -258,7 +262,7 @@ static inline spr_row_at spr_layer_row_at(const spr_layer *L, int64_t r) {
     if (L->w16) a.w16 = L->w16 + off;
     else a.w = L->w + off;
     if (L->mw16) a.mw16 = L->mw16 + off, a.vw16 = L->vw16 + off;
-    else a.mw = L->mw + off, a.vw = L->vw + off;
+    else if (L->mw) a.mw = L->mw + off, a.vw = L->vw + off; /* none for inference (weights_only) */
     return a;
 }
 
@@ -390,6 +394,28 @@ spr_model_info spr_model_config_info(const spr_model_config *cfg);
 
 /* Allocates a model's arrays for cfg (validated) without initialising weights or tables. */
 spr_status spr_model_alloc(const spr_model_config *cfg, spr_model **out);
+/* The same; weights_only: no weight gradients and no weight moments (gw, mw, vw, mw16,
+ * vw16 NULL; the biases keep theirs, which are small), for a model loaded for inference. */
+spr_status spr_model_alloc_as(const spr_model_config *cfg, int weights_only, spr_model **out);
+
+/* Makes m weights_only: releases its weight gradients and moments, and the keys a rehash
+ * hashes into (after a settle: it must owe no steps that could be taken, settled_step). */
+void spr_model_drop_state(spr_model *m);
+
+/* Frees the hash functions, tables and keys of every sampled layer (a model for inference
+ * that does not want them: exact inference never reads them). */
+void spr_model_drop_tables(spr_model *m);
+
+/* SPR_STATUS_OK, or BAD_INPUT naming `what` when m is weights_only: what needs the
+ * optimizer state (training, taking owed steps, saving, handing the moments out). */
+spr_status spr_model_check_state(const spr_model *m, const char *what);
+
+/* 1 when a sampled layer of m has no LSH tables (loaded for inference without them). */
+int spr_model_tables_missing(const spr_model *m);
+/* The message for a use of the tables on such a model (%s: the use). */
+#define SPR_NO_TABLES                                                                              \
+    "%s needs the LSH tables: the model was loaded for inference without them "                   \
+    "(spr_model_load_inference, tables 0)"
 
 /* Draws hash functions for the sampled layers from (seed, layer, rebuilds) and fills the
  * tables from the current weights. */
@@ -402,8 +428,9 @@ spr_status spr_model_build_tables(spr_model *m, int threads);
 spr_status spr_model_build_tables_restoring(spr_model *m, int threads, unsigned restored);
 
 /* Fills the tables of sampled `layer` from its rows, as spr_model_build_tables does (after
- * it made them: the scratch is reserved, nothing can fail). */
-void spr_model_fill_tables(spr_model *m, int layer, int threads);
+ * it made them: the scratch is reserved; the keys are allocated if the layer had none,
+ * the only failure). */
+spr_status spr_model_fill_tables(spr_model *m, int layer, int threads);
 
 /* Seed of the hash functions of `layer` after `rebuilds` redraws. */
 uint64_t spr_model_hash_seed(const spr_model *m, int layer, int64_t rebuilds);

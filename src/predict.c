@@ -197,7 +197,9 @@ spr_status spr_model_predict(const spr_model *m, const spr_dataset *data, const 
                         (long long)d->n_features, (long long)m->cfg.n_features);
     spr_status rst = check_rows(rows, n, d->n_points);
     if (rst != SPR_STATUS_OK) return rst;
-    if (sparse && !(Lo->sampled && Lo->tables))
+    if (sparse && spr_model_tables_missing(m))
+        return spr_fail(SPR_STATUS_BAD_INPUT, SPR_NO_TABLES, "sparse inference");
+    if (sparse && !Lo->sampled)
         return spr_fail(SPR_STATUS_BAD_INPUT,
                         "sparse inference needs a sampled output layer (sparsity < 1)");
     if (n <= 0) return SPR_STATUS_OK;
@@ -426,7 +428,8 @@ spr_status spr_model_sampling_recall(const spr_model *m, const spr_dataset *data
     const spr_dataset_view *d = &data->view;
     const spr_layer *Lo = &m->layers[m->n_layers - 1];
     if (!rows) n = d->n_points;
-    if (!(Lo->sampled && Lo->tables))
+    if (spr_model_tables_missing(m)) return spr_fail(SPR_STATUS_BAD_INPUT, SPR_NO_TABLES, "recall");
+    if (!Lo->sampled)
         return spr_fail(SPR_STATUS_BAD_INPUT, "recall needs a sampled output layer (sparsity < 1)");
     if (top < 1 || top > 1000 || top > Lo->size)
         return spr_fail(SPR_STATUS_BAD_INPUT, "top must be in [1, min(1000, outputs)], got %d", top);

@@ -823,6 +823,8 @@ static int64_t step_row_bytes(const spr_layer *L, int l, int gradient_row) {
 
 spr_status spr_model_apply_gradients(spr_model *m, const spr_train_options *o) {
     if (!m || !o) return spr_fail(SPR_STATUS_BAD_INPUT, "apply_gradients: NULL argument");
+    spr_status sst = spr_model_check_state(m, "apply_gradients");
+    if (sst) return sst;
     const int threads = spr_threads(o->threads);
     if (o->clip_norm > 0.0f) {
         deferred_materialize(m); /* the norm needs every gradient row */

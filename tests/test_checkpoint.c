@@ -1459,6 +1459,123 @@ out:
     unlink(path);
 }
 
+/* The recall of the sampler of a and b over the data set: the same, exactly. */
+static void compare_recall(const spr_model *a, const spr_model *b, const spr_dataset *d, const char *what) {
+    double ra = -1, rb = -2;
+    spr_status s1 = spr_model_sampling_recall(a, d, NULL, 0, 3, 1, &ra);
+    spr_status s2 = spr_model_sampling_recall(b, d, NULL, 0, 3, 1, &rb);
+    CHECK(s1 == SPR_STATUS_OK && s2 == SPR_STATUS_OK && ra == rb, "%s: recall: expected %.17g, got %.17g (%d %d %s)",
+          what, ra, rb, s1, s2, spr_last_error());
+}
+
+/* BAD_INPUT whose message holds `words`. */
+static void check_refused(spr_status st, const char *words, const char *what) {
+    CHECK(st == SPR_STATUS_BAD_INPUT && strstr(spr_last_error(), words),
+          "%s: expected BAD_INPUT naming \"%s\", got %d (%s)", what, words, st, spr_last_error());
+}
+
+/* spr_model_load_inference: a model for inference scores every point bit for bit as the
+ * whole model loaded and settled does (exact, sparse with tables, the sampler's recall),
+ * from a file that owes Adam steps (loaded whole, settled, slimmed), one that owes none
+ * (its moments never read), and a lazy one (owing steps no one can take); it holds no
+ * weight moments or gradients, no tables unless asked, and refuses what needs them. */
+static void test_load_inference(const char *dir, const spr_dataset *data, spr_model_config base) {
+    char path[4096], other[4096];
+    snprintf(path, sizeof path, "%s/inference.bin", dir);
+    snprintf(other, sizeof other, "%s/inference_save.bin", dir);
+    for (int variant = 0; variant < 5; variant++) {
+        spr_model_config cfg = base;
+        const char *name[] = {"float", "bf16 state", "bf16 weights", "rank selection", "lazy adam"};
+        if (variant == 1) cfg.bf16_state = 1;
+        if (variant == 2) cfg.bf16_state = cfg.bf16_weights = 1;
+        if (variant == 3) cfg.layers[1].select = SPR_SELECT_RANK;
+        spr_model *m = NULL;
+        spr_status st = spr_model_create(&cfg, &m);
+        CHECK(st == SPR_STATUS_OK, "%s: create: %s", name[variant], spr_last_error());
+        if (st) continue;
+        spr_train_options o = spr_train_options_default();
+        o.batch_size = 16, o.threads = 1, o.lazy_adam = variant == 4;
+        int64_t rows[16];
+        for (int b = 0; b < 5 && !st; b++) {
+            for (int i = 0; i < 16; i++) rows[i] = (b * 16 + i) % N_POINTS;
+            st = spr_model_train_batch(m, data, rows, 16, &o, NULL);
+        }
+        CHECK(st == SPR_STATUS_OK && rows_owing(m, 1) > 0, "%s: training: %s (%lld rows owing)", name[variant],
+              spr_last_error(), (long long)rows_owing(m, 1));
+        for (int settled = 0; settled < 2 && !st; settled++) {
+            if (settled) st = spr_model_settle(m, 1);
+            if (!st) st = spr_model_save(m, path);
+            spr_model *whole = NULL, *bare = NULL, *tabled = NULL;
+            if (!st) st = spr_model_load(path, &whole);
+            if (!st) st = spr_model_settle(whole, 1);
+            if (!st) st = spr_model_load_inference(path, 0, &bare);
+            if (!st) st = spr_model_load_inference(path, 1, &tabled);
+            CHECK(st == SPR_STATUS_OK, "%s (settled %d): loads: %s", name[variant], settled, spr_last_error());
+            if (!st) {
+                char what[200];
+                snprintf(what, sizeof what, "%s, %s file, for inference", name[variant],
+                         settled ? "a settled" : "an owing");
+                compare_predictions(whole, bare, data, 0, what);
+                compare_predictions(whole, tabled, data, 0, what);
+                compare_predictions(whole, tabled, data, 1, what);
+                compare_recall(whole, tabled, data, what);
+                compare_tables(whole, tabled, what);
+                const spr_layer *Lb = &bare->layers[1], *Lt = &tabled->layers[1];
+                CHECK(bare->weights_only && tabled->weights_only && !Lb->mw && !Lb->vw && !Lb->mw16 &&
+                          !Lb->vw16 && !Lb->gw && !Lt->mw && !Lt->mw16 && !Lt->gw && !bare->layers[0].mw &&
+                          !bare->layers[0].gw,
+                      "%s: expected no weight moments or gradients", what);
+                CHECK(!Lb->tables && !Lb->hasher && Lt->tables && (!Lt->keys) == (variant != 3),
+                      "%s: expected tables only when asked, keys only for rank selection (%p %p %p)", what,
+                      (const void *)Lb->tables, (const void *)Lt->tables, (const void *)Lt->keys);
+                const spr_model_info wi = spr_model_get_info(whole), bi = spr_model_get_info(bare);
+                CHECK(bi.parameter_bytes * 2 < wi.parameter_bytes && bi.table_bytes == 0 && bi.steps == wi.steps,
+                      "%s: info: expected under half the bytes, no tables, the steps: %lld of %lld, %lld, %lld",
+                      what, (long long)bi.parameter_bytes, (long long)wi.parameter_bytes,
+                      (long long)bi.table_bytes, (long long)bi.steps);
+                /* what needs the optimizer state, or the tables, is refused */
+                check_refused(train_batches(bare, data, 1, 0, 1), "inference", "train a model for inference");
+                check_refused(spr_model_apply_gradients(bare, &o), "inference", "apply_gradients");
+                float in[HIDDEN] = {0}, grad[HIDDEN];
+                int64_t indptr[2] = {0, 1};
+                int32_t lab[1] = {0};
+                check_refused(spr_model_output_train(tabled, in, 1, indptr, lab, &o, grad, NULL), "inference",
+                              "output_train");
+                unlink(other);
+                check_refused(spr_model_save(tabled, other), "inference", "save");
+                CHECK(access(other, F_OK) != 0, "%s: a refused save wrote %s", what, other);
+                float *p = NULL;
+                check_refused(spr_model_param(bare, 1, SPR_PARAM_WEIGHT_ADAM_M, &p, NULL, NULL, NULL), "inference",
+                              "param MW");
+                check_refused(spr_model_param(bare, 0, SPR_PARAM_WEIGHT_GRAD, &p, NULL, NULL, NULL), "inference",
+                              "param GW");
+                CHECK(spr_model_param(bare, 0, SPR_PARAM_WEIGHT, &p, NULL, NULL, NULL) == SPR_STATUS_OK && p,
+                      "%s: param W: %s", what, spr_last_error());
+                check_refused(spr_model_rehash(tabled, 0, 1), "inference", "rehash");
+                int32_t ids[N_POINTS * K];
+                float sc[N_POINTS * K];
+                double r;
+                check_refused(spr_model_predict(bare, data, NULL, 0, K, 1, 1, ids, sc), "LSH tables",
+                              "sparse inference without tables");
+                check_refused(spr_model_sampling_recall(bare, data, NULL, 0, 3, 1, &r), "LSH tables",
+                              "recall without tables");
+                CHECK(spr_model_settle(bare, 1) == SPR_STATUS_OK, "%s: settle of a model owing nothing: %s", what,
+                      spr_last_error());
+            }
+            spr_model_free(whole);
+            spr_model_free(bare);
+            spr_model_free(tabled);
+        }
+        spr_model_free(m);
+    }
+    unlink(path);
+    unlink(other);
+    spr_model *none = NULL;
+    check_refused(spr_model_load_inference(NULL, 0, &none), "path", "load_inference(NULL)");
+    CHECK(spr_model_load_inference(path, 0, &none) == SPR_STATUS_IO_ERROR && !none,
+          "load_inference of a missing file: expected IO_ERROR (%s)", spr_last_error());
+}
+
 /* A file written before keys were folded to 4 buckets a neuron (session 12's sparrow:
  * train --train data/tables_k11_session12.txt --hidden 8 --epochs 2 --threads 1
  * --sparsity 0.5 --tables 2 --bits 11 --save ...): its 2 tables of 2^11 buckets over 12
@@ -1714,6 +1831,7 @@ int main(void) {
     test_data_note(dir, m, data);
     test_adam_options(dir, data, cfg);
     test_tables_before_fold(dir);
+    test_load_inference(dir, data, cfg);
     test_damage(dir, path, m);
     test_save_failures(dir, m, loaded, path);
     test_save_through_links(dir, m);

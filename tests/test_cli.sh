@@ -497,9 +497,17 @@ for args in "info --model model.fifo" "eval --model model.fifo --test $TEST" "tr
 done
 # info reads the small sections only (a model of tens of GB was loaded whole to print
 # its configuration): a damaged weight is not seen, --verify reads every checksum.
+# flip NAME OFFSET: a copy of dense.model with the byte at OFFSET complemented (writing
+# 0xff did nothing to a byte that already was one)
+flip() {
+    cp dense.model "$1"
+    local was
+    was=$(od -An -tu1 -j "$2" -N1 dense.model | tr -d ' ')
+    printf "\\$(printf '%03o' $((255 - was)))" | dd of="$1" bs=1 seek="$2" conv=notrunc status=none
+}
 size=$(stat -c %s dense.model)
-cp dense.model flipped.model
-printf '\xff' | dd of=flipped.model bs=1 seek=$((size / 2)) conv=notrunc status=none
+flip flipped.model $((size / 2)) # in a weight moment (MW[0])
+if cmp -s dense.model flipped.model; then fail "flip: flipped.model equals dense.model"; else pass; fi
 run flip_info info --model flipped.model
 expect_rc flip_info 0
 expect_grep flip_info flip_info.out "trained: "
@@ -514,9 +522,18 @@ expect_grep ok_verify ok_verify.out '"shards": 0'
 run flip_eval eval --model flipped.model --test bad.txt
 expect_rc flip_eval 2
 expect_grep flip_eval flip_eval.err "bad.txt:3:"
-run flip_eval2 eval --model flipped.model --test "$TEST"
+# eval and predict load the model for inference: a damaged weight is refused, a damaged
+# moment (not read) changes nothing; info --verify (above) finds it
+flip flipped_w.model $((size / 8)) # in the weights (W[0])
+run flip_eval2 eval --model flipped_w.model --test "$TEST"
 expect_rc flip_eval2 2
+expect_grep flip_eval2 flip_eval2.err "section W[0] at byte offset"
 expect_grep flip_eval2 flip_eval2.err "checksum mismatch (file damaged)"
+run flip_eval3 eval --model flipped.model --test "$TEST"
+expect_rc flip_eval3 0
+if [ "$(tail -1 flip_eval3.out | sed 's/"seconds": [^,]*,//')" = "$(tail -1 eval.out | sed 's/"seconds": [^,]*,//')" ]; then pass; else
+    fail "flip_eval3: a damaged moment changed eval's figures: $(tail -1 flip_eval3.out) against $(tail -1 eval.out)"
+fi
 
 run missing_model predict --model no_such.model --input "$TEST"
 expect_rc missing_model 2

@@ -303,6 +303,33 @@ static void test_manifest_one_rank(const char *dir) {
     CHECK(d == 0.0, "a one-rank sharded save loaded back: expected identical, got diff %g", d);
     CHECK(spr_model_get_info(back).steps == 3, "steps after load: expected 3, got %lld",
           (long long)spr_model_get_info(back).steps);
+    /* for inference: assembled, settled and slimmed; the settled whole's predictions */
+    {
+        spr_model *inf = NULL, *settled = NULL;
+        OK(spr_model_load_inference(path, 1, &inf));
+        OK(spr_model_load(path, &settled));
+        OK(spr_model_settle(settled, 1));
+        enum { P = 200, TOPK = 3 };
+        static int32_t ia[P * TOPK], ib[P * TOPK];
+        static float sa[P * TOPK], sb[P * TOPK];
+        for (int sparse = 0; sparse < 2; sparse++) {
+            OK(spr_model_predict(settled, t.data, NULL, 0, TOPK, sparse, 1, ia, sa));
+            OK(spr_model_predict(inf, t.data, NULL, 0, TOPK, sparse, 1, ib, sb));
+            CHECK(!memcmp(ia, ib, sizeof ia) && !memcmp(sa, sb, sizeof sa),
+                  "a manifest loaded for inference: expected the settled whole's %s predictions",
+                  sparse ? "sparse" : "exact");
+        }
+        CHECK(spr_model_get_info(inf).parameter_bytes * 2 < spr_model_get_info(settled).parameter_bytes &&
+                  spr_model_save(inf, path) == SPR_STATUS_BAD_INPUT,
+              "a manifest loaded for inference: expected no optimizer state, a save refused");
+        spr_model_free(inf);
+        spr_model_free(settled);
+        spr_model *bare = NULL;
+        OK(spr_model_load_inference(path, 0, &bare));
+        CHECK(spr_model_get_info(bare).table_bytes == 0, "a manifest for inference without tables: %lld bytes",
+              (long long)spr_model_get_info(bare).table_bytes);
+        spr_model_free(bare);
+    }
     CHECK(spr_model_file_shards(path) == 1, "a one-rank sharded save: expected 1 shard, got %d",
           spr_model_file_shards(path));
     CHECK(spr_model_file_shards(dir) == -1 && strstr(spr_last_error(), "not a regular file"),

@@ -167,9 +167,11 @@ void note_if_training_set(const spr_data_note *note, const spr_dataset *data, co
 /* Loads a model for inference and a data set whose ids are checked against it (labels
  * too when check_labels); the model's owed Adam steps taken (spr_model_settle, on
  * threads), so that a model saved inside an epoch scores what its dense twin would. On
- * failure nothing is left allocated. */
+ * one process the model comes without its optimizer state (spr_model_load_inference),
+ * and without its LSH tables unless `tables` (sparse inference, recall). On failure
+ * nothing is left allocated. */
 int load_model_and_data(const char *model_path, const char *data_path, const char *labels_path,
-                        int *one_based, int check_labels, int threads, spr_model **model,
+                        int *one_based, int check_labels, int tables, int threads, spr_model **model,
                         spr_dataset **data);
 
 /* ------------------------------------------------------------------ configuration files

@@ -507,7 +507,7 @@ void note_if_training_set(const spr_data_note *note, const spr_dataset *data, co
  * peeked at first and loaded after the data is read: a bad data file fails before a
  * model of tens of GB is read. */
 int load_model_and_data(const char *model_path, const char *data_path, const char *labels_path,
-                        int *one_based, int check_labels, int threads, spr_model **model,
+                        int *one_based, int check_labels, int tables, int threads, spr_model **model,
                         spr_dataset **data) {
     spr_model_config cfg;
     spr_model_info info;
@@ -534,7 +534,8 @@ int load_model_and_data(const char *model_path, const char *data_path, const cha
                             "them; --zero-based reads it otherwise)\n", data_path, model_path);
         return rc;
     }
-    st = cli_dist ? spr_model_load_sharded(model_path, cli_dist, model) : spr_model_load(model_path, model);
+    st = cli_dist ? spr_model_load_sharded(model_path, cli_dist, model)
+                  : spr_model_load_inference(model_path, tables, model);
     if (st == SPR_STATUS_OK) st = spr_model_settle(*model, threads);
     const int load_rc = cli_agree_status(st);
     if (load_rc != EXIT_OK) {

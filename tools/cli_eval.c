@@ -212,7 +212,8 @@ int cmd_eval(int argc, char **argv) {
     spr_dataset *test = NULL;
     int64_t *rows = NULL, n = 0;
     spr_threads_start(threads);
-    if ((rc = load_model_and_data(model_path, test_path, test_labels, &one_based, 1, threads, &model, &test)))
+    if ((rc = load_model_and_data(model_path, test_path, test_labels, &one_based, 1, sparse || recall_top > 0,
+                                  threads, &model, &test)))
         return rc;
     if ((rc = cli_agree_rc(require_points(test, test_path, "test", test_labels ? NULL : "--test-labels"))))
         goto done;
@@ -428,7 +429,7 @@ int cmd_predict(int argc, char **argv) {
     spr_dataset *data = NULL;
     label_names names = {0};
     spr_threads_start(threads);
-    if ((rc = load_model_and_data(model_path, input_path, NULL, &one_based, 0, threads, &model, &data)))
+    if ((rc = load_model_and_data(model_path, input_path, NULL, &one_based, 0, sparse, threads, &model, &data)))
         return rc;
     if ((int64_t)k > model_labels(model)) k = (int)model_labels(model);
     rc = cli_agree_rc(labels_path ? label_names_read(labels_path, model_labels(model), &names) : EXIT_OK);

@@ -175,10 +175,20 @@ class Model:
     # ---------------------------------------------------------------- life cycle
 
     @classmethod
-    def load(cls, path):
-        """Loads a model written by save() or by `sparrow train --save`."""
+    def load(cls, path, inference=False, tables=False):
+        """Loads a model written by save() or by `sparrow train --save`.
+
+        inference=True loads only what predict() and evaluate() read: the weights and
+        biases, with the LSH tables only if tables=True (sparse=True and recall need
+        them). That is a third of the memory with float moments (the optimizer state is
+        not read), and the predictions are bit for bit those of the whole model settled
+        (spr_model_load_inference). Such a model cannot fit() or save(): BadInputError."""
         handle = ctypes.c_void_p()
-        check(_lib.spr_model_load(os.fsencode(path), ctypes.byref(handle)))
+        if inference:
+            check(_lib.spr_model_load_inference(os.fsencode(path), 1 if tables else 0,
+                                                ctypes.byref(handle)))
+        else:
+            check(_lib.spr_model_load(os.fsencode(path), ctypes.byref(handle)))
         return cls._owning(handle)
 
     @classmethod

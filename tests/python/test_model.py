@@ -106,6 +106,36 @@ def test_bf16_weights_trains_saves_loads_and_reads(xmc_data, tmp_path):
     assert m.evaluate(Xt, Yt)["p_at_1"] > 0.5
 
 
+def test_load_for_inference_predicts_as_the_whole_model(xmc_data, tmp_path):
+    X, Y, Xt, Yt = xmc_data
+    m = sparrow.Model(X.shape[1], Y.shape[1], hidden=32, sparsity=0.3, tables=8, seed=5)
+    m.fit(X[:96], Y[:96], epochs=1, batch_size=32, quiet=True, threads=1)
+    path = str(tmp_path / "m.spr")
+    m.save(path)
+    whole = sparrow.Model.load(path)
+    slim = sparrow.Model.load(path, inference=True)
+    tabled = sparrow.Model.load(path, inference=True, tables=True)
+    ids, scores = whole.predict(Xt, k=5, threads=1)
+    for other in (slim, tabled):
+        i2, s2 = other.predict(Xt, k=5, threads=1)
+        assert (i2 == ids).all() and (s2.view(np.uint32) == scores.view(np.uint32)).all()
+        a, b = other.evaluate(Xt, Yt, threads=1), whole.evaluate(Xt, Yt, threads=1)
+        a.pop("seconds"), b.pop("seconds")
+        assert a == b
+    i3, s3 = tabled.predict(Xt, k=5, sparse=True, threads=1)
+    i4, s4 = whole.predict(Xt, k=5, sparse=True, threads=1)
+    assert (i3 == i4).all() and (s3.view(np.uint32) == s4.view(np.uint32)).all()
+    assert slim.info["parameter_bytes"] * 2 < whole.info["parameter_bytes"]
+    assert slim.info["table_bytes"] == 0 < tabled.info["table_bytes"]
+    with pytest.raises(sparrow.BadInputError, match="LSH tables"):
+        slim.predict(Xt, k=5, sparse=True)
+    with pytest.raises(sparrow.BadInputError, match="loaded for inference"):
+        slim.fit(X[:32], Y[:32], epochs=1, batch_size=32, quiet=True)
+    with pytest.raises(sparrow.BadInputError, match="loaded for inference"):
+        tabled.save(str(tmp_path / "again.spr"))
+    assert not os.path.exists(str(tmp_path / "again.spr"))
+
+
 def test_fit_evaluate_predict_save_load(xmc_data, tmp_path):
     X, Y, Xt, Yt = xmc_data
     m = sparrow.Model(X.shape[1], Y.shape[1], hidden=64, sparsity=0.3, tables=10, seed=3)
