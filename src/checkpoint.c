@@ -43,11 +43,14 @@
  *           they follow from the configuration and the hash family (the reader checks
  *           the length against them before reading).
  *  10 OPT   optional, layer 0: u32 option bits, written only when one is set. Bit 0:
- *           the output layer's weight moments live in memory as BF16 (bf16_state); its
- *           MW and VW sections are still f32 (the BF16 values widened, exactly), so the
- *           moments read the same either way and loading converts back without loss.
+ *           the output layer's weight moments live in memory as BF16 (bf16_state).
  *           Bit 1: the output layer's weights live in memory as BF16 (bf16_weights; it
- *           comes with bit 0); its W section is f32 in the same way. Other bits must be 0.
+ *           comes with bit 0). Bit 2 (with bit 0; every file written since session 30
+ *           that has bit 0): those BF16 arrays are stored as they are, u16 each (little-
+ *           endian BF16 bits): the output layer's MW and VW, and its W with bit 1, take
+ *           rows x cols x 2 bytes. Without bit 2 (files before session 30) they are f32,
+ *           the BF16 values widened exactly, and loading rounds them back without loss.
+ *           Other bits must be 0.
  *  11 HASH  optional, layer 0: u32 simhash_one_in of each of the n_layers layers (4 x
  *           n_layers bytes), written only when a layer's differs from 3. A file
  *           without it is one whose every layer has 3: the projections' density of
@@ -119,6 +122,7 @@
 #define CKPT_OPT_BYTES 4u
 #define CKPT_OPT_BF16 1u  /* OPT bit 0: bf16_state */
 #define CKPT_OPT_BF16W 2u /* OPT bit 1: bf16_weights */
+#define CKPT_OPT_U16 4u   /* OPT bit 2: the BF16 arrays stored as u16, not widened to f32 */
 #define CKPT_HASH_LAYER 4u /* HASH bytes a layer: u32 simhash_one_in */
 #define CKPT_SIMHASH_ONE_IN 3 /* simhash_one_in of a file without HASH */
 #define CKPT_DATA_BYTES 20u
@@ -252,10 +256,14 @@ static void weight_shape(const spr_model_config *cfg, int l, int64_t *rows, int6
 }
 
 /* Payload bytes of the section (kind, layer) for cfg; 0 if it does not fit 64 bits or
- * the shape is negative (cannot match any real section then). */
-static uint64_t section_bytes(const spr_model_config *cfg, int kind, int l) {
+ * the shape is negative (cannot match any real section then). u16: the file stores the
+ * BF16 arrays as they are (OPT bit 2). */
+static uint64_t section_bytes(const spr_model_config *cfg, int kind, int l, int u16) {
     int64_t rows = 1, cols;
+    const int out = l == cfg->n_layers - 1;
     uint64_t item = sizeof(float);
+    if (u16 && out && (((kind == KIND_MW || kind == KIND_VW) && cfg->bf16_state) || (kind == KIND_W && cfg->bf16_weights)))
+        item = sizeof(uint16_t);
     switch (kind) {
     case KIND_CONF: return CKPT_CONF_BASE + CKPT_CONF_LAYER * (uint64_t)cfg->n_layers;
     case KIND_STAT: return CKPT_STAT_BYTES;
@@ -360,18 +368,25 @@ static void w_matrix(writer *w, uint32_t tag, const float *a, int64_t rows, int6
     w_section_end(w);
 }
 
-/* The same for BF16 moments: each row widened to f32 (exact) through a row buffer. */
+/* The same for a BF16 array (OPT bit 2): (rows, cols) u16, little-endian, as they are. */
 static void w_matrix_bf16(writer *w, uint32_t tag, const uint16_t *a, int64_t rows, int64_t cols,
                           int64_t stride) {
-    float *row = malloc((size_t)(cols > 0 ? cols : 1) * sizeof(float));
-    if (!row && !w->err) w->err = ENOMEM;
-    w_section_begin(w, tag, (uint64_t)rows * (uint64_t)cols * sizeof(float));
+    w_section_begin(w, tag, (uint64_t)rows * (uint64_t)cols * sizeof(uint16_t));
     for (int64_t r = 0; r < rows && !w->err; r++) {
-        for (int64_t c = 0; c < cols; c++) row[c] = spr_f32_from_bf16(a[r * stride + c]);
-        w_floats(w, row, cols);
+        const uint16_t *x = a + r * stride;
+        for (int64_t n = cols; n > 0 && !w->err;) {
+            if (w->cap - w->len < sizeof(uint16_t)) w_flush(w);
+            int64_t k = (int64_t)((w->cap - w->len) / sizeof(uint16_t));
+            if (k > n) k = n;
+            unsigned char *q = w->buf + w->len;
+            for (int64_t i = 0; i < k; i++) q[2 * i] = (unsigned char)x[i], q[2 * i + 1] = (unsigned char)(x[i] >> 8);
+            w->crc = crc32_update(w->crc, q, (size_t)k * sizeof(uint16_t));
+            w->len += (size_t)k * sizeof(uint16_t);
+            x += k;
+            n -= k;
+        }
     }
     w_section_end(w);
-    free(row);
 }
 
 /* u32 in the offsets and in the ids arrays of a layer's tables. */
@@ -413,7 +428,8 @@ static void w_model(writer *w, const spr_model *m) {
     for (int l = 0; l < cfg->n_layers; l++) n_tables += m->layers[l].sampled && m->layers[l].tables;
     memcpy(h, CKPT_MAGIC, 8);
     put_u32(h + 8, CKPT_VERSION);
-    const uint32_t opt = (cfg->bf16_state ? CKPT_OPT_BF16 : 0u) | (cfg->bf16_weights ? CKPT_OPT_BF16W : 0u);
+    const uint32_t opt = (cfg->bf16_state ? CKPT_OPT_BF16 | CKPT_OPT_U16 : 0u) |
+                         (cfg->bf16_weights ? CKPT_OPT_BF16W : 0u);
     int hash_params = 0; /* a HASH section: some layer's value is not what a file without one means */
     for (int l = 0; l < cfg->n_layers; l++) hash_params |= cfg->layers[l].simhash_one_in != CKPT_SIMHASH_ONE_IN;
     const int note = m->note.points > 0;
@@ -735,6 +751,7 @@ typedef struct reader {
     unsigned char *buf; /* (cap) */
     size_t cap, start, end; /* buf[start..end) holds the file bytes from offset pos */
     uint64_t pos;
+    int u16;            /* the file stores its BF16 arrays as u16 (OPT bit 2), else widened */
 } reader;
 
 /* Exactly n bytes at file offset off; a short read means the file shrank under us. */
@@ -870,9 +887,29 @@ static spr_status r_matrix(reader *r, float *a, int64_t rows, int64_t cols, int6
     return SPR_STATUS_OK;
 }
 
-/* f32 moments into BF16 rows (rounded to nearest even: exact for what the writer wrote). */
+/* A BF16 array into BF16 rows: u16 as they are (OPT bit 2), or f32 (files before it)
+ * rounded to nearest even, exact for what the writer wrote. */
 static spr_status r_matrix_bf16(reader *r, uint16_t *a, int64_t rows, int64_t cols, int64_t stride,
                                 uint32_t *crc) {
+    if (r->u16) {
+        for (int64_t i = 0; i < rows; i++) {
+            uint16_t *x = a + i * stride;
+            for (int64_t n = cols; n > 0;) {
+                spr_status st = r_need(r, sizeof(uint16_t));
+                if (st) return st;
+                int64_t k = (int64_t)((r->end - r->start) / sizeof(uint16_t));
+                if (k > n) k = n;
+                const unsigned char *p = r->buf + r->start;
+                *crc = crc32_update(*crc, p, (size_t)k * sizeof(uint16_t));
+                for (int64_t j = 0; j < k; j++) x[j] = (uint16_t)(p[2 * j] | p[2 * j + 1] << 8);
+                r->start += (size_t)k * sizeof(uint16_t);
+                r->pos += (uint64_t)k * sizeof(uint16_t);
+                x += k;
+                n -= k;
+            }
+        }
+        return SPR_STATUS_OK;
+    }
     float *row = malloc((size_t)(cols > 0 ? cols : 1) * sizeof(float));
     if (!row) return spr_fail(SPR_STATUS_NO_MEMORY, "%s: out of memory for a row buffer", r->path);
     spr_status st = SPR_STATUS_OK;
@@ -965,12 +1002,17 @@ static spr_status read_options(reader *r, const section *s, spr_model_config *cf
     spr_status st = read_small(r, s, CKPT_OPT_BYTES, "options take", c);
     if (st) return st;
     uint32_t bits = get_u32(c);
-    const uint32_t known = CKPT_OPT_BF16 | CKPT_OPT_BF16W;
+    const uint32_t known = CKPT_OPT_BF16 | CKPT_OPT_BF16W | CKPT_OPT_U16;
     if (bits & ~known) {
         snprintf(msg, sizeof msg, "unknown option bits 0x%08x (a newer sparrow's file, or damaged)",
                  bits & ~known);
         return bad(r, s, msg);
     }
+    if ((bits & CKPT_OPT_U16) && !(bits & CKPT_OPT_BF16)) {
+        snprintf(msg, sizeof msg, "options 0x%08x: u16 sections (bit 2) without BF16 arrays (bit 0)", bits);
+        return bad(r, s, msg);
+    }
+    r->u16 = (bits & CKPT_OPT_U16) != 0;
     cfg->bf16_state = (bits & CKPT_OPT_BF16) ? 1 : 0;
     cfg->bf16_weights = (bits & CKPT_OPT_BF16W) ? 1 : 0;
     /* the options against the layers (CONF, read first, was checked without them) */
@@ -1233,7 +1275,7 @@ static spr_status read_layout(reader *r, section sec[CKPT_MAX_SECTIONS], uint32_
             }
             continue;
         }
-        uint64_t want = section_bytes(cfg, (int)kind, (int)layer);
+        uint64_t want = section_bytes(cfg, (int)kind, (int)layer, r->u16);
         if (sec[i].len != want) {
             snprintf(msg, sizeof msg, "%llu bytes, the configuration calls for %llu", (unsigned long long)sec[i].len,
                      (unsigned long long)want);

@@ -1039,7 +1039,7 @@ static void test_bf16_weights(const char *dir, const spr_dataset *data, spr_mode
         uint32_t tag = rd32(b + off);
         uint64_t len = rd64(b + off + 4);
         if (off + 16 + len > n) break;
-        if (tag == (10u << 8) && len == 4 && rd32(b + off + 12) == 3u) {
+        if (tag == (10u << 8) && len == 4 && rd32(b + off + 12) == 7u) {
             opt = 1;
             wr32(b + off + 12, 2u);
             wr32(b + off + 16, crc32_bitwise(b + off + 12, 4));
@@ -1049,7 +1049,7 @@ static void test_bf16_weights(const char *dir, const spr_dataset *data, spr_mode
         }
         off += 16 + len;
     }
-    CHECK(opt, "bf16w: expected an OPT section with bits 0x3 in the file");
+    CHECK(opt, "bf16w: expected an OPT section with bits 0x7 in the file");
 out:
     free(b);
     spr_model_free(m);
@@ -1065,6 +1065,7 @@ static void test_bf16_state(const char *dir, const spr_dataset *data, spr_model_
     cfg.bf16_state = 1;
     spr_model *m = NULL, *f = NULL, *loaded = NULL;
     unsigned char *b = NULL;
+    uint16_t *saved_m = NULL, *saved_v = NULL;
     spr_status st = spr_model_create(&cfg, &m);
     spr_status st2 = spr_model_create(&fcfg, &f);
     CHECK(st == SPR_STATUS_OK && st2 == SPR_STATUS_OK, "bf16: create: expected ok, got %d %d (%s)", st, st2,
@@ -1101,6 +1102,11 @@ static void test_bf16_state(const char *dir, const spr_dataset *data, spr_model_
           "float Adam's by (0, 1e-3), got %g", maxdiff);
     st = spr_model_save(m, path);
     CHECK(st == SPR_STATUS_OK, "bf16: save: expected ok, got %d (%s)", st, spr_last_error());
+    const size_t moment_bytes = (size_t)(Lo->rows * Lo->stride) * sizeof(uint16_t);
+    saved_m = malloc(moment_bytes), saved_v = malloc(moment_bytes); /* the saved moments */
+    if (!saved_m || !saved_v) goto out;
+    memcpy(saved_m, Lo->mw16, moment_bytes);
+    memcpy(saved_v, Lo->vw16, moment_bytes);
     st = spr_model_load(path, &loaded);
     CHECK(st == SPR_STATUS_OK && loaded, "bf16: load: expected ok, got %d (%s)", st, spr_last_error());
     if (st) goto out;
@@ -1120,37 +1126,53 @@ static void test_bf16_state(const char *dir, const spr_dataset *data, spr_model_
           "bf16: four more steps on both: expected the output weights bit for bit");
     compare_predictions(m, loaded, data, 1, "bf16: sparse prediction after load and 4 steps");
 
-    /* The file: an OPT section with bit 0, and MW[1] / VW[1] as f32 with zero low halves. */
+    /* The file: an OPT section with bits 0 and 2, and MW[1] / VW[1] as the model's BF16
+     * bits, 2 bytes each (before session 30: f32, twice the bytes). */
     size_t n = 0;
     b = slurp(path, &n);
-    int opt = 0, moments = 0, low_bits = 0;
+    int opt = 0, moments = 0, differ = 0;
+    const spr_layer *Lm = &m->layers[1];
     for (size_t off = 16; b && off + 12 <= n;) {
         uint32_t tag = rd32(b + off);
         uint64_t len = rd64(b + off + 4);
         if (off + 16 + len > n) break;
-        if (tag == (10u << 8) && len == 4 && rd32(b + off + 12) == 1u) {
+        if (tag == (10u << 8) && len == 4 && rd32(b + off + 12) == 5u) {
             opt = 1;
-            /* unknown bits, with a right checksum: refused by name */
+            /* unknown bits, bit 2 without bit 0, bit 2 cleared (the moments' lengths then
+             * those of f32), each with a right checksum: refused by name */
+            const uint32_t bad_bits[3] = {13u, 4u, 1u};
+            const char *want[3] = {"unknown option bits 0x00000008", "u16 sections (bit 2) without BF16 arrays",
+                                   "the configuration calls for"};
+            for (int t = 0; t < 3; t++) {
+                wr32(b + off + 12, bad_bits[t]);
+                wr32(b + off + 16, crc32_bitwise(b + off + 12, 4));
+                char what[64];
+                snprintf(what, sizeof what, "OPT with bits 0x%x", bad_bits[t]);
+                CHECK(rejected(path, b, n, what), "bf16: expected an OPT section with bits 0x%x refused", bad_bits[t]);
+                CHECK(strstr(spr_last_error(), want[t]) != NULL, "bf16: OPT with bits 0x%x: expected '%s', got '%s'",
+                      bad_bits[t], want[t], spr_last_error());
+            }
             wr32(b + off + 12, 5u);
-            wr32(b + off + 16, crc32_bitwise(b + off + 12, 4));
-            char what[64];
-            snprintf(what, sizeof what, "OPT with bits 0x5");
-            CHECK(rejected(path, b, n, what), "bf16: expected an OPT section with unknown bits refused");
-            CHECK(strstr(spr_last_error(), "unknown option bits 0x00000004") != NULL,
-                  "bf16: OPT with bits 0x5: expected 'unknown option bits 0x00000004', got '%s'", spr_last_error());
-            wr32(b + off + 12, 1u);
             wr32(b + off + 16, crc32_bitwise(b + off + 12, 4));
         }
         if (tag == (5u << 8 | 1u) || tag == (6u << 8 | 1u)) {
             moments++;
-            for (uint64_t i = 0; i < len; i += 4) low_bits += (rd32(b + off + 12 + i) & 0xFFFFu) != 0;
+            const uint16_t *x = tag == (5u << 8 | 1u) ? saved_m : saved_v;
+            differ += len != (uint64_t)(Lm->rows * Lm->cols * 2);
+            for (int64_t r = 0; r < Lm->rows && !differ; r++)
+                for (int64_t c = 0; c < Lm->cols; c++) {
+                    const unsigned char *q = b + off + 12 + 2 * (r * Lm->cols + c);
+                    differ += (uint16_t)(q[0] | q[1] << 8) != x[r * Lm->stride + c];
+                }
         }
         off += 16 + len;
     }
-    CHECK(opt == 1 && moments == 2 && low_bits == 0,
-          "bf16 file: expected an OPT section with bit 0 and MW[1], VW[1] of BF16-exact f32, got OPT %d, "
-          "%d moment sections, %d values with low bits", opt, moments, low_bits);
+    CHECK(opt == 1 && moments == 2 && differ == 0,
+          "bf16 file: expected an OPT section with bits 0x5 and MW[1], VW[1] as the model's BF16 bits, got OPT %d, "
+          "%d moment sections, %d values or lengths differing", opt, moments, differ);
 out:
+    free(saved_m);
+    free(saved_v);
     free(b);
     unlink(path); /* later tests want the directory to themselves */
     spr_model_free(m);

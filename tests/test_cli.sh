@@ -539,6 +539,27 @@ run missing_model predict --model no_such.model --input "$TEST"
 expect_rc missing_model 2
 expect_grep missing_model missing_model.err "no_such.model"
 
+# A model file from before session 30 (session 29's sparrow: BF16 weights and moments
+# widened to f32 in the file) predicts as it did then, trains on as it did (its moments
+# read back exactly), and is saved again with its BF16 arrays as 2 bytes each.
+old_model=$SRC/tests/data/bf16_widened_session29.model
+old_data=$SRC/tests/data/tables_k11_session12.txt
+run old_bf16 predict --model "$old_model" --input "$old_data" --k 3
+expect_rc old_bf16 0
+if cmp -s old_bf16.out "$SRC/tests/data/bf16_widened_session29.predict"; then pass; else
+    fail "old_bf16: predictions differ from session 29's: $(head -c 300 old_bf16.out)"
+fi
+run old_bf16_resume train --train "$old_data" --resume "$old_model" --epochs 4 --batch 2 --threads 1 --quiet \
+    --save old_resumed.model
+expect_rc old_bf16_resume 0
+run old_bf16_resumed predict --model old_resumed.model --input "$old_data" --k 3
+if cmp -s old_bf16_resumed.out "$SRC/tests/data/bf16_widened_session29.resumed.predict"; then pass; else
+    fail "old_bf16_resumed: predictions after resuming differ from session 29's: $(head -c 300 old_bf16_resumed.out)"
+fi
+if [ "$(stat -c %s old_resumed.model)" -lt "$(stat -c %s "$old_model")" ]; then pass; else
+    fail "old_bf16_resume: expected the new file smaller than the widened one: $(stat -c %s old_resumed.model) bytes"
+fi
+
 # svmlight with 1-based feature ids (no header).
 printf '0 1:1 3:1\n1 2:1 4:1\n0 1:1 3:0.5\n1 2:0.5 4:1\n' >svm.txt
 run svm train --train svm.txt --one-based --hidden 8 --epochs 2 --batch 2 --sparsity 1 --quiet --save svm.model
