@@ -173,7 +173,16 @@ typedef struct spr_kernel_set {
     void (*adam_catch_up_row_bf16)(float *w, uint16_t *w16, float *g, uint16_t *m, uint16_t *v,
                                    int64_t n, float lr, float b1, float b2, float eps, float bc1,
                                    float bc2, float S, float e, float d1, float d2, uint32_t salt);
+    /* zlib's CRC-32 (the model files' checksums) of p[0..n) after the bytes whose CRC is
+     * crc: crc32(a + b) = crc32(crc32(a), b), crc32 of nothing 0. Portable: slicing by 8
+     * tables (~2 GB/s here); the x86 sets: carry-less multiplication (PCLMULQDQ) folding
+     * 64 bytes a step, spr_crc32_clmul. The same value on every set. */
+    uint32_t (*crc32)(uint32_t crc, const unsigned char *p, size_t n);
 } spr_kernel_set;
+
+/* The portable set's crc32 (the reference) and the x86 sets' (kernels_avx2.c). */
+uint32_t spr_crc32_ref(uint32_t crc, const unsigned char *p, size_t n);
+uint32_t spr_crc32_clmul(uint32_t crc, const unsigned char *p, size_t n);
 
 #define SPR_SUM_ROWS 16 /* rows per call of signed_sums: two AVX2 registers, one AVX-512 */
 #define SPR_PANEL 16 /* columns per panel of matmul_panels: one cache line of floats */

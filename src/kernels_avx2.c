@@ -586,12 +586,76 @@ static void adam_catch_up_row_bf16_avx2(float *w, uint16_t *w16, float *g, uint1
 #undef ADAM_CATCH_UP8
 #undef ADAM_CATCH_UP_CONSTANTS
 
+/* ---- CRC-32 by carry-less multiplication (PCLMULQDQ, which every AVX2 CPU has)
+ *
+ * The reflected CRC reads a 16-byte block v as the polynomial poly(v) = sum of bit i of
+ * v times x^(127 - i): the first byte's lowest bit is the highest power. The CRC of a
+ * message M is M(x) x^32 mod P, so any polynomial congruent to M modulo P will do until
+ * the end: a block v followed by the block u is v x^128 + u, and v x^128 = H x^192 +
+ * L x^128 (H: v's low 64 bits, the high powers; L: its high 64 bits) is congruent to
+ * H (x^192 mod P) + L (x^128 mod P), two 64 x 32-bit carry-less products that fit in 128
+ * bits. A 64-bit lane q read the same way (bit i: x^(63 - i)) times another gives, as
+ * PCLMULQDQ returns it, x times the product in the 128-bit reading; so the constants are
+ * x^191 and x^127 mod P, each as a lane (a remainder c, bit d the coefficient of x^d,
+ * goes to bit 63 - d). Four blocks are folded at a time, by x^512 (x^575 and x^511 mod P),
+ * in four independent chains; at the end the chains fold into one by x^128, the last
+ * whole blocks after them, and the remaining 16-byte value and the tail (under 16 bytes)
+ * go through the table CRC from a zero register, which finishes M x^32 mod P. */
+
+/* x^k mod P for the normal-order polynomial P = x^32 + 0x04C11DB7, as a 64-bit lane. */
+static uint64_t crc_lane_xpow(int k) {
+    uint64_t r = 1; /* bit d: the coefficient of x^d */
+    for (int i = 0; i < k; i++) {
+        r <<= 1;
+        if (r >> 32) r ^= 0x104C11DB7ull;
+    }
+    uint64_t q = 0;
+    for (int d = 0; d < 32; d++) q |= ((r >> d) & 1u) << (63 - d);
+    return q;
+}
+
+__attribute__((target("pclmul,sse4.1"))) static inline __m128i crc_fold(__m128i v, __m128i k, __m128i u) {
+    /* k: (x^a mod P for H in its low lane, x^b mod P for L in its high lane) */
+    return _mm_xor_si128(_mm_xor_si128(_mm_clmulepi64_si128(v, k, 0x00), _mm_clmulepi64_si128(v, k, 0x11)), u);
+}
+
+__attribute__((target("pclmul,sse4.1"))) uint32_t spr_crc32_clmul(uint32_t crc, const unsigned char *p,
+                                                                 size_t n) {
+    if (n < 64) return spr_crc32_ref(crc, p, n);
+    static __m128i k512, k128; /* the same bits whichever thread writes them first */
+    static int ready;
+    if (!__atomic_load_n(&ready, __ATOMIC_ACQUIRE)) {
+        k512 = _mm_set_epi64x((long long)crc_lane_xpow(511), (long long)crc_lane_xpow(575));
+        k128 = _mm_set_epi64x((long long)crc_lane_xpow(127), (long long)crc_lane_xpow(191));
+        __atomic_store_n(&ready, 1, __ATOMIC_RELEASE);
+    }
+    /* the register's preset (~crc) is the first 32 bits of the message xored with it */
+    __m128i x0 = _mm_xor_si128(_mm_loadu_si128((const __m128i *)p), _mm_cvtsi32_si128((int)~crc));
+    __m128i x1 = _mm_loadu_si128((const __m128i *)(p + 16));
+    __m128i x2 = _mm_loadu_si128((const __m128i *)(p + 32));
+    __m128i x3 = _mm_loadu_si128((const __m128i *)(p + 48));
+    p += 64, n -= 64;
+    for (; n >= 64; p += 64, n -= 64) {
+        x0 = crc_fold(x0, k512, _mm_loadu_si128((const __m128i *)p));
+        x1 = crc_fold(x1, k512, _mm_loadu_si128((const __m128i *)(p + 16)));
+        x2 = crc_fold(x2, k512, _mm_loadu_si128((const __m128i *)(p + 32)));
+        x3 = crc_fold(x3, k512, _mm_loadu_si128((const __m128i *)(p + 48)));
+    }
+    __m128i v = crc_fold(crc_fold(crc_fold(x0, k128, x1), k128, x2), k128, x3);
+    for (; n >= 16; p += 16, n -= 16) v = crc_fold(v, k128, _mm_loadu_si128((const __m128i *)p));
+    unsigned char last[16];
+    _mm_storeu_si128((__m128i *)last, v);
+    /* crc32_ref(c) runs the register from ~c: ~0 starts it at zero */
+    return spr_crc32_ref(spr_crc32_ref(0xFFFFFFFFu, last, 16), p, n);
+}
+
 static const spr_kernel_set set = {"avx2", dot_avx2, axpy_avx2, dot_sparse_avx2, adam_row_avx2,
                                    matmul_panels_avx2, signed_sums_avx2,
                                    adam_row_bf16_avx2, dot_bf16_avx2, axpy_bf16_avx2,
                                    adam_row_bf16w_avx2, row_entries_avx2, row_dots_avx2,
                                    catch_up_row_avx2, spr_catch_up_row_bf16_ref,
-                                   adam_catch_up_row_avx2, adam_catch_up_row_bf16_avx2};
+                                   adam_catch_up_row_avx2, adam_catch_up_row_bf16_avx2,
+                                   spr_crc32_clmul};
 const spr_kernel_set *spr_kernel_set_avx2(void) { return &set; }
 #else
 const spr_kernel_set *spr_kernel_set_avx2(void) { return 0; }

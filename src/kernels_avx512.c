@@ -579,7 +579,8 @@ static const spr_kernel_set set = {"avx512", dot_avx512, axpy_avx512, dot_sparse
                                    adam_row_bf16_avx512, dot_bf16_avx512, axpy_bf16_avx512,
                                    adam_row_bf16w_avx512, row_entries_avx512, row_dots_avx512,
                                    catch_up_row_avx512, catch_up_row_bf16_avx512,
-                                   adam_catch_up_row_avx512, adam_catch_up_row_bf16_avx512};
+                                   adam_catch_up_row_avx512, adam_catch_up_row_bf16_avx512,
+                                   spr_crc32_clmul};
 const spr_kernel_set *spr_kernel_set_avx512(void) { return &set; }
 #else
 const spr_kernel_set *spr_kernel_set_avx512(void) { return 0; }

@@ -903,6 +903,51 @@ static void test_adam_catch_up_row_bf16(const spr_kernel_set *k, uint64_t seed) 
     CHECK(finite, "%s adam_catch_up_row: a zero row at eps 1e-30 keeps its weights (w[0] %g)", k->name, w[0]);
 }
 
+/* zlib's CRC-32 bit by bit, the definition: the reference the tables are checked against. */
+static uint32_t crc32_bitwise(uint32_t crc, const unsigned char *p, size_t n) {
+    crc = ~crc;
+    while (n--) {
+        crc ^= *p++;
+        for (int k = 0; k < 8; k++) crc = (crc >> 1) ^ (0xEDB88320u & (0u - (crc & 1u)));
+    }
+    return ~crc;
+}
+
+/* k's crc32 against the bit-by-bit definition: every length to 600 bytes at every
+ * alignment to 16 from a random preceding CRC (the folding's 64-byte steps, its 16-byte
+ * steps and every tail), longer buffers in pieces of random sizes (crc32(a + b) =
+ * crc32(crc32(a), b)), and the standard check value. */
+static void test_crc32(const spr_kernel_set *k, uint64_t seed) {
+    spr_rng r;
+    spr_rng_seed(&r, seed);
+    enum { N = 1 << 16 };
+    static unsigned char b[N + 16];
+    for (int i = 0; i < N + 16; i++) b[i] = (unsigned char)spr_rng_next(&r);
+    CHECK(k->crc32(0, (const unsigned char *)"123456789", 9) == 0xCBF43926u,
+          "%s crc32(\"123456789\"): expected 0xcbf43926, got 0x%08x", k->name,
+          k->crc32(0, (const unsigned char *)"123456789", 9));
+    int bad = 0;
+    for (size_t n = 0; n <= 600 && bad < 5; n++)
+        for (size_t off = 0; off < 16 && bad < 5; off++) {
+            const uint32_t c = (uint32_t)spr_rng_next(&r);
+            const uint32_t want = crc32_bitwise(c, b + off, n), got = k->crc32(c, b + off, n);
+            if (got != want) bad++;
+            CHECK(got == want, "%s crc32 of %zu bytes at offset %zu after 0x%08x: expected 0x%08x, got 0x%08x",
+                  k->name, n, off, c, want, got);
+        }
+    const uint32_t whole = crc32_bitwise(0, b, N);
+    uint32_t pieces = 0;
+    for (size_t at = 0; at < N;) {
+        size_t len = (size_t)(spr_rng_next(&r) % 5000);
+        if (len > N - at) len = N - at;
+        pieces = k->crc32(pieces, b + at, len);
+        at += len;
+    }
+    CHECK(pieces == whole && k->crc32(0, b, N) == whole,
+          "%s crc32 of 64 KB: expected 0x%08x, got 0x%08x in pieces, 0x%08x whole", k->name, whole, pieces,
+          k->crc32(0, b, N));
+}
+
 int main(int argc, char **argv) {
     if (argc > 1 && !strcmp(argv[1], "--print-kernels")) {
         printf("%s|%s", spr_kernels_name(), spr_kernels_describe());
@@ -923,6 +968,7 @@ int main(int argc, char **argv) {
     test_adam_catch_up_row(&spr_kernels_portable, seed);
     test_adam_catch_up_row_bf16(&spr_kernels_portable, seed);
     test_sorts(seed);
+    test_crc32(&spr_kernels_portable, seed);
     printf("  bf16 conversions and the portable BF16 Adam: tested\n");
 
     const char *names[] = {"avx2", "avx512"};
@@ -941,6 +987,7 @@ int main(int argc, char **argv) {
             test_catch_up_row(sets[i], seed + 60 + (uint64_t)i);
             test_adam_catch_up_row(sets[i], seed + 70 + (uint64_t)i);
             test_adam_catch_up_row_bf16(sets[i], seed + 80 + (uint64_t)i);
+            test_crc32(sets[i], seed + 90 + (uint64_t)i);
             if (!strcmp(sets[i]->name, "avx512")) test_adam_short_rows(sets[i], seed + 30);
             printf("  %s: tested against the reference\n", names[i]);
         }
