@@ -655,7 +655,7 @@ SPR_API spr_status spr_model_load(const char *path, spr_model **out);
  * Adam moments, and the LSH tables only when `tables` is nonzero (sparse inference and
  * spr_model_sampling_recall need them; exact inference does not). In memory that is the
  * weights alone: a third of spr_model_load's with float moments (a 17M-label model with
- * BF16 weights and moments: 4.4 GB against 20 GB), and the moments' sections are not
+ * BF16 weights and moments: 4.8 GB resident against 20.3 GB), and the moments' sections are not
  * read (their checksums not checked: `sparrow info --verify` checks every one). Every
  * prediction and evaluation is bit for bit spr_model_load's after spr_model_settle: a
  * file whose rows owe Adam steps (saved inside an epoch) is loaded whole, settled, and
