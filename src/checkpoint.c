@@ -1480,6 +1480,35 @@ spr_status spr_checkpoint_peek(const char *path, spr_model_config *cfg, int64_t 
     return st;
 }
 
+spr_status spr_checkpoint_verify(const char *path, spr_model_config *cfg) {
+    reader r = {.path = path, .fd = -1, .cap = CKPT_BUFFER};
+    section sec[CKPT_MAX_SECTIONS];
+    uint32_t n_sections = 0;
+    spr_data_note note;
+    spr_status st = read_layout(&r, sec, &n_sections, cfg, &note);
+    if (!st && !(r.buf = malloc(r.cap)))
+        st = spr_fail(SPR_STATUS_NO_MEMORY, "%s: out of memory for the read buffer", path);
+    r.pos = CKPT_HEADER_BYTES;
+    for (uint32_t i = 0; !st && i < n_sections; i++) { /* in file order: read_layout's walk */
+        uint32_t crc = 0;
+        const unsigned char *p;
+        if ((st = r_skip(&r, CKPT_SECTION_HEAD, NULL)) || (st = r_skip(&r, sec[i].len, &crc)) ||
+            (st = r_take(&r, CKPT_SECTION_TAIL, &p)))
+            break;
+        if (get_u32(p) != crc) st = bad(&r, &sec[i], "checksum mismatch (file damaged)");
+    }
+    if (r.fd >= 0) close(r.fd);
+    free(r.buf);
+    return st;
+}
+
+spr_status spr_model_verify(const char *path) {
+    if (!path) return spr_fail(SPR_STATUS_BAD_INPUT, "spr_model_verify: path must be given");
+    if (spr_dist_is_manifest(path)) return spr_dist_verify_manifest(path);
+    spr_model_config cfg;
+    return spr_checkpoint_verify(path, &cfg);
+}
+
 spr_status spr_model_peek(const char *path, spr_model_config *config, spr_model_info *info,
                           spr_data_note *note) {
     if (!path) return spr_fail(SPR_STATUS_BAD_INPUT, "spr_model_peek: path must be given");

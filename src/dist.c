@@ -532,6 +532,24 @@ int spr_model_file_shards(const char *path) {
     return ranks;
 }
 
+spr_status spr_dist_verify_manifest(const char *path) {
+    manifest mf;
+    spr_status st = manifest_read(path, &mf);
+    if (st) return st;
+    spr_model_config first, c;
+    for (int r = 0; !st && r < mf.ranks; r++) {
+        if ((st = spr_checkpoint_verify(mf.files[r], r ? &c : &first))) break;
+        const spr_model_config *s = r ? &c : &first;
+        int same = s->n_layers == first.n_layers && s->n_features == first.n_features;
+        for (int l = 0; same && l < s->n_layers - 1; l++) same = s->layers[l].size == first.layers[l].size;
+        if (!same || s->layers[s->n_layers - 1].size != mf.hi[r] - mf.lo[r])
+            st = spr_fail(SPR_STATUS_BAD_INPUT, "%s: does not match its manifest (shard %d: %lld labels expected)",
+                          mf.files[r], r, (long long)(mf.hi[r] - mf.lo[r]));
+    }
+    manifest_free(&mf);
+    return st;
+}
+
 spr_status spr_dist_peek_manifest(const char *path, spr_model_config *cfg, int64_t stat[6],
                                   spr_data_note *note, float adam[4]) {
     manifest mf;

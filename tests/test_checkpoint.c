@@ -17,6 +17,7 @@
  */
 #define _GNU_SOURCE
 #include "check.h"
+#include "common.h" /* spr_alloc_calls */
 #include "model.h" /* the LSH tables, which the public API does not show */
 #include "sparrow.h"
 
@@ -427,6 +428,17 @@ static int load_rejected(const char *path, const char *what) {
     return ok;
 }
 
+/* spr_model_verify of the file at path: BAD_INPUT naming it, as the load (damage a
+ * streaming check of the layout and checksums must find), allocating nothing. */
+static int verify_rejected(const char *path, const char *what) {
+    const long long calls = spr_alloc_calls();
+    spr_status st = spr_model_verify(path);
+    int ok = st == SPR_STATUS_BAD_INPUT && strstr(spr_last_error(), path) != NULL && spr_alloc_calls() == calls;
+    CHECK(ok, "%s: verify: expected BAD_INPUT naming the file without an allocation; got status %d, \"%s\"", what,
+          st, spr_last_error());
+    return ok;
+}
+
 /* The same for the content b[0..n) written to path first. */
 static int rejected(const char *path, const unsigned char *b, size_t n, const char *what) {
     if (spit(path, b, n) != 0) {
@@ -445,7 +457,7 @@ static int flip_rejected(const char *path, size_t off, unsigned char was, unsign
         CHECK(0, "%s: cannot change byte %zu of %s", what, off, path);
         return 0;
     }
-    ok = load_rejected(path, what);
+    ok = load_rejected(path, what) && verify_rejected(path, what);
     f = fopen(path, "r+b");
     if (!f || fseek(f, (long)off, SEEK_SET) || fputc(was, f) == EOF || fclose(f))
         CHECK(0, "%s: cannot restore byte %zu of %s", what, off, path);
@@ -508,7 +520,7 @@ static void test_damage(const char *dir, const char *good_path, const spr_model 
     int cuts_ok = 0;
     for (int i = 0; i < n_cuts; i++) {
         snprintf(what, sizeof what, "truncated to %zu bytes", cuts[i]);
-        cuts_ok += rejected(bad, orig, cuts[i], what);
+        cuts_ok += rejected(bad, orig, cuts[i], what) && verify_rejected(bad, what);
     }
     printf("  truncations rejected: %d of %d\n", cuts_ok, n_cuts);
 
@@ -1829,6 +1841,9 @@ int main(void) {
     CHECK(st == SPR_STATUS_OK && loaded, "load: expected ok, got %d (%s)", st, spr_last_error());
     if (st) goto done;
     check_peek(path, loaded, "round trip");
+    const long long calls = spr_alloc_calls();
+    CHECK(spr_model_verify(path) == SPR_STATUS_OK && spr_alloc_calls() == calls, "verify of a good file: %s",
+          spr_last_error());
     compare_config_info(m, loaded);
     compare_state(m, loaded, "round trip");
     /* The tables are the original's, built from the weights of its last rehash (not

@@ -324,6 +324,22 @@ static void test_manifest_one_rank(const char *dir) {
               "a manifest loaded for inference: expected no optimizer state, a save refused");
         spr_model_free(inf);
         spr_model_free(settled);
+        /* verify streams every shard: a damaged byte in one is named */
+        OK(spr_model_verify(path));
+        char shard[600];
+        CHECK(manifest_shard(path, 0, shard, sizeof shard), "no shard 0 in %s", path);
+        FILE *f = fopen(shard, "r+b");
+        int was = -1;
+        if (f && !fseek(f, 200, SEEK_SET)) was = fgetc(f);
+        if (was >= 0 && !fseek(f, 200, SEEK_SET)) fputc(was ^ 0x10, f);
+        if (f) fclose(f);
+        CHECK(was >= 0 && spr_model_verify(path) == SPR_STATUS_BAD_INPUT && strstr(spr_last_error(), shard) &&
+                  strstr(spr_last_error(), "checksum mismatch"),
+              "a manifest with a damaged shard: expected verify to name %s, got %s", shard, spr_last_error());
+        f = fopen(shard, "r+b");
+        if (f && was >= 0 && !fseek(f, 200, SEEK_SET)) fputc(was, f);
+        if (f) fclose(f);
+        OK(spr_model_verify(path));
         spr_model *bare = NULL;
         OK(spr_model_load_inference(path, 0, &bare));
         CHECK(spr_model_get_info(bare).table_bytes == 0, "a manifest for inference without tables: %lld bytes",

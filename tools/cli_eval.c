@@ -494,7 +494,8 @@ static const char INFO_HELP[] =
     "\n"
     "  --model MODEL   a model saved by 'sparrow train --save'\n"
     "  --json          print one JSON object instead of text\n"
-    "  --verify        also read the whole model, every checksum (as loading does)\n"
+    "  --verify        also read the whole file and check every checksum, streaming\n"
+    "                  it (a few MB of memory whatever the model's size)\n"
     "  --cpu           print the kernel set in use (portable, avx2, avx512), the CPU's\n"
     "                  vector features and the sets it supports; SPARROW_KERNELS=NAME\n"
     "                  forces a supported set\n";
@@ -627,11 +628,7 @@ int cmd_info(int argc, char **argv) {
     spr_status st = spr_model_peek(model_path, &cfg, &info, &note);
     if (st != SPR_STATUS_OK) return library_error(st);
     const int shards = spr_model_file_shards(model_path); /* the peek read it: 0 or N */
-    if (verify) {
-        spr_model *model = NULL;
-        if ((st = spr_model_load(model_path, &model)) != SPR_STATUS_OK) return library_error(st);
-        spr_model_free(model);
-    }
+    if (verify && (st = spr_model_verify(model_path)) != SPR_STATUS_OK) return library_error(st);
     if (json) info_json(&cfg, &info, &note, shards);
     else info_text(model_path, &cfg, &info, &note, shards);
     return EXIT_OK;

@@ -267,6 +267,7 @@ spr_model_get_data_note = _fn("spr_model_get_data_note", DataNote, _p)
 spr_model_save = _fn("spr_model_save", c_int, _p, c_char_p)
 spr_model_save_check = _fn("spr_model_save_check", c_int, c_char_p)
 spr_model_load = _fn("spr_model_load", c_int, c_char_p, POINTER(_p))
+spr_model_verify = _fn("spr_model_verify", c_int, c_char_p)
 spr_model_load_inference = _fn("spr_model_load_inference", c_int, c_char_p, c_int, POINTER(_p))
 spr_model_file_shards = _fn("spr_model_file_shards", c_int, c_char_p)
 spr_model_peek = _fn("spr_model_peek", c_int, c_char_p, POINTER(ModelConfig), POINTER(ModelInfo),

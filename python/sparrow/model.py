@@ -306,6 +306,14 @@ class Model:
         return _info_dict(_lib.spr_model_get_info(self._h()), _lib.spr_model_get_data_note(self._h()))
 
     @staticmethod
+    def verify(path):
+        """Checks every section's checksum of a saved model (every shard of a manifest)
+        and its layout, streaming the file: a few MB of memory whatever its size
+        (spr_model_verify; `sparrow info --verify`). Raises BadInputError naming the file,
+        the section and its offset on damage."""
+        check(_lib.spr_model_verify(os.fsencode(path)))
+
+    @staticmethod
     def peek(path):
         """What load(path).info would say, and n_features, n_labels, hidden (the hidden
         layers' sizes) and shards (0: one file; N: path is the manifest of N shards), from

@@ -134,6 +134,14 @@ def test_load_for_inference_predicts_as_the_whole_model(xmc_data, tmp_path):
     with pytest.raises(sparrow.BadInputError, match="loaded for inference"):
         tabled.save(str(tmp_path / "again.spr"))
     assert not os.path.exists(str(tmp_path / "again.spr"))
+    sparrow.Model.verify(path)
+    with open(path, "r+b") as f:  # one byte of the weights' payload
+        f.seek(os.path.getsize(path) // 3)
+        b = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([b[0] ^ 0x40]))
+    with pytest.raises(sparrow.BadInputError, match="checksum mismatch"):
+        sparrow.Model.verify(path)
 
 
 def test_fit_evaluate_predict_save_load(xmc_data, tmp_path):
