@@ -656,11 +656,12 @@ SPR_API spr_status spr_model_load(const char *path, spr_model **out);
  * spr_model_sampling_recall need them; exact inference does not). In memory that is the
  * weights alone: a third of spr_model_load's with float moments (a 17M-label model with
  * BF16 weights and moments: 4.8 GB resident against 20.3 GB), and the moments' sections are not
- * read (their checksums not checked: `sparrow info --verify` checks every one). Every
- * prediction and evaluation is bit for bit spr_model_load's after spr_model_settle: a
- * file whose rows owe Adam steps (saved inside an epoch) is loaded whole, settled, and
- * its state released, so its load takes spr_model_load's memory for a while and reads
- * the weights twice; so does a manifest, assembled whole. What needs the optimizer state
+ * read (their checksums not checked: spr_model_verify checks every one). Every
+ * prediction and evaluation is bit for bit spr_model_load's after spr_model_settle: in a
+ * file whose rows owe Adam steps (saved inside an epoch), those rows take them as the
+ * moments stream past a chunk of rows at a time (checksums checked), never all in
+ * memory. A manifest is assembled whole, settled, and its state released (its load takes
+ * spr_model_load's memory for a while). What needs the optimizer state
  * refuses such a model with SPR_STATUS_BAD_INPUT: training (spr_model_train_batch,
  * spr_model_compute_gradients, spr_model_apply_gradients, spr_model_output_train,
  * spr_model_prepare), spr_model_save, spr_model_param of a gradient or moment; without

@@ -83,7 +83,7 @@ static float bias_catch_up(float b, float *mb, float *vb, const spr_catch_up_coe
  * readers share, so that both leave the same bits. */
 static void row_catch_up(const spr_model *m, const spr_layer *L, int64_t r,
                          const spr_catch_up_coef *k, const spr_row_at *a) {
-    if (!L->w16 && !L->mw16) {
+    if (!a->w16 && !a->mw16) {
         spr_catch_up_row(a->w, a->mw, a->vw, L->cols, k->S, k->e, k->d1, k->d2);
     } else { /* BF16 moments (and weights); another salt than the step's: other draws */
         const uint32_t salt = (uint32_t)spr_mix64((uint64_t)m->steps << 32 ^
@@ -101,6 +101,17 @@ static void layer_catch_up(const spr_model *m, spr_layer *L, int64_t r) {
     spr_catch_up_coef k;
     if (!catch_up_coef_of(m, t0, &k)) return;
     const spr_row_at a = spr_layer_row_at(L, r);
+    row_catch_up(m, L, r, &k, &a);
+    if (L != &m->layers[0]) L->b[r] = bias_catch_up(L->b[r], &L->mb[r], &L->vb[r], &k);
+}
+
+void spr_layer_settle_row(const spr_model *m, spr_layer *L, int64_t r, const spr_row_at *moments) {
+    const int64_t t0 = L->last_step[r];
+    L->last_step[r] = m->steps;
+    spr_catch_up_coef k;
+    if (!catch_up_coef_of(m, t0, &k)) return;
+    spr_row_at a = spr_layer_row_at(L, r); /* its weights; the moments given */
+    a.mw = moments->mw, a.vw = moments->vw, a.mw16 = moments->mw16, a.vw16 = moments->vw16;
     row_catch_up(m, L, r, &k, &a);
     if (L != &m->layers[0]) L->b[r] = bias_catch_up(L->b[r], &L->mb[r], &L->vb[r], &k);
 }

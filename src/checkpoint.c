@@ -1272,6 +1272,77 @@ done:
     return st;
 }
 
+/* The weight rows of a model for inference that owe Adam steps take them, bit for bit as
+ * spr_model_settle would, with their moments read from the file's MW and VW sections a
+ * chunk of rows at a time (checksums checked): the moments are never all in memory. A
+ * layer whose rows owe nothing is not read. */
+static spr_status settle_from_file(reader *r, const section *sec, uint32_t n_sections, spr_model *m) {
+    spr_status st = SPR_STATUS_OK;
+    for (int l = 0; l < m->n_layers && !st; l++) {
+        spr_layer *L = &m->layers[l];
+        int owes = 0;
+        for (int64_t i = 0; i < L->rows && !owes; i++) owes = L->last_step[i] < m->steps;
+        const section *s[2] = {NULL, NULL}; /* MW, VW */
+        for (uint32_t i = 0; i < n_sections; i++) {
+            if (sec[i].tag == make_tag(KIND_MW, l)) s[0] = &sec[i];
+            if (sec[i].tag == make_tag(KIND_VW, l)) s[1] = &sec[i];
+        }
+        if (!owes || !s[0] || !s[1]) continue; /* (read_layout made sure of both) */
+        const int m16 = l == m->n_layers - 1 && m->cfg.bf16_state; /* BF16 moments */
+        const size_t item = m16 && r->u16 ? 2 : 4, row_bytes = (size_t)L->cols * item;
+        int64_t chunk = (int64_t)(CKPT_BUFFER / row_bytes);
+        if (chunk < 1) chunk = 1;
+        if (chunk > L->rows) chunk = L->rows;
+        const size_t dec = (size_t)chunk * (size_t)L->stride * (m16 ? 2 : 4);
+        unsigned char *raw = malloc((size_t)chunk * row_bytes);
+        char *buf[2] = {malloc(dec), malloc(dec)}; /* the decoded rows, stride apart */
+        if (!raw || !buf[0] || !buf[1])
+            st = spr_fail(SPR_STATUS_NO_MEMORY, "%s: out of memory for the moments' buffers", r->path);
+        uint32_t crc[2] = {0, 0};
+        for (int64_t r0 = 0; r0 < L->rows && !st; r0 += chunk) {
+            const int64_t n = L->rows - r0 < chunk ? L->rows - r0 : chunk;
+            for (int k = 0; k < 2 && !st; k++) {
+                if ((st = r_pread(r, s[k]->off + CKPT_SECTION_HEAD + (uint64_t)r0 * row_bytes, raw,
+                                  (size_t)n * row_bytes)))
+                    break;
+                crc[k] = crc32_update(crc[k], raw, (size_t)n * row_bytes);
+                for (int64_t i = 0; i < n; i++)
+                    for (int64_t c = 0; c < L->cols; c++) {
+                        const unsigned char *p = raw + (size_t)(i * L->cols + c) * item;
+                        const int64_t at = i * L->stride + c;
+                        if (!m16) ((float *)buf[k])[at] = get_f32(p);
+                        else if (item == 2) ((uint16_t *)buf[k])[at] = (uint16_t)(p[0] | p[1] << 8);
+                        else ((uint16_t *)buf[k])[at] = spr_bf16_from_f32(get_f32(p)); /* exact */
+                    }
+            }
+            if (st) break;
+#pragma omp parallel for schedule(dynamic, 256) num_threads(spr_threads(0))
+            for (int64_t i = 0; i < n; i++) {
+                if (L->last_step[r0 + i] >= m->steps) continue;
+                spr_row_at mo = {NULL, NULL, NULL, NULL, NULL, NULL};
+                if (m16) {
+                    mo.mw16 = (uint16_t *)buf[0] + i * L->stride;
+                    mo.vw16 = (uint16_t *)buf[1] + i * L->stride;
+                } else {
+                    mo.mw = (float *)buf[0] + i * L->stride;
+                    mo.vw = (float *)buf[1] + i * L->stride;
+                }
+                spr_layer_settle_row(m, L, r0 + i, &mo);
+            }
+        }
+        for (int k = 0; k < 2 && !st; k++) {
+            unsigned char tail[CKPT_SECTION_TAIL];
+            if ((st = r_pread(r, s[k]->off + CKPT_SECTION_HEAD + s[k]->len, tail, sizeof tail))) break;
+            if (get_u32(tail) != crc[k]) st = bad(r, s[k], "checksum mismatch (file damaged)");
+        }
+        free(raw);
+        free(buf[0]);
+        free(buf[1]);
+    }
+    if (!st) m->settled_step = m->steps;
+    return st;
+}
+
 /* What a load reads: everything (training goes on from it), or for inference the
  * weights and biases, with or without the LSH tables (spr_model_load_inference). */
 enum { LOAD_ALL, LOAD_WEIGHTS, LOAD_WEIGHTS_TABLES };
@@ -1283,10 +1354,9 @@ spr_status spr_checkpoint_load(const char *path, spr_model **out) {
     return load_file(path, LOAD_ALL, out);
 }
 
-/* For inference: a file whose rows owe Adam steps it knows how to take is loaded whole,
- * settled, and its state (and tables, unless wanted) released; any other file is read
- * without its weight moments (their sections skipped unread: `sparrow info --verify`
- * checks every checksum). */
+/* For inference the weight moments are not kept: their sections are skipped unread
+ * (`sparrow info --verify` checks every checksum), except where rows owe Adam steps the
+ * file knows how to take: those layers' moments are streamed through settle_from_file. */
 static spr_status load_file(const char *path, int what, spr_model **out) {
     *out = NULL;
     const int weights_only = what != LOAD_ALL;
@@ -1422,25 +1492,20 @@ static spr_status load_file(const char *path, int what, spr_model **out) {
         }
         spr_catch_up_prepare(m, &adam);
     }
-    if (weights_only && adam_sec && m->settled_step < m->steps) {
-        /* rows owe steps that inference must see taken: the whole file, settled */
-        close(r.fd), r.fd = -1;
-        spr_model_free(m), m = NULL;
-        if ((st = load_file(path, LOAD_ALL, &m))) goto done;
-        if ((st = spr_model_settle(m, 0))) goto done;
-        spr_model_drop_state(m);
-        if (what == LOAD_WEIGHTS) spr_model_drop_tables(m);
-        goto done;
+    if (what != LOAD_WEIGHTS) { /* the tables (a model for inference may go without) */
+        /* the layers with a TBL section take its tables; the others' are hashed from the
+         * rows as stored, as the whole model's are before a settle */
+        unsigned restored = 0;
+        for (uint32_t i = 0; i < n_sections; i++)
+            if (sec[i].tag >> 8 == KIND_TBL) restored |= 1u << (sec[i].tag & 0xFFu);
+        if ((st = spr_model_build_tables_restoring(m, 0, restored))) goto done;
+        for (uint32_t i = 0; i < n_sections; i++)
+            if (sec[i].tag >> 8 == KIND_TBL && (st = read_tables(&r, &sec[i], m, (int)(sec[i].tag & 0xFFu))))
+                goto done;
     }
-    if (what == LOAD_WEIGHTS) goto done; /* no tables */
-    /* the layers with a TBL section take its tables; the others' are hashed from the rows */
-    unsigned restored = 0;
-    for (uint32_t i = 0; i < n_sections; i++)
-        if (sec[i].tag >> 8 == KIND_TBL) restored |= 1u << (sec[i].tag & 0xFFu);
-    if ((st = spr_model_build_tables_restoring(m, 0, restored))) goto done;
-    for (uint32_t i = 0; i < n_sections; i++)
-        if (sec[i].tag >> 8 == KIND_TBL && (st = read_tables(&r, &sec[i], m, (int)(sec[i].tag & 0xFFu))))
-            goto done;
+    /* rows that owe steps inference must see taken */
+    if (weights_only && adam_sec && m->settled_step < m->steps)
+        st = settle_from_file(&r, sec, n_sections, m);
 
 done:
     if (r.fd >= 0) close(r.fd);

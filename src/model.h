@@ -293,6 +293,11 @@ static inline uint32_t spr_layer_step_salt(const spr_model *m, int64_t r) {
     return (uint32_t)spr_mix64((uint64_t)m->steps << 32 ^ (uint64_t)(m->label_lo + r));
 }
 
+/* Row r of L (a model for inference, loading) takes the steps it owes with the moments
+ * at `moments` (mw, vw or mw16, vw16: copies read from the file; L keeps none), bit for
+ * bit what spr_model_settle leaves in its weights and bias; records steps as its last. */
+void spr_layer_settle_row(const spr_model *m, spr_layer *L, int64_t r, const spr_row_at *moments);
+
 /* spr_layer_adam_row of a row that owes steps (last_step[r] != steps): its catch-up and
  * its step in one pass (spr_adam_catch_up_row, _bf16), then its bias's catch-up. Returns
  * 0, doing nothing, if it owes none after all (lazy Adam): the plain step then. */

@@ -1540,9 +1540,22 @@ static void test_load_inference(const char *dir, const spr_dataset *data, spr_mo
             if (settled) st = spr_model_settle(m, 1);
             if (!st) st = spr_model_save(m, path);
             spr_model *whole = NULL, *bare = NULL, *tabled = NULL;
+            const long long at0 = spr_alloc_bytes();
             if (!st) st = spr_model_load(path, &whole);
+            const long long at1 = spr_alloc_bytes();
             if (!st) st = spr_model_settle(whole, 1);
+            const long long at2 = spr_alloc_bytes();
             if (!st) st = spr_model_load_inference(path, 0, &bare);
+            const long long at3 = spr_alloc_bytes();
+            /* an owing file's moments are streamed, never all in memory: the load for
+             * inference allocates at least the moments less than the whole */
+            long long moments = 0;
+            for (int l = 0; !st && l < bare->n_layers; l++)
+                moments += 2LL * bare->layers[l].rows * bare->layers[l].stride *
+                           (l == bare->n_layers - 1 && cfg.bf16_state ? 2 : 4);
+            CHECK(st || (at1 - at0) - (at3 - at2) >= moments,
+                  "%s (settled %d): inference load took %lld bytes, the whole %lld (moments %lld)", name[variant],
+                  settled, at3 - at2, at1 - at0, moments);
             if (!st) st = spr_model_load_inference(path, 1, &tabled);
             CHECK(st == SPR_STATUS_OK, "%s (settled %d): loads: %s", name[variant], settled, spr_last_error());
             if (!st) {
@@ -1595,6 +1608,28 @@ static void test_load_inference(const char *dir, const spr_dataset *data, spr_mo
                               "recall without tables");
                 CHECK(spr_model_settle(bare, 1) == SPR_STATUS_OK, "%s: settle of a model owing nothing: %s", what,
                       spr_last_error());
+                /* a damaged moment: refused by name where rows owe steps (their moments are
+                 * read to take them), not read where none do */
+                size_t len = 0;
+                unsigned char *fb = slurp(path, &len);
+                size_t mw_at = fb ? find_section(fb, len, (5u << 8) | 1u) : 0;
+                if (mw_at) {
+                    fb[mw_at + 12 + 1] ^= 0x20;
+                    spit(path, fb, len);
+                    spr_model *d = NULL;
+                    spr_status ds = spr_model_load_inference(path, 0, &d);
+                    if (!settled && variant != 4)
+                        CHECK(ds == SPR_STATUS_BAD_INPUT && strstr(spr_last_error(), "MW[1]") &&
+                                  strstr(spr_last_error(), "checksum mismatch"),
+                              "%s: a damaged MW[1] in an owing file: expected it named, got %d (%s)", what, ds,
+                              spr_last_error());
+                    else
+                        CHECK(ds == SPR_STATUS_OK, "%s: a damaged MW[1] where nothing owes: expected ok, got %s",
+                              what, spr_last_error());
+                    spr_model_free(d);
+                }
+                CHECK(mw_at > 0, "%s: no MW[1] section found", what);
+                free(fb);
             }
             spr_model_free(whole);
             spr_model_free(bare);
