@@ -1226,6 +1226,25 @@ else
     echo "test_cli: script(1) missing: the terminal detection is not tested"
 fi
 
+# A model of GBs takes seconds to make or load (17M labels: 33 s): train says so first,
+# after the data's line; not with --quiet, not for a small model.
+run big_gen gen --preset tiny --labels 600000 --out dbig
+run big_make train --train dbig/train.txt --max-batches 1 --threads 1 --save big.model
+expect_rc big_make 0
+if [ "$(grep -n -m1 'points, 1000 features, 600000 labels' big_make.err | cut -d: -f1)" = 1 ] &&
+    [ "$(grep -n -m1 'making the model (1.2 GB: weights drawn, hash tables built) ...' big_make.err | cut -d: -f1)" = 2 ] &&
+    [ "$(grep -n -m1 '  model: 1000 features' big_make.err | cut -d: -f1)" = 3 ]; then pass; else
+    fail "big_make: expected the data's line, 'making the model (1.2 GB ...', the model's lines: $(head -c 400 big_make.err)"
+fi
+run big_resume train --train dbig/train.txt --resume big.model --max-batches 1 --threads 1
+expect_rc big_resume 0
+expect_grep big_resume big_resume.err "sparrow train: loading big.model (1.5 GB) ..."
+run big_quiet train --train dbig/train.txt --max-batches 1 --threads 1 --quiet
+if grep -q "making the model" big_quiet.err || grep -q "making the model" train_dense.err; then
+    fail "big_quiet: 'making the model' with --quiet or for a small model"
+else pass; fi
+rm -rf dbig big.model
+
 # ---------------------------------------------------------------- --eval-every
 # tiny: 2000 points, batch 64 -> 32 batches an epoch; at every 10th step (10, 20, 30,
 # 40, 50, 60) plus each epoch's end (32, 64), all on the same 100 points.

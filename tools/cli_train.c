@@ -16,6 +16,9 @@
 #include <time.h>
 #include <unistd.h>
 
+/* A model this large (bytes) is announced before it is made or loaded: that takes seconds. */
+#define SPR_BIG_MODEL_BYTES 1000000000LL
+
 static int64_t max_labels_per_point(const spr_dataset_view *v) {
     int64_t best = 0;
     for (int64_t i = 0; i < v->n_points; i++) {
@@ -744,6 +747,15 @@ static int train_run(const train_args *args) {
             goto done;
     }
     double read_seconds = now_seconds() - t0;
+    if (cli_is_root()) { /* the data, before the model (which can take a while) */
+        fprintf(stderr, "sparrow train: %s%s%s: %lld points, %lld features, %lld labels",
+                a.train_path, a.train_labels ? " + " : "", a.train_labels ? a.train_labels : "",
+                (long long)tv.n_points, (long long)tv.n_features, (long long)tv.n_labels);
+        if (test)
+            fprintf(stderr, "; %s%s%s: %lld points", a.test_path, a.test_labels ? " + " : "",
+                    a.test_labels ? a.test_labels : "", (long long)spr_dataset_get_view(test).n_points);
+        fprintf(stderr, " (read in %.2f s)\n", read_seconds);
+    }
 
     if (!a.resume_path) {
         cfg = train_model_config(&a, tv.n_features, tv.n_labels);
@@ -793,6 +805,10 @@ static int train_run(const train_args *args) {
             goto done;
         }
     }
+    if (a.resume_path && resumed.parameter_bytes + resumed.table_bytes >= SPR_BIG_MODEL_BYTES && !a.quiet &&
+        cli_is_root())
+        fprintf(stderr, "sparrow train: loading %s (%.1f GB) ...\n", a.resume_path,
+                (double)(resumed.parameter_bytes + resumed.table_bytes) / 1e9);
     if (a.resume_path &&
         (rc = cli_agree_status(cli_dist ? spr_model_load_sharded(a.resume_path, cli_dist, &model)
                                         : spr_model_load(a.resume_path, &model))))
@@ -801,12 +817,13 @@ static int train_run(const train_args *args) {
     if (a.metrics_path && cli_is_root() &&
         (metrics = open_metrics(a.metrics_path, a.resume_path ? resumed.steps : -1, &rc)))
         rc = write_metrics_header(metrics, &a, train, test);
+    int64_t need = 0; /* the new model's bytes */
     if (!rc && !model) { /* refuse, with the figure, a model that does not fit */
         int by_limit = 0;
         /* Several ranks: each holds its shard, and --max-memory is per rank (the
          * available memory is shared out as if all ranks ran on this machine). */
         int rank = cli_dist ? spr_dist_rank(cli_dist) : 0, ranks = cli_dist ? spr_dist_size(cli_dist) : 1;
-        int64_t need = 0, limit = a.max_memory ? a.max_memory : available_memory(ranks, &by_limit);
+        int64_t limit = a.max_memory ? a.max_memory : available_memory(ranks, &by_limit);
         /* One process: what training with these options touches (deferred training
          * leaves the output layer's gradient rows reserved untouched). */
         st = cli_dist ? spr_model_config_memory_sharded(&cfg, rank, ranks, &need)
@@ -826,6 +843,11 @@ static int train_run(const train_args *args) {
             rc = EXIT_USAGE;
         }
     }
+    /* Making a model of GBs takes a while (17M labels: 33 s of page clearing, weight draws
+     * and table building before its first line): say so first. */
+    if (!rc && !model && need >= SPR_BIG_MODEL_BYTES && !a.quiet && cli_is_root())
+        fprintf(stderr, "sparrow train: making the model (%.1f GB: weights drawn, hash tables built) ...\n",
+                (double)need / 1e9);
     if (!rc && !model && (st = cli_dist ? spr_model_create_sharded(&cfg, cli_dist, &model)
                                         : spr_model_create(&cfg, &model)) != SPR_STATUS_OK)
         rc = library_error(st);
@@ -842,13 +864,6 @@ static int train_run(const train_args *args) {
     spr_model_info info = spr_model_get_info(model);
     if (!cli_is_root()) a.quiet = 1;
     if (cli_is_root()) {
-        fprintf(stderr, "sparrow train: %s%s%s: %lld points, %lld features, %lld labels",
-                    a.train_path, a.train_labels ? " + " : "", a.train_labels ? a.train_labels : "",
-                    (long long)tv.n_points, (long long)tv.n_features, (long long)tv.n_labels);
-        if (test)
-            fprintf(stderr, "; %s%s%s: %lld points", a.test_path, a.test_labels ? " + " : "",
-                    a.test_labels ? a.test_labels : "", (long long)spr_dataset_get_view(test).n_points);
-        fprintf(stderr, " (read in %.2f s)\n", read_seconds);
         /* the densities the model chose (simhash_one_in 0) */
         for (int l = 0; l < cfg.n_layers; l++)
             cfg.layers[l].simhash_one_in = spr_model_get_config(model).layers[l].simhash_one_in;
