@@ -3,7 +3,7 @@
 # BF16 weights and moments) through everything around training: making it, 5 batches,
 # the save, the file's size, `info --verify`, and `eval` of 10 points (loaded for
 # inference), each with its wall time, CPU time and peak resident memory. Needs about
-# 21 GB of memory and 2 x 17 GB of disk under DIR. Run from the repository root:
+# 21 GB of memory and 17 GB of disk under DIR. Run from the repository root:
 #   LABELS=17000000 DIR=/tmp/big bash bench/big_model.sh [path/to/sparrow]
 # The files are left in DIR (delete them after: 17 GB each); the figures of session 30
 # are in bench/results/s30-2026-12-08/README.txt. Each step's line: its name, then
