@@ -321,6 +321,21 @@ static void w_words(writer *w, const uint32_t *x, int64_t n) {
     }
 }
 
+/* Appends n u16 of payload, encoded in place in the buffer. */
+static void w_u16s(writer *w, const uint16_t *x, int64_t n) {
+    while (n > 0 && !w->err) {
+        if (w->cap - w->len < sizeof(uint16_t)) w_flush(w);
+        int64_t k = (int64_t)((w->cap - w->len) / sizeof(uint16_t));
+        if (k > n) k = n;
+        unsigned char *q = w->buf + w->len;
+        for (int64_t i = 0; i < k; i++) q[2 * i] = (unsigned char)x[i], q[2 * i + 1] = (unsigned char)(x[i] >> 8);
+        w->crc = crc32_update(w->crc, q, (size_t)k * sizeof(uint16_t));
+        w->len += (size_t)k * sizeof(uint16_t);
+        x += k;
+        n -= k;
+    }
+}
+
 static void w_section_begin(writer *w, uint32_t tag, uint64_t len) {
     unsigned char h[CKPT_SECTION_HEAD];
     put_u32(h, tag);
@@ -346,20 +361,7 @@ static void w_matrix(writer *w, uint32_t tag, const float *a, int64_t rows, int6
 static void w_matrix_bf16(writer *w, uint32_t tag, const uint16_t *a, int64_t rows, int64_t cols,
                           int64_t stride) {
     w_section_begin(w, tag, (uint64_t)rows * (uint64_t)cols * sizeof(uint16_t));
-    for (int64_t r = 0; r < rows && !w->err; r++) {
-        const uint16_t *x = a + r * stride;
-        for (int64_t n = cols; n > 0 && !w->err;) {
-            if (w->cap - w->len < sizeof(uint16_t)) w_flush(w);
-            int64_t k = (int64_t)((w->cap - w->len) / sizeof(uint16_t));
-            if (k > n) k = n;
-            unsigned char *q = w->buf + w->len;
-            for (int64_t i = 0; i < k; i++) q[2 * i] = (unsigned char)x[i], q[2 * i + 1] = (unsigned char)(x[i] >> 8);
-            w->crc = crc32_update(w->crc, q, (size_t)k * sizeof(uint16_t));
-            w->len += (size_t)k * sizeof(uint16_t);
-            x += k;
-            n -= k;
-        }
-    }
+    for (int64_t r = 0; r < rows && !w->err; r++) w_u16s(w, a + r * stride, cols);
     w_section_end(w);
 }
 
@@ -852,46 +854,40 @@ static spr_status r_words_at(reader *r, uint64_t off, uint32_t *x, int64_t n, ui
     return SPR_STATUS_OK;
 }
 
-static spr_status r_matrix(reader *r, float *a, int64_t rows, int64_t cols, int64_t stride, uint32_t *crc) {
-    for (int64_t i = 0; i < rows; i++) {
-        spr_status st = r_floats(r, a + i * stride, cols, crc);
-        if (st) return st;
-    }
-    return SPR_STATUS_OK;
+/* n entries of a weight array as the file holds them (item 4: f32; item 2: BF16 bits,
+ * OPT bit 2) into dst: floats, or BF16 where bf16 (u16 as they are; f32, from files before
+ * OPT bit 2, rounded to nearest even: exact for the widened BF16 those writers wrote). */
+static void decode_entries(const unsigned char *p, int64_t n, size_t item, int bf16, void *dst) {
+    if (!bf16)
+        for (int64_t i = 0; i < n; i++) ((float *)dst)[i] = get_f32(p + 4 * i);
+    else if (item == 2)
+        for (int64_t i = 0; i < n; i++) ((uint16_t *)dst)[i] = (uint16_t)(p[2 * i] | p[2 * i + 1] << 8);
+    else
+        for (int64_t i = 0; i < n; i++) ((uint16_t *)dst)[i] = spr_bf16_from_f32(get_f32(p + 4 * i));
 }
 
-/* A BF16 array into BF16 rows: u16 as they are (OPT bit 2), or f32 (files before it)
- * rounded to nearest even, exact for what the writer wrote. */
-static spr_status r_matrix_bf16(reader *r, uint16_t *a, int64_t rows, int64_t cols, int64_t stride,
-                                uint32_t *crc) {
-    if (r->u16) {
-        for (int64_t i = 0; i < rows; i++) {
-            uint16_t *x = a + i * stride;
-            for (int64_t n = cols; n > 0;) {
-                spr_status st = r_need(r, sizeof(uint16_t));
-                if (st) return st;
-                int64_t k = (int64_t)((r->end - r->start) / sizeof(uint16_t));
-                if (k > n) k = n;
-                const unsigned char *p = r->buf + r->start;
-                *crc = crc32_update(*crc, p, (size_t)k * sizeof(uint16_t));
-                for (int64_t j = 0; j < k; j++) x[j] = (uint16_t)(p[2 * j] | p[2 * j + 1] << 8);
-                r->start += (size_t)k * sizeof(uint16_t);
-                r->pos += (uint64_t)k * sizeof(uint16_t);
-                x += k;
-                n -= k;
-            }
+/* A (rows, cols) weight array's payload into rows stride entries apart: floats, or BF16
+ * (bf16: a layer's w16, mw16, vw16), CRC accumulated. */
+static spr_status r_matrix(reader *r, void *a, int64_t rows, int64_t cols, int64_t stride, int bf16,
+                           uint32_t *crc) {
+    const size_t item = bf16 && r->u16 ? 2 : 4, size = bf16 ? 2 : 4; /* in the file, in memory */
+    for (int64_t i = 0; i < rows; i++) {
+        char *x = (char *)a + (size_t)(i * stride) * size;
+        for (int64_t n = cols; n > 0;) {
+            spr_status st = r_need(r, item);
+            if (st) return st;
+            int64_t k = (int64_t)((r->end - r->start) / item);
+            if (k > n) k = n;
+            const unsigned char *p = r->buf + r->start;
+            *crc = crc32_update(*crc, p, (size_t)k * item);
+            decode_entries(p, k, item, bf16, x);
+            r->start += (size_t)k * item;
+            r->pos += (uint64_t)k * item;
+            x += (size_t)k * size;
+            n -= k;
         }
-        return SPR_STATUS_OK;
     }
-    float *row = malloc((size_t)(cols > 0 ? cols : 1) * sizeof(float));
-    if (!row) return spr_fail(SPR_STATUS_NO_MEMORY, "%s: out of memory for a row buffer", r->path);
-    spr_status st = SPR_STATUS_OK;
-    for (int64_t i = 0; i < rows && !st; i++) {
-        st = r_floats(r, row, cols, crc);
-        for (int64_t c = 0; c < cols && !st; c++) a[i * stride + c] = spr_bf16_from_f32(row[c]);
-    }
-    free(row);
-    return st;
+    return SPR_STATUS_OK;
 }
 
 static spr_status bad(const reader *r, const section *s, const char *what) {
@@ -1307,13 +1303,8 @@ static spr_status settle_from_file(reader *r, const section *sec, uint32_t n_sec
                     break;
                 crc[k] = crc32_update(crc[k], raw, (size_t)n * row_bytes);
                 for (int64_t i = 0; i < n; i++)
-                    for (int64_t c = 0; c < L->cols; c++) {
-                        const unsigned char *p = raw + (size_t)(i * L->cols + c) * item;
-                        const int64_t at = i * L->stride + c;
-                        if (!m16) ((float *)buf[k])[at] = get_f32(p);
-                        else if (item == 2) ((uint16_t *)buf[k])[at] = (uint16_t)(p[0] | p[1] << 8);
-                        else ((uint16_t *)buf[k])[at] = spr_bf16_from_f32(get_f32(p)); /* exact */
-                    }
+                    decode_entries(raw + (size_t)i * row_bytes, L->cols, item, m16,
+                                   buf[k] + (size_t)(i * L->stride) * (m16 ? 2 : 4));
             }
             if (st) break;
 #pragma omp parallel for schedule(dynamic, 256) num_threads(spr_threads(0))
@@ -1423,16 +1414,16 @@ static spr_status load_file(const char *path, int what, spr_model **out) {
             for (int k = 0; k < 6; k++) stat[k] = (int64_t)get_u64(p + 8 * k);
             break;
         case KIND_W:
-            st = L->w16 ? r_matrix_bf16(&r, L->w16, L->rows, L->cols, L->stride, &crc)
-                        : r_matrix(&r, L->w, L->rows, L->cols, L->stride, &crc);
+            st = L->w16 ? r_matrix(&r, L->w16, L->rows, L->cols, L->stride, 1, &crc)
+                        : r_matrix(&r, L->w, L->rows, L->cols, L->stride, 0, &crc);
             break;
         case KIND_MW:
-            st = L->mw16 ? r_matrix_bf16(&r, L->mw16, L->rows, L->cols, L->stride, &crc)
-                         : r_matrix(&r, L->mw, L->rows, L->cols, L->stride, &crc);
+            st = L->mw16 ? r_matrix(&r, L->mw16, L->rows, L->cols, L->stride, 1, &crc)
+                         : r_matrix(&r, L->mw, L->rows, L->cols, L->stride, 0, &crc);
             break;
         case KIND_VW:
-            st = L->vw16 ? r_matrix_bf16(&r, L->vw16, L->rows, L->cols, L->stride, &crc)
-                         : r_matrix(&r, L->vw, L->rows, L->cols, L->stride, &crc);
+            st = L->vw16 ? r_matrix(&r, L->vw16, L->rows, L->cols, L->stride, 1, &crc)
+                         : r_matrix(&r, L->vw, L->rows, L->cols, L->stride, 0, &crc);
             break;
         case KIND_B: st = r_floats(&r, L->b, L->size, &crc); break;
         case KIND_MB: st = r_floats(&r, L->mb, L->size, &crc); break;

@@ -680,7 +680,7 @@ static int train_run(const train_args *args) {
     /* Fails before hours of training where the model could not be saved. */
     if (!rc && a.save_path && (st = spr_model_save_check(a.save_path)) != SPR_STATUS_OK) rc = library_error(st);
     spr_model_config cfg;
-    spr_model_info resumed;          /* the --resume model's counters and sizes */
+    spr_model_info resumed = {0};    /* the --resume model's counters and sizes */
     spr_data_note note = {0, 0, 0}; /* its record of its training set */
     if (!rc && a.resume_path) {
         /* Peeked at first (its small sections): a wrong file or option fails before the
@@ -805,10 +805,9 @@ static int train_run(const train_args *args) {
             goto done;
         }
     }
-    if (a.resume_path && resumed.parameter_bytes + resumed.table_bytes >= SPR_BIG_MODEL_BYTES && !a.quiet &&
-        cli_is_root())
-        fprintf(stderr, "sparrow train: loading %s (%.1f GB) ...\n", a.resume_path,
-                (double)(resumed.parameter_bytes + resumed.table_bytes) / 1e9);
+    const int64_t resumed_bytes = resumed.parameter_bytes + resumed.table_bytes;
+    if (a.resume_path && resumed_bytes >= SPR_BIG_MODEL_BYTES && !a.quiet && cli_is_root())
+        fprintf(stderr, "sparrow train: loading %s (%.1f GB) ...\n", a.resume_path, (double)resumed_bytes / 1e9);
     if (a.resume_path &&
         (rc = cli_agree_status(cli_dist ? spr_model_load_sharded(a.resume_path, cli_dist, &model)
                                         : spr_model_load(a.resume_path, &model))))
