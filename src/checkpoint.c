@@ -1335,8 +1335,10 @@ static spr_status settle_from_file(reader *r, const section *sec, uint32_t n_sec
 }
 
 /* What a load reads: everything (training goes on from it), or for inference the
- * weights and biases, with or without the LSH tables (spr_model_load_inference). */
-enum { LOAD_ALL, LOAD_WEIGHTS, LOAD_WEIGHTS_TABLES };
+ * weights and biases, with or without the LSH tables (spr_model_load_inference), or
+ * (LOAD_WEIGHTS_OWING, a manifest's shard for inference) the weights and biases as
+ * stored: rows may still owe steps, which spr_checkpoint_settle_rows takes later. */
+enum { LOAD_ALL, LOAD_WEIGHTS, LOAD_WEIGHTS_TABLES, LOAD_WEIGHTS_OWING };
 
 static spr_status load_file(const char *path, int what, spr_model **out);
 
@@ -1483,7 +1485,8 @@ static spr_status load_file(const char *path, int what, spr_model **out) {
         }
         spr_catch_up_prepare(m, &adam);
     }
-    if (what != LOAD_WEIGHTS) { /* the tables (a model for inference may go without) */
+    if (what == LOAD_ALL || what == LOAD_WEIGHTS_TABLES) { /* the tables (a model for
+                                                             * inference may go without) */
         /* the layers with a TBL section take its tables; the others' are hashed from the
          * rows as stored, as the whole model's are before a settle */
         unsigned restored = 0;
@@ -1495,7 +1498,7 @@ static spr_status load_file(const char *path, int what, spr_model **out) {
                 goto done;
     }
     /* rows that owe steps inference must see taken */
-    if (weights_only && adam_sec && m->settled_step < m->steps)
+    if (weights_only && what != LOAD_WEIGHTS_OWING && adam_sec && m->settled_step < m->steps)
         st = settle_from_file(&r, sec, n_sections, m);
 
 done:
@@ -1507,6 +1510,48 @@ done:
     }
     *out = m;
     return SPR_STATUS_OK;
+}
+
+spr_status spr_checkpoint_load_owing(const char *path, spr_model **out) {
+    return load_file(path, LOAD_WEIGHTS_OWING, out);
+}
+
+spr_status spr_checkpoint_settle_rows(const char *path, spr_model *m, int64_t lo) {
+    reader r = {.path = path, .fd = -1, .cap = CKPT_BUFFER};
+    section sec[CKPT_MAX_SECTIONS];
+    uint32_t n_sections = 0;
+    spr_model_config cfg;
+    spr_data_note note;
+    spr_status st = read_layout(&r, sec, &n_sections, &cfg, &note);
+    const int last = m->n_layers - 1;
+    int same = !st && cfg.n_layers == m->n_layers && cfg.n_features == m->cfg.n_features && lo >= 0 &&
+               lo + cfg.layers[last].size <= m->layers[last].size;
+    for (int l = 0; same && l < last; l++) same = cfg.layers[l].size == m->layers[l].size;
+    if (!st && !same)
+        st = spr_fail(SPR_STATUS_BAD_INPUT, "%s: does not fit rows %lld.. of the model it settles", path,
+                      (long long)lo);
+    int adam = 0;
+    for (uint32_t i = 0; !st && i < n_sections; i++) adam |= sec[i].tag == make_tag(KIND_ADAM, 0);
+    if (!st && adam && spr_catch_up_known(&m->catch_up)) {
+        /* a view of m whose output layer is the file's rows (the salts' labels global) */
+        spr_model *v = malloc(sizeof *v);
+        if (!v) {
+            st = spr_fail(SPR_STATUS_NO_MEMORY, "%s: out of memory", path);
+        } else {
+            *v = *m;
+            spr_layer *L = &v->layers[last];
+            const int64_t n = cfg.layers[last].size, off = lo * L->stride;
+            if (L->w16) L->w16 += off;
+            else L->w += off;
+            L->b += lo, L->mb += lo, L->vb += lo, L->last_step += lo;
+            L->rows = L->size = n;
+            v->label_lo = m->label_lo + lo;
+            st = settle_from_file(&r, sec, n_sections, v);
+            free(v);
+        }
+    }
+    if (r.fd >= 0) close(r.fd);
+    return st;
 }
 
 spr_status spr_checkpoint_peek(const char *path, spr_model_config *cfg, int64_t stat[6],
@@ -1619,15 +1664,5 @@ spr_status spr_model_load_inference(const char *path, int tables, spr_model **ou
     if (!path || !out)
         return spr_fail(SPR_STATUS_BAD_INPUT, "spr_model_load_inference: path and out must be given");
     if (!spr_dist_is_manifest(path)) return load_file(path, tables ? LOAD_WEIGHTS_TABLES : LOAD_WEIGHTS, out);
-    /* a manifest's shards are assembled whole (dist.c), then settled and slimmed */
-    spr_status st = spr_dist_load_manifest(path, out);
-    if (!st) st = spr_model_settle(*out, 0);
-    if (st) {
-        spr_model_free(*out);
-        *out = NULL;
-        return st;
-    }
-    spr_model_drop_state(*out);
-    if (!tables) spr_model_drop_tables(*out);
-    return SPR_STATUS_OK;
+    return spr_dist_load_manifest_inference(path, tables, out); /* shard by shard */
 }

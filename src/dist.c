@@ -430,6 +430,7 @@ static uint64_t fingerprint_bytes(uint64_t h, const void *p, size_t bytes) {
  * different saves: of another run, or of this one at another step (a save that a crash
  * cut short between the shards). */
 static uint64_t replicated_fingerprint(const spr_model *m) {
+    /* (a model for inference has no weight moments: both sides of a comparison are alike) */
     const int64_t counters[] = {m->steps,    m->samples,  m->epoch,           m->next_rehash,
                                 m->rehashes, m->rebuilds, (int64_t)m->cfg.seed};
     uint64_t h = fingerprint_bytes(0xcbf29ce484222325ull, counters, sizeof counters);
@@ -438,8 +439,8 @@ static uint64_t replicated_fingerprint(const spr_model *m) {
         const size_t row = (size_t)L->cols * sizeof(float);
         for (int64_t r = 0; r < L->rows; r++) {
             h = fingerprint_bytes(h, L->w + r * L->stride, row);
-            h = fingerprint_bytes(h, L->mw + r * L->stride, row);
-            h = fingerprint_bytes(h, L->vw + r * L->stride, row);
+            if (L->mw) h = fingerprint_bytes(h, L->mw + r * L->stride, row);
+            if (L->vw) h = fingerprint_bytes(h, L->vw + r * L->stride, row);
         }
         const size_t bias = (size_t)L->size * sizeof(float);
         h = fingerprint_bytes(h, L->b, bias);
@@ -456,10 +457,13 @@ static spr_status mixed_shards(const char *file, const char *reference) {
                     file, reference);
 }
 
-/* Shard r's file, checked against the manifest and against shard 0's hidden layers. */
-static spr_status load_shard_file(const manifest *mf, int r, const spr_model *first,
+/* Shard r's file (all of it, or for inference its weights as stored: owing), checked
+ * against the manifest and against first, a model with shard 0's hidden layers and
+ * counters (shard 0's own, or the whole they were copied into). */
+static spr_status load_shard_file(const manifest *mf, int r, const spr_model *first, int owing,
                                   spr_model **out) {
-    spr_status st = spr_checkpoint_load(mf->files[r], out);
+    spr_status st = owing ? spr_checkpoint_load_owing(mf->files[r], out)
+                          : spr_checkpoint_load(mf->files[r], out);
     if (st) return st;
     const spr_model *s = *out;
     const int last = s->n_layers - 1;
@@ -489,20 +493,63 @@ spr_status spr_dist_load_manifest(const char *path, spr_model **out) {
     spr_status st = manifest_read(path, &mf);
     if (st) return st;
     spr_model *first = NULL, *whole = NULL, *shard = NULL;
-    if ((st = load_shard_file(&mf, 0, NULL, &first))) goto done;
+    if ((st = load_shard_file(&mf, 0, NULL, 0, &first))) goto done;
     spr_model_config c = first->cfg;
     c.layers[c.n_layers - 1].size = mf.labels;
     if ((st = spr_model_alloc(&c, &whole))) goto done;
     const int last = c.n_layers - 1;
     copy_replicated(whole, first);
     copy_rows(&whole->layers[last], 0, &first->layers[last], 0, mf.hi[0], 1);
+    spr_model_free(first); /* the whole holds its hidden layers and counters now */
+    first = NULL;
     for (int r = 1; r < mf.ranks; r++) { /* one shard in memory at a time, beside the whole */
-        if ((st = load_shard_file(&mf, r, first, &shard))) goto done;
+        if ((st = load_shard_file(&mf, r, whole, 0, &shard))) goto done;
         copy_rows(&whole->layers[last], mf.lo[r], &shard->layers[last], 0, mf.hi[r] - mf.lo[r], 1);
         spr_model_free(shard);
         shard = NULL;
     }
     if ((st = spr_model_build_tables(whole, 0))) goto done;
+    *out = whole;
+    whole = NULL;
+done:
+    spr_model_free(first);
+    spr_model_free(whole);
+    spr_model_free(shard);
+    manifest_free(&mf);
+    return st;
+}
+
+spr_status spr_dist_load_manifest_inference(const char *path, int tables, spr_model **out) {
+    *out = NULL;
+    manifest mf;
+    spr_status st = manifest_read(path, &mf);
+    if (st) return st;
+    spr_model *first = NULL, *whole = NULL, *shard = NULL;
+    if ((st = load_shard_file(&mf, 0, NULL, 1, &first))) goto done;
+    spr_model_config c = first->cfg;
+    const int last = c.n_layers - 1;
+    c.layers[last].size = mf.labels;
+    if ((st = spr_model_alloc_as(&c, 1, &whole))) goto done;
+    copy_replicated(whole, first);
+    copy_rows(&whole->layers[last], 0, &first->layers[last], 0, mf.hi[0], 1);
+    spr_model_free(first);
+    first = NULL;
+    for (int r = 1; r < mf.ranks; r++) { /* one shard in memory at a time, beside the whole */
+        if ((st = load_shard_file(&mf, r, whole, 1, &shard))) goto done;
+        copy_rows(&whole->layers[last], mf.lo[r], &shard->layers[last], 0, mf.hi[r] - mf.lo[r], 1);
+        spr_model_free(shard);
+        shard = NULL;
+    }
+    /* the tables of the rows as stored (as spr_model_load's), then the owed steps */
+    if (tables && (st = spr_model_build_tables(whole, 0))) goto done;
+    for (int r = 0; r < mf.ranks; r++)
+        if ((st = spr_checkpoint_settle_rows(mf.files[r], whole, mf.lo[r]))) goto done;
+    spr_model_drop_keys(whole);
+    whole->settled_step = whole->steps;
+    for (int l = 0; l < whole->n_layers; l++)
+        for (int64_t i = 0; i < whole->layers[l].rows; i++)
+            if (whole->layers[l].last_step[i] < whole->settled_step)
+                whole->settled_step = whole->layers[l].last_step[i];
     *out = whole;
     whole = NULL;
 done:
@@ -581,7 +628,7 @@ spr_status spr_model_load_sharded(const char *path, spr_dist *d, spr_model **out
             int64_t lo, hi;
             spr_dist_shard_range(mf.labels, d->rank, d->size, &lo, &hi);
             if (lo == mf.lo[d->rank] && hi == mf.hi[d->rank]) {
-                st = load_shard_file(&mf, d->rank, NULL, out);
+                st = load_shard_file(&mf, d->rank, NULL, 0, out);
                 /* every rank's shard from the same save: the fingerprints of all agree */
                 uint64_t mine = st ? 0 : replicated_fingerprint(*out);
                 uint64_t *all = calloc((size_t)d->size, sizeof *all);

@@ -69,6 +69,14 @@ spr_status spr_dist_merge_topk(spr_dist *d, int32_t *ids, float *scores, int64_t
  * mode_of where there is one (NULL: of the file it replaces; a shard: its manifest's). */
 spr_status spr_checkpoint_save(const spr_model *model, const char *path, const char *mode_of);
 spr_status spr_checkpoint_load(const char *path, spr_model **out);
+/* A shard of a manifest for inference: its weights and biases as stored (a model for
+ * inference whose rows may still owe Adam steps: not for use before they are taken). */
+spr_status spr_checkpoint_load_owing(const char *path, spr_model **out);
+/* The rows of m (a model for inference) that owe Adam steps and that the file at path
+ * holds, its output rows at m's rows lo.. and its hidden layers, take them (as
+ * spr_model_settle would), with the file's moments streamed: a manifest's shards
+ * assembled for inference settle shard by shard. */
+spr_status spr_checkpoint_settle_rows(const char *path, spr_model *m, int64_t lo);
 /* One model file's configuration, STAT counters (steps, samples, epoch, next_rehash,
  * rehashes, rebuilds), data note and Adam options (lr, beta1, beta2, eps; 0 without an
  * ADAM section), from its small sections (spr_model_peek). */
@@ -102,6 +110,11 @@ void spr_file_list_free(char **list);
 /* The manifest of a sharded model (checkpoint.c's spr_model_load asks). */
 int spr_dist_is_manifest(const char *path);
 spr_status spr_dist_load_manifest(const char *path, spr_model **out);
+/* The whole model a manifest's shards make up, for inference (spr_model_load_inference):
+ * weights and biases assembled a shard at a time, tables (when asked) hashed from the
+ * rows as stored, then the rows that owe Adam steps settled from each shard's moments,
+ * streamed; never more than the whole's weights and one shard's in memory. */
+spr_status spr_dist_load_manifest_inference(const char *path, int tables, spr_model **out);
 /* spr_checkpoint_peek of the whole model a manifest's shards make up (shard 0's file,
  * the output layer the manifest's labels). */
 spr_status spr_dist_peek_manifest(const char *path, spr_model_config *cfg, int64_t stat[6],

@@ -345,10 +345,19 @@ void spr_model_drop_state(spr_model *m) {
         L->gw = L->mw = L->vw = NULL;
         L->mw16 = L->vw16 = NULL;
         L->gw_reserved = 0, L->gw_ready = 0;
-        if (L->cfg.select != SPR_SELECT_RANK) spr_free(L->keys), L->keys = NULL; /* a rehash's */
     }
+    spr_model_drop_keys(m);
     spr_train_free(m); /* a training run's scratch */
     m->weights_only = 1;
+}
+
+void spr_model_drop_keys(spr_model *m) {
+    for (int l = 0; l < m->n_layers; l++) {
+        spr_layer *L = &m->layers[l];
+        if (L->cfg.select != SPR_SELECT_RANK) spr_free(L->keys), L->keys = NULL; /* a rehash's */
+    }
+    spr_free(m->rehash_block);
+    m->rehash_block = NULL, m->rehash_threads = 0, m->rehash_work_len = m->rehash_conv_len = 0;
 }
 
 void spr_model_drop_tables(spr_model *m) {

@@ -407,6 +407,10 @@ spr_status spr_model_alloc_as(const spr_model_config *cfg, int weights_only, spr
  * hashes into (after a settle: it must owe no steps that could be taken, settled_step). */
 void spr_model_drop_state(spr_model *m);
 
+/* Frees the keys a rehash hashes into (not rank selection's, which it reads) and the
+ * rehash's scratch: a model for inference, its tables built, needs neither. */
+void spr_model_drop_keys(spr_model *m);
+
 /* Frees the hash functions, tables and keys of every sampled layer (a model for inference
  * that does not want them: exact inference never reads them). */
 void spr_model_drop_tables(spr_model *m);

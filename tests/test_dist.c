@@ -17,6 +17,9 @@
  *     one-process model loads on N ranks, equal to the reference
  *   - a sampled hidden layer trained on N ranks stays the same on every rank (the
  *     shards of its save agree)
+ *   - a model saved on N ranks inside an epoch and loaded for inference on 1 process
+ *     predicts as the whole model loaded and settled, bit for bit (float and BF16),
+ *     allocating less than half of what that load does
  * With --mpi-die / --mpi-hang under mpirun -np 2: rank 1 dies (SIGKILL) or hangs after
  * two steps; rank 0 must fail with a clear error within its timeout (3 s), not hang.
  * The shell script checks the exit status and the message.
@@ -602,6 +605,75 @@ static int mpi_main(const char *dir) {
             CHECK(st == SPR_STATUS_OK, "a model with a sampled hidden layer saved on %d ranks: "
                   "expected its shards to agree, got %s", size, spr_last_error());
             spr_model_free(back);
+        }
+        OK(spr_dist_barrier(d, "test"));
+        spr_model_free(part);
+    }
+    /* A sampled model saved on N ranks inside an epoch (rows owe Adam steps; BF16 weights
+     * and moments: the settle's rounding salts follow the global label), loaded for
+     * inference on one process shard by shard: the predictions of the whole model loaded
+     * and settled, bit for bit, from the weights alone and one shard's at a time. */
+    for (int bf16 = 0; bf16 < 2; bf16++) {
+        spr_model_config cs = toy_config(&t, 0.1f); /* 5 of 41: rows in every shard owe */
+        cs.bf16_state = cs.bf16_weights = bf16;
+        spr_model *part;
+        OK(spr_model_create_sharded(&cs, d, &part));
+        spr_train_options os = o;
+        os.dense = 0;
+        os.clip_norm = 0.0f;
+        os.batch_size = 4;
+        int64_t rows[4];
+        for (int step = 0; step < 6; step++) {
+            for (int64_t i = 0; i < 4; i++) rows[i] = (step * 29 + i * 13) % v.n_points;
+            OK(spr_model_train_batch(part, t.data, rows, 4, &os, NULL));
+        }
+        char ipath[512];
+        snprintf(ipath, sizeof ipath, "%s/owing%d", dir, bf16);
+        OK(spr_model_save(part, ipath));
+        if (rank == 0) {
+            spr_model *settled = NULL, *inf = NULL, *bare = NULL;
+            const long long at0 = spr_alloc_bytes();
+            OK(spr_model_load(ipath, &settled));
+            const long long at1 = spr_alloc_bytes();
+            CHECK(settled->settled_step < settled->steps, "bf16 %d: expected rows owing steps", bf16);
+            OK(spr_model_settle(settled, 1));
+            const long long at2 = spr_alloc_bytes();
+            OK(spr_model_load_inference(ipath, 0, &bare));
+            const long long at3 = spr_alloc_bytes();
+            OK(spr_model_load_inference(ipath, 1, &inf));
+            /* both make the whole and load N shards: N + 1 model structs (690 KB each, most
+             * of these toy models' bytes), and then the arrays */
+            const long long structs = (size + 1) * (long long)sizeof(spr_model);
+            CHECK((at3 - at2 - structs) * 2 < at1 - at0 - structs,
+                  "bf16 %d: a manifest for inference allocated %lld bytes for its arrays, the "
+                  "whole load %lld", bf16, at3 - at2 - structs, at1 - at0 - structs);
+            int64_t differ = 0; /* weights and biases, bit for bit */
+            for (int l = 0; l < settled->n_layers; l++) {
+                const spr_layer *A = &settled->layers[l], *B = &bare->layers[l];
+                const size_t item = A->w16 ? 2 : 4;
+                for (int64_t r = 0; r < A->rows; r++)
+                    differ += memcmp(A->w16 ? (const void *)(A->w16 + r * A->stride) : A->w + r * A->stride,
+                                     B->w16 ? (const void *)(B->w16 + r * B->stride) : B->w + r * B->stride,
+                                     (size_t)A->cols * item) != 0;
+                differ += memcmp(A->b, B->b, (size_t)A->size * 4) != 0;
+            }
+            CHECK(differ == 0, "bf16 %d: a manifest for inference: %lld rows differ from the settled whole's",
+                  bf16, (long long)differ);
+            const int64_t n = v.n_points;
+            int32_t *ia = malloc((size_t)n * 5 * 4), *ib = malloc((size_t)n * 5 * 4);
+            float *sa = malloc((size_t)n * 5 * 4), *sb = malloc((size_t)n * 5 * 4);
+            for (int sparse = 0; sparse < 2; sparse++) {
+                spr_model *m = sparse ? inf : bare;
+                OK(spr_model_predict(settled, t.data, NULL, 0, 5, sparse, 1, ia, sa));
+                OK(spr_model_predict(m, t.data, NULL, 0, 5, sparse, 1, ib, sb));
+                CHECK(!memcmp(ia, ib, (size_t)n * 5 * 4) && !memcmp(sa, sb, (size_t)n * 5 * 4),
+                      "bf16 %d: a %d-rank manifest loaded for inference: expected the settled "
+                      "whole's %s predictions", bf16, size, sparse ? "sparse" : "exact");
+            }
+            free(ia), free(ib), free(sa), free(sb);
+            spr_model_free(settled);
+            spr_model_free(inf);
+            spr_model_free(bare);
         }
         OK(spr_dist_barrier(d, "test"));
         spr_model_free(part);
