@@ -487,28 +487,42 @@ static spr_status load_shard_file(const manifest *mf, int r, const spr_model *fi
     return SPR_STATUS_OK;
 }
 
-spr_status spr_dist_load_manifest(const char *path, spr_model **out) {
+/* The whole model a manifest's shards make up, one shard in memory at a time beside it:
+ * all of it (spr_model_load), or for inference (spr_dist_load_manifest_inference) the
+ * weights and biases as stored, the tables when asked, then the owed steps taken. */
+static spr_status assemble(const char *path, int inference, int tables, spr_model **out) {
     *out = NULL;
     manifest mf;
     spr_status st = manifest_read(path, &mf);
     if (st) return st;
     spr_model *first = NULL, *whole = NULL, *shard = NULL;
-    if ((st = load_shard_file(&mf, 0, NULL, 0, &first))) goto done;
+    if ((st = load_shard_file(&mf, 0, NULL, inference, &first))) goto done;
     spr_model_config c = first->cfg;
-    c.layers[c.n_layers - 1].size = mf.labels;
-    if ((st = spr_model_alloc(&c, &whole))) goto done;
     const int last = c.n_layers - 1;
+    c.layers[last].size = mf.labels;
+    if ((st = spr_model_alloc_as(&c, inference, &whole))) goto done;
     copy_replicated(whole, first);
     copy_rows(&whole->layers[last], 0, &first->layers[last], 0, mf.hi[0], 1);
     spr_model_free(first); /* the whole holds its hidden layers and counters now */
     first = NULL;
-    for (int r = 1; r < mf.ranks; r++) { /* one shard in memory at a time, beside the whole */
-        if ((st = load_shard_file(&mf, r, whole, 0, &shard))) goto done;
+    for (int r = 1; r < mf.ranks; r++) {
+        if ((st = load_shard_file(&mf, r, whole, inference, &shard))) goto done;
         copy_rows(&whole->layers[last], mf.lo[r], &shard->layers[last], 0, mf.hi[r] - mf.lo[r], 1);
         spr_model_free(shard);
         shard = NULL;
     }
-    if ((st = spr_model_build_tables(whole, 0))) goto done;
+    /* the tables of the rows as stored (spr_model_load's), then for inference the owed steps */
+    if (tables && (st = spr_model_build_tables(whole, 0))) goto done;
+    if (inference) {
+        for (int r = 0; r < mf.ranks; r++)
+            if ((st = spr_checkpoint_settle_rows(mf.files[r], whole, mf.lo[r]))) goto done;
+        spr_model_drop_keys(whole);
+        whole->settled_step = whole->steps;
+        for (int l = 0; l < whole->n_layers; l++)
+            for (int64_t i = 0; i < whole->layers[l].rows; i++)
+                if (whole->layers[l].last_step[i] < whole->settled_step)
+                    whole->settled_step = whole->layers[l].last_step[i];
+    }
     *out = whole;
     whole = NULL;
 done:
@@ -519,45 +533,12 @@ done:
     return st;
 }
 
+spr_status spr_dist_load_manifest(const char *path, spr_model **out) {
+    return assemble(path, 0, 1, out);
+}
+
 spr_status spr_dist_load_manifest_inference(const char *path, int tables, spr_model **out) {
-    *out = NULL;
-    manifest mf;
-    spr_status st = manifest_read(path, &mf);
-    if (st) return st;
-    spr_model *first = NULL, *whole = NULL, *shard = NULL;
-    if ((st = load_shard_file(&mf, 0, NULL, 1, &first))) goto done;
-    spr_model_config c = first->cfg;
-    const int last = c.n_layers - 1;
-    c.layers[last].size = mf.labels;
-    if ((st = spr_model_alloc_as(&c, 1, &whole))) goto done;
-    copy_replicated(whole, first);
-    copy_rows(&whole->layers[last], 0, &first->layers[last], 0, mf.hi[0], 1);
-    spr_model_free(first);
-    first = NULL;
-    for (int r = 1; r < mf.ranks; r++) { /* one shard in memory at a time, beside the whole */
-        if ((st = load_shard_file(&mf, r, whole, 1, &shard))) goto done;
-        copy_rows(&whole->layers[last], mf.lo[r], &shard->layers[last], 0, mf.hi[r] - mf.lo[r], 1);
-        spr_model_free(shard);
-        shard = NULL;
-    }
-    /* the tables of the rows as stored (as spr_model_load's), then the owed steps */
-    if (tables && (st = spr_model_build_tables(whole, 0))) goto done;
-    for (int r = 0; r < mf.ranks; r++)
-        if ((st = spr_checkpoint_settle_rows(mf.files[r], whole, mf.lo[r]))) goto done;
-    spr_model_drop_keys(whole);
-    whole->settled_step = whole->steps;
-    for (int l = 0; l < whole->n_layers; l++)
-        for (int64_t i = 0; i < whole->layers[l].rows; i++)
-            if (whole->layers[l].last_step[i] < whole->settled_step)
-                whole->settled_step = whole->layers[l].last_step[i];
-    *out = whole;
-    whole = NULL;
-done:
-    spr_model_free(first);
-    spr_model_free(whole);
-    spr_model_free(shard);
-    manifest_free(&mf);
-    return st;
+    return assemble(path, 1, tables, out);
 }
 
 int spr_model_file_shards(const char *path) {
