@@ -742,8 +742,10 @@ SPR_API spr_status spr_model_create_sharded(const spr_model_config *config, spr_
                                             spr_model **out);
 
 /* This rank's shard of a model saved by spr_model_save on any number of ranks (or by
- * one process): the shard file directly when the rank counts agree, else the whole
- * model is assembled and cut (it must then fit each rank's memory once). */
+ * one process): the shard file directly when the rank counts agree, else this rank's
+ * rows of each file that holds some (the others read through for their checksums, one
+ * file at a time): no rank holds the whole model. Every rank's rows must come from one
+ * save (their replicated layers and counters agree), else all fail. */
 SPR_API spr_status spr_model_load_sharded(const char *path, spr_dist *dist, spr_model **out);
 
 /* Bytes rank `rank` of `ranks` needs for its part of config (spr_model_config_memory of

@@ -1340,19 +1340,25 @@ static spr_status settle_from_file(reader *r, const section *sec, uint32_t n_sec
  * stored: rows may still owe steps, which spr_checkpoint_settle_rows takes later. */
 enum { LOAD_ALL, LOAD_WEIGHTS, LOAD_WEIGHTS_TABLES, LOAD_WEIGHTS_OWING };
 
-static spr_status load_file(const char *path, int what, spr_model **out);
+static spr_status load_file(const char *path, int what, int64_t lo, int64_t hi, spr_model **out);
 
 spr_status spr_checkpoint_load(const char *path, spr_model **out) {
     if (!path || !out) return spr_fail(SPR_STATUS_BAD_INPUT, "spr_model_load: path and out must be given");
-    return load_file(path, LOAD_ALL, out);
+    return load_file(path, LOAD_ALL, 0, -1, out);
+}
+
+spr_status spr_checkpoint_load_rows(const char *path, int64_t lo, int64_t hi, spr_model **out) {
+    return load_file(path, LOAD_ALL, lo, hi, out);
 }
 
 /* For inference the weight moments are not kept: their sections are skipped unread
  * (`sparrow info --verify` checks every checksum), except where rows owe Adam steps the
- * file knows how to take: those layers' moments are streamed through settle_from_file. */
-static spr_status load_file(const char *path, int what, spr_model **out) {
+ * file knows how to take: those layers' moments are streamed through settle_from_file.
+ * hi >= 0: the output layer's rows [lo, hi) only (the others read through for their
+ * checksums), no tables. */
+static spr_status load_file(const char *path, int what, int64_t lo, int64_t hi, spr_model **out) {
     *out = NULL;
-    const int weights_only = what != LOAD_ALL;
+    const int weights_only = what != LOAD_ALL, window = hi >= 0;
 
     spr_status st = SPR_STATUS_OK;
     spr_model *m = NULL;
@@ -1363,9 +1369,20 @@ static spr_status load_file(const char *path, int what, spr_model **out) {
     spr_model_config cfg;
     spr_data_note note;
     if ((st = read_layout(&r, sec, &n_sections, &cfg, &note))) goto done;
+    const int last = cfg.n_layers - 1;
+    const int64_t all_rows = cfg.layers[last].size;
+    if (!window) {
+        lo = 0, hi = all_rows;
+    } else if (lo < 0 || hi <= lo || hi > all_rows) {
+        st = spr_fail(SPR_STATUS_BAD_INPUT, "%s: output rows [%lld, %lld) asked of a model of %lld", path,
+                      (long long)lo, (long long)hi, (long long)all_rows);
+        goto done;
+    }
+    spr_model_config kept = cfg; /* the rows kept */
+    kept.layers[last].size = hi - lo;
 
     /* The file is consistent: allocate and stream the arrays in, in file order. */
-    if ((st = spr_model_alloc_as(&cfg, weights_only, &m))) goto done;
+    if ((st = spr_model_alloc_as(&kept, weights_only, &m))) goto done;
     if (m->n_layers != cfg.n_layers) {
         st = spr_fail(SPR_STATUS_INTERNAL, "%s: the allocated model has %d layers, not %d", path, m->n_layers,
                       cfg.n_layers);
@@ -1373,9 +1390,9 @@ static spr_status load_file(const char *path, int what, spr_model **out) {
     }
     for (int l = 0; l < cfg.n_layers; l++) {
         int64_t rows, cols;
-        weight_shape(&cfg, l, &rows, &cols);
+        weight_shape(&kept, l, &rows, &cols);
         const spr_layer *L = &m->layers[l];
-        if (L->rows != rows || L->cols != cols || L->size != cfg.layers[l].size || L->stride < cols) {
+        if (L->rows != rows || L->cols != cols || L->size != kept.layers[l].size || L->stride < cols) {
             st = spr_fail(SPR_STATUS_INTERNAL, "%s: layer %d allocated as (%lld, %lld), the file has (%lld, %lld)", path,
                           l, (long long)L->rows, (long long)L->cols, (long long)rows, (long long)cols);
             goto done;
@@ -1405,6 +1422,12 @@ static spr_status load_file(const char *path, int what, spr_model **out) {
             continue;
         }
         if ((st = r_skip(&r, CKPT_SECTION_HEAD, NULL))) goto done;
+        /* a window of the output layer's rows: those before it and after it are read
+         * through for the checksum (every array of that layer is one row a label) */
+        const int per_label = kind == KIND_W || kind == KIND_B || kind == KIND_MW || kind == KIND_VW ||
+                              kind == KIND_MB || kind == KIND_VB || kind == KIND_LAST;
+        const uint64_t row_bytes = l == last && per_label ? s->len / (uint64_t)all_rows : 0;
+        if (row_bytes && (st = r_skip(&r, (uint64_t)lo * row_bytes, &crc))) goto done;
         switch (kind) {
         case KIND_CONF:
         case KIND_OPT:
@@ -1438,6 +1461,7 @@ static spr_status load_file(const char *path, int what, spr_model **out) {
             break;
         }
         if (st) goto done;
+        if (row_bytes && (st = r_skip(&r, (uint64_t)(all_rows - hi) * row_bytes, &crc))) goto done;
         if ((st = r_take(&r, CKPT_SECTION_TAIL, &p))) goto done;
         if (get_u32(p) != crc) {
             st = bad(&r, s, "checksum mismatch (file damaged)");
@@ -1485,8 +1509,8 @@ static spr_status load_file(const char *path, int what, spr_model **out) {
         }
         spr_catch_up_prepare(m, &adam);
     }
-    if (what == LOAD_ALL || what == LOAD_WEIGHTS_TABLES) { /* the tables (a model for
-                                                             * inference may go without) */
+    /* the tables (a model for inference may go without; a window's are the caller's) */
+    if (!window && (what == LOAD_ALL || what == LOAD_WEIGHTS_TABLES)) {
         /* the layers with a TBL section take its tables; the others' are hashed from the
          * rows as stored, as the whole model's are before a settle */
         unsigned restored = 0;
@@ -1513,7 +1537,7 @@ done:
 }
 
 spr_status spr_checkpoint_load_owing(const char *path, spr_model **out) {
-    return load_file(path, LOAD_WEIGHTS_OWING, out);
+    return load_file(path, LOAD_WEIGHTS_OWING, 0, -1, out);
 }
 
 spr_status spr_checkpoint_settle_rows(const char *path, spr_model *m, int64_t lo) {
@@ -1663,6 +1687,6 @@ spr_status spr_model_load(const char *path, spr_model **out) {
 spr_status spr_model_load_inference(const char *path, int tables, spr_model **out) {
     if (!path || !out)
         return spr_fail(SPR_STATUS_BAD_INPUT, "spr_model_load_inference: path and out must be given");
-    if (!spr_dist_is_manifest(path)) return load_file(path, tables ? LOAD_WEIGHTS_TABLES : LOAD_WEIGHTS, out);
+    if (!spr_dist_is_manifest(path)) return load_file(path, tables ? LOAD_WEIGHTS_TABLES : LOAD_WEIGHTS, 0, -1, out);
     return spr_dist_load_manifest_inference(path, tables, out); /* shard by shard */
 }

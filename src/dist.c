@@ -232,30 +232,6 @@ static void copy_replicated(spr_model *dst, const spr_model *src) {
     dst->catch_up = src->catch_up; /* the Adam options the rows' owed steps are taken at */
 }
 
-/* The shard of rank/size cut from a whole model (hash tables rebuilt for its rows). */
-static spr_status cut_shard(const spr_model *whole, spr_dist *d, spr_model **out) {
-    *out = NULL;
-    spr_status st = check_shardable(&whole->cfg, d->size);
-    if (st) return st;
-    const int last = whole->n_layers - 1;
-    int64_t lo, hi;
-    spr_dist_shard_range(whole->layers[last].size, d->rank, d->size, &lo, &hi);
-    spr_model_config c = shard_config(&whole->cfg, lo, hi);
-    spr_model *m = NULL;
-    if ((st = spr_model_alloc(&c, &m))) return st;
-    copy_replicated(m, whole);
-    copy_rows(&m->layers[last], 0, &whole->layers[last], lo, hi - lo, 1);
-    m->label_lo = lo;
-    m->label_total = whole->layers[last].size;
-    if ((st = spr_model_build_tables(m, 0))) {
-        spr_model_free(m);
-        return st;
-    }
-    m->dist = d;
-    *out = m;
-    return SPR_STATUS_OK;
-}
-
 /* ------------------------------------------------------------ manifest */
 
 typedef struct manifest {
@@ -598,47 +574,128 @@ spr_status spr_dist_peek_manifest(const char *path, spr_model_config *cfg, int64
     return st;
 }
 
+/* The fields a rank's share of a model needs once its rows are in: tables hashed from
+ * them, its label range, the communicator. */
+static spr_status finish_share(spr_model *m, spr_dist *d, int64_t lo, int64_t total) {
+    m->label_lo = lo;
+    m->label_total = total;
+    spr_status st = spr_model_build_tables(m, 0);
+    if (!st) m->dist = d;
+    return st;
+}
+
+/* This rank's share of the model file at path: its output rows only, read through the
+ * others (a model that never needs to fit one rank whole). */
+static spr_status load_rows_of_file(const char *path, spr_dist *d, spr_model **out) {
+    spr_model_config cfg;
+    int64_t stat[6], lo, hi;
+    spr_data_note note;
+    float adam[4];
+    spr_status st = spr_checkpoint_peek(path, &cfg, stat, &note, adam);
+    if (!st) st = check_shardable(&cfg, d->size);
+    if (st) return st;
+    const int64_t total = cfg.layers[cfg.n_layers - 1].size;
+    spr_dist_shard_range(total, d->rank, d->size, &lo, &hi);
+    if ((st = spr_checkpoint_load_rows(path, lo, hi, out))) return st;
+    if ((st = finish_share(*out, d, lo, total))) {
+        spr_model_free(*out);
+        *out = NULL;
+    }
+    return st;
+}
+
+/* This rank's share of the model a manifest of another split names: the rows of each
+ * shard that overlap its range, read a shard at a time (never the whole model). */
+static spr_status load_rows_of_shards(const manifest *mf, spr_dist *d, spr_model **out) {
+    *out = NULL;
+    int64_t lo, hi;
+    spr_dist_shard_range(mf->labels, d->rank, d->size, &lo, &hi);
+    if (mf->labels < d->size)
+        return spr_fail(SPR_STATUS_BAD_INPUT, "%lld labels cannot be split over %d ranks",
+                        (long long)mf->labels, d->size);
+    spr_model *own = NULL, *piece = NULL;
+    const char *first = NULL; /* the file own's hidden layers came from */
+    spr_status st = SPR_STATUS_OK;
+    for (int r = 0; !st && r < mf->ranks; r++) {
+        const int64_t a = lo > mf->lo[r] ? lo : mf->lo[r], b = hi < mf->hi[r] ? hi : mf->hi[r];
+        if (a >= b) continue;
+        /* its size first (a few small reads): a shard of another size is named as such */
+        spr_model_config fc;
+        int64_t stat[6];
+        spr_data_note note;
+        float adam[4];
+        if ((st = spr_checkpoint_peek(mf->files[r], &fc, stat, &note, adam))) break;
+        int same = fc.layers[fc.n_layers - 1].size == mf->hi[r] - mf->lo[r];
+        if (same && (st = spr_checkpoint_load_rows(mf->files[r], a - mf->lo[r], b - mf->lo[r], &piece))) break;
+        const int last = fc.n_layers - 1;
+        if (same && !own) {
+            spr_model_config c = piece->cfg;
+            c.layers[last].size = hi - lo;
+            if (!(st = spr_model_alloc(&c, &own))) copy_replicated(own, piece), first = mf->files[r];
+        } else if (same) {
+            same = piece->n_layers == own->n_layers && piece->cfg.n_features == own->cfg.n_features;
+            for (int l = 0; same && l < last; l++) same = piece->layers[l].size == own->layers[l].size;
+            if (same && replicated_fingerprint(piece) != replicated_fingerprint(own))
+                st = mixed_shards(mf->files[r], first);
+        }
+        if (!st && !same)
+            st = spr_fail(SPR_STATUS_BAD_INPUT,
+                          "%s: does not match its manifest (shard %d: %lld labels expected)",
+                          mf->files[r], r, (long long)(mf->hi[r] - mf->lo[r]));
+        if (!st) copy_rows(&own->layers[last], a - lo, &piece->layers[last], 0, b - a, 1);
+        spr_model_free(piece);
+        piece = NULL;
+    }
+    if (!st) st = finish_share(own, d, lo, mf->labels);
+    if (st) {
+        spr_model_free(own);
+        return st;
+    }
+    *out = own;
+    return SPR_STATUS_OK;
+}
+
+/* Every rank's share from the same save: the fingerprints of all agree (where one rank
+ * failed, or they differ, all fail and *out is freed). mf: the manifest where each
+ * rank's file is its shard (its files named in the message), else NULL (path named). */
+static spr_status agree_one_save(spr_dist *d, spr_status st, const manifest *mf, const char *path,
+                                 spr_model **out) {
+    uint64_t mine = st ? 0 : replicated_fingerprint(*out), *all = calloc((size_t)d->size, sizeof *all);
+    if (!st && !all) st = spr_fail(SPR_STATUS_NO_MEMORY, "out of memory");
+    spr_status ag = spr_dist_agree(d, st, "loading the model");
+    if (!ag) ag = spr_dist_allgather(d, &mine, all, sizeof mine, "loading the model");
+    for (int r = 1; !ag && r < d->size; r++)
+        if (all[r] != all[0])
+            ag = mf ? mixed_shards(mf->files[r], mf->files[0])
+                    : spr_fail(SPR_STATUS_BAD_INPUT, "%s: the ranks' rows are not of one save (their "
+                               "step counters or replicated layers differ)", path);
+    free(all);
+    if (ag) {
+        spr_model_free(*out);
+        *out = NULL;
+    }
+    return ag;
+}
+
 spr_status spr_model_load_sharded(const char *path, spr_dist *d, spr_model **out) {
     if (!path || !d || !out) return spr_fail(SPR_STATUS_BAD_INPUT, "spr_model_load_sharded: NULL argument");
     *out = NULL;
-    spr_status st;
-    if (spr_dist_is_manifest(path)) {
-        manifest mf;
-        if ((st = manifest_read(path, &mf))) return st;
-        if (mf.ranks == d->size) { /* the same split: this rank's file is its shard */
-            int64_t lo, hi;
-            spr_dist_shard_range(mf.labels, d->rank, d->size, &lo, &hi);
-            if (lo == mf.lo[d->rank] && hi == mf.hi[d->rank]) {
-                st = load_shard_file(&mf, d->rank, NULL, 0, out);
-                /* every rank's shard from the same save: the fingerprints of all agree */
-                uint64_t mine = st ? 0 : replicated_fingerprint(*out);
-                uint64_t *all = calloc((size_t)d->size, sizeof *all);
-                if (!st && !all) st = spr_fail(SPR_STATUS_NO_MEMORY, "out of memory");
-                spr_status ag = spr_dist_agree(d, st, "loading the shards");
-                if (!ag) ag = spr_dist_allgather(d, &mine, all, sizeof mine, "loading the shards");
-                for (int r = 1; !ag && r < d->size; r++)
-                    if (all[r] != all[0])
-                        ag = mixed_shards(mf.files[r], mf.files[0]);
-                free(all);
-                if (ag) {
-                    spr_model_free(*out);
-                    *out = NULL;
-                    st = ag;
-                } else {
-                    (*out)->label_lo = lo;
-                    (*out)->label_total = mf.labels;
-                    (*out)->dist = d;
-                }
-                manifest_free(&mf);
-                return st;
-            }
-        }
-        manifest_free(&mf);
+    if (!spr_dist_is_manifest(path)) /* a whole model's file: this rank's rows of it */
+        return agree_one_save(d, load_rows_of_file(path, d, out), NULL, path, out);
+    manifest mf;
+    spr_status st = manifest_read(path, &mf);
+    if (st) return st;
+    int64_t lo, hi;
+    spr_dist_shard_range(mf.labels, d->rank, d->size, &lo, &hi);
+    if (mf.ranks == d->size && lo == mf.lo[d->rank] && hi == mf.hi[d->rank]) {
+        /* the same split: this rank's file is its shard */
+        st = load_shard_file(&mf, d->rank, NULL, 0, out);
+        if (!st) (*out)->label_lo = lo, (*out)->label_total = mf.labels;
+        if (!(st = agree_one_save(d, st, &mf, path, out))) (*out)->dist = d;
+    } else { /* another split: this rank's rows of the shards that hold them */
+        st = agree_one_save(d, load_rows_of_shards(&mf, d, out), NULL, path, out);
     }
-    spr_model *whole = NULL;
-    if ((st = spr_model_load(path, &whole))) return st;
-    st = cut_shard(whole, d, out);
-    spr_model_free(whole);
+    manifest_free(&mf);
     return st;
 }
 

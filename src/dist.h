@@ -69,6 +69,10 @@ spr_status spr_dist_merge_topk(spr_dist *d, int32_t *ids, float *scores, int64_t
  * mode_of where there is one (NULL: of the file it replaces; a shard: its manifest's). */
 spr_status spr_checkpoint_save(const spr_model *model, const char *path, const char *mode_of);
 spr_status spr_checkpoint_load(const char *path, spr_model **out);
+/* The output layer's rows [lo, hi) of one model file and everything else of it (the other
+ * rows read through for their checksums; no tables: the caller builds them): a rank's
+ * share of a model it need not hold whole. */
+spr_status spr_checkpoint_load_rows(const char *path, int64_t lo, int64_t hi, spr_model **out);
 /* A shard of a manifest for inference: its weights and biases as stored (a model for
  * inference whose rows may still owe Adam steps: not for use before they are taken). */
 spr_status spr_checkpoint_load_owing(const char *path, spr_model **out);

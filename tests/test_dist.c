@@ -9,6 +9,8 @@
  *   - a rank of 2 needs about half the output layer's memory of one process
  *   - a sharded save (manifest + shard file) loads back as the same model; a damaged
  *     manifest is refused naming file:line
+ *   - a window of a file's output rows (what a rank of another split reads) is those
+ *     rows bit for bit, and damage outside the window still fails its checksums
  * With --mpi DIR under `mpirun -np N` (scripts/test.sh):
  *   - dense training on N ranks equals dense training on one process (computed on
  *     every rank beside it) to 1e-5 after several steps, clipping included; losses too
@@ -17,6 +19,8 @@
  *     one-process model loads on N ranks, equal to the reference
  *   - a sampled hidden layer trained on N ranks stays the same on every rank (the
  *     shards of its save agree)
+ *   - each rank reads only its rows of a one-process file, of a one-rank manifest, and
+ *     one process its rows of an N-rank manifest: exact, in less than a whole load's bytes
  *   - a model saved on N ranks inside an epoch and loaded for inference on 1 process
  *     predicts as the whole model loaded and settled, bit for bit (float and BF16),
  *     allocating less than half of what that load does
@@ -609,6 +613,60 @@ static int mpi_main(const char *dir) {
         OK(spr_dist_barrier(d, "test"));
         spr_model_free(part);
     }
+    { /* A rank reads only its rows of a model it need not hold whole: of a one-process
+       * file (1 -> N), of a one-rank manifest (another split: 1 -> N), and on one process
+       * of this run's N-rank manifest (N -> 1). Rows exact; the bytes allocated, against
+       * what a whole load takes (50,000 labels: the arrays, not the model structs, count). */
+        spr_model_config cb = toy_config(&t, 0.25f);
+        cb.layers[2].size = 50000;
+        spr_dist *self;
+        OK(spr_dist_self(&self));
+        spr_model *whole, *one, *share;
+        OK(spr_model_create(&cb, &whole));
+        char fpath[512], opath[512], npath[512];
+        snprintf(fpath, sizeof fpath, "%s/big_whole", dir);
+        snprintf(opath, sizeof opath, "%s/big_one_rank", dir);
+        snprintf(npath, sizeof npath, "%s/big_n_ranks", dir);
+        if (rank == 0) {
+            OK(spr_model_save(whole, fpath));
+            OK(spr_model_load_sharded(fpath, self, &one));
+            OK(spr_model_save(one, opath)); /* a manifest of one shard */
+            spr_model_free(one);
+        }
+        OK(spr_dist_barrier(d, "test"));
+        long long at0 = spr_alloc_bytes();
+        spr_model *back;
+        OK(spr_model_load(fpath, &back));
+        const long long whole_bytes = spr_alloc_bytes() - at0;
+        spr_model_free(back);
+        const char *paths[2] = {fpath, opath};
+        for (int k = 0; k < 2; k++) {
+            at0 = spr_alloc_bytes();
+            OK(spr_model_load_sharded(paths[k], d, &share));
+            const long long bytes = spr_alloc_bytes() - at0;
+            const double diff = model_diff(whole, share);
+            CHECK(diff == 0.0 && (k ? bytes * 4 < whole_bytes * 5 : bytes * 4 < whole_bytes * 3),
+                  "rank %d: %s on %d ranks: expected its rows (diff %g) in less than %s of a whole "
+                  "load's %lld bytes, took %lld", rank, k ? "a one-rank manifest" : "a one-process file",
+                  size, diff, k ? "1.25x" : "0.75x", whole_bytes, bytes);
+            if (k == 0) OK(spr_model_save(share, npath));
+            spr_model_free(share);
+        }
+        if (rank == 0) {
+            at0 = spr_alloc_bytes();
+            OK(spr_model_load_sharded(npath, self, &share));
+            const long long bytes = spr_alloc_bytes() - at0;
+            const double diff = model_diff(whole, share);
+            /* (the whole, and each shard's rows on their way in: one at a time) */
+            CHECK(diff == 0.0 && bytes * 2 < whole_bytes * 5,
+                  "a %d-rank manifest on 1: expected its rows (diff %g) in less than 2.5x of a "
+                  "whole load's %lld bytes, took %lld", size, diff, whole_bytes, bytes);
+            spr_model_free(share);
+        }
+        OK(spr_dist_barrier(d, "test"));
+        spr_model_free(whole);
+        spr_dist_finalize(self);
+    }
     /* A sampled model saved on N ranks inside an epoch (rows owe Adam steps; BF16 weights
      * and moments: the settle's rounding salts follow the global label), loaded for
      * inference on one process shard by shard: the predictions of the whole model loaded
@@ -720,6 +778,85 @@ static int mpi_failure_main(int die) {
     return 1;
 }
 
+/* spr_checkpoint_load_rows: a window of the output layer's rows is those rows of the
+ * whole load, bit for bit (weights, biases, moments, last steps; float and BF16), and
+ * the rows outside it are still read through their checksums: a byte damaged in any of
+ * the output layer's arrays fails the window's load as it fails the whole load. */
+static void test_load_rows(const char *dir) {
+    toy t;
+    toy_make(&t, 200, 40, 17);
+    char path[512];
+    snprintf(path, sizeof path, "%s/rows", dir);
+    for (int bf16 = 0; bf16 < 2; bf16++) {
+        spr_model_config c = toy_config(&t, 0.25f);
+        c.bf16_state = c.bf16_weights = bf16;
+        spr_model *m, *whole, *piece;
+        OK(spr_model_create(&c, &m));
+        spr_train_options o = spr_train_options_default();
+        o.batch_size = 10;
+        o.threads = 1;
+        int64_t rows[10];
+        for (int s = 0; s < 3; s++) {
+            for (int i = 0; i < 10; i++) rows[i] = s * 10 + i;
+            OK(spr_model_train_batch(m, t.data, rows, 10, &o, NULL));
+        }
+        OK(spr_model_save(m, path));
+        OK(spr_model_load(path, &whole));
+        OK(spr_checkpoint_load_rows(path, 13, 31, &piece));
+        piece->label_lo = 13; /* (what the caller sets) */
+        const spr_layer *A = &whole->layers[2], *B = &piece->layers[2];
+        const size_t item = bf16 ? 2 : 4, row = (size_t)A->cols * item;
+        int64_t differ = B->rows != 18;
+        for (int64_t r = 0; !differ && r < 18; r++) {
+            const int64_t a = (13 + r) * A->stride, b = r * B->stride;
+            differ += bf16 ? memcmp(A->w16 + a, B->w16 + b, row) || memcmp(A->mw16 + a, B->mw16 + b, row) ||
+                                 memcmp(A->vw16 + a, B->vw16 + b, row)
+                           : memcmp(A->w + a, B->w + b, row) || memcmp(A->mw + a, B->mw + b, row) ||
+                                 memcmp(A->vw + a, B->vw + b, row);
+            differ += A->b[13 + r] != B->b[r] || A->mb[13 + r] != B->mb[r] || A->vb[13 + r] != B->vb[r] ||
+                      A->last_step[13 + r] != B->last_step[r];
+        }
+        double hidden = fmax(max_diff(whole, piece, 0, SPR_PARAM_WEIGHT, 0), max_diff(whole, piece, 1, SPR_PARAM_WEIGHT, 0));
+        CHECK(!differ && hidden == 0.0 && piece->steps == whole->steps && piece->layers[2].tables == NULL,
+              "bf16 %d: rows [13, 31) of the output layer: %lld rows differ, hidden layers by %g", bf16,
+              (long long)differ, hidden);
+        CHECK(spr_checkpoint_load_rows(path, 30, 41, &piece) == SPR_STATUS_BAD_INPUT && !piece &&
+                  strstr(spr_last_error(), "[30, 41) asked of a model of 40"),
+              "bf16 %d: rows past the layer: expected them refused, got %s", bf16, spr_last_error());
+        spr_model_free(whole);
+        spr_model_free(piece);
+        spr_model_free(m);
+        /* a damaged byte anywhere in the output layer's arrays (inside the window or not) */
+        FILE *f = fopen(path, "r+b");
+        long size = 0;
+        if (f && !fseek(f, 0, SEEK_END)) size = ftell(f);
+        int in_output = 0, caught = 0;
+        for (long off = 64; f && off < size; off += size / 97) {
+            int was = -1;
+            if (!fseek(f, off, SEEK_SET)) was = fgetc(f);
+            if (was < 0 || fseek(f, off, SEEK_SET) || fputc(was ^ 0x20, f) == EOF || fflush(f)) break;
+            spr_model *x = NULL;
+            const int whole_fails = spr_model_load(path, &x) != SPR_STATUS_OK;
+            spr_model_free(x);
+            const char *e = spr_last_error();
+            if (whole_fails && strstr(e, "checksum mismatch") &&
+                (strstr(e, "W[2]") || strstr(e, "B[2]") || strstr(e, "LAST[2]"))) {
+                in_output++;
+                caught += spr_checkpoint_load_rows(path, 13, 31, &x) == SPR_STATUS_BAD_INPUT &&
+                          strstr(spr_last_error(), "checksum mismatch");
+                spr_model_free(x);
+            }
+            if (fseek(f, off, SEEK_SET) || fputc(was, f) == EOF || fflush(f)) break;
+        }
+        if (f) fclose(f);
+        CHECK(in_output >= 5 && caught == in_output,
+              "bf16 %d: damaged bytes in the output layer's arrays: the window caught %d of %d", bf16, caught,
+              in_output);
+    }
+    unlink(path);
+    toy_free(&t);
+}
+
 int main(int argc, char **argv) {
     if (argc == 3 && strcmp(argv[1], "--mpi") == 0) return mpi_main(argv[2]);
     if (argc == 2 && strcmp(argv[1], "--mpi-die") == 0) return mpi_failure_main(1);
@@ -733,6 +870,7 @@ int main(int argc, char **argv) {
     test_one_rank_step();
     test_shard_rows_and_memory();
     test_manifest_one_rank(dir);
+    test_load_rows(dir);
     rmdir(dir);
     printf("MPI compiled in: %s\n", spr_dist_compiled() ? "yes" : "no");
     return CHECK_DONE("test_dist");
