@@ -9,7 +9,8 @@
  * output layer is sampled) and must take a training step on that point. Loaded for
  * inference (spr_model_load_inference), it must predict the same, bit for bit; a file
  * that does not load may load for inference (its moments are not read), and must then
- * predict.
+ * predict. A window of its output rows (spr_checkpoint_load_rows, a rank's share) must
+ * hold the whole load's rows; where the whole is refused, it refuses or builds its tables.
  *
  * An input may also be a sharded model's manifest (text: "sparrow sharded model 1",
  * ranks, labels, one "shard R LO HI FILE" line a shard), whose files sit next to it:
@@ -23,7 +24,9 @@
  *
  *   build-fuzz/fuzz_checkpoint -max_total_time=600 CORPUS_DIR
  */
+#include "dist.h"
 #include "fuzz_util.h"
+#include "model.h"
 #include "sparrow.h"
 
 #include <omp.h>
@@ -121,6 +124,43 @@ static void load_for_inference(const char *path, const spr_model *whole) {
     }
 }
 
+/* A window of the output layer's rows (spr_checkpoint_load_rows, what a rank of another
+ * split reads): where the whole model loaded (whole, not yet settled), the window loads
+ * too and holds exactly those rows; where it did not, the window may load (it checks
+ * only its own rows' contents) and must then predict, or refuse with a message. */
+static void load_window(const char *path, const spr_model *whole) {
+    spr_model_config cfg;
+    spr_model_info info;
+    if (spr_dist_is_manifest(path) || spr_model_peek(path, &cfg, &info, NULL) != SPR_STATUS_OK) return;
+    const int last = cfg.n_layers - 1;
+    const int64_t n = cfg.layers[last].size, lo = n / 3, hi = n - n / 4 > lo ? n - n / 4 : lo + 1;
+    spr_model *m = (spr_model *)&m;
+    spr_status st = spr_checkpoint_load_rows(path, lo, hi, &m);
+    if (whole)
+        FUZZ_CHECK(st == SPR_STATUS_OK, "load accepts, the window [%lld, %lld) refuses: %s", (long long)lo,
+                   (long long)hi, spr_last_error());
+    if (st != SPR_STATUS_OK) {
+        FUZZ_CHECK(m == NULL && spr_last_error()[0] != '\0', "window: status %d, model %p, message %s", (int)st,
+                   (void *)m, spr_last_error());
+        return;
+    }
+    m->label_lo = lo;
+    FUZZ_CHECK(spr_model_build_tables(m, 1) == SPR_STATUS_OK, "the window's tables: %s", spr_last_error());
+    if (whole) {
+        const spr_layer *A = &whole->layers[last], *B = &m->layers[last];
+        FUZZ_CHECK(B->rows == hi - lo && B->cols == A->cols, "window of %lld rows", (long long)B->rows);
+        const size_t row = (size_t)A->cols * (A->w16 ? 2 : 4);
+        for (int64_t r = 0; r < B->rows; r++) {
+            const int64_t a = (lo + r) * A->stride, b = r * B->stride;
+            FUZZ_CHECK(!memcmp(A->w16 ? (const void *)(A->w16 + a) : A->w + a,
+                               B->w16 ? (const void *)(B->w16 + b) : B->w + b, row) &&
+                           !memcmp(&A->b[lo + r], &B->b[r], 4) && A->last_step[lo + r] == B->last_step[r],
+                       "window row %lld differs from the whole's row %lld", (long long)r, (long long)(lo + r));
+        }
+    }
+    spr_model_free(m);
+}
+
 static void use_model(spr_model *m) {
     spr_model_config cfg = spr_model_get_config(m);
     FUZZ_CHECK(spr_model_config_check(&cfg) == SPR_STATUS_OK, "loaded an invalid configuration: %s",
@@ -176,6 +216,7 @@ static void load(const char *path) {
                    "peek and load disagree: parameters %lld/%lld bytes %lld/%lld tables %lld/%lld",
                    (long long)pi.parameters, (long long)li.parameters, (long long)pi.parameter_bytes,
                    (long long)li.parameter_bytes, (long long)pi.table_bytes, (long long)li.table_bytes);
+        load_window(path, m);
         FUZZ_CHECK(spr_model_settle(m, 1) == SPR_STATUS_OK, "settle: %s", spr_last_error());
         load_for_inference(path, m);
         use_model(m);
@@ -184,6 +225,7 @@ static void load(const char *path) {
         FUZZ_CHECK(m == NULL, "status %d but *out not NULL", (int)st);
         FUZZ_CHECK(spr_last_error()[0] != '\0', "status %d without a message", (int)st);
         load_for_inference(path, NULL);
+        load_window(path, NULL);
     }
 }
 
