@@ -682,8 +682,9 @@ SPR_API spr_status spr_model_peek(const char *path, spr_model_config *config, sp
 /* Reads every section of a saved model (every shard a manifest names) and checks the
  * layout a load checks and each section's checksum, streaming the file through one
  * buffer: a few MB of memory whatever the model's size (a load of a 17M-label model takes
- * 20 GB). A load also checks the contents behind right checksums (the tables' offsets,
- * each row's last step; across shards, that they come from one save): damage is what this
+ * 20 GB); of a manifest's shards also that they come from one save (the counters and
+ * hidden layers every rank replicates agree). A load also checks the contents behind
+ * right checksums (the tables' offsets, each row's last step): damage is what this
  * finds. SPR_STATUS_BAD_INPUT naming the file, the section and its offset. */
 SPR_API spr_status spr_model_verify(const char *path);
 /* How a saved model is stored: 0 for one model file, N for the manifest of N shards

@@ -1605,8 +1605,9 @@ spr_status spr_checkpoint_peek(const char *path, spr_model_config *cfg, int64_t 
     return st;
 }
 
-spr_status spr_checkpoint_verify(const char *path, spr_model_config *cfg) {
+spr_status spr_checkpoint_verify(const char *path, spr_model_config *cfg, uint64_t *replicated) {
     reader r = {.path = path, .fd = -1, .cap = CKPT_BUFFER};
+    uint64_t h = 0x5eed;
     section sec[CKPT_MAX_SECTIONS];
     uint32_t n_sections = 0;
     spr_data_note note;
@@ -1621,7 +1622,14 @@ spr_status spr_checkpoint_verify(const char *path, spr_model_config *cfg) {
             (st = r_take(&r, CKPT_SECTION_TAIL, &p)))
             break;
         if (get_u32(p) != crc) st = bad(&r, &sec[i], "checksum mismatch (file damaged)");
+        /* what the ranks replicate: the counters and the layers before the output layer
+         * (the sections' checksums stand for their bytes) */
+        const int kind = (int)(sec[i].tag >> 8), l = (int)(sec[i].tag & 0xFFu);
+        if (kind == KIND_STAT || (l < cfg->n_layers - 1 && (kind == KIND_W || kind == KIND_B || kind == KIND_MW ||
+                                                             kind == KIND_VW || kind == KIND_MB || kind == KIND_VB)))
+            h = spr_mix64(h ^ sec[i].tag) ^ spr_mix64(crc ^ sec[i].len << 32);
     }
+    if (replicated) *replicated = h;
     if (r.fd >= 0) close(r.fd);
     free(r.buf);
     return st;
@@ -1631,7 +1639,7 @@ spr_status spr_model_verify(const char *path) {
     if (!path) return spr_fail(SPR_STATUS_BAD_INPUT, "spr_model_verify: path must be given");
     if (spr_dist_is_manifest(path)) return spr_dist_verify_manifest(path);
     spr_model_config cfg;
-    return spr_checkpoint_verify(path, &cfg);
+    return spr_checkpoint_verify(path, &cfg, NULL);
 }
 
 spr_status spr_model_peek(const char *path, spr_model_config *config, spr_model_info *info,

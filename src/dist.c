@@ -541,14 +541,17 @@ spr_status spr_dist_verify_manifest(const char *path) {
     spr_status st = manifest_read(path, &mf);
     if (st) return st;
     spr_model_config first, c;
+    uint64_t first_h = 0, h = 0;
     for (int r = 0; !st && r < mf.ranks; r++) {
-        if ((st = spr_checkpoint_verify(mf.files[r], r ? &c : &first))) break;
+        if ((st = spr_checkpoint_verify(mf.files[r], r ? &c : &first, r ? &h : &first_h))) break;
         const spr_model_config *s = r ? &c : &first;
         int same = s->n_layers == first.n_layers && s->n_features == first.n_features;
         for (int l = 0; same && l < s->n_layers - 1; l++) same = s->layers[l].size == first.layers[l].size;
         if (!same || s->layers[s->n_layers - 1].size != mf.hi[r] - mf.lo[r])
             st = spr_fail(SPR_STATUS_BAD_INPUT, "%s: does not match its manifest (shard %d: %lld labels expected)",
                           mf.files[r], r, (long long)(mf.hi[r] - mf.lo[r]));
+        else if (r && h != first_h)
+            st = mixed_shards(mf.files[r], mf.files[0]);
     }
     manifest_free(&mf);
     return st;

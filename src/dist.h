@@ -88,8 +88,9 @@ spr_status spr_checkpoint_peek(const char *path, spr_model_config *cfg, int64_t 
                                spr_data_note *note, float adam[4]);
 /* One model file's layout (as a load checks it) and every section's checksum, streamed
  * through one buffer: nothing allocated for the arrays (spr_model_verify). *cfg: its
- * configuration. */
-spr_status spr_checkpoint_verify(const char *path, spr_model_config *cfg);
+ * configuration; *replicated (where given): a fingerprint of its counters and the layers
+ * before the output layer, the same in every shard of one save. */
+spr_status spr_checkpoint_verify(const char *path, spr_model_config *cfg, uint64_t *replicated);
 /* OK when a file written beside path may be renamed onto it: path is missing or a
  * regular file (or a symbolic link, which the callers have resolved first); a device,
  * FIFO, socket or directory is refused (IO_ERROR naming path), since the rename would
@@ -125,7 +126,8 @@ spr_status spr_dist_peek_manifest(const char *path, spr_model_config *cfg, int64
                                   spr_data_note *note, float adam[4]);
 spr_status spr_dist_save_sharded(const spr_model *m, const char *path);
 /* spr_checkpoint_verify of every shard a manifest names, each shard's labels checked
- * against the manifest and its hidden layers against shard 0's. */
+ * against the manifest, its hidden layers' sizes and what the ranks replicate (counters,
+ * hidden layers' arrays) against shard 0's. */
 spr_status spr_dist_verify_manifest(const char *path);
 
 #endif /* SPR_DIST_H */

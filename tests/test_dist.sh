@@ -12,7 +12,8 @@
 #   3b. a 2-rank run stopped mid-epoch and resumed on 2 ranks predicts as the
 #      uninterrupted one, byte for byte; resumed on 1 process, its P@1 is within 0.02;
 #      an evaluation inside the epoch scores what the stopped run's settled model does
-#   4. a manifest naming shards of two saves is refused (1 process and 2 ranks); a
+#   4. a manifest naming shards of two saves is refused (1 process, 2 ranks, and
+#      info --verify); a
 #      SIGTERM that reaches one rank only, and a metrics file that fails mid-run: both
 #      ranks stop at the same batch and save the model
 #   5. a model whose output layer does not fit --max-memory on 1 process trains on 2
@@ -297,8 +298,16 @@ for launcher in one two; do
     [ "$rc" -ne 0 ] && grep -q "$shard1: not from the same save as" "$work/mixed.err" ||
         { cat "$work/mixed.err"; fail "mixed shards ($launcher): expected a refusal naming $shard1, got exit $rc"; }
 done
+# info --verify streams the shards without loading them: it names the odd one too
+set +e
+"$sparrow" info --model "$work/two.model" --verify >/dev/null 2>"$work/mixed.err"
+rc=$?
+set -e
+[ "$rc" -eq 2 ] && grep -q "$shard1: not from the same save as" "$work/mixed.err" ||
+    { cat "$work/mixed.err"; fail "mixed shards (info --verify): expected exit 2 naming $shard1, got exit $rc"; }
 mv "$work/shard1.keep" "$work/$shard1"
-echo "   refused on 1 process and on 2 ranks"
+"$sparrow" info --model "$work/two.model" --verify >/dev/null || fail "info --verify of two.model restored"
+echo "   refused on 1 process, on 2 ranks and by info --verify"
 
 echo "-- a signal that reaches one rank only, and a metrics file that fails mid-run"
 # The ranks agree at every batch whether to stop: a SIGTERM to rank 1 alone (as mpirun's
