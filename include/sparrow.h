@@ -753,6 +753,11 @@ SPR_API spr_status spr_model_load_sharded(const char *path, spr_dist *dist, spr_
  * the shard). */
 SPR_API spr_status spr_model_config_memory_sharded(const spr_model_config *config, int rank,
                                                    int ranks, int64_t *bytes);
+/* The bytes of that part training with `options` touches (spr_model_config_memory_training
+ * of the shard: a rank defers a sampled output layer's gradient as one process does). */
+SPR_API spr_status spr_model_config_memory_sharded_training(const spr_model_config *config,
+                                                            const spr_train_options *options,
+                                                            int rank, int ranks, int64_t *bytes);
 
 #ifdef __cplusplus
 }

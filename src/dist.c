@@ -159,17 +159,32 @@ static spr_status check_shardable(const spr_model_config *cfg, int size) {
     return SPR_STATUS_OK;
 }
 
-spr_status spr_model_config_memory_sharded(const spr_model_config *cfg, int rank, int ranks,
-                                           int64_t *bytes) {
+/* spr_model_config_memory (o NULL) or spr_model_config_memory_training of the shard. */
+static spr_status shard_memory(const spr_model_config *cfg, const spr_train_options *o, int rank,
+                               int ranks, int64_t *bytes) {
     if (ranks < 1 || rank < 0 || rank >= ranks)
         return spr_fail(SPR_STATUS_BAD_INPUT, "rank %d of %d", rank, ranks);
-    if (ranks == 1) return spr_model_config_memory(cfg, bytes); /* not sharded: any model */
-    spr_status st = check_shardable(cfg, ranks);
-    if (st) return st;
-    int64_t lo, hi;
-    spr_dist_shard_range(cfg->layers[cfg->n_layers - 1].size, rank, ranks, &lo, &hi);
-    spr_model_config c = shard_config(cfg, lo, hi);
-    return spr_model_config_memory(&c, bytes);
+    spr_model_config c = *cfg;
+    if (ranks > 1) { /* (one rank: any model, shardable or not) */
+        spr_status st = check_shardable(cfg, ranks);
+        if (st) return st;
+        int64_t lo, hi;
+        spr_dist_shard_range(cfg->layers[cfg->n_layers - 1].size, rank, ranks, &lo, &hi);
+        c = shard_config(cfg, lo, hi);
+    }
+    return o ? spr_model_config_memory_training(&c, o, bytes) : spr_model_config_memory(&c, bytes);
+}
+
+spr_status spr_model_config_memory_sharded(const spr_model_config *cfg, int rank, int ranks,
+                                           int64_t *bytes) {
+    return shard_memory(cfg, NULL, rank, ranks, bytes);
+}
+
+spr_status spr_model_config_memory_sharded_training(const spr_model_config *cfg,
+                                                    const spr_train_options *o, int rank,
+                                                    int ranks, int64_t *bytes) {
+    if (!o) return spr_fail(SPR_STATUS_BAD_INPUT, "spr_model_config_memory_sharded_training: options is NULL");
+    return shard_memory(cfg, o, rank, ranks, bytes);
 }
 
 spr_status spr_model_create_sharded(const spr_model_config *cfg, spr_dist *d, spr_model **out) {

@@ -366,11 +366,6 @@ void spr_train_free(spr_model *m);
 spr_status spr_model_create_rows(const spr_model_config *cfg, int64_t lo, int64_t hi,
                                  spr_model **out);
 
-/* The sharded step (train.c): spr_model_compute_gradients when m->dist is set. */
-spr_status spr_model_compute_gradients_sharded(spr_model *m, const spr_dataset_view *d,
-                                               const int64_t *rows, int64_t n,
-                                               const spr_train_options *o, spr_batch_stats *stats);
-
 /* The calling thread's number in its OpenMP team, and the team's size (0 and 1 outside
  * a parallel region, or built without OpenMP). */
 static inline int spr_team_rank(void) {

@@ -697,6 +697,13 @@ static spr_status check_batch(const spr_model *m, const spr_dataset *data, const
     return SPR_STATUS_OK;
 }
 
+/* The sharded step (below): compute_gradients when m->dist is set; f, where given, takes
+ * the output layer's gradient (deferred) instead of its gradient rows. */
+static spr_status compute_gradients_sharded(spr_model *m, const spr_dataset_view *d,
+                                            const int64_t *rows, int64_t n,
+                                            const spr_train_options *o, spr_deferred *f,
+                                            spr_batch_stats *stats);
+
 /* The batch's forward and backward passes. With defer, the output layer's gradient is
  * left in m->deferred for spr_model_apply_gradients (when deferred_usable); without, all
  * gradients are in the gradient rows on return. */
@@ -709,9 +716,20 @@ static spr_status compute_gradients(spr_model *m, const spr_dataset *data, const
     if (st) return st;
     /* The output layer's gradient rows, reserved untouched, for the paths that write them:
      * all but a deferred step without clipping. */
-    if (m->dist || !deferred_usable(m, o->dense != 0) || !defer || o->clip_norm > 0.0f)
+    if (!deferred_usable(m, o->dense != 0) || !defer || o->clip_norm > 0.0f)
         spr_layer_gradient_rows(&m->layers[m->n_layers - 1]);
-    if (m->dist) return spr_model_compute_gradients_sharded(m, &data->view, rows, n, o, stats);
+    if (m->dist) { /* a rank's step defers its output rows' gradient as one process's does */
+        spr_deferred *f = NULL;
+        if (deferred_usable(m, o->dense != 0) && defer && o->clip_norm <= 0.0f) {
+            if ((st = deferred_prepare(m))) return st;
+            f = m->deferred;
+            deferred_materialize(m); /* a batch still pending (no step between) */
+            f->n_samples = n;
+            f->pending = 1;
+            f->fused = 0, f->grouped = 0;
+        }
+        return compute_gradients_sharded(m, &data->view, rows, n, o, f, stats);
+    }
     spr_deferred *f = NULL;
     if (deferred_usable(m, o->dense != 0)) {
         st = deferred_prepare(m);
@@ -992,6 +1010,7 @@ typedef struct sharded_ctx {
     int64_t n;
     int dense;
     uint64_t step_seed;
+    spr_deferred *f; /* the output rows' gradient waits here for the optimizer (NULL: into gw) */
 } sharded_ctx;
 
 static int64_t stride_of(const spr_layer *L) { return spr_row_stride(L->size); }
@@ -1125,6 +1144,7 @@ static void sharded_output_backward(const sharded_ctx *c, int64_t i, float inv_b
     const spr_layer *Lh = &m->layers[last - 1];
     float *dh = bb->dh[last - 1] + i * stride_of(Lh);
     memset(dh, 0, (size_t)Lh->size * sizeof(float));
+    if (c->f) c->f->n[i] = 0;
     if (n_labels == 0) { /* an all-zero target: no loss, no gradient */
         m->sample_loss[i] = 0.0f;
         return;
@@ -1150,7 +1170,14 @@ static void sharded_output_backward(const sharded_ctx *c, int64_t i, float inv_b
         memset(in.delta, 0, (size_t)in.n * sizeof(float));
     }
     act_view out = {bb->out_n[i], ids, p, delta};
-    layer_backward(Lo, &in, &out, 0);
+    spr_deferred *f = c->f;
+    if (f) { /* the rows' gradient waits for the optimizer; the input (dense) its part */
+        f->n[i] = out.n;
+        memcpy(f->ids + i * f->cap, out.ids, (size_t)out.n * sizeof(int32_t));
+        memcpy(f->delta + i * f->cap, out.delta, (size_t)out.n * sizeof(float));
+        memcpy(f->in + i * f->in_stride, in.val, (size_t)Lo->fan_in * sizeof(float));
+    }
+    layer_backward(Lo, &in, &out, f != NULL);
     if (in.ids)
         for (int64_t a = 0; a < in.n; a++) dh[in.ids[a]] = in.delta[a];
 }
@@ -1244,16 +1271,17 @@ static void sharded_replicated_backward(const sharded_ctx *c, const uint8_t *has
     }
 }
 
-spr_status spr_model_compute_gradients_sharded(spr_model *m, const spr_dataset_view *d,
-                                               const int64_t *rows, int64_t n,
-                                               const spr_train_options *o, spr_batch_stats *stats) {
+static spr_status compute_gradients_sharded(spr_model *m, const spr_dataset_view *d,
+                                            const int64_t *rows, int64_t n,
+                                            const spr_train_options *o, spr_deferred *f,
+                                            spr_batch_stats *stats) {
     struct spr_dist *dist = m->dist;
     const spr_dist_stats before = spr_dist_get_stats(dist);
     const int threads = spr_threads(o->threads);
     const int last = m->n_layers - 1;
     spr_batch_buf *bb = m->bb;
     sharded_ctx c = {m, d, rows, n, o->dense != 0,
-                     spr_mix64(m->cfg.seed ^ 0x7f4a7c159e3779b9ull) ^ spr_mix64((uint64_t)m->steps)};
+                     spr_mix64(m->cfg.seed ^ 0x7f4a7c159e3779b9ull) ^ spr_mix64((uint64_t)m->steps), f};
     spr_status st;
     /* ranks draw their output pools independently, each among its own rows; the hidden
      * layers' alike (replicated) */

@@ -4,7 +4,8 @@
  * Without arguments (ctest, any build, no MPI needed):
  *   - the sharded step on a one-rank communicator computes what the one-process step
  *     computes (threads 1, dense and sampled, two hidden layers, with and without
- *     gradient clipping, with one or two sampled hidden layers) after several steps
+ *     gradient clipping, with one or two sampled hidden layers) after several steps; a
+ *     sampled output after a dense layer defers its gradient (no gradient rows made)
  *   - the shard of rows [lo, hi) starts with the rows [lo, hi) of the whole model
  *   - a rank of 2 needs about half the output layer's memory of one process
  *   - a sharded save (manifest + shard file) loads back as the same model; a damaged
@@ -221,6 +222,15 @@ static void test_one_rank_step(void) {
                   "one-rank sharded step, sparsity %g clip %g, %d sampled hidden layers: "
                   "expected the one-process result, got loss diff %g, parameter diff %g",
                   (double)sparsities[si], (double)clips[ci], hidden, dl, dw);
+            /* a sampled output fed by a dense layer, no clipping: the rank's step defers the
+             * output rows' gradient to the optimizer as one process's does, and never
+             * faults the gradient rows in (4 bytes an entry of the layer) */
+            const int deferred = si == 1 && ci == 0 && hidden == 0, last = c.n_layers - 1;
+            CHECK(si == 0 || /* (a dense layer's gradient rows are made with it) */
+                      (part->layers[last].gw_ready == !deferred && whole->layers[last].gw_ready == !deferred),
+                  "sparsity %g clip %g, %d sampled hidden layers: the output gradient rows %s",
+                  (double)sparsities[si], (double)clips[ci], hidden,
+                  deferred ? "were faulted in, the step did not defer" : "were not made");
             spr_model_free(whole);
             spr_model_free(part);
         }
@@ -256,6 +266,18 @@ static void test_shard_rows_and_memory(void) {
           (long long)one, (long long)r0, (long long)r1, f0, f1);
     spr_status st = spr_model_config_memory_sharded(&big, 2, 2, &r0);
     CHECK(st == SPR_STATUS_BAD_INPUT, "rank 2 of 2: expected bad input, got %s", spr_status_to_string(st));
+    /* what a rank's training touches: its sampled output layer's gradient rows deferred
+     * (as one process's), except where clipping needs them */
+    spr_train_options to = spr_train_options_default();
+    int64_t t0 = 0, t1 = 0;
+    OK(spr_model_config_memory_sharded_training(&big, &to, 0, 2, &t0));
+    to.clip_norm = 1.0f;
+    OK(spr_model_config_memory_sharded_training(&big, &to, 1, 2, &t1));
+    const int64_t rows0 = 50000 * spr_row_stride(64) * 4; /* rank 0's gradient rows */
+    CHECK(big.layers[1].sparsity < 1.0f && t0 == r0 - rows0 && t1 == r1,
+          "training memory of rank 0 of 2: expected %lld - %lld gradient bytes, got %lld; with "
+          "clipping (rank 1) %lld, expected %lld", (long long)r0, (long long)rows0, (long long)t0,
+          (long long)t1, (long long)r1);
     toy_free(&t);
 }
 

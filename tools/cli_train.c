@@ -823,9 +823,9 @@ static int train_run(const train_args *args) {
          * available memory is shared out as if all ranks ran on this machine). */
         int rank = cli_dist ? spr_dist_rank(cli_dist) : 0, ranks = cli_dist ? spr_dist_size(cli_dist) : 1;
         int64_t limit = a.max_memory ? a.max_memory : available_memory(ranks, &by_limit);
-        /* One process: what training with these options touches (deferred training
-         * leaves the output layer's gradient rows reserved untouched). */
-        st = cli_dist ? spr_model_config_memory_sharded(&cfg, rank, ranks, &need)
+        /* What training with these options touches (deferred training leaves the output
+         * layer's gradient rows reserved untouched), of this rank's shard. */
+        st = cli_dist ? spr_model_config_memory_sharded_training(&cfg, &topt, rank, ranks, &need)
                       : spr_model_config_memory_training(&cfg, &topt, &need);
         if (st != SPR_STATUS_OK) {
             rc = library_error(st);
