@@ -748,6 +748,13 @@ SPR_API spr_status spr_model_create_sharded(const spr_model_config *config, spr_
  * file at a time): no rank holds the whole model. Every rank's rows must come from one
  * save (their replicated layers and counters agree), else all fail. */
 SPR_API spr_status spr_model_load_sharded(const char *path, spr_dist *dist, spr_model **out);
+/* The same for inference, as spr_model_load_inference is to spr_model_load: where the
+ * rank counts agree, this rank's weights and biases only (its tables when `tables` is
+ * nonzero), its rows that owe Adam steps settled from its file's moments, streamed; a
+ * model of another split is loaded with its state, settled, then slimmed. Predictions
+ * are bit for bit those of spr_model_load_sharded's model. Collective. */
+SPR_API spr_status spr_model_load_sharded_inference(const char *path, spr_dist *dist, int tables,
+                                                    spr_model **out);
 
 /* Bytes rank `rank` of `ranks` needs for its part of config (spr_model_config_memory of
  * the shard). */

@@ -1334,11 +1334,12 @@ static spr_status settle_from_file(reader *r, const section *sec, uint32_t n_sec
     return st;
 }
 
-/* What a load reads: everything (training goes on from it), or for inference the
- * weights and biases, with or without the LSH tables (spr_model_load_inference), or
- * (LOAD_WEIGHTS_OWING, a manifest's shard for inference) the weights and biases as
- * stored: rows may still owe steps, which spr_checkpoint_settle_rows takes later. */
-enum { LOAD_ALL, LOAD_WEIGHTS, LOAD_WEIGHTS_TABLES, LOAD_WEIGHTS_OWING };
+/* What a load reads: everything (LOAD_STATE | LOAD_TABLES: training goes on from it), or
+ * for inference (no LOAD_STATE) the weights and biases, with the LSH tables or not
+ * (LOAD_TABLES), and with the steps rows owe taken from the file's streamed moments
+ * (LOAD_SETTLE: spr_model_load_inference) or not (a shard for inference: rows may still
+ * owe them, which spr_checkpoint_settle_rows takes later). */
+enum { LOAD_STATE = 1, LOAD_TABLES = 2, LOAD_SETTLE = 4, LOAD_ALL = LOAD_STATE | LOAD_TABLES };
 
 static spr_status load_file(const char *path, int what, int64_t lo, int64_t hi, spr_model **out);
 
@@ -1358,7 +1359,7 @@ spr_status spr_checkpoint_load_rows(const char *path, int64_t lo, int64_t hi, sp
  * checksums), no tables. */
 static spr_status load_file(const char *path, int what, int64_t lo, int64_t hi, spr_model **out) {
     *out = NULL;
-    const int weights_only = what != LOAD_ALL, window = hi >= 0;
+    const int weights_only = !(what & LOAD_STATE), window = hi >= 0;
 
     spr_status st = SPR_STATUS_OK;
     spr_model *m = NULL;
@@ -1510,7 +1511,7 @@ static spr_status load_file(const char *path, int what, int64_t lo, int64_t hi, 
         spr_catch_up_prepare(m, &adam);
     }
     /* the tables (a model for inference may go without; a window's are the caller's) */
-    if (!window && (what == LOAD_ALL || what == LOAD_WEIGHTS_TABLES)) {
+    if (!window && (what & LOAD_TABLES)) {
         /* the layers with a TBL section take its tables; the others' are hashed from the
          * rows as stored, as the whole model's are before a settle */
         unsigned restored = 0;
@@ -1522,7 +1523,7 @@ static spr_status load_file(const char *path, int what, int64_t lo, int64_t hi, 
                 goto done;
     }
     /* rows that owe steps inference must see taken */
-    if (weights_only && what != LOAD_WEIGHTS_OWING && adam_sec && m->settled_step < m->steps)
+    if (weights_only && (what & LOAD_SETTLE) && adam_sec && m->settled_step < m->steps)
         st = settle_from_file(&r, sec, n_sections, m);
 
 done:
@@ -1536,8 +1537,8 @@ done:
     return SPR_STATUS_OK;
 }
 
-spr_status spr_checkpoint_load_owing(const char *path, spr_model **out) {
-    return load_file(path, LOAD_WEIGHTS_OWING, 0, -1, out);
+spr_status spr_checkpoint_load_owing(const char *path, int tables, spr_model **out) {
+    return load_file(path, tables ? LOAD_TABLES : 0, 0, -1, out);
 }
 
 spr_status spr_checkpoint_settle_rows(const char *path, spr_model *m, int64_t lo) {
@@ -1695,6 +1696,6 @@ spr_status spr_model_load(const char *path, spr_model **out) {
 spr_status spr_model_load_inference(const char *path, int tables, spr_model **out) {
     if (!path || !out)
         return spr_fail(SPR_STATUS_BAD_INPUT, "spr_model_load_inference: path and out must be given");
-    if (!spr_dist_is_manifest(path)) return load_file(path, tables ? LOAD_WEIGHTS_TABLES : LOAD_WEIGHTS, 0, -1, out);
+    if (!spr_dist_is_manifest(path)) return load_file(path, LOAD_SETTLE | (tables ? LOAD_TABLES : 0), 0, -1, out);
     return spr_dist_load_manifest_inference(path, tables, out); /* shard by shard */
 }

@@ -448,13 +448,17 @@ static spr_status mixed_shards(const char *file, const char *reference) {
                     file, reference);
 }
 
-/* Shard r's file (all of it, or for inference its weights as stored: owing), checked
- * against the manifest and against first, a model with shard 0's hidden layers and
- * counters (shard 0's own, or the whole they were copied into). */
-static spr_status load_shard_file(const manifest *mf, int r, const spr_model *first, int owing,
+/* What load_shard_file reads of a shard: all of it, or for inference its weights as
+ * stored (rows may owe steps), with or without its tables. */
+enum { SHARD_ALL, SHARD_WEIGHTS, SHARD_WEIGHTS_TABLES };
+
+/* Shard r's file (as `what` says), checked against the manifest and against first, a
+ * model with shard 0's hidden layers and counters (shard 0's own, or the whole they
+ * were copied into). */
+static spr_status load_shard_file(const manifest *mf, int r, const spr_model *first, int what,
                                   spr_model **out) {
-    spr_status st = owing ? spr_checkpoint_load_owing(mf->files[r], out)
-                          : spr_checkpoint_load(mf->files[r], out);
+    spr_status st = what == SHARD_ALL ? spr_checkpoint_load(mf->files[r], out)
+                                      : spr_checkpoint_load_owing(mf->files[r], what == SHARD_WEIGHTS_TABLES, out);
     if (st) return st;
     const spr_model *s = *out;
     const int last = s->n_layers - 1;
@@ -478,6 +482,15 @@ static spr_status load_shard_file(const manifest *mf, int r, const spr_model *fi
     return SPR_STATUS_OK;
 }
 
+/* m->settled_step from its rows' last steps (after a settle: m->steps, unless the file
+ * could not say how to take the owed steps). */
+static void settled_from_rows(spr_model *m) {
+    m->settled_step = m->steps;
+    for (int l = 0; l < m->n_layers; l++)
+        for (int64_t i = 0; i < m->layers[l].rows; i++)
+            if (m->layers[l].last_step[i] < m->settled_step) m->settled_step = m->layers[l].last_step[i];
+}
+
 /* The whole model a manifest's shards make up, one shard in memory at a time beside it:
  * all of it (spr_model_load), or for inference (spr_dist_load_manifest_inference) the
  * weights and biases as stored, the tables when asked, then the owed steps taken. */
@@ -487,7 +500,8 @@ static spr_status assemble(const char *path, int inference, int tables, spr_mode
     spr_status st = manifest_read(path, &mf);
     if (st) return st;
     spr_model *first = NULL, *whole = NULL, *shard = NULL;
-    if ((st = load_shard_file(&mf, 0, NULL, inference, &first))) goto done;
+    const int what = inference ? SHARD_WEIGHTS : SHARD_ALL;
+    if ((st = load_shard_file(&mf, 0, NULL, what, &first))) goto done;
     spr_model_config c = first->cfg;
     const int last = c.n_layers - 1;
     c.layers[last].size = mf.labels;
@@ -497,7 +511,7 @@ static spr_status assemble(const char *path, int inference, int tables, spr_mode
     spr_model_free(first); /* the whole holds its hidden layers and counters now */
     first = NULL;
     for (int r = 1; r < mf.ranks; r++) {
-        if ((st = load_shard_file(&mf, r, whole, inference, &shard))) goto done;
+        if ((st = load_shard_file(&mf, r, whole, what, &shard))) goto done;
         copy_rows(&whole->layers[last], mf.lo[r], &shard->layers[last], 0, mf.hi[r] - mf.lo[r], 1);
         spr_model_free(shard);
         shard = NULL;
@@ -508,11 +522,7 @@ static spr_status assemble(const char *path, int inference, int tables, spr_mode
         for (int r = 0; r < mf.ranks; r++)
             if ((st = spr_checkpoint_settle_rows(mf.files[r], whole, mf.lo[r]))) goto done;
         spr_model_drop_keys(whole);
-        whole->settled_step = whole->steps;
-        for (int l = 0; l < whole->n_layers; l++)
-            for (int64_t i = 0; i < whole->layers[l].rows; i++)
-                if (whole->layers[l].last_step[i] < whole->settled_step)
-                    whole->settled_step = whole->layers[l].last_step[i];
+        settled_from_rows(whole);
     }
     *out = whole;
     whole = NULL;
@@ -707,12 +717,50 @@ spr_status spr_model_load_sharded(const char *path, spr_dist *d, spr_model **out
     spr_dist_shard_range(mf.labels, d->rank, d->size, &lo, &hi);
     if (mf.ranks == d->size && lo == mf.lo[d->rank] && hi == mf.hi[d->rank]) {
         /* the same split: this rank's file is its shard */
-        st = load_shard_file(&mf, d->rank, NULL, 0, out);
+        st = load_shard_file(&mf, d->rank, NULL, SHARD_ALL, out);
         if (!st) (*out)->label_lo = lo, (*out)->label_total = mf.labels;
         if (!(st = agree_one_save(d, st, &mf, path, out))) (*out)->dist = d;
     } else { /* another split: this rank's rows of the shards that hold them */
         st = agree_one_save(d, load_rows_of_shards(&mf, d, out), NULL, path, out);
     }
+    manifest_free(&mf);
+    return st;
+}
+
+spr_status spr_model_load_sharded_inference(const char *path, spr_dist *d, int tables,
+                                            spr_model **out) {
+    if (!path || !d || !out)
+        return spr_fail(SPR_STATUS_BAD_INPUT, "spr_model_load_sharded_inference: NULL argument");
+    *out = NULL;
+    manifest mf;
+    spr_status st = SPR_STATUS_OK;
+    int64_t lo = 0, hi = 0;
+    int same_split = spr_dist_is_manifest(path) && !(st = manifest_read(path, &mf));
+    if (st) return st;
+    if (same_split) {
+        spr_dist_shard_range(mf.labels, d->rank, d->size, &lo, &hi);
+        same_split = mf.ranks == d->size && lo == mf.lo[d->rank] && hi == mf.hi[d->rank];
+        if (!same_split) manifest_free(&mf);
+    }
+    if (!same_split) { /* another split: the rank's rows with their state, settled, slimmed */
+        if ((st = spr_model_load_sharded(path, d, out))) return st;
+        if (!(st = spr_model_settle(*out, 0))) {
+            spr_model_drop_state(*out);
+            if (!tables) spr_model_drop_tables(*out);
+        }
+        return agree_one_save(d, st, NULL, path, out); /* (everyone agrees on the status) */
+    }
+    /* the rank's own file: its weights (and the tables it trained with), then its owing
+     * rows' steps from its moments, streamed, at its labels (the rounding salts) */
+    st = load_shard_file(&mf, d->rank, NULL, tables ? SHARD_WEIGHTS_TABLES : SHARD_WEIGHTS, out);
+    if (!st) {
+        (*out)->label_lo = lo, (*out)->label_total = mf.labels;
+        if (!(st = spr_checkpoint_settle_rows(mf.files[d->rank], *out, 0))) {
+            spr_model_drop_keys(*out);
+            settled_from_rows(*out);
+        }
+    }
+    if (!(st = agree_one_save(d, st, &mf, path, out))) (*out)->dist = d;
     manifest_free(&mf);
     return st;
 }

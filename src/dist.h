@@ -73,9 +73,10 @@ spr_status spr_checkpoint_load(const char *path, spr_model **out);
  * rows read through for their checksums; no tables: the caller builds them): a rank's
  * share of a model it need not hold whole. */
 spr_status spr_checkpoint_load_rows(const char *path, int64_t lo, int64_t hi, spr_model **out);
-/* A shard of a manifest for inference: its weights and biases as stored (a model for
- * inference whose rows may still owe Adam steps: not for use before they are taken). */
-spr_status spr_checkpoint_load_owing(const char *path, spr_model **out);
+/* A shard of a manifest for inference: its weights and biases as stored, and its tables
+ * when asked (a model for inference whose rows may still owe Adam steps: not for use
+ * before they are taken). */
+spr_status spr_checkpoint_load_owing(const char *path, int tables, spr_model **out);
 /* The rows of m (a model for inference) that owe Adam steps and that the file at path
  * holds, its output rows at m's rows lo.. and its hidden layers, take them (as
  * spr_model_settle would), with the file's moments streamed: a manifest's shards

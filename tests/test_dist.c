@@ -24,7 +24,8 @@
  *     one process its rows of an N-rank manifest: exact, in less than a whole load's bytes
  *   - a model saved on N ranks inside an epoch and loaded for inference on 1 process
  *     predicts as the whole model loaded and settled, bit for bit (float and BF16),
- *     allocating less than half of what that load does
+ *     allocating less than half of what that load does; loaded for inference on the N
+ *     ranks (spr_model_load_sharded_inference), as the ranks' whole shards do
  * With --mpi-die / --mpi-hang under mpirun -np 2: rank 1 dies (SIGKILL) or hangs after
  * two steps; rank 0 must fail with a clear error within its timeout (3 s), not hang.
  * The shell script checks the exit status and the message.
@@ -756,6 +757,38 @@ static int mpi_main(const char *dir) {
             spr_model_free(bare);
         }
         OK(spr_dist_barrier(d, "test"));
+        /* on the N ranks that saved it, for inference: each rank its weights only, its
+         * owing rows settled from its file's moments; the merged predictions (collective)
+         * those of the ranks' models loaded whole, bit for bit */
+        {
+            spr_model *full = NULL, *slim = NULL;
+            long long at0 = spr_alloc_bytes();
+            OK(spr_model_load_sharded(ipath, d, &full));
+            const long long full_bytes = spr_alloc_bytes() - at0;
+            const int64_t n = v.n_points;
+            int32_t *ia = malloc((size_t)n * 5 * 4), *ib = malloc((size_t)n * 5 * 4);
+            float *sa = malloc((size_t)n * 5 * 4), *sb = malloc((size_t)n * 5 * 4);
+            for (int tables = 0; tables < 2; tables++) {
+                at0 = spr_alloc_bytes();
+                OK(spr_model_load_sharded_inference(ipath, d, tables, &slim));
+                const long long bytes = spr_alloc_bytes() - at0 - (long long)sizeof(spr_model);
+                CHECK(slim->weights_only && bytes * 2 < full_bytes - (long long)sizeof(spr_model),
+                      "rank %d, bf16 %d, tables %d: a rank's load for inference allocated %lld bytes "
+                      "for its arrays, the whole shard's %lld", rank, bf16, tables, bytes,
+                      full_bytes - (long long)sizeof(spr_model));
+                for (int sparse = 0; sparse <= tables; sparse++) {
+                    OK(spr_model_predict(full, t.data, NULL, 0, 5, sparse, 1, ia, sa));
+                    OK(spr_model_predict(slim, t.data, NULL, 0, 5, sparse, 1, ib, sb));
+                    CHECK(!memcmp(ia, ib, (size_t)n * 5 * 4) && !memcmp(sa, sb, (size_t)n * 5 * 4),
+                          "rank %d, bf16 %d: loaded for inference on %d ranks: expected the %s "
+                          "predictions of the ranks' whole shards", rank, bf16, size,
+                          sparse ? "sparse" : "exact");
+                }
+                spr_model_free(slim);
+            }
+            free(ia), free(ib), free(sa), free(sb);
+            spr_model_free(full);
+        }
         spr_model_free(part);
     }
     toy_free(&t);

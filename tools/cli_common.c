@@ -534,7 +534,7 @@ int load_model_and_data(const char *model_path, const char *data_path, const cha
                             "them; --zero-based reads it otherwise)\n", data_path, model_path);
         return rc;
     }
-    st = cli_dist ? spr_model_load_sharded(model_path, cli_dist, model)
+    st = cli_dist ? spr_model_load_sharded_inference(model_path, cli_dist, tables, model)
                   : spr_model_load_inference(model_path, tables, model);
     if (st == SPR_STATUS_OK) st = spr_model_settle(*model, threads);
     const int load_rc = cli_agree_status(st);
