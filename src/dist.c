@@ -705,6 +705,13 @@ static spr_status agree_one_save(spr_dist *d, spr_status st, const manifest *mf,
     return ag;
 }
 
+/* Whether mf splits its labels as d does (this rank's file is then its shard, its rows
+ * [*lo, *hi)). */
+static int same_split(const manifest *mf, const spr_dist *d, int64_t *lo, int64_t *hi) {
+    spr_dist_shard_range(mf->labels, d->rank, d->size, lo, hi);
+    return mf->ranks == d->size && *lo == mf->lo[d->rank] && *hi == mf->hi[d->rank];
+}
+
 spr_status spr_model_load_sharded(const char *path, spr_dist *d, spr_model **out) {
     if (!path || !d || !out) return spr_fail(SPR_STATUS_BAD_INPUT, "spr_model_load_sharded: NULL argument");
     *out = NULL;
@@ -714,8 +721,7 @@ spr_status spr_model_load_sharded(const char *path, spr_dist *d, spr_model **out
     spr_status st = manifest_read(path, &mf);
     if (st) return st;
     int64_t lo, hi;
-    spr_dist_shard_range(mf.labels, d->rank, d->size, &lo, &hi);
-    if (mf.ranks == d->size && lo == mf.lo[d->rank] && hi == mf.hi[d->rank]) {
+    if (same_split(&mf, d, &lo, &hi)) {
         /* the same split: this rank's file is its shard */
         st = load_shard_file(&mf, d->rank, NULL, SHARD_ALL, out);
         if (!st) (*out)->label_lo = lo, (*out)->label_total = mf.labels;
@@ -735,14 +741,10 @@ spr_status spr_model_load_sharded_inference(const char *path, spr_dist *d, int t
     manifest mf;
     spr_status st = SPR_STATUS_OK;
     int64_t lo = 0, hi = 0;
-    int same_split = spr_dist_is_manifest(path) && !(st = manifest_read(path, &mf));
+    int own = spr_dist_is_manifest(path) && !(st = manifest_read(path, &mf));
     if (st) return st;
-    if (same_split) {
-        spr_dist_shard_range(mf.labels, d->rank, d->size, &lo, &hi);
-        same_split = mf.ranks == d->size && lo == mf.lo[d->rank] && hi == mf.hi[d->rank];
-        if (!same_split) manifest_free(&mf);
-    }
-    if (!same_split) { /* another split: the rank's rows with their state, settled, slimmed */
+    if (own && !(own = same_split(&mf, d, &lo, &hi))) manifest_free(&mf);
+    if (!own) { /* another split: the rank's rows with their state, settled, slimmed */
         if ((st = spr_model_load_sharded(path, d, out))) return st;
         if (!(st = spr_model_settle(*out, 0))) {
             spr_model_drop_state(*out);

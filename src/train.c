@@ -718,30 +718,22 @@ static spr_status compute_gradients(spr_model *m, const spr_dataset *data, const
      * all but a deferred step without clipping. */
     if (!deferred_usable(m, o->dense != 0) || !defer || o->clip_norm > 0.0f)
         spr_layer_gradient_rows(&m->layers[m->n_layers - 1]);
-    if (m->dist) { /* a rank's step defers its output rows' gradient as one process's does */
-        spr_deferred *f = NULL;
-        if (deferred_usable(m, o->dense != 0) && defer && o->clip_norm <= 0.0f) {
-            if ((st = deferred_prepare(m))) return st;
-            f = m->deferred;
-            deferred_materialize(m); /* a batch still pending (no step between) */
-            f->n_samples = n;
-            f->pending = 1;
-            f->fused = 0, f->grouped = 0;
-        }
-        return compute_gradients_sharded(m, &data->view, rows, n, o, f, stats);
-    }
+    /* The output rows' gradient waits in m->deferred: one process's whenever it can (made
+     * into gradient rows at the end without defer); a rank's (the sharded step, which does
+     * not fuse) in a deferred step without clipping only. */
     spr_deferred *f = NULL;
-    if (deferred_usable(m, o->dense != 0)) {
+    if (deferred_usable(m, o->dense != 0) && (!m->dist || (defer && o->clip_norm <= 0.0f))) {
         st = deferred_prepare(m);
         if (st) return st;
         f = m->deferred;
         deferred_materialize(m); /* a batch still pending (no step between): keep its gradient */
         f->n_samples = n;
         f->pending = 1;
-        f->fused = defer && fusable(m, o);
+        f->fused = !m->dist && defer && fusable(m, o);
         f->grouped = 0;
         f->view = &data->view, f->batch_rows = rows;
     }
+    if (m->dist) return compute_gradients_sharded(m, &data->view, rows, n, o, f, stats);
     const spr_dataset_view *d = &data->view;
     const int threads = spr_threads(o->threads);
     const float inv_batch = 1.0f / (float)n;
