@@ -102,11 +102,24 @@ spr_status spr_dist_agree(spr_dist *d, spr_status mine, const char *what) {
     float v[2] = {(float)mine, mine ? (float)d->rank : -1.0f};
     spr_status st = spr_dist_allreduce(d, v, 2, SPR_DIST_MAX, what);
     if (st) return st;
-    if (mine) return mine;
-    if (v[0] > 0.0f)
-        return spr_fail((spr_status)(int)v[0], "%s failed on rank %d (see its message)", what,
-                        (int)v[1]);
-    return SPR_STATUS_OK;
+    if (v[0] <= 0.0f) return SPR_STATUS_OK;
+    /* the failed rank's message, to every rank: the one that reports (rank 0, in the
+     * tool) tells the cause, not a pointer to a message another rank may never print */
+    enum { MSG = 512 };
+    char own[MSG], *all = malloc((size_t)d->size * MSG);
+    snprintf(own, sizeof own, "%s", mine ? spr_last_error() : "");
+    const int from = (int)v[1];
+    if (!all) { /* (every rank takes part in the gather, or none: all must agree first) */
+        if (mine) return mine;
+        return spr_fail((spr_status)(int)v[0], "%s failed on rank %d (out of memory for its message)", what, from);
+    }
+    st = spr_dist_allgather(d, own, all, MSG, what);
+    if (!st && !mine) {
+        all[(size_t)from * MSG + MSG - 1] = '\0';
+        st = spr_fail((spr_status)(int)v[0], "%s failed on rank %d: %s", what, from, all + (size_t)from * MSG);
+    }
+    free(all);
+    return mine ? mine : st;
 }
 
 void spr_dist_shard_range(int64_t total, int rank, int size, int64_t *lo, int64_t *hi) {

@@ -44,7 +44,8 @@ spr_status spr_dist_allgather(spr_dist *d, const void *send, void *recv, int64_t
 spr_status spr_dist_barrier(spr_dist *d, const char *what);
 
 /* Every rank's status (mine) agreed on, the worst: a rank that failed keeps its own
- * status and message, the others fail with "WHAT failed on rank R (see its message)".
+ * status and message, the others fail with "WHAT failed on rank R: ITS MESSAGE" (R the
+ * highest rank that failed).
  * Called before a collective that a failed rank would not reach (an allocation for it
  * failed), so that every rank returns instead of waiting for it. */
 spr_status spr_dist_agree(spr_dist *d, spr_status mine, const char *what);

@@ -15,6 +15,7 @@
  * With --mpi DIR under `mpirun -np N` (scripts/test.sh):
  *   - dense training on N ranks equals dense training on one process (computed on
  *     every rank beside it) to 1e-5 after several steps, clipping included; losses too
+ *   - a failure on one rank reaches every rank with its message (spr_dist_agree)
  *   - merged top-k predictions equal the whole model's
  *   - a model saved on N ranks loads on 1 process (the manifest assembled) and a
  *     one-process model loads on N ranks, equal to the reference
@@ -530,6 +531,20 @@ static int mpi_main(const char *dir) {
     int mine = rank == 1 ? 15 : -rank;
     OK(spr_dist_max_int(d, &mine));
     CHECK(mine == (size > 1 ? 15 : 0), "rank %d of %d: spr_dist_max_int gave %d", rank, size, mine);
+    /* spr_dist_agree: where the last rank alone failed, every other rank fails with its
+     * status and its message (the rank that reports tells the cause) */
+    if (size > 1) {
+        spr_status own = rank == size - 1 ? spr_fail(SPR_STATUS_BAD_INPUT, "shard.%d: its own trouble", rank)
+                                          : SPR_STATUS_OK;
+        spr_status got = spr_dist_agree(d, own, "testing");
+        char want[128];
+        snprintf(want, sizeof want, "testing failed on rank %d: shard.%d: its own trouble", size - 1, size - 1);
+        CHECK(got == SPR_STATUS_BAD_INPUT &&
+                  (rank == size - 1 ? strcmp(spr_last_error(), want + strlen(want) - 24) == 0
+                                    : strcmp(spr_last_error(), want) == 0),
+              "rank %d: spr_dist_agree after rank %d failed: status %d, message %s", rank, size - 1,
+              (int)got, spr_last_error());
+    }
     toy t;
     toy_make(&t, 300, 41, 21); /* 41 labels: shards of unequal size */
     spr_dataset_view v = spr_dataset_get_view(t.data);

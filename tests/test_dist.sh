@@ -13,7 +13,8 @@
 #      uninterrupted one, byte for byte; resumed on 1 process, its P@1 is within 0.02;
 #      an evaluation inside the epoch scores what the stopped run's settled model does
 #   4. a manifest naming shards of two saves is refused (1 process, 2 ranks, and
-#      info --verify); a
+#      info --verify); a shard damaged where its rank reads it: rank 0 prints rank 1's
+#      message; a
 #      SIGTERM that reaches one rank only, and a metrics file that fails mid-run: both
 #      ranks stop at the same batch and save the model
 #   5. a model whose output layer does not fit --max-memory on 1 process trains on 2
@@ -308,6 +309,33 @@ set -e
 mv "$work/shard1.keep" "$work/$shard1"
 "$sparrow" info --model "$work/two.model" --verify >/dev/null || fail "info --verify of two.model restored"
 echo "   refused on 1 process, on 2 ranks and by info --verify"
+
+echo "-- a shard damaged where its rank reads it"
+# A byte of shard 1's weights flipped (found by info --verify naming a W section): on 2
+# ranks rank 1 fails, and the message rank 0 prints is rank 1's own (it said "see its
+# message", which rank 1 never printed).
+cp "$work/$shard1" "$work/shard1.keep"
+size=$(stat -c %s "$work/$shard1")
+found=0
+for k in $(seq 1 2 199); do
+    off=$((size * k / 200))
+    /usr/bin/python3 -c "import sys; p, o = sys.argv[1], int(sys.argv[2]); b = bytearray(open(p, 'rb').read()); b[o] ^= 0xff; open(p, 'wb').write(b)" "$work/$shard1" "$off"
+    "$sparrow" info --model "$work/two.model" --verify >/dev/null 2>"$work/verify.err" || true
+    if grep -q "section W\[" "$work/verify.err"; then
+        found=1
+        break
+    fi
+    cp "$work/shard1.keep" "$work/$shard1"
+done
+[ $found = 1 ] || fail "no byte of $shard1's weights found to damage"
+set +e
+"${mpi[@]}" "$sparrow" eval --model "$work/two.model" --test "$work/small/test.txt" >/dev/null 2>"$work/damaged.err"
+rc=$?
+set -e
+[ "$rc" -eq 2 ] && grep -q "failed on rank 1: .*$shard1: section W\[.*checksum mismatch" "$work/damaged.err" ||
+    { cat "$work/damaged.err"; fail "a damaged shard on 2 ranks: expected exit 2 and rank 1's message, got exit $rc"; }
+mv "$work/shard1.keep" "$work/$shard1"
+echo "   exit 2, rank 1's own message: $(grep -o 'failed on rank 1: .*' "$work/damaged.err" | head -1 | cut -c1-90)"
 
 echo "-- a signal that reaches one rank only, and a metrics file that fails mid-run"
 # The ranks agree at every batch whether to stop: a SIGTERM to rank 1 alone (as mpirun's
