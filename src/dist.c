@@ -461,6 +461,14 @@ static spr_status mixed_shards(const char *file, const char *reference) {
                     file, reference);
 }
 
+/* Whether two shards' configurations agree on all but the output layer's size: the
+ * features and every hidden layer's size. */
+static int same_hidden(const spr_model_config *a, const spr_model_config *b) {
+    int same = a->n_layers == b->n_layers && a->n_features == b->n_features;
+    for (int l = 0; same && l < a->n_layers - 1; l++) same = a->layers[l].size == b->layers[l].size;
+    return same;
+}
+
 /* What load_shard_file reads of a shard: all of it, or for inference its weights as
  * stored (rows may owe steps), with or without its tables. */
 enum { SHARD_ALL, SHARD_WEIGHTS, SHARD_WEIGHTS_TABLES };
@@ -475,11 +483,7 @@ static spr_status load_shard_file(const manifest *mf, int r, const spr_model *fi
     if (st) return st;
     const spr_model *s = *out;
     const int last = s->n_layers - 1;
-    int same = 1;
-    if (first) {
-        same = s->n_layers == first->n_layers && s->cfg.n_features == first->cfg.n_features;
-        for (int l = 0; same && l < last; l++) same = s->layers[l].size == first->layers[l].size;
-    }
+    const int same = !first || same_hidden(&s->cfg, &first->cfg);
     if (s->layers[last].size != mf->hi[r] - mf->lo[r] || !same) {
         spr_model_free(*out);
         *out = NULL;
@@ -583,9 +587,7 @@ spr_status spr_dist_verify_manifest(const char *path) {
     for (int r = 0; !st && r < mf.ranks; r++) {
         if ((st = spr_checkpoint_verify(mf.files[r], r ? &c : &first, r ? &h : &first_h))) break;
         const spr_model_config *s = r ? &c : &first;
-        int same = s->n_layers == first.n_layers && s->n_features == first.n_features;
-        for (int l = 0; same && l < s->n_layers - 1; l++) same = s->layers[l].size == first.layers[l].size;
-        if (!same || s->layers[s->n_layers - 1].size != mf.hi[r] - mf.lo[r])
+        if (!same_hidden(s, &first) || s->layers[s->n_layers - 1].size != mf.hi[r] - mf.lo[r])
             st = spr_fail(SPR_STATUS_BAD_INPUT, "%s: does not match its manifest (shard %d: %lld labels expected)",
                           mf.files[r], r, (long long)(mf.hi[r] - mf.lo[r]));
         else if (r && h != first_h)
@@ -674,8 +676,7 @@ static spr_status load_rows_of_shards(const manifest *mf, spr_dist *d, spr_model
             c.layers[last].size = hi - lo;
             if (!(st = spr_model_alloc(&c, &own))) copy_replicated(own, piece), first = mf->files[r];
         } else if (same) {
-            same = piece->n_layers == own->n_layers && piece->cfg.n_features == own->cfg.n_features;
-            for (int l = 0; same && l < last; l++) same = piece->layers[l].size == own->layers[l].size;
+            same = same_hidden(&piece->cfg, &own->cfg);
             if (same && replicated_fingerprint(piece) != replicated_fingerprint(own))
                 st = mixed_shards(mf->files[r], first);
         }
