@@ -738,7 +738,11 @@ SPR_API spr_status spr_dist_max_int(spr_dist *dist, int *value);
  * collective: every rank calls them with the same arguments. Where one rank fails
  * (out of memory in inference, a shard it cannot write) every rank returns a failure
  * (the others "... failed on rank R (see its message)"): none is left waiting in a
- * collective. Hidden layers must be dense (sparsity 1). */
+ * collective. A sampled hidden layer draws the same neurons on every rank (replicated).
+ * A collective that fails inside spr_model_train_batch (a rank died or hangs: IO_ERROR)
+ * either drops the batch whole or, where it fails after the output rows took their step
+ * (the fused step's allreduce of dLoss/dh), leaves the model torn: training and saving
+ * it are then refused; load its last save. */
 SPR_API spr_status spr_model_create_sharded(const spr_model_config *config, spr_dist *dist,
                                             spr_model **out);
 

@@ -58,12 +58,21 @@ void spr_dist_finalize(spr_dist *d) {
     spr_free(d);
 }
 
+/* The failure a test asked for (fail_at), as the transport reports a peer's. */
+static spr_status injected(const spr_dist *d, const char *what) {
+    if (!d->fail_at || d->stats.collectives != d->fail_at) return SPR_STATUS_OK;
+    return spr_fail(SPR_STATUS_IO_ERROR, "%s: collective %lld failed (injected by a test)", what,
+                    (long long)d->fail_at);
+}
+
 spr_status spr_dist_allreduce(spr_dist *d, float *buf, int64_t n, spr_dist_op op, const char *what) {
     d->stats.collectives++;
     d->stats.bytes += n * (int64_t)sizeof(float);
+    spr_status st = injected(d, what);
+    if (st) return st;
     if (d->size == 1) return SPR_STATUS_OK;
     double t0 = spr_now();
-    spr_status st = spr_dist_transport_allreduce(d, buf, n, op, what);
+    st = spr_dist_transport_allreduce(d, buf, n, op, what);
     d->stats.seconds += spr_now() - t0;
     return st;
 }

@@ -22,6 +22,8 @@ struct spr_dist {
     int own_mpi;             /* spr_dist_init called MPI_Init: finalize calls MPI_Finalize */
     int transport;           /* 1: collectives go through dist_mpi.c; 0: spr_dist_self */
     spr_dist_stats stats;
+    int64_t fail_at;         /* tests: the collective that brings stats.collectives to this
+                                fails on this rank, as a peer's death would (0: none) */
     /* The shard this rank wrote in its last sharded save, and that save's manifest
      * (malloc'd, NULL before one): the next save to the same manifest removes it. */
     char *last_shard, *last_shard_manifest;

@@ -378,6 +378,12 @@ spr_status spr_model_check_state(const spr_model *m, const char *what) {
                         "%s: the model was loaded for inference (spr_model_load_inference): it "
                         "has no optimizer state; load it with spr_model_load to train or save it",
                         what);
+    if (m && m->torn)
+        return spr_fail(SPR_STATUS_IO_ERROR,
+                        "%s: a collective failed inside this model's last step, after its output "
+                        "rows had taken the step and before its hidden layers had: the model is "
+                        "between two steps; load its last save",
+                        what);
     return SPR_STATUS_OK;
 }
 

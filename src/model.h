@@ -182,9 +182,13 @@ struct spr_model {
                                  gradients or moments; never owes steps it could take
                                  (settled_step = steps, or the Adam options unknown), so
                                  spr_settled reads its rows as stored */
+    int torn;                 /* a collective failed inside a fused sharded step, after the
+                                 output layer's rows had taken it (train.c): the hidden
+                                 layers have not; training and saving are refused */
     int64_t next_rehash;      /* step at which the next rehash happens */
     int64_t rehashes, rebuilds;
     int64_t step_rows, step_bytes; /* what the last spr_model_apply_gradients stepped and moved */
+    int64_t fused_steps;      /* steps that took the fused path (train.c): for the tests */
     spr_data_note note;       /* the training set, as the caller described it (points 0: unknown) */
 
     spr_scratch *scratch;     /* (n_scratch) */
@@ -411,7 +415,8 @@ void spr_model_drop_keys(spr_model *m);
 void spr_model_drop_tables(spr_model *m);
 
 /* SPR_STATUS_OK, or BAD_INPUT naming `what` when m is weights_only: what needs the
- * optimizer state (training, taking owed steps, saving, handing the moments out). */
+ * optimizer state (training, taking owed steps, saving, handing the moments out); or
+ * IO_ERROR when m is torn (a step cut by a failed collective). */
 spr_status spr_model_check_state(const spr_model *m, const char *what);
 
 /* 1 when a sampled layer of m has no LSH tables (loaded for inference without them). */

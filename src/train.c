@@ -333,14 +333,23 @@ static void first_layer_backward(spr_model *m, int threads) {
             for (int64_t j = 0; j < size; j++) L0->gb[j] += f->gb_part[t * f->in_stride + j];
 }
 
+/* The sharded step (below): compute_gradients when m->dist is set; f, where given, takes
+ * the output layer's gradient (deferred) instead of its gradient rows. */
+static spr_status compute_gradients_sharded(spr_model *m, const spr_dataset_view *d,
+                                            const int64_t *rows, int64_t n,
+                                            const spr_train_options *o, spr_deferred *f,
+                                            spr_batch_stats *stats);
+/* The fused sharded step's second half, after the output layer's row pass (below). */
+static spr_status sharded_fused_backward(spr_model *m, int threads);
+
 /* Adds the pending output gradient into the layer's gradient rows (and touched list), in
  * sample order, as the per-sample path would have: for callers that want the gradient
  * itself (spr_model_compute_gradients, clipping). A fused batch also gets its input
  * gradient, formed sample by sample as train_sample forms it, and its first layer's
  * backward. */
-static void deferred_materialize(spr_model *m) {
+static spr_status deferred_materialize(spr_model *m) {
     spr_deferred *f = m->deferred;
-    if (!f || !f->pending) return;
+    if (!f || !f->pending) return SPR_STATUS_OK;
     spr_layer *L = &m->layers[m->n_layers - 1];
     spr_layer_gradient_rows(L);
     for (int64_t i = 0; i < f->n_samples; i++) {
@@ -356,11 +365,13 @@ static void deferred_materialize(spr_model *m) {
             if (f->fused) spr_layer_axpy(L, dl[a], ids[a], dh);
         }
     }
-    if (f->fused) {
-        f->parts = 1;
-        first_layer_backward(m, 1);
-    }
+    const int fused = f->fused;
     f->pending = 0, f->fused = 0;
+    if (!fused) return SPR_STATUS_OK;
+    f->parts = 1;
+    if (m->dist) return sharded_fused_backward(m, 1);
+    first_layer_backward(m, 1);
+    return SPR_STATUS_OK;
 }
 
 /* The optimizer's rows are sorted but gapped (at 2M labels a batch touches one row in
@@ -615,19 +626,12 @@ static void train_sample(spr_model *m, const spr_dataset_view *d, int64_t row, s
     }
 }
 
-/* The fused step's output forward, row by row: z = b_r + W_r . h_i for every entry (sample
- * i, row r) of the pending batch, each row read once for all the samples that have it
- * active instead of once a sample (at 670K labels a batch's 857K entries fall on ~480K
- * rows; at 100K on all 100K, ~8.6 entries a row), in memory order. The entries are
- * grouped as the optimizer groups them and stay grouped for its row pass (f->grouped).
- * The logits go where the deltas will; then each sample's softmax, loss and deltas. The
- * sums are layer_forward's, so the logits are the per-sample path's bit for bit. */
-static void output_forward_grouped(spr_model *m, const spr_dataset_view *d, const int64_t *rows,
-                                   float inv_batch, int threads) {
+/* The first half of output_forward_grouped (the sharded step's logits too): the pending
+ * batch's entries grouped by row (f->grouped), and each entry's logit z = b_r + W_r . h_i
+ * in f->delta at the entry's place. threads <= f->threads. */
+static void grouped_logits(spr_model *m, int threads) {
     spr_deferred *f = m->deferred;
     spr_layer *L = &m->layers[m->n_layers - 1];
-    const int nl = m->n_layers;
-    if (threads > f->threads) threads = (int)f->threads; /* <= SPR_DEFER_THREADS */
     int used = 1;
 #pragma omp parallel num_threads(threads)
     {
@@ -654,7 +658,25 @@ static void output_forward_grouped(spr_model *m, const spr_dataset_view *d, cons
                 f->delta[i * f->cap + (uint32_t)val[e]] = b + dots[e - run[k]];
             }
         }
-#pragma omp barrier
+    }
+    f->grouped = used;
+}
+
+/* The fused step's output forward, row by row: z = b_r + W_r . h_i for every entry (sample
+ * i, row r) of the pending batch, each row read once for all the samples that have it
+ * active instead of once a sample (at 670K labels a batch's 857K entries fall on ~480K
+ * rows; at 100K on all 100K, ~8.6 entries a row), in memory order. The entries are
+ * grouped as the optimizer groups them and stay grouped for its row pass (f->grouped).
+ * The logits go where the deltas will; then each sample's softmax, loss and deltas. The
+ * sums are layer_forward's, so the logits are the per-sample path's bit for bit. */
+static void output_forward_grouped(spr_model *m, const spr_dataset_view *d, const int64_t *rows,
+                                   float inv_batch, int threads) {
+    spr_deferred *f = m->deferred;
+    const int nl = m->n_layers;
+    if (threads > f->threads) threads = (int)f->threads; /* <= SPR_DEFER_THREADS */
+    grouped_logits(m, threads);
+#pragma omp parallel num_threads(threads)
+    {
         spr_scratch *s = spr_thread_scratch(m);
 #pragma omp for schedule(dynamic, 4)
         for (int64_t i = 0; i < f->n_samples; i++) {
@@ -667,7 +689,6 @@ static void output_forward_grouped(spr_model *m, const spr_dataset_view *d, cons
                                              inv_batch);
         }
     }
-    f->grouped = used;
 }
 
 static spr_status check_batch(const spr_model *m, const spr_dataset *data, const int64_t *rows,
@@ -697,12 +718,6 @@ static spr_status check_batch(const spr_model *m, const spr_dataset *data, const
     return SPR_STATUS_OK;
 }
 
-/* The sharded step (below): compute_gradients when m->dist is set; f, where given, takes
- * the output layer's gradient (deferred) instead of its gradient rows. */
-static spr_status compute_gradients_sharded(spr_model *m, const spr_dataset_view *d,
-                                            const int64_t *rows, int64_t n,
-                                            const spr_train_options *o, spr_deferred *f,
-                                            spr_batch_stats *stats);
 
 /* The batch's forward and backward passes. With defer, the output layer's gradient is
  * left in m->deferred for spr_model_apply_gradients (when deferred_usable); without, all
@@ -719,17 +734,18 @@ static spr_status compute_gradients(spr_model *m, const spr_dataset *data, const
     if (!deferred_usable(m, o->dense != 0) || !defer || o->clip_norm > 0.0f)
         spr_layer_gradient_rows(&m->layers[m->n_layers - 1]);
     /* The output rows' gradient waits in m->deferred: one process's whenever it can (made
-     * into gradient rows at the end without defer); a rank's (the sharded step, which does
-     * not fuse) in a deferred step without clipping only. */
+     * into gradient rows at the end without defer); a rank's (the sharded step) in a
+     * deferred step without clipping only. Both fuse where fusable. */
     spr_deferred *f = NULL;
     if (deferred_usable(m, o->dense != 0) && (!m->dist || (defer && o->clip_norm <= 0.0f))) {
         st = deferred_prepare(m);
         if (st) return st;
         f = m->deferred;
-        deferred_materialize(m); /* a batch still pending (no step between): keep its gradient */
+        /* a batch still pending (no step between): keep its gradient */
+        if ((st = deferred_materialize(m))) return st;
         f->n_samples = n;
         f->pending = 1;
-        f->fused = !m->dist && defer && fusable(m, o);
+        f->fused = defer && fusable(m, o);
         f->grouped = 0;
         f->view = &data->view, f->batch_rows = rows;
     }
@@ -751,7 +767,7 @@ static spr_status compute_gradients(spr_model *m, const spr_dataset *data, const
                          &m->sample_loss[i], &m->sample_active[i * SPR_MAX_LAYERS], f, i);
     }
     if (f && f->fused) output_forward_grouped(m, d, rows, inv_batch, threads);
-    if (f && !defer) deferred_materialize(m);
+    if (f && !defer && (st = deferred_materialize(m))) return st;
 
     m->samples += n;
     if (stats) {
@@ -837,8 +853,9 @@ spr_status spr_model_apply_gradients(spr_model *m, const spr_train_options *o) {
     if (sst) return sst;
     const int threads = spr_threads(o->threads);
     if (o->clip_norm > 0.0f) {
-        deferred_materialize(m); /* the norm needs every gradient row */
-        spr_status st = clip_gradients(m, o->clip_norm, threads);
+        spr_status st = deferred_materialize(m); /* the norm needs every gradient row */
+        if (st) return st;
+        st = clip_gradients(m, o->clip_norm, threads);
         if (st) return st;
     }
     const double t = (double)(m->steps + 1);
@@ -851,8 +868,17 @@ spr_status spr_model_apply_gradients(spr_model *m, const spr_train_options *o) {
         const int64_t nd = deferred_adam(m, o, bc1, bc2, threads);
         rows += nd;
         bytes += nd * step_row_bytes(&m->layers[m->n_layers - 1], m->n_layers - 1, 0);
-        first_layer_backward(m, threads);
         f->fused = 0;
+        if (m->dist) {
+            spr_status st = sharded_fused_backward(m, threads);
+            if (st) {
+                m->torn = 1; /* the output rows stepped, the hidden layers cannot */
+                return st;
+            }
+        } else {
+            first_layer_backward(m, threads);
+        }
+        m->fused_steps++;
     }
     for (int l = 0; l < m->n_layers; l++) {
         spr_layer *L = &m->layers[l];
@@ -934,8 +960,14 @@ spr_status spr_model_train_batch(spr_model *m, const spr_dataset *data, const in
                         (long long)m->steps + 1, isnan(loss) ? "nan" : "inf");
     }
     const double t0 = stats ? spr_now() : 0.0;
+    const spr_dist_stats comm0 = m->dist ? spr_dist_get_stats(m->dist) : (spr_dist_stats){0};
     st = spr_model_apply_gradients(m, o);
     if (st) return st;
+    if (stats && m->dist) { /* the fused sharded step's allreduce of dLoss/dh */
+        const spr_dist_stats comm1 = spr_dist_get_stats(m->dist);
+        stats->comm_seconds += comm1.seconds - comm0.seconds;
+        stats->comm_bytes += comm1.bytes - comm0.bytes;
+    }
     if (stats) {
         stats->optimizer_seconds = spr_now() - t0;
         stats->optimizer_rows = m->step_rows;
@@ -990,6 +1022,14 @@ spr_status spr_model_rehash_if_due(spr_model *m, const spr_train_options *o, spr
  *   5  backward through the replicated layers, the same on every rank and race-free
  *      (each thread owns whole gradient rows): the replicas get bit-identical gradients
  *      and stay identical without exchanging them. HOGWILD there would let them drift.
+ *
+ * The fused sharded step (two layers, a sampled output, no clipping: fusable), as the
+ * one process's: phase 1 stops at the active sets and the logits come row by row for the
+ * batch (sharded_grouped_logits); phase 3 forms the deltas only; the optimizer's row pass
+ * (spr_model_apply_gradients, deferred_adam) forms this rank's part of dLoss/dh while each
+ * row is in cache for its step, and phases 4 and 5 run after it (sharded_fused_backward).
+ * A collective that fails in phase 1-3 drops the batch (the gradients zeroed); one that
+ * fails in the fused phase 4 leaves the model torn (its output rows stepped).
  *
  * Communication per step: (4n + n x hidden) floats, never O(#labels). With one rank the
  * collectives are no-ops and, threads = 1, the step computes what the one-process step
@@ -1087,9 +1127,17 @@ static void sharded_forward(const sharded_ctx *c, int64_t i, spr_scratch *s) {
                                  bb->out_ids + i * bb->out_cap, Lo->pool_ids, Lo->n_pool);
         out.ids = bb->out_ids + i * bb->out_cap;
     }
-    layer_forward(Lo, &in, &out);
     bb->out_n[i] = out.n;
     active[last] = out.n;
+    spr_deferred *f = c->f;
+    if (f && f->fused) { /* the logits row by row for the whole batch (grouped_logits) */
+        const int has_labels = d->label_indptr[row + 1] > d->label_indptr[row];
+        f->n[i] = has_labels ? out.n : 0; /* no labels (on any rank): no loss, no gradient */
+        memcpy(f->ids + i * f->cap, out.ids, (size_t)out.n * sizeof(int32_t));
+        memcpy(f->in + i * f->in_stride, in.val, (size_t)Lo->fan_in * sizeof(float));
+        return;
+    }
+    layer_forward(Lo, &in, &out);
     float zmax = -INFINITY;
     for (int64_t a = 0; a < out.n; a++)
         if (out.val[a] > zmax) zmax = out.val[a];
@@ -1108,6 +1156,11 @@ static void sharded_local_sums(const sharded_ctx *c, int64_t i) {
     const int64_t nloc = bb->n_local[i], na = bb->out_n[i], n = c->n;
     const float zmax = bb->red[i];
     float sum = 0.0f, lz = 0.0f;
+    bb->red[3 * n + i] = (float)na;
+    if (c->f && c->f->fused && c->f->n[i] == 0) { /* no labels: no logits formed */
+        bb->red[n + i] = 0.0f, bb->red[2 * n + i] = 0.0f;
+        return;
+    }
     int64_t li = 0;
     for (int64_t a = 0; a < na; a++) {
         int32_t j = ids ? ids[a] : (int32_t)a;
@@ -1118,7 +1171,6 @@ static void sharded_local_sums(const sharded_ctx *c, int64_t i) {
     }
     bb->red[n + i] = sum;
     bb->red[2 * n + i] = lz;
-    bb->red[3 * n + i] = (float)na;
 }
 
 /* Phase 3 for sample i: loss, deltas, this rank's output rows' gradients and its part
@@ -1136,7 +1188,7 @@ static void sharded_output_backward(const sharded_ctx *c, int64_t i, float inv_b
     const spr_layer *Lh = &m->layers[last - 1];
     float *dh = bb->dh[last - 1] + i * stride_of(Lh);
     memset(dh, 0, (size_t)Lh->size * sizeof(float));
-    if (c->f) c->f->n[i] = 0;
+    if (c->f && !c->f->fused) c->f->n[i] = 0; /* (fused: set by the forward) */
     if (n_labels == 0) { /* an all-zero target: no loss, no gradient */
         m->sample_loss[i] = 0.0f;
         return;
@@ -1163,6 +1215,10 @@ static void sharded_output_backward(const sharded_ctx *c, int64_t i, float inv_b
     }
     act_view out = {bb->out_n[i], ids, p, delta};
     spr_deferred *f = c->f;
+    if (f && f->fused) { /* the optimizer's row pass forms this rank's part of dLoss/dh */
+        memcpy(f->delta + i * f->cap, out.delta, (size_t)out.n * sizeof(float));
+        return;
+    }
     if (f) { /* the rows' gradient waits for the optimizer; the input (dense) its part */
         f->n[i] = out.n;
         memcpy(f->ids + i * f->cap, out.ids, (size_t)out.n * sizeof(int32_t));
@@ -1263,6 +1319,62 @@ static void sharded_replicated_backward(const sharded_ctx *c, const uint8_t *has
     }
 }
 
+/* Phases 4 and 5: the allreduce of dLoss/dh (the last hidden layer's, each rank's part
+ * of it in bb->dh), then the replicated layers' backward. */
+static spr_status sharded_hidden_backward(const sharded_ctx *c, int threads) {
+    spr_model *m = c->m;
+    spr_batch_buf *bb = m->bb;
+    const spr_layer *Lh = &m->layers[m->n_layers - 2];
+    spr_status st = spr_dist_allreduce(m->dist, bb->dh[m->n_layers - 2], c->n * stride_of(Lh),
+                                       SPR_DIST_SUM, "hidden gradient");
+    if (st) return st;
+    uint8_t *has_labels = bb->has_labels;
+    for (int64_t i = 0; i < c->n; i++)
+        has_labels[i] = c->d->label_indptr[c->rows[i] + 1] > c->d->label_indptr[c->rows[i]];
+    sharded_replicated_backward(c, has_labels, threads);
+    return SPR_STATUS_OK;
+}
+
+/* The fused sharded step's phase 1 end: the logits of the rank's active rows, each row
+ * read once for the batch (grouped_logits), then each sample's into bb->out_z and its
+ * local max. A sample without labels forms none (its max 0 on every rank). */
+static void sharded_grouped_logits(const sharded_ctx *c, int threads) {
+    spr_model *m = c->m;
+    spr_batch_buf *bb = m->bb;
+    spr_deferred *f = c->f;
+    grouped_logits(m, threads < f->threads ? threads : (int)f->threads);
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int64_t i = 0; i < c->n; i++) {
+        const float *z = f->delta + i * f->cap;
+        float zmax = f->n[i] ? -INFINITY : 0.0f;
+        for (int64_t a = 0; a < f->n[i]; a++) zmax = z[a] > zmax ? z[a] : zmax;
+        memcpy(bb->out_z + i * bb->out_cap, z, (size_t)f->n[i] * sizeof(float));
+        bb->red[i] = zmax;
+    }
+}
+
+/* The fused sharded step's second half (spr_model_apply_gradients, after the output
+ * layer's row pass left this rank's part of each sample's dLoss/dh in f->dh, f->parts
+ * threads' parts): the parts summed in thread order into bb->dh, then phases 4 and 5. */
+static spr_status sharded_fused_backward(spr_model *m, int threads) {
+    spr_deferred *f = m->deferred;
+    spr_batch_buf *bb = m->bb;
+    const spr_layer *Lh = &m->layers[m->n_layers - 2];
+    const int64_t st_h = stride_of(Lh), per_part = f->batch * f->in_stride;
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int64_t i = 0; i < f->n_samples; i++) {
+        float *dh = bb->dh[m->n_layers - 2] + i * st_h;
+        const float *part = f->dh + i * f->in_stride;
+        for (int64_t j = 0; j < Lh->size; j++) {
+            float v = part[j];
+            for (int64_t p = 1; p < f->parts; p++) v += part[p * per_part + j];
+            dh[j] = v;
+        }
+    }
+    const sharded_ctx c = {m, f->view, f->batch_rows, f->n_samples, 0, 0, f};
+    return sharded_hidden_backward(&c, threads);
+}
+
 static spr_status compute_gradients_sharded(spr_model *m, const spr_dataset_view *d,
                                             const int64_t *rows, int64_t n,
                                             const spr_train_options *o, spr_deferred *f,
@@ -1285,10 +1397,11 @@ static spr_status compute_gradients_sharded(spr_model *m, const spr_dataset_view
 #pragma omp for schedule(dynamic, 4)
         for (int64_t i = 0; i < n; i++) sharded_forward(&c, i, s);
     }
-    if ((st = spr_dist_allreduce(dist, bb->red, n, SPR_DIST_MAX, "softmax max"))) return st;
+    if (f && f->fused) sharded_grouped_logits(&c, threads);
+    if ((st = spr_dist_allreduce(dist, bb->red, n, SPR_DIST_MAX, "softmax max"))) goto fail;
 #pragma omp parallel for schedule(static) num_threads(threads)
     for (int64_t i = 0; i < n; i++) sharded_local_sums(&c, i);
-    if ((st = spr_dist_allreduce(dist, bb->red + n, 3 * n, SPR_DIST_SUM, "softmax sums"))) return st;
+    if ((st = spr_dist_allreduce(dist, bb->red + n, 3 * n, SPR_DIST_SUM, "softmax sums"))) goto fail;
     const float inv_batch = 1.0f / (float)n;
 #pragma omp parallel num_threads(threads)
     {
@@ -1296,14 +1409,7 @@ static spr_status compute_gradients_sharded(spr_model *m, const spr_dataset_view
 #pragma omp for schedule(dynamic, 4)
         for (int64_t i = 0; i < n; i++) sharded_output_backward(&c, i, inv_batch, s);
     }
-    const spr_layer *Lh = &m->layers[last - 1];
-    if ((st = spr_dist_allreduce(dist, bb->dh[last - 1], n * stride_of(Lh), SPR_DIST_SUM,
-                                 "hidden gradient")))
-        return st;
-    uint8_t *has_labels = bb->has_labels;
-    for (int64_t i = 0; i < n; i++)
-        has_labels[i] = d->label_indptr[rows[i] + 1] > d->label_indptr[rows[i]];
-    sharded_replicated_backward(&c, has_labels, threads);
+    if (!(f && f->fused) && (st = sharded_hidden_backward(&c, threads))) goto fail;
 
     m->samples += n;
     if (stats) {
@@ -1322,4 +1428,8 @@ static spr_status compute_gradients_sharded(spr_model *m, const spr_dataset_view
         stats->comm_bytes = after.bytes - before.bytes;
     }
     return SPR_STATUS_OK;
+fail: /* a collective failed (a rank died or hangs): the batch's partial gradient goes, the
+       * model stays at its last step */
+    spr_model_zero_gradients(m);
+    return st;
 }

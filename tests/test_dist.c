@@ -240,6 +240,53 @@ static void test_one_rank_step(void) {
     toy_free(&t);
 }
 
+/* The two-layer model of the CLI (sparse input -> hidden -> sampled softmax) on toy data. */
+static spr_model_config toy_config2(const toy *t, float sparsity) {
+    spr_model_config c = toy_config(t, sparsity);
+    c.n_layers = 2;
+    c.layers[1] = c.layers[2];
+    return c;
+}
+
+/* A two-layer sampled model's step on one rank is fused as one process's is (the output
+ * rows' logits formed a row at a time for the batch, their input gradient in the
+ * optimizer's row pass, the first layer's backward after it): the same model bit for bit
+ * with one thread; clipping (which needs every gradient row first) and a dense step take
+ * the unfused path. */
+static void test_one_rank_fused(void) {
+    toy t;
+    toy_make(&t, 300, 40, 13);
+    spr_dist *self;
+    OK(spr_dist_self(&self));
+    for (int k = 0; k < 3; k++) { /* 0: fused, 1: clipped, 2: dense */
+        spr_model_config c = toy_config2(&t, 0.25f);
+        spr_model *whole, *part;
+        OK(spr_model_create(&c, &whole));
+        OK(spr_model_create_sharded(&c, self, &part));
+        spr_train_options o = spr_train_options_default();
+        o.batch_size = 24;
+        o.threads = 1;
+        o.lr = 0.01f;
+        o.rehash_first = 3;
+        o.clip_norm = k == 1 ? 0.05f : 0.0f;
+        o.dense = k == 2;
+        const double dl = train_both(whole, part, &t, o, 8), dw = model_diff(whole, part);
+        /* (the loss is summed from the allreduced terms: its rounding differs) */
+        CHECK(dl <= 1e-6 && dw == 0.0,
+              "one-rank two-layer step (%s): expected the one-process model bit for bit, got "
+              "loss diff %g, parameter diff %g", k == 0 ? "fused" : k == 1 ? "clipped" : "dense", dl, dw);
+        const int64_t want = k == 0 ? 8 : 0;
+        CHECK(part->fused_steps == want && whole->fused_steps == want,
+              "one-rank two-layer step (%s): expected %lld fused steps, got %lld (rank), %lld "
+              "(one process)", k == 0 ? "fused" : k == 1 ? "clipped" : "dense", (long long)want,
+              (long long)part->fused_steps, (long long)whole->fused_steps);
+        spr_model_free(whole);
+        spr_model_free(part);
+    }
+    spr_dist_finalize(self);
+    toy_free(&t);
+}
+
 static void test_shard_rows_and_memory(void) {
     toy t;
     toy_make(&t, 50, 40, 12);
@@ -308,6 +355,71 @@ static int count_prefixed(const char *dir, const char *prefix) {
         n += strncmp(e->d_name, prefix, strlen(prefix)) == 0;
     if (d) closedir(d);
     return n;
+}
+
+/* A collective that fails inside a rank's step (a peer died; injected here on one rank:
+ * dist.h's fail_at). In the step's forward (softmax max, softmax sums): the batch is
+ * dropped whole, the model stays at its last step and trains on as if the batch had not
+ * been (bit for bit the one-process model that skipped it). In the fused step's allreduce
+ * of dLoss/dh, after the output rows have taken the step: the model is torn, and
+ * training and saving it are refused (no file written) rather than saving half a step. */
+static void test_failed_collective(const char *dir) {
+    toy t;
+    toy_make(&t, 300, 40, 14);
+    spr_model_config c = toy_config2(&t, 0.25f);
+    spr_train_options o = spr_train_options_default();
+    o.batch_size = 24;
+    o.threads = 1;
+    o.lr = 0.01f;
+    o.rehash_first = 3;
+    int64_t rows[24];
+    for (int at = 1; at <= 3; at++) { /* the step's collectives: max, sums, dLoss/dh */
+        spr_dist *self;
+        OK(spr_dist_self(&self));
+        spr_model *whole, *part;
+        OK(spr_model_create(&c, &whole));
+        OK(spr_model_create_sharded(&c, self, &part));
+        for (int s = 0; s < 6; s++) {
+            for (int64_t i = 0; i < 24; i++) rows[i] = (s * 37 + i * 11) % 300;
+            if (s == 3) self->fail_at = spr_dist_get_stats(self).collectives + at;
+            spr_status st = spr_model_train_batch(part, t.data, rows, 24, &o, NULL);
+            if (s != 3) {
+                if (at < 3 || s < 3) OK(st);
+                if (at < 3 || s < 3) OK(spr_model_train_batch(whole, t.data, rows, 24, &o, NULL));
+                if (at == 3 && s > 3)
+                    CHECK(st == SPR_STATUS_IO_ERROR && strstr(spr_last_error(), "between two steps"),
+                          "a torn model: expected training refused, got %d (%s)", (int)st, spr_last_error());
+                continue;
+            }
+            const char *want = at == 1 ? "softmax max" : at == 2 ? "softmax sums" : "hidden gradient";
+            CHECK(st == SPR_STATUS_IO_ERROR && strstr(spr_last_error(), want),
+                  "collective %d of the step failing: expected IO_ERROR naming '%s', got %d (%s)", at,
+                  want, (int)st, spr_last_error());
+        }
+        char path[512];
+        snprintf(path, sizeof path, "%s/torn%d", dir, at);
+        spr_status st = spr_model_save(part, path);
+        if (at < 3) {
+            const double dw = model_diff(whole, part);
+            CHECK(st == SPR_STATUS_OK && dw == 0.0 && part->steps == 5 && !part->torn,
+                  "collective %d failing: expected the batch dropped (the model of the 5 other "
+                  "steps bit for bit, saved), got save %d, diff %g, %lld steps", at, (int)st, dw,
+                  (long long)part->steps);
+        } else {
+            struct stat sb;
+            CHECK(st == SPR_STATUS_IO_ERROR && strstr(spr_last_error(), "between two steps") &&
+                      stat(path, &sb) != 0,
+                  "a torn model: expected its save refused and no file, got %d (%s)", (int)st,
+                  spr_last_error());
+        }
+        char shard[600];
+        if (manifest_shard(path, 0, shard, sizeof shard)) remove(shard);
+        remove(path);
+        spr_model_free(whole);
+        spr_model_free(part);
+        spr_dist_finalize(self);
+    }
+    toy_free(&t);
 }
 
 static void test_manifest_one_rank(const char *dir) {
@@ -651,6 +763,55 @@ static int mpi_main(const char *dir) {
         OK(spr_dist_barrier(d, "test"));
         spr_model_free(part);
     }
+    { /* A two-layer sampled model's rank step is fused as one process's is (its rows'
+       * logits a row at a time, its part of dLoss/dh in the optimizer's row pass, then the
+       * allreduce and the first layer's backward). Sparsity 0.99 makes every row active on
+       * every rank: the model of 2 ranks x 2 threads is then one process's to rounding.
+       * Then sampled (sparsity 0.25, rehashes and rebuilds within the run): the replicas
+       * stay bit for bit the same, which the load of their save checks. */
+        const float sparsities[] = {0.99f, 0.25f};
+        for (int k = 0; k < 2; k++) {
+            spr_model_config c2 = toy_config2(&t, sparsities[k]);
+            spr_model *whole, *part;
+            OK(spr_model_create(&c2, &whole));
+            OK(spr_model_create_sharded(&c2, d, &part));
+            spr_train_options o1 = o, o2;
+            o1.dense = 0, o1.clip_norm = 0.0f, o1.rehash_first = 2, o1.rebuild_every = 2;
+            o2 = o1, o2.threads = 2;
+            double dl = 0.0;
+            int64_t rows[32];
+            for (int step = 0; step < 8; step++) {
+                for (int64_t i = 0; i < 32; i++) rows[i] = (step * 29 + i * 13) % v.n_points;
+                spr_batch_stats a, b;
+                OK(spr_model_train_batch(whole, t.data, rows, 32, &o1, &a));
+                OK(spr_model_train_batch(part, t.data, rows, 32, &o2, &b));
+                dl = fmax(dl, fabs(a.loss - b.loss));
+            }
+            CHECK(part->fused_steps == 8, "rank %d, sparsity %g: expected 8 fused steps, got %lld",
+                  rank, (double)sparsities[k], (long long)part->fused_steps);
+            if (k == 0) {
+                const double dw = model_diff(whole, part);
+                CHECK(dl <= 1e-5 && dw <= 1e-5,
+                      "rank %d of %d, two layers, every row active, fused: expected the "
+                      "one-process model to 1e-5, got loss diff %g, parameter diff %g",
+                      rank, size, dl, dw);
+            } else {
+                char fpath[512];
+                snprintf(fpath, sizeof fpath, "%s/fused_sampled", dir);
+                OK(spr_model_save(part, fpath));
+                if (rank == 0) {
+                    spr_model *back = NULL;
+                    spr_status st = spr_model_load(fpath, &back);
+                    CHECK(st == SPR_STATUS_OK, "a two-layer model trained fused on %d ranks: "
+                          "expected its shards to agree, got %s", size, spr_last_error());
+                    spr_model_free(back);
+                }
+                OK(spr_dist_barrier(d, "test"));
+            }
+            spr_model_free(whole);
+            spr_model_free(part);
+        }
+    }
     { /* A rank reads only its rows of a model it need not hold whole: of a one-process
        * file (1 -> N), of a one-rank manifest (another split: 1 -> N), and on one process
        * of this run's N-rank manifest (N -> 1). Rows exact; the bytes allocated, against
@@ -938,8 +1099,10 @@ int main(int argc, char **argv) {
     }
     test_max_int_one_rank();
     test_one_rank_step();
+    test_one_rank_fused();
     test_shard_rows_and_memory();
     test_manifest_one_rank(dir);
+    test_failed_collective(dir);
     test_load_rows(dir);
     rmdir(dir);
     printf("MPI compiled in: %s\n", spr_dist_compiled() ? "yes" : "no");
