@@ -742,7 +742,8 @@ spr_status spr_model_load_sharded(const char *path, spr_dist *d, spr_model **out
         return agree_one_save(d, load_rows_of_file(path, d, out), NULL, path, out);
     manifest mf;
     spr_status st = manifest_read(path, &mf);
-    if (st) return st;
+    if (st) /* (a manifest one rank alone cannot read: the others learn it where they agree) */
+        return spr_dist_agree(d, st, "loading the model");
     int64_t lo, hi;
     if (same_split(&mf, d, &lo, &hi)) {
         /* the same split: this rank's file is its shard */
@@ -765,7 +766,7 @@ spr_status spr_model_load_sharded_inference(const char *path, spr_dist *d, int t
     spr_status st = SPR_STATUS_OK;
     int64_t lo = 0, hi = 0;
     int own = spr_dist_is_manifest(path) && !(st = manifest_read(path, &mf));
-    if (st) return st;
+    if (st) return spr_dist_agree(d, st, "loading the model"); /* as spr_model_load_sharded */
     if (own && !(own = same_split(&mf, d, &lo, &hi))) manifest_free(&mf);
     if (!own) { /* another split: the rank's rows with their state, settled, slimmed */
         if ((st = spr_model_load_sharded(path, d, out))) return st;

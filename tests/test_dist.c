@@ -718,6 +718,34 @@ static int mpi_main(const char *dir) {
             CHECK(dn <= 1e-5 && spr_model_get_info(own).label_lo == spr_model_get_info(part).label_lo,
                   "rank %d: a %d-rank model loaded on %d ranks: expected its shard, got diff %g",
                   rank, size, size, dn);
+            /* a manifest the last rank cannot read (a damaged copy on its node): every rank
+             * fails at once with the cause (not the others waiting out the timeout in a
+             * collective the failed rank never reaches), for training and for inference */
+            if (size > 1) {
+                char bpath[512];
+                snprintf(bpath, sizeof bpath, "%s/sharded_bad", dir);
+                if (rank == size - 1) {
+                    FILE *bf = fopen(bpath, "w");
+                    fputs("sparrow sharded model 1\nranks two\n", bf);
+                    fclose(bf);
+                }
+                for (int inf = 0; inf < 2; inf++) {
+                    spr_model *none = NULL;
+                    const double t0 = spr_now();
+                    const char *use = rank == size - 1 ? bpath : mpath;
+                    spr_status st = inf ? spr_model_load_sharded_inference(use, d, 0, &none)
+                                        : spr_model_load_sharded(use, d, &none);
+                    const double took = spr_now() - t0;
+                    CHECK(st == SPR_STATUS_BAD_INPUT && !none && took < 20.0 &&
+                              strstr(spr_last_error(), "sharded_bad:2: expected 'ranks N'") &&
+                              (rank == size - 1 || strstr(spr_last_error(), "failed on rank")),
+                          "rank %d, %s: a manifest the last rank cannot read: expected every rank "
+                          "to fail naming it, got %d after %.1f s (%s)", rank,
+                          inf ? "inference" : "training", (int)st, took, spr_last_error());
+                    spr_model_free(none);
+                }
+                OK(spr_dist_barrier(d, "test"));
+            }
             /* the loaded shard trains on, in step with the reference */
             double dl2 = train_both(whole, own, &t, o, 2);
             CHECK(dl2 <= 1e-5, "rank %d: training after loading: loss diff %g", rank, dl2);
