@@ -248,18 +248,31 @@ static spr_model_config toy_config2(const toy *t, float sparsity) {
     return c;
 }
 
+/* Whether the BF16 output layers of a and b (same rows) hold the same bits: weights,
+ * moments, biases and their moments. */
+static int bf16_layers_equal(const spr_model *a, const spr_model *b) {
+    const spr_layer *x = &a->layers[a->n_layers - 1], *y = &b->layers[b->n_layers - 1];
+    const size_t n16 = (size_t)x->rows * (size_t)x->stride * sizeof(uint16_t);
+    const size_t nb = (size_t)x->size * sizeof(float);
+    return x->rows == y->rows && x->w16 && y->w16 && !memcmp(x->w16, y->w16, n16) &&
+           !memcmp(x->mw16, y->mw16, n16) && !memcmp(x->vw16, y->vw16, n16) &&
+           !memcmp(x->b, y->b, nb) && !memcmp(x->mb, y->mb, nb) && !memcmp(x->vb, y->vb, nb);
+}
+
 /* A two-layer sampled model's step on one rank is fused as one process's is (the output
  * rows' logits formed a row at a time for the batch, their input gradient in the
  * optimizer's row pass, the first layer's backward after it): the same model bit for bit
- * with one thread; clipping (which needs every gradient row first) and a dense step take
- * the unfused path. */
+ * with one thread, BF16 weights and moments too (their rounding salted by the global
+ * row); clipping (which needs every gradient row first) and a dense step take the
+ * unfused path. */
 static void test_one_rank_fused(void) {
     toy t;
     toy_make(&t, 300, 40, 13);
     spr_dist *self;
     OK(spr_dist_self(&self));
-    for (int k = 0; k < 3; k++) { /* 0: fused, 1: clipped, 2: dense */
+    for (int k = 0; k < 4; k++) { /* 0: fused, 1: clipped, 2: dense, 3: fused, BF16 */
         spr_model_config c = toy_config2(&t, 0.25f);
+        c.bf16_state = c.bf16_weights = k == 3;
         spr_model *whole, *part;
         OK(spr_model_create(&c, &whole));
         OK(spr_model_create_sharded(&c, self, &part));
@@ -270,16 +283,27 @@ static void test_one_rank_fused(void) {
         o.rehash_first = 3;
         o.clip_norm = k == 1 ? 0.05f : 0.0f;
         o.dense = k == 2;
-        const double dl = train_both(whole, part, &t, o, 8), dw = model_diff(whole, part);
+        const char *what = k == 0 ? "fused" : k == 1 ? "clipped" : k == 2 ? "dense" : "fused, BF16";
+        const double dl = train_both(whole, part, &t, o, 8);
+        double dw = 0.0;
+        if (k == 3) { /* the float arrays (the hidden layer) as below, the BF16 layer's bits */
+            for (int p = 0; p < 6; p++)
+                dw = fmax(dw, max_diff(whole, part, 0, (spr_param[]){SPR_PARAM_WEIGHT, SPR_PARAM_BIAS,
+                          SPR_PARAM_WEIGHT_ADAM_M, SPR_PARAM_WEIGHT_ADAM_V, SPR_PARAM_BIAS_ADAM_M,
+                          SPR_PARAM_BIAS_ADAM_V}[p], 0));
+            if (!bf16_layers_equal(whole, part)) dw = 1e30;
+        } else {
+            dw = model_diff(whole, part);
+        }
         /* (the loss is summed from the allreduced terms: its rounding differs) */
         CHECK(dl <= 1e-6 && dw == 0.0,
               "one-rank two-layer step (%s): expected the one-process model bit for bit, got "
-              "loss diff %g, parameter diff %g", k == 0 ? "fused" : k == 1 ? "clipped" : "dense", dl, dw);
-        const int64_t want = k == 0 ? 8 : 0;
+              "loss diff %g, parameter diff %g", what, dl, dw);
+        const int64_t want = k == 0 || k == 3 ? 8 : 0;
         CHECK(part->fused_steps == want && whole->fused_steps == want,
               "one-rank two-layer step (%s): expected %lld fused steps, got %lld (rank), %lld "
-              "(one process)", k == 0 ? "fused" : k == 1 ? "clipped" : "dense", (long long)want,
-              (long long)part->fused_steps, (long long)whole->fused_steps);
+              "(one process)", what, (long long)want, (long long)part->fused_steps,
+              (long long)whole->fused_steps);
         spr_model_free(whole);
         spr_model_free(part);
     }
