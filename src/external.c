@@ -7,10 +7,15 @@
  *
  * The arithmetic is the same as train.c's for the output layer (same kernels, same
  * order, same sampler), so with sparsity 1 a step matches softmax cross-entropy over a
- * dense linear layer (the test against torch.nn.functional.cross_entropy). The lazy
- * Adam step is done here for the output layer only (the rehash schedule is train.c's): calling
- * spr_model_apply_gradients would also move layer 0's bias (its dense Adam update runs
- * even with a zero gradient once its moments are non-zero).
+ * dense linear layer (the test against torch.nn.functional.cross_entropy). A sampled
+ * layer without clipping takes train.c's fused step of the output layer alone
+ * (spr_output_forward_deferred, spr_output_step_deferred: the logits a row at a time for
+ * the batch, dLoss/dinput in the optimizer's row pass, no gradient rows); with one
+ * thread it is the per-sample path below bit for bit (test_external), which the dense
+ * layer and clipping take. Either way the Adam step is the output layer's only (the
+ * rehash schedule is train.c's): spr_model_apply_gradients would also move layer 0's
+ * bias (its dense Adam update runs even with a zero gradient once its moments are
+ * non-zero).
  */
 #include "common.h"
 #include "kernels.h"
@@ -208,7 +213,11 @@ spr_status spr_model_output_train(spr_model *m, const float *input, int64_t n,
     if (st) return st;
     st = spr_model_prepare(m, o, max_labels);
     if (st) return st;
-    spr_layer_gradient_rows(Lo); /* this path accumulates into the gradient rows */
+    /* A sampled layer without clipping takes the fused step (train.c: the logits a row at
+     * a time for the batch, dLoss/dinput in the optimizer's row pass, no gradient rows);
+     * the rest accumulates into the gradient rows, sample by sample. */
+    const int deferred = spr_output_deferrable(m, o);
+    if (!deferred) spr_layer_gradient_rows(Lo);
     const int threads = spr_threads(o->threads);
     const int dense = o->dense != 0;
     const float inv_batch = 1.0f / (float)n;
@@ -217,17 +226,22 @@ spr_status spr_model_output_train(spr_model *m, const float *input, int64_t n,
     const int64_t fan_in = Lo->fan_in;
     spr_model_draw_pools(m, o, step_seed, 0); /* the batch's random pools, as in train.c */
 
+    if (deferred) {
+        st = spr_output_forward_deferred(m, input, n, label_indptr, labels, o, step_seed);
+        if (st) return st;
+    } else {
 #pragma omp parallel num_threads(threads)
-    {
-        spr_scratch *s = spr_thread_scratch(m);
+        {
+            spr_scratch *s = spr_thread_scratch(m);
 #pragma omp for schedule(dynamic, 4)
-        for (int64_t i = 0; i < n; i++) {
-            const int64_t a = label_indptr[i];
-            m->sample_loss[i] = output_sample(Lo, input + i * fan_in, labels ? labels + a : NULL,
-                                              label_indptr[i + 1] - a, dense, inv_batch, s, lo_index,
-                                              step_seed ^ spr_mix64((uint64_t)i),
-                                              grad_input + i * fan_in,
-                                              &m->sample_active[i * SPR_MAX_LAYERS]);
+            for (int64_t i = 0; i < n; i++) {
+                const int64_t a = label_indptr[i];
+                m->sample_loss[i] = output_sample(Lo, input + i * fan_in, labels ? labels + a : NULL,
+                                                  label_indptr[i + 1] - a, dense, inv_batch, s,
+                                                  lo_index, step_seed ^ spr_mix64((uint64_t)i),
+                                                  grad_input + i * fan_in,
+                                                  &m->sample_active[i * SPR_MAX_LAYERS]);
+            }
         }
     }
     double loss = 0.0, active = 0.0;
@@ -241,11 +255,13 @@ spr_status spr_model_output_train(spr_model *m, const float *input, int64_t n,
         stats->active[lo_index] = active / (double)n;
     }
     if (!isfinite(loss)) { /* as train.c: refuse the step, keep the last good model */
-        output_zero(Lo);
+        if (deferred) spr_model_zero_gradients(m);
+        else output_zero(Lo);
         return spr_fail(SPR_STATUS_BAD_INPUT, "training diverged at step %lld: loss is %s (try a lower lr)",
                         (long long)m->steps + 1, isnan(loss) ? "nan" : "inf");
     }
-    output_step(m, Lo, o, threads);
+    if (deferred) spr_output_step_deferred(m, o, grad_input);
+    else output_step(m, Lo, o, threads);
     m->samples += n;
 
     if (!Lo->sampled || dense) return SPR_STATUS_OK;

@@ -488,6 +488,23 @@ spr_status spr_model_rehash_if_due(spr_model *m, const spr_train_options *o, spr
 /* Clears the gradients and touched lists without an optimizer step (tests). */
 void spr_model_zero_gradients(spr_model *m);
 
+/* The output layer alone on dense inputs from outside (external.c, the PyTorch layer),
+ * fused as the two-layer step's output layer is (train.c, spr_deferred): where
+ * spr_output_deferrable (a sampled layer, no clipping, not dense),
+ * spr_output_forward_deferred selects each input row's active set (its rng seeded with
+ * step_seed ^ spr_mix64(row), as external.c's per-sample path), forms the logits a row
+ * at a time for the batch and each row's softmax: m->sample_loss, m->sample_active
+ * (at [i SPR_MAX_LAYERS]); the gradient waits. Then spr_output_step_deferred steps the
+ * touched rows (Adam, catch-up), forming (n, fan_in) dLoss/dinput in grad_input in the same
+ * row pass, and counts the step; or spr_model_zero_gradients drops the batch (a loss
+ * that is not finite). Called in that order, nothing between; spr_model_prepare first.
+ * With one thread, bit for bit the per-sample path. */
+int spr_output_deferrable(const spr_model *m, const spr_train_options *o);
+spr_status spr_output_forward_deferred(spr_model *m, const float *input, int64_t n,
+                                       const int64_t *label_indptr, const int32_t *labels,
+                                       const spr_train_options *o, uint64_t step_seed);
+void spr_output_step_deferred(spr_model *m, const spr_train_options *o, float *grad_input);
+
 /* Exact inference scores a block of up to SPR_EXACT_BLOCK points against SPR_EXACT_ROWS
  * output rows at a time as one small matrix product (spr_matmul_panels: the block's hidden
  * vectors as panels of SPR_PANEL points stay in L1, the rows stream through registers),

@@ -367,7 +367,7 @@ static spr_status deferred_materialize(spr_model *m) {
     }
     const int fused = f->fused;
     f->pending = 0, f->fused = 0;
-    if (!fused) return SPR_STATUS_OK;
+    if (!fused || !f->view) return SPR_STATUS_OK; /* (no view: the output layer alone) */
     f->parts = 1;
     if (m->dist) return sharded_fused_backward(m, 1);
     first_layer_backward(m, 1);
@@ -669,8 +669,9 @@ static void grouped_logits(spr_model *m, int threads) {
  * grouped as the optimizer groups them and stay grouped for its row pass (f->grouped).
  * The logits go where the deltas will; then each sample's softmax, loss and deltas. The
  * sums are layer_forward's, so the logits are the per-sample path's bit for bit. */
-static void output_forward_grouped(spr_model *m, const spr_dataset_view *d, const int64_t *rows,
-                                   float inv_batch, int threads) {
+/* Sample i's labels: labels[indptr[r] .. indptr[r + 1]), r = rows[i] (rows NULL: r = i). */
+static void output_forward_grouped(spr_model *m, const int64_t *indptr, const int32_t *labels,
+                                   const int64_t *rows, float inv_batch, int threads) {
     spr_deferred *f = m->deferred;
     const int nl = m->n_layers;
     if (threads > f->threads) threads = (int)f->threads; /* <= SPR_DEFER_THREADS */
@@ -680,12 +681,11 @@ static void output_forward_grouped(spr_model *m, const spr_dataset_view *d, cons
         spr_scratch *s = spr_thread_scratch(m);
 #pragma omp for schedule(dynamic, 4)
         for (int64_t i = 0; i < f->n_samples; i++) {
-            if (f->n[i] == 0) continue; /* no labels (train_sample left its loss 0) */
-            const int64_t row = rows[i];
+            if (f->n[i] == 0) continue; /* no labels (the sample's loss was left 0) */
+            const int64_t r = rows ? rows[i] : i;
             act_view out = {f->n[i], f->ids + i * f->cap, s->act[nl - 1], f->delta + i * f->cap};
             memcpy(out.val, out.delta, (size_t)out.n * sizeof(float));
-            m->sample_loss[i] = softmax_loss(&out, d->labels + d->label_indptr[row],
-                                             d->label_indptr[row + 1] - d->label_indptr[row],
+            m->sample_loss[i] = softmax_loss(&out, labels + indptr[r], indptr[r + 1] - indptr[r],
                                              inv_batch);
         }
     }
@@ -766,7 +766,7 @@ static spr_status compute_gradients(spr_model *m, const spr_dataset *data, const
             train_sample(m, d, rows[i], s, dense, inv_batch, step_seed ^ spr_mix64((uint64_t)rows[i]),
                          &m->sample_loss[i], &m->sample_active[i * SPR_MAX_LAYERS], f, i);
     }
-    if (f && f->fused) output_forward_grouped(m, d, rows, inv_batch, threads);
+    if (f && f->fused) output_forward_grouped(m, d->label_indptr, d->labels, rows, inv_batch, threads);
     if (f && !defer && (st = deferred_materialize(m))) return st;
 
     m->samples += n;
@@ -926,6 +926,72 @@ void spr_model_zero_gradients(spr_model *m) {
         atomic_store(&L->n_touched, 0);
     }
     memset(m->layers[0].gb, 0, (size_t)m->layers[0].size * sizeof(float));
+}
+
+/* ------------------------------------------------------------------ the output layer alone */
+
+int spr_output_deferrable(const spr_model *m, const spr_train_options *o) {
+    return deferred_usable(m, o->dense != 0) && !(o->clip_norm > 0.0f);
+}
+
+spr_status spr_output_forward_deferred(spr_model *m, const float *input, int64_t n,
+                                       const int64_t *label_indptr, const int32_t *labels,
+                                       const spr_train_options *o, uint64_t step_seed) {
+    spr_status st = deferred_prepare(m);
+    if (st) return st;
+    spr_deferred *f = m->deferred;
+    if ((st = deferred_materialize(m))) return st;
+    spr_layer *Lo = &m->layers[m->n_layers - 1];
+    const int threads = spr_threads(o->threads);
+    f->n_samples = n, f->pending = 1, f->fused = 1, f->grouped = 0;
+    f->view = NULL, f->batch_rows = NULL;
+#pragma omp parallel num_threads(threads)
+    {
+        spr_scratch *s = spr_thread_scratch(m);
+#pragma omp for schedule(dynamic, 4)
+        for (int64_t i = 0; i < n; i++) {
+            const int64_t n_labels = label_indptr[i + 1] - label_indptr[i];
+            const float *h = input + i * Lo->fan_in;
+            spr_rng rng;
+            spr_rng_seed(&rng, step_seed ^ spr_mix64((uint64_t)i));
+            const int64_t na = spr_layer_select(Lo, h, labels ? labels + label_indptr[i] : NULL,
+                                                n_labels, 0, s, &rng, f->ids + i * f->cap,
+                                                Lo->pool_ids, Lo->n_pool);
+            m->sample_active[i * SPR_MAX_LAYERS] = na; /* (external.c's place for it) */
+            m->sample_loss[i] = 0.0f;
+            f->n[i] = n_labels ? na : 0; /* no labels: no loss, no gradient */
+            memcpy(f->in + i * f->in_stride, h, (size_t)Lo->fan_in * sizeof(float));
+        }
+    }
+    output_forward_grouped(m, label_indptr, labels, NULL, 1.0f / (float)n, threads);
+    return SPR_STATUS_OK;
+}
+
+void spr_output_step_deferred(spr_model *m, const spr_train_options *o, float *grad_input) {
+    spr_deferred *f = m->deferred;
+    const int last = m->n_layers - 1;
+    const spr_layer *Lo = &m->layers[last];
+    const int threads = spr_threads(o->threads);
+    const double t = (double)(m->steps + 1);
+    const float bc1 = (float)(1.0 - pow(o->beta1, t)), bc2 = (float)(1.0 - pow(o->beta2, t));
+    spr_catch_up_prepare(m, o);
+    const int64_t rows = deferred_adam(m, o, bc1, bc2, threads);
+    f->fused = 0;
+    /* dLoss/dinput: the threads' parts summed in thread order (first_layer_backward's) */
+    const int64_t fan_in = Lo->fan_in, per_part = f->batch * f->in_stride;
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int64_t i = 0; i < f->n_samples; i++) {
+        const float *part = f->dh + i * f->in_stride;
+        for (int64_t j = 0; j < fan_in; j++) {
+            float v = part[j];
+            for (int64_t p = 1; p < f->parts; p++) v += part[p * per_part + j];
+            grad_input[i * fan_in + j] = v;
+        }
+    }
+    m->step_rows = rows;
+    m->step_bytes = rows * step_row_bytes(Lo, last, 0);
+    m->steps++;
+    m->fused_steps++;
 }
 
 /* The t-th gap between rehashes: rehash_first * exp(rehash_growth * t) batches, at most

@@ -94,6 +94,74 @@ static double ref_loss(spr_model *m, const float *x, const int64_t *ptr, const i
     return total / N;
 }
 
+/* The output layer's arrays of a and b hold the same bits (weights, moments float or
+ * BF16, biases and theirs, each row's last step). */
+static int output_equal(const spr_model *a, const spr_model *b) {
+    const spr_layer *x = &a->layers[1], *y = &b->layers[1];
+    const size_t nw = (size_t)x->rows * (size_t)x->stride, nb = (size_t)x->size * sizeof(float);
+    const int moments = x->mw16 ? !memcmp(x->mw16, y->mw16, nw * 2) && !memcmp(x->vw16, y->vw16, nw * 2)
+                                : !memcmp(x->mw, y->mw, nw * 4) && !memcmp(x->vw, y->vw, nw * 4);
+    return moments && !memcmp(x->w, y->w, nw * 4) && !memcmp(x->b, y->b, nb) &&
+           !memcmp(x->mb, y->mb, nb) && !memcmp(x->vb, y->vb, nb) &&
+           !memcmp(x->last_step, y->last_step, (size_t)x->rows * sizeof *x->last_step);
+}
+
+/* A sampled layer without clipping takes the fused step (train.c: logits a row at a time
+ * for the batch, dLoss/dinput formed in the optimizer's row pass, no gradient rows);
+ * with one thread it is the per-sample path bit for bit: the gradient handed back, the
+ * loss, the weights and moments (float and BF16 moments), over steps that leave rows
+ * owing (the catch-up) and a row without labels. The per-sample twin is the same step
+ * with a clipping norm it never reaches (clipping takes that path and scales nothing).
+ * Two threads: the same rows (each row's entries stay in sample order), the gradient to
+ * rounding (its threads' parts summed in thread order). */
+static void test_fused_equals_per_sample(const float *x, const int64_t *ptr, const int32_t *lab,
+                                         uint64_t seed) {
+    for (int bf16 = 0; bf16 <= 1; bf16++) {
+        spr_model *a = make_bf16(0.25f, seed + 2, bf16), *b = make_bf16(0.25f, seed + 2, bf16),
+                  *c = make_bf16(0.25f, seed + 2, bf16);
+        if (!a || !b || !c) {
+            CHECK(0, "fused: expected three models");
+            return;
+        }
+        spr_train_options o = spr_train_options_default(), ob, oc;
+        o.threads = 1;
+        o.lr = 0.01f;
+        ob = o, ob.clip_norm = 1e30f;
+        oc = o, oc.threads = 2;
+        float ga[N * IN], gb[N * IN], gc[N * IN];
+        double worst = 0.0;
+        int same = 1;
+        for (int step = 0; step < 4; step++) {
+            /* (the batch's first rows only in step 1: the other rows' labels miss steps) */
+            const int64_t n = step == 1 ? 2 : N;
+            spr_batch_stats sa, sb, sc;
+            const spr_status s1 = spr_model_output_train(a, x, n, ptr, lab, &o, ga, &sa),
+                             s2 = spr_model_output_train(b, x, n, ptr, lab, &ob, gb, &sb),
+                             s3 = spr_model_output_train(c, x, n, ptr, lab, &oc, gc, &sc);
+            CHECK(!s1 && !s2 && !s3, "fused, step %d: expected OK, got %d %d %d (%s)", step, s1, s2, s3,
+                  spr_last_error());
+            same &= !memcmp(ga, gb, (size_t)(n * IN) * sizeof(float)) && sa.loss == sb.loss &&
+                    sa.active[1] == sb.active[1];
+            for (int64_t i = 0; i < n * IN; i++) worst = fmax(worst, fabs((double)ga[i] - gc[i]));
+        }
+        CHECK(same && output_equal(a, b),
+              "bf16 state %d: the fused step against the per-sample one: expected the same "
+              "gradients, losses and output layer bit for bit", bf16);
+        CHECK(a->fused_steps == 4 && b->fused_steps == 0 && !a->layers[1].gw_ready && b->layers[1].gw_ready,
+              "bf16 state %d: expected 4 fused steps without gradient rows, and the clipped "
+              "path with them; got %lld / %lld steps, gradient rows %d / %d", bf16,
+              (long long)a->fused_steps, (long long)b->fused_steps, a->layers[1].gw_ready,
+              b->layers[1].gw_ready);
+        CHECK(output_equal(a, c) && worst <= 1e-6,
+              "bf16 state %d: the fused step on 2 threads: expected the 1-thread rows bit for "
+              "bit and its gradient to 1e-6, got %s rows, gradient diff %g", bf16,
+              output_equal(a, c) ? "the same" : "other", worst);
+        spr_model_free(a);
+        spr_model_free(b);
+        spr_model_free(c);
+    }
+}
+
 int main(void) {
     const uint64_t seed = 20261125;
     printf("test_external: seed %llu\n", (unsigned long long)seed);
@@ -105,6 +173,7 @@ int main(void) {
     const int32_t lab[7] = {5, 0, 39, 17, 2, 3, 30};
 
     test_bf16_first_step(x, ptr, lab, seed);
+    test_fused_equals_per_sample(x, ptr, lab, seed);
 
     /* Dense (sparsity 1): loss and gradient against the reference and finite differences. */
     spr_model *m = make(1.0f, seed);
