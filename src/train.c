@@ -13,13 +13,14 @@
  * then lazy Adam on the touched rows only, and a rehash when the schedule says so.
  * Nothing here allocates: all scratch is made by spr_model_prepare.
  *
- * The fused step (two layers, a sampled output, spr_model_train_batch without clipping:
- * spr_deferred below) runs the output layer by rows instead of by samples: each
- * sample's pass stops at its active set; the batch's entries (sample, active row) are
- * grouped by row, and every row is read once for all its entries: z = b + W_r . h_i
- * (output_forward_grouped), each sample's softmax, then one pass that forms each row's
- * gradient and its terms of the samples' input gradients and steps it (deferred_adam);
- * the first layer's backward last. With one thread it is the per-sample path bit for bit.
+ * The fused step (a sampled output after a dense layer, spr_model_train_batch without
+ * clipping: spr_deferred below) runs the output layer by rows instead of by samples: each
+ * sample's pass stops at its active set (keeping its activations for the backward); the
+ * batch's entries (sample, active row) are grouped by row, and every row is read once
+ * for all its entries: z = b + W_r . h_i (output_forward_grouped), each sample's softmax,
+ * then one pass that forms each row's gradient and its terms of the samples' input
+ * gradients and steps it (deferred_adam); the backward below the output layer last
+ * (fused_backward). With one thread it is the per-sample path bit for bit.
  *
  * Benign races (HOGWILD, as SLIDE): two threads may add into the same gradient row at
  * once (a frequent feature's embedding row, the shared bias of layer 0, an output
@@ -199,6 +200,15 @@ typedef struct spr_deferred {
     uint32_t *group_run[SPR_DEFER_THREADS]; /* where each of its rows' entries start */
     int64_t group_rows[SPR_DEFER_THREADS];  /* its touched rows */
     float *dots;                   /* (threads, batch) each thread's dots of one row */
+    /* The fused step of a deeper model: each sample's activations of layers 0 .. nl - 3
+     * (the layers below the output layer's input, which is in), for the backward after the
+     * optimizer's row pass: layer h's hid_n[i SPR_MAX_LAYERS + h] values at hid +
+     * i hid_per + hid_off[h], a sampled layer's neuron ids at hid_ids + i hid_ids_per +
+     * hid_ids_off[h]. None with two layers. */
+    int64_t hid_per, hid_ids_per, hid_off[SPR_MAX_LAYERS], hid_ids_off[SPR_MAX_LAYERS];
+    float *hid;
+    int32_t *hid_ids;
+    int64_t *hid_n;
     void *block;
 } spr_deferred;
 
@@ -215,11 +225,12 @@ static int deferred_usable(const spr_model *m, int dense) {
     return !dense && m->layers[nl - 1].sampled && !(nl > 2 && m->layers[nl - 2].sampled);
 }
 
-/* The fused step needs every activation the backward reads after the forward: with two
- * layers that is the hidden vector, which the deferred store keeps anyway. Clipping needs
- * the whole gradient before any step, so it takes the unfused path. */
+/* The fused step needs every activation the backward reads after the forward: the
+ * output layer's input, which the deferred store keeps anyway, and in a deeper model the
+ * layers below it (f->hid). Clipping needs the whole gradient before any step, so it
+ * takes the unfused path. */
 static int fusable(const spr_model *m, const spr_train_options *o) {
-    return deferred_usable(m, o->dense != 0) && m->n_layers == 2 && !(o->clip_norm > 0.0f);
+    return deferred_usable(m, o->dense != 0) && !(o->clip_norm > 0.0f);
 }
 
 spr_status spr_model_config_memory_training(const spr_model_config *c, const spr_train_options *o,
@@ -249,6 +260,13 @@ static spr_status deferred_prepare(spr_model *m) {
     spr_deferred *f = m->deferred;
     if (f && f->batch >= batch && f->cap >= cap && f->in_stride >= in_stride && f->threads >= threads)
         return SPR_STATUS_OK;
+    /* a deeper model's activations below the output layer's input, per sample */
+    int64_t hid_per = 0, hid_ids_per = 0, hid_off[SPR_MAX_LAYERS], hid_ids_off[SPR_MAX_LAYERS];
+    for (int h = 0; h < m->n_layers - 2; h++) {
+        hid_off[h] = hid_per, hid_ids_off[h] = hid_ids_per;
+        hid_per += spr_row_stride(m->layers[h].size);
+        if (m->layers[h].sampled) hid_ids_per += m->scratch[0].cap[h];
+    }
     spr_train_free(m);
     f = spr_alloc(sizeof *f);
     if (!f) return spr_fail(SPR_STATUS_NO_MEMORY, "train: out of memory for the deferred gradient");
@@ -259,7 +277,9 @@ static spr_status deferred_prepare(spr_model *m) {
     const size_t bytes = (size_t)batch * 8 + entries * 8 + (size_t)batch * in_stride * 4 +
                          entries * 28 + SPR_DEFER_THREADS * 4 +
                          (size_t)threads * ((size_t)batch + 1) * (size_t)in_stride * 4 +
-                         (size_t)threads * (size_t)batch * 4 + 13 * SPR_ALIGN;
+                         (size_t)threads * (size_t)batch * 4 +
+                         (size_t)batch * ((size_t)(hid_per + hid_ids_per) * 4 + SPR_MAX_LAYERS * 8) +
+                         16 * SPR_ALIGN;
     char *p = spr_alloc(bytes);
     if (!p) {
         spr_free(f);
@@ -282,22 +302,29 @@ static spr_status deferred_prepare(spr_model *m) {
     CARVE(dh, float, (size_t)threads * (size_t)batch * (size_t)in_stride);
     CARVE(gb_part, float, (size_t)threads * (size_t)in_stride);
     CARVE(dots, float, (size_t)threads * (size_t)batch);
+    CARVE(hid, float, (size_t)batch * (size_t)hid_per);
+    CARVE(hid_ids, int32_t, (size_t)batch * (size_t)hid_ids_per);
+    CARVE(hid_n, int64_t, (size_t)batch * SPR_MAX_LAYERS);
 #undef CARVE
     f->batch = batch, f->cap = cap, f->in_stride = in_stride, f->rows = Lo->size;
     f->threads = threads;
+    f->hid_per = hid_per, f->hid_ids_per = hid_ids_per;
+    memcpy(f->hid_off, hid_off, sizeof hid_off), memcpy(f->hid_ids_off, hid_ids_off, sizeof hid_ids_off);
     m->deferred = f;
     return SPR_STATUS_OK;
 }
 
-/* The fused step's second half: the first layer's backward of every sample of the
- * pending batch, from the input gradient dLoss/dh the optimizer's row pass left in
- * f->dh (the sum of its f->parts threads' parts, in thread order) and the hidden vector
- * in f->in. What train_sample does after the output layer's backward, in the same order
- * with one thread (so bit for bit the unfused step); with more, samples are split
- * statically and each thread sums its own part of the bias gradient (the weight rows are
- * HOGWILD, as in the unfused step). */
-static void first_layer_backward(spr_model *m, int threads) {
+/* The fused step's second half: the backward below the output layer of every sample of
+ * the pending batch, from the input gradient dLoss/dh the optimizer's row pass left in
+ * f->dh (the sum of its f->parts threads' parts, in thread order), the output layer's
+ * input in f->in and, in a deeper model, the layers below it in f->hid. What
+ * train_sample does after the output layer's backward, in the same order with one thread
+ * (so bit for bit the unfused step); with more, samples are split statically and each
+ * thread sums its own part of the first layer's bias gradient (the weight rows, and the
+ * hidden layers' biases, are HOGWILD, as in the unfused step). */
+static void fused_backward(spr_model *m, int threads) {
     spr_deferred *f = m->deferred;
+    const int nl = m->n_layers;
     spr_layer *L0 = &m->layers[0];
     const spr_dataset_view *d = f->view;
     const int64_t size = L0->size, per_part = f->batch * f->in_stride;
@@ -309,17 +336,32 @@ static void first_layer_backward(spr_model *m, int threads) {
         if (t == 0) used = nth;
         float *gb = nth == 1 ? L0->gb : f->gb_part + t * f->in_stride;
         if (nth > 1) memset(gb, 0, (size_t)size * sizeof(float));
-        float *delta = spr_thread_scratch(m)->delta[0]; /* (size) */
+        spr_scratch *s = spr_thread_scratch(m);
 #pragma omp for schedule(static)
         for (int64_t i = 0; i < f->n_samples; i++) {
             const int64_t row = f->batch_rows[i];
             if (d->label_indptr[row + 1] == d->label_indptr[row]) continue; /* no gradient */
-            const float *dh = f->dh + i * f->in_stride, *h = f->in + i * f->in_stride;
-            for (int64_t j = 0; j < size; j++) {
+            act_view act[SPR_MAX_LAYERS];
+            for (int h = 0; h < nl - 2; h++)
+                act[h] = (act_view){f->hid_n[i * SPR_MAX_LAYERS + h],
+                                    m->layers[h].sampled ? f->hid_ids + i * f->hid_ids_per + f->hid_ids_off[h] : NULL,
+                                    f->hid + i * f->hid_per + f->hid_off[h], s->delta[h]};
+            act[nl - 2] = (act_view){m->layers[nl - 2].size, NULL, f->in + i * f->in_stride, s->delta[nl - 2]};
+            const act_view *top = &act[nl - 2]; /* the output layer's input */
+            const float *dh = f->dh + i * f->in_stride;
+            for (int64_t j = 0; j < top->n; j++) {
                 float v = dh[j];
                 for (int64_t p = 1; p < f->parts; p++) v += dh[p * per_part + j];
-                delta[j] = h[j] <= 0.0f ? 0.0f : v; /* relu' */
+                top->delta[j] = top->val[j] <= 0.0f ? 0.0f : v; /* relu' */
             }
+            for (int l = nl - 2; l >= 1; l--) { /* train_sample's backward below the output */
+                act_view in = act[l - 1];
+                memset(in.delta, 0, (size_t)in.n * sizeof(float));
+                layer_backward(&m->layers[l], &in, &act[l], 0);
+                for (int64_t p = 0; p < in.n; p++) /* relu' */
+                    if (in.val[p] <= 0.0f) in.delta[p] = 0.0f;
+            }
+            const float *delta = act[0].delta;
             for (int64_t j = 0; j < size; j++) gb[j] += delta[j];
             for (int64_t k = d->feature_indptr[row]; k < d->feature_indptr[row + 1]; k++) {
                 const int32_t feat = d->feature_indices[k];
@@ -345,8 +387,8 @@ static spr_status sharded_fused_backward(spr_model *m, int threads);
 /* Adds the pending output gradient into the layer's gradient rows (and touched list), in
  * sample order, as the per-sample path would have: for callers that want the gradient
  * itself (spr_model_compute_gradients, clipping). A fused batch also gets its input
- * gradient, formed sample by sample as train_sample forms it, and its first layer's
- * backward. */
+ * gradient, formed sample by sample as train_sample forms it, and the backward below
+ * the output layer. */
 static spr_status deferred_materialize(spr_model *m) {
     spr_deferred *f = m->deferred;
     if (!f || !f->pending) return SPR_STATUS_OK;
@@ -370,7 +412,7 @@ static spr_status deferred_materialize(spr_model *m) {
     if (!fused || !f->view) return SPR_STATUS_OK; /* (no view: the output layer alone) */
     f->parts = 1;
     if (m->dist) return sharded_fused_backward(m, 1);
-    first_layer_backward(m, 1);
+    fused_backward(m, 1);
     return SPR_STATUS_OK;
 }
 
@@ -584,6 +626,13 @@ static void train_sample(spr_model *m, const spr_dataset_view *d, int64_t row, s
             f->n[bi] = n_labels ? act[l].n : 0; /* no labels: no loss, no gradient */
             memcpy(f->ids + bi * f->cap, act[l].ids, (size_t)act[l].n * sizeof(int32_t));
             memcpy(f->in + bi * f->in_stride, act[l - 1].val, (size_t)L->fan_in * sizeof(float));
+            for (int h = 0; h < nl - 2; h++) { /* a deeper model's layers below, for the backward */
+                f->hid_n[bi * SPR_MAX_LAYERS + h] = act[h].n;
+                memcpy(f->hid + bi * f->hid_per + f->hid_off[h], act[h].val, (size_t)act[h].n * sizeof(float));
+                if (act[h].ids)
+                    memcpy(f->hid_ids + bi * f->hid_ids_per + f->hid_ids_off[h], act[h].ids,
+                           (size_t)act[h].n * sizeof(int32_t));
+            }
             *loss_out = 0.0f;
             return;
         }
@@ -876,7 +925,7 @@ spr_status spr_model_apply_gradients(spr_model *m, const spr_train_options *o) {
                 return st;
             }
         } else {
-            first_layer_backward(m, threads);
+            fused_backward(m, threads);
         }
         m->fused_steps++;
     }
@@ -977,7 +1026,7 @@ void spr_output_step_deferred(spr_model *m, const spr_train_options *o, float *g
     spr_catch_up_prepare(m, o);
     const int64_t rows = deferred_adam(m, o, bc1, bc2, threads);
     f->fused = 0;
-    /* dLoss/dinput: the threads' parts summed in thread order (first_layer_backward's) */
+    /* dLoss/dinput: the threads' parts summed in thread order (fused_backward's) */
     const int64_t fan_in = Lo->fan_in, per_part = f->batch * f->in_stride;
 #pragma omp parallel for schedule(static) num_threads(threads)
     for (int64_t i = 0; i < f->n_samples; i++) {

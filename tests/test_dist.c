@@ -233,6 +233,12 @@ static void test_one_rank_step(void) {
                   "sparsity %g clip %g, %d sampled hidden layers: the output gradient rows %s",
                   (double)sparsities[si], (double)clips[ci], hidden,
                   deferred ? "were faulted in, the step did not defer" : "were not made");
+            /* and fuses (three layers: the backward below the output from the kept
+             * activations, on the ranks through the replicated backward) */
+            CHECK(part->fused_steps == (deferred ? 8 : 0) && whole->fused_steps == (deferred ? 8 : 0),
+                  "sparsity %g clip %g, %d sampled hidden layers: expected %d fused steps, got %lld "
+                  "(rank), %lld (one process)", (double)sparsities[si], (double)clips[ci], hidden,
+                  deferred ? 8 : 0, (long long)part->fused_steps, (long long)whole->fused_steps);
             spr_model_free(whole);
             spr_model_free(part);
         }
@@ -818,12 +824,13 @@ static int mpi_main(const char *dir) {
     { /* A two-layer sampled model's rank step is fused as one process's is (its rows'
        * logits a row at a time, its part of dLoss/dh in the optimizer's row pass, then the
        * allreduce and the first layer's backward). Sparsity 0.99 makes every row active on
-       * every rank: the model of 2 ranks x 2 threads is then one process's to rounding.
+       * every rank: the model of 2 ranks x 2 threads is then one process's to rounding
+       * (two layers, and three: the replicated backward through the hidden layer).
        * Then sampled (sparsity 0.25, rehashes and rebuilds within the run): the replicas
        * stay bit for bit the same, which the load of their save checks. */
-        const float sparsities[] = {0.99f, 0.25f};
-        for (int k = 0; k < 2; k++) {
-            spr_model_config c2 = toy_config2(&t, sparsities[k]);
+        const float sparsities[] = {0.99f, 0.25f, 0.99f}; /* k = 2: three layers */
+        for (int k = 0; k < 3; k++) {
+            spr_model_config c2 = k == 2 ? toy_config(&t, sparsities[k]) : toy_config2(&t, sparsities[k]);
             spr_model *whole, *part;
             OK(spr_model_create(&c2, &whole));
             OK(spr_model_create_sharded(&c2, d, &part));
@@ -841,12 +848,14 @@ static int mpi_main(const char *dir) {
             }
             CHECK(part->fused_steps == 8, "rank %d, sparsity %g: expected 8 fused steps, got %lld",
                   rank, (double)sparsities[k], (long long)part->fused_steps);
-            if (k == 0) {
-                const double dw = model_diff(whole, part);
-                CHECK(dl <= 1e-5 && dw <= 1e-5,
-                      "rank %d of %d, two layers, every row active, fused: expected the "
-                      "one-process model to 1e-5, got loss diff %g, parameter diff %g",
-                      rank, size, dl, dw);
+            if (k != 1) {
+                /* (three layers: 3.1e-5 after 8 steps, fused or not: Adam's division by
+                 * sqrt(v) magnifies the sums' rounding in the hidden layers' small moments) */
+                const double dw = model_diff(whole, part), tol = k == 2 ? 1e-4 : 1e-5;
+                CHECK(dl <= 1e-5 && dw <= tol,
+                      "rank %d of %d, %d layers, every row active, fused: expected the "
+                      "one-process model to %g, got loss diff %g, parameter diff %g",
+                      rank, size, c2.n_layers, tol, dl, dw);
             } else {
                 char fpath[512];
                 snprintf(fpath, sizeof fpath, "%s/fused_sampled", dir);

@@ -887,11 +887,12 @@ static void test_shared_random(void) {
 /* spr_model_train_batch defers the output layer's gradient and forms it row by row in
  * the optimizer (train.c, spr_deferred); compute_gradients + apply_gradients accumulate
  * it sample by sample into the gradient rows. With one thread both must give the same
- * model bit for bit, and the deferred path must leave no gradient behind. With two
- * layers the deferred step is also fused (the input gradient formed in the optimizer's
- * row pass, the first layer's backward after it); with three it is not (hidden_size > 0
- * adds a dense hidden layer of that size). */
-static void deferred_equals_accumulated(int64_t hidden_size) {
+ * model bit for bit, and the deferred path must leave no gradient behind. The deferred
+ * step is also fused (the input gradient formed in the optimizer's row pass, the
+ * backward below the output layer after it, from the activations the forward kept), at
+ * any depth since session 32: hidden_size > 0 adds a dense hidden layer of that size,
+ * sampled_below a sampled one (6 of 12) under it. */
+static void deferred_equals_accumulated(int64_t hidden_size, int sampled_below) {
     toy t;
     toy_make(&t, 64, 200, 3, 11);
     spr_model_config c = small_config(t.d, t.l, 0.1f);
@@ -900,6 +901,14 @@ static void deferred_equals_accumulated(int64_t hidden_size) {
         c.layers[2] = c.layers[1];
         c.layers[1] = c.layers[0];
         c.layers[1].size = hidden_size;
+    }
+    if (sampled_below) { /* 0 -> 1 (12, sampled) -> 2 (hidden_size, dense) -> output */
+        c.n_layers = 4;
+        c.layers[3] = c.layers[2];
+        c.layers[2] = c.layers[1];
+        c.layers[1].size = 12;
+        c.layers[1].sparsity = 0.5f;
+        c.layers[1].hash_l = 8;
     }
     spr_model *ma, *mb;
     OK(spr_model_create(&c, &ma));
@@ -926,6 +935,9 @@ static void deferred_equals_accumulated(int64_t hidden_size) {
     CHECK(ma->rehashes > 0, "rehashed during the test (%lld)", (long long)ma->rehashes);
     CHECK(params_equal(ma, mb, c.n_layers), "%d layers: deferred and accumulated output "
           "gradients: models bit-identical", c.n_layers);
+    CHECK(ma->fused_steps == 8 && mb->fused_steps == 0,
+          "%d layers: expected 8 fused steps (train_batch) and none (compute + apply), got %lld, %lld",
+          c.n_layers, (long long)ma->fused_steps, (long long)mb->fused_steps);
     const spr_layer *Lo = &ma->layers[c.n_layers - 1];
     int64_t nonzero = 0;
     for (int64_t i = 0; i < Lo->rows * Lo->stride; i++) nonzero += Lo->gw[i] != 0.0f;
@@ -938,8 +950,9 @@ static void deferred_equals_accumulated(int64_t hidden_size) {
 }
 
 static void test_deferred_equals_accumulated(void) {
-    deferred_equals_accumulated(0);
-    deferred_equals_accumulated(12);
+    deferred_equals_accumulated(0, 0);
+    deferred_equals_accumulated(12, 0);
+    deferred_equals_accumulated(10, 1);
 }
 
 /* The fused step with two threads: each forms the input-gradient terms of its own output
