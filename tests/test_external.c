@@ -22,7 +22,8 @@ static spr_model *make_bf16(float sparsity, uint64_t seed, int bf16) {
     c.layers[1].hash_l = 8;
     c.init_std = 0.3f;
     c.seed = seed;
-    c.bf16_state = bf16;
+    c.bf16_state = bf16 >= 1; /* 2: the weights too */
+    c.bf16_weights = bf16 == 2;
     spr_model *m = NULL;
     if (spr_model_create(&c, &m)) printf("create: %s\n", spr_last_error());
     return m;
@@ -94,14 +95,15 @@ static double ref_loss(spr_model *m, const float *x, const int64_t *ptr, const i
     return total / N;
 }
 
-/* The output layer's arrays of a and b hold the same bits (weights, moments float or
- * BF16, biases and theirs, each row's last step). */
+/* The output layer's arrays of a and b hold the same bits (weights and moments, float
+ * or BF16, biases and theirs, each row's last step). */
 static int output_equal(const spr_model *a, const spr_model *b) {
     const spr_layer *x = &a->layers[1], *y = &b->layers[1];
     const size_t nw = (size_t)x->rows * (size_t)x->stride, nb = (size_t)x->size * sizeof(float);
     const int moments = x->mw16 ? !memcmp(x->mw16, y->mw16, nw * 2) && !memcmp(x->vw16, y->vw16, nw * 2)
                                 : !memcmp(x->mw, y->mw, nw * 4) && !memcmp(x->vw, y->vw, nw * 4);
-    return moments && !memcmp(x->w, y->w, nw * 4) && !memcmp(x->b, y->b, nb) &&
+    const int weights = x->w16 ? !memcmp(x->w16, y->w16, nw * 2) : !memcmp(x->w, y->w, nw * 4);
+    return moments && weights && !memcmp(x->b, y->b, nb) &&
            !memcmp(x->mb, y->mb, nb) && !memcmp(x->vb, y->vb, nb) &&
            !memcmp(x->last_step, y->last_step, (size_t)x->rows * sizeof *x->last_step);
 }
@@ -109,14 +111,14 @@ static int output_equal(const spr_model *a, const spr_model *b) {
 /* A sampled layer without clipping takes the fused step (train.c: logits a row at a time
  * for the batch, dLoss/dinput formed in the optimizer's row pass, no gradient rows);
  * with one thread it is the per-sample path bit for bit: the gradient handed back, the
- * loss, the weights and moments (float and BF16 moments), over steps that leave rows
+ * loss, the weights and moments (float, BF16 moments, BF16 weights), over steps that leave rows
  * owing (the catch-up) and a row without labels. The per-sample twin is the same step
  * with a clipping norm it never reaches (clipping takes that path and scales nothing).
  * Two threads: the same rows (each row's entries stay in sample order), the gradient to
  * rounding (its threads' parts summed in thread order). */
 static void test_fused_equals_per_sample(const float *x, const int64_t *ptr, const int32_t *lab,
                                          uint64_t seed) {
-    for (int bf16 = 0; bf16 <= 1; bf16++) {
+    for (int bf16 = 0; bf16 <= 2; bf16++) { /* float, BF16 moments, BF16 weights too */
         spr_model *a = make_bf16(0.25f, seed + 2, bf16), *b = make_bf16(0.25f, seed + 2, bf16),
                   *c = make_bf16(0.25f, seed + 2, bf16);
         if (!a || !b || !c) {
