@@ -343,8 +343,8 @@ typedef struct spr_train_options {
 
 /* The bytes of spr_model_config_memory that training with `options` (one process) will
  * touch: a sampled output layer's gradient rows are only reserved and stay untouched in
- * deferred training (a sampled output layer after a dense one, not options->dense, no
- * clip_norm), so they are left out then: a quarter of a float output layer's bytes (2/5
+ * deferred training (a sampled output layer after a dense one, not options->dense; with
+ * clip_norm too since session 32), so they are left out then: a quarter of a float output layer's bytes (2/5
  * with BF16 weights), 1 GB at 2M labels after 128 hidden. The deferred gradient's store (batch x active x 36 bytes, ~30 MB at batch 256
  * and 3,350 active) is per-thread-scratch-sized and, like it, not included. */
 SPR_API spr_status spr_model_config_memory_training(const spr_model_config *config,
@@ -377,9 +377,10 @@ typedef struct spr_batch_stats {
     double active[SPR_MAX_LAYERS];      /* mean active neurons per sample, per layer */
     double rehash_seconds;              /* time spent rehashing after this batch */
     double optimizer_seconds;           /* time in the Adam step of this batch (train_batch);
-                                           with a fused step (two layers, no clipping) it
-                                           includes the output layer's input gradient and
-                                           the first layer's backward, formed in that step */
+                                           with a fused step (a sampled output after a dense
+                                           layer) it includes the output layer's input
+                                           gradient and the backward below it, formed in
+                                           that step (with clipping, the norm's pass too) */
     /* What that step moved (train_batch): the weight rows it stepped (every layer) and the
      * bytes of parameter state it read and wrote for them: weights, Adam moments and, where
      * the gradient has rows of its own, the gradient (read, then cleared), biases included.

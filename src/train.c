@@ -196,6 +196,7 @@ typedef struct spr_deferred {
      * with the same threads (0: nothing grouped). Read only while a batch is pending; set
      * for each batch by compute_gradients. */
     int grouped;
+    int grouped_deltas;            /* the groups' entries hold deltas already (not positions) */
     uint64_t *group_val[SPR_DEFER_THREADS]; /* each thread's sorted entries */
     uint32_t *group_run[SPR_DEFER_THREADS]; /* where each of its rows' entries start */
     int64_t group_rows[SPR_DEFER_THREADS];  /* its touched rows */
@@ -227,10 +228,11 @@ static int deferred_usable(const spr_model *m, int dense) {
 
 /* The fused step needs every activation the backward reads after the forward: the
  * output layer's input, which the deferred store keeps anyway, and in a deeper model the
- * layers below it (f->hid). Clipping needs the whole gradient before any step, so it
- * takes the unfused path. */
+ * layers below it (f->hid). Clipping needs the whole gradient's norm before any step: its
+ * output rows then take two passes (deferred_norm_pass, which also forms the input
+ * gradient, and the step), still without gradient rows. */
 static int fusable(const spr_model *m, const spr_train_options *o) {
-    return deferred_usable(m, o->dense != 0) && !(o->clip_norm > 0.0f);
+    return deferred_usable(m, o->dense != 0);
 }
 
 spr_status spr_model_config_memory_training(const spr_model_config *c, const spr_train_options *o,
@@ -240,11 +242,11 @@ spr_status spr_model_config_memory_training(const spr_model_config *c, const spr
     if (st) return st;
     /* deferred_usable's rule and compute_gradients's, from the configuration (a layer past
      * the first is sampled when its sparsity is below 1): the output layer's gradient rows
-     * stay reserved untouched in a deferred step without clipping. */
+     * stay reserved untouched in a deferred step (clipped or not). */
     const int nl = c->n_layers;
     const int sampled_out = nl > 1 && c->layers[nl - 1].sparsity < 1.0f;
     const int sampled_in = nl > 2 && c->layers[nl - 2].sparsity < 1.0f;
-    if (!o->dense && sampled_out && !sampled_in && o->clip_norm <= 0.0f)
+    if (!o->dense && sampled_out && !sampled_in)
         *bytes -= c->layers[nl - 1].size * spr_row_stride(c->layers[nl - 2].size) *
                   (int64_t)sizeof(float);
     return SPR_STATUS_OK;
@@ -384,35 +386,59 @@ static spr_status compute_gradients_sharded(spr_model *m, const spr_dataset_view
 /* The fused sharded step's second half, after the output layer's row pass (below). */
 static spr_status sharded_fused_backward(spr_model *m, int threads);
 
+/* Index of the first of the n ascending ids that is >= v (n if none). */
+static int64_t first_at_least(const int32_t *ids, int64_t n, int64_t v) {
+    int64_t lo = 0, hi = n;
+    while (lo < hi) {
+        const int64_t mid = lo + (hi - lo) / 2;
+        if (ids[mid] < v) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo;
+}
+
 /* Adds the pending output gradient into the layer's gradient rows (and touched list), in
  * sample order, as the per-sample path would have: for callers that want the gradient
  * itself (spr_model_compute_gradients, clipping). A fused batch also gets its input
  * gradient, formed sample by sample as train_sample forms it, and the backward below
  * the output layer. */
-static spr_status deferred_materialize(spr_model *m) {
+static spr_status deferred_materialize(spr_model *m, int threads) {
     spr_deferred *f = m->deferred;
     if (!f || !f->pending) return SPR_STATUS_OK;
     spr_layer *L = &m->layers[m->n_layers - 1];
     spr_layer_gradient_rows(L);
-    for (int64_t i = 0; i < f->n_samples; i++) {
-        const int32_t *ids = f->ids + i * f->cap;
-        const float *dl = f->delta + i * f->cap;
-        const float *in = f->in + i * f->in_stride;
-        float *dh = f->dh + i * f->in_stride;
-        if (f->fused) memset(dh, 0, (size_t)L->fan_in * sizeof(float));
-        for (int64_t a = 0; a < f->n[i]; a++) {
-            mark_touched(L, ids[a]);
-            L->gb[ids[a]] += dl[a];
-            spr_axpy(dl[a], in, L->gw + (int64_t)ids[a] * L->stride, L->fan_in);
-            if (f->fused) spr_layer_axpy(L, dl[a], ids[a], dh);
+    if (threads > f->threads) threads = (int)f->threads; /* <= SPR_DEFER_THREADS */
+    const int fused = f->fused;
+    int used = 1;
+    /* Thread t adds the entries of its rows [rows t / nth, rows (t + 1) / nth), in sample
+     * order (so each row's sum is the per-sample path's, and no two threads write one
+     * row), and (fused) its rows' terms of each sample's input gradient into its part. */
+#pragma omp parallel num_threads(threads)
+    {
+        const int t = spr_team_rank(), nth = spr_team_size();
+        if (t == 0) used = nth;
+        const int64_t lo = f->rows * t / nth, hi = f->rows * (t + 1) / nth;
+        float *part = fused ? f->dh + t * f->batch * f->in_stride : NULL;
+        for (int64_t i = 0; i < f->n_samples; i++) {
+            const int32_t *ids = f->ids + i * f->cap;
+            const float *dl = f->delta + i * f->cap;
+            const float *in = f->in + i * f->in_stride;
+            float *dh = part ? part + i * f->in_stride : NULL;
+            if (dh) memset(dh, 0, (size_t)L->fan_in * sizeof(float));
+            const int64_t a1 = first_at_least(ids, f->n[i], hi);
+            for (int64_t a = first_at_least(ids, a1, lo); a < a1; a++) {
+                mark_touched(L, ids[a]);
+                L->gb[ids[a]] += dl[a];
+                spr_axpy(dl[a], in, L->gw + (int64_t)ids[a] * L->stride, L->fan_in);
+                if (dh) spr_layer_axpy(L, dl[a], ids[a], dh);
+            }
         }
     }
-    const int fused = f->fused;
     f->pending = 0, f->fused = 0;
     if (!fused || !f->view) return SPR_STATUS_OK; /* (no view: the output layer alone) */
-    f->parts = 1;
-    if (m->dist) return sharded_fused_backward(m, 1);
-    fused_backward(m, 1);
+    f->parts = used;
+    if (m->dist) return sharded_fused_backward(m, threads);
+    fused_backward(m, threads);
     return SPR_STATUS_OK;
 }
 
@@ -456,17 +482,6 @@ static inline SPR_ALWAYS_INLINE void prefetch_adam_moments(const spr_layer *L, i
         }
     }
     __builtin_prefetch(L->mb + r, 1, ADAM_LOCALITY), __builtin_prefetch(L->vb + r, 1, ADAM_LOCALITY);
-}
-
-/* Index of the first of the n ascending ids that is >= v (n if none). */
-static int64_t first_at_least(const int32_t *ids, int64_t n, int64_t v) {
-    int64_t lo = 0, hi = n;
-    while (lo < hi) {
-        const int64_t mid = lo + (hi - lo) / 2;
-        if (ids[mid] < v) lo = mid + 1;
-        else hi = mid;
-    }
-    return lo;
 }
 
 /* Thread t of a team of nth groups the pending batch's entries of the rows it owns,
@@ -516,11 +531,95 @@ static int64_t group_entries(spr_deferred *f, spr_layer *L, int t, int nth, int 
     return nt;
 }
 
+/* Thread t's (of nth) groups of the pending batch's entries, each entry
+ * sample << 32 | its delta's bits: the forward's groups where the same team made them
+ * (their positions turned into deltas, in one pass: gathers from the batch's deltas,
+ * MBs, that miss L2 but are independent of each other and so overlap here; done row by
+ * row, each waited for its miss, 5% of a 2M-label epoch), else grouped here
+ * (group_entries). Either way kept in f->group_* for the next pass of the same team (a
+ * clipped step's second row pass); the caller sets f->grouped = nth,
+ * f->grouped_deltas = 1 after the team's region. Returns the thread's rows. */
+static int64_t take_groups(spr_deferred *f, spr_layer *L, int t, int nth, uint64_t **val_out,
+                           uint32_t **run_out) {
+    if (f->grouped != nth) {
+        const int64_t nt = group_entries(f, L, t, nth, 1, val_out, run_out);
+        f->group_val[t] = *val_out, f->group_run[t] = *run_out, f->group_rows[t] = nt;
+        return nt;
+    }
+    uint64_t *val = f->group_val[t];
+    uint32_t *run = f->group_run[t];
+    const int64_t nt = f->group_rows[t];
+    if (!f->grouped_deltas)
+        for (uint32_t e = run[0]; e < run[nt]; e++) {
+            const uint64_t i = val[e] >> 32;
+            uint32_t bits;
+            memcpy(&bits, f->delta + (int64_t)i * f->cap + (uint32_t)val[e], sizeof bits);
+            val[e] = i << 32 | bits;
+        }
+    *val_out = val, *run_out = run;
+    return nt;
+}
+
+/* Row r's gradient g (fan_in) from its entries [e0, e1) in sample order, with (fused)
+ * its terms of each sample's input gradient in dh (the weights before the step: a
+ * thread's rows ascend, and so do a sample's ids, so with one thread the terms add in
+ * train_sample's order); returns the bias's gradient, the entries' deltas summed. */
+static float row_gradient(const spr_deferred *f, const spr_layer *L, int32_t r, const uint64_t *val,
+                          uint32_t e0, uint32_t e1, float *dh, float *g) {
+    const int64_t row = (int64_t)r * L->stride;
+    spr_row_entries(L->w16 ? NULL : L->w + row, L->w16 ? L->w16 + row : NULL, L->fan_in, val + e0,
+                    e1 - e0, f->in, dh, f->in_stride, g);
+    float gb = 0.0f;
+    for (uint32_t e = e0; e < e1; e++) {
+        const uint32_t bits = (uint32_t)val[e];
+        float d;
+        memcpy(&d, &bits, sizeof d);
+        gb += d;
+    }
+    return gb;
+}
+
+/* A clipped step's first pass over the pending batch's output rows (fused: the input
+ * gradient's parts formed here, in f->dh, for the backward below the output layer): each
+ * row's gradient formed as the step will form it, nothing stepped. Returns the output
+ * layer's squared gradient norm, rows summed as clip_gradients sums a row (the weights'
+ * squares, then the bias's), in double. */
+static double deferred_norm_pass(spr_model *m, int threads) {
+    spr_deferred *f = m->deferred;
+    spr_layer *L = &m->layers[m->n_layers - 1];
+    if (threads > f->threads) threads = (int)f->threads; /* <= SPR_DEFER_THREADS */
+    double sq = 0.0;
+    int used = 1;
+#pragma omp parallel num_threads(threads) reduction(+ : sq)
+    {
+        const int t = spr_team_rank(), nth = spr_team_size();
+        if (t == 0) used = nth;
+        float *g = m->scratch[t].dense_in; /* (fan_in) the gradient of one row */
+        float *dh = f->fused ? f->dh + t * f->batch * f->in_stride : NULL;
+        if (dh) memset(dh, 0, (size_t)(f->n_samples * f->in_stride) * sizeof(float));
+        uint64_t *val;
+        uint32_t *run;
+        const int64_t nt = take_groups(f, L, t, nth, &val, &run);
+        const int32_t *list = L->touched_list + f->rows * t / nth;
+        for (int64_t k = 0; k < nt; k++) {
+            if (k + PREFETCH_AHEAD < nt) prefetch_row(L, list[k + PREFETCH_AHEAD]);
+            const float gb = row_gradient(f, L, list[k], val, run[k], run[k + 1], dh, g);
+            double row = 0.0;
+            for (int64_t c = 0; c < L->cols; c++) row += (double)g[c] * g[c];
+            sq += row + (double)gb * gb;
+        }
+    }
+    f->parts = used;
+    f->grouped = used, f->grouped_deltas = 1;
+    return sq;
+}
+
 /* Adam on the output rows the pending batch touched, each row's gradient formed from its
  * entries just before its step (grouped here by group_entries, or already by the fused
- * forward). Returns the rows it stepped. */
+ * forward or a clipped step's norm pass), scaled by scale (clipping; 1: none), and
+ * (fused) its terms of the samples' input gradients. Returns the rows it stepped. */
 static int64_t deferred_adam(spr_model *m, const spr_train_options *o, float bc1, float bc2,
-                             int threads) {
+                             float scale, int threads) {
     spr_deferred *f = m->deferred;
     spr_layer *L = &m->layers[m->n_layers - 1];
     if (threads > f->threads) threads = (int)f->threads; /* <= SPR_DEFER_THREADS */
@@ -532,42 +631,18 @@ static int64_t deferred_adam(spr_model *m, const spr_train_options *o, float bc1
         /* (batch, in_stride) this thread's part of the input gradient (fused) */
         float *dh = f->fused ? f->dh + t * f->batch * f->in_stride : NULL;
         if (dh) memset(dh, 0, (size_t)(f->n_samples * f->in_stride) * sizeof(float));
-        if (t == 0) f->parts = nth;
-        /* the same team as the forward's: its groups, whose entries still hold positions */
-        const int grouped = f->grouped == nth;
+        if (t == 0 && dh) f->parts = nth;
         uint64_t *val;
         uint32_t *run;
-        int64_t nt;
-        if (grouped) val = f->group_val[t], run = f->group_run[t], nt = f->group_rows[t];
-        else nt = group_entries(f, L, t, nth, 1, &val, &run);
-        /* The deltas in place of the positions, all in one pass: gathers from the batch's
-         * deltas (batch, cap), MBs, that miss L2 but are independent of each other and so
-         * overlap here; done row by row inside the loop below, each waited for its miss
-         * (5% of a 2M-label epoch). */
-        if (grouped)
-            for (uint32_t e = run[0]; e < run[nt]; e++) {
-                const uint64_t i = val[e] >> 32;
-                uint32_t bits;
-                memcpy(&bits, f->delta + (int64_t)i * f->cap + (uint32_t)val[e], sizeof bits);
-                val[e] = i << 32 | bits;
-            }
+        const int64_t nt = take_groups(f, L, t, nth, &val, &run);
         const int32_t *list = L->touched_list + f->rows * t / nth;
         for (int64_t k = 0; k < nt; k++) {
             const int32_t r = list[k];
             if (k + ADAM_AHEAD < nt) prefetch_adam_weights(L, list[k + ADAM_AHEAD]);
-            /* the row's entries in sample order: the sums add in the order the
-             * per-sample path would. Each sample's input gradient gets this row's term
-             * (the weights before the step); a thread's rows ascend, and so do a
-             * sample's ids, so with one thread the terms add in train_sample's order. */
-            const int64_t row = (int64_t)r * L->stride;
-            spr_row_entries(L->w16 ? NULL : L->w + row, L->w16 ? L->w16 + row : NULL, L->fan_in,
-                            val + run[k], run[k + 1] - run[k], f->in, dh, f->in_stride, g);
-            float gb = 0.0f;
-            for (uint32_t e = run[k]; e < run[k + 1]; e++) {
-                const uint32_t bits = (uint32_t)val[e];
-                float d;
-                memcpy(&d, &bits, sizeof d);
-                gb += d;
+            float gb = row_gradient(f, L, r, val, run[k], run[k + 1], dh, g);
+            if (scale != 1.0f) { /* clip_gradients's scaling of a gradient row */
+                for (int64_t c = 0; c < L->cols; c++) g[c] *= scale;
+                gb *= scale;
             }
             if (k + ADAM_AHEAD < nt) prefetch_adam_moments(L, list[k + ADAM_AHEAD]);
             spr_layer_adam_row(m, L, r, g, o, bc1, bc2);
@@ -779,23 +854,23 @@ static spr_status compute_gradients(spr_model *m, const spr_dataset *data, const
     st = spr_model_prepare(m, o, spr_dataset_max_labels(data));
     if (st) return st;
     /* The output layer's gradient rows, reserved untouched, for the paths that write them:
-     * all but a deferred step without clipping. */
-    if (!deferred_usable(m, o->dense != 0) || !defer || o->clip_norm > 0.0f)
+     * all but a deferred step. */
+    if (!deferred_usable(m, o->dense != 0) || !defer)
         spr_layer_gradient_rows(&m->layers[m->n_layers - 1]);
     /* The output rows' gradient waits in m->deferred: one process's whenever it can (made
      * into gradient rows at the end without defer); a rank's (the sharded step) in a
-     * deferred step without clipping only. Both fuse where fusable. */
+     * deferred step only. Both fuse where fusable. */
     spr_deferred *f = NULL;
-    if (deferred_usable(m, o->dense != 0) && (!m->dist || (defer && o->clip_norm <= 0.0f))) {
+    if (deferred_usable(m, o->dense != 0) && (!m->dist || defer)) {
         st = deferred_prepare(m);
         if (st) return st;
         f = m->deferred;
         /* a batch still pending (no step between): keep its gradient */
-        if ((st = deferred_materialize(m))) return st;
+        if ((st = deferred_materialize(m, spr_threads(o->threads)))) return st;
         f->n_samples = n;
         f->pending = 1;
         f->fused = defer && fusable(m, o);
-        f->grouped = 0;
+        f->grouped = 0, f->grouped_deltas = 0;
         f->view = &data->view, f->batch_rows = rows;
     }
     if (m->dist) return compute_gradients_sharded(m, &data->view, rows, n, o, f, stats);
@@ -816,7 +891,7 @@ static spr_status compute_gradients(spr_model *m, const spr_dataset *data, const
                          &m->sample_loss[i], &m->sample_active[i * SPR_MAX_LAYERS], f, i);
     }
     if (f && f->fused) output_forward_grouped(m, d->label_indptr, d->labels, rows, inv_batch, threads);
-    if (f && !defer && (st = deferred_materialize(m))) return st;
+    if (f && !defer && (st = deferred_materialize(m, threads))) return st;
 
     m->samples += n;
     if (stats) {
@@ -840,9 +915,15 @@ spr_status spr_model_compute_gradients(spr_model *m, const spr_dataset *data, co
 }
 
 /* Scales the batch gradient so that its L2 norm is at most max_norm: one pass over the
- * touched rows (the rows Adam reads next), so it costs what the step costs. */
-static spr_status clip_gradients(spr_model *m, float max_norm, int threads) {
-    double sq = 0.0, sq_out = 0.0; /* the layers before the output, the output layer */
+ * touched rows (the rows Adam reads next), so it costs what the step costs. The deferred
+ * output rows' part of the norm comes in deferred_sq (deferred_norm_pass); their scale,
+ * *scale_out (1: none), is applied in their step (deferred_adam). */
+static spr_status clip_gradients(spr_model *m, float max_norm, int threads, double deferred_sq,
+                                 float *scale_out) {
+    *scale_out = 1.0f;
+    /* the layers before the output, the output layer (its gradient rows', and its rows'
+     * whose gradient waits in the deferred store: deferred_sq) */
+    double sq = 0.0, sq_out = deferred_sq;
     for (int l = 0; l < m->n_layers; l++) {
         spr_layer *L = &m->layers[l];
         const int64_t nt = atomic_load(&L->n_touched);
@@ -856,7 +937,7 @@ static spr_status clip_gradients(spr_model *m, float max_norm, int threads) {
             if (l > 0) row += (double)L->gb[r] * L->gb[r];
             part += row;
         }
-        if (l == m->n_layers - 1) sq_out = part;
+        if (l == m->n_layers - 1) sq_out += part;
         else sq += part;
     }
     /* A sharded model: the output layer's part is the sum over the ranks' rows; the
@@ -873,6 +954,7 @@ static spr_status clip_gradients(spr_model *m, float max_norm, int threads) {
     const double norm = sqrt(sq);
     if (!(norm > max_norm)) return SPR_STATUS_OK;
     const float scale = (float)(max_norm / norm);
+    *scale_out = scale; /* (the deferred rows take it in their step) */
     for (int l = 0; l < m->n_layers; l++) {
         spr_layer *L = &m->layers[l];
         const int64_t nt = atomic_load(&L->n_touched);
@@ -896,38 +978,57 @@ static int64_t step_row_bytes(const spr_layer *L, int l, int gradient_row) {
     return 2 * (L->cols * per_col + (l > 0 ? 4 * (int64_t)sizeof(float) : 0));
 }
 
+/* The backward below the output layer of a fused batch, from the input gradient's parts
+ * in f->dh: one process's (fused_backward) or a rank's (the allreduce, then the replicated
+ * layers: sharded_fused_backward). */
+static spr_status backward_below_output(spr_model *m, int threads) {
+    if (m->dist) return sharded_fused_backward(m, threads);
+    fused_backward(m, threads);
+    return SPR_STATUS_OK;
+}
+
 spr_status spr_model_apply_gradients(spr_model *m, const spr_train_options *o) {
     if (!m || !o) return spr_fail(SPR_STATUS_BAD_INPUT, "apply_gradients: NULL argument");
     spr_status sst = spr_model_check_state(m, "apply_gradients");
     if (sst) return sst;
     const int threads = spr_threads(o->threads);
+    spr_deferred *f = m->deferred;
+    const int fused = f && f->pending && f->fused;
+    float scale = 1.0f;
     if (o->clip_norm > 0.0f) {
-        spr_status st = deferred_materialize(m); /* the norm needs every gradient row */
-        if (st) return st;
-        st = clip_gradients(m, o->clip_norm, threads);
-        if (st) return st;
+        /* The norm needs every gradient before any step: a fused batch's output rows form
+         * theirs, and the input gradient, in a pass that steps nothing (the step pass forms
+         * them again); the layers below then take their backward. */
+        double deferred_sq = 0.0;
+        spr_status st;
+        if (fused) {
+            deferred_sq = deferred_norm_pass(m, threads);
+            f->fused = 0;
+            st = backward_below_output(m, threads);
+        } else {
+            st = deferred_materialize(m, threads);
+        }
+        if (!st) st = clip_gradients(m, o->clip_norm, threads, deferred_sq, &scale);
+        if (st) { /* a collective failed (a rank died or hangs): nothing has stepped */
+            spr_model_zero_gradients(m);
+            return st;
+        }
     }
     const double t = (double)(m->steps + 1);
     const float bc1 = (float)(1.0 - pow(o->beta1, t)), bc2 = (float)(1.0 - pow(o->beta2, t));
     spr_catch_up_prepare(m, o);
     int64_t rows = 0, bytes = 0;
-    spr_deferred *f = m->deferred;
     if (f && f->pending && f->fused) { /* the output layer first: its row pass forms the
-                                          first layer's gradient */
-        const int64_t nd = deferred_adam(m, o, bc1, bc2, threads);
+                                          input gradient of the layers below */
+        const int64_t nd = deferred_adam(m, o, bc1, bc2, 1.0f, threads);
         rows += nd;
         bytes += nd * step_row_bytes(&m->layers[m->n_layers - 1], m->n_layers - 1, 0);
         f->fused = 0;
-        if (m->dist) {
-            spr_status st = sharded_fused_backward(m, threads);
-            if (st) {
-                m->torn = 1; /* the output rows stepped, the hidden layers cannot */
-                return st;
-            }
-        } else {
-            fused_backward(m, threads);
+        spr_status st = backward_below_output(m, threads);
+        if (st) {
+            m->torn = 1; /* the output rows stepped, the hidden layers cannot */
+            return st;
         }
-        m->fused_steps++;
     }
     for (int l = 0; l < m->n_layers; l++) {
         spr_layer *L = &m->layers[l];
@@ -946,10 +1047,11 @@ spr_status spr_model_apply_gradients(spr_model *m, const spr_train_options *o) {
         atomic_store(&L->n_touched, 0);
     }
     if (f && f->pending) {
-        const int64_t nd = deferred_adam(m, o, bc1, bc2, threads);
+        const int64_t nd = deferred_adam(m, o, bc1, bc2, scale, threads);
         rows += nd;
         bytes += nd * step_row_bytes(&m->layers[m->n_layers - 1], m->n_layers - 1, 0);
     }
+    if (fused) m->fused_steps++;
     /* Layer 0's bias is shared by every sample: a dense update. */
     spr_layer *L0 = &m->layers[0];
     spr_adam_row(L0->b, L0->gb, L0->mb, L0->vb, L0->size, o->lr, o->beta1, o->beta2, o->eps, bc1,
@@ -989,10 +1091,10 @@ spr_status spr_output_forward_deferred(spr_model *m, const float *input, int64_t
     spr_status st = deferred_prepare(m);
     if (st) return st;
     spr_deferred *f = m->deferred;
-    if ((st = deferred_materialize(m))) return st;
-    spr_layer *Lo = &m->layers[m->n_layers - 1];
     const int threads = spr_threads(o->threads);
-    f->n_samples = n, f->pending = 1, f->fused = 1, f->grouped = 0;
+    if ((st = deferred_materialize(m, threads))) return st;
+    spr_layer *Lo = &m->layers[m->n_layers - 1];
+    f->n_samples = n, f->pending = 1, f->fused = 1, f->grouped = 0, f->grouped_deltas = 0;
     f->view = NULL, f->batch_rows = NULL;
 #pragma omp parallel num_threads(threads)
     {
@@ -1024,7 +1126,7 @@ void spr_output_step_deferred(spr_model *m, const spr_train_options *o, float *g
     const double t = (double)(m->steps + 1);
     const float bc1 = (float)(1.0 - pow(o->beta1, t)), bc2 = (float)(1.0 - pow(o->beta2, t));
     spr_catch_up_prepare(m, o);
-    const int64_t rows = deferred_adam(m, o, bc1, bc2, threads);
+    const int64_t rows = deferred_adam(m, o, bc1, bc2, 1.0f, threads);
     f->fused = 0;
     /* dLoss/dinput: the threads' parts summed in thread order (fused_backward's) */
     const int64_t fan_in = Lo->fan_in, per_part = f->batch * f->in_stride;

@@ -224,10 +224,10 @@ static void test_one_rank_step(void) {
                   "one-rank sharded step, sparsity %g clip %g, %d sampled hidden layers: "
                   "expected the one-process result, got loss diff %g, parameter diff %g",
                   (double)sparsities[si], (double)clips[ci], hidden, dl, dw);
-            /* a sampled output fed by a dense layer, no clipping: the rank's step defers the
-             * output rows' gradient to the optimizer as one process's does, and never
+            /* a sampled output fed by a dense layer, clipped or not: the rank's step defers
+             * the output rows' gradient to the optimizer as one process's does, and never
              * faults the gradient rows in (4 bytes an entry of the layer) */
-            const int deferred = si == 1 && ci == 0 && hidden == 0, last = c.n_layers - 1;
+            const int deferred = si == 1 && hidden == 0, last = c.n_layers - 1;
             CHECK(si == 0 || /* (a dense layer's gradient rows are made with it) */
                       (part->layers[last].gw_ready == !deferred && whole->layers[last].gw_ready == !deferred),
                   "sparsity %g clip %g, %d sampled hidden layers: the output gradient rows %s",
@@ -269,8 +269,8 @@ static int bf16_layers_equal(const spr_model *a, const spr_model *b) {
  * rows' logits formed a row at a time for the batch, their input gradient in the
  * optimizer's row pass, the first layer's backward after it): the same model bit for bit
  * with one thread, BF16 weights and moments too (their rounding salted by the global
- * row); clipping (which needs every gradient row first) and a dense step take the
- * unfused path. */
+ * row), clipped too (the output rows' two passes: the norm's, then the step's); a dense
+ * step takes the unfused path. */
 static void test_one_rank_fused(void) {
     toy t;
     toy_make(&t, 300, 40, 13);
@@ -305,7 +305,7 @@ static void test_one_rank_fused(void) {
         CHECK(dl <= 1e-6 && dw == 0.0,
               "one-rank two-layer step (%s): expected the one-process model bit for bit, got "
               "loss diff %g, parameter diff %g", what, dl, dw);
-        const int64_t want = k == 0 || k == 3 ? 8 : 0;
+        const int64_t want = k != 2 ? 8 : 0;
         CHECK(part->fused_steps == want && whole->fused_steps == want,
               "one-rank two-layer step (%s): expected %lld fused steps, got %lld (rank), %lld "
               "(one process)", what, (long long)want, (long long)part->fused_steps,
@@ -346,17 +346,20 @@ static void test_shard_rows_and_memory(void) {
     spr_status st = spr_model_config_memory_sharded(&big, 2, 2, &r0);
     CHECK(st == SPR_STATUS_BAD_INPUT, "rank 2 of 2: expected bad input, got %s", spr_status_to_string(st));
     /* what a rank's training touches: its sampled output layer's gradient rows deferred
-     * (as one process's), except where clipping needs them */
+     * (as one process's), clipped or not; a dense step needs them */
     spr_train_options to = spr_train_options_default();
-    int64_t t0 = 0, t1 = 0;
+    int64_t t0 = 0, t1 = 0, t2 = 0;
     OK(spr_model_config_memory_sharded_training(&big, &to, 0, 2, &t0));
     to.clip_norm = 1.0f;
     OK(spr_model_config_memory_sharded_training(&big, &to, 1, 2, &t1));
-    const int64_t rows0 = 50000 * spr_row_stride(64) * 4; /* rank 0's gradient rows */
-    CHECK(big.layers[1].sparsity < 1.0f && t0 == r0 - rows0 && t1 == r1,
+    to.dense = 1;
+    OK(spr_model_config_memory_sharded_training(&big, &to, 1, 2, &t2));
+    const int64_t rows0 = 50000 * spr_row_stride(64) * 4; /* a rank's gradient rows */
+    CHECK(big.layers[1].sparsity < 1.0f && t0 == r0 - rows0 && t1 == r1 - rows0 && t2 == r1,
           "training memory of rank 0 of 2: expected %lld - %lld gradient bytes, got %lld; with "
-          "clipping (rank 1) %lld, expected %lld", (long long)r0, (long long)rows0, (long long)t0,
-          (long long)t1, (long long)r1);
+          "clipping (rank 1) %lld, expected %lld; dense %lld, expected %lld", (long long)r0,
+          (long long)rows0, (long long)t0, (long long)t1, (long long)(r1 - rows0), (long long)t2,
+          (long long)r1);
     toy_free(&t);
 }
 
@@ -392,7 +395,8 @@ static int count_prefixed(const char *dir, const char *prefix) {
  * dropped whole, the model stays at its last step and trains on as if the batch had not
  * been (bit for bit the one-process model that skipped it). In the fused step's allreduce
  * of dLoss/dh, after the output rows have taken the step: the model is torn, and
- * training and saving it are refused (no file written) rather than saving half a step. */
+ * training and saving it are refused (no file written) rather than saving half a step.
+ * A clipped step's four collectives all come before any step: each drops the batch. */
 static void test_failed_collective(const char *dir) {
     toy t;
     toy_make(&t, 300, 40, 14);
@@ -403,25 +407,35 @@ static void test_failed_collective(const char *dir) {
     o.lr = 0.01f;
     o.rehash_first = 3;
     int64_t rows[24];
-    for (int at = 1; at <= 3; at++) { /* the step's collectives: max, sums, dLoss/dh */
-        spr_dist *self;
+    /* the step's collectives: max, sums, dLoss/dh; clipped, the norm's after dLoss/dh, and
+     * all four before any row steps (the output rows' norm pass steps nothing) */
+    for (int clip = 0; clip <= 1; clip++)
+    for (int at = 1; at <= 3 + clip; at++) {
+        o.clip_norm = clip ? 0.05f : 0.0f;
+        const int torn = !clip && at == 3;
+        spr_dist *self, *self2;
         OK(spr_dist_self(&self));
+        OK(spr_dist_self(&self2));
         spr_model *whole, *part;
-        OK(spr_model_create(&c, &whole));
+        /* the reference skips the batch: one process's model, or clipped another one-rank
+         * model's (a rank sums the output layer's norm in float, through the allreduce) */
+        if (clip) OK(spr_model_create_sharded(&c, self2, &whole));
+        else OK(spr_model_create(&c, &whole));
         OK(spr_model_create_sharded(&c, self, &part));
         for (int s = 0; s < 6; s++) {
             for (int64_t i = 0; i < 24; i++) rows[i] = (s * 37 + i * 11) % 300;
             if (s == 3) self->fail_at = spr_dist_get_stats(self).collectives + at;
             spr_status st = spr_model_train_batch(part, t.data, rows, 24, &o, NULL);
             if (s != 3) {
-                if (at < 3 || s < 3) OK(st);
-                if (at < 3 || s < 3) OK(spr_model_train_batch(whole, t.data, rows, 24, &o, NULL));
-                if (at == 3 && s > 3)
+                if (!torn || s < 3) OK(st);
+                if (!torn || s < 3) OK(spr_model_train_batch(whole, t.data, rows, 24, &o, NULL));
+                if (torn && s > 3)
                     CHECK(st == SPR_STATUS_IO_ERROR && strstr(spr_last_error(), "between two steps"),
                           "a torn model: expected training refused, got %d (%s)", (int)st, spr_last_error());
                 continue;
             }
-            const char *want = at == 1 ? "softmax max" : at == 2 ? "softmax sums" : "hidden gradient";
+            const char *want = at == 1 ? "softmax max" : at == 2 ? "softmax sums"
+                             : at == 3 ? "hidden gradient" : "gradient norm";
             CHECK(st == SPR_STATUS_IO_ERROR && strstr(spr_last_error(), want),
                   "collective %d of the step failing: expected IO_ERROR naming '%s', got %d (%s)", at,
                   want, (int)st, spr_last_error());
@@ -429,12 +443,12 @@ static void test_failed_collective(const char *dir) {
         char path[512];
         snprintf(path, sizeof path, "%s/torn%d", dir, at);
         spr_status st = spr_model_save(part, path);
-        if (at < 3) {
+        if (!torn) {
             const double dw = model_diff(whole, part);
             CHECK(st == SPR_STATUS_OK && dw == 0.0 && part->steps == 5 && !part->torn,
-                  "collective %d failing: expected the batch dropped (the model of the 5 other "
-                  "steps bit for bit, saved), got save %d, diff %g, %lld steps", at, (int)st, dw,
-                  (long long)part->steps);
+                  "collective %d failing%s: expected the batch dropped (the model of the 5 other "
+                  "steps bit for bit, saved), got save %d, diff %g, %lld steps", at,
+                  clip ? " (clipped)" : "", (int)st, dw, (long long)part->steps);
         } else {
             struct stat sb;
             CHECK(st == SPR_STATUS_IO_ERROR && strstr(spr_last_error(), "between two steps") &&
@@ -448,6 +462,7 @@ static void test_failed_collective(const char *dir) {
         spr_model_free(whole);
         spr_model_free(part);
         spr_dist_finalize(self);
+        spr_dist_finalize(self2);
     }
     toy_free(&t);
 }

@@ -949,6 +949,95 @@ static void deferred_equals_accumulated(int64_t hidden_size, int sampled_below) 
     toy_free(&t);
 }
 
+/* Largest |a - b| over every float array of the first `layers` layers (weights, biases,
+ * moments), relative to the largest |a| of its array. */
+static double params_rel_diff(spr_model *a, spr_model *b, int layers) {
+    double worst = 0.0;
+    for (int l = 0; l < layers; l++)
+        for (int p = SPR_PARAM_WEIGHT; p <= SPR_PARAM_BIAS_ADAM_V; p++) {
+            if (p == SPR_PARAM_WEIGHT_GRAD || p == SPR_PARAM_BIAS_GRAD) continue;
+            float *x, *y;
+            int64_t r, c, s;
+            OK(spr_model_param(a, l, (spr_param)p, &x, &r, &c, &s));
+            OK(spr_model_param(b, l, (spr_param)p, &y, NULL, NULL, NULL));
+            double scale = 0.0, diff = 0.0;
+            for (int64_t i = 0; i < r; i++)
+                for (int64_t j = 0; j < c; j++) {
+                    scale = fmax(scale, fabs((double)x[i * s + j]));
+                    diff = fmax(diff, fabs((double)x[i * s + j] - y[i * s + j]));
+                }
+            if (scale > 0.0) worst = fmax(worst, diff / scale);
+        }
+    return worst;
+}
+
+/* A clipped step defers and fuses too (session 32): the output rows take two passes, one
+ * forming their gradients' norm and the input gradient without stepping, one stepping
+ * them with the clipping scale; no gradient rows. Its twin is compute_gradients + apply
+ * (the gradient rows materialised, clip_gradients over them): with one thread the same
+ * model bit for bit where the clip does not bind; where it binds, to the rounding of the
+ * norm (summed over the rows in another order), and far from the unclipped model. Two
+ * and three layers. */
+static void clipped_deferred(int three_layers) {
+    toy t;
+    toy_make(&t, 64, 200, 3, 11);
+    spr_model_config c = small_config(t.d, t.l, 0.1f);
+    if (three_layers) {
+        c.n_layers = 3;
+        c.layers[2] = c.layers[1];
+        c.layers[1] = c.layers[0];
+        c.layers[1].size = 12;
+    }
+    for (int binds = 0; binds <= 1; binds++) {
+        spr_model *ma, *mb, *mc;
+        OK(spr_model_create(&c, &ma));
+        OK(spr_model_create(&c, &mb));
+        OK(spr_model_create(&c, &mc));
+        spr_train_options o = spr_train_options_default(), on;
+        o.threads = 1;
+        o.batch_size = 8;
+        o.rehash_first = 3;
+        o.lr = 0.01f;
+        o.clip_norm = binds ? 0.05f : 1e6f;
+        on = o, on.clip_norm = 0.0f;
+        int same_loss = 1;
+        for (int step = 0; step < 8; step++) {
+            int64_t rows[8];
+            for (int i = 0; i < 8; i++) rows[i] = (step * 8 + i) % t.n;
+            spr_batch_stats sa, sb;
+            OK(spr_model_train_batch(ma, t.data, rows, 8, &o, &sa));
+            OK(spr_model_compute_gradients(mb, t.data, rows, 8, &o, &sb));
+            OK(spr_model_apply_gradients(mb, &o));
+            OK(spr_model_train_batch(mc, t.data, rows, 8, &on, NULL));
+            same_loss &= sa.loss == sb.loss || (binds && fabs(sa.loss - sb.loss) <= 1e-6 * fabs(sb.loss));
+            if (ma->rehashes != mb->rehashes) { /* keep mb's rehash schedule in step */
+                OK(spr_model_rehash(mb, 0, 1));
+                mb->rehashes = ma->rehashes, mb->next_rehash = ma->next_rehash;
+            }
+        }
+        const double diff = params_rel_diff(ma, mb, c.n_layers), apart = params_rel_diff(ma, mc, c.n_layers);
+        CHECK(same_loss && (binds ? diff <= 1e-5 : params_equal(ma, mb, c.n_layers)),
+              "%d layers, clip %s: the deferred clipped step against compute + apply: losses %s, "
+              "parameters %g apart", c.n_layers, binds ? "binding" : "not binding",
+              same_loss ? "equal" : "differ", diff);
+        CHECK(!binds || apart > 1e-3, "%d layers: the binding clip changed nothing (%g from the "
+              "unclipped model): the test proves nothing", c.n_layers, apart);
+        CHECK(ma->fused_steps == 8 && !ma->layers[c.n_layers - 1].gw_ready,
+              "%d layers, clip %s: expected 8 fused steps without gradient rows, got %lld, rows %s",
+              c.n_layers, binds ? "binding" : "not binding", (long long)ma->fused_steps,
+              ma->layers[c.n_layers - 1].gw_ready ? "made" : "not made");
+        spr_model_free(ma);
+        spr_model_free(mb);
+        spr_model_free(mc);
+    }
+    toy_free(&t);
+}
+
+static void test_clipped_deferred(void) {
+    clipped_deferred(0);
+    clipped_deferred(1);
+}
+
 static void test_deferred_equals_accumulated(void) {
     deferred_equals_accumulated(0, 0);
     deferred_equals_accumulated(12, 0);
@@ -1293,14 +1382,18 @@ static const void *row_bytes_of(const spr_layer *L, int64_t r, size_t *n) {
  * hold, read and written: per column of a row, the weight (4 bytes, 2 in BF16), its two
  * moments (4 + 4, 2 + 2 in BF16) and a gradient row (4) unless the deferred path formed it
  * in a buffer; per row of a layer past the first, bias, its gradient and moments (16); and
- * layer 0's dense bias (16 a neuron). The figures below are written out by hand. */
+ * layer 0's dense bias (16 a neuron). The figures below are written out by hand. The
+ * gradient rows are materialised by spr_model_compute_gradients + apply (its figures in
+ * m->step_rows, m->step_bytes); a clipped step defers as an unclipped one does. */
 static void test_optimizer_accounting(void) {
     toy t;
     toy_make(&t, 64, 200, 3, 21);
-    /* case: {bf16_state, bf16_weights, clip (gradient rows materialised), output per column} */
-    const int cases[6][4] = {{0, 0, 0, 12}, {0, 0, 1, 16}, {1, 0, 0, 8},
-                             {1, 0, 1, 12}, {1, 1, 0, 6},  {1, 1, 1, 10}};
-    for (int k = 0; k < 6; k++) {
+    /* case: {bf16_state, bf16_weights, path, output per column}; path 0: train_batch,
+     * 1: compute + apply (gradient rows materialised), 2: train_batch clipped */
+    const int cases[9][4] = {{0, 0, 0, 12}, {0, 0, 1, 16}, {0, 0, 2, 12},
+                             {1, 0, 0, 8},  {1, 0, 1, 12}, {1, 0, 2, 8},
+                             {1, 1, 0, 6},  {1, 1, 1, 10}, {1, 1, 2, 6}};
+    for (int k = 0; k < 9; k++) {
         spr_model_config c = small_config(t.d, t.l, 0.1f);
         c.bf16_state = cases[k][0];
         c.bf16_weights = cases[k][1];
@@ -1311,7 +1404,7 @@ static void test_optimizer_accounting(void) {
         o.batch_size = 8;
         o.lr = 0.01f; /* steps larger than a BF16 weight's spacing */
         o.rehash_first = 1000;
-        o.clip_norm = cases[k][2] ? 1e6f : 0.0f; /* never clips, but forms the gradient rows */
+        o.clip_norm = cases[k][2] == 2 ? 1e6f : 0.0f; /* (never clips) */
         void *before[2];
         for (int l = 0; l < 2; l++) {
             size_t n;
@@ -1322,7 +1415,13 @@ static void test_optimizer_accounting(void) {
         }
         int64_t rows[8] = {1, 6, 8, 15, 23, 30, 41, 62};
         spr_batch_stats st;
-        OK(spr_model_train_batch(m, t.data, rows, 8, &o, &st));
+        if (cases[k][2] == 1) {
+            OK(spr_model_compute_gradients(m, t.data, rows, 8, &o, NULL));
+            OK(spr_model_apply_gradients(m, &o));
+            st.optimizer_rows = m->step_rows, st.optimizer_bytes = m->step_bytes;
+        } else {
+            OK(spr_model_train_batch(m, t.data, rows, 8, &o, &st));
+        }
         int64_t changed[2] = {0, 0};
         for (int l = 0; l < 2; l++)
             for (int64_t r = 0; r < m->layers[l].rows; r++) {
@@ -1361,10 +1460,11 @@ static int64_t resident_pages(const void *p, size_t n) {
     return k;
 }
 
-/* A sampled output layer's gradient rows are reserved, not touched: deferred training
- * never faults them in (the memory a model costs is its weights and moments); the paths
- * that write them (clipping, compute_gradients + apply, dense mode) fault them in first and
- * train as before: the same weights as a model whose rows were touched from the start. */
+/* A sampled output layer's gradient rows are reserved, not touched: deferred training,
+ * clipped or not, never faults them in (the memory a model costs is its weights and
+ * moments); the paths that write them (compute_gradients + apply, dense mode) fault them
+ * in first and train as before: the same weights as a model whose rows were touched from
+ * the start. */
 static void test_reserved_gradient_rows(void) {
     toy t;
     toy_make(&t, 64, 2000, 3, 31);
@@ -1388,29 +1488,33 @@ static void test_reserved_gradient_rows(void) {
     od.dense = 1;
     OK(spr_model_config_memory_training(&c, &oc, &est_clip));
     OK(spr_model_config_memory_training(&c, &od, &est_dense));
-    CHECK(est_deferred == whole - (int64_t)Lo->gw_reserved && est_clip == whole && est_dense == whole,
-          "training estimates: deferred %lld (expected %lld - %lld), clipped %lld and dense %lld "
-          "(expected %lld)", (long long)est_deferred, (long long)whole, (long long)Lo->gw_reserved,
-          (long long)est_clip, (long long)est_dense, (long long)whole);
+    CHECK(est_deferred == whole - (int64_t)Lo->gw_reserved && est_clip == est_deferred && est_dense == whole,
+          "training estimates: deferred and clipped %lld, %lld (expected %lld - %lld), dense %lld "
+          "(expected %lld)", (long long)est_deferred, (long long)est_clip, (long long)whole,
+          (long long)Lo->gw_reserved, (long long)est_dense, (long long)whole);
     CHECK(spr_model_config_memory_training(&c, NULL, &whole) == SPR_STATUS_BAD_INPUT,
           "training estimate: NULL options are refused");
     int64_t rows[8] = {2, 7, 11, 19, 25, 33, 47, 60};
-    for (int s = 0; s < 3; s++) OK(spr_model_train_batch(m, t.data, rows, 8, &o, NULL));
+    spr_train_options ok = o;
+    ok.clip_norm = 1e6f; /* (never clips) */
+    for (int s = 0; s < 3; s++) OK(spr_model_train_batch(m, t.data, rows, 8, s == 1 ? &ok : &o, NULL));
     const int64_t deferred = resident_pages(Lo->gw, Lo->gw_reserved);
-    CHECK(deferred == 0 && !Lo->gw_ready, "3 deferred steps: expected no resident page of the "
-          "gradient rows, got %lld", (long long)deferred);
-    /* ref: its rows faulted in before any step; both then take the same clipped steps */
+    CHECK(deferred == 0 && !Lo->gw_ready, "3 deferred steps (one clipped): expected no resident "
+          "page of the gradient rows, got %lld", (long long)deferred);
+    /* ref: its rows faulted in before any step; both then take the same steps through
+     * compute_gradients + apply, which writes the gradient rows */
     spr_layer_gradient_rows(&ref->layers[1]);
-    for (int s = 0; s < 3; s++) OK(spr_model_train_batch(ref, t.data, rows, 8, &o, NULL));
-    o.clip_norm = 1e6f; /* forms the gradient rows, never clips */
+    for (int s = 0; s < 3; s++) OK(spr_model_train_batch(ref, t.data, rows, 8, s == 1 ? &ok : &o, NULL));
     for (int s = 0; s < 2; s++) {
-        OK(spr_model_train_batch(m, t.data, rows, 8, &o, NULL));
-        OK(spr_model_train_batch(ref, t.data, rows, 8, &o, NULL));
+        OK(spr_model_compute_gradients(m, t.data, rows, 8, &o, NULL));
+        OK(spr_model_apply_gradients(m, &o));
+        OK(spr_model_compute_gradients(ref, t.data, rows, 8, &o, NULL));
+        OK(spr_model_apply_gradients(ref, &o));
     }
     const int64_t pages = (int64_t)((Lo->gw_reserved + 4095) / 4096);
-    const int64_t clipped = resident_pages(Lo->gw, Lo->gw_reserved);
-    CHECK(Lo->gw_ready && clipped >= pages, "clipping: expected the %lld pages of the gradient "
-          "rows faulted in, got %lld", (long long)pages, (long long)clipped);
+    const int64_t written = resident_pages(Lo->gw, Lo->gw_reserved);
+    CHECK(Lo->gw_ready && written >= pages, "compute + apply: expected the %lld pages of the "
+          "gradient rows faulted in, got %lld", (long long)pages, (long long)written);
     CHECK(params_equal(m, ref, 2), "reserved gradient rows: the same weights and moments as "
           "rows touched from the start");
     spr_model_free(m);
@@ -2097,6 +2201,7 @@ int main(void) {
     test_bf16_weights();
     test_sampled_equals_dense();
     test_deferred_equals_accumulated();
+    test_clipped_deferred();
     test_shared_random();
     test_deferred_threads();
     test_fused_threads();
