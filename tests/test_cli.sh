@@ -423,25 +423,30 @@ expect_grep maxmem_1k maxmem_1k.err "more than --max-memory 0.001024 MB"
 if [ -e maxmem.model ]; then fail "maxmem: expected no model file"; else pass; fi
 run maxmem_ok train --train "$TRAIN" --max-memory 1G --max-batches 1 --quiet
 expect_rc maxmem_ok 0
-# Deferred training leaves the output layer's gradient rows untouched, so its estimate
-# is below that of clipped training (which writes them; --hidden 512 makes them MBs): a
-# limit between the two lets the first run and refuses the second.
+# Deferred training, clipped or not (since session 32), leaves the output layer's
+# gradient rows untouched, so its estimate is below that of dense training (which writes
+# them; --hidden 512 makes them MBs): a limit between the two lets the first run, clipped
+# too, and refuses the second.
 run maxmem_defer train --train "$TRAIN" --hidden 512 --max-memory 100K --quiet
 run maxmem_clip train --train "$TRAIN" --hidden 512 --max-memory 100K --clip-norm 1 --quiet
-expect_rc maxmem_clip 2
+run maxmem_dense train --train "$TRAIN" --hidden 512 --max-memory 100K --dense --quiet
+expect_rc maxmem_dense 2
 need_deferred=$(sed -n 's/.*the model needs \([0-9.]*\) MB.*/\1/p' maxmem_defer.err)
 need_clip=$(sed -n 's/.*the model needs \([0-9.]*\) MB.*/\1/p' maxmem_clip.err)
+need_dense=$(sed -n 's/.*the model needs \([0-9.]*\) MB.*/\1/p' maxmem_dense.err)
 grad_mb=$(head -1 "$TRAIN" | awk '{ print $3 * 512 * 4 / 1e6 }') # labels x 512 floats
-between=$(awk -v a="$need_deferred" -v b="$need_clip" -v g="$grad_mb" \
-    'BEGIN { d = b - a - g; if (g >= 0.3 && d < 0.11 && d > -0.11) printf "%.0f", (a + b) / 2 * 1e6 }')
+between=$(awk -v a="$need_deferred" -v b="$need_dense" -v c="$need_clip" -v g="$grad_mb" \
+    'BEGIN { d = b - a - g; if (g >= 0.3 && d < 0.11 && d > -0.11 && a == c) printf "%.0f", (a + b) / 2 * 1e6 }')
 if [ -n "$between" ]; then pass; else
-    fail "maxmem: expected clipped training to need the $grad_mb MB of gradient rows more than" \
-        "deferred, got $need_clip and $need_deferred MB"
+    fail "maxmem: expected dense training to need the $grad_mb MB of gradient rows more than" \
+        "deferred and clipped, got $need_dense, $need_deferred and $need_clip MB"
 fi
 run maxmem_between train --train "$TRAIN" --hidden 512 --max-memory "${between:-1}" --max-batches 1 --quiet
 expect_rc maxmem_between 0
 run maxmem_between_clip train --train "$TRAIN" --hidden 512 --max-memory "${between:-1}" --clip-norm 1 --max-batches 1 --quiet
-expect_rc maxmem_between_clip 2
+expect_rc maxmem_between_clip 0
+run maxmem_between_dense train --train "$TRAIN" --hidden 512 --max-memory "${between:-1}" --dense --max-batches 1 --quiet
+expect_rc maxmem_between_dense 2
 run clip train --train "$TRAIN" --clip-norm 0.5 --max-batches 3 --quiet
 expect_rc clip 0
 run clip_bad train --train "$TRAIN" --clip-norm -1
