@@ -1033,6 +1033,98 @@ static void clipped_deferred(int three_layers) {
     toy_free(&t);
 }
 
+/* Whether every array of every layer of a and b (same config) holds the same bits:
+ * weights and moments (float or BF16), biases and theirs, the rows' last steps. */
+static int layers_bits_equal(const spr_model *a, const spr_model *b) {
+    for (int l = 0; l < a->n_layers; l++) {
+        const spr_layer *x = &a->layers[l], *y = &b->layers[l];
+        const size_t n = (size_t)x->rows * (size_t)x->stride, nb = (size_t)x->size * sizeof(float);
+        if ((x->w16 ? memcmp(x->w16, y->w16, n * 2) : memcmp(x->w, y->w, n * 4)) ||
+            (x->mw16 ? memcmp(x->mw16, y->mw16, n * 2) || memcmp(x->vw16, y->vw16, n * 2)
+                     : memcmp(x->mw, y->mw, n * 4) || memcmp(x->vw, y->vw, n * 4)) ||
+            memcmp(x->b, y->b, nb) || memcmp(x->mb, y->mb, nb) || memcmp(x->vb, y->vb, nb) ||
+            memcmp(x->last_step, y->last_step, (size_t)x->rows * sizeof *x->last_step))
+            return 0;
+    }
+    return 1;
+}
+
+/* Random shapes (seeded, printed on failure): 2 to 4 layers, hidden layers of 5 to 40
+ * neurons, a sampled hidden layer below a dense one or not, an output of 30 to 300 labels
+ * sampled at 2-40%, batches of 1 to 16 (some points without labels), BF16 moments or
+ * weights, lazy Adam or the catch-up, clipping that never binds or none: the deferred,
+ * fused step (train_batch) against compute_gradients + apply, one thread, bit for bit
+ * after 6 steps with rehashes. */
+static void test_fused_random_shapes(void) {
+    spr_rng rng;
+    spr_rng_seed(&rng, 20261208);
+    for (int trial = 0; trial < 24; trial++) {
+        const uint64_t seed = spr_rng_next(&rng);
+        spr_rng r;
+        spr_rng_seed(&r, seed);
+        toy t;
+        toy_make(&t, 48, 30 + (int64_t)spr_rng_below(&r, 271), 3, seed);
+        spr_model_config c = small_config(t.d, t.l, 0.02f + 0.38f * (float)spr_rng_uniform(&r));
+        const int nl = 2 + (int)spr_rng_below(&r, 3);
+        c.n_layers = nl;
+        c.layers[nl - 1] = c.layers[1];
+        for (int l = 0; l < nl - 1; l++) {
+            c.layers[l] = c.layers[0];
+            c.layers[l].size = 5 + (int64_t)spr_rng_below(&r, 36);
+        }
+        const int sampled_below = nl == 4 && spr_rng_below(&r, 2);
+        if (sampled_below) c.layers[1].sparsity = 0.5f, c.layers[1].hash_l = 6;
+        const int bf16 = (int)spr_rng_below(&r, 3);
+        c.bf16_state = bf16 >= 1;
+        c.bf16_weights = bf16 == 2 && !sampled_below;
+        c.seed = seed;
+        spr_train_options o = spr_train_options_default();
+        o.threads = 1;
+        o.batch_size = 1 + (int)spr_rng_below(&r, 16);
+        o.rehash_first = 2;
+        o.rebuild_every = 2;
+        o.lr = 0.01f;
+        o.lazy_adam = (int)spr_rng_below(&r, 2);
+        o.clip_norm = spr_rng_below(&r, 2) ? 1e6f : 0.0f;
+        spr_model *ma, *mb;
+        spr_status sa_ = spr_model_create(&c, &ma), sb_ = spr_model_create(&c, &mb);
+        CHECK(!sa_ && !sb_, "shapes %d (seed %llu): create: %s", trial, (unsigned long long)seed,
+              spr_last_error());
+        if (sa_ || sb_) {
+            toy_free(&t);
+            continue;
+        }
+        int same_loss = 1;
+        for (int step = 0; step < 6; step++) {
+            int64_t rows[16];
+            for (int i = 0; i < o.batch_size; i++) rows[i] = (step * 7 + i * 5) % t.n;
+            spr_batch_stats sa, sb;
+            OK(spr_model_train_batch(ma, t.data, rows, o.batch_size, &o, &sa));
+            OK(spr_model_compute_gradients(mb, t.data, rows, o.batch_size, &o, &sb));
+            OK(spr_model_apply_gradients(mb, &o));
+            same_loss &= sa.loss == sb.loss;
+            if (ma->rehashes != mb->rehashes) {
+                OK(spr_model_rehash(mb, (ma->rehashes % o.rebuild_every) == 0, 1));
+                mb->rehashes = ma->rehashes, mb->next_rehash = ma->next_rehash;
+            }
+        }
+        const int fused = ma->fused_steps == 6 && mb->fused_steps == 0;
+        const int same = same_loss && layers_bits_equal(ma, mb);
+        CHECK(same && fused,
+              "shapes %d (seed %llu: %d layers%s, output %lld at %.3f, batch %d, bf16 state %d "
+              "weights %d, lazy %d, "
+              "clip %g): expected the fused step bit for bit compute + apply, got losses %s, "
+              "parameters %s, fused steps %lld / %lld", trial, (unsigned long long)seed, nl,
+              sampled_below ? " (a sampled hidden layer)" : "", (long long)t.l,
+              (double)c.layers[nl - 1].sparsity, o.batch_size, c.bf16_state, c.bf16_weights, o.lazy_adam,
+              (double)o.clip_norm, same_loss ? "equal" : "differ", same ? "equal" : "differ",
+              (long long)ma->fused_steps, (long long)mb->fused_steps);
+        spr_model_free(ma);
+        spr_model_free(mb);
+        toy_free(&t);
+    }
+}
+
 static void test_clipped_deferred(void) {
     clipped_deferred(0);
     clipped_deferred(1);
@@ -2202,6 +2294,7 @@ int main(void) {
     test_sampled_equals_dense();
     test_deferred_equals_accumulated();
     test_clipped_deferred();
+    test_fused_random_shapes();
     test_shared_random();
     test_deferred_threads();
     test_fused_threads();
