@@ -186,6 +186,19 @@ static void test_max_int_one_rank(void) {
     spr_dist_finalize(self);
 }
 
+/* The one-rank comparisons' options: batches of 24, one thread (bit for bit), rehashes
+ * inside the run. */
+static spr_train_options one_rank_options(float clip_norm, int dense) {
+    spr_train_options o = spr_train_options_default();
+    o.batch_size = 24;
+    o.threads = 1;
+    o.lr = 0.01f;
+    o.rehash_first = 3;
+    o.clip_norm = clip_norm;
+    o.dense = dense;
+    return o;
+}
+
 static void test_one_rank_step(void) {
     toy t;
     toy_make(&t, 300, 40, 11);
@@ -211,13 +224,7 @@ static void test_one_rank_step(void) {
             spr_model *whole, *part;
             OK(spr_model_create(&c, &whole));
             OK(spr_model_create_sharded(&c, self, &part));
-            spr_train_options o = spr_train_options_default();
-            o.batch_size = 24;
-            o.threads = 1;
-            o.lr = 0.01f;
-            o.rehash_first = 3; /* rehashes inside the run */
-            o.clip_norm = clips[ci];
-            o.dense = si == 0;
+            spr_train_options o = one_rank_options(clips[ci], si == 0);
             double dl = train_both(whole, part, &t, o, 8);
             double dw = model_diff(whole, part);
             CHECK(dl <= 1e-6 && dw <= 1e-6,
@@ -282,13 +289,7 @@ static void test_one_rank_fused(void) {
         spr_model *whole, *part;
         OK(spr_model_create(&c, &whole));
         OK(spr_model_create_sharded(&c, self, &part));
-        spr_train_options o = spr_train_options_default();
-        o.batch_size = 24;
-        o.threads = 1;
-        o.lr = 0.01f;
-        o.rehash_first = 3;
-        o.clip_norm = k == 1 ? 0.05f : 0.0f;
-        o.dense = k == 2;
+        spr_train_options o = one_rank_options(k == 1 ? 0.05f : 0.0f, k == 2);
         const char *what = k == 0 ? "fused" : k == 1 ? "clipped" : k == 2 ? "dense" : "fused, BF16";
         const double dl = train_both(whole, part, &t, o, 8);
         double dw = 0.0;
@@ -679,6 +680,23 @@ static void test_manifest_one_rank(const char *dir) {
 
 /* ------------------------------------------------------------------ several ranks */
 
+/* Saves part (collective) as dir/name; rank 0 loads the save, which checks that the
+ * shards' replicated layers agree bit for bit; what names the model in the message. */
+static void replicas_agree(spr_model *part, spr_dist *d, const char *dir, const char *name,
+                           const char *what) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    OK(spr_model_save(part, path));
+    if (spr_dist_rank(d) == 0) {
+        spr_model *back = NULL;
+        spr_status st = spr_model_load(path, &back);
+        CHECK(st == SPR_STATUS_OK, "%s saved on %d ranks: expected its shards to agree, got %s",
+              what, spr_dist_size(d), spr_last_error());
+        spr_model_free(back);
+    }
+    OK(spr_dist_barrier(d, "test"));
+}
+
 static int mpi_main(const char *dir) {
     spr_dist *d;
     OK(spr_dist_init(NULL, NULL, 60.0, &d));
@@ -823,17 +841,7 @@ static int mpi_main(const char *dir) {
             active = fmax(active, st.active[1]);
         }
         CHECK(active == 6.0, "rank %d: a sampled hidden layer: expected 6 active of 12, got %g", rank, active);
-        char hpath[512];
-        snprintf(hpath, sizeof hpath, "%s/hidden_sampled", dir);
-        OK(spr_model_save(part, hpath));
-        if (rank == 0) {
-            spr_model *back = NULL;
-            spr_status st = spr_model_load(hpath, &back);
-            CHECK(st == SPR_STATUS_OK, "a model with a sampled hidden layer saved on %d ranks: "
-                  "expected its shards to agree, got %s", size, spr_last_error());
-            spr_model_free(back);
-        }
-        OK(spr_dist_barrier(d, "test"));
+        replicas_agree(part, d, dir, "hidden_sampled", "a model with a sampled hidden layer");
         spr_model_free(part);
     }
     { /* A two-layer sampled model's rank step is fused as one process's is (its rows'
@@ -872,17 +880,7 @@ static int mpi_main(const char *dir) {
                       "one-process model to %g, got loss diff %g, parameter diff %g",
                       rank, size, c2.n_layers, tol, dl, dw);
             } else {
-                char fpath[512];
-                snprintf(fpath, sizeof fpath, "%s/fused_sampled", dir);
-                OK(spr_model_save(part, fpath));
-                if (rank == 0) {
-                    spr_model *back = NULL;
-                    spr_status st = spr_model_load(fpath, &back);
-                    CHECK(st == SPR_STATUS_OK, "a two-layer model trained fused on %d ranks: "
-                          "expected its shards to agree, got %s", size, spr_last_error());
-                    spr_model_free(back);
-                }
-                OK(spr_dist_barrier(d, "test"));
+                replicas_agree(part, d, dir, "fused_sampled", "a two-layer model trained fused");
             }
             spr_model_free(whole);
             spr_model_free(part);
