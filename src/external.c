@@ -8,11 +8,11 @@
  * The arithmetic is the same as train.c's for the output layer (same kernels, same
  * order, same sampler), so with sparsity 1 a step matches softmax cross-entropy over a
  * dense linear layer (the test against torch.nn.functional.cross_entropy). A sampled
- * layer without clipping takes train.c's fused step of the output layer alone
+ * layer takes train.c's fused step of the output layer alone
  * (spr_output_forward_deferred, spr_output_step_deferred: the logits a row at a time for
  * the batch, dLoss/dinput in the optimizer's row pass, no gradient rows); with one
- * thread it is the per-sample path below bit for bit (test_external), which the dense
- * layer and clipping take. Either way the Adam step is the output layer's only (the
+ * thread it is the per-sample path below bit for bit (test_external; clipped, to the
+ * rounding of the norm, summed in another order), which the dense layer takes. Either way the Adam step is the output layer's only (the
  * rehash schedule is train.c's): spr_model_apply_gradients would also move layer 0's
  * bias (its dense Adam update runs even with a zero gradient once its moments are
  * non-zero).
@@ -213,9 +213,10 @@ spr_status spr_model_output_train(spr_model *m, const float *input, int64_t n,
     if (st) return st;
     st = spr_model_prepare(m, o, max_labels);
     if (st) return st;
-    /* A sampled layer without clipping takes the fused step (train.c: the logits a row at
-     * a time for the batch, dLoss/dinput in the optimizer's row pass, no gradient rows);
-     * the rest accumulates into the gradient rows, sample by sample. */
+    /* A sampled layer takes the fused step (train.c: the logits a row at a time for the
+     * batch, dLoss/dinput in the optimizer's row pass, or clipped in the norm's pass; no
+     * gradient rows); a dense one (and m->per_sample, the tests' twin) accumulates into
+     * the gradient rows, sample by sample. */
     const int deferred = spr_output_deferrable(m, o);
     if (!deferred) spr_layer_gradient_rows(Lo);
     const int threads = spr_threads(o->threads);

@@ -189,6 +189,8 @@ struct spr_model {
     int64_t rehashes, rebuilds;
     int64_t step_rows, step_bytes; /* what the last spr_model_apply_gradients stepped and moved */
     int64_t fused_steps;      /* steps that took the fused path (train.c): for the tests */
+    int per_sample;           /* tests: spr_model_output_train takes its per-sample path
+                                 (external.c), the fused step's reference twin */
     spr_data_note note;       /* the training set, as the caller described it (points 0: unknown) */
 
     spr_scratch *scratch;     /* (n_scratch) */
@@ -490,13 +492,14 @@ void spr_model_zero_gradients(spr_model *m);
 
 /* The output layer alone on dense inputs from outside (external.c, the PyTorch layer),
  * fused as the two-layer step's output layer is (train.c, spr_deferred): where
- * spr_output_deferrable (a sampled layer, no clipping, not dense),
+ * spr_output_deferrable (a sampled layer, not dense, not m->per_sample),
  * spr_output_forward_deferred selects each input row's active set (its rng seeded with
  * step_seed ^ spr_mix64(row), as external.c's per-sample path), forms the logits a row
  * at a time for the batch and each row's softmax: m->sample_loss, m->sample_active
  * (at [i SPR_MAX_LAYERS]); the gradient waits. Then spr_output_step_deferred steps the
  * touched rows (Adam, catch-up), forming (n, fan_in) dLoss/dinput in grad_input in the same
- * row pass, and counts the step; or spr_model_zero_gradients drops the batch (a loss
+ * row pass (clipped: in a first pass that also sums the layer's gradient norm), and
+ * counts the step; or spr_model_zero_gradients drops the batch (a loss
  * that is not finite). Called in that order, nothing between; spr_model_prepare first.
  * With one thread, bit for bit the per-sample path. */
 int spr_output_deferrable(const spr_model *m, const spr_train_options *o);

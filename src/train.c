@@ -1082,7 +1082,7 @@ void spr_model_zero_gradients(spr_model *m) {
 /* ------------------------------------------------------------------ the output layer alone */
 
 int spr_output_deferrable(const spr_model *m, const spr_train_options *o) {
-    return deferred_usable(m, o->dense != 0) && !(o->clip_norm > 0.0f);
+    return deferred_usable(m, o->dense != 0) && !m->per_sample;
 }
 
 spr_status spr_output_forward_deferred(spr_model *m, const float *input, int64_t n,
@@ -1123,10 +1123,18 @@ void spr_output_step_deferred(spr_model *m, const spr_train_options *o, float *g
     const int last = m->n_layers - 1;
     const spr_layer *Lo = &m->layers[last];
     const int threads = spr_threads(o->threads);
+    /* clipping (the output layer's norm, as external.c's per-sample step clips): the
+     * gradients' norm and the input gradient in a first pass, then the step scaled */
+    float scale = 1.0f;
+    if (o->clip_norm > 0.0f) {
+        const double norm = sqrt(deferred_norm_pass(m, threads));
+        f->fused = 0;
+        if (norm > o->clip_norm) scale = (float)(o->clip_norm / norm);
+    }
     const double t = (double)(m->steps + 1);
     const float bc1 = (float)(1.0 - pow(o->beta1, t)), bc2 = (float)(1.0 - pow(o->beta2, t));
     spr_catch_up_prepare(m, o);
-    const int64_t rows = deferred_adam(m, o, bc1, bc2, 1.0f, threads);
+    const int64_t rows = deferred_adam(m, o, bc1, bc2, scale, threads);
     f->fused = 0;
     /* dLoss/dinput: the threads' parts summed in thread order (fused_backward's) */
     const int64_t fan_in = Lo->fan_in, per_part = f->batch * f->in_stride;

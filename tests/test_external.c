@@ -108,14 +108,15 @@ static int output_equal(const spr_model *a, const spr_model *b) {
            !memcmp(x->last_step, y->last_step, (size_t)x->rows * sizeof *x->last_step);
 }
 
-/* A sampled layer without clipping takes the fused step (train.c: logits a row at a time
- * for the batch, dLoss/dinput formed in the optimizer's row pass, no gradient rows);
- * with one thread it is the per-sample path bit for bit: the gradient handed back, the
- * loss, the weights and moments (float, BF16 moments, BF16 weights), over steps that leave rows
- * owing (the catch-up) and a row without labels. The per-sample twin is the same step
- * with a clipping norm it never reaches (clipping takes that path and scales nothing).
- * Two threads: the same rows (each row's entries stay in sample order), the gradient to
- * rounding (its threads' parts summed in thread order). */
+/* A sampled layer takes the fused step (train.c: logits a row at a time for the batch,
+ * dLoss/dinput formed in the optimizer's row pass, no gradient rows); with one thread it
+ * is the per-sample path (m->per_sample, the twin) bit for bit: the gradient handed back,
+ * the loss, the weights and moments (float, BF16 moments, BF16 weights), over steps that
+ * leave rows owing (the catch-up) and a row without labels. Two threads: the same rows
+ * (each row's entries stay in sample order), the gradient to rounding (its threads' parts
+ * summed in thread order). Clipped (a norm that binds): the gradient handed back bit for
+ * bit (clipping scales the layer's own gradient only), the layer to the rounding of the
+ * norm (summed in another order), and far from the unclipped layer. */
 static void test_fused_equals_per_sample(const float *x, const int64_t *ptr, const int32_t *lab,
                                          uint64_t seed) {
     for (int bf16 = 0; bf16 <= 2; bf16++) { /* float, BF16 moments, BF16 weights too */
@@ -128,7 +129,8 @@ static void test_fused_equals_per_sample(const float *x, const int64_t *ptr, con
         spr_train_options o = spr_train_options_default(), ob, oc;
         o.threads = 1;
         o.lr = 0.01f;
-        ob = o, ob.clip_norm = 1e30f;
+        ob = o;
+        b->per_sample = 1;
         oc = o, oc.threads = 2;
         float ga[N * IN], gb[N * IN], gc[N * IN];
         double worst = 0.0;
@@ -150,7 +152,7 @@ static void test_fused_equals_per_sample(const float *x, const int64_t *ptr, con
               "bf16 state %d: the fused step against the per-sample one: expected the same "
               "gradients, losses and output layer bit for bit", bf16);
         CHECK(a->fused_steps == 4 && b->fused_steps == 0 && !a->layers[1].gw_ready && b->layers[1].gw_ready,
-              "bf16 state %d: expected 4 fused steps without gradient rows, and the clipped "
+              "bf16 state %d: expected 4 fused steps without gradient rows, and the per-sample "
               "path with them; got %lld / %lld steps, gradient rows %d / %d", bf16,
               (long long)a->fused_steps, (long long)b->fused_steps, a->layers[1].gw_ready,
               b->layers[1].gw_ready);
@@ -162,6 +164,45 @@ static void test_fused_equals_per_sample(const float *x, const int64_t *ptr, con
         spr_model_free(b);
         spr_model_free(c);
     }
+    /* clipped, float: fused (a) against the per-sample twin (b) and unclipped (c) */
+    spr_model *a = make(0.25f, seed + 3), *b = make(0.25f, seed + 3), *c = make(0.25f, seed + 3);
+    if (!a || !b || !c) {
+        CHECK(0, "fused, clipped: expected three models");
+        return;
+    }
+    b->per_sample = 1;
+    spr_train_options o = spr_train_options_default(), on;
+    o.threads = 1;
+    o.lr = 0.01f;
+    o.clip_norm = 0.01f;
+    on = o, on.clip_norm = 0.0f;
+    float ga[N * IN], gb[N * IN], gc[N * IN];
+    int same = 1;
+    for (int step = 0; step < 4; step++) {
+        const int64_t n = step == 1 ? 2 : N;
+        spr_batch_stats sa, sb;
+        const spr_status s1 = spr_model_output_train(a, x, n, ptr, lab, &o, ga, &sa),
+                         s2 = spr_model_output_train(b, x, n, ptr, lab, &o, gb, &sb),
+                         s3 = spr_model_output_train(c, x, n, ptr, lab, &on, gc, NULL);
+        CHECK(!s1 && !s2 && !s3, "fused, clipped, step %d: expected OK (%s)", step, spr_last_error());
+        same &= !memcmp(ga, gb, (size_t)(n * IN) * sizeof(float)) && sa.loss == sb.loss;
+    }
+    double diff = 0.0, apart = 0.0, scale = 0.0;
+    const spr_layer *la = &a->layers[1], *lb = &b->layers[1], *lc = &c->layers[1];
+    for (int64_t i = 0; i < la->rows * la->stride; i++) {
+        scale = fmax(scale, fabs((double)lb->w[i]));
+        diff = fmax(diff, fabs((double)la->w[i] - lb->w[i]));
+        apart = fmax(apart, fabs((double)la->w[i] - lc->w[i]));
+    }
+    CHECK(same && diff <= 1e-6 * scale && apart > 1e-4 * scale,
+          "fused, clipped: expected the per-sample gradients and losses bit for bit (%s), its "
+          "weights to rounding (%g of %g) and the unclipped ones far (%g)", same ? "yes" : "no",
+          diff, scale, apart);
+    CHECK(a->fused_steps == 4 && !a->layers[1].gw_ready, "fused, clipped: expected 4 fused steps "
+          "without gradient rows, got %lld, rows %d", (long long)a->fused_steps, a->layers[1].gw_ready);
+    spr_model_free(a);
+    spr_model_free(b);
+    spr_model_free(c);
 }
 
 int main(void) {
