@@ -12,10 +12,10 @@
  * (spr_output_forward_deferred, spr_output_step_deferred: the logits a row at a time for
  * the batch, dLoss/dinput in the optimizer's row pass, no gradient rows); with one
  * thread it is the per-sample path below bit for bit (test_external; clipped, to the
- * rounding of the norm, summed in another order), which the dense layer takes. Either way the Adam step is the output layer's only (the
- * rehash schedule is train.c's): spr_model_apply_gradients would also move layer 0's
- * bias (its dense Adam update runs even with a zero gradient once its moments are
- * non-zero).
+ * rounding of the norm, summed in another order), which the dense layer takes. Either
+ * way the Adam step is the output layer's only (the rehash schedule is train.c's):
+ * spr_model_apply_gradients would also move layer 0's bias (its dense Adam update runs
+ * even with a zero gradient once its moments are non-zero).
  */
 #include "common.h"
 #include "kernels.h"

@@ -13,14 +13,16 @@
  * then lazy Adam on the touched rows only, and a rehash when the schedule says so.
  * Nothing here allocates: all scratch is made by spr_model_prepare.
  *
- * The fused step (a sampled output after a dense layer, spr_model_train_batch without
- * clipping: spr_deferred below) runs the output layer by rows instead of by samples: each
+ * The fused step (a sampled output after a dense layer, spr_model_train_batch:
+ * spr_deferred below) runs the output layer by rows instead of by samples: each
  * sample's pass stops at its active set (keeping its activations for the backward); the
  * batch's entries (sample, active row) are grouped by row, and every row is read once
  * for all its entries: z = b + W_r . h_i (output_forward_grouped), each sample's softmax,
  * then one pass that forms each row's gradient and its terms of the samples' input
  * gradients and steps it (deferred_adam); the backward below the output layer last
- * (fused_backward). With one thread it is the per-sample path bit for bit.
+ * (fused_backward). Clipped, the row pass runs twice: once for the norm and the input
+ * gradient (deferred_norm_pass), once to step with the scale. With one thread it is the
+ * per-sample path bit for bit.
  *
  * Benign races (HOGWILD, as SLIDE): two threads may add into the same gradient row at
  * once (a frequent feature's embedding row, the shared bias of layer 0, an output
@@ -311,7 +313,8 @@ static spr_status deferred_prepare(spr_model *m) {
     f->batch = batch, f->cap = cap, f->in_stride = in_stride, f->rows = Lo->size;
     f->threads = threads;
     f->hid_per = hid_per, f->hid_ids_per = hid_ids_per;
-    memcpy(f->hid_off, hid_off, sizeof hid_off), memcpy(f->hid_ids_off, hid_ids_off, sizeof hid_ids_off);
+    memcpy(f->hid_off, hid_off, sizeof hid_off);
+    memcpy(f->hid_ids_off, hid_ids_off, sizeof hid_ids_off);
     m->deferred = f;
     return SPR_STATUS_OK;
 }
@@ -344,11 +347,13 @@ static void fused_backward(spr_model *m, int threads) {
             const int64_t row = f->batch_rows[i];
             if (d->label_indptr[row + 1] == d->label_indptr[row]) continue; /* no gradient */
             act_view act[SPR_MAX_LAYERS];
-            for (int h = 0; h < nl - 2; h++)
-                act[h] = (act_view){f->hid_n[i * SPR_MAX_LAYERS + h],
-                                    m->layers[h].sampled ? f->hid_ids + i * f->hid_ids_per + f->hid_ids_off[h] : NULL,
+            for (int h = 0; h < nl - 2; h++) {
+                const int32_t *ids = f->hid_ids + i * f->hid_ids_per + f->hid_ids_off[h];
+                act[h] = (act_view){f->hid_n[i * SPR_MAX_LAYERS + h], m->layers[h].sampled ? ids : NULL,
                                     f->hid + i * f->hid_per + f->hid_off[h], s->delta[h]};
-            act[nl - 2] = (act_view){m->layers[nl - 2].size, NULL, f->in + i * f->in_stride, s->delta[nl - 2]};
+            }
+            act[nl - 2] = (act_view){m->layers[nl - 2].size, NULL, f->in + i * f->in_stride,
+                                     s->delta[nl - 2]};
             const act_view *top = &act[nl - 2]; /* the output layer's input */
             const float *dh = f->dh + i * f->in_stride;
             for (int64_t j = 0; j < top->n; j++) {
@@ -703,7 +708,8 @@ static void train_sample(spr_model *m, const spr_dataset_view *d, int64_t row, s
             memcpy(f->in + bi * f->in_stride, act[l - 1].val, (size_t)L->fan_in * sizeof(float));
             for (int h = 0; h < nl - 2; h++) { /* a deeper model's layers below, for the backward */
                 f->hid_n[bi * SPR_MAX_LAYERS + h] = act[h].n;
-                memcpy(f->hid + bi * f->hid_per + f->hid_off[h], act[h].val, (size_t)act[h].n * sizeof(float));
+                memcpy(f->hid + bi * f->hid_per + f->hid_off[h], act[h].val,
+                       (size_t)act[h].n * sizeof(float));
                 if (act[h].ids)
                     memcpy(f->hid_ids + bi * f->hid_ids_per + f->hid_ids_off[h], act[h].ids,
                            (size_t)act[h].n * sizeof(int32_t));
@@ -792,8 +798,8 @@ static void grouped_logits(spr_model *m, int threads) {
  * rows; at 100K on all 100K, ~8.6 entries a row), in memory order. The entries are
  * grouped as the optimizer groups them and stay grouped for its row pass (f->grouped).
  * The logits go where the deltas will; then each sample's softmax, loss and deltas. The
- * sums are layer_forward's, so the logits are the per-sample path's bit for bit. */
-/* Sample i's labels: labels[indptr[r] .. indptr[r + 1]), r = rows[i] (rows NULL: r = i). */
+ * sums are layer_forward's, so the logits are the per-sample path's bit for bit. Sample
+ * i's labels: labels[indptr[r] .. indptr[r + 1]), r = rows[i] (rows NULL: r = i). */
 static void output_forward_grouped(spr_model *m, const int64_t *indptr, const int32_t *labels,
                                    const int64_t *rows, float inv_batch, int threads) {
     spr_deferred *f = m->deferred;
@@ -1248,13 +1254,15 @@ spr_status spr_model_rehash_if_due(spr_model *m, const spr_train_options *o, spr
  *      (each thread owns whole gradient rows): the replicas get bit-identical gradients
  *      and stay identical without exchanging them. HOGWILD there would let them drift.
  *
- * The fused sharded step (two layers, a sampled output, no clipping: fusable), as the
- * one process's: phase 1 stops at the active sets and the logits come row by row for the
+ * The fused sharded step (a sampled output after a dense layer: fusable), as the one
+ * process's: phase 1 stops at the active sets and the logits come row by row for the
  * batch (sharded_grouped_logits); phase 3 forms the deltas only; the optimizer's row pass
  * (spr_model_apply_gradients, deferred_adam) forms this rank's part of dLoss/dh while each
  * row is in cache for its step, and phases 4 and 5 run after it (sharded_fused_backward).
  * A collective that fails in phase 1-3 drops the batch (the gradients zeroed); one that
- * fails in the fused phase 4 leaves the model torn (its output rows stepped).
+ * fails in the fused phase 4 leaves the model torn (its output rows stepped). Clipped,
+ * phase 4 and the norm's allreduce come before any row steps (deferred_norm_pass): a
+ * failure there drops the batch too.
  *
  * Communication per step: (4n + n x hidden) floats, never O(#labels). With one rank the
  * collectives are no-ops and, threads = 1, the step computes what the one-process step
