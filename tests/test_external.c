@@ -114,9 +114,9 @@ static int output_equal(const spr_model *a, const spr_model *b) {
  * the loss, the weights and moments (float, BF16 moments, BF16 weights), over steps that
  * leave rows owing (the catch-up) and a row without labels. Two threads: the same rows
  * (each row's entries stay in sample order), the gradient to rounding (its threads' parts
- * summed in thread order). Clipped (a norm that binds): the gradient handed back bit for
- * bit (clipping scales the layer's own gradient only), the layer to the rounding of the
- * norm (summed in another order), and far from the unclipped layer. */
+ * summed in thread order). Clipped (a norm that binds): the first gradient handed back
+ * bit for bit (clipping scales the layer's own gradient only), the layer to the rounding
+ * of the norm (summed in another order), and far from the unclipped layer. */
 static void test_fused_equals_per_sample(const float *x, const int64_t *ptr, const int32_t *lab,
                                          uint64_t seed) {
     for (int bf16 = 0; bf16 <= 2; bf16++) { /* float, BF16 moments, BF16 weights too */
@@ -185,7 +185,12 @@ static void test_fused_equals_per_sample(const float *x, const int64_t *ptr, con
                          s2 = spr_model_output_train(b, x, n, ptr, lab, &o, gb, &sb),
                          s3 = spr_model_output_train(c, x, n, ptr, lab, &on, gc, NULL);
         CHECK(!s1 && !s2 && !s3, "fused, clipped, step %d: expected OK (%s)", step, spr_last_error());
-        same &= !memcmp(ga, gb, (size_t)(n * IN) * sizeof(float)) && sa.loss == sb.loss;
+        if (step == 0) { /* the same weights: bit for bit */
+            same &= !memcmp(ga, gb, (size_t)(n * IN) * sizeof(float)) && sa.loss == sb.loss;
+        } else { /* weights apart by the norms' rounding */
+            for (int64_t i = 0; i < n * IN; i++) same &= fabs((double)ga[i] - gb[i]) <= 1e-5;
+            same &= fabs(sa.loss - sb.loss) <= 1e-6 * fabs(sb.loss);
+        }
     }
     double diff = 0.0, apart = 0.0, scale = 0.0;
     const spr_layer *la = &a->layers[1], *lb = &b->layers[1], *lc = &c->layers[1];
@@ -195,7 +200,7 @@ static void test_fused_equals_per_sample(const float *x, const int64_t *ptr, con
         apart = fmax(apart, fabs((double)la->w[i] - lc->w[i]));
     }
     CHECK(same && diff <= 1e-6 * scale && apart > 1e-4 * scale,
-          "fused, clipped: expected the per-sample gradients and losses bit for bit (%s), its "
+          "fused, clipped: expected the per-sample gradients and losses (%s), its "
           "weights to rounding (%g of %g) and the unclipped ones far (%g)", same ? "yes" : "no",
           diff, scale, apart);
     CHECK(a->fused_steps == 4 && !a->layers[1].gw_ready, "fused, clipped: expected 4 fused steps "
