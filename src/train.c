@@ -102,10 +102,15 @@ static void layer_forward(const spr_layer *L, const act_view *in, act_view *out)
  * in->delta is not NULL, the gradient with respect to the input into in->delta. */
 static void layer_backward(spr_layer *L, const act_view *in, const act_view *out,
                            int rows_deferred) {
-    if (rows_deferred) { /* input dense here (deferred_usable): only in->delta */
+    if (rows_deferred) { /* the rows' gradient waits (spr_deferred): only in->delta */
         for (int64_t a = 0; a < out->n; a++) {
             if (a + PREFETCH_AHEAD < out->n) prefetch_row(L, out->ids[a + PREFETCH_AHEAD]);
-            spr_layer_axpy(L, out->delta[a], out->ids[a], in->delta);
+            if (in->ids) { /* a sampled input: as below (float rows only) */
+                const float *w = L->w + (int64_t)out->ids[a] * L->stride;
+                for (int64_t p = 0; p < in->n; p++) in->delta[p] += out->delta[a] * w[in->ids[p]];
+            } else {
+                spr_layer_axpy(L, out->delta[a], out->ids[a], in->delta);
+            }
         }
         return;
     }
@@ -176,6 +181,10 @@ typedef struct spr_deferred {
     int32_t *ids;                  /* (batch, cap) */
     float *delta;                  /* (batch, cap) */
     float *in;                     /* (batch, in_stride) the output layer's input */
+    int sparse_in;                 /* the input is a sampled layer's: sample i's in_n[i] values
+                                      in, their neurons in_ids (batch, in_stride) */
+    int32_t *in_ids;
+    int64_t *in_n;
     /* The optimizer's entries, thread t's at [sum of the entries before it, ...): */
     int64_t thread_entries[SPR_DEFER_THREADS]; /* entries of each thread's rows */
     uint32_t *key, *key_tmp;       /* (batch * cap) row - the thread's first row; sort buffer */
@@ -222,10 +231,16 @@ void spr_train_free(spr_model *m) {
     m->deferred = NULL;
 }
 
-/* Deferring applies to a sampled output layer whose input is a dense vector. */
+/* Whether the output layer's input is a sampled hidden layer (its active neurons only). */
+static int sparse_input(const spr_model *m) {
+    return m->n_layers > 2 && m->layers[m->n_layers - 2].sampled;
+}
+
+/* Deferring applies to a sampled output layer: after a dense layer, or on one process
+ * after a sampled one too (its rows' gradients formed from each input's active neurons:
+ * f->sparse_in). */
 static int deferred_usable(const spr_model *m, int dense) {
-    const int nl = m->n_layers;
-    return !dense && m->layers[nl - 1].sampled && !(nl > 2 && m->layers[nl - 2].sampled);
+    return !dense && m->layers[m->n_layers - 1].sampled && !(m->dist && sparse_input(m));
 }
 
 /* The fused step needs every activation the backward reads after the forward: the
@@ -234,7 +249,7 @@ static int deferred_usable(const spr_model *m, int dense) {
  * output rows then take two passes (deferred_norm_pass, which also forms the input
  * gradient, and the step), still without gradient rows. */
 static int fusable(const spr_model *m, const spr_train_options *o) {
-    return deferred_usable(m, o->dense != 0);
+    return deferred_usable(m, o->dense != 0) && !sparse_input(m);
 }
 
 spr_status spr_model_config_memory_training(const spr_model_config *c, const spr_train_options *o,
@@ -244,7 +259,8 @@ spr_status spr_model_config_memory_training(const spr_model_config *c, const spr
     if (st) return st;
     /* deferred_usable's rule and compute_gradients's, from the configuration (a layer past
      * the first is sampled when its sparsity is below 1): the output layer's gradient rows
-     * stay reserved untouched in a deferred step (clipped or not). */
+     * stay reserved untouched in a deferred step (clipped or not). A sampled input defers
+     * on one process only: its rows are counted (this estimate serves ranks too). */
     const int nl = c->n_layers;
     const int sampled_out = nl > 1 && c->layers[nl - 1].sparsity < 1.0f;
     const int sampled_in = nl > 2 && c->layers[nl - 2].sparsity < 1.0f;
@@ -283,7 +299,7 @@ static spr_status deferred_prepare(spr_model *m) {
                          (size_t)threads * ((size_t)batch + 1) * (size_t)in_stride * 4 +
                          (size_t)threads * (size_t)batch * 4 +
                          (size_t)batch * ((size_t)(hid_per + hid_ids_per) * 4 + SPR_MAX_LAYERS * 8) +
-                         16 * SPR_ALIGN;
+                         (size_t)batch * ((size_t)in_stride * 4 + 8) + 18 * SPR_ALIGN;
     char *p = spr_alloc(bytes);
     if (!p) {
         spr_free(f);
@@ -309,9 +325,12 @@ static spr_status deferred_prepare(spr_model *m) {
     CARVE(hid, float, (size_t)batch * (size_t)hid_per);
     CARVE(hid_ids, int32_t, (size_t)batch * (size_t)hid_ids_per);
     CARVE(hid_n, int64_t, (size_t)batch * SPR_MAX_LAYERS);
+    CARVE(in_ids, int32_t, (size_t)batch * (size_t)in_stride);
+    CARVE(in_n, int64_t, batch);
 #undef CARVE
     f->batch = batch, f->cap = cap, f->in_stride = in_stride, f->rows = Lo->size;
     f->threads = threads;
+    f->sparse_in = sparse_input(m);
     f->hid_per = hid_per, f->hid_ids_per = hid_ids_per;
     memcpy(f->hid_off, hid_off, sizeof hid_off);
     memcpy(f->hid_ids_off, hid_ids_off, sizeof hid_ids_off);
@@ -432,9 +451,15 @@ static spr_status deferred_materialize(spr_model *m, int threads) {
             if (dh) memset(dh, 0, (size_t)L->fan_in * sizeof(float));
             const int64_t a1 = first_at_least(ids, f->n[i], hi);
             for (int64_t a = first_at_least(ids, a1, lo); a < a1; a++) {
+                float *gw = L->gw + (int64_t)ids[a] * L->stride;
                 mark_touched(L, ids[a]);
                 L->gb[ids[a]] += dl[a];
-                spr_axpy(dl[a], in, L->gw + (int64_t)ids[a] * L->stride, L->fan_in);
+                if (f->sparse_in) { /* as layer_backward adds a sampled input */
+                    const int32_t *in_ids = f->in_ids + i * f->in_stride;
+                    for (int64_t p = 0; p < f->in_n[i]; p++) gw[in_ids[p]] += dl[a] * in[p];
+                } else {
+                    spr_axpy(dl[a], in, gw, L->fan_in);
+                }
                 if (dh) spr_layer_axpy(L, dl[a], ids[a], dh);
             }
         }
@@ -572,8 +597,21 @@ static int64_t take_groups(spr_deferred *f, spr_layer *L, int t, int nth, uint64
 static float row_gradient(const spr_deferred *f, const spr_layer *L, int32_t r, const uint64_t *val,
                           uint32_t e0, uint32_t e1, float *dh, float *g) {
     const int64_t row = (int64_t)r * L->stride;
-    spr_row_entries(L->w16 ? NULL : L->w + row, L->w16 ? L->w16 + row : NULL, L->fan_in, val + e0,
-                    e1 - e0, f->in, dh, f->in_stride, g);
+    if (f->sparse_in) { /* layer_backward's sums over a sampled input, in sample order (not fused) */
+        memset(g, 0, (size_t)L->fan_in * sizeof(float));
+        for (uint32_t e = e0; e < e1; e++) {
+            const int64_t i = (int64_t)(val[e] >> 32);
+            const uint32_t bits = (uint32_t)val[e];
+            float d;
+            memcpy(&d, &bits, sizeof d);
+            const float *x = f->in + i * f->in_stride;
+            const int32_t *ids = f->in_ids + i * f->in_stride;
+            for (int64_t p = 0; p < f->in_n[i]; p++) g[ids[p]] += d * x[p];
+        }
+    } else {
+        spr_row_entries(L->w16 ? NULL : L->w + row, L->w16 ? L->w16 + row : NULL, L->fan_in,
+                        val + e0, e1 - e0, f->in, dh, f->in_stride, g);
+    }
     float gb = 0.0f;
     for (uint32_t e = e0; e < e1; e++) {
         const uint32_t bits = (uint32_t)val[e];
@@ -735,8 +773,10 @@ static void train_sample(spr_model *m, const spr_dataset_view *d, int64_t row, s
         f->n[bi] = o->n;
         memcpy(f->ids + bi * f->cap, o->ids, (size_t)o->n * sizeof(int32_t));
         memcpy(f->delta + bi * f->cap, o->delta, (size_t)o->n * sizeof(float));
-        memcpy(f->in + bi * f->in_stride, act[nl - 2].val,
-               (size_t)m->layers[nl - 1].fan_in * sizeof(float));
+        const act_view *in = &act[nl - 2]; /* (a sampled layer's: its active neurons) */
+        memcpy(f->in + bi * f->in_stride, in->val, (size_t)in->n * sizeof(float));
+        if (in->ids) memcpy(f->in_ids + bi * f->in_stride, in->ids, (size_t)in->n * sizeof(int32_t));
+        f->in_n[bi] = in->n;
         if (f->fused) return; /* the backward waits for the optimizer's row pass */
     }
 
@@ -866,7 +906,9 @@ static spr_status compute_gradients(spr_model *m, const spr_dataset *data, const
      * into gradient rows at the end without defer); a rank's (the sharded step) in a
      * deferred step only. Both fuse where fusable. */
     spr_deferred *f = NULL;
-    if (deferred_usable(m, o->dense != 0) && (!m->dist || defer)) {
+    /* (without defer a sampled input keeps the per-sample path: the gradient rows directly,
+     * the twin of its deferred step) */
+    if (deferred_usable(m, o->dense != 0) && (!m->dist || defer) && (defer || !sparse_input(m))) {
         st = deferred_prepare(m);
         if (st) return st;
         f = m->deferred;
@@ -1005,13 +1047,13 @@ spr_status spr_model_apply_gradients(spr_model *m, const spr_train_options *o) {
          * theirs, and the input gradient, in a pass that steps nothing (the step pass forms
          * them again); the layers below then take their backward. */
         double deferred_sq = 0.0;
-        spr_status st;
-        if (fused) {
+        spr_status st = SPR_STATUS_OK;
+        if (f && f->pending) {
             deferred_sq = deferred_norm_pass(m, threads);
-            f->fused = 0;
-            st = backward_below_output(m, threads);
-        } else {
-            st = deferred_materialize(m, threads);
+            if (fused) {
+                f->fused = 0;
+                st = backward_below_output(m, threads);
+            }
         }
         if (!st) st = clip_gradients(m, o->clip_norm, threads, deferred_sq, &scale);
         if (st) { /* a collective failed (a rank died or hangs): nothing has stepped */

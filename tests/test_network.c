@@ -1052,12 +1052,13 @@ static int layers_bits_equal(const spr_model *a, const spr_model *b) {
 /* Random shapes (seeded, printed on failure): 2 to 4 layers, hidden layers of 5 to 40
  * neurons, a sampled hidden layer below a dense one or not, an output of 30 to 300 labels
  * sampled at 2-40%, batches of 1 to 16 (some points without labels), BF16 moments or
- * weights, lazy Adam or the catch-up, clipping that never binds or none: the deferred,
- * fused step (train_batch) against compute_gradients + apply, one thread, bit for bit
- * after 6 steps with rehashes. */
+ * weights, lazy Adam or the catch-up, clipping that never binds or none, the output's
+ * input sampled (deferred, not fused): the deferred step (train_batch) against
+ * compute_gradients + apply, one thread, bit for bit after 6 steps with rehashes. */
 static void test_fused_random_shapes(void) {
     spr_rng rng;
     spr_rng_seed(&rng, 20261208);
+    int tops = 0, belows = 0;
     for (int trial = 0; trial < 24; trial++) {
         const uint64_t seed = spr_rng_next(&rng);
         spr_rng r;
@@ -1074,9 +1075,14 @@ static void test_fused_random_shapes(void) {
         }
         const int sampled_below = nl == 4 && spr_rng_below(&r, 2);
         if (sampled_below) c.layers[1].sparsity = 0.5f, c.layers[1].hash_l = 6;
+        /* the output's input sampled: deferred, not fused (its rows' gradients from each
+         * input's active neurons) */
+        const int sampled_top = nl >= 3 && spr_rng_below(&r, 3) == 0;
+        if (sampled_top) c.layers[nl - 2].sparsity = 0.5f, c.layers[nl - 2].hash_l = 6;
+        tops += sampled_top, belows += sampled_below;
         const int bf16 = (int)spr_rng_below(&r, 3);
         c.bf16_state = bf16 >= 1;
-        c.bf16_weights = bf16 == 2 && !sampled_below;
+        c.bf16_weights = bf16 == 2 && !sampled_below && !sampled_top;
         c.seed = seed;
         spr_train_options o = spr_train_options_default();
         o.threads = 1;
@@ -1108,14 +1114,16 @@ static void test_fused_random_shapes(void) {
                 mb->rehashes = ma->rehashes, mb->next_rehash = ma->next_rehash;
             }
         }
-        const int fused = ma->fused_steps == 6 && mb->fused_steps == 0;
+        const int fused = ma->fused_steps == (sampled_top ? 0 : 6) && mb->fused_steps == 0 &&
+                          !ma->layers[nl - 1].gw_ready; /* (deferred: no gradient rows) */
         const int same = same_loss && layers_bits_equal(ma, mb);
         CHECK(same && fused,
-              "shapes %d (seed %llu: %d layers%s, output %lld at %.3f, batch %d, bf16 state %d "
+              "shapes %d (seed %llu: %d layers%s%s, output %lld at %.3f, batch %d, bf16 state %d "
               "weights %d, lazy %d, "
               "clip %g): expected the fused step bit for bit compute + apply, got losses %s, "
               "parameters %s, fused steps %lld / %lld", trial, (unsigned long long)seed, nl,
-              sampled_below ? " (a sampled hidden layer)" : "", (long long)t.l,
+              sampled_below ? " (a sampled hidden layer)" : "",
+              sampled_top ? " (the output's input sampled)" : "", (long long)t.l,
               (double)c.layers[nl - 1].sparsity, o.batch_size, c.bf16_state, c.bf16_weights, o.lazy_adam,
               (double)o.clip_norm, same_loss ? "equal" : "differ", same ? "equal" : "differ",
               (long long)ma->fused_steps, (long long)mb->fused_steps);
@@ -1123,6 +1131,8 @@ static void test_fused_random_shapes(void) {
         spr_model_free(mb);
         toy_free(&t);
     }
+    CHECK(tops >= 3 && belows >= 3, "random shapes: %d with the output's input sampled, %d with a "
+          "sampled layer below a dense one: expected 3 or more of each", tops, belows);
 }
 
 static void test_clipped_deferred(void) {
