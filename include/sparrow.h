@@ -343,9 +343,10 @@ typedef struct spr_train_options {
 
 /* The bytes of spr_model_config_memory that training with `options` (one process) will
  * touch: a sampled output layer's gradient rows are only reserved and stay untouched in
- * deferred training (a sampled output layer after a dense one, not options->dense; with
- * clip_norm too since session 32), so they are left out then: a quarter of a float
- * output layer's bytes (2/5 with BF16 weights), 1 GB at 2M labels after 128 hidden. The deferred gradient's store (batch x active x 36 bytes, ~30 MB at batch 256
+ * deferred training (a sampled output layer, not options->dense; with clip_norm, or
+ * after a sampled hidden layer, too since session 32), so they are left out then: a
+ * quarter of a float output layer's bytes (2/5 with BF16 weights), 1 GB at 2M labels
+ * after 128 hidden. The deferred gradient's store (batch x active x 36 bytes, ~30 MB at batch 256
  * and 3,350 active) is per-thread-scratch-sized and, like it, not included. */
 SPR_API spr_status spr_model_config_memory_training(const spr_model_config *config,
                                                     const spr_train_options *options,

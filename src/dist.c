@@ -194,7 +194,7 @@ static spr_status shard_memory(const spr_model_config *cfg, const spr_train_opti
         spr_dist_shard_range(cfg->layers[cfg->n_layers - 1].size, rank, ranks, &lo, &hi);
         c = shard_config(cfg, lo, hi);
     }
-    return o ? spr_model_config_memory_training(&c, o, bytes) : spr_model_config_memory(&c, bytes);
+    return o ? spr_model_config_memory_training_as(&c, o, 1, bytes) : spr_model_config_memory(&c, bytes);
 }
 
 spr_status spr_model_config_memory_sharded(const spr_model_config *cfg, int rank, int ranks,

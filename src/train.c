@@ -252,22 +252,28 @@ static int fusable(const spr_model *m, const spr_train_options *o) {
     return deferred_usable(m, o->dense != 0) && !sparse_input(m);
 }
 
-spr_status spr_model_config_memory_training(const spr_model_config *c, const spr_train_options *o,
-                                            int64_t *bytes) {
+spr_status spr_model_config_memory_training_as(const spr_model_config *c,
+                                               const spr_train_options *o, int rank,
+                                               int64_t *bytes) {
     if (!o) return spr_fail(SPR_STATUS_BAD_INPUT, "spr_model_config_memory_training: options is NULL");
     spr_status st = spr_model_config_memory(c, bytes);
     if (st) return st;
     /* deferred_usable's rule and compute_gradients's, from the configuration (a layer past
      * the first is sampled when its sparsity is below 1): the output layer's gradient rows
-     * stay reserved untouched in a deferred step (clipped or not). A sampled input defers
-     * on one process only: its rows are counted (this estimate serves ranks too). */
+     * stay reserved untouched in a deferred step (clipped or not); a sampled input defers
+     * on one process only. */
     const int nl = c->n_layers;
     const int sampled_out = nl > 1 && c->layers[nl - 1].sparsity < 1.0f;
     const int sampled_in = nl > 2 && c->layers[nl - 2].sparsity < 1.0f;
-    if (!o->dense && sampled_out && !sampled_in)
+    if (!o->dense && sampled_out && !(rank && sampled_in))
         *bytes -= c->layers[nl - 1].size * spr_row_stride(c->layers[nl - 2].size) *
                   (int64_t)sizeof(float);
     return SPR_STATUS_OK;
+}
+
+spr_status spr_model_config_memory_training(const spr_model_config *c, const spr_train_options *o,
+                                            int64_t *bytes) {
+    return spr_model_config_memory_training_as(c, o, 0, bytes);
 }
 
 /* Sizes the deferred store for the scratch made by spr_model_prepare (same moment: before

@@ -363,6 +363,23 @@ static void test_shard_rows_and_memory(void) {
           "clipping (rank 1) %lld, expected %lld; dense %lld, expected %lld", (long long)r0,
           (long long)rows0, (long long)t0, (long long)t1, (long long)(r1 - rows0), (long long)t2,
           (long long)r1);
+    /* a sampled hidden layer as the output's input: one process defers (its gradient rows
+     * untouched), a rank does not */
+    spr_model_config big3 = big;
+    big3.n_layers = 3;
+    big3.layers[2] = big.layers[1];
+    big3.layers[1] = big.layers[0];
+    big3.layers[1].sparsity = 0.5f;
+    to = spr_train_options_default();
+    int64_t one3 = 0, one3_train = 0, r3 = 0, r3_train = 0;
+    OK(spr_model_config_memory(&big3, &one3));
+    OK(spr_model_config_memory_training(&big3, &to, &one3_train));
+    OK(spr_model_config_memory_sharded(&big3, 0, 2, &r3));
+    OK(spr_model_config_memory_sharded_training(&big3, &to, 0, 2, &r3_train));
+    CHECK(one3_train == one3 - 2 * rows0 && r3_train == r3,
+          "a sampled input below the output: one process expected %lld - %lld, got %lld; rank 0 "
+          "of 2 expected %lld, got %lld", (long long)one3, (long long)(2 * rows0),
+          (long long)one3_train, (long long)r3, (long long)r3_train);
     toy_free(&t);
 }
 
