@@ -487,10 +487,10 @@ static inline int spr_select_top(const spr_layer *L) {
  * schedule in o says so (SLIDE's growing gaps); records the time in stats. */
 spr_status spr_model_rehash_if_due(spr_model *m, const spr_train_options *o, spr_batch_stats *stats);
 
-/* spr_model_config_memory_training for one process (rank 0) or a rank of a sharded model
- * (rank 1: a sampled input below the output does not defer there). */
+/* spr_model_config_memory_training for one process (sharded 0) or a rank of a sharded
+ * model (sharded 1: a sampled input below the output does not defer there). */
 spr_status spr_model_config_memory_training_as(const spr_model_config *c,
-                                               const spr_train_options *o, int rank,
+                                               const spr_train_options *o, int sharded,
                                                int64_t *bytes);
 
 /* Clears the gradients and touched lists without an optimizer step (tests). */

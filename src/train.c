@@ -253,7 +253,7 @@ static int fusable(const spr_model *m, const spr_train_options *o) {
 }
 
 spr_status spr_model_config_memory_training_as(const spr_model_config *c,
-                                               const spr_train_options *o, int rank,
+                                               const spr_train_options *o, int sharded,
                                                int64_t *bytes) {
     if (!o) return spr_fail(SPR_STATUS_BAD_INPUT, "spr_model_config_memory_training: options is NULL");
     spr_status st = spr_model_config_memory(c, bytes);
@@ -265,7 +265,7 @@ spr_status spr_model_config_memory_training_as(const spr_model_config *c,
     const int nl = c->n_layers;
     const int sampled_out = nl > 1 && c->layers[nl - 1].sparsity < 1.0f;
     const int sampled_in = nl > 2 && c->layers[nl - 2].sparsity < 1.0f;
-    if (!o->dense && sampled_out && !(rank && sampled_in))
+    if (!o->dense && sampled_out && !(sharded && sampled_in))
         *bytes -= c->layers[nl - 1].size * spr_row_stride(c->layers[nl - 2].size) *
                   (int64_t)sizeof(float);
     return SPR_STATUS_OK;
